@@ -1,7 +1,23 @@
 // Package detect identifies application protocols from payload samples and
 // extracts named fields from them. Detectors never keep payload bytes: they
-// return only the named fields listed here.
+// return only the named fields listed here, and a flow's State holds at most
+// a few bounded login characters (Telnet, FTP) until the login completes.
+//
+// Detection is by content. Ports only disambiguate variants of one wire
+// format (mDNS versus DNS) and gate the weakest signature (DHCPv6), never
+// decide alone.
+//
+// A sample is the first bytes of a packet (128 from the datapath), so a
+// field is reported only when it ends inside the sample; a value cut by the
+// sample end is dropped (a cut Basic authorization becomes a Credential
+// marked Partial). In a single-segment HL7 message the UDI (PRT-16, OBX-18)
+// usually lies beyond byte 128, and so does a DICOM association's
+// user-information item: they are extracted when the sample reaches them.
 package detect
+
+import (
+	"github.com/medmesh/medmesh/node/flow"
+)
 
 // Field names used in Detection.Fields.
 const (
@@ -29,7 +45,45 @@ const (
 	FieldFriendlyName       = "device.friendly_name" // SSDP / mDNS
 	FieldModel              = "device.model"
 	FieldSNMPCommunity      = "snmp.community" // reported masked, see Credential
+
+	FieldHTTPServer      = "http.server"       // HTTP response Server header
+	FieldSSDPServer      = "ssdp.server"       // SSDP SERVER header (OS, UPnP and product)
+	FieldSSDPUSN         = "ssdp.usn"          // SSDP USN header (uuid and device type)
+	FieldSSDPSearch      = "ssdp.search"       // SSDP ST / NT header
+	FieldMDNSService     = "mdns.service"      // an announced or queried service instance
+	FieldTelnetUser      = "telnet.user"       // login name typed at a telnet login: prompt
+	FieldFTPUser         = "ftp.user"          // FTP USER argument
+	FieldModbusUnit      = "modbus.unit"       // Modbus unit identifier, decimal
+	FieldBACnetFunction  = "bacnet.function"   // BVLC function, e.g. "original-unicast-npdu"
+	FieldSNMPVersion     = "snmp.version"      // "1", "2c" or "3"
+	FieldDHCPMessageType = "dhcp.message_type" // DHCP option 53 / DHCPv6 msg-type, decimal
+	FieldTLSVersion      = "tls.version"       // hello version, e.g. "1.2" (1.3 shows as 1.2)
 )
+
+// App names returned in Detection.App.
+const (
+	AppHL7    = "hl7"
+	AppDICOM  = "dicom"
+	AppDHCP   = "dhcp"
+	AppDHCPv6 = "dhcpv6"
+	AppDNS    = "dns"
+	AppHTTP   = "http"
+	AppTLS    = "tls"
+	AppMQTT   = "mqtt"
+	AppModbus = "modbus"
+	AppBACnet = "bacnet"
+	AppSSDP   = "ssdp"
+	AppMDNS   = "mdns"
+	AppTelnet = "telnet"
+	AppFTP    = "ftp"
+	AppSNMP   = "snmp"
+)
+
+// Apps returns every application protocol the package detects.
+func Apps() []string {
+	return []string{AppHL7, AppDICOM, AppDHCP, AppDHCPv6, AppDNS, AppHTTP, AppTLS, AppMQTT,
+		AppModbus, AppBACnet, AppSSDP, AppMDNS, AppTelnet, AppFTP, AppSNMP}
+}
 
 // Field is one named value extracted from a sample.
 type Field struct {
@@ -44,10 +98,17 @@ type Credential struct {
 	Protocol string // "http", "telnet", "ftp", "mqtt", "snmp"
 	User     string
 	Secret   string
+	// Partial is set when the sample ended inside the credential: User or
+	// Secret may be cut short, so Secret must not be compared with default
+	// credentials. The login itself was still sent in cleartext.
+	Partial bool
 }
 
 // String masks the secret.
 func (c Credential) String() string { return c.Protocol + " user " + c.User + " (secret masked)" }
+
+// GoString masks the secret too, so %#v cannot print it.
+func (c Credential) GoString() string { return "detect.Credential{" + c.String() + "}" }
 
 // DNSAnswer maps a name to an address from a DNS response.
 type DNSAnswer struct {
@@ -64,4 +125,195 @@ type Detection struct {
 	Fields      []Field
 	Credentials []Credential
 	Answers     []DNSAnswer
+}
+
+// Field returns the first value of the named field, or "".
+func (d *Detection) Field(name string) string {
+	for _, f := range d.Fields {
+		if f.Name == name {
+			return f.Value
+		}
+	}
+	return ""
+}
+
+func (d *Detection) add(name string, v string) {
+	if v != "" {
+		d.Fields = append(d.Fields, Field{Name: name, Value: v})
+	}
+}
+
+// Bounds on how long a flow keeps asking for samples.
+const (
+	maxLoginSamples = 48 // telnet and FTP: samples per flow before giving up on a login
+	maxHL7Samples   = 16 // HL7: samples per flow while no UDI was seen
+)
+
+// State is a flow's detection state. The zero value is ready to use; it is
+// small (32 bytes) and holds no payload bytes. A Telnet or FTP flow adds a
+// 68-byte login buffer holding at most the typed user name and password,
+// the password wiped once the login completes.
+type State struct {
+	app  string
+	more bool
+	n    uint8 // samples inspected, saturating
+	// hl7Sep is the HL7 field separator from the flow's last MSH.
+	hl7Sep byte
+	// ftpBanner is set when the responder greeted with a 220 reply.
+	ftpBanner bool
+	hl7UDI    bool
+	// login holds the bounded Telnet/FTP login buffers; nil for other flows.
+	login *login
+}
+
+// App is the flow's application protocol once detected, else "".
+func (s *State) App() string { return s.app }
+
+// WantMore reports whether further payload samples of this flow would help
+// (for example a Telnet or FTP login spread over many small packets). The
+// datapath may raise the flow's sample budget when it is true.
+func (s *State) WantMore() bool { return s.more }
+
+// Inspect runs the detectors over one payload sample of a flow and returns
+// what it found in this sample. It never retains payload.
+func Inspect(st *State, s *flow.Sample) Detection {
+	var d Detection
+	if st == nil || s == nil || len(s.Payload) == 0 {
+		return d
+	}
+	if st.n < 255 {
+		st.n++
+	}
+	in := sample{p: s.Payload, wire: int(s.WireLen), dir: s.Dir, t: s.Flow}
+	if in.wire < len(in.p) {
+		in.wire = len(in.p)
+	}
+	if st.app != "" {
+		extract(st, &in, &d)
+	} else {
+		classify(st, &in, &d)
+	}
+	if st.app != "" {
+		d.App = st.app
+	}
+	st.more = wantMore(st)
+	return d
+}
+
+// sample is one payload sample under inspection.
+type sample struct {
+	p    []byte
+	wire int // payload length on the wire, >= len(p)
+	dir  flow.Dir
+	t    flow.Tuple
+}
+
+// complete reports whether p holds the whole payload.
+func (s *sample) complete() bool { return s.wire <= len(s.p) }
+
+func (s *sample) port(p uint16) bool { return s.t.SrcPort == p || s.t.DstPort == p }
+
+const (
+	protoTCP = 6
+	protoUDP = 17
+)
+
+// classify runs the detectors in order of signature strength.
+func classify(st *State, s *sample, d *Detection) {
+	switch s.t.Proto {
+	case protoTCP:
+		switch {
+		case hl7(st, s, d, true),
+			dicom(s, d),
+			tlsHello(s, d),
+			mqtt(s, d),
+			modbus(s, d),
+			httpMsg(s, d, AppHTTP),
+			telnet(st, s, d),
+			ftp(st, s, d),
+			dnsTCP(s, d):
+			st.app = d.App
+		}
+	case protoUDP:
+		switch {
+		case bacnet(s, d),
+			snmp(s, d),
+			httpMsg(s, d, AppSSDP),
+			dhcp4Sample(s, d),
+			dhcp6(s.p, s.complete(), s.port(546) || s.port(547), d),
+			dns(s.p, s.complete(), s.port(5353) || isMDNSGroup(s.t), d):
+			st.app = d.App
+		}
+	}
+}
+
+// extract runs the known app's detector on later samples of the flow.
+func extract(st *State, s *sample, d *Detection) {
+	var e Detection
+	switch st.app {
+	case AppHL7:
+		hl7(st, s, &e, false)
+	case AppDICOM:
+		dicom(s, &e)
+	case AppTLS:
+		tlsHello(s, &e)
+	case AppMQTT:
+		mqtt(s, &e)
+	case AppModbus:
+		modbus(s, &e)
+	case AppHTTP, AppSSDP:
+		httpMsg(s, &e, st.app)
+	case AppTelnet:
+		telnet(st, s, &e)
+	case AppFTP:
+		ftp(st, s, &e)
+	case AppBACnet:
+		bacnet(s, &e)
+	case AppSNMP:
+		snmp(s, &e)
+	case AppDHCP:
+		dhcp4Sample(s, &e)
+	case AppDHCPv6:
+		dhcp6(s.p, s.complete(), true, &e)
+	case AppDNS, AppMDNS:
+		if s.t.Proto == protoTCP {
+			dnsTCP(s, &e)
+		} else {
+			dns(s.p, s.complete(), st.app == AppMDNS, &e)
+		}
+	}
+	e.App = ""
+	*d = e
+}
+
+func wantMore(st *State) bool {
+	switch st.app {
+	case AppTelnet, AppFTP:
+		return st.login != nil && !st.login.done && st.n < maxLoginSamples
+	case AppHL7:
+		return !st.hl7UDI && st.n < maxHL7Samples
+	case "":
+		// An FTP greeting without a command yet: the USER line follows.
+		return st.ftpBanner && st.n < maxLoginSamples
+	}
+	return false
+}
+
+// Discover decodes a discovery packet (DHCP, DHCPv6, DNS response, ARP, ND).
+// ARP and ND carry no application fields: the caller reads their addresses.
+func Discover(ev *flow.Discovery) Detection {
+	var d Detection
+	if ev == nil || len(ev.Data) == 0 {
+		return d
+	}
+	switch ev.Kind {
+	case flow.DiscoveryDHCP:
+		dhcp4(ev.Data, &d)
+	case flow.DiscoveryDHCPv6:
+		dhcp6(ev.Data, true, true, &d)
+	case flow.DiscoveryDNS:
+		mdns := ev.SrcPort == 5353 || ev.DstPort == 5353 || ev.Dst == mdns4 || ev.Dst == mdns6
+		dns(ev.Data, true, mdns, &d)
+	}
+	return d
 }

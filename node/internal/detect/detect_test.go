@@ -1,0 +1,324 @@
+package detect
+
+import (
+	"encoding/hex"
+	"net/netip"
+	"slices"
+	"strings"
+	"testing"
+	"unsafe"
+
+	"github.com/medmesh/medmesh/node/flow"
+)
+
+var (
+	tcpTuple = flow.Tuple{Src: netip.MustParseAddr("10.0.0.1"), Dst: netip.MustParseAddr("10.0.0.2"), SrcPort: 40000, DstPort: 7777, Proto: protoTCP}
+	udpTuple = flow.Tuple{Src: netip.MustParseAddr("10.0.0.1"), Dst: netip.MustParseAddr("10.0.0.2"), SrcPort: 40000, DstPort: 7777, Proto: protoUDP}
+)
+
+// inspect runs one sample cut to the datapath's 128 bytes.
+func inspect(st *State, tu flow.Tuple, dir flow.Dir, p []byte) Detection {
+	s := flow.Sample{Flow: tu, Dir: dir, WireLen: uint16(len(p)), Payload: p[:min(len(p), datapathSnap)]}
+	return Inspect(st, &s)
+}
+
+func mustHex(t testing.TB, s string) []byte {
+	t.Helper()
+	b, err := hex.DecodeString(strings.ReplaceAll(s, " ", ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func TestStateSmall(t *testing.T) {
+	if n := unsafe.Sizeof(State{}); n != 32 {
+		t.Fatalf("State is %d bytes, documented as 32", n)
+	}
+	if n := unsafe.Sizeof(login{}); n != 68 {
+		t.Fatalf("login is %d bytes, documented as 68", n)
+	}
+}
+
+func TestInspectTable(t *testing.T) {
+	tlsHello := clientHello("example.org", "h2", "http/1.1")
+	dhcpv6 := mustHex(t, "01 abcdef 0001000e00010001 1c39cf88 080027fe8f95 0006 0004 0017 0018 0027 0009 00 06 6d6f6e69746f 00")
+	mqttConnect := []byte("\x10\x2a\x00\x04MQTT\x04\xc2\x00\x3c\x00\x08pump-007\x00\x05admin\x00\x0bsecret-pass")
+	modbusReq := mustHex(t, "0001 0000 0006 11 03 006b 0003")
+	bacnetWhoIs := mustHex(t, "810b000c0120ffff00ff1008")
+	snmpGet := mustHex(t, "302902010104067075626c6963a01c02045067d65d020100020100300e300c06082b060102010105000500")
+	dicomRQ := append(mustHex(t, "01000000004a0001 0000"), []byte("STORESCP        ECHOSCU         ")...)
+	dicomRQ = append(dicomRQ, make([]byte, 32)...)
+	for _, tc := range []struct {
+		name   string
+		tu     flow.Tuple
+		p      []byte
+		app    string
+		fields map[string]string
+	}{
+		{"hl7", tcpTuple, []byte("\x0bMSH|^~\\&|PUMPGW|ICU3|EMR|HOSP|20240101||ORU^R01|1|P|2.6\rPID|1||12345||DOE^JANE\r"), AppHL7,
+			map[string]string{FieldHL7SendingApp: "PUMPGW", FieldHL7SendingFacility: "ICU3", FieldHL7MessageType: "ORU^R01"}},
+		{"hl7 bare msh", tcpTuple, []byte("MSH|^~\\&|A|B|C|D|2024||ADT^A01|1|P|2.3\r"), AppHL7, map[string]string{FieldHL7MessageType: "ADT^A01"}},
+		{"dicom", tcpTuple, dicomRQ, AppDICOM, map[string]string{FieldDICOMCalledAE: "STORESCP", FieldDICOMCallingAE: "ECHOSCU"}},
+		{"tls", tcpTuple, tlsHello, AppTLS, map[string]string{FieldTLSSNI: "example.org", FieldTLSALPN: "h2,http/1.1"}},
+		{"http", tcpTuple, []byte("GET /status HTTP/1.1\r\nHost: pump-7.icu\r\nUser-Agent: curl/8.0\r\n\r\n"), AppHTTP,
+			map[string]string{FieldHTTPHost: "pump-7.icu", FieldHTTPUserAgent: "curl/8.0"}},
+		{"http response", tcpTuple, []byte("HTTP/1.1 200 OK\r\nServer: GoAhead-Webs\r\n\r\n"), AppHTTP, map[string]string{FieldHTTPServer: "GoAhead-Webs"}},
+		{"mqtt", tcpTuple, mqttConnect, AppMQTT, map[string]string{FieldMQTTClientID: "pump-007", FieldMQTTUser: "admin"}},
+		{"modbus", tcpTuple, modbusReq, AppModbus, map[string]string{FieldModbusUnit: "17"}},
+		{"telnet", tcpTuple, []byte{iac, 0xfd, 0x18, iac, 0xfd, 0x20, iac, 0xfb, 0x01}, AppTelnet, nil},
+		{"bacnet", udpTuple, bacnetWhoIs, AppBACnet, map[string]string{FieldBACnetFunction: "original-broadcast-npdu"}},
+		{"snmp", udpTuple, snmpGet, AppSNMP, map[string]string{FieldSNMPVersion: "2c", FieldSNMPCommunity: "******"}},
+		{"ssdp", udpTuple, []byte("NOTIFY * HTTP/1.1\r\nHOST: 239.255.255.250:1900\r\nNT: upnp:rootdevice\r\nSERVER: Linux/3.10 UPnP/1.0 Monitor/2.1\r\n\r\n"), AppSSDP,
+			map[string]string{FieldSSDPSearch: "upnp:rootdevice"}},
+		{"dhcpv6", flow.Tuple{Src: netip.MustParseAddr("fe80::1"), Dst: netip.MustParseAddr("ff02::1:2"), SrcPort: 546, DstPort: 547, Proto: protoUDP},
+			dhcpv6, AppDHCPv6, map[string]string{FieldDHCPFingerprint: "23,24", FieldDHCPFQDN: "monito", FieldDHCPClientID: "000100011c39cf88080027fe8f95"}},
+		{"dns", udpTuple, dnsQuery("infusion.example.org", 1), AppDNS, map[string]string{FieldDNSQuery: "infusion.example.org"}},
+		{"dns over tcp", tcpTuple, append([]byte{0, byte(len(dnsQuery("pacs.example.org", 1)))}, dnsQuery("pacs.example.org", 1)...), AppDNS,
+			map[string]string{FieldDNSQuery: "pacs.example.org"}},
+		{"dicom p-data", tcpTuple, mustHex(t, "04000000000e 0000000a 01 03 0000 0000 0000 0000"), AppDICOM, nil},
+		// Negatives: text and binary that must not match.
+		{"smtp greeting", tcpTuple, []byte("220 mx.example.org ESMTP ready\r\n"), "", nil},
+		{"ssh", tcpTuple, []byte("SSH-2.0-OpenSSH_9.6\r\n"), "", nil},
+		{"zeros", tcpTuple, make([]byte, 128), "", nil},
+		{"udp zeros", udpTuple, make([]byte, 128), "", nil},
+		{"dicom p-data even pc id", tcpTuple, mustHex(t, "04000000000e 0000000a 02 03 0000 0000 0000 0000"), "", nil},
+		{"nbns", udpTuple, dnsQuery("EOEBFEEFCACACACACACACACACACACAAA", 0x20), "", nil},
+		{"http on udp is not ssdp", udpTuple, []byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"), "", nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var st State
+			d := inspect(&st, tc.tu, flow.Fwd, tc.p)
+			if d.App != tc.app || st.App() != tc.app {
+				t.Fatalf("app %q (state %q), want %q; fields %v", d.App, st.App(), tc.app, d.Fields)
+			}
+			for k, v := range tc.fields {
+				if got := d.Field(k); got != v {
+					t.Errorf("%s = %q, want %q (all %v)", k, got, v, d.Fields)
+				}
+			}
+		})
+	}
+}
+
+func dnsQuery(name string, qtype byte) []byte {
+	b := []byte{0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0}
+	b = appendName(b, name)
+	return append(b, 0, qtype, 0, 1)
+}
+
+func appendName(b []byte, name string) []byte {
+	for _, l := range strings.Split(name, ".") {
+		b = append(b, byte(len(l)))
+		b = append(b, l...)
+	}
+	return append(b, 0)
+}
+
+func TestDNSAnswers(t *testing.T) {
+	// Query www.example.org, answer: CNAME then A and AAAA for the target.
+	b := []byte{0x12, 0x34, 0x81, 0x80, 0, 1, 0, 3, 0, 0, 0, 0}
+	b = appendName(b, "www.example.org")
+	b = append(b, 0, 1, 0, 1)
+	b = append(b, 0xc0, 12, 0, 5, 0, 1, 0, 0, 0, 60, 0, 6, 3, 'c', 'd', 'n', 0xc0, 16)
+	cdn := 12 + 17 + 4 + 12
+	b = append(b, 0xc0, byte(cdn), 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 2, 7)
+	b = append(b, 0xc0, byte(cdn), 0, 28, 0, 1, 0, 0, 0, 60, 0, 16, 0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 7)
+	d := Discover(&flow.Discovery{Kind: flow.DiscoveryDNS, SrcPort: 53, Data: b})
+	want := []DNSAnswer{{"www.example.org", "192.0.2.7"}, {"www.example.org", "2001:db8::7"}}
+	if d.App != AppDNS || !slices.Equal(d.Answers, want) {
+		t.Fatalf("app %q answers %v, want %v", d.App, d.Answers, want)
+	}
+	// A compression loop must terminate.
+	loop := []byte{0, 0, 0x81, 0x80, 0, 1, 0, 1, 0, 0, 0, 0, 1, 'a', 0, 0, 1, 0, 1, 0xc0, 19, 0, 1}
+	Discover(&flow.Discovery{Kind: flow.DiscoveryDNS, SrcPort: 53, Data: loop})
+}
+
+func TestMDNS(t *testing.T) {
+	// Response: PTR _printer._tcp.local -> Ward-3 Monitor._printer._tcp.local,
+	// TXT md=IntelliVue MX450 fn=Ward 3.
+	b := []byte{0, 0, 0x84, 0, 0, 0, 0, 2, 0, 0, 0, 0}
+	b = appendName(b, "_printer._tcp.local")
+	b = append(b, 0, 12, 0, 1, 0, 0, 0, 120)
+	inst := appendName(nil, "Ward-3 Monitor._printer._tcp.local")
+	b = append(b, 0, byte(len(inst)))
+	b = append(b, inst...)
+	b = appendName(b, "Ward-3 Monitor._printer._tcp.local")
+	txtRR := []byte("\x13md=IntelliVue MX450\x09fn=Ward 3")
+	b = append(b, 0, 16, 0x80, 1, 0, 0, 0, 120, 0, byte(len(txtRR)))
+	b = append(b, txtRR...)
+	d := Discover(&flow.Discovery{Kind: flow.DiscoveryDNS, SrcPort: 5353, DstPort: 5353, Data: b})
+	if d.App != AppMDNS || d.Field(FieldModel) != "IntelliVue MX450" || d.Field(FieldFriendlyName) != "Ward 3" ||
+		d.Field(FieldMDNSService) != "Ward-3 Monitor._printer._tcp.local" {
+		t.Fatalf("mdns: %+v", d)
+	}
+}
+
+func dhcpDiscover(opts ...byte) []byte {
+	b := make([]byte, 240)
+	b[0], b[1], b[2] = 1, 1, 6
+	copy(b[4:], []byte{1, 2, 3, 4})
+	copy(b[28:], []byte{0x00, 0x0a, 0x2e, 1, 2, 3})
+	copy(b[236:], []byte{0x63, 0x82, 0x53, 0x63})
+	b = append(b, opts...)
+	return append(b, 255)
+}
+
+func TestDHCP(t *testing.T) {
+	opts := []byte{53, 1, 1, 12, 5, 'p', 'u', 'm', 'p', '7', 55, 4, 1, 3, 6, 15, 60, 8, 'M', 'S', 'F', 'T', ' ', '5', '.', '0',
+		61, 7, 1, 0x00, 0x0a, 0x2e, 1, 2, 3, 81, 11, 0x04, 0, 0, 5, 'p', 'u', 'm', 'p', '7', 0, 0}
+	mud := "https://mud.example.com/pump"
+	opts = append(opts, 161, byte(len(mud)))
+	opts = append(opts, mud...)
+	p := dhcpDiscover(opts...)
+	d := Discover(&flow.Discovery{Kind: flow.DiscoveryDHCP, SrcPort: 68, DstPort: 67, Data: p})
+	for k, v := range map[string]string{
+		FieldDHCPHostname: "pump7", FieldDHCPFingerprint: "1,3,6,15", FieldDHCPVendorClass: "MSFT 5.0",
+		FieldDHCPClientID: "01000a2e010203", FieldDHCPFQDN: "pump7", FieldDHCPMUDURL: mud, FieldDHCPMessageType: "1",
+	} {
+		if got := d.Field(k); got != v {
+			t.Errorf("%s = %q, want %q", k, got, v)
+		}
+	}
+	if d.App != AppDHCP {
+		t.Fatalf("app %q", d.App)
+	}
+	// A 128-byte sample of the same datagram is classified from its header.
+	var st State
+	if got := inspect(&st, udpTuple, flow.Fwd, p); got.App != AppDHCP {
+		t.Fatalf("sample app %q", got.App)
+	}
+}
+
+func TestTelnetLoginPerCharacter(t *testing.T) {
+	var st State
+	inspect(&st, tcpTuple, flow.Fwd, []byte{iac, 0xfd, 0x03, iac, 0xfb, 0x18})
+	if st.App() != AppTelnet || !st.WantMore() {
+		t.Fatalf("app %q want more %v", st.App(), st.WantMore())
+	}
+	inspect(&st, tcpTuple, flow.Rev, []byte("\r\nMX450 monitor\r\nlogin: "))
+	var creds []Credential
+	for _, c := range []byte("rooX\x7ft\r") { // one character per packet, with a backspace
+		inspect(&st, tcpTuple, flow.Fwd, []byte{c})
+		inspect(&st, tcpTuple, flow.Rev, []byte{c}) // echo
+	}
+	inspect(&st, tcpTuple, flow.Rev, []byte("Password: "))
+	for _, c := range []byte("admin\r\n") {
+		d := inspect(&st, tcpTuple, flow.Fwd, []byte{c})
+		creds = append(creds, d.Credentials...)
+	}
+	if len(creds) != 1 || creds[0].User != "root" || creds[0].Secret != "admin" || creds[0].Protocol != AppTelnet {
+		t.Fatalf("credentials %#v (user %q)", creds, creds[0].User)
+	}
+	if st.WantMore() {
+		t.Fatal("still wants samples after the login")
+	}
+	if st.login.np != 0 || st.login.pass != [maxLogin]byte{} {
+		t.Fatal("password kept in the state after the login")
+	}
+	// A long typed user name stays bounded.
+	var st2 State
+	inspect(&st2, tcpTuple, flow.Fwd, []byte{iac, 0xfd, 0x03})
+	inspect(&st2, tcpTuple, flow.Rev, []byte("login: "))
+	inspect(&st2, tcpTuple, flow.Fwd, []byte(strings.Repeat("a", 100)))
+	if st2.login.nu != maxLogin {
+		t.Fatalf("user buffer %d bytes", st2.login.nu)
+	}
+}
+
+func TestFTPNeedsCommand(t *testing.T) {
+	var st State
+	inspect(&st, tcpTuple, flow.Rev, []byte("220 Welcome\r\n"))
+	if st.App() != "" || !st.WantMore() {
+		t.Fatalf("a bare 220 greeting: app %q, want more %v", st.App(), st.WantMore())
+	}
+	d := inspect(&st, tcpTuple, flow.Fwd, []byte("USER nurse\r\n"))
+	if st.App() != AppFTP || d.Field(FieldFTPUser) != "nurse" {
+		t.Fatalf("app %q fields %v", st.App(), d.Fields)
+	}
+	inspect(&st, tcpTuple, flow.Rev, []byte("331 Password required\r\n"))
+	d = inspect(&st, tcpTuple, flow.Fwd, []byte("PASS 1234\r\n"))
+	if len(d.Credentials) != 1 || d.Credentials[0].User != "nurse" || d.Credentials[0].Secret != "1234" {
+		t.Fatalf("credentials %v", d.Credentials)
+	}
+	// SMTP greets with 220 too.
+	var smtp State
+	inspect(&smtp, tcpTuple, flow.Rev, []byte("220 mail ESMTP Postfix\r\n"))
+	inspect(&smtp, tcpTuple, flow.Fwd, []byte("EHLO client\r\n"))
+	if smtp.App() != "" {
+		t.Fatalf("smtp detected as %q", smtp.App())
+	}
+}
+
+func TestMQTTCredential(t *testing.T) {
+	var st State
+	d := inspect(&st, tcpTuple, flow.Fwd, []byte("\x10\x2a\x00\x04MQTT\x04\xc2\x00\x3c\x00\x08pump-007\x00\x05admin\x00\x0bsecret-pass"))
+	if len(d.Credentials) != 1 || d.Credentials[0] != (Credential{Protocol: AppMQTT, User: "admin", Secret: "secret-pass"}) {
+		t.Fatalf("credentials %#v", d.Credentials)
+	}
+	if s := d.Credentials[0].String() + d.Credentials[0].GoString(); strings.Contains(s, "secret-pass") {
+		t.Fatalf("formatting leaks the secret: %s", s)
+	}
+}
+
+func TestHTTPBasicAuth(t *testing.T) {
+	var st State
+	d := inspect(&st, tcpTuple, flow.Fwd, []byte("GET / HTTP/1.1\r\nAuthorization: Basic YWRtaW46YWRtaW4=\r\n\r\n"))
+	if len(d.Credentials) != 1 || d.Credentials[0] != (Credential{Protocol: AppHTTP, User: "admin", Secret: "admin"}) {
+		t.Fatalf("credentials %#v", d.Credentials)
+	}
+}
+
+func TestHL7Continuation(t *testing.T) {
+	var st State
+	msg := "\x0bMSH|^~\\&|GW|ICU|EMR|H|2024||ORU^R01|1|P|2.6\rPID|1||12345||DOE^JANE||19700101\r" + strings.Repeat("NTE|1||x\r", 10)
+	inspect(&st, tcpTuple, flow.Fwd, []byte(msg))
+	if !st.WantMore() {
+		t.Fatal("no UDI yet: HL7 flow should want more samples")
+	}
+	d := inspect(&st, tcpTuple, flow.Fwd, []byte("1|x\rOBX|1|ST|x||y|||||||||||||Alaris 8015\r\x1c\r"))
+	if d.Field(FieldHL7UDI) != "Alaris 8015" || st.WantMore() {
+		t.Fatalf("udi %q want more %v", d.Field(FieldHL7UDI), st.WantMore())
+	}
+	// A field cut by the sample end is not reported.
+	var st2 State
+	d = inspect(&st2, tcpTuple, flow.Fwd, []byte("\x0bMSH|^~\\&|GW|ICU|EMR|H|2024||ORU^R01|1|P|2.6\rPRT|1|2|3|4|5|6|7|8|9|10|11|12|13|14|15|Alaris 80"+strings.Repeat(" ", 100)))
+	if d.Field(FieldHL7UDI) != "" {
+		t.Fatalf("cut UDI reported: %q", d.Field(FieldHL7UDI))
+	}
+}
+
+// clientHello builds a TLS 1.2 ClientHello with SNI and ALPN extensions.
+func clientHello(sni string, alpn ...string) []byte {
+	var ext []byte
+	name := append([]byte{0}, byte(len(sni)>>8), byte(len(sni)))
+	name = append(name, sni...)
+	ext = append(ext, 0, 0, byte((len(name)+2)>>8), byte(len(name)+2), byte(len(name)>>8), byte(len(name)))
+	ext = append(ext, name...)
+	var list []byte
+	for _, a := range alpn {
+		list = append(list, byte(len(a)))
+		list = append(list, a...)
+	}
+	ext = append(ext, 0, 16, 0, byte(len(list)+2), 0, byte(len(list)))
+	ext = append(ext, list...)
+	body := []byte{3, 3}
+	body = append(body, make([]byte, 32)...)          // random
+	body = append(body, 0)                            // session id
+	body = append(body, 0, 4, 0xc0, 0x2f, 0xc0, 0x30) // cipher suites
+	body = append(body, 1, 0)                         // compression
+	body = append(body, byte(len(ext)>>8), byte(len(ext)))
+	body = append(body, ext...)
+	hs := append([]byte{1, 0, byte(len(body) >> 8), byte(len(body))}, body...)
+	return append([]byte{22, 3, 1, byte(len(hs) >> 8), byte(len(hs))}, hs...)
+}
+
+func TestTelnetPasswordOnly(t *testing.T) {
+	var st State
+	inspect(&st, tcpTuple, flow.Rev, []byte{iac, 0xfb, 0x01, iac, 0xfb, 0x03})
+	inspect(&st, tcpTuple, flow.Rev, []byte("\r\nUser Access Verification\r\n\r\nPassword: "))
+	d := inspect(&st, tcpTuple, flow.Fwd, []byte("cisco\r"))
+	if st.App() != AppTelnet || len(d.Credentials) != 1 || d.Credentials[0].User != "" || d.Credentials[0].Secret != "cisco" {
+		t.Fatalf("app %q credentials %#v", st.App(), d.Credentials)
+	}
+}

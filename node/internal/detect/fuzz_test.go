@@ -1,0 +1,220 @@
+package detect
+
+import (
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/medmesh/medmesh/node/flow"
+)
+
+// knownFields lists every field name; vocabulary marks those rendered
+// from a code (hex, decimal, a fixed name), which may be longer than the
+// bytes they come from but stay under maxValue.
+var (
+	knownFields = setOf(FieldHL7MessageType, FieldHL7SendingApp, FieldHL7SendingFacility, FieldHL7UDI,
+		FieldDICOMCallingAE, FieldDICOMCalledAE, FieldDICOMImplClass, FieldDICOMImplVersion, FieldDHCPHostname,
+		FieldDHCPFingerprint, FieldDHCPVendorClass, FieldDHCPClientID, FieldDHCPFQDN, FieldDHCPMUDURL, FieldDNSQuery,
+		FieldHTTPHost, FieldHTTPUserAgent, FieldTLSSNI, FieldTLSALPN, FieldMQTTClientID, FieldMQTTUser, FieldFriendlyName,
+		FieldModel, FieldSNMPCommunity, FieldHTTPServer, FieldSSDPServer, FieldSSDPUSN, FieldSSDPSearch, FieldMDNSService,
+		FieldTelnetUser, FieldFTPUser, FieldModbusUnit, FieldBACnetFunction, FieldSNMPVersion, FieldDHCPMessageType, FieldTLSVersion)
+	vocabulary = setOf(FieldDHCPClientID, FieldDHCPFingerprint, FieldDHCPMessageType, FieldSNMPCommunity,
+		FieldSNMPVersion, FieldModbusUnit, FieldBACnetFunction, FieldTLSVersion)
+)
+
+func setOf(names ...string) map[string]bool {
+	m := make(map[string]bool, len(names))
+	for _, n := range names {
+		m[n] = true
+	}
+	return m
+}
+
+// checkDetection asserts the invariants every detector keeps.
+func checkDetection(t *testing.T, d Detection, in []byte) {
+	t.Helper()
+	if d.App != "" && !strings.Contains(" "+strings.Join(Apps(), " ")+" ", " "+d.App+" ") {
+		t.Fatalf("unknown app %q", d.App)
+	}
+	if d.App == "" && (len(d.Fields) > 0 || len(d.Credentials) > 0 || len(d.Answers) > 0) {
+		t.Fatalf("findings without an app: %+v", d)
+	}
+	for _, f := range d.Fields {
+		if !knownFields[f.Name] {
+			t.Fatalf("unknown field %q", f.Name)
+		}
+		if f.Value == "" || len(f.Value) > maxValue || !printable([]byte(f.Value)) {
+			t.Fatalf("field %s = %q: empty, long or not printable", f.Name, f.Value)
+		}
+		if !vocabulary[f.Name] && len(f.Value) > len(in) {
+			t.Fatalf("field %s = %q longer than the %d-byte input", f.Name, f.Value, len(in))
+		}
+	}
+	for _, c := range d.Credentials {
+		if len(c.User) > len(in) || len(c.Secret) > len(in) || len(c.User) > maxValue || len(c.Secret) > 255 {
+			t.Fatalf("credential longer than its input: user %d secret %d bytes, input %d", len(c.User), len(c.Secret), len(in))
+		}
+		if strings.Contains(c.String(), c.Secret) && len(c.Secret) > 8 {
+			t.Fatalf("String leaks the secret")
+		}
+	}
+	if len(d.Answers) > maxAnswers {
+		t.Fatalf("%d answers", len(d.Answers))
+	}
+	for _, a := range d.Answers {
+		if _, err := netip.ParseAddr(a.Addr); err != nil {
+			t.Fatalf("answer address %q: %v", a.Addr, err)
+		}
+		if len(a.Name) > maxValue {
+			t.Fatalf("answer name %d bytes", len(a.Name))
+		}
+	}
+}
+
+// fuzzInspect feeds data as a first sample, as a later sample of a flow
+// already classified as app, in both directions, and cut to 128 bytes.
+func fuzzInspect(t *testing.T, tu flow.Tuple, app string, data []byte) {
+	for _, cut := range []int{len(data), min(len(data), datapathSnap)} {
+		for _, dir := range []flow.Dir{flow.Fwd, flow.Rev} {
+			s := flow.Sample{Flow: tu, Dir: dir, WireLen: uint16(min(len(data), 65535)), Payload: data[:cut]}
+			var st State
+			d := Inspect(&st, &s)
+			checkDetection(t, d, data)
+			known := State{app: app}
+			for range 3 {
+				d = Inspect(&known, &s)
+				checkDetection(t, d, data)
+				if len(data) > 0 && d.App != app {
+					t.Fatalf("known flow app %q, want %q", d.App, app)
+				}
+			}
+			if known.login != nil && (known.login.nu > maxLogin || known.login.np > maxLogin) {
+				t.Fatal("login buffer overflow")
+			}
+		}
+	}
+}
+
+func tuple(proto uint8, sport, dport uint16) flow.Tuple {
+	return flow.Tuple{Src: netip.MustParseAddr("10.0.0.1"), Dst: netip.MustParseAddr("10.0.0.2"), SrcPort: sport, DstPort: dport, Proto: proto}
+}
+
+func FuzzHL7(f *testing.F) {
+	f.Add([]byte("\x0bMSH|^~\\&|A|B|C|D|2024||ADT^A01|1|P|2.3\rPRT|1|2|3|4|5|6|7|8|9|10|11|12|13|14|15|UDI\r\x1c\r"))
+	f.Add([]byte("MSH|^~\\&|A|B"))
+	f.Add([]byte("x\rOBX|1|2|3|4|5|6|7|8|9|10|11|12|13|14|15|16|17|dev\r"))
+	f.Fuzz(func(t *testing.T, b []byte) { fuzzInspect(t, tuple(protoTCP, 40000, 6661), AppHL7, b) })
+}
+
+func FuzzDICOM(f *testing.F) {
+	p := append([]byte{1, 0, 0, 0, 0, 0x4a, 0, 1, 0, 0}, []byte("STORESCP        ECHOSCU         ")...)
+	p = append(p, make([]byte, 32)...)
+	p = append(p, 0x50, 0, 0, 12, 0x52, 0, 0, 3, '1', '.', '2', 0x55, 0, 0, 1, 'X')
+	f.Add(p)
+	f.Add([]byte{2, 0, 0, 0, 0, 0x44})
+	f.Add([]byte{4, 0, 0, 0, 0, 14, 0, 0, 0, 10, 1, 3, 0, 0, 0, 0, 0, 0, 0, 0})
+	f.Fuzz(func(t *testing.T, b []byte) { fuzzInspect(t, tuple(protoTCP, 40000, 104), AppDICOM, b) })
+}
+
+func FuzzTLS(f *testing.F) {
+	f.Add(clientHello("example.org", "h2"))
+	f.Add([]byte{0x17, 3, 3, 0, 3, 1, 2, 3})
+	f.Add([]byte{22, 3, 3, 0, 0x40, 2, 0, 0, 0x3c, 3, 3})
+	f.Fuzz(func(t *testing.T, b []byte) { fuzzInspect(t, tuple(protoTCP, 40000, 443), AppTLS, b) })
+}
+
+func FuzzHTTP(f *testing.F) {
+	f.Add([]byte("GET / HTTP/1.1\r\nHost: a\r\nUser-Agent: b\r\nAuthorization: Basic YWRtaW46YWRtaW4=\r\n\r\n"))
+	f.Add([]byte("HTTP/1.1 401 Unauthorized\r\nServer: x\r\n"))
+	f.Add([]byte("POST /x HTTP/1.0\r\nAuthorization: Basic Zm9v"))
+	f.Fuzz(func(t *testing.T, b []byte) { fuzzInspect(t, tuple(protoTCP, 40000, 80), AppHTTP, b) })
+}
+
+func FuzzSSDP(f *testing.F) {
+	f.Add([]byte("M-SEARCH * HTTP/1.1\r\nST: ssdp:all\r\nMAN: \"ssdp:discover\"\r\n\r\n"))
+	f.Add([]byte("NOTIFY * HTTP/1.1\r\nUSN: uuid:1::upnp:rootdevice\r\nSERVER: a\r\nX-Friendly-Name: b\r\n\r\n"))
+	f.Fuzz(func(t *testing.T, b []byte) { fuzzInspect(t, tuple(protoUDP, 40000, 1900), AppSSDP, b) })
+}
+
+func FuzzMQTT(f *testing.F) {
+	f.Add([]byte("\x10\x2a\x00\x04MQTT\x04\xc2\x00\x3c\x00\x08pump-007\x00\x05admin\x00\x0bsecret-pass"))
+	f.Add([]byte("\x10\x20\x00\x04MQTT\x05\xc6\x00\x3c\x00\x00\x01a\x00\x00\x01t\x00\x01p\x00\x01u\x00\x01s"))
+	f.Add([]byte("\x10\x10\x00\x06MQIsdp\x03\x02\x00\x3c\x00\x02id"))
+	f.Fuzz(func(t *testing.T, b []byte) { fuzzInspect(t, tuple(protoTCP, 40000, 1883), AppMQTT, b) })
+}
+
+func FuzzModbus(f *testing.F) {
+	f.Add([]byte{0, 1, 0, 0, 0, 6, 0x11, 3, 0, 0x6b, 0, 3})
+	f.Add([]byte{0, 1, 0, 0, 0, 3, 1, 0x83, 2, 0, 2, 0, 0, 0, 2, 1, 1})
+	f.Fuzz(func(t *testing.T, b []byte) { fuzzInspect(t, tuple(protoTCP, 40000, 502), AppModbus, b) })
+}
+
+func FuzzTelnet(f *testing.F) {
+	f.Add([]byte{iac, 0xfd, 0x18, iac, 0xfa, 0x18, 1, iac, se, 'l', 'o', 'g', 'i', 'n', ':', ' '})
+	f.Add([]byte("Password: "))
+	f.Add([]byte("root\r\n"))
+	f.Fuzz(func(t *testing.T, b []byte) { fuzzInspect(t, tuple(protoTCP, 40000, 23), AppTelnet, b) })
+}
+
+func FuzzFTP(f *testing.F) {
+	f.Add([]byte("220 (vsFTPd 3.0.3)\r\n"))
+	f.Add([]byte("USER anonymous\r\n"))
+	f.Add([]byte("PASS x@\r\n"))
+	f.Fuzz(func(t *testing.T, b []byte) { fuzzInspect(t, tuple(protoTCP, 40000, 21), AppFTP, b) })
+}
+
+func FuzzBACnet(f *testing.F) {
+	f.Add([]byte{0x81, 0x0b, 0, 12, 1, 0x20, 0xff, 0xff, 0, 0xff, 0x10, 8})
+	f.Add([]byte{0x81, 0x04, 0, 16, 10, 0, 0, 1, 0xba, 0xc0, 1, 0, 0x10, 8, 0, 0})
+	f.Fuzz(func(t *testing.T, b []byte) { fuzzInspect(t, tuple(protoUDP, 47808, 47808), AppBACnet, b) })
+}
+
+func FuzzSNMP(f *testing.F) {
+	f.Add([]byte{0x30, 0x29, 2, 1, 1, 4, 6, 'p', 'u', 'b', 'l', 'i', 'c', 0xa0, 0x1c, 2, 4, 0x50, 0x67, 0xd6, 0x5d, 2, 1, 0, 2, 1, 0, 0x30, 0x0e, 0x30, 0x0c, 6, 8, 0x2b, 6, 1, 2, 1, 1, 5, 0, 5, 0})
+	f.Add([]byte{0x30, 0x81, 0x05, 2, 1, 3, 0x30, 0})
+	f.Fuzz(func(t *testing.T, b []byte) { fuzzInspect(t, tuple(protoUDP, 40000, 161), AppSNMP, b) })
+}
+
+// fuzzDiscover also runs Discover, which sees whole datagrams.
+func fuzzDiscover(t *testing.T, kind flow.DiscoveryKind, sport, dport uint16, b []byte) {
+	d := Discover(&flow.Discovery{Kind: kind, SrcPort: sport, DstPort: dport, Data: b})
+	checkDetection(t, d, b)
+}
+
+func FuzzDHCP(f *testing.F) {
+	f.Add(dhcpDiscover(53, 1, 1, 12, 4, 'p', 'u', 'm', 'p', 55, 3, 1, 3, 6, 81, 7, 4, 0, 0, 3, 'a', 'b', 'c'))
+	f.Add(dhcpDiscover(61, 7, 1, 0, 1, 2, 3, 4, 5, 161, 3, 'h', 't', 't'))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		fuzzInspect(t, tuple(protoUDP, 68, 67), AppDHCP, b)
+		fuzzDiscover(t, flow.DiscoveryDHCP, 68, 67, b)
+	})
+}
+
+func FuzzDHCPv6(f *testing.F) {
+	f.Add([]byte{1, 0xab, 0xcd, 0xef, 0, 1, 0, 4, 0, 3, 0, 1, 0, 6, 0, 4, 0, 0x17, 0, 0x18, 0, 0x27, 0, 4, 0, 2, 'a', 0})
+	f.Add([]byte{11, 1, 2, 3, 0, 1, 0, 2, 0, 1, 0, 16, 0, 8, 0, 0, 0, 9, 0, 2, 'x', 'y'})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		fuzzInspect(t, tuple(protoUDP, 546, 547), AppDHCPv6, b)
+		fuzzDiscover(t, flow.DiscoveryDHCPv6, 546, 547, b)
+	})
+}
+
+func FuzzDNS(f *testing.F) {
+	f.Add(dnsQuery("pump.example.org", 1))
+	f.Add([]byte{0, 0, 0x81, 0x80, 0, 1, 0, 1, 0, 0, 0, 0, 1, 'a', 0, 0, 1, 0, 1, 0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 1, 0, 4, 1, 2, 3, 4})
+	f.Add([]byte{0, 0, 0x81, 0x80, 0, 1, 0, 1, 0, 0, 0, 0, 1, 'a', 0, 0, 1, 0, 1, 0xc0, 19, 0, 1})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		fuzzInspect(t, tuple(protoUDP, 40000, 53), AppDNS, b)
+		fuzzInspect(t, tuple(protoTCP, 40000, 53), AppDNS, append([]byte{byte(len(b) >> 8), byte(len(b))}, b...))
+		fuzzDiscover(t, flow.DiscoveryDNS, 53, 40000, b)
+	})
+}
+
+func FuzzMDNS(f *testing.F) {
+	f.Add([]byte{0, 0, 0x84, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 'a', 0, 0, 16, 0x80, 1, 0, 0, 0, 1, 0, 6, 5, 'm', 'd', '=', 'X', '1'})
+	f.Add([]byte{0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 5, '_', 'h', 't', 't', 'p', 0, 0, 12, 0x80, 1})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		fuzzInspect(t, tuple(protoUDP, 5353, 5353), AppMDNS, b)
+		fuzzDiscover(t, flow.DiscoveryDNS, 5353, 5353, b)
+	})
+}
