@@ -1,0 +1,478 @@
+package engine
+
+import (
+	"bytes"
+	"encoding/base64"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/goleak"
+	"golang.org/x/net/dns/dnsmessage"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/medmesh/medmesh/node/flow"
+	"github.com/medmesh/medmesh/node/internal/baseline"
+	medmeshv1 "github.com/medmesh/medmesh/proto/medmesh/v1"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+var (
+	macPump  = flow.MAC{0x00, 0x0a, 0xf7, 0, 0, 0x01}
+	macPump2 = flow.MAC{0x00, 0x0a, 0xf7, 0, 0, 0x02}
+	macHL7   = flow.MAC{0x00, 0x50, 0x56, 0, 0, 0x02}
+	macDNS   = flow.MAC{0x00, 0x50, 0x56, 0, 0, 0x35}
+	macGW    = flow.MAC{0x00, 0x00, 0x0c, 0, 0, 0xfe}
+	macSrv   = flow.MAC{0x00, 0x50, 0x56, 0, 0, 0x14}
+
+	ipPump  = netip.MustParseAddr("10.1.0.10")
+	ipPump2 = netip.MustParseAddr("10.1.0.11")
+	ipHL7   = netip.MustParseAddr("10.1.0.2")
+	ipDNS   = netip.MustParseAddr("10.1.0.53")
+	ipSrv   = netip.MustParseAddr("10.1.0.20")
+	ipExfil = netip.MustParseAddr("203.0.113.9")
+)
+
+// testVendor stands in for the OUI table: the pumps' prefix is CareFusion's.
+func testVendor(mac [6]byte) string {
+	if mac[0] == 0x00 && mac[1] == 0x0a && mac[2] == 0xf7 {
+		return "CareFusion"
+	}
+	return ""
+}
+
+func testConfig() Config {
+	c := DefaultConfig()
+	c.SensorID = "s1"
+	c.Identity.Vendor = testVendor
+	c.Baseline.Window = 10 * time.Second
+	c.Baseline.Slot = time.Second
+	c.Score.FanOutWindow = time.Second
+	c.Score.FanOutPeers = 20
+	return c
+}
+
+func newEngine(t testing.TB, c Config) *Engine {
+	t.Helper()
+	e, err := New(c, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+var t0 = time.Date(2026, 11, 28, 8, 0, 0, 0, time.UTC).UnixNano()
+
+func at(d time.Duration) int64 { return t0 + int64(d) }
+
+func record(smac, dmac flow.MAC, src, dst netip.Addr, sport, dport uint16, proto uint8, bytes uint64, ts int64) *flow.Record {
+	return &flow.Record{Src: src, Dst: dst, SrcPort: sport, DstPort: dport, Proto: proto,
+		FwdPackets: 3, FwdBytes: bytes, RevPackets: 2, RevBytes: bytes / 2, FirstNs: ts - int64(time.Millisecond), LastNs: ts,
+		SrcMAC: smac, DstMAC: dmac, EndReason: "fin"}
+}
+
+// pumpDay is the pump's normal behaviour from..to: an HL7 message to the
+// interface engine every 100 ms and a DNS query every second.
+func pumpDay(e *Engine, mac flow.MAC, ip netip.Addr, from, to time.Duration) {
+	sport := uint16(40000)
+	for d := from; d < to; d += 100 * time.Millisecond {
+		sport++
+		e.HandleFlow(record(mac, macHL7, ip, ipHL7, sport, 2575, 6, 1200, at(d)))
+		if d%time.Second == 0 {
+			e.HandleFlow(record(mac, macDNS, ip, ipDNS, sport, 53, 17, 120, at(d)))
+		}
+	}
+}
+
+// dnsAnswer builds a DNS response naming addr.
+func dnsAnswer(t testing.TB, name string, addr netip.Addr) []byte {
+	t.Helper()
+	b := dnsmessage.NewBuilder(nil, dnsmessage.Header{ID: 7, Response: true, RecursionAvailable: true})
+	b.EnableCompression()
+	n := dnsmessage.MustNewName(name + ".")
+	if err := b.StartQuestions(); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Question(dnsmessage.Question{Name: n, Type: dnsmessage.TypeA, Class: dnsmessage.ClassINET}); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.StartAnswers(); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.AResource(dnsmessage.ResourceHeader{Name: n, Class: dnsmessage.ClassINET, TTL: 60}, dnsmessage.AResource{A: addr.As4()}); err != nil {
+		t.Fatal(err)
+	}
+	out, err := b.Finish()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func factorNames(a *medmeshv1.Alert) []string {
+	var n []string
+	for _, f := range a.GetRisk().GetFactors() {
+		n = append(n, f.GetName())
+	}
+	return n
+}
+
+func alertsOf(e *Engine, device string) []*medmeshv1.Alert {
+	var out []*medmeshv1.Alert
+	for _, a := range e.Alerts() {
+		if a.GetDeviceMac() == device {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// TestBaselineInjectedBehaviour is issue 4 acceptance 4: learn one
+// device's traffic, then play another device's behaviour under its MAC.
+func TestBaselineInjectedBehaviour(t *testing.T) {
+	e := newEngine(t, testConfig())
+	pumpDay(e, macPump, ipPump, 0, 12*time.Second) // window 10 s: freezes itself
+	bs := e.Baselines()
+	if len(bs) == 0 || bs[0].GetDeviceMac() != macPump.String() {
+		t.Fatalf("pump baseline not frozen: %v", bs)
+	}
+	if got := len(bs[0].GetEntries()); got != 2 {
+		t.Fatalf("pump baseline has %d entries, want 2 (hl7 engine, dns): %v", got, bs[0].GetEntries())
+	}
+	e.FreezeAll()
+	e.SetMode(Score)
+
+	// The pump's own later traffic raises nothing.
+	pumpDay(e, macPump, ipPump, 12*time.Second, 30*time.Second)
+	if a := e.Alerts(); len(a) != 0 {
+		t.Fatalf("own traffic raised %d alerts, first: %v", len(a), a[0])
+	}
+
+	// A workstation's behaviour under the pump's MAC: it resolves and
+	// contacts an external site, browses a file server and scans.
+	e.HandleDiscovery(&flow.Discovery{Kind: flow.DiscoveryDNS, SrcMAC: macDNS, DstMAC: macPump, Src: ipDNS, Dst: ipPump,
+		SrcPort: 53, DstPort: 41000, TimeNs: at(31 * time.Second), Data: dnsAnswer(t, "exfil.example", ipExfil)})
+	e.HandleFlow(record(macPump, macGW, ipPump, ipExfil, 41001, 443, 6, 90000, at(31*time.Second)))
+	e.HandleFlow(record(macPump, macSrv, ipPump, ipSrv, 41002, 445, 6, 9000, at(32*time.Second)))
+	for i := range 40 {
+		peer := netip.AddrFrom4([4]byte{10, 1, 9, byte(i + 1)})
+		e.HandleFlow(record(macPump, macGW, ipPump, peer, uint16(42000+i), 22, 6, 60, at(33*time.Second+time.Duration(i)*time.Millisecond)))
+	}
+
+	alerts := alertsOf(e, macPump.String())
+	want := []struct {
+		dst     string
+		kind    string
+		factors []string
+	}{
+		{ipExfil.String(), "external_destination", []string{"external_destination", "new_peer", "new_port"}},
+		{ipSrv.String(), "new_peer", []string{"new_peer", "new_port"}},
+		{"", "fan_out", []string{"fan_out", "new_peer", "new_port"}},
+	}
+	for _, w := range want {
+		var found *medmeshv1.Alert
+		for _, a := range alerts {
+			if a.GetKind() == w.kind && (w.dst == "" || a.GetFlow().GetDst() == w.dst) {
+				found = a
+				break
+			}
+		}
+		if found == nil {
+			t.Errorf("no %s alert for %s; alerts: %v", w.kind, w.dst, alerts)
+			continue
+		}
+		if got := factorNames(found); !slices.Equal(got, w.factors) {
+			t.Errorf("%s alert factors = %v, want %v", w.kind, got, w.factors)
+		}
+		if found.GetTier() != medmeshv1.Tier_TIER_LIFE_CRITICAL || found.GetDeviceClass() != medmeshv1.DeviceClass_DEVICE_CLASS_INFUSION_PUMP {
+			t.Errorf("%s alert class/tier = %v/%v, want infusion pump/life-critical", w.kind, found.GetDeviceClass(), found.GetTier())
+		}
+		if !strings.HasPrefix(found.GetId(), "s1/") || found.GetDetectTime().AsTime().UnixNano() < at(31*time.Second) {
+			t.Errorf("alert id %q / detect time %v not from the sensor and the records", found.GetId(), found.GetDetectTime().AsTime())
+		}
+	}
+	for _, a := range alerts {
+		if a.GetFlow().GetDst() == ipExfil.String() {
+			if a.GetPeerName() != "exfil.example" || !strings.Contains(a.GetSummary(), "exfil.example") {
+				t.Errorf("external alert lacks the peer's DNS name: peer_name %q, summary %q", a.GetPeerName(), a.GetSummary())
+			}
+		}
+	}
+}
+
+// TestClassBaseline: a device that never learned is compared with its
+// class's baseline (peer group).
+func TestClassBaseline(t *testing.T) {
+	e := newEngine(t, testConfig())
+	pumpDay(e, macPump, ipPump, 0, 11*time.Second)
+	e.FreezeAll()
+	e.SetMode(Score)
+	// A second pump of the same make behaves like the first: no alert.
+	pumpDay(e, macPump2, ipPump2, 11*time.Second, 15*time.Second)
+	if a := e.Alerts(); len(a) != 0 {
+		t.Fatalf("peer-group-conform traffic raised alerts: %v", a)
+	}
+	e.HandleFlow(record(macPump2, macGW, ipPump2, ipExfil, 41001, 8443, 6, 500, at(16*time.Second)))
+	a := alertsOf(e, macPump2.String())
+	if len(a) != 1 {
+		t.Fatalf("got %d alerts for the second pump, want 1: %v", len(a), a)
+	}
+	if got := factorNames(a[0]); !slices.Equal(got, []string{"external_destination", "new_peer", "new_port"}) {
+		t.Errorf("factors = %v", got)
+	}
+	if d := a[0].GetRisk().GetFactors()[0].GetDetail(); !strings.Contains(d, "class baseline") {
+		t.Errorf("detail %q does not say it compared with the class baseline", d)
+	}
+}
+
+func httpSample(t flow.Tuple, smac, dmac flow.MAC, ts int64, user, pass string) *flow.Sample {
+	p := []byte("GET /config HTTP/1.1\r\nHost: " + t.Dst.String() + "\r\nAuthorization: Basic " +
+		base64.StdEncoding.EncodeToString([]byte(user+":"+pass)) + "\r\n\r\n")
+	return &flow.Sample{Flow: t, Dir: flow.Fwd, SrcMAC: smac, DstMAC: dmac, TimeNs: ts, WireLen: uint16(len(p)), Payload: p}
+}
+
+// TestCredentials is issue 4 acceptance 3 with samples built here: an HTTP
+// Basic and a Telnet login raise cleartext-credential findings; a factory
+// login raises the default-credential factor. Secrets never surface.
+func TestCredentials(t *testing.T) {
+	e := newEngine(t, testConfig())
+	ws := netip.MustParseAddr("10.1.0.77")
+	wsMAC := flow.MAC{0x00, 0x50, 0x56, 0, 0, 0x77}
+
+	// HTTP Basic with a personal password: cleartext only.
+	t1 := flow.Tuple{Src: ws, Dst: ipSrv, SrcPort: 50000, DstPort: 80, Proto: 6}
+	e.HandleSample(httpSample(t1, wsMAC, macSrv, at(0), "alice", "Tr0ub4dor&3"))
+	// HTTP Basic admin:admin to the pump's web server: default credentials.
+	t2 := flow.Tuple{Src: ws, Dst: ipPump, SrcPort: 50001, DstPort: 80, Proto: 6}
+	e.HandleSample(httpSample(t2, wsMAC, macPump, at(time.Second), "admin", "admin"))
+	// Telnet root:root: the server negotiates, prompts, the client types.
+	t3 := flow.Tuple{Src: ws, Dst: ipHL7, SrcPort: 50002, DstPort: 23, Proto: 6}
+	steps := []struct {
+		dir flow.Dir
+		p   string
+	}{
+		{flow.Rev, "\xff\xfd\x18\xff\xfd\x20"},
+		{flow.Fwd, "\xff\xfc\x18\xff\xfc\x20"},
+		{flow.Rev, "\r\nengine login: "},
+		{flow.Fwd, "root\r\n"},
+		{flow.Rev, "Password: "},
+		{flow.Fwd, "root\r\n"},
+		{flow.Rev, "\r\n$ "},
+	}
+	for i, s := range steps {
+		smac, dmac := wsMAC, macHL7
+		if s.dir == flow.Rev {
+			smac, dmac = dmac, smac
+		}
+		e.HandleSample(&flow.Sample{Flow: t3, Dir: s.dir, Index: uint8(i), SrcMAC: smac, DstMAC: dmac,
+			TimeNs: at(2*time.Second + time.Duration(i)*time.Millisecond), WireLen: uint16(len(s.p)), Payload: []byte(s.p)})
+	}
+
+	byDst := map[string]*medmeshv1.Alert{}
+	for _, a := range e.Alerts() {
+		byDst[a.GetFlow().GetDst()] = a
+	}
+	cases := []struct {
+		dst, app string
+		factors  []string
+	}{
+		{ipSrv.String(), "http", []string{"cleartext_credentials"}},
+		{ipPump.String(), "http", []string{"default_credentials", "cleartext_credentials"}},
+		{ipHL7.String(), "telnet", []string{"default_credentials", "cleartext_credentials"}},
+	}
+	for _, c := range cases {
+		a := byDst[c.dst]
+		if a == nil {
+			t.Errorf("no credential alert for %s login to %s; alerts %v", c.app, c.dst, e.Alerts())
+			continue
+		}
+		if got := factorNames(a); !slices.Equal(got, c.factors) || a.GetFlow().GetApp() != c.app {
+			t.Errorf("%s alert: factors %v app %q, want %v %q", c.dst, got, a.GetFlow().GetApp(), c.factors, c.app)
+		}
+	}
+	if a := byDst[ipPump.String()]; a != nil && a.GetTier() != medmeshv1.Tier_TIER_LIFE_CRITICAL {
+		t.Errorf("default-credential alert on the pump has tier %v", a.GetTier())
+	}
+	var out bytes.Buffer
+	r := e.Report()
+	if err := r.WriteJSON(&out); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.WriteTable(&out); err != nil {
+		t.Fatal(err)
+	}
+	for _, secret := range []string{"Tr0ub4dor", base64.StdEncoding.EncodeToString([]byte("alice:Tr0ub4dor&3"))} {
+		if bytes.Contains(out.Bytes(), []byte(secret)) {
+			t.Errorf("report contains the secret %q", secret)
+		}
+	}
+	if !bytes.Contains(out.Bytes(), []byte("http user alice")) {
+		t.Errorf("report lacks the login finding for alice")
+	}
+}
+
+// scenario drives a fixed mixed input; used by the determinism test.
+func scenario(t testing.TB) []byte {
+	e := newEngine(t, testConfig())
+	pumpDay(e, macPump, ipPump, 0, 11*time.Second)
+	e.FreezeAll()
+	e.SetMode(Score)
+	pumpDay(e, macPump2, ipPump2, 11*time.Second, 13*time.Second)
+	e.HandleDiscovery(&flow.Discovery{Kind: flow.DiscoveryDNS, SrcMAC: macDNS, DstMAC: macPump, Src: ipDNS, Dst: ipPump,
+		SrcPort: 53, DstPort: 41000, TimeNs: at(14 * time.Second), Data: dnsAnswer(t, "exfil.example", ipExfil)})
+	for i := range 30 {
+		e.HandleFlow(record(macPump, macGW, ipPump, netip.AddrFrom4([4]byte{203, 0, 113, byte(i)}), uint16(43000+i), 443, 6, uint64(100*i), at(15*time.Second+time.Duration(i)*time.Millisecond)))
+	}
+	ws := netip.MustParseAddr("10.1.0.77")
+	e.HandleSample(httpSample(flow.Tuple{Src: ws, Dst: ipPump, SrcPort: 50001, DstPort: 80, Proto: 6},
+		flow.MAC{0, 0x50, 0x56, 0, 0, 0x77}, macPump, at(16*time.Second), "admin", "admin"))
+	var out bytes.Buffer
+	if err := e.Report().WriteJSON(&out); err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range e.Alerts() {
+		b, err := proto.MarshalOptions{Deterministic: true}.Marshal(a)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out.Write(b)
+	}
+	for _, b := range e.Baselines() {
+		m, err := proto.MarshalOptions{Deterministic: true}.Marshal(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out.Write(m)
+	}
+	return out.Bytes()
+}
+
+// TestDeterminism is issue 4 acceptance 5: the same input gives the same
+// devices, scores, alerts and baselines, byte for byte.
+func TestDeterminism(t *testing.T) {
+	a, b := scenario(t), scenario(t)
+	if !bytes.Equal(a, b) {
+		t.Fatalf("two runs differ (%d vs %d bytes)", len(a), len(b))
+	}
+	if !bytes.Contains(a, []byte(`"kind": "default_credentials"`)) && !bytes.Contains(a, []byte(`"kind":"default_credentials"`)) {
+		t.Fatalf("scenario raised no default-credential alert")
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	c := testConfig()
+	c.SensorID = "a/b"
+	if _, err := New(c, nil, nil); err == nil {
+		t.Error("sensor id with '/' accepted")
+	}
+	c = testConfig()
+	c.Score.Weights = map[string]float64{"no_such_factor": 5}
+	if _, err := New(c, nil, nil); err == nil {
+		t.Error("unknown factor weight accepted")
+	}
+	reg := prometheus.NewRegistry()
+	if _, err := New(testConfig(), nil, reg); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := New(testConfig(), nil, reg); err == nil {
+		t.Error("second engine on the same registry: duplicate registration not reported")
+	}
+}
+
+// fakeInstaller records what the engine installs into the datapath.
+type fakeInstaller struct{ got map[flow.MAC][]string }
+
+func (f *fakeInstaller) SetBaseline(mac flow.MAC, rules []baseline.Rule) error {
+	for _, r := range rules {
+		f.got[mac] = append(f.got[mac], fmt.Sprintf("%s/%d/%d", r.Prefix, r.Proto, r.Port))
+	}
+	return nil
+}
+
+func TestInstallerAndBaselineMiss(t *testing.T) {
+	inst := &fakeInstaller{got: map[flow.MAC][]string{}}
+	c := testConfig()
+	c.Installer = inst
+	e := newEngine(t, c)
+	pumpDay(e, macPump, ipPump, 0, 11*time.Second)
+	want := []string{"10.1.0.2/32/6/2575", "10.1.0.53/32/17/53"}
+	if got := inst.got[macPump]; !slices.Equal(got, want) {
+		t.Fatalf("installed rules %v, want %v", got, want)
+	}
+	// A device that fell silent freezes when its window has passed.
+	e.HandleFlow(record(macPump2, macHL7, ipPump2, ipHL7, 40001, 2575, 6, 1200, at(11*time.Second)))
+	if n := e.FreezeDue(); n != 0 {
+		t.Fatalf("FreezeDue froze %d devices before their window passed", n)
+	}
+	e.HandleFlow(record(macPump, macHL7, ipPump, ipHL7, 40002, 2575, 6, 1200, at(21*time.Second+time.Millisecond)))
+	if n := e.FreezeDue(); n != 1 { // the second pump
+		t.Fatalf("FreezeDue froze %d devices, want 1", n)
+	}
+	if _, ok := inst.got[macPump2]; !ok {
+		t.Fatal("second pump's baseline not installed")
+	}
+	// The datapath reports a miss as the flow starts: scored at once.
+	e.HandleBaselineMiss(&flow.BaselineMiss{Flow: flow.Tuple{Src: ipPump, Dst: ipExfil, SrcPort: 40999, DstPort: 443, Proto: 6},
+		DeviceMAC: macPump, DeviceIsSrc: true, Reason: "peer", TimeNs: at(22 * time.Second)})
+	a := e.Alerts()
+	if len(a) != 1 || a[0].GetKind() != "external_destination" {
+		t.Fatalf("baseline miss: alerts %v", a)
+	}
+	// The record of the same flow at its end does not alert twice.
+	e.HandleFlow(record(macPump, macGW, ipPump, ipExfil, 40999, 443, 6, 800, at(23*time.Second)))
+	if n := len(e.Alerts()); n != 1 {
+		t.Fatalf("the flow's record raised a duplicate alert: %d alerts", n)
+	}
+}
+
+// TestConcurrentUseAndSink: the datapath calls the handler from its
+// goroutine while operators read the inventory; alerts reach the live sink
+// in order.
+func TestConcurrentUseAndSink(t *testing.T) {
+	sink := make(chan *medmeshv1.Alert, 64)
+	c := testConfig()
+	c.OnAlert = func(a *medmeshv1.Alert) {
+		select {
+		case sink <- a:
+		default:
+		}
+	}
+	e := newEngine(t, c)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		pumpDay(e, macPump, ipPump, 0, 11*time.Second)
+		e.FreezeAll()
+		e.SetMode(Score)
+		for i := range 5 {
+			e.HandleFlow(record(macPump, macGW, ipPump, netip.AddrFrom4([4]byte{198, 51, 100, byte(i)}), 41000, 443, 6, 100, at(12*time.Second)))
+		}
+	}()
+	for {
+		select {
+		case <-done:
+			got := 0
+			for len(sink) > 0 {
+				a := <-sink
+				got++
+				if a.GetSensorSeq() != uint64(got) {
+					t.Errorf("sink alert %d has seq %d", got, a.GetSensorSeq())
+				}
+			}
+			if got != 5 || len(e.Alerts()) != 5 {
+				t.Fatalf("sink got %d alerts, engine holds %d, want 5", got, len(e.Alerts()))
+			}
+			return
+		default:
+			_ = e.Devices()
+			_ = e.Report()
+			_ = e.Baselines()
+		}
+	}
+}

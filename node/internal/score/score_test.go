@@ -1,0 +1,254 @@
+package score
+
+import (
+	"net/netip"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/medmesh/medmesh/node/internal/baseline"
+	"github.com/medmesh/medmesh/node/internal/detect"
+	medmeshv1 "github.com/medmesh/medmesh/proto/medmesh/v1"
+)
+
+type names map[netip.Addr]string
+
+func (n names) PeerName(a netip.Addr) string { return n[a] }
+
+func newScorer(t testing.TB, mod func(*Config)) *Scorer {
+	t.Helper()
+	c := DefaultConfig()
+	c.FanOutWindow = time.Second
+	c.FanOutPeers = 10
+	c.FanOutPorts = 10
+	if mod != nil {
+		mod(&c)
+	}
+	s, err := New(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+var (
+	hl7Engine = netip.MustParseAddr("10.0.0.2")
+	start     = time.Date(2026, 1, 1, 8, 0, 0, 0, time.UTC).UnixNano()
+)
+
+// pumpBaseline: 5 flows of 1000 bytes per second to the HL7 engine.
+func pumpBaseline(t testing.TB) *baseline.Baseline {
+	t.Helper()
+	cfg := baseline.DefaultConfig()
+	cfg.Window, cfg.Slot = 30*time.Second, time.Second
+	l, err := baseline.NewLearner(cfg, start)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for s := range 30 {
+		for i := range 5 + s%2 {
+			l.Observe(baseline.Key{Peer: hl7Engine, Proto: 6, Port: 2575, Dir: baseline.Outbound}, "hl7", nil, 1000,
+				start+int64(s)*int64(time.Second)+int64(i)*int64(time.Millisecond))
+		}
+	}
+	return l.Freeze("00:0a:f7:00:00:01", medmeshv1.DeviceClass_DEVICE_CLASS_INFUSION_PUMP, 1, start+int64(30*time.Second))
+}
+
+func hitNames(r *Result) []string {
+	var n []string
+	for _, h := range r.Hits {
+		n = append(n, h.Factor.String())
+	}
+	return n
+}
+
+func TestScoreFlowFactors(t *testing.T) {
+	b := pumpBaseline(t)
+	ext := netip.MustParseAddr("198.51.100.20")
+	cases := []struct {
+		name  string
+		mod   func(*Config)
+		flow  Flow
+		want  []string
+		score uint32
+	}{
+		{"in baseline", nil, Flow{Peer: hl7Engine, Proto: 6, Port: 2575, App: "hl7", Outbound: true}, nil, 0},
+		{"new port", nil, Flow{Peer: hl7Engine, Proto: 6, Port: 22, Outbound: true}, []string{"new_port"}, 25},
+		{"external", nil, Flow{Peer: ext, Names: names{ext: "files.example"}, Proto: 6, Port: 443, Outbound: true},
+			[]string{"external_destination", "new_peer", "new_port"}, 80},
+		{"known bad by name", func(c *Config) { c.KnownBad = []string{"example"} },
+			Flow{Peer: ext, Names: names{ext: "c2.evil.example"}, Proto: 6, Port: 443, Outbound: true},
+			[]string{"known_bad_destination", "external_destination", "new_peer", "new_port"}, 100},
+		{"known bad by prefix", func(c *Config) { c.KnownBad = []string{"198.51.100.0/24"} },
+			Flow{Peer: ext, Proto: 6, Port: 2575, App: "hl7", Outbound: true}, []string{"known_bad_destination", "external_destination", "new_peer"}, 100},
+		{"DICOM from a pump", nil, Flow{Peer: hl7Engine, Proto: 6, Port: 104, App: "dicom", Outbound: true, Class: medmeshv1.DeviceClass_DEVICE_CLASS_INFUSION_PUMP},
+			[]string{"protocol_misuse", "new_port"}, 70},
+		{"DICOM from a modality", nil, Flow{Peer: hl7Engine, Proto: 6, Port: 104, App: "dicom", Outbound: true, Class: medmeshv1.DeviceClass_DEVICE_CLASS_IMAGING_MODALITY},
+			[]string{"new_port"}, 25},
+		{"HL7 from a workstation", nil, Flow{Peer: hl7Engine, Proto: 6, Port: 2575, App: "hl7", Outbound: true, Class: medmeshv1.DeviceClass_DEVICE_CLASS_IT_WORKSTATION},
+			[]string{"protocol_misuse"}, 45},
+		{"inbound new peer", nil, Flow{Peer: netip.MustParseAddr("10.0.0.99"), Proto: 6, Port: 2575, Outbound: false},
+			[]string{"new_peer", "new_port"}, 50},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			s := newScorer(t, c.mod)
+			f := c.flow
+			f.Baseline, f.TimeNs = b, start+int64(time.Hour)
+			var r Result
+			s.ScoreFlow(NewTracker(), &f, &r)
+			if got := hitNames(&r); !slices.Equal(got, c.want) || r.Score != c.score {
+				t.Errorf("hits %v score %d, want %v %d (%v)", got, r.Score, c.want, c.score, r.Hits)
+			}
+			for _, h := range r.Hits {
+				if h.Detail == "" {
+					t.Errorf("factor %s has no detail", h.Factor)
+				}
+			}
+		})
+	}
+}
+
+func TestExternalDetailNamesPeer(t *testing.T) {
+	s := newScorer(t, nil)
+	ext := netip.MustParseAddr("203.0.113.9")
+	f := Flow{Peer: ext, Names: names{ext: "exfil.example"}, Proto: 6, Port: 443, Outbound: true, Baseline: pumpBaseline(t)}
+	var r Result
+	s.ScoreFlow(NewTracker(), &f, &r)
+	if h, ok := r.Top(); !ok || h.Factor != ExternalDestination || !strings.Contains(h.Detail, "203.0.113.9 (exfil.example)") {
+		t.Fatalf("top hit %+v", h)
+	}
+}
+
+func TestFanOut(t *testing.T) {
+	s := newScorer(t, nil)
+	tr := NewTracker()
+	var r Result
+	fired := 0
+	for i := range 30 {
+		f := Flow{Peer: netip.AddrFrom4([4]byte{10, 5, 0, byte(i)}), Proto: 6, Port: 22, Outbound: true,
+			TimeNs: start + int64(i)*int64(time.Millisecond)}
+		s.ScoreFlow(tr, &f, &r)
+		if slices.Contains(hitNames(&r), "fan_out") {
+			fired++
+			if i != 10 {
+				t.Errorf("fan-out fired at peer %d, want at the 11th", i)
+			}
+		}
+	}
+	if fired != 1 {
+		t.Errorf("fan-out fired %d times in one window, want 1", fired)
+	}
+	// A new window starts afresh.
+	f := Flow{Peer: netip.AddrFrom4([4]byte{10, 5, 1, 1}), Proto: 6, Port: 22, Outbound: true, TimeNs: start + int64(2*time.Second)}
+	s.ScoreFlow(tr, &f, &r)
+	if len(r.Hits) != 0 {
+		t.Errorf("first flow of a new window scored %v", r.Hits)
+	}
+}
+
+func TestVolumeAnomaly(t *testing.T) {
+	s := newScorer(t, nil)
+	b := pumpBaseline(t)
+	tr := NewTracker()
+	var r Result
+	slot := start + int64(time.Hour) // same slot of the day as start
+	// The learned rate: nothing.
+	for i := range 5 {
+		f := Flow{Peer: hl7Engine, Proto: 6, Port: 2575, Outbound: true, Bytes: 1000, TimeNs: slot + int64(i), Baseline: b, CountVolume: true}
+		s.ScoreFlow(tr, &f, &r)
+		if len(r.Hits) != 0 {
+			t.Fatalf("learned volume scored %v", r.Hits)
+		}
+	}
+	// A burst of 50 large flows in the same slot: one volume anomaly.
+	n := 0
+	for i := range 50 {
+		f := Flow{Peer: hl7Engine, Proto: 6, Port: 2575, Outbound: true, Bytes: 200000, TimeNs: slot + 10 + int64(i), Baseline: b, CountVolume: true}
+		s.ScoreFlow(tr, &f, &r)
+		if slices.Contains(hitNames(&r), "volume_anomaly") {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Errorf("volume anomaly reported %d times in the slot, want 1", n)
+	}
+}
+
+func TestCredentials(t *testing.T) {
+	s := newScorer(t, func(c *Config) { c.Credentials = append(c.Credentials, Credential{"biomed", "biomed"}) })
+	var r Result
+	cases := []struct {
+		creds []detect.Credential
+		want  []string
+	}{
+		{[]detect.Credential{{Protocol: "telnet", User: "root", Secret: "root"}}, []string{"default_credentials", "cleartext_credentials"}},
+		{[]detect.Credential{{Protocol: "http", User: "biomed", Secret: "biomed"}}, []string{"default_credentials", "cleartext_credentials"}},
+		{[]detect.Credential{{Protocol: "ftp", User: "root", Secret: "ro", Partial: true}}, []string{"cleartext_credentials"}},
+		{[]detect.Credential{{Protocol: "snmp", Secret: "public"}}, []string{"default_credentials", "cleartext_credentials"}},
+		{[]detect.Credential{{Protocol: "http", User: "alice", Secret: "correct horse"}}, []string{"cleartext_credentials"}},
+	}
+	for _, c := range cases {
+		s.ScoreCredentials(c.creds, "10.0.0.9", &r)
+		if got := hitNames(&r); !slices.Equal(got, c.want) {
+			t.Errorf("%v: hits %v, want %v", c.creds[0], got, c.want)
+		}
+		for _, h := range r.Hits {
+			if c.creds[0].Secret != "" && strings.Contains(h.Detail, c.creds[0].Secret) && !strings.Contains(c.creds[0].User, c.creds[0].Secret) {
+				t.Errorf("detail %q contains the secret", h.Detail)
+			}
+		}
+	}
+}
+
+func TestParseCredentials(t *testing.T) {
+	got, err := ParseCredentials(strings.NewReader("# vendor defaults\nbiomed:biomed\n\nsvc:\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(got, []Credential{{"biomed", "biomed"}, {"svc", ""}}) {
+		t.Errorf("parsed %v", got)
+	}
+	if _, err := ParseCredentials(strings.NewReader("nocolon\n")); err == nil {
+		t.Error("line without colon accepted")
+	}
+}
+
+func TestInBaselineDoesNotAllocate(t *testing.T) {
+	s := newScorer(t, nil)
+	b := pumpBaseline(t)
+	tr := NewTracker()
+	var r Result
+	f := Flow{Peer: hl7Engine, Proto: 6, Port: 2575, App: "hl7", Outbound: true, Bytes: 1000, Baseline: b, CountVolume: true}
+	if a := testing.AllocsPerRun(1000, func() {
+		f.TimeNs += int64(time.Second) // one flow per slot: never anomalous
+		s.ScoreFlow(tr, &f, &r)
+	}); a != 0 {
+		t.Fatalf("in-baseline scoring allocates %v", a)
+	}
+}
+
+func BenchmarkScoreFlow(b *testing.B) {
+	s := newScorer(b, nil)
+	bl := pumpBaseline(b)
+	tr := NewTracker()
+	var r Result
+	f := Flow{Peer: hl7Engine, Proto: 6, Port: 2575, App: "hl7", Outbound: true, Bytes: 1000, Baseline: bl, CountVolume: true}
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		f.TimeNs = start + int64(i)*int64(200*time.Millisecond)
+		s.ScoreFlow(tr, &f, &r)
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "flows/s")
+}
+
+func TestParseKnownBad(t *testing.T) {
+	got, err := ParseKnownBad(strings.NewReader("# feed\n203.0.113.0/24\nevil.example # c2\n\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(got, []string{"203.0.113.0/24", "evil.example"}) {
+		t.Errorf("parsed %v", got)
+	}
+}
