@@ -155,3 +155,27 @@ type Handler interface {
 	HandleDiscovery(*Discovery)
 	HandleBaselineMiss(*BaselineMiss)
 }
+
+// Payload sample budget: DefaultSamples payload packets per direction are
+// sampled unless a handler raises a flow's budget, up to MaxSamples.
+const (
+	DefaultSamples = 4
+	MaxSamples     = 32
+)
+
+// SampleBudget raises how many payload packets of one flow the datapath
+// samples. Telnet and FTP logins are spread over many tiny packets, so a
+// detector may need more than DefaultSamples.
+type SampleBudget interface {
+	// ExtendSamples raises the per-direction sample limit of the flow t
+	// (initiator-oriented, as in Sample.Flow) to perDir, at most MaxSamples.
+	ExtendSamples(t Tuple, perDir uint8) error
+}
+
+// BudgetSetter is implemented by handlers that raise sample budgets. The
+// datapath (live or replay) calls SetSampleBudget once, before any event.
+// In replay, a budget raised during a HandleSample call applies from the
+// next packet on.
+type BudgetSetter interface {
+	SetSampleBudget(SampleBudget)
+}

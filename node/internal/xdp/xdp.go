@@ -1,0 +1,194 @@
+// Package xdp loads and attaches the sensor's XDP program (sensor.c), and
+// gives user space a tiny typed API over its maps: flows, statistics,
+// per-device baselines, payload-sample budgets, and the ring buffer of
+// flow starts, payload samples, discovery packets and baseline misses.
+package xdp
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+
+	"github.com/medmesh/medmesh/node/flow"
+)
+
+// Config tunes a loaded datapath.
+type Config struct {
+	// FlowEntries is the flow table's size (BPF LRU hash).
+	FlowEntries uint32
+	// Tap drops every frame after accounting (dedicated mirror port);
+	// otherwise frames pass to the kernel stack (passive).
+	Tap bool
+	// RingBytes is the ring buffer's size, a power of two multiple of the
+	// page size.
+	RingBytes uint32
+	// Debug keeps the full verifier log in load errors.
+	Debug bool
+}
+
+// DefaultConfig returns a passive datapath with 65536 flows and a 4 MiB ring.
+func DefaultConfig() Config {
+	return Config{FlowEntries: 65536, RingBytes: 4 << 20}
+}
+
+func (c Config) validate() error {
+	if c.FlowEntries < 16 {
+		return fmt.Errorf("flow entries %d: want at least 16", c.FlowEntries)
+	}
+	if c.RingBytes < 4096 || c.RingBytes&(c.RingBytes-1) != 0 {
+		return fmt.Errorf("ring bytes %d: want a power of two of at least 4096", c.RingBytes)
+	}
+	return nil
+}
+
+// BaselineRule allows a device flows with peers in Prefix over Proto (0:
+// any protocol) to service port Port (0: any port). The service port is the
+// destination port of the flow's first packet.
+type BaselineRule struct {
+	Prefix netip.Prefix
+	Proto  uint8
+	Port   uint16
+}
+
+// maxRules is MAX_RULES in sensor.c: entries per (device, prefix).
+const maxRules = 16
+
+// ErrTooManyRules is returned when a prefix of a baseline carries more
+// (protocol, port) entries, its covering prefixes' included, than the map
+// value holds.
+var ErrTooManyRules = errors.New("too many baseline entries for one prefix")
+
+// Parse error reasons, indexed as enum parse_err in sensor.c.
+var parseErrorNames = [...]string{
+	"truncated_ethernet", "truncated_vlan", "vlan_depth", "truncated_ipv4", "bad_ipv4",
+	"truncated_ipv6", "bad_ipv6", "ipv6_extension", "truncated_l4", "bad_l4",
+}
+
+// ParseErrorReasons lists every parse error reason the program counts.
+func ParseErrorReasons() []string { return append([]string(nil), parseErrorNames[:]...) }
+
+// Stats are the program's counters, summed over CPUs.
+type Stats struct {
+	Packets, Bytes        uint64 // every frame, frame bytes
+	IPPackets, L3Bytes    uint64
+	NonIP                 uint64
+	Fragments             uint64
+	FlowsCreated          uint64
+	FlowUpdateFailures    uint64
+	RingEvents, RingDrops uint64
+	Samples, Discovery    uint64
+	BaselineMisses        uint64
+	ParseErrors           uint64
+	ParseErrorsByReason   map[string]uint64
+}
+
+// Stat indexes, as enum stat in sensor.c.
+const (
+	statPackets = iota
+	statBytes
+	statIPPackets
+	statL3Bytes
+	statNonIP
+	statFragments
+	statFlowsCreated
+	statFlowUpdateFail
+	statRBEvents
+	statRBDrops
+	statSamples
+	statDiscovery
+	statBaselineMiss
+	statParseErrors
+	statErrBase = 16
+)
+
+func statsFrom(c *[32]uint64) Stats {
+	s := Stats{
+		Packets: c[statPackets], Bytes: c[statBytes], IPPackets: c[statIPPackets],
+		L3Bytes: c[statL3Bytes], NonIP: c[statNonIP], Fragments: c[statFragments],
+		FlowsCreated: c[statFlowsCreated], FlowUpdateFailures: c[statFlowUpdateFail],
+		RingEvents: c[statRBEvents], RingDrops: c[statRBDrops], Samples: c[statSamples],
+		Discovery: c[statDiscovery], BaselineMisses: c[statBaselineMiss],
+		ParseErrors: c[statParseErrors], ParseErrorsByReason: make(map[string]uint64, len(parseErrorNames)),
+	}
+	for i, n := range parseErrorNames {
+		s.ParseErrorsByReason[n] = c[statErrBase+i]
+	}
+	return s
+}
+
+// NonIPCount is what the program counted for one source MAC of non-IP
+// frames (ARP, LLDP, ...).
+type NonIPCount struct {
+	Packets, Bytes uint64
+	LastEtherType  uint16
+}
+
+// FlowKey identifies one entry of the flow table.
+type FlowKey struct{ k sensorFlowKey }
+
+// keyOf builds the program's canonical key for a tuple.
+func keyOf(t flow.Tuple) (sensorFlowKey, error) {
+	var k sensorFlowKey
+	if !t.Src.IsValid() || !t.Dst.IsValid() || t.Src.Is4() != t.Dst.Is4() {
+		return k, fmt.Errorf("flow key: bad addresses %v, %v", t.Src, t.Dst)
+	}
+	var src, dst [16]byte
+	if t.Src.Is4() {
+		k.Family = 4
+		a, b := t.Src.As4(), t.Dst.As4()
+		copy(src[:], a[:])
+		copy(dst[:], b[:])
+	} else {
+		k.Family = 6
+		src, dst = t.Src.As16(), t.Dst.As16()
+	}
+	if sideLess(&src, t.SrcPort, &dst, t.DstPort) {
+		k.AddrA, k.AddrB, k.PortA, k.PortB = src, dst, t.SrcPort, t.DstPort
+	} else {
+		k.AddrA, k.AddrB, k.PortA, k.PortB = dst, src, t.DstPort, t.SrcPort
+	}
+	k.Proto, k.Vlan = t.Proto, t.VLAN
+	return k, nil
+}
+
+// sideLess mirrors side_lt in sensor.c: two native (little-endian) 64-bit
+// words, then the port.
+func sideLess(a *[16]byte, pa uint16, b *[16]byte, pb uint16) bool {
+	for i := 0; i < 16; i += 8 {
+		x, y := le64(a[i:]), le64(b[i:])
+		if x != y {
+			return x < y
+		}
+	}
+	return pa < pb
+}
+
+func le64(b []byte) uint64 {
+	_ = b[7]
+	return uint64(b[0]) | uint64(b[1])<<8 | uint64(b[2])<<16 | uint64(b[3])<<24 |
+		uint64(b[4])<<32 | uint64(b[5])<<40 | uint64(b[6])<<48 | uint64(b[7])<<56
+}
+
+// recordOf turns a flow-table entry into a flow record (times through wall).
+func recordOf(k *sensorFlowKey, v *sensorFlowVal, wall func(uint64) int64) flow.Record {
+	a, b := addrOf(k.Family, &k.AddrA), addrOf(k.Family, &k.AddrB)
+	r := flow.Record{
+		Src: a, Dst: b, SrcPort: k.PortA, DstPort: k.PortB, Proto: k.Proto, VLAN: k.Vlan,
+		FwdPackets: v.Dir[0].Packets, FwdBytes: v.Dir[0].Bytes,
+		RevPackets: v.Dir[1].Packets, RevBytes: v.Dir[1].Bytes,
+		FirstNs: wall(v.FirstNs), LastNs: wall(v.LastNs),
+		SrcMAC: v.MacInit, DstMAC: v.MacResp,
+		FwdTCPFlags: uint8(v.Dir[0].TcpFlags), RevTCPFlags: uint8(v.Dir[1].TcpFlags),
+		Fragments: v.Fragments,
+	}
+	if v.InitIsA == 0 {
+		r.Src, r.Dst, r.SrcPort, r.DstPort = b, a, k.PortB, k.PortA
+	}
+	switch v.Baseline {
+	case 1:
+		r.Baseline = "in"
+	case 2:
+		r.Baseline = "out"
+	}
+	return r
+}
