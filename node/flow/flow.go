@@ -96,7 +96,7 @@ func (r Record) MarshalJSON() ([]byte, error) {
 }
 
 // Sample is the start of one payload-carrying packet of a flow: up to the
-// first 128 bytes of L4 payload of the first 4 such packets per direction.
+// first 512 bytes of L4 payload of the first 4 such packets per direction.
 // Payload is only valid during the call that receives the sample.
 type Sample struct {
 	Flow   Tuple

@@ -7,12 +7,13 @@
 // format (mDNS versus DNS) and gate the weakest signature (DHCPv6), never
 // decide alone.
 //
-// A sample is the first bytes of a packet (128 from the datapath), so a
-// field is reported only when it ends inside the sample; a value cut by the
-// sample end is dropped (a cut Basic authorization becomes a Credential
-// marked Partial). In a single-segment HL7 message the UDI (PRT-16, OBX-18)
-// usually lies beyond byte 128, and so does a DICOM association's
-// user-information item: they are extracted when the sample reaches them.
+// A sample is the first bytes of a packet (up to 512 from the datapath), so
+// a field is reported only when it ends inside the sample; a value cut by
+// the sample end is dropped (a cut Basic authorization becomes a Credential
+// marked Partial). The datapath samples 512 rather than 128 bytes because in
+// a single-segment HL7 message the UDI (PRT-16, OBX-18) usually lies near
+// byte 400, and a DICOM association's user-information item and a TLS
+// ClientHello's SNI often lie past byte 128.
 package detect
 
 import (

@@ -282,7 +282,7 @@ func TestHL7Continuation(t *testing.T) {
 	}
 	// A field cut by the sample end is not reported.
 	var st2 State
-	d = inspect(&st2, tcpTuple, flow.Fwd, []byte("\x0bMSH|^~\\&|GW|ICU|EMR|H|2024||ORU^R01|1|P|2.6\rPRT|1|2|3|4|5|6|7|8|9|10|11|12|13|14|15|Alaris 80"+strings.Repeat(" ", 100)))
+	d = inspect(&st2, tcpTuple, flow.Fwd, []byte("\x0bMSH|^~\\&|GW|ICU|EMR|H|2024||ORU^R01|1|P|2.6\rPRT|1|2|3|4|5|6|7|8|9|10|11|12|13|14|15|Alaris 80"+strings.Repeat(" ", datapathSnap)))
 	if d.Field(FieldHL7UDI) != "" {
 		t.Fatalf("cut UDI reported: %q", d.Field(FieldHL7UDI))
 	}

@@ -20,11 +20,11 @@ import (
 // This file is a test-only stand-in for the datapath: it turns a capture
 // into the flow records, payload samples and discovery events the XDP
 // datapath hands a flow.Handler, by the same rules (first 4 payload
-// packets per direction cut to 128 bytes, more while the detector wants
+// packets per direction cut to 512 bytes, more while the detector wants
 // more; L3 byte counts; records in order of first packet at the end).
 
 const (
-	snapLen        = 128
+	snapLen        = 512
 	samplesPerDir  = 4
 	maxFlowSamples = 64
 )

@@ -20,7 +20,8 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 
-#define MAX_SAMPLE 128     /* bytes of L4 payload per sample */
+#define MAX_SAMPLE 512     /* bytes of L4 payload per sample: HL7 PRT-16/OBX-18 UDIs, DICOM
+                            * user information and TLS SNI often sit past byte 128 */
 #define DEF_SAMPLES 4      /* payload packets sampled per direction */
 #define MAX_SAMPLES 32     /* upper bound of an extended budget */
 #define MAX_DISC 1024      /* bytes of a discovery packet sent up */
