@@ -1,0 +1,120 @@
+package coordinator
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/medmesh/medmesh/coordinator/internal/api"
+)
+
+// Config configures one coordinator.
+type Config struct {
+	// ID is this coordinator's Raft server id. Required.
+	ID string
+	// DataDir holds the Raft log, stable store and snapshots. Required unless
+	// Dev, where an empty DataDir means a temporary directory removed on
+	// Close.
+	DataDir string
+	// APIAddr is the host:port of this coordinator's gRPC API, as other
+	// coordinators reach it (writes are forwarded there).
+	APIAddr string
+	// RaftAddr is the host:port the Raft transport listens on and
+	// advertises.
+	RaftAddr string
+	// Dev runs a single node that bootstraps itself.
+	Dev bool
+	// BootstrapExpect is the number of coordinators that form a new cluster.
+	// With 2 or more, the node with the lowest id among the BootstrapExpect
+	// nodes found through Join bootstraps all of them.
+	BootstrapExpect int
+	// Join lists API addresses of other coordinators, tried until they
+	// answer.
+	Join []string
+
+	// Raft timing. Tests shrink these to tens of milliseconds.
+	HeartbeatTimeout   time.Duration
+	ElectionTimeout    time.Duration
+	LeaderLeaseTimeout time.Duration
+	CommitTimeout      time.Duration
+	SnapshotThreshold  uint64
+	SnapshotInterval   time.Duration
+	TrailingLogs       uint64
+	// ApplyTimeout bounds a Raft apply without a caller deadline.
+	ApplyTimeout time.Duration
+	// JoinInterval is the period of the join and registration loops, and the
+	// first backoff of the bootstrap handshake.
+	JoinInterval time.Duration
+	// RaftLogLevel is hashicorp/raft's log level ("error", "warn", "info").
+	RaftLogLevel string
+
+	// API tunes the gRPC services.
+	API api.Config
+	// Dial opens a client connection to another coordinator's API (writes
+	// forwarded to the leader, join handshake). Default: plaintext.
+	Dial func(addr string) (*grpc.ClientConn, error)
+}
+
+// DefaultConfig returns production defaults on the standard ports.
+func DefaultConfig() Config {
+	return Config{
+		APIAddr:            "127.0.0.1:7400",
+		RaftAddr:           "127.0.0.1:7401",
+		HeartbeatTimeout:   time.Second,
+		ElectionTimeout:    time.Second,
+		LeaderLeaseTimeout: 500 * time.Millisecond,
+		CommitTimeout:      50 * time.Millisecond,
+		SnapshotThreshold:  8192,
+		SnapshotInterval:   2 * time.Minute,
+		TrailingLogs:       10240,
+		ApplyTimeout:       10 * time.Second,
+		JoinInterval:       500 * time.Millisecond,
+		RaftLogLevel:       "warn",
+		API:                api.DefaultConfig(),
+		Dial: func(addr string) (*grpc.ClientConn, error) {
+			return grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		},
+	}
+}
+
+func (c *Config) validate() error {
+	var errs []error
+	if c.ID == "" {
+		errs = append(errs, errors.New("id is required"))
+	}
+	if c.DataDir == "" && !c.Dev {
+		errs = append(errs, errors.New("data dir is required (or dev mode)"))
+	}
+	for _, a := range []struct{ name, v string }{{"api addr", c.APIAddr}, {"raft addr", c.RaftAddr}} {
+		if _, _, err := net.SplitHostPort(a.v); err != nil {
+			errs = append(errs, fmt.Errorf("%s %q: %w", a.name, a.v, err))
+		}
+	}
+	if c.BootstrapExpect < 0 {
+		errs = append(errs, errors.New("bootstrap expect must not be negative"))
+	}
+	if c.Dev && (c.BootstrapExpect > 1 || len(c.Join) > 0) {
+		errs = append(errs, errors.New("dev mode is a single node: no bootstrap expect or join"))
+	}
+	if c.BootstrapExpect > 1 && len(c.Join) == 0 {
+		errs = append(errs, errors.New("bootstrap expect needs join addresses"))
+	}
+	if c.HeartbeatTimeout <= 0 || c.ElectionTimeout <= 0 || c.LeaderLeaseTimeout <= 0 || c.CommitTimeout <= 0 ||
+		c.ApplyTimeout <= 0 || c.JoinInterval <= 0 || c.SnapshotInterval <= 0 {
+		errs = append(errs, errors.New("timeouts and intervals must be positive"))
+	}
+	if c.LeaderLeaseTimeout > c.HeartbeatTimeout {
+		errs = append(errs, errors.New("leader lease timeout must not exceed the heartbeat timeout"))
+	}
+	if c.Dial == nil {
+		errs = append(errs, errors.New("dial is required"))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("coordinator config: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,292 @@
+// Package coordinator is medmesh's control plane: a Raft-replicated store of
+// devices, baselines, policies, alerts, decisions and audit records
+// (hashicorp/raft over raft-boltdb with fsync on), and the gRPC API v1 served
+// on top of it by every replica.
+package coordinator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.etcd.io/bbolt"
+	"google.golang.org/grpc"
+
+	"github.com/medmesh/medmesh/coordinator/internal/api"
+	"github.com/medmesh/medmesh/coordinator/internal/fsm"
+)
+
+// Coordinator is one Raft replica with its API services.
+type Coordinator struct {
+	cfg     Config
+	log     *slog.Logger
+	tempDir string
+
+	fsm       *fsm.FSM
+	raft      *raft.Raft
+	store     *raftboltdb.BoltStore
+	snaps     *raft.FileSnapshotStore
+	layer     *streamLayer
+	transport *raft.NetworkTransport
+	api       *api.Server
+	metrics   *metrics
+
+	notify      chan bool
+	leaderGen   atomic.Uint64 // incremented on every leadership change
+	leaderReady atomic.Uint64 // generation whose post-election barrier is applied (0 = none)
+
+	connMu sync.Mutex
+	conns  map[string]*grpc.ClientConn
+
+	ctx       context.Context
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// New opens the data directory and starts the Raft node (not yet
+// bootstrapped or joined: Start does that).
+func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Coordinator, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	c := &Coordinator{cfg: cfg, log: log.With("coordinator", cfg.ID), fsm: fsm.New(), notify: make(chan bool, 64), conns: map[string]*grpc.ClientConn{}}
+	c.ctx, c.cancel = context.WithCancel(context.Background())
+	if err := c.open(reg); err != nil {
+		return nil, errors.Join(err, c.shutdown(false))
+	}
+	return c, nil
+}
+
+func (c *Coordinator) open(reg prometheus.Registerer) error {
+	cfg := c.cfg
+	if cfg.DataDir == "" {
+		dir, err := os.MkdirTemp("", "medmesh-dev-")
+		if err != nil {
+			return fmt.Errorf("dev data dir: %w", err)
+		}
+		c.tempDir, cfg.DataDir, c.cfg.DataDir = dir, dir, dir
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("data dir: %w", err)
+	}
+	hl := hclog.FromStandardLogger(log.New(&slogWriter{c.log}, "", 0), &hclog.LoggerOptions{
+		Name: "raft", Level: hclog.LevelFromString(cfg.RaftLogLevel),
+	})
+	// fsync stays on (NoSync false). Like etcd's backend, the free list is
+	// rebuilt on open instead of written on every commit.
+	store, err := raftboltdb.New(raftboltdb.Options{
+		Path:   filepath.Join(cfg.DataDir, "raft.db"),
+		NoSync: false,
+		BoltOptions: &bbolt.Options{
+			Timeout:        time.Second,
+			NoFreelistSync: true,
+			FreelistType:   bbolt.FreelistMapType,
+		},
+	})
+	if err != nil {
+		return fmt.Errorf("open raft store: %w", err)
+	}
+	c.store = store
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(cfg.DataDir, 2, hl)
+	if err != nil {
+		return fmt.Errorf("open snapshot store: %w", err)
+	}
+	c.snaps = snaps
+	layer, err := newStreamLayer(cfg.RaftAddr)
+	if err != nil {
+		return fmt.Errorf("listen raft on %s: %w", cfg.RaftAddr, err)
+	}
+	c.layer = layer
+	c.transport = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+		Stream: layer, MaxPool: 4, Timeout: 5 * time.Second, Logger: hl,
+	})
+	logs, err := raft.NewLogCache(1024, store)
+	if err != nil {
+		return fmt.Errorf("log cache: %w", err)
+	}
+	rc := raft.DefaultConfig()
+	rc.LocalID = raft.ServerID(cfg.ID)
+	rc.HeartbeatTimeout = cfg.HeartbeatTimeout
+	rc.ElectionTimeout = cfg.ElectionTimeout
+	rc.LeaderLeaseTimeout = cfg.LeaderLeaseTimeout
+	rc.CommitTimeout = cfg.CommitTimeout
+	if cfg.SnapshotThreshold > 0 {
+		rc.SnapshotThreshold = cfg.SnapshotThreshold
+	}
+	rc.SnapshotInterval = cfg.SnapshotInterval
+	if cfg.TrailingLogs > 0 {
+		rc.TrailingLogs = cfg.TrailingLogs
+	}
+	// Unbuffered apply channel: the leader still groups concurrent applies
+	// into one disk write, and no future is stranded in a buffer at shutdown.
+	rc.BatchApplyCh = false
+	rc.NotifyCh = c.notify
+	rc.Logger = hl
+	if err := raft.ValidateConfig(rc); err != nil {
+		return fmt.Errorf("raft config: %w", err)
+	}
+	r, err := raft.NewRaft(rc, c.fsm, logs, store, snaps, c.transport)
+	if err != nil {
+		return fmt.Errorf("start raft: %w", err)
+	}
+	c.raft = r
+	c.api, err = api.New(c, cfg.API, c.log)
+	if err != nil {
+		return err
+	}
+	c.metrics, err = newMetrics(reg, c)
+	if err != nil {
+		return err
+	}
+	c.wg.Add(1)
+	go c.watchLeadership()
+	return nil
+}
+
+// Register registers ClusterService, InventoryService, PolicyService,
+// DecisionService, AlertService and SensorService on s.
+func (c *Coordinator) Register(s *grpc.Server) { c.api.Register(s) }
+
+// ServiceNames lists the registered services (for health checks).
+func ServiceNames() []string { return api.ServiceNames() }
+
+// Start bootstraps or joins the cluster in the background: --dev and a
+// single expected node bootstrap themselves; --bootstrap-expect N runs the
+// join handshake; a node with existing Raft state simply rejoins.
+func (c *Coordinator) Start(ctx context.Context) error {
+	existing, err := raft.HasExistingState(c.store, c.store, c.snaps)
+	if err != nil {
+		return fmt.Errorf("check raft state: %w", err)
+	}
+	switch {
+	case existing:
+		c.log.Info("rejoining with existing raft state")
+	case c.cfg.Dev || (c.cfg.BootstrapExpect <= 1 && len(c.cfg.Join) == 0):
+		f := c.raft.BootstrapCluster(raft.Configuration{Servers: []raft.Server{{
+			ID: raft.ServerID(c.cfg.ID), Address: raft.ServerAddress(c.layer.Addr().String()), Suffrage: raft.Voter,
+		}}})
+		if err := f.Error(); err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
+			return fmt.Errorf("bootstrap: %w", err)
+		}
+	case c.cfg.BootstrapExpect > 1:
+		c.wg.Add(1)
+		go c.bootstrapLoop()
+	default:
+		c.wg.Add(1)
+		go c.joinLoop()
+	}
+	c.wg.Add(1)
+	go c.registerLoop()
+	return nil
+}
+
+// Ready returns nil once the node knows a leader (and, on the leader, once
+// its post-election barrier is applied).
+func (c *Coordinator) Ready() error {
+	_, id := c.raft.LeaderWithID()
+	if id == "" {
+		return errors.New("no raft leader known")
+	}
+	if string(id) == c.cfg.ID && c.leaderReady.Load() != c.leaderGen.Load() {
+		return errors.New("leader is applying its post-election barrier")
+	}
+	if _, ok := c.fsm.Servers()[string(id)]; !ok {
+		return errors.New("leader has not registered its API address yet")
+	}
+	return nil
+}
+
+// Close shuts the coordinator down gracefully: a leader first transfers
+// leadership to another voter.
+func (c *Coordinator) Close() error {
+	c.closeOnce.Do(func() { c.closeErr = c.shutdown(true) })
+	return c.closeErr
+}
+
+// kill stops the node abruptly, as a crash would (no leadership transfer).
+func (c *Coordinator) kill() error {
+	c.closeOnce.Do(func() { c.closeErr = c.shutdown(false) })
+	return c.closeErr
+}
+
+func (c *Coordinator) shutdown(transfer bool) error {
+	c.cancel()
+	var errs []error
+	if c.raft != nil && transfer && c.raft.State() == raft.Leader && c.voters() > 1 {
+		if err := c.raft.LeadershipTransfer().Error(); err != nil {
+			c.log.Warn("leadership transfer on shutdown failed", "err", err)
+		}
+	}
+	if c.api != nil {
+		c.api.Close()
+	}
+	if c.raft != nil {
+		errs = append(errs, c.raft.Shutdown().Error())
+	}
+	c.wg.Wait()
+	if c.transport != nil {
+		errs = append(errs, c.transport.Close())
+	}
+	if c.store != nil {
+		errs = append(errs, c.store.Close())
+	}
+	c.connMu.Lock()
+	for _, cc := range c.conns {
+		errs = append(errs, cc.Close())
+	}
+	c.conns = map[string]*grpc.ClientConn{}
+	c.connMu.Unlock()
+	if c.metrics != nil {
+		c.metrics.unregister()
+	}
+	if c.tempDir != "" {
+		errs = append(errs, os.RemoveAll(c.tempDir))
+	}
+	return errors.Join(errs...)
+}
+
+func (c *Coordinator) voters() int {
+	f := c.raft.GetConfiguration()
+	if f.Error() != nil {
+		return 0
+	}
+	n := 0
+	for _, s := range f.Configuration().Servers {
+		if s.Suffrage == raft.Voter {
+			n++
+		}
+	}
+	return n
+}
+
+// slogWriter turns hashicorp's log lines into slog records.
+type slogWriter struct{ log *slog.Logger }
+
+func (w *slogWriter) Write(p []byte) (int, error) {
+	line := strings.TrimSpace(string(p))
+	lvl := slog.LevelInfo
+	switch {
+	case strings.Contains(line, "[ERROR]"):
+		lvl = slog.LevelError
+	case strings.Contains(line, "[WARN]"):
+		lvl = slog.LevelWarn
+	case strings.Contains(line, "[DEBUG]"), strings.Contains(line, "[TRACE]"):
+		lvl = slog.LevelDebug
+	}
+	w.log.Log(context.Background(), lvl, line)
+	return len(p), nil
+}

@@ -1,0 +1,132 @@
+package fsm
+
+import (
+	"fmt"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/medmesh/medmesh/coordinator/internal/fsm/fsmpb"
+	medmeshv1 "github.com/medmesh/medmesh/proto/medmesh/v1"
+)
+
+// FlowRingSize bounds the flow summaries kept per device for simulation.
+const FlowRingSize = 1000
+
+// state is the replicated state. Stored values are immutable; every change
+// stores a new value.
+type state struct {
+	applied uint64
+
+	devices    map[string]*medmeshv1.Device
+	policies   map[string]*medmeshv1.Policy
+	decisions  []*medmeshv1.Decision // by index
+	decisionAt map[string]int        // id -> position in decisions
+	alerts     []*medmeshv1.Alert    // by index
+	alertAt    map[string]int        // id -> position in alerts
+	baselines  map[string]*medmeshv1.Baseline
+	audit      []*medmeshv1.AuditRecord // by index
+	sensorSeq  map[string]uint64
+	flows      map[string][]*medmeshv1.FlowSummary
+	servers    map[string]*fsmpb.ServerRegister
+}
+
+func newState() *state {
+	return &state{
+		devices:    map[string]*medmeshv1.Device{},
+		policies:   map[string]*medmeshv1.Policy{},
+		decisionAt: map[string]int{},
+		alertAt:    map[string]int{},
+		baselines:  map[string]*medmeshv1.Baseline{},
+		sensorSeq:  map[string]uint64{},
+		flows:      map[string][]*medmeshv1.FlowSummary{},
+		servers:    map[string]*fsmpb.ServerRegister{},
+	}
+}
+
+// shallowCopy copies the containers; the values are shared (immutable).
+func (s *state) shallowCopy() *state {
+	c := &state{
+		applied:    s.applied,
+		devices:    make(map[string]*medmeshv1.Device, len(s.devices)),
+		policies:   make(map[string]*medmeshv1.Policy, len(s.policies)),
+		decisions:  append([]*medmeshv1.Decision(nil), s.decisions...),
+		decisionAt: make(map[string]int, len(s.decisionAt)),
+		alerts:     append([]*medmeshv1.Alert(nil), s.alerts...),
+		alertAt:    make(map[string]int, len(s.alertAt)),
+		baselines:  make(map[string]*medmeshv1.Baseline, len(s.baselines)),
+		audit:      append([]*medmeshv1.AuditRecord(nil), s.audit...),
+		sensorSeq:  make(map[string]uint64, len(s.sensorSeq)),
+		flows:      make(map[string][]*medmeshv1.FlowSummary, len(s.flows)),
+		servers:    make(map[string]*fsmpb.ServerRegister, len(s.servers)),
+	}
+	for k, v := range s.devices {
+		c.devices[k] = v
+	}
+	for k, v := range s.policies {
+		c.policies[k] = v
+	}
+	for k, v := range s.decisionAt {
+		c.decisionAt[k] = v
+	}
+	for k, v := range s.alertAt {
+		c.alertAt[k] = v
+	}
+	for k, v := range s.baselines {
+		c.baselines[k] = v
+	}
+	for k, v := range s.sensorSeq {
+		c.sensorSeq[k] = v
+	}
+	for k, v := range s.flows {
+		c.flows[k] = v
+	}
+	for k, v := range s.servers {
+		c.servers[k] = v
+	}
+	return c
+}
+
+// apply dispatches one command. A command that fails changes nothing.
+func (s *state) apply(index uint64, cmd *fsmpb.Command) *Result {
+	now := cmd.GetTime()
+	if now == nil {
+		now = &timestamppb.Timestamp{}
+	}
+	var res *Result
+	switch c := cmd.Command.(type) {
+	case *fsmpb.Command_DeviceUpsert:
+		res = s.applyDeviceUpsert(index, now, c.DeviceUpsert.GetSensorId(), c.DeviceUpsert.GetDevice())
+	case *fsmpb.Command_DeviceUpdate:
+		res = s.applyDeviceUpdate(index, now, c.DeviceUpdate)
+	case *fsmpb.Command_PolicyPut:
+		res = s.applyPolicyPut(index, now, c.PolicyPut)
+	case *fsmpb.Command_PolicyDelete:
+		res = s.applyPolicyDelete(index, now, c.PolicyDelete)
+	case *fsmpb.Command_PolicyActivate:
+		res = s.applyPolicyActivate(index, now, c.PolicyActivate)
+	case *fsmpb.Command_DecisionCreate:
+		res = s.applyDecisionCreate(index, now, c.DecisionCreate)
+	case *fsmpb.Command_DecisionReview:
+		res = s.applyDecisionReview(index, now, c.DecisionReview)
+	case *fsmpb.Command_AlertIngest:
+		res = s.applyAlertIngest(index, now, c.AlertIngest.GetAlert())
+	case *fsmpb.Command_AlertAck:
+		res = s.applyAlertAck(index, now, c.AlertAck)
+	case *fsmpb.Command_BaselinePut:
+		res = s.applyBaselinePut(index, now, c.BaselinePut.GetBaseline())
+	case *fsmpb.Command_FlowSummaries:
+		s.applyFlowSummaries(c.FlowSummaries.GetSummaries())
+		res = &Result{}
+	case *fsmpb.Command_SensorBatch:
+		res = s.applySensorBatch(index, now, c.SensorBatch)
+	case *fsmpb.Command_ServerRegister:
+		res = s.applyServerRegister(c.ServerRegister)
+	case *fsmpb.Command_ServerDeregister:
+		delete(s.servers, c.ServerDeregister.GetId())
+		res = &Result{}
+	default:
+		res = &Result{Err: fmt.Errorf("unknown command %T: %w", cmd.Command, ErrInvalid)}
+	}
+	res.Index = index
+	return res
+}

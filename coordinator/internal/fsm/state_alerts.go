@@ -1,0 +1,94 @@
+package fsm
+
+import (
+	"fmt"
+	"sort"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/medmesh/medmesh/coordinator/internal/fsm/fsmpb"
+	medmeshv1 "github.com/medmesh/medmesh/proto/medmesh/v1"
+)
+
+// applyAlertIngest commits an alert; an alert id already committed is a
+// no-op, so retried reports never duplicate.
+func (s *state) applyAlertIngest(index uint64, now *timestamppb.Timestamp, in *medmeshv1.Alert) *Result {
+	if in.GetId() == "" {
+		return &Result{Err: fmt.Errorf("alert id: %w", ErrInvalid)}
+	}
+	if pos, dup := s.alertAt[in.GetId()]; dup {
+		return &Result{Alert: s.alerts[pos]}
+	}
+	a := proto.CloneOf(in)
+	a.Index, a.CreateTime, a.State = index, now, medmeshv1.AlertState_ALERT_STATE_OPEN
+	a.AcknowledgedBy, a.AcknowledgeTime, a.AcknowledgeNote = "", nil, ""
+	s.alertAt[a.Id] = len(s.alerts)
+	s.alerts = append(s.alerts, a)
+	return &Result{Alert: a}
+}
+
+func (s *state) applyAlertAck(index uint64, now *timestamppb.Timestamp, c *fsmpb.AlertAck) *Result {
+	pos, ok := s.alertAt[c.GetId()]
+	if !ok {
+		return &Result{Err: fmt.Errorf("alert %q: %w", c.GetId(), ErrNotFound)}
+	}
+	a := proto.CloneOf(s.alerts[pos])
+	a.State, a.AcknowledgedBy, a.AcknowledgeTime, a.AcknowledgeNote = medmeshv1.AlertState_ALERT_STATE_ACKNOWLEDGED, c.GetActor(), now, c.GetNote()
+	s.alerts[pos] = a
+	s.appendAudit(index, now, c.GetActor(), "alert.ack", "alert/"+a.Id, c.GetNote(), "", "")
+	return &Result{Alert: a}
+}
+
+// Alert returns an alert by id, or nil.
+func (f *FSM) Alert(id string) *medmeshv1.Alert {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if pos, ok := f.st.alertAt[id]; ok {
+		return f.st.alerts[pos]
+	}
+	return nil
+}
+
+// ListAlerts returns up to limit alerts after position pos (in commit
+// order; many alerts can share an index) that match keep, the position of
+// the last one returned, whether more match, and the applied index.
+func (f *FSM) ListAlerts(pos uint64, limit int, keep func(*medmeshv1.Alert) bool) (page []*medmeshv1.Alert, last uint64, more bool, index uint64) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	as := f.st.alerts
+	for i := int(min(pos, uint64(len(as)))); i < len(as); i++ {
+		if !keep(as[i]) {
+			continue
+		}
+		if len(page) == limit {
+			return page, last, true, f.st.applied
+		}
+		page = append(page, as[i])
+		last = uint64(i + 1)
+	}
+	return page, last, false, f.st.applied
+}
+
+// AlertPosition is the number of alerts committed with index <= index: the
+// position to resume after.
+func (f *FSM) AlertPosition(index uint64) uint64 {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	as := f.st.alerts
+	return uint64(sort.Search(len(as), func(i int) bool { return as[i].Index > index }))
+}
+
+// AlertsFrom returns up to limit alerts at positions after pos (alerts are
+// append-only, so a position is stable; many alerts can share an index) and
+// the applied index.
+func (f *FSM) AlertsFrom(pos uint64, limit int) ([]*medmeshv1.Alert, uint64) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	as := f.st.alerts
+	if pos >= uint64(len(as)) {
+		return nil, f.st.applied
+	}
+	end := min(uint64(len(as)), pos+uint64(limit))
+	return as[pos:end], f.st.applied
+}

@@ -1,0 +1,246 @@
+package fsm
+
+import (
+	"fmt"
+	"slices"
+	"sort"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/medmesh/medmesh/coordinator/internal/fsm/fsmpb"
+	medmeshv1 "github.com/medmesh/medmesh/proto/medmesh/v1"
+)
+
+// TierForClass is the criticality a device class implies when no operator
+// overrode it.
+func TierForClass(c medmeshv1.DeviceClass) medmeshv1.Tier {
+	switch c {
+	case medmeshv1.DeviceClass_DEVICE_CLASS_INFUSION_PUMP,
+		medmeshv1.DeviceClass_DEVICE_CLASS_PATIENT_MONITOR,
+		medmeshv1.DeviceClass_DEVICE_CLASS_VENTILATOR,
+		medmeshv1.DeviceClass_DEVICE_CLASS_CENTRAL_STATION:
+		return medmeshv1.Tier_TIER_LIFE_CRITICAL
+	case medmeshv1.DeviceClass_DEVICE_CLASS_IMAGING_MODALITY,
+		medmeshv1.DeviceClass_DEVICE_CLASS_PACS,
+		medmeshv1.DeviceClass_DEVICE_CLASS_HL7_INTERFACE_ENGINE,
+		medmeshv1.DeviceClass_DEVICE_CLASS_NURSE_CALL:
+		return medmeshv1.Tier_TIER_CLINICAL
+	case medmeshv1.DeviceClass_DEVICE_CLASS_UNSPECIFIED:
+		return medmeshv1.Tier_TIER_UNSPECIFIED
+	default:
+		return medmeshv1.Tier_TIER_NON_CLINICAL
+	}
+}
+
+// applyDeviceUpsert merges a sensor observation. Operator-owned fields
+// (labels, an overridden tier, location set by an operator) are kept.
+func (s *state) applyDeviceUpsert(index uint64, now *timestamppb.Timestamp, sensorID string, obs *medmeshv1.Device) *Result {
+	if obs.GetMac() == "" {
+		return &Result{Err: fmt.Errorf("device mac: %w", ErrInvalid)}
+	}
+	old := s.devices[obs.GetMac()]
+	var d *medmeshv1.Device
+	if old == nil {
+		d = &medmeshv1.Device{Mac: obs.GetMac(), FirstSeen: obs.GetFirstSeen()}
+		if d.FirstSeen == nil {
+			d.FirstSeen = now
+		}
+	} else {
+		d = proto.CloneOf(old)
+	}
+	d.IpAddresses = union(d.IpAddresses, obs.GetIpAddresses())
+	setIf(&d.Vendor, obs.GetVendor())
+	setIf(&d.Model, obs.GetModel())
+	setIf(&d.Hostname, obs.GetHostname())
+	if obs.GetDeviceClass() != medmeshv1.DeviceClass_DEVICE_CLASS_UNSPECIFIED {
+		d.DeviceClass = obs.GetDeviceClass()
+		d.ClassConfidence = obs.GetClassConfidence()
+		d.ClassEvidence = obs.GetClassEvidence()
+	}
+	if !d.TierOverridden {
+		d.Tier = TierForClass(d.DeviceClass)
+	}
+	if loc := obs.GetLocation(); loc != nil {
+		if d.Location == nil {
+			d.Location = &medmeshv1.Location{}
+		}
+		// Sensors fill in where they are; an operator's values win.
+		setIfEmpty(&d.Location.Campus, loc.GetCampus())
+		setIfEmpty(&d.Location.Building, loc.GetBuilding())
+		setIfEmpty(&d.Location.Floor, loc.GetFloor())
+		setIfEmpty(&d.Location.Zone, loc.GetZone())
+	}
+	d.Protocols = union(d.Protocols, obs.GetProtocols())
+	for _, sv := range obs.GetServices() {
+		if !slices.ContainsFunc(d.Services, func(x *medmeshv1.Service) bool { return proto.Equal(x, sv) }) {
+			d.Services = append(d.Services, sv)
+		}
+	}
+	sort.Slice(d.Services, func(i, j int) bool {
+		a, b := d.Services[i], d.Services[j]
+		if a.Protocol != b.Protocol {
+			return a.Protocol < b.Protocol
+		}
+		if a.Port != b.Port {
+			return a.Port < b.Port
+		}
+		return a.App < b.App
+	})
+	if id := obs.GetIdentifiers(); id != nil {
+		d.Identifiers = mergeIdentifiers(d.Identifiers, id)
+	}
+	if fs := obs.GetFirstSeen(); fs != nil && d.FirstSeen != nil && fs.AsTime().Before(d.FirstSeen.AsTime()) {
+		d.FirstSeen = fs
+	}
+	ls := obs.GetLastSeen()
+	if ls == nil {
+		ls = now
+	}
+	if d.LastSeen == nil || ls.AsTime().After(d.LastSeen.AsTime()) {
+		d.LastSeen = ls
+	}
+	if obs.GetRisk() != nil {
+		d.Risk = obs.GetRisk()
+	}
+	setIf(&d.LastSensorId, sensorID)
+	d.Revision = index
+	s.devices[d.Mac] = d
+	return &Result{Device: d}
+}
+
+func mergeIdentifiers(old, n *medmeshv1.Identifiers) *medmeshv1.Identifiers {
+	var m *medmeshv1.Identifiers
+	if old == nil {
+		m = &medmeshv1.Identifiers{}
+	} else {
+		m = proto.CloneOf(old)
+	}
+	m.DicomAeTitles = union(m.DicomAeTitles, n.DicomAeTitles)
+	m.Hl7Udis = union(m.Hl7Udis, n.Hl7Udis)
+	m.Hl7SendingApplications = union(m.Hl7SendingApplications, n.Hl7SendingApplications)
+	m.Hl7SendingFacilities = union(m.Hl7SendingFacilities, n.Hl7SendingFacilities)
+	setIf(&m.DhcpHostname, n.DhcpHostname)
+	setIf(&m.DhcpVendorClass, n.DhcpVendorClass)
+	setIf(&m.DhcpFingerprint, n.DhcpFingerprint)
+	setIf(&m.DhcpClientId, n.DhcpClientId)
+	setIf(&m.DhcpFqdn, n.DhcpFqdn)
+	setIf(&m.MudUrl, n.MudUrl)
+	m.FriendlyNames = union(m.FriendlyNames, n.FriendlyNames)
+	m.DicomImplementations = union(m.DicomImplementations, n.DicomImplementations)
+	m.ServerNames = union(m.ServerNames, n.ServerNames)
+	m.UserAgents = union(m.UserAgents, n.UserAgents)
+	return m
+}
+
+// applyDeviceUpdate changes operator-owned fields.
+func (s *state) applyDeviceUpdate(index uint64, now *timestamppb.Timestamp, c *fsmpb.DeviceUpdate) *Result {
+	in := c.GetDevice()
+	old := s.devices[in.GetMac()]
+	if old == nil {
+		return &Result{Err: fmt.Errorf("device %q: %w", in.GetMac(), ErrNotFound)}
+	}
+	d := proto.CloneOf(old)
+	for _, p := range c.GetPaths() {
+		switch p {
+		case "labels":
+			d.Labels = in.GetLabels()
+		case "tier":
+			if in.GetTier() == medmeshv1.Tier_TIER_UNSPECIFIED {
+				d.TierOverridden = false
+				d.Tier = TierForClass(d.DeviceClass)
+			} else {
+				d.TierOverridden = true
+				d.Tier = in.GetTier()
+			}
+		case "location":
+			d.Location = in.GetLocation()
+		default:
+			return &Result{Err: fmt.Errorf("update_mask path %q: %w", p, ErrInvalid)}
+		}
+	}
+	d.Revision = index
+	s.devices[d.Mac] = d
+	s.appendAudit(index, now, c.GetActor(), "device.update", "device/"+d.Mac, c.GetReason(), "", "")
+	return &Result{Device: d}
+}
+
+// Device returns a device, or nil.
+func (f *FSM) Device(mac string) *medmeshv1.Device {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.st.devices[mac]
+}
+
+// ListDevices returns up to limit devices with mac > after that match keep,
+// ordered by mac, the total number matching, and the applied index.
+func (f *FSM) ListDevices(after string, limit int, keep func(*medmeshv1.Device) bool) (page []*medmeshv1.Device, more bool, total int, index uint64) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	keys := sortedKeys(f.st.devices)
+	for _, k := range keys {
+		d := f.st.devices[k]
+		if !keep(d) {
+			continue
+		}
+		total++
+		if k <= after {
+			continue
+		}
+		if len(page) < limit {
+			page = append(page, d)
+		} else {
+			more = true
+		}
+	}
+	return page, more, total, f.st.applied
+}
+
+// DevicesChanged returns the devices whose last change sorts after
+// (afterRev, afterMAC) in (revision, mac) order, and the applied index.
+// Many devices can share a revision (one sensor batch), hence the mac.
+func (f *FSM) DevicesChanged(afterRev uint64, afterMAC string) ([]*medmeshv1.Device, uint64) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	var out []*medmeshv1.Device
+	for _, d := range f.st.devices {
+		if d.Revision > afterRev || (d.Revision == afterRev && d.Mac > afterMAC) {
+			out = append(out, d)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool {
+		return out[i].Revision < out[j].Revision || (out[i].Revision == out[j].Revision && out[i].Mac < out[j].Mac)
+	})
+	return out, f.st.applied
+}
+
+func union(a, b []string) []string {
+	for _, x := range b {
+		if x != "" && !slices.Contains(a, x) {
+			a = append(a, x)
+		}
+	}
+	slices.Sort(a)
+	return a
+}
+
+func setIf(dst *string, v string) {
+	if v != "" {
+		*dst = v
+	}
+}
+
+func setIfEmpty(dst *string, v string) {
+	if *dst == "" {
+		*dst = v
+	}
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
