@@ -43,28 +43,49 @@ test-unit: ## go test ./... (privileged tests run when root, skip with a reason 
 bench: bench-datapath bench-score bench-enforcer bench-mesh bench-coordinator ## Every benchmark
 
 bench-coordinator: ## medmesh vs etcd write throughput and p99 (3 nodes each, loopback)
-	@echo "bench-coordinator: not built yet"; exit 1
+	@command -v etcd >/dev/null || { echo "bench-coordinator: installing etcd-server"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends etcd-server >/dev/null; }
+	@$(MAKE) --no-print-directory build
+	$(GO) run ./e2e/benchcoord -bin $(BIN) $(BENCHCOORD_FLAGS)
 
 bench-datapath: ## XDP sensor program vs bare XDP_PASS (prog.Benchmark)
-	@echo "bench-datapath: not built yet"; exit 1
+	$(GO) test -count=1 -run '^$$' -bench '^BenchmarkDatapath$$' -benchtime 1x ./node/internal/xdp/
 
 bench-capture: ## medmesh vs softflowd, pmacctd, ndpiReader on a veth pair
-	@echo "bench-capture: not built yet"; exit 1
+	MEDMESH_BENCH_CAPTURE=1 $(GO) test -count=1 -timeout 10m -run '^TestCaptureBench$$' -v ./node/sensor/
 
 bench-score: ## Flow scoring and detector cost
-	@echo "bench-score: not built yet"; exit 1
+	$(GO) test -count=1 -run 'TestFastPathAllocs|TestInBaselineDoesNotAllocate' ./node/internal/engine ./node/internal/score
+	$(GO) test -run '^$$' -bench . -benchtime 1s -cpu 1 -count 3 ./node/internal/score ./node/internal/engine
+	$(GO) test -run '^$$' -bench . -benchtime 200ms -cpu 1 ./node/internal/detect
 
 bench-enforcer: ## Enforcer program vs XDP_PASS; decision propagation vs etcd watch
-	@echo "bench-enforcer: not built yet"; exit 1
+	$(GO) test -count=1 -run '^$$' -bench '^BenchmarkProgram$$' -benchtime=3x -timeout 15m ./enforcer/internal/xdp/
+	$(GO) test -count=1 -run '^$$' -bench '^BenchmarkPropagation$$' -benchtime=1x -timeout 15m ./enforcer/
 
 bench-mesh: ## Gossip convergence, failure detection, reporting throughput
-	@echo "bench-mesh: not built yet"; exit 1
+	@mkdir -p bin
+	MEDMESH_BENCH=1 MEDMESH_BENCH_OUT=$(CURDIR)/bin/bench-mesh-gossip.md \
+		$(GO) test -count=1 -timeout 10m -run '^TestBenchMesh$$' -v ./e2e/benchmesh/
+	MEDMESH_BENCH=1 MEDMESH_BENCH_OUT=$(CURDIR)/bin/bench-mesh-report.md \
+		$(GO) test -count=1 -timeout 15m -run '^TestBenchReporting$$' -v ./node/internal/reporter/
+	@cat bin/bench-mesh-gossip.md bin/bench-mesh-report.md
 
 demo: build ## Start a --dev coordinator and walk through the CLI (the campus lab later)
-	@echo "demo: not built yet"; exit 1
+	@if [ "$$(id -u)" != 0 ]; then echo "demo: the campus lab needs root (network namespaces, veth, XDP): sudo make demo"; exit 1; fi
+	$(BIN) lab up
+	$(BIN) lab run --scenario compromised-device --view
+	@echo
+	@echo "The campus lab is still running; the coordinator API is on this host at 127.0.0.1:7400."
+	@echo "  $(BIN) devices list          # the simulated devices and their classes"
+	@echo "  $(BIN) alerts list; $(BIN) decisions list; $(BIN) cluster status"
+	@echo "  grpcurl -plaintext 127.0.0.1:7400 list"
+	@echo "  $(BIN) lab status            # namespaces, processes and their logs"
+	@echo "  $(BIN) lab run --scenario compromised-device -o json"
+	@echo "Remove everything with: make demo-down"
 
 demo-down: ## Remove everything demo started
-	@echo "demo-down: nothing to remove"
+	@if [ -x $(BIN) ]; then $(BIN) lab down; else $(GO) run ./cmd/medmesh lab down; fi
 
 e2e: ## Chaos harness, bounded set
 	@echo "e2e: not built yet"; exit 1

@@ -1,17 +1,205 @@
 package main
 
 import (
+	"context"
 	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
+
+	"github.com/medmesh/medmesh/coordinator"
+	"github.com/medmesh/medmesh/internal/admin"
+	"github.com/medmesh/medmesh/internal/grpcx"
 )
 
-// TODO(owner of this file): replace this placeholder.
+// coordinatorOptions are the flags of `medmesh coordinator`.
+type coordinatorOptions struct {
+	id, dataDir, api, raft, admin string
+	dev                           bool
+	bootstrapExpect               int
+	join                          []string
+	tlsCert, tlsKey, tlsCA        string
+	logLevel                      string
+}
+
 func newCoordinatorCmd() *cobra.Command {
-	return &cobra.Command{
-		Use:    "coordinator",
-		Short:  "not built yet",
-		Hidden: true,
-		RunE:   func(*cobra.Command, []string) error { return errors.New("coordinator: not built yet") },
+	o := coordinatorOptions{}
+	cmd := &cobra.Command{
+		Use:   "coordinator",
+		Short: "Run a Raft-replicated coordinator (the control plane and its gRPC API)",
+		Long: "Run one coordinator. --dev runs a single node on a temporary data directory.\n" +
+			"A cluster: start N nodes with --bootstrap-expect N --join API_ADDR,... ; a node\n" +
+			"restarted with its --data-dir rejoins by itself.",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			return runCoordinator(ctx, o, os.Stderr, nil)
+		},
 	}
+	f := cmd.Flags()
+	f.StringVar(&o.id, "id", "", "coordinator id, unique in the cluster (default \"dev\" with --dev)")
+	f.StringVar(&o.dataDir, "data-dir", "", "directory of the Raft log and snapshots (default: a temporary directory with --dev)")
+	f.StringVar(&o.api, "api", "127.0.0.1:7400", "gRPC API listen address (also advertised to other coordinators)")
+	f.StringVar(&o.raft, "raft", "127.0.0.1:7401", "Raft transport listen and advertise address")
+	f.StringVar(&o.admin, "admin", "127.0.0.1:7403", "admin listener: /metrics, /healthz, /readyz, pprof (empty: none)")
+	f.BoolVar(&o.dev, "dev", false, "single node that bootstraps itself, data in a temporary directory")
+	f.IntVar(&o.bootstrapExpect, "bootstrap-expect", 0, "number of coordinators that form a new cluster")
+	f.StringSliceVar(&o.join, "join", nil, "API addresses of other coordinators, comma-separated")
+	f.StringVar(&o.tlsCert, "tls-cert", "", "certificate file (enables TLS on the API and to other coordinators)")
+	f.StringVar(&o.tlsKey, "tls-key", "", "key file for --tls-cert")
+	f.StringVar(&o.tlsCA, "tls-ca", "", "CA file: require and verify client certificates (mutual TLS)")
+	f.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	return cmd
+}
+
+func parseLevel(s string) (slog.Level, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(s)); err != nil {
+		return 0, usagef("--log-level %q: want debug, info, warn or error", s)
+	}
+	return l, nil
+}
+
+// runCoordinator runs a coordinator until ctx ends. ready, if not nil, is
+// closed once the API serves.
+func runCoordinator(ctx context.Context, o coordinatorOptions, stderr io.Writer, ready chan<- struct{}) error {
+	level, err := parseLevel(o.logLevel)
+	if err != nil {
+		return err
+	}
+	if o.dev && o.id == "" {
+		o.id = "dev"
+	}
+	switch {
+	case o.id == "":
+		return usagef("--id is required (or --dev)")
+	case o.dataDir == "" && !o.dev:
+		return usagef("--data-dir is required (or --dev)")
+	case o.dev && (o.bootstrapExpect > 1 || len(o.join) > 0):
+		return usagef("--dev is a single node: drop --bootstrap-expect and --join")
+	case o.bootstrapExpect > 1 && len(o.join) == 0:
+		return usagef("--bootstrap-expect %d needs --join", o.bootstrapExpect)
+	case (o.tlsCert == "") != (o.tlsKey == ""):
+		return usagef("--tls-cert and --tls-key go together")
+	case o.tlsCA != "" && o.tlsCert == "":
+		return usagef("--tls-ca needs --tls-cert and --tls-key")
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level})).With("component", "coordinator", "id", o.id)
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	tlsFiles := grpcx.TLSFiles{CertFile: o.tlsCert, KeyFile: o.tlsKey, CAFile: o.tlsCA}
+	cfg := coordinator.DefaultConfig()
+	cfg.ID, cfg.DataDir, cfg.APIAddr, cfg.RaftAddr = o.id, o.dataDir, o.api, o.raft
+	cfg.Dev, cfg.BootstrapExpect = o.dev, o.bootstrapExpect
+	for _, j := range o.join {
+		if j = strings.TrimSpace(j); j != "" {
+			cfg.Join = append(cfg.Join, j)
+		}
+	}
+	cfg.Dial = func(addr string) (*grpc.ClientConn, error) {
+		cc := grpcx.DefaultClientConfig()
+		if tlsFiles.Enabled() {
+			cc.TLS = tlsFiles // our own certificate is our client identity
+		}
+		return grpcx.Dial(addr, cc, log)
+	}
+	if o.dev {
+		// A single node: elect fast.
+		cfg.HeartbeatTimeout, cfg.ElectionTimeout, cfg.LeaderLeaseTimeout = 200*time.Millisecond, 200*time.Millisecond, 100*time.Millisecond
+	}
+
+	scfg := grpcx.DefaultServerConfig()
+	scfg.Addr, scfg.TLS = o.api, tlsFiles
+	srv, err := grpcx.NewServer(scfg, log, reg)
+	if err != nil {
+		return fmt.Errorf("api server: %w", err)
+	}
+	if err := srv.Listen(); err != nil {
+		return err
+	}
+	c, err := coordinator.New(cfg, log, reg)
+	if err != nil {
+		srv.Stop(context.Background())
+		return err
+	}
+	c.Register(srv.GRPC())
+	var adm *admin.Server
+	if o.admin != "" {
+		adm = admin.New(o.admin, reg, c.Ready, log)
+		if err := adm.Start(); err != nil {
+			srv.Stop(context.Background())
+			return errors.Join(err, c.Close())
+		}
+	}
+	closeAdmin := func(ctx context.Context) error {
+		if adm == nil {
+			return nil
+		}
+		return adm.Close(ctx)
+	}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve() }()
+	setServing := func(ok bool) {
+		srv.SetServing("", ok)
+		for _, s := range coordinator.ServiceNames() {
+			srv.SetServing(s, ok)
+		}
+	}
+	setServing(false)
+	if err := c.Start(ctx); err != nil {
+		err = errors.Join(err, c.Close())
+		srv.Stop(context.Background())
+		return errors.Join(err, closeAdmin(context.Background()))
+	}
+	log.Info("coordinator started", "api", o.api, "raft", o.raft, "admin", o.admin, "dev", o.dev, "data_dir", cfg.DataDir)
+
+	// Health follows readiness: SERVING once a leader is known.
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	wasReady := false
+	var runErr error
+loop:
+	for {
+		select {
+		case <-ctx.Done():
+			break loop
+		case err := <-serveErr:
+			runErr = err
+			break loop
+		case <-tick.C:
+			isReady := c.Ready() == nil
+			if isReady != wasReady {
+				setServing(isReady)
+				if isReady {
+					log.Info("coordinator ready")
+					if ready != nil {
+						close(ready)
+						ready = nil
+					}
+				}
+				wasReady = isReady
+			}
+		}
+	}
+	log.Info("shutting down")
+	setServing(false)
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	// The leader hands over leadership before the API stops.
+	err = c.Close()
+	srv.Stop(shutdownCtx)
+	return errors.Join(runErr, err, closeAdmin(shutdownCtx))
 }

@@ -1,0 +1,154 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
+
+	medmeshv1 "github.com/medmesh/medmesh/proto/medmesh/v1"
+)
+
+func newDevicesCmd(o *opFlags) *cobra.Command {
+	c := &cobra.Command{
+		Use:   "devices",
+		Short: "List and show the device inventory",
+	}
+	var (
+		class, tier, floor, zone string
+		minRisk                  uint32
+		labels                   []string
+		limit                    int
+	)
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List devices",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			req := &medmeshv1.ListDevicesRequest{Floor: floor, Zone: zone, MinRiskScore: minRisk, Consistency: o.consistency()}
+			n, err := parseEnum(medmeshv1.DeviceClass(0).Descriptor(), "class", class)
+			if err != nil {
+				return err
+			}
+			req.DeviceClass = medmeshv1.DeviceClass(n)
+			n, err = parseEnum(medmeshv1.Tier(0).Descriptor(), "tier", tier)
+			if err != nil {
+				return err
+			}
+			req.Tier = medmeshv1.Tier(n)
+			for _, l := range labels {
+				k, v, ok := strings.Cut(l, "=")
+				if !ok || k == "" {
+					return usagef("invalid --label %q: want key=value", l)
+				}
+				if req.Labels == nil {
+					req.Labels = map[string]string{}
+				}
+				req.Labels[k] = v
+			}
+			return o.call(cmd, func(ctx context.Context, conn *grpc.ClientConn) error {
+				cl := medmeshv1.NewInventoryServiceClient(conn)
+				var last *medmeshv1.ListDevicesResponse
+				devs, next, err := listAll(limit, func(token string, size int32) ([]*medmeshv1.Device, string, error) {
+					req.PageToken, req.PageSize = token, size
+					resp, err := cl.ListDevices(ctx, req)
+					last = resp
+					return resp.GetDevices(), resp.GetNextPageToken(), err
+				})
+				if err != nil {
+					return err
+				}
+				w := cmd.OutOrStdout()
+				if o.json() {
+					return printProto(w, &medmeshv1.ListDevicesResponse{Devices: devs, NextPageToken: next,
+						TotalSize: last.GetTotalSize(), ReadInfo: last.GetReadInfo()})
+				}
+				t := newTable(w, "MAC", "IP", "VENDOR", "MODEL", "CLASS", "TIER", "FLOOR", "ZONE", "RISK", "LAST SEEN")
+				for _, d := range devs {
+					t.row(d.GetMac(), strings.Join(d.GetIpAddresses(), ","), d.GetVendor(), d.GetModel(),
+						enumName(d.GetDeviceClass()), enumName(d.GetTier()), d.GetLocation().GetFloor(),
+						d.GetLocation().GetZone(), d.GetRisk().GetScore(), ts(d.GetLastSeen()))
+				}
+				return t.flush()
+			})
+		},
+	}
+	lf := list.Flags()
+	lf.StringVar(&class, "class", "", "only this device class (e.g. infusion-pump)")
+	lf.StringVar(&tier, "tier", "", "only this tier (life-critical, clinical, non-clinical)")
+	lf.StringVar(&floor, "floor", "", "only this floor")
+	lf.StringVar(&zone, "zone", "", "only this zone")
+	lf.Uint32Var(&minRisk, "min-risk", 0, "only devices with at least this risk score")
+	lf.StringArrayVar(&labels, "label", nil, "only devices with this label, key=value (repeatable)")
+	lf.IntVar(&limit, "limit", 0, "at most this many devices (0: all)")
+
+	get := &cobra.Command{
+		Use:   "get MAC",
+		Short: "Show one device",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return o.call(cmd, func(ctx context.Context, conn *grpc.ClientConn) error {
+				resp, err := medmeshv1.NewInventoryServiceClient(conn).GetDevice(ctx,
+					&medmeshv1.GetDeviceRequest{Mac: args[0], Consistency: o.consistency()})
+				if err != nil {
+					return err
+				}
+				w := cmd.OutOrStdout()
+				if o.json() {
+					return printProto(w, resp)
+				}
+				return printDevice(w, resp.GetDevice())
+			})
+		},
+	}
+	c.AddCommand(list, get)
+	return c
+}
+
+func printDevice(w interface{ Write([]byte) (int, error) }, d *medmeshv1.Device) error {
+	t := newTable(w, "FIELD", "VALUE")
+	loc := d.GetLocation()
+	t.row("mac", d.GetMac())
+	t.row("ip addresses", strings.Join(d.GetIpAddresses(), ", "))
+	t.row("vendor", d.GetVendor())
+	t.row("model", d.GetModel())
+	t.row("hostname", d.GetHostname())
+	t.row("class", fmt.Sprintf("%s (confidence %.2f)", enumName(d.GetDeviceClass()), d.GetClassConfidence()))
+	tier := enumName(d.GetTier())
+	if d.GetTierOverridden() {
+		tier += " (set by operator)"
+	}
+	t.row("tier", tier)
+	t.row("location", strings.Trim(strings.Join([]string{loc.GetCampus(), loc.GetBuilding(), loc.GetFloor(), loc.GetZone()}, "/"), "/"))
+	keys := make([]string, 0, len(d.GetLabels()))
+	for k := range d.GetLabels() {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var ls []string
+	for _, k := range keys {
+		ls = append(ls, k+"="+d.GetLabels()[k])
+	}
+	t.row("labels", strings.Join(ls, ", "))
+	t.row("protocols", strings.Join(d.GetProtocols(), ", "))
+	var svcs []string
+	for _, s := range d.GetServices() {
+		svcs = append(svcs, fmt.Sprintf("%d/%d %s", s.GetProtocol(), s.GetPort(), s.GetApp()))
+	}
+	t.row("services", strings.Join(svcs, ", "))
+	id := d.GetIdentifiers()
+	t.row("dicom ae titles", strings.Join(id.GetDicomAeTitles(), ", "))
+	t.row("hl7 udis", strings.Join(id.GetHl7Udis(), ", "))
+	t.row("dhcp hostname", id.GetDhcpHostname())
+	t.row("first seen", ts(d.GetFirstSeen()))
+	t.row("last seen", ts(d.GetLastSeen()))
+	t.row("last sensor", d.GetLastSensorId())
+	t.row("risk", d.GetRisk().GetScore())
+	for _, f := range d.GetRisk().GetFactors() {
+		t.row("  "+f.GetName(), fmt.Sprintf("%.0f  %s", f.GetWeight(), f.GetDetail()))
+	}
+	return t.flush()
+}

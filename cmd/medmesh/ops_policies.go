@@ -1,0 +1,252 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+
+	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/encoding/protojson"
+
+	medmeshv1 "github.com/medmesh/medmesh/proto/medmesh/v1"
+)
+
+func newPoliciesCmd(o *opFlags) *cobra.Command {
+	c := &cobra.Command{
+		Use:   "policies",
+		Short: "Manage least-privilege policies",
+	}
+	var (
+		device string
+		limit  int
+	)
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List policies by name",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return o.call(cmd, func(ctx context.Context, conn *grpc.ClientConn) error {
+				cl := medmeshv1.NewPolicyServiceClient(conn)
+				var last *medmeshv1.ListPoliciesResponse
+				ps, next, err := listAll(limit, func(token string, size int32) ([]*medmeshv1.Policy, string, error) {
+					resp, err := cl.ListPolicies(ctx, &medmeshv1.ListPoliciesRequest{
+						PageSize: size, PageToken: token, DeviceMac: device, Consistency: o.consistency()})
+					last = resp
+					return resp.GetPolicies(), resp.GetNextPageToken(), err
+				})
+				if err != nil {
+					return err
+				}
+				w := cmd.OutOrStdout()
+				if o.json() {
+					return printProto(w, &medmeshv1.ListPoliciesResponse{Policies: ps, NextPageToken: next, ReadInfo: last.GetReadInfo()})
+				}
+				t := newTable(w, "NAME", "SUBJECT", "MODE", "ACTIVE", "VERSION", "RULES", "UPDATED BY", "UPDATED")
+				for _, p := range ps {
+					t.row(p.GetName(), policySubject(p), enumName(p.GetMode()), p.GetActive(), p.GetVersion(),
+						len(p.GetRules()), p.GetUpdatedBy(), ts(p.GetUpdateTime()))
+				}
+				return t.flush()
+			})
+		},
+	}
+	list.Flags().StringVar(&device, "device", "", "only policies of this device MAC")
+	list.Flags().IntVar(&limit, "limit", 0, "at most this many policies (0: all)")
+
+	get := &cobra.Command{
+		Use:   "get NAME",
+		Short: "Show one policy",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return o.call(cmd, func(ctx context.Context, conn *grpc.ClientConn) error {
+				resp, err := medmeshv1.NewPolicyServiceClient(conn).GetPolicy(ctx,
+					&medmeshv1.GetPolicyRequest{Name: args[0], Consistency: o.consistency()})
+				if err != nil {
+					return err
+				}
+				if o.json() {
+					return printProto(cmd.OutOrStdout(), resp)
+				}
+				return printPolicy(cmd.OutOrStdout(), resp.GetPolicy())
+			})
+		},
+	}
+
+	var w writeFlags
+	put := &cobra.Command{
+		Use:   "put [FILE|-]",
+		Short: "Create or replace a policy from its JSON (a file, or stdin)",
+		Long: "Create or replace a policy. The policy is read as protobuf JSON, e.g.\n" +
+			`  {"name": "device/00:1b:44:11:3a:b7", "device_mac": "00:1b:44:11:3a:b7", "mode": "POLICY_MODE_MONITOR",` + "\n" +
+			`   "rules": [{"name": "pacs", "peer_cidr": "10.20.0.5/32", "protocol": 6, "port_min": 104, "port_max": 104}]}` + "\n" +
+			"With --expected-version the write is a compare-and-set (0: must not exist yet).",
+		Args: cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			src := "-"
+			if len(args) == 1 {
+				src = args[0]
+			}
+			p, err := readPolicy(cmd.InOrStdin(), src)
+			if err != nil {
+				return err
+			}
+			req := &medmeshv1.PutPolicyRequest{Policy: p, Actor: w.actor, Reason: w.reason}
+			if cmd.Flags().Changed("expected-version") {
+				req.ExpectedVersion = &w.expectedVersion
+			}
+			return o.call(cmd, func(ctx context.Context, conn *grpc.ClientConn) error {
+				resp, err := medmeshv1.NewPolicyServiceClient(conn).PutPolicy(ctx, req)
+				if err != nil {
+					return err
+				}
+				if o.json() {
+					return printProto(cmd.OutOrStdout(), resp)
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "policy %s stored: version %d, index %d\n",
+					resp.GetPolicy().GetName(), resp.GetPolicy().GetVersion(), resp.GetIndex())
+				return nil
+			})
+		},
+	}
+	w.register(put)
+
+	var dw writeFlags
+	del := &cobra.Command{
+		Use:   "delete NAME",
+		Short: "Delete a policy",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			req := &medmeshv1.DeletePolicyRequest{Name: args[0], Actor: dw.actor, Reason: dw.reason}
+			if cmd.Flags().Changed("expected-version") {
+				req.ExpectedVersion = &dw.expectedVersion
+			}
+			return o.call(cmd, func(ctx context.Context, conn *grpc.ClientConn) error {
+				resp, err := medmeshv1.NewPolicyServiceClient(conn).DeletePolicy(ctx, req)
+				if err != nil {
+					return err
+				}
+				if o.json() {
+					return printProto(cmd.OutOrStdout(), resp)
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "policy %s deleted at index %d\n", args[0], resp.GetIndex())
+				return nil
+			})
+		},
+	}
+	dw.register(del)
+	var (
+		mode string
+		aw   writeFlags
+	)
+	activate := &cobra.Command{
+		Use:   "activate NAME",
+		Short: "Activate a policy: the enforcers receive it as a decision",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if aw.reason == "" {
+				return usagef("activate: --reason is required")
+			}
+			m, err := parseEnum(medmeshv1.PolicyMode(0).Descriptor(), "mode", mode)
+			if err != nil {
+				return err
+			}
+			return o.call(cmd, func(ctx context.Context, conn *grpc.ClientConn) error {
+				resp, err := medmeshv1.NewPolicyServiceClient(conn).ActivatePolicy(ctx, &medmeshv1.ActivatePolicyRequest{
+					Name: args[0], Mode: medmeshv1.PolicyMode(m), Actor: aw.actor, Reason: aw.reason})
+				if err != nil {
+					return err
+				}
+				if o.json() {
+					return printProto(cmd.OutOrStdout(), resp)
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "policy %s active in %s mode: decision %s at index %d\n",
+					resp.GetPolicy().GetName(), enumName(resp.GetPolicy().GetMode()), resp.GetDecisionId(), resp.GetDecisionIndex())
+				return nil
+			})
+		},
+	}
+	activate.Flags().StringVar(&mode, "mode", "", "monitor or enforce (default: the policy's mode)")
+	activate.Flags().StringVar(&aw.actor, "actor", defaultActor(), "who activates (recorded in the audit trail)")
+	activate.Flags().StringVar(&aw.reason, "reason", "", "why (required, recorded in the audit trail)")
+	c.AddCommand(list, get, put, del, activate)
+	return c
+}
+
+// writeFlags are the audit and compare-and-set flags of a change.
+type writeFlags struct {
+	actor, reason   string
+	expectedVersion uint64
+}
+
+func (w *writeFlags) register(c *cobra.Command) {
+	c.Flags().StringVar(&w.actor, "actor", defaultActor(), "who makes the change (recorded in the audit trail)")
+	c.Flags().StringVar(&w.reason, "reason", "", "why (recorded in the audit trail)")
+	c.Flags().Uint64Var(&w.expectedVersion, "expected-version", 0, "compare-and-set: the stored version must be this (0: must not exist)")
+}
+
+func readPolicy(stdin io.Reader, src string) (*medmeshv1.Policy, error) {
+	var (
+		b   []byte
+		err error
+	)
+	if src == "-" {
+		b, err = io.ReadAll(io.LimitReader(stdin, 4<<20))
+	} else {
+		b, err = os.ReadFile(src)
+	}
+	if err != nil {
+		return nil, usagef("read policy: %w", err)
+	}
+	p := &medmeshv1.Policy{}
+	if err := protojson.Unmarshal(b, p); err != nil {
+		return nil, usagef("parse policy %s: %w", src, err)
+	}
+	return p, nil
+}
+
+func policySubject(p *medmeshv1.Policy) string {
+	switch s := p.GetSubject().(type) {
+	case *medmeshv1.Policy_DeviceMac:
+		return "device " + s.DeviceMac
+	case *medmeshv1.Policy_DeviceClass:
+		return "class " + enumName(s.DeviceClass)
+	}
+	return ""
+}
+
+func printPolicy(w io.Writer, p *medmeshv1.Policy) error {
+	fmt.Fprintf(w, "name: %s\nsubject: %s\nmode: %s  active: %t  quarantine: %t\nversion: %d  revision: %d\nupdated: %s by %s\ndescription: %s\n\n",
+		p.GetName(), policySubject(p), enumName(p.GetMode()), p.GetActive(), p.GetQuarantine(),
+		p.GetVersion(), p.GetRevision(), ts(p.GetUpdateTime()), p.GetUpdatedBy(), truncate(p.GetDescription(), 200))
+	t := newTable(w, "RULE", "PEER", "PROTO", "PORTS", "DIRECTION")
+	for i, r := range p.GetRules() {
+		name := r.GetName()
+		if name == "" {
+			name = "#" + strconv.Itoa(i)
+		}
+		peer := r.GetPeerCidr()
+		if r.GetPeerDnsName() != "" {
+			peer = r.GetPeerDnsName()
+		}
+		if peer == "" {
+			peer = "any"
+		}
+		proto := "any"
+		if r.GetProtocol() != 0 {
+			proto = strconv.Itoa(int(r.GetProtocol()))
+		}
+		ports := "any"
+		if r.GetPortMin() != 0 || r.GetPortMax() != 0 {
+			ports = fmt.Sprintf("%d-%d", r.GetPortMin(), r.GetPortMax())
+		}
+		dir := enumName(r.GetDirection())
+		if dir == "" {
+			dir = "both"
+		}
+		t.row(name, peer, proto, ports, dir)
+	}
+	return t.flush()
+}

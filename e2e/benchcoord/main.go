@@ -1,0 +1,264 @@
+// Command benchcoord compares medmesh's coordinator with etcd on the same
+// write workload: a 3-node medmesh cluster and a 3-member etcd cluster on
+// loopback, fsync on in both, N writes of the same size at several
+// concurrencies. It prints throughput and p99 latency with medmesh/etcd
+// ratios. Run it with `make bench-coordinator`.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+)
+
+type config struct {
+	bin         string
+	etcdBin     string
+	n           int
+	valueSize   int
+	concs       []int
+	maxTime     time.Duration
+	startupWait time.Duration
+	keep        bool
+	skipMedmesh bool
+	skipEtcd    bool
+	jsonOut     string
+	target      string
+	rounds      int
+}
+
+func main() {
+	os.Exit(run())
+}
+
+func run() int {
+	var cfg config
+	var concs string
+	flag.StringVar(&cfg.bin, "bin", "bin/medmesh", "medmesh binary")
+	flag.StringVar(&cfg.etcdBin, "etcd", "etcd", "etcd binary")
+	flag.IntVar(&cfg.n, "n", 2000, "writes per run")
+	flag.IntVar(&cfg.valueSize, "value-size", 256, "approximate bytes of each record's padding")
+	flag.StringVar(&concs, "concurrency", "1,16,64", "comma-separated concurrencies")
+	flag.DurationVar(&cfg.maxTime, "max-time", 90*time.Second, "bound on each run")
+	flag.DurationVar(&cfg.startupWait, "startup-timeout", 30*time.Second, "bound on a cluster's start")
+	flag.BoolVar(&cfg.keep, "keep", false, "keep the data directories and logs")
+	flag.BoolVar(&cfg.skipMedmesh, "skip-medmesh", false, "run etcd only")
+	flag.BoolVar(&cfg.skipEtcd, "skip-etcd", false, "run medmesh only")
+	flag.StringVar(&cfg.jsonOut, "json", "", "also write the results as JSON to this file")
+	flag.StringVar(&cfg.target, "target", "all", "where clients send writes: all (every node's address) or leader")
+	flag.IntVar(&cfg.rounds, "rounds", 3, "rounds; the table shows each figure's median")
+	flag.Parse()
+	if cfg.rounds <= 0 || cfg.n <= 0 {
+		fmt.Fprintln(os.Stderr, "benchcoord: -rounds and -n must be positive")
+		return 2
+	}
+	if cfg.target != "all" && cfg.target != "leader" {
+		fmt.Fprintf(os.Stderr, "benchcoord: invalid -target %q: want all or leader\n", cfg.target)
+		return 2
+	}
+	for _, c := range strings.Split(concs, ",") {
+		v, err := strconv.Atoi(strings.TrimSpace(c))
+		if err != nil || v <= 0 {
+			fmt.Fprintf(os.Stderr, "benchcoord: invalid -concurrency %q\n", concs)
+			return 2
+		}
+		cfg.concs = append(cfg.concs, v)
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := bench(ctx, cfg, log); err != nil {
+		fmt.Fprintln(os.Stderr, "benchcoord: "+err.Error())
+		return 1
+	}
+	return 0
+}
+
+// row is one concurrency's results for both systems: the median of the
+// rounds' throughputs and p99s, and every round.
+type row struct {
+	Concurrency   int      `json:"concurrency"`
+	Medmesh       *result  `json:"medmesh,omitempty"`
+	Etcd          *result  `json:"etcd,omitempty"`
+	MedmeshRounds []result `json:"medmesh_rounds,omitempty"`
+	EtcdRounds    []result `json:"etcd_rounds,omitempty"`
+}
+
+// system is a running cluster the workload can be sent to.
+type system interface {
+	writeBench(ctx context.Context, n, conc, valueSize int, maxTime time.Duration, prefix string) (result, error)
+	Close()
+}
+
+func bench(ctx context.Context, cfg config, log *slog.Logger) (err error) {
+	dir, err := os.MkdirTemp("", "benchcoord-")
+	if err != nil {
+		return fmt.Errorf("temp dir: %w", err)
+	}
+	defer func() {
+		if cfg.keep || err != nil {
+			log.Info("data and logs kept", "dir", dir)
+			return
+		}
+		os.RemoveAll(dir)
+	}()
+	var names []string
+	systems := map[string]system{}
+	defer func() {
+		for _, s := range systems {
+			s.Close()
+		}
+	}()
+	if !cfg.skipEtcd {
+		ec, err := startEtcd(ctx, cfg.etcdBin, filepath.Join(dir, "etcd"), 3, cfg.startupWait, log)
+		if err != nil {
+			return fmt.Errorf("etcd: %w", err)
+		}
+		systems["etcd"] = ec
+		names = append(names, "etcd")
+		if cfg.target == "leader" {
+			if err := ec.useLeader(ctx); err != nil {
+				return fmt.Errorf("etcd: %w", err)
+			}
+		}
+	}
+	if !cfg.skipMedmesh {
+		mc, err := startMedmesh(ctx, cfg.bin, filepath.Join(dir, "medmesh"), 3, cfg.startupWait, log)
+		if err != nil {
+			return fmt.Errorf("medmesh: %w", err)
+		}
+		systems["medmesh"] = mc
+		names = append(names, "medmesh")
+		if cfg.target == "leader" {
+			if err := mc.useLeader(ctx); err != nil {
+				return fmt.Errorf("medmesh: %w", err)
+			}
+		}
+	}
+	rows := make([]row, len(cfg.concs))
+	// Both clusters run throughout but only one takes writes at a time; the
+	// two measurements of a pair are taken back to back, in alternating
+	// order, so the shared machine's drifting load hits both alike.
+	for round := range cfg.rounds {
+		for i, c := range cfg.concs {
+			rows[i].Concurrency = c
+			order := slices.Clone(names)
+			if round%2 == 1 {
+				slices.Reverse(order)
+			}
+			for _, name := range order {
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				res, err := systems[name].writeBench(ctx, cfg.n, c, cfg.valueSize, cfg.maxTime, fmt.Sprintf("bench/r%d/c%d", round, c))
+				if err != nil {
+					return fmt.Errorf("%s concurrency %d: %w", name, c, err)
+				}
+				log.Info(name, "round", round+1, "concurrency", c, "ok", res.OK, "failed", res.Failed+res.NotRun,
+					"ops_per_sec", res.OpsPerSec, "p99_ms", res.P99ms)
+				if name == "etcd" {
+					rows[i].EtcdRounds = append(rows[i].EtcdRounds, res)
+				} else {
+					rows[i].MedmeshRounds = append(rows[i].MedmeshRounds, res)
+				}
+			}
+		}
+	}
+	for i := range rows {
+		rows[i].Etcd = median(rows[i].EtcdRounds)
+		rows[i].Medmesh = median(rows[i].MedmeshRounds)
+	}
+	printTable(os.Stdout, cfg, rows)
+	if cfg.jsonOut != "" {
+		b, _ := json.MarshalIndent(rows, "", "  ")
+		if err := os.WriteFile(cfg.jsonOut, append(b, '\n'), 0o644); err != nil {
+			return fmt.Errorf("write %s: %w", cfg.jsonOut, err)
+		}
+	}
+	return nil
+}
+
+// median is the per-field median of rounds (throughput and latencies taken
+// separately), with the failures summed; nil without rounds.
+func median(rs []result) *result {
+	if len(rs) == 0 {
+		return nil
+	}
+	med := func(get func(result) float64) float64 {
+		v := make([]float64, len(rs))
+		for i, r := range rs {
+			v[i] = get(r)
+		}
+		slices.Sort(v)
+		if len(v)%2 == 1 {
+			return v[len(v)/2]
+		}
+		return (v[len(v)/2-1] + v[len(v)/2]) / 2
+	}
+	out := result{
+		OpsPerSec: med(func(r result) float64 { return r.OpsPerSec }),
+		P50ms:     med(func(r result) float64 { return r.P50ms }),
+		P99ms:     med(func(r result) float64 { return r.P99ms }),
+		MaxMs:     med(func(r result) float64 { return r.MaxMs }),
+		ElapsedMs: med(func(r result) float64 { return r.ElapsedMs }),
+	}
+	for _, r := range rs {
+		out.OK += r.OK
+		out.Failed += r.Failed
+		out.NotRun += r.NotRun
+		if out.FirstError == "" {
+			out.FirstError = r.FirstError
+		}
+	}
+	return &out
+}
+
+func printTable(w *os.File, cfg config, rows []row) {
+	fmt.Fprintf(w, "\ncoordinator writes: %d writes per run, value %d B, 3 nodes each, loopback, fsync on, clients to %s; median of %d rounds\n\n",
+		cfg.n, cfg.valueSize, map[string]string{"all": "every node", "leader": "the leader"}[cfg.target], cfg.rounds)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "concurrency\tmedmesh ops/s\tetcd ops/s\tthroughput ratio\tmedmesh p99 ms\tetcd p99 ms\tp99 ratio\tfailed m/e\t")
+	for _, r := range rows {
+		m, e := r.Medmesh, r.Etcd
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s/%s\t\n", r.Concurrency,
+			f(m, func(x *result) float64 { return x.OpsPerSec }, 0), f(e, func(x *result) float64 { return x.OpsPerSec }, 0),
+			ratio(m, e, func(x *result) float64 { return x.OpsPerSec }),
+			f(m, func(x *result) float64 { return x.P99ms }, 2), f(e, func(x *result) float64 { return x.P99ms }, 2),
+			ratio(m, e, func(x *result) float64 { return x.P99ms }),
+			failed(m), failed(e))
+	}
+	tw.Flush()
+	fmt.Fprintln(w, "\nthroughput ratio = medmesh/etcd (higher is better for medmesh); p99 ratio = medmesh/etcd (lower is better)")
+}
+
+func f(r *result, get func(*result) float64, prec int) string {
+	if r == nil {
+		return "-"
+	}
+	return strconv.FormatFloat(get(r), 'f', prec, 64)
+}
+
+func ratio(m, e *result, get func(*result) float64) string {
+	if m == nil || e == nil || get(e) == 0 {
+		return "-"
+	}
+	return strconv.FormatFloat(get(m)/get(e), 'f', 2, 64)
+}
+
+func failed(r *result) string {
+	if r == nil {
+		return "-"
+	}
+	return strconv.Itoa(r.Failed + r.NotRun)
+}
