@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
@@ -23,6 +24,9 @@ type replayOptions struct {
 	pcap, output string
 	debug        bool
 	flows        uint32
+	report       bool
+	learn        string
+	score        string
 }
 
 func newReplayCmd() *cobra.Command {
@@ -32,7 +36,13 @@ func newReplayCmd() *cobra.Command {
 		Short: "Run a pcap or pcapng capture through the sensor's XDP program and print its flows",
 		Long: "Replay reads a capture (Ethernet, Linux cooked v1/v2, raw IP or BSD loopback), runs every\n" +
 			"packet through the sensor's own XDP program with BPF_PROG_TEST_RUN (needs root) using the\n" +
-			"capture's timestamps, and prints one flow record per flow, sorted by first_ns.",
+			"capture's timestamps, and prints one flow record per flow, sorted by first_ns.\n\n" +
+			"With --report it also runs the sensor's engine (detectors, device identity, baselines,\n" +
+			"scoring) and prints the devices found, the detections and the alerts (-o table|json).\n" +
+			"With --learn A.pcap --score B.pcap it learns baselines from A, freezes them, and scores B.",
+		Example: "  medmesh replay --pcap hl7.pcap -o jsonl\n" +
+			"  medmesh replay --pcap ward.pcap --report -o table\n" +
+			"  medmesh replay --learn week.pcap --score today.pcap -o json",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
@@ -41,26 +51,32 @@ func newReplayCmd() *cobra.Command {
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&o.pcap, "pcap", "", "capture file, pcap or pcapng (required)")
-	f.StringVarP(&o.output, "output", "o", "jsonl", "output: jsonl (one flow record per line) or table")
+	f.StringVar(&o.pcap, "pcap", "", "capture file, pcap or pcapng")
+	f.StringVarP(&o.output, "output", "o", "", "output: jsonl (default; one flow record per line) or table; with --report or --score: table (default) or json")
+	f.BoolVar(&o.report, "report", false, "run the sensor engine and print devices, detections and alerts")
+	f.StringVar(&o.learn, "learn", "", "capture to learn baselines from (with --score)")
+	f.StringVar(&o.score, "score", "", "capture to score against the baselines learned from --learn")
 	f.BoolVar(&o.debug, "debug", false, "full verifier log if the program fails to load")
 	f.Uint32Var(&o.flows, "flows", replay.DefaultOptions().FlowEntries, "flow table size")
-	// LEAD: add --report and --learn A --score B here; the engine (a
-	// flow.Handler) is passed to replay.Run below in place of nil.
 	return cmd
 }
 
 func runReplay(ctx context.Context, o replayOptions, stdout io.Writer) error {
+	opts := replay.DefaultOptions()
+	opts.Debug, opts.FlowEntries = o.debug, o.flows
+	if o.learn != "" || o.score != "" || o.report {
+		return runAnalyze(ctx, o, opts, stdout)
+	}
 	if o.pcap == "" {
 		return usagef("replay: --pcap is required")
+	}
+	if o.output == "" {
+		o.output = "jsonl"
 	}
 	if o.output != "jsonl" && o.output != "table" {
 		return usagef("replay: -o %q: want jsonl or table", o.output)
 	}
-	opts := replay.DefaultOptions()
-	opts.Debug, opts.FlowEntries = o.debug, o.flows
-	var h flow.Handler // LEAD: the engine goes here for --report / --learn / --score.
-	recs, err := replay.Run(ctx, o.pcap, opts, h)
+	recs, err := replay.Run(ctx, o.pcap, opts, nil)
 	if err != nil {
 		return err
 	}
@@ -74,6 +90,47 @@ func runReplay(ctx context.Context, o replayOptions, stdout io.Writer) error {
 		}
 	} else {
 		printTable(w, recs)
+	}
+	if err := w.Flush(); err != nil {
+		return fmt.Errorf("replay: write: %w", err)
+	}
+	return nil
+}
+
+// runAnalyze runs the engine: --report on --pcap, or --learn A --score B.
+func runAnalyze(ctx context.Context, o replayOptions, opts replay.Options, stdout io.Writer) error {
+	if (o.learn == "") != (o.score == "") {
+		return usagef("replay: --learn and --score go together")
+	}
+	target := o.pcap
+	if o.score != "" {
+		if o.pcap != "" {
+			return usagef("replay: use either --pcap with --report, or --learn with --score")
+		}
+		target = o.score
+	}
+	if target == "" {
+		return usagef("replay: --pcap is required")
+	}
+	if o.output == "" {
+		o.output = "table"
+	}
+	if o.output != "table" && o.output != "json" {
+		return usagef("replay: -o %q: want table or json with --report or --score", o.output)
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	a, err := replay.Analyze(ctx, target, replay.AnalyzeOptions{Replay: opts, Learn: o.learn}, log)
+	if err != nil {
+		return err
+	}
+	w := bufio.NewWriter(stdout)
+	if o.output == "json" {
+		err = a.WriteJSON(w)
+	} else {
+		err = a.WriteTable(w)
+	}
+	if err != nil {
+		return fmt.Errorf("replay: write: %w", err)
 	}
 	if err := w.Flush(); err != nil {
 		return fmt.Errorf("replay: write: %w", err)

@@ -148,9 +148,22 @@ type Engine struct {
 	detSeen    map[detKey]struct{}
 	detCounts  map[string]uint64
 	dropped    uint64
+	budget     flow.SampleBudget
 }
 
-var _ flow.Handler = (*Engine)(nil)
+var (
+	_ flow.Handler      = (*Engine)(nil)
+	_ flow.BudgetSetter = (*Engine)(nil)
+)
+
+// SetSampleBudget lets the engine raise a flow's sample budget while its
+// detector wants more samples (Telnet and FTP logins typed over many
+// packets). The datapath calls it once, before any event.
+func (e *Engine) SetSampleBudget(b flow.SampleBudget) {
+	e.mu.Lock()
+	e.budget = b
+	e.mu.Unlock()
+}
 
 // New returns an engine. reg may be nil.
 func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Engine, error) {
@@ -347,6 +360,10 @@ func (e *Engine) HandleSample(s *flow.Sample) {
 	det := detect.Inspect(st, s)
 	if !known && st.App() != "" {
 		e.countApp(st.App())
+	}
+	if e.budget != nil && st.WantMore() && s.Index+1 >= flow.DefaultSamples {
+		// Best effort: a flow the datapath already expired has no budget.
+		_ = e.budget.ExtendSamples(s.Flow, flow.MaxSamples)
 	}
 	if det.App == "" && len(det.Fields) == 0 && len(det.Credentials) == 0 {
 		return
