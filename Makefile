@@ -23,9 +23,9 @@ generate: ## Regenerate protobuf and BPF code with the pinned tools
 
 check-generate: ## Fail if regenerating changes any committed file
 	@$(MAKE) --no-print-directory generate >/dev/null
-	@if [ -n "$$(git status --porcelain -- proto node enforcer coordinator internal)" ]; then \
-		echo "check-generate: regenerated code differs from the committed code:"; \
-		git status --porcelain -- proto node enforcer coordinator internal; exit 1; fi
+	@changed="$$(git status --porcelain --untracked-files=no; git ls-files --others --exclude-standard -- '*.pb.go' '*_bpfel.go' '*_bpfel.o')"; \
+	if [ -n "$$changed" ]; then \
+		echo "check-generate: regenerated code differs from the committed code:"; echo "$$changed"; exit 1; fi
 	@echo "check-generate: generated code is up to date"
 
 lint: ## buf lint, buf breaking against main, go vet
