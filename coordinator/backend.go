@@ -176,6 +176,10 @@ func (c *Coordinator) establish(gen uint64) {
 		}
 		c.leaderReady.Store(gen)
 		c.ensureRegistered(c.cfg.ID, c.cfg.APIAddr, c.layer.Addr().String())
+		if c.responder != nil {
+			c.wg.Add(1)
+			go c.respond(gen)
+		}
 		return
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/medmesh/medmesh/coordinator/internal/api"
+	"github.com/medmesh/medmesh/coordinator/internal/response"
 )
 
 // Config configures one coordinator.
@@ -52,6 +53,11 @@ type Config struct {
 	// RaftLogLevel is hashicorp/raft's log level ("error", "warn", "info").
 	RaftLogLevel string
 
+	// ResponseRules map committed alerts to decisions on the leader. nil
+	// means response.DefaultRules(); an empty, non-nil slice turns the
+	// response engine off.
+	ResponseRules []response.Rule
+
 	// API tunes the gRPC services.
 	API api.Config
 	// Dial opens a client connection to another coordinator's API (writes
@@ -67,7 +73,7 @@ func DefaultConfig() Config {
 		HeartbeatTimeout:   time.Second,
 		ElectionTimeout:    time.Second,
 		LeaderLeaseTimeout: 500 * time.Millisecond,
-		CommitTimeout:      50 * time.Millisecond,
+		CommitTimeout:      10 * time.Millisecond,
 		SnapshotThreshold:  8192,
 		SnapshotInterval:   2 * time.Minute,
 		TrailingLogs:       10240,

@@ -26,6 +26,7 @@ import (
 
 	"github.com/medmesh/medmesh/coordinator/internal/api"
 	"github.com/medmesh/medmesh/coordinator/internal/fsm"
+	"github.com/medmesh/medmesh/coordinator/internal/response"
 )
 
 // Coordinator is one Raft replica with its API services.
@@ -42,6 +43,7 @@ type Coordinator struct {
 	transport *raft.NetworkTransport
 	api       *api.Server
 	metrics   *metrics
+	responder *response.Engine // nil: response engine off
 
 	notify      chan bool
 	leaderGen   atomic.Uint64 // incremented on every leadership change
@@ -64,6 +66,17 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Coordinator,
 		return nil, err
 	}
 	c := &Coordinator{cfg: cfg, log: log.With("coordinator", cfg.ID), fsm: fsm.New(), notify: make(chan bool, 64), conns: map[string]*grpc.ClientConn{}}
+	rules := cfg.ResponseRules
+	if rules == nil {
+		rules = response.DefaultRules()
+	}
+	if len(rules) > 0 {
+		r, err := response.New(rules)
+		if err != nil {
+			return nil, fmt.Errorf("coordinator config: %w", err)
+		}
+		c.responder = r
+	}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	if err := c.open(reg); err != nil {
 		return nil, errors.Join(err, c.shutdown(false))

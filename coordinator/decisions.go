@@ -15,18 +15,22 @@ import (
 )
 
 // ProposeDecision appends a decision to the decision log (leader only; an
-// error wrapping api.ErrNotLeader on a follower). The leader stamps its id
-// and time; the committed decision carries its Raft index. An automatic
+// error wrapping api.ErrNotLeader on a follower). A decision that already
+// carries an id keeps it, so a retried proposal is rejected as a duplicate
+// (fsm.ErrFailedPrecondition) rather than committed twice; otherwise the
+// leader stamps an id. The leader stamps the time; the committed decision carries its Raft index. An automatic
 // decision (the response engine's) against a life-critical device is
 // committed as PENDING_APPROVAL: it waits for an operator.
 func (c *Coordinator) ProposeDecision(ctx context.Context, d *medmeshv1.Decision, automatic bool) (*medmeshv1.Decision, error) {
 	d = proto.CloneOf(d)
-	var b [6]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		return nil, fmt.Errorf("decision id: %w", err)
-	}
 	now := time.Now()
-	d.Id = fmt.Sprintf("d-%013x-%s", now.UnixMilli(), hex.EncodeToString(b[:]))
+	if d.Id == "" {
+		var b [6]byte
+		if _, err := rand.Read(b[:]); err != nil {
+			return nil, fmt.Errorf("decision id: %w", err)
+		}
+		d.Id = fmt.Sprintf("d-%013x-%s", now.UnixMilli(), hex.EncodeToString(b[:]))
+	}
 	res, err := c.Apply(ctx, &fsmpb.Command{Time: timestamppb.New(now), Command: &fsmpb.Command_DecisionCreate{
 		DecisionCreate: &fsmpb.DecisionCreate{Decision: d, Automatic: automatic},
 	}})

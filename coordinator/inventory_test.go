@@ -163,8 +163,8 @@ func TestInventoryDecisionsAndMembers(t *testing.T) {
 	if err != nil || len(st.GetMembers()) != 2 || st.GetMembers()[1].GetRole() != "enforcer" || st.GetMembers()[1].GetLastSeen() == nil {
 		t.Fatalf("status with an enforcer: %v %v", st, err)
 	}
-	// Not built yet: the policy engine's RPCs.
-	if _, err := n.policies().SimulatePolicy(ctx, &medmeshv1.SimulatePolicyRequest{}); status.Code(err) != codes.Unimplemented {
+	// A simulation without a policy is bad input, naming the field.
+	if _, err := n.policies().SimulatePolicy(ctx, &medmeshv1.SimulatePolicyRequest{}); status.Code(err) != codes.InvalidArgument {
 		t.Errorf("simulate: %v", err)
 	}
 }

@@ -15,6 +15,7 @@ type metrics struct {
 	applyDuration prometheus.Observer
 	applyErrors   prometheus.Counter
 	leaderChanges prometheus.Counter
+	responses     prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer, c *Coordinator) (*metrics, error) {
@@ -29,6 +30,9 @@ func newMetrics(reg prometheus.Registerer, c *Coordinator) (*metrics, error) {
 	changes := prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "medmesh_coordinator_leadership_changes_total", Help: "Leadership gained or lost by this node.", ConstLabels: labels,
 	})
+	responses := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "medmesh_coordinator_response_decisions_total", Help: "Decisions the response engine committed on this node.", ConstLabels: labels,
+	})
 	applied := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "medmesh_coordinator_applied_index", Help: "Last Raft index applied to the FSM.", ConstLabels: labels,
 	}, func() float64 { return float64(c.fsm.AppliedIndex()) })
@@ -40,11 +44,11 @@ func newMetrics(reg prometheus.Registerer, c *Coordinator) (*metrics, error) {
 		}
 		return 0
 	})
-	m := &metrics{reg: reg, applyDuration: apply, applyErrors: applyErr, leaderChanges: changes}
+	m := &metrics{reg: reg, applyDuration: apply, applyErrors: applyErr, leaderChanges: changes, responses: responses}
 	if reg == nil {
 		return m, nil
 	}
-	for _, col := range []prometheus.Collector{apply, applyErr, changes, applied, isLeader} {
+	for _, col := range []prometheus.Collector{apply, applyErr, changes, responses, applied, isLeader} {
 		if err := reg.Register(col); err != nil {
 			m.unregister()
 			return nil, errors.Join(errors.New("register coordinator metrics"), err)

@@ -8,6 +8,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/medmesh/medmesh/coordinator/internal/fsm/fsmpb"
+	"github.com/medmesh/medmesh/coordinator/internal/policy"
 	medmeshv1 "github.com/medmesh/medmesh/proto/medmesh/v1"
 )
 
@@ -16,6 +17,9 @@ func (s *Server) PutPolicy(ctx context.Context, req *medmeshv1.PutPolicyRequest)
 	p := proto.CloneOf(req.GetPolicy())
 	if err := validatePolicy(p); err != nil {
 		return nil, err
+	}
+	if err := policy.Validate(p); err != nil {
+		return nil, policyError("policy", err)
 	}
 	if err := required("actor", req.GetActor()); err != nil {
 		return nil, err

@@ -48,7 +48,10 @@ func (s *Server) follow(ctx context.Context, from uint64,
 			return nil
 		case <-changed:
 		case <-tick.C:
-			if err := heartbeat(f.AppliedIndex()); err != nil {
+			// The cursor, not f.AppliedIndex(): entries applied since emit
+			// have not been sent, and a heartbeat (and its resume token)
+			// must never claim they were, or a resuming watcher skips them.
+			if err := heartbeat(cursor); err != nil {
 				return err
 			}
 		}
