@@ -1,17 +1,122 @@
 package main
 
 import (
+	"context"
 	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/cobra"
+
+	"github.com/medmesh/medmesh/enforcer"
+	"github.com/medmesh/medmesh/internal/admin"
+	"github.com/medmesh/medmesh/internal/grpcx"
 )
 
-// TODO(owner of this file): replace this placeholder.
 func newEnforcerCmd() *cobra.Command {
-	return &cobra.Command{
-		Use:    "enforcer",
-		Short:  "not built yet",
-		Hidden: true,
-		RunE:   func(*cobra.Command, []string) error { return errors.New("enforcer: not built yet") },
+	cfg := enforcer.DefaultConfig()
+	var (
+		coordinators string
+		adminAddr    string
+		dnsServers   []string
+		dhcpServers  []string
+		uninstall    bool
+		debug        bool
+	)
+	cmd := &cobra.Command{
+		Use:   "enforcer --id ID --iface IF --coordinator ADDR[,ADDR]",
+		Short: "Run an inline XDP enforcer on a device-facing interface",
+		Long: "The enforcer attaches an XDP verdict program to the device-facing interface of a routing\n" +
+			"node and applies the coordinators' decisions to it. Its maps and XDP link are pinned in\n" +
+			"bpffs: a stopped or crashed enforcer keeps enforcing, a restarted one adopts them.\n" +
+			"--uninstall removes the pinned program and stops enforcing.",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if cfg.ID == "" {
+				return usagef("--id is required")
+			}
+			if cfg.PinDir == "" {
+				cfg.PinDir = enforcer.PinDir(cfg.ID)
+			}
+			if uninstall {
+				if err := enforcer.Uninstall(cfg.PinDir); err != nil {
+					return fmt.Errorf("uninstall: %w", err)
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "enforcer %s uninstalled (%s removed)\n", cfg.ID, cfg.PinDir)
+				return nil
+			}
+			cfg.Coordinators = grpcx.SplitTargets(coordinators)
+			if cfg.Interface == "" || len(cfg.Coordinators) == 0 {
+				return usagef("--iface and --coordinator are required")
+			}
+			var err error
+			if cfg.DNSServers, err = parseAddrs("--dns-server", dnsServers); err != nil {
+				return err
+			}
+			if cfg.DHCPServers, err = parseAddrs("--dhcp-server", dhcpServers); err != nil {
+				return err
+			}
+			cfg.AdminAddr, cfg.Version = adminAddr, version
+			level := slog.LevelInfo
+			if debug {
+				level = slog.LevelDebug
+			}
+			log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})).With("component", "enforcer", "id", cfg.ID)
+			reg := prometheus.NewRegistry()
+			reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+			e, err := enforcer.New(cfg, log, reg)
+			if err != nil {
+				return err
+			}
+			adm := admin.New(adminAddr, reg, func() error {
+				if h := e.Health(); h != "ok" {
+					return errors.New(h)
+				}
+				return nil
+			}, log)
+			if err := adm.Start(); err != nil {
+				return errors.Join(err, e.Close())
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			runErr := e.Run(ctx)
+			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			log.Info("enforcer stopping; the pinned program keeps enforcing", "applied_index", e.Applied())
+			return errors.Join(runErr, adm.Close(sctx), e.Close())
+		},
 	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.ID, "id", "", "enforcer id (member id and pin directory name)")
+	f.StringVar(&cfg.Interface, "iface", "", "device-facing interface")
+	f.StringVar(&coordinators, "coordinator", "", "coordinator API addresses, comma-separated")
+	f.StringVar(&cfg.PinDir, "pin-dir", "", "bpffs directory for pinned maps and link (default /sys/fs/bpf/medmesh/ID)")
+	f.StringVar(&adminAddr, "admin", admin.DefaultAddr, "admin listen address (metrics, health, pprof)")
+	f.IntVar(&cfg.MaxDevices, "max-devices", cfg.MaxDevices, "devices the maps hold")
+	f.StringSliceVar(&dnsServers, "dns-server", nil, "DNS server a quarantined device may still reach (repeatable)")
+	f.StringSliceVar(&dhcpServers, "dhcp-server", nil, "DHCP server a quarantined device may still reach (repeatable)")
+	f.DurationVar(&cfg.AlarmAfter, "alarm-after", cfg.AlarmAfter, "raise the control-plane alarm after this long without a coordinator")
+	f.DurationVar(&cfg.ReportInterval, "report-interval", cfg.ReportInterval, "member status period")
+	f.BoolVar(&uninstall, "uninstall", false, "remove the pinned program and maps, then exit")
+	f.BoolVar(&debug, "debug", false, "debug logging")
+	return cmd
+}
+
+func parseAddrs(flag string, ss []string) ([]netip.Addr, error) {
+	var out []netip.Addr
+	for _, s := range ss {
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			return nil, usagef("%s %q: %v", flag, s, err)
+		}
+		out = append(out, a)
+	}
+	return out, nil
 }

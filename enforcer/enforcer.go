@@ -1,0 +1,210 @@
+// Package enforcer is medmesh's inline enforcer: an XDP verdict program on
+// the device-facing interface of a routing node, fed by the coordinators'
+// decision log. Its maps and XDP link are pinned in bpffs, so a crashed or
+// killed enforcer keeps enforcing and a restarted one adopts the pinned
+// state, reconciles it and resumes the log from the pinned applied index.
+package enforcer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"path/filepath"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/medmesh/medmesh/enforcer/internal/state"
+	"github.com/medmesh/medmesh/enforcer/internal/watch"
+	"github.com/medmesh/medmesh/enforcer/internal/xdp"
+)
+
+// Config configures an enforcer.
+type Config struct {
+	// ID is the enforcer's member id ("e1").
+	ID string
+	// Interface is the device-facing interface.
+	Interface string
+	// Coordinators are coordinator API addresses; any replica serves.
+	Coordinators []string
+	// PinDir holds the pinned maps and link; default /sys/fs/bpf/medmesh/ID.
+	PinDir string
+	// MaxDevices sizes the maps. Changing it requires unpinning first.
+	MaxDevices int
+	// DNSServers and DHCPServers are what a quarantined device may reach.
+	DNSServers, DHCPServers []netip.Addr
+	// AlarmAfter raises the control-plane alarm after this long without
+	// any coordinator answering.
+	AlarmAfter time.Duration
+	// ReportInterval is the member status period.
+	ReportInterval time.Duration
+	// IdleTimeout restarts a silent decision stream.
+	IdleTimeout time.Duration
+	// AdminAddr is reported in member status.
+	AdminAddr string
+	// Version is reported in member status.
+	Version string
+}
+
+// DefaultConfig returns the defaults; ID, Interface and Coordinators must
+// still be set.
+func DefaultConfig() Config {
+	w := watch.DefaultConfig()
+	return Config{
+		MaxDevices:     xdp.DefaultConfig().MaxDevices,
+		AlarmAfter:     w.AlarmAfter,
+		ReportInterval: w.ReportInterval,
+		IdleTimeout:    w.IdleTimeout,
+	}
+}
+
+func (c *Config) validate() error {
+	switch {
+	case c.ID == "":
+		return errors.New("enforcer: id is required")
+	case c.Interface == "":
+		return errors.New("enforcer: interface is required")
+	case len(c.Coordinators) == 0:
+		return errors.New("enforcer: at least one coordinator is required")
+	case c.AlarmAfter <= 0:
+		return errors.New("enforcer: alarm delay must be positive")
+	}
+	if c.PinDir == "" {
+		c.PinDir = PinDir(c.ID)
+	}
+	return nil
+}
+
+// PinDir is the default pin directory of enforcer id.
+func PinDir(id string) string { return filepath.Join("/sys/fs/bpf/medmesh", id) }
+
+// Enforcer is a running enforcer.
+type Enforcer struct {
+	cfg     Config
+	log     *slog.Logger
+	dp      *xdp.Datapath
+	state   *state.State
+	watcher *watch.Watcher
+}
+
+// New loads (or adopts) the datapath, reconciles it, attaches it to the
+// interface and prepares the decision watcher.
+func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Enforcer, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	ifc, err := net.InterfaceByName(cfg.Interface)
+	if err != nil {
+		return nil, fmt.Errorf("interface %s: %w", cfg.Interface, err)
+	}
+	dp, err := xdp.Load(xdp.Config{PinDir: cfg.PinDir, MaxDevices: cfg.MaxDevices})
+	if err != nil {
+		return nil, err
+	}
+	e := &Enforcer{cfg: cfg, log: log, dp: dp}
+	if err := e.init(ifc.Index, reg); err != nil {
+		return nil, errors.Join(err, dp.Close())
+	}
+	return e, nil
+}
+
+func (e *Enforcer) init(ifindex int, reg prometheus.Registerer) error {
+	snap, err := e.snapshot()
+	if err != nil {
+		return err
+	}
+	e.state, err = state.New(e.dp, snap, e.dp.Slots(), e.log)
+	if err != nil {
+		return err
+	}
+	infra := map[netip.Addr]uint32{}
+	for _, a := range e.cfg.DNSServers {
+		infra[a] |= xdp.RoleDNS
+	}
+	for _, a := range e.cfg.DHCPServers {
+		infra[a] |= xdp.RoleDHCP
+	}
+	if err := e.dp.SetInfra(infra); err != nil {
+		return err
+	}
+	adopted, err := e.dp.Attach(ifindex)
+	if err != nil {
+		return err
+	}
+	e.log.Info("enforcer attached", "iface", e.cfg.Interface, "pin_dir", e.cfg.PinDir, "adopted", adopted,
+		"devices", e.state.Devices(), "applied_index", e.state.Applied())
+	wc := watch.DefaultConfig()
+	wc.ID, wc.Coordinators, wc.AlarmAfter = e.cfg.ID, e.cfg.Coordinators, e.cfg.AlarmAfter
+	wc.ReportInterval, wc.IdleTimeout = e.cfg.ReportInterval, e.cfg.IdleTimeout
+	wc.Version, wc.APIAddr = e.cfg.Version, e.cfg.AdminAddr
+	wc.IsInvalid = func(err error) bool { return errors.Is(err, state.ErrInvalid) }
+	e.watcher, err = watch.New(wc, e.state, e.log, reg)
+	if err != nil {
+		return err
+	}
+	if err := reg.Register(&verdictCollector{dp: e.dp}); err != nil {
+		e.watcher.Close()
+		return fmt.Errorf("register verdict collector: %w", err)
+	}
+	return nil
+}
+
+func (e *Enforcer) snapshot() (state.Snapshot, error) {
+	var snap state.Snapshot
+	var err error
+	if snap.Devices, err = e.dp.Devices(); err != nil {
+		return snap, err
+	}
+	if snap.Slots, err = e.dp.UsedSlots(); err != nil {
+		return snap, err
+	}
+	if snap.AppliedIndex, err = e.dp.AppliedIndex(); err != nil {
+		return snap, err
+	}
+	return snap, nil
+}
+
+// Run follows the decision log until ctx ends.
+func (e *Enforcer) Run(ctx context.Context) error { return e.watcher.Run(ctx) }
+
+// Health is "ok" or what is wrong.
+func (e *Enforcer) Health() string { return e.watcher.Health() }
+
+// Applied is the applied decision index.
+func (e *Enforcer) Applied() uint64 { return e.state.Applied() }
+
+// Close releases the process's handles. The pinned program and maps keep
+// enforcing.
+func (e *Enforcer) Close() error {
+	return errors.Join(e.watcher.Close(), e.dp.Close())
+}
+
+// Uninstall removes an enforcer's pinned link and maps: its program
+// detaches and its devices' traffic is no longer filtered.
+func Uninstall(pinDir string) error { return xdp.Unpin(pinDir) }
+
+// verdictCollector exports the per-verdict counters at scrape time.
+type verdictCollector struct{ dp *xdp.Datapath }
+
+var (
+	packetsDesc = prometheus.NewDesc("medmesh_enforcer_packets_total", "Packets by enforcer verdict.", []string{"verdict"}, nil)
+	bytesDesc   = prometheus.NewDesc("medmesh_enforcer_bytes_total", "Bytes by enforcer verdict.", []string{"verdict"}, nil)
+)
+
+func (c *verdictCollector) Describe(ch chan<- *prometheus.Desc) { ch <- packetsDesc; ch <- bytesDesc }
+
+func (c *verdictCollector) Collect(ch chan<- prometheus.Metric) {
+	v, err := c.dp.Verdicts()
+	if err != nil {
+		ch <- prometheus.NewInvalidMetric(packetsDesc, err)
+		return
+	}
+	for i, cnt := range v {
+		name := xdp.Verdict(i).String()
+		ch <- prometheus.MustNewConstMetric(packetsDesc, prometheus.CounterValue, float64(cnt.Packets), name)
+		ch <- prometheus.MustNewConstMetric(bytesDesc, prometheus.CounterValue, float64(cnt.Bytes), name)
+	}
+}

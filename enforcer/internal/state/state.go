@@ -1,0 +1,349 @@
+// Package state is the enforcer's model of what it enforces: per device a
+// policy mode, quarantine flags, allow rules and peer blocks. It applies
+// decisions in index order, fenced by the persisted applied index, and
+// writes every change to the datapath without a window: a device's new
+// rules go to a free slot before its entry switches to that slot, and the
+// old slot is cleared only afterwards.
+package state
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"slices"
+	"sort"
+	"sync"
+
+	"github.com/medmesh/medmesh/enforcer/internal/xdp"
+	medmeshv1 "github.com/medmesh/medmesh/proto/medmesh/v1"
+)
+
+// Table is the datapath the state writes to.
+type Table interface {
+	WriteSlot(slot uint32, rules []xdp.Rule) error
+	ClearSlot(slot uint32, rules []xdp.Rule) error
+	SetDevice(mac net.HardwareAddr, e xdp.DeviceEntry) error
+	DeleteDevice(mac net.HardwareAddr) error
+	SetAppliedIndex(index uint64) error
+}
+
+// Snapshot is what a datapath holds, read back when an enforcer adopts
+// pinned maps.
+type Snapshot struct {
+	Devices      map[string]xdp.DeviceEntry
+	Slots        map[uint32][]xdp.Rule
+	AppliedIndex uint64
+}
+
+// ErrInvalid marks a decision that can never be applied (malformed policy,
+// a device identified only by IP). The decision is skipped and its index
+// consumed; the previous enforcement stays.
+var ErrInvalid = errors.New("invalid decision")
+
+type device struct {
+	slot   uint32
+	mode   xdp.Mode
+	flags  uint8
+	allow  []xdp.Rule
+	blocks []netip.Prefix
+}
+
+func (d *device) clone() *device {
+	c := *d
+	c.allow = slices.Clone(d.allow)
+	c.blocks = slices.Clone(d.blocks)
+	return &c
+}
+
+func (d *device) rules() []xdp.Rule {
+	out := slices.Clone(d.allow)
+	for _, b := range d.blocks {
+		out = append(out, xdp.Rule{Kind: xdp.KindBlock, Prefix: b})
+	}
+	return out
+}
+
+func (d *device) empty() bool {
+	return d.mode == xdp.ModeNone && d.flags == 0 && len(d.blocks) == 0
+}
+
+// State is the enforced state. It is safe for concurrent use.
+type State struct {
+	mu      sync.Mutex
+	table   Table
+	log     *slog.Logger
+	devices map[string]*device
+	free    []uint32 // free slots, popped from the end
+	applied uint64
+	pending map[string]*medmeshv1.Decision
+}
+
+// New adopts snap (an empty Snapshot for fresh maps) and reconciles it:
+// slots that no device entry points to, left by an enforcer that died in the
+// middle of an update, are cleared.
+func New(table Table, snap Snapshot, slots uint32, log *slog.Logger) (*State, error) {
+	s := &State{table: table, log: log, devices: map[string]*device{}, applied: snap.AppliedIndex, pending: map[string]*medmeshv1.Decision{}}
+	used := map[uint32]bool{}
+	for mac, e := range snap.Devices {
+		if e.Slot >= slots || used[e.Slot] {
+			return nil, fmt.Errorf("device %s: slot %d invalid or shared", mac, e.Slot)
+		}
+		used[e.Slot] = true
+		d := &device{slot: e.Slot, mode: e.Mode, flags: e.Flags}
+		for _, r := range snap.Slots[e.Slot] {
+			if r.Kind == xdp.KindBlock {
+				d.blocks = append(d.blocks, r.Prefix)
+			} else {
+				d.allow = append(d.allow, r)
+			}
+		}
+		s.devices[mac] = d
+	}
+	orphans := 0
+	for slot, rules := range snap.Slots {
+		if used[slot] {
+			continue
+		}
+		if err := table.ClearSlot(slot, rules); err != nil {
+			return nil, fmt.Errorf("reconcile orphan slot %d: %w", slot, err)
+		}
+		orphans++
+	}
+	for slot := slots; slot > 0; slot-- {
+		if !used[slot-1] {
+			s.free = append(s.free, slot-1)
+		}
+	}
+	if len(snap.Devices) > 0 || orphans > 0 {
+		log.Info("adopted pinned enforcement state", "devices", len(snap.Devices), "orphan_slots_cleared", orphans, "applied_index", snap.AppliedIndex)
+	}
+	return s, nil
+}
+
+// Applied returns the highest decision index applied.
+func (s *State) Applied() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.applied
+}
+
+// Pending returns a pending decision seen in this process's life.
+func (s *State) Pending(id string) *medmeshv1.Decision {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.pending[id]
+}
+
+// Devices returns the number of devices with an entry.
+func (s *State) Devices() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.devices)
+}
+
+// Apply applies one committed decision log entry. It reports false for an
+// entry at or below the applied index (a duplicate after a reconnect, or a
+// stale replica): fencing. An ErrInvalid error consumes the index without
+// changing enforcement; any other error leaves the index unconsumed so the
+// entry is retried.
+func (s *State) Apply(d *medmeshv1.Decision) (bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if d.GetIndex() <= s.applied {
+		return false, nil
+	}
+	err := s.apply(d)
+	if err != nil && !errors.Is(err, ErrInvalid) {
+		return false, err
+	}
+	if serr := s.table.SetAppliedIndex(d.GetIndex()); serr != nil {
+		return false, errors.Join(err, serr)
+	}
+	s.applied = d.GetIndex()
+	return true, err
+}
+
+func (s *State) apply(d *medmeshv1.Decision) error {
+	switch d.GetState() {
+	case medmeshv1.DecisionState_DECISION_STATE_PENDING_APPROVAL:
+		s.pending[d.GetId()] = d
+		return nil
+	case medmeshv1.DecisionState_DECISION_STATE_REJECTED:
+		delete(s.pending, d.GetTargetDecisionId())
+		return nil
+	case medmeshv1.DecisionState_DECISION_STATE_APPROVED:
+		if d.GetTargetDecisionId() == "" {
+			// The reviewed original, read back after its approval: it takes
+			// effect at the approval entry's index, not its own.
+			return nil
+		}
+		delete(s.pending, d.GetTargetDecisionId())
+	}
+	if d.GetAction() == medmeshv1.DecisionAction_DECISION_ACTION_NOTIFY ||
+		d.GetAction() == medmeshv1.DecisionAction_DECISION_ACTION_UNSPECIFIED {
+		return nil
+	}
+	macStr := d.GetDeviceMac()
+	if macStr == "" {
+		macStr = d.GetPolicy().GetDeviceMac()
+	}
+	mac, err := net.ParseMAC(macStr)
+	if err != nil || len(mac) != 6 {
+		return fmt.Errorf("%w: device %q is not a MAC address", ErrInvalid, macStr)
+	}
+	key := mac.String()
+	old := s.devices[key]
+	next := &device{}
+	if old != nil {
+		next = old.clone()
+	}
+	switch d.GetAction() {
+	case medmeshv1.DecisionAction_DECISION_ACTION_QUARANTINE:
+		next.flags |= xdp.FlagQuarantine
+	case medmeshv1.DecisionAction_DECISION_ACTION_RELEASE:
+		next.flags &^= xdp.FlagQuarantine
+	case medmeshv1.DecisionAction_DECISION_ACTION_BLOCK_PEER, medmeshv1.DecisionAction_DECISION_ACTION_UNBLOCK_PEER:
+		p, err := parsePeer(d.GetPeerCidr())
+		if err != nil {
+			return fmt.Errorf("%w: %w", ErrInvalid, err)
+		}
+		next.blocks = slices.DeleteFunc(next.blocks, func(b netip.Prefix) bool { return b == p })
+		if d.GetAction() == medmeshv1.DecisionAction_DECISION_ACTION_BLOCK_PEER {
+			next.blocks = append(next.blocks, p)
+			sort.Slice(next.blocks, func(i, j int) bool { return next.blocks[i].String() < next.blocks[j].String() })
+		}
+	case medmeshv1.DecisionAction_DECISION_ACTION_ENFORCE_POLICY:
+		if next.mode == xdp.ModeNone {
+			return fmt.Errorf("%w: enforce: device %s has no policy", ErrInvalid, key)
+		}
+		next.mode = xdp.ModeEnforce
+	case medmeshv1.DecisionAction_DECISION_ACTION_APPLY_POLICY:
+		rules, warn, err := Rules(d.GetPolicy())
+		if err != nil {
+			return fmt.Errorf("%w: %w", ErrInvalid, err)
+		}
+		for _, w := range warn {
+			s.log.Warn("policy rule not enforceable here", "policy", d.GetPolicy().GetName(), "device", key, "detail", w)
+		}
+		next.allow = rules
+		next.mode = xdp.ModeMonitor
+		if d.GetPolicy().GetMode() == medmeshv1.PolicyMode_POLICY_MODE_ENFORCE {
+			next.mode = xdp.ModeEnforce
+		}
+		next.flags &^= xdp.FlagQuarantinePolicy
+		if d.GetPolicy().GetQuarantine() {
+			next.flags |= xdp.FlagQuarantinePolicy
+		}
+	case medmeshv1.DecisionAction_DECISION_ACTION_REMOVE_POLICY:
+		next.allow = nil
+		next.mode = xdp.ModeNone
+		next.flags &^= xdp.FlagQuarantinePolicy
+	default:
+		return fmt.Errorf("%w: unknown action %v", ErrInvalid, d.GetAction())
+	}
+	if len(next.allow)+len(next.blocks) > xdp.MaxRules {
+		return fmt.Errorf("%w: device %s would have %d rules and blocks, at most %d", ErrInvalid, key, len(next.allow)+len(next.blocks), xdp.MaxRules)
+	}
+	return s.commit(mac, old, next)
+}
+
+// commit writes next to the datapath. Rule changes go to a fresh slot that
+// the device entry then switches to atomically; mode and flag changes
+// replace the entry in place.
+func (s *State) commit(mac net.HardwareAddr, old, next *device) error {
+	key := mac.String()
+	if next.empty() {
+		if old == nil {
+			return nil
+		}
+		if err := s.table.DeleteDevice(mac); err != nil {
+			return err
+		}
+		delete(s.devices, key)
+		s.release(old)
+		return nil
+	}
+	newRules := next.rules()
+	if old != nil && slices.Equal(old.rules(), newRules) {
+		next.slot = old.slot
+		if err := s.table.SetDevice(mac, entry(next)); err != nil {
+			return err
+		}
+		s.devices[key] = next
+		return nil
+	}
+	if len(s.free) == 0 {
+		return errors.New("no free rule slot: raise max devices")
+	}
+	next.slot = s.free[len(s.free)-1]
+	if err := s.table.WriteSlot(next.slot, newRules); err != nil {
+		return fmt.Errorf("write slot %d: %w", next.slot, err)
+	}
+	if err := s.table.SetDevice(mac, entry(next)); err != nil {
+		return err
+	}
+	s.free = s.free[:len(s.free)-1]
+	s.devices[key] = next
+	if old != nil {
+		s.release(old)
+	}
+	return nil
+}
+
+// release clears a slot no entry points to any more. A failure leaves an
+// orphan slot that the next start reconciles; it never affects verdicts.
+func (s *State) release(old *device) {
+	if err := s.table.ClearSlot(old.slot, old.rules()); err != nil {
+		s.log.Warn("clear old rule slot", "slot", old.slot, "err", err)
+		return
+	}
+	s.free = append(s.free, old.slot)
+}
+
+func entry(d *device) xdp.DeviceEntry {
+	return xdp.DeviceEntry{Slot: d.slot, Mode: d.mode, Flags: d.flags, NRules: uint8(len(d.allow) + len(d.blocks))}
+}
+
+func parsePeer(s string) (netip.Prefix, error) {
+	if p, err := netip.ParsePrefix(s); err == nil {
+		return p.Masked(), nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("peer %q is neither a CIDR nor an address", s)
+	}
+	return netip.PrefixFrom(a, a.BitLen()), nil
+}
+
+// Rules translates a policy's rules into datapath allow rules. Rules naming
+// a peer by DNS name cannot be matched in the datapath and are left out with
+// a warning: in enforce mode their traffic is dropped (fail closed for that
+// rule, never open).
+func Rules(p *medmeshv1.Policy) (rules []xdp.Rule, warnings []string, err error) {
+	if len(p.GetRules()) > xdp.MaxRules {
+		return nil, nil, fmt.Errorf("policy %s has %d rules, at most %d", p.GetName(), len(p.GetRules()), xdp.MaxRules)
+	}
+	for i, r := range p.GetRules() {
+		x := xdp.Rule{Kind: xdp.KindAllow, Dir: uint8(r.GetDirection())}
+		if r.GetProtocol() > 255 || r.GetPortMax() > 65535 || r.GetPortMin() > r.GetPortMax() {
+			return nil, nil, fmt.Errorf("policy %s rule %d: protocol or port range out of range", p.GetName(), i)
+		}
+		x.Proto = uint8(r.GetProtocol())
+		x.PortMin, x.PortMax = uint16(r.GetPortMin()), uint16(r.GetPortMax())
+		switch peer := r.GetPeer().(type) {
+		case *medmeshv1.Rule_PeerCidr:
+			pfx, err := parsePeer(peer.PeerCidr)
+			if err != nil {
+				return nil, nil, fmt.Errorf("policy %s rule %d: %w", p.GetName(), i, err)
+			}
+			x.Prefix = pfx
+		case *medmeshv1.Rule_PeerDnsName:
+			warnings = append(warnings, fmt.Sprintf("rule %d (%s): peer named %q is not resolved to addresses; not installed", i, r.GetName(), peer.PeerDnsName))
+			continue
+		}
+		rules = append(rules, x)
+	}
+	return rules, warnings, nil
+}

@@ -1,0 +1,229 @@
+package state
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"slices"
+	"testing"
+
+	"github.com/medmesh/medmesh/enforcer/internal/xdp"
+	medmeshv1 "github.com/medmesh/medmesh/proto/medmesh/v1"
+)
+
+// fakeTable is an in-memory datapath that fails any write which would
+// open a window: pointing a device at a slot that is not fully written, or
+// clearing a slot a device still points to.
+type fakeTable struct {
+	slots   map[uint32][]xdp.Rule
+	devices map[string]xdp.DeviceEntry
+	applied uint64
+	writes  int
+}
+
+func newFake() *fakeTable {
+	return &fakeTable{slots: map[uint32][]xdp.Rule{}, devices: map[string]xdp.DeviceEntry{}}
+}
+
+func (f *fakeTable) WriteSlot(slot uint32, rules []xdp.Rule) error {
+	for _, e := range f.devices {
+		if e.Slot == slot {
+			return fmt.Errorf("write to live slot %d", slot)
+		}
+	}
+	f.slots[slot] = slices.Clone(rules)
+	f.writes++
+	return nil
+}
+
+func (f *fakeTable) ClearSlot(slot uint32, rules []xdp.Rule) error {
+	for mac, e := range f.devices {
+		if e.Slot == slot {
+			return fmt.Errorf("clear slot %d still used by %s", slot, mac)
+		}
+	}
+	if !slices.Equal(f.slots[slot], rules) {
+		return fmt.Errorf("clear slot %d with rules that differ from its content", slot)
+	}
+	delete(f.slots, slot)
+	return nil
+}
+
+func (f *fakeTable) SetDevice(mac net.HardwareAddr, e xdp.DeviceEntry) error {
+	if int(e.NRules) != len(f.slots[e.Slot]) {
+		return fmt.Errorf("device %s points at slot %d with %d rules, entry says %d", mac, e.Slot, len(f.slots[e.Slot]), e.NRules)
+	}
+	f.devices[mac.String()] = e
+	return nil
+}
+
+func (f *fakeTable) DeleteDevice(mac net.HardwareAddr) error {
+	delete(f.devices, mac.String())
+	return nil
+}
+
+func (f *fakeTable) SetAppliedIndex(i uint64) error { f.applied = i; return nil }
+
+const mac = "00:1b:44:11:3a:b7"
+
+func policy(mode medmeshv1.PolicyMode, rules ...*medmeshv1.Rule) *medmeshv1.Policy {
+	return &medmeshv1.Policy{Name: "device/" + mac, Subject: &medmeshv1.Policy_DeviceMac{DeviceMac: mac}, Mode: mode, Rules: rules}
+}
+
+func cidrRule(cidr string, proto, port uint32) *medmeshv1.Rule {
+	return &medmeshv1.Rule{Peer: &medmeshv1.Rule_PeerCidr{PeerCidr: cidr}, Protocol: proto, PortMin: port, PortMax: port, Direction: medmeshv1.Direction_DIRECTION_OUTBOUND}
+}
+
+func dec(index uint64, action medmeshv1.DecisionAction, f func(*medmeshv1.Decision)) *medmeshv1.Decision {
+	d := &medmeshv1.Decision{Id: fmt.Sprint("d", index), Index: index, Action: action, State: medmeshv1.DecisionState_DECISION_STATE_EFFECTIVE, DeviceMac: mac}
+	if f != nil {
+		f(d)
+	}
+	return d
+}
+
+func newState(t *testing.T, tab *fakeTable, snap Snapshot) *State {
+	t.Helper()
+	s, err := New(tab, snap, 8, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func TestApplySequence(t *testing.T) {
+	tab := newFake()
+	s := newState(t, tab, Snapshot{})
+	steps := []struct {
+		d        *medmeshv1.Decision
+		mode     xdp.Mode
+		flags    uint8
+		nrules   int
+		present  bool
+		applied  bool
+		errIsInv bool
+	}{
+		{dec(10, medmeshv1.DecisionAction_DECISION_ACTION_APPLY_POLICY, func(d *medmeshv1.Decision) {
+			d.Policy = policy(medmeshv1.PolicyMode_POLICY_MODE_MONITOR, cidrRule("10.2.0.0/16", 6, 443), cidrRule("10.0.0.53", 17, 53))
+		}), xdp.ModeMonitor, 0, 2, true, true, false},
+		{dec(12, medmeshv1.DecisionAction_DECISION_ACTION_ENFORCE_POLICY, nil), xdp.ModeEnforce, 0, 2, true, true, false},
+		{dec(11, medmeshv1.DecisionAction_DECISION_ACTION_QUARANTINE, nil), xdp.ModeEnforce, 0, 2, true, false, false}, // fenced
+		{dec(14, medmeshv1.DecisionAction_DECISION_ACTION_BLOCK_PEER, func(d *medmeshv1.Decision) { d.PeerCidr = "203.0.113.0/24" }), xdp.ModeEnforce, 0, 3, true, true, false},
+		{dec(15, medmeshv1.DecisionAction_DECISION_ACTION_BLOCK_PEER, func(d *medmeshv1.Decision) { d.PeerCidr = "203.0.113.0/24" }), xdp.ModeEnforce, 0, 3, true, true, false}, // idempotent
+		{dec(16, medmeshv1.DecisionAction_DECISION_ACTION_QUARANTINE, func(d *medmeshv1.Decision) {
+			d.State = medmeshv1.DecisionState_DECISION_STATE_PENDING_APPROVAL
+		}), xdp.ModeEnforce, 0, 3, true, true, false}, // pending: no effect
+		{dec(18, medmeshv1.DecisionAction_DECISION_ACTION_QUARANTINE, func(d *medmeshv1.Decision) {
+			d.State = medmeshv1.DecisionState_DECISION_STATE_APPROVED
+			d.TargetDecisionId = "d16"
+		}), xdp.ModeEnforce, xdp.FlagQuarantine, 3, true, true, false},
+		{dec(19, medmeshv1.DecisionAction_DECISION_ACTION_RELEASE, nil), xdp.ModeEnforce, 0, 3, true, true, false},
+		{dec(20, medmeshv1.DecisionAction_DECISION_ACTION_UNBLOCK_PEER, func(d *medmeshv1.Decision) { d.PeerCidr = "203.0.113.0/24" }), xdp.ModeEnforce, 0, 2, true, true, false},
+		{dec(21, medmeshv1.DecisionAction_DECISION_ACTION_BLOCK_PEER, func(d *medmeshv1.Decision) { d.PeerCidr = "not-a-cidr" }), xdp.ModeEnforce, 0, 2, true, true, true},
+		{dec(22, medmeshv1.DecisionAction_DECISION_ACTION_REMOVE_POLICY, nil), 0, 0, 0, false, true, false},
+	}
+	for i, st := range steps {
+		applied, err := s.Apply(st.d)
+		if st.errIsInv != errors.Is(err, ErrInvalid) || (err != nil && !st.errIsInv) {
+			t.Fatalf("step %d: err %v", i, err)
+		}
+		if applied != st.applied {
+			t.Fatalf("step %d: applied %v, want %v", i, applied, st.applied)
+		}
+		e, ok := tab.devices[mac]
+		if ok != st.present {
+			t.Fatalf("step %d: device present %v, want %v", i, ok, st.present)
+		}
+		if ok && (e.Mode != st.mode || e.Flags != st.flags || int(e.NRules) != st.nrules) {
+			t.Fatalf("step %d: entry %+v, want mode %d flags %d rules %d", i, e, st.mode, st.flags, st.nrules)
+		}
+	}
+	if s.Applied() != 22 || tab.applied != 22 {
+		t.Fatalf("applied %d / persisted %d, want 22", s.Applied(), tab.applied)
+	}
+	if len(tab.slots) != 0 {
+		t.Fatalf("slots left after policy removal: %v", tab.slots)
+	}
+}
+
+func TestReviewedOriginalWaitsForApprovalEntry(t *testing.T) {
+	tab := newFake()
+	s := newState(t, tab, Snapshot{})
+	// Replayed from the log after the review: the original carries the
+	// review's state at its own index.
+	s.Apply(dec(5, medmeshv1.DecisionAction_DECISION_ACTION_QUARANTINE, func(d *medmeshv1.Decision) {
+		d.State = medmeshv1.DecisionState_DECISION_STATE_APPROVED
+	}))
+	if len(tab.devices) != 0 {
+		t.Fatal("reviewed original applied at its own index")
+	}
+	s.Apply(dec(9, medmeshv1.DecisionAction_DECISION_ACTION_QUARANTINE, func(d *medmeshv1.Decision) {
+		d.State = medmeshv1.DecisionState_DECISION_STATE_APPROVED
+		d.TargetDecisionId = "d5"
+	}))
+	if e, ok := tab.devices[mac]; !ok || e.Flags != xdp.FlagQuarantine {
+		t.Fatalf("approval entry not applied: %v", tab.devices)
+	}
+}
+
+func TestRejectedNeverApplies(t *testing.T) {
+	tab := newFake()
+	s := newState(t, tab, Snapshot{})
+	s.Apply(dec(5, medmeshv1.DecisionAction_DECISION_ACTION_QUARANTINE, func(d *medmeshv1.Decision) {
+		d.State = medmeshv1.DecisionState_DECISION_STATE_PENDING_APPROVAL
+	}))
+	s.Apply(dec(6, medmeshv1.DecisionAction_DECISION_ACTION_UNSPECIFIED, func(d *medmeshv1.Decision) {
+		d.State = medmeshv1.DecisionState_DECISION_STATE_REJECTED
+		d.TargetDecisionId = "d5"
+	}))
+	if len(tab.devices) != 0 || s.Pending("d5") != nil {
+		t.Fatalf("rejected decision took effect: %v", tab.devices)
+	}
+}
+
+func TestAdoptAndReconcile(t *testing.T) {
+	tab := newFake()
+	s := newState(t, tab, Snapshot{})
+	s.Apply(dec(3, medmeshv1.DecisionAction_DECISION_ACTION_APPLY_POLICY, func(d *medmeshv1.Decision) {
+		d.Policy = policy(medmeshv1.PolicyMode_POLICY_MODE_ENFORCE, cidrRule("10.2.0.0/16", 6, 443))
+	}))
+	s.Apply(dec(4, medmeshv1.DecisionAction_DECISION_ACTION_BLOCK_PEER, func(d *medmeshv1.Decision) { d.PeerCidr = "10.2.9.0/24" }))
+	// A crashed enforcer left a written slot that no device points to.
+	tab.slots[6] = []xdp.Rule{{Kind: xdp.KindAllow, Proto: 17}}
+	snap := Snapshot{Devices: map[string]xdp.DeviceEntry{}, Slots: map[uint32][]xdp.Rule{}, AppliedIndex: tab.applied}
+	for k, v := range tab.devices {
+		snap.Devices[k] = v
+	}
+	for k, v := range tab.slots {
+		snap.Slots[k] = slices.Clone(v)
+	}
+	s2 := newState(t, tab, snap)
+	if _, ok := tab.slots[6]; ok {
+		t.Fatal("orphan slot not reconciled")
+	}
+	if s2.Applied() != 4 {
+		t.Fatalf("adopted applied index %d, want 4", s2.Applied())
+	}
+	if ok, _ := s2.Apply(dec(4, medmeshv1.DecisionAction_DECISION_ACTION_REMOVE_POLICY, nil)); ok {
+		t.Fatal("index 4 applied twice after adoption")
+	}
+	// The adopted model matches the maps: unblocking keeps the policy rule.
+	if _, err := s2.Apply(dec(7, medmeshv1.DecisionAction_DECISION_ACTION_UNBLOCK_PEER, func(d *medmeshv1.Decision) { d.PeerCidr = "10.2.9.0/24" })); err != nil {
+		t.Fatal(err)
+	}
+	e := tab.devices[mac]
+	if e.Mode != xdp.ModeEnforce || e.NRules != 1 || tab.slots[e.Slot][0].PortMin != 443 {
+		t.Fatalf("after adopt+unblock: entry %+v rules %+v", e, tab.slots[e.Slot])
+	}
+}
+
+func TestDNSRulesLeftOutFailClosed(t *testing.T) {
+	p := policy(medmeshv1.PolicyMode_POLICY_MODE_ENFORCE, cidrRule("10.0.0.0/8", 6, 443),
+		&medmeshv1.Rule{Peer: &medmeshv1.Rule_PeerDnsName{PeerDnsName: "fw.example.com"}, Protocol: 6, PortMin: 443, PortMax: 443})
+	rules, warn, err := Rules(p)
+	if err != nil || len(rules) != 1 || len(warn) != 1 {
+		t.Fatalf("rules %v warnings %v err %v", rules, warn, err)
+	}
+}

@@ -1,0 +1,434 @@
+// Package watch follows the coordinators' decision log: it streams
+// DecisionService.WatchDecisions from the applied index on any replica,
+// rotating through the replicas on failure, hands each entry to the applier
+// in index order, reports the applied index through
+// ClusterService.ReportMemberStatus, and raises an alarm when no coordinator
+// has answered for a while. It never opens anything: without a control
+// plane the last applied state stays enforced (fail-static).
+package watch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	medmeshv1 "github.com/medmesh/medmesh/proto/medmesh/v1"
+)
+
+// Applier applies decision log entries. The enforcer's state implements it.
+type Applier interface {
+	// Applied returns the highest index applied.
+	Applied() uint64
+	// Apply applies one entry; false means it was at or below Applied.
+	Apply(d *medmeshv1.Decision) (bool, error)
+	// Pending returns a pending decision seen earlier, or nil.
+	Pending(id string) *medmeshv1.Decision
+}
+
+// Config configures a Watcher.
+type Config struct {
+	// ID is the enforcer's member id.
+	ID string
+	// Coordinators are API addresses of coordinator replicas.
+	Coordinators []string
+	// AlarmAfter is how long without any coordinator answering before the
+	// control-plane alarm is raised.
+	AlarmAfter time.Duration
+	// ReportInterval is the member status heartbeat period.
+	ReportInterval time.Duration
+	// IdleTimeout restarts a stream that delivered nothing (not even a
+	// heartbeat) for this long.
+	IdleTimeout time.Duration
+	// RetryMin and RetryMax bound the backoff between connection attempts.
+	RetryMin, RetryMax time.Duration
+	// Version is reported in member status.
+	Version string
+	// APIAddr is reported in member status (the admin address).
+	APIAddr string
+	// IsInvalid reports whether an Apply error consumed its index (the entry
+	// can never apply). Nil: no error does.
+	IsInvalid func(error) bool
+	// DialOptions are added to the gRPC client options; without transport
+	// credentials among them the connection is plaintext.
+	DialOptions []grpc.DialOption
+}
+
+// DefaultConfig returns production defaults.
+func DefaultConfig() Config {
+	return Config{
+		AlarmAfter:     30 * time.Second,
+		ReportInterval: 5 * time.Second,
+		IdleTimeout:    20 * time.Second,
+		RetryMin:       100 * time.Millisecond,
+		RetryMax:       2 * time.Second,
+	}
+}
+
+func (c Config) validate() error {
+	switch {
+	case c.ID == "":
+		return errors.New("watch: id is required")
+	case len(c.Coordinators) == 0:
+		return errors.New("watch: at least one coordinator address is required")
+	case c.AlarmAfter <= 0 || c.ReportInterval <= 0 || c.IdleTimeout <= 0:
+		return errors.New("watch: alarm, report and idle durations must be positive")
+	case c.RetryMin <= 0 || c.RetryMax < c.RetryMin:
+		return errors.New("watch: retry bounds must be positive and ordered")
+	}
+	return nil
+}
+
+type metrics struct {
+	alarm      prometheus.Gauge
+	applied    prometheus.Gauge
+	decisions  *prometheus.CounterVec
+	reconnects prometheus.Counter
+	lag        prometheus.Histogram
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		alarm: prometheus.NewGauge(prometheus.GaugeOpts{Name: "medmesh_enforcer_control_plane_alarm",
+			Help: "1 while no coordinator has answered for longer than the alarm threshold."}),
+		applied: prometheus.NewGauge(prometheus.GaugeOpts{Name: "medmesh_enforcer_applied_index",
+			Help: "Highest decision log index applied to the datapath."}),
+		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "medmesh_enforcer_decisions_total",
+			Help: "Decision log entries received, by outcome (applied, fenced, invalid)."}, []string{"outcome"}),
+		reconnects: prometheus.NewCounter(prometheus.CounterOpts{Name: "medmesh_enforcer_watch_reconnects_total",
+			Help: "Decision streams that ended and were restarted."}),
+		lag: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "medmesh_enforcer_decision_apply_lag_seconds",
+			Help: "Time from a decision's commit (create_time) to its application in the datapath.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16)}),
+	}
+	for _, c := range []prometheus.Collector{m.alarm, m.applied, m.decisions, m.reconnects, m.lag} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("register enforcer metric: %w", err)
+		}
+	}
+	return m, nil
+}
+
+// Watcher follows the decision log.
+type Watcher struct {
+	cfg     Config
+	applier Applier
+	log     *slog.Logger
+	m       *metrics
+	conns   []*grpc.ClientConn
+
+	mu          sync.Mutex
+	current     int
+	lastContact time.Time
+	alarmed     bool
+	applyErr    string
+	caughtUp    uint64 // highest heartbeat applied_index seen
+	onApplied   func(d *medmeshv1.Decision, received time.Time)
+}
+
+// New creates a Watcher. It does not connect until Run.
+func New(cfg Config, applier Applier, log *slog.Logger, reg prometheus.Registerer) (*Watcher, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	m, err := newMetrics(reg)
+	if err != nil {
+		return nil, err
+	}
+	w := &Watcher{cfg: cfg, applier: applier, log: log, m: m, lastContact: time.Now()}
+	opts := append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, cfg.DialOptions...)
+	for _, addr := range cfg.Coordinators {
+		cc, err := grpc.NewClient(addr, opts...)
+		if err != nil {
+			w.Close()
+			return nil, fmt.Errorf("coordinator client %s: %w", addr, err)
+		}
+		w.conns = append(w.conns, cc)
+	}
+	m.applied.Set(float64(applier.Applied()))
+	return w, nil
+}
+
+// OnApplied registers f to be called after each applied decision, with the
+// time its stream message arrived (for benchmarks and tests). Call before
+// Run.
+func (w *Watcher) OnApplied(f func(d *medmeshv1.Decision, received time.Time)) { w.onApplied = f }
+
+// Close closes the client connections.
+func (w *Watcher) Close() error {
+	var errs []error
+	for _, cc := range w.conns {
+		errs = append(errs, cc.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// Health returns "ok" or the alarm text.
+func (w *Watcher) Health() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.healthLocked(time.Now())
+}
+
+func (w *Watcher) healthLocked(now time.Time) string {
+	var h string
+	if w.alarmed {
+		h = fmt.Sprintf("control plane unreachable %s; enforcing last committed policy (index %d)",
+			now.Sub(w.lastContact).Truncate(time.Second), w.applier.Applied())
+	}
+	if w.applyErr != "" {
+		if h != "" {
+			h += "; "
+		}
+		h += "apply failing: " + w.applyErr
+	}
+	if h == "" {
+		return "ok"
+	}
+	return h
+}
+
+// Alarmed reports whether the control-plane alarm is raised.
+func (w *Watcher) Alarmed() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.alarmed
+}
+
+func (w *Watcher) contact() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.lastContact = time.Now()
+	if w.alarmed {
+		w.alarmed = false
+		w.m.alarm.Set(0)
+		w.log.Info("control plane reachable again; alarm cleared", "applied_index", w.applier.Applied())
+	}
+}
+
+func (w *Watcher) checkAlarm(now time.Time) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.alarmed && now.Sub(w.lastContact) > w.cfg.AlarmAfter {
+		w.alarmed = true
+		w.m.alarm.Set(1)
+		w.log.Error("control plane unreachable: keeping the last committed policy (fail-static)",
+			"since", w.lastContact, "applied_index", w.applier.Applied(), "coordinators", w.cfg.Coordinators)
+	}
+}
+
+// Run follows the decision log until ctx ends. It returns nil on ctx end.
+func (w *Watcher) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); w.reportLoop(ctx) }()
+	go func() { defer wg.Done(); w.alarmLoop(ctx) }()
+	defer wg.Wait()
+
+	backoff := w.cfg.RetryMin
+	for ctx.Err() == nil {
+		w.mu.Lock()
+		i := w.current
+		w.mu.Unlock()
+		progressed, err := w.stream(ctx, i)
+		if ctx.Err() != nil {
+			break
+		}
+		w.m.reconnects.Inc()
+		w.log.Warn("decision stream ended; rotating coordinator", "coordinator", w.cfg.Coordinators[i], "err", err, "applied_index", w.applier.Applied())
+		w.mu.Lock()
+		w.current = (i + 1) % len(w.conns)
+		w.mu.Unlock()
+		if progressed {
+			backoff = w.cfg.RetryMin
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, w.cfg.RetryMax)
+	}
+	return nil
+}
+
+// stream runs one WatchDecisions stream on coordinator i.
+func (w *Watcher) stream(ctx context.Context, i int) (progressed bool, err error) {
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	client := medmeshv1.NewDecisionServiceClient(w.conns[i])
+	from := w.applier.Applied()
+	st, err := client.WatchDecisions(sctx, &medmeshv1.WatchDecisionsRequest{FromIndex: from, WatcherId: w.cfg.ID})
+	if err != nil {
+		return false, fmt.Errorf("watch decisions: %w", err)
+	}
+	idle := time.AfterFunc(w.cfg.IdleTimeout, cancel)
+	defer idle.Stop()
+	for {
+		resp, err := st.Recv()
+		received := time.Now()
+		if err != nil {
+			if sctx.Err() != nil && ctx.Err() == nil {
+				return progressed, fmt.Errorf("stream idle for %s: %w", w.cfg.IdleTimeout, err)
+			}
+			return progressed, fmt.Errorf("receive decision: %w", err)
+		}
+		idle.Reset(w.cfg.IdleTimeout)
+		w.contact()
+		progressed = true
+		if d := resp.GetDecision(); d != nil {
+			if err := w.handle(ctx, i, d, received); err != nil {
+				return progressed, err
+			}
+			continue
+		}
+		// A heartbeat: the replica says every entry up to applied_index has
+		// been sent. It is only reported, never used for fencing or resuming:
+		// an entry that arrives later with a lower index is still applied.
+		w.mu.Lock()
+		w.caughtUp = max(w.caughtUp, resp.GetAppliedIndex())
+		w.mu.Unlock()
+	}
+}
+
+func (w *Watcher) handle(ctx context.Context, i int, d *medmeshv1.Decision, received time.Time) error {
+	if d.GetIndex() <= w.applier.Applied() {
+		w.m.decisions.WithLabelValues("fenced").Inc()
+		return nil
+	}
+	if d.GetState() == medmeshv1.DecisionState_DECISION_STATE_APPROVED &&
+		d.GetAction() == medmeshv1.DecisionAction_DECISION_ACTION_UNSPECIFIED && d.GetTargetDecisionId() != "" {
+		resolved, err := w.resolve(ctx, i, d)
+		if err != nil {
+			return err
+		}
+		d = resolved
+	}
+	ok, err := w.applier.Apply(d)
+	if err != nil && (w.cfg.IsInvalid == nil || !w.cfg.IsInvalid(err)) {
+		w.mu.Lock()
+		w.applyErr = err.Error()
+		w.mu.Unlock()
+		return fmt.Errorf("apply decision %d: %w", d.GetIndex(), err)
+	}
+	w.mu.Lock()
+	w.applyErr = ""
+	w.mu.Unlock()
+	switch {
+	case err != nil:
+		w.m.decisions.WithLabelValues("invalid").Inc()
+		w.log.Warn("decision cannot be applied; skipped, previous enforcement stays", "index", d.GetIndex(), "id", d.GetId(), "err", err)
+	case !ok:
+		w.m.decisions.WithLabelValues("fenced").Inc()
+		return nil
+	default:
+		w.m.decisions.WithLabelValues("applied").Inc()
+		if ct := d.GetCreateTime(); ct != nil {
+			w.m.lag.Observe(time.Since(ct.AsTime()).Seconds())
+		}
+		w.log.Debug("decision applied", "index", d.GetIndex(), "action", d.GetAction(), "device", d.GetDeviceMac())
+	}
+	w.m.applied.Set(float64(d.GetIndex()))
+	if w.onApplied != nil {
+		w.onApplied(d, received)
+	}
+	return nil
+}
+
+// resolve completes an approval entry that names its target decision only,
+// from the pending decisions seen in this process or from the log.
+func (w *Watcher) resolve(ctx context.Context, i int, approval *medmeshv1.Decision) (*medmeshv1.Decision, error) {
+	target := w.applier.Pending(approval.GetTargetDecisionId())
+	if target == nil {
+		client := medmeshv1.NewDecisionServiceClient(w.conns[i])
+		req := &medmeshv1.ListDecisionsRequest{DeviceMac: approval.GetDeviceMac(), PageSize: 1000}
+		for target == nil {
+			resp, err := client.ListDecisions(ctx, req)
+			if err != nil {
+				return nil, fmt.Errorf("resolve approved decision %s: %w", approval.GetTargetDecisionId(), err)
+			}
+			for _, d := range resp.GetDecisions() {
+				if d.GetId() == approval.GetTargetDecisionId() {
+					target = d
+				}
+			}
+			if resp.GetNextPageToken() == "" {
+				break
+			}
+			req.PageToken = resp.GetNextPageToken()
+		}
+		if target == nil {
+			return nil, fmt.Errorf("approved decision %s not found", approval.GetTargetDecisionId())
+		}
+	}
+	out := &medmeshv1.Decision{
+		Id: approval.GetId(), Index: approval.GetIndex(), Action: target.GetAction(),
+		State: medmeshv1.DecisionState_DECISION_STATE_APPROVED, DeviceMac: target.GetDeviceMac(),
+		Tier: target.GetTier(), PeerCidr: target.GetPeerCidr(), Policy: target.GetPolicy(),
+		Actor: approval.GetActor(), Reason: approval.GetReason(), TargetDecisionId: target.GetId(),
+		CreateTime: approval.GetCreateTime(),
+	}
+	return out, nil
+}
+
+func (w *Watcher) alarmLoop(ctx context.Context) {
+	tick := time.NewTicker(min(time.Second, w.cfg.AlarmAfter/4))
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-tick.C:
+			w.checkAlarm(now)
+		}
+	}
+}
+
+func (w *Watcher) reportLoop(ctx context.Context) {
+	tick := time.NewTicker(w.cfg.ReportInterval)
+	defer tick.Stop()
+	for {
+		w.report(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// reportedIndex is the applied decision index, or the index the stream's
+// heartbeats say was fully delivered when higher (entries in between were
+// not decisions).
+func (w *Watcher) reportedIndex() uint64 {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return max(w.applier.Applied(), w.caughtUp)
+}
+
+func (w *Watcher) report(ctx context.Context) {
+	w.mu.Lock()
+	i := w.current
+	health := w.healthLocked(time.Now())
+	w.mu.Unlock()
+	rctx, cancel := context.WithTimeout(ctx, w.cfg.ReportInterval)
+	defer cancel()
+	_, err := medmeshv1.NewClusterServiceClient(w.conns[i]).ReportMemberStatus(rctx, &medmeshv1.ReportMemberStatusRequest{
+		Member: &medmeshv1.Member{
+			Id: w.cfg.ID, Role: "enforcer", ApiAddr: w.cfg.APIAddr, State: "alive", Version: w.cfg.Version,
+			AppliedIndex: w.reportedIndex(), LastSeen: timestamppb.Now(), Health: health,
+		},
+	})
+	if err != nil {
+		if ctx.Err() == nil {
+			w.log.Debug("report member status", "coordinator", w.cfg.Coordinators[i], "err", err)
+		}
+		return
+	}
+	w.contact()
+}

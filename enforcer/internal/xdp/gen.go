@@ -1,0 +1,3 @@
+package xdp
+
+//go:generate go tool bpf2go -tags linux -target bpfel -type device -type mac_key -type peer_key -type peer_val -type slot_info -type rule -type counter -type metadata enforcer enforcer.c -- -O2 -Wall -Werror -I/usr/include/x86_64-linux-gnu

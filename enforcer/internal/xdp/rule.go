@@ -1,0 +1,208 @@
+// Package xdp loads, pins and feeds the enforcer's XDP verdict program: per
+// device (source MAC) a mode, quarantine flags and up to 64 allow or block
+// rules, looked up through one LPM trie keyed by (slot, peer prefix).
+package xdp
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+)
+
+// MaxRules is the number of rules (allow and block together) per device.
+const MaxRules = 64
+
+// Mode is a device's policy mode in the datapath.
+type Mode uint8
+
+// Modes. ModeNone passes everything that no block or quarantine drops.
+const (
+	ModeNone    Mode = 0
+	ModeMonitor Mode = 1
+	ModeEnforce Mode = 2
+)
+
+// Device flags.
+const (
+	FlagQuarantine       uint8 = 1 // quarantined by a decision
+	FlagQuarantinePolicy uint8 = 2 // quarantined by the device's policy
+)
+
+// Kind says what a rule does.
+type Kind uint8
+
+// Rule kinds.
+const (
+	KindEmpty Kind = 0
+	KindAllow Kind = 1
+	KindBlock Kind = 2
+)
+
+// Direction values, equal to medmesh.v1.Direction.
+const (
+	DirAny      uint8 = 0
+	DirOutbound uint8 = 1
+	DirInbound  uint8 = 2
+	DirBoth     uint8 = 3
+)
+
+// Infrastructure roles that a quarantined device may still reach.
+const (
+	RoleDHCP uint32 = 1
+	RoleDNS  uint32 = 2
+)
+
+// Verdict indexes the per-verdict counters.
+type Verdict int
+
+// Verdicts, in the order of the program's counter array.
+const (
+	VerdictPassNonIP Verdict = iota
+	VerdictPassNoPolicy
+	VerdictPassAllowed
+	VerdictPassMonitor
+	VerdictDropDenied
+	VerdictPassQuarantineInfra
+	VerdictDropQuarantine
+	VerdictDropBlocked
+	VerdictPassNeighbor
+	NumVerdicts
+)
+
+var verdictNames = [NumVerdicts]string{
+	"pass_non_ip", "pass_no_policy", "pass_allowed", "pass_monitor_would_drop",
+	"drop_denied", "pass_quarantine_infra", "drop_quarantine", "drop_blocked", "pass_neighbor",
+}
+
+func (v Verdict) String() string {
+	if v < 0 || v >= NumVerdicts {
+		return fmt.Sprintf("verdict(%d)", int(v))
+	}
+	return verdictNames[v]
+}
+
+// Rule is one datapath rule of a device.
+type Rule struct {
+	Kind Kind
+	// Proto is the IANA protocol; 0 is any.
+	Proto uint8
+	// Dir is the direction (Dir*); outbound rules match the peer's port
+	// (destination), inbound rules the device's own port (source).
+	Dir uint8
+	// Prefix is the peer; the zero Prefix means any peer.
+	Prefix netip.Prefix
+	// PortMin-PortMax inclusive; 0-0 is any port.
+	PortMin, PortMax uint16
+}
+
+// DeviceEntry is a device's entry in the datapath.
+type DeviceEntry struct {
+	Slot   uint32
+	Mode   Mode
+	Flags  uint8
+	NRules uint8
+}
+
+// peerEntry is one peer-hash entry of a slot.
+type peerEntry struct {
+	allow uint64
+	block bool
+}
+
+// maxLens is the number of distinct prefix lengths per family a slot may
+// use: each costs the program one hash probe for that family's packets.
+const maxLens = 16
+
+// plan is what a slot's rules compile to.
+type plan struct {
+	entries      map[netip.Prefix]peerEntry // mapped prefixes
+	anyAllow     uint64
+	anyBlock     bool
+	lens4, lens6 []uint8 // mapped prefix lengths, longest first
+}
+
+func isV4(mapped netip.Prefix) bool { return mapped.Addr().Is4In6() && mapped.Bits() >= 96 }
+
+// mapped returns the prefix in the IPv4-mapped IPv6 space the trie uses;
+// the zero prefix (any peer) becomes ::/0.
+func mapped(p netip.Prefix) netip.Prefix {
+	if !p.IsValid() {
+		return netip.PrefixFrom(netip.IPv6Unspecified(), 0)
+	}
+	p = p.Masked()
+	if p.Addr().Is4() {
+		return netip.PrefixFrom(netip.AddrFrom16(p.Addr().As16()), 96+p.Bits())
+	}
+	return p
+}
+
+// unmapped is the inverse of mapped.
+func unmapped(p netip.Prefix) netip.Prefix {
+	if p.Bits() == 0 {
+		return netip.Prefix{}
+	}
+	if p.Addr().Is4In6() && p.Bits() >= 96 {
+		return netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
+	}
+	return p
+}
+
+// compile computes a slot's peer entries: for each distinct rule prefix,
+// the bitmap of allow rules of the same family whose prefix covers it and
+// whether a block covers it. The program probes the slot's prefix lengths
+// longest first, so its first hit is the most specific rule prefix
+// containing the address, and every rule containing the address contains
+// that prefix: one hit yields every candidate rule. Rules for any peer go
+// to the slot's any bitmap, which the program adds to every hit.
+func compile(rules []Rule) (plan, error) {
+	pl := plan{entries: map[netip.Prefix]peerEntry{}}
+	if len(rules) > MaxRules {
+		return pl, fmt.Errorf("%d rules: at most %d per device", len(rules), MaxRules)
+	}
+	prefixes := make([]netip.Prefix, len(rules))
+	for i, r := range rules {
+		if !r.Prefix.IsValid() {
+			switch r.Kind {
+			case KindAllow:
+				pl.anyAllow |= 1 << uint(i)
+			case KindBlock:
+				pl.anyBlock = true
+			}
+			continue
+		}
+		prefixes[i] = mapped(r.Prefix)
+		pl.entries[prefixes[i]] = peerEntry{}
+	}
+	seen4, seen6 := map[uint8]bool{}, map[uint8]bool{}
+	for p := range pl.entries {
+		var e peerEntry
+		for i, r := range rules {
+			q := prefixes[i]
+			if !q.IsValid() || isV4(q) != isV4(p) || q.Bits() > p.Bits() || !q.Contains(p.Addr()) {
+				continue
+			}
+			switch r.Kind {
+			case KindAllow:
+				e.allow |= 1 << uint(i)
+			case KindBlock:
+				e.block = true
+			}
+		}
+		pl.entries[p] = e
+		l := uint8(p.Bits())
+		if isV4(p) && !seen4[l] {
+			seen4[l] = true
+			pl.lens4 = append(pl.lens4, l)
+		} else if !isV4(p) && !seen6[l] {
+			seen6[l] = true
+			pl.lens6 = append(pl.lens6, l)
+		}
+	}
+	desc := func(a, b uint8) int { return int(b) - int(a) }
+	slices.SortFunc(pl.lens4, desc)
+	slices.SortFunc(pl.lens6, desc)
+	if len(pl.lens4) > maxLens || len(pl.lens6) > maxLens {
+		return pl, fmt.Errorf("rules use %d IPv4 and %d IPv6 prefix lengths: at most %d each", len(pl.lens4), len(pl.lens6), maxLens)
+	}
+	return pl, nil
+}
