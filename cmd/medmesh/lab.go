@@ -1,17 +1,375 @@
 package main
 
 import (
-	"errors"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/medmesh/medmesh/deploy/lab"
+	"github.com/medmesh/medmesh/deploy/lab/sim"
+	"github.com/medmesh/medmesh/internal/grpcx"
 )
 
-// TODO(owner of this file): replace this placeholder.
-func newLabCmd() *cobra.Command {
-	return &cobra.Command{
-		Use:    "lab",
-		Short:  "not built yet",
-		Hidden: true,
-		RunE:   func(*cobra.Command, []string) error { return errors.New("lab: not built yet") },
+type labFlags struct {
+	stateDir string
+	output   string
+	verbose  bool
+}
+
+func (f *labFlags) config() lab.Config {
+	cfg := lab.DefaultConfig()
+	cfg.StateDir = f.stateDir
+	return cfg
+}
+
+func (f *labFlags) logger(w io.Writer) *slog.Logger {
+	lvl := slog.LevelInfo
+	if !f.verbose {
+		lvl = slog.LevelWarn
 	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: lvl}))
+}
+
+func (f *labFlags) lab(w io.Writer) (*lab.Lab, error) {
+	if f.output != "table" && f.output != "json" {
+		return nil, usagef("-o %q: want table or json", f.output)
+	}
+	return lab.Open(f.config(), f.logger(w))
+}
+
+func newLabCmd() *cobra.Command {
+	f := &labFlags{}
+	c := &cobra.Command{
+		Use:   "lab",
+		Short: "The campus lab: coordinators, floors of simulated devices, sensors and enforcers in network namespaces",
+		Long: `medmesh lab builds a hospital campus on this host out of network namespaces (root only):
+a core with HL7, PACS, DHCP/DNS, NTP and a central station, an "internet" host, two floors of
+simulated medical devices, a sensor per floor fed by mirrored traffic, an inline enforcer per
+floor, and three coordinators on the host with the API at 127.0.0.1:7400.`,
+	}
+	pf := c.PersistentFlags()
+	pf.StringVar(&f.stateDir, "state-dir", lab.DefaultConfig().StateDir, "state file, logs and coordinator data")
+	pf.StringVarP(&f.output, "output", "o", "table", "output format: table or json")
+	pf.BoolVarP(&f.verbose, "verbose", "v", false, "log progress")
+	c.AddCommand(newLabUpCmd(f), newLabDownCmd(f), newLabStatusCmd(f), newLabRunCmd(f), newLabRoamCmd(f), newLabSimCmd())
+	return c
+}
+
+func newLabUpCmd(f *labFlags) *cobra.Command {
+	var noComponents bool
+	c := &cobra.Command{
+		Use:   "up",
+		Short: "Build the lab and start its processes (a running lab is left as it is)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg := f.config()
+			cfg.Components = !noComponents
+			l, err := lab.New(cfg, f.logger(cmd.ErrOrStderr()))
+			if err != nil {
+				return err
+			}
+			if f.output != "table" && f.output != "json" {
+				return usagef("-o %q: want table or json", f.output)
+			}
+			if _, err := l.Up(cmd.Context()); err != nil {
+				return fmt.Errorf("lab up: %w (remove what was built with `medmesh lab down`)", err)
+			}
+			return printStatus(cmd.OutOrStdout(), l, f.output)
+		},
+	}
+	c.Flags().BoolVar(&noComponents, "no-components", false, "start only the topology and simulators, no coordinators, sensors or enforcers")
+	return c
+}
+
+func newLabDownCmd(f *labFlags) *cobra.Command {
+	return &cobra.Command{
+		Use:   "down",
+		Short: "Stop every lab process and remove its namespaces, links, nftables table, pins and state",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			l, err := f.lab(cmd.ErrOrStderr())
+			if err != nil {
+				return err
+			}
+			if err := l.Down(); err != nil {
+				return fmt.Errorf("lab down: %w", err)
+			}
+			if left := l.Leftovers(); len(left) > 0 {
+				return fmt.Errorf("lab down left: %s", strings.Join(left, ", "))
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), "lab down: nothing left")
+			return nil
+		},
+	}
+}
+
+func newLabStatusCmd(f *labFlags) *cobra.Command {
+	return &cobra.Command{
+		Use:   "status",
+		Short: "Show the lab's namespaces, processes and devices",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			l, err := f.lab(cmd.ErrOrStderr())
+			if err != nil {
+				return err
+			}
+			return printStatus(cmd.OutOrStdout(), l, f.output)
+		},
+	}
+}
+
+func printStatus(w io.Writer, l *lab.Lab, output string) error {
+	st, err := l.Status()
+	if err != nil {
+		return err
+	}
+	if output == "json" {
+		return printJSON(w, st)
+	}
+	if !st.Up {
+		fmt.Fprintln(w, "lab: down")
+		return nil
+	}
+	alive := 0
+	for _, p := range st.Procs {
+		if p.Alive {
+			alive++
+		}
+	}
+	fmt.Fprintf(w, "lab: up (complete=%v), %d namespaces, %d/%d processes alive, state %s\n", st.Complete, st.Namespaces, alive, len(st.Procs), st.StateFile)
+	if len(st.Missing) > 0 {
+		fmt.Fprintf(w, "missing namespaces: %s\n", strings.Join(st.Missing, ", "))
+	}
+	t := newTable(w, "PROCESS", "ROLE", "NETNS", "PID", "ALIVE", "LOG")
+	for _, p := range st.Procs {
+		t.row(p.Name, p.Role, orHost(p.Netns), p.PID, p.Alive, p.Log)
+	}
+	if err := t.flush(); err != nil {
+		return err
+	}
+	t = newTable(w, "DEVICE", "KIND", "FLOOR", "IP", "MAC", "LIFE-CRITICAL", "NETNS")
+	for _, d := range st.Devices {
+		t.row(d.Name, d.Kind, d.Floor, d.IP, d.MAC, d.LifeCritical, d.Namespace)
+	}
+	if err := t.flush(); err != nil {
+		return err
+	}
+	if len(st.Traffic) > 0 {
+		t = newTable(w, "ENFORCER", "DEVICE", "LIFE-CRITICAL", "TO-ENFORCER", "PASSED", "DROPPED")
+		for _, x := range st.Traffic {
+			t.row(fmt.Sprintf("e%d", x.Floor), x.Device, x.LifeCritical, x.ToEnforcer, x.Passed, x.Dropped)
+		}
+		if err := t.flush(); err != nil {
+			return err
+		}
+	}
+	for role, why := range st.Skipped {
+		fmt.Fprintf(w, "not started: %s: %s\n", role, why)
+	}
+	fmt.Fprintf(w, "coordinator API on the host: %s (medmesh --addr %s ..., grpcurl -plaintext %s list)\n", st.API, st.API, st.API)
+	return nil
+}
+
+func orHost(ns string) string {
+	if ns == "" {
+		return "(host)"
+	}
+	return ns
+}
+
+func newLabRunCmd(f *labFlags) *cobra.Command {
+	opts := lab.DefaultScenarioOptions()
+	var scenario, addr string
+	var view bool
+	c := &cobra.Command{
+		Use:   "run --scenario NAME",
+		Short: "Run a scenario on the running lab and print its outcome",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if scenario == "" {
+				return usagef("--scenario is required (known: %s)", lab.ScenarioCompromisedDevice)
+			}
+			l, err := f.lab(cmd.ErrOrStderr())
+			if err != nil {
+				return err
+			}
+			if addr == "" {
+				addr = strings.Join([]string{l.Config().CoordinatorAPI(1), l.Config().CoordinatorAPI(2), l.Config().CoordinatorAPI(3)}, ",")
+			}
+			conn, err := grpcx.Dial(addr, grpcx.DefaultClientConfig(), nil)
+			if err != nil {
+				return usageError{err}
+			}
+			defer conn.Close()
+			obs := lab.NewObserver(l, conn)
+			w := cmd.OutOrStdout()
+			if view {
+				title := fmt.Sprintf("medmesh lab: scenario %s (device %s)", scenario, l.Config().Compromised)
+				opts.Progress = func(s lab.Snapshot) { lab.Render(w, s, title) }
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			out, err := l.RunScenario(ctx, scenario, obs, opts)
+			if err != nil {
+				return err
+			}
+			if f.output == "json" {
+				return printJSON(w, out)
+			}
+			return printOutcome(w, out)
+		},
+	}
+	fl := c.Flags()
+	fl.StringVar(&scenario, "scenario", "", "scenario to run: "+lab.ScenarioCompromisedDevice)
+	fl.StringVar(&addr, "addr", "", "coordinator API address(es) (default: the lab's three coordinators)")
+	fl.BoolVar(&view, "view", false, "live terminal view while the scenario runs")
+	fl.DurationVar(&opts.BaselineTimeout, "baseline-timeout", opts.BaselineTimeout, "wait at most this long for the device's baseline to freeze (0: do not wait)")
+	fl.DurationVar(&opts.ExfilFor, "exfil-for", opts.ExfilFor, "how long the compromised device sends to the internet")
+	fl.DurationVar(&opts.Settle, "settle", opts.Settle, "how long to wait for alerts and decisions after the attack")
+	return c
+}
+
+func printOutcome(w io.Writer, o lab.ScenarioOutcome) error {
+	fmt.Fprintf(w, "\nscenario %s: device %s (%s, %s)\n", o.Scenario, o.Device, o.MAC, o.IP)
+	fmt.Fprintf(w, "  baseline frozen: %v (waited %d ms)\n", o.BaselineFrozen, o.BaselineWaitMs)
+	a := o.Attack
+	fmt.Fprintf(w, "  attack: %d probes (%d open), default-credential login ok=%v, exfil %d/%d attempts got through (%d bytes)\n",
+		a.Probes, a.OpenPorts, a.LoginOK, a.ExfilOK, a.ExfilAttempts, a.ExfilBytes)
+	fmt.Fprintf(w, "  devices found: %d, alerts: %d, decisions: %d\n", len(o.DevicesFound), len(o.Alerts), len(o.Decisions))
+	for _, d := range o.Decisions {
+		fmt.Fprintf(w, "    decision #%d %s %s %s: %s\n", d.Index, d.Device, d.Action, d.State, d.Reason)
+	}
+	t := newTable(w, "DEVICE", "FLOOR", "LIFE-CRITICAL", "TO-ENFORCER", "PASSED", "DROPPED")
+	for _, x := range o.Traffic {
+		t.row(x.Device, x.Floor, x.LifeCritical, x.ToEnforcer, x.Passed, x.Dropped)
+	}
+	if err := t.flush(); err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "  life-critical packets dropped: %d\n", o.LifeCriticalDrops)
+	if o.DetectionToDropMs >= 0 {
+		fmt.Fprintf(w, "  detection-to-drop latency: %.0f ms\n", o.DetectionToDropMs)
+	} else {
+		fmt.Fprintln(w, "  detection-to-drop latency: no drop observed")
+	}
+	for _, n := range o.Notes {
+		fmt.Fprintf(w, "  note: %s\n", n)
+	}
+	return nil
+}
+
+func newLabRoamCmd(f *labFlags) *cobra.Command {
+	var floor int
+	c := &cobra.Command{
+		Use:   "roam DEVICE --floor N",
+		Short: "Move a device to another floor (its namespace, MAC and simulator stay)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			l, err := f.lab(cmd.ErrOrStderr())
+			if err != nil {
+				return err
+			}
+			if floor < 1 {
+				return usagef("--floor is required")
+			}
+			d, err := l.Roam(args[0], floor)
+			if err != nil {
+				return err
+			}
+			if f.output == "json" {
+				return printJSON(cmd.OutOrStdout(), d)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s is on floor %d at %s (netns %s)\n", d.Name, d.Floor, d.IP, d.Namespace)
+			return nil
+		},
+	}
+	c.Flags().IntVar(&floor, "floor", 0, "floor to move the device to")
+	return c
+}
+
+// newLabSimCmd runs one simulator; the lab starts it inside a namespace
+// with --config, people with --kind and the address flags.
+func newLabSimCmd() *cobra.Command {
+	var js, kind, id string
+	var over sim.Config
+	c := &cobra.Command{
+		Use:    "sim (--config JSON | --kind KIND --id ID [flags])",
+		Short:  "Run one device or service simulator (the lab starts them inside namespaces)",
+		Hidden: true,
+		Args:   cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var cfg sim.Config
+			switch {
+			case js != "":
+				if err := json.Unmarshal([]byte(js), &cfg); err != nil {
+					return usagef("--config: %v", err)
+				}
+			case kind != "" && id != "":
+				cfg = sim.DefaultConfig(sim.Kind(kind), id)
+			default:
+				return usagef("give --config, or --kind and --id")
+			}
+			fl := cmd.Flags()
+			set := func(name string, dst *string, v string) {
+				if fl.Changed(name) {
+					*dst = v
+				}
+			}
+			set("listen", &cfg.Listen, over.Listen)
+			set("hl7", &cfg.HL7, over.HL7)
+			set("central", &cfg.Central, over.Central)
+			set("nurse-call", &cfg.NurseCall, over.NurseCall)
+			set("pacs", &cfg.PACS, over.PACS)
+			set("dhcp", &cfg.DHCP, over.DHCP)
+			set("dns", &cfg.DNS, over.DNS)
+			set("ntp", &cfg.NTP, over.NTP)
+			set("web", &cfg.Web, over.Web)
+			set("telnet", &cfg.Telnet, over.Telnet)
+			if fl.Changed("interval") {
+				cfg.Interval = over.Interval
+			}
+			if fl.Changed("rounds") {
+				cfg.Rounds = over.Rounds
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			log := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), nil))
+			if cfg.Kind == sim.KindCompromised {
+				ctx, cancel := context.WithTimeout(ctx, cfg.ExfilFor+time.Minute)
+				defer cancel()
+				out, err := sim.Attack(ctx, cfg, log)
+				if err != nil {
+					return err
+				}
+				return json.NewEncoder(cmd.OutOrStdout()).Encode(out)
+			}
+			return sim.Run(ctx, cfg, log)
+		},
+	}
+	fl := c.Flags()
+	fl.StringVar(&js, "config", "", "simulator configuration (JSON of sim.Config)")
+	fl.StringVar(&kind, "kind", "", "pump, monitor, modality, nursecall, workstation; hl7-engine, pacs, dhcp-dns, ntp, central, internet")
+	fl.StringVar(&id, "id", "", "device or service name")
+	fl.StringVar(&over.Listen, "listen", "", "services: IP to listen on")
+	fl.StringVar(&over.HL7, "hl7", "", "interface engine MLLP address (pump)")
+	fl.StringVar(&over.Central, "central", "", "central station MLLP address (monitor)")
+	fl.StringVar(&over.NurseCall, "nurse-call", "", "central station nurse-call UDP address (nursecall)")
+	fl.StringVar(&over.PACS, "pacs", "", "PACS DICOM address (modality)")
+	fl.StringVar(&over.DHCP, "dhcp", "", "DHCP server address")
+	fl.StringVar(&over.DNS, "dns", "", "DNS server address")
+	fl.StringVar(&over.NTP, "ntp", "", "NTP server address")
+	fl.StringVar(&over.Web, "web", "", "internet host name (workstation), resolved through --dns")
+	fl.StringVar(&over.Telnet, "telnet", "", "listen address of the device's telnet console")
+	fl.DurationVar(&over.Interval, "interval", 2*time.Second, "time between rounds of device traffic")
+	fl.IntVar(&over.Rounds, "rounds", 0, "rounds to run (0: until interrupted)")
+	return c
 }

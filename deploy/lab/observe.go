@@ -1,0 +1,261 @@
+package lab
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	medmeshv1 "github.com/medmesh/medmesh/proto/medmesh/v1"
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/reflect/protoreflect"
+)
+
+// DeviceView is a device as the coordinators know it, with its lab name.
+type DeviceView struct {
+	MAC    string `json:"mac"`
+	Name   string `json:"name,omitempty"` // lab device name, "" if not a lab device
+	IPs    string `json:"ips"`
+	Vendor string `json:"vendor,omitempty"`
+	Class  string `json:"class"`
+	Tier   string `json:"tier"`
+	Floor  string `json:"floor,omitempty"`
+	Risk   uint32 `json:"risk"`
+}
+
+// AlertView is an alert as the scenario report shows it.
+type AlertView struct {
+	Index   uint64 `json:"index"`
+	Device  string `json:"device"`
+	Kind    string `json:"kind"`
+	Score   uint32 `json:"score"`
+	Summary string `json:"summary"`
+	Detect  int64  `json:"detect_ns,omitempty"`
+}
+
+// DecisionView is a decision with the Raft index that committed it.
+type DecisionView struct {
+	Index  uint64 `json:"index"`
+	Device string `json:"device"`
+	Action string `json:"action"`
+	State  string `json:"state"`
+	Actor  string `json:"actor"`
+	Reason string `json:"reason"`
+	Create int64  `json:"create_ns,omitempty"`
+}
+
+// MemberView is a cluster member.
+type MemberView struct {
+	ID      string `json:"id"`
+	Role    string `json:"role"`
+	State   string `json:"state"`
+	Applied uint64 `json:"applied_index"`
+	Health  string `json:"health,omitempty"`
+}
+
+// Snapshot is one poll of the API and of the enforcers' counters.
+type Snapshot struct {
+	Time      time.Time      `json:"time"`
+	Phase     string         `json:"phase,omitempty"`
+	Leader    string         `json:"leader,omitempty"`
+	Commit    uint64         `json:"commit_index,omitempty"`
+	Members   []MemberView   `json:"members,omitempty"`
+	Devices   []DeviceView   `json:"devices"`
+	Alerts    []AlertView    `json:"alerts"`
+	Decisions []DecisionView `json:"decisions"`
+	Traffic   []Traffic      `json:"traffic"`
+	APIError  string         `json:"api_error,omitempty"`
+}
+
+// Observer polls the coordinators' API with the generated clients.
+type Observer struct {
+	lab  *Lab
+	cs   medmeshv1.ClusterServiceClient
+	inv  medmeshv1.InventoryServiceClient
+	al   medmeshv1.AlertServiceClient
+	dec  medmeshv1.DecisionServiceClient
+	sens medmeshv1.SensorServiceClient
+	// names maps lab MACs to device names.
+	names map[string]string
+}
+
+// NewObserver observes the lab through conn (nil: counters only).
+func NewObserver(l *Lab, conn grpc.ClientConnInterface) *Observer {
+	o := &Observer{lab: l, names: map[string]string{}}
+	for _, d := range l.cfg.Devices() {
+		o.names[strings.ToLower(d.MAC)] = d.Name
+	}
+	if conn != nil {
+		o.cs = medmeshv1.NewClusterServiceClient(conn)
+		o.inv = medmeshv1.NewInventoryServiceClient(conn)
+		o.al = medmeshv1.NewAlertServiceClient(conn)
+		o.dec = medmeshv1.NewDecisionServiceClient(conn)
+		o.sens = medmeshv1.NewSensorServiceClient(conn)
+	}
+	return o
+}
+
+func (o *Observer) name(mac string) string {
+	if n, ok := o.names[strings.ToLower(mac)]; ok {
+		return n
+	}
+	return mac
+}
+
+func enum(e protoreflect.Enum) string {
+	v := e.Descriptor().Values().ByNumber(e.Number())
+	if v == nil {
+		return fmt.Sprint(e.Number())
+	}
+	s := string(v.Name())
+	// DEVICE_CLASS_INFUSION_PUMP -> infusion_pump
+	prefix := strings.ToUpper(strings.TrimSuffix(camelToSnake(string(e.Descriptor().Name())), "_")) + "_"
+	return strings.ToLower(strings.TrimPrefix(s, prefix))
+}
+
+func camelToSnake(s string) string {
+	var b strings.Builder
+	for i, r := range s {
+		if i > 0 && r >= 'A' && r <= 'Z' {
+			b.WriteByte('_')
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
+// Snapshot polls everything once. API errors are reported in the snapshot,
+// not returned: the view keeps going while coordinators fail over.
+func (o *Observer) Snapshot(ctx context.Context) Snapshot {
+	s := Snapshot{Time: time.Now()}
+	if tr, err := o.lab.Traffic(); err == nil {
+		s.Traffic = tr
+	} else {
+		s.APIError = "counters: " + err.Error()
+	}
+	if o.cs == nil {
+		return s
+	}
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	if err := o.poll(ctx, &s); err != nil {
+		s.APIError = err.Error()
+	}
+	return s
+}
+
+func (o *Observer) poll(ctx context.Context, s *Snapshot) error {
+	cst, err := o.cs.GetClusterStatus(ctx, &medmeshv1.GetClusterStatusRequest{})
+	if err != nil {
+		return fmt.Errorf("cluster status: %w", err)
+	}
+	s.Leader, s.Commit = cst.GetLeader(), cst.GetCommitIndex()
+	for _, m := range cst.GetMembers() {
+		s.Members = append(s.Members, MemberView{ID: m.GetId(), Role: m.GetRole(), State: m.GetState(), Applied: m.GetAppliedIndex(), Health: m.GetHealth()})
+	}
+	devs, err := o.inv.ListDevices(ctx, &medmeshv1.ListDevicesRequest{PageSize: 1000})
+	if err != nil {
+		return fmt.Errorf("list devices: %w", err)
+	}
+	for _, d := range devs.GetDevices() {
+		v := DeviceView{MAC: d.GetMac(), IPs: strings.Join(d.GetIpAddresses(), ","), Vendor: d.GetVendor(),
+			Class: enum(d.GetDeviceClass()), Tier: enum(d.GetTier()), Floor: d.GetLocation().GetFloor(), Risk: d.GetRisk().GetScore()}
+		if n, ok := o.names[strings.ToLower(d.GetMac())]; ok {
+			v.Name = n
+		}
+		s.Devices = append(s.Devices, v)
+	}
+	als, err := o.al.ListAlerts(ctx, &medmeshv1.ListAlertsRequest{PageSize: 1000})
+	if err != nil {
+		return fmt.Errorf("list alerts: %w", err)
+	}
+	for _, a := range als.GetAlerts() {
+		s.Alerts = append(s.Alerts, AlertView{Index: a.GetIndex(), Device: o.name(a.GetDeviceMac()), Kind: a.GetKind(),
+			Score: a.GetRisk().GetScore(), Summary: a.GetSummary(), Detect: a.GetDetectTime().AsTime().UnixNano()})
+	}
+	ds, err := o.dec.ListDecisions(ctx, &medmeshv1.ListDecisionsRequest{PageSize: 1000})
+	if err != nil {
+		return fmt.Errorf("list decisions: %w", err)
+	}
+	for _, d := range ds.GetDecisions() {
+		s.Decisions = append(s.Decisions, DecisionView{Index: d.GetIndex(), Device: o.name(d.GetDeviceMac()), Action: enum(d.GetAction()),
+			State: enum(d.GetState()), Actor: d.GetActor(), Reason: d.GetReason(), Create: d.GetCreateTime().AsTime().UnixNano()})
+	}
+	sort.Slice(s.Alerts, func(i, j int) bool { return s.Alerts[i].Index < s.Alerts[j].Index })
+	sort.Slice(s.Decisions, func(i, j int) bool { return s.Decisions[i].Index < s.Decisions[j].Index })
+	return nil
+}
+
+// BaselineFrozen reports whether the device with mac has a frozen baseline.
+func (o *Observer) BaselineFrozen(ctx context.Context, mac string) (bool, error) {
+	if o.sens == nil {
+		return false, fmt.Errorf("no coordinator connection")
+	}
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	r, err := o.sens.GetBaseline(ctx, &medmeshv1.GetBaselineRequest{DeviceMac: strings.ToLower(mac)})
+	if err != nil {
+		return false, err
+	}
+	return !r.GetClassBaseline() && r.GetBaseline().GetFreezeTime() != nil, nil
+}
+
+// Render writes a terminal view of s: devices with their classes, alerts
+// with reasons, decisions with their indexes, what each enforcer dropped.
+func Render(w io.Writer, s Snapshot, title string) {
+	fmt.Fprintf(w, "\033[H\033[2J%s   %s\n", title, s.Time.Format(time.TimeOnly))
+	if s.Phase != "" {
+		fmt.Fprintf(w, "%s\n", s.Phase)
+	}
+	if s.APIError != "" {
+		fmt.Fprintf(w, "  API: %s\n", s.APIError)
+	}
+	if s.Leader != "" {
+		fmt.Fprintf(w, "cluster: leader %s, commit index %d;", s.Leader, s.Commit)
+		for _, m := range s.Members {
+			fmt.Fprintf(w, " %s(%s %s #%d)", m.ID, m.Role, m.State, m.Applied)
+		}
+		fmt.Fprintln(w)
+	}
+	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "\nDEVICES (%d)\tMAC\tCLASS\tTIER\tRISK\tFLOOR\n", len(s.Devices))
+	for _, d := range s.Devices {
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%d\t%s\n", orDash(d.Name), d.MAC, d.Class, d.Tier, d.Risk, d.Floor)
+	}
+	tw.Flush()
+	fmt.Fprintf(w, "\nALERTS (%d)\n", len(s.Alerts))
+	for _, a := range last(s.Alerts, 8) {
+		fmt.Fprintf(w, "  #%-6d %-12s %-22s score %3d  %s\n", a.Index, a.Device, a.Kind, a.Score, a.Summary)
+	}
+	fmt.Fprintf(w, "\nDECISIONS (%d)\n", len(s.Decisions))
+	for _, d := range last(s.Decisions, 8) {
+		fmt.Fprintf(w, "  #%-6d %-12s %-16s %-16s by %s: %s\n", d.Index, d.Device, d.Action, d.State, d.Actor, d.Reason)
+	}
+	tw = tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "\nENFORCERS\tDEVICE\tTO ENFORCER\tPASSED\tDROPPED\n")
+	for _, t := range s.Traffic {
+		mark := ""
+		if t.LifeCritical {
+			mark = " (life-critical)"
+		}
+		fmt.Fprintf(tw, "  e%d\t%s%s\t%d\t%d\t%d\n", t.Floor, t.Device, mark, t.ToEnforcer, t.Passed, t.Dropped)
+	}
+	tw.Flush()
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func last[T any](s []T, n int) []T {
+	if len(s) > n {
+		return s[len(s)-n:]
+	}
+	return s
+}

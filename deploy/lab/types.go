@@ -1,0 +1,135 @@
+package lab
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/medmesh/medmesh/deploy/lab/sim"
+)
+
+// Lab builds, supervises and removes one campus lab.
+type Lab struct {
+	cfg Config
+	log *slog.Logger
+}
+
+// New checks cfg.
+func New(cfg Config, log *slog.Logger) (*Lab, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, fmt.Errorf("lab config: %w", err)
+	}
+	return &Lab{cfg: cfg, log: log}, nil
+}
+
+// Config returns the lab's configuration.
+func (l *Lab) Config() Config { return l.cfg }
+
+// ErrNotRoot is returned when the lab is driven without root.
+var ErrNotRoot = errors.New("the lab needs root (network namespaces, veth, tc, nftables)")
+
+// EnvMarker is set (as EnvMarker=PREFIX) in the environment of every process
+// the lab starts, so Down finds them even without a state file.
+const EnvMarker = "MEDMESH_LAB"
+
+// Proc is a process the lab started.
+type Proc struct {
+	Name  string   `json:"name"`
+	Role  string   `json:"role"` // "coordinator", "sensor", "enforcer", "service", "device"
+	Netns string   `json:"netns,omitempty"`
+	PID   int      `json:"pid"`
+	Start uint64   `json:"start"` // /proc/PID/stat starttime, against PID reuse
+	Args  []string `json:"args"`
+	Log   string   `json:"log"`
+}
+
+// ProcStatus is a started process and whether it still runs.
+type ProcStatus struct {
+	Proc
+	Alive bool `json:"alive"`
+}
+
+// Status is the state of a lab as `medmesh lab status` shows it.
+type Status struct {
+	Up         bool              `json:"up"`
+	Complete   bool              `json:"complete"`
+	StateFile  string            `json:"state_file"`
+	API        string            `json:"api,omitempty"`
+	Namespaces int               `json:"namespaces"`
+	Missing    []string          `json:"missing_namespaces,omitempty"`
+	Procs      []ProcStatus      `json:"processes"`
+	Skipped    map[string]string `json:"skipped,omitempty"`
+	Devices    []DeviceInfo      `json:"devices,omitempty"`
+	// Traffic is each device's packets through its enforcer (root only).
+	Traffic []Traffic `json:"traffic,omitempty"`
+}
+
+// Traffic is what a device sent towards its enforcer, and what of it the
+// enforcer's XDP program let through, counted by tc filters on both sides.
+type Traffic struct {
+	Device       string `json:"device"`
+	Floor        int    `json:"floor"`
+	LifeCritical bool   `json:"life_critical"`
+	ToEnforcer   uint64 `json:"to_enforcer"`
+	Passed       uint64 `json:"passed"`
+	Dropped      uint64 `json:"dropped"`
+}
+
+// ScenarioCompromisedDevice is the one scenario the lab knows so far.
+const ScenarioCompromisedDevice = "compromised-device"
+
+// ScenarioOptions tunes a scenario run.
+type ScenarioOptions struct {
+	// BaselineTimeout bounds the wait for the compromised device's baseline
+	// to freeze; 0 skips the wait.
+	BaselineTimeout time.Duration
+	// ExfilFor is how long the device keeps sending to the internet.
+	ExfilFor time.Duration
+	// Settle is how long to keep polling for alerts and decisions after the
+	// attack ends.
+	Settle time.Duration
+	// Progress, if set, gets a snapshot about every second.
+	Progress func(Snapshot)
+}
+
+// DefaultScenarioOptions suit the demo.
+func DefaultScenarioOptions() ScenarioOptions {
+	return ScenarioOptions{BaselineTimeout: 3 * time.Minute, ExfilFor: 10 * time.Second, Settle: 5 * time.Second}
+}
+
+// ScenarioOutcome is what `medmesh lab run -o json` prints.
+type ScenarioOutcome struct {
+	Scenario       string         `json:"scenario"`
+	Device         string         `json:"device"`
+	MAC            string         `json:"mac"`
+	IP             string         `json:"ip"`
+	BaselineFrozen bool           `json:"baseline_frozen"`
+	BaselineWaitMs int64          `json:"baseline_wait_ms"`
+	Attack         sim.Outcome    `json:"attack"`
+	DevicesFound   []DeviceView   `json:"devices_found"`
+	Alerts         []AlertView    `json:"alerts"`
+	Decisions      []DecisionView `json:"decisions"`
+	// Per device, during the scenario: packets sent towards its enforcer,
+	// let through, dropped.
+	Traffic           []Traffic `json:"traffic"`
+	LifeCriticalDrops uint64    `json:"life_critical_drops"`
+	// First external packet of the compromised device to the first packet
+	// its enforcer dropped (tc counters polled every 10 ms); -1 if none.
+	DetectionToDropMs float64  `json:"detection_to_drop_ms"`
+	Notes             []string `json:"notes,omitempty"`
+}
+
+// Open is New with the configuration of the lab already up in
+// cfg.StateDir, if there is one (its layout may differ from cfg's after a
+// Roam).
+func Open(cfg Config, log *slog.Logger) (*Lab, error) {
+	st, err := ReadState(cfg.StateDir)
+	if err != nil {
+		return nil, err
+	}
+	if st != nil {
+		cfg = st.Config
+	}
+	return New(cfg, log)
+}
