@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -10,6 +11,9 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -18,6 +22,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 
+	"github.com/medmesh/medmesh/node/gossip"
+	"github.com/medmesh/medmesh/node/mesh"
 	"github.com/medmesh/medmesh/node/sensor"
 )
 
@@ -26,10 +32,11 @@ type nodeOptions struct {
 	id, iface, mode, admin string
 	debug, generic         bool
 	flows                  uint32
-	// Used once the mesh is wired (accepted now, not acted on yet).
-	coordinator, join []string
-	gossip, zone      string
-	floor             int
+	coordinator, join      []string
+	gossip, zone, spoolDir string
+	gossipKeyFile, label   string
+	floor                  int
+	learnWindow            time.Duration
 }
 
 func newNodeCmd() *cobra.Command {
@@ -38,8 +45,12 @@ func newNodeCmd() *cobra.Command {
 		Use:   "node",
 		Short: "Run a sensor: XDP flow capture on one interface",
 		Long: "Run the sensor datapath on --iface. tap mode is for a dedicated mirror port (frames are\n" +
-			"dropped after accounting); passive mode passes every frame on. Until the mesh is wired,\n" +
-			"flow records are logged.",
+			"dropped after accounting); passive mode passes every frame on. The sensor identifies\n" +
+			"devices and protocols, learns per-device baselines over --learn-window, scores every flow,\n" +
+			"and reports devices, baselines, alerts and per-minute flow summaries to --coordinator\n" +
+			"(spooled on disk while none is reachable). Without --coordinator it logs flows and alerts.\n" +
+			"With --gossip it joins the sensor mesh; a device first seen at another sensor is scored\n" +
+			"with the baseline the coordinators replicated.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
@@ -55,11 +66,15 @@ func newNodeCmd() *cobra.Command {
 	f.BoolVar(&o.generic, "generic", false, "attach in generic (skb) mode even if the driver has native XDP")
 	f.Uint32Var(&o.flows, "flows", sensor.DefaultConfig().FlowEntries, "flow table size")
 	f.StringVar(&o.admin, "admin", "127.0.0.1:7403", "metrics listener (/metrics); empty to disable")
-	f.StringSliceVar(&o.coordinator, "coordinator", nil, "coordinator API addresses (used once the mesh is wired)")
-	f.StringVar(&o.gossip, "gossip", "", "gossip listen address (used once the mesh is wired)")
-	f.StringSliceVar(&o.join, "join", nil, "gossip peers to join (used once the mesh is wired)")
-	f.IntVar(&o.floor, "floor", 0, "floor of this sensor (used once the mesh is wired)")
-	f.StringVar(&o.zone, "zone", "", "zone of this sensor, e.g. icu (used once the mesh is wired)")
+	f.StringSliceVar(&o.coordinator, "coordinator", nil, "coordinator API addresses, comma-separated (any replica)")
+	f.StringVar(&o.spoolDir, "spool-dir", "", "on-disk spool for reports while no coordinator answers (default /var/lib/medmesh/<id>/spool)")
+	f.DurationVar(&o.learnWindow, "learn-window", 7*24*time.Hour, "how long a new device is watched before its baseline freezes")
+	f.StringVar(&o.gossip, "gossip", "", "gossip listen address host:port (default port 7402); empty: no gossip")
+	f.StringSliceVar(&o.join, "join", nil, "gossip seeds to join, comma-separated host:port")
+	f.StringVar(&o.gossipKeyFile, "gossip-key-file", "", "file with base64 AES keys (16, 24 or 32 bytes), one per line, first is primary")
+	f.StringVar(&o.label, "gossip-label", "medmesh", "gossip cluster label; members with another label cannot join")
+	f.IntVar(&o.floor, "floor", 0, "floor of this sensor (0: unset)")
+	f.StringVar(&o.zone, "zone", "", "zone of this sensor, e.g. icu")
 	return cmd
 }
 
@@ -98,13 +113,60 @@ func runNode(ctx context.Context, o nodeOptions, stderr io.Writer) error {
 		}()
 	}
 
-	cfg := sensor.DefaultConfig()
-	cfg.Iface, cfg.Mode, cfg.ID, cfg.Debug = o.iface, o.mode, o.id, o.debug
-	cfg.ForceGeneric, cfg.FlowEntries = o.generic, o.flows
-	// TODO(lead): mesh wiring (--coordinator, --gossip, --join, --floor,
-	// --zone) and the engine's flow.Handler go here; nil logs records only.
-	if err := sensor.Run(ctx, cfg, log, reg, nil); err != nil {
+	if o.id == "" {
+		return usagef("node: --id is required")
+	}
+	cfg := mesh.DefaultConfig()
+	sc := &cfg.Sensor
+	sc.Iface, sc.Mode, sc.ID, sc.Debug = o.iface, o.mode, o.id, o.debug
+	sc.ForceGeneric, sc.FlowEntries = o.generic, o.flows
+	cfg.Coordinators, cfg.Zone, cfg.LearnWindow, cfg.Version = o.coordinator, o.zone, o.learnWindow, version
+	if o.floor != 0 {
+		cfg.Floor = strconv.Itoa(o.floor)
+	}
+	cfg.SpoolDir = o.spoolDir
+	if cfg.SpoolDir == "" {
+		cfg.SpoolDir = filepath.Join("/var/lib/medmesh", o.id, "spool")
+	}
+	if o.gossip != "" {
+		gc, err := gossipConfig(o, log)
+		if err != nil {
+			return err
+		}
+		cfg.Gossip = gc
+	}
+	if err := mesh.Run(ctx, cfg, log, reg); err != nil {
 		return fmt.Errorf("node: %w", err)
 	}
 	return nil
+}
+
+// gossipConfig builds the mesh membership config from the flags.
+func gossipConfig(o nodeOptions, log *slog.Logger) (gossip.Config, error) {
+	gc := gossip.DefaultConfig()
+	host, port, err := net.SplitHostPort(o.gossip)
+	if err != nil {
+		host, port = o.gossip, strconv.Itoa(gossip.DefaultPort)
+	}
+	p, err := strconv.Atoi(port)
+	if err != nil || p <= 0 || p > 65535 {
+		return gc, usagef("node: --gossip %q: want host:port", o.gossip)
+	}
+	gc.NodeName, gc.BindAddr, gc.BindPort, gc.Join, gc.Label = o.id, host, p, o.join, o.label
+	if o.gossipKeyFile == "" {
+		log.Warn("gossip is not encrypted: give --gossip-key-file outside a lab")
+		return gc, nil
+	}
+	data, err := os.ReadFile(o.gossipKeyFile)
+	if err != nil {
+		return gc, fmt.Errorf("node: gossip keys: %w", err)
+	}
+	for i, line := range strings.Fields(string(data)) {
+		k, err := base64.StdEncoding.DecodeString(line)
+		if err != nil || (len(k) != 16 && len(k) != 24 && len(k) != 32) {
+			return gc, fmt.Errorf("node: gossip key %d in %s: want base64 of 16, 24 or 32 bytes", i+1, o.gossipKeyFile)
+		}
+		gc.Keys = append(gc.Keys, k)
+	}
+	return gc, nil
 }

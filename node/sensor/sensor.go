@@ -50,6 +50,16 @@ type Config struct {
 	Records chan<- flow.Record
 	// Ready, when set, is called once the program is attached.
 	Ready func(attachMode string)
+	// Baselines, when set, is called once the program is loaded with the
+	// datapath's in-kernel baseline map; it stays valid until Run returns.
+	Baselines func(BaselineMap)
+}
+
+// BaselineMap installs per-device baselines into the datapath: each new
+// flow of such a device is marked in or out of its baseline.
+type BaselineMap interface {
+	SetBaseline(mac flow.MAC, rules []xdp.BaselineRule) error
+	ClearBaseline(mac flow.MAC) error
 }
 
 // DefaultConfig returns a passive sensor with the exporter's defaults.
@@ -119,6 +129,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, reg prometheus.Regis
 	defer func() { err = errors.Join(err, rd.Close()) }()
 	if bs, ok := h.(flow.BudgetSetter); ok {
 		bs.SetSampleBudget(d)
+	}
+	if cfg.Baselines != nil {
+		cfg.Baselines(d)
 	}
 	mode, err := d.Attach(cfg.Iface, cfg.ForceGeneric)
 	if err != nil {

@@ -26,7 +26,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		records: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "medmesh_sensor_records_scored_total", Help: "Flow records scored."}),
 		misses: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "medmesh_sensor_baseline_misses_total", Help: "Datapath baseline misses scored."}),
+			Name: "medmesh_sensor_baseline_misses_scored_total", Help: "Datapath baseline misses the engine scored."}),
 		devices: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "medmesh_sensor_devices", Help: "Devices in the sensor's inventory."}),
 		frozen: prometheus.NewCounter(prometheus.CounterOpts{

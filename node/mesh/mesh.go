@@ -1,0 +1,308 @@
+// Package mesh runs a whole sensor node: the XDP datapath, the engine
+// (detectors, identity, baselines, scoring), gossip with the other sensors,
+// and reliable reporting to the coordinators. It only wires the parts the
+// node's other packages build.
+//
+// Gossip is a hint only: a sighting of a device at another sensor makes this
+// one fetch the device's baseline from the coordinators, nothing more.
+// Nothing is enforced or deleted because of gossip state.
+package mesh
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/medmesh/medmesh/node/flow"
+	"github.com/medmesh/medmesh/node/gossip"
+	"github.com/medmesh/medmesh/node/internal/baseline"
+	"github.com/medmesh/medmesh/node/internal/engine"
+	"github.com/medmesh/medmesh/node/internal/reporter"
+	"github.com/medmesh/medmesh/node/internal/spool"
+	"github.com/medmesh/medmesh/node/internal/xdp"
+	"github.com/medmesh/medmesh/node/sensor"
+	medmeshv1 "github.com/medmesh/medmesh/proto/medmesh/v1"
+)
+
+// Config configures a sensor node.
+type Config struct {
+	Sensor sensor.Config
+	// Floor and Zone are where the sensor is; its devices get them.
+	Floor, Zone string
+	// Coordinators lists the coordinators' API addresses. Empty runs the
+	// sensor alone: findings are logged, not reported.
+	Coordinators []string
+	// DialOptions are used for coordinator connections (TLS).
+	DialOptions []grpc.DialOption
+	// SpoolDir holds the on-disk spool that keeps records while no
+	// coordinator is reachable.
+	SpoolDir string
+	// LearnWindow is how long a new device is watched before its baseline
+	// freezes.
+	LearnWindow time.Duration
+	// Gossip, when Gossip.NodeName is set, joins the sensor mesh.
+	Gossip gossip.Config
+	// SyncInterval is how often device and baseline changes are reported,
+	// due baselines frozen and status reported.
+	SyncInterval time.Duration
+	Version      string
+}
+
+// DefaultConfig returns a passive sensor learning for seven days.
+func DefaultConfig() Config {
+	return Config{
+		Sensor:       sensor.DefaultConfig(),
+		LearnWindow:  baseline.DefaultConfig().Window,
+		SyncInterval: 5 * time.Second,
+	}
+}
+
+func (c *Config) validate() error {
+	var errs []error
+	if c.Sensor.ID == "" {
+		errs = append(errs, errors.New("sensor id is required"))
+	}
+	if len(c.Coordinators) > 0 && c.SpoolDir == "" {
+		errs = append(errs, errors.New("a spool directory is required with coordinators"))
+	}
+	if c.LearnWindow <= 0 || c.SyncInterval <= 0 {
+		errs = append(errs, errors.New("learn window and sync interval must be positive"))
+	}
+	return errors.Join(errs...)
+}
+
+// node is one running sensor node.
+type node struct {
+	cfg Config
+	log *slog.Logger
+	eng *engine.Engine
+	rep *reporter.Reporter // nil when standalone
+	gsp *gossip.Gossip     // nil without gossip
+
+	alerts chan *medmeshv1.Alert
+
+	mu        sync.Mutex
+	bmap      sensor.BaselineMap
+	sentDev   map[string]*medmeshv1.Device
+	sentBase  map[string]uint64
+	seenHere  map[string]bool
+	lostAlert uint64
+}
+
+// Run runs the node until ctx ends.
+func Run(ctx context.Context, cfg Config, log *slog.Logger, reg prometheus.Registerer) (err error) {
+	if err := cfg.validate(); err != nil {
+		return fmt.Errorf("node config: %w", err)
+	}
+	n := &node{cfg: cfg, log: log, alerts: make(chan *medmeshv1.Alert, 1<<16),
+		sentDev: map[string]*medmeshv1.Device{}, sentBase: map[string]uint64{}, seenHere: map[string]bool{}}
+
+	ec := engine.DefaultConfig()
+	ec.SensorID, ec.Floor, ec.Zone = cfg.Sensor.ID, cfg.Floor, cfg.Zone
+	ec.Baseline.Window = cfg.LearnWindow
+	ec.Installer = n
+	ec.OnAlert = n.onAlert
+	if n.eng, err = engine.New(ec, log.With("component", "engine"), reg); err != nil {
+		return err
+	}
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+
+	if len(cfg.Coordinators) > 0 {
+		if err := os.MkdirAll(cfg.SpoolDir, 0o750); err != nil {
+			return fmt.Errorf("spool dir: %w", err)
+		}
+		sc := spool.DefaultConfig()
+		sc.Dir = filepath.Clean(cfg.SpoolDir)
+		sp, err := spool.Open(sc, log.With("component", "spool"), reg)
+		if err != nil {
+			return err
+		}
+		defer func() { err = errors.Join(err, sp.Close()) }()
+		rc := reporter.DefaultConfig()
+		rc.SensorID, rc.Coordinators, rc.DialOptions = cfg.Sensor.ID, cfg.Coordinators, cfg.DialOptions
+		if n.rep, err = reporter.New(rc, sp, log.With("component", "reporter"), reg); err != nil {
+			return err
+		}
+		defer func() { err = errors.Join(err, n.rep.Close()) }()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := n.rep.Run(ctx); err != nil && ctx.Err() == nil {
+				log.Error("reporter stopped", "err", err)
+			}
+		}()
+	}
+	if cfg.Gossip.NodeName != "" {
+		gc := cfg.Gossip
+		gc.Role, gc.Floor, gc.Zone, gc.Version = gossip.RoleSensor, cfg.Floor, cfg.Zone, cfg.Version
+		if n.gsp, err = gossip.New(gc, log.With("component", "gossip"), reg); err != nil {
+			return err
+		}
+		defer func() { err = errors.Join(err, n.gsp.Close()) }()
+	}
+
+	records := make(chan flow.Record, 4096)
+	wg.Add(2)
+	go func() { defer wg.Done(); n.consume(records) }()
+	go func() { defer wg.Done(); n.sync(ctx) }()
+
+	sc := cfg.Sensor
+	sc.LogFlows = len(cfg.Coordinators) == 0 && sc.LogFlows
+	sc.Records = records
+	sc.Baselines = func(m sensor.BaselineMap) {
+		n.mu.Lock()
+		n.bmap = m
+		n.mu.Unlock()
+	}
+	err = sensor.Run(ctx, sc, log, reg, n.eng)
+	close(records)
+	cancel()
+	return err
+}
+
+// SetBaseline implements baseline.Installer for the engine: a frozen
+// baseline goes into the datapath's in-kernel map.
+func (n *node) SetBaseline(mac flow.MAC, rules []baseline.Rule) error {
+	n.mu.Lock()
+	m := n.bmap
+	n.mu.Unlock()
+	if m == nil {
+		return errors.New("datapath not loaded yet")
+	}
+	out := make([]xdp.BaselineRule, len(rules))
+	for i, r := range rules {
+		out[i] = xdp.BaselineRule{Prefix: r.Prefix, Proto: r.Proto, Port: r.Port}
+	}
+	return m.SetBaseline(mac, out)
+}
+
+// onAlert is called by the engine with its lock held: never block.
+func (n *node) onAlert(a *medmeshv1.Alert) {
+	select {
+	case n.alerts <- a:
+	default:
+		n.mu.Lock()
+		n.lostAlert++
+		n.mu.Unlock()
+	}
+}
+
+// consume folds exported flows into per-minute summaries for both ends.
+func (n *node) consume(records <-chan flow.Record) {
+	for r := range records {
+		if n.rep == nil {
+			continue
+		}
+		if !r.SrcMAC.IsZero() {
+			n.rep.AddFlow(&r, true)
+		}
+		if !r.DstMAC.IsZero() {
+			n.rep.AddFlow(&r, false)
+		}
+	}
+}
+
+// sync reports alerts as they come, and device and baseline changes, frozen
+// baselines and roaming devices every SyncInterval.
+func (n *node) sync(ctx context.Context) {
+	t := time.NewTicker(n.cfg.SyncInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case a := <-n.alerts:
+			if n.rep == nil {
+				n.log.Warn("alert", "device", a.GetDeviceMac(), "kind", a.GetKind(), "score", a.GetRisk().GetScore(), "summary", a.GetSummary())
+				continue
+			}
+			if err := n.rep.Enqueue(ctx, &medmeshv1.SensorRecord{Record: &medmeshv1.SensorRecord_Alert{Alert: a}}); err != nil {
+				n.log.Error("alert not spooled", "alert", a.GetId(), "err", err)
+			}
+		case <-t.C:
+			n.eng.FreezeDue()
+			n.syncDevices(ctx)
+			n.syncBaselines(ctx)
+		}
+	}
+}
+
+func (n *node) syncDevices(ctx context.Context) {
+	for _, d := range n.eng.Devices() {
+		mac := d.GetMac()
+		if !n.seenHere[mac] {
+			n.seenHere[mac] = true
+			n.arrived(ctx, d)
+		}
+		cmp := proto.CloneOf(d)
+		cmp.LastSeen = nil
+		if prev := n.sentDev[mac]; prev != nil && proto.Equal(prev, cmp) {
+			continue
+		}
+		n.sentDev[mac] = cmp
+		if n.rep == nil {
+			continue
+		}
+		if err := n.rep.Enqueue(ctx, &medmeshv1.SensorRecord{Record: &medmeshv1.SensorRecord_Device{Device: &medmeshv1.DeviceObservation{Device: d}}}); err != nil {
+			n.log.Error("device not spooled", "device", mac, "err", err)
+		}
+	}
+}
+
+func (n *node) syncBaselines(ctx context.Context) {
+	for _, b := range n.eng.Baselines() {
+		key := b.GetDeviceMac()
+		if key == "" || n.sentBase[key] >= b.GetVersion() {
+			continue
+		}
+		n.sentBase[key] = b.GetVersion()
+		if n.rep == nil {
+			continue
+		}
+		if err := n.rep.Enqueue(ctx, &medmeshv1.SensorRecord{Record: &medmeshv1.SensorRecord_Baseline{Baseline: b}}); err != nil {
+			n.log.Error("baseline not spooled", "device", key, "err", err)
+		}
+	}
+}
+
+// arrived handles a device this sensor sees for the first time: it tells
+// the mesh, and when the device was seen at another sensor (or gossip is
+// off) fetches its replicated baseline, so a roaming device keeps being
+// scored against what it learned elsewhere.
+func (n *node) arrived(ctx context.Context, d *medmeshv1.Device) {
+	var mac flow.MAC
+	if err := mac.UnmarshalText([]byte(d.GetMac())); err != nil {
+		return // keyed by IP (behind a router): not a roaming candidate
+	}
+	fetch := n.gsp == nil
+	if n.gsp != nil {
+		prev, _ := n.gsp.Observe(mac, time.Now())
+		fetch = prev.Sensor != "" && prev.Sensor != n.cfg.Sensor.ID
+	}
+	if !fetch || n.rep == nil {
+		return
+	}
+	resp, err := n.rep.GetBaseline(ctx, d.GetMac(), medmeshv1.DeviceClass_DEVICE_CLASS_UNSPECIFIED)
+	if err != nil || resp.GetBaseline() == nil || resp.GetClassBaseline() {
+		return // no baseline of its own yet: it learns here
+	}
+	if err := n.eng.ImportBaseline(resp.GetBaseline()); err != nil {
+		n.log.Warn("roaming device baseline not imported", "device", d.GetMac(), "err", err)
+		return
+	}
+	n.sentBase[d.GetMac()] = resp.GetBaseline().GetVersion()
+	n.log.Info("roaming device: scoring with its replicated baseline", "device", d.GetMac(), "version", resp.GetBaseline().GetVersion())
+}
