@@ -71,7 +71,7 @@ bench-mesh: ## Gossip convergence, failure detection, reporting throughput
 		$(GO) test -count=1 -timeout 15m -run '^TestBenchReporting$$' -v ./node/internal/reporter/
 	@cat bin/bench-mesh-gossip.md bin/bench-mesh-report.md
 
-demo: build ## Start a --dev coordinator and walk through the CLI (the campus lab later)
+demo: build ## As root: bring up the campus lab and run the compromised-device scenario live
 	@if [ "$$(id -u)" != 0 ]; then echo "demo: the campus lab needs root (network namespaces, veth, XDP): sudo make demo"; exit 1; fi
 	$(BIN) lab up
 	$(BIN) lab run --scenario compromised-device --view

@@ -87,17 +87,21 @@ type Config struct {
 	SimInterval time.Duration
 	// Compromised is the device the compromised-device scenario takes over.
 	Compromised string
+	// LearnWindow is the sensors' baseline learning window: short, so the
+	// demo's baselines freeze within a minute.
+	LearnWindow time.Duration
 }
 
 // DefaultConfig is the campus of the demo: two floors, three coordinators.
 func DefaultConfig() Config {
 	exe, _ := os.Executable()
 	return Config{
-		Prefix:   "mm-",
-		Octet:    96,
-		StateDir: "/run/medmesh-lab",
-		Binary:   exe,
-		APIPort:  7400,
+		Prefix:      "mm-",
+		Octet:       96,
+		StateDir:    "/run/medmesh-lab",
+		Binary:      exe,
+		APIPort:     7400,
+		LearnWindow: 45 * time.Second,
 		Floors: []Floor{
 			{Devices: []Device{
 				{Name: "pump1", Kind: sim.KindPump, MAC: "58:46:e1:00:01:0a", LifeCritical: true},       // Baxter

@@ -139,6 +139,9 @@ func (l *Lab) startAll(ctx context.Context, st *State) error {
 			args := []string{"node", "--id", fmt.Sprintf("s%d", n), "--iface", "tap0", "--mode", "tap", "--coordinator", coordinators}
 			args = node.opt(args, "--floor", strconv.Itoa(n))
 			args = node.opt(args, "--zone", fmt.Sprintf("ward-%d", n))
+			args = node.opt(args, "--learn-window", c.LearnWindow.String())
+			args = node.opt(args, "--spool-dir", filepath.Join(c.StateDir, "data", fmt.Sprintf("s%d", n), "spool"))
+			args = node.opt(args, "--admin", "")
 			args = node.opt(args, "--gossip", fmt.Sprintf("%s:7402", c.SensorMgmt(n)))
 			var seeds []string
 			for m := 1; m <= len(c.Floors); m++ {

@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -22,6 +23,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/medmesh/medmesh/internal/grpcx"
 	"github.com/medmesh/medmesh/node/flow"
 	"github.com/medmesh/medmesh/node/gossip"
 	"github.com/medmesh/medmesh/node/internal/baseline"
@@ -87,6 +89,7 @@ type node struct {
 	eng *engine.Engine
 	rep *reporter.Reporter // nil when standalone
 	gsp *gossip.Gossip     // nil without gossip
+	cs  medmeshv1.ClusterServiceClient
 
 	alerts chan *medmeshv1.Alert
 
@@ -137,6 +140,12 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, reg prometheus.Regis
 			return err
 		}
 		defer func() { err = errors.Join(err, n.rep.Close()) }()
+		conn, err := grpcx.Dial(strings.Join(cfg.Coordinators, ","), grpcx.DefaultClientConfig(), log)
+		if err != nil {
+			return err
+		}
+		defer func() { err = errors.Join(err, conn.Close()) }()
+		n.cs = medmeshv1.NewClusterServiceClient(conn)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -236,7 +245,31 @@ func (n *node) sync(ctx context.Context) {
 			n.eng.FreezeDue()
 			n.syncDevices(ctx)
 			n.syncBaselines(ctx)
+			n.reportStatus(ctx)
 		}
+	}
+}
+
+// reportStatus tells the coordinators this sensor is alive, for cluster
+// status. Best effort: a missed heartbeat only ages the entry.
+func (n *node) reportStatus(ctx context.Context) {
+	if n.cs == nil {
+		return
+	}
+	m := &medmeshv1.Member{Id: n.cfg.Sensor.ID, Role: "sensor", State: "alive", Floor: n.cfg.Floor, Zone: n.cfg.Zone,
+		Version: n.cfg.Version, Health: "ok"}
+	if n.gsp != nil {
+		m.GossipAddr = n.gsp.Addr()
+	}
+	n.mu.Lock()
+	if n.lostAlert > 0 {
+		m.Health = fmt.Sprintf("%d alerts lost: engine alert queue full", n.lostAlert)
+	}
+	n.mu.Unlock()
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if _, err := n.cs.ReportMemberStatus(ctx, &medmeshv1.ReportMemberStatusRequest{Member: m}); err != nil {
+		n.log.Debug("status report failed", "err", err)
 	}
 }
 
