@@ -172,6 +172,7 @@ func newPoliciesCmd(o *opFlags) *cobra.Command {
 	activate.Flags().StringVar(&aw.actor, "actor", defaultActor(), "who activates (recorded in the audit trail)")
 	activate.Flags().StringVar(&aw.reason, "reason", "", "why (required, recorded in the audit trail)")
 	c.AddCommand(list, get, put, del, activate)
+	addPolicyModelCmds(c, o)
 	return c
 }
 
