@@ -21,9 +21,11 @@ generate: ## Regenerate protobuf and BPF code with the pinned tools
 	$(GO) tool buf generate
 	$(GO) generate ./...
 
-check-generate: ## Fail if regenerating changes any committed file
+GENERATED := '*.pb.go' '*_bpfel.go' '*_bpfel.o' 'node/internal/oui/table.go'
+
+check-generate: ## Fail if regenerating changes any committed generated file
 	@$(MAKE) --no-print-directory generate >/dev/null
-	@changed="$$(git status --porcelain --untracked-files=no; git ls-files --others --exclude-standard -- '*.pb.go' '*_bpfel.go' '*_bpfel.o')"; \
+	@changed="$$(git status --porcelain -- $(GENERATED))"; \
 	if [ -n "$$changed" ]; then \
 		echo "check-generate: regenerated code differs from the committed code:"; echo "$$changed"; exit 1; fi
 	@echo "check-generate: generated code is up to date"
