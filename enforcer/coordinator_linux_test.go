@@ -33,13 +33,14 @@ type coordNode struct {
 	up  bool
 }
 
-// TestLeaderStoppedWhileDecisionsStream runs three real coordinators (Raft,
-// bolt stores with fsync, gRPC) and an enforcer watcher feeding real BPF
-// maps. Policies are activated and changed in a loop; the leader is stopped
-// mid-stream (its gRPC server stopped, breaking its streams, then Close). The enforcer must end with every committed decision
-// applied once, in index order, none skipped. The crash variant needs the
-// coordinator's unexported kill and belongs in the coordinator's tests.
-func TestLeaderStoppedWhileDecisionsStream(t *testing.T) {
+// TestLeaderKilledWhileDecisionsStream is issue 6's third acceptance point:
+// three real coordinators (Raft, bolt stores with fsync, gRPC) and an
+// enforcer watcher feeding real BPF maps. Policies are activated and changed
+// in a loop; the leader is killed mid-stream (its gRPC server stopped,
+// breaking its streams, and Raft killed without a leadership transfer, as
+// kill -9 would). The enforcer must end with every committed decision
+// applied once, in index order, none skipped.
+func TestLeaderKilledWhileDecisionsStream(t *testing.T) {
 	testutil.RequireRoot(t)
 	nodes, apis := startCoordinators(t, 3, true)
 	quiet := slog.New(slog.DiscardHandler)
@@ -129,8 +130,8 @@ func TestLeaderStoppedWhileDecisionsStream(t *testing.T) {
 				if n.up && n.c.IsLeader() {
 					n.up = false
 					n.gs.Stop() // its streams and API break at once
-					n.c.Close() // then Raft hands leadership over and stops
-					t.Logf("leader %s stopped after %d writes", n.c.ID(), i)
+					n.c.Kill()  // and Raft dies with it: no leadership transfer
+					t.Logf("leader %s killed after %d writes", n.c.ID(), i)
 					break // leadership moved: the next leader stays up
 				}
 			}
