@@ -22,7 +22,9 @@ func put(t testing.TB, n *node, name, value string) *medmeshv1.PutPolicyResponse
 		if err == nil {
 			return resp
 		}
-		if status.Code(err) != codes.Unavailable || time.Now().After(deadline) {
+		// UNAVAILABLE: nothing happened; UNKNOWN: the outcome is unknown,
+		// and putting the same value again is harmless.
+		if c := status.Code(err); (c != codes.Unavailable && c != codes.Unknown) || time.Now().After(deadline) {
 			t.Fatalf("put %s via %s: %v", name, n.cfg.ID, err)
 		}
 		time.Sleep(20 * time.Millisecond)

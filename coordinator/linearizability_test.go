@@ -166,7 +166,7 @@ func TestLinearizablePoliciesUnderFaults(t *testing.T) {
 	cl := newCluster(t, 3, nil)
 	const (
 		clients  = 6
-		keys     = 3
+		keys     = 8 // ambiguous (pending) operations make checking exponential per key: spread them
 		duration = 8 * time.Second
 	)
 	start := time.Now()

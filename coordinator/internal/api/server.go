@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -170,10 +171,16 @@ func toStatus(err error) error {
 	case errors.Is(err, fsm.ErrInvalid):
 		c = codes.InvalidArgument
 	case errors.Is(err, ErrNotLeader), errors.Is(err, ErrNoLeader),
-		errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipLost),
-		errors.Is(err, raft.ErrRaftShutdown), errors.Is(err, raft.ErrEnqueueTimeout),
-		errors.Is(err, raft.ErrLeadershipTransferInProgress), errors.Is(err, raft.ErrAbortedByRestore):
+		errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrEnqueueTimeout),
+		errors.Is(err, raft.ErrLeadershipTransferInProgress):
+		// Rejected before the entry was appended: nothing happened, so
+		// clients may retry (grpcx retries UNAVAILABLE).
 		c = codes.Unavailable
+	case errors.Is(err, raft.ErrLeadershipLost), errors.Is(err, raft.ErrRaftShutdown),
+		errors.Is(err, raft.ErrAbortedByRestore):
+		// The entry may or may not commit: never UNAVAILABLE, which
+		// clients retry, or one write could be applied twice.
+		return status.Error(codes.Unknown, "outcome unknown: "+err.Error())
 	case errors.Is(err, context.DeadlineExceeded):
 		c = codes.DeadlineExceeded
 	case errors.Is(err, context.Canceled):
@@ -220,9 +227,31 @@ func route[Resp proto.Message](ctx context.Context, s *Server, method string, k 
 	}
 	out := metadata.AppendToOutgoingContext(ctx, forwardedKey, s.b.ID())
 	if err := conn.Invoke(out, method, req, resp); err != nil {
-		return resp, true, err
+		return resp, true, forwardError(k, err)
 	}
 	return resp, true, nil
+}
+
+// forwardError keeps a forwarded write's failure from reading as retryable:
+// a connection that broke after the request left may have carried a write
+// the leader committed, so UNAVAILABLE becomes UNKNOWN ("outcome unknown")
+// unless the connection to the leader was never made.
+func forwardError(k kind, err error) error {
+	st, ok := status.FromError(err)
+	if k != kindWrite || !ok || st.Code() != codes.Unavailable {
+		return err
+	}
+	msg := st.Message()
+	for _, safe := range []string{
+		"while dialing",                           // never connected
+		ErrNotLeader.Error(), ErrNoLeader.Error(), // refused by the peer before proposing
+		raft.ErrNotLeader.Error(), raft.ErrEnqueueTimeout.Error(), raft.ErrLeadershipTransferInProgress.Error(),
+	} {
+		if strings.Contains(msg, safe) {
+			return err
+		}
+	}
+	return status.Error(codes.Unknown, "outcome unknown: forwarded write to the leader failed: "+st.Message())
 }
 
 // readConsistency reads the request's "consistency" field, if any.
