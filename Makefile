@@ -89,8 +89,16 @@ demo: build ## As root: bring up the campus lab and run the compromised-device s
 demo-down: ## Remove everything demo started
 	@if [ -x $(BIN) ]; then $(BIN) lab down; else $(GO) run ./cmd/medmesh lab down; fi
 
-e2e: ## Chaos harness, bounded set
-	@echo "e2e: not built yet"; exit 1
+e2e: ## Chaos harness, bounded set (root): every nemesis once, every checker, report in e2e/reports
+	@if [ "$$(id -u)" != 0 ]; then echo "e2e: skipped: the campus lab needs root"; exit 0; fi; \
+	rm -f e2e/reports/latest.txt; MEDMESH_E2E_SEED=$(SEED) $(GO) test -tags e2e -count=1 -timeout 9m ./e2e/...; rc=$$?; \
+	if [ -f e2e/reports/latest.txt ]; then echo; cat e2e/reports/latest.txt; fi; exit $$rc
+
+chaos: ## Random faults for DURATION (default 5m) with SEED (root); report in e2e/reports
+	@if [ "$$(id -u)" != 0 ]; then echo "chaos: skipped: the campus lab needs root"; exit 0; fi; \
+	rm -f e2e/reports/latest.txt; MEDMESH_E2E_SEED=$(SEED) MEDMESH_CHAOS_DURATION=$(or $(DURATION),5m) \
+		$(GO) test -tags e2e -count=1 -timeout 0 -run '^TestChaos$$' ./e2e/; rc=$$?; \
+	if [ -f e2e/reports/latest.txt ]; then echo; cat e2e/reports/latest.txt; fi; exit $$rc
 
 clean: ## Remove build output
 	rm -rf bin

@@ -1,8 +1,7 @@
 //go:build e2e && linux
 
-// Package e2e is the chaos harness: it runs the campus lab (deploy/lab),
-// injects one fault per history through a Nemesis, and checks what must
-// survive. This file holds the nemeses; nftables.go the network faults.
+// This file holds the nemeses; nftables.go the network faults.
+
 package e2e
 
 import (
@@ -44,7 +43,11 @@ type Kill struct {
 	Target  Target
 	Restart bool
 	victim  string
+	picked  string
 }
+
+// Victim is the process the last Inject killed.
+func (k *Kill) Victim() string { return k.picked }
 
 var _ Nemesis = (*Kill)(nil)
 
@@ -64,7 +67,7 @@ func (k *Kill) Inject(ctx context.Context) error {
 	if err := k.Lab.Signal(name, syscall.SIGKILL); err != nil {
 		return err
 	}
-	k.victim = name
+	k.victim, k.picked = name, name
 	deadline := time.Now().Add(5 * time.Second)
 	for p.Alive() {
 		if time.Now().After(deadline) {
@@ -90,9 +93,13 @@ type Pause struct {
 	Lab    *lab.Lab
 	Target Target
 	victim string
+	picked string
 }
 
 var _ Nemesis = (*Pause)(nil)
+
+// Victim is the process the last Inject stopped.
+func (p *Pause) Victim() string { return p.picked }
 
 func (p *Pause) Name() string     { return "pause" }
 func (p *Pause) Available() error { return nil }
@@ -105,7 +112,7 @@ func (p *Pause) Inject(ctx context.Context) error {
 	if err := p.Lab.Signal(name, syscall.SIGSTOP); err != nil {
 		return err
 	}
-	p.victim = name
+	p.victim, p.picked = name, name
 	// SIGSTOP is asynchronous: wait until the process is stopped.
 	proc, err := p.Lab.Proc(name)
 	if err != nil {

@@ -59,6 +59,9 @@ type Loss struct {
 	Table   string
 	Iface   string
 	Percent int // 1-100
+	// Matches, if set, narrow the loss to packets matching any of these
+	// nftables expressions (one rule each), e.g. "tcp dport 7401".
+	Matches []string
 }
 
 var _ Nemesis = (*Loss)(nil)
@@ -72,8 +75,19 @@ func (l *Loss) Script() string {
 	if l.Percent >= 100 { // numgen's range is 0-99
 		match = ""
 	}
-	return fmt.Sprintf("table inet %s {\n  chain pre {\n    type filter hook prerouting priority -300; policy accept;\n    iifname %q %sdrop\n  }\n}\n",
-		l.Table, l.Iface, match)
+	matches := l.Matches
+	if len(matches) == 0 {
+		matches = []string{""}
+	}
+	var rules strings.Builder
+	for _, m := range matches {
+		if m != "" {
+			m += " "
+		}
+		fmt.Fprintf(&rules, "    iifname %q %s%sdrop\n", l.Iface, m, match)
+	}
+	return fmt.Sprintf("table inet %s {\n  chain pre {\n    type filter hook prerouting priority -300; policy accept;\n%s  }\n}\n",
+		l.Table, rules.String())
 }
 
 func (l *Loss) Inject(context.Context) error {

@@ -85,3 +85,42 @@ func EnforcerPartition(cfg lab.Config, n int) *Partition {
 		B:     vips,
 	}
 }
+
+// LeaderPartition cuts the coordinator that leads when it is injected from
+// the other coordinators and the lab (CoordinatorPartition).
+type LeaderPartition struct {
+	Cfg    lab.Config
+	Leader Target
+	part   *Partition
+	victim string
+}
+
+var _ Nemesis = (*LeaderPartition)(nil)
+
+func (p *LeaderPartition) Name() string     { return "partition" }
+func (p *LeaderPartition) Available() error { return nftAvailable() }
+
+// Victim is the coordinator the last Inject cut off.
+func (p *LeaderPartition) Victim() string { return p.victim }
+
+func (p *LeaderPartition) Inject(ctx context.Context) error {
+	name, err := p.Leader(ctx)
+	if err != nil {
+		return fmt.Errorf("partition: pick target: %w", err)
+	}
+	var i int
+	if _, err := fmt.Sscanf(name, "c%d", &i); err != nil || i < 1 || i > 3 {
+		return fmt.Errorf("partition: leader %q is not c1..c3", name)
+	}
+	p.part, p.victim = CoordinatorPartition(p.Cfg, i), name
+	return p.part.Inject(ctx)
+}
+
+func (p *LeaderPartition) Heal(ctx context.Context) error {
+	if p.part == nil {
+		return nil
+	}
+	err := p.part.Heal(ctx)
+	p.part = nil
+	return err
+}

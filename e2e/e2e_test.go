@@ -1,0 +1,239 @@
+//go:build e2e && linux
+
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/medmesh/medmesh/deploy/lab"
+	"github.com/medmesh/medmesh/internal/testutil"
+	medmeshv1 "github.com/medmesh/medmesh/proto/medmesh/v1"
+)
+
+// reportDir is where every run writes its report (gitignored).
+const reportDir = "reports"
+
+// campus opens the campus lab: the one already running (left as it is), or
+// a new one brought up for the test and removed after it.
+func campus(t *testing.T) (*lab.Lab, bool) {
+	t.Helper()
+	testutil.RequireRoot(t)
+	cfg := lab.DefaultConfig()
+	cfg.Binary = medmeshBin
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	l, err := lab.Open(cfg, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, err := l.Status(); err == nil && st.Up && st.Complete && l.Check() == nil {
+		t.Logf("using the running lab in %s", l.Config().StateDir)
+		return l, true
+	}
+	if l, err = lab.New(cfg, log); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	t.Cleanup(func() {
+		if os.Getenv("MEDMESH_E2E_KEEP") != "" {
+			return
+		}
+		if err := l.Down(); err != nil {
+			t.Errorf("lab down: %v", err)
+		}
+	})
+	if _, err := l.Up(ctx); err != nil {
+		t.Fatalf("lab up: %v", err)
+	}
+	return l, false
+}
+
+func seed(t *testing.T) uint64 {
+	if s := os.Getenv("MEDMESH_E2E_SEED"); s != "" {
+		v, err := strconv.ParseUint(s, 10, 64)
+		if err != nil {
+			t.Fatalf("MEDMESH_E2E_SEED=%q: %v", s, err)
+		}
+		return v
+	}
+	return uint64(time.Now().UnixNano() % 1e9)
+}
+
+// nemeses is the bounded set: every nemesis at least once, one fault per
+// history. fault scales the fault durations (chaos runs vary it).
+func nemeses(r *Runner, fault func(time.Duration) time.Duration) []History {
+	cfg := r.Lab.Config()
+	raftPort := cfg.APIPort + 1
+	coords := "{ 127.0.0.1, 127.0.0.2, 127.0.0.3 }"
+	return []History{
+		{Name: "kill-leader", Nemesis: &Kill{Lab: r.Lab, Target: r.LeaderTarget(), Restart: true},
+			Before: 2 * time.Second, Fault: fault(3 * time.Second), After: 3 * time.Second, Failover: true},
+		// Asymmetric in this lab: every coordinator dials its peers from
+		// 127.0.0.1 (the loopback route's source), so the rules cut what
+		// reaches the leader but not the Raft connections it opened; it
+		// keeps leading, unreachable, until heal. Safety is checked;
+		// failover is not measured (see docs/performance.md "Lab").
+		{Name: "partition-leader", Nemesis: &LeaderPartition{Cfg: cfg, Leader: r.LeaderTarget()},
+			Before: 2 * time.Second, Fault: fault(4 * time.Second), After: 4 * time.Second},
+		// Longer than the 1 s election timeout.
+		{Name: "pause-follower", Nemesis: &Pause{Lab: r.Lab, Target: r.FollowerTarget()},
+			Before: 2 * time.Second, Fault: fault(3 * time.Second), After: 3 * time.Second},
+		{Name: "pause-leader", Nemesis: &Pause{Lab: r.Lab, Target: r.LeaderTarget()},
+			Before: 2 * time.Second, Fault: fault(3 * time.Second), After: 4 * time.Second, Failover: true},
+		{Name: "kill-enforcer", Nemesis: &Kill{Lab: r.Lab, Target: Fixed("e1"), Restart: true},
+			Before: 2 * time.Second, Fault: fault(2 * time.Second), After: 3 * time.Second},
+		{Name: "partition-enforcer", Nemesis: EnforcerPartition(cfg, 2),
+			Before: 2 * time.Second, Fault: fault(3 * time.Second), After: 3 * time.Second},
+		{Name: "kill-sensor", Nemesis: &Kill{Lab: r.Lab, Target: Fixed("s2"), Restart: true},
+			Before: 2 * time.Second, Fault: fault(2 * time.Second), After: 3 * time.Second},
+		// 30% of the Raft traffic between the coordinators (host loopback,
+		// Raft port only, so nothing else on the host is touched).
+		{Name: "loss-raft", Nemesis: &Loss{Table: "mm_e2e_loss_raft", Iface: "lo", Percent: 30, Matches: []string{
+			fmt.Sprintf("ip saddr %s ip daddr %s tcp dport %d", coords, coords, raftPort),
+			fmt.Sprintf("ip saddr %s ip daddr %s tcp sport %d", coords, coords, raftPort)}},
+			Before: 2 * time.Second, Fault: fault(4 * time.Second), After: 3 * time.Second},
+		{Name: "loss-enforcer-uplink", Nemesis: &Loss{Netns: cfg.EnforcerNS(1), Table: "mm_e2e_loss_up", Iface: "up0", Percent: 30},
+			Before: 2 * time.Second, Fault: fault(3 * time.Second), After: 3 * time.Second},
+		{Name: "roam-monitor2", Nemesis: &Roam{Lab: r.Lab, Device: "monitor2", To: 1},
+			Before: 2 * time.Second, Fault: fault(4 * time.Second), After: 3 * time.Second},
+	}
+}
+
+func newRun(t *testing.T) (*lab.Lab, *Runner, *Report) {
+	l, reused := campus(t)
+	s := seed(t)
+	t.Logf("seed %d (reproduce with MEDMESH_E2E_SEED=%d)", s, s)
+	r, err := NewRunner(l, s, t.Logf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = r.Close() })
+	rep := &Report{Seed: s, Start: time.Now(), DetectionToDropMs: -1}
+	if reused {
+		rep.Notes = append(rep.Notes, "ran on the lab that was already up")
+	}
+	return l, r, rep
+}
+
+func finish(t *testing.T, rep *Report) {
+	rep.Duration = time.Since(rep.Start).Round(time.Second).String()
+	j, txt, err := rep.Write(reportDir)
+	if err != nil {
+		t.Errorf("report: %v", err)
+	} else {
+		b, _ := os.ReadFile(txt)
+		_ = os.WriteFile(filepath.Join(reportDir, "latest.txt"), b, 0o644)
+		_ = os.WriteFile(filepath.Join(reportDir, "latest.json"), mustRead(j), 0o644)
+		t.Logf("report: %s, %s", j, txt)
+	}
+	var s strings.Builder
+	rep.WriteSummary(&s)
+	t.Log("\n" + s.String())
+	for _, v := range rep.Violations() {
+		t.Errorf("violation: %s", v)
+	}
+}
+
+func mustRead(p string) []byte {
+	b, _ := os.ReadFile(p)
+	return b
+}
+
+// scenario runs the compromised-device scenario once: alerts, decisions,
+// and the detection-to-drop latency.
+func scenario(t *testing.T, l *lab.Lab, r *Runner, rep *Report) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	if err := r.Healthy(ctx, time.Minute); err != nil {
+		t.Fatalf("lab unhealthy before the scenario: %v", err)
+	}
+	if d, ok := l.Config().Device(l.Config().Compromised); ok {
+		ds, err := listDecisions(ctx, medmeshv1.NewDecisionServiceClient(r.Conn(0)), medmeshv1.ReadConsistency_READ_CONSISTENCY_LINEARIZABLE)
+		if err != nil {
+			t.Fatalf("decisions before the scenario: %v", err)
+		}
+		for _, x := range ds {
+			if strings.EqualFold(x.GetDeviceMac(), d.MAC) && x.GetAction() == medmeshv1.DecisionAction_DECISION_ACTION_QUARANTINE {
+				rep.Notes = append(rep.Notes, d.Name+" was already quarantined before the scenario: detection-to-drop is not a first detection")
+				break
+			}
+		}
+	}
+	opts := lab.DefaultScenarioOptions()
+	opts.BaselineTimeout = 2 * time.Minute
+	out, err := l.RunScenario(ctx, lab.ScenarioCompromisedDevice, lab.NewObserver(l, r.Conn(0)), opts)
+	if err != nil {
+		t.Errorf("scenario: %v", err)
+		rep.Notes = append(rep.Notes, "scenario failed: "+err.Error())
+		return
+	}
+	rep.DetectionToDropMs = out.DetectionToDropMs
+	rep.ScenarioAlerts, rep.ScenarioDecisions = len(out.Alerts), len(out.Decisions)
+	rep.Notes = append(rep.Notes, out.Notes...)
+	if out.LifeCriticalDrops > 0 {
+		rep.Notes = append(rep.Notes, fmt.Sprintf("scenario: %d life-critical packets dropped", out.LifeCriticalDrops))
+		t.Errorf("scenario dropped %d life-critical packets", out.LifeCriticalDrops)
+	}
+	if len(out.Decisions) == 0 {
+		t.Errorf("scenario: no decision committed")
+	}
+	t.Logf("scenario: %d alerts, %d decisions, detection-to-drop %.0f ms", len(out.Alerts), len(out.Decisions), out.DetectionToDropMs)
+}
+
+// TestBoundedChaos is `make e2e`: the compromised-device scenario, then
+// one history per nemesis, every checker after each.
+func TestBoundedChaos(t *testing.T) {
+	l, r, rep := newRun(t)
+	defer finish(t, rep)
+	only := os.Getenv("MEDMESH_E2E_ONLY") // debugging: a subset of histories, no scenario
+	if only == "" {
+		scenario(t, l, r, rep)
+	}
+	ctx := context.Background()
+	for _, h := range nemeses(r, func(d time.Duration) time.Duration { return d }) {
+		if only != "" && !strings.Contains(","+only+",", ","+h.Name+",") {
+			continue
+		}
+		hr := r.Run(ctx, h)
+		t.Logf("%s: %d ops (%d ok, %d unknown), failover %s, catch-up %s, %d violations",
+			hr.Name, hr.Ops, hr.OpsOK, hr.OpsUnknown, ms(hr.FailoverMs), ms(hr.CatchUpMs), len(hr.Violations))
+		rep.Histories = append(rep.Histories, hr)
+	}
+}
+
+// TestChaos is `make chaos`: random faults from the same set, with random
+// durations, for MEDMESH_CHAOS_DURATION.
+func TestChaos(t *testing.T) {
+	ds := os.Getenv("MEDMESH_CHAOS_DURATION")
+	if ds == "" {
+		t.Skip("set MEDMESH_CHAOS_DURATION (make chaos DURATION=5m SEED=...)")
+	}
+	dur, err := time.ParseDuration(ds)
+	if err != nil {
+		t.Fatalf("MEDMESH_CHAOS_DURATION=%q: %v", ds, err)
+	}
+	_, r, rep := newRun(t)
+	defer finish(t, rep)
+	rnd := rand.New(rand.NewPCG(rep.Seed, 0xc4a05))
+	scale := func(d time.Duration) time.Duration { return d/2 + time.Duration(rnd.Int64N(int64(2*d))) }
+	ctx := context.Background()
+	end := time.Now().Add(dur)
+	for time.Now().Before(end) {
+		set := nemeses(r, scale)
+		h := set[rnd.IntN(len(set))]
+		h.Name = fmt.Sprintf("%02d-%s", len(rep.Histories)+1, h.Name)
+		hr := r.Run(ctx, h)
+		t.Logf("%s: %d ops, failover %s, %d violations", hr.Name, hr.Ops, ms(hr.FailoverMs), len(hr.Violations))
+		rep.Histories = append(rep.Histories, hr)
+	}
+}
