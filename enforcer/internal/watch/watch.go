@@ -129,6 +129,7 @@ type Watcher struct {
 	alarmed     bool
 	applyErr    string
 	caughtUp    uint64 // highest heartbeat applied_index seen
+	heartbeat   bool   // a heartbeat arrived since this process started
 	onApplied   func(d *medmeshv1.Decision, received time.Time)
 }
 
@@ -292,6 +293,7 @@ func (w *Watcher) stream(ctx context.Context, i int) (progressed bool, err error
 		// an entry that arrives later with a lower index is still applied.
 		w.mu.Lock()
 		w.caughtUp = max(w.caughtUp, resp.GetAppliedIndex())
+		w.heartbeat = true
 		w.mu.Unlock()
 	}
 }
@@ -415,7 +417,14 @@ func (w *Watcher) report(ctx context.Context) {
 	w.mu.Lock()
 	i := w.current
 	health := w.healthLocked(time.Now())
+	started := w.heartbeat
 	w.mu.Unlock()
+	if !started {
+		// Not caught up with any replica since this process started: the
+		// heartbeat watermark is not known yet, and reporting the decision
+		// index alone would show the applied index going backwards.
+		return
+	}
 	rctx, cancel := context.WithTimeout(ctx, w.cfg.ReportInterval)
 	defer cancel()
 	_, err := medmeshv1.NewClusterServiceClient(w.conns[i]).ReportMemberStatus(rctx, &medmeshv1.ReportMemberStatusRequest{
