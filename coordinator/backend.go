@@ -167,7 +167,7 @@ func (c *Coordinator) watchLeadership() {
 func (c *Coordinator) establish(gen uint64) {
 	defer c.wg.Done()
 	for c.ctx.Err() == nil && c.leaderGen.Load() == gen {
-		if err := c.raft.Barrier(c.cfg.ApplyTimeout).Error(); err != nil {
+		if err := c.await(c.raft.Barrier(c.cfg.ApplyTimeout)); err != nil {
 			c.log.Warn("post-election barrier failed", "err", err)
 			if !c.IsLeader() {
 				return

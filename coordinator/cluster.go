@@ -117,7 +117,7 @@ func (c *Coordinator) Join(ctx context.Context, id, raftAddr, apiAddr string, no
 		case string(s.ID) == id && string(s.Address) == raftAddr:
 			present = true
 		case string(s.ID) == id || string(s.Address) == raftAddr:
-			if err := c.raft.RemoveServer(s.ID, 0, c.cfg.ApplyTimeout).Error(); err != nil {
+			if err := c.await(c.raft.RemoveServer(s.ID, 0, c.cfg.ApplyTimeout)); err != nil {
 				return 0, fmt.Errorf("remove stale server %s: %w", s.ID, err)
 			}
 		}
@@ -129,7 +129,7 @@ func (c *Coordinator) Join(ctx context.Context, id, raftAddr, apiAddr string, no
 		} else {
 			fut = c.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(raftAddr), 0, c.cfg.ApplyTimeout)
 		}
-		if err := fut.Error(); err != nil {
+		if err := c.await(fut); err != nil {
 			return 0, fmt.Errorf("add server %s: %w", id, err)
 		}
 		c.log.Info("coordinator joined", "id", id, "raft", raftAddr, "api", apiAddr)
@@ -143,7 +143,7 @@ func (c *Coordinator) Remove(ctx context.Context, id string) (uint64, error) {
 		return 0, api.ErrNotLeader
 	}
 	f := c.raft.RemoveServer(raft.ServerID(id), 0, c.cfg.ApplyTimeout)
-	if err := f.Error(); err != nil {
+	if err := c.await(f); err != nil {
 		return 0, fmt.Errorf("remove server %s: %w", id, err)
 	}
 	res, err := c.Apply(ctx, &fsmpb.Command{Command: &fsmpb.Command_ServerDeregister{ServerDeregister: &fsmpb.ServerDeregister{Id: id}}})
@@ -178,7 +178,7 @@ func (c *Coordinator) Transfer(ctx context.Context, target string) (string, erro
 		}
 		fut = c.raft.LeadershipTransferToServer(raft.ServerID(target), addr)
 	}
-	if err := fut.Error(); err != nil {
+	if err := c.await(fut); err != nil {
 		return "", fmt.Errorf("leadership transfer: %w", err)
 	}
 	for {

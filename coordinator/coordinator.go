@@ -152,7 +152,7 @@ func (c *Coordinator) open(reg prometheus.Registerer) error {
 	if err := raft.ValidateConfig(rc); err != nil {
 		return fmt.Errorf("raft config: %w", err)
 	}
-	r, err := raft.NewRaft(rc, c.fsm, logs, store, snaps, c.transport)
+	r, err := raft.NewRaft(rc, c.fsm, logs, store, snaps, noPipelineTransport{c.transport})
 	if err != nil {
 		return fmt.Errorf("start raft: %w", err)
 	}
@@ -240,19 +240,20 @@ func (c *Coordinator) shutdown(transfer bool) error {
 	c.cancel()
 	var errs []error
 	if c.raft != nil && transfer && c.raft.State() == raft.Leader && c.voters() > 1 {
-		if err := c.raft.LeadershipTransfer().Error(); err != nil {
-			c.log.Warn("leadership transfer on shutdown failed", "err", err)
-		}
+		c.transferLeadership()
 	}
 	if c.api != nil {
 		c.api.Close()
 	}
 	if c.raft != nil {
+		// Waits for Raft's goroutines, then closes the transport.
 		errs = append(errs, c.raft.Shutdown().Error())
 	}
+	// Every goroutine of c waits on c.ctx or on a Raft future through
+	// await, so this returns even if Raft stranded a future at shutdown.
 	c.wg.Wait()
 	if c.transport != nil {
-		errs = append(errs, c.transport.Close())
+		errs = append(errs, c.transport.Close()) // idempotent; New failing before Raft
 	}
 	if c.store != nil {
 		errs = append(errs, c.store.Close())
@@ -270,6 +271,26 @@ func (c *Coordinator) shutdown(transfer bool) error {
 		errs = append(errs, os.RemoveAll(c.tempDir))
 	}
 	return errors.Join(errs...)
+}
+
+// transferLeadership hands leadership to another voter before a graceful
+// stop, waiting at most twice the election timeout: Raft itself gives up
+// after one election timeout, and a stop must never hang on a peer that is
+// stopping too.
+func (c *Coordinator) transferLeadership() {
+	f := c.raft.LeadershipTransfer()
+	done := make(chan error, 1)
+	go func() { done <- f.Error() }()
+	t := time.NewTimer(2 * c.cfg.ElectionTimeout)
+	defer t.Stop()
+	select {
+	case err := <-done:
+		if err != nil {
+			c.log.Warn("leadership transfer on shutdown failed", "err", err)
+		}
+	case <-t.C:
+		c.log.Warn("leadership transfer on shutdown timed out", "after", 2*c.cfg.ElectionTimeout)
+	}
 }
 
 func (c *Coordinator) voters() int {

@@ -7,7 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"sync"
+	"runtime"
 	"testing"
 	"time"
 
@@ -123,33 +123,29 @@ func (cl *coords) start() {
 	}, "coordinators not ready")
 }
 
-// stop stops every coordinator: the sensors lose their whole control
-// plane. The coordinators close concurrently, each bounded: a hang is a
-// failure here, not a ten-minute test timeout.
+// stop stops every coordinator, one after the other with the graceful
+// Close: the sensors lose their whole control plane. Each Close is bounded:
+// a hang fails the test with every goroutine's stack.
 func (cl *coords) stop() {
-	var wg sync.WaitGroup
 	for _, n := range cl.nodes {
 		if !n.up {
 			continue
 		}
 		n.up = false
 		n.gs.Stop()
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			done := make(chan error, 1)
-			go func() { done <- n.c.Close() }()
-			select {
-			case err := <-done:
-				if err != nil {
-					cl.t.Logf("close %s: %v", n.cfg.ID, err)
-				}
-			case <-time.After(30 * time.Second):
-				cl.t.Errorf("coordinator %s: Close did not return within 30s", n.cfg.ID)
+		done := make(chan error, 1)
+		go func() { done <- n.c.Close() }()
+		select {
+		case err := <-done:
+			if err != nil {
+				cl.t.Logf("close %s: %v", n.cfg.ID, err)
 			}
-		}()
+		case <-time.After(10 * time.Second):
+			buf := make([]byte, 1<<22)
+			buf = buf[:runtime.Stack(buf, true)]
+			cl.t.Fatalf("coordinator %s: Close did not return within 10s; goroutines:\n%s", n.cfg.ID, buf)
+		}
 	}
-	wg.Wait()
 }
 
 // status returns the cluster status (leader, commit index).
