@@ -78,13 +78,10 @@ func nemeses(r *Runner, fault func(time.Duration) time.Duration) []History {
 	return []History{
 		{Name: "kill-leader", Nemesis: &Kill{Lab: r.Lab, Target: r.LeaderTarget(), Restart: true},
 			Before: 2 * time.Second, Fault: fault(3 * time.Second), After: 3 * time.Second, Failover: true},
-		// Asymmetric in this lab: every coordinator dials its peers from
-		// 127.0.0.1 (the loopback route's source), so the rules cut what
-		// reaches the leader but not the Raft connections it opened; it
-		// keeps leading, unreachable, until heal. Safety is checked;
-		// failover is not measured (see docs/performance.md "Lab").
+		// Coordinators dial their Raft peers from their own address, so the
+		// rules cut the leader off both ways and the majority elects anew.
 		{Name: "partition-leader", Nemesis: &LeaderPartition{Cfg: cfg, Leader: r.LeaderTarget()},
-			Before: 2 * time.Second, Fault: fault(4 * time.Second), After: 4 * time.Second},
+			Before: 2 * time.Second, Fault: fault(4 * time.Second), After: 4 * time.Second, Failover: true},
 		// Longer than the 1 s election timeout.
 		{Name: "pause-follower", Nemesis: &Pause{Lab: r.Lab, Target: r.FollowerTarget()},
 			Before: 2 * time.Second, Fault: fault(3 * time.Second), After: 3 * time.Second},
