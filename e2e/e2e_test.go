@@ -82,6 +82,15 @@ func nemeses(r *Runner, fault func(time.Duration) time.Duration) []History {
 		// rules cut the leader off both ways and the majority elects anew.
 		{Name: "partition-leader", Nemesis: &LeaderPartition{Cfg: cfg, Leader: r.LeaderTarget()},
 			Before: 2 * time.Second, Fault: fault(4 * time.Second), After: 4 * time.Second, Failover: true},
+		// A minority: c3 alone (a follower, or the leader, which then
+		// steps down); the majority keeps serving.
+		{Name: "partition-minority", Nemesis: CoordinatorPartition(cfg, 3),
+			Before: 2 * time.Second, Fault: fault(3 * time.Second), After: 3 * time.Second},
+		// A sensor cut from the coordinators and the other sensor: it keeps
+		// detecting and spools; gossip marks it dead; nothing is enforced
+		// because of that.
+		{Name: "partition-sensor", Nemesis: SensorPartition(cfg, 1),
+			Before: 2 * time.Second, Fault: fault(3 * time.Second), After: 3 * time.Second},
 		// Longer than the 1 s election timeout.
 		{Name: "pause-follower", Nemesis: &Pause{Lab: r.Lab, Target: r.FollowerTarget()},
 			Before: 2 * time.Second, Fault: fault(3 * time.Second), After: 3 * time.Second},
