@@ -35,10 +35,10 @@ func newClusterCmd(o *opFlags) *cobra.Command {
 					leader = "(none)"
 				}
 				fmt.Fprintf(w, "leader: %s  term: %d  commit index: %d\n\n", leader, resp.GetTerm(), resp.GetCommitIndex())
-				t := newTable(w, "ID", "ROLE", "STATE", "SUFFRAGE", "API", "RAFT", "APPLIED", "HEALTH", "LAST SEEN")
+				t := newTable(w, "ID", "ROLE", "STATE", "SUFFRAGE", "FLOOR", "ZONE", "API", "RAFT", "GOSSIP", "APPLIED", "HEALTH", "LAST SEEN")
 				for _, m := range resp.GetMembers() {
-					t.row(m.GetId(), m.GetRole(), m.GetState(), m.GetSuffrage(), m.GetApiAddr(), m.GetRaftAddr(),
-						m.GetAppliedIndex(), m.GetHealth(), ts(m.GetLastSeen()))
+					t.row(m.GetId(), m.GetRole(), m.GetState(), m.GetSuffrage(), m.GetFloor(), m.GetZone(), m.GetApiAddr(), m.GetRaftAddr(),
+						m.GetGossipAddr(), m.GetAppliedIndex(), m.GetHealth(), ts(m.GetLastSeen()))
 				}
 				return t.flush()
 			})
