@@ -114,26 +114,31 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, reg prometheus.Regis
 	ec.Baseline.Window = cfg.LearnWindow
 	ec.Installer = n
 	ec.OnAlert = n.onAlert
-	if n.eng, err = engine.New(ec, log.With("component", "engine"), reg); err != nil {
-		return err
-	}
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
 	defer wg.Wait()
 
+	var sp *spool.Spool
 	if len(cfg.Coordinators) > 0 {
 		if err := os.MkdirAll(cfg.SpoolDir, 0o750); err != nil {
 			return fmt.Errorf("spool dir: %w", err)
 		}
 		sc := spool.DefaultConfig()
 		sc.Dir = filepath.Clean(cfg.SpoolDir)
-		sp, err := spool.Open(sc, log.With("component", "spool"), reg)
-		if err != nil {
+		if sp, err = spool.Open(sc, log.With("component", "spool"), reg); err != nil {
 			return err
 		}
 		defer func() { err = errors.Join(err, sp.Close()) }()
+		// Alert ids of this life start past every sequence number the spool
+		// ever gave: a restart never reuses an id of an earlier life.
+		ec.AlertSeqBase = sp.Stats().LastSeq
+	}
+	if n.eng, err = engine.New(ec, log.With("component", "engine"), reg); err != nil {
+		return err
+	}
+	if sp != nil {
 		rc := reporter.DefaultConfig()
 		rc.SensorID, rc.Coordinators, rc.DialOptions = cfg.Sensor.ID, cfg.Coordinators, cfg.DialOptions
 		if n.rep, err = reporter.New(rc, sp, log.With("component", "reporter"), reg); err != nil {
@@ -179,6 +184,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, reg prometheus.Regis
 	err = sensor.Run(ctx, sc, log, reg, n.eng)
 	close(records)
 	cancel()
+	wg.Wait() // before the deferred closes of reporter and spool
 	return err
 }
 

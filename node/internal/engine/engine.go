@@ -63,6 +63,11 @@ type Config struct {
 	// Installer, when set, receives every frozen device baseline for the
 	// datapath's in-kernel map.
 	Installer baseline.Installer
+	// AlertSeqBase is added to every alert's sequence number (ids are
+	// "SENSOR/SEQ"). A restarted sensor must not reuse the ids of its earlier
+	// life, which the coordinators would take for retries and drop: the node
+	// passes its spool's last sequence number, which only ever grows.
+	AlertSeqBase uint64
 	// OnAlert, when set, is called with each new alert, with the engine's
 	// lock held: it must not block nor call the engine (send on a buffered
 	// channel, or hand off to a goroutine).
@@ -568,6 +573,9 @@ func (e *Engine) raise(d *identity.Device, ds *devState, f *score.Flow, src, dst
 	}
 	if len(e.alerted) < 4*e.cfg.MaxAlerts {
 		e.alerted[k] = struct{}{}
+	}
+	if e.seq < e.cfg.AlertSeqBase {
+		e.seq = e.cfg.AlertSeqBase
 	}
 	e.seq++
 	class, _ := d.Class()

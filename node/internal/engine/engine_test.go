@@ -476,3 +476,23 @@ func TestConcurrentUseAndSink(t *testing.T) {
 		}
 	}
 }
+
+// TestAlertSeqBase: a restarted sensor's alert ids continue past the base
+// (its spool's last sequence number), never reusing an id of an earlier
+// life that the coordinators would drop as a retry.
+func TestAlertSeqBase(t *testing.T) {
+	c := testConfig()
+	c.AlertSeqBase = 100
+	e := newEngine(t, c)
+	pumpDay(e, macPump, ipPump, 0, 12*time.Second)
+	e.FreezeAll()
+	e.SetMode(Score)
+	e.HandleFlow(record(macPump, macSrv, ipPump, ipSrv, 41002, 445, 6, 9000, at(32*time.Second)))
+	al := e.Alerts()
+	if len(al) == 0 {
+		t.Fatal("no alert")
+	}
+	if al[0].GetSensorSeq() != 101 || al[0].GetId() != "s1/101" {
+		t.Fatalf("first alert %q seq %d, want s1/101", al[0].GetId(), al[0].GetSensorSeq())
+	}
+}
