@@ -310,3 +310,50 @@ func sortedKeys[V any](m map[string]V) []string {
 	sort.Strings(out)
 	return out
 }
+
+// CheckAlertsDelivered: every alert a sensor raised (its ids, from the
+// sensors' logs) is stored by the coordinators; uniqueness is
+// CheckUniqueIDs's.
+func CheckAlertsDelivered(raised, stored []string) []string {
+	have := map[string]bool{}
+	for _, id := range stored {
+		have[id] = true
+	}
+	var v []string
+	for _, id := range raised {
+		if !have[id] {
+			v = append(v, fmt.Sprintf("alert %s raised by its sensor never reached the coordinators", id))
+		}
+	}
+	return v
+}
+
+// CheckAdoptsLastPolicy: an enforcer never runs without its last committed
+// policy. Its scraped applied index (the decision index held in its pinned
+// maps) after a restart starts at least where the previous incarnation
+// left it: the new process adopted the pinned state instead of starting
+// empty. Samples must be in observation order.
+func CheckAdoptsLastPolicy(samples []IndexSample) []string {
+	type state struct {
+		inc     int
+		max     uint64
+		checked bool
+	}
+	last := map[string]*state{}
+	var v []string
+	for _, s := range samples {
+		st := last[s.Enforcer]
+		switch {
+		case st == nil:
+			last[s.Enforcer] = &state{inc: s.Incarnation, max: s.Index}
+		case s.Incarnation != st.inc:
+			if s.Index < st.max {
+				v = append(v, fmt.Sprintf("enforcer %s restarted at index %d below the %d it had applied: it ran without its last committed policy", s.Enforcer, s.Index, st.max))
+			}
+			st.inc, st.max = s.Incarnation, s.Index
+		case s.Index > st.max:
+			st.max = s.Index
+		}
+	}
+	return v
+}

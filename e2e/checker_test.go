@@ -136,3 +136,23 @@ func TestFailoverTime(t *testing.T) {
 		t.Fatalf("failover %v, want -1", got)
 	}
 }
+
+func TestCheckAlertsDeliveredCatchesLoss(t *testing.T) {
+	if v := CheckAlertsDelivered([]string{"s1/1", "s1/2"}, []string{"s1/1", "s1/2", "s2/9"}); len(v) != 0 {
+		t.Fatalf("delivered alerts flagged: %v", v)
+	}
+	if v := CheckAlertsDelivered([]string{"s1/1", "s1/2"}, []string{"s1/1"}); len(v) != 1 {
+		t.Fatalf("a lost alert went unnoticed: %v", v)
+	}
+}
+
+func TestCheckAdoptsLastPolicyCatchesEmptyRestart(t *testing.T) {
+	ok := []IndexSample{{Enforcer: "e1", Index: 5}, {Enforcer: "e1", Index: 9}, {Enforcer: "e1", Index: 9, Incarnation: 1}, {Enforcer: "e1", Index: 12, Incarnation: 1}}
+	if v := CheckAdoptsLastPolicy(ok); len(v) != 0 {
+		t.Fatalf("adopting restart flagged: %v", v)
+	}
+	bad := []IndexSample{{Enforcer: "e1", Index: 9}, {Enforcer: "e1", Index: 0, Incarnation: 1}}
+	if v := CheckAdoptsLastPolicy(bad); len(v) != 1 {
+		t.Fatalf("a restart with empty state went unnoticed: %v", v)
+	}
+}

@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -431,9 +433,10 @@ func (r *Runner) Run(ctx context.Context, h History) HistoryReport {
 	rep.Applied = r.incarnations(smp.scraped)
 	smp.mu.Unlock()
 	check("enforcer-index-monotonic", append(CheckMonotonic(rep.Samples), CheckMonotonic(rep.Applied)...))
+	check("enforcer-adopts-last-policy", CheckAdoptsLastPolicy(rep.Applied))
 
 	check("replicas-equal", r.checkReplicas(ctx))
-	check("alerts-unique", r.checkAlerts(ctx))
+	check("alerts-exactly-once", r.checkAlerts(ctx))
 	check("life-critical-never-dropped", r.checkTraffic())
 	return rep
 }
@@ -674,17 +677,58 @@ func listDecisions(ctx context.Context, dc medmeshv1.DecisionServiceClient, cons
 	}
 }
 
+// checkAlerts: no alert stored twice, and every alert the sensors logged as
+// raised reaches the coordinators (given up to CatchUpBound to drain the
+// sensors' spools after heal).
 func (r *Runner) checkAlerts(ctx context.Context) []string {
 	var last error
-	for try := 0; try < 10; try++ {
+	var v []string
+	deadline := time.Now().Add(CatchUpBound)
+	for try := 0; ; try++ {
 		ids, err := r.alertIDs(ctx, r.conns[try%3])
 		if err == nil {
-			return CheckUniqueIDs("alert", ids)
+			raised, rerr := r.raisedAlerts()
+			if rerr != nil {
+				return []string{fmt.Sprintf("read sensor logs: %v", rerr)}
+			}
+			v = append(CheckUniqueIDs("alert", ids), CheckAlertsDelivered(raised, ids)...)
+			if len(v) == 0 || time.Now().After(deadline) {
+				return v
+			}
+		} else {
+			last = err
+			if time.Now().After(deadline) {
+				return []string{fmt.Sprintf("list alerts: %v", last)}
+			}
 		}
-		last = err
 		sleep(ctx, 200*time.Millisecond)
 	}
-	return []string{fmt.Sprintf("list alerts: %v", last)}
+}
+
+// raisedAlerts reads the ids of every alert the lab's sensors logged as
+// raised ("alert raised" lines with alert_id=...), over all their lives.
+func (r *Runner) raisedAlerts() ([]string, error) {
+	logs, err := filepath.Glob(filepath.Join(r.Lab.Config().StateDir, "logs", "s*.log"))
+	if err != nil {
+		return nil, err
+	}
+	var ids []string
+	for _, path := range logs {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return nil, err
+		}
+		for _, line := range strings.Split(string(data), "\n") {
+			if !strings.Contains(line, `msg="alert raised"`) {
+				continue
+			}
+			if _, rest, ok := strings.Cut(line, " alert_id="); ok {
+				id, _, _ := strings.Cut(rest, " ")
+				ids = append(ids, id)
+			}
+		}
+	}
+	return ids, nil
 }
 
 func (r *Runner) alertIDs(ctx context.Context, c grpc.ClientConnInterface) ([]string, error) {

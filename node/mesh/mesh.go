@@ -240,8 +240,10 @@ func (n *node) sync(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case a := <-n.alerts:
+			// Named fields only: the summary never holds payload.
+			n.log.Warn("alert raised", "alert_id", a.GetId(), "device", a.GetDeviceMac(), "kind", a.GetKind(),
+				"score", a.GetRisk().GetScore(), "summary", a.GetSummary())
 			if n.rep == nil {
-				n.log.Warn("alert", "device", a.GetDeviceMac(), "kind", a.GetKind(), "score", a.GetRisk().GetScore(), "summary", a.GetSummary())
 				continue
 			}
 			if err := n.rep.Enqueue(ctx, &medmeshv1.SensorRecord{Record: &medmeshv1.SensorRecord_Alert{Alert: a}}); err != nil {
