@@ -5,11 +5,14 @@ import (
 	"errors"
 	"os/exec"
 	"path/filepath"
+	"runtime"
+	"slices"
 	"testing"
 	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
+	"golang.org/x/sys/unix"
 
 	"github.com/medmesh/medmesh/internal/testutil"
 )
@@ -78,41 +81,78 @@ func reader(b *testing.B, d *Datapath) *Reader {
 	return rd
 }
 
-// plainVariant compiles sensor.c with plain (non-atomic) counter adds: the
-// lower bound of what per-CPU values could save. Nil without clang.
-func plainVariant(b *testing.B) *ebpf.Program {
+// floorProgram compiles testdata/floor.c: parse, one LRU-hash lookup,
+// nothing else. Nil without clang.
+func floorProgram(b *testing.B) (*ebpf.Program, *ebpf.Map) {
 	b.Helper()
 	if _, err := exec.LookPath("clang"); err != nil {
-		b.Log("clang not installed: atomic-vs-plain comparison skipped")
-		return nil
+		b.Log("clang not installed: one-lookup floor skipped")
+		return nil, nil
 	}
-	obj := filepath.Join(b.TempDir(), "plain.o")
-	out, err := exec.Command("clang", "-O2", "-g", "-Wall", "-mcpu=v3", "-target", "bpfel", "-DSENSOR_PLAIN_ADD",
-		"-I/usr/include/x86_64-linux-gnu", "-c", "sensor.c", "-o", obj).CombinedOutput()
+	obj := filepath.Join(b.TempDir(), "floor.o")
+	out, err := exec.Command("clang", "-O2", "-g", "-Wall", "-mcpu=v3", "-target", "bpfel",
+		"-I/usr/include/x86_64-linux-gnu", "-c", "testdata/floor.c", "-o", obj).CombinedOutput()
 	if err != nil {
-		b.Fatalf("compile plain variant: %v\n%s", err, out)
+		b.Fatalf("compile floor program: %v\n%s", err, out)
 	}
-	spec, err := ebpf.LoadCollectionSpec(obj)
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := spec.Variables["clock_override_ns"].Set(uint64(1_700_000_000_000_000_000)); err != nil {
-		b.Fatal(err)
-	}
-	coll, err := ebpf.NewCollection(spec)
+	coll, err := ebpf.LoadCollection(obj)
 	if err != nil {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { coll.Close() })
-	return coll.Programs["sensor"]
+	return coll.Programs["one_lookup"], coll.Maps["table"]
 }
 
-func report(b *testing.B, sensor, pass time.Duration) {
-	b.ReportMetric(float64(sensor.Nanoseconds()), "ns/pkt")
-	b.ReportMetric(float64(pass.Nanoseconds()), "pass-ns/pkt")
-	b.ReportMetric(float64(sensor)/float64(pass), "x-pass")
-	b.Logf("sensor %v/packet, bare XDP_PASS %v/packet, ratio %.2fx", sensor, pass, float64(sensor)/float64(pass))
+// repeated times each program on pkt with BPF_PROG_TEST_RUN, repeat runs
+// per call, over interleaved rounds. It returns, per program, the fastest
+// round's time per run, as the CPU time of the calling thread: sub-
+// nanosecond resolution (the kernel reports whole nanoseconds per run,
+// which for a 5 ns program is a 20% step), without the time other work on
+// this shared machine took the CPU (wall time would count it), and the
+// round least disturbed (caches, interrupts) of all.
+func repeated(b *testing.B, pkt []byte, rounds, repeat int, progs ...*ebpf.Program) (best, kernel []float64) {
+	b.Helper()
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	cpuNow := func() int64 {
+		var ts unix.Timespec
+		if err := unix.ClockGettime(unix.CLOCK_THREAD_CPUTIME_ID, &ts); err != nil {
+			b.Fatal(err)
+		}
+		return ts.Nano()
+	}
+	best = make([]float64, len(progs))
+	reported := make([][]float64, len(progs))
+	for r := range rounds {
+		for i, p := range progs {
+			start := cpuNow()
+			_, d, err := p.Benchmark(pkt, repeat, nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			reported[i] = append(reported[i], float64(d.Nanoseconds()))
+			ns := float64(cpuNow()-start) / float64(repeat)
+			if r == 0 || ns < best[i] {
+				best[i] = ns
+			}
+		}
+	}
+	kernel = make([]float64, len(progs))
+	for i := range reported {
+		slices.Sort(reported[i])
+		kernel[i] = reported[i][len(reported[i])/2]
+	}
+	return best, kernel
 }
+
+func report(b *testing.B, sensor, pass float64) {
+	b.ReportMetric(sensor, "ns/pkt")
+	b.ReportMetric(pass, "pass-ns/pkt")
+	b.ReportMetric(sensor/pass, "x-pass")
+	b.Logf("sensor %.1f ns/packet, bare XDP_PASS %.1f ns/packet, ratio %.2fx", sensor, pass, sensor/pass)
+}
+
+func ns(d time.Duration) float64 { return float64(d.Nanoseconds()) }
 
 func tcpFrame(i uint32, flags uint8, payload []byte) []byte {
 	src := [4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}
@@ -127,7 +167,14 @@ func tcpFrame(i uint32, flags uint8, payload []byte) []byte {
 // (make bench-datapath): each sub-benchmark sets its own packet counts.
 func BenchmarkDatapath(b *testing.B) {
 	b.Run("a-established", func(b *testing.B) {
-		d := benchDatapath(b, 65536, 4<<20)
+		// The kernel's clock, as in production (no capture clock).
+		testutil.RequireRoot(b)
+		cfg := DefaultConfig()
+		d, err := Load(cfg)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { d.Close() })
 		pass := bareXDPPass(b)
 		pkt := tcpFrame(1, 0x10, make([]byte, 100))
 		// Use up the flow's sample budget: steady state of a flow.
@@ -136,39 +183,31 @@ func BenchmarkDatapath(b *testing.B) {
 				b.Fatal(err)
 			}
 		}
-		plain := plainVariant(b)
-		if plain != nil {
-			for range 40 {
-				if _, err := plain.Run(&ebpf.RunOptions{Data: pkt}); err != nil {
-					b.Fatal(err)
-				}
-			}
+		t, k := repeated(b, pkt, 40, 100000, d.Program(), pass)
+		report(b, t[0], t[1])
+		b.ReportMetric(k[0]/k[1], "x-pass-kernel")
+		b.Logf("as the kernel reports it (whole ns per run, median of rounds): sensor %.0f ns, XDP_PASS %.0f ns, %.2fx", k[0], k[1], k[0]/k[1])
+		st, err := d.Stats()
+		if err != nil {
+			b.Fatal(err)
 		}
-		const rounds, repeat = 20, 50000
-		var s, p, n time.Duration
-		for range rounds {
-			_, ds, err := d.Program().Benchmark(pkt, repeat, nil)
-			if err != nil {
+		b.Logf("%d of %d packets counted by the flow cache's fast path", st.CacheHits, st.Packets)
+		// The same packet with the flow cache off: the flow table's hash
+		// lookup and atomic adds on every packet.
+		cfg.NoFlowCache = true
+		nd, err := Load(cfg)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { nd.Close() })
+		for range 40 {
+			if _, err := nd.Program().Run(&ebpf.RunOptions{Data: pkt}); err != nil {
 				b.Fatal(err)
 			}
-			_, dp, err := pass.Benchmark(pkt, repeat, nil)
-			if err != nil {
-				b.Fatal(err)
-			}
-			s, p = s+ds, p+dp
-			if plain != nil {
-				_, dn, err := plain.Benchmark(pkt, repeat, nil)
-				if err != nil {
-					b.Fatal(err)
-				}
-				n += dn
-			}
 		}
-		report(b, s/rounds, p/rounds)
-		if plain != nil {
-			b.ReportMetric(float64((n / rounds).Nanoseconds()), "plain-add-ns/pkt")
-			b.Logf("same program with plain (non-atomic) adds: %v/packet", n/rounds)
-		}
+		t, _ = repeated(b, pkt, 40, 100000, nd.Program(), pass)
+		b.ReportMetric(t[0], "nocache-ns/pkt")
+		b.Logf("flow cache off: %.1f ns/packet, %.2fx", t[0], t[0]/t[1])
 	})
 	b.Run("b-new-flows-half-full", func(b *testing.B) {
 		const entries, newFlows = 65536, 16384
@@ -199,6 +238,19 @@ func BenchmarkDatapath(b *testing.B) {
 		}
 		s := single(b, d.Program(), frames, reader(b, d))
 		p := single(b, pass, frames, nil)
+		if fp, fm := floorProgram(b); fp != nil {
+			fk := make([][16]byte, entries/2)
+			fv := make([]uint64, entries/2)
+			for i := range fk {
+				binary.LittleEndian.PutUint32(fk[i][:], 0xac100000+uint32(i))
+			}
+			if _, err := fm.BatchUpdate(fk, fv, nil); err != nil {
+				b.Fatal(err)
+			}
+			f := single(b, fp, frames, nil)
+			b.ReportMetric(ns(f)/ns(p), "one-lookup-x-pass")
+			b.Logf("floor: parse + one LRU-hash lookup of the new key, nothing else: %v/packet, %.2fx", f, ns(f)/ns(p))
+		}
 		st, err := d.Stats()
 		if err != nil {
 			b.Fatal(err)
@@ -206,7 +258,7 @@ func BenchmarkDatapath(b *testing.B) {
 		if st.FlowsCreated != newFlows {
 			b.Fatalf("created %d flows, want %d", st.FlowsCreated, newFlows)
 		}
-		report(b, s, p)
+		report(b, ns(s), ns(p))
 	})
 	b.Run("c-payload-sampled", func(b *testing.B) {
 		const flows = 8192
@@ -227,6 +279,6 @@ func BenchmarkDatapath(b *testing.B) {
 		if n := after.Samples - before.Samples; n != flows {
 			b.Fatalf("%d samples, want %d", n, flows)
 		}
-		report(b, s, p)
+		report(b, ns(s), ns(p))
 	})
 }

@@ -6,7 +6,10 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"runtime"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -26,6 +29,10 @@ type Datapath struct {
 	cfg   Config
 	objs  sensorObjects
 	links []link.Link
+
+	cacheOff string     // why the flow cache is off; "" when on
+	flushMu  sync.Mutex // one Flush at a time: it pins its thread
+	flushIn  []byte
 
 	mu         sync.Mutex
 	monoToWall int64 // wall - monotonic, ns; 0 under a capture clock
@@ -77,7 +84,13 @@ func Load(cfg Config) (*Datapath, error) {
 	if err := spec.Variables[sensorVarTapMode].Set(boolByte(cfg.Tap)); err != nil {
 		return nil, fmt.Errorf("load sensor: set tap mode: %w", err)
 	}
-	d := &Datapath{cfg: cfg, devices: make(map[flow.MAC]*device), nextDevice: 1}
+	d := &Datapath{cfg: cfg, devices: make(map[flow.MAC]*device), nextDevice: 1, flushIn: make([]byte, 64)}
+	d.cacheOff = flowCacheOff(cfg)
+	if d.cacheOff != "" {
+		if err := spec.Variables[sensorVarCacheGen].Set(uint32(0)); err != nil {
+			return nil, fmt.Errorf("load sensor: turn the flow cache off: %w", err)
+		}
+	}
 	var opts ebpf.CollectionOptions
 	if err := spec.LoadAndAssign(&d.objs, &opts); err != nil {
 		var ve *ebpf.VerifierError
@@ -106,6 +119,118 @@ func monotonicNs() int64 {
 		return 0
 	}
 	return ts.Nano()
+}
+
+// flowCacheOff says why the per-CPU flow cache cannot be used, or "".
+func flowCacheOff(cfg Config) string {
+	if cfg.NoFlowCache {
+		return "turned off by configuration"
+	}
+	online, err := onlineCPUs()
+	if err != nil {
+		return fmt.Sprintf("online CPUs unknown (%v)", err)
+	}
+	var allowed unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &allowed); err != nil {
+		return fmt.Sprintf("CPU affinity unknown (%v)", err)
+	}
+	for _, cpu := range online {
+		if !allowed.IsSet(cpu) {
+			return fmt.Sprintf("this process may not run on CPU %d, so it could not flush that CPU's slots", cpu)
+		}
+	}
+	return ""
+}
+
+// onlineCPUs parses /sys/devices/system/cpu/online ("0-3,8").
+func onlineCPUs() ([]int, error) {
+	b, err := os.ReadFile("/sys/devices/system/cpu/online")
+	if err != nil {
+		return nil, err
+	}
+	var cpus []int
+	for part := range strings.SplitSeq(strings.TrimSpace(string(b)), ",") {
+		lo, hi, found := strings.Cut(part, "-")
+		a, err := strconv.Atoi(lo)
+		if err != nil {
+			return nil, fmt.Errorf("parse online CPUs %q: %w", b, err)
+		}
+		z := a
+		if found {
+			if z, err = strconv.Atoi(hi); err != nil {
+				return nil, fmt.Errorf("parse online CPUs %q: %w", b, err)
+			}
+		}
+		for c := a; c <= z; c++ {
+			cpus = append(cpus, c)
+		}
+	}
+	return cpus, nil
+}
+
+// FlowCache reports whether the per-CPU flow cache is on, and if not, why.
+func (d *Datapath) FlowCache() (on bool, why string) { return d.cacheOff == "", d.cacheOff }
+
+// Flush moves the counts pending in every CPU's flow-cache slots into the
+// flow table, so that the table alone is exact. It runs the flush_cache
+// program once on each online CPU, pinning the calling thread in turn
+// (BPF_PROG_TEST_RUN runs a program on the caller's CPU, with bottom halves
+// disabled, so it cannot interleave with the XDP program on that CPU).
+// ForEachFlow calls it first.
+func (d *Datapath) Flush() error {
+	if d.cacheOff != "" {
+		return nil
+	}
+	cpus, err := onlineCPUs()
+	if err != nil {
+		return fmt.Errorf("flush flow cache: %w", err)
+	}
+	d.flushMu.Lock()
+	defer d.flushMu.Unlock()
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	var orig unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &orig); err != nil {
+		return fmt.Errorf("flush flow cache: %w", err)
+	}
+	var errs []error
+	for _, cpu := range cpus {
+		var one unix.CPUSet
+		one.Set(cpu)
+		if err := unix.SchedSetaffinity(0, &one); err != nil {
+			errs = append(errs, fmt.Errorf("flush flow cache: pin to CPU %d: %w", cpu, err))
+			continue
+		}
+		if _, err := d.objs.FlushCache.Run(&ebpf.RunOptions{Data: d.flushIn}); err != nil {
+			errs = append(errs, fmt.Errorf("flush flow cache on CPU %d: %w", cpu, err))
+		}
+	}
+	if err := unix.SchedSetaffinity(0, &orig); err != nil {
+		errs = append(errs, fmt.Errorf("flush flow cache: restore affinity: %w", err))
+	}
+	return errors.Join(errs...)
+}
+
+// bumpCacheGen makes every flow-cache slot stale: the next packet of each
+// cached flow takes the slow path once and re-reads its sample budget.
+func (d *Datapath) bumpCacheGen() error {
+	if d.cacheOff != "" {
+		return nil
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var g uint32
+	if err := d.objs.CacheGen.Get(&g); err != nil {
+		return fmt.Errorf("bump flow cache generation: %w", err)
+	}
+	g++
+	if g == 0 {
+		g = 1
+	}
+	if err := d.objs.CacheGen.Set(g); err != nil {
+		return fmt.Errorf("bump flow cache generation: %w", err)
+	}
+	return nil
 }
 
 // Program is the loaded XDP program (for BPF_PROG_TEST_RUN).
@@ -207,8 +332,12 @@ func (d *Datapath) Now() int64 {
 	return time.Now().UnixNano()
 }
 
-// Stats reads the program's counters, summed over CPUs.
+// Stats flushes the flow cache (whose slots hold the fast path's counts)
+// and reads the program's counters, summed over CPUs.
 func (d *Datapath) Stats() (Stats, error) {
+	if err := d.Flush(); err != nil {
+		return Stats{}, err
+	}
 	var per []sensorCounters
 	if err := d.objs.Stats.Lookup(uint32(0), &per); err != nil {
 		return Stats{}, fmt.Errorf("read stats: %w", err)
@@ -237,9 +366,12 @@ func (d *Datapath) NonIP() (map[flow.MAC]NonIPCount, error) {
 	return out, nil
 }
 
-// ForEachFlow calls fn with every flow in the table (a snapshot per entry,
-// without removing it) until fn returns false.
+// ForEachFlow flushes the flow cache, then calls fn with every flow in the
+// table (a snapshot per entry, without removing it) until fn returns false.
 func (d *Datapath) ForEachFlow(fn func(FlowKey, *flow.Record) bool) error {
+	if err := d.Flush(); err != nil {
+		return err
+	}
 	var k sensorFlowKey
 	var v sensorFlowVal
 	it := d.objs.Flows.Iterate()
@@ -283,7 +415,9 @@ func (d *Datapath) ExtendSamples(t flow.Tuple, perDir uint8) error {
 	if err := d.objs.SampleExt.Put(&k, n); err != nil {
 		return fmt.Errorf("extend samples: %w", err)
 	}
-	return nil
+	// A cached flow would not look at its new budget until its slot is
+	// refilled.
+	return d.bumpCacheGen()
 }
 
 var _ flow.SampleBudget = (*Datapath)(nil)

@@ -9,6 +9,18 @@
 // table, and sends user space flow starts, payload samples, discovery
 // packets and baseline misses over a ring buffer. It never changes a frame:
 // in tap mode it drops after accounting, in passive mode it passes.
+//
+// Two paths. fast_path takes the common packet of an established flow (an
+// untagged IPv4 TCP/UDP frame without options, past its payload samples)
+// and counts it in a per-CPU, direct-mapped flow cache slot with plain
+// adds: no hash lookup, no atomic, no clock helper. Everything else goes
+// to full_path, which parses, counts in the flow table (BPF LRU hash,
+// atomic adds) through account(), raises events, and hands the flow the
+// cache slot. Slot counts reach the table when the slot changes hands and
+// when user space runs flush_cache on every CPU before reading the table,
+// so what user space reads is exact (see flush_slot). Flows that take the
+// full path are counted exactly as without the cache
+// (TestFlowCacheMatchesTable).
 
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
@@ -29,6 +41,8 @@
 #define MAX_RULES 16       /* baseline (proto, port) entries per prefix */
 #define WAKE_EVERY 64      /* ring-buffer wake-up every N events */
 #define WAKE_BYTES (256 * 1024)
+#define CACHE_BITS 12      /* flow cache: 4096 slots per CPU */
+#define CACHE_SLOTS (1 << CACHE_BITS)
 
 /* Counter updates are atomic: several CPUs update one flow entry. Building
  * with -DSENSOR_PLAIN_ADD gives plain (racy) adds; the benchmark compiles
@@ -56,7 +70,12 @@ enum stat {
 	STAT_DISCOVERY,
 	STAT_BASELINE_MISS,
 	STAT_PARSE_ERRORS,
+	STAT_CACHE_HITS,     /* packets counted by fast_path alone (not in STAT_PACKETS) */
+	STAT_CACHE_ORPHANS,  /* cached counts whose entry was gone: re-created */
 	STAT_ERR_BASE = 16,  /* + enum parse_err */
+	STAT_CACHE_BYTES = 26,    /* frame bytes of cache hits (add to STAT_BYTES) */
+	STAT_CACHE_L3_BYTES = 27, /* L3 bytes of cache hits (add to STAT_L3_BYTES) */
+	STAT_CACHE_PARSED_HITS = 28, /* hits after the full parser (VLAN, IPv6, ...) */
 	STAT_MAX = 32,
 };
 
@@ -104,7 +123,7 @@ struct flow_key {
 	__u16 vlan;
 	__u8 proto;
 	__u8 family;
-};
+} __attribute__((aligned(8)));
 
 struct flow_dir {
 	__u64 packets;
@@ -197,6 +216,64 @@ struct {
 	__type(value, struct flow_val);
 } flows SEC(".maps");
 
+/* The per-CPU flow cache. Established flows are counted here with plain
+ * adds, without a hash lookup or an atomic operation: one slot per CPU and
+ * hash of the canonical key, direct-mapped. A slot holds the flow's key,
+ * what the fast path needs to know about the flow, and the counts not yet
+ * added to the flow's entry in `flows`. Counts move to the entry when the
+ * slot is taken by another flow, when a packet needs the slow path
+ * (samples, fragments), and when user space runs flush_cache on each CPU
+ * before it reads the table (Datapath.Flush). Per-CPU slots are only ever
+ * written on their own CPU, in softirq context or (test runs) with bottom
+ * halves disabled, so the plain adds are exact. */
+struct cache_dir {
+	__u64 packets;
+	__u64 bytes;
+	__u32 tcp_flags;
+	__u32 payload_pkts;
+};
+
+struct cache_slot {
+	struct flow_key k;
+	struct cache_dir d[2]; /* by initiator direction, like flow_val */
+	__u64 first_ns;        /* capture clock: the oldest and newest pending count */
+	__u64 last_ns;
+	__u32 gen;             /* cache_gen at fill; 0: empty */
+	__u8 mac_init[6];
+	__u8 mac_resp[6];
+	__u8 init_is_a;
+	__u8 baseline;
+	__u8 sampled[2];       /* 1: no more samples wanted in this direction */
+	__u8 dirty;            /* counts pending */
+	__u8 pad[3];
+	/* Kernel clock: jiffies of the oldest and newest pending count, and a
+	 * (jiffies, coarse ns) pair taken at fill to turn them into ns. */
+	__u64 first_j;
+	__u64 last_j;
+	__u64 ref_j;
+	__u64 ref_ns;
+	/* fast_path's packets, frame and L3 bytes: added to the statistics
+	 * when the slot is flushed, so the fast path touches only its slot. */
+	__u64 fp_packets;
+	__u64 fp_bytes;
+	__u64 fp_l3_bytes;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, CACHE_SLOTS);
+	__type(key, __u32);
+	__type(value, struct cache_slot);
+} flow_cache SEC(".maps");
+
+/* Scratch space for a new flow entry (keeps it off the 512-byte stack). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct flow_val);
+} new_flow SEC(".maps");
+
 /* Raised per-direction sample budgets (user space writes, kernel reads). */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -249,6 +326,10 @@ const volatile __u8 tap_mode = 0;
 volatile __u64 clock_override_ns = 0;
 /* Number of devices with a baseline; 0 skips the baseline lookups. */
 volatile __u32 baseline_devices = 0;
+/* Flow cache generation: a slot filled under another generation is not
+ * used. User space bumps it when a sample budget changes; 0 turns the
+ * cache off (every packet takes the hash-table path). */
+volatile __u32 cache_gen = 1;
 /* Events since the last forced wake-up (racy by design: only a hint). */
 __u32 wake_ctr = 0;
 
@@ -415,9 +496,186 @@ static __always_inline void emit_sample(struct xdp_md *ctx, struct counters *st,
 	bpf_ringbuf_submit(e, rb_flags());
 }
 
-static __always_inline void account(struct xdp_md *ctx, struct counters *st, struct pkt *p,
-				    const struct ethhdr *eth, __u64 now, __u32 frame_len)
+/* Returns 1 when no more payload samples are wanted from a direction that
+ * has had n payload packets. */
+static __always_inline __u8 sampled_out(const struct flow_key *k, __u32 n)
 {
+	if (n >= MAX_SAMPLES)
+		return 1;
+	if (n < DEF_SAMPLES)
+		return 0;
+	__u32 *ext = bpf_map_lookup_elem(&sample_ext, k);
+	return !ext || n >= *ext;
+}
+
+/* Direct-mapped slot of a key: one multiply over a fold of the words that
+ * differ between flows (both addresses' first and last words, ports, VLAN
+ * and protocol). */
+static __always_inline __u32 slot_of(const struct flow_key *k)
+{
+	const __u32 *w = (const void *)k;
+	__u32 b = w[4] ^ w[7];
+	__u32 h = w[0] ^ w[3] ^ ((b << 16) | (b >> 16)) ^ w[8] ^ (w[9] << 7);
+	return (h * 0x9e3779b1u) >> (32 - CACHE_BITS);
+}
+
+static __always_inline int key_eq(const struct flow_key *x, const struct flow_key *y)
+{
+	const __u64 *a = (const void *)x, *b = (const void *)y;
+	return ((a[0] ^ b[0]) | (a[1] ^ b[1]) | (a[2] ^ b[2]) | (a[3] ^ b[3]) | (a[4] ^ b[4])) == 0;
+}
+
+/* A flow start for an entry re-created from cached counts: the entry was
+ * taken by the exporter (or evicted) while packets were still being
+ * counted in a slot, so they open a new record, as a packet would. */
+static __always_inline void emit_orphan_start(struct counters *st, const struct cache_slot *c, __u64 ts)
+{
+	struct ev_hdr *h = bpf_ringbuf_reserve(&events, sizeof(*h), 0);
+	if (!h) {
+		st->c[STAT_RB_DROPS]++;
+		return;
+	}
+	__builtin_memset(h, 0, sizeof(*h));
+	h->type = EV_FLOW_START;
+	h->family = c->k.family;
+	h->proto = c->k.proto;
+	h->vlan = c->k.vlan;
+	if (c->init_is_a) {
+		__builtin_memcpy(h->src, c->k.addr_a, 16);
+		__builtin_memcpy(h->dst, c->k.addr_b, 16);
+		h->sport = c->k.port_a;
+		h->dport = c->k.port_b;
+	} else {
+		__builtin_memcpy(h->src, c->k.addr_b, 16);
+		__builtin_memcpy(h->dst, c->k.addr_a, 16);
+		h->sport = c->k.port_b;
+		h->dport = c->k.port_a;
+	}
+	__builtin_memcpy(h->smac, c->mac_init, 6);
+	__builtin_memcpy(h->dmac, c->mac_resp, 6);
+	h->ts = ts;
+	st->c[STAT_RB_EVENTS]++;
+	bpf_ringbuf_submit(h, rb_flags());
+}
+
+/* Moves a slot's pending counts into its flow's entry (atomically: other
+ * CPUs update the entry too), re-creating the entry if it is gone. */
+static __always_inline void flush_slot(struct counters *st, struct cache_slot *c)
+{
+	if (!c->dirty)
+		return;
+	c->dirty = 0;
+	__u64 first = c->first_ns, last = c->last_ns;
+	if (c->last_j) {
+		/* The coarse clock moves one tick per jiffy: interpolate. */
+		__u64 jn = bpf_jiffies64(), cn = bpf_ktime_get_coarse_ns();
+		__u64 tick = jn > c->ref_j ? (cn - c->ref_ns) / (jn - c->ref_j) : 0;
+		first = c->ref_ns + (c->first_j - c->ref_j) * tick;
+		last = c->ref_ns + (c->last_j - c->ref_j) * tick;
+		c->first_j = 0;
+		c->last_j = 0;
+	}
+	c->first_ns = 0;
+	st->c[STAT_CACHE_HITS] += c->fp_packets;
+	st->c[STAT_CACHE_BYTES] += c->fp_bytes;
+	st->c[STAT_CACHE_L3_BYTES] += c->fp_l3_bytes;
+	c->fp_packets = 0;
+	c->fp_bytes = 0;
+	c->fp_l3_bytes = 0;
+	struct flow_val *v = bpf_map_lookup_elem(&flows, &c->k);
+	if (!v) {
+		__u32 zero = 0;
+		struct flow_val *nv = bpf_map_lookup_elem(&new_flow, &zero);
+		if (!nv)
+			return;
+		__builtin_memset(nv, 0, sizeof(*nv));
+		nv->first_ns = first;
+		nv->last_ns = last;
+		nv->init_is_a = c->init_is_a;
+		nv->baseline = c->baseline;
+		__builtin_memcpy(nv->mac_init, c->mac_init, 6);
+		__builtin_memcpy(nv->mac_resp, c->mac_resp, 6);
+		/* A continuation: its payload was sampled in its first record. */
+		nv->dir[0].payload_pkts = MAX_SAMPLES;
+		nv->dir[1].payload_pkts = MAX_SAMPLES;
+		if (bpf_map_update_elem(&flows, &c->k, nv, BPF_NOEXIST) == 0) {
+			st->c[STAT_FLOWS_CREATED]++;
+			st->c[STAT_CACHE_ORPHANS]++;
+			emit_orphan_start(st, c, first);
+		}
+		v = bpf_map_lookup_elem(&flows, &c->k);
+		if (!v) {
+			st->c[STAT_FLOW_UPDATE_FAIL]++;
+			__builtin_memset(c->d, 0, sizeof(c->d));
+			return;
+		}
+	}
+#pragma unroll
+	for (int i = 0; i < 2; i++) {
+		if (c->d[i].packets) {
+			ADD(&v->dir[i].packets, c->d[i].packets);
+			ADD(&v->dir[i].bytes, c->d[i].bytes);
+		}
+		if (c->d[i].payload_pkts)
+			ADD(&v->dir[i].payload_pkts, c->d[i].payload_pkts);
+		__u32 fl = c->d[i].tcp_flags;
+		if (fl && (v->dir[i].tcp_flags & fl) != fl)
+			OR(&v->dir[i].tcp_flags, fl);
+	}
+	if (last > v->last_ns)
+		v->last_ns = last;
+	__builtin_memset(c->d, 0, sizeof(c->d));
+}
+
+static __always_inline void fill_slot(struct cache_slot *c, const struct flow_key *k,
+				      const struct flow_val *v, __u32 gen)
+{
+	__builtin_memcpy(&c->k, k, sizeof(*k));
+	c->gen = gen;
+	c->init_is_a = v->init_is_a;
+	c->baseline = v->baseline;
+	__builtin_memcpy(c->mac_init, v->mac_init, 6);
+	__builtin_memcpy(c->mac_resp, v->mac_resp, 6);
+	c->sampled[0] = sampled_out(k, v->dir[0].payload_pkts);
+	c->sampled[1] = sampled_out(k, v->dir[1].payload_pkts);
+	c->first_ns = 0;
+	c->last_ns = 0;
+	c->ref_j = bpf_jiffies64();
+	c->ref_ns = bpf_ktime_get_coarse_ns();
+}
+
+/* Records a counted packet's time in its slot: the capture clock when set;
+ * otherwise the jiffy, an inlined load (a kernel clock helper costs as much
+ * as the rest of the fast path), turned into ns when the slot is flushed. */
+static __always_inline void slot_touch(struct cache_slot *c, __u64 clk)
+{
+	if (clk) {
+		if (!c->dirty)
+			c->first_ns = clk;
+		if (clk > c->last_ns)
+			c->last_ns = clk;
+	} else {
+		__u64 j = bpf_jiffies64();
+		if (!c->dirty)
+			c->first_j = j;
+		c->last_j = j;
+	}
+	c->dirty = 1;
+}
+
+/* account counts one parsed packet in the flow cache or the flow table and
+ * raises its flow's events. A global function: the verifier checks it
+ * once, not once per call site and path of the parser. eth is a copy of
+ * the frame's Ethernet header. */
+__noinline int account(struct xdp_md *ctx, struct pkt *p, const struct ethhdr *eth, __u64 clk,
+		       __u32 frame_len)
+{
+	__u32 zero = 0;
+	if (!p || !eth)
+		return 0;
+	struct counters *st = bpf_map_lookup_elem(&stats, &zero);
+	if (!st)
+		return 0;
 	struct flow_key k = {};
 	int src_is_a = side_lt(p->src, p->sport, p->dst, p->dport);
 	if (src_is_a) {
@@ -435,24 +693,56 @@ static __always_inline void account(struct xdp_md *ctx, struct counters *st, str
 	k.proto = p->proto;
 	k.family = p->family;
 
+	/* Fast path: the flow owns this CPU's slot and wants nothing but
+	 * counting. The tick-resolution clock is enough for last seen. */
+	__u32 gen = cache_gen;
+	struct cache_slot *c = 0;
+	if (gen && !p->frag) {
+		__u32 idx = slot_of(&k);
+		c = bpf_map_lookup_elem(&flow_cache, &idx);
+		if (c && c->gen == gen && key_eq(&c->k, &k)) {
+			__u8 dir = (src_is_a == c->init_is_a) ? 0 : 1;
+			if (p->pl_len == 0 || c->sampled[dir & 1] ||
+			    (p->proto != IPPROTO_TCP && p->proto != IPPROTO_UDP)) {
+				struct cache_dir *cd = &c->d[dir & 1];
+				cd->packets++;
+				cd->bytes += p->l3_len;
+				cd->tcp_flags |= p->tcp_flags;
+				if (p->pl_len)
+					cd->payload_pkts++; /* keeps sample indexes = packet numbers */
+				slot_touch(c, clk);
+				st->c[STAT_CACHE_PARSED_HITS]++;
+				return 0;
+			}
+		}
+	}
+
+	/* Slow path. Whatever the slot holds goes to its entry first, so this
+	 * flow's entry is complete before it is read. */
+	if (c)
+		flush_slot(st, c);
+	__u64 now = clk ? clk : bpf_ktime_get_ns();
 	struct flow_val *v = bpf_map_lookup_elem(&flows, &k);
 	if (!v) {
-		struct flow_val nv = {};
+		struct flow_val *nv = bpf_map_lookup_elem(&new_flow, &zero);
+		if (!nv)
+			return 0;
 		int miss_src = 0, miss_dst = 0;
-		nv.first_ns = now;
-		nv.last_ns = now;
-		nv.init_is_a = src_is_a;
-		__builtin_memcpy(nv.mac_init, eth->h_source, 6);
-		__builtin_memcpy(nv.mac_resp, eth->h_dest, 6);
+		__builtin_memset(nv, 0, sizeof(*nv));
+		nv->first_ns = now;
+		nv->last_ns = now;
+		nv->init_is_a = src_is_a;
+		__builtin_memcpy(nv->mac_init, eth->h_source, 6);
+		__builtin_memcpy(nv->mac_resp, eth->h_dest, 6);
 		if (baseline_devices) {
 			miss_src = baseline_check(eth->h_source, p->dst, p->family, p->proto, p->dport);
 			miss_dst = baseline_check(eth->h_dest, p->src, p->family, p->proto, p->dport);
 			if (miss_src > 0 || miss_dst > 0)
-				nv.baseline = 2;
+				nv->baseline = 2;
 			else if (miss_src < 0 || miss_dst < 0)
-				nv.baseline = 1;
+				nv->baseline = 1;
 		}
-		if (bpf_map_update_elem(&flows, &k, &nv, BPF_NOEXIST) == 0) {
+		if (bpf_map_update_elem(&flows, &k, nv, BPF_NOEXIST) == 0) {
 			st->c[STAT_FLOWS_CREATED]++;
 			struct ev_hdr *h = bpf_ringbuf_reserve(&events, sizeof(*h), 0);
 			if (h) {
@@ -470,7 +760,7 @@ static __always_inline void account(struct xdp_md *ctx, struct counters *st, str
 		v = bpf_map_lookup_elem(&flows, &k);
 		if (!v) {
 			st->c[STAT_FLOW_UPDATE_FAIL]++;
-			return;
+			return 0;
 		}
 	}
 
@@ -484,25 +774,100 @@ static __always_inline void account(struct xdp_md *ctx, struct counters *st, str
 		v->last_ns = now;
 	if (p->frag) {
 		ADD(&v->fragments, 1);
-		return;
+		return 0;
 	}
 
-	if (p->pl_len == 0 || d->payload_pkts >= MAX_SAMPLES)
-		return;
-	if (p->proto != IPPROTO_TCP && p->proto != IPPROTO_UDP)
-		return;
-	__u32 idx = __sync_fetch_and_add(&d->payload_pkts, 1);
-	if (idx >= MAX_SAMPLES)
-		return;
-	if (idx >= DEF_SAMPLES) {
-		__u32 *ext = bpf_map_lookup_elem(&sample_ext, &k);
-		if (!ext || idx >= *ext)
-			return;
+	if (p->pl_len != 0 && d->payload_pkts < MAX_SAMPLES &&
+	    (p->proto == IPPROTO_TCP || p->proto == IPPROTO_UDP)) {
+		__u32 idx = __sync_fetch_and_add(&d->payload_pkts, 1);
+		int want = idx < MAX_SAMPLES;
+		if (want && idx >= DEF_SAMPLES) {
+			__u32 *ext = bpf_map_lookup_elem(&sample_ext, &k);
+			want = ext && idx < *ext;
+		}
+		if (want) {
+			__u32 avail = 0;
+			if (p->pl_off < frame_len)
+				avail = frame_len - p->pl_off;
+			emit_sample(ctx, st, p, eth, now, dir, idx, avail);
+		}
 	}
-	__u32 avail = 0;
-	if (p->pl_off < frame_len)
-		avail = frame_len - p->pl_off;
-	emit_sample(ctx, st, p, eth, now, dir, idx, avail);
+
+	/* Hand the slot to this flow. */
+	if (c)
+		fill_slot(c, &k, v, gen);
+	return 0;
+}
+
+/* fast_path counts a packet of a cached flow without the full parser: an
+ * untagged IPv4 frame without options or fragmentation, carrying TCP or UDP
+ * (not DHCP or DNS, which go up for discovery), whose flow owns this CPU's
+ * slot and wants no more payload samples in this direction. It returns 1
+ * when it counted the packet, 0 to send it down the full path, which then
+ * counts everything exactly as if this path did not exist. */
+static __always_inline int fast_path(struct xdp_md *ctx, __u64 clk)
+{
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
+	struct iphdr *ip = (void *)(eth + 1);
+	__be16 *l4 = (void *)(ip + 1);
+	if ((void *)(l4 + 10) > end) /* IPv4 header and 20 bytes of L4 */
+		return 0;
+	__u32 gen = cache_gen;
+	if (!gen || eth->h_proto != bpf_htons(ETH_P_IP) || *(__u8 *)ip != 0x45 ||
+	    (ip->frag_off & bpf_htons(0x3fff)))
+		return 0;
+	__u8 proto = ip->protocol;
+	__u32 tot = bpf_ntohs(ip->tot_len);
+	__u16 sp = bpf_ntohs(l4[0]), dp = bpf_ntohs(l4[1]);
+	__u32 pl, flags = 0;
+	if (proto == IPPROTO_TCP) {
+		__u32 doff = (((__u8 *)l4)[12] >> 4) * 4;
+		if (doff < 20 || tot < 20 + doff)
+			return 0;
+		pl = tot - 20 - doff;
+		flags = ((__u8 *)l4)[13];
+	} else if (proto == IPPROTO_UDP) {
+		__u32 ulen = bpf_ntohs(l4[2]);
+		if (ulen < 8 || tot < 28 || sp == 53 || sp == 67 || sp == 68 || dp == 67 || dp == 68 ||
+		    sp == 546 || sp == 547 || dp == 546 || dp == 547)
+			return 0;
+		if (ulen > tot - 20)
+			ulen = tot - 20;
+		pl = ulen - 8;
+	} else {
+		return 0;
+	}
+	/* The canonical key, as account() builds it (side_lt on zero-padded
+	 * IPv4 addresses is a 32-bit compare of their little-endian words). */
+	__u32 sa = ip->saddr, da = ip->daddr;
+	int src_is_a = sa < da || (sa == da && sp < dp);
+	__u32 a = src_is_a ? sa : da, b = src_is_a ? da : sa;
+	__u32 ports = src_is_a ? ((__u32)dp << 16 | sp) : ((__u32)sp << 16 | dp);
+	__u32 w9 = (__u32)proto << 16 | 4 << 24; /* vlan 0, family 4 */
+	__u32 h = a ^ ((b << 16) | (b >> 16)) ^ ports ^ (w9 << 7);
+	__u32 idx = (h * 0x9e3779b1u) >> (32 - CACHE_BITS);
+	struct cache_slot *c = bpf_map_lookup_elem(&flow_cache, &idx);
+	if (!c || c->gen != gen)
+		return 0;
+	const __u64 *w = (const void *)&c->k;
+	if (((w[0] ^ a) | w[1] | (w[2] ^ b) | w[3] | (w[4] ^ ((__u64)w9 << 32 | ports))) != 0)
+		return 0;
+	__u8 dir = (src_is_a ^ c->init_is_a) & 1;
+	if (pl && !c->sampled[dir])
+		return 0;
+	struct cache_dir *cd = &c->d[dir];
+	cd->packets++;
+	cd->bytes += tot;
+	cd->tcp_flags |= flags;
+	if (pl)
+		cd->payload_pkts++;
+	c->fp_packets++;
+	c->fp_bytes += end - data;
+	c->fp_l3_bytes += tot;
+	slot_touch(c, clk);
+	return 1;
 }
 
 #define PERR(e)                                          \
@@ -512,8 +877,10 @@ static __always_inline void account(struct xdp_md *ctx, struct counters *st, str
 		return verdict;                          \
 	} while (0)
 
-SEC("xdp")
-int sensor(struct xdp_md *ctx)
+/* full_path parses and counts every frame fast_path did not take. It is a
+ * global function so the verifier checks it once, apart from fast_path's
+ * branches. */
+__noinline int full_path(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data;
 	void *end = (void *)(long)ctx->data_end;
@@ -529,11 +896,11 @@ int sensor(struct xdp_md *ctx)
 	struct ethhdr *eth = data;
 	if ((void *)(eth + 1) > end)
 		PERR(ERR_TRUNC_ETH);
-	__u64 now = clock_override_ns;
-	if (!now)
-		now = bpf_ktime_get_ns();
+	__u64 clk = clock_override_ns; /* 0: the kernel's clock, read when needed */
 
 	struct pkt p = {};
+	struct ethhdr ethc;
+	__builtin_memcpy(&ethc, eth, sizeof(ethc));
 	void *cur = eth + 1;
 	__u16 h_proto = eth->h_proto;
 #pragma unroll
@@ -640,7 +1007,7 @@ int sensor(struct xdp_md *ctx)
 				len = 8 + 2 * ((__u32)arp[4] + arp[5]);
 			if (len > avail)
 				len = avail;
-			emit_discovery(ctx, st, &p, eth, now, DISC_ARP, off, len, len);
+			emit_discovery(ctx, st, &p, eth, clk ? clk : bpf_ktime_get_ns(), DISC_ARP, off, len, len);
 		}
 		return verdict;
 	}
@@ -649,7 +1016,7 @@ int sensor(struct xdp_md *ctx)
 	st->c[STAT_L3_BYTES] += p.l3_len;
 	if (p.frag) {
 		st->c[STAT_FRAGMENTS]++;
-		account(ctx, st, &p, eth, now, frame_len);
+		account(ctx, &p, &ethc, clk, frame_len);
 		return verdict;
 	}
 
@@ -679,6 +1046,8 @@ int sensor(struct xdp_md *ctx)
 			PERR(ERR_BAD_L4);
 		if (ulen > l4_len)
 			ulen = l4_len;
+		if (ulen < 8) /* the IP length leaves no room for the UDP header */
+			PERR(ERR_BAD_L4);
 		p.sport = bpf_ntohs(uh->source);
 		p.dport = bpf_ntohs(uh->dest);
 		p.pl_off = (l4 - data) + 8;
@@ -720,9 +1089,10 @@ int sensor(struct xdp_md *ctx)
 			p.disc = DISC_DNS;
 	}
 
-	account(ctx, st, &p, eth, now, frame_len);
+	account(ctx, &p, &ethc, clk, frame_len);
 
 	if (p.disc) {
+		__u64 now = clk ? clk : bpf_ktime_get_ns();
 		if (p.pl_off < frame_len)
 			avail = frame_len - p.pl_off;
 		__u32 len = p.pl_len < avail ? p.pl_len : avail;
@@ -730,6 +1100,36 @@ int sensor(struct xdp_md *ctx)
 	}
 	/* ICMP carries no payload sample; its pl_len only feeds discovery. */
 	return verdict;
+}
+
+SEC("xdp")
+int sensor(struct xdp_md *ctx)
+{
+	if (fast_path(ctx, clock_override_ns))
+		return tap_mode ? XDP_DROP : XDP_PASS;
+	return full_path(ctx);
+}
+
+static long flush_one(__u64 i, void *unused)
+{
+	__u32 idx = i, zero = 0;
+	struct cache_slot *c = bpf_map_lookup_elem(&flow_cache, &idx);
+	if (!c || !c->dirty)
+		return 0;
+	struct counters *st = bpf_map_lookup_elem(&stats, &zero);
+	if (st)
+		flush_slot(st, c);
+	return 0;
+}
+
+/* flush_cache moves the pending counts of this CPU's flow-cache slots into
+ * the flow table. User space runs it (BPF_PROG_TEST_RUN) once on each CPU
+ * before it reads the table. */
+SEC("xdp")
+int flush_cache(struct xdp_md *ctx)
+{
+	bpf_loop(CACHE_SLOTS, flush_one, 0, 0);
+	return XDP_PASS;
 }
 
 char __license[] SEC("license") = "Dual BSD/GPL";

@@ -33,6 +33,35 @@ type sensorBlVal struct {
 	R [16]sensorBlRule
 }
 
+type sensorCacheSlot struct {
+	_ structs.HostLayout
+	K sensorFlowKey
+	D [2]struct {
+		_           structs.HostLayout
+		Packets     uint64
+		Bytes       uint64
+		TcpFlags    uint32
+		PayloadPkts uint32
+	}
+	FirstNs   uint64
+	LastNs    uint64
+	Gen       uint32
+	MacInit   [6]uint8
+	MacResp   [6]uint8
+	InitIsA   uint8
+	Baseline  uint8
+	Sampled   [2]uint8
+	Dirty     uint8
+	Pad       [3]uint8
+	FirstJ    uint64
+	LastJ     uint64
+	RefJ      uint64
+	RefNs     uint64
+	FpPackets uint64
+	FpBytes   uint64
+	FpL3Bytes uint64
+}
+
 type sensorCounters struct {
 	_ structs.HostLayout
 	C [32]uint64
@@ -91,12 +120,16 @@ const (
 	sensorMapBaselineDevs    = "baseline_devs"
 	sensorMapBaselineRules   = "baseline_rules"
 	sensorMapEvents          = "events"
+	sensorMapFlowCache       = "flow_cache"
 	sensorMapFlows           = "flows"
+	sensorMapNewFlow         = "new_flow"
 	sensorMapNonip           = "nonip"
 	sensorMapSampleExt       = "sample_ext"
 	sensorMapStats           = "stats"
+	sensorProgFlushCache     = "flush_cache"
 	sensorProgSensor         = "sensor"
 	sensorVarBaselineDevices = "baseline_devices"
+	sensorVarCacheGen        = "cache_gen"
 	sensorVarClockOverrideNs = "clock_override_ns"
 	sensorVarTapMode         = "tap_mode"
 	sensorVarWakeCtr         = "wake_ctr"
@@ -144,7 +177,8 @@ type sensorSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type sensorProgramSpecs struct {
-	Sensor *ebpf.ProgramSpec `ebpf:"sensor"`
+	FlushCache *ebpf.ProgramSpec `ebpf:"flush_cache"`
+	Sensor     *ebpf.ProgramSpec `ebpf:"sensor"`
 }
 
 // sensorMapSpecs contains maps before they are loaded into the kernel.
@@ -154,7 +188,9 @@ type sensorMapSpecs struct {
 	BaselineDevs  *ebpf.MapSpec `ebpf:"baseline_devs"`
 	BaselineRules *ebpf.MapSpec `ebpf:"baseline_rules"`
 	Events        *ebpf.MapSpec `ebpf:"events"`
+	FlowCache     *ebpf.MapSpec `ebpf:"flow_cache"`
 	Flows         *ebpf.MapSpec `ebpf:"flows"`
+	NewFlow       *ebpf.MapSpec `ebpf:"new_flow"`
 	Nonip         *ebpf.MapSpec `ebpf:"nonip"`
 	SampleExt     *ebpf.MapSpec `ebpf:"sample_ext"`
 	Stats         *ebpf.MapSpec `ebpf:"stats"`
@@ -165,6 +201,7 @@ type sensorMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type sensorVariableSpecs struct {
 	BaselineDevices *ebpf.VariableSpec `ebpf:"baseline_devices"`
+	CacheGen        *ebpf.VariableSpec `ebpf:"cache_gen"`
 	ClockOverrideNs *ebpf.VariableSpec `ebpf:"clock_override_ns"`
 	TapMode         *ebpf.VariableSpec `ebpf:"tap_mode"`
 	WakeCtr         *ebpf.VariableSpec `ebpf:"wake_ctr"`
@@ -193,7 +230,9 @@ type sensorMaps struct {
 	BaselineDevs  *ebpf.Map `ebpf:"baseline_devs"`
 	BaselineRules *ebpf.Map `ebpf:"baseline_rules"`
 	Events        *ebpf.Map `ebpf:"events"`
+	FlowCache     *ebpf.Map `ebpf:"flow_cache"`
 	Flows         *ebpf.Map `ebpf:"flows"`
+	NewFlow       *ebpf.Map `ebpf:"new_flow"`
 	Nonip         *ebpf.Map `ebpf:"nonip"`
 	SampleExt     *ebpf.Map `ebpf:"sample_ext"`
 	Stats         *ebpf.Map `ebpf:"stats"`
@@ -204,7 +243,9 @@ func (m *sensorMaps) Close() error {
 		m.BaselineDevs,
 		m.BaselineRules,
 		m.Events,
+		m.FlowCache,
 		m.Flows,
+		m.NewFlow,
 		m.Nonip,
 		m.SampleExt,
 		m.Stats,
@@ -216,6 +257,7 @@ func (m *sensorMaps) Close() error {
 // It can be passed to loadSensorObjects or ebpf.CollectionSpec.LoadAndAssign.
 type sensorVariables struct {
 	BaselineDevices *ebpf.Variable `ebpf:"baseline_devices"`
+	CacheGen        *ebpf.Variable `ebpf:"cache_gen"`
 	ClockOverrideNs *ebpf.Variable `ebpf:"clock_override_ns"`
 	TapMode         *ebpf.Variable `ebpf:"tap_mode"`
 	WakeCtr         *ebpf.Variable `ebpf:"wake_ctr"`
@@ -225,11 +267,13 @@ type sensorVariables struct {
 //
 // It can be passed to loadSensorObjects or ebpf.CollectionSpec.LoadAndAssign.
 type sensorPrograms struct {
-	Sensor *ebpf.Program `ebpf:"sensor"`
+	FlushCache *ebpf.Program `ebpf:"flush_cache"`
+	Sensor     *ebpf.Program `ebpf:"sensor"`
 }
 
 func (p *sensorPrograms) Close() error {
 	return _SensorClose(
+		p.FlushCache,
 		p.Sensor,
 	)
 }

@@ -24,6 +24,11 @@ type Config struct {
 	RingBytes uint32
 	// Debug keeps the full verifier log in load errors.
 	Debug bool
+	// NoFlowCache turns the per-CPU flow cache off: every packet then
+	// takes the flow table's hash lookup and atomic adds. The cache is
+	// also off when this process may not run on every online CPU, since
+	// Flush must run on each CPU whose slots it empties.
+	NoFlowCache bool
 }
 
 // DefaultConfig returns a passive datapath with 65536 flows and a 4 MiB ring.
@@ -78,6 +83,8 @@ type Stats struct {
 	RingEvents, RingDrops uint64
 	Samples, Discovery    uint64
 	BaselineMisses        uint64
+	CacheHits             uint64 // packets counted on the per-CPU fast path
+	CacheOrphans          uint64 // flows re-created from cached counts after their entry went
 	ParseErrors           uint64
 	ParseErrorsByReason   map[string]uint64
 }
@@ -98,16 +105,24 @@ const (
 	statDiscovery
 	statBaselineMiss
 	statParseErrors
+	statCacheHits
+	statCacheOrphans
 	statErrBase = 16
+	// Cache hits are not in statPackets/statIPPackets, nor their bytes
+	// in statBytes/statL3Bytes: statsFrom adds them.
+	statCacheBytes   = 26
+	statCacheL3Bytes = 27
+	statCacheParsed  = 28
 )
 
 func statsFrom(c *[32]uint64) Stats {
 	s := Stats{
-		Packets: c[statPackets], Bytes: c[statBytes], IPPackets: c[statIPPackets],
-		L3Bytes: c[statL3Bytes], NonIP: c[statNonIP], Fragments: c[statFragments],
+		Packets: c[statPackets] + c[statCacheHits], Bytes: c[statBytes] + c[statCacheBytes],
+		IPPackets: c[statIPPackets] + c[statCacheHits], L3Bytes: c[statL3Bytes] + c[statCacheL3Bytes], NonIP: c[statNonIP], Fragments: c[statFragments],
 		FlowsCreated: c[statFlowsCreated], FlowUpdateFailures: c[statFlowUpdateFail],
 		RingEvents: c[statRBEvents], RingDrops: c[statRBDrops], Samples: c[statSamples],
 		Discovery: c[statDiscovery], BaselineMisses: c[statBaselineMiss],
+		CacheHits: c[statCacheHits] + c[statCacheParsed], CacheOrphans: c[statCacheOrphans],
 		ParseErrors: c[statParseErrors], ParseErrorsByReason: make(map[string]uint64, len(parseErrorNames)),
 	}
 	for i, n := range parseErrorNames {
