@@ -14,6 +14,7 @@ type metrics struct {
 	decodeErrors prometheus.Counter
 
 	packets, bytes, flowsCreated, fill, rbEvents, rbDrops, parseErrors, nonIP, fragments, samples, discovery, misses *prometheus.Desc
+	cacheHits, cacheOrphans                                                                                          *prometheus.Desc
 }
 
 func newMetrics(d *xdp.Datapath) *metrics {
@@ -42,13 +43,15 @@ func newMetrics(d *xdp.Datapath) *metrics {
 		samples:      desc("payload_samples_total", "Payload samples taken."),
 		discovery:    desc("discovery_events_total", "DHCP, DHCPv6, DNS response, ARP and ND packets sent up."),
 		misses:       desc("baseline_misses_total", "New flows outside their device's baseline."),
+		cacheHits:    desc("flow_cache_hits_total", "Packets counted in a per-CPU flow cache slot instead of the flow table."),
+		cacheOrphans: desc("flow_cache_orphans_total", "Flows re-created from cached counts after their entry was exported or evicted."),
 	}
 }
 
 func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
 	m.flowStarts.Describe(ch)
 	m.decodeErrors.Describe(ch)
-	for _, d := range []*prometheus.Desc{m.packets, m.bytes, m.flowsCreated, m.fill, m.rbEvents, m.rbDrops, m.parseErrors, m.nonIP, m.fragments, m.samples, m.discovery, m.misses} {
+	for _, d := range []*prometheus.Desc{m.packets, m.bytes, m.flowsCreated, m.fill, m.rbEvents, m.rbDrops, m.parseErrors, m.nonIP, m.fragments, m.samples, m.discovery, m.misses, m.cacheHits, m.cacheOrphans} {
 		ch <- d
 	}
 }
@@ -74,6 +77,8 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	c(m.samples, st.Samples)
 	c(m.discovery, st.Discovery)
 	c(m.misses, st.BaselineMisses)
+	c(m.cacheHits, st.CacheHits)
+	c(m.cacheOrphans, st.CacheOrphans)
 	for reason, v := range st.ParseErrorsByReason {
 		c(m.parseErrors, v, reason)
 	}

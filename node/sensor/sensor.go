@@ -141,6 +141,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, reg prometheus.Regis
 		log.Warn("driver has no native XDP: attached in generic mode, expect lower throughput", "iface", cfg.Iface)
 	}
 	log.Info("sensor datapath attached", "iface", cfg.Iface, "attach", string(mode), "mode", cfg.Mode, "id", cfg.ID, "flow_entries", cfg.FlowEntries)
+	if on, why := d.FlowCache(); !on {
+		log.Warn("per-CPU flow cache off: every packet takes the flow table's hash lookup", "reason", why)
+	}
 	if cfg.Ready != nil {
 		cfg.Ready(string(mode))
 	}
