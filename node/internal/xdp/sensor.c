@@ -44,16 +44,10 @@
 #define CACHE_BITS 12      /* flow cache: 4096 slots per CPU */
 #define CACHE_SLOTS (1 << CACHE_BITS)
 
-/* Counter updates are atomic: several CPUs update one flow entry. Building
- * with -DSENSOR_PLAIN_ADD gives plain (racy) adds; the benchmark compiles
- * that variant to measure what atomicity costs (see docs/performance.md). */
-#ifdef SENSOR_PLAIN_ADD
-#define ADD(p, v) (*(p) += (v))
-#define OR(p, v) (*(p) |= (v))
-#else
+/* Flow-table counter updates are atomic: several CPUs update one entry.
+ * (Flow-cache slots are per CPU and use plain adds.) */
 #define ADD(p, v) __sync_fetch_and_add((p), (v))
 #define OR(p, v) __sync_fetch_and_or((p), (v))
-#endif
 
 enum stat {
 	STAT_PACKETS = 0,
