@@ -274,7 +274,8 @@ func TestFlowCacheCollision(t *testing.T) {
 }
 
 // The fast path's own key and slot arithmetic must agree with the full
-// path's, or it would never find a slot the full path filled.
+// path's, or it would never find a slot the full path filled; untagged and
+// 802.1Q-tagged.
 func TestFastPathFindsSlots(t *testing.T) {
 	h := loadCfg(t, false)
 	rng := rand.New(rand.NewPCG(3, 4))
@@ -286,6 +287,9 @@ func TestFastPathFindsSlots(t *testing.T) {
 		copy(ip[12:16], s[:])
 		copy(ip[16:20], d[:])
 		f := v4frame(macA, macB, ip)
+		if rng.IntN(2) == 0 { // a mirrored trunk: one 802.1Q tag
+			f = v4frame(macA, macB, ip, [2]uint16{0x8100, uint16(1 + rng.IntN(4094))})
+		}
 		before := h.stats().CacheHits
 		h.run(f) // fills the slot (full path)
 		h.run(f) // must be a fast-path hit

@@ -794,7 +794,7 @@ __noinline int account(struct xdp_md *ctx, struct pkt *p, const struct ethhdr *e
 }
 
 /* fast_path counts a packet of a cached flow without the full parser: an
- * untagged IPv4 frame without options or fragmentation, carrying TCP or UDP
+ * untagged or 802.1Q-tagged IPv4 frame without options or fragmentation, carrying TCP or UDP
  * (not DHCP or DNS, which go up for discovery), whose flow owns this CPU's
  * slot and wants no more payload samples in this direction. It returns 1
  * when it counted the packet, 0 to send it down the full path, which then
@@ -804,13 +804,26 @@ static __always_inline int fast_path(struct xdp_md *ctx, __u64 clk)
 	void *data = (void *)(long)ctx->data;
 	void *end = (void *)(long)ctx->data_end;
 	struct ethhdr *eth = data;
-	struct iphdr *ip = (void *)(eth + 1);
+	if ((void *)(eth + 1) > end)
+		return 0;
+	/* Untagged, or one 802.1Q tag (a mirrored trunk port). */
+	__u32 vlan = 0;
+	void *l3 = eth + 1;
+	if (eth->h_proto == bpf_htons(ETH_P_8021Q)) {
+		__be16 *vh = l3;
+		if ((void *)(vh + 2) > end || vh[1] != bpf_htons(ETH_P_IP))
+			return 0;
+		vlan = bpf_ntohs(vh[0]) & 0x0fff;
+		l3 = vh + 2;
+	} else if (eth->h_proto != bpf_htons(ETH_P_IP)) {
+		return 0;
+	}
+	struct iphdr *ip = l3;
 	__be16 *l4 = (void *)(ip + 1);
 	if ((void *)(l4 + 10) > end) /* IPv4 header and 20 bytes of L4 */
 		return 0;
 	__u32 gen = cache_gen;
-	if (!gen || eth->h_proto != bpf_htons(ETH_P_IP) || *(__u8 *)ip != 0x45 ||
-	    (ip->frag_off & bpf_htons(0x3fff)))
+	if (!gen || *(__u8 *)ip != 0x45 || (ip->frag_off & bpf_htons(0x3fff)))
 		return 0;
 	__u8 proto = ip->protocol;
 	__u32 tot = bpf_ntohs(ip->tot_len);
@@ -839,7 +852,7 @@ static __always_inline int fast_path(struct xdp_md *ctx, __u64 clk)
 	int src_is_a = sa < da || (sa == da && sp < dp);
 	__u32 a = src_is_a ? sa : da, b = src_is_a ? da : sa;
 	__u32 ports = src_is_a ? ((__u32)dp << 16 | sp) : ((__u32)sp << 16 | dp);
-	__u32 w9 = (__u32)proto << 16 | 4 << 24; /* vlan 0, family 4 */
+	__u32 w9 = vlan | (__u32)proto << 16 | 4 << 24; /* family 4 */
 	__u32 h = a ^ ((b << 16) | (b >> 16)) ^ ports ^ (w9 << 7);
 	__u32 idx = (h * 0x9e3779b1u) >> (32 - CACHE_BITS);
 	struct cache_slot *c = bpf_map_lookup_elem(&flow_cache, &idx);
