@@ -205,6 +205,13 @@ func TestLeaderKilledWhileDecisionsStream(t *testing.T) {
 // otherwise they keep production values (benchmarks on a loaded machine).
 func startCoordinators(t testing.TB, n int, fast bool) ([]*coordNode, []string) {
 	t.Helper()
+	return startCoordinatorsWith(t, n, fast, nil)
+}
+
+// startCoordinatorsWith is startCoordinators with a last say on each
+// coordinator's configuration.
+func startCoordinatorsWith(t testing.TB, n int, fast bool, tweak func(*coordinator.Config)) ([]*coordNode, []string) {
+	t.Helper()
 	base := t.TempDir()
 	var apis []string
 	for range n {
@@ -229,6 +236,9 @@ func startCoordinators(t testing.TB, n int, fast bool) ([]*coordNode, []string) 
 			cfg.CommitTimeout = d
 		}
 		cfg.API.WatchHeartbeat = 100 * time.Millisecond
+		if tweak != nil {
+			tweak(&cfg)
+		}
 		c, err := coordinator.New(cfg, quiet, prometheus.NewRegistry())
 		if err != nil {
 			t.Fatal(err)

@@ -192,9 +192,14 @@ type verdictCollector struct{ dp *xdp.Datapath }
 var (
 	packetsDesc = prometheus.NewDesc("medmesh_enforcer_packets_total", "Packets by enforcer verdict.", []string{"verdict"}, nil)
 	bytesDesc   = prometheus.NewDesc("medmesh_enforcer_bytes_total", "Bytes by enforcer verdict.", []string{"verdict"}, nil)
+	cacheDesc   = prometheus.NewDesc("medmesh_enforcer_verdict_cache_total", "IP packets answered by the per-CPU verdict cache (hit) or that missed it (miss; uncacheable packets are in neither).", []string{"result"}, nil)
 )
 
-func (c *verdictCollector) Describe(ch chan<- *prometheus.Desc) { ch <- packetsDesc; ch <- bytesDesc }
+func (c *verdictCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- packetsDesc
+	ch <- bytesDesc
+	ch <- cacheDesc
+}
 
 func (c *verdictCollector) Collect(ch chan<- prometheus.Metric) {
 	v, err := c.dp.Verdicts()
@@ -207,4 +212,11 @@ func (c *verdictCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(packetsDesc, prometheus.CounterValue, float64(cnt.Packets), name)
 		ch <- prometheus.MustNewConstMetric(bytesDesc, prometheus.CounterValue, float64(cnt.Bytes), name)
 	}
+	hits, misses, err := c.dp.CacheStats()
+	if err != nil {
+		ch <- prometheus.NewInvalidMetric(cacheDesc, err)
+		return
+	}
+	ch <- prometheus.MustNewConstMetric(cacheDesc, prometheus.CounterValue, float64(hits), "hit")
+	ch <- prometheus.MustNewConstMetric(cacheDesc, prometheus.CounterValue, float64(misses), "miss")
 }

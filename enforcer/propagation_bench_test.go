@@ -3,26 +3,28 @@
 package enforcer_test
 
 import (
-	"bytes"
+	"bufio"
 	"context"
-	"encoding/base64"
-	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
-	"net/http"
+	"os"
 	"os/exec"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/medmesh/medmesh/coordinator"
 	"github.com/medmesh/medmesh/enforcer/internal/fakecoord"
 	"github.com/medmesh/medmesh/enforcer/internal/state"
 	"github.com/medmesh/medmesh/enforcer/internal/watch"
@@ -38,7 +40,9 @@ const propagationSamples = 200
 // decision in the log to its application in each enforcer's BPF maps, with
 // 1 and 100 watching enforcers (real gRPC streams, real State, real
 // datapath maps), next to etcd's put->watch latency with as many watchers,
-// measured in the same run. Run it with -benchtime=1x.
+// measured in the same run: a single-member etcd (etcd1) and, like
+// medmesh-raft3, a 3-member cluster (etcd3) with the watchers spread over
+// the members. Run it with -benchtime=1x.
 func BenchmarkPropagation(b *testing.B) {
 	testutil.RequireRoot(b)
 	for _, n := range []int{1, 100} {
@@ -49,17 +53,27 @@ func BenchmarkPropagation(b *testing.B) {
 		})
 		b.Run(fmt.Sprintf("medmesh-raft3/watchers=%d", n), func(b *testing.B) {
 			for b.Loop() {
-				report(b, raftPropagation(b, n))
+				report(b, raftPropagation(b, n, 0))
 			}
 		})
-		b.Run(fmt.Sprintf("etcd/watchers=%d", n), func(b *testing.B) {
-			if _, err := exec.LookPath("etcd"); err != nil {
-				b.Skip("skipped: etcd binary not installed")
-			}
+		// The same with the coordinators' Raft CommitTimeout at 1 ms (the
+		// default is 10 ms): followers, and the enforcers watching them,
+		// learn a commit at most 2 CommitTimeouts after the leader.
+		b.Run(fmt.Sprintf("medmesh-raft3-commit1ms/watchers=%d", n), func(b *testing.B) {
 			for b.Loop() {
-				report(b, etcdPropagation(b, n))
+				report(b, raftPropagation(b, n, time.Millisecond))
 			}
 		})
+		for _, members := range []int{1, 3} {
+			b.Run(fmt.Sprintf("etcd%d/watchers=%d", members, n), func(b *testing.B) {
+				if _, err := exec.LookPath("etcd"); err != nil {
+					b.Skip("skipped: etcd binary not installed")
+				}
+				for b.Loop() {
+					report(b, etcdPropagation(b, members, n))
+				}
+			})
+		}
 	}
 }
 
@@ -164,9 +178,12 @@ func medmeshPropagation(b *testing.B, n int) []time.Duration {
 // apply-policy decision through Raft (fsync on); latency runs from the
 // leader's timestamp on the decision (stamped before the Raft commit) to
 // its application in each enforcer's maps. Watchers spread over the three
-// replicas.
-func raftPropagation(b *testing.B, n int) []time.Duration {
-	_, apis := startCoordinators(b, 3, false)
+// replicas. A commitTimeout > 0 replaces the coordinators' Raft
+// CommitTimeout. The coordinators run in a separate process, as etcd does
+// and as they do in production: in the benchmark's own process they would
+// share one Go scheduler with the 100 enforcers.
+func raftPropagation(b *testing.B, n int, commitTimeout time.Duration) []time.Duration {
+	apis := hostCoordinators(b, commitTimeout)
 	conns := make([]*grpc.ClientConn, len(apis))
 	for i, a := range apis {
 		cc, err := grpc.NewClient(a, grpc.WithTransportCredentials(insecure.NewCredentials()))
@@ -204,9 +221,10 @@ func raftPropagation(b *testing.B, n int) []time.Duration {
 	discard := slog.New(slog.DiscardHandler)
 	var states []*state.State
 	var (
-		mu      sync.Mutex
-		lat     []time.Duration
-		applied atomic.Int64
+		mu        sync.Mutex
+		lat       []time.Duration
+		delivered []time.Duration
+		applied   atomic.Int64
 	)
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
@@ -231,10 +249,12 @@ func raftPropagation(b *testing.B, n int) []time.Duration {
 			b.Fatal(err)
 		}
 		defer w.Close()
-		w.OnApplied(func(d *medmeshv1.Decision, _ time.Time) {
-			l := time.Since(d.GetCreateTime().AsTime())
+		w.OnApplied(func(d *medmeshv1.Decision, received time.Time) {
+			committed := d.GetCreateTime().AsTime()
+			l := time.Since(committed)
 			mu.Lock()
 			lat = append(lat, l)
+			delivered = append(delivered, received.Sub(committed))
 			mu.Unlock()
 			applied.Add(1)
 		})
@@ -244,11 +264,14 @@ func raftPropagation(b *testing.B, n int) []time.Duration {
 	testutil.Eventually(b, 30*time.Second, time.Millisecond, func() bool { return applied.Load() >= int64(n) }, "watchers caught up")
 	time.Sleep(50 * time.Millisecond)
 	mu.Lock()
-	lat = lat[:0]
+	lat, delivered = lat[:0], delivered[:0]
 	mu.Unlock()
 	applied.Store(0)
+	var writes []time.Duration
 	for i := range propagationSamples {
+		t0 := time.Now()
 		write(i+1, false)
+		writes = append(writes, time.Since(t0))
 		want := int64((i + 1) * n)
 		deadline := time.Now().Add(30 * time.Second)
 		for applied.Load() < want {
@@ -265,34 +288,175 @@ func raftPropagation(b *testing.B, n int) []time.Duration {
 	}
 	mu.Lock()
 	defer mu.Unlock()
+	slices.Sort(writes)
+	b.ReportMetric(float64(writes[len(writes)/2].Microseconds())/1000, "write-p50-ms")
+	slices.Sort(delivered)
+	b.ReportMetric(float64(delivered[len(delivered)/2].Microseconds())/1000, "delivered-p50-ms")
+	b.ReportMetric(float64(delivered[min(len(delivered)-1, len(delivered)*99/100)].Microseconds())/1000, "delivered-p99-ms")
 	return slices.Clone(lat)
 }
 
-// etcdPropagation starts a single-member etcd on loopback (fsync on, as
-// shipped) and measures put->watch latency through its v3 JSON gateway with
-// n watchers on the key.
-func etcdPropagation(b *testing.B, n int) []time.Duration {
-	dir := b.TempDir()
-	client := fmt.Sprintf("http://127.0.0.1:%d", testutil.FreePort(b))
-	peer := fmt.Sprintf("http://127.0.0.1:%d", testutil.FreePort(b))
-	cmd := exec.Command("etcd", "--name", "bench", "--data-dir", dir,
-		"--listen-client-urls", client, "--advertise-client-urls", client,
-		"--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
-		"--initial-cluster", "bench="+peer, "--log-level", "error")
+// coordHostEnv makes the test binary a coordinator host (see
+// TestCoordinatorHost); its value is the Raft CommitTimeout, "0s" for the
+// default.
+const coordHostEnv = "MEDMESH_BENCH_COORD_HOST"
+
+// TestCoordinatorHost is not a test but the coordinators' process of
+// BenchmarkPropagation: with coordHostEnv set, it starts three
+// coordinators (production timers), prints their API addresses, the
+// leader's first, and serves until its stdin closes.
+func TestCoordinatorHost(t *testing.T) {
+	ct, ok := os.LookupEnv(coordHostEnv)
+	if !ok {
+		t.Skip("skipped: only the coordinator process of BenchmarkPropagation")
+	}
+	commitTimeout, err := time.ParseDuration(ct)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nodes, apis := startCoordinatorsWith(t, 3, false, func(c *coordinator.Config) {
+		// Production timers: startCoordinators shortens the watch
+		// heartbeat for tests, which with 100 streams adds 1,000
+		// messages a second that production does not send.
+		c.API.WatchHeartbeat = coordinator.DefaultConfig().API.WatchHeartbeat
+		if commitTimeout > 0 {
+			c.CommitTimeout = commitTimeout
+		}
+	})
+	// The leader first: watcher i watches replica i mod 3, as in the etcd
+	// runs, so one watcher watches the leader and 100 spread 34/33/33.
+	testutil.Eventually(t, 10*time.Second, 10*time.Millisecond, func() bool {
+		for i, n := range nodes {
+			if n.c.IsLeader() {
+				apis = append(apis[i:i+1:i+1], append(apis[:i:i], apis[i+1:]...)...)
+				return true
+			}
+		}
+		return false
+	}, "a coordinator leads")
+	fmt.Printf("COORDINATORS %s\n", strings.Join(apis, ","))
+	io.Copy(io.Discard, os.Stdin)
+}
+
+// hostCoordinators starts the coordinator process and returns the API
+// addresses, the leader's first.
+func hostCoordinators(b *testing.B, commitTimeout time.Duration) []string {
+	cmd := exec.Command(os.Args[0], "-test.run=^TestCoordinatorHost$", "-test.count=1")
+	cmd.Env = append(os.Environ(), coordHostEnv+"="+commitTimeout.String())
+	cmd.Stderr = os.Stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
 	if err := cmd.Start(); err != nil {
 		b.Fatal(err)
 	}
-	defer func() { cmd.Process.Kill(); cmd.Wait() }()
-	hc := &http.Client{Transport: &http.Transport{MaxConnsPerHost: 0, MaxIdleConnsPerHost: 200}}
-	testutil.Eventually(b, 20*time.Second, 50*time.Millisecond, func() bool {
-		resp, err := hc.Get(client + "/health")
-		if err != nil {
-			return false
+	b.Cleanup(func() {
+		stdin.Close()
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
+			cmd.Process.Kill()
+			<-done
 		}
-		resp.Body.Close()
-		return resp.StatusCode == 200
-	}, "etcd healthy")
-	key := base64.StdEncoding.EncodeToString([]byte("/medmesh/bench/decision"))
+	})
+	sc := bufio.NewScanner(stdout)
+	for sc.Scan() {
+		if addrs, ok := strings.CutPrefix(sc.Text(), "COORDINATORS "); ok {
+			go io.Copy(io.Discard, stdout)
+			return strings.Split(addrs, ",")
+		}
+	}
+	b.Fatalf("coordinator process ended before it served: %v", sc.Err())
+	return nil
+}
+
+// etcdCluster is an n-member etcd on loopback, fsync on as shipped.
+type etcdCluster struct {
+	endpoints []string
+	cmds      []*exec.Cmd
+}
+
+func startEtcd(b *testing.B, members int) *etcdCluster {
+	dir := b.TempDir()
+	ec := &etcdCluster{}
+	var peers, initial []string
+	for i := range members {
+		peers = append(peers, fmt.Sprintf("http://127.0.0.1:%d", testutil.FreePort(b)))
+		ec.endpoints = append(ec.endpoints, fmt.Sprintf("http://127.0.0.1:%d", testutil.FreePort(b)))
+		initial = append(initial, fmt.Sprintf("e%d=%s", i, peers[i]))
+	}
+	b.Cleanup(func() {
+		for _, c := range ec.cmds {
+			c.Process.Kill()
+			c.Wait()
+		}
+	})
+	for i := range members {
+		cmd := exec.Command("etcd", "--name", fmt.Sprintf("e%d", i), "--data-dir", fmt.Sprintf("%s/e%d", dir, i),
+			"--listen-client-urls", ec.endpoints[i], "--advertise-client-urls", ec.endpoints[i],
+			"--listen-peer-urls", peers[i], "--initial-advertise-peer-urls", peers[i],
+			"--initial-cluster", strings.Join(initial, ","), "--initial-cluster-state", "new",
+			"--logger", "zap", "--log-level", "error")
+		if err := cmd.Start(); err != nil {
+			b.Fatal(err)
+		}
+		ec.cmds = append(ec.cmds, cmd)
+	}
+	return ec
+}
+
+func etcdClient(b *testing.B, endpoint string) *clientv3.Client {
+	c, err := clientv3.New(clientv3.Config{Endpoints: []string{endpoint}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return c
+}
+
+// leader returns a client connected to the member that leads, once every
+// member knows the leader.
+func (ec *etcdCluster) leader(b *testing.B) *clientv3.Client {
+	var leader string
+	testutil.Eventually(b, 30*time.Second, 50*time.Millisecond, func() bool {
+		c := etcdClient(b, ec.endpoints[0])
+		defer c.Close()
+		leader = ""
+		for _, ep := range ec.endpoints {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			st, err := c.Status(ctx, ep)
+			cancel()
+			if err != nil || st.Leader == 0 {
+				return false
+			}
+			if st.Header.GetMemberId() == st.Leader {
+				leader = ep
+			}
+		}
+		return leader != ""
+	}, "etcd cluster has a leader")
+	// The leader first: watcher i watches member i mod n, as in the
+	// medmesh runs.
+	i := slices.Index(ec.endpoints, leader)
+	ec.endpoints = append([]string{leader}, slices.Delete(slices.Clone(ec.endpoints), i, i+1)...)
+	return etcdClient(b, leader)
+}
+
+// etcdPropagation starts an etcd of the given size on loopback (fsync on,
+// as shipped) and measures put->watch latency with n watchers on the key,
+// spread over the members, each with its own client connection (as each
+// enforcer has its own), the puts going to the leader.
+func etcdPropagation(b *testing.B, members, n int) []time.Duration {
+	ec := startEtcd(b, members)
+	writer := ec.leader(b)
+	defer writer.Close()
+	const key = "/medmesh/bench/decision"
 	var (
 		mu      sync.Mutex
 		lat     []time.Duration
@@ -302,38 +466,20 @@ func etcdPropagation(b *testing.B, n int) []time.Duration {
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	defer func() { cancel(); wg.Wait() }()
-	for range n {
-		req, _ := http.NewRequestWithContext(ctx, "POST", client+"/v3/watch", bytes.NewBufferString(`{"create_request":{"key":"`+key+`"}}`))
-		resp, err := hc.Do(req)
-		if err != nil {
-			b.Fatal(err)
-		}
+	for i := range n {
+		c := etcdClient(b, ec.endpoints[i%members])
+		defer c.Close()
+		wch := c.Watch(clientv3.WithRequireLeader(ctx), key, clientv3.WithCreatedNotify())
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			defer resp.Body.Close()
-			dec := json.NewDecoder(resp.Body)
-			for {
-				var msg struct {
-					Result struct {
-						Created bool `json:"created"`
-						Events  []struct {
-							Kv struct {
-								Value string `json:"value"`
-							} `json:"kv"`
-						} `json:"events"`
-					} `json:"result"`
-				}
-				if err := dec.Decode(&msg); err != nil {
-					return
-				}
-				if msg.Result.Created {
+			for resp := range wch {
+				if resp.Created {
 					started.Add(1)
 				}
-				for _, ev := range msg.Result.Events {
+				for _, ev := range resp.Events {
 					now := time.Now()
-					raw, _ := base64.StdEncoding.DecodeString(ev.Kv.Value)
-					ns, _ := strconv.ParseInt(string(raw), 10, 64)
+					ns, _ := strconv.ParseInt(string(ev.Kv.Value), 10, 64)
 					mu.Lock()
 					lat = append(lat, now.Sub(time.Unix(0, ns)))
 					mu.Unlock()
@@ -344,13 +490,12 @@ func etcdPropagation(b *testing.B, n int) []time.Duration {
 	}
 	testutil.Eventually(b, 20*time.Second, time.Millisecond, func() bool { return started.Load() == int64(n) }, "etcd watches created")
 	for i := range propagationSamples {
-		val := base64.StdEncoding.EncodeToString([]byte(strconv.FormatInt(time.Now().UnixNano(), 10)))
-		resp, err := hc.Post(client+"/v3/kv/put", "application/json", bytes.NewBufferString(`{"key":"`+key+`","value":"`+val+`"}`))
+		pctx, pcancel := context.WithTimeout(context.Background(), 10*time.Second)
+		_, err := writer.Put(pctx, key, strconv.FormatInt(time.Now().UnixNano(), 10))
+		pcancel()
 		if err != nil {
 			b.Fatal(err)
 		}
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
 		want := int64((i + 1) * n)
 		testutil.Eventually(b, 30*time.Second, 100*time.Microsecond, func() bool { return got.Load() >= want }, "put %d watched by all", i)
 		time.Sleep(2 * time.Millisecond)

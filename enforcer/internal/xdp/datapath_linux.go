@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"sync"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -42,12 +43,15 @@ const linkPin = "link"
 
 // Datapath is the loaded enforcer program and its maps.
 type Datapath struct {
-	objs   enforcerObjects
-	cfg    Config
-	slots  uint32
-	link   link.Link
-	ncpu   int
-	zeroes []uint64
+	objs  enforcerObjects
+	cfg   Config
+	slots uint32
+	link  link.Link
+	ncpu  int
+
+	metaMu  sync.Mutex
+	applied uint64 // as written to the meta map
+	gen     uint64 // policy generation, as written to the meta map
 }
 
 // Load loads the program and its maps. With a PinDir, maps pinned there by a
@@ -89,8 +93,51 @@ func Load(cfg Config) (*Datapath, error) {
 		d.objs.Close()
 		return nil, fmt.Errorf("possible cpus: %w", err)
 	}
-	d.zeroes = make([]uint64, d.ncpu)
+	// The generation only grows, also across restarts: it lives in the
+	// pinned meta map and a new process bumps it once more, so no cached
+	// verdict of an earlier process or generation can hit.
+	var m enforcerMetadata
+	if err := d.objs.Meta.Lookup(uint32(0), &m); err != nil {
+		d.objs.Close()
+		return nil, fmt.Errorf("lookup meta: %w", err)
+	}
+	d.applied, d.gen = m.AppliedIndex, m.Generation
+	if err := d.invalidate(); err != nil {
+		d.objs.Close()
+		return nil, err
+	}
 	return d, nil
+}
+
+// invalidate bumps the policy generation: every verdict cached so far
+// stops hitting. Every method that changes a policy map calls it after the
+// change and before returning, so once a change is reported done (and a
+// fortiori once a decision is recorded as applied) no packet gets a verdict
+// of an older policy.
+func (d *Datapath) invalidate() error {
+	d.metaMu.Lock()
+	defer d.metaMu.Unlock()
+	m := enforcerMetadata{AppliedIndex: d.applied, Generation: d.gen + 1}
+	if err := d.objs.Meta.Put(uint32(0), m); err != nil {
+		return fmt.Errorf("bump policy generation: %w", err)
+	}
+	d.gen = m.Generation
+	return nil
+}
+
+// invalidated runs invalidate after a change, even a partial one, and
+// joins its error to *err.
+func (d *Datapath) invalidated(err *error) {
+	if ierr := d.invalidate(); ierr != nil {
+		*err = errors.Join(*err, ierr)
+	}
+}
+
+// Generation returns the current policy generation.
+func (d *Datapath) Generation() uint64 {
+	d.metaMu.Lock()
+	defer d.metaMu.Unlock()
+	return d.gen
 }
 
 // ensureBPFFS mounts bpffs on /sys/fs/bpf when needed and creates dir.
@@ -113,6 +160,10 @@ func ensureBPFFS(dir string) error {
 
 // Program is the verdict program.
 func (d *Datapath) Program() *ebpf.Program { return d.objs.Enforce }
+
+// MissProgram is the verdict program with every cache lookup forced to
+// miss: the benchmarks measure the slow path with it. Never attach it.
+func (d *Datapath) MissProgram() *ebpf.Program { return d.objs.EnforceMiss }
 
 // PassProgram is a bare XDP_PASS program, the benchmark baseline.
 func (d *Datapath) PassProgram() *ebpf.Program { return d.objs.Pass }
@@ -212,7 +263,8 @@ func macKey(mac net.HardwareAddr) (enforcerMacKey, error) {
 }
 
 // SetDevice creates or atomically replaces a device's entry.
-func (d *Datapath) SetDevice(mac net.HardwareAddr, e DeviceEntry) error {
+func (d *Datapath) SetDevice(mac net.HardwareAddr, e DeviceEntry) (err error) {
+	defer d.invalidated(&err)
 	k, err := macKey(mac)
 	if err != nil {
 		return err
@@ -228,7 +280,8 @@ func (d *Datapath) SetDevice(mac net.HardwareAddr, e DeviceEntry) error {
 }
 
 // DeleteDevice removes a device's entry; its traffic passes again.
-func (d *Datapath) DeleteDevice(mac net.HardwareAddr) error {
+func (d *Datapath) DeleteDevice(mac net.HardwareAddr) (err error) {
+	defer d.invalidated(&err)
 	k, err := macKey(mac)
 	if err != nil {
 		return err
@@ -261,8 +314,11 @@ func peerKey(slot uint32, p netip.Prefix) enforcerPeerKey {
 
 // WriteSlot writes rules into a slot that no device uses yet: rule array,
 // peer entries and slot info, counters reset. The slot becomes effective
-// when a device entry points to it.
-func (d *Datapath) WriteSlot(slot uint32, rules []Rule) error {
+// when a device entry points to it. Each map is written with one batch
+// syscall: with a hundred enforcers on one host, per-entry syscalls were
+// most of a decision's cost.
+func (d *Datapath) WriteSlot(slot uint32, rules []Rule) (err error) {
+	defer d.invalidated(&err)
 	if slot >= d.slots {
 		return fmt.Errorf("slot %d out of range", slot)
 	}
@@ -272,23 +328,32 @@ func (d *Datapath) WriteSlot(slot uint32, rules []Rule) error {
 	}
 	// A free slot's rule entries are empty (ClearSlot empties them), so
 	// only the rules themselves are written.
-	base := slot * MaxRules
-	for i, r := range rules {
-		idx := base + uint32(i)
-		if err := d.objs.Rules.Put(idx, toBPFRule(r)); err != nil {
-			return fmt.Errorf("put rule %d of slot %d: %w", i, slot, err)
+	if len(rules) > 0 {
+		base := slot * MaxRules
+		keys := make([]uint32, len(rules))
+		vals := make([]enforcerRule, len(rules))
+		for i, r := range rules {
+			keys[i], vals[i] = base+uint32(i), toBPFRule(r)
 		}
-		if err := d.objs.RuleHits.Put(idx, d.zeroes); err != nil {
-			return fmt.Errorf("reset rule counter: %w", err)
+		if _, err := d.objs.Rules.BatchUpdate(keys, vals, nil); err != nil {
+			return fmt.Errorf("put rules of slot %d: %w", slot, err)
+		}
+		if _, err := d.objs.RuleHits.BatchUpdate(keys, make([]uint64, len(rules)*d.ncpu), nil); err != nil {
+			return fmt.Errorf("reset rule counters of slot %d: %w", slot, err)
 		}
 	}
-	for p, e := range pl.entries {
-		v := enforcerPeerVal{Allow: e.allow}
-		if e.block {
-			v.Block = 1
+	if len(pl.entries) > 0 {
+		keys := make([]enforcerPeerKey, 0, len(pl.entries))
+		vals := make([]enforcerPeerVal, 0, len(pl.entries))
+		for p, e := range pl.entries {
+			v := enforcerPeerVal{Allow: e.allow}
+			if e.block {
+				v.Block = 1
+			}
+			keys, vals = append(keys, peerKey(slot, p)), append(vals, v)
 		}
-		if err := d.objs.Peers.Put(peerKey(slot, p), v); err != nil {
-			return fmt.Errorf("put peer %s of slot %d: %w", p, slot, err)
+		if _, err := d.objs.Peers.BatchUpdate(keys, vals, nil); err != nil {
+			return fmt.Errorf("put peers of slot %d: %w", slot, err)
 		}
 	}
 	info := enforcerSlotInfo{AnyAllow: pl.anyAllow, Nlens4: uint8(len(pl.lens4)), Nlens6: uint8(len(pl.lens6))}
@@ -305,7 +370,8 @@ func (d *Datapath) WriteSlot(slot uint32, rules []Rule) error {
 
 // ClearSlot removes a slot's info and peer entries, then its rules. Call
 // it only after no device entry points to the slot.
-func (d *Datapath) ClearSlot(slot uint32, rules []Rule) error {
+func (d *Datapath) ClearSlot(slot uint32, rules []Rule) (err error) {
+	defer d.invalidated(&err)
 	if slot >= d.slots {
 		return fmt.Errorf("slot %d out of range", slot)
 	}
@@ -316,15 +382,32 @@ func (d *Datapath) ClearSlot(slot uint32, rules []Rule) error {
 	if err := d.objs.Slots.Put(slot, enforcerSlotInfo{}); err != nil {
 		return fmt.Errorf("clear slot %d info: %w", slot, err)
 	}
-	for p := range pl.entries {
-		if err := d.objs.Peers.Delete(peerKey(slot, p)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-			return fmt.Errorf("delete peer %s of slot %d: %w", p, slot, err)
+	if len(pl.entries) > 0 {
+		keys := make([]enforcerPeerKey, 0, len(pl.entries))
+		for p := range pl.entries {
+			keys = append(keys, peerKey(slot, p))
+		}
+		// A batch delete stops at the first missing key, which a slot
+		// half-written by a crashed enforcer may have: then one by one.
+		if _, err := d.objs.Peers.BatchDelete(keys, nil); err != nil {
+			if !errors.Is(err, ebpf.ErrKeyNotExist) {
+				return fmt.Errorf("delete peers of slot %d: %w", slot, err)
+			}
+			for _, k := range keys {
+				if err := d.objs.Peers.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+					return fmt.Errorf("delete peer of slot %d: %w", slot, err)
+				}
+			}
 		}
 	}
-	base := slot * MaxRules
-	for i := range rules {
-		if err := d.objs.Rules.Put(base+uint32(i), enforcerRule{}); err != nil {
-			return fmt.Errorf("clear rule %d of slot %d: %w", i, slot, err)
+	if len(rules) > 0 {
+		base := slot * MaxRules
+		keys := make([]uint32, len(rules))
+		for i := range rules {
+			keys[i] = base + uint32(i)
+		}
+		if _, err := d.objs.Rules.BatchUpdate(keys, make([]enforcerRule, len(rules)), nil); err != nil {
+			return fmt.Errorf("clear rules of slot %d: %w", slot, err)
 		}
 	}
 	return nil
@@ -397,17 +480,22 @@ func (d *Datapath) AppliedIndex() (uint64, error) {
 	return m.AppliedIndex, nil
 }
 
-// SetAppliedIndex persists the applied decision index.
+// SetAppliedIndex persists the applied decision index (and keeps the
+// policy generation).
 func (d *Datapath) SetAppliedIndex(index uint64) error {
-	if err := d.objs.Meta.Put(uint32(0), enforcerMetadata{AppliedIndex: index}); err != nil {
+	d.metaMu.Lock()
+	defer d.metaMu.Unlock()
+	if err := d.objs.Meta.Put(uint32(0), enforcerMetadata{AppliedIndex: index, Generation: d.gen}); err != nil {
 		return fmt.Errorf("put applied index: %w", err)
 	}
+	d.applied = index
 	return nil
 }
 
 // SetInfra replaces the servers a quarantined device may still reach.
 // IPv4 and IPv6 broadcast and all-DHCP-servers addresses are always DHCP.
-func (d *Datapath) SetInfra(servers map[netip.Addr]uint32) error {
+func (d *Datapath) SetInfra(servers map[netip.Addr]uint32) (err error) {
+	defer d.invalidated(&err)
 	want := map[[16]byte]uint32{
 		netip.MustParseAddr("::ffff:255.255.255.255").As16(): RoleDHCP,
 		netip.MustParseAddr("ff02::1:2").As16():              RoleDHCP,
@@ -470,4 +558,36 @@ func (d *Datapath) RuleHits(slot uint32, i int) (uint64, error) {
 		n += c
 	}
 	return n, nil
+}
+
+// CacheStats returns the verdict cache's hits and misses (cacheable
+// packets that found another flow or an older generation in their slot),
+// summed over CPUs. The program counts only its slow path, so a hit costs
+// no counter of its own: hits are the IP packets counted in the verdicts
+// minus those that took the slow path. Exact when no packets arrive during
+// the read; under traffic, off by the packets in flight.
+func (d *Datapath) CacheStats() (hits, misses uint64, err error) {
+	var per []enforcerCacheStats
+	if err := d.objs.CacheCounters.Lookup(uint32(0), &per); err != nil {
+		return 0, 0, fmt.Errorf("lookup cache counters: %w", err)
+	}
+	var slow uint64
+	for _, c := range per {
+		slow += c.Slow
+		misses += c.Misses
+	}
+	v, err := d.Verdicts()
+	if err != nil {
+		return 0, 0, err
+	}
+	var ip uint64
+	for i, c := range v {
+		if Verdict(i) != VerdictPassNonIP {
+			ip += c.Packets
+		}
+	}
+	if ip > slow {
+		hits = ip - slow
+	}
+	return hits, misses, nil
 }

@@ -13,6 +13,18 @@
 // probes cost far less for typical policies (see docs/performance.md).
 // IPv4 addresses are stored as IPv4-mapped IPv6 addresses. The program never
 // looks at payload beyond L4 ports.
+//
+// In front of all that sits a per-CPU verdict cache: a direct-mapped array
+// indexed by a multiplicative hash of the flow (source MAC, peer address,
+// address family, protocol, ports). A slot holds the full flow key, the
+// verdict, the rule that allowed it and the policy generation it was
+// computed under. User space bumps the generation (meta map) after every
+// change to the policy maps and before it records a decision as applied,
+// so a hit is only ever a verdict of the current policy. The generation is read before the slow
+// path's lookups, so a slot filled while a change lands carries the older
+// generation and never hits. Only TCP and UDP packets with ports (not later
+// fragments, not malformed, no IPv6 extension headers) are cached;
+// everything else takes the slow path.
 
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
@@ -26,6 +38,9 @@
 
 #define MAX_RULES 64
 #define MAX_LENS 16 // distinct prefix lengths per family and slot
+#define CACHE_BITS 13
+#define CACHE_SLOTS (1 << CACHE_BITS) // per CPU
+#define NO_RULE 0xffffffff
 
 // Device modes.
 #define MODE_NONE 0
@@ -121,7 +136,34 @@ struct counter {
 
 struct metadata {
 	__u64 applied_index;
-	__u64 generation;
+	__u64 generation; // policy generation, >= 1 once loaded; see the cache
+};
+
+// flow_key is what a cached verdict depends on besides the policy.
+struct flow_key {
+	__u32 peer[4];
+	__u8 mac[6];
+	__u8 proto;
+	__u8 family; // 4 or 6: an IPv6 packet to ::ffff:a.b.c.d is not an IPv4 one
+	__u16 sport;
+	__u16 dport;
+	__u32 pad2;
+} __attribute__((aligned(8)));
+
+struct cache_entry {
+	__u64 generation; // 0: empty
+	struct flow_key key;
+	__u32 rule; // rule_hits index of the allowing rule, or NO_RULE
+	__u8 verdict;
+	__u8 action;
+	__u16 pad;
+};
+
+// cache_stats counts the slow path, so a hit costs no counter of its own:
+// hits = all packets counted in verdicts - V_PASS_NON_IP - slow.
+struct cache_stats {
+	__u64 slow;   // IP packets that took the slow path
+	__u64 misses; // of which cacheable (a cache miss)
 };
 
 struct {
@@ -180,6 +222,20 @@ struct {
 	__type(key, __u32);
 	__type(value, struct metadata);
 } meta SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, CACHE_SLOTS);
+	__type(key, __u32);
+	__type(value, struct cache_entry);
+} cache SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct cache_stats);
+} cache_counters SEC(".maps");
 
 struct pkt {
 	struct in6_addr peer;
@@ -383,8 +439,141 @@ static __always_inline struct peer_val *probe(__u32 slot, struct slot_info *si, 
 	return 0;
 }
 
-SEC("xdp")
-int enforce(struct xdp_md *ctx)
+static __always_inline int is_drop(__u32 v)
+{
+	return v == V_DROP_DENIED || v == V_DROP_QUARANTINE || v == V_DROP_BLOCKED;
+}
+
+// slow computes a packet's verdict from the policy maps. It sets *rule to
+// the rule_hits index of the allowing rule, and *cacheable to 0 when the
+// verdict must not be cached.
+static __always_inline __u32 slow(struct mac_key *mk, struct pkt *p, int v4, __u32 *rule, int *cacheable)
+{
+	struct device *dev = bpf_map_lookup_elem(&devices, mk);
+	if (!dev)
+		return V_PASS_NO_POLICY;
+
+	__u32 slot = dev->slot;
+	struct slot_info *si = bpf_map_lookup_elem(&slots, &slot);
+	if (!si) { // cannot happen: slot < max_entries
+		*cacheable = 0;
+		return V_DROP_DENIED;
+	}
+	struct peer_val *pv = 0;
+	if (!p->malformed)
+		pv = probe(slot, si, &p->peer, v4);
+	if (si->any_block || (pv && pv->block))
+		return V_DROP_BLOCKED;
+	if (!p->malformed && p->proto == IPPROTO_ICMPV6 && p->icmp_type >= 133 && p->icmp_type <= 137)
+		return V_PASS_NEIGHBOR;
+	if (dev->flags & (FLAG_QUARANTINE | FLAG_QUARANTINE_POLICY)) {
+		if (!p->malformed && infra_allowed(p))
+			return V_PASS_QUARANTINE_INFRA;
+		return V_DROP_QUARANTINE;
+	}
+	if (dev->mode == MODE_NONE)
+		return V_PASS_NO_POLICY;
+
+	__u64 bits = (pv ? pv->allow : 0) | si->any_allow;
+	__u32 base = slot * MAX_RULES;
+	for (__u32 k = 0; k < MAX_RULES && bits; k++) {
+		__u32 i = ctz64(bits);
+		bits &= bits - 1;
+		__u32 idx = base + i;
+		struct rule *r = bpf_map_lookup_elem(&rules, &idx);
+		if (!r || !rule_match(r, p))
+			continue;
+		*rule = idx;
+		return V_PASS_ALLOWED;
+	}
+	if (dev->mode == MODE_MONITOR)
+		return V_PASS_MONITOR;
+	return V_DROP_DENIED;
+}
+
+// fkey is a flow_key as four words, kept in registers: building it on the
+// stack and reading it back in other widths stalls store forwarding.
+struct fkey {
+	__u64 w0, w1, w2, w3;
+};
+
+// fast_key builds the flow key of a packet the cache may answer for: TCP
+// or UDP over IPv4 (no later fragment) or over IPv6 without extension
+// headers, with the whole 8-byte L4 header present, exactly the packets
+// parse_ip reports as well-formed with ports. It returns 0 for any other.
+static __always_inline int fast_key(struct ethhdr *eth, void *l3, void *end, __u16 proto, struct fkey *k)
+{
+	__u8 l4proto;
+	__u8 *l4;
+	__u64 family = 6;
+	if (proto == bpf_htons(ETH_P_IP)) {
+		family = 4;
+		struct iphdr *ip = l3;
+		if ((void *)(ip + 1) > end || ip->ihl < 5 || (ip->frag_off & bpf_htons(0x1fff)))
+			return 0;
+		l4proto = ip->protocol;
+		k->w0 = 0;
+		k->w1 = (__u64)bpf_htonl(0xffff) | (__u64)ip->daddr << 32;
+		l4 = (__u8 *)ip + ip->ihl * 4;
+	} else {
+		struct ipv6hdr *ip6 = l3;
+		if ((void *)(ip6 + 1) > end)
+			return 0;
+		l4proto = ip6->nexthdr;
+		__u64 *a = (__u64 *)&ip6->daddr;
+		k->w0 = a[0];
+		k->w1 = a[1];
+		l4 = (__u8 *)(ip6 + 1);
+	}
+	if (l4proto != IPPROTO_TCP && l4proto != IPPROTO_UDP)
+		return 0;
+	struct udphdr *u = (struct udphdr *)l4;
+	if ((void *)(u + 1) > end)
+		return 0;
+	__u32 mac_hi = *(__u32 *)eth->h_source;
+	__u16 mac_lo = *(__u16 *)(eth->h_source + 4);
+	k->w2 = (__u64)mac_hi | (__u64)mac_lo << 32 | (__u64)l4proto << 48 | family << 56;
+	k->w3 = (__u64)bpf_ntohs(u->source) | (__u64)bpf_ntohs(u->dest) << 16;
+	return 1;
+}
+
+static __always_inline __u32 cache_index(struct fkey *k)
+{
+	// Two independent multiplications (they run in parallel), folded;
+	// the top bits of a product depend on every bit of its operand.
+	__u64 a = (k->w0 ^ k->w1) * 0x9e3779b97f4a7c15ULL;
+	__u64 b = (k->w2 ^ k->w3 << 20) * 0xc2b2ae3d27d4eb4fULL;
+	return (a ^ b) >> (64 - CACHE_BITS);
+}
+
+static __always_inline int key_equal(struct flow_key *a, struct fkey *k)
+{
+	__u64 *x = (__u64 *)a;
+	return ((x[0] ^ k->w0) | (x[1] ^ k->w1) | (x[2] ^ k->w2) | (x[3] ^ k->w3)) == 0;
+}
+
+static __always_inline void key_store(struct flow_key *a, struct fkey *k)
+{
+	__u64 *x = (__u64 *)a;
+	x[0] = k->w0;
+	x[1] = k->w1;
+	x[2] = k->w2;
+	x[3] = k->w3;
+}
+
+static __always_inline void count_rule(__u32 rule)
+{
+	if (rule == NO_RULE)
+		return;
+	__u64 *hit = bpf_map_lookup_elem(&rule_hits, &rule);
+	if (hit)
+		(*hit)++;
+}
+
+// verdict is the whole program; force_miss makes every cache lookup miss
+// (the enforce_miss benchmark program), so the slow path's cost including
+// the cache fill can be measured.
+static __always_inline int verdict(struct xdp_md *ctx, const int force_miss)
 {
 	void *data = (void *)(long)ctx->data;
 	void *end = (void *)(long)ctx->data_end;
@@ -407,51 +596,57 @@ int enforce(struct xdp_md *ctx)
 	if (proto != bpf_htons(ETH_P_IP) && proto != bpf_htons(ETH_P_IPV6))
 		return count(ctx, V_PASS_NON_IP, XDP_PASS);
 
-	struct mac_key mk = {};
-	__builtin_memcpy(mk.addr, eth->h_source, 6);
-	struct device *dev = bpf_map_lookup_elem(&devices, &mk);
-	if (!dev)
-		return count(ctx, V_PASS_NO_POLICY, XDP_PASS);
+	__u32 zero = 0;
+	struct metadata *m = bpf_map_lookup_elem(&meta, &zero);
+	__u64 gen = m ? *(volatile __u64 *)&m->generation : 0;
+	struct fkey k;
+	struct cache_entry *ce = 0;
+	if (gen && fast_key(eth, l3, end, proto, &k)) {
+		__u32 idx = cache_index(&k);
+		ce = bpf_map_lookup_elem(&cache, &idx);
+		if (ce && !force_miss && ce->generation == gen && key_equal(&ce->key, &k)) {
+			count_rule(ce->rule);
+			return count(ctx, ce->verdict, ce->action);
+		}
+	}
+	struct cache_stats *cs = bpf_map_lookup_elem(&cache_counters, &zero);
+	if (cs) {
+		cs->slow++;
+		if (ce)
+			cs->misses++;
+	}
 
 	struct pkt p = {};
 	parse_ip(l3, end, proto, &p);
-
-	__u32 slot = dev->slot;
-	struct slot_info *si = bpf_map_lookup_elem(&slots, &slot);
-	if (!si) // cannot happen: slot < max_entries
-		return count(ctx, V_DROP_DENIED, XDP_DROP);
-	struct peer_val *pv = 0;
-	if (!p.malformed)
-		pv = probe(slot, si, &p.peer, proto == bpf_htons(ETH_P_IP));
-	if (si->any_block || (pv && pv->block))
-		return count(ctx, V_DROP_BLOCKED, XDP_DROP);
-	if (!p.malformed && p.proto == IPPROTO_ICMPV6 && p.icmp_type >= 133 && p.icmp_type <= 137)
-		return count(ctx, V_PASS_NEIGHBOR, XDP_PASS);
-	if (dev->flags & (FLAG_QUARANTINE | FLAG_QUARANTINE_POLICY)) {
-		if (!p.malformed && infra_allowed(&p))
-			return count(ctx, V_PASS_QUARANTINE_INFRA, XDP_PASS);
-		return count(ctx, V_DROP_QUARANTINE, XDP_DROP);
+	struct mac_key mk = {};
+	__builtin_memcpy(mk.addr, eth->h_source, 6);
+	__u32 rule = NO_RULE;
+	int cacheable = 1;
+	__u32 v = slow(&mk, &p, proto == bpf_htons(ETH_P_IP), &rule, &cacheable);
+	int action = is_drop(v) ? XDP_DROP : XDP_PASS;
+	if (ce && cacheable) {
+		ce->generation = gen;
+		key_store(&ce->key, &k);
+		ce->rule = rule;
+		ce->verdict = v;
+		ce->action = action;
 	}
-	if (dev->mode == MODE_NONE)
-		return count(ctx, V_PASS_NO_POLICY, XDP_PASS);
+	count_rule(rule);
+	return count(ctx, v, action);
+}
 
-	__u64 bits = (pv ? pv->allow : 0) | si->any_allow;
-	__u32 base = slot * MAX_RULES;
-	for (__u32 k = 0; k < MAX_RULES && bits; k++) {
-		__u32 i = ctz64(bits);
-		bits &= bits - 1;
-		__u32 idx = base + i;
-		struct rule *r = bpf_map_lookup_elem(&rules, &idx);
-		if (!r || !rule_match(r, &p))
-			continue;
-		__u64 *hit = bpf_map_lookup_elem(&rule_hits, &idx);
-		if (hit)
-			(*hit)++;
-		return count(ctx, V_PASS_ALLOWED, XDP_PASS);
-	}
-	if (dev->mode == MODE_MONITOR)
-		return count(ctx, V_PASS_MONITOR, XDP_PASS);
-	return count(ctx, V_DROP_DENIED, XDP_DROP);
+SEC("xdp")
+int enforce(struct xdp_md *ctx)
+{
+	return verdict(ctx, 0);
+}
+
+// enforce_miss is enforce with every cache lookup missing: the benchmarks
+// measure the slow path (and the cache fill) with it. It is never attached.
+SEC("xdp")
+int enforce_miss(struct xdp_md *ctx)
+{
+	return verdict(ctx, 1);
 }
 
 // pass is the bare XDP_PASS baseline the benchmarks compare against.

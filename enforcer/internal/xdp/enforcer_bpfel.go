@@ -13,6 +13,31 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type enforcerCacheEntry struct {
+	_          structs.HostLayout
+	Generation uint64
+	Key        struct {
+		_      structs.HostLayout
+		Peer   [4]uint32
+		Mac    [6]uint8
+		Proto  uint8
+		Family uint8
+		Sport  uint16
+		Dport  uint16
+		Pad2   uint32
+	}
+	Rule    uint32
+	Verdict uint8
+	Action  uint8
+	Pad     uint16
+}
+
+type enforcerCacheStats struct {
+	_      structs.HostLayout
+	Slow   uint64
+	Misses uint64
+}
+
 type enforcerCounter struct {
 	_       structs.HostLayout
 	Packets uint64
@@ -89,16 +114,19 @@ type enforcerSlotInfo struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	enforcerMapDevices  = "devices"
-	enforcerMapInfra    = "infra"
-	enforcerMapMeta     = "meta"
-	enforcerMapPeers    = "peers"
-	enforcerMapRuleHits = "rule_hits"
-	enforcerMapRules    = "rules"
-	enforcerMapSlots    = "slots"
-	enforcerMapVerdicts = "verdicts"
-	enforcerProgEnforce = "enforce"
-	enforcerProgPass    = "pass"
+	enforcerMapCache         = "cache"
+	enforcerMapCacheCounters = "cache_counters"
+	enforcerMapDevices       = "devices"
+	enforcerMapInfra         = "infra"
+	enforcerMapMeta          = "meta"
+	enforcerMapPeers         = "peers"
+	enforcerMapRuleHits      = "rule_hits"
+	enforcerMapRules         = "rules"
+	enforcerMapSlots         = "slots"
+	enforcerMapVerdicts      = "verdicts"
+	enforcerProgEnforce      = "enforce"
+	enforcerProgEnforceMiss  = "enforce_miss"
+	enforcerProgPass         = "pass"
 )
 
 // loadEnforcer returns the embedded CollectionSpec for enforcer.
@@ -143,22 +171,25 @@ type enforcerSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type enforcerProgramSpecs struct {
-	Enforce *ebpf.ProgramSpec `ebpf:"enforce"`
-	Pass    *ebpf.ProgramSpec `ebpf:"pass"`
+	Enforce     *ebpf.ProgramSpec `ebpf:"enforce"`
+	EnforceMiss *ebpf.ProgramSpec `ebpf:"enforce_miss"`
+	Pass        *ebpf.ProgramSpec `ebpf:"pass"`
 }
 
 // enforcerMapSpecs contains maps before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type enforcerMapSpecs struct {
-	Devices  *ebpf.MapSpec `ebpf:"devices"`
-	Infra    *ebpf.MapSpec `ebpf:"infra"`
-	Meta     *ebpf.MapSpec `ebpf:"meta"`
-	Peers    *ebpf.MapSpec `ebpf:"peers"`
-	RuleHits *ebpf.MapSpec `ebpf:"rule_hits"`
-	Rules    *ebpf.MapSpec `ebpf:"rules"`
-	Slots    *ebpf.MapSpec `ebpf:"slots"`
-	Verdicts *ebpf.MapSpec `ebpf:"verdicts"`
+	Cache         *ebpf.MapSpec `ebpf:"cache"`
+	CacheCounters *ebpf.MapSpec `ebpf:"cache_counters"`
+	Devices       *ebpf.MapSpec `ebpf:"devices"`
+	Infra         *ebpf.MapSpec `ebpf:"infra"`
+	Meta          *ebpf.MapSpec `ebpf:"meta"`
+	Peers         *ebpf.MapSpec `ebpf:"peers"`
+	RuleHits      *ebpf.MapSpec `ebpf:"rule_hits"`
+	Rules         *ebpf.MapSpec `ebpf:"rules"`
+	Slots         *ebpf.MapSpec `ebpf:"slots"`
+	Verdicts      *ebpf.MapSpec `ebpf:"verdicts"`
 }
 
 // enforcerVariableSpecs contains global variables before they are loaded into the kernel.
@@ -187,18 +218,22 @@ func (o *enforcerObjects) Close() error {
 //
 // It can be passed to loadEnforcerObjects or ebpf.CollectionSpec.LoadAndAssign.
 type enforcerMaps struct {
-	Devices  *ebpf.Map `ebpf:"devices"`
-	Infra    *ebpf.Map `ebpf:"infra"`
-	Meta     *ebpf.Map `ebpf:"meta"`
-	Peers    *ebpf.Map `ebpf:"peers"`
-	RuleHits *ebpf.Map `ebpf:"rule_hits"`
-	Rules    *ebpf.Map `ebpf:"rules"`
-	Slots    *ebpf.Map `ebpf:"slots"`
-	Verdicts *ebpf.Map `ebpf:"verdicts"`
+	Cache         *ebpf.Map `ebpf:"cache"`
+	CacheCounters *ebpf.Map `ebpf:"cache_counters"`
+	Devices       *ebpf.Map `ebpf:"devices"`
+	Infra         *ebpf.Map `ebpf:"infra"`
+	Meta          *ebpf.Map `ebpf:"meta"`
+	Peers         *ebpf.Map `ebpf:"peers"`
+	RuleHits      *ebpf.Map `ebpf:"rule_hits"`
+	Rules         *ebpf.Map `ebpf:"rules"`
+	Slots         *ebpf.Map `ebpf:"slots"`
+	Verdicts      *ebpf.Map `ebpf:"verdicts"`
 }
 
 func (m *enforcerMaps) Close() error {
 	return _EnforcerClose(
+		m.Cache,
+		m.CacheCounters,
 		m.Devices,
 		m.Infra,
 		m.Meta,
@@ -220,13 +255,15 @@ type enforcerVariables struct {
 //
 // It can be passed to loadEnforcerObjects or ebpf.CollectionSpec.LoadAndAssign.
 type enforcerPrograms struct {
-	Enforce *ebpf.Program `ebpf:"enforce"`
-	Pass    *ebpf.Program `ebpf:"pass"`
+	Enforce     *ebpf.Program `ebpf:"enforce"`
+	EnforceMiss *ebpf.Program `ebpf:"enforce_miss"`
+	Pass        *ebpf.Program `ebpf:"pass"`
 }
 
 func (p *enforcerPrograms) Close() error {
 	return _EnforcerClose(
 		p.Enforce,
+		p.EnforceMiss,
 		p.Pass,
 	)
 }

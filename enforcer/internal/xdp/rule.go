@@ -1,6 +1,7 @@
 // Package xdp loads, pins and feeds the enforcer's XDP verdict program: per
 // device (source MAC) a mode, quarantine flags and up to 64 allow or block
-// rules, looked up through one LPM trie keyed by (slot, peer prefix).
+// rules, looked up through a hash of (slot, prefix length, masked peer),
+// behind a per-CPU verdict cache invalidated by a policy generation.
 package xdp
 
 import (

@@ -3,14 +3,19 @@
 package xdp
 
 import (
+	"encoding/binary"
 	"net"
 	"net/netip"
+	"os"
+	"path/filepath"
+	"runtime"
 	"testing"
 
 	"github.com/cilium/ebpf"
 	"github.com/google/gopacket"
 	"github.com/google/gopacket/layers"
 	"github.com/medmesh/medmesh/internal/testutil"
+	"golang.org/x/sys/unix"
 )
 
 const (
@@ -34,6 +39,7 @@ type pkt struct {
 	icmpType uint8
 	vlan     bool
 	fragOff  uint16 // IPv4 fragment offset in 8-byte units
+	moreFrag bool   // IPv4 more-fragments flag
 }
 
 func (p pkt) bytes(t *testing.T) []byte {
@@ -58,6 +64,9 @@ func (p pkt) bytes(t *testing.T) []byte {
 		nl = ip
 	} else {
 		ip := &layers.IPv4{Version: 4, IHL: 5, TTL: 64, Protocol: p.proto, SrcIP: net.ParseIP("10.1.0.10").To4(), DstIP: net.ParseIP(p.dst).To4(), FragOffset: p.fragOff}
+		if p.moreFrag {
+			ip.Flags = layers.IPv4MoreFragments
+		}
 		ls = append(ls, ip)
 		nl = ip
 	}
@@ -150,48 +159,96 @@ func TestVerdicts(t *testing.T) {
 		{"v6 allowed dicom", pkt{src: devMAC, v6: true, dst: "2001:db8:2::5", proto: tcp, sport: 40000, dport: 104}, xdpPass, VerdictPassAllowed, 3},
 		{"v6 denied", pkt{src: devMAC, v6: true, dst: "2001:db8:3::5", proto: tcp, sport: 40000, dport: 104}, xdpDrop, VerdictDropDenied, -1},
 		{"v6 neighbour solicitation", pkt{src: devMAC, v6: true, dst: "ff02::1:ff00:1", proto: layers.IPProtocolICMPv6, icmpType: 135}, xdpPass, VerdictPassNeighbor, -1},
-		{"vlan tagged allowed", pkt{src: devMAC, vlan: true, dst: "10.2.9.9", proto: tcp, sport: 40000, dport: 443}, xdpPass, VerdictPassAllowed, 0},
+		{"vlan tagged allowed", pkt{src: devMAC, vlan: true, dst: "10.2.9.9", proto: tcp, sport: 40001, dport: 443}, xdpPass, VerdictPassAllowed, 0},
 		{"vlan tagged denied", pkt{src: devMAC, vlan: true, dst: "10.2.9.9", proto: tcp, sport: 40000, dport: 80}, xdpDrop, VerdictDropDenied, -1},
 		{"later fragment to allowed peer", pkt{src: devMAC, dst: "10.2.3.4", proto: udp, fragOff: 100}, xdpPass, VerdictPassAllowed, 1},
 		{"device without policy", pkt{src: otherMAC, dst: "192.0.2.1", proto: tcp, sport: 1, dport: 22}, xdpPass, VerdictPassNoPolicy, -1},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			before, err := d.Verdicts()
-			if err != nil {
-				t.Fatal(err)
-			}
-			var hitsBefore uint64
-			if c.rule >= 0 {
-				hitsBefore, _ = d.RuleHits(3, c.rule)
-			}
-			if got := run(t, d.Program(), c.p.bytes(t)); got != c.want {
-				t.Fatalf("verdict %d, want %d", got, c.want)
-			}
-			after, err := d.Verdicts()
-			if err != nil {
-				t.Fatal(err)
-			}
-			for v := range NumVerdicts {
-				want := before[v].Packets
-				if v == c.verdict {
-					want++
-				}
-				if after[v].Packets != want {
-					t.Errorf("counter %s = %d, want %d", v, after[v].Packets, want)
-				}
-			}
-			if c.rule >= 0 {
-				hits, err := d.RuleHits(3, c.rule)
+			oneCPU(t)
+			data := c.p.bytes(t)
+			// The first packet takes the slow path and fills the verdict
+			// cache; the second, for TCP and UDP with ports, is a cache
+			// hit and must give the same verdict and counts.
+			cacheable := (c.p.proto == tcp || c.p.proto == udp) && c.p.fragOff == 0
+			for round := range 2 {
+				before, err := d.Verdicts()
 				if err != nil {
 					t.Fatal(err)
 				}
-				if hits != hitsBefore+1 {
-					t.Errorf("rule %d hits %d, want %d", c.rule, hits, hitsBefore+1)
+				hits0, _, err := d.CacheStats()
+				if err != nil {
+					t.Fatal(err)
+				}
+				var hitsBefore uint64
+				if c.rule >= 0 {
+					hitsBefore, _ = d.RuleHits(3, c.rule)
+				}
+				if got := run(t, d.Program(), data); got != c.want {
+					t.Fatalf("round %d: verdict %d, want %d", round, got, c.want)
+				}
+				after, err := d.Verdicts()
+				if err != nil {
+					t.Fatal(err)
+				}
+				for v := range NumVerdicts {
+					want := before[v].Packets
+					if v == c.verdict {
+						want++
+					}
+					if after[v].Packets != want {
+						t.Errorf("round %d: counter %s = %d, want %d", round, v, after[v].Packets, want)
+					}
+				}
+				if got, want := after[c.verdict].Bytes-before[c.verdict].Bytes, uint64(len(data)); got != want {
+					t.Errorf("round %d: %s bytes +%d, want +%d", round, c.verdict, got, want)
+				}
+				if c.rule >= 0 {
+					hits, err := d.RuleHits(3, c.rule)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if hits != hitsBefore+1 {
+						t.Errorf("round %d: rule %d hits %d, want %d", round, c.rule, hits, hitsBefore+1)
+					}
+				}
+				hits1, _, err := d.CacheStats()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if wantHit := round == 1 && cacheable; (hits1 > hits0) != wantHit {
+					t.Errorf("round %d: cache hit %v, want %v", round, hits1 > hits0, wantHit)
 				}
 			}
 		})
 	}
+}
+
+// oneCPU keeps the calling test on one CPU, so consecutive packets meet
+// the same per-CPU verdict cache.
+func oneCPU(t *testing.T) {
+	t.Helper()
+	runtime.LockOSThread()
+	var orig unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &orig); err != nil {
+		runtime.UnlockOSThread()
+		t.Fatalf("get affinity: %v", err)
+	}
+	cpu := 0
+	for !orig.IsSet(cpu) {
+		cpu++
+	}
+	var one unix.CPUSet
+	one.Set(cpu)
+	if err := unix.SchedSetaffinity(0, &one); err != nil {
+		runtime.UnlockOSThread()
+		t.Fatalf("set affinity: %v", err)
+	}
+	t.Cleanup(func() {
+		unix.SchedSetaffinity(0, &orig)
+		runtime.UnlockOSThread()
+	})
 }
 
 func TestMonitorModeDropsNothing(t *testing.T) {
@@ -357,5 +414,398 @@ func TestWholeFamilyPrefixes(t *testing.T) {
 	}
 	if v[VerdictDropBlocked].Packets != 2 || v[VerdictPassAllowed].Packets != 1 || v[VerdictDropDenied].Packets != 1 {
 		t.Fatalf("counters %+v", v)
+	}
+}
+
+// slowCount returns how many IP packets took the slow path and how many of
+// them were cache misses.
+func slowCount(t *testing.T, d *Datapath) (slow, misses uint64) {
+	t.Helper()
+	var per []enforcerCacheStats
+	if err := d.objs.CacheCounters.Lookup(uint32(0), &per); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range per {
+		slow += c.Slow
+		misses += c.Misses
+	}
+	return slow, misses
+}
+
+// expect runs p and checks its verdict and that it took the slow path
+// (slow) or was a cache hit.
+func expect(t *testing.T, d *Datapath, what string, data []byte, want uint32, slow bool) {
+	t.Helper()
+	s0, _ := slowCount(t, d)
+	if got := run(t, d.Program(), data); got != want {
+		t.Errorf("%s: verdict %d, want %d", what, got, want)
+	}
+	s1, _ := slowCount(t, d)
+	if (s1 > s0) != slow {
+		t.Errorf("%s: slow path %v, want %v", what, s1 > s0, slow)
+	}
+}
+
+// TestCacheInvalidation checks that every policy change takes effect on
+// the very next packet of a cached flow, and that without a generation
+// bump the cache does answer (so the bump is what invalidates).
+func TestCacheInvalidation(t *testing.T) {
+	oneCPU(t)
+	d := loadTest(t, 64)
+	if err := d.SetInfra(map[netip.Addr]uint32{netip.MustParseAddr("10.0.0.53"): RoleDNS}); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.WriteSlot(1, testRules()); err != nil {
+		t.Fatal(err)
+	}
+	allowed := DeviceEntry{Slot: 1, Mode: ModeEnforce, NRules: 7}
+	if err := d.SetDevice(devMAC, allowed); err != nil {
+		t.Fatal(err)
+	}
+	https := pkt{src: devMAC, dst: "10.2.9.9", proto: layers.IPProtocolTCP, sport: 40000, dport: 443}.bytes(t)
+	dns := pkt{src: devMAC, dst: "10.0.0.53", proto: layers.IPProtocolUDP, sport: 5353, dport: 53}.bytes(t)
+	expect(t, d, "allowed, first packet", https, xdpPass, true)
+	expect(t, d, "allowed, cached", https, xdpPass, false)
+
+	// Bypass the Datapath: the map changes but the generation does not, so
+	// the cached verdict still answers. Then bump it.
+	g := d.Generation()
+	if err := d.objs.Devices.Put(enforcerMacKey{Addr: [6]byte(devMAC)}, enforcerDevice{Slot: 1, Mode: uint8(ModeEnforce), Flags: FlagQuarantine}); err != nil {
+		t.Fatal(err)
+	}
+	expect(t, d, "quarantined behind the datapath's back, stale hit", https, xdpPass, false)
+	if err := d.invalidate(); err != nil {
+		t.Fatal(err)
+	}
+	if d.Generation() != g+1 {
+		t.Fatalf("generation %d, want %d", d.Generation(), g+1)
+	}
+	expect(t, d, "quarantined after the bump", https, xdpDrop, true)
+
+	// Through the Datapath every change invalidates at once.
+	steps := []struct {
+		name   string
+		change func() error
+		data   []byte
+		want   uint32
+	}{
+		{"released", func() error { return d.SetDevice(devMAC, allowed) }, https, xdpPass},
+		{"quarantined", func() error {
+			return d.SetDevice(devMAC, DeviceEntry{Slot: 1, Mode: ModeEnforce, Flags: FlagQuarantine})
+		}, https, xdpDrop},
+		{"quarantined dns to resolver", nil, dns, xdpPass},
+		{"resolver removed from infra", func() error { return d.SetInfra(nil) }, dns, xdpDrop},
+		{"released again", func() error { return d.SetDevice(devMAC, allowed) }, https, xdpPass},
+		{"new slot without https", func() error {
+			if err := d.WriteSlot(2, testRules()[1:]); err != nil {
+				return err
+			}
+			return d.SetDevice(devMAC, DeviceEntry{Slot: 2, Mode: ModeEnforce, NRules: 6})
+		}, https, xdpDrop},
+		{"monitor mode", func() error { return d.SetDevice(devMAC, DeviceEntry{Slot: 2, Mode: ModeMonitor, NRules: 6}) }, https, xdpPass},
+		{"back to enforce", func() error { return d.SetDevice(devMAC, DeviceEntry{Slot: 2, Mode: ModeEnforce, NRules: 6}) }, https, xdpDrop},
+		{"peer blocked in the slot", func() error {
+			if err := d.ClearSlot(1, testRules()); err != nil {
+				return err
+			}
+			if err := d.WriteSlot(1, append(testRules(), Rule{Kind: KindBlock, Prefix: pfx("10.0.0.53/32")})); err != nil {
+				return err
+			}
+			return d.SetDevice(devMAC, DeviceEntry{Slot: 1, Mode: ModeEnforce, NRules: 8})
+		}, https, xdpPass},
+		{"device removed", func() error { return d.DeleteDevice(devMAC) }, https, xdpPass},
+		{"device back, enforce", func() error { return d.SetDevice(devMAC, DeviceEntry{Slot: 2, Mode: ModeEnforce, NRules: 6}) }, https, xdpDrop},
+	}
+	for _, s := range steps {
+		// Warm the cache with the current verdict first.
+		run(t, d.Program(), s.data)
+		if s.change != nil {
+			if err := s.change(); err != nil {
+				t.Fatalf("%s: %v", s.name, err)
+			}
+		}
+		expect(t, d, s.name+", next packet", s.data, s.want, s.change != nil)
+		expect(t, d, s.name+", cached", s.data, s.want, false)
+	}
+	v, err := d.Verdicts()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v[VerdictPassNoPolicy].Packets != 3 {
+		t.Errorf("no-policy packets %d, want 3", v[VerdictPassNoPolicy].Packets)
+	}
+}
+
+// cacheIndex mirrors the program's cache_index.
+func cacheIndex(mac net.HardwareAddr, peer netip.Addr, proto uint8, sport, dport uint16) uint32 {
+	a16 := peer.As16()
+	if peer.Is4() {
+		a16 = netip.AddrFrom16(a16).As16() // IPv4-mapped
+	}
+	w0 := binary.LittleEndian.Uint64(a16[0:8])
+	w1 := binary.LittleEndian.Uint64(a16[8:16])
+	var m [8]byte
+	copy(m[:], mac)
+	family := uint64(6)
+	if peer.Is4() {
+		family = 4
+	}
+	w2 := binary.LittleEndian.Uint64(m[:]) | uint64(proto)<<48 | family<<56
+	w3 := uint64(sport) | uint64(dport)<<16
+	h := ((w0 ^ w1) * 0x9e3779b97f4a7c15) ^ ((w2 ^ w3<<20) * 0xc2b2ae3d27d4eb4f)
+	return uint32(h >> (64 - 13))
+}
+
+// TestCacheCollision sends two flows that share a cache slot, one allowed
+// and one denied, alternately: every packet misses, replaces the other
+// flow's entry, and gets its own verdict and counts.
+func TestCacheCollision(t *testing.T) {
+	oneCPU(t)
+	d := loadTest(t, 64)
+	if err := d.WriteSlot(0, testRules()); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.SetDevice(devMAC, DeviceEntry{Slot: 0, Mode: ModeEnforce, NRules: 7}); err != nil {
+		t.Fatal(err)
+	}
+	peer := netip.MustParseAddr("10.2.9.9")
+	idx := cacheIndex(devMAC, peer, 6, 40000, 443)
+	deniedPort := uint16(0)
+	for p := uint16(1); p < 65535; p++ {
+		if p != 443 && cacheIndex(devMAC, peer, 6, 40000, p) == idx {
+			deniedPort = p
+			break
+		}
+	}
+	if deniedPort == 0 {
+		t.Fatal("no colliding port found")
+	}
+	allowed := pkt{src: devMAC, dst: peer.String(), proto: layers.IPProtocolTCP, sport: 40000, dport: 443}.bytes(t)
+	denied := pkt{src: devMAC, dst: peer.String(), proto: layers.IPProtocolTCP, sport: 40000, dport: deniedPort}.bytes(t)
+	expect(t, d, "allowed", allowed, xdpPass, true)
+	// The Go mirror of the hash finds the entry where the program put it.
+	var per []enforcerCacheEntry
+	if err := d.objs.Cache.Lookup(idx, &per); err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, e := range per {
+		found = found || (e.Generation == d.Generation() && e.Key.Dport == 443 && e.Key.Sport == 40000 && e.Key.Mac == [6]byte(devMAC))
+	}
+	if !found {
+		t.Fatalf("flow not in cache slot %d: %+v", idx, per)
+	}
+	const rounds = 50
+	for range rounds {
+		expect(t, d, "denied, colliding", denied, xdpDrop, true)
+		expect(t, d, "allowed, colliding", allowed, xdpPass, true)
+	}
+	expect(t, d, "allowed again, cached", allowed, xdpPass, false)
+	v, err := d.Verdicts()
+	if err != nil {
+		t.Fatal(err)
+	}
+	hits, err := d.RuleHits(0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v[VerdictPassAllowed].Packets != rounds+2 || v[VerdictDropDenied].Packets != rounds || hits != rounds+2 {
+		t.Fatalf("allowed %d denied %d rule hits %d, want %d %d %d", v[VerdictPassAllowed].Packets, v[VerdictDropDenied].Packets, hits, rounds+2, rounds, rounds+2)
+	}
+	if _, misses := slowCount(t, d); misses != 2*rounds+1 {
+		t.Fatalf("misses %d, want %d", misses, 2*rounds+1)
+	}
+}
+
+// TestCacheCountersExact sends many packets of many flows, on whatever
+// CPUs the scheduler picks, and checks every counter exactly.
+func TestCacheCountersExact(t *testing.T) {
+	d := loadTest(t, 64)
+	if err := d.WriteSlot(0, testRules()); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.SetDevice(devMAC, DeviceEntry{Slot: 0, Mode: ModeEnforce, NRules: 7}); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.WriteSlot(1, testRules()); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.SetDevice(otherMAC, DeviceEntry{Slot: 1, Mode: ModeMonitor, NRules: 7}); err != nil {
+		t.Fatal(err)
+	}
+	tcp, udp := layers.IPProtocolTCP, layers.IPProtocolUDP
+	flows := []struct {
+		p       pkt
+		verdict Verdict
+		slot    uint32
+		rule    int
+	}{
+		{pkt{src: devMAC, dst: "10.2.9.9", proto: tcp, sport: 40000, dport: 443}, VerdictPassAllowed, 0, 0},
+		{pkt{src: devMAC, dst: "10.2.3.4", proto: udp, sport: 5000, dport: 53}, VerdictPassAllowed, 0, 1},
+		{pkt{src: devMAC, v6: true, dst: "2001:db8:2::5", proto: tcp, sport: 40000, dport: 104}, VerdictPassAllowed, 0, 3},
+		{pkt{src: devMAC, dst: "192.0.2.1", proto: tcp, sport: 40000, dport: 443}, VerdictDropDenied, 0, -1},
+		{pkt{src: devMAC, dst: "10.2.66.5", proto: tcp, sport: 40000, dport: 443}, VerdictDropBlocked, 0, -1},
+		{pkt{src: otherMAC, dst: "192.0.2.1", proto: tcp, sport: 40000, dport: 443}, VerdictPassMonitor, 1, -1},
+		{pkt{src: otherMAC, dst: "198.51.100.7", proto: udp, sport: 123, dport: 123}, VerdictPassAllowed, 1, 4},
+		{pkt{src: gwMAC, dst: "192.0.2.1", proto: tcp, sport: 1, dport: 22}, VerdictPassNoPolicy, 0, -1},
+	}
+	const per = 500
+	var want [NumVerdicts]Counter
+	wantHits := map[[2]int]uint64{}
+	for i := range per * len(flows) {
+		f := flows[i%len(flows)]
+		data := f.p.bytes(t)
+		run(t, d.Program(), data)
+		want[f.verdict].Packets++
+		want[f.verdict].Bytes += uint64(len(data))
+		if f.rule >= 0 {
+			wantHits[[2]int{int(f.slot), f.rule}]++
+		}
+	}
+	got, err := d.Verdicts()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got != want {
+		t.Fatalf("verdict counters %+v, want %+v", got, want)
+	}
+	for k, n := range wantHits {
+		h, err := d.RuleHits(uint32(k[0]), k[1])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if h != n {
+			t.Errorf("slot %d rule %d hits %d, want %d", k[0], k[1], h, n)
+		}
+	}
+	hits, _, err := d.CacheStats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if hits < uint64(per*len(flows))/2 {
+		t.Errorf("only %d of %d packets were cache hits", hits, per*len(flows))
+	}
+}
+
+// TestCacheSkipsUncacheable checks that later fragments, malformed packets
+// and IPv6 packets with extension headers always take the slow path, and
+// that a first fragment (ports present) is cached.
+func TestCacheSkipsUncacheable(t *testing.T) {
+	oneCPU(t)
+	d := loadTest(t, 64)
+	if err := d.WriteSlot(0, testRules()); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.SetDevice(devMAC, DeviceEntry{Slot: 0, Mode: ModeEnforce, NRules: 7}); err != nil {
+		t.Fatal(err)
+	}
+	udp, tcp := layers.IPProtocolUDP, layers.IPProtocolTCP
+	later := pkt{src: devMAC, dst: "10.2.3.4", proto: udp, fragOff: 100}.bytes(t)
+	first := pkt{src: devMAC, dst: "10.2.3.4", proto: udp, sport: 5000, dport: 53, moreFrag: true}.bytes(t)
+	full := pkt{src: devMAC, dst: "10.2.9.9", proto: tcp, sport: 40000, dport: 443}.bytes(t)
+	truncated := full[:14+20+4] // TCP header cut after the ports
+	v6 := pkt{src: devMAC, v6: true, dst: "2001:db8:2::5", proto: tcp, sport: 40000, dport: 104}.bytes(t)
+	// Insert an 8-byte hop-by-hop options header (PadN) before TCP.
+	ext := append([]byte(nil), v6[:14+40]...)
+	ext[14+6] = 0 // next header: hop-by-hop
+	binary.BigEndian.PutUint16(ext[14+4:], binary.BigEndian.Uint16(v6[14+4:])+8)
+	ext = append(ext, byte(tcp), 0, 1, 4, 0, 0, 0, 0)
+	ext = append(ext, v6[14+40:]...)
+	for range 3 {
+		expect(t, d, "later fragment", later, xdpPass, true)
+		expect(t, d, "truncated tcp", truncated, xdpDrop, true)
+		expect(t, d, "ipv6 hop-by-hop", ext, xdpPass, true)
+	}
+	// An IPv6 packet to the IPv4-mapped form of an allowed IPv4 peer has
+	// the same address bytes but is checked against the IPv6 prefixes
+	// (none covers it): it must not get the IPv4 flow's cached verdict.
+	v4 := pkt{src: devMAC, dst: "10.2.9.9", proto: tcp, sport: 40000, dport: 443}.bytes(t)
+	mapped := pkt{src: devMAC, v6: true, dst: "::ffff:10.2.9.9", proto: tcp, sport: 40000, dport: 443}.bytes(t)
+	expect(t, d, "ipv4 allowed", v4, xdpPass, true)
+	expect(t, d, "ipv4 allowed, cached", v4, xdpPass, false)
+	expect(t, d, "ipv6 to ipv4-mapped peer", mapped, xdpDrop, true)
+	expect(t, d, "ipv6 to ipv4-mapped peer, cached", mapped, xdpDrop, false)
+	expect(t, d, "ipv4 allowed, still cached", v4, xdpPass, false)
+	expect(t, d, "first fragment", first, xdpPass, true)
+	expect(t, d, "first fragment, cached", first, xdpPass, false)
+	if _, misses := slowCount(t, d); misses != 3 {
+		t.Errorf("cache misses %d, want 3 (ipv4, mapped ipv6, first fragment)", misses)
+	}
+}
+
+// TestGenerationAcrossRestart checks that the generation lives in the
+// pinned meta map, keeps growing when a new process adopts the maps, and
+// that a verdict cached by the previous process does not hit.
+func TestGenerationAcrossRestart(t *testing.T) {
+	oneCPU(t)
+	testutil.RequireRoot(t)
+	dir := filepath.Join("/sys/fs/bpf", "medmesh-test-"+filepath.Base(t.TempDir()))
+	t.Cleanup(func() { Unpin(dir) })
+	cfg := DefaultConfig()
+	cfg.MaxDevices, cfg.PinDir = 16, dir
+	d1, err := Load(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d1.WriteSlot(0, testRules()); err != nil {
+		t.Fatal(err)
+	}
+	if err := d1.SetDevice(devMAC, DeviceEntry{Slot: 0, Mode: ModeEnforce, NRules: 7}); err != nil {
+		t.Fatal(err)
+	}
+	if err := d1.SetAppliedIndex(42); err != nil {
+		t.Fatal(err)
+	}
+	https := pkt{src: devMAC, dst: "10.2.9.9", proto: layers.IPProtocolTCP, sport: 40000, dport: 443}.bytes(t)
+	expect(t, d1, "first process", https, xdpPass, true)
+	expect(t, d1, "first process, cached", https, xdpPass, false)
+	g1 := d1.Generation()
+	if err := d1.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "cache")); err != nil {
+		t.Fatalf("cache not pinned: %v", err)
+	}
+	d2, err := Load(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d2.Close()
+	if g2 := d2.Generation(); g2 <= g1 {
+		t.Fatalf("generation after restart %d, want > %d", g2, g1)
+	}
+	if idx, err := d2.AppliedIndex(); err != nil || idx != 42 {
+		t.Fatalf("applied index %d (%v), want 42", idx, err)
+	}
+	var m enforcerMetadata
+	if err := d2.objs.Meta.Lookup(uint32(0), &m); err != nil || m.Generation != d2.Generation() {
+		t.Fatalf("pinned generation %d (%v), want %d", m.Generation, err, d2.Generation())
+	}
+	expect(t, d2, "adopted, old entry ignored", https, xdpPass, true)
+	expect(t, d2, "adopted, cached", https, xdpPass, false)
+}
+
+// TestClearHalfWrittenSlot clears a slot with more rules than were
+// written, as reconciliation does after a crash in the middle of WriteSlot.
+func TestClearHalfWrittenSlot(t *testing.T) {
+	d := loadTest(t, 16)
+	rules := testRules()
+	if err := d.WriteSlot(4, rules[:3]); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.ClearSlot(4, rules); err != nil {
+		t.Fatalf("clear: %v", err)
+	}
+	used, err := d.UsedSlots()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(used) != 0 {
+		t.Fatalf("slots still used after clear: %v", used)
+	}
+	var k enforcerPeerKey
+	var v enforcerPeerVal
+	if it := d.objs.Peers.Iterate(); it.Next(&k, &v) {
+		t.Fatalf("peer entry left after clear: %+v", k)
 	}
 }
