@@ -49,6 +49,9 @@ type Coordinator struct {
 	leaderGen   atomic.Uint64 // incremented on every leadership change
 	leaderReady atomic.Uint64 // generation whose post-election barrier is applied (0 = none)
 
+	nudging      atomic.Bool // a nudgeFollowers barrier is in flight
+	nudgePending atomic.Bool // a decision committed since the last nudge began
+
 	connMu sync.Mutex
 	conns  map[string]*grpc.ClientConn
 

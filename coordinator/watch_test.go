@@ -9,6 +9,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/medmesh/medmesh/internal/testutil"
 	medmeshv1 "github.com/medmesh/medmesh/proto/medmesh/v1"
 )
 
@@ -181,5 +182,29 @@ func TestSensorReportThroughFollowerExactlyOnce(t *testing.T) {
 	}
 	if seen != 15 {
 		t.Fatalf("paged through %d alerts, want 15", seen)
+	}
+}
+
+// TestDecisionReachesFollowersAtOnce: with a CommitTimeout of 1 s,
+// followers still apply a decision within half of it, because the leader
+// nudges them with a barrier whose AppendEntries carries the commit index
+// (without it they would learn it only after 1-2 s, one to two
+// CommitTimeouts).
+func TestDecisionReachesFollowersAtOnce(t *testing.T) {
+	cl := newCluster(t, 3, func(c *Config) { c.CommitTimeout = time.Second })
+	leader := cl.leader()
+	for i := range 3 {
+		resp := activate(t, leader, fmt.Sprintf("nudge%d", i))
+		idx := resp.GetDecisionIndex()
+		if idx == 0 {
+			t.Fatalf("activation without a decision index: %v", resp)
+		}
+		start := time.Now()
+		for _, f := range cl.followers() {
+			testutil.Eventually(t, 500*time.Millisecond-time.Since(start), time.Millisecond, func() bool {
+				return f.c.FSM().AppliedIndex() >= idx
+			}, "follower %s applied %d, want %d within 500 ms (CommitTimeout 1 s)", f.cfg.ID, f.c.FSM().AppliedIndex(), idx)
+		}
+		t.Logf("decision %d on both followers %v after the leader's commit", idx, time.Since(start))
 	}
 }
