@@ -303,3 +303,36 @@ func TestFastPathFindsSlots(t *testing.T) {
 		}
 	}
 }
+
+// Turned off at run time (Flush could not reach a CPU), the cache stops
+// taking packets; what its slots held is still flushed, and every packet
+// is counted once.
+func TestFlowCacheTurnedOff(t *testing.T) {
+	h := loadCfg(t, false)
+	cpus, err := onlineCPUs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := v4frame(macA, macB, ipv4("10.4.0.1", "10.4.0.2", 6, tcpSeg(7000, 443, 0x10, nil), v4opts{}))
+	onCPU(t, cpus[0], func() {
+		for range 10 {
+			h.run(f)
+		}
+		if err := h.d.turnCacheOff("test"); err != nil {
+			t.Fatal(err)
+		}
+		for range 10 {
+			h.run(f)
+		}
+	})
+	if on, why := h.d.FlowCache(); on || why != "test" {
+		t.Errorf("FlowCache() = %v, %q", on, why)
+	}
+	r := h.flows()[tupleString(flow.Tuple{Src: netip.MustParseAddr("10.4.0.1"), Dst: netip.MustParseAddr("10.4.0.2"), SrcPort: 7000, DstPort: 443, Proto: 6})]
+	if r.FwdPackets != 20 {
+		t.Errorf("%d packets, want 20", r.FwdPackets)
+	}
+	if s := h.stats(); s.CacheHits != 9 || s.Packets != 20 {
+		t.Errorf("cache hits %d, packets %d: want 9 and 20", s.CacheHits, s.Packets)
+	}
+}

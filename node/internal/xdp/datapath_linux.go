@@ -30,14 +30,15 @@ type Datapath struct {
 	objs  sensorObjects
 	links []link.Link
 
-	cacheOff string     // why the flow cache is off; "" when on
+	cacheOff string     // why the flow cache is off from load; "" when on
 	flushMu  sync.Mutex // one Flush at a time: it pins its thread
 	flushIn  []byte
 
-	mu         sync.Mutex
-	monoToWall int64 // wall - monotonic, ns; 0 under a capture clock
-	devices    map[flow.MAC]*device
-	nextDevice uint32
+	mu          sync.Mutex
+	cacheBroken string // why the cache was turned off after load
+	monoToWall  int64  // wall - monotonic, ns; 0 under a capture clock
+	devices     map[flow.MAC]*device
+	nextDevice  uint32
 }
 
 type device struct {
@@ -169,7 +170,14 @@ func onlineCPUs() ([]int, error) {
 }
 
 // FlowCache reports whether the per-CPU flow cache is on, and if not, why.
-func (d *Datapath) FlowCache() (on bool, why string) { return d.cacheOff == "", d.cacheOff }
+func (d *Datapath) FlowCache() (on bool, why string) {
+	if d.cacheOff != "" {
+		return false, d.cacheOff
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.cacheBroken == "", d.cacheBroken
+}
 
 // Flush moves the counts pending in every CPU's flow-cache slots into the
 // flow table, so that the table alone is exact. It runs the flush_cache
@@ -179,7 +187,7 @@ func (d *Datapath) FlowCache() (on bool, why string) { return d.cacheOff == "", 
 // ForEachFlow calls it first.
 func (d *Datapath) Flush() error {
 	if d.cacheOff != "" {
-		return nil
+		return nil // off from the start: no slot was ever filled
 	}
 	cpus, err := onlineCPUs()
 	if err != nil {
@@ -188,9 +196,9 @@ func (d *Datapath) Flush() error {
 	d.flushMu.Lock()
 	defer d.flushMu.Unlock()
 	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
 	var orig unix.CPUSet
 	if err := unix.SchedGetaffinity(0, &orig); err != nil {
+		runtime.UnlockOSThread()
 		return fmt.Errorf("flush flow cache: %w", err)
 	}
 	var errs []error
@@ -198,7 +206,11 @@ func (d *Datapath) Flush() error {
 		var one unix.CPUSet
 		one.Set(cpu)
 		if err := unix.SchedSetaffinity(0, &one); err != nil {
-			errs = append(errs, fmt.Errorf("flush flow cache: pin to CPU %d: %w", cpu, err))
+			// The process may no longer run there (its affinity changed):
+			// that CPU's slots cannot be emptied. Stop filling slots
+			// anywhere; its pending counts stay until it is reachable.
+			errs = append(errs, fmt.Errorf("flush flow cache: pin to CPU %d: %w", cpu, err),
+				d.turnCacheOff(fmt.Sprintf("cannot run on CPU %d to flush its slots", cpu)))
 			continue
 		}
 		if _, err := d.objs.FlushCache.Run(&ebpf.RunOptions{Data: d.flushIn}); err != nil {
@@ -206,9 +218,27 @@ func (d *Datapath) Flush() error {
 		}
 	}
 	if err := unix.SchedSetaffinity(0, &orig); err != nil {
-		errs = append(errs, fmt.Errorf("flush flow cache: restore affinity: %w", err))
+		// Leave the thread locked: the runtime must not reuse a thread
+		// pinned to one CPU.
+		return errors.Join(append(errs, fmt.Errorf("flush flow cache: restore affinity: %w", err))...)
 	}
+	runtime.UnlockOSThread()
 	return errors.Join(errs...)
+}
+
+// turnCacheOff stops the program from filling or using cache slots; what
+// they hold is still flushed by Flush.
+func (d *Datapath) turnCacheOff(why string) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.cacheBroken != "" {
+		return nil
+	}
+	d.cacheBroken = why
+	if err := d.objs.CacheGen.Set(uint32(0)); err != nil {
+		return fmt.Errorf("turn flow cache off: %w", err)
+	}
+	return nil
 }
 
 // bumpCacheGen makes every flow-cache slot stale: the next packet of each
@@ -219,6 +249,9 @@ func (d *Datapath) bumpCacheGen() error {
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if d.cacheBroken != "" {
+		return nil
+	}
 	var g uint32
 	if err := d.objs.CacheGen.Get(&g); err != nil {
 		return fmt.Errorf("bump flow cache generation: %w", err)
