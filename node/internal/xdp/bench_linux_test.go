@@ -83,11 +83,11 @@ func reader(b *testing.B, d *Datapath) *Reader {
 
 // floorProgram compiles testdata/floor.c: parse, one LRU-hash lookup,
 // nothing else. Nil without clang.
-func floorProgram(b *testing.B) (*ebpf.Program, *ebpf.Map) {
+func floorProgram(b *testing.B) (lookup, newFlow *ebpf.Program, table *ebpf.Map) {
 	b.Helper()
 	if _, err := exec.LookPath("clang"); err != nil {
 		b.Log("clang not installed: one-lookup floor skipped")
-		return nil, nil
+		return nil, nil, nil
 	}
 	obj := filepath.Join(b.TempDir(), "floor.o")
 	out, err := exec.Command("clang", "-O2", "-g", "-Wall", "-mcpu=v3", "-target", "bpfel",
@@ -100,7 +100,7 @@ func floorProgram(b *testing.B) (*ebpf.Program, *ebpf.Map) {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { coll.Close() })
-	return coll.Programs["one_lookup"], coll.Maps["table"]
+	return coll.Programs["one_lookup"], coll.Programs["new_flow_min"], coll.Maps["table"]
 }
 
 // repeated times each program on pkt with BPF_PROG_TEST_RUN, repeat runs
@@ -238,7 +238,7 @@ func BenchmarkDatapath(b *testing.B) {
 		}
 		s := single(b, d.Program(), frames, reader(b, d))
 		p := single(b, pass, frames, nil)
-		if fp, fm := floorProgram(b); fp != nil {
+		if fp, nf, fm := floorProgram(b); fp != nil {
 			fk := make([][16]byte, entries/2)
 			fv := make([]uint64, entries/2)
 			for i := range fk {
@@ -250,6 +250,9 @@ func BenchmarkDatapath(b *testing.B) {
 			f := single(b, fp, frames, nil)
 			b.ReportMetric(ns(f)/ns(p), "one-lookup-x-pass")
 			b.Logf("floor: parse + one LRU-hash lookup of the new key, nothing else: %v/packet, %.2fx", f, ns(f)/ns(p))
+			n := single(b, nf, frames, nil)
+			b.ReportMetric(ns(n)/ns(p), "min-new-flow-x-pass")
+			b.Logf("floor: parse + lookup + insert + a 16-byte flow-start event, nothing else: %v/packet, %.2fx", n, ns(n)/ns(p))
 		}
 		st, err := d.Stats()
 		if err != nil {
