@@ -161,6 +161,14 @@ func rxPackets(t *testing.T, ns, ifname string) uint64 {
 func TestLabUpTrafficAndDown(t *testing.T) {
 	cfg := testConfig(t)
 	cfg.Components = true // the helper binary has none: Up must say so and go on
+	// Stand in for coordinator c1 on the host's 127.0.0.1. Bound before
+	// the lab comes up: a port FreePort found may be taken by another
+	// package's test in the seconds the lab takes.
+	apiLn, err := net.Listen("tcp", cfg.CoordinatorAPI(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer apiLn.Close()
 	l := upLab(t, cfg)
 
 	st, err := l.Status()
@@ -206,12 +214,7 @@ func TestLabUpTrafficAndDown(t *testing.T) {
 	})
 
 	t.Run("sensors and enforcers reach the host API", func(t *testing.T) {
-		// Stand in for coordinator c1 on the host's 127.0.0.1.
-		ln, err := net.Listen("tcp", cfg.CoordinatorAPI(1))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer ln.Close()
+		ln := apiLn
 		go func() {
 			for {
 				c, err := ln.Accept()
