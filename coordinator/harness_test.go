@@ -2,11 +2,13 @@ package coordinator
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 
@@ -55,14 +57,32 @@ type node struct {
 	conn *grpc.ClientConn // retries UNAVAILABLE (elections on a loaded machine)
 	raw  *grpc.ClientConn // no retries: for the linearizability history
 	up   bool
+	ran  bool // started at least once: its Raft address is known to peers
 }
 
 func (n *node) start() {
 	n.t.Helper()
-	c, err := New(n.cfg, testLogger(), prometheus.NewRegistry())
+	var c *Coordinator
+	var err error
+	for try := 0; ; try++ {
+		c, err = New(n.cfg, testLogger(), prometheus.NewRegistry())
+		if err == nil || !errors.Is(err, syscall.EADDRINUSE) || try == 20 {
+			break
+		}
+		// The Raft port FreePort chose was taken before New bound it
+		// (other packages' tests run in parallel). A node that never ran
+		// takes another; a restarted one must keep its address, and waits
+		// for a momentary holder (another FreePort probe) to let go.
+		if !n.ran {
+			n.cfg.RaftAddr = fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(n.t))
+		} else {
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
 	if err != nil {
 		n.t.Fatalf("new %s: %v", n.cfg.ID, err)
 	}
+	n.ran = true
 	var lis net.Listener
 	testutil.Eventually(n.t, 5*time.Second, 20*time.Millisecond, func() bool {
 		lis, err = net.Listen("tcp", n.cfg.APIAddr)
