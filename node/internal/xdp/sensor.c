@@ -835,6 +835,8 @@ static __always_inline int fast_count(void *data, void *end, struct iphdr *ip, _
 	__u32 a = src_is_a ? sa : da, b = src_is_a ? da : sa;
 	__u32 ports = src_is_a ? ((__u32)dp << 16 | sp) : ((__u32)sp << 16 | dp);
 	__u32 w9 = vlan | (__u32)proto << 16 | 4 << 24; /* family 4 */
+	/* slot_of(), computed from registers rather than from a key on the
+	 * stack; TestFastPathFindsSlots keeps the two in step. */
 	__u32 h = a ^ ((b << 16) | (b >> 16)) ^ ports ^ (w9 << 7);
 	__u32 idx = (h * 0x9e3779b1u) >> (32 - CACHE_BITS);
 	struct cache_slot *c = bpf_map_lookup_elem(&flow_cache, &idx);
