@@ -55,43 +55,23 @@ func (c *Coordinator) Apply(ctx context.Context, cmd *fsmpb.Command) (*fsm.Resul
 	if res.Err != nil {
 		return res, res.Err
 	}
-	if res.Decision != nil {
-		c.nudgeFollowers()
-	}
+	// Followers learn this commit now rather than with the next entry:
+	// watchers served by a follower see it about one round trip after
+	// those served by the leader.
+	c.notices.announce(res.Index)
 	return res, nil
 }
 
-// nudgeFollowers makes the followers learn the commit index now, so that
-// enforcers watching a follower get a decision as soon as those watching
-// the leader. hashicorp/raft sends the leader's commit index only with the
-// next AppendEntries; when no entry follows a decision, that is one to two
-// CommitTimeouts later. A barrier is a log entry: it is replicated at once
-// and its AppendEntries carries the commit index (the FSM never sees it).
-// One barrier is in flight at a time; decisions committed meanwhile get
-// one more after it.
-func (c *Coordinator) nudgeFollowers() {
-	c.nudgePending.Store(true)
-	if !c.nudging.CompareAndSwap(false, true) {
+// spawn runs f in a goroutine that shutdown waits for, unless shutdown has
+// begun.
+func (c *Coordinator) spawn(f func()) {
+	if c.ctx.Err() != nil {
 		return
 	}
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()
-		for {
-			for c.nudgePending.Swap(false) {
-				if err := c.await(c.raft.Barrier(c.cfg.ApplyTimeout)); err != nil {
-					c.nudgePending.Store(false)
-					break // not leader any more, or shutting down: nothing to nudge
-				}
-				c.metrics.nudges.Inc()
-			}
-			c.nudging.Store(false)
-			// A decision that committed after the last Swap saw nudging
-			// still set and left its nudge to us.
-			if !c.nudgePending.Load() || !c.nudging.CompareAndSwap(false, true) {
-				return
-			}
-		}
+		f()
 	}()
 }
 

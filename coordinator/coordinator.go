@@ -49,8 +49,7 @@ type Coordinator struct {
 	leaderGen   atomic.Uint64 // incremented on every leadership change
 	leaderReady atomic.Uint64 // generation whose post-election barrier is applied (0 = none)
 
-	nudging      atomic.Bool // a nudgeFollowers barrier is in flight
-	nudgePending atomic.Bool // a decision committed since the last nudge began
+	notices *commitNotices // tells followers of commits at once
 
 	connMu sync.Mutex
 	conns  map[string]*grpc.ClientConn
@@ -155,11 +154,13 @@ func (c *Coordinator) open(reg prometheus.Registerer) error {
 	if err := raft.ValidateConfig(rc); err != nil {
 		return fmt.Errorf("raft config: %w", err)
 	}
-	r, err := raft.NewRaft(rc, c.fsm, logs, store, snaps, noPipelineTransport{c.transport})
+	c.notices = &commitNotices{trans: c.transport, peers: map[raft.ServerID]*noticePeer{}, spawn: c.spawn}
+	r, err := raft.NewRaft(rc, c.fsm, logs, store, snaps, noticeTransport{noPipelineTransport{c.transport}, c.notices})
 	if err != nil {
 		return fmt.Errorf("start raft: %w", err)
 	}
 	c.raft = r
+	c.notices.start(r)
 	c.api, err = api.New(c, cfg.API, c.log)
 	if err != nil {
 		return err

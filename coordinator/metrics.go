@@ -16,7 +16,6 @@ type metrics struct {
 	applyErrors   prometheus.Counter
 	leaderChanges prometheus.Counter
 	responses     prometheus.Counter
-	nudges        prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer, c *Coordinator) (*metrics, error) {
@@ -34,9 +33,9 @@ func newMetrics(reg prometheus.Registerer, c *Coordinator) (*metrics, error) {
 	responses := prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "medmesh_coordinator_response_decisions_total", Help: "Decisions the response engine committed on this node.", ConstLabels: labels,
 	})
-	nudges := prometheus.NewCounter(prometheus.CounterOpts{
-		Name: "medmesh_coordinator_commit_nudges_total", Help: "Raft barriers appended after a decision so that followers learn its commit at once.", ConstLabels: labels,
-	})
+	notices := prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "medmesh_coordinator_commit_notices_total", Help: "Commit notices sent to followers: AppendEntries without entries that tell a follower the commit index as soon as an entry commits.", ConstLabels: labels,
+	}, func() float64 { return float64(c.notices.count.Load()) })
 	applied := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "medmesh_coordinator_applied_index", Help: "Last Raft index applied to the FSM.", ConstLabels: labels,
 	}, func() float64 { return float64(c.fsm.AppliedIndex()) })
@@ -48,11 +47,11 @@ func newMetrics(reg prometheus.Registerer, c *Coordinator) (*metrics, error) {
 		}
 		return 0
 	})
-	m := &metrics{reg: reg, applyDuration: apply, applyErrors: applyErr, leaderChanges: changes, responses: responses, nudges: nudges}
+	m := &metrics{reg: reg, applyDuration: apply, applyErrors: applyErr, leaderChanges: changes, responses: responses}
 	if reg == nil {
 		return m, nil
 	}
-	for _, col := range []prometheus.Collector{apply, applyErr, changes, responses, nudges, applied, isLeader} {
+	for _, col := range []prometheus.Collector{apply, applyErr, changes, responses, notices, applied, isLeader} {
 		if err := reg.Register(col); err != nil {
 			m.unregister()
 			return nil, errors.Join(errors.New("register coordinator metrics"), err)

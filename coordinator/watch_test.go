@@ -187,14 +187,13 @@ func TestSensorReportThroughFollowerExactlyOnce(t *testing.T) {
 
 // TestDecisionReachesFollowersAtOnce: with a CommitTimeout of 1 s,
 // followers still apply a decision within half of it, because the leader
-// nudges them with a barrier whose AppendEntries carries the commit index
-// (without it they would learn it only after 1-2 s, one to two
-// CommitTimeouts).
+// sends them a commit notice as soon as it commits (without it they would
+// learn it only after 1-2 s, one to two CommitTimeouts).
 func TestDecisionReachesFollowersAtOnce(t *testing.T) {
 	cl := newCluster(t, 3, func(c *Config) { c.CommitTimeout = time.Second })
 	leader := cl.leader()
 	for i := range 3 {
-		resp := activate(t, leader, fmt.Sprintf("nudge%d", i))
+		resp := activate(t, leader, fmt.Sprintf("notice%d", i))
 		idx := resp.GetDecisionIndex()
 		if idx == 0 {
 			t.Fatalf("activation without a decision index: %v", resp)

@@ -1,0 +1,195 @@
+package coordinator
+
+import (
+	"sync"
+	"sync/atomic"
+
+	"github.com/hashicorp/raft"
+)
+
+// commitNotices tells followers the leader's commit index as soon as an
+// entry commits, the way etcd's raft broadcasts a commit, so that watchers
+// served by a follower see a decision about one round trip after those
+// served by the leader.
+//
+// hashicorp/raft sends the leader's commit index only with the next
+// AppendEntries that carries entries (which a follower must write and fsync
+// before it looks at the commit index), or one to two CommitTimeouts later.
+// Its heartbeats carry no commit index. So the transport keeps, per
+// follower, what the last successful AppendEntries proved: in term T the
+// follower's log matches the leader's through index M, whose entry has term
+// MT. A notice is then an AppendEntries of term T with no entries,
+// PrevLogEntry M, PrevLogTerm MT and LeaderCommitIndex min(commit, M): what
+// the replication goroutine itself sends on its CommitTimeout, except that
+// the commit index is capped at M, where Raft's rule (min(leaderCommit,
+// index of last new entry)) holds even though hashicorp/raft's follower
+// caps at its own last index.
+//
+// Safety. A notice may commit on the follower only entries that are
+// committed, and only if they are the leader's:
+//   - The follower accepts the notice only in term T and only if its entry
+//     at M has term MT, so by the Log Matching Property its log equals the
+//     leader's (of term T) through M.
+//   - The commit index is read, then the current term is checked to be
+//     still T. Terms only grow, and a node's log and commit index change
+//     under another leader only after its term has moved past T; so the
+//     commit index read belongs to this node's leadership of term T, whose
+//     log is append-only: everything up to it is committed and still
+//     matches through M. A stale record (an earlier term) is never sent.
+//   - The follower handles a notice like any AppendEntries, in its main
+//     loop, in arrival order with the leader's own RPCs; no order of the
+//     two can commit beyond what one of them proves.
+//
+// A notice is best effort: a lost one costs nothing but the latency Raft
+// had without it. Its response is not fed back to Raft.
+type commitNotices struct {
+	trans noticeSender
+
+	mu    sync.Mutex
+	raft  raftView // set once Raft runs
+	want  uint64   // the highest commit index asked to be announced
+	peers map[raft.ServerID]*noticePeer
+	spawn func(func())  // runs a sender goroutine tracked by the coordinator
+	count atomic.Uint64 // notices sent
+}
+
+// noticeSender sends an AppendEntries RPC (the NetworkTransport).
+type noticeSender interface {
+	AppendEntries(raft.ServerID, raft.ServerAddress, *raft.AppendEntriesRequest, *raft.AppendEntriesResponse) error
+}
+
+// raftView is what notices read of the local Raft (*raft.Raft).
+type raftView interface {
+	CommitIndex() uint64
+	CurrentTerm() uint64
+}
+
+// start lets notices flow once Raft runs.
+func (n *commitNotices) start(r raftView) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.raft = r
+}
+
+// noticePeer is what the last successful AppendEntries to one follower
+// proved, and the notice state for it.
+type noticePeer struct {
+	addr    raft.ServerAddress
+	header  raft.RPCHeader
+	leader  []byte
+	term    uint64 // the leader's term in that AppendEntries
+	match   uint64 // the follower's log matches through this index
+	logTerm uint64 // the term of the entry at match
+	sent    uint64 // the highest commit index announced to it
+	busy    bool   // a sender goroutine runs for it
+}
+
+// observe records what a successful AppendEntries to a follower proved.
+// Heartbeats (no PrevLogEntry, no entries) prove nothing and are ignored.
+func (n *commitNotices) observe(id raft.ServerID, target raft.ServerAddress, args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) {
+	if !resp.Success || resp.Term != args.Term || (args.PrevLogEntry == 0 && len(args.Entries) == 0) {
+		return
+	}
+	match, logTerm := args.PrevLogEntry, args.PrevLogTerm
+	if k := len(args.Entries); k > 0 {
+		match, logTerm = args.Entries[k-1].Index, args.Entries[k-1].Term
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	p := n.peers[id]
+	if p == nil {
+		p = &noticePeer{}
+		n.peers[id] = p
+	}
+	if args.Term != p.term {
+		*p = noticePeer{busy: p.busy}
+	} else if match <= p.match {
+		return
+	}
+	p.addr, p.header, p.leader = target, args.RPCHeader, append([]byte(nil), args.Leader...)
+	p.term, p.match, p.logTerm = args.Term, match, logTerm
+	n.kick(id, p)
+}
+
+// announce asks for the commit index (at least index) to reach every
+// follower now.
+func (n *commitNotices) announce(index uint64) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if index <= n.want {
+		return
+	}
+	n.want = index
+	for id, p := range n.peers {
+		n.kick(id, p)
+	}
+}
+
+// kick starts a sender for p if it has something to announce. n.mu held.
+func (n *commitNotices) kick(id raft.ServerID, p *noticePeer) {
+	if p.busy || n.raft == nil || min(n.want, p.match) <= p.sent {
+		return
+	}
+	p.busy = true
+	n.spawn(func() { n.send(id, p) })
+}
+
+// send announces to one follower until it has the latest asked for.
+func (n *commitNotices) send(id raft.ServerID, p *noticePeer) {
+	for {
+		n.mu.Lock()
+		r, want := n.raft, n.want
+		rec := *p
+		n.mu.Unlock()
+		// The record first, then the commit index, then the term: see the
+		// safety argument on commitNotices.
+		commit := min(r.CommitIndex(), want, rec.match)
+		if commit <= rec.sent || r.CurrentTerm() != rec.term {
+			n.mu.Lock()
+			if p.term == rec.term && p.match == rec.match && n.want == want {
+				p.busy = false
+				n.mu.Unlock()
+				return
+			}
+			n.mu.Unlock()
+			continue // the record or the request moved meanwhile: look again
+		}
+		req := raft.AppendEntriesRequest{
+			RPCHeader: rec.header, Term: rec.term, Leader: rec.leader,
+			PrevLogEntry: rec.match, PrevLogTerm: rec.logTerm, LeaderCommitIndex: commit,
+		}
+		var resp raft.AppendEntriesResponse
+		err := n.trans.AppendEntries(id, rec.addr, &req, &resp)
+		n.mu.Lock()
+		if err != nil || !resp.Success {
+			// Unreachable, or no longer in this term: Raft's own
+			// replication carries the commit index from here.
+			p.busy = false
+			if p.term == rec.term && commit > p.sent {
+				p.sent = commit // do not retry this index
+			}
+			n.mu.Unlock()
+			return
+		}
+		if p.term == rec.term && commit > p.sent {
+			p.sent = commit
+		}
+		n.mu.Unlock()
+		n.count.Add(1)
+	}
+}
+
+// noticeTransport is the Raft transport: the NetworkTransport with pipeline
+// replication off (see noPipelineTransport) and commit notices.
+type noticeTransport struct {
+	noPipelineTransport
+	notices *commitNotices
+}
+
+func (t noticeTransport) AppendEntries(id raft.ServerID, target raft.ServerAddress, args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) error {
+	if err := t.NetworkTransport.AppendEntries(id, target, args, resp); err != nil {
+		return err
+	}
+	t.notices.observe(id, target, args, resp)
+	return nil
+}
