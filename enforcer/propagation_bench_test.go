@@ -504,3 +504,34 @@ func etcdPropagation(b *testing.B, members, n int) []time.Duration {
 	defer mu.Unlock()
 	return slices.Clone(lat)
 }
+
+// BenchmarkApply is one enforcer's cost of applying a decision to its
+// datapath (the cycle of BenchmarkPropagation: a new 8-rule policy,
+// quarantine, release), without the stream: with a hundred enforcers on
+// one host, this is most of what a decision costs them.
+func BenchmarkApply(b *testing.B) {
+	testutil.RequireRoot(b)
+	dp, err := xdp.Load(xdp.Config{MaxDevices: 16})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer dp.Close()
+	st, err := state.New(dp, state.Snapshot{}, dp.Slots(), slog.New(slog.DiscardHandler))
+	if err != nil {
+		b.Fatal(err)
+	}
+	decisions := make([]*medmeshv1.Decision, 3*250)
+	for i := range decisions {
+		decisions[i] = benchDecision(i)
+	}
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		d := decisions[i%len(decisions)]
+		i++
+		d.Index = uint64(i)
+		if ok, err := st.Apply(d); !ok || err != nil {
+			b.Fatalf("apply %d: %v %v", i, ok, err)
+		}
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"unsafe"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -49,9 +50,53 @@ type Datapath struct {
 	link  link.Link
 	ncpu  int
 
+	// The mmapable arrays, written through their memory mappings.
+	rulesMem *mmapArray[enforcerRule]
+	slotsMem *mmapArray[enforcerSlotInfo]
+	metaMem  *mmapArray[uint64] // the one metadata entry as two words
+
 	metaMu  sync.Mutex
 	applied uint64 // as written to the meta map
 	gen     uint64 // policy generation, as written to the meta map
+}
+
+// mmapArray is a BPF array map created with BPF_F_MMAPABLE, written
+// through its memory mapping: a store, no syscall. T is a bpf2go type (host
+// layout, the C struct's size), so elements are copied as they lie in
+// memory. Like an update through bpf(), a write is not atomic with respect
+// to a program reading the same element; the datapath writes only elements
+// no device points to yet, or no longer, and single aligned words (the
+// meta map's fields), which x86 and arm64 store whole.
+type mmapArray[T any] struct {
+	mem *ebpf.Memory
+}
+
+// newMmapArray maps m, whose value is elem Ts with no padding between.
+func newMmapArray[T any](m *ebpf.Map, elem int) (*mmapArray[T], error) {
+	size := int(unsafe.Sizeof(*new(T)))
+	// The kernel lays array elements out every round_up(value_size, 8)
+	// bytes; T's size must be that stride for put's copy to be exact.
+	if uint32(size*elem) != m.ValueSize() || (elem == 1 && size%8 != 0) {
+		return nil, fmt.Errorf("map %s: value size %d, not %d x %d-byte elements on an 8-byte stride", m, m.ValueSize(), elem, size)
+	}
+	mem, err := m.Memory()
+	if err != nil {
+		return nil, fmt.Errorf("map %s: memory mapping: %w", m, err)
+	}
+	return &mmapArray[T]{mem: mem}, nil
+}
+
+// put writes vals to consecutive Ts from the i-th on.
+func (a *mmapArray[T]) put(i uint32, vals ...T) error {
+	if len(vals) == 0 {
+		return nil
+	}
+	size := int(unsafe.Sizeof(vals[0]))
+	b := unsafe.Slice((*byte)(unsafe.Pointer(&vals[0])), size*len(vals))
+	if _, err := a.mem.WriteAt(b, int64(i)*int64(size)); err != nil {
+		return fmt.Errorf("write element %d: %w", i, err)
+	}
+	return nil
 }
 
 // Load loads the program and its maps. With a PinDir, maps pinned there by a
@@ -102,11 +147,28 @@ func Load(cfg Config) (*Datapath, error) {
 		return nil, fmt.Errorf("lookup meta: %w", err)
 	}
 	d.applied, d.gen = m.AppliedIndex, m.Generation
+	if err := d.mapMemory(); err != nil {
+		d.objs.Close()
+		return nil, err
+	}
 	if err := d.invalidate(); err != nil {
 		d.objs.Close()
 		return nil, err
 	}
 	return d, nil
+}
+
+// mapMemory maps the mmapable arrays.
+func (d *Datapath) mapMemory() (err error) {
+	if d.rulesMem, err = newMmapArray[enforcerRule](d.objs.Rules, 1); err != nil {
+		return err
+	}
+	if d.slotsMem, err = newMmapArray[enforcerSlotInfo](d.objs.Slots, 1); err != nil {
+		return err
+	}
+	// Two words in one element: applied_index at word 0, generation at 1.
+	d.metaMem, err = newMmapArray[uint64](d.objs.Meta, 2)
+	return err
 }
 
 // invalidate bumps the policy generation: every verdict cached so far
@@ -117,11 +179,10 @@ func Load(cfg Config) (*Datapath, error) {
 func (d *Datapath) invalidate() error {
 	d.metaMu.Lock()
 	defer d.metaMu.Unlock()
-	m := enforcerMetadata{AppliedIndex: d.applied, Generation: d.gen + 1}
-	if err := d.objs.Meta.Put(uint32(0), m); err != nil {
+	if err := d.metaMem.put(1, d.gen+1); err != nil {
 		return fmt.Errorf("bump policy generation: %w", err)
 	}
-	d.gen = m.Generation
+	d.gen++
 	return nil
 }
 
@@ -335,7 +396,7 @@ func (d *Datapath) WriteSlot(slot uint32, rules []Rule) (err error) {
 		for i, r := range rules {
 			keys[i], vals[i] = base+uint32(i), toBPFRule(r)
 		}
-		if _, err := d.objs.Rules.BatchUpdate(keys, vals, nil); err != nil {
+		if err := d.rulesMem.put(base, vals...); err != nil {
 			return fmt.Errorf("put rules of slot %d: %w", slot, err)
 		}
 		if _, err := d.objs.RuleHits.BatchUpdate(keys, make([]uint64, len(rules)*d.ncpu), nil); err != nil {
@@ -362,7 +423,7 @@ func (d *Datapath) WriteSlot(slot uint32, rules []Rule) (err error) {
 	}
 	copy(info.Lens4[:], pl.lens4)
 	copy(info.Lens6[:], pl.lens6)
-	if err := d.objs.Slots.Put(slot, info); err != nil {
+	if err := d.slotsMem.put(slot, info); err != nil {
 		return fmt.Errorf("put slot %d info: %w", slot, err)
 	}
 	return nil
@@ -379,7 +440,7 @@ func (d *Datapath) ClearSlot(slot uint32, rules []Rule) (err error) {
 	if err != nil {
 		return err
 	}
-	if err := d.objs.Slots.Put(slot, enforcerSlotInfo{}); err != nil {
+	if err := d.slotsMem.put(slot, enforcerSlotInfo{}); err != nil {
 		return fmt.Errorf("clear slot %d info: %w", slot, err)
 	}
 	if len(pl.entries) > 0 {
@@ -401,12 +462,7 @@ func (d *Datapath) ClearSlot(slot uint32, rules []Rule) (err error) {
 		}
 	}
 	if len(rules) > 0 {
-		base := slot * MaxRules
-		keys := make([]uint32, len(rules))
-		for i := range rules {
-			keys[i] = base + uint32(i)
-		}
-		if _, err := d.objs.Rules.BatchUpdate(keys, make([]enforcerRule, len(rules)), nil); err != nil {
+		if err := d.rulesMem.put(slot*MaxRules, make([]enforcerRule, len(rules))...); err != nil {
 			return fmt.Errorf("clear rules of slot %d: %w", slot, err)
 		}
 	}
@@ -485,7 +541,7 @@ func (d *Datapath) AppliedIndex() (uint64, error) {
 func (d *Datapath) SetAppliedIndex(index uint64) error {
 	d.metaMu.Lock()
 	defer d.metaMu.Unlock()
-	if err := d.objs.Meta.Put(uint32(0), enforcerMetadata{AppliedIndex: index, Generation: d.gen}); err != nil {
+	if err := d.metaMem.put(0, index); err != nil {
 		return fmt.Errorf("put applied index: %w", err)
 	}
 	d.applied = index
