@@ -55,10 +55,6 @@ func (c *Coordinator) Apply(ctx context.Context, cmd *fsmpb.Command) (*fsm.Resul
 	if res.Err != nil {
 		return res, res.Err
 	}
-	// Followers learn this commit now rather than with the next entry:
-	// watchers served by a follower see it about one round trip after
-	// those served by the leader.
-	c.notices.announce(res.Index)
 	return res, nil
 }
 

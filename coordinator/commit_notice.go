@@ -5,6 +5,8 @@ import (
 	"sync/atomic"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/medmesh/medmesh/coordinator/internal/fsm"
 )
 
 // commitNotices tells followers the leader's commit index as soon as an
@@ -112,7 +114,7 @@ func (n *commitNotices) observe(id raft.ServerID, target raft.ServerAddress, arg
 }
 
 // announce asks for the commit index (at least index) to reach every
-// follower now.
+// follower now. noticeFSM calls it for every entry applied.
 func (n *commitNotices) announce(index uint64) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -127,7 +129,7 @@ func (n *commitNotices) announce(index uint64) {
 
 // kick starts a sender for p if it has something to announce. n.mu held.
 func (n *commitNotices) kick(id raft.ServerID, p *noticePeer) {
-	if p.busy || n.raft == nil || min(n.want, p.match) <= p.sent {
+	if p.busy || n.raft == nil || min(n.want, p.match) <= p.sent || n.raft.CurrentTerm() != p.term {
 		return
 	}
 	p.busy = true
@@ -192,4 +194,19 @@ func (t noticeTransport) AppendEntries(id raft.ServerID, target raft.ServerAddre
 	}
 	t.notices.observe(id, target, args, resp)
 	return nil
+}
+
+// noticeFSM is the FSM Raft applies to: after each entry it asks for the
+// entry's commit to be announced. On the leader that is the earliest point
+// the commit is visible outside Raft, before the writer's Apply future
+// wakes up; on a follower nothing has been recorded, so nothing is sent.
+type noticeFSM struct {
+	*fsm.FSM
+	notices *commitNotices
+}
+
+func (f noticeFSM) Apply(l *raft.Log) any {
+	res := f.FSM.Apply(l)
+	f.notices.announce(l.Index)
+	return res
 }

@@ -155,7 +155,7 @@ func (c *Coordinator) open(reg prometheus.Registerer) error {
 		return fmt.Errorf("raft config: %w", err)
 	}
 	c.notices = &commitNotices{trans: c.transport, peers: map[raft.ServerID]*noticePeer{}, spawn: c.spawn}
-	r, err := raft.NewRaft(rc, c.fsm, logs, store, snaps, noticeTransport{noPipelineTransport{c.transport}, c.notices})
+	r, err := raft.NewRaft(rc, noticeFSM{c.fsm, c.notices}, logs, store, snaps, noticeTransport{noPipelineTransport{c.transport}, c.notices})
 	if err != nil {
 		return fmt.Errorf("start raft: %w", err)
 	}
