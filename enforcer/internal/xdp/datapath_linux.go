@@ -131,7 +131,11 @@ func Load(cfg Config) (*Datapath, error) {
 		if errors.As(err, &ve) && os.Getenv("MEDMESH_BPF_DEBUG") != "" {
 			return nil, fmt.Errorf("load enforcer program: %+v", ve)
 		}
-		return nil, fmt.Errorf("load enforcer program (pinned maps in %q must match max devices %d): %w", cfg.PinDir, cfg.MaxDevices, err)
+		if errors.Is(err, ebpf.ErrMapIncompatible) {
+			// The pinned program keeps enforcing: nothing was replaced.
+			return nil, fmt.Errorf("pinned maps in %q do not fit this enforcer: pinned with another max devices (now %d), or by a medmesh version with another map layout; the pinned program keeps enforcing; `medmesh enforcer --uninstall` removes them and stops enforcing: %w", cfg.PinDir, cfg.MaxDevices, err)
+		}
+		return nil, fmt.Errorf("load enforcer program: %w", err)
 	}
 	d.ncpu, err = ebpf.PossibleCPU()
 	if err != nil {

@@ -4,11 +4,13 @@ package xdp
 
 import (
 	"encoding/binary"
+	"errors"
 	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"testing"
 
 	"github.com/cilium/ebpf"
@@ -807,5 +809,37 @@ func TestClearHalfWrittenSlot(t *testing.T) {
 	var v enforcerPeerVal
 	if it := d.objs.Peers.Iterate(); it.Next(&k, &v) {
 		t.Fatalf("peer entry left after clear: %+v", k)
+	}
+}
+
+// TestIncompatiblePinsRefused: maps pinned with another size (or layout)
+// are refused with an error that says so, and are left as they were: the
+// pinned state still reads back.
+func TestIncompatiblePinsRefused(t *testing.T) {
+	testutil.RequireRoot(t)
+	dir := filepath.Join("/sys/fs/bpf", "medmesh-test-"+filepath.Base(t.TempDir()))
+	t.Cleanup(func() { Unpin(dir) })
+	cfg := DefaultConfig()
+	cfg.MaxDevices, cfg.PinDir = 16, dir
+	d1, err := Load(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d1.SetAppliedIndex(7); err != nil {
+		t.Fatal(err)
+	}
+	d1.Close()
+	cfg.MaxDevices = 32
+	if _, err := Load(cfg); !errors.Is(err, ebpf.ErrMapIncompatible) || !strings.Contains(err.Error(), "--uninstall") {
+		t.Fatalf("load over pins of another size: %v, want ErrMapIncompatible naming --uninstall", err)
+	}
+	cfg.MaxDevices = 16
+	d2, err := Load(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d2.Close()
+	if got, err := d2.AppliedIndex(); err != nil || got != 7 {
+		t.Fatalf("applied index after the refused load: %d, %v; want 7", got, err)
 	}
 }
