@@ -63,6 +63,7 @@ bench-score: ## Flow scoring and detector cost
 
 bench-enforcer: ## Enforcer program vs XDP_PASS; decision propagation vs etcd watch
 	$(GO) test -count=1 -run '^$$' -bench '^BenchmarkProgram$$' -benchtime=5x -timeout 15m ./enforcer/internal/xdp/
+	$(GO) test -count=1 -run '^$$' -bench '^BenchmarkApply$$' -benchtime=20000x ./enforcer/
 	$(GO) test -count=1 -run '^$$' -bench '^BenchmarkPropagation$$' -benchtime=1x -timeout 15m ./enforcer/
 
 bench-mesh: ## Gossip convergence, failure detection, reporting throughput

@@ -220,10 +220,12 @@ func raftPropagation(b *testing.B, n int, commitTimeout time.Duration) []time.Du
 	write(0, true)
 	discard := slog.New(slog.DiscardHandler)
 	var states []*state.State
+	onLeader := make([]bool, n) // watcher i watches replica i mod 3, the leader first
 	var (
 		mu        sync.Mutex
 		lat       []time.Duration
 		delivered []time.Duration
+		byReplica = map[bool][]time.Duration{} // commit -> applied, by whether the watcher watches the leader
 		applied   atomic.Int64
 	)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -243,6 +245,7 @@ func raftPropagation(b *testing.B, n int, commitTimeout time.Duration) []time.Du
 		cfg := watch.DefaultConfig()
 		cfg.ID = fmt.Sprintf("bench-%d", i)
 		cfg.Coordinators = append(slices.Clone(apis[i%3:]), apis[:i%3]...)
+		onLeader[i] = i%3 == 0
 		cfg.ReportInterval = time.Minute
 		w, err := watch.New(cfg, st, discard, prometheus.NewRegistry())
 		if err != nil {
@@ -255,6 +258,7 @@ func raftPropagation(b *testing.B, n int, commitTimeout time.Duration) []time.Du
 			mu.Lock()
 			lat = append(lat, l)
 			delivered = append(delivered, received.Sub(committed))
+			byReplica[onLeader[i]] = append(byReplica[onLeader[i]], l)
 			mu.Unlock()
 			applied.Add(1)
 		})
@@ -265,6 +269,7 @@ func raftPropagation(b *testing.B, n int, commitTimeout time.Duration) []time.Du
 	time.Sleep(50 * time.Millisecond)
 	mu.Lock()
 	lat, delivered = lat[:0], delivered[:0]
+	clear(byReplica)
 	mu.Unlock()
 	applied.Store(0)
 	var writes []time.Duration
@@ -293,6 +298,12 @@ func raftPropagation(b *testing.B, n int, commitTimeout time.Duration) []time.Du
 	slices.Sort(delivered)
 	b.ReportMetric(float64(delivered[len(delivered)/2].Microseconds())/1000, "delivered-p50-ms")
 	b.ReportMetric(float64(delivered[min(len(delivered)-1, len(delivered)*99/100)].Microseconds())/1000, "delivered-p99-ms")
+	for leader, name := range map[bool]string{true: "leader", false: "follower"} {
+		if l := byReplica[leader]; len(l) > 0 {
+			slices.Sort(l)
+			b.ReportMetric(float64(l[len(l)/2].Microseconds())/1000, name+"-watchers-p50-ms")
+		}
+	}
 	return slices.Clone(lat)
 }
 
