@@ -86,6 +86,17 @@ func newMmapArray[T any](m *ebpf.Map, elem int) (*mmapArray[T], error) {
 	return &mmapArray[T]{mem: mem}, nil
 }
 
+// get reads the i-th T.
+func (a *mmapArray[T]) get(i uint32) (T, error) {
+	var v T
+	size := int(unsafe.Sizeof(v))
+	b := unsafe.Slice((*byte)(unsafe.Pointer(&v)), size)
+	if _, err := a.mem.ReadAt(b, int64(i)*int64(size)); err != nil {
+		return v, fmt.Errorf("read element %d: %w", i, err)
+	}
+	return v, nil
+}
+
 // put writes vals to consecutive Ts from the i-th on.
 func (a *mmapArray[T]) put(i uint32, vals ...T) error {
 	if len(vals) == 0 {
@@ -378,8 +389,9 @@ func peerKey(slot uint32, p netip.Prefix) enforcerPeerKey {
 }
 
 // WriteSlot writes rules into a slot that no device uses yet: rule array,
-// peer entries and slot info, counters reset. The slot becomes effective
-// when a device entry points to it. Each map is written with one batch
+// peer entries and slot info, with the slot's rule counter epoch advanced,
+// so its counters start from zero without a reset (see count_rule in
+// enforcer.c). The slot becomes effective when a device entry points to it. Each map is written with one batch
 // syscall: with a hundred enforcers on one host, per-entry syscalls were
 // most of a decision's cost.
 func (d *Datapath) WriteSlot(slot uint32, rules []Rule) (err error) {
@@ -391,20 +403,19 @@ func (d *Datapath) WriteSlot(slot uint32, rules []Rule) (err error) {
 	if err != nil {
 		return err
 	}
+	prev, err := d.slotsMem.get(slot)
+	if err != nil {
+		return fmt.Errorf("read slot %d info: %w", slot, err)
+	}
 	// A free slot's rule entries are empty (ClearSlot empties them), so
 	// only the rules themselves are written.
 	if len(rules) > 0 {
-		base := slot * MaxRules
-		keys := make([]uint32, len(rules))
 		vals := make([]enforcerRule, len(rules))
 		for i, r := range rules {
-			keys[i], vals[i] = base+uint32(i), toBPFRule(r)
+			vals[i] = toBPFRule(r)
 		}
-		if err := d.rulesMem.put(base, vals...); err != nil {
+		if err := d.rulesMem.put(slot*MaxRules, vals...); err != nil {
 			return fmt.Errorf("put rules of slot %d: %w", slot, err)
-		}
-		if _, err := d.objs.RuleHits.BatchUpdate(keys, make([]uint64, len(rules)*d.ncpu), nil); err != nil {
-			return fmt.Errorf("reset rule counters of slot %d: %w", slot, err)
 		}
 	}
 	if len(pl.entries) > 0 {
@@ -421,7 +432,7 @@ func (d *Datapath) WriteSlot(slot uint32, rules []Rule) (err error) {
 			return fmt.Errorf("put peers of slot %d: %w", slot, err)
 		}
 	}
-	info := enforcerSlotInfo{AnyAllow: pl.anyAllow, Nlens4: uint8(len(pl.lens4)), Nlens6: uint8(len(pl.lens6))}
+	info := enforcerSlotInfo{AnyAllow: pl.anyAllow, Nlens4: uint8(len(pl.lens4)), Nlens6: uint8(len(pl.lens6)), Epoch: prev.Epoch + 1}
 	if pl.anyBlock {
 		info.AnyBlock = 1
 	}
@@ -444,7 +455,12 @@ func (d *Datapath) ClearSlot(slot uint32, rules []Rule) (err error) {
 	if err != nil {
 		return err
 	}
-	if err := d.slotsMem.put(slot, enforcerSlotInfo{}); err != nil {
+	prev, err := d.slotsMem.get(slot)
+	if err != nil {
+		return fmt.Errorf("read slot %d info: %w", slot, err)
+	}
+	// The epoch stays: the next tenant's counters start after it.
+	if err := d.slotsMem.put(slot, enforcerSlotInfo{Epoch: prev.Epoch}); err != nil {
 		return fmt.Errorf("clear slot %d info: %w", slot, err)
 	}
 	if len(pl.entries) > 0 {
@@ -607,15 +623,26 @@ func (d *Datapath) Verdicts() ([NumVerdicts]Counter, error) {
 	return out, nil
 }
 
-// RuleHits returns the packets rule i of slot allowed, summed over CPUs.
+// hitEpochShift splits a rule_hits cell: epoch << 48 | count.
+const hitEpochShift = 48
+
+// RuleHits returns the packets rule i of slot allowed, summed over CPUs:
+// the cells of the slot's current counter epoch, those of earlier tenants
+// of the slot left out.
 func (d *Datapath) RuleHits(slot uint32, i int) (uint64, error) {
+	info, err := d.slotsMem.get(slot)
+	if err != nil {
+		return 0, fmt.Errorf("read slot %d info: %w", slot, err)
+	}
 	var per []uint64
 	if err := d.objs.RuleHits.Lookup(slot*MaxRules+uint32(i), &per); err != nil {
 		return 0, fmt.Errorf("lookup rule hits: %w", err)
 	}
 	var n uint64
 	for _, c := range per {
-		n += c
+		if uint16(c>>hitEpochShift) == info.Epoch {
+			n += c & (1<<hitEpochShift - 1)
+		}
 	}
 	return n, nil
 }

@@ -29,7 +29,7 @@ type enforcerCacheEntry struct {
 	Rule    uint32
 	Verdict uint8
 	Action  uint8
-	Pad     uint16
+	Epoch   uint16
 }
 
 type enforcerCacheStats struct {
@@ -105,7 +105,9 @@ type enforcerSlotInfo struct {
 	AnyBlock uint8
 	Nlens4   uint8
 	Nlens6   uint8
-	Pad      [5]uint8
+	Pad      uint8
+	Epoch    uint16
+	Pad2     [2]uint8
 	Lens4    [16]uint8
 	Lens6    [16]uint8
 }

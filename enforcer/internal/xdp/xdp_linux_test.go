@@ -377,8 +377,41 @@ func TestSlotRoundTrip(t *testing.T) {
 		t.Fatalf("peer entry left after clear: %+v", k)
 	}
 	var info enforcerSlotInfo
-	if err := d.objs.Slots.Lookup(uint32(5), &info); err != nil || info != (enforcerSlotInfo{}) {
-		t.Fatalf("slot info left after clear: %+v %v", info, err)
+	if err := d.objs.Slots.Lookup(uint32(5), &info); err != nil || info != (enforcerSlotInfo{Epoch: 1}) {
+		t.Fatalf("slot info left after clear: %+v %v, want only the counter epoch (1)", info, err)
+	}
+}
+
+// TestRuleCountersFreshOnReuse: a slot's next tenant starts its rule
+// counters from zero without a reset from user space (the counters carry
+// the slot's epoch), on the slow path and on cache hits alike.
+func TestRuleCountersFreshOnReuse(t *testing.T) {
+	oneCPU(t)
+	d := loadTest(t, 16)
+	https := pkt{src: devMAC, dst: "10.2.9.9", proto: layers.IPProtocolTCP, sport: 40000, dport: 443}.bytes(t)
+	for tenant := 1; tenant <= 3; tenant++ {
+		if err := d.WriteSlot(0, testRules()); err != nil {
+			t.Fatal(err)
+		}
+		if err := d.SetDevice(devMAC, DeviceEntry{Slot: 0, Mode: ModeEnforce, NRules: uint8(len(testRules()))}); err != nil {
+			t.Fatal(err)
+		}
+		if hits, err := d.RuleHits(0, 0); err != nil || hits != 0 {
+			t.Fatalf("tenant %d: rule hits %d (%v) before any packet, want 0", tenant, hits, err)
+		}
+		expect(t, d, "first packet", https, xdpPass, true)
+		for range tenant {
+			expect(t, d, "cached packet", https, xdpPass, false)
+		}
+		if hits, err := d.RuleHits(0, 0); err != nil || hits != uint64(tenant+1) {
+			t.Fatalf("tenant %d: rule hits %d (%v), want %d", tenant, hits, err, tenant+1)
+		}
+		if err := d.DeleteDevice(devMAC); err != nil {
+			t.Fatal(err)
+		}
+		if err := d.ClearSlot(0, testRules()); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
 
