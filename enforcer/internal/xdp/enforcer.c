@@ -185,9 +185,10 @@ struct {
 } peers SEC(".maps");
 
 // slots, rules and meta are mmapable: user space writes them through a
-// memory mapping, without a syscall, so a decision costs an enforcer four
-// bpf() calls (rule counters, peers in, peers out, the device entry)
-// instead of twelve. The hash and per-CPU maps cannot be mapped.
+// memory mapping, without a syscall, so a new policy costs an enforcer
+// three bpf() calls (peers in, the device entry, peers out) where it took
+// twelve, and a quarantine one. The hash and per-CPU maps cannot be
+// mapped; rule counters need no reset (see count_rule).
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 16384);
