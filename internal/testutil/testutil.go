@@ -2,7 +2,11 @@
 package testutil
 
 import (
+	"math/rand/v2"
 	"net"
+	"os"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -23,15 +27,53 @@ func Eventually(t testing.TB, timeout, tick time.Duration, cond func() bool, msg
 	}
 }
 
-// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago, for
+// a server the test starts later. It is picked at random below the kernel's
+// ephemeral range (net.ipv4.ip_local_port_range), where neither outgoing
+// connections nor listeners on port 0 get their ports: with packages tested
+// in parallel, a port from that range was sometimes taken by another
+// process's connection between this check and the test's own bind. Only
+// another FreePort can still pick the same port, one chance in thousands.
 func FreePort(t testing.TB) int {
 	t.Helper()
+	lo := ephemeralLow()
+	for range 200 {
+		p := freePortMin + rand.IntN(lo-freePortMin)
+		l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p)))
+		if err != nil {
+			continue
+		}
+		l.Close()
+		return p
+	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatalf("free port: %v", err)
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
+}
+
+// freePortMin is the lowest port FreePort picks: above the registered
+// services most hosts run.
+const freePortMin = 20000
+
+// ephemeralLow is the first port of the kernel's ephemeral range, 32768
+// (Linux's default) if it cannot be read or leaves no room below it.
+func ephemeralLow() int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 32768
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return 32768
+	}
+	lo, err := strconv.Atoi(f[0])
+	if err != nil || lo < freePortMin+1000 {
+		return 32768
+	}
+	return lo
 }
 
 // RequireRoot skips the test unless it runs as root.
