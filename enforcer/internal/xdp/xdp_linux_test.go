@@ -768,16 +768,24 @@ func TestCacheSkipsUncacheable(t *testing.T) {
 	}
 }
 
+// pinnedConfig is a 16-device config pinned in a fresh bpffs directory,
+// unpinned when the test ends.
+func pinnedConfig(t *testing.T) Config {
+	t.Helper()
+	dir := filepath.Join("/sys/fs/bpf", "medmesh-test-"+filepath.Base(t.TempDir()))
+	t.Cleanup(func() { Unpin(dir) })
+	cfg := DefaultConfig()
+	cfg.MaxDevices, cfg.PinDir = 16, dir
+	return cfg
+}
+
 // TestGenerationAcrossRestart checks that the generation lives in the
 // pinned meta map, keeps growing when a new process adopts the maps, and
 // that a verdict cached by the previous process does not hit.
 func TestGenerationAcrossRestart(t *testing.T) {
 	oneCPU(t)
 	testutil.RequireRoot(t)
-	dir := filepath.Join("/sys/fs/bpf", "medmesh-test-"+filepath.Base(t.TempDir()))
-	t.Cleanup(func() { Unpin(dir) })
-	cfg := DefaultConfig()
-	cfg.MaxDevices, cfg.PinDir = 16, dir
+	cfg := pinnedConfig(t)
 	d1, err := Load(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -798,7 +806,7 @@ func TestGenerationAcrossRestart(t *testing.T) {
 	if err := d1.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := os.Stat(filepath.Join(dir, "cache")); err != nil {
+	if _, err := os.Stat(filepath.Join(cfg.PinDir, "cache")); err != nil {
 		t.Fatalf("cache not pinned: %v", err)
 	}
 	d2, err := Load(cfg)
@@ -850,10 +858,7 @@ func TestClearHalfWrittenSlot(t *testing.T) {
 // pinned state still reads back.
 func TestIncompatiblePinsRefused(t *testing.T) {
 	testutil.RequireRoot(t)
-	dir := filepath.Join("/sys/fs/bpf", "medmesh-test-"+filepath.Base(t.TempDir()))
-	t.Cleanup(func() { Unpin(dir) })
-	cfg := DefaultConfig()
-	cfg.MaxDevices, cfg.PinDir = 16, dir
+	cfg := pinnedConfig(t)
 	d1, err := Load(cfg)
 	if err != nil {
 		t.Fatal(err)
