@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -74,6 +75,32 @@ func ephemeralLow() int {
 		return 32768
 	}
 	return lo
+}
+
+// Captures returns ../shared/testdata/pcap/sub from the module root (the
+// captures other projects publish, see that folder's README), or skips the
+// test when they are absent.
+func Captures(t testing.TB, sub string) string {
+	t.Helper()
+	dir, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			break
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			t.Fatal("module root (go.mod) not found")
+		}
+		dir = parent
+	}
+	p := filepath.Join(dir, "..", "shared", "testdata", "pcap", sub)
+	if _, err := os.Stat(p); err != nil {
+		t.Skipf("captures absent at %s: %v", p, err)
+	}
+	return p
 }
 
 // RequireRoot skips the test unless it runs as root.

@@ -388,24 +388,35 @@ func peerKey(slot uint32, p netip.Prefix) enforcerPeerKey {
 	return enforcerPeerKey{Slot: slot, Plen: uint8(p.Bits()), Addr: p.Masked().Addr().As16()}
 }
 
-// WriteSlot writes rules into a slot that no device uses yet: rule array,
-// peer entries and slot info, with the slot's rule counter epoch advanced,
-// so its counters start from zero without a reset (see count_rule in
-// enforcer.c). The slot becomes effective when a device entry points to it. Each map is written with one batch
-// syscall: with a hundred enforcers on one host, per-entry syscalls were
-// most of a decision's cost.
-func (d *Datapath) WriteSlot(slot uint32, rules []Rule) (err error) {
-	defer d.invalidated(&err)
+// slotChange checks a slot number, compiles the rules written to it or
+// cleared from it, and reads the slot's info as it is.
+func (d *Datapath) slotChange(slot uint32, rules []Rule) (plan, enforcerSlotInfo, error) {
 	if slot >= d.slots {
-		return fmt.Errorf("slot %d out of range", slot)
+		return plan{}, enforcerSlotInfo{}, fmt.Errorf("slot %d out of range", slot)
 	}
 	pl, err := compile(rules)
 	if err != nil {
-		return err
+		return plan{}, enforcerSlotInfo{}, err
 	}
 	prev, err := d.slotsMem.get(slot)
 	if err != nil {
-		return fmt.Errorf("read slot %d info: %w", slot, err)
+		return plan{}, enforcerSlotInfo{}, fmt.Errorf("read slot %d info: %w", slot, err)
+	}
+	return pl, prev, nil
+}
+
+// WriteSlot writes rules into a slot that no device uses yet: rule array,
+// peer entries and slot info, with the slot's rule counter epoch advanced,
+// so its counters start from zero without a reset (see count_rule in
+// enforcer.c). The slot becomes effective when a device entry points to
+// it. The arrays are written through their mappings and the peers with one
+// batch call: with a hundred enforcers on one host, bpf() calls were most
+// of a decision's cost.
+func (d *Datapath) WriteSlot(slot uint32, rules []Rule) (err error) {
+	defer d.invalidated(&err)
+	pl, prev, err := d.slotChange(slot, rules)
+	if err != nil {
+		return err
 	}
 	// A free slot's rule entries are empty (ClearSlot empties them), so
 	// only the rules themselves are written.
@@ -444,20 +455,14 @@ func (d *Datapath) WriteSlot(slot uint32, rules []Rule) (err error) {
 	return nil
 }
 
-// ClearSlot removes a slot's info and peer entries, then its rules. Call
-// it only after no device entry points to the slot.
+// ClearSlot removes a slot's info (but for its counter epoch) and peer
+// entries, then its rules. Call it only after no device entry points to
+// the slot.
 func (d *Datapath) ClearSlot(slot uint32, rules []Rule) (err error) {
 	defer d.invalidated(&err)
-	if slot >= d.slots {
-		return fmt.Errorf("slot %d out of range", slot)
-	}
-	pl, err := compile(rules)
+	pl, prev, err := d.slotChange(slot, rules)
 	if err != nil {
 		return err
-	}
-	prev, err := d.slotsMem.get(slot)
-	if err != nil {
-		return fmt.Errorf("read slot %d info: %w", slot, err)
 	}
 	// The epoch stays: the next tenant's counters start after it.
 	if err := d.slotsMem.put(slot, enforcerSlotInfo{Epoch: prev.Epoch}); err != nil {

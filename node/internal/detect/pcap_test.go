@@ -20,6 +20,7 @@ import (
 	"github.com/google/gopacket/layers"
 	"github.com/google/gopacket/pcapgo"
 
+	"github.com/medmesh/medmesh/internal/testutil"
 	"github.com/medmesh/medmesh/node/flow"
 )
 
@@ -30,31 +31,6 @@ const (
 	datapathSamples = 4
 	maxFlowSamples  = 64 // per direction, bound on WantMore
 )
-
-// pcapDir returns ../shared/testdata/pcap relative to the module root, or
-// skips the test when the captures are absent.
-func pcapDir(t testing.TB, sub string) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			break
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("module root (go.mod) not found")
-		}
-		dir = parent
-	}
-	p := filepath.Join(dir, "..", "shared", "testdata", "pcap", sub)
-	if _, err := os.Stat(p); err != nil {
-		t.Skipf("captures absent at %s: %v", p, err)
-	}
-	return p
-}
 
 // pcapFlow is one flow of a capture and what the detectors found in it.
 type pcapFlow struct {
@@ -208,7 +184,7 @@ func replay(t testing.TB, path string, snap int) (flows []*pcapFlow, disc []Dete
 }
 
 func TestTapirxHL7(t *testing.T) {
-	dir := pcapDir(t, "tapirx")
+	dir := testutil.Captures(t, "tapirx")
 	files, _ := filepath.Glob(filepath.Join(dir, "HL7-*.pcap"))
 	if len(files) == 0 {
 		t.Skipf("no HL7 captures in %s", dir)
@@ -249,7 +225,7 @@ func TestTapirxHL7(t *testing.T) {
 // (PRT-16, OBX-18) sits near byte 400: this is why the datapath samples up
 // to 512 bytes rather than 128.
 func TestTapirxUDI(t *testing.T) {
-	dir := pcapDir(t, "tapirx")
+	dir := testutil.Captures(t, "tapirx")
 	for _, name := range []string{"HL7-ADT-UDI-OBX.pcap", "HL7-ADT-UDI-PRT.pcap"} {
 		t.Run(name, func(t *testing.T) {
 			file := filepath.Join(dir, name)
@@ -269,7 +245,7 @@ func TestTapirxUDI(t *testing.T) {
 }
 
 func TestTapirxDICOM(t *testing.T) {
-	dir := pcapDir(t, "tapirx")
+	dir := testutil.Captures(t, "tapirx")
 	files, _ := filepath.Glob(filepath.Join(dir, "dicom_*.pcap"))
 	if len(files) == 0 {
 		t.Skipf("no DICOM captures in %s", dir)
@@ -308,7 +284,7 @@ func TestTapirxDICOM(t *testing.T) {
 // captures (every field, credential and answer, at every sample length)
 // for the patient data the captures hold.
 func TestHL7NoPatientData(t *testing.T) {
-	dir := pcapDir(t, "tapirx")
+	dir := testutil.Captures(t, "tapirx")
 	files, _ := filepath.Glob(filepath.Join(dir, "HL7-*.pcap"))
 	ndpi, _ := filepath.Glob(filepath.Join(filepath.Dir(dir), "ndpi", "hl7.pcap"))
 	files = append(files, ndpi...)
@@ -399,7 +375,7 @@ func parseNDPI(t *testing.T, path string) []ndpiFlow {
 // in the capture (http_ipv6.pcap holds six TLS flows of bare ACKs) has no
 // sample to detect from.
 func TestNDPIAgreement(t *testing.T) {
-	dir := pcapDir(t, "ndpi")
+	dir := testutil.Captures(t, "ndpi")
 	outs, _ := filepath.Glob(filepath.Join(dir, "*.out"))
 	if len(outs) == 0 {
 		t.Skipf("no nDPI .out files in %s", dir)
@@ -470,7 +446,7 @@ func TestNDPIAgreement(t *testing.T) {
 
 // TestCaptureCredentials checks the cleartext logins in the nDPI captures.
 func TestCaptureCredentials(t *testing.T) {
-	dir := pcapDir(t, "ndpi")
+	dir := testutil.Captures(t, "ndpi")
 	for _, tc := range []struct {
 		file, app, user, secret string
 		partial                 bool
@@ -505,7 +481,7 @@ func TestCaptureCredentials(t *testing.T) {
 // TestCaptureFields checks named fields extracted from the nDPI captures
 // with 128-byte samples, and DNS answers from discovery events.
 func TestCaptureFields(t *testing.T) {
-	dir := pcapDir(t, "ndpi")
+	dir := testutil.Captures(t, "ndpi")
 	for _, tc := range []struct {
 		file, field, want string
 	}{

@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/protobuf/encoding/protojson"
 
+	"github.com/medmesh/medmesh/internal/testutil"
 	"github.com/medmesh/medmesh/node/flow"
 )
 
@@ -32,7 +33,7 @@ func hasFactor(e *Engine, name string) bool {
 // TestPcapCredentials is issue 4 acceptance 3 on the nDPI captures: the
 // HTTP Basic and Telnet logins they carry raise credential findings.
 func TestPcapCredentials(t *testing.T) {
-	dir := capturesDir(t, "ndpi")
+	dir := testutil.Captures(t, "ndpi")
 	for _, c := range []struct{ file, app string }{{"http_auth.pcap", "http"}, {"telnet.pcap", "telnet"}} {
 		t.Run(c.file, func(t *testing.T) {
 			e := newEngine(t, testConfig())
@@ -82,7 +83,7 @@ func patientStrings(t *testing.T, path string) []string {
 func TestPcapHL7NoPatientData(t *testing.T) {
 	var files []string
 	for _, sub := range []string{"tapirx", "ndpi"} {
-		dir := capturesDir(t, sub)
+		dir := testutil.Captures(t, sub)
 		m, _ := filepath.Glob(filepath.Join(dir, "*[hH][lL]7*.pcap"))
 		files = append(files, m...)
 	}
@@ -152,7 +153,7 @@ func TestPcapHL7NoPatientData(t *testing.T) {
 // acceptance 1, end to end): HL7 senders carry their UDI where the message
 // has one, DICOM ends carry their AE titles, and rec.App is set.
 func TestPcapTapirx(t *testing.T) {
-	dir := capturesDir(t, "tapirx")
+	dir := testutil.Captures(t, "tapirx")
 	files, _ := filepath.Glob(filepath.Join(dir, "*.pcap"))
 	for _, path := range files {
 		name := filepath.Base(path)
@@ -203,7 +204,7 @@ var _ flow.Handler = (*Engine)(nil)
 // it, and requires byte-identical reports (issue 4 acceptance 5 on real
 // traffic).
 func TestPcapDeterminism(t *testing.T) {
-	dir := capturesDir(t, "ndpi")
+	dir := testutil.Captures(t, "ndpi")
 	files, _ := filepath.Glob(filepath.Join(dir, "*.pcap*"))
 	detected := 0
 	for _, path := range files {

@@ -7,7 +7,6 @@ import (
 	"io"
 	"net/netip"
 	"os"
-	"path/filepath"
 	"testing"
 
 	"github.com/google/gopacket"
@@ -28,31 +27,6 @@ const (
 	samplesPerDir  = 4
 	maxFlowSamples = 64
 )
-
-// capturesDir returns ../shared/testdata/pcap/sub from the module root,
-// or skips the test when the captures are absent.
-func capturesDir(t testing.TB, sub string) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			break
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("module root (go.mod) not found")
-		}
-		dir = parent
-	}
-	p := filepath.Join(dir, "..", "shared", "testdata", "pcap", sub)
-	if _, err := os.Stat(p); err != nil {
-		t.Skipf("captures absent at %s: %v", p, err)
-	}
-	return p
-}
 
 type replayKey struct {
 	a, b  netip.AddrPort
