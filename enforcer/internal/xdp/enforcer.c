@@ -1,5 +1,7 @@
 //go:build ignore
 
+// SPDX-License-Identifier: Dual BSD/GPL
+
 // enforcer.c is medmesh's inline XDP verdict program. It runs on the
 // device-facing interface of a routing node and sees every frame a device
 // sends. A device is identified by its source MAC; its entry names a slot.
@@ -678,4 +680,4 @@ int pass(struct xdp_md *ctx)
 	return XDP_PASS;
 }
 
-char __license[] SEC("license") = "Dual MIT/GPL";
+char __license[] SEC("license") = "Dual BSD/GPL";
