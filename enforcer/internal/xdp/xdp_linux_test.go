@@ -132,12 +132,7 @@ func testRules() []Rule {
 
 func TestVerdicts(t *testing.T) {
 	d := loadTest(t, 64)
-	if err := d.WriteSlot(3, testRules()); err != nil {
-		t.Fatal(err)
-	}
-	if err := d.SetDevice(devMAC, DeviceEntry{Slot: 3, Mode: ModeEnforce, NRules: 7}); err != nil {
-		t.Fatal(err)
-	}
+	install(t, d, devMAC, DeviceEntry{Slot: 3, Mode: ModeEnforce, NRules: 7}, testRules())
 	tcp, udp := layers.IPProtocolTCP, layers.IPProtocolUDP
 	cases := []struct {
 		name    string
@@ -255,12 +250,7 @@ func oneCPU(t *testing.T) {
 
 func TestMonitorModeDropsNothing(t *testing.T) {
 	d := loadTest(t, 64)
-	if err := d.WriteSlot(0, testRules()); err != nil {
-		t.Fatal(err)
-	}
-	if err := d.SetDevice(devMAC, DeviceEntry{Slot: 0, Mode: ModeMonitor}); err != nil {
-		t.Fatal(err)
-	}
+	install(t, d, devMAC, DeviceEntry{Slot: 0, Mode: ModeMonitor}, testRules())
 	denied := pkt{src: devMAC, dst: "192.0.2.1", proto: layers.IPProtocolTCP, sport: 40000, dport: 443}
 	denied6 := pkt{src: devMAC, v6: true, dst: "2001:db8:3::5", proto: layers.IPProtocolTCP, sport: 40000, dport: 104}
 	allowed := pkt{src: devMAC, dst: "10.2.9.9", proto: layers.IPProtocolTCP, sport: 40000, dport: 443}
@@ -364,18 +354,7 @@ func TestSlotRoundTrip(t *testing.T) {
 	if err := d.ClearSlot(5, rules); err != nil {
 		t.Fatal(err)
 	}
-	used, err = d.UsedSlots()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(used) != 0 {
-		t.Fatalf("slots still used after clear: %v", used)
-	}
-	var k enforcerPeerKey
-	var v enforcerPeerVal
-	if it := d.objs.Peers.Iterate(); it.Next(&k, &v) {
-		t.Fatalf("peer entry left after clear: %+v", k)
-	}
+	expectNoSlots(t, d)
 	var info enforcerSlotInfo
 	if err := d.objs.Slots.Lookup(uint32(5), &info); err != nil || info != (enforcerSlotInfo{Epoch: 1}) {
 		t.Fatalf("slot info left after clear: %+v %v, want only the counter epoch (1)", info, err)
@@ -390,12 +369,7 @@ func TestRuleCountersFreshOnReuse(t *testing.T) {
 	d := loadTest(t, 16)
 	https := pkt{src: devMAC, dst: "10.2.9.9", proto: layers.IPProtocolTCP, sport: 40000, dport: 443}.bytes(t)
 	for tenant := 1; tenant <= 3; tenant++ {
-		if err := d.WriteSlot(0, testRules()); err != nil {
-			t.Fatal(err)
-		}
-		if err := d.SetDevice(devMAC, DeviceEntry{Slot: 0, Mode: ModeEnforce, NRules: uint8(len(testRules()))}); err != nil {
-			t.Fatal(err)
-		}
+		install(t, d, devMAC, DeviceEntry{Slot: 0, Mode: ModeEnforce, NRules: uint8(len(testRules()))}, testRules())
 		if hits, err := d.RuleHits(0, 0); err != nil || hits != 0 {
 			t.Fatalf("tenant %d: rule hits %d (%v) before any packet, want 0", tenant, hits, err)
 		}
@@ -422,12 +396,7 @@ func TestWholeFamilyPrefixes(t *testing.T) {
 		{Kind: KindAllow, Proto: 17, Dir: DirOutbound, Prefix: pfx("::/0"), PortMin: 53, PortMax: 53},
 		{Kind: KindBlock, Prefix: pfx("0.0.0.0/0")}, // block every IPv4 peer
 	}
-	if err := d.WriteSlot(2, rules); err != nil {
-		t.Fatal(err)
-	}
-	if err := d.SetDevice(devMAC, DeviceEntry{Slot: 2, Mode: ModeEnforce, NRules: 3}); err != nil {
-		t.Fatal(err)
-	}
+	install(t, d, devMAC, DeviceEntry{Slot: 2, Mode: ModeEnforce, NRules: 3}, rules)
 	tcp, udp := layers.IPProtocolTCP, layers.IPProtocolUDP
 	for _, c := range []struct {
 		name string
@@ -597,12 +566,7 @@ func cacheIndex(mac net.HardwareAddr, peer netip.Addr, proto uint8, sport, dport
 func TestCacheCollision(t *testing.T) {
 	oneCPU(t)
 	d := loadTest(t, 64)
-	if err := d.WriteSlot(0, testRules()); err != nil {
-		t.Fatal(err)
-	}
-	if err := d.SetDevice(devMAC, DeviceEntry{Slot: 0, Mode: ModeEnforce, NRules: 7}); err != nil {
-		t.Fatal(err)
-	}
+	install(t, d, devMAC, DeviceEntry{Slot: 0, Mode: ModeEnforce, NRules: 7}, testRules())
 	peer := netip.MustParseAddr("10.2.9.9")
 	idx := cacheIndex(devMAC, peer, 6, 40000, 443)
 	deniedPort := uint16(0)
@@ -656,18 +620,8 @@ func TestCacheCollision(t *testing.T) {
 // CPUs the scheduler picks, and checks every counter exactly.
 func TestCacheCountersExact(t *testing.T) {
 	d := loadTest(t, 64)
-	if err := d.WriteSlot(0, testRules()); err != nil {
-		t.Fatal(err)
-	}
-	if err := d.SetDevice(devMAC, DeviceEntry{Slot: 0, Mode: ModeEnforce, NRules: 7}); err != nil {
-		t.Fatal(err)
-	}
-	if err := d.WriteSlot(1, testRules()); err != nil {
-		t.Fatal(err)
-	}
-	if err := d.SetDevice(otherMAC, DeviceEntry{Slot: 1, Mode: ModeMonitor, NRules: 7}); err != nil {
-		t.Fatal(err)
-	}
+	install(t, d, devMAC, DeviceEntry{Slot: 0, Mode: ModeEnforce, NRules: 7}, testRules())
+	install(t, d, otherMAC, DeviceEntry{Slot: 1, Mode: ModeMonitor, NRules: 7}, testRules())
 	tcp, udp := layers.IPProtocolTCP, layers.IPProtocolUDP
 	flows := []struct {
 		p       pkt
@@ -728,12 +682,7 @@ func TestCacheCountersExact(t *testing.T) {
 func TestCacheSkipsUncacheable(t *testing.T) {
 	oneCPU(t)
 	d := loadTest(t, 64)
-	if err := d.WriteSlot(0, testRules()); err != nil {
-		t.Fatal(err)
-	}
-	if err := d.SetDevice(devMAC, DeviceEntry{Slot: 0, Mode: ModeEnforce, NRules: 7}); err != nil {
-		t.Fatal(err)
-	}
+	install(t, d, devMAC, DeviceEntry{Slot: 0, Mode: ModeEnforce, NRules: 7}, testRules())
 	udp, tcp := layers.IPProtocolUDP, layers.IPProtocolTCP
 	later := pkt{src: devMAC, dst: "10.2.3.4", proto: udp, fragOff: 100}.bytes(t)
 	first := pkt{src: devMAC, dst: "10.2.3.4", proto: udp, sport: 5000, dport: 53, moreFrag: true}.bytes(t)
@@ -768,6 +717,34 @@ func TestCacheSkipsUncacheable(t *testing.T) {
 	}
 }
 
+// expectNoSlots fails the test if any slot holds rules or peer entries.
+func expectNoSlots(t *testing.T, d *Datapath) {
+	t.Helper()
+	used, err := d.UsedSlots()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(used) != 0 {
+		t.Fatalf("slots still used after clear: %v", used)
+	}
+	var k enforcerPeerKey
+	var v enforcerPeerVal
+	if it := d.objs.Peers.Iterate(); it.Next(&k, &v) {
+		t.Fatalf("peer entry left after clear: %+v", k)
+	}
+}
+
+// install writes rules into slot e.Slot and points mac's entry at it.
+func install(t *testing.T, d *Datapath, mac net.HardwareAddr, e DeviceEntry, rules []Rule) {
+	t.Helper()
+	if err := d.WriteSlot(e.Slot, rules); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.SetDevice(mac, e); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // pinnedConfig is a 16-device config pinned in a fresh bpffs directory,
 // unpinned when the test ends.
 func pinnedConfig(t *testing.T) Config {
@@ -790,12 +767,7 @@ func TestGenerationAcrossRestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := d1.WriteSlot(0, testRules()); err != nil {
-		t.Fatal(err)
-	}
-	if err := d1.SetDevice(devMAC, DeviceEntry{Slot: 0, Mode: ModeEnforce, NRules: 7}); err != nil {
-		t.Fatal(err)
-	}
+	install(t, d1, devMAC, DeviceEntry{Slot: 0, Mode: ModeEnforce, NRules: 7}, testRules())
 	if err := d1.SetAppliedIndex(42); err != nil {
 		t.Fatal(err)
 	}
@@ -839,18 +811,7 @@ func TestClearHalfWrittenSlot(t *testing.T) {
 	if err := d.ClearSlot(4, rules); err != nil {
 		t.Fatalf("clear: %v", err)
 	}
-	used, err := d.UsedSlots()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(used) != 0 {
-		t.Fatalf("slots still used after clear: %v", used)
-	}
-	var k enforcerPeerKey
-	var v enforcerPeerVal
-	if it := d.objs.Peers.Iterate(); it.Next(&k, &v) {
-		t.Fatalf("peer entry left after clear: %+v", k)
-	}
+	expectNoSlots(t, d)
 }
 
 // TestIncompatiblePinsRefused: maps pinned with another size (or layout)

@@ -34,16 +34,25 @@ struct {
 	__uint(max_entries, 16 << 20);
 } starts SEC(".maps");
 
-SEC("xdp")
-int one_lookup(struct xdp_md *ctx)
+// parse fills k from an Ethernet/IPv4/TCP frame; 0 for any other.
+static __always_inline int parse(struct xdp_md *ctx, struct key *k)
 {
 	void *data = (void *)(long)ctx->data, *end = (void *)(long)ctx->data_end;
 	struct ethhdr *eth = data;
 	struct iphdr *ip = (void *)(eth + 1);
 	struct tcphdr *th = (void *)(ip + 1);
 	if ((void *)(th + 1) > end || eth->h_proto != bpf_htons(ETH_P_IP))
+		return 0;
+	*k = (struct key){.a = ip->saddr, .b = ip->daddr, .pa = th->source, .pb = th->dest, .proto = ip->protocol};
+	return 1;
+}
+
+SEC("xdp")
+int one_lookup(struct xdp_md *ctx)
+{
+	struct key k;
+	if (!parse(ctx, &k))
 		return XDP_PASS;
-	struct key k = {.a = ip->saddr, .b = ip->daddr, .pa = th->source, .pb = th->dest, .proto = ip->protocol};
 	__u64 *v = bpf_map_lookup_elem(&table, &k);
 	if (v)
 		(*v)++;
@@ -53,13 +62,9 @@ int one_lookup(struct xdp_md *ctx)
 SEC("xdp")
 int new_flow_min(struct xdp_md *ctx)
 {
-	void *data = (void *)(long)ctx->data, *end = (void *)(long)ctx->data_end;
-	struct ethhdr *eth = data;
-	struct iphdr *ip = (void *)(eth + 1);
-	struct tcphdr *th = (void *)(ip + 1);
-	if ((void *)(th + 1) > end || eth->h_proto != bpf_htons(ETH_P_IP))
+	struct key k;
+	if (!parse(ctx, &k))
 		return XDP_PASS;
-	struct key k = {.a = ip->saddr, .b = ip->daddr, .pa = th->source, .pb = th->dest, .proto = ip->protocol};
 	__u64 *v = bpf_map_lookup_elem(&table, &k);
 	if (v) {
 		(*v)++;
