@@ -75,14 +75,14 @@ type State struct {
 	table   Table
 	log     *slog.Logger
 	devices map[string]*device
-	free    []uint32 // free slots, popped from the end
+	free    []uint32 // free slots, oldest first: taken from the front
 	applied uint64
 	pending map[string]*medmeshv1.Decision
 }
 
 // New adopts snap (an empty Snapshot for fresh maps) and reconciles it:
-// slots that no device entry points to, left by an enforcer that died in the
-// middle of an update, are cleared.
+// slots that no device entry points to (released ones, and any left by an
+// enforcer that died in the middle of an update) are cleared.
 func New(table Table, snap Snapshot, slots uint32, log *slog.Logger) (*State, error) {
 	s := &State{table: table, log: log, devices: map[string]*device{}, applied: snap.AppliedIndex, pending: map[string]*medmeshv1.Decision{}}
 	used := map[uint32]bool{}
@@ -111,9 +111,9 @@ func New(table Table, snap Snapshot, slots uint32, log *slog.Logger) (*State, er
 		}
 		orphans++
 	}
-	for slot := slots; slot > 0; slot-- {
-		if !used[slot-1] {
-			s.free = append(s.free, slot-1)
+	for slot := range slots {
+		if !used[slot] {
+			s.free = append(s.free, slot)
 		}
 	}
 	if len(snap.Devices) > 0 || orphans > 0 {
@@ -277,14 +277,17 @@ func (s *State) commit(mac net.HardwareAddr, old, next *device) error {
 	if len(s.free) == 0 {
 		return errors.New("no free rule slot: raise max devices")
 	}
-	next.slot = s.free[len(s.free)-1]
+	// The slot freed longest ago: a packet that read the device's entry
+	// just before a switch away from a slot is long done with it when the
+	// slot is written again.
+	next.slot = s.free[0]
 	if err := s.table.WriteSlot(next.slot, newRules); err != nil {
 		return fmt.Errorf("write slot %d: %w", next.slot, err)
 	}
 	if err := s.table.SetDevice(mac, entry(next)); err != nil {
 		return err
 	}
-	s.free = s.free[:len(s.free)-1]
+	s.free = s.free[1:]
 	s.devices[key] = next
 	if old != nil {
 		s.release(old)
@@ -292,13 +295,15 @@ func (s *State) commit(mac net.HardwareAddr, old, next *device) error {
 	return nil
 }
 
-// release clears a slot no entry points to any more. A failure leaves an
-// orphan slot that the next start reconciles; it never affects verdicts.
+// release returns a slot no entry points to any more to the back of the
+// free list. Its content stays until the slot is taken again, oldest
+// first, and WriteSlot rewrites it whole: a packet that read the device's
+// old entry just before the switch still finds the slot it named intact,
+// where clearing it at once could show that packet an empty slot (one
+// packet of a peer blocked before and after the switch passing, for a
+// device without a policy). An enforcer that restarts clears such slots
+// as orphans.
 func (s *State) release(old *device) {
-	if err := s.table.ClearSlot(old.slot, old.rules()); err != nil {
-		s.log.Warn("clear old rule slot", "slot", old.slot, "err", err)
-		return
-	}
 	s.free = append(s.free, old.slot)
 }
 

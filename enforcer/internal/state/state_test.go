@@ -143,8 +143,15 @@ func TestApplySequence(t *testing.T) {
 	if s.Applied() != 22 || tab.applied != 22 {
 		t.Fatalf("applied %d / persisted %d, want 22", s.Applied(), tab.applied)
 	}
-	if len(tab.slots) != 0 {
-		t.Fatalf("slots left after policy removal: %v", tab.slots)
+	// Released slots keep their content (a packet that read an old entry
+	// may still be reading its slot) and wait at the back of the free list.
+	for slot := range tab.slots {
+		if i := slices.Index(s.free, slot); i < 0 || i < len(s.free)-len(tab.slots) {
+			t.Fatalf("slot %d with content is not among the last freed: free %v", slot, s.free)
+		}
+	}
+	if len(tab.slots) == 0 {
+		t.Fatal("no slot written")
 	}
 }
 
@@ -225,5 +232,30 @@ func TestDNSRulesLeftOutFailClosed(t *testing.T) {
 	rules, warn, err := Rules(p)
 	if err != nil || len(rules) != 1 || len(warn) != 1 {
 		t.Fatalf("rules %v warnings %v err %v", rules, warn, err)
+	}
+}
+
+// TestSlotsReusedOldestFirst: a released slot keeps its content and is
+// taken again only after every slot that was free before it.
+func TestSlotsReusedOldestFirst(t *testing.T) {
+	tab := newFake()
+	s, err := New(tab, Snapshot{}, 3, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var slots []uint32
+	for i, port := range []uint32{443, 8443, 9443, 10443} {
+		if _, err := s.Apply(dec(uint64(i+1), medmeshv1.DecisionAction_DECISION_ACTION_APPLY_POLICY, func(d *medmeshv1.Decision) {
+			d.Policy = policy(medmeshv1.PolicyMode_POLICY_MODE_ENFORCE, cidrRule("10.2.0.0/16", 6, port))
+		})); err != nil {
+			t.Fatal(err)
+		}
+		slots = append(slots, tab.devices[mac].Slot)
+	}
+	if !slices.Equal(slots, []uint32{0, 1, 2, 0}) {
+		t.Fatalf("slots taken %v, want 0 1 2 0 (the oldest free first)", slots)
+	}
+	if got := tab.slots[2]; len(got) != 1 || got[0].PortMin != 9443 {
+		t.Fatalf("released slot 2 holds %v, want its last policy until it is taken again", got)
 	}
 }

@@ -3,13 +3,16 @@
 package xdp
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"unsafe"
 
 	"github.com/cilium/ebpf"
@@ -51,9 +54,15 @@ type Datapath struct {
 	ncpu  int
 
 	// The mmapable arrays, written through their memory mappings.
+	devMem   *mmapArray[enforcerDevice]
+	peerMem  *mmapArray[enforcerPeer]
 	rulesMem *mmapArray[enforcerRule]
 	slotsMem *mmapArray[enforcerSlotInfo]
 	metaMem  *mmapArray[uint64] // the one metadata entry as two words
+
+	devMu   sync.Mutex
+	devIdx  map[enforcerMacKey]uint32 // as in the devices hash
+	devFree []uint32                  // free device indexes, oldest first
 
 	metaMu  sync.Mutex
 	applied uint64 // as written to the meta map
@@ -61,14 +70,15 @@ type Datapath struct {
 }
 
 // mmapArray is a BPF array map created with BPF_F_MMAPABLE, written
-// through its memory mapping: a store, no syscall. T is a bpf2go type (host
-// layout, the C struct's size), so elements are copied as they lie in
-// memory. Like an update through bpf(), a write is not atomic with respect
-// to a program reading the same element; the datapath writes only elements
-// no device points to yet, or no longer, and single aligned words (the
-// meta map's fields), which x86 and arm64 store whole.
+// through this process's memory mapping of it: a store, no syscall. T is a
+// bpf2go type (host layout, the C struct's size), so elements are copied as
+// they lie in memory. A copy is not atomic with respect to a program
+// reading the same element, so the datapath copies only into elements no
+// device points to yet, or no longer; what a program may be reading while
+// it changes (a device entry, the generation, the applied index) is one
+// aligned 64-bit word, changed with an atomic store.
 type mmapArray[T any] struct {
-	mem *ebpf.Memory
+	b []byte
 }
 
 // newMmapArray maps m, whose value is elem Ts with no padding between.
@@ -79,22 +89,54 @@ func newMmapArray[T any](m *ebpf.Map, elem int) (*mmapArray[T], error) {
 	if uint32(size*elem) != m.ValueSize() || (elem == 1 && size%8 != 0) {
 		return nil, fmt.Errorf("map %s: value size %d, not %d x %d-byte elements on an 8-byte stride", m, m.ValueSize(), elem, size)
 	}
-	mem, err := m.Memory()
+	page := os.Getpagesize()
+	n := (int(m.ValueSize())*int(m.MaxEntries()) + page - 1) / page * page
+	b, err := unix.Mmap(m.FD(), 0, n, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
 	if err != nil {
 		return nil, fmt.Errorf("map %s: memory mapping: %w", m, err)
 	}
-	return &mmapArray[T]{mem: mem}, nil
+	return &mmapArray[T]{b: b}, nil
+}
+
+func (a *mmapArray[T]) close() error {
+	if a == nil || a.b == nil {
+		return nil
+	}
+	err := unix.Munmap(a.b)
+	a.b = nil
+	return err
+}
+
+// bytes returns the memory of n Ts from the i-th on.
+func (a *mmapArray[T]) bytes(i uint32, n int) ([]byte, error) {
+	size := int(unsafe.Sizeof(*new(T)))
+	off := int64(i) * int64(size)
+	if off+int64(n*size) > int64(len(a.b)) {
+		return nil, fmt.Errorf("elements %d-%d out of range", i, int64(i)+int64(n)-1)
+	}
+	return a.b[off : off+int64(n*size)], nil
 }
 
 // get reads the i-th T.
 func (a *mmapArray[T]) get(i uint32) (T, error) {
 	var v T
-	size := int(unsafe.Sizeof(v))
-	b := unsafe.Slice((*byte)(unsafe.Pointer(&v)), size)
-	if _, err := a.mem.ReadAt(b, int64(i)*int64(size)); err != nil {
-		return v, fmt.Errorf("read element %d: %w", i, err)
+	b, err := a.bytes(i, 1)
+	if err != nil {
+		return v, err
 	}
+	copy(unsafe.Slice((*byte)(unsafe.Pointer(&v)), len(b)), b)
 	return v, nil
+}
+
+// getN reads n consecutive Ts from the i-th on.
+func (a *mmapArray[T]) getN(i uint32, n int) ([]T, error) {
+	b, err := a.bytes(i, n)
+	if err != nil || n == 0 {
+		return nil, err
+	}
+	out := make([]T, n)
+	copy(unsafe.Slice((*byte)(unsafe.Pointer(&out[0])), len(b)), b)
+	return out, nil
 }
 
 // put writes vals to consecutive Ts from the i-th on.
@@ -102,12 +144,50 @@ func (a *mmapArray[T]) put(i uint32, vals ...T) error {
 	if len(vals) == 0 {
 		return nil
 	}
-	size := int(unsafe.Sizeof(vals[0]))
-	b := unsafe.Slice((*byte)(unsafe.Pointer(&vals[0])), size*len(vals))
-	if _, err := a.mem.WriteAt(b, int64(i)*int64(size)); err != nil {
-		return fmt.Errorf("write element %d: %w", i, err)
+	b, err := a.bytes(i, len(vals))
+	if err != nil {
+		return err
 	}
+	copy(b, unsafe.Slice((*byte)(unsafe.Pointer(&vals[0])), len(b)))
 	return nil
+}
+
+// word returns the i-th 64-bit word of the mapping, which is page-aligned.
+func (a *mmapArray[T]) word(i uint32) (*uint64, error) {
+	if int64(i)*8+8 > int64(len(a.b)) {
+		return nil, fmt.Errorf("word %d out of range", i)
+	}
+	return (*uint64)(unsafe.Pointer(&a.b[int(i)*8])), nil
+}
+
+// store replaces the i-th T, which must be one word, with one atomic store:
+// a program reading it sees the old or the new value, never a mix, and on
+// every architecture (a release store) after everything this process wrote
+// before, such as the slot the new value names.
+func (a *mmapArray[T]) store(i uint32, v T) error {
+	if unsafe.Sizeof(v) != 8 {
+		return fmt.Errorf("store of a %d-byte element: not one word", unsafe.Sizeof(v))
+	}
+	w, err := a.word(i)
+	if err != nil {
+		return err
+	}
+	atomic.StoreUint64(w, *(*uint64)(unsafe.Pointer(&v)))
+	return nil
+}
+
+// load reads the i-th T, which must be one word, with one atomic load.
+func (a *mmapArray[T]) load(i uint32) (T, error) {
+	var v T
+	if unsafe.Sizeof(v) != 8 {
+		return v, fmt.Errorf("load of a %d-byte element: not one word", unsafe.Sizeof(v))
+	}
+	w, err := a.word(i)
+	if err != nil {
+		return v, err
+	}
+	*(*uint64)(unsafe.Pointer(&v)) = atomic.LoadUint64(w)
+	return v, nil
 }
 
 // Load loads the program and its maps. With a PinDir, maps pinned there by a
@@ -122,7 +202,8 @@ func Load(cfg Config) (*Datapath, error) {
 	}
 	slots := cfg.Slots()
 	spec.Maps["devices"].MaxEntries = uint32(cfg.MaxDevices)
-	spec.Maps["peers"].MaxEntries = slots * MaxRules
+	spec.Maps["device_state"].MaxEntries = uint32(cfg.MaxDevices)
+	spec.Maps["peer_tab"].MaxEntries = slots * peerBuckets
 	spec.Maps["slots"].MaxEntries = slots
 	spec.Maps["rules"].MaxEntries = slots * MaxRules
 	spec.Maps["rule_hits"].MaxEntries = slots * MaxRules
@@ -163,18 +244,55 @@ func Load(cfg Config) (*Datapath, error) {
 	}
 	d.applied, d.gen = m.AppliedIndex, m.Generation
 	if err := d.mapMemory(); err != nil {
-		d.objs.Close()
+		d.Close()
+		return nil, err
+	}
+	if err := d.adoptDevices(); err != nil {
+		d.Close()
 		return nil, err
 	}
 	if err := d.invalidate(); err != nil {
-		d.objs.Close()
+		d.Close()
 		return nil, err
 	}
 	return d, nil
 }
 
+// adoptDevices reads the MAC hash (pinned by an earlier enforcer, or
+// empty) into the index of device entries; every other index is free.
+func (d *Datapath) adoptDevices() error {
+	d.devIdx = map[enforcerMacKey]uint32{}
+	used := make([]bool, d.cfg.MaxDevices)
+	var k enforcerMacKey
+	var idx uint32
+	it := d.objs.Devices.Iterate()
+	for it.Next(&k, &idx) {
+		if int(idx) >= len(used) || used[idx] {
+			return fmt.Errorf("pinned device %s has index %d, out of range or shared; `medmesh enforcer --uninstall` removes the pinned maps", net.HardwareAddr(k.Addr[:]), idx)
+		}
+		used[idx] = true
+		d.devIdx[k] = idx
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("iterate devices: %w", err)
+	}
+	d.devFree = d.devFree[:0]
+	for i, u := range used {
+		if !u {
+			d.devFree = append(d.devFree, uint32(i))
+		}
+	}
+	return nil
+}
+
 // mapMemory maps the mmapable arrays.
 func (d *Datapath) mapMemory() (err error) {
+	if d.devMem, err = newMmapArray[enforcerDevice](d.objs.DeviceState, 1); err != nil {
+		return err
+	}
+	if d.peerMem, err = newMmapArray[enforcerPeer](d.objs.PeerTab, 1); err != nil {
+		return err
+	}
 	if d.rulesMem, err = newMmapArray[enforcerRule](d.objs.Rules, 1); err != nil {
 		return err
 	}
@@ -194,7 +312,7 @@ func (d *Datapath) mapMemory() (err error) {
 func (d *Datapath) invalidate() error {
 	d.metaMu.Lock()
 	defer d.metaMu.Unlock()
-	if err := d.metaMem.put(1, d.gen+1); err != nil {
+	if err := d.metaMem.store(1, d.gen+1); err != nil {
 		return fmt.Errorf("bump policy generation: %w", err)
 	}
 	d.gen++
@@ -301,6 +419,9 @@ func (d *Datapath) Close() error {
 	if d.link != nil {
 		errs = append(errs, d.link.Close())
 	}
+	for _, m := range []interface{ close() error }{d.devMem, d.peerMem, d.rulesMem, d.slotsMem, d.metaMem} {
+		errs = append(errs, m.close())
+	}
 	errs = append(errs, d.objs.Close())
 	return errors.Join(errs...)
 }
@@ -338,7 +459,9 @@ func macKey(mac net.HardwareAddr) (enforcerMacKey, error) {
 	return k, nil
 }
 
-// SetDevice creates or atomically replaces a device's entry.
+// SetDevice creates or atomically replaces a device's entry. Replacing
+// one is a single store to the entry's word, no syscall; a new device also
+// takes a free index and enters the MAC hash.
 func (d *Datapath) SetDevice(mac net.HardwareAddr, e DeviceEntry) (err error) {
 	defer d.invalidated(&err)
 	k, err := macKey(mac)
@@ -348,10 +471,34 @@ func (d *Datapath) SetDevice(mac net.HardwareAddr, e DeviceEntry) (err error) {
 	if e.Slot >= d.slots {
 		return fmt.Errorf("slot %d out of range", e.Slot)
 	}
-	v := enforcerDevice{Slot: e.Slot, Mode: uint8(e.Mode), Flags: e.Flags, Nrules: e.NRules}
-	if err := d.objs.Devices.Put(k, v); err != nil {
+	return d.putDevice(k, enforcerDevice{Slot: e.Slot, Mode: uint8(e.Mode), Flags: e.Flags, Nrules: e.NRules})
+}
+
+// putDevice writes a device entry without bumping the generation.
+func (d *Datapath) putDevice(k enforcerMacKey, v enforcerDevice) error {
+	d.devMu.Lock()
+	defer d.devMu.Unlock()
+	mac := net.HardwareAddr(k.Addr[:])
+	if idx, ok := d.devIdx[k]; ok {
+		if err := d.devMem.store(idx, v); err != nil {
+			return fmt.Errorf("store device %s: %w", mac, err)
+		}
+		return nil
+	}
+	if len(d.devFree) == 0 {
+		return fmt.Errorf("device %s: the datapath holds %d devices already: raise max devices", mac, d.cfg.MaxDevices)
+	}
+	// The oldest free index: a program that read the MAC hash just before
+	// an earlier device left is long done with it.
+	idx := d.devFree[0]
+	if err := d.devMem.store(idx, v); err != nil {
+		return fmt.Errorf("store device %s: %w", mac, err)
+	}
+	if err := d.objs.Devices.Put(k, idx); err != nil {
 		return fmt.Errorf("put device %s: %w", mac, err)
 	}
+	d.devFree = d.devFree[1:]
+	d.devIdx[k] = idx
 	return nil
 }
 
@@ -362,88 +509,144 @@ func (d *Datapath) DeleteDevice(mac net.HardwareAddr) (err error) {
 	if err != nil {
 		return err
 	}
+	d.devMu.Lock()
+	defer d.devMu.Unlock()
 	if err := d.objs.Devices.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 		return fmt.Errorf("delete device %s: %w", mac, err)
 	}
+	idx, ok := d.devIdx[k]
+	if !ok {
+		return nil
+	}
+	delete(d.devIdx, k)
+	if err := d.devMem.store(idx, enforcerDevice{}); err != nil {
+		return fmt.Errorf("clear device %s: %w", mac, err)
+	}
+	d.devFree = append(d.devFree, idx)
 	return nil
 }
 
 // Devices returns every device entry.
 func (d *Datapath) Devices() (map[string]DeviceEntry, error) {
+	d.devMu.Lock()
+	defer d.devMu.Unlock()
 	out := map[string]DeviceEntry{}
-	var k enforcerMacKey
-	var v enforcerDevice
-	it := d.objs.Devices.Iterate()
-	for it.Next(&k, &v) {
-		mac := net.HardwareAddr(append([]byte(nil), k.Addr[:]...))
+	for k, idx := range d.devIdx {
+		v, err := d.devMem.load(idx)
+		if err != nil {
+			return nil, fmt.Errorf("load device %s: %w", net.HardwareAddr(k.Addr[:]), err)
+		}
+		mac := net.HardwareAddr(slices.Clone(k.Addr[:]))
 		out[mac.String()] = DeviceEntry{Slot: v.Slot, Mode: Mode(v.Mode), Flags: v.Flags, NRules: v.Nrules}
-	}
-	if err := it.Err(); err != nil {
-		return nil, fmt.Errorf("iterate devices: %w", err)
 	}
 	return out, nil
 }
 
-func peerKey(slot uint32, p netip.Prefix) enforcerPeerKey {
-	return enforcerPeerKey{Slot: slot, Plen: uint8(p.Bits()), Addr: p.Masked().Addr().As16()}
+// Peer table geometry, as in enforcer.c.
+const (
+	peerBits    = 7
+	peerBuckets = 1 << peerBits // per slot
+	peerProbes  = 8             // buckets a lookup tries per prefix length
+	peerSeeds   = 1024          // seeds peerTable tries
+)
+
+// peerWords returns a mapped, masked prefix's address as the program loads
+// it: two words in host byte order.
+func peerWords(p netip.Prefix) (w0, w1 uint64) {
+	a := p.Addr().As16()
+	return binary.NativeEndian.Uint64(a[:8]), binary.NativeEndian.Uint64(a[8:])
 }
 
-// slotChange checks a slot number, compiles the rules written to it or
-// cleared from it, and reads the slot's info as it is.
-func (d *Datapath) slotChange(slot uint32, rules []Rule) (plan, enforcerSlotInfo, error) {
-	if slot >= d.slots {
-		return plan{}, enforcerSlotInfo{}, fmt.Errorf("slot %d out of range", slot)
+// peerHome is peer_home in enforcer.c.
+func peerHome(w0, w1 uint64, plen uint8, seed uint32) uint32 {
+	x := (w0 * 0x9e3779b97f4a7c15) ^ w1 ^ (uint64(plen)<<32 | uint64(seed))
+	return uint32((x * 0xc2b2ae3d27d4eb4f) >> (64 - peerBits))
+}
+
+// peerTable lays a slot's peer entries out as its table: linear probing
+// from each prefix's home bucket, under the first seed that keeps every
+// prefix within peerProbes buckets of home, the program's probe limit. A
+// slot has at most MaxRules prefixes in 2 x MaxRules buckets, so most
+// seeds do.
+func peerTable(entries map[netip.Prefix]peerEntry) (*[peerBuckets]enforcerPeer, uint32, error) {
+	keys := make([]netip.Prefix, 0, len(entries))
+	for p := range entries {
+		keys = append(keys, p)
 	}
-	pl, err := compile(rules)
-	if err != nil {
-		return plan{}, enforcerSlotInfo{}, err
+	if len(keys) > MaxRules {
+		return nil, 0, fmt.Errorf("%d peer prefixes: at most %d per slot", len(keys), MaxRules)
 	}
-	prev, err := d.slotsMem.get(slot)
-	if err != nil {
-		return plan{}, enforcerSlotInfo{}, fmt.Errorf("read slot %d info: %w", slot, err)
+	slices.SortFunc(keys, func(a, b netip.Prefix) int {
+		if c := a.Addr().Compare(b.Addr()); c != 0 {
+			return c
+		}
+		return a.Bits() - b.Bits()
+	})
+	tab := new([peerBuckets]enforcerPeer)
+seeds:
+	for seed := range uint32(peerSeeds) {
+		*tab = [peerBuckets]enforcerPeer{}
+		for _, p := range keys {
+			w0, w1 := peerWords(p)
+			h := peerHome(w0, w1, uint8(p.Bits()), seed)
+			placed := false
+			for j := range uint32(peerProbes) {
+				b := &tab[(h+j)%peerBuckets]
+				if b.Used != 0 {
+					continue
+				}
+				e := entries[p]
+				*b = enforcerPeer{Addr: [2]uint64{w0, w1}, Allow: e.allow, Plen: uint8(p.Bits()), Used: 1}
+				if e.block {
+					b.Block = 1
+				}
+				placed = true
+				break
+			}
+			if !placed {
+				continue seeds
+			}
+		}
+		return tab, seed, nil
 	}
-	return pl, prev, nil
+	return nil, 0, fmt.Errorf("no seed of %d places %d peer prefixes within %d buckets of home", peerSeeds, len(keys), peerProbes)
 }
 
 // WriteSlot writes rules into a slot that no device uses yet: rule array,
-// peer entries and slot info, with the slot's rule counter epoch advanced,
-// so its counters start from zero without a reset (see count_rule in
+// peer table and slot info, with the slot's rule counter epoch advanced, so
+// its counters start from zero without a reset (see count_rule in
 // enforcer.c). The slot becomes effective when a device entry points to
-// it. The arrays are written through their mappings and the peers with one
-// batch call: with a hundred enforcers on one host, bpf() calls were most
-// of a decision's cost.
+// it. Everything is written through the arrays' memory mappings, whole
+// (the rules and every bucket, empty ones too), so nothing a previous
+// tenant left can show through: no syscall.
 func (d *Datapath) WriteSlot(slot uint32, rules []Rule) (err error) {
 	defer d.invalidated(&err)
-	pl, prev, err := d.slotChange(slot, rules)
+	if slot >= d.slots {
+		return fmt.Errorf("slot %d out of range", slot)
+	}
+	pl, err := compile(rules)
 	if err != nil {
 		return err
 	}
-	// A free slot's rule entries are empty (ClearSlot empties them), so
-	// only the rules themselves are written.
-	if len(rules) > 0 {
-		vals := make([]enforcerRule, len(rules))
-		for i, r := range rules {
-			vals[i] = toBPFRule(r)
-		}
-		if err := d.rulesMem.put(slot*MaxRules, vals...); err != nil {
-			return fmt.Errorf("put rules of slot %d: %w", slot, err)
-		}
+	tab, seed, err := peerTable(pl.entries)
+	if err != nil {
+		return err
 	}
-	if len(pl.entries) > 0 {
-		keys := make([]enforcerPeerKey, 0, len(pl.entries))
-		vals := make([]enforcerPeerVal, 0, len(pl.entries))
-		for p, e := range pl.entries {
-			v := enforcerPeerVal{Allow: e.allow}
-			if e.block {
-				v.Block = 1
-			}
-			keys, vals = append(keys, peerKey(slot, p)), append(vals, v)
-		}
-		if _, err := d.objs.Peers.BatchUpdate(keys, vals, nil); err != nil {
-			return fmt.Errorf("put peers of slot %d: %w", slot, err)
-		}
+	prev, err := d.slotsMem.get(slot)
+	if err != nil {
+		return fmt.Errorf("read slot %d info: %w", slot, err)
 	}
-	info := enforcerSlotInfo{AnyAllow: pl.anyAllow, Nlens4: uint8(len(pl.lens4)), Nlens6: uint8(len(pl.lens6)), Epoch: prev.Epoch + 1}
+	var vals [MaxRules]enforcerRule
+	for i, r := range rules {
+		vals[i] = toBPFRule(r)
+	}
+	if err := d.rulesMem.put(slot*MaxRules, vals[:]...); err != nil {
+		return fmt.Errorf("put rules of slot %d: %w", slot, err)
+	}
+	if err := d.peerMem.put(slot*peerBuckets, tab[:]...); err != nil {
+		return fmt.Errorf("put peers of slot %d: %w", slot, err)
+	}
+	info := enforcerSlotInfo{AnyAllow: pl.anyAllow, Seed: seed, Nlens4: uint8(len(pl.lens4)), Nlens6: uint8(len(pl.lens6)), Epoch: prev.Epoch + 1}
 	if pl.anyBlock {
 		info.AnyBlock = 1
 	}
@@ -455,54 +658,43 @@ func (d *Datapath) WriteSlot(slot uint32, rules []Rule) (err error) {
 	return nil
 }
 
-// ClearSlot removes a slot's info (but for its counter epoch) and peer
-// entries, then its rules. Call it only after no device entry points to
-// the slot.
+// ClearSlot empties a slot's info (but for its counter epoch), peer table
+// and rules. Call it only after no device entry points to the slot. rules
+// are what the slot held; the whole slot is cleared whatever it held, so a
+// slot half-written by a crashed enforcer is cleared too.
 func (d *Datapath) ClearSlot(slot uint32, rules []Rule) (err error) {
 	defer d.invalidated(&err)
-	pl, prev, err := d.slotChange(slot, rules)
+	if slot >= d.slots {
+		return fmt.Errorf("slot %d out of range", slot)
+	}
+	prev, err := d.slotsMem.get(slot)
 	if err != nil {
-		return err
+		return fmt.Errorf("read slot %d info: %w", slot, err)
 	}
 	// The epoch stays: the next tenant's counters start after it.
 	if err := d.slotsMem.put(slot, enforcerSlotInfo{Epoch: prev.Epoch}); err != nil {
 		return fmt.Errorf("clear slot %d info: %w", slot, err)
 	}
-	if len(pl.entries) > 0 {
-		keys := make([]enforcerPeerKey, 0, len(pl.entries))
-		for p := range pl.entries {
-			keys = append(keys, peerKey(slot, p))
-		}
-		// A batch delete stops at the first missing key, which a slot
-		// half-written by a crashed enforcer may have: then one by one.
-		if _, err := d.objs.Peers.BatchDelete(keys, nil); err != nil {
-			if !errors.Is(err, ebpf.ErrKeyNotExist) {
-				return fmt.Errorf("delete peers of slot %d: %w", slot, err)
-			}
-			for _, k := range keys {
-				if err := d.objs.Peers.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-					return fmt.Errorf("delete peer of slot %d: %w", slot, err)
-				}
-			}
-		}
+	if err := d.peerMem.put(slot*peerBuckets, make([]enforcerPeer, peerBuckets)...); err != nil {
+		return fmt.Errorf("clear peers of slot %d: %w", slot, err)
 	}
-	if len(rules) > 0 {
-		if err := d.rulesMem.put(slot*MaxRules, make([]enforcerRule, len(rules))...); err != nil {
-			return fmt.Errorf("clear rules of slot %d: %w", slot, err)
-		}
+	if err := d.rulesMem.put(slot*MaxRules, make([]enforcerRule, MaxRules)...); err != nil {
+		return fmt.Errorf("clear rules of slot %d: %w", slot, err)
 	}
 	return nil
 }
 
 // ReadSlot reads a slot's rules back (up to the first empty entry).
 func (d *Datapath) ReadSlot(slot uint32) ([]Rule, error) {
+	if slot >= d.slots {
+		return nil, fmt.Errorf("slot %d out of range", slot)
+	}
+	vals, err := d.rulesMem.getN(slot*MaxRules, MaxRules)
+	if err != nil {
+		return nil, fmt.Errorf("read rules of slot %d: %w", slot, err)
+	}
 	var out []Rule
-	base := slot * MaxRules
-	for i := range MaxRules {
-		var r enforcerRule
-		if err := d.objs.Rules.Lookup(base+uint32(i), &r); err != nil {
-			return nil, fmt.Errorf("lookup rule %d of slot %d: %w", i, slot, err)
-		}
+	for _, r := range vals {
 		if Kind(r.Kind) == KindEmpty {
 			break
 		}
@@ -512,28 +704,23 @@ func (d *Datapath) ReadSlot(slot uint32) ([]Rule, error) {
 }
 
 // UsedSlots returns every slot whose first rule entry is not empty, with
-// its rules: what a crashed enforcer may have left behind. It reads the rule
-// array in batches (one syscall per 4096 entries, not two per entry).
+// its rules: what a crashed enforcer may have left behind.
 func (d *Datapath) UsedSlots() (map[uint32][]Rule, error) {
 	out := map[uint32][]Rule{}
-	const batch = 4096
-	keys := make([]uint32, batch)
-	vals := make([]enforcerRule, batch)
-	var cursor ebpf.MapBatchCursor
-	for {
-		n, err := d.objs.Rules.BatchLookup(&cursor, keys, vals, nil)
-		for i := range n {
-			if Kind(vals[i].Kind) == KindEmpty {
-				continue
-			}
-			slot := keys[i] / MaxRules
-			out[slot] = append(out[slot], fromBPFRule(vals[i]))
-		}
-		if errors.Is(err, ebpf.ErrKeyNotExist) {
-			break
-		}
+	for slot := range d.slots {
+		first, err := d.rulesMem.get(slot * MaxRules)
 		if err != nil {
-			return nil, fmt.Errorf("read rules: %w", err)
+			return nil, fmt.Errorf("read rules of slot %d: %w", slot, err)
+		}
+		if Kind(first.Kind) == KindEmpty {
+			continue
+		}
+		rules, err := d.ReadSlot(slot)
+		if err != nil {
+			return nil, err
+		}
+		if len(rules) > 0 {
+			out[slot] = rules
 		}
 	}
 	return out, nil
@@ -566,7 +753,7 @@ func (d *Datapath) AppliedIndex() (uint64, error) {
 func (d *Datapath) SetAppliedIndex(index uint64) error {
 	d.metaMu.Lock()
 	defer d.metaMu.Unlock()
-	if err := d.metaMem.put(0, index); err != nil {
+	if err := d.metaMem.store(0, index); err != nil {
 		return fmt.Errorf("put applied index: %w", err)
 	}
 	d.applied = index

@@ -4,17 +4,25 @@
 
 // enforcer.c is medmesh's inline XDP verdict program. It runs on the
 // device-facing interface of a routing node and sees every frame a device
-// sends. A device is identified by its source MAC; its entry names a slot.
-// A slot's peer prefixes live in one hash keyed by (slot, prefix length,
-// masked address); the slot's info lists the distinct prefix lengths its
-// rules use, longest first, and the program probes them in that order, so
-// the first hit is the longest matching prefix. Its value is the bitmap of
-// every rule whose prefix covers it (plus the slot's any-peer rules); port
-// and protocol checks read the slot's rule array. An LPM trie did the same
-// in one lookup but cost ~150 ns per packet at 640,000 entries; the hash
-// probes cost far less for typical policies (see docs/performance.md).
+// sends. A device is identified by its source MAC, which a hash maps to the
+// device's index; the device's entry at that index names a slot. A slot's
+// peer prefixes live in the slot's own open-addressing table of 128
+// buckets, keyed by (prefix length, masked address) under a per-slot seed;
+// the slot's info lists the distinct prefix lengths its rules use, longest
+// first, and the program probes them in that order, so the first hit is the
+// longest matching prefix. Its value is the bitmap of every rule whose
+// prefix covers it (plus the slot's any-peer rules); port and protocol
+// checks read the slot's rule array. An LPM trie did the same in one lookup
+// but cost ~150 ns per packet at 640,000 entries (see docs/performance.md).
 // IPv4 addresses are stored as IPv4-mapped IPv6 addresses. The program never
 // looks at payload beyond L4 ports.
+//
+// Everything a decision changes (device entries, slots, peer tables, rules,
+// the generation) is a BPF_F_MMAPABLE array that user space writes through
+// its memory mapping: changing an existing device's policy costs no bpf()
+// call at all. Only a device's first entry (and its removal) touches the MAC
+// hash. A device entry is one aligned 8-byte word, stored atomically after
+// the slot it names is complete, and read here once.
 //
 // In front of all that sits a per-CPU verdict cache: a direct-mapped array
 // indexed by a multiplicative hash of the flow (source MAC, peer address,
@@ -41,6 +49,9 @@
 #define MAX_RULES 64
 #define HIT_EPOCH_SHIFT 48 // rule_hits cells: epoch << 48 | count
 #define MAX_LENS 16 // distinct prefix lengths per family and slot
+#define PEER_BITS 7
+#define PEER_BUCKETS (1 << PEER_BITS) // per slot: >= 2 x MAX_RULES, load <= 1/2
+#define PEER_PROBES 8 // user space seeds each slot so no key sits further from home
 #define CACHE_BITS 13
 #define CACHE_SLOTS (1 << CACHE_BITS) // per CPU
 #define NO_RULE 0xffffffff
@@ -91,37 +102,33 @@ struct device {
 	__u8 pad;
 };
 
+_Static_assert(sizeof(struct device) == 8, "a device entry is one word");
+
 struct mac_key {
 	__u8 addr[6];
 	__u8 pad[2];
 };
 
-struct peer_key {
-	__u32 slot;
-	__u8 plen; // in the IPv4-mapped IPv6 space
-	__u8 pad[3];
-	union {
-		__u8 addr[16]; // masked to plen
-		__u32 addr32[4];
-	};
-};
-
 struct slot_info {
 	__u64 any_allow; // rules for any peer
+	__u32 seed;      // of the slot's peer table hash
+	__u16 epoch;     // rule counter epoch: see count_rule
 	__u8 any_block;  // a block for any peer
 	__u8 nlens4;
 	__u8 nlens6;
-	__u8 pad;
-	__u16 epoch; // rule counter epoch: see count_rule
-	__u8 pad2[2];
+	__u8 pad[7];
 	__u8 lens4[MAX_LENS]; // descending
 	__u8 lens6[MAX_LENS];
 };
 
-struct peer_val {
-	__u64 allow; // bitmap of allow rules covering the prefix
-	__u32 block; // non-zero: a block covers the prefix
-	__u32 pad;
+// peer is a bucket of a slot's peer table: a rule prefix and what covers it.
+struct peer {
+	__u64 addr[2]; // masked to plen, as loaded from the packet (network order bytes)
+	__u64 allow;   // bitmap of allow rules covering the prefix
+	__u8 plen;     // in the IPv4-mapped IPv6 space
+	__u8 used;     // 0: empty bucket, a probe stops here
+	__u8 block;    // a block covers the prefix
+	__u8 pad[5];
 };
 
 struct rule {
@@ -171,26 +178,36 @@ struct cache_stats {
 	__u64 misses; // of which cacheable (a cache miss)
 };
 
+// devices maps a source MAC to the device's index in device_state.
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 10240);
 	__type(key, struct mac_key);
-	__type(value, struct device);
+	__type(value, __u32);
 } devices SEC(".maps");
 
+// device_state, slots, peer_tab, rules and meta are mmapable: user space
+// writes them through a memory mapping, without a syscall. With a hundred
+// enforcers on one host, bpf() calls were most of a decision's cost: a new
+// policy took twelve, then three; now none once the device has an entry.
+// The per-CPU maps cannot be mapped; rule counters need no reset (see
+// count_rule).
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 1048576);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, struct peer_key);
-	__type(value, struct peer_val);
-} peers SEC(".maps");
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 10240);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__type(key, __u32);
+	__type(value, struct device);
+} device_state SEC(".maps");
 
-// slots, rules and meta are mmapable: user space writes them through a
-// memory mapping, without a syscall, so a new policy costs an enforcer
-// three bpf() calls (peers in, the device entry, peers out) where it took
-// twelve, and a quarantine one. The hash and per-CPU maps cannot be
-// mapped; rule counters need no reset (see count_rule).
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 16384 * PEER_BUCKETS);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__type(key, __u32);
+	__type(value, struct peer);
+} peer_tab SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 16384);
@@ -421,33 +438,51 @@ static __always_inline __u32 ctz64(__u64 x)
 	return n;
 }
 
-static __always_inline __u32 mask32(int bits)
+// mask64 is the mask of the first bits bits of 8 address bytes loaded as
+// one word.
+static __always_inline __u64 mask64(int bits)
 {
 	if (bits <= 0)
 		return 0;
-	if (bits >= 32)
-		return 0xffffffff;
-	return bpf_htonl(~0U << (32 - bits));
+	if (bits >= 64)
+		return ~0ULL;
+	return bpf_cpu_to_be64(~0ULL << (64 - bits));
+}
+
+// peer_home is a prefix's home bucket in its slot's table; peerHome in
+// datapath_linux.go computes the same.
+static __always_inline __u32 peer_home(__u64 w0, __u64 w1, __u8 plen, __u32 seed)
+{
+	__u64 x = (w0 * 0x9e3779b97f4a7c15ULL) ^ w1 ^ ((__u64)plen << 32 | seed);
+	return (x * 0xc2b2ae3d27d4eb4fULL) >> (64 - PEER_BITS);
 }
 
 // probe returns the entry of the longest prefix of the slot containing
-// addr: it tries the slot's prefix lengths of addr's family, longest first.
-static __always_inline struct peer_val *probe(__u32 slot, struct slot_info *si, struct in6_addr *addr, int v4)
+// addr: it tries the slot's prefix lengths of addr's family, longest first,
+// each from its home bucket on, up to PEER_PROBES buckets or the first
+// empty one.
+static __always_inline struct peer *probe(__u32 slot, struct slot_info *si, struct in6_addr *addr, int v4)
 {
-	struct peer_key k = {.slot = slot};
 	__u32 n = v4 ? si->nlens4 : si->nlens6;
+	__u32 seed = si->seed;
+	__u64 a0 = *(__u64 *)&addr->in6_u.u6_addr32[0];
+	__u64 a1 = *(__u64 *)&addr->in6_u.u6_addr32[2];
+	__u32 base = slot * PEER_BUCKETS;
 	for (__u32 i = 0; i < MAX_LENS; i++) {
 		if (i >= n)
 			break;
 		__u8 plen = v4 ? si->lens4[i & (MAX_LENS - 1)] : si->lens6[i & (MAX_LENS - 1)];
-		k.plen = plen;
-		k.addr32[0] = addr->in6_u.u6_addr32[0] & mask32(plen);
-		k.addr32[1] = addr->in6_u.u6_addr32[1] & mask32(plen - 32);
-		k.addr32[2] = addr->in6_u.u6_addr32[2] & mask32(plen - 64);
-		k.addr32[3] = addr->in6_u.u6_addr32[3] & mask32(plen - 96);
-		struct peer_val *v = bpf_map_lookup_elem(&peers, &k);
-		if (v)
-			return v;
+		__u64 w0 = a0 & mask64(plen);
+		__u64 w1 = a1 & mask64(plen - 64);
+		__u32 h = peer_home(w0, w1, plen, seed);
+		for (__u32 j = 0; j < PEER_PROBES; j++) {
+			__u32 idx = base + ((h + j) & (PEER_BUCKETS - 1));
+			struct peer *e = bpf_map_lookup_elem(&peer_tab, &idx);
+			if (!e || !e->used)
+				break;
+			if (e->plen == plen && e->addr[0] == w0 && e->addr[1] == w1)
+				return e;
+		}
 	}
 	return 0;
 }
@@ -462,9 +497,20 @@ static __always_inline int is_drop(__u32 v)
 // epoch, and *cacheable to 0 when the verdict must not be cached.
 static __always_inline __u32 slow(struct mac_key *mk, struct pkt *p, int v4, __u32 *rule, __u16 *epoch, int *cacheable)
 {
-	struct device *dev = bpf_map_lookup_elem(&devices, mk);
-	if (!dev)
+	__u32 *di = bpf_map_lookup_elem(&devices, mk);
+	if (!di)
 		return V_PASS_NO_POLICY;
+	struct device *ds = bpf_map_lookup_elem(&device_state, di);
+	if (!ds) { // cannot happen: user space writes indexes < max_entries
+		*cacheable = 0;
+		return V_DROP_DENIED;
+	}
+	// One load of the whole entry: user space replaces it with one store.
+	union {
+		__u64 word;
+		struct device d;
+	} e = {.word = *(volatile __u64 *)ds};
+	struct device *dev = &e.d;
 
 	__u32 slot = dev->slot;
 	struct slot_info *si = bpf_map_lookup_elem(&slots, &slot);
@@ -472,7 +518,7 @@ static __always_inline __u32 slow(struct mac_key *mk, struct pkt *p, int v4, __u
 		*cacheable = 0;
 		return V_DROP_DENIED;
 	}
-	struct peer_val *pv = 0;
+	struct peer *pv = 0;
 	if (!p->malformed)
 		pv = probe(slot, si, &p->peer, v4);
 	if (si->any_block || (pv && pv->block))

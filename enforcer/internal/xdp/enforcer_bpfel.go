@@ -73,19 +73,14 @@ type enforcerMetadata struct {
 	Generation   uint64
 }
 
-type enforcerPeerKey struct {
-	_    structs.HostLayout
-	Slot uint32
-	Plen uint8
-	Pad  [3]uint8
-	Addr [16]uint8
-}
-
-type enforcerPeerVal struct {
+type enforcerPeer struct {
 	_     structs.HostLayout
+	Addr  [2]uint64
 	Allow uint64
-	Block uint32
-	Pad   uint32
+	Plen  uint8
+	Used  uint8
+	Block uint8
+	Pad   [5]uint8
 }
 
 type enforcerRule struct {
@@ -102,12 +97,12 @@ type enforcerRule struct {
 type enforcerSlotInfo struct {
 	_        structs.HostLayout
 	AnyAllow uint64
+	Seed     uint32
+	Epoch    uint16
 	AnyBlock uint8
 	Nlens4   uint8
 	Nlens6   uint8
-	Pad      uint8
-	Epoch    uint16
-	Pad2     [2]uint8
+	Pad      [7]uint8
 	Lens4    [16]uint8
 	Lens6    [16]uint8
 }
@@ -118,10 +113,11 @@ type enforcerSlotInfo struct {
 const (
 	enforcerMapCache         = "cache"
 	enforcerMapCacheCounters = "cache_counters"
+	enforcerMapDeviceState   = "device_state"
 	enforcerMapDevices       = "devices"
 	enforcerMapInfra         = "infra"
 	enforcerMapMeta          = "meta"
-	enforcerMapPeers         = "peers"
+	enforcerMapPeerTab       = "peer_tab"
 	enforcerMapRuleHits      = "rule_hits"
 	enforcerMapRules         = "rules"
 	enforcerMapSlots         = "slots"
@@ -184,10 +180,11 @@ type enforcerProgramSpecs struct {
 type enforcerMapSpecs struct {
 	Cache         *ebpf.MapSpec `ebpf:"cache"`
 	CacheCounters *ebpf.MapSpec `ebpf:"cache_counters"`
+	DeviceState   *ebpf.MapSpec `ebpf:"device_state"`
 	Devices       *ebpf.MapSpec `ebpf:"devices"`
 	Infra         *ebpf.MapSpec `ebpf:"infra"`
 	Meta          *ebpf.MapSpec `ebpf:"meta"`
-	Peers         *ebpf.MapSpec `ebpf:"peers"`
+	PeerTab       *ebpf.MapSpec `ebpf:"peer_tab"`
 	RuleHits      *ebpf.MapSpec `ebpf:"rule_hits"`
 	Rules         *ebpf.MapSpec `ebpf:"rules"`
 	Slots         *ebpf.MapSpec `ebpf:"slots"`
@@ -222,10 +219,11 @@ func (o *enforcerObjects) Close() error {
 type enforcerMaps struct {
 	Cache         *ebpf.Map `ebpf:"cache"`
 	CacheCounters *ebpf.Map `ebpf:"cache_counters"`
+	DeviceState   *ebpf.Map `ebpf:"device_state"`
 	Devices       *ebpf.Map `ebpf:"devices"`
 	Infra         *ebpf.Map `ebpf:"infra"`
 	Meta          *ebpf.Map `ebpf:"meta"`
-	Peers         *ebpf.Map `ebpf:"peers"`
+	PeerTab       *ebpf.Map `ebpf:"peer_tab"`
 	RuleHits      *ebpf.Map `ebpf:"rule_hits"`
 	Rules         *ebpf.Map `ebpf:"rules"`
 	Slots         *ebpf.Map `ebpf:"slots"`
@@ -236,10 +234,11 @@ func (m *enforcerMaps) Close() error {
 	return _EnforcerClose(
 		m.Cache,
 		m.CacheCounters,
+		m.DeviceState,
 		m.Devices,
 		m.Infra,
 		m.Meta,
-		m.Peers,
+		m.PeerTab,
 		m.RuleHits,
 		m.Rules,
 		m.Slots,

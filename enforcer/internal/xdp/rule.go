@@ -1,7 +1,9 @@
 // Package xdp loads, pins and feeds the enforcer's XDP verdict program: per
 // device (source MAC) a mode, quarantine flags and up to 64 allow or block
-// rules, looked up through a hash of (slot, prefix length, masked peer),
-// behind a per-CPU verdict cache invalidated by a policy generation.
+// rules, looked up in the slot's open-addressing table of (prefix length,
+// masked peer), behind a per-CPU verdict cache invalidated by a policy
+// generation. Every map a decision changes is written through a memory
+// mapping.
 package xdp
 
 import (

@@ -5,6 +5,9 @@ package xdp
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
+	"maps"
+	"math/rand/v2"
 	"net"
 	"net/netip"
 	"os"
@@ -474,7 +477,7 @@ func TestCacheInvalidation(t *testing.T) {
 	// Bypass the Datapath: the map changes but the generation does not, so
 	// the cached verdict still answers. Then bump it.
 	g := d.Generation()
-	if err := d.objs.Devices.Put(enforcerMacKey{Addr: [6]byte(devMAC)}, enforcerDevice{Slot: 1, Mode: uint8(ModeEnforce), Flags: FlagQuarantine}); err != nil {
+	if err := d.putDevice(enforcerMacKey{Addr: [6]byte(devMAC)}, enforcerDevice{Slot: 1, Mode: uint8(ModeEnforce), Flags: FlagQuarantine}); err != nil {
 		t.Fatal(err)
 	}
 	expect(t, d, "quarantined behind the datapath's back, stale hit", https, xdpPass, false)
@@ -727,10 +730,14 @@ func expectNoSlots(t *testing.T, d *Datapath) {
 	if len(used) != 0 {
 		t.Fatalf("slots still used after clear: %v", used)
 	}
-	var k enforcerPeerKey
-	var v enforcerPeerVal
-	if it := d.objs.Peers.Iterate(); it.Next(&k, &v) {
-		t.Fatalf("peer entry left after clear: %+v", k)
+	peers, err := d.peerMem.getN(0, int(d.slots)*peerBuckets)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, p := range peers {
+		if p != (enforcerPeer{}) {
+			t.Fatalf("slot %d: peer bucket %d left after clear: %+v", i/peerBuckets, i%peerBuckets, p)
+		}
 	}
 }
 
@@ -840,5 +847,169 @@ func TestIncompatiblePinsRefused(t *testing.T) {
 	defer d2.Close()
 	if got, err := d2.AppliedIndex(); err != nil || got != 7 {
 		t.Fatalf("applied index after the refused load: %d, %v; want 7", got, err)
+	}
+}
+
+// TestFullPeerTable fills a slot with MaxRules distinct prefixes of mixed
+// lengths and families, and checks through the program that each one's
+// traffic is allowed by its own rule and by none other, while addresses in
+// none are denied: every prefix sits where the program probes for it.
+func TestFullPeerTable(t *testing.T) {
+	d := loadTest(t, 16)
+	var rules []Rule
+	for i := range MaxRules {
+		r := Rule{Kind: KindAllow, Proto: 6, Dir: DirOutbound, PortMin: uint16(1000 + i), PortMax: uint16(1000 + i)}
+		switch i % 4 {
+		case 0:
+			r.Prefix = pfx(fmt.Sprintf("10.%d.%d.%d/32", i, i*7%256, i*13%256))
+		case 1:
+			r.Prefix = pfx(fmt.Sprintf("172.16.%d.0/24", i))
+		case 2:
+			r.Prefix = pfx(fmt.Sprintf("2001:db8:%x::%x/128", i, i*3))
+		case 3:
+			r.Prefix = pfx(fmt.Sprintf("2001:db8:ff:%x::/64", i))
+		}
+		rules = append(rules, r)
+	}
+	install(t, d, devMAC, DeviceEntry{Slot: 2, Mode: ModeEnforce, NRules: MaxRules}, rules)
+	for i, r := range rules {
+		a := r.Prefix.Addr()
+		if r.Prefix.Bits() < a.BitLen() {
+			a = a.Next() // an address inside, not the prefix's own
+		}
+		p := pkt{src: devMAC, v6: a.Is6(), dst: a.String(), proto: layers.IPProtocolTCP, sport: 40000, dport: r.PortMin}
+		if got := run(t, d.Program(), p.bytes(t)); got != xdpPass {
+			t.Fatalf("rule %d (%s port %d): verdict %d, want pass", i, r.Prefix, r.PortMin, got)
+		}
+		hits, err := d.RuleHits(2, i)
+		if err != nil || hits != 1 {
+			t.Fatalf("rule %d hits %d (%v), want 1", i, hits, err)
+		}
+		p.dport = r.PortMin + 1 // the next rule's port, but not its peer
+		if got := run(t, d.Program(), p.bytes(t)); got != xdpDrop {
+			t.Fatalf("rule %d (%s) with port %d: verdict %d, want drop", i, r.Prefix, p.dport, got)
+		}
+	}
+	for _, dst := range []string{"10.99.0.1", "172.16.200.1", "2001:db8:ffff::1"} {
+		p := pkt{src: devMAC, v6: strings.Contains(dst, ":"), dst: dst, proto: layers.IPProtocolTCP, sport: 40000, dport: 1000}
+		if got := run(t, d.Program(), p.bytes(t)); got != xdpDrop {
+			t.Fatalf("%s, in no rule: verdict %d, want drop", dst, got)
+		}
+	}
+}
+
+// TestPeerTablePlacement: every prefix of a table lies within peerProbes
+// buckets of its home, with no empty bucket between (the program stops at
+// one), for many random rule sets of the maximum size.
+func TestPeerTablePlacement(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	for round := range 200 {
+		entries := map[netip.Prefix]peerEntry{}
+		for len(entries) < MaxRules {
+			var b [16]byte
+			for i := range b {
+				b[i] = byte(rng.Uint32())
+			}
+			p := netip.PrefixFrom(netip.AddrFrom16(b), 8+rng.IntN(121)).Masked()
+			entries[p] = peerEntry{allow: rng.Uint64()}
+		}
+		tab, seed, err := peerTable(entries)
+		if err != nil {
+			t.Fatalf("round %d: %v", round, err)
+		}
+		found := 0
+		for p, e := range entries {
+			w0, w1 := peerWords(p)
+			h := peerHome(w0, w1, uint8(p.Bits()), seed)
+			for j := range uint32(peerProbes) {
+				b := tab[(h+j)%peerBuckets]
+				if b.Used == 0 {
+					t.Fatalf("round %d: %s: empty bucket %d probes from home", round, p, j)
+				}
+				if b.Plen == uint8(p.Bits()) && b.Addr == [2]uint64{w0, w1} {
+					if b.Allow != e.allow {
+						t.Fatalf("round %d: %s: allow %x, want %x", round, p, b.Allow, e.allow)
+					}
+					found++
+					break
+				}
+			}
+		}
+		if found != MaxRules {
+			t.Fatalf("round %d: %d of %d prefixes found", round, found, MaxRules)
+		}
+	}
+}
+
+// TestDeviceIndexes: a device keeps its index while its entry changes (one
+// store), a removed device's index is taken again only after every other
+// free one, the table refuses a device beyond its size, and a new process
+// adopts the indexes from the pinned hash.
+func TestDeviceIndexes(t *testing.T) {
+	testutil.RequireRoot(t)
+	cfg := pinnedConfig(t)
+	cfg.MaxDevices = 3
+	d, err := Load(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	macs := []net.HardwareAddr{{2, 0, 0, 0, 0, 1}, {2, 0, 0, 0, 0, 2}, {2, 0, 0, 0, 0, 3}, {2, 0, 0, 0, 0, 4}}
+	index := func(mac net.HardwareAddr) uint32 {
+		t.Helper()
+		var idx uint32
+		if err := d.objs.Devices.Lookup(enforcerMacKey{Addr: [6]byte(mac)}, &idx); err != nil {
+			t.Fatalf("%s: %v", mac, err)
+		}
+		return idx
+	}
+	for i, mac := range macs[:2] {
+		if err := d.SetDevice(mac, DeviceEntry{Slot: uint32(i), Mode: ModeMonitor}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	first := index(macs[0])
+	if err := d.SetDevice(macs[0], DeviceEntry{Slot: 5, Mode: ModeEnforce, Flags: FlagQuarantine, NRules: 3}); err != nil {
+		t.Fatal(err)
+	}
+	if index(macs[0]) != first {
+		t.Fatal("a changed entry moved to another index")
+	}
+	if err := d.DeleteDevice(macs[0]); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.SetDevice(macs[2], DeviceEntry{Mode: ModeMonitor}); err != nil {
+		t.Fatal(err)
+	}
+	if index(macs[2]) == first {
+		t.Fatal("a freed index was taken while another had been free longer")
+	}
+	if err := d.SetDevice(macs[3], DeviceEntry{Mode: ModeMonitor}); err != nil {
+		t.Fatal(err)
+	}
+	if index(macs[3]) != first {
+		t.Fatalf("the last free index %d not taken, got %d", first, index(macs[3]))
+	}
+	if err := d.SetDevice(macs[0], DeviceEntry{Mode: ModeMonitor}); err == nil || !strings.Contains(err.Error(), "raise max devices") {
+		t.Fatalf("a fourth device in a table of three: %v", err)
+	}
+	want, err := d.Devices()
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.Close()
+	d, err = Load(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	got, err := d.Devices()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !maps.Equal(got, want) || len(got) != 3 {
+		t.Fatalf("adopted devices %v, want %v", got, want)
+	}
+	if err := d.SetDevice(macs[0], DeviceEntry{Mode: ModeMonitor}); err == nil {
+		t.Fatal("adopted table of three took a fourth device")
 	}
 }
