@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math/bits"
 	"net"
 	"net/netip"
 	"os"
@@ -59,6 +60,14 @@ type Datapath struct {
 	rulesMem *mmapArray[enforcerRule]
 	slotsMem *mmapArray[enforcerSlotInfo]
 	metaMem  *mmapArray[uint64] // the one metadata entry as two words
+
+	// What this process knows each slot to hold beyond its info: the peer
+	// buckets and rule entries in use, so WriteSlot empties only those of
+	// a previous tenant. A slot never written by this process counts as
+	// full (a previous process may have left anything in it). A slot is
+	// written by one caller at a time, as no device points to it.
+	slotBuckets [][2]uint64
+	slotRules   []uint8
 
 	devMu   sync.Mutex
 	devIdx  map[enforcerMacKey]uint32 // as in the devices hash
@@ -217,7 +226,10 @@ func Load(cfg Config) (*Datapath, error) {
 		}
 		opts.Maps.PinPath = cfg.PinDir
 	}
-	d := &Datapath{cfg: cfg, slots: slots}
+	d := &Datapath{cfg: cfg, slots: slots, slotBuckets: make([][2]uint64, slots), slotRules: make([]uint8, slots)}
+	for i := range d.slotBuckets {
+		d.slotBuckets[i], d.slotRules[i] = [2]uint64{^uint64(0), ^uint64(0)}, MaxRules
+	}
 	if err := spec.LoadAndAssign(&d.objs, opts); err != nil {
 		var ve *ebpf.VerifierError
 		if errors.As(err, &ve) && os.Getenv("MEDMESH_BPF_DEBUG") != "" {
@@ -563,18 +575,25 @@ func peerHome(w0, w1 uint64, plen uint8, seed uint32) uint32 {
 	return uint32((x * 0xc2b2ae3d27d4eb4f) >> (64 - peerBits))
 }
 
-// peerTable lays a slot's peer entries out as its table: linear probing
+// placedPeer is a peer table entry and its bucket in the slot's table.
+type placedPeer struct {
+	bucket uint32
+	e      enforcerPeer
+}
+
+// peerTable lays a slot's peer entries out in its table: linear probing
 // from each prefix's home bucket, under the first seed that keeps every
 // prefix within peerProbes buckets of home, the program's probe limit. A
 // slot has at most MaxRules prefixes in 2 x MaxRules buckets, so most
-// seeds do.
-func peerTable(entries map[netip.Prefix]peerEntry) (*[peerBuckets]enforcerPeer, uint32, error) {
+// seeds do. It returns the entries with their buckets and the buckets
+// used, as a bitmap.
+func peerTable(entries map[netip.Prefix]peerEntry) (placed []placedPeer, used [2]uint64, seed uint32, err error) {
 	keys := make([]netip.Prefix, 0, len(entries))
 	for p := range entries {
 		keys = append(keys, p)
 	}
 	if len(keys) > MaxRules {
-		return nil, 0, fmt.Errorf("%d peer prefixes: at most %d per slot", len(keys), MaxRules)
+		return nil, used, 0, fmt.Errorf("%d peer prefixes: at most %d per slot", len(keys), MaxRules)
 	}
 	slices.SortFunc(keys, func(a, b netip.Prefix) int {
 		if c := a.Addr().Compare(b.Addr()); c != 0 {
@@ -582,43 +601,44 @@ func peerTable(entries map[netip.Prefix]peerEntry) (*[peerBuckets]enforcerPeer, 
 		}
 		return a.Bits() - b.Bits()
 	})
-	tab := new([peerBuckets]enforcerPeer)
+	placed = make([]placedPeer, 0, len(keys))
 seeds:
-	for seed := range uint32(peerSeeds) {
-		*tab = [peerBuckets]enforcerPeer{}
+	for seed = range uint32(peerSeeds) {
+		placed, used = placed[:0], [2]uint64{}
+	keys:
 		for _, p := range keys {
 			w0, w1 := peerWords(p)
 			h := peerHome(w0, w1, uint8(p.Bits()), seed)
-			placed := false
 			for j := range uint32(peerProbes) {
-				b := &tab[(h+j)%peerBuckets]
-				if b.Used != 0 {
+				b := (h + j) % peerBuckets
+				if used[b/64]&(1<<(b%64)) != 0 {
 					continue
 				}
+				used[b/64] |= 1 << (b % 64)
 				e := entries[p]
-				*b = enforcerPeer{Addr: [2]uint64{w0, w1}, Allow: e.allow, Plen: uint8(p.Bits()), Used: 1}
+				pp := placedPeer{bucket: b, e: enforcerPeer{Addr: [2]uint64{w0, w1}, Allow: e.allow, Plen: uint8(p.Bits()), Used: 1}}
 				if e.block {
-					b.Block = 1
+					pp.e.Block = 1
 				}
-				placed = true
-				break
+				placed = append(placed, pp)
+				continue keys
 			}
-			if !placed {
-				continue seeds
-			}
+			continue seeds
 		}
-		return tab, seed, nil
+		return placed, used, seed, nil
 	}
-	return nil, 0, fmt.Errorf("no seed of %d places %d peer prefixes within %d buckets of home", peerSeeds, len(keys), peerProbes)
+	return nil, used, 0, fmt.Errorf("no seed of %d places %d peer prefixes within %d buckets of home", peerSeeds, len(keys), peerProbes)
 }
 
 // WriteSlot writes rules into a slot that no device uses yet: rule array,
 // peer table and slot info, with the slot's rule counter epoch advanced, so
 // its counters start from zero without a reset (see count_rule in
 // enforcer.c). The slot becomes effective when a device entry points to
-// it. Everything is written through the arrays' memory mappings, whole
-// (the rules and every bucket, empty ones too), so nothing a previous
-// tenant left can show through: no syscall.
+// it. Everything is written through the arrays' memory mappings: no
+// syscall. It writes the new rules and peer buckets and empties what the
+// slot's previous tenant used besides (all of the slot, the first time
+// this process writes it): with many enforcers on a host, the cache lines
+// written are what a decision costs.
 func (d *Datapath) WriteSlot(slot uint32, rules []Rule) (err error) {
 	defer d.invalidated(&err)
 	if slot >= d.slots {
@@ -628,7 +648,7 @@ func (d *Datapath) WriteSlot(slot uint32, rules []Rule) (err error) {
 	if err != nil {
 		return err
 	}
-	tab, seed, err := peerTable(pl.entries)
+	placed, used, seed, err := peerTable(pl.entries)
 	if err != nil {
 		return err
 	}
@@ -640,12 +660,25 @@ func (d *Datapath) WriteSlot(slot uint32, rules []Rule) (err error) {
 	for i, r := range rules {
 		vals[i] = toBPFRule(r)
 	}
-	if err := d.rulesMem.put(slot*MaxRules, vals[:]...); err != nil {
+	n := max(len(rules), int(d.slotRules[slot]))
+	if err := d.rulesMem.put(slot*MaxRules, vals[:n]...); err != nil {
 		return fmt.Errorf("put rules of slot %d: %w", slot, err)
 	}
-	if err := d.peerMem.put(slot*peerBuckets, tab[:]...); err != nil {
-		return fmt.Errorf("put peers of slot %d: %w", slot, err)
+	base := slot * peerBuckets
+	for w, stale := range d.slotBuckets[slot] {
+		for stale &^= used[w]; stale != 0; stale &= stale - 1 {
+			b := uint32(w*64 + bits.TrailingZeros64(stale))
+			if err := d.peerMem.put(base+b, enforcerPeer{}); err != nil {
+				return fmt.Errorf("clear peer bucket %d of slot %d: %w", b, slot, err)
+			}
+		}
 	}
+	for _, p := range placed {
+		if err := d.peerMem.put(base+p.bucket, p.e); err != nil {
+			return fmt.Errorf("put peers of slot %d: %w", slot, err)
+		}
+	}
+	d.slotBuckets[slot], d.slotRules[slot] = used, uint8(len(rules))
 	info := enforcerSlotInfo{AnyAllow: pl.anyAllow, Seed: seed, Nlens4: uint8(len(pl.lens4)), Nlens6: uint8(len(pl.lens6)), Epoch: prev.Epoch + 1}
 	if pl.anyBlock {
 		info.AnyBlock = 1
@@ -681,6 +714,7 @@ func (d *Datapath) ClearSlot(slot uint32, rules []Rule) (err error) {
 	if err := d.rulesMem.put(slot*MaxRules, make([]enforcerRule, MaxRules)...); err != nil {
 		return fmt.Errorf("clear rules of slot %d: %w", slot, err)
 	}
+	d.slotBuckets[slot], d.slotRules[slot] = [2]uint64{}, 0
 	return nil
 }
 

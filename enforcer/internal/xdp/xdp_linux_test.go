@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 
@@ -913,9 +914,21 @@ func TestPeerTablePlacement(t *testing.T) {
 			p := netip.PrefixFrom(netip.AddrFrom16(b), 8+rng.IntN(121)).Masked()
 			entries[p] = peerEntry{allow: rng.Uint64()}
 		}
-		tab, seed, err := peerTable(entries)
+		placed, used, seed, err := peerTable(entries)
 		if err != nil {
 			t.Fatalf("round %d: %v", round, err)
+		}
+		var tab [peerBuckets]enforcerPeer
+		var want [2]uint64
+		for _, p := range placed {
+			if tab[p.bucket].Used != 0 {
+				t.Fatalf("round %d: bucket %d taken twice", round, p.bucket)
+			}
+			tab[p.bucket] = p.e
+			want[p.bucket/64] |= 1 << (p.bucket % 64)
+		}
+		if used != want {
+			t.Fatalf("round %d: used buckets %x, placed in %x", round, used, want)
 		}
 		found := 0
 		for p, e := range entries {
@@ -1011,5 +1024,72 @@ func TestDeviceIndexes(t *testing.T) {
 	}
 	if err := d.SetDevice(macs[0], DeviceEntry{Mode: ModeMonitor}); err == nil {
 		t.Fatal("adopted table of three took a fourth device")
+	}
+}
+
+// usedBuckets counts the peer buckets of a slot in use.
+func usedBuckets(t *testing.T, d *Datapath, slot uint32) int {
+	t.Helper()
+	tab, err := d.peerMem.getN(slot*peerBuckets, peerBuckets)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, p := range tab {
+		if p.Used != 0 {
+			n++
+		}
+	}
+	return n
+}
+
+// TestSlotRewrite: a slot written again without a clear (a released slot
+// taken again) holds exactly its new rules and peers, also when a previous
+// process left it full, and the earlier tenant's peers get no verdict of
+// theirs.
+func TestSlotRewrite(t *testing.T) {
+	testutil.RequireRoot(t)
+	cfg := pinnedConfig(t)
+	var full []Rule
+	for i := range MaxRules {
+		full = append(full, Rule{Kind: KindAllow, Proto: 6, Dir: DirOutbound, Prefix: pfx(fmt.Sprintf("10.7.%d.1/32", i)), PortMin: 443, PortMax: 443})
+	}
+	d1, err := Load(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d1.WriteSlot(2, full); err != nil {
+		t.Fatal(err)
+	}
+	d1.Close()
+	d, err := Load(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	for _, rules := range [][]Rule{full[:1], full[10:13], full[5:6]} {
+		if err := d.WriteSlot(2, rules); err != nil {
+			t.Fatal(err)
+		}
+		if n := usedBuckets(t, d, 2); n != len(rules) {
+			t.Fatalf("%d rules: %d peer buckets used", len(rules), n)
+		}
+		got, err := d.ReadSlot(2)
+		if err != nil || !slices.Equal(got, rules) {
+			t.Fatalf("rules read back %v (%v), want %v", got, err, rules)
+		}
+	}
+	if err := d.SetDevice(devMAC, DeviceEntry{Slot: 2, Mode: ModeEnforce, NRules: 1}); err != nil {
+		t.Fatal(err)
+	}
+	for i, r := range full {
+		p := pkt{src: devMAC, dst: r.Prefix.Addr().String(), proto: layers.IPProtocolTCP, sport: 40000, dport: 443}
+		want := uint32(xdpDrop)
+		if i == 5 {
+			want = xdpPass
+		}
+		if got := run(t, d.Program(), p.bytes(t)); got != want {
+			t.Fatalf("%s: verdict %d, want %d", r.Prefix, got, want)
+		}
 	}
 }
