@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"os"
 	"path/filepath"
 	"slices"
 	"sync"
@@ -42,7 +41,7 @@ type coordNode struct {
 // applied once, in index order, none skipped.
 func TestLeaderKilledWhileDecisionsStream(t *testing.T) {
 	testutil.RequireRoot(t)
-	nodes, apis := startCoordinators(t, 3, true)
+	nodes, apis := startCoordinators(t, 3)
 	quiet := slog.New(slog.DiscardHandler)
 
 	// The enforcer side: watcher -> state -> loaded BPF maps.
@@ -200,17 +199,9 @@ func TestLeaderKilledWhileDecisionsStream(t *testing.T) {
 }
 
 // startCoordinators starts n in-process coordinators (real Raft with bolt
-// stores and fsync, real gRPC on loopback) and waits until they are ready.
-// With fast, Raft timers shrink to a few hundred milliseconds (tests);
-// otherwise they keep production values (benchmarks on a loaded machine).
-func startCoordinators(t testing.TB, n int, fast bool) ([]*coordNode, []string) {
-	t.Helper()
-	return startCoordinatorsWith(t, n, fast, nil)
-}
-
-// startCoordinatorsWith is startCoordinators with a last say on each
-// coordinator's configuration.
-func startCoordinatorsWith(t testing.TB, n int, fast bool, tweak func(*coordinator.Config)) ([]*coordNode, []string) {
+// stores and fsync, real gRPC on loopback), with Raft timers shrunk to a few
+// hundred milliseconds, and waits until they are ready.
+func startCoordinators(t testing.TB, n int) ([]*coordNode, []string) {
 	t.Helper()
 	base := t.TempDir()
 	var apis []string
@@ -226,19 +217,11 @@ func startCoordinatorsWith(t testing.TB, n int, fast bool, tweak func(*coordinat
 		if n > 1 {
 			cfg.BootstrapExpect, cfg.Join = n, apis
 		}
-		if fast {
-			cfg.HeartbeatTimeout, cfg.ElectionTimeout = 250*time.Millisecond, 250*time.Millisecond
-			cfg.LeaderLeaseTimeout, cfg.CommitTimeout = 120*time.Millisecond, 5*time.Millisecond
-			cfg.ApplyTimeout = 3 * time.Second
-		}
+		cfg.HeartbeatTimeout, cfg.ElectionTimeout = 250*time.Millisecond, 250*time.Millisecond
+		cfg.LeaderLeaseTimeout, cfg.CommitTimeout = 120*time.Millisecond, 5*time.Millisecond
+		cfg.ApplyTimeout = 3 * time.Second
 		cfg.JoinInterval, cfg.RaftLogLevel = 50*time.Millisecond, "off"
-		if d, err := time.ParseDuration(os.Getenv("MEDMESH_BENCH_COMMIT_TIMEOUT")); err == nil && !fast {
-			cfg.CommitTimeout = d
-		}
 		cfg.API.WatchHeartbeat = 100 * time.Millisecond
-		if tweak != nil {
-			tweak(&cfg)
-		}
 		c, err := coordinator.New(cfg, quiet, prometheus.NewRegistry())
 		if err != nil {
 			t.Fatal(err)

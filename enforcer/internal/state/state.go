@@ -3,7 +3,8 @@
 // decisions in index order, fenced by the persisted applied index, and
 // writes every change to the datapath without a window: a device's new
 // rules go to a free slot before its entry switches to that slot, and the
-// old slot is cleared only afterwards.
+// old slot stays intact until it is taken again, after every slot freed
+// before it.
 package state
 
 import (
