@@ -196,17 +196,19 @@ func (t noticeTransport) AppendEntries(id raft.ServerID, target raft.ServerAddre
 	return nil
 }
 
-// noticeFSM is the FSM Raft applies to: after each entry it asks for the
+// noticeFSM is the FSM Raft applies to: for each entry it asks for the
 // entry's commit to be announced. On the leader that is the earliest point
-// the commit is visible outside Raft, before the writer's Apply future
-// wakes up; on a follower nothing has been recorded, so nothing is sent.
+// the commit is visible outside Raft; on a follower nothing has been
+// recorded, so nothing is sent. The notice goes out before the entry is
+// applied here: an entry Raft applies is committed, and applying a
+// decision wakes every watch stream this replica serves, which would
+// otherwise run first.
 type noticeFSM struct {
 	*fsm.FSM
 	notices *commitNotices
 }
 
 func (f noticeFSM) Apply(l *raft.Log) any {
-	res := f.FSM.Apply(l)
 	f.notices.announce(l.Index)
-	return res
+	return f.FSM.Apply(l)
 }
