@@ -3,6 +3,7 @@
 package enforcer_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -22,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
@@ -86,6 +88,38 @@ func quantileMS(lat []time.Duration, q float64) float64 {
 	return float64(lat[min(len(lat)-1, int(q*float64(len(lat))))].Microseconds()) / 1000
 }
 
+// cpuTime returns the CPU time (user and system) the processes have used
+// so far; pid 0 is this process. Linux counts other processes' time in
+// clock ticks (USER_HZ: 100 a second), fine summed over many samples.
+func cpuTime(b *testing.B, pids ...int) time.Duration {
+	var total time.Duration
+	for _, pid := range pids {
+		if pid == 0 {
+			var ru unix.Rusage
+			if err := unix.Getrusage(unix.RUSAGE_SELF, &ru); err != nil {
+				b.Fatal(err)
+			}
+			total += time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+			continue
+		}
+		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			b.Fatal(err)
+		}
+		// utime and stime are the 14th and 15th fields; the command name
+		// (the 2nd, in parentheses) may hold spaces.
+		f := strings.Fields(string(data[bytes.LastIndexByte(data, ')')+1:]))
+		for _, s := range f[11:13] {
+			ticks, err := strconv.ParseUint(s, 10, 64)
+			if err != nil {
+				b.Fatalf("/proc/%d/stat: %v", pid, err)
+			}
+			total += time.Duration(ticks) * time.Second / 100
+		}
+	}
+	return total
+}
+
 // pairedPropagation sets up medmesh-raft3 and etcd3 side by side, each with
 // n watchers, and alternates their samples (which goes first alternates
 // too). On a shared machine the load from elsewhere then falls on both
@@ -95,15 +129,29 @@ func quantileMS(lat []time.Duration, q float64) float64 {
 func pairedPropagation(b *testing.B, n int) {
 	m := startRaft(b, n)
 	e := startEtcdRun(b, 3, n)
+	// CPU time per sample: of this process (the enforcers, or etcd's
+	// watchers) and of the servers (the coordinators, or etcd's members).
+	var mClient, mServer, eClient, eServer time.Duration
+	measure := func(sample func(*testing.B, int), i int, client, server *time.Duration, pids []int) {
+		c0, s0 := cpuTime(b, 0), cpuTime(b, pids...)
+		sample(b, i)
+		*client += cpuTime(b, 0) - c0
+		*server += cpuTime(b, pids...) - s0
+	}
 	for i := range propagationSamples {
 		if i%2 == 0 {
-			m.sample(b, i)
-			e.sample(b, i)
+			measure(m.sample, i, &mClient, &mServer, m.pids)
+			measure(e.sample, i, &eClient, &eServer, e.pids)
 		} else {
-			e.sample(b, i)
-			m.sample(b, i)
+			measure(e.sample, i, &eClient, &eServer, e.pids)
+			measure(m.sample, i, &mClient, &mServer, m.pids)
 		}
 	}
+	perSample := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 / propagationSamples }
+	b.ReportMetric(perSample(mClient), "medmesh-enforcers-cpu-ms")
+	b.ReportMetric(perSample(mServer), "medmesh-coordinators-cpu-ms")
+	b.ReportMetric(perSample(eClient), "etcd3-watchers-cpu-ms")
+	b.ReportMetric(perSample(eServer), "etcd3-members-cpu-ms")
 	ml, el := m.report(b, "medmesh-"), e.latencies()
 	mp50, mp99 := quantileMS(ml, 0.50), quantileMS(ml, 0.99)
 	ep50, ep99 := quantileMS(el, 0.50), quantileMS(el, 0.99)
@@ -209,7 +257,9 @@ func medmeshPropagation(b *testing.B, n int) []time.Duration {
 // the Raft commit) to its application in each enforcer's maps. Watchers
 // spread over the three replicas, the leader's first.
 type raftRun struct {
-	n       int
+	n    int
+	pids []int // the coordinators'
+
 	write   func(i int, activate bool)
 	states  []*state.State
 	applied atomic.Int64
@@ -224,7 +274,7 @@ type raftRun struct {
 // startRaft starts the coordinators and n enforcers, and waits until every
 // enforcer has applied the first policy. Everything stops when b ends.
 func startRaft(b *testing.B, n int) *raftRun {
-	apis := hostCoordinators(b)
+	apis, pids := hostCoordinators(b)
 	conns := make([]*grpc.ClientConn, len(apis))
 	for i, a := range apis {
 		cc, err := grpc.NewClient(a, grpc.WithTransportCredentials(insecure.NewCredentials()))
@@ -236,7 +286,7 @@ func startRaft(b *testing.B, n int) *raftRun {
 	}
 	const mac = "02:00:00:00:00:01"
 	reportDevice(b, conns[0], mac)
-	r := &raftRun{n: n, byReplica: map[bool][]time.Duration{}}
+	r := &raftRun{n: n, pids: pids, byReplica: map[bool][]time.Duration{}}
 	// Writes go to any replica (followers forward to the leader), retried
 	// across replicas if leadership moves.
 	r.write = func(i int, activate bool) {
@@ -411,11 +461,12 @@ func TestCoordinatorHost(t *testing.T) {
 }
 
 // hostCoordinators starts three coordinator processes and returns their
-// API addresses, the leader's first.
-func hostCoordinators(b *testing.B) []string {
+// API addresses, the leader's first, and their process ids.
+func hostCoordinators(b *testing.B) ([]string, []int) {
 	const n = 3
 	dir := b.TempDir()
 	var apis []string
+	var pids []int
 	for range n {
 		apis = append(apis, fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(b)))
 	}
@@ -435,6 +486,7 @@ func hostCoordinators(b *testing.B) []string {
 		if err := cmd.Start(); err != nil {
 			b.Fatal(err)
 		}
+		pids = append(pids, cmd.Process.Pid)
 		b.Cleanup(func() {
 			stdin.Close()
 			done := make(chan error, 1)
@@ -464,7 +516,7 @@ func hostCoordinators(b *testing.B) []string {
 		return err == nil && slices.Contains(apis, leader)
 	}, "the coordinators elect a leader")
 	i := slices.Index(apis, leader)
-	return append([]string{leader}, slices.Delete(apis, i, i+1)...)
+	return append([]string{leader}, slices.Delete(apis, i, i+1)...), pids
 }
 
 // etcdCluster is an n-member etcd on loopback, fsync on as shipped.
@@ -552,7 +604,9 @@ func etcdPropagation(b *testing.B, members, n int) []time.Duration {
 
 // etcdRun is an etcd cluster with n watchers on one key.
 type etcdRun struct {
-	n      int
+	n    int
+	pids []int // the members'
+
 	writer *clientv3.Client
 	got    atomic.Int64
 
@@ -567,6 +621,9 @@ const etcdKey = "/medmesh/bench/decision"
 func startEtcdRun(b *testing.B, members, n int) *etcdRun {
 	ec := startEtcd(b, members)
 	r := &etcdRun{n: n, writer: ec.leader(b)}
+	for _, c := range ec.cmds {
+		r.pids = append(r.pids, c.Process.Pid)
+	}
 	b.Cleanup(func() { r.writer.Close() })
 	var started atomic.Int64
 	ctx, cancel := context.WithCancel(context.Background())
