@@ -38,7 +38,32 @@ func spawn(stateDir, prefix, binary string, env []string, name, role, ns string,
 	go func() { _ = cmd.Wait() }()
 	p := Proc{Name: name, Role: role, Netns: ns, PID: cmd.Process.Pid, Args: args, Log: logPath}
 	p.Start, _ = procStart(p.PID)
+	// Start returns once exec has closed the child's close-on-exec pipe,
+	// before the kernel has set up the new environment: for a moment,
+	// /proc/PID/environ is empty and markedProcs would miss the process
+	// (seen under load: a Down right after a spawn left it running).
+	// Return once it can be found by its marker.
+	want := []byte(EnvMarker + "=" + prefix)
+	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline) && p.Alive(); time.Sleep(time.Millisecond) {
+		if hasEnv(p.PID, want) {
+			break
+		}
+	}
 	return p, nil
+}
+
+// hasEnv reports whether kv is in the environment of pid.
+func hasEnv(pid int, kv []byte) bool {
+	env, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
+	if err != nil {
+		return false
+	}
+	for _, e := range bytes.Split(env, []byte{0}) {
+		if bytes.Equal(e, kv) {
+			return true
+		}
+	}
+	return false
 }
 
 // procStart reads the start time of pid (clock ticks since boot).
@@ -108,16 +133,9 @@ func markedProcs(prefix string) []int {
 		if err != nil || pid == os.Getpid() {
 			continue
 		}
-		env, err := os.ReadFile(filepath.Join("/proc", e.Name(), "environ"))
-		if err != nil {
-			continue
-		}
-		for _, kv := range bytes.Split(env, []byte{0}) {
-			if bytes.Equal(kv, want) {
-				if _, err := procStart(pid); err == nil {
-					out = append(out, pid)
-				}
-				break
+		if hasEnv(pid, want) {
+			if _, err := procStart(pid); err == nil {
+				out = append(out, pid)
 			}
 		}
 	}
