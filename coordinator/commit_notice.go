@@ -53,6 +53,7 @@ type commitNotices struct {
 	peers map[raft.ServerID]*noticePeer
 	spawn func(func())  // runs a sender goroutine tracked by the coordinator
 	count atomic.Uint64 // notices sent
+	early atomic.Uint64 // early appends acknowledged (see earlyStore)
 }
 
 // noticeSender sends an AppendEntries RPC (the NetworkTransport).
@@ -64,6 +65,7 @@ type noticeSender interface {
 type raftView interface {
 	CommitIndex() uint64
 	CurrentTerm() uint64
+	State() raft.RaftState
 }
 
 // start lets notices flow once Raft runs.
@@ -84,6 +86,7 @@ type noticePeer struct {
 	logTerm uint64 // the term of the entry at match
 	sent    uint64 // the highest commit index announced to it
 	busy    bool   // a sender goroutine runs for it
+	early   bool   // an early append to it is in flight
 }
 
 // observe records what a successful AppendEntries to a follower proved.
@@ -104,7 +107,7 @@ func (n *commitNotices) observe(id raft.ServerID, target raft.ServerAddress, arg
 		n.peers[id] = p
 	}
 	if args.Term != p.term {
-		*p = noticePeer{busy: p.busy}
+		*p = noticePeer{busy: p.busy, early: p.early}
 	} else if match <= p.match {
 		return
 	}

@@ -8,10 +8,19 @@ import (
 	"github.com/hashicorp/raft"
 )
 
-type fakeRaft struct{ commit, term atomic.Uint64 }
+type fakeRaft struct {
+	commit, term atomic.Uint64
+	follower     atomic.Bool
+}
 
 func (f *fakeRaft) CommitIndex() uint64 { return f.commit.Load() }
 func (f *fakeRaft) CurrentTerm() uint64 { return f.term.Load() }
+func (f *fakeRaft) State() raft.RaftState {
+	if f.follower.Load() {
+		return raft.Follower
+	}
+	return raft.Leader
+}
 
 type recordingSender struct {
 	wg   sync.WaitGroup // sender goroutines

@@ -129,7 +129,8 @@ func (c *Coordinator) open(reg prometheus.Registerer) error {
 	c.transport = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
 		Stream: layer, MaxPool: 4, Timeout: 5 * time.Second, Logger: hl,
 	})
-	logs, err := raft.NewLogCache(1024, store)
+	c.notices = &commitNotices{trans: c.transport, peers: map[raft.ServerID]*noticePeer{}, spawn: c.spawn}
+	logs, err := raft.NewLogCache(1024, earlyStore{store, c.notices})
 	if err != nil {
 		return fmt.Errorf("log cache: %w", err)
 	}
@@ -154,7 +155,6 @@ func (c *Coordinator) open(reg prometheus.Registerer) error {
 	if err := raft.ValidateConfig(rc); err != nil {
 		return fmt.Errorf("raft config: %w", err)
 	}
-	c.notices = &commitNotices{trans: c.transport, peers: map[raft.ServerID]*noticePeer{}, spawn: c.spawn}
 	r, err := raft.NewRaft(rc, noticeFSM{c.fsm, c.notices}, logs, store, snaps, noticeTransport{noPipelineTransport{c.transport}, c.notices})
 	if err != nil {
 		return fmt.Errorf("start raft: %w", err)

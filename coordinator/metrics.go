@@ -36,6 +36,9 @@ func newMetrics(reg prometheus.Registerer, c *Coordinator) (*metrics, error) {
 	notices := prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "medmesh_coordinator_commit_notices_total", Help: "Commit notices sent to followers: AppendEntries without entries that tell a follower the commit index as soon as an entry commits.", ConstLabels: labels,
 	}, func() float64 { return float64(c.notices.count.Load()) })
+	early := prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "medmesh_coordinator_early_appends_total", Help: "New entries the leader sent to a follower while writing them to its own log, acknowledged (the follower then answers Raft's own AppendEntries without a write).", ConstLabels: labels,
+	}, func() float64 { return float64(c.notices.early.Load()) })
 	applied := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "medmesh_coordinator_applied_index", Help: "Last Raft index applied to the FSM.", ConstLabels: labels,
 	}, func() float64 { return float64(c.fsm.AppliedIndex()) })
@@ -51,7 +54,7 @@ func newMetrics(reg prometheus.Registerer, c *Coordinator) (*metrics, error) {
 	if reg == nil {
 		return m, nil
 	}
-	for _, col := range []prometheus.Collector{apply, applyErr, changes, responses, notices, applied, isLeader} {
+	for _, col := range []prometheus.Collector{apply, applyErr, changes, responses, notices, early, applied, isLeader} {
 		if err := reg.Register(col); err != nil {
 			m.unregister()
 			return nil, errors.Join(errors.New("register coordinator metrics"), err)

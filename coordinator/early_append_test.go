@@ -1,0 +1,94 @@
+package coordinator
+
+import (
+	"testing"
+
+	"github.com/hashicorp/raft"
+)
+
+func command(index, term uint64) *raft.Log {
+	return &raft.Log{Index: index, Term: term, Type: raft.LogCommand, Data: []byte("x")}
+}
+
+// TestEarlyAppend: the leader's new entries go at once to each follower
+// whose log is proven to match through the entry before them, with that
+// entry as PrevLogEntry, the entries themselves and no commit index; the
+// follower's answer is recorded as a proven match. Nothing goes to a
+// follower behind, in another term, from a follower, or for entries other
+// than commands.
+func TestEarlyAppend(t *testing.T) {
+	n, fr, rs := newTestNotices()
+	fr.term.Store(3)
+	req, resp := appendOK(3, 9, 2, raft.Log{Index: 10, Term: 3})
+	n.observe("c2", "127.0.0.1:2", req, resp) // caught up: matches through 10
+	req, resp = appendOK(3, 7, 2, raft.Log{Index: 8, Term: 3})
+	n.observe("c3", "127.0.0.1:3", req, resp) // behind: matches through 8
+	rs.take()
+
+	n.appendEarly([]*raft.Log{command(11, 3), command(12, 3)})
+	got := rs.take()
+	if len(got) != 1 {
+		t.Fatalf("sent %d early appends, want 1 (to the caught-up follower)", len(got))
+	}
+	g := got[0]
+	if g.Term != 3 || g.PrevLogEntry != 10 || g.PrevLogTerm != 3 || g.LeaderCommitIndex != 0 ||
+		len(g.Entries) != 2 || g.Entries[0].Index != 11 || g.Entries[1].Index != 12 || string(g.ID) != "c1" {
+		t.Fatalf("early append %+v: want term 3, prev 10/3, entries 11-12, no commit index, the leader's header", g)
+	}
+	n.mu.Lock()
+	match, logTerm := n.peers["c2"].match, n.peers["c2"].logTerm
+	n.mu.Unlock()
+	if match != 12 || logTerm != 3 || n.early.Load() != 1 {
+		t.Fatalf("after the follower's answer: match %d/%d, %d acknowledged; want 12/3, 1", match, logTerm, n.early.Load())
+	}
+
+	for _, c := range []struct {
+		name  string
+		setup func()
+		logs  []*raft.Log
+	}{
+		{"not the next entry", nil, []*raft.Log{command(14, 3)}},
+		{"not a command", nil, []*raft.Log{command(13, 3), {Index: 14, Term: 3, Type: raft.LogConfiguration}}},
+		{"another term", func() { fr.term.Store(4) }, []*raft.Log{command(13, 4)}},
+		{"entries of an older term", nil, []*raft.Log{command(13, 3)}},
+		{"a follower's write", func() { fr.follower.Store(true) }, []*raft.Log{command(13, 4)}},
+	} {
+		if c.setup != nil {
+			c.setup()
+		}
+		n.appendEarly(c.logs)
+		if got := rs.take(); len(got) != 0 {
+			t.Fatalf("%s: sent %+v", c.name, got)
+		}
+	}
+}
+
+// TestEarlyAppendRefused: a follower that refuses an early append (its log
+// does not match after all, or it moved to another term) is not recorded
+// as matching, and the next entries may go early again once Raft's own
+// AppendEntries proves a match.
+func TestEarlyAppendRefused(t *testing.T) {
+	n, fr, rs := newTestNotices()
+	fr.term.Store(3)
+	req, resp := appendOK(3, 9, 2, raft.Log{Index: 10, Term: 3})
+	n.observe("c2", "127.0.0.1:2", req, resp)
+	rs.take()
+	rs.fail = true
+	n.appendEarly([]*raft.Log{command(11, 3)})
+	if got := rs.take(); len(got) != 1 {
+		t.Fatalf("sent %d, want 1", len(got))
+	}
+	n.mu.Lock()
+	match, early := n.peers["c2"].match, n.peers["c2"].early
+	n.mu.Unlock()
+	if match != 10 || early || n.early.Load() != 0 {
+		t.Fatalf("after a refusal: match %d, in flight %v, %d acknowledged; want 10, false, 0", match, early, n.early.Load())
+	}
+	rs.fail = false
+	req, resp = appendOK(3, 10, 3, raft.Log{Index: 11, Term: 3})
+	n.observe("c2", "127.0.0.1:2", req, resp)
+	n.appendEarly([]*raft.Log{command(12, 3)})
+	if got := rs.take(); len(got) != 1 || got[0].PrevLogEntry != 11 {
+		t.Fatalf("after Raft's own append proved 11: %+v, want one early append after 11", got)
+	}
+}
