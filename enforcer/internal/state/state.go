@@ -102,23 +102,25 @@ func New(table Table, snap Snapshot, slots uint32, log *slog.Logger) (*State, er
 		}
 		s.devices[mac] = d
 	}
-	orphans := 0
+	// Released slots keep their content until taken again, and a crash
+	// may leave a half-written one: both are cleared here.
+	cleared := 0
 	for slot, rules := range snap.Slots {
 		if used[slot] {
 			continue
 		}
 		if err := table.ClearSlot(slot, rules); err != nil {
-			return nil, fmt.Errorf("reconcile orphan slot %d: %w", slot, err)
+			return nil, fmt.Errorf("clear unused slot %d: %w", slot, err)
 		}
-		orphans++
+		cleared++
 	}
 	for slot := range slots {
 		if !used[slot] {
 			s.free = append(s.free, slot)
 		}
 	}
-	if len(snap.Devices) > 0 || orphans > 0 {
-		log.Info("adopted pinned enforcement state", "devices", len(snap.Devices), "orphan_slots_cleared", orphans, "applied_index", snap.AppliedIndex)
+	if len(snap.Devices) > 0 || cleared > 0 {
+		log.Info("adopted pinned enforcement state", "devices", len(snap.Devices), "unused_slots_cleared", cleared, "applied_index", snap.AppliedIndex)
 	}
 	return s, nil
 }
