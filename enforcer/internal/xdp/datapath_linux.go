@@ -251,21 +251,11 @@ func Load(cfg Config) (*Datapath, error) {
 		return nil, fmt.Errorf("lookup meta: %w", err)
 	}
 	d.applied, d.gen = m.AppliedIndex, m.Generation
-	if err := d.mapMemory(); err != nil {
-		d.Close()
-		return nil, err
-	}
-	if err := d.adoptSlots(); err != nil {
-		d.Close()
-		return nil, err
-	}
-	if err := d.adoptDevices(); err != nil {
-		d.Close()
-		return nil, err
-	}
-	if err := d.invalidate(); err != nil {
-		d.Close()
-		return nil, err
+	for _, step := range []func() error{d.mapMemory, d.adoptSlots, d.adoptDevices, d.invalidate} {
+		if err := step(); err != nil {
+			d.Close()
+			return nil, err
+		}
 	}
 	return d, nil
 }
