@@ -27,6 +27,7 @@ import (
 	"github.com/medmesh/medmesh/coordinator/internal/api"
 	"github.com/medmesh/medmesh/coordinator/internal/fsm"
 	"github.com/medmesh/medmesh/coordinator/internal/response"
+	"github.com/medmesh/medmesh/internal/authz"
 )
 
 // Coordinator is one Raft replica with its API services.
@@ -177,6 +178,9 @@ func (c *Coordinator) open(reg prometheus.Registerer) error {
 // Register registers ClusterService, InventoryService, PolicyService,
 // DecisionService, AlertService and SensorService on s.
 func (c *Coordinator) Register(s *grpc.Server) { c.api.Register(s) }
+
+// AuthzTable is the authorization table of the services Register adds.
+func AuthzTable() authz.Table { return api.AuthzTable() }
 
 // ServiceNames lists the registered services (for health checks).
 func ServiceNames() []string { return api.ServiceNames() }

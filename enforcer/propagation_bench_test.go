@@ -437,7 +437,7 @@ func TestCoordinatorHost(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	scfg := grpcx.DefaultServerConfig()
-	scfg.Addr = apis[i]
+	scfg.Addr, scfg.Authz = apis[i], coordinator.AuthzTable()
 	srv, err := grpcx.NewServer(scfg, quiet, reg)
 	if err != nil {
 		t.Fatal(err)

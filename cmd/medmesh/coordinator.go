@@ -122,7 +122,7 @@ func runCoordinator(ctx context.Context, o coordinatorOptions, stderr io.Writer,
 	}
 
 	scfg := grpcx.DefaultServerConfig()
-	scfg.Addr, scfg.TLS = o.api, tlsFiles
+	scfg.Addr, scfg.TLS, scfg.Authz = o.api, tlsFiles, coordinator.AuthzTable()
 	srv, err := grpcx.NewServer(scfg, log, reg)
 	if err != nil {
 		return fmt.Errorf("api server: %w", err)

@@ -44,6 +44,7 @@ func newRootCmd() *cobra.Command {
 		newEnforcerCmd(),
 		newReplayCmd(),
 		newLabCmd(),
+		newTLSCmd(),
 	)
 	addOperatorCommands(root)
 	return root

@@ -35,7 +35,6 @@ type opFlags struct {
 	tlsCA   string
 	tlsCert string
 	tlsKey  string
-	tlsName string
 	stale   bool
 }
 
@@ -65,10 +64,9 @@ func (o *opFlags) register(c *cobra.Command) {
 	f.StringVar(&o.addr, "addr", addr, "coordinator API address(es), comma-separated (env MEDMESH_ADDR)")
 	f.StringVarP(&o.output, "output", "o", "table", "output format: table or json")
 	f.DurationVar(&o.timeout, "timeout", 10*time.Second, "deadline of each call")
-	f.StringVar(&o.tlsCA, "tls-ca", "", "CA certificate file that verifies the coordinator (enables TLS)")
-	f.StringVar(&o.tlsCert, "tls-cert", "", "client certificate file, for mutual TLS")
-	f.StringVar(&o.tlsKey, "tls-key", "", "client key file, for mutual TLS")
-	f.StringVar(&o.tlsName, "tls-server-name", "", "name to verify in the coordinator's certificate")
+	f.StringVar(&o.tlsCA, "tls-ca", os.Getenv("MEDMESH_TLS_CA"), "campus CA certificate file (env MEDMESH_TLS_CA); with --tls-cert and --tls-key enables mutual TLS")
+	f.StringVar(&o.tlsCert, "tls-cert", os.Getenv("MEDMESH_TLS_CERT"), "your certificate file, made by 'medmesh tls cert create' (env MEDMESH_TLS_CERT)")
+	f.StringVar(&o.tlsKey, "tls-key", os.Getenv("MEDMESH_TLS_KEY"), "your key file (env MEDMESH_TLS_KEY)")
 	f.BoolVar(&o.stale, "stale", false, "serve reads from the contacted replica's local state (may be stale)")
 	c.PersistentPreRunE = func(*cobra.Command, []string) error { return o.validate() }
 }
@@ -85,10 +83,14 @@ func (o *opFlags) validate() error {
 	if len(grpcx.SplitTargets(o.addr)) == 0 {
 		return usagef("--addr is empty")
 	}
-	if (o.tlsCert == "") != (o.tlsKey == "") {
-		return usagef("--tls-cert and --tls-key go together")
+	if err := o.tlsFiles().Validate(); err != nil {
+		return usageError{err}
 	}
 	return nil
+}
+
+func (o *opFlags) tlsFiles() grpcx.TLSFiles {
+	return grpcx.TLSFiles{CAFile: o.tlsCA, CertFile: o.tlsCert, KeyFile: o.tlsKey}
 }
 
 func (o *opFlags) json() bool { return o.output == "json" }
@@ -103,8 +105,7 @@ func (o *opFlags) consistency() medmeshv1.ReadConsistency {
 // dial connects to the coordinator(s) named by --addr.
 func (o *opFlags) dial() (*grpc.ClientConn, error) {
 	cfg := grpcx.DefaultClientConfig()
-	cfg.TLS = grpcx.TLSFiles{CAFile: o.tlsCA, CertFile: o.tlsCert, KeyFile: o.tlsKey}
-	cfg.ServerName = o.tlsName
+	cfg.TLS = o.tlsFiles()
 	cfg.DialTimeout = o.timeout
 	conn, err := grpcx.Dial(o.addr, cfg, nil)
 	if err != nil {
@@ -143,8 +144,8 @@ func (o *opFlags) rpcError(err error) error {
 	msg := st.Message()
 	if st.Code() == codes.Unavailable {
 		if reason, ok := connectFailure(msg); ok {
-			if reason == "connection closed" && o.tlsCA != "" && o.tlsCert == "" {
-				reason += " (does the server require a client certificate? --tls-cert, --tls-key)"
+			if reason == "connection closed" && o.tlsCA == "" {
+				reason += " (does the coordinator require TLS? --tls-ca, --tls-cert, --tls-key)"
 			}
 			return fmt.Errorf("cannot reach coordinator at %s: %s", o.addr, reason)
 		}

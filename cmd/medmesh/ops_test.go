@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/medmesh/medmesh/coordinator"
 	"github.com/medmesh/medmesh/internal/grpcx"
 	"github.com/medmesh/medmesh/internal/testutil"
 	medmeshv1 "github.com/medmesh/medmesh/proto/medmesh/v1"
@@ -100,7 +101,7 @@ func (f *fakeAPI) WatchDecisions(req *medmeshv1.WatchDecisionsRequest, s grpc.Se
 func startFake(t *testing.T) (*fakeAPI, string) {
 	t.Helper()
 	cfg := grpcx.DefaultServerConfig()
-	cfg.Addr = "127.0.0.1:0"
+	cfg.Addr, cfg.Authz = "127.0.0.1:0", coordinator.AuthzTable()
 	s, err := grpcx.NewServer(cfg, nil, nil)
 	if err != nil {
 		t.Fatal(err)

@@ -17,14 +17,16 @@ import (
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/resolver/manual"
+
+	"github.com/medmesh/medmesh/internal/pki"
 )
 
 // ClientConfig configures Dial.
 type ClientConfig struct {
-	// TLS empty means plaintext (warned about unless the target is loopback).
+	// TLS empty means plaintext (warned about unless every target is
+	// loopback; daemons refuse it off loopback before they dial). With TLS,
+	// the server must present a coordinator certificate from the CA.
 	TLS TLSFiles
-	// ServerName overrides the name verified in the server's certificate.
-	ServerName string
 	// DialTimeout bounds each connection attempt (default 5s). Dial itself
 	// does not block: connection errors surface on the first call.
 	DialTimeout time.Duration
@@ -50,6 +52,9 @@ func DefaultClientConfig() ClientConfig {
 }
 
 func (c *ClientConfig) validate() error {
+	if err := c.TLS.Validate(); err != nil {
+		return err
+	}
 	d := DefaultClientConfig()
 	if c.DialTimeout <= 0 {
 		c.DialTimeout = d.DialTimeout
@@ -120,7 +125,7 @@ func Dial(target string, cfg ClientConfig, log *slog.Logger) (*grpc.ClientConn, 
 	}
 	var creds credentials.TransportCredentials
 	if cfg.TLS.Enabled() {
-		tc, err := clientTLS(cfg.TLS, cfg.ServerName)
+		tc, err := pki.ClientConfig(cfg.TLS, pki.RoleCoordinator)
 		if err != nil {
 			return nil, fmt.Errorf("grpc dial %s: %w", target, err)
 		}

@@ -2,16 +2,9 @@ package grpcx
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
+	"crypto/tls"
 	"log/slog"
-	"math/big"
 	"net"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -22,10 +15,13 @@ import (
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	refpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 	"google.golang.org/grpc/status"
 
+	"github.com/medmesh/medmesh/internal/authz"
+	"github.com/medmesh/medmesh/internal/pki"
 	"github.com/medmesh/medmesh/internal/testutil"
 	medmeshv1 "github.com/medmesh/medmesh/proto/medmesh/v1"
 )
@@ -71,6 +67,9 @@ type harness struct {
 func start(t *testing.T, cfg ServerConfig) *harness {
 	t.Helper()
 	reg := prometheus.NewRegistry()
+	if cfg.Authz == nil {
+		cfg.Authz = testTable()
+	}
 	s, err := NewServer(cfg, slog.New(slog.DiscardHandler), reg)
 	if err != nil {
 		t.Fatalf("NewServer: %v", err)
@@ -95,7 +94,19 @@ func start(t *testing.T, cfg ServerConfig) *harness {
 func loopbackConfig() ServerConfig {
 	c := DefaultServerConfig()
 	c.Addr = "127.0.0.1:0"
+	c.Authz = testTable()
 	return c
+}
+
+// testTable: operators may call every PolicyService method, viewers only
+// GetPolicy.
+func testTable() authz.Table {
+	t := BuiltinMethods()
+	for _, m := range medmeshv1.PolicyService_ServiceDesc.Methods {
+		t["/"+medmeshv1.PolicyService_ServiceDesc.ServiceName+"/"+m.MethodName] = []pki.Role{pki.RoleOperator}
+	}
+	t[medmeshv1.PolicyService_GetPolicy_FullMethodName] = []pki.Role{pki.RoleOperator, pki.RoleViewer}
+	return t
 }
 
 func dial(t *testing.T, target string, cfg ClientConfig) *grpc.ClientConn {
@@ -345,80 +356,180 @@ func TestStopHardAtDeadline(t *testing.T) {
 	}
 }
 
-// pki writes a CA, a server certificate for 127.0.0.1/localhost and a
-// client certificate, all signed by the CA.
-type pki struct{ dir, ca, srvCert, srvKey, cliCert, cliKey, otherCA string }
+// testPKI is a campus CA with leaf certificates for a coordinator (the
+// server), an operator and a viewer, plus an operator from another CA.
+type testPKI struct {
+	dir                         string
+	server, operator, viewer    TLSFiles
+	otherCA, expired, sensorSrv TLSFiles
+}
 
-func newPKI(t *testing.T) pki {
+func newTestPKI(t *testing.T) testPKI {
 	t.Helper()
 	dir := t.TempDir()
-	p := pki{dir: dir}
-	caKey, caCert, caDER := selfSigned(t, "medmesh test ca")
-	p.ca = writePEM(t, dir, "ca.pem", "CERTIFICATE", caDER)
-	p.srvCert, p.srvKey = leaf(t, dir, "server", caCert, caKey, x509.ExtKeyUsageServerAuth)
-	p.cliCert, p.cliKey = leaf(t, dir, "client", caCert, caKey, x509.ExtKeyUsageClientAuth)
-	_, _, otherDER := selfSigned(t, "other ca")
-	p.otherCA = writePEM(t, dir, "other-ca.pem", "CERTIFICATE", otherDER)
+	now := time.Now()
+	ca, err := pki.CreateCA(dir, "test campus", 1, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	issue := func(ca *pki.CA, caDir, file string, role pki.Role, at time.Time) TLSFiles {
+		t.Helper()
+		c, k, err := ca.IssueFiles(dir, file, pki.CertRequest{Identity: pki.Identity{Role: role, Name: file}, Days: 1, Now: at})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return TLSFiles{CAFile: filepath.Join(caDir, pki.CAFile), CertFile: c, KeyFile: k}
+	}
+	p := testPKI{dir: dir}
+	p.server = issue(ca, dir, "c1", pki.RoleCoordinator, now)
+	p.operator = issue(ca, dir, "alice", pki.RoleOperator, now)
+	p.viewer = issue(ca, dir, "bob", pki.RoleViewer, now)
+	p.sensorSrv = issue(ca, dir, "s1", pki.RoleSensor, now)
+	p.expired = issue(ca, dir, "old", pki.RoleOperator, now.Add(-72*time.Hour))
+	otherDir := filepath.Join(dir, "other")
+	other, err := pki.CreateCA(otherDir, "another campus", 1, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.otherCA = issue(other, otherDir, "mallory", pki.RoleOperator, now)
+	// The other CA's operator presents its certificate to our server, which
+	// trusts only our CA.
+	p.otherCA.CAFile = filepath.Join(dir, pki.CAFile)
 	return p
 }
 
-func selfSigned(t *testing.T, cn string) (*ecdsa.PrivateKey, *x509.Certificate, []byte) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: cn},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return key, cert, der
+func put(t *testing.T, conn *grpc.ClientConn) error {
+	_, err := medmeshv1.NewPolicyServiceClient(conn).PutPolicy(ctxT(t), &medmeshv1.PutPolicyRequest{Policy: &medmeshv1.Policy{Name: "p"}})
+	return err
 }
 
-func leaf(t *testing.T, dir, name string, ca *x509.Certificate, caKey *ecdsa.PrivateKey, usage x509.ExtKeyUsage) (certFile, keyFile string) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(time.Now().UnixNano()),
-		Subject:      pkix.Name{CommonName: name},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{usage},
-		DNSNames:     []string{"localhost"},
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return writePEM(t, dir, name+".pem", "CERTIFICATE", der), writePEM(t, dir, name+"-key.pem", "EC PRIVATE KEY", kder)
+func get(t *testing.T, conn *grpc.ClientConn) error {
+	_, err := medmeshv1.NewPolicyServiceClient(conn).GetPolicy(ctxT(t), &medmeshv1.GetPolicyRequest{Name: "p"})
+	return err
 }
 
-func writePEM(t *testing.T, dir, name, typ string, der []byte) string {
-	path := filepath.Join(dir, name)
-	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
+func TestMutualTLSRoles(t *testing.T) {
+	p := newTestPKI(t)
+	cfg := DefaultServerConfig()
+	cfg.Addr = "0.0.0.0:0" // TLS makes a non-loopback address acceptable
+	cfg.TLS = p.server
+	h := start(t, cfg)
+	target := "127.0.0.1:" + strconv.Itoa(h.srv.Addr().(*net.TCPAddr).Port)
+	withTLS := func(f TLSFiles) *grpc.ClientConn {
+		cc := DefaultClientConfig()
+		cc.TLS = f
+		return dial(t, target, cc)
+	}
+
+	op := withTLS(p.operator)
+	if err := put(t, op); err != nil {
+		t.Fatalf("operator PutPolicy: %v", err)
+	}
+	if err := check(t, target, ClientConfig{TLS: p.viewer}); err != nil {
+		t.Fatalf("viewer health check: %v", err)
+	}
+	vw := withTLS(p.viewer)
+	if err := get(t, vw); err != nil {
+		t.Fatalf("viewer GetPolicy: %v", err)
+	}
+	if err := put(t, vw); status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("viewer PutPolicy: err = %v, want PermissionDenied", err)
+	}
+	// Refused at the handshake: a certificate of another CA, an expired one.
+	for name, f := range map[string]TLSFiles{"other CA": p.otherCA, "expired": p.expired} {
+		if err := get(t, withTLS(f)); status.Code(err) != codes.Unavailable {
+			t.Errorf("%s: err = %v, want Unavailable (handshake refused)", name, err)
+		}
+	}
+	// No client certificate: the handshake completes, every call is
+	// Unauthenticated.
+	tc, err := pki.ClientConfig(p.operator, pki.RoleCoordinator)
+	if err != nil {
 		t.Fatal(err)
 	}
-	return path
+	tc.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &tls.Certificate{}, nil }
+	anon, err := grpc.NewClient(target, grpc.WithTransportCredentials(credentials.NewTLS(tc)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer anon.Close()
+	if err := get(t, anon); status.Code(err) != codes.Unauthenticated {
+		t.Fatalf("no client certificate: err = %v, want Unauthenticated", err)
+	}
+	// Plaintext to a TLS server fails.
+	if err := check(t, target, DefaultClientConfig()); status.Code(err) != codes.Unavailable {
+		t.Fatalf("plaintext client to TLS server: err = %v, want Unavailable", err)
+	}
+}
+
+func TestClientRefusesNonCoordinatorServer(t *testing.T) {
+	p := newTestPKI(t)
+	cfg := loopbackConfig()
+	cfg.TLS = p.sensorSrv // a sensor's certificate posing as a coordinator
+	h := start(t, cfg)
+	err := check(t, h.srv.Addr().String(), ClientConfig{TLS: p.operator})
+	if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "role sensor not accepted") {
+		t.Fatalf("server with a sensor certificate: err = %v, want Unavailable naming the role", err)
+	}
+}
+
+func TestTLSFilesGoTogether(t *testing.T) {
+	p := newTestPKI(t)
+	if _, err := Dial("127.0.0.1:1", ClientConfig{TLS: TLSFiles{CertFile: p.operator.CertFile}}, nil); err == nil {
+		t.Fatal("client certificate without CA and key accepted")
+	}
+	bad := loopbackConfig()
+	bad.TLS = TLSFiles{CAFile: p.operator.CAFile}
+	if _, err := NewServer(bad, nil, nil); err == nil {
+		t.Fatal("server TLS without certificate accepted")
+	}
+}
+
+func TestMissingRowRefusesToServe(t *testing.T) {
+	cfg := loopbackConfig()
+	cfg.Authz = BuiltinMethods() // no PolicyService rows
+	s, err := NewServer(cfg, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	medmeshv1.RegisterPolicyServiceServer(s.GRPC(), &policies{})
+	err = s.Serve()
+	s.Stop(context.Background())
+	if err == nil || !strings.Contains(err.Error(), medmeshv1.PolicyService_PutPolicy_FullMethodName) {
+		t.Fatalf("Serve with a method missing from the table: err = %v, want refusal naming it", err)
+	}
+}
+
+func TestPlaintextCallerIsLocal(t *testing.T) {
+	var seen pki.Identity
+	cfg := loopbackConfig()
+	s, err := NewServer(cfg, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	medmeshv1.RegisterPolicyServiceServer(s.GRPC(), &whoami{seen: &seen})
+	errc := make(chan error, 1)
+	if err := s.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { errc <- s.Serve() }()
+	defer func() { s.Stop(context.Background()); <-errc }()
+	if err := get(t, dial(t, s.Addr().String(), DefaultClientConfig())); err != nil {
+		t.Fatal(err)
+	}
+	if seen.Role != authz.Local || seen.Name == "" {
+		t.Fatalf("identity on a plaintext loopback server = %+v, want role local with the peer address", seen)
+	}
+}
+
+type whoami struct {
+	medmeshv1.UnimplementedPolicyServiceServer
+	seen *pki.Identity
+}
+
+func (w *whoami) GetPolicy(ctx context.Context, _ *medmeshv1.GetPolicyRequest) (*medmeshv1.GetPolicyResponse, error) {
+	*w.seen, _ = authz.FromContext(ctx)
+	return &medmeshv1.GetPolicyResponse{}, nil
 }
 
 func check(t *testing.T, target string, cfg ClientConfig) error {
@@ -429,53 +540,4 @@ func check(t *testing.T, target string, cfg ClientConfig) error {
 		t.Fatalf("health = %v", resp.GetStatus())
 	}
 	return err
-}
-
-func TestTLS(t *testing.T) {
-	p := newPKI(t)
-	cfg := DefaultServerConfig()
-	cfg.Addr = "0.0.0.0:0" // TLS makes a non-loopback address acceptable
-	cfg.TLS = TLSFiles{CertFile: p.srvCert, KeyFile: p.srvKey}
-	h := start(t, cfg)
-	target := "127.0.0.1:" + strconv.Itoa(h.srv.Addr().(*net.TCPAddr).Port)
-
-	cc := DefaultClientConfig()
-	cc.TLS = TLSFiles{CAFile: p.ca}
-	if err := check(t, target, cc); err != nil {
-		t.Fatalf("TLS client trusting the CA: %v", err)
-	}
-	cc.TLS = TLSFiles{CAFile: p.otherCA}
-	if err := check(t, target, cc); status.Code(err) != codes.Unavailable {
-		t.Fatalf("TLS client trusting another CA: err = %v, want Unavailable", err)
-	}
-	if err := check(t, target, DefaultClientConfig()); status.Code(err) != codes.Unavailable {
-		t.Fatalf("plaintext client to TLS server: err = %v, want Unavailable", err)
-	}
-}
-
-func TestMutualTLS(t *testing.T) {
-	p := newPKI(t)
-	cfg := loopbackConfig()
-	cfg.TLS = TLSFiles{CertFile: p.srvCert, KeyFile: p.srvKey, CAFile: p.ca}
-	h := start(t, cfg)
-	target := h.srv.Addr().String()
-
-	cc := DefaultClientConfig()
-	cc.TLS = TLSFiles{CAFile: p.ca}
-	if err := check(t, target, cc); status.Code(err) != codes.Unavailable {
-		t.Fatalf("mTLS without a client certificate: err = %v, want Unavailable", err)
-	}
-	cc.TLS = TLSFiles{CAFile: p.ca, CertFile: p.cliCert, KeyFile: p.cliKey}
-	cc.ServerName = "localhost"
-	if err := check(t, target, cc); err != nil {
-		t.Fatalf("mTLS with a client certificate: %v", err)
-	}
-	if _, err := Dial(target, ClientConfig{TLS: TLSFiles{CertFile: p.cliCert}}, nil); err == nil {
-		t.Fatal("client certificate without key accepted")
-	}
-	bad := loopbackConfig()
-	bad.TLS = TLSFiles{CAFile: p.ca}
-	if _, err := NewServer(bad, nil, nil); err == nil {
-		t.Fatal("server TLS without certificate accepted")
-	}
 }

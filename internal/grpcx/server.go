@@ -1,7 +1,8 @@
-// Package grpcx is the one way medmesh builds gRPC servers and clients: TLS and
-// mutual TLS from files, plaintext only on loopback, health, reflection,
-// Prometheus metrics, slog logging, panic recovery, default deadlines,
-// keepalive on both sides and message-size limits.
+// Package grpcx is the one way medmesh builds gRPC servers and clients:
+// mutual TLS from files (internal/pki), plaintext only on loopback,
+// authorization of every call by one table (internal/authz), health,
+// reflection, Prometheus metrics, slog logging, panic recovery, default
+// deadlines, keepalive on both sides and message-size limits.
 package grpcx
 
 import (
@@ -10,6 +11,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strings"
 	"sync"
 	"time"
 
@@ -21,18 +23,14 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
+
+	"github.com/medmesh/medmesh/internal/authz"
+	"github.com/medmesh/medmesh/internal/pki"
 )
 
-// TLSFiles names PEM files. On a server, CertFile and KeyFile are its identity
-// and a CAFile requires and verifies client certificates (mutual TLS). On a
-// client, CAFile verifies the server (the system pool when empty) and
-// CertFile/KeyFile are the client's identity for mutual TLS.
-type TLSFiles struct {
-	CertFile, KeyFile, CAFile string
-}
-
-// Enabled reports whether any TLS file is set.
-func (t TLSFiles) Enabled() bool { return t.CertFile != "" || t.KeyFile != "" || t.CAFile != "" }
+// TLSFiles names the CA, certificate and key of a process: all three
+// (mutual TLS) or none (plaintext, loopback only).
+type TLSFiles = pki.Files
 
 // ServerConfig configures a Server.
 type ServerConfig struct {
@@ -40,6 +38,11 @@ type ServerConfig struct {
 	Addr string
 	// TLS empty means plaintext, allowed only when Addr is a loopback address.
 	TLS TLSFiles
+	// Authz maps every method the server serves to the roles allowed to
+	// call it. Serve refuses to start while a registered method has no
+	// row. On a plaintext (loopback) server every caller is authz.Local
+	// and allowed.
+	Authz authz.Table
 	// MaxRecvMsgBytes limits a received message (default 4 MiB).
 	MaxRecvMsgBytes int
 	// MaxSendMsgBytes limits a sent message (default 16 MiB).
@@ -97,10 +100,7 @@ func (c *ServerConfig) validate() error {
 	if c.KeepaliveMinTime <= 0 {
 		c.KeepaliveMinTime = d.KeepaliveMinTime
 	}
-	if c.TLS.Enabled() && (c.TLS.CertFile == "" || c.TLS.KeyFile == "") {
-		return errors.New("tls: a server needs both a certificate and a key file")
-	}
-	return nil
+	return c.TLS.Validate()
 }
 
 // Server is a gRPC server with medmesh's interceptors, health and reflection.
@@ -109,6 +109,7 @@ type Server struct {
 	log    *slog.Logger
 	gs     *grpc.Server
 	health *health.Server
+	authz  *authz.Authorizer
 
 	mu  sync.Mutex
 	lis net.Listener
@@ -125,7 +126,7 @@ func NewServer(cfg ServerConfig, log *slog.Logger, reg prometheus.Registerer) (*
 	}
 	var creds credentials.TransportCredentials
 	if cfg.TLS.Enabled() {
-		tc, err := serverTLS(cfg.TLS)
+		tc, err := pki.ServerConfig(cfg.TLS, pki.ServerOptions{})
 		if err != nil {
 			return nil, fmt.Errorf("grpc server %s: %w", cfg.Addr, err)
 		}
@@ -138,7 +139,7 @@ func NewServer(cfg ServerConfig, log *slog.Logger, reg prometheus.Registerer) (*
 		if !loop {
 			return nil, fmt.Errorf("grpc server %s: plaintext is allowed only on a loopback address; configure TLS", cfg.Addr)
 		}
-		log.Warn("grpc server without TLS (loopback only)", "addr", cfg.Addr)
+		log.Warn("grpc server without TLS: loopback only, every local caller may do everything", "addr", cfg.Addr)
 		creds = insecure.NewCredentials()
 	}
 	m, err := newServerMetrics(reg)
@@ -146,6 +147,7 @@ func NewServer(cfg ServerConfig, log *slog.Logger, reg prometheus.Registerer) (*
 		return nil, fmt.Errorf("grpc server metrics: %w", err)
 	}
 	log = log.With("component", "grpc")
+	az := authz.New(cfg.Authz, !cfg.TLS.Enabled())
 	gs := grpc.NewServer(
 		grpc.Creds(creds),
 		grpc.MaxRecvMsgSize(cfg.MaxRecvMsgBytes),
@@ -162,19 +164,34 @@ func NewServer(cfg ServerConfig, log *slog.Logger, reg prometheus.Registerer) (*
 		grpc.ChainUnaryInterceptor(
 			m.unary,
 			logUnary(log),
+			az.Unary,
 			deadlineUnary(cfg.DefaultTimeout),
 			recoverUnary(log),
 		),
 		grpc.ChainStreamInterceptor(
 			m.stream,
 			logStream(log),
+			az.Stream,
 			recoverStream(log),
 		),
 	)
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(gs, hs)
 	reflection.Register(gs)
-	return &Server{cfg: cfg, log: log, gs: gs, health: hs}, nil
+	return &Server{cfg: cfg, log: log, gs: gs, health: hs, authz: az}, nil
+}
+
+// BuiltinMethods are the rows for what every Server registers itself:
+// health checks and reflection, open to every authenticated identity.
+func BuiltinMethods() authz.Table {
+	all := []pki.Role{authz.Anyone}
+	return authz.Table{
+		"/grpc.health.v1.Health/Check":                                   all,
+		"/grpc.health.v1.Health/List":                                    all,
+		"/grpc.health.v1.Health/Watch":                                   all,
+		"/grpc.reflection.v1.ServerReflection/ServerReflectionInfo":      all,
+		"/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo": all,
+	}
 }
 
 // GRPC returns the underlying server to register services on.
@@ -217,8 +234,12 @@ func (s *Server) Serve() error {
 	return s.ServeListener(lis)
 }
 
-// ServeListener serves on lis until Stop.
+// ServeListener serves on lis until Stop. It refuses to serve while a
+// registered method has no row in the authorization table.
 func (s *Server) ServeListener(lis net.Listener) error {
+	if missing := s.cfg.Authz.Missing(s.gs.GetServiceInfo()); len(missing) > 0 {
+		return fmt.Errorf("grpc serve: methods without an authorization row (denied to all, refusing to start): %s", strings.Join(missing, ", "))
+	}
 	s.mu.Lock()
 	s.lis = lis
 	s.mu.Unlock()
@@ -275,4 +296,15 @@ func isLoopback(addr string) (bool, error) {
 	}
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback(), nil
+}
+
+// AllLoopback reports whether every address (host:port) is a loopback
+// address: the one case where a daemon may run without TLS.
+func AllLoopback(addrs ...string) bool {
+	for _, a := range addrs {
+		if loop, err := isLoopback(a); err != nil || !loop {
+			return false
+		}
+	}
+	return true
 }

@@ -1,0 +1,68 @@
+package api
+
+import (
+	"maps"
+
+	"github.com/medmesh/medmesh/internal/authz"
+	"github.com/medmesh/medmesh/internal/grpcx"
+	"github.com/medmesh/medmesh/internal/pki"
+	medmeshv1 "github.com/medmesh/medmesh/proto/medmesh/v1"
+)
+
+// Who may do what, by role. Approvers can do all an operator can; operators
+// all a viewer can. Handlers add what a table cannot say: a sensor reports
+// only as itself, an enforcer reports only its own status, an approver
+// never approves a decision its own identity caused, and only approvers
+// activate enforce mode.
+var (
+	readers   = []pki.Role{pki.RoleViewer, pki.RoleOperator, pki.RoleApprover}
+	operators = []pki.Role{pki.RoleOperator, pki.RoleApprover}
+	approvers = []pki.Role{pki.RoleApprover}
+)
+
+// AuthzTable is the coordinator's authorization table: every RPC the API
+// serves and the roles that may call it. Anything not in it is denied; the
+// server refuses to start if a registered method has no row, and the
+// authorization matrix test walks this same table.
+func AuthzTable() authz.Table {
+	t := authz.Table{
+		// Cluster membership: coordinators join; removing or moving the
+		// leader is an approver's act, audited.
+		medmeshv1.ClusterService_GetClusterStatus_FullMethodName:   append([]pki.Role{pki.RoleCoordinator, pki.RoleSensor, pki.RoleEnforcer}, readers...),
+		medmeshv1.ClusterService_JoinCluster_FullMethodName:        {pki.RoleCoordinator},
+		medmeshv1.ClusterService_RemoveMember_FullMethodName:       {pki.RoleCoordinator, pki.RoleApprover},
+		medmeshv1.ClusterService_TransferLeadership_FullMethodName: {pki.RoleCoordinator, pki.RoleApprover},
+		medmeshv1.ClusterService_ReportMemberStatus_FullMethodName: {pki.RoleSensor, pki.RoleEnforcer},
+
+		medmeshv1.InventoryService_ListDevices_FullMethodName:  readers,
+		medmeshv1.InventoryService_GetDevice_FullMethodName:    readers,
+		medmeshv1.InventoryService_WatchDevices_FullMethodName: readers,
+		medmeshv1.InventoryService_UpdateDevice_FullMethodName: operators,
+
+		medmeshv1.PolicyService_PutPolicy_FullMethodName:        operators,
+		medmeshv1.PolicyService_GetPolicy_FullMethodName:        readers,
+		medmeshv1.PolicyService_ListPolicies_FullMethodName:     readers,
+		medmeshv1.PolicyService_DeletePolicy_FullMethodName:     operators,
+		medmeshv1.PolicyService_ActivatePolicy_FullMethodName:   operators, // enforce mode: approvers (handler)
+		medmeshv1.PolicyService_GeneratePolicy_FullMethodName:   operators,
+		medmeshv1.PolicyService_SimulatePolicy_FullMethodName:   operators,
+		medmeshv1.PolicyService_ExportPolicyMud_FullMethodName:  readers,
+		medmeshv1.PolicyService_ImportPolicyMud_FullMethodName:  operators,
+		medmeshv1.PolicyService_ListAuditRecords_FullMethodName: readers,
+
+		medmeshv1.DecisionService_ListDecisions_FullMethodName:   append([]pki.Role{pki.RoleEnforcer}, readers...),
+		medmeshv1.DecisionService_ApproveDecision_FullMethodName: approvers,
+		medmeshv1.DecisionService_RejectDecision_FullMethodName:  approvers,
+		medmeshv1.DecisionService_WatchDecisions_FullMethodName:  append([]pki.Role{pki.RoleEnforcer}, readers...),
+
+		medmeshv1.AlertService_ListAlerts_FullMethodName:       readers,
+		medmeshv1.AlertService_GetAlert_FullMethodName:         readers,
+		medmeshv1.AlertService_AcknowledgeAlert_FullMethodName: operators,
+		medmeshv1.AlertService_WatchAlerts_FullMethodName:      readers,
+
+		medmeshv1.SensorService_Report_FullMethodName:      {pki.RoleSensor},
+		medmeshv1.SensorService_GetBaseline_FullMethodName: {pki.RoleSensor},
+	}
+	maps.Copy(t, grpcx.BuiltinMethods())
+	return t
+}
