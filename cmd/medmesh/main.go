@@ -46,6 +46,9 @@ func newRootCmd() *cobra.Command {
 		newLabCmd(),
 	)
 	addOperatorCommands(root)
+	root.InitDefaultHelpCmd()
+	root.InitDefaultCompletionCmd()
+	typedArgs(root)
 	return root
 }
 
@@ -62,7 +65,7 @@ func run(args []string) int {
 	}
 	fmt.Fprintln(os.Stderr, "medmesh: "+err.Error())
 	var ue usageError
-	if errors.As(err, &ue) || isCobraUsageError(err) {
+	if errors.As(err, &ue) {
 		return exitUsage
 	}
 	return exitFailure
