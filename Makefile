@@ -7,7 +7,7 @@ LDFLAGS := -X main.version=$(VERSION)
 # Tests run one package at a time per core; privileged tests share the host.
 TESTFLAGS ?= -count=1 -timeout 20m
 
-.PHONY: help deps build generate check-generate lint test test-unit bench \
+.PHONY: help deps build install generate check-generate lint test test-unit bench \
         bench-coordinator bench-datapath bench-capture bench-enforcer bench-mesh bench-score \
         demo demo-down e2e chaos clean
 
@@ -31,6 +31,12 @@ deps: ## Install the Debian packages of deploy/deps.txt that are missing (root; 
 
 build: ## Build bin/medmesh
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/medmesh
+
+PREFIX ?= /usr/local
+
+install: build ## Copy bin/medmesh to $(PREFIX)/bin (default /usr/local/bin)
+	install -D -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/medmesh
+	@echo "install: $(DESTDIR)$(PREFIX)/bin/medmesh"
 
 generate: ## Regenerate protobuf and BPF code with the pinned tools
 	$(GO) tool buf generate
