@@ -30,12 +30,14 @@ var providedBy = map[string]string{
 	"softflowctl": "softflowd",
 	"pmacctd":     "pmacct",
 	"ndpiReader":  "libndpi-bin",
+	"jq":          "jq",
 }
 
 // notPackaged are programs that come from elsewhere, with the reason.
 var notPackaged = map[string]string{
 	"go":      "the Go toolchain, a prerequisite (README)",
 	"medmesh": "this repository's own binary (make build)",
+	"bash":    "Debian essential; the Makefile's shell",
 }
 
 // indirect names the calls whose program is not a string literal at the
@@ -54,6 +56,7 @@ var indirect = map[string][]string{
 	"e2e/benchcoord/medmesh.go:startMedmesh":                   {"medmesh"},
 	"e2e/benchcoord/medmesh.go:cli":                            {"medmesh"},
 	"e2e/benchcoord/proc.go:startProc":                         {"etcd", "medmesh"},
+	"cmd/medmesh/readme_test.go:func":                          {"ip", "bash", "medmesh", "jq"}, // the README's commands
 }
 
 func readDeps(t *testing.T) []string {
