@@ -7,15 +7,36 @@ LDFLAGS := -X main.version=$(VERSION)
 # Tests run one package at a time per core; privileged tests share the host.
 TESTFLAGS ?= -count=1 -timeout 20m
 
-.PHONY: help build generate check-generate lint test test-unit bench \
+.PHONY: help deps build install generate check-generate lint test test-unit bench \
         bench-coordinator bench-datapath bench-capture bench-enforcer bench-mesh bench-score \
         demo demo-down e2e chaos clean
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
 
+# The Debian packages everything here needs, one list: deploy/deps.txt.
+DEPS_FILE := deploy/deps.txt
+DEPS := $(shell sed -e 's/\#.*//' $(DEPS_FILE))
+
+deps: ## Install the Debian packages of deploy/deps.txt that are missing (root; idempotent)
+	@missing=(); for p in $(DEPS); do \
+		dpkg-query -W -f='$${Status}' "$$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$$p"); done; \
+	if (( $${#missing[@]} == 0 )); then echo "deps: all $(words $(DEPS)) packages of $(DEPS_FILE) are installed"; exit 0; fi; \
+	install="apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $${missing[*]}"; \
+	if ! command -v apt-get >/dev/null; then echo "deps: missing $${missing[*]}, and this is not a Debian system: install them with its package manager"; exit 1; fi; \
+	if [ "$$(id -u)" != 0 ]; then echo "deps: missing $${missing[*]}; install them as root:"; echo "  sudo sh -c '$$install'"; exit 1; fi; \
+	echo "deps: installing $${missing[*]} (apt-get)"; \
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$${missing[@]}" >/dev/null; \
+	echo "deps: installed $${missing[*]}"
+
 build: ## Build bin/medmesh
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/medmesh
+
+PREFIX ?= /usr/local
+
+install: build ## Copy bin/medmesh to $(PREFIX)/bin (default /usr/local/bin)
+	install -D -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/medmesh
+	@echo "install: $(DESTDIR)$(PREFIX)/bin/medmesh"
 
 generate: ## Regenerate protobuf and BPF code with the pinned tools
 	$(GO) tool buf generate
@@ -37,7 +58,7 @@ lint: ## buf lint, buf breaking against main, go vet
 	else echo "lint: no main branch with buf.yaml yet; buf breaking skipped"; fi
 	$(GO) vet ./...
 
-test: lint check-generate test-unit ## Lint, generated-code drift, and every test tier the machine allows
+test: deps lint check-generate test-unit ## Lint, generated-code drift, and every test tier the machine allows
 
 test-unit: ## go test ./... (privileged tests run when root, skip with a reason otherwise)
 	$(GO) test $(TESTFLAGS) ./...
@@ -74,8 +95,8 @@ bench-mesh: ## Gossip convergence, failure detection, reporting throughput
 		$(GO) test -count=1 -timeout 15m -run '^TestBenchReporting$$' -v ./node/internal/reporter/
 	@cat bin/bench-mesh-gossip.md bin/bench-mesh-report.md
 
-demo: build ## As root: bring up the campus lab and run the compromised-device scenario live
-	@if [ "$$(id -u)" != 0 ]; then echo "demo: the campus lab needs root (network namespaces, veth, XDP): sudo make demo"; exit 1; fi
+demo: deps build ## As root: bring up the campus lab and run the compromised-device scenario live
+	@if [ "$$(id -u)" != 0 ]; then echo "demo: the campus lab needs root (network namespaces, veth, XDP): run it as root, or sudo make demo"; exit 1; fi
 	$(BIN) lab up
 	$(BIN) lab run --scenario compromised-device --view
 	@echo

@@ -12,6 +12,7 @@ import (
 
 	"github.com/hashicorp/raft"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/medmesh/medmesh/coordinator/internal/api"
 	"github.com/medmesh/medmesh/coordinator/internal/fsm"
@@ -55,6 +56,9 @@ func (c *Coordinator) ClusterStatus(ctx context.Context, fanout bool) (*medmeshv
 			m.State = strings.ToLower(c.raft.State().String())
 			m.AppliedIndex = c.fsm.AppliedIndex()
 			m.Health = "ok"
+			if t := c.raft.LastContact(); !t.IsZero() {
+				m.LastSeen = timestamppb.New(t) // last contact with a leader
+			}
 		} else {
 			m.State = "follower"
 			if m.Id == string(leader) {

@@ -218,7 +218,7 @@ func (s *sampler) add(epoch time.Time, st *medmeshv1.GetClusterStatusResponse) {
 
 // enforcerAdmin is where an enforcer serves /metrics inside its namespace
 // (its default admin address; the lab does not override it).
-const enforcerAdmin = "127.0.0.1:7403"
+const enforcerAdmin = "127.0.0.1:7405"
 
 // scrapeApplied reads medmesh_enforcer_applied_index, the highest decision
 // index the enforcer of floor n applied to its datapath, from its metrics

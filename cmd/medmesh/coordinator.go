@@ -25,7 +25,7 @@ import (
 // coordinatorOptions are the flags of `medmesh coordinator`.
 type coordinatorOptions struct {
 	id, dataDir, api, raft, admin string
-	dev                           bool
+	dev, pprof                    bool
 	bootstrapExpect               int
 	join                          []string
 	tlsCert, tlsKey, tlsCA        string
@@ -52,7 +52,8 @@ func newCoordinatorCmd() *cobra.Command {
 	f.StringVar(&o.dataDir, "data-dir", "", "directory of the Raft log and snapshots (default: a temporary directory with --dev)")
 	f.StringVar(&o.api, "api", "127.0.0.1:7400", "gRPC API listen address (also advertised to other coordinators)")
 	f.StringVar(&o.raft, "raft", "127.0.0.1:7401", "Raft transport listen and advertise address")
-	f.StringVar(&o.admin, "admin", "127.0.0.1:7403", "admin listener: /metrics, /healthz, /readyz, pprof (empty: none)")
+	f.StringVar(&o.admin, "admin", admin.DefaultAddr, "admin listener: /metrics, /healthz, /readyz (empty: none)")
+	f.BoolVar(&o.pprof, "pprof", false, "also serve /debug/pprof/ on the admin listener")
 	f.BoolVar(&o.dev, "dev", false, "single node that bootstraps itself, data in a temporary directory")
 	f.IntVar(&o.bootstrapExpect, "bootstrap-expect", 0, "number of coordinators that form a new cluster")
 	f.StringSliceVar(&o.join, "join", nil, "API addresses of other coordinators, comma-separated")
@@ -139,6 +140,9 @@ func runCoordinator(ctx context.Context, o coordinatorOptions, stderr io.Writer,
 	var adm *admin.Server
 	if o.admin != "" {
 		adm = admin.New(o.admin, reg, c.Ready, log)
+		if o.pprof {
+			adm.EnablePprof()
+		}
 		if err := adm.Start(); err != nil {
 			srv.Stop(context.Background())
 			return errors.Join(err, c.Close())

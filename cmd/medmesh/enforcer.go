@@ -28,7 +28,7 @@ func newEnforcerCmd() *cobra.Command {
 		dnsServers   []string
 		dhcpServers  []string
 		uninstall    bool
-		debug        bool
+		debug, pprof bool
 	)
 	cmd := &cobra.Command{
 		Use:   "enforcer --id ID --iface IF --coordinator ADDR[,ADDR]",
@@ -81,6 +81,9 @@ func newEnforcerCmd() *cobra.Command {
 				}
 				return nil
 			}, log)
+			if pprof {
+				adm.EnablePprof()
+			}
 			if err := adm.Start(); err != nil {
 				return errors.Join(err, e.Close())
 			}
@@ -98,7 +101,8 @@ func newEnforcerCmd() *cobra.Command {
 	f.StringVar(&cfg.Interface, "iface", "", "device-facing interface")
 	f.StringVar(&coordinators, "coordinator", "", "coordinator API addresses, comma-separated")
 	f.StringVar(&cfg.PinDir, "pin-dir", "", "bpffs directory for pinned maps and link (default /sys/fs/bpf/medmesh/ID)")
-	f.StringVar(&adminAddr, "admin", admin.DefaultAddr, "admin listen address (metrics, health, pprof)")
+	f.StringVar(&adminAddr, "admin", admin.EnforcerAddr, "admin listener: /metrics, /healthz, /readyz")
+	f.BoolVar(&pprof, "pprof", false, "also serve /debug/pprof/ on the admin listener")
 	f.IntVar(&cfg.MaxDevices, "max-devices", cfg.MaxDevices, "devices the maps hold")
 	f.StringSliceVar(&dnsServers, "dns-server", nil, "DNS server a quarantined device may still reach (repeatable)")
 	f.StringSliceVar(&dhcpServers, "dhcp-server", nil, "DHCP server a quarantined device may still reach (repeatable)")

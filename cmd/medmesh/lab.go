@@ -100,13 +100,22 @@ func newLabDownCmd(f *labFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			before := l.Leftovers()
 			if err := l.Down(); err != nil {
 				return fmt.Errorf("lab down: %w", err)
 			}
 			if left := l.Leftovers(); len(left) > 0 {
 				return fmt.Errorf("lab down left: %s", strings.Join(left, ", "))
 			}
-			fmt.Fprintln(cmd.OutOrStdout(), "lab down: nothing left")
+			w := cmd.OutOrStdout()
+			if len(before) == 0 {
+				fmt.Fprintln(w, "lab down: nothing to remove")
+				return nil
+			}
+			for _, r := range before {
+				fmt.Fprintf(w, "lab down: removed %s\n", r)
+			}
+			fmt.Fprintf(w, "lab down: removed %d things; nothing left\n", len(before))
 			return nil
 		},
 	}

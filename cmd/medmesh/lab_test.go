@@ -20,7 +20,7 @@ func runLab(t *testing.T, args ...string) (string, int) {
 		out.WriteString(err.Error())
 		code = exitFailure
 		var ue usageError
-		if errors.As(err, &ue) || isCobraUsageError(err) {
+		if errors.As(err, &ue) {
 			code = exitUsage
 		}
 	}

@@ -47,6 +47,9 @@ func newRootCmd() *cobra.Command {
 		newTLSCmd(),
 	)
 	addOperatorCommands(root)
+	root.InitDefaultHelpCmd()
+	root.InitDefaultCompletionCmd()
+	typedArgs(root)
 	return root
 }
 
@@ -63,7 +66,7 @@ func run(args []string) int {
 	}
 	fmt.Fprintln(os.Stderr, "medmesh: "+err.Error())
 	var ue usageError
-	if errors.As(err, &ue) || isCobraUsageError(err) {
+	if errors.As(err, &ue) {
 		return exitUsage
 	}
 	return exitFailure

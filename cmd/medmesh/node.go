@@ -8,20 +8,20 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 
+	"github.com/medmesh/medmesh/internal/admin"
 	"github.com/medmesh/medmesh/node/gossip"
 	"github.com/medmesh/medmesh/node/mesh"
 	"github.com/medmesh/medmesh/node/sensor"
@@ -30,7 +30,7 @@ import (
 // nodeOptions are the flags of `medmesh node`.
 type nodeOptions struct {
 	id, iface, mode, admin string
-	debug, generic         bool
+	debug, generic, pprof  bool
 	flows                  uint32
 	coordinator, join      []string
 	gossip, zone, spoolDir string
@@ -65,7 +65,8 @@ func newNodeCmd() *cobra.Command {
 	f.BoolVar(&o.debug, "debug", false, "debug logging and the full verifier log if the program fails to load")
 	f.BoolVar(&o.generic, "generic", false, "attach in generic (skb) mode even if the driver has native XDP")
 	f.Uint32Var(&o.flows, "flows", sensor.DefaultConfig().FlowEntries, "flow table size")
-	f.StringVar(&o.admin, "admin", "127.0.0.1:7403", "metrics listener (/metrics); empty to disable")
+	f.StringVar(&o.admin, "admin", admin.SensorAddr, "admin listener: /metrics, /healthz, /readyz (empty: none)")
+	f.BoolVar(&o.pprof, "pprof", false, "also serve /debug/pprof/ on the admin listener")
 	f.StringSliceVar(&o.coordinator, "coordinator", nil, "coordinator API addresses, comma-separated (any replica)")
 	f.StringVar(&o.spoolDir, "spool-dir", "", "on-disk spool for reports while no coordinator answers (default /var/lib/medmesh/<id>/spool)")
 	f.DurationVar(&o.learnWindow, "learn-window", 7*24*time.Hour, "how long a new device is watched before its baseline freezes")
@@ -93,23 +94,26 @@ func runNode(ctx context.Context, o nodeOptions, stderr io.Writer) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
+	var attached atomic.Bool
 	if o.admin != "" {
-		ln, err := net.Listen("tcp", o.admin)
-		if err != nil {
-			return fmt.Errorf("node: admin listener: %w", err)
-		}
-		mux := http.NewServeMux()
-		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-		srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-		go func() {
-			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				log.Error("admin listener", "err", err)
+		adm := admin.New(o.admin, reg, func() error {
+			if !attached.Load() {
+				return errors.New("datapath not attached yet")
 			}
-		}()
+			return nil
+		}, log)
+		if o.pprof {
+			adm.EnablePprof()
+		}
+		if err := adm.Start(); err != nil {
+			return fmt.Errorf("node: %w", err)
+		}
 		defer func() {
 			sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 			defer cancel()
-			_ = srv.Shutdown(sctx)
+			if err := adm.Close(sctx); err != nil {
+				log.Error("admin listener", "err", err)
+			}
 		}()
 	}
 
@@ -125,6 +129,7 @@ func runNode(ctx context.Context, o nodeOptions, stderr io.Writer) error {
 		cfg.Floor = strconv.Itoa(o.floor)
 	}
 	cfg.SpoolDir = o.spoolDir
+	cfg.Attached = func() { attached.Store(true) }
 	if cfg.SpoolDir == "" {
 		cfg.SpoolDir = filepath.Join("/var/lib/medmesh", o.id, "spool")
 	}

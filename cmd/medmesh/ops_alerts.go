@@ -72,8 +72,8 @@ func newAlertsCmd(o *opFlags) *cobra.Command {
 					return err
 				}
 			}
-			open := func(ctx context.Context, conn *grpc.ClientConn, from uint64) (func() (watchEvent[*medmeshv1.Alert], error), error) {
-				s, err := medmeshv1.NewAlertServiceClient(conn).WatchAlerts(ctx, &medmeshv1.WatchAlertsRequest{FromIndex: from})
+			open := func(ctx context.Context, conn *grpc.ClientConn, from uint64, token string) (func() (watchEvent[*medmeshv1.Alert], error), error) {
+				s, err := medmeshv1.NewAlertServiceClient(conn).WatchAlerts(ctx, &medmeshv1.WatchAlertsRequest{FromIndex: from, ResumeToken: token})
 				if err != nil {
 					return nil, err
 				}
@@ -83,7 +83,7 @@ func newAlertsCmd(o *opFlags) *cobra.Command {
 						return watchEvent[*medmeshv1.Alert]{}, err
 					}
 					a := m.GetAlert()
-					return watchEvent[*medmeshv1.Alert]{item: a, index: a.GetIndex(), applied: m.GetAppliedIndex(), isItem: a != nil}, nil
+					return watchEvent[*medmeshv1.Alert]{item: a, index: a.GetIndex(), applied: m.GetAppliedIndex(), token: m.GetResumeToken(), isItem: a != nil}, nil
 				}, nil
 			}
 			return watch(cmd, o, from, open, func(a *medmeshv1.Alert) error {

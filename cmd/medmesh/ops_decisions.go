@@ -70,9 +70,9 @@ func newDecisionsCmd(o *opFlags) *cobra.Command {
 					return err
 				}
 			}
-			open := func(ctx context.Context, conn *grpc.ClientConn, from uint64) (func() (watchEvent[*medmeshv1.Decision], error), error) {
+			open := func(ctx context.Context, conn *grpc.ClientConn, from uint64, token string) (func() (watchEvent[*medmeshv1.Decision], error), error) {
 				s, err := medmeshv1.NewDecisionServiceClient(conn).WatchDecisions(ctx,
-					&medmeshv1.WatchDecisionsRequest{FromIndex: from, WatcherId: "cli/" + defaultActor()})
+					&medmeshv1.WatchDecisionsRequest{FromIndex: from, ResumeToken: token, WatcherId: "cli/" + defaultActor()})
 				if err != nil {
 					return nil, err
 				}
@@ -82,7 +82,7 @@ func newDecisionsCmd(o *opFlags) *cobra.Command {
 						return watchEvent[*medmeshv1.Decision]{}, err
 					}
 					d := m.GetDecision()
-					return watchEvent[*medmeshv1.Decision]{item: d, index: d.GetIndex(), applied: m.GetAppliedIndex(), isItem: d != nil}, nil
+					return watchEvent[*medmeshv1.Decision]{item: d, index: d.GetIndex(), applied: m.GetAppliedIndex(), token: m.GetResumeToken(), isItem: d != nil}, nil
 				}, nil
 			}
 			return watch(cmd, o, from, open, func(d *medmeshv1.Decision) error {

@@ -173,6 +173,12 @@ func TestUsageErrorsExit2(t *testing.T) {
 		{"decisions", "approve", "d1"}, // --reason is required
 		{"policies", "activate", "p1", "--mode", "enforce"},
 		{"policies", "activate", "p1", "--reason", "r", "--mode", "block"},
+		{"frobnicate"},                       // unknown command
+		{"alerts", "frobnicate"},             // unknown subcommand
+		{"alerts", "list", "extra"},          // cobra.NoArgs
+		{"alerts", "ack", "a1", "a2"},        // cobra.ExactArgs
+		{"policies", "get", "--addr", "x:1"}, // cobra.ExactArgs with flags
+		{"completion", "bash", "extra"},      // cobra's own commands too
 	} {
 		code, _, stderr := runCLI(t, args...)
 		if code != exitUsage {

@@ -18,20 +18,27 @@ import (
 )
 
 // watchEvent is one message of a watch stream: an entry (item non-nil) with
-// its index, or a heartbeat carrying the applied index.
+// its index, or a heartbeat carrying the applied index. token is the
+// server's resume token after this message, if it sends one.
 type watchEvent[T any] struct {
 	item    T
 	index   uint64
 	applied uint64
+	token   string
 	isItem  bool
 }
 
-// watchStream opens a stream of entries with index > from.
-type watchStream[T any] func(ctx context.Context, conn *grpc.ClientConn, from uint64) (func() (watchEvent[T], error), error)
+// watchStream opens a stream of entries after a resume point: the resume
+// token when the server gave one, else index > from.
+type watchStream[T any] func(ctx context.Context, conn *grpc.ClientConn, from uint64, token string) (func() (watchEvent[T], error), error)
 
 // watch streams until Ctrl-C (or ctx ends), printing each entry once, in
-// index order. After a disconnect it reconnects with backoff and resumes
-// from the last index seen, so nothing is skipped or repeated.
+// commit order. After a disconnect it reconnects with backoff and resumes
+// from the server's last resume token (or, for a server without tokens,
+// after the last index seen), so nothing is skipped or repeated. Many
+// entries may share one Raft index (alerts of one sensor batch): an entry
+// that comes with a resume token is never dropped for its index; index
+// deduplication applies only to streams without tokens.
 func watch[T any](cmd *cobra.Command, o *opFlags, from uint64, open watchStream[T], emit func(T) error) error {
 	ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -41,10 +48,10 @@ func watch[T any](cmd *cobra.Command, o *opFlags, from uint64, open watchStream[
 	}
 	defer conn.Close()
 
-	last := from
+	last, token := from, ""
 	backoff := 100 * time.Millisecond
 	for {
-		recv, err := open(ctx, conn, last)
+		recv, err := open(ctx, conn, last, token)
 		for err == nil {
 			var ev watchEvent[T]
 			ev, err = recv()
@@ -52,14 +59,17 @@ func watch[T any](cmd *cobra.Command, o *opFlags, from uint64, open watchStream[
 				break
 			}
 			backoff = 100 * time.Millisecond // a message means the stream is healthy
+			if ev.token != "" {
+				token = ev.token
+			}
 			if !ev.isItem {
 				last = max(last, ev.applied)
 				continue
 			}
-			if ev.index <= last {
+			if ev.token == "" && ev.index <= last {
 				continue // a replay across a reconnect
 			}
-			last = ev.index
+			last = max(last, ev.index)
 			if err = emit(ev.item); err != nil {
 				return err
 			}

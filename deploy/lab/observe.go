@@ -111,9 +111,9 @@ func enum(e protoreflect.Enum) string {
 		return fmt.Sprint(e.Number())
 	}
 	s := string(v.Name())
-	// DEVICE_CLASS_INFUSION_PUMP -> infusion_pump
+	// DEVICE_CLASS_INFUSION_PUMP -> infusion-pump, the CLI's spelling
 	prefix := strings.ToUpper(strings.TrimSuffix(camelToSnake(string(e.Descriptor().Name())), "_")) + "_"
-	return strings.ToLower(strings.TrimPrefix(s, prefix))
+	return strings.ReplaceAll(strings.ToLower(strings.TrimPrefix(s, prefix)), "_", "-")
 }
 
 func camelToSnake(s string) string {

@@ -90,13 +90,13 @@ func TestObserverReadsTheAPI(t *testing.T) {
 	if s.Leader != "c2" || s.Commit != 42 || len(s.Members) != 2 {
 		t.Errorf("cluster: %+v", s)
 	}
-	if len(s.Devices) != 2 || s.Devices[0].Name != "pump1" || s.Devices[0].Class != "infusion_pump" || s.Devices[0].Tier != "life_critical" || s.Devices[1].Name != "" {
+	if len(s.Devices) != 2 || s.Devices[0].Name != "pump1" || s.Devices[0].Class != "infusion-pump" || s.Devices[0].Tier != "life-critical" || s.Devices[1].Name != "" {
 		t.Errorf("devices: %+v", s.Devices)
 	}
 	if len(s.Alerts) != 2 || s.Alerts[0].Index != 12 || s.Alerts[1].Device != "nursecall1" {
 		t.Errorf("alerts not by index or not named: %+v", s.Alerts)
 	}
-	if len(s.Decisions) != 1 || s.Decisions[0].Action != "enforce_policy" || s.Decisions[0].State != "effective" || s.Decisions[0].Device != "nursecall1" {
+	if len(s.Decisions) != 1 || s.Decisions[0].Action != "enforce-policy" || s.Decisions[0].State != "effective" || s.Decisions[0].Device != "nursecall1" {
 		t.Errorf("decisions: %+v", s.Decisions)
 	}
 	// A baseline without a freeze time is not frozen.
@@ -106,7 +106,7 @@ func TestObserverReadsTheAPI(t *testing.T) {
 
 	var buf bytes.Buffer
 	Render(&buf, s, "title")
-	for _, want := range []string{"leader c2", "pump1", "infusion_pump", "#31", "enforce_policy", "response-engine: exfiltration", "scan"} {
+	for _, want := range []string{"leader c2", "pump1", "infusion-pump", "#31", "enforce-policy", "response-engine: exfiltration", "scan"} {
 		if !strings.Contains(buf.String(), want) {
 			t.Errorf("view lacks %q:\n%s", want, buf.String())
 		}

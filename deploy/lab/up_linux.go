@@ -14,7 +14,11 @@ import (
 	"strings"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
 	"github.com/medmesh/medmesh/deploy/lab/sim"
+	medmeshv1 "github.com/medmesh/medmesh/proto/medmesh/v1"
 )
 
 // Up builds the lab and starts its processes. If a complete lab with every
@@ -38,22 +42,88 @@ func (l *Lab) Up(ctx context.Context) (*State, error) {
 	if err := writeState(l.cfg.StateDir, st); err != nil {
 		return nil, err
 	}
+	if err := l.build(ctx, st); err != nil {
+		// Remove what was built: a failed Up leaves nothing behind.
+		if derr := l.Down(); derr != nil {
+			return nil, errors.Join(err, fmt.Errorf("remove the partial lab: %w", derr))
+		}
+		return nil, fmt.Errorf("%w (the partial lab was removed)", err)
+	}
+	return st, nil
+}
+
+// build makes the namespaces and topology, starts every process and waits
+// until the cluster has a leader and every sensor and enforcer reports.
+func (l *Lab) build(ctx context.Context, st *State) error {
 	for _, ns := range st.Namespaces {
 		if err := createNS(ns); err != nil {
-			return st, err
+			return err
 		}
 	}
 	h := newNSHandles()
 	defer h.Close()
 	t := &topo{cfg: l.cfg, h: h}
 	if err := t.build(); err != nil {
-		return st, fmt.Errorf("build topology: %w", err)
+		return fmt.Errorf("build topology: %w", err)
 	}
 	l.log.Info("topology up", "namespaces", len(st.Namespaces), "floors", len(l.cfg.Floors))
+	if err := l.startAll(ctx, st); err != nil {
+		return err
+	}
+	if err := l.waitReporting(ctx, st, 60*time.Second); err != nil {
+		return err
+	}
+	st.Complete = true
+	return writeState(l.cfg.StateDir, st)
+}
 
-	err := l.startAll(ctx, st)
-	st.Complete = err == nil
-	return st, errors.Join(err, writeState(l.cfg.StateDir, st))
+// waitReporting waits until the coordinators have a leader and every
+// sensor and enforcer the lab started is in its member table.
+func (l *Lab) waitReporting(ctx context.Context, st *State, timeout time.Duration) error {
+	var want []string
+	for _, p := range st.Procs {
+		if p.Role == "sensor" || p.Role == "enforcer" {
+			want = append(want, p.Role+"/"+p.Name)
+		}
+	}
+	conn, err := grpc.NewClient(l.cfg.CoordinatorAPI(1), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	cs := medmeshv1.NewClusterServiceClient(conn)
+	deadline := time.Now().Add(timeout)
+	missing := "a leader"
+	for {
+		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		resp, err := cs.GetClusterStatus(cctx, &medmeshv1.GetClusterStatusRequest{})
+		cancel()
+		if err == nil && resp.GetLeader() != "" {
+			have := map[string]bool{}
+			for _, m := range resp.GetMembers() {
+				have[m.GetRole()+"/"+m.GetId()] = true
+			}
+			var left []string
+			for _, w := range want {
+				if !have[w] {
+					left = append(left, w)
+				}
+			}
+			if len(left) == 0 {
+				l.log.Info("lab ready", "leader", resp.GetLeader(), "members", len(want))
+				return nil
+			}
+			missing = strings.Join(left, ", ")
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("lab not ready after %s: waiting for %s (logs in %s)", timeout, missing, l.cfg.StateDir)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
 }
 
 func (l *Lab) healthy(st *State) bool {

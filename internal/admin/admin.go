@@ -1,5 +1,7 @@
-// Package admin is the admin HTTP listener every medmesh process runs (port
-// 7403 by default): /metrics, /healthz, /readyz and /debug/pprof/.
+// Package admin is the admin HTTP listener every medmesh daemon runs:
+// /metrics, /healthz, /readyz, and /debug/pprof/ only when enabled. Each
+// daemon has its own default port, so all three can share one host:
+// coordinator 7403, sensor 7404, enforcer 7405.
 package admin
 
 import (
@@ -17,13 +19,18 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
-// DefaultAddr is the admin listener's default address.
-const DefaultAddr = "127.0.0.1:7403"
+// The default admin addresses of the daemons.
+const (
+	DefaultAddr  = "127.0.0.1:7403" // coordinator
+	SensorAddr   = "127.0.0.1:7404" // medmesh node
+	EnforcerAddr = "127.0.0.1:7405" // medmesh enforcer
+)
 
 // Server serves the admin endpoints.
 type Server struct {
 	addr string
 	log  *slog.Logger
+	mux  *http.ServeMux
 	http *http.Server
 
 	mu   sync.Mutex
@@ -63,19 +70,25 @@ func New(addr string, g prometheus.Gatherer, ready func() error, log *slog.Logge
 		}
 		fmt.Fprintln(w, "ok")
 	})
-	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	return &Server{
 		addr: addr,
 		log:  log.With("component", "admin"),
+		mux:  mux,
 		http: &http.Server{
 			Handler:           mux,
 			ReadHeaderTimeout: 10 * time.Second,
 		},
 	}
+}
+
+// EnablePprof serves /debug/pprof/ (the --pprof flag). Off by default:
+// profiles expose internals and cost CPU. Call it before Start.
+func (s *Server) EnablePprof() {
+	s.mux.HandleFunc("/debug/pprof/", pprof.Index)
+	s.mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	s.mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	s.mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	s.mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 }
 
 type slogPrinter struct{ log *slog.Logger }

@@ -73,17 +73,43 @@ func TestEndpoints(t *testing.T) {
 	if code, _ := get(t, base+"/healthz"); code != 200 {
 		t.Fatalf("/healthz while not ready = %d", code)
 	}
-	if code, body := get(t, base+"/debug/pprof/"); code != 200 || !strings.Contains(body, "goroutine") {
-		t.Fatalf("/debug/pprof/ = %d", code)
-	}
-	if code, body := get(t, base+"/debug/pprof/goroutine?debug=1"); code != 200 || !strings.Contains(body, "goroutine profile") {
-		t.Fatalf("/debug/pprof/goroutine = %d", code)
+	// pprof is off unless enabled.
+	for _, p := range []string{"/debug/pprof/", "/debug/pprof/goroutine?debug=1", "/debug/pprof/cmdline"} {
+		if code, _ := get(t, base+p); code != http.StatusNotFound {
+			t.Fatalf("%s without EnablePprof = %d, want 404", p, code)
+		}
 	}
 	if code, _ := get(t, base+"/nope"); code != 404 {
 		t.Fatalf("/nope = %d, want 404", code)
 	}
 	if err := s.Start(); err == nil {
 		t.Fatal("second Start succeeded")
+	}
+}
+
+func TestPprofWhenEnabled(t *testing.T) {
+	s := New("127.0.0.1:0", nil, nil, nil)
+	s.EnablePprof()
+	if err := s.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close(context.Background())
+	base := "http://" + s.Addr().String()
+	if code, body := get(t, base+"/debug/pprof/"); code != 200 || !strings.Contains(body, "goroutine") {
+		t.Fatalf("/debug/pprof/ = %d", code)
+	}
+	if code, body := get(t, base+"/debug/pprof/goroutine?debug=1"); code != 200 || !strings.Contains(body, "goroutine profile") {
+		t.Fatalf("/debug/pprof/goroutine = %d", code)
+	}
+}
+
+func TestDefaultAddrsDiffer(t *testing.T) {
+	seen := map[string]bool{}
+	for _, a := range []string{DefaultAddr, SensorAddr, EnforcerAddr} {
+		if seen[a] {
+			t.Fatalf("two daemons default to admin address %s", a)
+		}
+		seen[a] = true
 	}
 }
 

@@ -57,6 +57,9 @@ type Config struct {
 	// due baselines frozen and status reported.
 	SyncInterval time.Duration
 	Version      string
+	// Attached, when set, is called once the datapath program is loaded
+	// and attached (the node's readiness).
+	Attached func()
 }
 
 // DefaultConfig returns a passive sensor learning for seven days.
@@ -180,6 +183,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, reg prometheus.Regis
 		n.mu.Lock()
 		n.bmap = m
 		n.mu.Unlock()
+		if cfg.Attached != nil {
+			cfg.Attached()
+		}
 	}
 	err = sensor.Run(ctx, sc, log, reg, n.eng)
 	close(records)
