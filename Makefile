@@ -7,7 +7,7 @@ LDFLAGS := -X main.version=$(VERSION)
 # Tests run one package at a time per core; privileged tests share the host.
 TESTFLAGS ?= -count=1 -timeout 20m
 
-.PHONY: help deps build install generate check-generate lint test test-unit bench \
+.PHONY: help deps build install generate check-generate lint test test-unit fuzz bench \
         bench-coordinator bench-datapath bench-capture bench-enforcer bench-mesh bench-score \
         demo demo-down e2e chaos clean
 
@@ -58,7 +58,21 @@ lint: ## buf lint, buf breaking against main, go vet
 	else echo "lint: no main branch with buf.yaml yet; buf breaking skipped"; fi
 	$(GO) vet ./...
 
-test: deps lint check-generate test-unit ## Lint, generated-code drift, and every test tier the machine allows
+test: deps lint check-generate test-unit fuzz ## Lint, generated-code drift, every test tier the machine allows, fuzzing
+
+# Fuzz targets on hostile input, as PACKAGE:TARGET; -fuzz takes one target per run.
+FUZZ_TARGETS := ./node/replay:FuzzCaptureReader \
+	./coordinator/internal/policy:FuzzImportMUD \
+	./coordinator/internal/api:FuzzPolicyJSON \
+	./coordinator/internal/api:FuzzValidateReport
+FUZZTIME ?= 5s
+
+fuzz: ## Run each fuzz target for FUZZTIME (5s): capture reader, MUD import, policy JSON, sensor reports
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; name=$${t##*:}; \
+		echo "fuzz: $$name ($$pkg, $(FUZZTIME))"; \
+		$(GO) test -count=1 -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) -parallel 1 $$pkg; \
+	done
 
 test-unit: ## go test ./... (privileged tests run when root, skip with a reason otherwise)
 	$(GO) test $(TESTFLAGS) ./...

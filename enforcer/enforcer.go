@@ -13,6 +13,8 @@ import (
 	"net"
 	"net/netip"
 	"path/filepath"
+	"regexp"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -72,14 +74,40 @@ func (c *Config) validate() error {
 	case c.AlarmAfter <= 0:
 		return errors.New("enforcer: alarm delay must be positive")
 	}
+	if err := CheckID(c.ID); err != nil {
+		return fmt.Errorf("enforcer: %w", err)
+	}
 	if c.PinDir == "" {
 		c.PinDir = PinDir(c.ID)
+	}
+	if err := CheckPinDir(c.PinDir); err != nil {
+		return fmt.Errorf("enforcer: %w", err)
 	}
 	return nil
 }
 
 // PinDir is the default pin directory of enforcer id.
-func PinDir(id string) string { return filepath.Join("/sys/fs/bpf/medmesh", id) }
+func PinDir(id string) string { return filepath.Join(xdp.BPFFS, "medmesh", id) }
+
+// idRE is what an enforcer id may be: it names the pin directory.
+var idRE = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
+
+// CheckID reports whether id is a valid enforcer id: 1-64 characters of
+// [A-Za-z0-9._-], and not a path step (".", ".." or anything with "..").
+func CheckID(id string) error {
+	if !idRE.MatchString(id) || id == "." || strings.Contains(id, "..") {
+		return fmt.Errorf("id %q: want 1-64 characters of [A-Za-z0-9._-] without \"..\"", id)
+	}
+	return nil
+}
+
+// CheckPinDir reports whether dir may be a pin directory: an absolute
+// path strictly under the bpffs mount (/sys/fs/bpf) and, when it exists, a
+// directory on a bpffs.
+func CheckPinDir(dir string) error {
+	_, err := xdp.CheckPinDir(dir)
+	return err
+}
 
 // Enforcer is a running enforcer.
 type Enforcer struct {
@@ -182,9 +210,11 @@ func (e *Enforcer) Close() error {
 	return errors.Join(e.watcher.Close(), e.dp.Close())
 }
 
-// Uninstall removes an enforcer's pinned link and maps: its program
-// detaches and its devices' traffic is no longer filtered.
-func Uninstall(pinDir string) error { return xdp.Unpin(pinDir) }
+// Uninstall removes an enforcer's pinned link and maps, by name: its
+// program detaches and its devices' traffic is no longer filtered. Files
+// medmesh did not create stay, listed in kept. pinDir must pass
+// CheckPinDir.
+func Uninstall(pinDir string) (kept []string, err error) { return xdp.Unpin(pinDir) }
 
 // verdictCollector exports the per-verdict counters at scrape time.
 type verdictCollector struct{ dp *xdp.Datapath }

@@ -42,12 +42,23 @@ func newEnforcerCmd() *cobra.Command {
 			if cfg.ID == "" {
 				return usagef("--id is required")
 			}
+			if err := enforcer.CheckID(cfg.ID); err != nil {
+				return usagef("--id: %v", err)
+			}
 			if cfg.PinDir == "" {
 				cfg.PinDir = enforcer.PinDir(cfg.ID)
 			}
+			if err := enforcer.CheckPinDir(cfg.PinDir); err != nil {
+				return usagef("--pin-dir: %v", err)
+			}
 			if uninstall {
-				if err := enforcer.Uninstall(cfg.PinDir); err != nil {
+				kept, err := enforcer.Uninstall(cfg.PinDir)
+				if err != nil {
 					return fmt.Errorf("uninstall: %w", err)
+				}
+				if len(kept) > 0 {
+					fmt.Fprintf(cmd.OutOrStdout(), "enforcer %s uninstalled; %s kept: it holds files medmesh did not pin: %v\n", cfg.ID, cfg.PinDir, kept)
+					return nil
 				}
 				fmt.Fprintf(cmd.OutOrStdout(), "enforcer %s uninstalled (%s removed)\n", cfg.ID, cfg.PinDir)
 				return nil

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -200,6 +201,24 @@ func readPolicy(stdin io.Reader, src string) (*medmeshv1.Policy, error) {
 	}
 	if err != nil {
 		return nil, usagef("read policy: %w", err)
+	}
+	return parsePolicy(src, b)
+}
+
+// parsePolicy reads a policy as protobuf JSON: the policy itself, or the
+// `{"policy": ..., "warnings": [...]}` that `policies import-mud -o json`
+// prints.
+func parsePolicy(src string, b []byte) (*medmeshv1.Policy, error) {
+	var top map[string]json.RawMessage
+	if json.Unmarshal(b, &top) == nil && top["policy"] != nil {
+		imp := &medmeshv1.ImportPolicyMudResponse{}
+		if err := protojson.Unmarshal(b, imp); err != nil {
+			return nil, usagef("parse policy %s: %w", src, err)
+		}
+		if imp.GetPolicy() == nil {
+			return nil, usagef("parse policy %s: policy is null", src)
+		}
+		return imp.GetPolicy(), nil
 	}
 	p := &medmeshv1.Policy{}
 	if err := protojson.Unmarshal(b, p); err != nil {

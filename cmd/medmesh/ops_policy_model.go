@@ -73,8 +73,11 @@ func addPolicyModelCmds(c *cobra.Command, o *opFlags) {
 	imp := &cobra.Command{
 		Use:   "import-mud --device MAC FILE|-",
 		Short: "Parse a MUD file (RFC 8520 or the older draft form) into a policy for a device",
-		Long:  "Import prints the policy; it stores nothing. Pipe `-o json` into `policies put -` to keep it.",
-		Args:  cobra.ExactArgs(1),
+		Long: "Import prints the policy and a warning for each MUD entry it could not express (left out, so\n" +
+			"the policy allows less than the file, never more); a malformed file is refused with the JSON\n" +
+			"path of the bad value. It stores nothing. Pipe `-o json` ({\"policy\": ..., \"warnings\": [...]})\n" +
+			"into `policies put -` to keep it.",
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if device == "" {
 				return usagef("import-mud: --device is required")
@@ -95,14 +98,20 @@ func addPolicyModelCmds(c *cobra.Command, o *opFlags) {
 				if err != nil {
 					return err
 				}
-				w := cmd.OutOrStdout()
-				if o.json() {
-					return printProto(w, resp.GetPolicy())
-				}
+				// Every warning is an ACE left out: the user sees each
+				// one in every format, and on stderr too, so a pipe into
+				// `policies put -` does not hide them.
 				for _, warn := range resp.GetWarnings() {
 					fmt.Fprintln(cmd.ErrOrStderr(), "warning: "+warn)
 				}
-				return printPolicy(w, resp.GetPolicy())
+				w := cmd.OutOrStdout()
+				if o.json() {
+					return printProto(w, resp)
+				}
+				if err := printPolicy(w, resp.GetPolicy()); err != nil {
+					return err
+				}
+				return printWarnings(w, resp.GetWarnings())
 			})
 		},
 	}
@@ -157,4 +166,18 @@ func printSimulation(w io.Writer, s *medmeshv1.Simulation) error {
 		t.row(f.GetPeerIp(), f.GetPeerName(), f.GetProtocol(), f.GetPort(), enumName(f.GetDirection()), f.GetFlows(), f.GetApp())
 	}
 	return t.flush()
+}
+
+// printWarnings lists import warnings under a table.
+func printWarnings(w io.Writer, warnings []string) error {
+	if len(warnings) == 0 {
+		return nil
+	}
+	fmt.Fprintf(w, "\n%d warnings: these MUD entries are not in the policy\n", len(warnings))
+	for _, warn := range warnings {
+		if _, err := fmt.Fprintln(w, "  "+warn); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -77,9 +78,11 @@ func runReplay(ctx context.Context, o replayOptions, stdout io.Writer) error {
 		return usagef("replay: -o %q: want jsonl or table", o.output)
 	}
 	recs, err := replay.Run(ctx, o.pcap, opts, nil)
-	if err != nil {
+	if err != nil && !errors.Is(err, replay.ErrTruncated) {
 		return err
 	}
+	// A truncated capture prints the flows read until the cut, then fails.
+	truncated := err
 	w := bufio.NewWriter(stdout)
 	if o.output == "jsonl" {
 		enc := json.NewEncoder(w)
@@ -94,7 +97,7 @@ func runReplay(ctx context.Context, o replayOptions, stdout io.Writer) error {
 	if err := w.Flush(); err != nil {
 		return fmt.Errorf("replay: write: %w", err)
 	}
-	return nil
+	return truncated
 }
 
 // runAnalyze runs the engine: --report on --pcap, or --learn A --score B.
@@ -120,9 +123,10 @@ func runAnalyze(ctx context.Context, o replayOptions, opts replay.Options, stdou
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	a, err := replay.Analyze(ctx, target, replay.AnalyzeOptions{Replay: opts, Learn: o.learn}, log)
-	if err != nil {
+	if err != nil && (a == nil || !errors.Is(err, replay.ErrTruncated)) {
 		return err
 	}
+	truncated := err
 	w := bufio.NewWriter(stdout)
 	if o.output == "json" {
 		err = a.WriteJSON(w)
@@ -135,7 +139,7 @@ func runAnalyze(ctx context.Context, o replayOptions, opts replay.Options, stdou
 	if err := w.Flush(); err != nil {
 		return fmt.Errorf("replay: write: %w", err)
 	}
-	return nil
+	return truncated
 }
 
 func printTable(w io.Writer, recs []flow.Record) {

@@ -2,6 +2,7 @@ package replay
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -60,8 +61,9 @@ func Analyze(ctx context.Context, path string, opts AnalyzeOptions, log *slog.Lo
 		e.SetMode(engine.Score)
 	}
 	recs, err := Run(ctx, path, opts.Replay, e)
-	if err != nil {
+	if err != nil && !errors.Is(err, ErrTruncated) {
 		return nil, err
 	}
-	return &Analysis{Records: recs, report: e.Report()}, nil
+	// A truncated capture is still analysed up to its cut, with the error.
+	return &Analysis{Records: recs, report: e.Report()}, err
 }

@@ -7,7 +7,6 @@ import (
 	"bufio"
 	"cmp"
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -16,8 +15,6 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
-	"github.com/google/gopacket"
-	"github.com/google/gopacket/pcapgo"
 
 	"github.com/medmesh/medmesh/node/flow"
 	"github.com/medmesh/medmesh/node/internal/export"
@@ -57,7 +54,9 @@ const maxRun = 4096 - 256 - 320
 // Run replays the capture at path through the sensor program and returns
 // one record per flow, sorted by first_ns then tuple. Events go to h (nil
 // allowed) as they come; h.HandleFlow sees each record before it is
-// returned.
+// returned. A capture that ends inside a packet or header returns the
+// flows read until then together with an error wrapping ErrTruncated
+// ("truncated after N packets").
 func Run(ctx context.Context, path string, opts Options, h flow.Handler) ([]flow.Record, error) {
 	recs, _, err := RunStats(ctx, path, opts, h)
 	return recs, err
@@ -97,14 +96,21 @@ func RunStats(ctx context.Context, path string, opts Options, h flow.Handler) ([
 	seen := map[int]bool{}
 	var ev xdp.Event
 	past := time.Unix(1, 0)
+	var truncated error
 	for {
-		data, ci, lt, err := src.next()
+		pkt, err := src.next()
 		if errors.Is(err, io.EOF) {
 			break
 		}
-		if err != nil {
-			return nil, st, fmt.Errorf("replay: %s: %w", path, err)
+		if errors.Is(err, ErrTruncated) {
+			// The flows read so far are still returned, with the error.
+			truncated = fmt.Errorf("replay: %s: %w after %d packets", path, ErrTruncated, st.Packets)
+			break
 		}
+		if err != nil {
+			return nil, st, fmt.Errorf("replay: %s: packet %d: %w", path, st.Packets+1, err)
+		}
+		data, lt := pkt.data, pkt.linkType
 		st.Packets++
 		if st.Packets%1024 == 0 && ctx.Err() != nil {
 			return nil, st, fmt.Errorf("replay: %w", ctx.Err())
@@ -125,7 +131,7 @@ func RunStats(ctx context.Context, path string, opts Options, h flow.Handler) ([
 			frame = frame[:maxRun]
 			st.Truncated++
 		}
-		if err := d.SetClock(max(ci.Timestamp.UnixNano(), 1)); err != nil {
+		if err := d.SetClock(max(pkt.ts.UnixNano(), 1)); err != nil {
 			return nil, st, fmt.Errorf("replay: %w", err)
 		}
 		if _, err := prog.Run(&ebpf.RunOptions{Data: frame}); err != nil {
@@ -144,6 +150,9 @@ func RunStats(ctx context.Context, path string, opts Options, h flow.Handler) ([
 		}
 	}
 	if st.Packets == 0 {
+		if truncated != nil {
+			return nil, st, truncated
+		}
 		return nil, st, fmt.Errorf("replay: %s: capture holds no packets", path)
 	}
 
@@ -167,7 +176,7 @@ func RunStats(ctx context.Context, path string, opts Options, h flow.Handler) ([
 	}
 	st.NonIP, st.Fragments, st.RingDrops, st.FlowsCreated = ks.NonIP, ks.Fragments, ks.RingDrops, ks.FlowsCreated
 	st.ParseErrors = ks.ParseErrorsByReason
-	return recs, st, nil
+	return recs, st, truncated
 }
 
 // SortRecords orders records by first_ns, then tuple.
@@ -185,92 +194,19 @@ func SortRecords(recs []flow.Record) {
 	})
 }
 
-// packetSource reads packets and their link type from a capture.
-type packetSource struct {
-	pcap     *pcapgo.Reader
-	pcapLink int // from the file header: gopacket's LinkType has 8 bits
-	ng       *pcapgo.NgReader
-}
-
-// fullLink undoes gopacket's 8-bit link type for pcapng interfaces: 20 is
-// no assigned link type, but LINKTYPE_LINUX_SLL2 (276) truncated.
-func fullLink(lt int) int {
-	if lt == linkSLL2&0xff {
-		return linkSLL2
-	}
-	return lt
-}
-
-func (s *packetSource) next() ([]byte, gopacket.CaptureInfo, int, error) {
-	if s.pcap != nil {
-		data, ci, err := s.pcap.ReadPacketData()
-		if err != nil {
-			return nil, ci, 0, readErr(err)
-		}
-		return data, ci, s.pcapLink, nil
-	}
-	data, ci, err := s.ng.ReadPacketData()
-	if err != nil {
-		return nil, ci, 0, readErr(err)
-	}
-	lt := int(s.ng.LinkType())
-	if ifc, err := s.ng.Interface(ci.InterfaceIndex); err == nil {
-		lt = int(ifc.LinkType)
-	}
-	return data, ci, fullLink(lt), nil
-}
-
-func readErr(err error) error {
-	if errors.Is(err, io.EOF) {
-		return io.EOF
-	}
-	if errors.Is(err, io.ErrUnexpectedEOF) {
-		return errors.New("truncated capture")
-	}
-	return fmt.Errorf("read capture: %w", err)
-}
-
 // open opens a pcap or pcapng file, telling the two apart by magic.
-func open(path string) (*packetSource, func(), error) {
+func open(path string) (captureReader, func(), error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, nil, fmt.Errorf("replay: %w", err)
 	}
-	br := bufio.NewReaderSize(f, 1<<16)
-	magic, err := br.Peek(4)
+	src, err := newCaptureReader(bufio.NewReaderSize(f, 1<<16))
 	if err != nil {
 		f.Close()
-		if len(magic) == 0 && errors.Is(err, io.EOF) {
-			return nil, nil, fmt.Errorf("replay: %s: empty file", path)
-		}
-		if errors.Is(err, io.EOF) {
-			return nil, nil, fmt.Errorf("replay: %s: not a pcap or pcapng file", path)
+		if errors.Is(err, ErrTruncated) {
+			return nil, nil, fmt.Errorf("replay: %s: truncated capture header: %w", path, err)
 		}
 		return nil, nil, fmt.Errorf("replay: %s: %w", path, err)
 	}
-	s := &packetSource{}
-	switch m := binary.LittleEndian.Uint32(magic); {
-	case m == 0x0a0d0d0a:
-		s.ng, err = pcapgo.NewNgReader(br, pcapgo.DefaultNgReaderOptions)
-	case slices.Contains([]uint32{0xa1b2c3d4, 0xd4c3b2a1, 0xa1b23c4d, 0x4d3cb2a1}, m):
-		if hdr, perr := br.Peek(24); perr == nil {
-			var order binary.ByteOrder = binary.LittleEndian
-			if m == 0xd4c3b2a1 || m == 0x4d3cb2a1 {
-				order = binary.BigEndian
-			}
-			s.pcapLink = int(order.Uint32(hdr[20:]) & 0x0fffffff) // low 28 bits: link type
-		}
-		s.pcap, err = pcapgo.NewReader(br)
-	default:
-		f.Close()
-		return nil, nil, fmt.Errorf("replay: %s: not a pcap or pcapng file", path)
-	}
-	if err != nil {
-		f.Close()
-		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-			return nil, nil, fmt.Errorf("replay: %s: truncated capture header", path)
-		}
-		return nil, nil, fmt.Errorf("replay: %s: %w", path, err)
-	}
-	return s, func() { f.Close() }, nil
+	return src, func() { f.Close() }, nil
 }

@@ -399,7 +399,7 @@ func TestBadFiles(t *testing.T) {
 		{write("notes.txt", []byte("hello, this is text\n")), "notes.txt: not a pcap or pcapng file"},
 		{write("tiny.pcap", []byte{1, 2}), "not a pcap or pcapng file"},
 		{write("header.pcap", full[:10]), "truncated capture header"},
-		{write("cut.pcap", full[:len(full)-7]), "truncated capture"},
+		{write("cut.pcap", full[:len(full)-7]), "truncated after 0 packets"},
 		{write("nopackets.pcap", full[:24]), "capture holds no packets"},
 	}
 	for _, c := range cases {

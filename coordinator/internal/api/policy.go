@@ -8,18 +8,14 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/medmesh/medmesh/coordinator/internal/fsm/fsmpb"
-	"github.com/medmesh/medmesh/coordinator/internal/policy"
 	medmeshv1 "github.com/medmesh/medmesh/proto/medmesh/v1"
 )
 
 // PutPolicy creates or replaces a policy, with optional compare-and-set.
 func (s *Server) PutPolicy(ctx context.Context, req *medmeshv1.PutPolicyRequest) (*medmeshv1.PutPolicyResponse, error) {
 	p := proto.CloneOf(req.GetPolicy())
-	if err := validatePolicy(p); err != nil {
+	if err := validatePut(p); err != nil {
 		return nil, err
-	}
-	if err := policy.Validate(p); err != nil {
-		return nil, policyError("policy", err)
 	}
 	if err := required("actor", req.GetActor()); err != nil {
 		return nil, err

@@ -132,25 +132,8 @@ func (s *Server) Report(stream medmeshv1.SensorService_ReportServer) error {
 		if err != nil {
 			return err
 		}
-		if err := required("sensor_id", req.GetSensorId()); err != nil {
+		if err := validateReport(req, s.cfg.MaxRecordsPerReport); err != nil {
 			return err
-		}
-		if len(req.GetRecords()) > s.cfg.MaxRecordsPerReport {
-			return invalid("records", "more than %d records in one request", s.cfg.MaxRecordsPerReport)
-		}
-		var prev uint64
-		for i, r := range req.GetRecords() {
-			if r.GetSeq() == 0 || r.GetSeq() <= prev {
-				return invalid("records", "records[%d].seq %d is not positive and increasing", i, r.GetSeq())
-			}
-			prev = r.GetSeq()
-			if d := r.GetDevice().GetDevice(); d != nil {
-				mac, err := normalizeMAC("records.device.device.mac", d.GetMac())
-				if err != nil {
-					return err
-				}
-				d.Mac = mac
-			}
 		}
 		if !s.b.IsLeader() {
 			return toStatus(ErrNotLeader)

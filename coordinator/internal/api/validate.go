@@ -14,6 +14,7 @@ import (
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/medmesh/medmesh/coordinator/internal/policy"
 	medmeshv1 "github.com/medmesh/medmesh/proto/medmesh/v1"
 )
 
@@ -174,6 +175,18 @@ func validatePolicy(p *medmeshv1.Policy) error {
 		if _, ok := medmeshv1.Direction_name[int32(r.GetDirection())]; !ok {
 			return invalid(f+".direction", "unknown direction %d", r.GetDirection())
 		}
+	}
+	return nil
+}
+
+// validatePut checks a policy a client stores: the request's fields, then
+// the policy package's rules (what an enforcer can hold).
+func validatePut(p *medmeshv1.Policy) error {
+	if err := validatePolicy(p); err != nil {
+		return err
+	}
+	if err := policy.Validate(p); err != nil {
+		return policyError("policy", err)
 	}
 	return nil
 }

@@ -217,6 +217,9 @@ func Load(cfg Config) (*Datapath, error) {
 	spec.Maps["rule_hits"].MaxEntries = slots * MaxRules
 	opts := &ebpf.CollectionOptions{}
 	if cfg.PinDir != "" {
+		if _, err := CheckPinDir(cfg.PinDir); err != nil {
+			return nil, err
+		}
 		if err := ensureBPFFS(cfg.PinDir); err != nil {
 			return nil, err
 		}
@@ -371,7 +374,7 @@ func (d *Datapath) Generation() uint64 {
 
 // ensureBPFFS mounts bpffs on /sys/fs/bpf when needed and creates dir.
 func ensureBPFFS(dir string) error {
-	const root = "/sys/fs/bpf"
+	const root = BPFFS
 	var st unix.Statfs_t
 	if err := unix.Statfs(root, &st); err != nil {
 		return fmt.Errorf("statfs %s: %w", root, err)
@@ -458,30 +461,6 @@ func (d *Datapath) Close() error {
 		errs = append(errs, m.close())
 	}
 	errs = append(errs, d.objs.Close())
-	return errors.Join(errs...)
-}
-
-// Unpin removes the pinned link and maps in dir: the program detaches once
-// no process holds it. This is the only way to stop enforcing.
-func Unpin(dir string) error {
-	var errs []error
-	if l, err := link.LoadPinnedLink(filepath.Join(dir, linkPin), nil); err == nil {
-		errs = append(errs, l.Unpin(), l.Close())
-	} else if !errors.Is(err, os.ErrNotExist) {
-		errs = append(errs, err)
-	}
-	entries, err := os.ReadDir(dir)
-	if err != nil && !errors.Is(err, os.ErrNotExist) {
-		errs = append(errs, err)
-	}
-	for _, e := range entries {
-		if err := os.Remove(filepath.Join(dir, e.Name())); err != nil && !errors.Is(err, os.ErrNotExist) {
-			errs = append(errs, err)
-		}
-	}
-	if err := os.Remove(dir); err != nil && !errors.Is(err, os.ErrNotExist) {
-		errs = append(errs, err)
-	}
 	return errors.Join(errs...)
 }
 
