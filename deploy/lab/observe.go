@@ -181,6 +181,48 @@ func (o *Observer) BaselineFrozen(ctx context.Context, mac string) (bool, error)
 	return !r.GetClassBaseline() && r.GetBaseline().GetFreezeTime() != nil, nil
 }
 
+// record fills in what the scenario did: each device's traffic between the
+// counter reads before and after it, what the API showed at the end, and
+// the totals of both.
+func (out *ScenarioOutcome) record(before, after []Traffic, snap Snapshot) {
+	out.Traffic = trafficBetween(before, after)
+	if snap.APIError != "" {
+		out.Notes = append(out.Notes, "api: "+snap.APIError)
+	}
+	out.DevicesFound, out.Alerts, out.Decisions = snap.Devices, snap.Alerts, snap.Decisions
+	out.Totals = Totals{DevicesFound: len(snap.Devices), Alerts: len(snap.Alerts), Decisions: len(snap.Decisions)}
+	for _, t := range out.Traffic {
+		out.Totals.EnforcerDrops += t.Dropped
+		if t.LifeCritical {
+			out.Totals.LifeCriticalDrops += t.Dropped
+		}
+	}
+}
+
+// trafficBetween is each device's traffic between two reads of the
+// counters, matched by device (a device missing from before started at 0;
+// counters that went backwards, after a restart, count from 0).
+func trafficBetween(before, after []Traffic) []Traffic {
+	prev := make(map[string]Traffic, len(before))
+	for _, b := range before {
+		prev[b.Device] = b
+	}
+	out := make([]Traffic, 0, len(after))
+	for _, a := range after {
+		b := prev[a.Device]
+		if a.ToEnforcer < b.ToEnforcer || a.Passed < b.Passed {
+			b = Traffic{}
+		}
+		t := Traffic{Device: a.Device, Floor: a.Floor, LifeCritical: a.LifeCritical,
+			ToEnforcer: a.ToEnforcer - b.ToEnforcer, Passed: a.Passed - b.Passed}
+		if t.ToEnforcer > t.Passed {
+			t.Dropped = t.ToEnforcer - t.Passed
+		}
+		out = append(out, t)
+	}
+	return out
+}
+
 // Render writes a terminal view of s: devices with their classes, alerts
 // with reasons, decisions with their indexes, what each enforcer dropped.
 func Render(w io.Writer, s Snapshot, title string) {
