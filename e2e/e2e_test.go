@@ -184,11 +184,11 @@ func scenario(t *testing.T, l *lab.Lab, r *Runner, rep *Report) {
 		return
 	}
 	rep.DetectionToDropMs = out.DetectionToDropMs
-	rep.ScenarioAlerts, rep.ScenarioDecisions = len(out.Alerts), len(out.Decisions)
+	rep.ScenarioAlerts, rep.ScenarioDecisions = out.Totals.Alerts, out.Totals.Decisions
 	rep.Notes = append(rep.Notes, out.Notes...)
-	if out.LifeCriticalDrops > 0 {
-		rep.Notes = append(rep.Notes, fmt.Sprintf("scenario: %d life-critical packets dropped", out.LifeCriticalDrops))
-		t.Errorf("scenario dropped %d life-critical packets", out.LifeCriticalDrops)
+	if out.Totals.LifeCriticalDrops > 0 {
+		rep.Notes = append(rep.Notes, fmt.Sprintf("scenario: %d life-critical packets dropped", out.Totals.LifeCriticalDrops))
+		t.Errorf("scenario dropped %d life-critical packets", out.Totals.LifeCriticalDrops)
 	}
 	if len(out.Decisions) == 0 {
 		t.Errorf("scenario: no decision committed")

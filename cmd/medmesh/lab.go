@@ -202,7 +202,10 @@ func newLabRunCmd(f *labFlags) *cobra.Command {
 	c := &cobra.Command{
 		Use:   "run --scenario NAME",
 		Short: "Run a scenario on the running lab and print its outcome",
-		Args:  cobra.NoArgs,
+		Long: "Run a scenario on the running lab and print its outcome. With -o json the outcome has\n" +
+			"totals (devices_found, alerts, decisions, enforcer_drops, life_critical_drops) and\n" +
+			"detection_to_drop_ms (-1: no drop seen) at the top level, besides per-device traffic.",
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if scenario == "" {
 				return usagef("--scenario is required (known: %s)", lab.ScenarioCompromisedDevice)
@@ -253,7 +256,7 @@ func printOutcome(w io.Writer, o lab.ScenarioOutcome) error {
 	a := o.Attack
 	fmt.Fprintf(w, "  attack: %d probes (%d open), default-credential login ok=%v, exfil %d/%d attempts got through (%d bytes)\n",
 		a.Probes, a.OpenPorts, a.LoginOK, a.ExfilOK, a.ExfilAttempts, a.ExfilBytes)
-	fmt.Fprintf(w, "  devices found: %d, alerts: %d, decisions: %d\n", len(o.DevicesFound), len(o.Alerts), len(o.Decisions))
+	fmt.Fprintf(w, "  devices found: %d, alerts: %d, decisions: %d\n", o.Totals.DevicesFound, o.Totals.Alerts, o.Totals.Decisions)
 	for _, d := range o.Decisions {
 		fmt.Fprintf(w, "    decision #%d %s %s %s: %s\n", d.Index, d.Device, d.Action, d.State, d.Reason)
 	}
@@ -264,7 +267,7 @@ func printOutcome(w io.Writer, o lab.ScenarioOutcome) error {
 	if err := t.flush(); err != nil {
 		return err
 	}
-	fmt.Fprintf(w, "  life-critical packets dropped: %d\n", o.LifeCriticalDrops)
+	fmt.Fprintf(w, "  packets dropped by the enforcers: %d, of life-critical devices: %d\n", o.Totals.EnforcerDrops, o.Totals.LifeCriticalDrops)
 	if o.DetectionToDropMs >= 0 {
 		fmt.Fprintf(w, "  detection-to-drop latency: %.0f ms\n", o.DetectionToDropMs)
 	} else {

@@ -22,6 +22,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/medmesh/medmesh/internal/grpcx"
+	"github.com/medmesh/medmesh/internal/names"
 	medmeshv1 "github.com/medmesh/medmesh/proto/medmesh/v1"
 )
 
@@ -262,51 +263,13 @@ func (t *table) row(cols ...any) {
 
 func (t *table) flush() error { return t.tw.Flush() }
 
-// enumName renders DEVICE_CLASS_INFUSION_PUMP as "infusion-pump".
-func enumName(e protoreflect.Enum) string {
-	d := e.Descriptor()
-	v := d.Values().ByNumber(e.Number())
-	if v == nil {
-		return fmt.Sprint(e.Number())
-	}
-	name := string(v.Name())
-	if p := enumPrefix(d); strings.HasPrefix(name, p) {
-		name = name[len(p):]
-	}
-	if name == "UNSPECIFIED" {
-		return ""
-	}
-	return strings.ReplaceAll(strings.ToLower(name), "_", "-")
-}
-
-// enumPrefix is the common prefix of an enum's value names, e.g.
-// "DEVICE_CLASS_" (the value of number 0 is NAME_UNSPECIFIED).
-func enumPrefix(d protoreflect.EnumDescriptor) string {
-	if z := d.Values().ByNumber(0); z != nil {
-		return strings.TrimSuffix(string(z.Name()), "UNSPECIFIED")
-	}
-	return ""
-}
-
-// parseEnum accepts "infusion-pump", "INFUSION_PUMP" or the full name.
+// parseEnum reads an enum flag spelled as the CLI prints it ("infusion-pump").
 func parseEnum(d protoreflect.EnumDescriptor, flag, s string) (protoreflect.EnumNumber, error) {
-	if s == "" {
-		return 0, nil
+	n, err := names.Parse(d, s)
+	if err != nil {
+		return 0, usagef("invalid --%s: %w", flag, err)
 	}
-	want := strings.ToUpper(strings.ReplaceAll(s, "-", "_"))
-	p := enumPrefix(d)
-	var names []string
-	for i := 0; i < d.Values().Len(); i++ {
-		v := d.Values().Get(i)
-		n := string(v.Name())
-		if n == want || n == p+want {
-			return v.Number(), nil
-		}
-		if v.Number() != 0 {
-			names = append(names, strings.ReplaceAll(strings.ToLower(strings.TrimPrefix(n, p)), "_", "-"))
-		}
-	}
-	return 0, usagef("invalid --%s %q: want one of %s", flag, s, strings.Join(names, ", "))
+	return n, nil
 }
 
 func ts(t *timestamppb.Timestamp) string {

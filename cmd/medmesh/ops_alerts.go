@@ -7,6 +7,7 @@ import (
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
 
+	"github.com/medmesh/medmesh/internal/names"
 	medmeshv1 "github.com/medmesh/medmesh/proto/medmesh/v1"
 )
 
@@ -131,6 +132,6 @@ func alertTable(w io.Writer) *table {
 }
 
 func alertRow(t *table, a *medmeshv1.Alert) {
-	t.row(a.GetIndex(), a.GetId(), enumName(a.GetState()), a.GetDeviceMac(), enumName(a.GetTier()), a.GetKind(),
+	t.row(a.GetIndex(), a.GetId(), names.Enum(a.GetState()), a.GetDeviceMac(), names.Enum(a.GetTier()), a.GetKind(),
 		a.GetRisk().GetScore(), truncate(a.GetSummary(), 60), ts(a.GetDetectTime()))
 }

@@ -7,6 +7,7 @@ import (
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
 
+	"github.com/medmesh/medmesh/internal/names"
 	medmeshv1 "github.com/medmesh/medmesh/proto/medmesh/v1"
 )
 
@@ -155,6 +156,6 @@ func decisionRow(t *table, d *medmeshv1.Decision) {
 	if d.GetPolicy() != nil {
 		target = d.GetPolicy().GetName()
 	}
-	t.row(d.GetIndex(), d.GetId(), enumName(d.GetAction()), enumName(d.GetState()), d.GetDeviceMac(),
-		enumName(d.GetTier()), target, d.GetActor(), truncate(d.GetReason(), 40), ts(d.GetCreateTime()))
+	t.row(d.GetIndex(), d.GetId(), names.Enum(d.GetAction()), names.Enum(d.GetState()), d.GetDeviceMac(),
+		names.Enum(d.GetTier()), target, d.GetActor(), truncate(d.GetReason(), 40), ts(d.GetCreateTime()))
 }

@@ -4,11 +4,13 @@ import (
 	"context"
 	"fmt"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
 
+	"github.com/medmesh/medmesh/internal/names"
 	medmeshv1 "github.com/medmesh/medmesh/proto/medmesh/v1"
 )
 
@@ -69,7 +71,7 @@ func newDevicesCmd(o *opFlags) *cobra.Command {
 				t := newTable(w, "MAC", "IP", "VENDOR", "MODEL", "CLASS", "TIER", "FLOOR", "ZONE", "RISK", "LAST SEEN")
 				for _, d := range devs {
 					t.row(d.GetMac(), strings.Join(d.GetIpAddresses(), ","), d.GetVendor(), d.GetModel(),
-						enumName(d.GetDeviceClass()), enumName(d.GetTier()), d.GetLocation().GetFloor(),
+						names.Enum(d.GetDeviceClass()), names.Enum(d.GetTier()), d.GetLocation().GetFloor(),
 						d.GetLocation().GetZone(), d.GetRisk().GetScore(), ts(d.GetLastSeen()))
 				}
 				return t.flush()
@@ -116,8 +118,8 @@ func printDevice(w interface{ Write([]byte) (int, error) }, d *medmeshv1.Device)
 	t.row("vendor", d.GetVendor())
 	t.row("model", d.GetModel())
 	t.row("hostname", d.GetHostname())
-	t.row("class", fmt.Sprintf("%s (confidence %.2f)", enumName(d.GetDeviceClass()), d.GetClassConfidence()))
-	tier := enumName(d.GetTier())
+	t.row("class", fmt.Sprintf("%s (confidence %.2f)", names.Enum(d.GetDeviceClass()), d.GetClassConfidence()))
+	tier := names.Enum(d.GetTier())
 	if d.GetTierOverridden() {
 		tier += " (set by operator)"
 	}
@@ -136,7 +138,14 @@ func printDevice(w interface{ Write([]byte) (int, error) }, d *medmeshv1.Device)
 	t.row("protocols", strings.Join(d.GetProtocols(), ", "))
 	var svcs []string
 	for _, s := range d.GetServices() {
-		svcs = append(svcs, fmt.Sprintf("%d/%d %s", s.GetProtocol(), s.GetPort(), s.GetApp()))
+		svc := names.Protocol(s.GetProtocol())
+		if s.GetPort() != 0 {
+			svc += "/" + strconv.FormatUint(uint64(s.GetPort()), 10)
+		}
+		if s.GetApp() != "" {
+			svc += " " + s.GetApp()
+		}
+		svcs = append(svcs, svc)
 	}
 	t.row("services", strings.Join(svcs, ", "))
 	id := d.GetIdentifiers()

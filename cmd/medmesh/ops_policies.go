@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/encoding/protojson"
 
+	"github.com/medmesh/medmesh/internal/names"
 	medmeshv1 "github.com/medmesh/medmesh/proto/medmesh/v1"
 )
 
@@ -47,7 +48,7 @@ func newPoliciesCmd(o *opFlags) *cobra.Command {
 				}
 				t := newTable(w, "NAME", "SUBJECT", "MODE", "ACTIVE", "VERSION", "RULES", "UPDATED BY", "UPDATED")
 				for _, p := range ps {
-					t.row(p.GetName(), policySubject(p), enumName(p.GetMode()), p.GetActive(), p.GetVersion(),
+					t.row(p.GetName(), policySubject(p), names.Enum(p.GetMode()), p.GetActive(), p.GetVersion(),
 						len(p.GetRules()), p.GetUpdatedBy(), ts(p.GetUpdateTime()))
 				}
 				return t.flush()
@@ -164,7 +165,7 @@ func newPoliciesCmd(o *opFlags) *cobra.Command {
 					return printProto(cmd.OutOrStdout(), resp)
 				}
 				fmt.Fprintf(cmd.OutOrStdout(), "policy %s active in %s mode: decision %s at index %d\n",
-					resp.GetPolicy().GetName(), enumName(resp.GetPolicy().GetMode()), resp.GetDecisionId(), resp.GetDecisionIndex())
+					resp.GetPolicy().GetName(), names.Enum(resp.GetPolicy().GetMode()), resp.GetDecisionId(), resp.GetDecisionIndex())
 				return nil
 			})
 		},
@@ -232,15 +233,23 @@ func policySubject(p *medmeshv1.Policy) string {
 	case *medmeshv1.Policy_DeviceMac:
 		return "device " + s.DeviceMac
 	case *medmeshv1.Policy_DeviceClass:
-		return "class " + enumName(s.DeviceClass)
+		return "class " + names.Enum(s.DeviceClass)
 	}
 	return ""
 }
 
 func printPolicy(w io.Writer, p *medmeshv1.Policy) error {
-	fmt.Fprintf(w, "name: %s\nsubject: %s\nmode: %s  active: %t  quarantine: %t\nversion: %d  revision: %d\nupdated: %s by %s\ndescription: %s\n\n",
-		p.GetName(), policySubject(p), enumName(p.GetMode()), p.GetActive(), p.GetQuarantine(),
-		p.GetVersion(), p.GetRevision(), ts(p.GetUpdateTime()), p.GetUpdatedBy(), truncate(p.GetDescription(), 200))
+	fmt.Fprintf(w, "name: %s\nsubject: %s\nmode: %s  active: %t  quarantine: %t\n",
+		p.GetName(), policySubject(p), names.Enum(p.GetMode()), p.GetActive(), p.GetQuarantine())
+	// A generated or imported policy was never stored: it has no version,
+	// no revision and no author yet.
+	if p.GetVersion() != 0 || p.GetRevision() != 0 {
+		fmt.Fprintf(w, "version: %d  revision: %d\n", p.GetVersion(), p.GetRevision())
+	}
+	if upd := updated(p); upd != "" {
+		fmt.Fprintf(w, "updated: %s\n", upd)
+	}
+	fmt.Fprintf(w, "description: %s\n\n", truncate(p.GetDescription(), 200))
 	t := newTable(w, "RULE", "PEER", "PROTO", "PORTS", "DIRECTION")
 	for i, r := range p.GetRules() {
 		name := r.GetName()
@@ -254,19 +263,24 @@ func printPolicy(w io.Writer, p *medmeshv1.Policy) error {
 		if peer == "" {
 			peer = "any"
 		}
-		proto := "any"
-		if r.GetProtocol() != 0 {
-			proto = strconv.Itoa(int(r.GetProtocol()))
-		}
-		ports := "any"
-		if r.GetPortMin() != 0 || r.GetPortMax() != 0 {
-			ports = fmt.Sprintf("%d-%d", r.GetPortMin(), r.GetPortMax())
-		}
-		dir := enumName(r.GetDirection())
+		dir := names.Enum(r.GetDirection())
 		if dir == "" {
 			dir = "both"
 		}
-		t.row(name, peer, proto, ports, dir)
+		t.row(name, peer, names.Protocol(r.GetProtocol()), names.Ports(r.GetPortMin(), r.GetPortMax()), dir)
 	}
 	return t.flush()
+}
+
+// updated is "TIME by ACTOR", either part alone, or "" for a policy never
+// stored.
+func updated(p *medmeshv1.Policy) string {
+	when, who := ts(p.GetUpdateTime()), p.GetUpdatedBy()
+	switch {
+	case when != "" && who != "":
+		return when + " by " + who
+	case who != "":
+		return "by " + who
+	}
+	return when
 }

@@ -5,10 +5,12 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
 
+	"github.com/medmesh/medmesh/internal/names"
 	medmeshv1 "github.com/medmesh/medmesh/proto/medmesh/v1"
 )
 
@@ -163,7 +165,7 @@ func printSimulation(w io.Writer, s *medmeshv1.Simulation) error {
 	t := newTable(w, "PEER", "NAME", "PROTO", "PORT", "DIRECTION", "FLOWS", "APP")
 	for _, d := range s.GetDropped() {
 		f := d.GetFlow()
-		t.row(f.GetPeerIp(), f.GetPeerName(), f.GetProtocol(), f.GetPort(), enumName(f.GetDirection()), f.GetFlows(), f.GetApp())
+		t.row(f.GetPeerIp(), f.GetPeerName(), names.Protocol(f.GetProtocol()), port(f.GetPort()), names.Enum(f.GetDirection()), f.GetFlows(), f.GetApp())
 	}
 	return t.flush()
 }
@@ -180,4 +182,12 @@ func printWarnings(w io.Writer, warnings []string) error {
 		}
 	}
 	return nil
+}
+
+// port is a flow's port, "-" for a port-less protocol.
+func port(p uint32) string {
+	if p == 0 {
+		return "-"
+	}
+	return strconv.FormatUint(uint64(p), 10)
 }

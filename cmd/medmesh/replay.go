@@ -16,6 +16,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/medmesh/medmesh/internal/names"
 	"github.com/medmesh/medmesh/node/flow"
 	"github.com/medmesh/medmesh/node/replay"
 )
@@ -146,8 +147,8 @@ func printTable(w io.Writer, recs []flow.Record) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "FIRST\tPROTO\tSRC\tSPORT\tDST\tDPORT\tVLAN\tFWD_PKTS\tFWD_BYTES\tREV_PKTS\tREV_BYTES\tDURATION\tAPP\tSRC_MAC\tDST_MAC")
 	for _, r := range recs {
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%d\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%s\t%s\t%s\n",
-			time.Unix(0, r.FirstNs).UTC().Format("2006-01-02T15:04:05.000000Z"), r.Proto, r.Src, r.SrcPort, r.Dst, r.DstPort, r.VLAN,
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%s\t%s\t%s\n",
+			time.Unix(0, r.FirstNs).UTC().Format("2006-01-02T15:04:05.000000Z"), names.Protocol(uint32(r.Proto)), r.Src, r.SrcPort, r.Dst, r.DstPort, r.VLAN,
 			r.FwdPackets, r.FwdBytes, r.RevPackets, r.RevBytes, time.Duration(r.LastNs-r.FirstNs), r.App, r.SrcMAC, r.DstMAC)
 	}
 	tw.Flush()

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"strconv"
@@ -484,11 +485,130 @@ func TestScenarioCountsEnforcerDrops(t *testing.T) {
 			t.Errorf("%s: %d drops counted for a device nobody blocked", tr.Device, tr.Dropped)
 		}
 	}
-	if out.LifeCriticalDrops != 0 {
-		t.Errorf("life-critical drops %d", out.LifeCriticalDrops)
+	if out.Totals.LifeCriticalDrops != 0 {
+		t.Errorf("life-critical drops %d", out.Totals.LifeCriticalDrops)
+	}
+	if got := dropsOf(out.Traffic, d.Name); out.Totals.EnforcerDrops != got {
+		t.Errorf("totals: %d enforcer drops, the traffic of %s (the only device dropped) says %d", out.Totals.EnforcerDrops, d.Name, got)
 	}
 	if out.DetectionToDropMs < 0 || out.DetectionToDropMs > 1000 {
 		t.Errorf("detection-to-drop %.1f ms, want a measured value under 1 s", out.DetectionToDropMs)
 	}
 	t.Logf("dropped %d packets of %s; first external packet to first drop: %.1f ms", dropsOf(out.Traffic, d.Name), d.Name, out.DetectionToDropMs)
+}
+
+// TestFailedUpRemovesWhatItBuilt makes `lab up` fail part-way for real
+// reasons and checks, without asking the lab, that nothing with the lab's
+// prefix is left: no namespace, host link, nftables table, process or
+// state directory.
+func TestFailedUpRemovesWhatItBuilt(t *testing.T) {
+	testutil.RequireRoot(t)
+	for _, tc := range []struct {
+		name string
+		// breaks the config; wantErr is in the error of Up
+		mod     func(t *testing.T, c *Config)
+		wantErr []string
+	}{
+		{
+			// The topology is built (namespaces, links, nftables) when
+			// the first simulator cannot be started.
+			name:    "binary missing",
+			mod:     func(t *testing.T, c *Config) { c.Binary = filepath.Join(t.TempDir(), "no-such-medmesh") },
+			wantErr: []string{"no-such-medmesh"},
+		},
+		{
+			// The core services are up and serving when a device
+			// simulator exits at start.
+			name: "device simulator exits",
+			mod: func(t *testing.T, c *Config) {
+				c.Floors[0].Devices = append(c.Floors[0].Devices, Device{Name: "xray1", Kind: sim.Kind("x-ray"), MAC: "02:00:5e:00:01:0f"})
+			},
+			wantErr: []string{"xray1 exited", `unknown simulator kind "x-ray"`},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := testConfig(t)
+			// Not the demo's mm- and not the other tests' t####-.
+			cfg.Prefix = fmt.Sprintf("mt%03d-", os.Getpid()%1000)
+			cfg.Floors = cfg.Floors[:1]
+			cfg.Floors[0].Devices = cfg.Floors[0].Devices[:2]
+			cfg.Compromised = cfg.Floors[0].Devices[0].Name
+			tc.mod(t, &cfg)
+			l, err := New(cfg, quietLog(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if left := leftWithPrefix(t, cfg); len(left) > 0 {
+				t.Fatalf("before up, already there: %v", left)
+			}
+			t.Cleanup(func() { _ = l.Down() })
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			_, err = l.Up(ctx)
+			if err == nil {
+				t.Fatal("up succeeded")
+			}
+			for _, w := range append(tc.wantErr, "the partial lab was removed") {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("up: %v; want it to say %q", err, w)
+				}
+			}
+			if left := leftWithPrefix(t, cfg); len(left) > 0 {
+				t.Errorf("a failed up left: %v", left)
+			}
+			if left := l.Leftovers(); len(left) > 0 {
+				t.Errorf("Leftovers after a failed up: %v", left)
+			}
+		})
+	}
+}
+
+// leftWithPrefix lists what carries cfg's prefix on this host, read from
+// the kernel and nft directly rather than through the lab's own Leftovers.
+func leftWithPrefix(t *testing.T, cfg Config) []string {
+	t.Helper()
+	var left []string
+	ents, err := os.ReadDir(netnsDir)
+	if err != nil && !os.IsNotExist(err) {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		if strings.HasPrefix(e.Name(), cfg.Prefix) {
+			left = append(left, "netns "+e.Name())
+		}
+	}
+	ifs, err := net.Interfaces()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, i := range ifs {
+		if strings.HasPrefix(i.Name, cfg.Prefix) {
+			left = append(left, "link "+i.Name)
+		}
+	}
+	out, err := exec.Command("nft", "list", "tables").CombinedOutput()
+	if err != nil {
+		t.Fatalf("nft list tables: %v: %s", err, out)
+	}
+	for _, line := range strings.Split(string(out), "\n") {
+		if f := strings.Fields(line); len(f) == 3 && f[2] == cfg.nftTable() {
+			left = append(left, line)
+		}
+	}
+	procs, _ := filepath.Glob("/proc/[0-9]*/environ")
+	for _, p := range procs {
+		env, err := os.ReadFile(p)
+		if err != nil {
+			continue // gone, or not ours to read
+		}
+		for _, kv := range strings.Split(string(env), "\x00") {
+			if kv == EnvMarker+"="+cfg.Prefix {
+				left = append(left, "process "+filepath.Base(filepath.Dir(p)))
+			}
+		}
+	}
+	if _, err := os.Stat(cfg.StateDir); err == nil {
+		left = append(left, "dir "+cfg.StateDir)
+	}
+	return left
 }

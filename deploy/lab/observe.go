@@ -9,9 +9,9 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/medmesh/medmesh/internal/names"
 	medmeshv1 "github.com/medmesh/medmesh/proto/medmesh/v1"
 	"google.golang.org/grpc"
-	"google.golang.org/protobuf/reflect/protoreflect"
 )
 
 // DeviceView is a device as the coordinators know it, with its lab name.
@@ -105,28 +105,6 @@ func (o *Observer) name(mac string) string {
 	return mac
 }
 
-func enum(e protoreflect.Enum) string {
-	v := e.Descriptor().Values().ByNumber(e.Number())
-	if v == nil {
-		return fmt.Sprint(e.Number())
-	}
-	s := string(v.Name())
-	// DEVICE_CLASS_INFUSION_PUMP -> infusion-pump, the CLI's spelling
-	prefix := strings.ToUpper(strings.TrimSuffix(camelToSnake(string(e.Descriptor().Name())), "_")) + "_"
-	return strings.ReplaceAll(strings.ToLower(strings.TrimPrefix(s, prefix)), "_", "-")
-}
-
-func camelToSnake(s string) string {
-	var b strings.Builder
-	for i, r := range s {
-		if i > 0 && r >= 'A' && r <= 'Z' {
-			b.WriteByte('_')
-		}
-		b.WriteRune(r)
-	}
-	return b.String()
-}
-
 // Snapshot polls everything once. API errors are reported in the snapshot,
 // not returned: the view keeps going while coordinators fail over.
 func (o *Observer) Snapshot(ctx context.Context) Snapshot {
@@ -162,7 +140,7 @@ func (o *Observer) poll(ctx context.Context, s *Snapshot) error {
 	}
 	for _, d := range devs.GetDevices() {
 		v := DeviceView{MAC: d.GetMac(), IPs: strings.Join(d.GetIpAddresses(), ","), Vendor: d.GetVendor(),
-			Class: enum(d.GetDeviceClass()), Tier: enum(d.GetTier()), Floor: d.GetLocation().GetFloor(), Risk: d.GetRisk().GetScore()}
+			Class: names.Enum(d.GetDeviceClass()), Tier: names.Enum(d.GetTier()), Floor: d.GetLocation().GetFloor(), Risk: d.GetRisk().GetScore()}
 		if n, ok := o.names[strings.ToLower(d.GetMac())]; ok {
 			v.Name = n
 		}
@@ -181,8 +159,8 @@ func (o *Observer) poll(ctx context.Context, s *Snapshot) error {
 		return fmt.Errorf("list decisions: %w", err)
 	}
 	for _, d := range ds.GetDecisions() {
-		s.Decisions = append(s.Decisions, DecisionView{Index: d.GetIndex(), Device: o.name(d.GetDeviceMac()), Action: enum(d.GetAction()),
-			State: enum(d.GetState()), Actor: d.GetActor(), Reason: d.GetReason(), Create: d.GetCreateTime().AsTime().UnixNano()})
+		s.Decisions = append(s.Decisions, DecisionView{Index: d.GetIndex(), Device: o.name(d.GetDeviceMac()), Action: names.Enum(d.GetAction()),
+			State: names.Enum(d.GetState()), Actor: d.GetActor(), Reason: d.GetReason(), Create: d.GetCreateTime().AsTime().UnixNano()})
 	}
 	sort.Slice(s.Alerts, func(i, j int) bool { return s.Alerts[i].Index < s.Alerts[j].Index })
 	sort.Slice(s.Decisions, func(i, j int) bool { return s.Decisions[i].Index < s.Decisions[j].Index })
@@ -201,6 +179,48 @@ func (o *Observer) BaselineFrozen(ctx context.Context, mac string) (bool, error)
 		return false, err
 	}
 	return !r.GetClassBaseline() && r.GetBaseline().GetFreezeTime() != nil, nil
+}
+
+// record fills in what the scenario did: each device's traffic between the
+// counter reads before and after it, what the API showed at the end, and
+// the totals of both.
+func (out *ScenarioOutcome) record(before, after []Traffic, snap Snapshot) {
+	out.Traffic = trafficBetween(before, after)
+	if snap.APIError != "" {
+		out.Notes = append(out.Notes, "api: "+snap.APIError)
+	}
+	out.DevicesFound, out.Alerts, out.Decisions = snap.Devices, snap.Alerts, snap.Decisions
+	out.Totals = Totals{DevicesFound: len(snap.Devices), Alerts: len(snap.Alerts), Decisions: len(snap.Decisions)}
+	for _, t := range out.Traffic {
+		out.Totals.EnforcerDrops += t.Dropped
+		if t.LifeCritical {
+			out.Totals.LifeCriticalDrops += t.Dropped
+		}
+	}
+}
+
+// trafficBetween is each device's traffic between two reads of the
+// counters, matched by device (a device missing from before started at 0;
+// counters that went backwards, after a restart, count from 0).
+func trafficBetween(before, after []Traffic) []Traffic {
+	prev := make(map[string]Traffic, len(before))
+	for _, b := range before {
+		prev[b.Device] = b
+	}
+	out := make([]Traffic, 0, len(after))
+	for _, a := range after {
+		b := prev[a.Device]
+		if a.ToEnforcer < b.ToEnforcer || a.Passed < b.Passed {
+			b = Traffic{}
+		}
+		t := Traffic{Device: a.Device, Floor: a.Floor, LifeCritical: a.LifeCritical,
+			ToEnforcer: a.ToEnforcer - b.ToEnforcer, Passed: a.Passed - b.Passed}
+		if t.ToEnforcer > t.Passed {
+			t.Dropped = t.ToEnforcer - t.Passed
+		}
+		out = append(out, t)
+	}
+	return out
 }
 
 // Render writes a terminal view of s: devices with their classes, alerts
@@ -223,7 +243,7 @@ func Render(w io.Writer, s Snapshot, title string) {
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "\nDEVICES (%d)\tMAC\tCLASS\tTIER\tRISK\tFLOOR\n", len(s.Devices))
 	for _, d := range s.Devices {
-		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%d\t%s\n", orDash(d.Name), d.MAC, d.Class, d.Tier, d.Risk, d.Floor)
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%d\t%s\n", orDash(d.Name), d.MAC, orDash(d.Class), orDash(d.Tier), d.Risk, orDash(d.Floor))
 	}
 	tw.Flush()
 	fmt.Fprintf(w, "\nALERTS (%d)\n", len(s.Alerts))

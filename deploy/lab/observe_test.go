@@ -3,8 +3,10 @@ package lab
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"strings"
 	"testing"
@@ -60,7 +62,10 @@ func (fakeAPI) GetBaseline(_ context.Context, r *medmeshv1.GetBaselineRequest) (
 	return &medmeshv1.GetBaselineResponse{Baseline: &medmeshv1.Baseline{DeviceMac: r.GetDeviceMac(), FreezeTime: nil}}, nil
 }
 
-func TestObserverReadsTheAPI(t *testing.T) {
+// fakeObserver is an observer of the default lab reading fakeAPI through
+// the generated clients.
+func fakeObserver(t *testing.T) (*Lab, *Observer) {
+	t.Helper()
 	lis := bufconn.Listen(1 << 20)
 	srv := grpc.NewServer()
 	f := fakeAPI{}
@@ -70,14 +75,14 @@ func TestObserverReadsTheAPI(t *testing.T) {
 	medmeshv1.RegisterDecisionServiceServer(srv, f)
 	medmeshv1.RegisterSensorServiceServer(srv, f)
 	go func() { _ = srv.Serve(lis) }()
-	defer srv.Stop()
+	t.Cleanup(srv.Stop)
 	conn, err := grpc.NewClient("passthrough:///bufnet",
 		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
 		grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close()
+	t.Cleanup(func() { conn.Close() })
 
 	cfg := DefaultConfig()
 	cfg.Binary = "/bin/true"
@@ -85,7 +90,11 @@ func TestObserverReadsTheAPI(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	obs := NewObserver(l, conn)
+	return l, NewObserver(l, conn)
+}
+
+func TestObserverReadsTheAPI(t *testing.T) {
+	_, obs := fakeObserver(t)
 	s := obs.Snapshot(context.Background())
 	if s.Leader != "c2" || s.Commit != 42 || len(s.Members) != 2 {
 		t.Errorf("cluster: %+v", s)
@@ -110,5 +119,79 @@ func TestObserverReadsTheAPI(t *testing.T) {
 		if !strings.Contains(buf.String(), want) {
 			t.Errorf("view lacks %q:\n%s", want, buf.String())
 		}
+	}
+}
+
+// TestScenarioTotals records a scenario's end from the observer's snapshot of
+// the API and two reads of the enforcer counters, and checks the totals a
+// script reads from `lab run -o json`.
+func TestScenarioTotals(t *testing.T) {
+	_, obs := fakeObserver(t)
+	snap := obs.Snapshot(context.Background())
+	if snap.APIError != "" && !strings.HasPrefix(snap.APIError, "counters:") {
+		t.Fatalf("api: %s", snap.APIError)
+	}
+	snap.APIError = "" // counters need root; they are given below
+	before := []Traffic{
+		{Device: "pump1", Floor: 1, LifeCritical: true, ToEnforcer: 40, Passed: 40},
+		{Device: "monitor1", Floor: 1, LifeCritical: true, ToEnforcer: 500, Passed: 500},
+		{Device: "nursecall1", Floor: 1, ToEnforcer: 100, Passed: 100},
+		{Device: "pump2", Floor: 2, LifeCritical: true, ToEnforcer: 7, Passed: 7},
+	}
+	after := []Traffic{
+		{Device: "pump1", Floor: 1, LifeCritical: true, ToEnforcer: 52, Passed: 49, Dropped: 3},    // 3 dropped during
+		{Device: "monitor1", Floor: 1, LifeCritical: true, ToEnforcer: 20, Passed: 18, Dropped: 2}, // counters restarted: 2
+		{Device: "nursecall1", Floor: 1, ToEnforcer: 180, Passed: 130, Dropped: 50},                // 50
+		{Device: "ws1", Floor: 1, ToEnforcer: 10, Passed: 10},                                      // new: 0
+		{Device: "pump2", Floor: 2, LifeCritical: true, ToEnforcer: 9, Passed: 9},                  // 0
+	}
+	out := ScenarioOutcome{Scenario: ScenarioCompromisedDevice, Device: "nursecall1", DetectionToDropMs: 625}
+	out.record(before, after, snap)
+
+	drops := map[string]uint64{}
+	for _, tr := range out.Traffic {
+		drops[tr.Device] = tr.Dropped
+	}
+	if want := map[string]uint64{"pump1": 3, "monitor1": 2, "nursecall1": 50, "ws1": 0, "pump2": 0}; !maps.Equal(drops, want) {
+		t.Errorf("drops during the scenario %v, want %v", drops, want)
+	}
+	want := Totals{DevicesFound: len(snap.Devices), Alerts: len(snap.Alerts), Decisions: len(snap.Decisions), EnforcerDrops: 55, LifeCriticalDrops: 5}
+	if want.DevicesFound != 2 || want.Alerts != 2 || want.Decisions != 1 {
+		t.Fatalf("the observer read %d devices, %d alerts, %d decisions from the fake API", want.DevicesFound, want.Alerts, want.Decisions)
+	}
+	if out.Totals != want {
+		t.Errorf("totals %+v, want %+v", out.Totals, want)
+	}
+	if len(out.Notes) != 0 {
+		t.Errorf("notes %v", out.Notes)
+	}
+
+	// A script reads the totals and the latency without walking traffic.
+	b, err := json.Marshal(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc struct {
+		Totals            map[string]float64 `json:"totals"`
+		DetectionToDropMs *float64           `json:"detection_to_drop_ms"`
+	}
+	if err := json.Unmarshal(b, &doc); err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range map[string]float64{"devices_found": 2, "alerts": 2, "decisions": 1, "enforcer_drops": 55, "life_critical_drops": 5} {
+		if got, ok := doc.Totals[k]; !ok || got != v {
+			t.Errorf("json totals.%s = %v (present %v), want %v: %s", k, got, ok, v, b)
+		}
+	}
+	if doc.DetectionToDropMs == nil || *doc.DetectionToDropMs != 625 {
+		t.Errorf("json detection_to_drop_ms missing or wrong: %s", b)
+	}
+
+	// The API failing at the end is a note, not lost totals of the counters.
+	snap.APIError = "list alerts: unavailable"
+	out = ScenarioOutcome{}
+	out.record(before, after, snap)
+	if out.Totals.EnforcerDrops != 55 || len(out.Notes) != 1 || !strings.Contains(out.Notes[0], "list alerts") {
+		t.Errorf("with an API error: totals %+v, notes %v", out.Totals, out.Notes)
 	}
 }

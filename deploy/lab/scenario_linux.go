@@ -169,25 +169,8 @@ func (l *Lab) RunScenario(ctx context.Context, name string, obs *Observer, opts 
 	if err != nil {
 		return out, err
 	}
-	for i, a := range after {
-		b := before[i]
-		t := Traffic{Device: a.Device, Floor: a.Floor, LifeCritical: a.LifeCritical,
-			ToEnforcer: a.ToEnforcer - b.ToEnforcer, Passed: a.Passed - b.Passed}
-		if t.ToEnforcer > t.Passed {
-			t.Dropped = t.ToEnforcer - t.Passed
-		}
-		if t.LifeCritical {
-			out.LifeCriticalDrops += t.Dropped
-		}
-		out.Traffic = append(out.Traffic, t)
-	}
 	snap := obs.Snapshot(ctx)
-	if snap.APIError != "" {
-		out.Notes = append(out.Notes, "api: "+snap.APIError)
-	}
-	out.DevicesFound = snap.Devices
-	out.Alerts = snap.Alerts
-	out.Decisions = snap.Decisions
+	out.record(before, after, snap)
 	if opts.Progress != nil {
 		snap.Phase = "done"
 		opts.Progress(snap)

@@ -112,12 +112,24 @@ type ScenarioOutcome struct {
 	Decisions      []DecisionView `json:"decisions"`
 	// Per device, during the scenario: packets sent towards its enforcer,
 	// let through, dropped.
-	Traffic           []Traffic `json:"traffic"`
-	LifeCriticalDrops uint64    `json:"life_critical_drops"`
+	Traffic []Traffic `json:"traffic"`
+	// Totals sum the lists above, for scripts: jq .totals.enforcer_drops.
+	Totals Totals `json:"totals"`
 	// First external packet of the compromised device to the first packet
 	// its enforcer dropped (tc counters polled every 10 ms); -1 if none.
 	DetectionToDropMs float64  `json:"detection_to_drop_ms"`
 	Notes             []string `json:"notes,omitempty"`
+}
+
+// Totals are a scenario's counts: what the coordinators found and decided,
+// and the packets every enforcer dropped during it, of them those of
+// life-critical devices (which must stay 0).
+type Totals struct {
+	DevicesFound      int    `json:"devices_found"`
+	Alerts            int    `json:"alerts"`
+	Decisions         int    `json:"decisions"`
+	EnforcerDrops     uint64 `json:"enforcer_drops"`
+	LifeCriticalDrops uint64 `json:"life_critical_drops"`
 }
 
 // Open is New with the configuration of the lab already up in

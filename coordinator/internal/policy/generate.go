@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/medmesh/medmesh/internal/names"
 	medmeshv1 "github.com/medmesh/medmesh/proto/medmesh/v1"
 )
 
@@ -161,7 +162,7 @@ func Generate(b *medmeshv1.Baseline, class medmeshv1.DeviceClass, d Defaults) (*
 		}
 		stem := l.app
 		if stem == "" {
-			stem = protoName(l.proto)
+			stem = names.Protocol(l.proto)
 		}
 		if l.port != 0 {
 			stem = fmt.Sprintf("%s-%d", stem, l.port)
@@ -175,34 +176,12 @@ func Generate(b *medmeshv1.Baseline, class medmeshv1.DeviceClass, d Defaults) (*
 		Subject:     &medmeshv1.Policy_DeviceMac{DeviceMac: b.GetDeviceMac()},
 		Rules:       rules,
 		Mode:        medmeshv1.PolicyMode_POLICY_MODE_MONITOR,
-		Description: fmt.Sprintf("generated from baseline version %d (%d entries) and %s defaults", b.GetVersion(), len(b.GetEntries()), className(class)),
+		Description: fmt.Sprintf("generated from baseline version %d (%d entries) and %s defaults", b.GetVersion(), len(b.GetEntries()), names.Enum(class)),
 	}
 	if err := Validate(p); err != nil {
 		return nil, fmt.Errorf("generated policy: %w", err)
 	}
 	return p, nil
-}
-
-func className(c medmeshv1.DeviceClass) string {
-	return strings.ToLower(strings.TrimPrefix(c.String(), "DEVICE_CLASS_"))
-}
-
-func protoName(p uint32) string {
-	switch p {
-	case protoTCP:
-		return "tcp"
-	case protoUDP:
-		return "udp"
-	case protoICMP:
-		return "icmp"
-	case protoICMPv6:
-		return "icmpv6"
-	case protoSCTP:
-		return "sctp"
-	case 0:
-		return "any"
-	}
-	return fmt.Sprintf("proto%d", p)
 }
 
 // dedupe sorts and removes duplicates and entries another entry covers.

@@ -13,8 +13,8 @@ import (
 	"net/netip"
 	"regexp"
 	"slices"
-	"strings"
 
+	"github.com/medmesh/medmesh/internal/names"
 	medmeshv1 "github.com/medmesh/medmesh/proto/medmesh/v1"
 )
 
@@ -168,7 +168,7 @@ func approvalReason(tier medmeshv1.Tier, class medmeshv1.DeviceClass) string {
 	if tier == medmeshv1.Tier_TIER_LIFE_CRITICAL {
 		return "life-critical device"
 	}
-	return "life-critical class " + strings.ToLower(strings.TrimPrefix(class.String(), "DEVICE_CLASS_"))
+	return "life-critical class " + names.Enum(class)
 }
 
 // peerOf returns the host prefix of the alert flow's end that is not the

@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/medmesh/medmesh/internal/names"
 	"github.com/medmesh/medmesh/node/flow"
 	"github.com/medmesh/medmesh/node/internal/baseline"
 	"github.com/medmesh/medmesh/node/internal/detect"
@@ -587,7 +588,7 @@ func (e *Engine) raise(d *identity.Device, ds *devState, f *score.Flow, src, dst
 		DeviceMac:   d.Name(),
 		Kind:        top.Factor.String(),
 		Risk:        risk,
-		Summary:     fmt.Sprintf("%s %s scored %d: %s", className(class), d.Name(), e.res.Score, top.Detail),
+		Summary:     fmt.Sprintf("%s %s scored %d: %s", names.Enum(class), d.Name(), e.res.Score, top.Detail),
 		Flow:        &medmeshv1.FlowRef{Src: src.String(), Dst: dst.String(), Sport: uint32(sport), Dport: uint32(dport), Proto: uint32(proto), App: f.App},
 		PeerName:    f.PeerName(),
 		DeviceClass: class,
@@ -608,10 +609,6 @@ func (e *Engine) raise(d *identity.Device, ds *devState, f *score.Flow, src, dst
 	if e.cfg.OnAlert != nil {
 		e.cfg.OnAlert(a)
 	}
-}
-
-func className(c medmeshv1.DeviceClass) string {
-	return strings.ReplaceAll(strings.ToLower(strings.TrimPrefix(c.String(), "DEVICE_CLASS_")), "_", " ")
 }
 
 // Devices returns the inventory as protobuf, ordered by identifier.

@@ -10,6 +10,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/medmesh/medmesh/internal/names"
 	"github.com/medmesh/medmesh/node/flow"
 	"github.com/medmesh/medmesh/node/internal/detect"
 	medmeshv1 "github.com/medmesh/medmesh/proto/medmesh/v1"
@@ -186,7 +187,7 @@ func (r *Report) WriteTable(w io.Writer) error {
 	p("DEVICE\tIPS\tVENDOR\tCLASS\tCONF\tTIER\tPROTOCOLS\tIDENTIFIERS\tRISK\n")
 	for _, d := range r.Devices {
 		p("%s\t%s\t%s\t%s\t%.2f\t%s\t%s\t%s\t%d\n", d.GetMac(), strings.Join(d.GetIpAddresses(), ","), dash(d.GetVendor()),
-			trimEnum(d.GetDeviceClass().String(), "DEVICE_CLASS_"), d.GetClassConfidence(), trimEnum(d.GetTier().String(), "TIER_"),
+			dash(names.Enum(d.GetDeviceClass())), d.GetClassConfidence(), dash(names.Enum(d.GetTier())),
 			dash(strings.Join(d.GetProtocols(), ",")), dash(identifiers(d.GetIdentifiers(), d.GetHostname())), d.GetRisk().GetScore())
 		for _, ev := range d.GetClassEvidence() {
 			p("\t\t\t  evidence\t%.2f\t\t\t\t%s: %s\n", ev.GetWeight(), ev.GetSource(), ev.GetDetail())
@@ -204,13 +205,13 @@ func (r *Report) WriteTable(w io.Writer) error {
 			parts = append(parts, f.Name+"="+f.Value)
 		}
 		parts = append(parts, d.Logins...)
-		p("%s\t%s:%d -> %s:%d/%d\t%s\t%s\n", stamp(d.TimeNs), d.Src, d.Sport, d.Dst, d.Dport, d.Proto, dash(d.App), strings.Join(parts, "; "))
+		p("%s\t%s:%d -> %s:%d/%s\t%s\t%s\n", stamp(d.TimeNs), d.Src, d.Sport, d.Dst, d.Dport, names.Protocol(uint32(d.Proto)), dash(d.App), strings.Join(parts, "; "))
 	}
 	p("\nALERTS (%d)\n", len(r.Alerts))
 	p("ID\tTIME\tDEVICE\tKIND\tSCORE\tTIER\tSUMMARY\n")
 	for _, a := range r.Alerts {
 		p("%s\t%s\t%s\t%s\t%d\t%s\t%s\n", a.GetId(), a.GetDetectTime().AsTime().Format(time.RFC3339Nano), a.GetDeviceMac(), a.GetKind(),
-			a.GetRisk().GetScore(), trimEnum(a.GetTier().String(), "TIER_"), a.GetSummary())
+			a.GetRisk().GetScore(), dash(names.Enum(a.GetTier())), a.GetSummary())
 		for _, f := range a.GetRisk().GetFactors() {
 			p("\t\t\t  %s\t+%.0f\t\t%s\n", f.GetName(), f.GetWeight(), f.GetDetail())
 		}
@@ -238,8 +239,6 @@ func identifiers(ids *medmeshv1.Identifiers, host string) string {
 	add("name", ids.GetFriendlyNames()...)
 	return strings.Join(parts, " ")
 }
-
-func trimEnum(s, prefix string) string { return strings.ToLower(strings.TrimPrefix(s, prefix)) }
 
 func dash(s string) string {
 	if s == "" {

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/medmesh/medmesh/internal/names"
 	"github.com/medmesh/medmesh/node/flow"
 	"github.com/medmesh/medmesh/node/internal/detect"
 	medmeshv1 "github.com/medmesh/medmesh/proto/medmesh/v1"
@@ -635,7 +636,7 @@ func (d *Device) Proto() *medmeshv1.Device {
 		return strings.Compare(a.source+a.detail, b.source+b.detail)
 	})
 	for _, e := range ev {
-		pb.ClassEvidence = append(pb.ClassEvidence, &medmeshv1.Evidence{Source: e.source, Detail: e.detail + " (" + className(e.class) + ")", Weight: e.weight})
+		pb.ClassEvidence = append(pb.ClassEvidence, &medmeshv1.Evidence{Source: e.source, Detail: e.detail + " (" + names.Enum(e.class) + ")", Weight: e.weight})
 	}
 	protos := map[string]bool{}
 	for ak := range d.apps {
@@ -662,10 +663,6 @@ func (d *Device) Proto() *medmeshv1.Device {
 		pb.Services = append(pb.Services, &medmeshv1.Service{Protocol: uint32(sk.proto), Port: uint32(sk.port), App: d.services[sk]})
 	}
 	return pb
-}
-
-func className(c medmeshv1.DeviceClass) string {
-	return strings.ReplaceAll(strings.ToLower(strings.TrimPrefix(c.String(), "DEVICE_CLASS_")), "_", " ")
 }
 
 func round3(f float64) float64 { return float64(int64(f*1000+0.5)) / 1000 }

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/medmesh/medmesh/internal/names"
 	"github.com/medmesh/medmesh/node/internal/baseline"
 	"github.com/medmesh/medmesh/node/internal/detect"
 	medmeshv1 "github.com/medmesh/medmesh/proto/medmesh/v1"
@@ -396,7 +397,7 @@ func peerLabel(f *Flow) string {
 }
 
 func serviceLabel(f *Flow) string {
-	p := protoName(f.Proto)
+	p := names.Protocol(uint32(f.Proto))
 	if f.Port != 0 {
 		p = fmt.Sprintf("%s/%d", p, f.Port)
 	}
@@ -404,22 +405,6 @@ func serviceLabel(f *Flow) string {
 		p += " (" + f.App + ")"
 	}
 	return p
-}
-
-func protoName(p uint8) string {
-	switch p {
-	case 6:
-		return "tcp"
-	case 17:
-		return "udp"
-	case 1:
-		return "icmp"
-	case 58:
-		return "icmpv6"
-	case 132:
-		return "sctp"
-	}
-	return fmt.Sprintf("proto %d", p)
 }
 
 // ScoreFlow scores one flow of the device t tracks into r (reset first).
@@ -481,16 +466,12 @@ func (s *Scorer) misuse(f *Flow, r *Result) {
 			medmeshv1.DeviceClass_DEVICE_CLASS_IMAGING_MODALITY, medmeshv1.DeviceClass_DEVICE_CLASS_PACS:
 			return
 		}
-		r.add(ProtocolMisuse, s.weight[ProtocolMisuse], "DICOM association from a "+className(f.Class)+" to "+peerLabel(f))
+		r.add(ProtocolMisuse, s.weight[ProtocolMisuse], "DICOM association from a "+names.Enum(f.Class)+" to "+peerLabel(f))
 	case "hl7":
 		if f.Outbound && f.Class == medmeshv1.DeviceClass_DEVICE_CLASS_IT_WORKSTATION {
 			r.add(ProtocolMisuse, s.weight[ProtocolMisuse], "HL7 from an IT workstation to "+peerLabel(f))
 		}
 	}
-}
-
-func className(c medmeshv1.DeviceClass) string {
-	return strings.ReplaceAll(strings.ToLower(strings.TrimPrefix(c.String(), "DEVICE_CLASS_")), "_", " ")
 }
 
 func (s *Scorer) fanOut(t *Tracker, f *Flow, r *Result) {

@@ -12,9 +12,9 @@ import (
 	medmeshv1 "github.com/medmesh/medmesh/proto/medmesh/v1"
 )
 
-type names map[netip.Addr]string
+type peerNames map[netip.Addr]string
 
-func (n names) PeerName(a netip.Addr) string { return n[a] }
+func (n peerNames) PeerName(a netip.Addr) string { return n[a] }
 
 func newScorer(t testing.TB, mod func(*Config)) *Scorer {
 	t.Helper()
@@ -75,10 +75,10 @@ func TestScoreFlowFactors(t *testing.T) {
 	}{
 		{"in baseline", nil, Flow{Peer: hl7Engine, Proto: 6, Port: 2575, App: "hl7", Outbound: true}, nil, 0},
 		{"new port", nil, Flow{Peer: hl7Engine, Proto: 6, Port: 22, Outbound: true}, []string{"new_port"}, 25},
-		{"external", nil, Flow{Peer: ext, Names: names{ext: "files.example"}, Proto: 6, Port: 443, Outbound: true},
+		{"external", nil, Flow{Peer: ext, Names: peerNames{ext: "files.example"}, Proto: 6, Port: 443, Outbound: true},
 			[]string{"external_destination", "new_peer", "new_port"}, 80},
 		{"known bad by name", func(c *Config) { c.KnownBad = []string{"example"} },
-			Flow{Peer: ext, Names: names{ext: "c2.evil.example"}, Proto: 6, Port: 443, Outbound: true},
+			Flow{Peer: ext, Names: peerNames{ext: "c2.evil.example"}, Proto: 6, Port: 443, Outbound: true},
 			[]string{"known_bad_destination", "external_destination", "new_peer", "new_port"}, 100},
 		{"known bad by prefix", func(c *Config) { c.KnownBad = []string{"198.51.100.0/24"} },
 			Flow{Peer: ext, Proto: 6, Port: 2575, App: "hl7", Outbound: true}, []string{"known_bad_destination", "external_destination", "new_peer"}, 100},
@@ -113,7 +113,7 @@ func TestScoreFlowFactors(t *testing.T) {
 func TestExternalDetailNamesPeer(t *testing.T) {
 	s := newScorer(t, nil)
 	ext := netip.MustParseAddr("203.0.113.9")
-	f := Flow{Peer: ext, Names: names{ext: "exfil.example"}, Proto: 6, Port: 443, Outbound: true, Baseline: pumpBaseline(t)}
+	f := Flow{Peer: ext, Names: peerNames{ext: "exfil.example"}, Proto: 6, Port: 443, Outbound: true, Baseline: pumpBaseline(t)}
 	var r Result
 	s.ScoreFlow(NewTracker(), &f, &r)
 	if h, ok := r.Top(); !ok || h.Factor != ExternalDestination || !strings.Contains(h.Detail, "203.0.113.9 (exfil.example)") {
