@@ -13,6 +13,8 @@ import (
 
 	"github.com/medmesh/medmesh/coordinator/internal/fsm"
 	"github.com/medmesh/medmesh/coordinator/internal/fsm/fsmpb"
+	"github.com/medmesh/medmesh/internal/authz"
+	"github.com/medmesh/medmesh/internal/pki"
 	medmeshv1 "github.com/medmesh/medmesh/proto/medmesh/v1"
 )
 
@@ -117,8 +119,22 @@ func (b *batcher) commit(batch []*pending) {
 	}
 }
 
+// checkSensor lets a sensor report only as the sensor its certificate
+// names.
+func checkSensor(ctx context.Context, req *medmeshv1.ReportRequest) error {
+	if err := required("sensor_id", req.GetSensorId()); err != nil {
+		return err
+	}
+	id, err := caller(ctx)
+	if err != nil {
+		return err
+	}
+	return speaksFor(id, pki.RoleSensor, req.GetSensorId(), "sensor_id")
+}
+
 // Report accepts a sensor's record stream. On a follower it is proxied to
-// the leader.
+// the leader. A sensor reports only as itself, and its sequence numbers
+// may not run ahead of the last one accepted by more than MaxSeqJump.
 func (s *Server) Report(stream medmeshv1.SensorService_ReportServer) error {
 	ctx := stream.Context()
 	if !s.b.IsLeader() {
@@ -132,16 +148,21 @@ func (s *Server) Report(stream medmeshv1.SensorService_ReportServer) error {
 		if err != nil {
 			return err
 		}
-		if err := required("sensor_id", req.GetSensorId()); err != nil {
+		if err := checkSensor(ctx, req); err != nil {
 			return err
 		}
 		if len(req.GetRecords()) > s.cfg.MaxRecordsPerReport {
 			return invalid("records", "more than %d records in one request", s.cfg.MaxRecordsPerReport)
 		}
 		var prev uint64
+		last := s.b.FSM().SensorSeq(req.GetSensorId())
 		for i, r := range req.GetRecords() {
 			if r.GetSeq() == 0 || r.GetSeq() <= prev {
 				return invalid("records", "records[%d].seq %d is not positive and increasing", i, r.GetSeq())
+			}
+			if base := max(prev, last); r.GetSeq() > base && r.GetSeq()-base > s.cfg.MaxSeqJump {
+				return invalid("records", "records[%d].seq %d is %d ahead of sensor %s's last seq %d; at most %d is accepted",
+					i, r.GetSeq(), r.GetSeq()-base, req.GetSensorId(), base, s.cfg.MaxSeqJump)
 			}
 			prev = r.GetSeq()
 			if d := r.GetDevice().GetDevice(); d != nil {
@@ -175,7 +196,7 @@ func (s *Server) proxyReport(stream medmeshv1.SensorService_ReportServer) error 
 	if err != nil {
 		return toStatus(err)
 	}
-	ctx, cancel := context.WithCancel(metadata.AppendToOutgoingContext(ctx, forwardedKey, s.b.ID()))
+	ctx, cancel := context.WithCancel(metadata.AppendToOutgoingContext(authz.ForwardContext(ctx), forwardedKey, s.b.ID()))
 	defer cancel()
 	up, err := medmeshv1.NewSensorServiceClient(conn).Report(ctx)
 	if err != nil {
@@ -193,6 +214,10 @@ func (s *Server) proxyReport(stream medmeshv1.SensorService_ReportServer) error 
 				errc <- err
 				return
 			}
+			if err := checkSensor(ctx, req); err != nil {
+				errc <- err
+				return
+			}
 			if err := up.Send(req); err != nil {
 				errc <- err
 				return
@@ -206,6 +231,13 @@ func (s *Server) proxyReport(stream medmeshv1.SensorService_ReportServer) error 
 		}
 		if err != nil {
 			cancel()
+			select {
+			case rerr := <-errc: // our own refusal, not the leader's
+				if rerr != nil {
+					return rerr
+				}
+			default:
+			}
 			return err
 		}
 		if err := stream.Send(resp); err != nil {

@@ -1587,7 +1587,10 @@ type AuditRecord struct {
 	// Response rule that caused it, for automatic actions.
 	Rule string `protobuf:"bytes,7,opt,name=rule,proto3" json:"rule,omitempty"`
 	// Alert that caused it, for automatic actions.
-	AlertId       string `protobuf:"bytes,8,opt,name=alert_id,json=alertId,proto3" json:"alert_id,omitempty"`
+	AlertId string `protobuf:"bytes,8,opt,name=alert_id,json=alertId,proto3" json:"alert_id,omitempty"`
+	// What the request said about its author (its actor field), kept as a
+	// comment: the actor is always the caller's verified certificate identity.
+	Comment       string `protobuf:"bytes,9,opt,name=comment,proto3" json:"comment,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1674,6 +1677,13 @@ func (x *AuditRecord) GetRule() string {
 func (x *AuditRecord) GetAlertId() string {
 	if x != nil {
 		return x.AlertId
+	}
+	return ""
+}
+
+func (x *AuditRecord) GetComment() string {
+	if x != nil {
+		return x.Comment
 	}
 	return ""
 }
@@ -1930,7 +1940,7 @@ const file_medmesh_v1_policy_proto_rawDesc = "" +
 	"\x04name\x18\x03 \x01(\tR\x04name\"a\n" +
 	"\x17ImportPolicyMudResponse\x12*\n" +
 	"\x06policy\x18\x01 \x01(\v2\x12.medmesh.v1.PolicyR\x06policy\x12\x1a\n" +
-	"\bwarnings\x18\x02 \x03(\tR\bwarnings\"\xe4\x01\n" +
+	"\bwarnings\x18\x02 \x03(\tR\bwarnings\"\xfe\x01\n" +
 	"\vAuditRecord\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\x12.\n" +
 	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x14\n" +
@@ -1939,7 +1949,8 @@ const file_medmesh_v1_policy_proto_rawDesc = "" +
 	"\bresource\x18\x05 \x01(\tR\bresource\x12\x16\n" +
 	"\x06reason\x18\x06 \x01(\tR\x06reason\x12\x12\n" +
 	"\x04rule\x18\a \x01(\tR\x04rule\x12\x19\n" +
-	"\balert_id\x18\b \x01(\tR\aalertId\"\xb0\x01\n" +
+	"\balert_id\x18\b \x01(\tR\aalertId\x12\x18\n" +
+	"\acomment\x18\t \x01(\tR\acomment\"\xb0\x01\n" +
 	"\x17ListAuditRecordsRequest\x12\x1b\n" +
 	"\tpage_size\x18\x01 \x01(\x05R\bpageSize\x12\x1d\n" +
 	"\n" +
