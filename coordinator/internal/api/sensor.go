@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"strings"
 	"sync"
 	"time"
 
@@ -165,6 +166,10 @@ func (s *Server) Report(stream medmeshv1.SensorService_ReportServer) error {
 					i, r.GetSeq(), r.GetSeq()-base, req.GetSensorId(), base, s.cfg.MaxSeqJump)
 			}
 			prev = r.GetSeq()
+			// Alerts are idempotent on their id: a sensor names only its own.
+			if a := r.GetAlert(); a != nil && a.GetId() != "" && !strings.HasPrefix(a.GetId(), req.GetSensorId()+"/") {
+				return invalid("records", "records[%d].alert.id %q is not one of sensor %s's (%s/SEQ)", i, a.GetId(), req.GetSensorId(), req.GetSensorId())
+			}
 			if d := r.GetDevice().GetDevice(); d != nil {
 				mac, err := normalizeMAC("records.device.device.mac", d.GetMac())
 				if err != nil {
