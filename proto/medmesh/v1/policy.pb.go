@@ -398,7 +398,8 @@ type PutPolicyRequest struct {
 	// Compare-and-set: absent writes unconditionally; 0 requires that the policy
 	// does not exist; N requires the stored version to be N.
 	ExpectedVersion *uint64 `protobuf:"varint,2,opt,name=expected_version,json=expectedVersion,proto3,oneof" json:"expected_version,omitempty"`
-	// Required. Who makes the change.
+	// Optional: a comment on who asked, kept in the audit record's comment.
+	// The audit actor is always the caller's certificate identity.
 	Actor string `protobuf:"bytes,3,opt,name=actor,proto3" json:"actor,omitempty"`
 	// Why.
 	Reason        string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
@@ -764,7 +765,8 @@ type DeletePolicyRequest struct {
 	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	// Compare-and-set on the stored version, as in PutPolicyRequest.
 	ExpectedVersion *uint64 `protobuf:"varint,2,opt,name=expected_version,json=expectedVersion,proto3,oneof" json:"expected_version,omitempty"`
-	// Required.
+	// Optional: a comment on who asked, kept in the audit record's comment.
+	// The audit actor is always the caller's certificate identity.
 	Actor         string `protobuf:"bytes,3,opt,name=actor,proto3" json:"actor,omitempty"`
 	Reason        string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -880,9 +882,12 @@ type ActivatePolicyRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Required.
 	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	// Mode to activate in; UNSPECIFIED keeps the policy's mode.
+	// Mode to activate in; UNSPECIFIED keeps the policy's mode. Enforce mode
+	// needs an approver's certificate; for a life-critical device it also
+	// waits for a second approver (the decision is PENDING_APPROVAL).
 	Mode PolicyMode `protobuf:"varint,2,opt,name=mode,proto3,enum=medmesh.v1.PolicyMode" json:"mode,omitempty"`
-	// Required.
+	// Optional: a comment on who asked, kept in the audit record's comment.
+	// The audit actor is always the caller's certificate identity.
 	Actor string `protobuf:"bytes,3,opt,name=actor,proto3" json:"actor,omitempty"`
 	// Required: activation is recorded with its reason.
 	Reason        string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
@@ -1577,7 +1582,9 @@ type AuditRecord struct {
 	// Raft index that committed the change.
 	Index uint64                 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
 	Time  *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=time,proto3" json:"time,omitempty"`
-	Actor string                 `protobuf:"bytes,3,opt,name=actor,proto3" json:"actor,omitempty"`
+	// Who: the verified certificate identity (role/name), local/ADDR on a
+	// plaintext loopback server, or a component such as "response-engine".
+	Actor string `protobuf:"bytes,3,opt,name=actor,proto3" json:"actor,omitempty"`
 	// "policy.put", "policy.delete", "policy.activate", "decision.create",
 	// "decision.approve", "decision.reject", "device.update", "alert.ack", ...
 	Action string `protobuf:"bytes,4,opt,name=action,proto3" json:"action,omitempty"`
