@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"sort"
 	"strconv"
 	"strings"
@@ -105,8 +106,22 @@ func (c *Coordinator) probeInto(ctx context.Context, m *medmeshv1.Member) {
 	}
 }
 
+// Joining never costs the cluster its quorum: a new coordinator must answer
+// on its Raft address, then it joins as a non-voter and becomes a voter only
+// once it has caught up with the leader (as Consul's autopilot promotes
+// servers). One that never catches up is removed again.
+const (
+	joinDialTimeout    = 2 * time.Second
+	joinCatchUpTimeout = 30 * time.Second
+	joinCatchUpPoll    = 20 * time.Millisecond
+)
+
+// errJoin is why a join was refused; the cluster is unchanged.
+var errJoin = fmt.Errorf("join refused: %w", fsm.ErrFailedPrecondition)
+
 // Join adds a coordinator as a voter (or non-voter) and records its API
-// address. Idempotent.
+// address. Idempotent. A voter is added as a non-voter first and promoted
+// once caught up; the leader never replaces itself.
 func (c *Coordinator) Join(ctx context.Context, id, raftAddr, apiAddr string, nonvoter bool) (uint64, error) {
 	if !c.IsLeader() {
 		return 0, api.ErrNotLeader
@@ -115,30 +130,78 @@ func (c *Coordinator) Join(ctx context.Context, id, raftAddr, apiAddr string, no
 	if err := f.Error(); err != nil {
 		return 0, err
 	}
-	present := false
+	present, voter := false, false
+	var stale []raft.ServerID
 	for _, s := range f.Configuration().Servers {
 		switch {
 		case string(s.ID) == id && string(s.Address) == raftAddr:
-			present = true
+			present, voter = true, s.Suffrage == raft.Voter
 		case string(s.ID) == id || string(s.Address) == raftAddr:
-			if err := c.await(c.raft.RemoveServer(s.ID, 0, c.cfg.ApplyTimeout)); err != nil {
-				return 0, fmt.Errorf("remove stale server %s: %w", s.ID, err)
+			if string(s.ID) == c.cfg.ID {
+				return 0, fmt.Errorf("%s at %s would replace the leader %s at %s: %w", id, raftAddr, s.ID, s.Address, errJoin)
 			}
+			stale = append(stale, s.ID)
 		}
 	}
 	if !present {
-		var fut raft.IndexFuture
-		if nonvoter {
-			fut = c.raft.AddNonvoter(raft.ServerID(id), raft.ServerAddress(raftAddr), 0, c.cfg.ApplyTimeout)
-		} else {
-			fut = c.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(raftAddr), 0, c.cfg.ApplyTimeout)
+		// Reachable first: nothing is changed for an address nobody answers.
+		conn, err := (&net.Dialer{Timeout: joinDialTimeout}).DialContext(ctx, "tcp", raftAddr)
+		if err != nil {
+			return 0, fmt.Errorf("raft_addr %s of %s does not answer: %v: %w", raftAddr, id, err, errJoin)
 		}
-		if err := c.await(fut); err != nil {
+		conn.Close()
+		for _, sid := range stale {
+			if err := c.await(c.raft.RemoveServer(sid, 0, c.cfg.ApplyTimeout)); err != nil {
+				return 0, fmt.Errorf("remove stale server %s: %w", sid, err)
+			}
+		}
+		if err := c.await(c.raft.AddNonvoter(raft.ServerID(id), raft.ServerAddress(raftAddr), 0, c.cfg.ApplyTimeout)); err != nil {
 			return 0, fmt.Errorf("add server %s: %w", id, err)
 		}
-		c.log.Info("coordinator joined", "id", id, "raft", raftAddr, "api", apiAddr)
+		c.log.Info("coordinator joined as non-voter", "id", id, "raft", raftAddr, "api", apiAddr)
+	}
+	if !nonvoter && !voter {
+		if err := c.awaitCaughtUp(ctx, id, apiAddr); err != nil {
+			if rerr := c.await(c.raft.RemoveServer(raft.ServerID(id), 0, c.cfg.ApplyTimeout)); rerr != nil {
+				c.log.Warn("remove non-voter that did not catch up", "id", id, "err", rerr)
+			}
+			return 0, err
+		}
+		if err := c.await(c.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(raftAddr), 0, c.cfg.ApplyTimeout)); err != nil {
+			return 0, fmt.Errorf("promote %s to voter: %w", id, err)
+		}
+		c.log.Info("coordinator promoted to voter", "id", id, "raft", raftAddr)
 	}
 	return c.ensureRegistered(id, apiAddr, raftAddr)
+}
+
+// awaitCaughtUp waits until coordinator id, asked on its API, has applied
+// what this leader had applied when the wait began.
+func (c *Coordinator) awaitCaughtUp(ctx context.Context, id, apiAddr string) error {
+	target := c.fsm.AppliedIndex()
+	ctx, cancel := context.WithTimeout(ctx, joinCatchUpTimeout)
+	defer cancel()
+	var last error
+	for {
+		resp, err := c.probe(ctx, apiAddr)
+		if err == nil {
+			err = fmt.Errorf("%s at %s answers as %s", id, apiAddr, resp.GetReadInfo().GetServedBy())
+			for _, m := range resp.GetMembers() {
+				if m.GetId() == id && resp.GetReadInfo().GetServedBy() == id {
+					if m.GetAppliedIndex() >= target {
+						return nil
+					}
+					err = fmt.Errorf("%s has applied %d of %d", id, m.GetAppliedIndex(), target)
+				}
+			}
+		}
+		last = err
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s did not catch up (%v); not made a voter: %w", id, last, errJoin)
+		case <-time.After(joinCatchUpPoll):
+		}
+	}
 }
 
 // Remove removes a coordinator from the configuration.

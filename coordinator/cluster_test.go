@@ -192,7 +192,7 @@ func TestBadInputChangesNothing(t *testing.T) {
 			return p
 		}(), Actor: "t"}, codes.InvalidArgument, "policy.rules[0].peer_cidr"},
 		{"unknown device", &medmeshv1.PutPolicyRequest{Policy: &medmeshv1.Policy{Name: "d", Subject: &medmeshv1.Policy_DeviceMac{DeviceMac: "00:1b:44:11:3a:b7"}}, Actor: "t"}, codes.NotFound, "policy.device_mac"},
-		{"no actor", &medmeshv1.PutPolicyRequest{Policy: classPolicy("x", "")}, codes.InvalidArgument, "actor"},
+		{"oversized actor comment", &medmeshv1.PutPolicyRequest{Policy: classPolicy("x", ""), Actor: string(make([]byte, 2000))}, codes.InvalidArgument, "actor"},
 		{"oversized", &medmeshv1.PutPolicyRequest{Policy: classPolicy("x", string(make([]byte, 70<<10))), Actor: "t"}, codes.InvalidArgument, "policy.description"},
 		{"cas on absent", &medmeshv1.PutPolicyRequest{Policy: classPolicy("x", ""), Actor: "t", ExpectedVersion: ptr(uint64(3))}, codes.Aborted, "version"},
 	}

@@ -182,6 +182,16 @@ func (c *Coordinator) Register(s *grpc.Server) { c.api.Register(s) }
 // AuthzTable is the authorization table of the services Register adds.
 func AuthzTable() authz.Table { return api.AuthzTable() }
 
+// LoopbackServerOptions are the options of a plaintext gRPC server on a
+// loopback address built without grpcx: the authorization interceptor with
+// every caller authz.Local, so handlers know who called (the audit trail
+// says local/<addr>). Handlers refuse writes they cannot attribute, so a
+// server without an interceptor serves no writes at all.
+func LoopbackServerOptions() []grpc.ServerOption {
+	az := authz.New(AuthzTable(), true)
+	return []grpc.ServerOption{grpc.ChainUnaryInterceptor(az.Unary), grpc.ChainStreamInterceptor(az.Stream)}
+}
+
 // ServiceNames lists the registered services (for health checks).
 func ServiceNames() []string { return api.ServiceNames() }
 

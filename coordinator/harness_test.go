@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
+	"github.com/medmesh/medmesh/internal/grpcx"
 	"github.com/medmesh/medmesh/internal/testutil"
 	medmeshv1 "github.com/medmesh/medmesh/proto/medmesh/v1"
 )
@@ -48,12 +49,14 @@ func testLogger() *slog.Logger {
 	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
 }
 
-// node is one in-process coordinator with its gRPC server on real TCP.
+// node is one in-process coordinator with its gRPC server on real TCP,
+// built as production builds it (grpcx: the authorization interceptor; on
+// plaintext loopback every caller is authz.Local).
 type node struct {
 	t    testing.TB
 	cfg  Config
 	c    *Coordinator
-	gs   *grpc.Server
+	gs   *grpcxServer
 	conn *grpc.ClientConn // retries UNAVAILABLE (elections on a loaded machine)
 	raw  *grpc.ClientConn // no retries: for the linearizability history
 	up   bool
@@ -88,9 +91,9 @@ func (n *node) start() {
 		lis, err = net.Listen("tcp", n.cfg.APIAddr)
 		return err == nil
 	}, "listen api %s: %v", n.cfg.APIAddr, err)
-	gs := grpc.NewServer()
-	c.Register(gs)
-	go gs.Serve(lis)
+	gs := newGRPCXServer(n.t, n.cfg.APIAddr, grpcx.TLSFiles{})
+	c.Register(gs.GRPC())
+	go gs.ServeListener(lis)
 	if err := c.Start(context.Background()); err != nil {
 		n.t.Fatalf("start %s: %v", n.cfg.ID, err)
 	}
@@ -114,6 +117,31 @@ func (n *node) stop(kill bool) {
 	if err != nil {
 		n.t.Logf("stop %s: %v", n.cfg.ID, err)
 	}
+}
+
+// grpcxServer is the production gRPC server; Stop stops it at once.
+type grpcxServer struct{ *grpcx.Server }
+
+func (s *grpcxServer) Stop() {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	s.Server.Stop(ctx)
+}
+
+// newGRPCXServer builds the API server as `medmesh coordinator` does.
+func newGRPCXServer(t testing.TB, addr string, tlsFiles grpcx.TLSFiles) *grpcxServer {
+	t.Helper()
+	cfg := grpcx.DefaultServerConfig()
+	cfg.Addr, cfg.TLS, cfg.Authz = addr, tlsFiles, AuthzTable()
+	log := slog.New(slog.DiscardHandler) // grpcx logs every failed call
+	if os.Getenv("MEDMESH_TEST_LOG") != "" {
+		log = testLogger()
+	}
+	s, err := grpcx.NewServer(cfg, log, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &grpcxServer{s}
 }
 
 func (n *node) policies() medmeshv1.PolicyServiceClient {

@@ -3,6 +3,7 @@ package coordinator
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -116,7 +117,10 @@ func TestInventoryDecisionsAndMembers(t *testing.T) {
 		t.Errorf("update of an output-only field: %v", err)
 	}
 	audit, err := n.policies().ListAuditRecords(ctx, &medmeshv1.ListAuditRecordsRequest{Resource: "device/" + mac})
-	if err != nil || len(audit.GetRecords()) != 1 || audit.GetRecords()[0].GetActor() != "alice" || audit.GetRecords()[0].GetReason() != "biomed review" {
+	// The actor is the caller's identity (a plaintext loopback caller is
+	// local/<addr>); the request's actor field is only a comment.
+	if err != nil || len(audit.GetRecords()) != 1 || !strings.HasPrefix(audit.GetRecords()[0].GetActor(), "local/127.0.0.1_") ||
+		audit.GetRecords()[0].GetComment() != "actor field: alice" || audit.GetRecords()[0].GetReason() != "biomed review" {
 		t.Fatalf("audit: %v %v", audit, err)
 	}
 	// The change shows on the watch, after the resume point.

@@ -230,7 +230,7 @@ func startCoordinators(t testing.TB, n int) ([]*coordNode, []string) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		gs := grpc.NewServer()
+		gs := grpc.NewServer(coordinator.LoopbackServerOptions()...)
 		c.Register(gs)
 		go gs.Serve(lis)
 		if err := c.Start(context.Background()); err != nil {

@@ -120,7 +120,7 @@ func newAlertsCmd(o *opFlags) *cobra.Command {
 			})
 		},
 	}
-	ack.Flags().StringVar(&actor, "actor", defaultActor(), "who acknowledges (recorded in the audit trail)")
+	ack.Flags().StringVar(&actor, "actor", defaultActor(), "a comment on who acknowledges (the audit actor is your certificate's identity)")
 	ack.Flags().StringVar(&note, "note", "", "note kept with the acknowledgement")
 
 	c.AddCommand(list, watchCmd, ack)

@@ -142,7 +142,7 @@ func reviewCmd(o *opFlags, approve bool) *cobra.Command {
 			})
 		},
 	}
-	c.Flags().StringVar(&actor, "actor", defaultActor(), "who reviews (recorded in the audit trail)")
+	c.Flags().StringVar(&actor, "actor", defaultActor(), "a comment on who reviews (the audit actor is your certificate's identity)")
 	c.Flags().StringVar(&reason, "reason", "", "why (required, recorded in the audit trail)")
 	return c
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
+	"google.golang.org/protobuf/types/known/fieldmaskpb"
 
 	"github.com/medmesh/medmesh/internal/names"
 	medmeshv1 "github.com/medmesh/medmesh/proto/medmesh/v1"
@@ -17,7 +18,7 @@ import (
 func newDevicesCmd(o *opFlags) *cobra.Command {
 	c := &cobra.Command{
 		Use:   "devices",
-		Short: "List and show the device inventory",
+		Short: "List and show the device inventory; set a device's class and tier",
 	}
 	var (
 		class, tier, floor, zone string
@@ -106,8 +107,67 @@ func newDevicesCmd(o *opFlags) *cobra.Command {
 			})
 		},
 	}
-	c.AddCommand(list, get)
+	c.AddCommand(list, get, newDevicesSetCmd(o))
 	return c
+}
+
+// newDevicesSetCmd is `medmesh devices set`: an operator's audited change of
+// a device's class or tier, the only way either moves down (sensor reports
+// never lower a device's safety tier).
+func newDevicesSetCmd(o *opFlags) *cobra.Command {
+	var class, tier, reason, actor string
+	set := &cobra.Command{
+		Use:   "set MAC",
+		Short: "Set a device's class and/or tier (audited with your certificate identity)",
+		Long: "Set a device's class and/or tier. Sensors can raise a device's tier but never\n" +
+			"lower it; this operator change, recorded in the audit trail under the identity\n" +
+			"of your certificate, can. --tier unspecified removes an earlier override: the\n" +
+			"tier then follows the class.",
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			f := cmd.Flags()
+			if !f.Changed("class") && !f.Changed("tier") {
+				return usagef("devices set: give --class, --tier or both")
+			}
+			if reason == "" {
+				return usagef("devices set: --reason is required (it is recorded in the audit trail)")
+			}
+			dev := &medmeshv1.Device{Mac: args[0]}
+			var paths []string
+			if f.Changed("class") {
+				n, err := parseEnum(medmeshv1.DeviceClass(0).Descriptor(), "class", class)
+				if err != nil {
+					return err
+				}
+				dev.DeviceClass, paths = medmeshv1.DeviceClass(n), append(paths, "device_class")
+			}
+			if f.Changed("tier") {
+				n, err := parseEnum(medmeshv1.Tier(0).Descriptor(), "tier", tier)
+				if err != nil {
+					return err
+				}
+				dev.Tier, paths = medmeshv1.Tier(n), append(paths, "tier")
+			}
+			return o.call(cmd, func(ctx context.Context, conn *grpc.ClientConn) error {
+				resp, err := medmeshv1.NewInventoryServiceClient(conn).UpdateDevice(ctx, &medmeshv1.UpdateDeviceRequest{
+					Device: dev, UpdateMask: &fieldmaskpb.FieldMask{Paths: paths}, Actor: actor, Reason: reason,
+				})
+				if err != nil {
+					return err
+				}
+				if o.json() {
+					return printProto(cmd.OutOrStdout(), resp)
+				}
+				return printDevice(cmd.OutOrStdout(), resp.GetDevice())
+			})
+		},
+	}
+	sf := set.Flags()
+	sf.StringVar(&class, "class", "", "device class (e.g. infusion-pump, it-workstation)")
+	sf.StringVar(&tier, "tier", "", "tier: life-critical, clinical, non-clinical, or unspecified to follow the class")
+	sf.StringVar(&reason, "reason", "", "why (required; recorded in the audit trail)")
+	sf.StringVar(&actor, "actor", "", "a comment on who asked (the audit actor is your certificate's identity)")
+	return set
 }
 
 func printDevice(w interface{ Write([]byte) (int, error) }, d *medmeshv1.Device) error {

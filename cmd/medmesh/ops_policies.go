@@ -171,7 +171,7 @@ func newPoliciesCmd(o *opFlags) *cobra.Command {
 		},
 	}
 	activate.Flags().StringVar(&mode, "mode", "", "monitor or enforce (default: the policy's mode)")
-	activate.Flags().StringVar(&aw.actor, "actor", defaultActor(), "who activates (recorded in the audit trail)")
+	activate.Flags().StringVar(&aw.actor, "actor", defaultActor(), "a comment on who activates (the audit actor is your certificate's identity)")
 	activate.Flags().StringVar(&aw.reason, "reason", "", "why (required, recorded in the audit trail)")
 	c.AddCommand(list, get, put, del, activate)
 	addPolicyModelCmds(c, o)
@@ -185,7 +185,7 @@ type writeFlags struct {
 }
 
 func (w *writeFlags) register(c *cobra.Command) {
-	c.Flags().StringVar(&w.actor, "actor", defaultActor(), "who makes the change (recorded in the audit trail)")
+	c.Flags().StringVar(&w.actor, "actor", defaultActor(), "a comment on who makes the change (the audit actor is your certificate's identity)")
 	c.Flags().StringVar(&w.reason, "reason", "", "why (recorded in the audit trail)")
 	c.Flags().Uint64Var(&w.expectedVersion, "expected-version", 0, "compare-and-set: the stored version must be this (0: must not exist)")
 }

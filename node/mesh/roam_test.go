@@ -74,7 +74,7 @@ func TestRoamingDeviceKeepsItsBaseline(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	gs := grpc.NewServer()
+	gs := grpc.NewServer(coordinator.LoopbackServerOptions()...)
 	co.Register(gs)
 	lis, err := net.Listen("tcp", api)
 	if err != nil {

@@ -62,7 +62,12 @@ func (s *Server) AcknowledgeAlert(ctx context.Context, req *medmeshv1.Acknowledg
 	if err := required("id", req.GetId()); err != nil {
 		return nil, err
 	}
-	if err := required("actor", req.GetActor()); err != nil {
+	comment, err := actorComment(req.GetActor())
+	if err != nil {
+		return nil, err
+	}
+	who, err := caller(ctx)
+	if err != nil {
 		return nil, err
 	}
 	if len(req.GetNote()) > maxTextField {
@@ -72,7 +77,7 @@ func (s *Server) AcknowledgeAlert(ctx context.Context, req *medmeshv1.Acknowledg
 		return resp, err
 	}
 	res, err := s.apply(ctx, &fsmpb.Command{Command: &fsmpb.Command_AlertAck{AlertAck: &fsmpb.AlertAck{
-		Id: req.GetId(), Actor: req.GetActor(), Note: req.GetNote(),
+		Id: req.GetId(), Actor: who.String(), Comment: comment, Note: req.GetNote(),
 	}}})
 	if err != nil {
 		return nil, err

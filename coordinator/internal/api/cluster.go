@@ -6,10 +6,13 @@ import (
 	"sync"
 	"time"
 
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/medmesh/medmesh/internal/pki"
 	medmeshv1 "github.com/medmesh/medmesh/proto/medmesh/v1"
 )
 
@@ -66,12 +69,20 @@ func (s *Server) GetClusterStatus(ctx context.Context, req *medmeshv1.GetCluster
 	return resp, nil
 }
 
-// JoinCluster adds a coordinator to the Raft configuration.
+// JoinCluster adds a coordinator to the Raft configuration. A coordinator
+// joins only under the id its certificate names.
 func (s *Server) JoinCluster(ctx context.Context, req *medmeshv1.JoinClusterRequest) (*medmeshv1.JoinClusterResponse, error) {
 	for _, f := range []struct{ name, v string }{{"id", req.GetId()}, {"raft_addr", req.GetRaftAddr()}, {"api_addr", req.GetApiAddr()}} {
 		if err := required(f.name, f.v); err != nil {
 			return nil, err
 		}
+	}
+	who, err := caller(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if who.Role == pki.RoleCoordinator && who.Name != req.GetId() {
+		return nil, status.Errorf(codes.PermissionDenied, "id: %s may join only as %q, not %q", who, who.Name, req.GetId())
 	}
 	if resp, done, err := route(ctx, s, medmeshv1.ClusterService_JoinCluster_FullMethodName, kindWrite, req, &medmeshv1.JoinClusterResponse{}); done {
 		return resp, err
@@ -122,6 +133,13 @@ func (s *Server) ReportMemberStatus(ctx context.Context, req *medmeshv1.ReportMe
 	}
 	if m.GetRole() != "sensor" && m.GetRole() != "enforcer" {
 		return nil, invalid("member.role", "%q is not sensor or enforcer", m.GetRole())
+	}
+	who, err := caller(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := speaksFor(who, pki.Role(m.GetRole()), m.GetId(), "member"); err != nil {
+		return nil, err
 	}
 	if resp, done, err := route(ctx, s, medmeshv1.ClusterService_ReportMemberStatus_FullMethodName, kindWrite, req, &medmeshv1.ReportMemberStatusResponse{}); done {
 		return resp, err

@@ -61,7 +61,12 @@ func (s *Server) review(ctx context.Context, method string, req proto.Message, i
 	if err := required("id", id); err != nil {
 		return nil, err
 	}
-	if err := required("actor", actor); err != nil {
+	comment, err := actorComment(actor)
+	if err != nil {
+		return nil, err
+	}
+	who, err := caller(ctx)
+	if err != nil {
 		return nil, err
 	}
 	if resp, done, err := route(ctx, s, method, kindWrite, req, fwd); done {
@@ -71,7 +76,7 @@ func (s *Server) review(ctx context.Context, method string, req proto.Message, i
 		return resp.(interface{ GetDecision() *medmeshv1.Decision }).GetDecision(), nil
 	}
 	res, err := s.apply(ctx, &fsmpb.Command{Command: &fsmpb.Command_DecisionReview{DecisionReview: &fsmpb.DecisionReview{
-		TargetId: id, Approve: approve, Actor: actor, Reason: reason, DecisionId: newID("d"),
+		TargetId: id, Approve: approve, Actor: who.String(), Comment: comment, Reason: reason, DecisionId: newID("d"), TwoPerson: true,
 	}}})
 	if err != nil {
 		return nil, err

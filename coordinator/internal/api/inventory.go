@@ -82,12 +82,20 @@ func (s *Server) UpdateDevice(ctx context.Context, req *medmeshv1.UpdateDeviceRe
 		return nil, invalid("update_mask", "required")
 	}
 	for _, p := range paths {
-		if p != "labels" && p != "tier" && p != "location" {
-			return nil, invalid("update_mask", "path %q is not one of labels, tier, location", p)
+		if p != "labels" && p != "tier" && p != "location" && p != "device_class" {
+			return nil, invalid("update_mask", "path %q is not one of labels, tier, location, device_class", p)
 		}
 	}
-	if err := required("actor", req.GetActor()); err != nil {
+	comment, err := actorComment(req.GetActor())
+	if err != nil {
 		return nil, err
+	}
+	who, err := caller(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if _, ok := medmeshv1.DeviceClass_name[int32(req.GetDevice().GetDeviceClass())]; !ok {
+		return nil, invalid("device.device_class", "unknown class %d", req.GetDevice().GetDeviceClass())
 	}
 	if len(req.GetDevice().GetLabels()) > maxLabels {
 		return nil, invalid("device.labels", "more than %d labels", maxLabels)
@@ -103,9 +111,10 @@ func (s *Server) UpdateDevice(ctx context.Context, req *medmeshv1.UpdateDeviceRe
 	if resp, done, err := route(ctx, s, medmeshv1.InventoryService_UpdateDevice_FullMethodName, kindWrite, req, &medmeshv1.UpdateDeviceResponse{}); done {
 		return resp, err
 	}
-	in := &medmeshv1.Device{Mac: mac, Labels: req.GetDevice().GetLabels(), Tier: req.GetDevice().GetTier(), Location: req.GetDevice().GetLocation()}
+	in := &medmeshv1.Device{Mac: mac, Labels: req.GetDevice().GetLabels(), Tier: req.GetDevice().GetTier(), Location: req.GetDevice().GetLocation(),
+		DeviceClass: req.GetDevice().GetDeviceClass()}
 	res, err := s.apply(ctx, &fsmpb.Command{Command: &fsmpb.Command_DeviceUpdate{DeviceUpdate: &fsmpb.DeviceUpdate{
-		Device: in, Paths: paths, Actor: req.GetActor(), Reason: req.GetReason(),
+		Device: in, Paths: paths, Actor: who.String(), Comment: comment, Reason: req.GetReason(),
 	}}})
 	if err != nil {
 		return nil, err

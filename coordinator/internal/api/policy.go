@@ -17,8 +17,16 @@ func (s *Server) PutPolicy(ctx context.Context, req *medmeshv1.PutPolicyRequest)
 	if err := validatePut(p); err != nil {
 		return nil, err
 	}
-	if err := required("actor", req.GetActor()); err != nil {
+	comment, err := actorComment(req.GetActor())
+	if err != nil {
 		return nil, err
+	}
+	id, err := caller(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if p.GetMode() == medmeshv1.PolicyMode_POLICY_MODE_ENFORCE && !mayEnforce(id) {
+		return nil, status.Errorf(codes.PermissionDenied, "policy.mode: %s may write policies in monitor mode only; enforce mode needs an approver", id)
 	}
 	if resp, done, err := route(ctx, s, medmeshv1.PolicyService_PutPolicy_FullMethodName, kindWrite, req, &medmeshv1.PutPolicyResponse{}); done {
 		return resp, err
@@ -29,7 +37,8 @@ func (s *Server) PutPolicy(ctx context.Context, req *medmeshv1.PutPolicyRequest)
 	// Output-only fields are ignored.
 	p.Active, p.Version, p.Revision, p.CreateTime, p.UpdateTime, p.UpdatedBy = false, 0, 0, nil, nil, ""
 	res, err := s.apply(ctx, &fsmpb.Command{Command: &fsmpb.Command_PolicyPut{PolicyPut: &fsmpb.PolicyPut{
-		Policy: p, ExpectedVersion: req.ExpectedVersion, Actor: req.GetActor(), Reason: req.GetReason(), DecisionId: newID("d"),
+		Policy: p, ExpectedVersion: req.ExpectedVersion, Actor: id.String(), Comment: comment, Reason: req.GetReason(), DecisionId: newID("d"),
+		MonitorOnly: !mayEnforce(id), TwoPerson: true,
 	}}})
 	if err != nil {
 		return nil, err
@@ -85,14 +94,19 @@ func (s *Server) DeletePolicy(ctx context.Context, req *medmeshv1.DeletePolicyRe
 	if err := required("name", req.GetName()); err != nil {
 		return nil, err
 	}
-	if err := required("actor", req.GetActor()); err != nil {
+	comment, err := actorComment(req.GetActor())
+	if err != nil {
+		return nil, err
+	}
+	id, err := caller(ctx)
+	if err != nil {
 		return nil, err
 	}
 	if resp, done, err := route(ctx, s, medmeshv1.PolicyService_DeletePolicy_FullMethodName, kindWrite, req, &medmeshv1.DeletePolicyResponse{}); done {
 		return resp, err
 	}
 	res, err := s.apply(ctx, &fsmpb.Command{Command: &fsmpb.Command_PolicyDelete{PolicyDelete: &fsmpb.PolicyDelete{
-		Name: req.GetName(), ExpectedVersion: req.ExpectedVersion, Actor: req.GetActor(), Reason: req.GetReason(), DecisionId: newID("d"),
+		Name: req.GetName(), ExpectedVersion: req.ExpectedVersion, Actor: id.String(), Comment: comment, Reason: req.GetReason(), DecisionId: newID("d"),
 	}}})
 	if err != nil {
 		return nil, err
@@ -106,7 +120,8 @@ func (s *Server) ActivatePolicy(ctx context.Context, req *medmeshv1.ActivatePoli
 	if err := required("name", req.GetName()); err != nil {
 		return nil, err
 	}
-	if err := required("actor", req.GetActor()); err != nil {
+	comment, err := actorComment(req.GetActor())
+	if err != nil {
 		return nil, err
 	}
 	if err := required("reason", req.GetReason()); err != nil {
@@ -115,11 +130,21 @@ func (s *Server) ActivatePolicy(ctx context.Context, req *medmeshv1.ActivatePoli
 	if _, ok := medmeshv1.PolicyMode_name[int32(req.GetMode())]; !ok {
 		return nil, invalid("mode", "unknown mode %d", req.GetMode())
 	}
+	id, err := caller(ctx)
+	if err != nil {
+		return nil, err
+	}
+	// Enforce mode is an approver's act; a policy stored in enforce mode
+	// and activated without a mode is refused by the FSM.
+	if req.GetMode() == medmeshv1.PolicyMode_POLICY_MODE_ENFORCE && !mayEnforce(id) {
+		return nil, status.Errorf(codes.PermissionDenied, "mode: only an approver activates enforce mode, not %s", id)
+	}
 	if resp, done, err := route(ctx, s, medmeshv1.PolicyService_ActivatePolicy_FullMethodName, kindWrite, req, &medmeshv1.ActivatePolicyResponse{}); done {
 		return resp, err
 	}
 	res, err := s.apply(ctx, &fsmpb.Command{Command: &fsmpb.Command_PolicyActivate{PolicyActivate: &fsmpb.PolicyActivate{
-		Name: req.GetName(), Mode: req.GetMode(), Actor: req.GetActor(), Reason: req.GetReason(), DecisionId: newID("d"),
+		Name: req.GetName(), Mode: req.GetMode(), Actor: id.String(), Comment: comment, Reason: req.GetReason(), DecisionId: newID("d"),
+		MonitorOnly: !mayEnforce(id), TwoPerson: true,
 	}}})
 	if err != nil {
 		return nil, err

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"strings"
 	"sync"
 	"time"
 
@@ -13,6 +14,8 @@ import (
 
 	"github.com/medmesh/medmesh/coordinator/internal/fsm"
 	"github.com/medmesh/medmesh/coordinator/internal/fsm/fsmpb"
+	"github.com/medmesh/medmesh/internal/authz"
+	"github.com/medmesh/medmesh/internal/pki"
 	medmeshv1 "github.com/medmesh/medmesh/proto/medmesh/v1"
 )
 
@@ -117,8 +120,22 @@ func (b *batcher) commit(batch []*pending) {
 	}
 }
 
+// checkSensor lets a sensor report only as the sensor its certificate
+// names.
+func checkSensor(ctx context.Context, req *medmeshv1.ReportRequest) error {
+	if err := required("sensor_id", req.GetSensorId()); err != nil {
+		return err
+	}
+	id, err := caller(ctx)
+	if err != nil {
+		return err
+	}
+	return speaksFor(id, pki.RoleSensor, req.GetSensorId(), "sensor_id")
+}
+
 // Report accepts a sensor's record stream. On a follower it is proxied to
-// the leader.
+// the leader. A sensor reports only as itself, and its sequence numbers
+// may not run ahead of the last one accepted by more than MaxSeqJump.
 func (s *Server) Report(stream medmeshv1.SensorService_ReportServer) error {
 	ctx := stream.Context()
 	if !s.b.IsLeader() {
@@ -132,8 +149,25 @@ func (s *Server) Report(stream medmeshv1.SensorService_ReportServer) error {
 		if err != nil {
 			return err
 		}
+		if err := checkSensor(ctx, req); err != nil {
+			return err
+		}
 		if err := validateReport(req, s.cfg.MaxRecordsPerReport); err != nil {
 			return err
+		}
+		last := s.b.FSM().SensorSeq(req.GetSensorId())
+		var prev uint64
+		for i, r := range req.GetRecords() {
+			// validateReport checked that seqs are positive and increasing.
+			if base := max(prev, last); r.GetSeq() > base && r.GetSeq()-base > s.cfg.MaxSeqJump {
+				return invalid("records", "records[%d].seq %d is %d ahead of sensor %s's last seq %d; at most %d is accepted",
+					i, r.GetSeq(), r.GetSeq()-base, req.GetSensorId(), base, s.cfg.MaxSeqJump)
+			}
+			prev = r.GetSeq()
+			// Alerts are idempotent on their id: a sensor names only its own.
+			if a := r.GetAlert(); a != nil && a.GetId() != "" && !strings.HasPrefix(a.GetId(), req.GetSensorId()+"/") {
+				return invalid("records", "records[%d].alert.id %q is not one of sensor %s's (%s/SEQ)", i, a.GetId(), req.GetSensorId(), req.GetSensorId())
+			}
 		}
 		if !s.b.IsLeader() {
 			return toStatus(ErrNotLeader)
@@ -158,7 +192,7 @@ func (s *Server) proxyReport(stream medmeshv1.SensorService_ReportServer) error 
 	if err != nil {
 		return toStatus(err)
 	}
-	ctx, cancel := context.WithCancel(metadata.AppendToOutgoingContext(ctx, forwardedKey, s.b.ID()))
+	ctx, cancel := context.WithCancel(metadata.AppendToOutgoingContext(authz.ForwardContext(ctx), forwardedKey, s.b.ID()))
 	defer cancel()
 	up, err := medmeshv1.NewSensorServiceClient(conn).Report(ctx)
 	if err != nil {
@@ -176,6 +210,10 @@ func (s *Server) proxyReport(stream medmeshv1.SensorService_ReportServer) error 
 				errc <- err
 				return
 			}
+			if err := checkSensor(ctx, req); err != nil {
+				errc <- err
+				return
+			}
 			if err := up.Send(req); err != nil {
 				errc <- err
 				return
@@ -189,6 +227,13 @@ func (s *Server) proxyReport(stream medmeshv1.SensorService_ReportServer) error 
 		}
 		if err != nil {
 			cancel()
+			select {
+			case rerr := <-errc: // our own refusal, not the leader's
+				if rerr != nil {
+					return rerr
+				}
+			default:
+			}
 			return err
 		}
 		if err := stream.Send(resp); err != nil {

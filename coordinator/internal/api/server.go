@@ -22,6 +22,7 @@ import (
 
 	"github.com/medmesh/medmesh/coordinator/internal/fsm"
 	"github.com/medmesh/medmesh/coordinator/internal/fsm/fsmpb"
+	"github.com/medmesh/medmesh/internal/authz"
 	medmeshv1 "github.com/medmesh/medmesh/proto/medmesh/v1"
 )
 
@@ -81,6 +82,12 @@ type Config struct {
 	BatchMaxDelay   time.Duration
 	// MaxRecordsPerReport bounds one ReportRequest.
 	MaxRecordsPerReport int
+	// MaxSeqJump bounds how far a sensor's seq may run ahead of the last one
+	// accepted from it: a larger jump is refused, so a bad seq (2^64-1)
+	// cannot make the coordinators skip the sensor's records from then on.
+	// The default, 2^32, is far beyond what a sensor's spool (2^20 records)
+	// can skip while it is cut off.
+	MaxSeqJump uint64
 }
 
 // DefaultConfig returns the production settings.
@@ -90,10 +97,14 @@ func DefaultConfig() Config {
 		BatchMaxRecords:     2048,
 		BatchMaxDelay:       5 * time.Millisecond,
 		MaxRecordsPerReport: 4096,
+		MaxSeqJump:          1 << 32,
 	}
 }
 
 func (c *Config) validate() error {
+	if c.MaxSeqJump == 0 {
+		c.MaxSeqJump = DefaultConfig().MaxSeqJump
+	}
 	if c.WatchHeartbeat <= 0 || c.BatchMaxRecords <= 0 || c.BatchMaxDelay <= 0 || c.MaxRecordsPerReport <= 0 {
 		return errors.New("api config: every limit must be positive")
 	}
@@ -170,6 +181,8 @@ func toStatus(err error) error {
 		c = codes.FailedPrecondition
 	case errors.Is(err, fsm.ErrInvalid):
 		c = codes.InvalidArgument
+	case errors.Is(err, fsm.ErrPermissionDenied):
+		c = codes.PermissionDenied
 	case errors.Is(err, ErrNotLeader), errors.Is(err, ErrNoLeader),
 		errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrEnqueueTimeout),
 		errors.Is(err, raft.ErrLeadershipTransferInProgress):
@@ -225,7 +238,9 @@ func route[Resp proto.Message](ctx context.Context, s *Server, method string, k 
 	if err != nil {
 		return resp, true, toStatus(err)
 	}
-	out := metadata.AppendToOutgoingContext(ctx, forwardedKey, s.b.ID())
+	// The leader audits and authorizes the original caller, believed
+	// because this coordinator's certificate says coordinator.
+	out := metadata.AppendToOutgoingContext(authz.ForwardContext(ctx), forwardedKey, s.b.ID())
 	if err := conn.Invoke(out, method, req, resp); err != nil {
 		return resp, true, forwardError(k, err)
 	}

@@ -25,6 +25,10 @@ var (
 	ErrVersionMismatch    = errors.New("version mismatch")
 	ErrFailedPrecondition = errors.New("failed precondition")
 	ErrInvalid            = errors.New("invalid command")
+	// ErrPermissionDenied: the identity the leader stamped may not do this
+	// (an operator's enforce-mode policy, an approver reviewing a decision
+	// its own identity caused).
+	ErrPermissionDenied = errors.New("permission denied")
 )
 
 // Result is what Apply returns for one command.

@@ -36,7 +36,7 @@ func (s *state) applyAlertAck(index uint64, now *timestamppb.Timestamp, c *fsmpb
 	a := proto.CloneOf(s.alerts[pos])
 	a.State, a.AcknowledgedBy, a.AcknowledgeTime, a.AcknowledgeNote = medmeshv1.AlertState_ALERT_STATE_ACKNOWLEDGED, c.GetActor(), now, c.GetNote()
 	s.alerts[pos] = a
-	s.appendAudit(index, now, c.GetActor(), "alert.ack", "alert/"+a.Id, c.GetNote(), "", "")
+	s.appendAudit(index, now, c.GetActor(), "alert.ack", "alert/"+a.Id, c.GetNote(), "", "", c.GetComment())
 	return &Result{Alert: a}
 }
 

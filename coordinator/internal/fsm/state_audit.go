@@ -6,10 +6,12 @@ import (
 	medmeshv1 "github.com/medmesh/medmesh/proto/medmesh/v1"
 )
 
-func (s *state) appendAudit(index uint64, now *timestamppb.Timestamp, actor, action, resource, reason, rule, alertID string) {
+// appendAudit records an action. actor is the verified identity the leader
+// stamped; comment what the request claimed about its author.
+func (s *state) appendAudit(index uint64, now *timestamppb.Timestamp, actor, action, resource, reason, rule, alertID, comment string) {
 	s.audit = append(s.audit, &medmeshv1.AuditRecord{
 		Index: index, Time: now, Actor: actor, Action: action,
-		Resource: resource, Reason: reason, Rule: rule, AlertId: alertID,
+		Resource: resource, Reason: reason, Rule: rule, AlertId: alertID, Comment: comment,
 	})
 }
 

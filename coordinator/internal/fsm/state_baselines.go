@@ -28,7 +28,7 @@ func (s *state) applyBaselinePut(index uint64, now *timestamppb.Timestamp, in *m
 		return &Result{}
 	}
 	s.baselines[key] = proto.CloneOf(in)
-	s.appendAudit(index, now, in.GetSensorId(), "baseline.put", "baseline/"+key, "", "", "")
+	s.appendAudit(index, now, in.GetSensorId(), "baseline.put", "baseline/"+key, "", "", "", "")
 	return &Result{}
 }
 

@@ -16,7 +16,7 @@ import (
 // (PENDING_APPROVAL) when the device is life-critical by tier or by class,
 // or when its tier is unknown: medmesh never blocks a life-critical device
 // on its own.
-func (s *state) appendDecision(index uint64, now *timestamppb.Timestamp, d *medmeshv1.Decision, automatic bool) *medmeshv1.Decision {
+func (s *state) appendDecision(index uint64, now *timestamppb.Timestamp, d *medmeshv1.Decision, automatic bool, comment string) *medmeshv1.Decision {
 	d.Index, d.CreateTime = index, now
 	class := medmeshv1.DeviceClass_DEVICE_CLASS_UNSPECIFIED
 	if dev := s.devices[d.GetDeviceMac()]; dev != nil {
@@ -40,7 +40,7 @@ func (s *state) appendDecision(index uint64, now *timestamppb.Timestamp, d *medm
 	case medmeshv1.DecisionState_DECISION_STATE_REJECTED:
 		action = "decision.reject"
 	}
-	s.appendAudit(index, now, d.Actor, action, "decision/"+d.Id, d.Reason, d.Rule, d.AlertId)
+	s.appendAudit(index, now, d.Actor, action, "decision/"+d.Id, d.Reason, d.Rule, d.AlertId, comment)
 	return d
 }
 
@@ -60,7 +60,7 @@ func (s *state) applyDecisionCreate(index uint64, now *timestamppb.Timestamp, c 
 	}
 	d.Tier, d.TargetDecisionId = medmeshv1.Tier_TIER_UNSPECIFIED, ""
 	d.ReviewedBy, d.ReviewTime, d.ReviewIndex = "", nil, 0
-	return &Result{Decision: s.appendDecision(index, now, d, c.GetAutomatic())}
+	return &Result{Decision: s.appendDecision(index, now, d, c.GetAutomatic(), "")}
 }
 
 // applyDecisionReview approves or rejects a pending decision: a new log
@@ -76,6 +76,13 @@ func (s *state) applyDecisionReview(index uint64, now *timestamppb.Timestamp, c 
 	}
 	if _, dup := s.decisionAt[c.GetDecisionId()]; dup || c.GetDecisionId() == "" {
 		return &Result{Err: fmt.Errorf("review decision id %q: %w", c.GetDecisionId(), ErrInvalid)}
+	}
+	if c.GetTwoPerson() {
+		for _, cause := range s.causes(target) {
+			if cause == c.GetActor() {
+				return &Result{Err: fmt.Errorf("decision %q was caused by %s, who may not also review it (two-person rule): %w", target.Id, cause, ErrPermissionDenied)}
+			}
+		}
 	}
 	st := medmeshv1.DecisionState_DECISION_STATE_REJECTED
 	if c.GetApprove() {
@@ -97,8 +104,24 @@ func (s *state) applyDecisionReview(index uint64, now *timestamppb.Timestamp, c 
 		AlertId:          target.AlertId,
 		TargetDecisionId: target.Id,
 	}
-	return &Result{Decision: s.appendDecision(index, now, entry, false)}
+	return &Result{Decision: s.appendDecision(index, now, entry, false, c.GetComment())}
 }
+
+// causes are the identities that caused decision d: whoever made it and,
+// for the response engine's decisions, the sensor whose alert triggered
+// it. None of them may review it.
+func (s *state) causes(d *medmeshv1.Decision) []string {
+	out := []string{d.GetActor()}
+	if pos, ok := s.alertAt[d.GetAlertId()]; ok && d.GetAlertId() != "" {
+		if sid := s.alerts[pos].GetSensorId(); sid != "" {
+			out = append(out, SensorIdentity(sid))
+		}
+	}
+	return out
+}
+
+// SensorIdentity is the identity (role/name) a sensor id reports under.
+func SensorIdentity(sensorID string) string { return "sensor/" + sensorID }
 
 // Decision returns a decision by id, or nil.
 func (f *FSM) Decision(id string) *medmeshv1.Decision {

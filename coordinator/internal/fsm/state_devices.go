@@ -33,8 +33,32 @@ func TierForClass(c medmeshv1.DeviceClass) medmeshv1.Tier {
 	}
 }
 
+// protection ranks tiers by how carefully a device must be treated: an
+// unknown tier is treated as life-critical until someone establishes it.
+func protection(t medmeshv1.Tier) int {
+	switch t {
+	case medmeshv1.Tier_TIER_LIFE_CRITICAL, medmeshv1.Tier_TIER_UNSPECIFIED:
+		return 3
+	case medmeshv1.Tier_TIER_CLINICAL:
+		return 2
+	default:
+		return 1
+	}
+}
+
+// lowers reports whether moving a device from tier from to tier to would
+// lower its protection.
+func lowers(from, to medmeshv1.Tier) bool { return protection(to) < protection(from) }
+
 // applyDeviceUpsert merges a sensor observation. Operator-owned fields
 // (labels, an overridden tier, location set by an operator) are kept.
+//
+// A sensor observation never lowers a device's safety state: a class that
+// would imply a lower tier than the device has is not taken (the device
+// keeps its class; an unclassified device may get its first class), and
+// the tier only ever rises, so a life-critical or unknown tier stays until
+// an operator's UpdateDevice changes it. A new device takes the tier its
+// first observation implies.
 func (s *state) applyDeviceUpsert(index uint64, now *timestamppb.Timestamp, sensorID string, obs *medmeshv1.Device) *Result {
 	if obs.GetMac() == "" {
 		return &Result{Err: fmt.Errorf("device mac: %w", ErrInvalid)}
@@ -53,13 +77,14 @@ func (s *state) applyDeviceUpsert(index uint64, now *timestamppb.Timestamp, sens
 	setIf(&d.Vendor, obs.GetVendor())
 	setIf(&d.Model, obs.GetModel())
 	setIf(&d.Hostname, obs.GetHostname())
-	if obs.GetDeviceClass() != medmeshv1.DeviceClass_DEVICE_CLASS_UNSPECIFIED {
-		d.DeviceClass = obs.GetDeviceClass()
+	if c := obs.GetDeviceClass(); c != medmeshv1.DeviceClass_DEVICE_CLASS_UNSPECIFIED &&
+		(d.DeviceClass == medmeshv1.DeviceClass_DEVICE_CLASS_UNSPECIFIED || !lowers(d.Tier, TierForClass(c))) {
+		d.DeviceClass = c
 		d.ClassConfidence = obs.GetClassConfidence()
 		d.ClassEvidence = obs.GetClassEvidence()
 	}
-	if !d.TierOverridden {
-		d.Tier = TierForClass(d.DeviceClass)
+	if t := TierForClass(d.DeviceClass); !d.TierOverridden && (old == nil || !lowers(d.Tier, t)) {
+		d.Tier = t
 	}
 	if loc := obs.GetLocation(); loc != nil {
 		if d.Location == nil {
@@ -133,7 +158,8 @@ func mergeIdentifiers(old, n *medmeshv1.Identifiers) *medmeshv1.Identifiers {
 	return m
 }
 
-// applyDeviceUpdate changes operator-owned fields.
+// applyDeviceUpdate changes operator-owned fields, audited: the only way a
+// device's class or tier moves down.
 func (s *state) applyDeviceUpdate(index uint64, now *timestamppb.Timestamp, c *fsmpb.DeviceUpdate) *Result {
 	in := c.GetDevice()
 	old := s.devices[in.GetMac()]
@@ -155,13 +181,19 @@ func (s *state) applyDeviceUpdate(index uint64, now *timestamppb.Timestamp, c *f
 			}
 		case "location":
 			d.Location = in.GetLocation()
+		case "device_class":
+			d.DeviceClass = in.GetDeviceClass()
+			d.ClassConfidence, d.ClassEvidence = 1, []*medmeshv1.Evidence{{Source: "operator", Detail: "set by " + c.GetActor(), Weight: 1}}
 		default:
 			return &Result{Err: fmt.Errorf("update_mask path %q: %w", p, ErrInvalid)}
 		}
 	}
+	if !d.TierOverridden {
+		d.Tier = TierForClass(d.DeviceClass)
+	}
 	d.Revision = index
 	s.devices[d.Mac] = d
-	s.appendAudit(index, now, c.GetActor(), "device.update", "device/"+d.Mac, c.GetReason(), "", "")
+	s.appendAudit(index, now, c.GetActor(), "device.update", "device/"+d.Mac, c.GetReason(), "", "", c.GetComment())
 	return &Result{Device: d}
 }
 

@@ -37,6 +37,9 @@ func (s *state) applyPolicyPut(index uint64, now *timestamppb.Timestamp, c *fsmp
 			return &Result{Err: err}
 		}
 	}
+	if c.GetMonitorOnly() && in.GetMode() == medmeshv1.PolicyMode_POLICY_MODE_ENFORCE {
+		return &Result{Err: fmt.Errorf("policy %q: %s may write policies in monitor mode only; enforce mode needs an approver: %w", in.GetName(), c.GetActor(), ErrPermissionDenied)}
+	}
 	p := proto.CloneOf(in)
 	p.Version, p.Active, p.CreateTime = 1, false, now
 	if old != nil {
@@ -46,17 +49,10 @@ func (s *state) applyPolicyPut(index uint64, now *timestamppb.Timestamp, c *fsmp
 	}
 	p.Revision, p.UpdateTime, p.UpdatedBy = index, now, c.GetActor()
 	s.policies[p.Name] = p
-	s.appendAudit(index, now, c.GetActor(), "policy.put", "policy/"+p.Name, c.GetReason(), "", "")
+	s.appendAudit(index, now, c.GetActor(), "policy.put", "policy/"+p.Name, c.GetReason(), "", "", c.GetComment())
 	res := &Result{Policy: p}
 	if p.Active {
-		res.Decision = s.appendDecision(index, now, &medmeshv1.Decision{
-			Id:        c.GetDecisionId(),
-			Action:    medmeshv1.DecisionAction_DECISION_ACTION_APPLY_POLICY,
-			DeviceMac: p.GetDeviceMac(),
-			Policy:    p,
-			Actor:     c.GetActor(),
-			Reason:    c.GetReason(),
-		}, false)
+		res.Decision = s.appendDecision(index, now, s.applyPolicyDecision(c.GetDecisionId(), p, c.GetActor(), c.GetReason(), c.GetTwoPerson()), false, c.GetComment())
 	}
 	return res
 }
@@ -72,7 +68,7 @@ func (s *state) applyPolicyDelete(index uint64, now *timestamppb.Timestamp, c *f
 		return &Result{Err: err}
 	}
 	delete(s.policies, c.GetName())
-	s.appendAudit(index, now, c.GetActor(), "policy.delete", "policy/"+c.GetName(), c.GetReason(), "", "")
+	s.appendAudit(index, now, c.GetActor(), "policy.delete", "policy/"+c.GetName(), c.GetReason(), "", "", c.GetComment())
 	res := &Result{Policy: old}
 	if old.Active {
 		res.Decision = s.appendDecision(index, now, &medmeshv1.Decision{
@@ -82,7 +78,7 @@ func (s *state) applyPolicyDelete(index uint64, now *timestamppb.Timestamp, c *f
 			Policy:    &medmeshv1.Policy{Name: old.Name},
 			Actor:     c.GetActor(),
 			Reason:    c.GetReason(),
-		}, false)
+		}, false, c.GetComment())
 	}
 	return res
 }
@@ -99,19 +95,45 @@ func (s *state) applyPolicyActivate(index uint64, now *timestamppb.Timestamp, c 
 	if c.GetMode() != medmeshv1.PolicyMode_POLICY_MODE_UNSPECIFIED {
 		p.Mode = c.GetMode()
 	}
+	if c.GetMonitorOnly() && p.GetMode() == medmeshv1.PolicyMode_POLICY_MODE_ENFORCE {
+		return &Result{Err: fmt.Errorf("policy %q: only an approver activates enforce mode, not %s: %w", p.GetName(), c.GetActor(), ErrPermissionDenied)}
+	}
 	p.Version++
 	p.Revision, p.UpdateTime, p.UpdatedBy = index, now, c.GetActor()
 	s.policies[p.Name] = p
-	s.appendAudit(index, now, c.GetActor(), "policy.activate", "policy/"+p.Name, c.GetReason(), "", "")
-	d := s.appendDecision(index, now, &medmeshv1.Decision{
-		Id:        c.GetDecisionId(),
+	s.appendAudit(index, now, c.GetActor(), "policy.activate", "policy/"+p.Name, c.GetReason(), "", "", c.GetComment())
+	d := s.appendDecision(index, now, s.applyPolicyDecision(c.GetDecisionId(), p, c.GetActor(), c.GetReason(), c.GetTwoPerson()), false, c.GetComment())
+	return &Result{Policy: p, Decision: d}
+}
+
+// applyPolicyDecision is the APPLY_POLICY decision of an active policy.
+// Under the two-person rule, a policy in enforce mode for a life-critical
+// device (by tier or class, or a life-critical class) waits for a second
+// approver: one person's word never enforces against a pump.
+func (s *state) applyPolicyDecision(id string, p *medmeshv1.Policy, actor, reason string, twoPerson bool) *medmeshv1.Decision {
+	d := &medmeshv1.Decision{
+		Id:        id,
 		Action:    medmeshv1.DecisionAction_DECISION_ACTION_APPLY_POLICY,
 		DeviceMac: p.GetDeviceMac(),
 		Policy:    p,
-		Actor:     c.GetActor(),
-		Reason:    c.GetReason(),
-	}, false)
-	return &Result{Policy: p, Decision: d}
+		Actor:     actor,
+		Reason:    reason,
+	}
+	if twoPerson && p.GetMode() == medmeshv1.PolicyMode_POLICY_MODE_ENFORCE && s.lifeCriticalSubject(p) {
+		d.State = medmeshv1.DecisionState_DECISION_STATE_PENDING_APPROVAL
+		d.Reason += "; pending approval by a second approver: enforce mode on a life-critical device"
+	}
+	return d
+}
+
+// lifeCriticalSubject reports whether a policy applies to a life-critical
+// device or class.
+func (s *state) lifeCriticalSubject(p *medmeshv1.Policy) bool {
+	if mac := p.GetDeviceMac(); mac != "" {
+		dev := s.devices[mac]
+		return dev != nil && (dev.GetTier() == medmeshv1.Tier_TIER_LIFE_CRITICAL || TierForClass(dev.GetDeviceClass()) == medmeshv1.Tier_TIER_LIFE_CRITICAL)
+	}
+	return TierForClass(p.GetDeviceClass()) == medmeshv1.Tier_TIER_LIFE_CRITICAL
 }
 
 // Policy returns a policy, or nil.

@@ -105,7 +105,7 @@ func (cl *coords) start() {
 			lis, err = net.Listen("tcp", n.cfg.APIAddr)
 			return err == nil
 		}, "listen %s: %v", n.cfg.APIAddr, err)
-		gs := grpc.NewServer()
+		gs := grpc.NewServer(coordinator.LoopbackServerOptions()...)
 		c.Register(gs)
 		go gs.Serve(lis)
 		if err := c.Start(context.Background()); err != nil {

@@ -612,7 +612,8 @@ type AcknowledgeAlertRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Required.
 	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	// Required.
+	// Optional: a comment on who asked, kept in the audit record's comment.
+	// The audit actor is always the caller's certificate identity.
 	Actor         string `protobuf:"bytes,2,opt,name=actor,proto3" json:"actor,omitempty"`
 	Note          string `protobuf:"bytes,3,opt,name=note,proto3" json:"note,omitempty"`
 	unknownFields protoimpl.UnknownFields

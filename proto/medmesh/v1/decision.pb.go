@@ -177,7 +177,8 @@ type Decision struct {
 	// For APPLY_POLICY: the policy as committed. For ENFORCE_POLICY and
 	// REMOVE_POLICY: only its name is required.
 	Policy *Policy `protobuf:"bytes,8,opt,name=policy,proto3" json:"policy,omitempty"`
-	// Who made it: an operator, or "response-engine".
+	// Who made it: the identity (role/name) of the person's certificate, or
+	// "response-engine".
 	Actor  string `protobuf:"bytes,9,opt,name=actor,proto3" json:"actor,omitempty"`
 	Reason string `protobuf:"bytes,10,opt,name=reason,proto3" json:"reason,omitempty"`
 	// Response rule that produced it, for automatic decisions.
@@ -492,7 +493,8 @@ type ApproveDecisionRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Required.
 	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	// Required.
+	// Optional: a comment on who asked, kept in the audit record's comment.
+	// The audit actor is always the caller's certificate identity.
 	Actor         string `protobuf:"bytes,2,opt,name=actor,proto3" json:"actor,omitempty"`
 	Reason        string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -600,7 +602,8 @@ type RejectDecisionRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Required.
 	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	// Required.
+	// Optional: a comment on who asked, kept in the audit record's comment.
+	// The audit actor is always the caller's certificate identity.
 	Actor         string `protobuf:"bytes,2,opt,name=actor,proto3" json:"actor,omitempty"`
 	Reason        string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
 	unknownFields protoimpl.UnknownFields

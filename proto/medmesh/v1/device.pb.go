@@ -905,10 +905,12 @@ type UpdateDeviceRequest struct {
 	// Required. device.mac names the device; the fields named in update_mask
 	// are taken from it.
 	Device *Device `protobuf:"bytes,1,opt,name=device,proto3" json:"device,omitempty"`
-	// Required. Allowed paths: "labels", "tier", "location". A tier of
-	// TIER_UNSPECIFIED removes the operator override.
+	// Required. Allowed paths: "labels", "tier", "location", "device_class". A
+	// tier of TIER_UNSPECIFIED removes the operator override. Sensors never
+	// lower a device's tier; this audited operator change is how it moves down.
 	UpdateMask *fieldmaskpb.FieldMask `protobuf:"bytes,2,opt,name=update_mask,json=updateMask,proto3" json:"update_mask,omitempty"`
-	// Required. Who makes the change (recorded in the audit trail).
+	// Optional: a comment on who asked, kept in the audit record's comment.
+	// The audit actor is always the caller's certificate identity.
 	Actor string `protobuf:"bytes,3,opt,name=actor,proto3" json:"actor,omitempty"`
 	// Why (recorded in the audit trail).
 	Reason        string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`

@@ -398,7 +398,8 @@ type PutPolicyRequest struct {
 	// Compare-and-set: absent writes unconditionally; 0 requires that the policy
 	// does not exist; N requires the stored version to be N.
 	ExpectedVersion *uint64 `protobuf:"varint,2,opt,name=expected_version,json=expectedVersion,proto3,oneof" json:"expected_version,omitempty"`
-	// Required. Who makes the change.
+	// Optional: a comment on who asked, kept in the audit record's comment.
+	// The audit actor is always the caller's certificate identity.
 	Actor string `protobuf:"bytes,3,opt,name=actor,proto3" json:"actor,omitempty"`
 	// Why.
 	Reason        string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
@@ -764,7 +765,8 @@ type DeletePolicyRequest struct {
 	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	// Compare-and-set on the stored version, as in PutPolicyRequest.
 	ExpectedVersion *uint64 `protobuf:"varint,2,opt,name=expected_version,json=expectedVersion,proto3,oneof" json:"expected_version,omitempty"`
-	// Required.
+	// Optional: a comment on who asked, kept in the audit record's comment.
+	// The audit actor is always the caller's certificate identity.
 	Actor         string `protobuf:"bytes,3,opt,name=actor,proto3" json:"actor,omitempty"`
 	Reason        string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -880,9 +882,12 @@ type ActivatePolicyRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Required.
 	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	// Mode to activate in; UNSPECIFIED keeps the policy's mode.
+	// Mode to activate in; UNSPECIFIED keeps the policy's mode. Enforce mode
+	// needs an approver's certificate; for a life-critical device it also
+	// waits for a second approver (the decision is PENDING_APPROVAL).
 	Mode PolicyMode `protobuf:"varint,2,opt,name=mode,proto3,enum=medmesh.v1.PolicyMode" json:"mode,omitempty"`
-	// Required.
+	// Optional: a comment on who asked, kept in the audit record's comment.
+	// The audit actor is always the caller's certificate identity.
 	Actor string `protobuf:"bytes,3,opt,name=actor,proto3" json:"actor,omitempty"`
 	// Required: activation is recorded with its reason.
 	Reason        string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
@@ -1577,7 +1582,9 @@ type AuditRecord struct {
 	// Raft index that committed the change.
 	Index uint64                 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
 	Time  *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=time,proto3" json:"time,omitempty"`
-	Actor string                 `protobuf:"bytes,3,opt,name=actor,proto3" json:"actor,omitempty"`
+	// Who: the verified certificate identity (role/name), local/ADDR on a
+	// plaintext loopback server, or a component such as "response-engine".
+	Actor string `protobuf:"bytes,3,opt,name=actor,proto3" json:"actor,omitempty"`
 	// "policy.put", "policy.delete", "policy.activate", "decision.create",
 	// "decision.approve", "decision.reject", "device.update", "alert.ack", ...
 	Action string `protobuf:"bytes,4,opt,name=action,proto3" json:"action,omitempty"`
@@ -1587,7 +1594,10 @@ type AuditRecord struct {
 	// Response rule that caused it, for automatic actions.
 	Rule string `protobuf:"bytes,7,opt,name=rule,proto3" json:"rule,omitempty"`
 	// Alert that caused it, for automatic actions.
-	AlertId       string `protobuf:"bytes,8,opt,name=alert_id,json=alertId,proto3" json:"alert_id,omitempty"`
+	AlertId string `protobuf:"bytes,8,opt,name=alert_id,json=alertId,proto3" json:"alert_id,omitempty"`
+	// What the request said about its author (its actor field), kept as a
+	// comment: the actor is always the caller's verified certificate identity.
+	Comment       string `protobuf:"bytes,9,opt,name=comment,proto3" json:"comment,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1674,6 +1684,13 @@ func (x *AuditRecord) GetRule() string {
 func (x *AuditRecord) GetAlertId() string {
 	if x != nil {
 		return x.AlertId
+	}
+	return ""
+}
+
+func (x *AuditRecord) GetComment() string {
+	if x != nil {
+		return x.Comment
 	}
 	return ""
 }
@@ -1930,7 +1947,7 @@ const file_medmesh_v1_policy_proto_rawDesc = "" +
 	"\x04name\x18\x03 \x01(\tR\x04name\"a\n" +
 	"\x17ImportPolicyMudResponse\x12*\n" +
 	"\x06policy\x18\x01 \x01(\v2\x12.medmesh.v1.PolicyR\x06policy\x12\x1a\n" +
-	"\bwarnings\x18\x02 \x03(\tR\bwarnings\"\xe4\x01\n" +
+	"\bwarnings\x18\x02 \x03(\tR\bwarnings\"\xfe\x01\n" +
 	"\vAuditRecord\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\x12.\n" +
 	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x14\n" +
@@ -1939,7 +1956,8 @@ const file_medmesh_v1_policy_proto_rawDesc = "" +
 	"\bresource\x18\x05 \x01(\tR\bresource\x12\x16\n" +
 	"\x06reason\x18\x06 \x01(\tR\x06reason\x12\x12\n" +
 	"\x04rule\x18\a \x01(\tR\x04rule\x12\x19\n" +
-	"\balert_id\x18\b \x01(\tR\aalertId\"\xb0\x01\n" +
+	"\balert_id\x18\b \x01(\tR\aalertId\x12\x18\n" +
+	"\acomment\x18\t \x01(\tR\acomment\"\xb0\x01\n" +
 	"\x17ListAuditRecordsRequest\x12\x1b\n" +
 	"\tpage_size\x18\x01 \x01(\x05R\bpageSize\x12\x1d\n" +
 	"\n" +

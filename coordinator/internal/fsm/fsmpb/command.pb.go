@@ -367,9 +367,12 @@ type DeviceUpdate struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	Device *v1.Device             `protobuf:"bytes,1,opt,name=device,proto3" json:"device,omitempty"`
 	// Subset of "labels", "tier", "location".
-	Paths         []string `protobuf:"bytes,2,rep,name=paths,proto3" json:"paths,omitempty"`
-	Actor         string   `protobuf:"bytes,3,opt,name=actor,proto3" json:"actor,omitempty"`
-	Reason        string   `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	Paths  []string `protobuf:"bytes,2,rep,name=paths,proto3" json:"paths,omitempty"`
+	Actor  string   `protobuf:"bytes,3,opt,name=actor,proto3" json:"actor,omitempty"`
+	Reason string   `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	// The request's free-text actor field: recorded as a comment beside the
+	// actor, which is the caller's verified identity.
+	Comment       string `protobuf:"bytes,5,opt,name=comment,proto3" json:"comment,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -432,6 +435,13 @@ func (x *DeviceUpdate) GetReason() string {
 	return ""
 }
 
+func (x *DeviceUpdate) GetComment() string {
+	if x != nil {
+		return x.Comment
+	}
+	return ""
+}
+
 // PolicyPut creates or replaces a policy.
 type PolicyPut struct {
 	state           protoimpl.MessageState `protogen:"open.v1"`
@@ -440,7 +450,16 @@ type PolicyPut struct {
 	Actor           string                 `protobuf:"bytes,3,opt,name=actor,proto3" json:"actor,omitempty"`
 	Reason          string                 `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
 	// Identifier of the APPLY_POLICY decision created when the policy is active.
-	DecisionId    string `protobuf:"bytes,5,opt,name=decision_id,json=decisionId,proto3" json:"decision_id,omitempty"`
+	DecisionId string `protobuf:"bytes,5,opt,name=decision_id,json=decisionId,proto3" json:"decision_id,omitempty"`
+	// The request's free-text actor field: recorded as a comment beside the
+	// actor, which is the caller's verified identity.
+	Comment string `protobuf:"bytes,6,opt,name=comment,proto3" json:"comment,omitempty"`
+	// Set when the caller is not an approver: the policy may not be in enforce
+	// mode.
+	MonitorOnly bool `protobuf:"varint,7,opt,name=monitor_only,json=monitorOnly,proto3" json:"monitor_only,omitempty"`
+	// Set by leaders that apply the two-person rule: an enforce-mode policy
+	// of a life-critical device waits for a second approver.
+	TwoPerson     bool `protobuf:"varint,8,opt,name=two_person,json=twoPerson,proto3" json:"two_person,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -510,6 +529,27 @@ func (x *PolicyPut) GetDecisionId() string {
 	return ""
 }
 
+func (x *PolicyPut) GetComment() string {
+	if x != nil {
+		return x.Comment
+	}
+	return ""
+}
+
+func (x *PolicyPut) GetMonitorOnly() bool {
+	if x != nil {
+		return x.MonitorOnly
+	}
+	return false
+}
+
+func (x *PolicyPut) GetTwoPerson() bool {
+	if x != nil {
+		return x.TwoPerson
+	}
+	return false
+}
+
 // PolicyDelete removes a policy.
 type PolicyDelete struct {
 	state           protoimpl.MessageState `protogen:"open.v1"`
@@ -518,7 +558,10 @@ type PolicyDelete struct {
 	Actor           string                 `protobuf:"bytes,3,opt,name=actor,proto3" json:"actor,omitempty"`
 	Reason          string                 `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
 	// Identifier of the REMOVE_POLICY decision created when the policy was active.
-	DecisionId    string `protobuf:"bytes,5,opt,name=decision_id,json=decisionId,proto3" json:"decision_id,omitempty"`
+	DecisionId string `protobuf:"bytes,5,opt,name=decision_id,json=decisionId,proto3" json:"decision_id,omitempty"`
+	// The request's free-text actor field: recorded as a comment beside the
+	// actor, which is the caller's verified identity.
+	Comment       string `protobuf:"bytes,6,opt,name=comment,proto3" json:"comment,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -588,14 +631,27 @@ func (x *PolicyDelete) GetDecisionId() string {
 	return ""
 }
 
+func (x *PolicyDelete) GetComment() string {
+	if x != nil {
+		return x.Comment
+	}
+	return ""
+}
+
 // PolicyActivate activates a policy and creates its APPLY_POLICY decision.
 type PolicyActivate struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	Mode          v1.PolicyMode          `protobuf:"varint,2,opt,name=mode,proto3,enum=medmesh.v1.PolicyMode" json:"mode,omitempty"`
-	Actor         string                 `protobuf:"bytes,3,opt,name=actor,proto3" json:"actor,omitempty"`
-	Reason        string                 `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
-	DecisionId    string                 `protobuf:"bytes,5,opt,name=decision_id,json=decisionId,proto3" json:"decision_id,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Name       string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Mode       v1.PolicyMode          `protobuf:"varint,2,opt,name=mode,proto3,enum=medmesh.v1.PolicyMode" json:"mode,omitempty"`
+	Actor      string                 `protobuf:"bytes,3,opt,name=actor,proto3" json:"actor,omitempty"`
+	Reason     string                 `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	DecisionId string                 `protobuf:"bytes,5,opt,name=decision_id,json=decisionId,proto3" json:"decision_id,omitempty"`
+	// The request's free-text actor field: recorded as a comment beside the
+	// actor, which is the caller's verified identity.
+	Comment string `protobuf:"bytes,6,opt,name=comment,proto3" json:"comment,omitempty"`
+	// As in PolicyPut.
+	MonitorOnly   bool `protobuf:"varint,7,opt,name=monitor_only,json=monitorOnly,proto3" json:"monitor_only,omitempty"`
+	TwoPerson     bool `protobuf:"varint,8,opt,name=two_person,json=twoPerson,proto3" json:"two_person,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -665,6 +721,27 @@ func (x *PolicyActivate) GetDecisionId() string {
 	return ""
 }
 
+func (x *PolicyActivate) GetComment() string {
+	if x != nil {
+		return x.Comment
+	}
+	return ""
+}
+
+func (x *PolicyActivate) GetMonitorOnly() bool {
+	if x != nil {
+		return x.MonitorOnly
+	}
+	return false
+}
+
+func (x *PolicyActivate) GetTwoPerson() bool {
+	if x != nil {
+		return x.TwoPerson
+	}
+	return false
+}
+
 // DecisionCreate appends a decision to the decision log.
 type DecisionCreate struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -729,7 +806,13 @@ type DecisionReview struct {
 	Actor    string                 `protobuf:"bytes,3,opt,name=actor,proto3" json:"actor,omitempty"`
 	Reason   string                 `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
 	// Identifier of the new log entry.
-	DecisionId    string `protobuf:"bytes,5,opt,name=decision_id,json=decisionId,proto3" json:"decision_id,omitempty"`
+	DecisionId string `protobuf:"bytes,5,opt,name=decision_id,json=decisionId,proto3" json:"decision_id,omitempty"`
+	// The request's free-text actor field: recorded as a comment beside the
+	// actor, which is the caller's verified identity.
+	Comment string `protobuf:"bytes,6,opt,name=comment,proto3" json:"comment,omitempty"`
+	// Set by leaders that apply the two-person rule: the reviewer may not be
+	// the identity that caused the decision.
+	TwoPerson     bool `protobuf:"varint,7,opt,name=two_person,json=twoPerson,proto3" json:"two_person,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -799,6 +882,20 @@ func (x *DecisionReview) GetDecisionId() string {
 	return ""
 }
 
+func (x *DecisionReview) GetComment() string {
+	if x != nil {
+		return x.Comment
+	}
+	return ""
+}
+
+func (x *DecisionReview) GetTwoPerson() bool {
+	if x != nil {
+		return x.TwoPerson
+	}
+	return false
+}
+
 // AlertIngest commits an alert (idempotent on alert id).
 type AlertIngest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -846,10 +943,13 @@ func (x *AlertIngest) GetAlert() *v1.Alert {
 
 // AlertAck acknowledges an alert.
 type AlertAck struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	Actor         string                 `protobuf:"bytes,2,opt,name=actor,proto3" json:"actor,omitempty"`
-	Note          string                 `protobuf:"bytes,3,opt,name=note,proto3" json:"note,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Actor string                 `protobuf:"bytes,2,opt,name=actor,proto3" json:"actor,omitempty"`
+	Note  string                 `protobuf:"bytes,3,opt,name=note,proto3" json:"note,omitempty"`
+	// The request's free-text actor field: recorded as a comment beside the
+	// actor, which is the caller's verified identity.
+	Comment       string `protobuf:"bytes,4,opt,name=comment,proto3" json:"comment,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -901,6 +1001,13 @@ func (x *AlertAck) GetActor() string {
 func (x *AlertAck) GetNote() string {
 	if x != nil {
 		return x.Note
+	}
+	return ""
+}
+
+func (x *AlertAck) GetComment() string {
+	if x != nil {
+		return x.Comment
 	}
 	return ""
 }
@@ -1597,51 +1704,65 @@ const file_medmesh_fsm_v1_command_proto_rawDesc = "" +
 	"\"W\n" +
 	"\fDeviceUpsert\x12*\n" +
 	"\x06device\x18\x01 \x01(\v2\x12.medmesh.v1.DeviceR\x06device\x12\x1b\n" +
-	"\tsensor_id\x18\x02 \x01(\tR\bsensorId\"~\n" +
+	"\tsensor_id\x18\x02 \x01(\tR\bsensorId\"\x98\x01\n" +
 	"\fDeviceUpdate\x12*\n" +
 	"\x06device\x18\x01 \x01(\v2\x12.medmesh.v1.DeviceR\x06device\x12\x14\n" +
 	"\x05paths\x18\x02 \x03(\tR\x05paths\x12\x14\n" +
 	"\x05actor\x18\x03 \x01(\tR\x05actor\x12\x16\n" +
-	"\x06reason\x18\x04 \x01(\tR\x06reason\"\xcb\x01\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\x12\x18\n" +
+	"\acomment\x18\x05 \x01(\tR\acomment\"\xa7\x02\n" +
 	"\tPolicyPut\x12*\n" +
 	"\x06policy\x18\x01 \x01(\v2\x12.medmesh.v1.PolicyR\x06policy\x12.\n" +
 	"\x10expected_version\x18\x02 \x01(\x04H\x00R\x0fexpectedVersion\x88\x01\x01\x12\x14\n" +
 	"\x05actor\x18\x03 \x01(\tR\x05actor\x12\x16\n" +
 	"\x06reason\x18\x04 \x01(\tR\x06reason\x12\x1f\n" +
 	"\vdecision_id\x18\x05 \x01(\tR\n" +
-	"decisionIdB\x13\n" +
-	"\x11_expected_version\"\xb6\x01\n" +
+	"decisionId\x12\x18\n" +
+	"\acomment\x18\x06 \x01(\tR\acomment\x12!\n" +
+	"\fmonitor_only\x18\a \x01(\bR\vmonitorOnly\x12\x1d\n" +
+	"\n" +
+	"two_person\x18\b \x01(\bR\ttwoPersonB\x13\n" +
+	"\x11_expected_version\"\xd0\x01\n" +
 	"\fPolicyDelete\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12.\n" +
 	"\x10expected_version\x18\x02 \x01(\x04H\x00R\x0fexpectedVersion\x88\x01\x01\x12\x14\n" +
 	"\x05actor\x18\x03 \x01(\tR\x05actor\x12\x16\n" +
 	"\x06reason\x18\x04 \x01(\tR\x06reason\x12\x1f\n" +
 	"\vdecision_id\x18\x05 \x01(\tR\n" +
-	"decisionIdB\x13\n" +
-	"\x11_expected_version\"\x9f\x01\n" +
+	"decisionId\x12\x18\n" +
+	"\acomment\x18\x06 \x01(\tR\acommentB\x13\n" +
+	"\x11_expected_version\"\xfb\x01\n" +
 	"\x0ePolicyActivate\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12*\n" +
 	"\x04mode\x18\x02 \x01(\x0e2\x16.medmesh.v1.PolicyModeR\x04mode\x12\x14\n" +
 	"\x05actor\x18\x03 \x01(\tR\x05actor\x12\x16\n" +
 	"\x06reason\x18\x04 \x01(\tR\x06reason\x12\x1f\n" +
 	"\vdecision_id\x18\x05 \x01(\tR\n" +
-	"decisionId\"`\n" +
+	"decisionId\x12\x18\n" +
+	"\acomment\x18\x06 \x01(\tR\acomment\x12!\n" +
+	"\fmonitor_only\x18\a \x01(\bR\vmonitorOnly\x12\x1d\n" +
+	"\n" +
+	"two_person\x18\b \x01(\bR\ttwoPerson\"`\n" +
 	"\x0eDecisionCreate\x120\n" +
 	"\bdecision\x18\x01 \x01(\v2\x14.medmesh.v1.DecisionR\bdecision\x12\x1c\n" +
-	"\tautomatic\x18\x02 \x01(\bR\tautomatic\"\x96\x01\n" +
+	"\tautomatic\x18\x02 \x01(\bR\tautomatic\"\xcf\x01\n" +
 	"\x0eDecisionReview\x12\x1b\n" +
 	"\ttarget_id\x18\x01 \x01(\tR\btargetId\x12\x18\n" +
 	"\aapprove\x18\x02 \x01(\bR\aapprove\x12\x14\n" +
 	"\x05actor\x18\x03 \x01(\tR\x05actor\x12\x16\n" +
 	"\x06reason\x18\x04 \x01(\tR\x06reason\x12\x1f\n" +
 	"\vdecision_id\x18\x05 \x01(\tR\n" +
-	"decisionId\"6\n" +
+	"decisionId\x12\x18\n" +
+	"\acomment\x18\x06 \x01(\tR\acomment\x12\x1d\n" +
+	"\n" +
+	"two_person\x18\a \x01(\bR\ttwoPerson\"6\n" +
 	"\vAlertIngest\x12'\n" +
-	"\x05alert\x18\x01 \x01(\v2\x11.medmesh.v1.AlertR\x05alert\"D\n" +
+	"\x05alert\x18\x01 \x01(\v2\x11.medmesh.v1.AlertR\x05alert\"^\n" +
 	"\bAlertAck\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
 	"\x05actor\x18\x02 \x01(\tR\x05actor\x12\x12\n" +
-	"\x04note\x18\x03 \x01(\tR\x04note\"?\n" +
+	"\x04note\x18\x03 \x01(\tR\x04note\x12\x18\n" +
+	"\acomment\x18\x04 \x01(\tR\acomment\"?\n" +
 	"\vBaselinePut\x120\n" +
 	"\bbaseline\x18\x01 \x01(\v2\x14.medmesh.v1.BaselineR\bbaseline\"F\n" +
 	"\rFlowSummaries\x125\n" +
