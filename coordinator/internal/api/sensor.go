@@ -13,6 +13,7 @@ import (
 
 	"github.com/medmesh/medmesh/coordinator/internal/fsm"
 	"github.com/medmesh/medmesh/coordinator/internal/fsm/fsmpb"
+	"github.com/medmesh/medmesh/internal/authz"
 	medmeshv1 "github.com/medmesh/medmesh/proto/medmesh/v1"
 )
 
@@ -175,7 +176,8 @@ func (s *Server) proxyReport(stream medmeshv1.SensorService_ReportServer) error 
 	if err != nil {
 		return toStatus(err)
 	}
-	ctx, cancel := context.WithCancel(metadata.AppendToOutgoingContext(ctx, forwardedKey, s.b.ID()))
+	// The leader authorizes the stream as the sensor it comes from.
+	ctx, cancel := context.WithCancel(metadata.AppendToOutgoingContext(authz.ForwardContext(ctx), forwardedKey, s.b.ID()))
 	defer cancel()
 	up, err := medmeshv1.NewSensorServiceClient(conn).Report(ctx)
 	if err != nil {

@@ -22,6 +22,7 @@ import (
 
 	"github.com/medmesh/medmesh/coordinator/internal/fsm"
 	"github.com/medmesh/medmesh/coordinator/internal/fsm/fsmpb"
+	"github.com/medmesh/medmesh/internal/authz"
 	medmeshv1 "github.com/medmesh/medmesh/proto/medmesh/v1"
 )
 
@@ -225,7 +226,8 @@ func route[Resp proto.Message](ctx context.Context, s *Server, method string, k 
 	if err != nil {
 		return resp, true, toStatus(err)
 	}
-	out := metadata.AppendToOutgoingContext(ctx, forwardedKey, s.b.ID())
+	// The leader authorizes and audits the call as its caller, not as us.
+	out := metadata.AppendToOutgoingContext(authz.ForwardContext(ctx), forwardedKey, s.b.ID())
 	if err := conn.Invoke(out, method, req, resp); err != nil {
 		return resp, true, forwardError(k, err)
 	}
@@ -242,6 +244,12 @@ func forwardError(k kind, err error) error {
 		return err
 	}
 	msg := st.Message()
+	// grpcx's connections retry UNAVAILABLE, and gRPC retries an attempt
+	// whose connection broke before the leader answered: an earlier attempt
+	// may have been proposed although the last one never connected.
+	if strings.Contains(msg, "max retries exhausted") {
+		return status.Error(codes.Unknown, "outcome unknown: forwarded write to the leader failed: "+msg)
+	}
 	for _, safe := range []string{
 		"while dialing",                           // never connected
 		ErrNotLeader.Error(), ErrNoLeader.Error(), // refused by the peer before proposing
