@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -15,9 +16,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
+	"github.com/medmesh/medmesh/internal/authz"
+	"github.com/medmesh/medmesh/internal/pki"
 	"github.com/medmesh/medmesh/internal/testutil"
 	medmeshv1 "github.com/medmesh/medmesh/proto/medmesh/v1"
 )
@@ -58,6 +62,49 @@ type node struct {
 	raw  *grpc.ClientConn // no retries: for the linearizability history
 	up   bool
 	ran  bool // started at least once: its Raft address is known to peers
+	// callers records who the authorizer let call what, on a TLS node.
+	callers callerLog
+}
+
+// callerLog records the identity each authorized unary call ran as.
+type callerLog struct {
+	mu    sync.Mutex
+	calls map[string][]pki.Identity // by full method
+}
+
+func (l *callerLog) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+	if id, ok := authz.FromContext(ctx); ok {
+		l.mu.Lock()
+		if l.calls == nil {
+			l.calls = map[string][]pki.Identity{}
+		}
+		l.calls[info.FullMethod] = append(l.calls[info.FullMethod], id)
+		l.mu.Unlock()
+	}
+	return h(ctx, req)
+}
+
+func (l *callerLog) of(method string) []pki.Identity {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]pki.Identity(nil), l.calls[method]...)
+}
+
+// apiServer is the node's gRPC server: plaintext, or with the node's TLS
+// files the API as medmesh serves it (mutual TLS, the authorization table
+// enforced), recording who called what.
+func (n *node) apiServer() *grpc.Server {
+	n.t.Helper()
+	if !n.cfg.TLS.Enabled() {
+		return grpc.NewServer()
+	}
+	tc, err := pki.ServerConfig(n.cfg.TLS, pki.ServerOptions{})
+	if err != nil {
+		n.t.Fatalf("api tls %s: %v", n.cfg.ID, err)
+	}
+	az := authz.New(AuthzTable(), false)
+	return grpc.NewServer(grpc.Creds(credentials.NewTLS(tc)),
+		grpc.ChainUnaryInterceptor(az.Unary, n.callers.unary), grpc.ChainStreamInterceptor(az.Stream))
 }
 
 func (n *node) start() {
@@ -88,7 +135,7 @@ func (n *node) start() {
 		lis, err = net.Listen("tcp", n.cfg.APIAddr)
 		return err == nil
 	}, "listen api %s: %v", n.cfg.APIAddr, err)
-	gs := grpc.NewServer()
+	gs := n.apiServer()
 	c.Register(gs)
 	go gs.Serve(lis)
 	if err := c.Start(context.Background()); err != nil {
@@ -135,6 +182,13 @@ type cluster struct {
 // --bootstrap-expect handshake.
 func newCluster(t testing.TB, n int, tweak func(*Config)) *cluster {
 	t.Helper()
+	return newClusterAs(t, n, tweak, pki.Files{})
+}
+
+// newClusterAs is newCluster whose test clients dial with client's
+// certificate (mutual TLS), or plaintext when client is empty.
+func newClusterAs(t testing.TB, n int, tweak func(*Config), client pki.Files) *cluster {
+	t.Helper()
 	cl := &cluster{t: t}
 	var apis []string
 	for i := 0; i < n; i++ {
@@ -150,7 +204,7 @@ func newCluster(t testing.TB, n int, tweak func(*Config)) *cluster {
 		if tweak != nil {
 			tweak(&cfg)
 		}
-		cl.nodes = append(cl.nodes, &node{t: t, cfg: cfg, conn: dialT(t, apis[i]), raw: dialRawT(t, apis[i])})
+		cl.nodes = append(cl.nodes, &node{t: t, cfg: cfg, conn: dialT(t, apis[i], client), raw: dialRawT(t, apis[i], client)})
 	}
 	for _, nd := range cl.nodes {
 		nd.start()
@@ -221,7 +275,7 @@ func freePort(t testing.TB) int { return testutil.FreePort(t) }
 // with UNAVAILABLE for up to 10 s: on the shared 2-core machine a heartbeat
 // can be late enough to cause an election mid-test. Tests that need every
 // outcome (the linearizability history) use dialRawT.
-func dialT(t testing.TB, addr string) *grpc.ClientConn {
+func dialT(t testing.TB, addr string, client pki.Files) *grpc.ClientConn {
 	t.Helper()
 	retry := func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
 		deadline := time.Now().Add(10 * time.Second)
@@ -233,20 +287,34 @@ func dialT(t testing.TB, addr string) *grpc.ClientConn {
 			time.Sleep(20 * time.Millisecond)
 		}
 	}
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithUnaryInterceptor(retry))
+	conn, err := grpc.NewClient(addr, clientCreds(t, client), grpc.WithUnaryInterceptor(retry))
 	if err != nil {
 		t.Fatal(err)
 	}
 	return conn
 }
 
-func dialRawT(t testing.TB, addr string) *grpc.ClientConn {
+func dialRawT(t testing.TB, addr string, client pki.Files) *grpc.ClientConn {
 	t.Helper()
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(addr, clientCreds(t, client))
 	if err != nil {
 		t.Fatal(err)
 	}
 	return conn
+}
+
+// clientCreds is plaintext for empty files, else mutual TLS with them to a
+// coordinator.
+func clientCreds(t testing.TB, files pki.Files) grpc.DialOption {
+	t.Helper()
+	if !files.Enabled() {
+		return grpc.WithTransportCredentials(insecure.NewCredentials())
+	}
+	tc, err := pki.ClientConfig(files, pki.RoleCoordinator)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return grpc.WithTransportCredentials(credentials.NewTLS(tc))
 }
 
 func ctxT(t testing.TB, d time.Duration) context.Context {
