@@ -1,6 +1,8 @@
 package main
 
 import (
+	"crypto/tls"
+	"fmt"
 	"log/slog"
 	"os"
 	"strings"
@@ -44,6 +46,27 @@ func checkDaemonTLS(daemon string, files pki.Files, dev bool, log *slog.Logger, 
 		log.Warn(daemon+" runs without TLS on non-loopback addresses because of --dev: for a lab only", "addrs", strings.Join(off, ","))
 	default:
 		return usagef("%s: %s is not loopback: give --tls-ca, --tls-cert and --tls-key (or MEDMESH_TLS_CA, MEDMESH_TLS_CERT, MEDMESH_TLS_KEY; make them with 'medmesh tls ca create' and 'medmesh tls cert create'), or --dev for a lab", daemon, strings.Join(off, ", "))
+	}
+	return nil
+}
+
+// checkIdentity refuses a certificate that is not role/name: a sensor's
+// certificate names the sensor it reports as, an enforcer's the enforcer.
+// Without TLS files there is nothing to check.
+func checkIdentity(files pki.Files, role pki.Role, name string) error {
+	if !files.Enabled() {
+		return nil
+	}
+	kp, err := tls.LoadX509KeyPair(files.CertFile, files.KeyFile)
+	if err != nil {
+		return fmt.Errorf("tls: %w", err)
+	}
+	id, err := pki.IdentityFromCert(kp.Leaf)
+	if err != nil {
+		return fmt.Errorf("tls: %s: %w", files.CertFile, err)
+	}
+	if want := (pki.Identity{Role: role, Name: name}); id != want {
+		return usagef("--tls-cert %s is for %s, not %s: make one with 'medmesh tls cert create --role %s --name %s'", files.CertFile, id, want, role, name)
 	}
 	return nil
 }
