@@ -243,6 +243,9 @@ func newLabRunCmd(f *labFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if scenario != lab.ScenarioCompromisedDevice {
+				return fmt.Errorf("unknown scenario %q (known: %s)", scenario, lab.ScenarioCompromisedDevice)
+			}
 			if addr == "" {
 				addr = l.Config().CoordinatorTargets()
 			}
@@ -250,6 +253,9 @@ func newLabRunCmd(f *labFlags) *cobra.Command {
 			// The scenario reads and approves: the lab's approver.
 			if cc.TLS, err = l.Config().ClientTLS(pki.RoleApprover); err != nil {
 				return err
+			}
+			if _, err := os.Stat(cc.TLS.CertFile); err != nil {
+				return fmt.Errorf("no lab certificate at %s: is the lab up? (medmesh lab up)", cc.TLS.CertFile)
 			}
 			conn, err := grpcx.Dial(addr, cc, nil)
 			if err != nil {
