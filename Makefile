@@ -114,10 +114,11 @@ demo: deps build ## As root: bring up the campus lab and run the compromised-dev
 	$(BIN) lab up
 	$(BIN) lab run --scenario compromised-device --view
 	@echo
-	@echo "The campus lab is still running; the coordinator API is on this host at 127.0.0.1:7400."
+	@echo "The campus lab is still running; the coordinator API is on this host at 127.0.0.1:7400, mutual TLS only."
+	@echo "  eval \"\$$($(BIN) lab env)\"        # MEDMESH_ADDR and MEDMESH_TLS_* for the lab's approver certificate"
 	@echo "  $(BIN) devices list          # the simulated devices and their classes"
 	@echo "  $(BIN) alerts list; $(BIN) decisions list; $(BIN) cluster status"
-	@echo "  grpcurl -plaintext 127.0.0.1:7400 list"
+	@echo "  grpcurl -cacert \$$MEDMESH_TLS_CA -cert \$$MEDMESH_TLS_CERT -key \$$MEDMESH_TLS_KEY 127.0.0.1:7400 list"
 	@echo "  $(BIN) lab status            # namespaces, processes and their logs"
 	@echo "  $(BIN) lab run --scenario compromised-device -o json"
 	@echo "Remove everything with: make demo-down"

@@ -7,10 +7,11 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/medmesh/medmesh/coordinator/internal/api"
 	"github.com/medmesh/medmesh/coordinator/internal/response"
+	"github.com/medmesh/medmesh/internal/grpcx"
+	"github.com/medmesh/medmesh/internal/pki"
 )
 
 // Config configures one coordinator.
@@ -27,6 +28,12 @@ type Config struct {
 	// RaftAddr is the host:port the Raft transport listens on and
 	// advertises.
 	RaftAddr string
+	// TLS is this coordinator's identity: a coordinator certificate of the
+	// campus CA. With it, the Raft transport is mutual TLS that admits only
+	// coordinators, and the default Dial presents it to other coordinators.
+	// Empty means plaintext, allowed only in dev mode or when the API, Raft
+	// and join addresses are all loopback.
+	TLS pki.Files
 	// Dev runs a single node that bootstraps itself.
 	Dev bool
 	// BootstrapExpect is the number of coordinators that form a new cluster.
@@ -61,7 +68,9 @@ type Config struct {
 	// API tunes the gRPC services.
 	API api.Config
 	// Dial opens a client connection to another coordinator's API (writes
-	// forwarded to the leader, join handshake). Default: plaintext.
+	// forwarded to the leader, join handshake). nil means grpcx.Dial with
+	// TLS (mutual TLS with the coordinator's own certificate, or plaintext
+	// when TLS is empty, which validate allows only on loopback).
 	Dial func(addr string) (*grpc.ClientConn, error)
 }
 
@@ -81,9 +90,6 @@ func DefaultConfig() Config {
 		JoinInterval:       500 * time.Millisecond,
 		RaftLogLevel:       "warn",
 		API:                api.DefaultConfig(),
-		Dial: func(addr string) (*grpc.ClientConn, error) {
-			return grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-		},
 	}
 }
 
@@ -116,8 +122,10 @@ func (c *Config) validate() error {
 	if c.LeaderLeaseTimeout > c.HeartbeatTimeout {
 		errs = append(errs, errors.New("leader lease timeout must not exceed the heartbeat timeout"))
 	}
-	if c.Dial == nil {
-		errs = append(errs, errors.New("dial is required"))
+	if err := c.TLS.Validate(); err != nil {
+		errs = append(errs, err)
+	} else if !c.TLS.Enabled() && !c.Dev && !grpcx.AllLoopback(append([]string{c.APIAddr, c.RaftAddr}, c.Join...)...) {
+		errs = append(errs, errors.New("plaintext (no TLS files) is allowed only in dev mode or when the api, raft and join addresses are all loopback"))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("coordinator config: %w", err)

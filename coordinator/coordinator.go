@@ -28,6 +28,7 @@ import (
 	"github.com/medmesh/medmesh/coordinator/internal/fsm"
 	"github.com/medmesh/medmesh/coordinator/internal/response"
 	"github.com/medmesh/medmesh/internal/authz"
+	"github.com/medmesh/medmesh/internal/grpcx"
 )
 
 // Coordinator is one Raft replica with its API services.
@@ -69,6 +70,11 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Coordinator,
 		return nil, err
 	}
 	c := &Coordinator{cfg: cfg, log: log.With("coordinator", cfg.ID), fsm: fsm.New(), notify: make(chan bool, 64), conns: map[string]*grpc.ClientConn{}}
+	if c.cfg.Dial == nil {
+		cc := grpcx.DefaultClientConfig()
+		cc.TLS = cfg.TLS // our own certificate is our client identity
+		c.cfg.Dial = func(addr string) (*grpc.ClientConn, error) { return grpcx.Dial(addr, cc, c.log) }
+	}
 	rules := cfg.ResponseRules
 	if rules == nil {
 		rules = response.DefaultRules()
@@ -122,7 +128,13 @@ func (c *Coordinator) open(reg prometheus.Registerer) error {
 		return fmt.Errorf("open snapshot store: %w", err)
 	}
 	c.snaps = snaps
-	layer, err := newStreamLayer(cfg.RaftAddr)
+	var tl *raftTLS
+	if cfg.TLS.Enabled() {
+		if tl, err = newRaftTLS(cfg.TLS); err != nil {
+			return err
+		}
+	}
+	layer, err := newStreamLayer(cfg.RaftAddr, tl, c.log)
 	if err != nil {
 		return fmt.Errorf("listen raft on %s: %w", cfg.RaftAddr, err)
 	}

@@ -15,10 +15,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
 	"github.com/medmesh/medmesh/internal/grpcx"
+	"github.com/medmesh/medmesh/internal/pki"
 	"github.com/medmesh/medmesh/internal/testutil"
 	medmeshv1 "github.com/medmesh/medmesh/proto/medmesh/v1"
 )
@@ -91,7 +93,7 @@ func (n *node) start() {
 		lis, err = net.Listen("tcp", n.cfg.APIAddr)
 		return err == nil
 	}, "listen api %s: %v", n.cfg.APIAddr, err)
-	gs := newGRPCXServer(n.t, n.cfg.APIAddr, grpcx.TLSFiles{})
+	gs := newGRPCXServer(n.t, n.cfg.APIAddr, n.cfg.TLS)
 	c.Register(gs.GRPC())
 	go gs.ServeListener(lis)
 	if err := c.Start(context.Background()); err != nil {
@@ -163,6 +165,13 @@ type cluster struct {
 // --bootstrap-expect handshake.
 func newCluster(t testing.TB, n int, tweak func(*Config)) *cluster {
 	t.Helper()
+	return newClusterAs(t, n, tweak, pki.Files{})
+}
+
+// newClusterAs is newCluster whose test clients dial with client's
+// certificate (mutual TLS), or plaintext when client is empty.
+func newClusterAs(t testing.TB, n int, tweak func(*Config), client pki.Files) *cluster {
+	t.Helper()
 	cl := &cluster{t: t}
 	var apis []string
 	for i := 0; i < n; i++ {
@@ -178,7 +187,7 @@ func newCluster(t testing.TB, n int, tweak func(*Config)) *cluster {
 		if tweak != nil {
 			tweak(&cfg)
 		}
-		cl.nodes = append(cl.nodes, &node{t: t, cfg: cfg, conn: dialT(t, apis[i]), raw: dialRawT(t, apis[i])})
+		cl.nodes = append(cl.nodes, &node{t: t, cfg: cfg, conn: dialT(t, apis[i], client), raw: dialRawT(t, apis[i], client)})
 	}
 	for _, nd := range cl.nodes {
 		nd.start()
@@ -249,7 +258,7 @@ func freePort(t testing.TB) int { return testutil.FreePort(t) }
 // with UNAVAILABLE for up to 10 s: on the shared 2-core machine a heartbeat
 // can be late enough to cause an election mid-test. Tests that need every
 // outcome (the linearizability history) use dialRawT.
-func dialT(t testing.TB, addr string) *grpc.ClientConn {
+func dialT(t testing.TB, addr string, client pki.Files) *grpc.ClientConn {
 	t.Helper()
 	retry := func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
 		deadline := time.Now().Add(10 * time.Second)
@@ -261,20 +270,34 @@ func dialT(t testing.TB, addr string) *grpc.ClientConn {
 			time.Sleep(20 * time.Millisecond)
 		}
 	}
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithUnaryInterceptor(retry))
+	conn, err := grpc.NewClient(addr, clientCreds(t, client), grpc.WithUnaryInterceptor(retry))
 	if err != nil {
 		t.Fatal(err)
 	}
 	return conn
 }
 
-func dialRawT(t testing.TB, addr string) *grpc.ClientConn {
+func dialRawT(t testing.TB, addr string, client pki.Files) *grpc.ClientConn {
 	t.Helper()
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(addr, clientCreds(t, client))
 	if err != nil {
 		t.Fatal(err)
 	}
 	return conn
+}
+
+// clientCreds is plaintext for empty files, else mutual TLS with them to a
+// coordinator.
+func clientCreds(t testing.TB, files pki.Files) grpc.DialOption {
+	t.Helper()
+	if !files.Enabled() {
+		return grpc.WithTransportCredentials(insecure.NewCredentials())
+	}
+	tc, err := pki.ClientConfig(files, pki.RoleCoordinator)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return grpc.WithTransportCredentials(credentials.NewTLS(tc))
 }
 
 func ctxT(t testing.TB, d time.Duration) context.Context {

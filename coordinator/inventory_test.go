@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/fieldmaskpb"
 
+	"github.com/medmesh/medmesh/internal/pki"
 	medmeshv1 "github.com/medmesh/medmesh/proto/medmesh/v1"
 )
 
@@ -191,7 +192,7 @@ func TestJoinAndRemove(t *testing.T) {
 	api := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	cfg := testConfig("c4", t.TempDir(), api, fmt.Sprintf("127.0.0.1:%d", freePort(t)))
 	cfg.Join = []string{cl.nodes[1].cfg.APIAddr} // a follower or the leader: either forwards
-	n4 := &node{t: t, cfg: cfg, conn: dialT(t, api)}
+	n4 := &node{t: t, cfg: cfg, conn: dialT(t, api, pki.Files{})}
 	n4.start()
 	cl.nodes = append(cl.nodes, n4)
 	cl.waitReady()

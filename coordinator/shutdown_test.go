@@ -97,7 +97,7 @@ func TestSequentialCloseOfWholeCluster(t *testing.T) {
 // unblocks a pending Accept, closes the connections it handed out, and no
 // connection is accepted or dialed afterwards.
 func TestStreamLayerClose(t *testing.T) {
-	s, err := newStreamLayer("127.0.0.1:0")
+	s, err := newStreamLayer("127.0.0.1:0", nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,20 +1,30 @@
 package coordinator
 
 import (
+	"context"
+	"crypto/tls"
 	"errors"
+	"fmt"
+	"log/slog"
 	"net"
 	"sync"
 	"time"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/medmesh/medmesh/internal/pki"
 )
 
-// streamLayer is the Raft TCP stream layer. It can cut this node off from
+// streamLayer is the Raft TCP stream layer, mutual TLS between coordinators
+// when the coordinator has certificates. It can cut this node off from
 // every Raft peer (a network partition), which the fault-injection tests
 // use.
 type streamLayer struct {
-	ln        net.Listener
+	ln        net.Listener // a *tlsListener with TLS
 	advertise net.Addr
+	// client is the TLS configuration of outgoing connections; nil means
+	// plaintext (loopback or --dev only).
+	client *tls.Config
 	// local is the address outgoing Raft connections come from: the bound
 	// IP, so that a peer (and a firewall rule) sees the same address this
 	// node listens on. nil when bound to a wildcard address.
@@ -28,7 +38,32 @@ type streamLayer struct {
 
 var _ raft.StreamLayer = (*streamLayer)(nil)
 
-func newStreamLayer(bind string) (*streamLayer, error) {
+// raftTLS is the TLS of the Raft transport: both ends must hold a
+// coordinator certificate of the campus CA.
+type raftTLS struct {
+	server, client *tls.Config
+}
+
+// newRaftTLS builds the Raft transport's TLS from the coordinator's files.
+func newRaftTLS(files pki.Files) (*raftTLS, error) {
+	srv, err := pki.ServerConfig(files, pki.ServerOptions{RequireClientCert: true, Roles: []pki.Role{pki.RoleCoordinator}})
+	if err != nil {
+		return nil, fmt.Errorf("raft tls: %w", err)
+	}
+	cli, err := pki.ClientConfig(files, pki.RoleCoordinator)
+	if err != nil {
+		return nil, fmt.Errorf("raft tls: %w", err)
+	}
+	return &raftTLS{server: srv, client: cli}, nil
+}
+
+// handshakeTimeout bounds the TLS handshake of an accepted Raft connection,
+// so a peer that connects and says nothing holds nothing for long.
+const handshakeTimeout = 5 * time.Second
+
+// newStreamLayer listens on bind; with tl, every connection in and out is
+// mutual TLS. log (may be nil) hears of refused handshakes.
+func newStreamLayer(bind string, tl *raftTLS, log *slog.Logger) (*streamLayer, error) {
 	ln, err := net.Listen("tcp", bind)
 	if err != nil {
 		return nil, err
@@ -36,6 +71,13 @@ func newStreamLayer(bind string) (*streamLayer, error) {
 	s := &streamLayer{ln: ln, advertise: ln.Addr(), conns: map[*trackedConn]struct{}{}}
 	if a, ok := ln.Addr().(*net.TCPAddr); ok && !a.IP.IsUnspecified() {
 		s.local = &net.TCPAddr{IP: a.IP}
+	}
+	if tl != nil {
+		if log == nil {
+			log = slog.New(slog.DiscardHandler)
+		}
+		s.ln = newTLSListener(ln, tl.server, handshakeTimeout, log)
+		s.client = tl.client
 	}
 	return s, nil
 }
@@ -77,13 +119,25 @@ func (s *streamLayer) Dial(addr raft.ServerAddress, timeout time.Duration) (net.
 	case iso:
 		return nil, errIsolated
 	}
-	d := net.Dialer{Timeout: timeout}
+	// One deadline for the TCP connect and the TLS handshake: a peer that
+	// accepts and then says nothing cannot hold Raft's dialer.
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	d := net.Dialer{}
 	if s.local != nil {
 		d.LocalAddr = s.local
 	}
-	c, err := d.Dial("tcp", string(addr))
+	c, err := d.DialContext(ctx, "tcp", string(addr))
 	if err != nil {
 		return nil, err
+	}
+	if s.client != nil {
+		tc := tls.Client(c, s.client)
+		if err := tc.HandshakeContext(ctx); err != nil {
+			c.Close()
+			return nil, fmt.Errorf("raft tls handshake with %s: %w", addr, err)
+		}
+		c = tc
 	}
 	if tc := s.track(c); tc != nil {
 		return tc, nil
@@ -145,6 +199,101 @@ func (s *streamLayer) setIsolated(iso bool) {
 	for _, c := range cs {
 		c.Close()
 	}
+}
+
+// tlsListener hands out only connections whose TLS handshake succeeded.
+// Handshakes run concurrently, each bounded by timeout, so a silent or
+// slow client delays no other; Close aborts those in progress.
+type tlsListener struct {
+	net.Listener
+	cfg     *tls.Config
+	timeout time.Duration
+	log     *slog.Logger
+
+	ctx    context.Context // canceled by Close
+	cancel context.CancelFunc
+	ready  chan net.Conn
+	failed chan struct{} // closed when the accept loop stopped; err says why
+	err    error
+	wg     sync.WaitGroup
+	once   sync.Once
+}
+
+func newTLSListener(ln net.Listener, cfg *tls.Config, timeout time.Duration, log *slog.Logger) *tlsListener {
+	ctx, cancel := context.WithCancel(context.Background())
+	l := &tlsListener{Listener: ln, cfg: cfg, timeout: timeout, log: log,
+		ctx: ctx, cancel: cancel, ready: make(chan net.Conn), failed: make(chan struct{})}
+	l.wg.Add(1)
+	go l.loop()
+	return l
+}
+
+func (l *tlsListener) loop() {
+	defer l.wg.Done()
+	backoff := 5 * time.Millisecond
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			if l.ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				l.err = net.ErrClosed
+				close(l.failed)
+				return
+			}
+			// Out of file descriptors and the like: wait, as net/http does.
+			select {
+			case <-time.After(backoff):
+			case <-l.ctx.Done():
+			}
+			backoff = min(2*backoff, time.Second)
+			continue
+		}
+		backoff = 5 * time.Millisecond
+		l.wg.Add(1)
+		go l.handshake(c)
+	}
+}
+
+func (l *tlsListener) handshake(c net.Conn) {
+	defer l.wg.Done()
+	tc := tls.Server(c, l.cfg)
+	ctx, cancel := context.WithTimeout(l.ctx, l.timeout)
+	err := tc.HandshakeContext(ctx)
+	cancel()
+	if err != nil {
+		c.Close()
+		if l.ctx.Err() == nil {
+			l.log.Warn("raft: refused a connection", "remote", c.RemoteAddr().String(), "err", err)
+		}
+		return
+	}
+	select {
+	case l.ready <- tc:
+	case <-l.ctx.Done():
+		tc.Close()
+	}
+}
+
+// Accept returns the next connection that completed its handshake.
+func (l *tlsListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.ready:
+		return c, nil
+	case <-l.failed:
+		return nil, l.err
+	case <-l.ctx.Done():
+		return nil, net.ErrClosed
+	}
+}
+
+// Close stops accepting, aborts handshakes in progress and waits for them.
+func (l *tlsListener) Close() error {
+	var err error
+	l.once.Do(func() {
+		l.cancel()
+		err = l.Listener.Close()
+		l.wg.Wait()
+	})
+	return err
 }
 
 type trackedConn struct {

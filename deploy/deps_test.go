@@ -31,6 +31,7 @@ var providedBy = map[string]string{
 	"pmacctd":     "pmacct",
 	"ndpiReader":  "libndpi-bin",
 	"jq":          "jq",
+	"openssl":     "openssl",
 }
 
 // notPackaged are programs that come from elsewhere, with the reason.

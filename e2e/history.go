@@ -19,11 +19,12 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/medmesh/medmesh/deploy/lab"
+	"github.com/medmesh/medmesh/internal/grpcx"
+	"github.com/medmesh/medmesh/internal/pki"
 	medmeshv1 "github.com/medmesh/medmesh/proto/medmesh/v1"
 )
 
@@ -62,8 +63,20 @@ type Runner struct {
 // NewRunner dials the lab's three coordinators.
 func NewRunner(l *lab.Lab, seed uint64, logf func(string, ...any)) (*Runner, error) {
 	r := &Runner{Lab: l, Seed: seed, Clients: 4, Keys: 3, Logf: logf, epoch: time.Now(), restarts: map[string][]int64{}}
+	// Mutual TLS as the lab's approver, through grpcx's transport but
+	// without its retry policy: the checker must see every outcome.
+	files, err := l.Config().ClientTLS(pki.RoleApprover)
+	if err != nil {
+		return nil, err
+	}
+	cc := grpcx.DefaultClientConfig()
+	cc.TLS = files
+	opts, err := grpcx.DialOptions(cc, nil)
+	if err != nil {
+		return nil, fmt.Errorf("lab client: %w", err)
+	}
 	for i := 1; i <= 3; i++ {
-		c, err := grpc.NewClient(l.Config().CoordinatorAPI(i), grpc.WithTransportCredentials(insecure.NewCredentials()))
+		c, err := grpc.NewClient(l.Config().CoordinatorAPI(i), opts...)
 		if err != nil {
 			return nil, errors.Join(fmt.Errorf("dial c%d: %w", i, err), r.Close())
 		}

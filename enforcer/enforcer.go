@@ -22,6 +22,7 @@ import (
 	"github.com/medmesh/medmesh/enforcer/internal/state"
 	"github.com/medmesh/medmesh/enforcer/internal/watch"
 	"github.com/medmesh/medmesh/enforcer/internal/xdp"
+	"github.com/medmesh/medmesh/internal/grpcx"
 )
 
 // Config configures an enforcer.
@@ -45,6 +46,10 @@ type Config struct {
 	ReportInterval time.Duration
 	// IdleTimeout restarts a silent decision stream.
 	IdleTimeout time.Duration
+	// TLS is the enforcer's identity (an enforcer certificate of the campus
+	// CA) for its coordinator connections; empty means plaintext, which
+	// `medmesh enforcer` allows only on loopback or with --dev.
+	TLS grpcx.TLSFiles
 	// AdminAddr is reported in member status.
 	AdminAddr string
 	// Version is reported in member status.
@@ -167,7 +172,7 @@ func (e *Enforcer) init(ifindex int, reg prometheus.Registerer) error {
 	wc := watch.DefaultConfig()
 	wc.ID, wc.Coordinators, wc.AlarmAfter = e.cfg.ID, e.cfg.Coordinators, e.cfg.AlarmAfter
 	wc.ReportInterval, wc.IdleTimeout = e.cfg.ReportInterval, e.cfg.IdleTimeout
-	wc.Version, wc.APIAddr = e.cfg.Version, e.cfg.AdminAddr
+	wc.Version, wc.APIAddr, wc.TLS = e.cfg.Version, e.cfg.AdminAddr, e.cfg.TLS
 	wc.IsInvalid = func(err error) bool { return errors.Is(err, state.ErrInvalid) }
 	e.watcher, err = watch.New(wc, e.state, e.log, reg)
 	if err != nil {

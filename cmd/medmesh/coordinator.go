@@ -15,11 +15,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/cobra"
-	"google.golang.org/grpc"
 
 	"github.com/medmesh/medmesh/coordinator"
 	"github.com/medmesh/medmesh/internal/admin"
 	"github.com/medmesh/medmesh/internal/grpcx"
+	"github.com/medmesh/medmesh/internal/pki"
 )
 
 // coordinatorOptions are the flags of `medmesh coordinator`.
@@ -28,7 +28,7 @@ type coordinatorOptions struct {
 	dev, pprof                    bool
 	bootstrapExpect               int
 	join                          []string
-	tlsCert, tlsKey, tlsCA        string
+	tls                           pki.Files
 	logLevel                      string
 }
 
@@ -57,9 +57,7 @@ func newCoordinatorCmd() *cobra.Command {
 	f.BoolVar(&o.dev, "dev", false, "single node that bootstraps itself, data in a temporary directory")
 	f.IntVar(&o.bootstrapExpect, "bootstrap-expect", 0, "number of coordinators that form a new cluster")
 	f.StringSliceVar(&o.join, "join", nil, "API addresses of other coordinators, comma-separated")
-	f.StringVar(&o.tlsCert, "tls-cert", "", "certificate file (enables TLS on the API and to other coordinators)")
-	f.StringVar(&o.tlsKey, "tls-key", "", "key file for --tls-cert")
-	f.StringVar(&o.tlsCA, "tls-ca", "", "CA file: require and verify client certificates (mutual TLS)")
+	addDaemonTLSFlags(cmd, &o.tls, "a coordinator certificate (with this host's --ip)")
 	f.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	return cmd
 }
@@ -91,31 +89,28 @@ func runCoordinator(ctx context.Context, o coordinatorOptions, stderr io.Writer,
 		return usagef("--dev is a single node: drop --bootstrap-expect and --join")
 	case o.bootstrapExpect > 1 && len(o.join) == 0:
 		return usagef("--bootstrap-expect %d needs --join", o.bootstrapExpect)
-	case (o.tlsCert == "") != (o.tlsKey == ""):
-		return usagef("--tls-cert and --tls-key go together")
-	case o.tlsCA != "" && o.tlsCert == "":
-		return usagef("--tls-ca needs --tls-cert and --tls-key")
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level})).With("component", "coordinator", "id", o.id)
+	// Plaintext only with --dev or on loopback: the API, Raft and every
+	// coordinator joined.
+	if err := checkDaemonTLS("coordinator", o.tls, o.dev, log, append([]string{o.api, o.raft}, o.join...)...); err != nil {
+		return err
+	}
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
-	tlsFiles := grpcx.TLSFiles{CertFile: o.tlsCert, KeyFile: o.tlsKey, CAFile: o.tlsCA}
+	tlsFiles := o.tls
 	cfg := coordinator.DefaultConfig()
+	// Raft and the coordinator's calls to other coordinators use its own
+	// certificate (coordinator.Config.Dial defaults to grpcx.Dial with it).
+	cfg.TLS = tlsFiles
 	cfg.ID, cfg.DataDir, cfg.APIAddr, cfg.RaftAddr = o.id, o.dataDir, o.api, o.raft
 	cfg.Dev, cfg.BootstrapExpect = o.dev, o.bootstrapExpect
 	for _, j := range o.join {
 		if j = strings.TrimSpace(j); j != "" {
 			cfg.Join = append(cfg.Join, j)
 		}
-	}
-	cfg.Dial = func(addr string) (*grpc.ClientConn, error) {
-		cc := grpcx.DefaultClientConfig()
-		if tlsFiles.Enabled() {
-			cc.TLS = tlsFiles // our own certificate is our client identity
-		}
-		return grpcx.Dial(addr, cc, log)
 	}
 	if o.dev {
 		// A single node: elect fast.
@@ -168,7 +163,7 @@ func runCoordinator(ctx context.Context, o coordinatorOptions, stderr io.Writer,
 		srv.Stop(context.Background())
 		return errors.Join(err, closeAdmin(context.Background()))
 	}
-	log.Info("coordinator started", "api", o.api, "raft", o.raft, "admin", o.admin, "dev", o.dev, "data_dir", cfg.DataDir)
+	log.Info("coordinator started", "api", o.api, "raft", o.raft, "admin", o.admin, "dev", o.dev, "data_dir", cfg.DataDir, "mtls", tlsFiles.Enabled())
 
 	// Health follows readiness: SERVING once a leader is known.
 	tick := time.NewTicker(50 * time.Millisecond)

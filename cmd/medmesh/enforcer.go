@@ -18,6 +18,7 @@ import (
 	"github.com/medmesh/medmesh/enforcer"
 	"github.com/medmesh/medmesh/internal/admin"
 	"github.com/medmesh/medmesh/internal/grpcx"
+	"github.com/medmesh/medmesh/internal/pki"
 )
 
 func newEnforcerCmd() *cobra.Command {
@@ -29,6 +30,7 @@ func newEnforcerCmd() *cobra.Command {
 		dhcpServers  []string
 		uninstall    bool
 		debug, pprof bool
+		dev          bool
 	)
 	cmd := &cobra.Command{
 		Use:   "enforcer --id ID --iface IF --coordinator ADDR[,ADDR]",
@@ -36,7 +38,11 @@ func newEnforcerCmd() *cobra.Command {
 		Long: "The enforcer attaches an XDP verdict program to the device-facing interface of a routing\n" +
 			"node and applies the coordinators' decisions to it. Its maps and XDP link are pinned in\n" +
 			"bpffs: a stopped or crashed enforcer keeps enforcing, a restarted one adopts them.\n" +
-			"--uninstall removes the pinned program and stops enforcing.",
+			"--uninstall removes the pinned program and stops enforcing.\n" +
+			"\n" +
+			"Security: coordinator connections are mutual TLS with an enforcer certificate named as --id\n" +
+			"(--tls-ca, --tls-cert, --tls-key); without them the enforcer starts only if every\n" +
+			"coordinator address is loopback, or with --dev.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if cfg.ID == "" {
@@ -80,6 +86,12 @@ func newEnforcerCmd() *cobra.Command {
 				level = slog.LevelDebug
 			}
 			log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})).With("component", "enforcer", "id", cfg.ID)
+			if err := checkDaemonTLS("enforcer", cfg.TLS, dev, log, cfg.Coordinators...); err != nil {
+				return err
+			}
+			if err := checkIdentity(cfg.TLS, pki.RoleEnforcer, cfg.ID); err != nil {
+				return err
+			}
 			reg := prometheus.NewRegistry()
 			reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 			e, err := enforcer.New(cfg, log, reg)
@@ -121,6 +133,8 @@ func newEnforcerCmd() *cobra.Command {
 	f.DurationVar(&cfg.ReportInterval, "report-interval", cfg.ReportInterval, "member status period")
 	f.BoolVar(&uninstall, "uninstall", false, "remove the pinned program and maps, then exit")
 	f.BoolVar(&debug, "debug", false, "debug logging")
+	f.BoolVar(&dev, "dev", false, "lab/development: allow plaintext to non-loopback coordinators")
+	addDaemonTLSFlags(cmd, &cfg.TLS, "an enforcer certificate named as --id,")
 	return cmd
 }
 

@@ -17,6 +17,7 @@ import (
 	"github.com/medmesh/medmesh/deploy/lab"
 	"github.com/medmesh/medmesh/deploy/lab/sim"
 	"github.com/medmesh/medmesh/internal/grpcx"
+	"github.com/medmesh/medmesh/internal/pki"
 )
 
 type labFlags struct {
@@ -54,13 +55,15 @@ func newLabCmd() *cobra.Command {
 		Long: `medmesh lab builds a hospital campus on this host out of network namespaces (root only):
 a core with HL7, PACS, DHCP/DNS, NTP and a central station, an "internet" host, two floors of
 simulated medical devices, a sensor per floor fed by mirrored traffic, an inline enforcer per
-floor, and three coordinators on the host with the API at 127.0.0.1:7400.`,
+floor, and three coordinators on the host with the API at 127.0.0.1:7400. Every connection is
+mutual TLS with certificates of a CA the lab makes at 'lab up'; talk to it with
+  eval "$(medmesh lab env)"`,
 	}
 	pf := c.PersistentFlags()
 	pf.StringVar(&f.stateDir, "state-dir", lab.DefaultConfig().StateDir, "state file, logs and coordinator data")
 	pf.StringVarP(&f.output, "output", "o", "table", "output format: table or json")
 	pf.BoolVarP(&f.verbose, "verbose", "v", false, "log progress")
-	c.AddCommand(newLabUpCmd(f), newLabDownCmd(f), newLabStatusCmd(f), newLabRunCmd(f), newLabRoamCmd(f), newLabSimCmd())
+	c.AddCommand(newLabUpCmd(f), newLabDownCmd(f), newLabStatusCmd(f), newLabRunCmd(f), newLabRoamCmd(f), newLabSimCmd(), newLabEnvCmd(f))
 	return c
 }
 
@@ -89,6 +92,44 @@ func newLabUpCmd(f *labFlags) *cobra.Command {
 	c.Flags().BoolVar(&noComponents, "no-components", false, "start only the topology and simulators, no coordinators, sensors or enforcers")
 	return c
 }
+
+func newLabEnvCmd(f *labFlags) *cobra.Command {
+	role := string(pki.RoleApprover)
+	c := &cobra.Command{
+		Use:   "env",
+		Short: "Print the shell exports that point the CLI at the lab with a lab certificate: eval \"$(medmesh lab env)\"",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			r, err := pki.ParseRole(role)
+			if err != nil {
+				return usageError{err}
+			}
+			cfg := f.config()
+			files, err := cfg.ClientTLS(r)
+			if err != nil {
+				return usageError{err}
+			}
+			if _, err := os.Stat(files.CertFile); err != nil {
+				return fmt.Errorf("no lab certificate at %s: is the lab up? (medmesh lab up)", files.CertFile)
+			}
+			w := cmd.OutOrStdout()
+			for _, kv := range [][2]string{
+				{"MEDMESH_ADDR", cfg.CoordinatorTargets()},
+				{"MEDMESH_TLS_CA", files.CAFile},
+				{"MEDMESH_TLS_CERT", files.CertFile},
+				{"MEDMESH_TLS_KEY", files.KeyFile},
+			} {
+				fmt.Fprintf(w, "export %s=%s\n", kv[0], shellQuote(kv[1]))
+			}
+			return nil
+		},
+	}
+	c.Flags().StringVar(&role, "role", role, "the lab identity to use: approver, operator or viewer")
+	return c
+}
+
+// shellQuote quotes s for a POSIX shell.
+func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
 
 func newLabDownCmd(f *labFlags) *cobra.Command {
 	return &cobra.Command{
@@ -184,7 +225,7 @@ func printStatus(w io.Writer, l *lab.Lab, output string) error {
 	for role, why := range st.Skipped {
 		fmt.Fprintf(w, "not started: %s: %s\n", role, why)
 	}
-	fmt.Fprintf(w, "coordinator API on the host: %s (medmesh --addr %s ..., grpcurl -plaintext %s list)\n", st.API, st.API, st.API)
+	fmt.Fprintf(w, "coordinator API on the host: %s, mutual TLS: eval \"$(medmesh lab env)\", then medmesh cluster status ...\n", st.API)
 	return nil
 }
 
@@ -214,10 +255,21 @@ func newLabRunCmd(f *labFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if addr == "" {
-				addr = strings.Join([]string{l.Config().CoordinatorAPI(1), l.Config().CoordinatorAPI(2), l.Config().CoordinatorAPI(3)}, ",")
+			if scenario != lab.ScenarioCompromisedDevice {
+				return fmt.Errorf("unknown scenario %q (known: %s)", scenario, lab.ScenarioCompromisedDevice)
 			}
-			conn, err := grpcx.Dial(addr, grpcx.DefaultClientConfig(), nil)
+			if addr == "" {
+				addr = l.Config().CoordinatorTargets()
+			}
+			cc := grpcx.DefaultClientConfig()
+			// The scenario reads and approves: the lab's approver.
+			if cc.TLS, err = l.Config().ClientTLS(pki.RoleApprover); err != nil {
+				return err
+			}
+			if _, err := os.Stat(cc.TLS.CertFile); err != nil {
+				return fmt.Errorf("no lab certificate at %s: is the lab up? (medmesh lab up)", cc.TLS.CertFile)
+			}
+			conn, err := grpcx.Dial(addr, cc, nil)
 			if err != nil {
 				return usageError{err}
 			}

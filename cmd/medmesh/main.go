@@ -45,6 +45,7 @@ func newRootCmd() *cobra.Command {
 		newReplayCmd(),
 		newLabCmd(),
 		newTLSCmd(),
+		newKeygenCmd(),
 	)
 	addOperatorCommands(root)
 	root.InitDefaultHelpCmd()

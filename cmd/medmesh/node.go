@@ -22,6 +22,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/medmesh/medmesh/internal/admin"
+	"github.com/medmesh/medmesh/internal/pki"
 	"github.com/medmesh/medmesh/node/gossip"
 	"github.com/medmesh/medmesh/node/mesh"
 	"github.com/medmesh/medmesh/node/sensor"
@@ -34,9 +35,11 @@ type nodeOptions struct {
 	flows                  uint32
 	coordinator, join      []string
 	gossip, zone, spoolDir string
-	gossipKeyFile, label   string
+	gossipKeyFile, campus  string
 	floor                  int
 	learnWindow            time.Duration
+	dev                    bool
+	tls                    pki.Files
 }
 
 func newNodeCmd() *cobra.Command {
@@ -50,7 +53,12 @@ func newNodeCmd() *cobra.Command {
 			"and reports devices, baselines, alerts and per-minute flow summaries to --coordinator\n" +
 			"(spooled on disk while none is reachable). Without --coordinator it logs flows and alerts.\n" +
 			"With --gossip it joins the sensor mesh; a device first seen at another sensor is scored\n" +
-			"with the baseline the coordinators replicated.",
+			"with the baseline the coordinators replicated.\n" +
+			"\n" +
+			"Security: coordinator connections are mutual TLS with a sensor certificate named as --id\n" +
+			"(--tls-ca, --tls-cert, --tls-key); without them the node starts only if every coordinator\n" +
+			"address is loopback, or with --dev. Gossip is encrypted with --gossip-key-file (make one\n" +
+			"with 'medmesh keygen'), required unless --dev; --campus keeps campuses apart.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
@@ -73,7 +81,11 @@ func newNodeCmd() *cobra.Command {
 	f.StringVar(&o.gossip, "gossip", "", "gossip listen address host:port (default port 7402); empty: no gossip")
 	f.StringSliceVar(&o.join, "join", nil, "gossip seeds to join, comma-separated host:port")
 	f.StringVar(&o.gossipKeyFile, "gossip-key-file", "", "file with base64 AES keys (16, 24 or 32 bytes), one per line, first is primary")
-	f.StringVar(&o.label, "gossip-label", "medmesh", "gossip cluster label; members with another label cannot join")
+	f.StringVar(&o.campus, "campus", "medmesh", "campus name: the gossip label; sensors of another campus cannot join")
+	f.StringVar(&o.campus, "gossip-label", "medmesh", "old name of --campus")
+	_ = f.MarkDeprecated("gossip-label", "use --campus")
+	f.BoolVar(&o.dev, "dev", false, "lab/development: allow plaintext to non-loopback coordinators and unencrypted gossip")
+	addDaemonTLSFlags(cmd, &o.tls, "a sensor certificate named as --id,")
 	f.IntVar(&o.floor, "floor", 0, "floor of this sensor (0: unset)")
 	f.StringVar(&o.zone, "zone", "", "zone of this sensor, e.g. icu")
 	return cmd
@@ -120,7 +132,16 @@ func runNode(ctx context.Context, o nodeOptions, stderr io.Writer) error {
 	if o.id == "" {
 		return usagef("node: --id is required")
 	}
+	if len(o.coordinator) > 0 {
+		if err := checkDaemonTLS("node", o.tls, o.dev, log, o.coordinator...); err != nil {
+			return err
+		}
+		if err := checkIdentity(o.tls, pki.RoleSensor, o.id); err != nil {
+			return err
+		}
+	}
 	cfg := mesh.DefaultConfig()
+	cfg.TLS = o.tls
 	sc := &cfg.Sensor
 	sc.Iface, sc.Mode, sc.ID, sc.Debug = o.iface, o.mode, o.id, o.debug
 	sc.ForceGeneric, sc.FlowEntries = o.generic, o.flows
@@ -157,9 +178,12 @@ func gossipConfig(o nodeOptions, log *slog.Logger) (gossip.Config, error) {
 	if err != nil || p <= 0 || p > 65535 {
 		return gc, usagef("node: --gossip %q: want host:port", o.gossip)
 	}
-	gc.NodeName, gc.BindAddr, gc.BindPort, gc.Join, gc.Label = o.id, host, p, o.join, o.label
+	gc.NodeName, gc.BindAddr, gc.BindPort, gc.Join, gc.Label = o.id, host, p, o.join, o.campus
 	if o.gossipKeyFile == "" {
-		log.Warn("gossip is not encrypted: give --gossip-key-file outside a lab")
+		if !o.dev {
+			return gc, usagef("node: --gossip needs --gossip-key-file, the campus's gossip key: make one with 'medmesh keygen --out FILE' and give every sensor the same file (or --dev for a lab without encryption)")
+		}
+		log.Warn("gossip is not encrypted because of --dev: for a lab only")
 		return gc, nil
 	}
 	data, err := os.ReadFile(o.gossipKeyFile)

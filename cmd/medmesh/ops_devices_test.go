@@ -39,9 +39,9 @@ func TestDevicesSetLowersTierAudited(t *testing.T) {
 	srv := issue(pki.RoleCoordinator, "dev")
 	o := coordinatorOptions{
 		dev: true, logLevel: "warn",
-		api:   fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t)),
-		raft:  fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t)),
-		tlsCA: srv.CAFile, tlsCert: srv.CertFile, tlsKey: srv.KeyFile,
+		api:  fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t)),
+		raft: fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t)),
+		tls:  srv,
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan struct{})

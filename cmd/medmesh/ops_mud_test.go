@@ -7,7 +7,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-
 )
 
 // startDevCoordinator runs `medmesh coordinator --dev` in process and

@@ -23,6 +23,10 @@
 //	mm-sN           sensor: tap0 receives the floor's mirrored frames; mgmt0
 //	                10.96.N.2 reaches the coordinators through the core.
 //
+// Every connection (Raft, API, sensors, enforcers, the lab's own clients)
+// is mutual TLS with certificates of a CA that Up makes in StateDir/tls
+// (see TLSDir); the sensors' gossip is encrypted with a key made there too.
+//
 // Nothing is routed to the real network: the host only routes 10.96.0.0/12
 // into the lab, and the core has no default route.
 package lab

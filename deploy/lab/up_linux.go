@@ -187,6 +187,11 @@ func (l *Lab) startAll(ctx context.Context, st *State) error {
 	if !c.Components {
 		return nil
 	}
+	// Every component speaks mutual TLS with a certificate of the lab's
+	// own CA; the sensors' gossip is encrypted.
+	if err := c.makePKI(); err != nil {
+		return err
+	}
 	coord := l.probe("coordinator", "--bootstrap-expect")
 	if coord.missing != "" {
 		st.Skipped["coordinator"] = coord.missing
@@ -231,12 +236,16 @@ func (l *Lab) startAll(ctx context.Context, st *State) error {
 			if len(seeds) > 0 {
 				args = node.opt(args, "--join", strings.Join(seeds, ","))
 			}
+			args = node.opt(args, "--gossip-key-file", c.GossipKeyFile())
+			args = node.opt(args, "--campus", strings.TrimSuffix(c.Prefix, "-")+"-lab")
+			args = append(args, c.tlsArgs(fmt.Sprintf("s%d", n))...)
 			if err := l.spawn(st, fmt.Sprintf("s%d", n), "sensor", c.nsSensor(n), args); err != nil {
 				return err
 			}
 		}
 		if enf.missing == "" {
 			args := []string{"enforcer", "--id", fmt.Sprintf("e%d", n), "--iface", "dev0", "--coordinator", coordinators}
+			args = append(args, c.tlsArgs(fmt.Sprintf("e%d", n))...)
 			if err := l.spawn(st, fmt.Sprintf("e%d", n), "enforcer", c.nsEnforcer(n), args); err != nil {
 				return err
 			}
@@ -261,6 +270,7 @@ func (l *Lab) startCoordinator(st *State, p probed, i int) error {
 	args := []string{"coordinator", "--id", fmt.Sprintf("c%d", i), "--data-dir", data,
 		"--api", c.CoordinatorAPI(i), "--raft", fmt.Sprintf("%s:%d", host, c.APIPort+1),
 		"--bootstrap-expect", "3", "--join", strings.Join(join, ",")}
+	args = append(args, c.tlsArgs(fmt.Sprintf("c%d", i))...)
 	args = p.opt(args, "--admin", fmt.Sprintf("%s:%d", host, c.APIPort+3))
 	return l.spawn(st, fmt.Sprintf("c%d", i), "coordinator", "", args)
 }

@@ -36,6 +36,7 @@ type config struct {
 	jsonOut     string
 	target      string
 	rounds      int
+	tls         bool
 }
 
 func main() {
@@ -58,6 +59,7 @@ func run() int {
 	flag.StringVar(&cfg.jsonOut, "json", "", "also write the results as JSON to this file")
 	flag.StringVar(&cfg.target, "target", "all", "where clients send writes: all (every node's address) or leader")
 	flag.IntVar(&cfg.rounds, "rounds", 3, "rounds; the table shows each figure's median")
+	flag.BoolVar(&cfg.tls, "tls", true, "also run a medmesh cluster with mutual TLS on every connection and report TLS/plaintext")
 	flag.Parse()
 	if cfg.rounds <= 0 || cfg.n <= 0 {
 		fmt.Fprintln(os.Stderr, "benchcoord: -rounds and -n must be positive")
@@ -91,8 +93,10 @@ type row struct {
 	Concurrency   int      `json:"concurrency"`
 	Medmesh       *result  `json:"medmesh,omitempty"`
 	Etcd          *result  `json:"etcd,omitempty"`
+	MedmeshTLS    *result  `json:"medmesh_tls,omitempty"`
 	MedmeshRounds []result `json:"medmesh_rounds,omitempty"`
 	EtcdRounds    []result `json:"etcd_rounds,omitempty"`
+	TLSRounds     []result `json:"medmesh_tls_rounds,omitempty"`
 }
 
 // system is a running cluster the workload can be sent to.
@@ -133,16 +137,23 @@ func bench(ctx context.Context, cfg config, log *slog.Logger) (err error) {
 			}
 		}
 	}
-	if !cfg.skipMedmesh {
-		mc, err := startMedmesh(ctx, cfg.bin, filepath.Join(dir, "medmesh"), 3, cfg.startupWait, log)
-		if err != nil {
-			return fmt.Errorf("medmesh: %w", err)
+	for _, withTLS := range []bool{false, true} {
+		if cfg.skipMedmesh || (withTLS && !cfg.tls) {
+			continue
 		}
-		systems["medmesh"] = mc
-		names = append(names, "medmesh")
+		name := "medmesh"
+		if withTLS {
+			name = "medmesh-tls"
+		}
+		mc, err := startMedmesh(ctx, cfg.bin, filepath.Join(dir, name), 3, withTLS, cfg.startupWait, log)
+		if err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+		systems[name] = mc
+		names = append(names, name)
 		if cfg.target == "leader" {
 			if err := mc.useLeader(ctx); err != nil {
-				return fmt.Errorf("medmesh: %w", err)
+				return fmt.Errorf("%s: %w", name, err)
 			}
 		}
 	}
@@ -167,9 +178,12 @@ func bench(ctx context.Context, cfg config, log *slog.Logger) (err error) {
 				}
 				log.Info(name, "round", round+1, "concurrency", c, "ok", res.OK, "failed", res.Failed+res.NotRun,
 					"ops_per_sec", res.OpsPerSec, "p99_ms", res.P99ms)
-				if name == "etcd" {
+				switch name {
+				case "etcd":
 					rows[i].EtcdRounds = append(rows[i].EtcdRounds, res)
-				} else {
+				case "medmesh-tls":
+					rows[i].TLSRounds = append(rows[i].TLSRounds, res)
+				default:
 					rows[i].MedmeshRounds = append(rows[i].MedmeshRounds, res)
 				}
 			}
@@ -178,6 +192,7 @@ func bench(ctx context.Context, cfg config, log *slog.Logger) (err error) {
 	for i := range rows {
 		rows[i].Etcd = median(rows[i].EtcdRounds)
 		rows[i].Medmesh = median(rows[i].MedmeshRounds)
+		rows[i].MedmeshTLS = median(rows[i].TLSRounds)
 	}
 	printTable(os.Stdout, cfg, rows)
 	if cfg.jsonOut != "" {
@@ -240,6 +255,23 @@ func printTable(w *os.File, cfg config, rows []row) {
 	}
 	tw.Flush()
 	fmt.Fprintln(w, "\nthroughput ratio = medmesh/etcd (higher is better for medmesh); p99 ratio = medmesh/etcd (lower is better)")
+	if !cfg.tls {
+		return
+	}
+	fmt.Fprintln(w, "\nmedmesh with mutual TLS on every connection (Raft, API, forwarding, client) vs plaintext, same run:")
+	fmt.Fprintln(w)
+	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "concurrency\tplaintext ops/s\tTLS ops/s\tTLS/plaintext ops\tplaintext p99 ms\tTLS p99 ms\tTLS/plaintext p99\tfailed p/t\t")
+	for _, r := range rows {
+		m, t := r.Medmesh, r.MedmeshTLS
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s/%s\t\n", r.Concurrency,
+			f(m, func(x *result) float64 { return x.OpsPerSec }, 0), f(t, func(x *result) float64 { return x.OpsPerSec }, 0),
+			ratio(t, m, func(x *result) float64 { return x.OpsPerSec }),
+			f(m, func(x *result) float64 { return x.P99ms }, 2), f(t, func(x *result) float64 { return x.P99ms }, 2),
+			ratio(t, m, func(x *result) float64 { return x.P99ms }),
+			failed(m), failed(t))
+	}
+	tw.Flush()
 }
 
 func f(r *result, get func(*result) float64, prec int) string {

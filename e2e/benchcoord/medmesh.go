@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/medmesh/medmesh/internal/pki"
 )
 
 // medmeshCluster is an n-node medmesh coordinator cluster, one process per
@@ -20,11 +22,37 @@ type medmeshCluster struct {
 	bin       string
 	procs     []*proc
 	apis      []string
-	leaderAPI string // from the last cluster status
-	target    string // bench --addr; every API address when empty
+	leaderAPI string   // from the last cluster status
+	target    string   // bench --addr; every API address when empty
+	clientTLS []string // the CLI's --tls-* flags; empty for plaintext
 }
 
-func startMedmesh(ctx context.Context, bin, dir string, n int, timeout time.Duration, log *slog.Logger) (*medmeshCluster, error) {
+// makePKI makes a campus CA in dir with a coordinator certificate per node
+// and an operator certificate for the CLI, and returns the TLS flags of
+// each coordinator and of the CLI.
+func makePKI(dir string, n int) (coords [][]string, client []string, err error) {
+	ca, err := pki.CreateCA(dir, "benchcoord", 1, time.Now())
+	if err != nil {
+		return nil, nil, err
+	}
+	flags := func(role pki.Role, name string) ([]string, error) {
+		c, k, err := ca.IssueFiles(dir, name, pki.CertRequest{Identity: pki.Identity{Role: role, Name: name}, Days: 1})
+		return []string{"--tls-ca", filepath.Join(dir, pki.CAFile), "--tls-cert", c, "--tls-key", k}, err
+	}
+	for i := range n {
+		f, err := flags(pki.RoleCoordinator, fmt.Sprintf("c%d", i+1))
+		if err != nil {
+			return nil, nil, err
+		}
+		coords = append(coords, f)
+	}
+	client, err = flags(pki.RoleOperator, "bench")
+	return coords, client, err
+}
+
+// startMedmesh starts an n-node cluster; with withTLS every connection
+// (Raft, API, forwarding, the CLI) is mutual TLS.
+func startMedmesh(ctx context.Context, bin, dir string, n int, withTLS bool, timeout time.Duration, log *slog.Logger) (*medmeshCluster, error) {
 	if _, err := os.Stat(bin); err != nil {
 		return nil, fmt.Errorf("binary: %w (run make build)", err)
 	}
@@ -44,6 +72,12 @@ func startMedmesh(ctx context.Context, bin, dir string, n int, timeout time.Dura
 	for i := range n {
 		mc.apis = append(mc.apis, "127.0.0.1:"+strconv.Itoa(ports[i]))
 	}
+	var coordTLS [][]string
+	if withTLS {
+		if coordTLS, mc.clientTLS, err = makePKI(filepath.Join(dir, "tls"), n); err != nil {
+			return nil, fmt.Errorf("tls: %w", err)
+		}
+	}
 	for i := range n {
 		id := fmt.Sprintf("c%d", i+1)
 		args := []string{bin, "coordinator",
@@ -56,6 +90,9 @@ func startMedmesh(ctx context.Context, bin, dir string, n int, timeout time.Dura
 		}
 		if hasAdmin {
 			args = append(args, "--admin", "127.0.0.1:"+strconv.Itoa(ports[2*n+i]))
+		}
+		if withTLS {
+			args = append(args, coordTLS[i]...)
 		}
 		p, err := startProc("medmesh "+id, filepath.Join(dir, id+".log"), args...)
 		if err != nil {
@@ -77,7 +114,7 @@ func startMedmesh(ctx context.Context, bin, dir string, n int, timeout time.Dura
 		mc.Close()
 		return nil, err
 	}
-	log.Info("medmesh cluster ready", "nodes", n, "api", strings.Join(mc.apis, ","), "took", time.Since(t0).Round(time.Millisecond))
+	log.Info("medmesh cluster ready", "nodes", n, "api", strings.Join(mc.apis, ","), "tls", withTLS, "took", time.Since(t0).Round(time.Millisecond))
 	return mc, nil
 }
 
@@ -127,7 +164,7 @@ func (mc *medmeshCluster) useLeader(ctx context.Context) error {
 func (mc *medmeshCluster) cli(ctx context.Context, timeout time.Duration, args ...string) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, mc.bin, args...)
+	cmd := exec.CommandContext(ctx, mc.bin, append(args, mc.clientTLS...)...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()

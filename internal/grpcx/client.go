@@ -123,11 +123,46 @@ func Dial(target string, cfg ClientConfig, log *slog.Logger) (*grpc.ClientConn, 
 			return nil, fmt.Errorf("grpc dial: address %q: %w", a, err)
 		}
 	}
+	opts, err := dialOptions(cfg, log, addrs)
+	if err != nil {
+		return nil, fmt.Errorf("grpc dial %s: %w", target, err)
+	}
+	r := manual.NewBuilderWithScheme(fmt.Sprintf("medmesh%d", resolverSeq.Add(1)))
+	st := resolver.State{}
+	for _, a := range addrs {
+		st.Addresses = append(st.Addresses, resolver.Address{Addr: a})
+	}
+	r.InitialState(st)
+	conn, err := grpc.NewClient(r.Scheme()+":///"+strings.Join(addrs, ","),
+		append(opts, grpc.WithResolvers(r), grpc.WithDefaultServiceConfig(serviceConfig))...)
+	if err != nil {
+		return nil, fmt.Errorf("grpc dial %s: %w", target, err)
+	}
+	return conn, nil
+}
+
+// DialOptions are the options of Dial's connections without its resolver
+// and retry policy: transport credentials (mutual TLS to a coordinator, or
+// plaintext, warned about off loopback), message size, keepalive and
+// connection backoff. Clients that keep one connection per coordinator
+// and choose among them themselves (the sensor's reporter, the enforcer's
+// watcher) build each with grpc.NewClient(addr, opts...).
+func DialOptions(cfg ClientConfig, log *slog.Logger, targets ...string) ([]grpc.DialOption, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if err := cfg.validate(); err != nil {
+		return nil, fmt.Errorf("grpc client config: %w", err)
+	}
+	return dialOptions(cfg, log, targets)
+}
+
+func dialOptions(cfg ClientConfig, log *slog.Logger, addrs []string) ([]grpc.DialOption, error) {
 	var creds credentials.TransportCredentials
 	if cfg.TLS.Enabled() {
 		tc, err := pki.ClientConfig(cfg.TLS, pki.RoleCoordinator)
 		if err != nil {
-			return nil, fmt.Errorf("grpc dial %s: %w", target, err)
+			return nil, err
 		}
 		creds = credentials.NewTLS(tc)
 	} else {
@@ -138,19 +173,9 @@ func Dial(target string, cfg ClientConfig, log *slog.Logger) (*grpc.ClientConn, 
 		}
 		creds = insecure.NewCredentials()
 	}
-
-	r := manual.NewBuilderWithScheme(fmt.Sprintf("medmesh%d", resolverSeq.Add(1)))
-	st := resolver.State{}
-	for _, a := range addrs {
-		st.Addresses = append(st.Addresses, resolver.Address{Addr: a})
-	}
-	r.InitialState(st)
-
 	dialer := &net.Dialer{Timeout: cfg.DialTimeout}
-	conn, err := grpc.NewClient(r.Scheme()+":///"+strings.Join(addrs, ","),
-		grpc.WithResolvers(r),
+	return []grpc.DialOption{
 		grpc.WithTransportCredentials(creds),
-		grpc.WithDefaultServiceConfig(serviceConfig),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(cfg.MaxRecvMsgBytes)),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{
 			Time:                cfg.KeepaliveTime,
@@ -164,9 +189,5 @@ func Dial(target string, cfg ClientConfig, log *slog.Logger) (*grpc.ClientConn, 
 		grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
 			return dialer.DialContext(ctx, "tcp", addr)
 		}),
-	)
-	if err != nil {
-		return nil, fmt.Errorf("grpc dial %s: %w", target, err)
-	}
-	return conn, nil
+	}, nil
 }

@@ -20,7 +20,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/medmesh/medmesh/internal/grpcx"
@@ -43,8 +42,10 @@ type Config struct {
 	// Coordinators lists the coordinators' API addresses. Empty runs the
 	// sensor alone: findings are logged, not reported.
 	Coordinators []string
-	// DialOptions are used for coordinator connections (TLS).
-	DialOptions []grpc.DialOption
+	// TLS is the sensor's identity (a sensor certificate of the campus CA):
+	// every coordinator connection is mutual TLS with it. Empty means
+	// plaintext, which `medmesh node` allows only on loopback or with --dev.
+	TLS grpcx.TLSFiles
 	// SpoolDir holds the on-disk spool that keeps records while no
 	// coordinator is reachable.
 	SpoolDir string
@@ -143,12 +144,14 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, reg prometheus.Regis
 	}
 	if sp != nil {
 		rc := reporter.DefaultConfig()
-		rc.SensorID, rc.Coordinators, rc.DialOptions = cfg.Sensor.ID, cfg.Coordinators, cfg.DialOptions
+		rc.SensorID, rc.Coordinators, rc.TLS = cfg.Sensor.ID, cfg.Coordinators, cfg.TLS
 		if n.rep, err = reporter.New(rc, sp, log.With("component", "reporter"), reg); err != nil {
 			return err
 		}
 		defer func() { err = errors.Join(err, n.rep.Close()) }()
-		conn, err := grpcx.Dial(strings.Join(cfg.Coordinators, ","), grpcx.DefaultClientConfig(), log)
+		cc := grpcx.DefaultClientConfig()
+		cc.TLS = cfg.TLS
+		conn, err := grpcx.Dial(strings.Join(cfg.Coordinators, ","), cc, log)
 		if err != nil {
 			return err
 		}

@@ -60,8 +60,10 @@ func AuthzTable() authz.Table {
 		medmeshv1.AlertService_AcknowledgeAlert_FullMethodName: operators,
 		medmeshv1.AlertService_WatchAlerts_FullMethodName:      readers,
 
-		medmeshv1.SensorService_Report_FullMethodName:      {pki.RoleSensor},
-		medmeshv1.SensorService_GetBaseline_FullMethodName: {pki.RoleSensor},
+		medmeshv1.SensorService_Report_FullMethodName: {pki.RoleSensor},
+		// A baseline is read data: people may read it too (the lab's
+		// scenario waits for a device's baseline to freeze).
+		medmeshv1.SensorService_GetBaseline_FullMethodName: append([]pki.Role{pki.RoleSensor}, readers...),
 	}
 	maps.Copy(t, grpcx.BuiltinMethods())
 	return t

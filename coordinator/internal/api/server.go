@@ -257,6 +257,12 @@ func forwardError(k kind, err error) error {
 		return err
 	}
 	msg := st.Message()
+	// grpcx's connections retry UNAVAILABLE, and gRPC retries an attempt
+	// whose connection broke before the leader answered: an earlier attempt
+	// may have been proposed although the last one never connected.
+	if strings.Contains(msg, "max retries exhausted") {
+		return status.Error(codes.Unknown, "outcome unknown: forwarded write to the leader failed: "+msg)
+	}
 	for _, safe := range []string{
 		"while dialing",                           // never connected
 		ErrNotLeader.Error(), ErrNoLeader.Error(), // refused by the peer before proposing

@@ -17,9 +17,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/medmesh/medmesh/internal/grpcx"
 	medmeshv1 "github.com/medmesh/medmesh/proto/medmesh/v1"
 )
 
@@ -56,9 +56,10 @@ type Config struct {
 	// IsInvalid reports whether an Apply error consumed its index (the entry
 	// can never apply). Nil: no error does.
 	IsInvalid func(error) bool
-	// DialOptions are added to the gRPC client options; without transport
-	// credentials among them the connection is plaintext.
-	DialOptions []grpc.DialOption
+	// TLS is the enforcer's identity (an enforcer certificate of the campus
+	// CA): every coordinator connection is mutual TLS with it. Empty means
+	// plaintext, which the daemon allows only on loopback or with --dev.
+	TLS grpcx.TLSFiles
 }
 
 // DefaultConfig returns production defaults.
@@ -151,10 +152,13 @@ func New(cfg Config, applier Applier, log *slog.Logger, reg prometheus.Registere
 	// otherwise answers nearly every decision with a PING round trip (one
 	// decision at a time never fills a window): with a hundred enforcers
 	// on one host those pings cost more CPU than the decisions' data.
-	opts := append([]grpc.DialOption{
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithInitialWindowSize(streamWindow), grpc.WithInitialConnWindowSize(streamWindow),
-	}, cfg.DialOptions...)
+	cc := grpcx.DefaultClientConfig()
+	cc.TLS = cfg.TLS
+	opts, err := grpcx.DialOptions(cc, log, cfg.Coordinators...)
+	if err != nil {
+		return nil, fmt.Errorf("watch: %w", err)
+	}
+	opts = append(opts, grpc.WithInitialWindowSize(streamWindow), grpc.WithInitialConnWindowSize(streamWindow))
 	for _, addr := range cfg.Coordinators {
 		cc, err := grpc.NewClient(addr, opts...)
 		if err != nil {

@@ -23,9 +23,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
+	"github.com/medmesh/medmesh/internal/grpcx"
 	"github.com/medmesh/medmesh/node/internal/spool"
 	medmeshv1 "github.com/medmesh/medmesh/proto/medmesh/v1"
 )
@@ -40,9 +40,10 @@ type Config struct {
 	// Coordinators lists the coordinators' API addresses (host:port); any
 	// one accepts the stream. Required.
 	Coordinators []string
-	// DialOptions are used for every coordinator connection (TLS goes
-	// here); empty means plaintext.
-	DialOptions []grpc.DialOption
+	// TLS is the sensor's identity (a sensor certificate of the campus CA):
+	// every coordinator connection is mutual TLS with it. Empty means
+	// plaintext, which the daemon allows only on loopback or with --dev.
+	TLS grpcx.TLSFiles
 	// QueueSize bounds the in-memory queue in front of the spool.
 	QueueSize int
 	// BatchSize bounds the records per spool write and per ReportRequest
@@ -153,9 +154,11 @@ func New(cfg Config, sp *spool.Spool, logger *slog.Logger, reg prometheus.Regist
 		agg:      newAggregator(cfg.SensorID, cfg.SummaryWindow, cfg.MaxSummaryKeys),
 		flushNow: make(chan struct{}, 1),
 	}
-	opts := cfg.DialOptions
-	if len(opts) == 0 {
-		opts = []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+	cc := grpcx.DefaultClientConfig()
+	cc.TLS = cfg.TLS
+	opts, err := grpcx.DialOptions(cc, r.log, cfg.Coordinators...)
+	if err != nil {
+		return nil, fmt.Errorf("reporter: %w", err)
 	}
 	for _, addr := range cfg.Coordinators {
 		cc, err := grpc.NewClient(addr, opts...)
