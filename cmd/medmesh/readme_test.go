@@ -24,10 +24,14 @@ import (
 //	                           background; later blocks run once
 //	                           `medmesh cluster status` answers
 //	<!-- run: lab -->          runs against the campus lab when it is up
+//	<!-- run: scratch -->      runs in one scratch directory that every
+//	                           scratch block shares, in README order
 //
 // An unmarked block fenced as sh (or with no language) runs line by line
 // from the repository root; every line must exit 0. A line whose comment
 // says "until Ctrl-C" gets SIGINT after two seconds and must then exit 0.
+// A line `eval "$(CMD)"` runs CMD and sets the `export K=V` lines it prints
+// for the rest of its block, as the shell would.
 // Blocks fenced as text are not commands.
 type readmeBlock struct {
 	line   int // of the opening fence
@@ -72,7 +76,7 @@ func parseREADME(t *testing.T, path string) []readmeBlock {
 						if b.reason == "" {
 							t.Fatalf("README:%d: not run without a reason", n)
 						}
-					case m == "run: background", m == "run: lab":
+					case m == "run: background", m == "run: lab", m == "run: scratch":
 						b.marker = strings.TrimPrefix(m, "run: ")
 					default:
 						t.Fatalf("README:%d: unknown marker %q", n, m)
@@ -118,7 +122,7 @@ func TestREADMECommands(t *testing.T) {
 		t.Fatal(err)
 	}
 	blocks := parseREADME(t, filepath.Join(root, "README.md"))
-	var run, lab, background []readmeBlock
+	var run, lab, background, scratch []readmeBlock
 	for _, b := range blocks {
 		switch b.marker {
 		case "text":
@@ -128,6 +132,8 @@ func TestREADMECommands(t *testing.T) {
 			background = append(background, b)
 		case "lab":
 			lab = append(lab, b)
+		case "scratch":
+			scratch = append(scratch, b)
 		default:
 			run = append(run, b)
 		}
@@ -198,9 +204,28 @@ func TestREADMECommands(t *testing.T) {
 	}, "the background daemons never answered medmesh cluster status")
 
 	runBlock := func(t *testing.T, b readmeBlock, dir string, inNS bool) {
+		blockEnv := env
 		for _, cmd := range b.cmds {
+			if inner, ok := evalLine(cmd); ok {
+				c := shell(context.Background(), dir, inner, inNS)
+				c.Env = blockEnv
+				out, err := c.Output()
+				if err != nil {
+					t.Errorf("README:%d %s: %v", b.line, cmd, err)
+					continue
+				}
+				exports, err := parseExports(string(out))
+				if err != nil {
+					t.Errorf("README:%d %s: %v", b.line, cmd, err)
+					continue
+				}
+				blockEnv = append(append([]string(nil), blockEnv...), exports...)
+				t.Logf("README:%d ok: %s (%d variables)", b.line, cmd, len(exports))
+				continue
+			}
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 			c := shell(ctx, dir, cmd, inNS)
+			c.Env = blockEnv
 			var out strings.Builder
 			c.Stdout, c.Stderr = &out, &out
 			if strings.Contains(cmd, "until Ctrl-C") {
@@ -224,6 +249,10 @@ func TestREADMECommands(t *testing.T) {
 	for _, b := range run {
 		runBlock(t, b, root, true)
 	}
+	dir := t.TempDir()
+	for _, b := range scratch {
+		runBlock(t, b, dir, true)
+	}
 
 	t.Run("lab", func(t *testing.T) {
 		out, err := shell(context.Background(), root, "medmesh lab status -o json", false).Output()
@@ -238,4 +267,35 @@ func TestREADMECommands(t *testing.T) {
 			runBlock(t, b, dir, false)
 		}
 	})
+}
+
+// evalLine recognises `eval "$(CMD)"` and returns CMD.
+func evalLine(cmd string) (string, bool) {
+	cmd = strings.TrimSpace(cmd)
+	if i := strings.Index(cmd, "  #"); i >= 0 {
+		cmd = strings.TrimSpace(cmd[:i])
+	}
+	inner, ok := strings.CutPrefix(cmd, `eval "$(`)
+	if !ok {
+		return "", false
+	}
+	return strings.CutSuffix(inner, `)"`)
+}
+
+// parseExports reads `export K=V` lines, V bare or single-quoted as
+// medmesh's shellQuote writes it, into K=V environment entries.
+func parseExports(out string) ([]string, error) {
+	var env []string
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		kv, ok := strings.CutPrefix(strings.TrimSpace(line), "export ")
+		k, v, ok2 := strings.Cut(kv, "=")
+		if !ok || !ok2 || k == "" {
+			return nil, fmt.Errorf("not an export line: %q", line)
+		}
+		if q, ok := strings.CutPrefix(v, "'"); ok {
+			v = strings.ReplaceAll(strings.TrimSuffix(q, "'"), `'\''`, "'")
+		}
+		env = append(env, k+"="+v)
+	}
+	return env, nil
 }

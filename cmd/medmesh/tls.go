@@ -24,7 +24,7 @@ func newTLSCmd() *cobra.Command {
 	ca := &cobra.Command{Use: "ca", Short: "The campus certificate authority"}
 	ca.AddCommand(newTLSCACreateCmd())
 	cert := &cobra.Command{Use: "cert", Short: "Certificates signed by the campus CA"}
-	cert.AddCommand(newTLSCertCreateCmd())
+	cert.AddCommand(newTLSCertCreateCmd(), newTLSCertShowCmd())
 	cmd.AddCommand(ca, cert)
 	return cmd
 }
@@ -123,5 +123,40 @@ func newTLSCertCreateCmd() *cobra.Command {
 	f.StringSliceVar(&dns, "dns", nil, "DNS names to add as SANs (for tools that check host names)")
 	f.StringSliceVar(&ips, "ip", nil, "IP addresses to add as SANs")
 	f.IntVar(&days, "days", 825, "validity in days (never beyond the CA's)")
+	return cmd
+}
+
+func newTLSCertShowCmd() *cobra.Command {
+	var caFile string
+	cmd := &cobra.Command{
+		Use:   "show FILE",
+		Short: "Print the medmesh identity a certificate carries, and check it against --ca",
+		Long: "show reads a PEM certificate (one made by 'medmesh tls cert create' or by another CA)\n" +
+			"and prints the identity medmesh will see: role, name, validity. With --ca it also\n" +
+			"verifies the certificate as medmesh does, and fails if medmesh would refuse it.",
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := pki.ReadCertificate(args[0])
+			if err != nil {
+				return err
+			}
+			id, err := pki.IdentityFromCert(c)
+			if err != nil {
+				return fmt.Errorf("%s: %w", args[0], err)
+			}
+			w := cmd.OutOrStdout()
+			fmt.Fprintf(w, "identity:  %s\nrole:      %s\nname:      %s\n", id.URI(), id.Role, id.Name)
+			fmt.Fprintf(w, "valid:     %s to %s\n", c.NotBefore.UTC().Format(time.RFC3339), c.NotAfter.UTC().Format(time.RFC3339))
+			if caFile == "" {
+				return nil
+			}
+			if err := pki.VerifyLeaf(caFile, c, time.Now()); err != nil {
+				return fmt.Errorf("%s: %w", args[0], err)
+			}
+			fmt.Fprintf(w, "verified:  signed by %s, usable as client and server\n", caFile)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&caFile, "ca", "", "campus CA file to verify the certificate against")
 	return cmd
 }

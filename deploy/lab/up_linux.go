@@ -14,10 +14,8 @@ import (
 	"strings"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-
 	"github.com/medmesh/medmesh/deploy/lab/sim"
+	"github.com/medmesh/medmesh/internal/grpcx"
 	medmeshv1 "github.com/medmesh/medmesh/proto/medmesh/v1"
 )
 
@@ -95,7 +93,9 @@ func (l *Lab) waitReporting(ctx context.Context, st *State, timeout time.Duratio
 	if !coordinators {
 		return nil
 	}
-	conn, err := grpc.NewClient(l.cfg.CoordinatorAPI(1), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	cc := grpcx.DefaultClientConfig()
+	cc.TLS = l.cfg.TLSFiles(ViewerName)
+	conn, err := grpcx.Dial(l.cfg.CoordinatorAPI(1), cc, nil)
 	if err != nil {
 		return err
 	}

@@ -287,3 +287,28 @@ func readKey(path string) (crypto.Signer, error) {
 	}
 	return s, nil
 }
+
+// ReadCertificate reads the first certificate of a PEM file.
+func ReadCertificate(path string) (*x509.Certificate, error) {
+	certs, err := readCerts(path)
+	if err != nil {
+		return nil, err
+	}
+	return certs[0], nil
+}
+
+// VerifyLeaf checks a leaf as medmesh's TLS does, at now: signed by the CA
+// in caFile, valid, usable both to serve and to dial, with one identity.
+func VerifyLeaf(caFile string, leaf *x509.Certificate, now time.Time) error {
+	pool, err := loadPool(caFile)
+	if err != nil {
+		return err
+	}
+	for _, u := range []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth} {
+		if _, err := leaf.Verify(x509.VerifyOptions{Roots: pool, CurrentTime: now, KeyUsages: []x509.ExtKeyUsage{u}}); err != nil {
+			return fmt.Errorf("verify: %w", err)
+		}
+	}
+	_, err = IdentityFromCert(leaf)
+	return err
+}
