@@ -60,6 +60,18 @@ func (s earlyStore) StoreLog(l *raft.Log) error {
 	return s.StoreLogs([]*raft.Log{l})
 }
 
+// IsMonotonic passes on the wrapped store's raft.MonotonicLogStore answer,
+// which the embedded interface would hide: raft-wal accepts no gap between
+// entries, so after installing a snapshot Raft must delete the whole log
+// (not keep trailing entries before the gap) or the follower's next
+// append fails.
+func (s earlyStore) IsMonotonic() bool {
+	m, ok := s.LogStore.(raft.MonotonicLogStore)
+	return ok && m.IsMonotonic()
+}
+
+var _ raft.MonotonicLogStore = earlyStore{}
+
 // appendEarly sends logs to every caught-up follower, if this node leads
 // in the logs' term. It returns at once; the sends run in goroutines, at
 // most one per follower.
