@@ -1,7 +1,8 @@
 // Package coordinator is medmesh's control plane: a Raft-replicated store of
 // devices, baselines, policies, alerts, decisions and audit records
-// (hashicorp/raft over raft-boltdb with fsync on), and the gRPC API v1 served
-// on top of it by every replica.
+// (hashicorp/raft over hashicorp/raft-wal with fsync on, migrating a
+// raft-boltdb data directory once on start), and the gRPC API v1 served on
+// top of it by every replica.
 package coordinator
 
 import (
@@ -11,7 +12,6 @@ import (
 	"log"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -19,9 +19,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
-	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 	"github.com/prometheus/client_golang/prometheus"
-	"go.etcd.io/bbolt"
 	"google.golang.org/grpc"
 
 	"github.com/medmesh/medmesh/coordinator/internal/api"
@@ -39,7 +37,7 @@ type Coordinator struct {
 
 	fsm       *fsm.FSM
 	raft      *raft.Raft
-	store     *raftboltdb.BoltStore
+	store     *logStore
 	snaps     *raft.FileSnapshotStore
 	layer     *streamLayer
 	transport *raft.NetworkTransport
@@ -108,17 +106,9 @@ func (c *Coordinator) open(reg prometheus.Registerer) error {
 	hl := hclog.FromStandardLogger(log.New(&slogWriter{c.log}, "", 0), &hclog.LoggerOptions{
 		Name: "raft", Level: hclog.LevelFromString(cfg.RaftLogLevel),
 	})
-	// fsync stays on (NoSync false). Like etcd's backend, the free list is
-	// rebuilt on open instead of written on every commit.
-	store, err := raftboltdb.New(raftboltdb.Options{
-		Path:   filepath.Join(cfg.DataDir, "raft.db"),
-		NoSync: false,
-		BoltOptions: &bbolt.Options{
-			Timeout:        time.Second,
-			NoFreelistSync: true,
-			FreelistType:   bbolt.FreelistMapType,
-		},
-	})
+	// raft-wal fsyncs every append; a raft-boltdb store left by an older
+	// version is migrated into it first (logstore.go).
+	store, err := openLogStore(c.ctx, cfg.DataDir, hl, c.log)
 	if err != nil {
 		return fmt.Errorf("open raft store: %w", err)
 	}

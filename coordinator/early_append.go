@@ -7,9 +7,9 @@ import (
 // Early appends: the leader sends new entries to the followers while it
 // writes them to its own log, as etcd's raft does, instead of after.
 //
-// hashicorp/raft's leader writes new entries to its log store (raft-boltdb:
-// a bolt transaction, two fdatasyncs) and only then wakes the replication
-// goroutines, whose AppendEntries a follower answers after its own write.
+// hashicorp/raft's leader writes new entries to its log store (raft-wal:
+// one fdatasync) and only then wakes the replication goroutines, whose
+// AppendEntries a follower answers after its own write.
 // A commit is two log writes in series. Raft allows the leader to write
 // its log in parallel with replicating (Ongaro's thesis, 10.2.1), as long
 // as it counts itself towards the commit only once its own write is
@@ -59,6 +59,18 @@ func (s earlyStore) StoreLogs(logs []*raft.Log) error {
 func (s earlyStore) StoreLog(l *raft.Log) error {
 	return s.StoreLogs([]*raft.Log{l})
 }
+
+// IsMonotonic passes on the wrapped store's raft.MonotonicLogStore answer,
+// which the embedded interface would hide: raft-wal accepts no gap between
+// entries, so after installing a snapshot Raft must delete the whole log
+// (not keep trailing entries before the gap) or the follower's next
+// append fails.
+func (s earlyStore) IsMonotonic() bool {
+	m, ok := s.LogStore.(raft.MonotonicLogStore)
+	return ok && m.IsMonotonic()
+}
+
+var _ raft.MonotonicLogStore = earlyStore{}
 
 // appendEarly sends logs to every caught-up follower, if this node leads
 // in the logs' term. It returns at once; the sends run in goroutines, at
