@@ -261,6 +261,13 @@ func startCoordinators(t testing.TB, n int) ([]*coordNode, []string) {
 // known devices.
 func reportDevice(t testing.TB, conn *grpc.ClientConn, mac string) {
 	t.Helper()
+	reportDeviceClass(t, conn, mac, medmeshv1.DeviceClass_DEVICE_CLASS_UNSPECIFIED)
+}
+
+// reportDeviceClass has sensor s1 report mac, of class class, through conn
+// (with TLS, conn must hold s1's sensor certificate).
+func reportDeviceClass(t testing.TB, conn *grpc.ClientConn, mac string, class medmeshv1.DeviceClass) {
+	t.Helper()
 	testutil.Eventually(t, 10*time.Second, 50*time.Millisecond, func() bool {
 		rctx, rcancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer rcancel()
@@ -269,7 +276,7 @@ func reportDevice(t testing.TB, conn *grpc.ClientConn, mac string) {
 			return false
 		}
 		if err := rs.Send(&medmeshv1.ReportRequest{SensorId: "s1", Records: []*medmeshv1.SensorRecord{{Seq: 1,
-			Record: &medmeshv1.SensorRecord_Device{Device: &medmeshv1.DeviceObservation{Device: &medmeshv1.Device{Mac: mac}}}}}}); err != nil {
+			Record: &medmeshv1.SensorRecord_Device{Device: &medmeshv1.DeviceObservation{Device: &medmeshv1.Device{Mac: mac, DeviceClass: class}}}}}}); err != nil {
 			return false
 		}
 		resp, err := rs.Recv()

@@ -25,6 +25,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/medmesh/medmesh/coordinator"
@@ -33,6 +34,7 @@ import (
 	"github.com/medmesh/medmesh/enforcer/internal/watch"
 	"github.com/medmesh/medmesh/enforcer/internal/xdp"
 	"github.com/medmesh/medmesh/internal/grpcx"
+	"github.com/medmesh/medmesh/internal/pki"
 	"github.com/medmesh/medmesh/internal/testutil"
 	medmeshv1 "github.com/medmesh/medmesh/proto/medmesh/v1"
 )
@@ -47,7 +49,9 @@ const propagationSamples = 200
 // measured in the same run. medmesh-fake isolates the enforcer side (an
 // in-memory log, no Raft); etcd1 is a single-member etcd for reference.
 // The goal's comparison is medmesh-raft3-vs-etcd3: three coordinators and
-// a 3-member etcd, set up side by side, their samples alternating. Run it
+// a 3-member etcd, set up side by side, their samples alternating; a second
+// medmesh cluster with mutual TLS on every connection takes its samples in
+// the same rotation, so TLS on vs off is measured in the same run. Run it
 // with -benchtime=1x.
 func BenchmarkPropagation(b *testing.B) {
 	testutil.RequireRoot(b)
@@ -120,48 +124,149 @@ func cpuTime(b *testing.B, pids ...int) time.Duration {
 	return total
 }
 
-// pairedPropagation sets up medmesh-raft3 and etcd3 side by side, each with
-// n watchers, and alternates their samples (which goes first alternates
-// too). On a shared machine the load from elsewhere then falls on both
-// alike, where separate runs meet whatever load their block of samples
-// met: the p50 ratio of back-to-back runs here varied from 0.8x to 1.5x.
-// It reports both systems' p50 and p99 and medmesh's ratios to etcd3's.
+// pairedPropagation sets up medmesh-raft3 (plaintext), medmesh-raft3 with
+// mutual TLS everywhere, and etcd3 side by side, each with n watchers, and
+// alternates their samples: sample i goes through the three systems in
+// the (i mod 6)-th of their six orders, so each system goes first, second
+// and last, and before and after each other, equally often. On a shared
+// machine the load from elsewhere then falls on all alike, where separate
+// runs meet whatever load their block of samples met: the p50 ratio of
+// back-to-back runs here varied from 0.8x to 1.5x. It reports each
+// system's p50 and p99, plaintext medmesh's ratios to etcd3's (p50-ratio,
+// p99-ratio), and TLS medmesh's to plaintext medmesh's and to etcd3's.
 func pairedPropagation(b *testing.B, n int) {
-	m := startRaft(b, n)
+	plain := startRaft(b, n, nil)
+	withTLS := startRaft(b, n, newBenchPKI(b, n))
 	e := startEtcdRun(b, 3, n)
 	// CPU time per sample: of this process (the enforcers, or etcd's
 	// watchers) and of the servers (the coordinators, or etcd's members).
-	var mClient, mServer, eClient, eServer time.Duration
-	measure := func(sample func(*testing.B, int), i int, client, server *time.Duration, pids []int) {
-		c0, s0 := cpuTime(b, 0), cpuTime(b, pids...)
-		sample(b, i)
-		*client += cpuTime(b, 0) - c0
-		*server += cpuTime(b, pids...) - s0
+	systems := []*pairedSystem{
+		{name: "medmesh", client: "enforcers", server: "coordinators", sample: plain.sample, pids: plain.pids},
+		{name: "medmesh-tls", client: "enforcers", server: "coordinators", sample: withTLS.sample, pids: withTLS.pids},
+		{name: "etcd3", client: "watchers", server: "members", sample: e.sample, pids: e.pids},
 	}
+	orders := [][3]int{{0, 1, 2}, {1, 2, 0}, {2, 0, 1}, {0, 2, 1}, {2, 1, 0}, {1, 0, 2}}
 	for i := range propagationSamples {
-		if i%2 == 0 {
-			measure(m.sample, i, &mClient, &mServer, m.pids)
-			measure(e.sample, i, &eClient, &eServer, e.pids)
-		} else {
-			measure(e.sample, i, &eClient, &eServer, e.pids)
-			measure(m.sample, i, &mClient, &mServer, m.pids)
+		for _, k := range orders[i%len(orders)] {
+			systems[k].measure(b, i)
 		}
 	}
-	perSample := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 / propagationSamples }
-	b.ReportMetric(perSample(mClient), "medmesh-enforcers-cpu-ms")
-	b.ReportMetric(perSample(mServer), "medmesh-coordinators-cpu-ms")
-	b.ReportMetric(perSample(eClient), "etcd3-watchers-cpu-ms")
-	b.ReportMetric(perSample(eServer), "etcd3-members-cpu-ms")
-	ml, el := m.report(b, "medmesh-"), e.latencies()
+	for _, s := range systems {
+		b.ReportMetric(float64(s.clientCPU.Microseconds())/1000/propagationSamples, s.name+"-"+s.client+"-cpu-ms")
+		b.ReportMetric(float64(s.serverCPU.Microseconds())/1000/propagationSamples, s.name+"-"+s.server+"-cpu-ms")
+	}
+	ml, tl, el := plain.report(b, "medmesh-"), withTLS.report(b, "medmesh-tls-"), e.latencies()
 	mp50, mp99 := quantileMS(ml, 0.50), quantileMS(ml, 0.99)
+	tp50, tp99 := quantileMS(tl, 0.50), quantileMS(tl, 0.99)
 	ep50, ep99 := quantileMS(el, 0.50), quantileMS(el, 0.99)
 	b.ReportMetric(mp50, "medmesh-p50-ms")
 	b.ReportMetric(mp99, "medmesh-p99-ms")
+	b.ReportMetric(tp50, "medmesh-tls-p50-ms")
+	b.ReportMetric(tp99, "medmesh-tls-p99-ms")
 	b.ReportMetric(ep50, "etcd3-p50-ms")
 	b.ReportMetric(ep99, "etcd3-p99-ms")
 	b.ReportMetric(mp50/ep50, "p50-ratio")
 	b.ReportMetric(mp99/ep99, "p99-ratio")
+	b.ReportMetric(tp50/mp50, "tls/plain-p50-ratio")
+	b.ReportMetric(tp99/mp99, "tls/plain-p99-ratio")
+	b.ReportMetric(tp50/ep50, "tls/etcd3-p50-ratio")
+	b.ReportMetric(tp99/ep99, "tls/etcd3-p99-ratio")
 	b.ReportMetric(float64(len(ml)), "samples")
+	b.ReportMetric(float64(len(tl)), "tls-samples")
+}
+
+// pairedSystem is one of pairedPropagation's systems and the CPU time its
+// samples took.
+type pairedSystem struct {
+	name, client, server string // metric names: the system, its client and server side
+	sample               func(*testing.B, int)
+	pids                 []int // the servers'
+
+	clientCPU, serverCPU time.Duration
+}
+
+// measure takes sample i and adds the CPU time it took: of this process
+// (the client side) and of the servers.
+func (s *pairedSystem) measure(b *testing.B, i int) {
+	c0, s0 := cpuTime(b, 0), cpuTime(b, s.pids...)
+	s.sample(b, i)
+	s.clientCPU += cpuTime(b, 0) - c0
+	s.serverCPU += cpuTime(b, s.pids...) - s0
+}
+
+// benchPKI is a campus CA in a temporary directory with every certificate
+// a TLS run needs: coordinators c1..c3 (the names TestCoordinatorHost
+// gives them), the writer (an approver: the benchmark's policies are in
+// enforce mode), sensor s1 (which reports the device) and one enforcer
+// certificate per watcher, named as its id (a coordinator lets an
+// enforcer report only its own status).
+type benchPKI struct{ dir string }
+
+const (
+	benchWriter = "bench"
+	benchSensor = "s1"
+)
+
+func benchEnforcerID(i int) string { return fmt.Sprintf("bench-%d", i) }
+
+func newBenchPKI(b *testing.B, enforcers int) *benchPKI {
+	p := &benchPKI{dir: b.TempDir()}
+	ca, err := pki.CreateCA(p.dir, "propagation bench", 1, time.Now())
+	if err != nil {
+		b.Fatal(err)
+	}
+	ids := []pki.Identity{{Role: pki.RoleApprover, Name: benchWriter}, {Role: pki.RoleSensor, Name: benchSensor}}
+	for i := range 3 {
+		ids = append(ids, pki.Identity{Role: pki.RoleCoordinator, Name: fmt.Sprintf("c%d", i+1)})
+	}
+	for i := range enforcers {
+		ids = append(ids, pki.Identity{Role: pki.RoleEnforcer, Name: benchEnforcerID(i)})
+	}
+	for _, id := range ids {
+		if _, _, err := ca.IssueFiles(p.dir, id.Name, pki.CertRequest{Identity: id, Days: 1}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	return p
+}
+
+// files returns the TLS files of the certificate named name; a nil
+// benchPKI means plaintext (no files).
+func (p *benchPKI) files(name string) pki.Files {
+	if p == nil {
+		return pki.Files{}
+	}
+	return pki.Files{CAFile: filepath.Join(p.dir, pki.CAFile), CertFile: pki.CertFile(p.dir, name), KeyFile: pki.KeyFile(p.dir, name)}
+}
+
+// refusesPlaintext fails b unless the coordinator at addr refuses a
+// plaintext call: the TLS run must measure TLS.
+func refusesPlaintext(b *testing.B, addr string) {
+	cc := benchDial(b, addr, pki.Files{})
+	defer cc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if _, err := medmeshv1.NewClusterServiceClient(cc).GetClusterStatus(ctx, &medmeshv1.GetClusterStatusRequest{}); err == nil {
+		b.Fatalf("coordinator %s answered a plaintext call: TLS is not on", addr)
+	}
+}
+
+// benchDial connects to one coordinator, with mutual TLS as the holder of
+// files, or in plaintext when files is empty.
+func benchDial(b *testing.B, addr string, files pki.Files) *grpc.ClientConn {
+	creds := insecure.NewCredentials()
+	if files.Enabled() {
+		tc, err := pki.ClientConfig(files, pki.RoleCoordinator)
+		if err != nil {
+			b.Fatal(err)
+		}
+		creds = credentials.NewTLS(tc)
+	}
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds))
+	if err != nil {
+		b.Fatal(err)
+	}
+	return cc
 }
 
 func benchDecision(i int) *medmeshv1.Decision {
@@ -255,7 +360,8 @@ func medmeshPropagation(b *testing.B, n int) []time.Duration {
 // leader, which commits an apply-policy decision through Raft (fsync on);
 // latency runs from the leader's timestamp on the decision (stamped before
 // the Raft commit) to its application in each enforcer's maps. Watchers
-// spread over the three replicas, the leader's first.
+// spread over the three replicas, the leader's first. With a benchPKI, every connection is mutual TLS:
+// Raft, forwarding, the writer's, the sensor's and each enforcer's.
 type raftRun struct {
 	n    int
 	pids []int // the coordinators'
@@ -272,20 +378,27 @@ type raftRun struct {
 }
 
 // startRaft starts the coordinators and n enforcers, and waits until every
-// enforcer has applied the first policy. Everything stops when b ends.
-func startRaft(b *testing.B, n int) *raftRun {
-	apis, pids := hostCoordinators(b)
+// enforcer has applied the first policy; tls nil means plaintext.
+// Everything stops when b ends.
+func startRaft(b *testing.B, n int, tls *benchPKI) *raftRun {
+	apis, pids := hostCoordinators(b, tls)
 	conns := make([]*grpc.ClientConn, len(apis))
 	for i, a := range apis {
-		cc, err := grpc.NewClient(a, grpc.WithTransportCredentials(insecure.NewCredentials()))
-		if err != nil {
-			b.Fatal(err)
-		}
+		cc := benchDial(b, a, tls.files(benchWriter))
 		b.Cleanup(func() { cc.Close() })
 		conns[i] = cc
 	}
+	sensor := conns[0]
+	if tls != nil {
+		refusesPlaintext(b, apis[0])
+		sensor = benchDial(b, apis[0], tls.files(benchSensor))
+		defer sensor.Close()
+	}
+	// A non-clinical device: the writer's enforce-mode policies take
+	// effect at once, where a life-critical device's would wait for a
+	// second approver (two-person rule).
 	const mac = "02:00:00:00:00:01"
-	reportDevice(b, conns[0], mac)
+	reportDeviceClass(b, sensor, mac, medmeshv1.DeviceClass_DEVICE_CLASS_IT_WORKSTATION)
 	r := &raftRun{n: n, pids: pids, byReplica: map[bool][]time.Duration{}}
 	// Writes go to any replica (followers forward to the leader), retried
 	// across replicas if leadership moves.
@@ -326,10 +439,11 @@ func startRaft(b *testing.B, n int) *raftRun {
 		}
 		r.states = append(r.states, st)
 		cfg := watch.DefaultConfig()
-		cfg.ID = fmt.Sprintf("bench-%d", i)
+		cfg.ID = benchEnforcerID(i)
 		cfg.Coordinators = append(slices.Clone(apis[i%3:]), apis[:i%3]...)
 		onLeader[i] = i%3 == 0
 		cfg.ReportInterval = time.Minute
+		cfg.TLS = tls.files(cfg.ID)
 		w, err := watch.New(cfg, st, discard, prometheus.NewRegistry())
 		if err != nil {
 			b.Fatal(err)
@@ -405,6 +519,11 @@ func (r *raftRun) report(b *testing.B, prefix string) []time.Duration {
 // address.
 const coordHostEnv = "MEDMESH_BENCH_COORD_HOST"
 
+// coordHostTLSEnv, when set, is a benchPKI's directory: the coordinator
+// then runs with mutual TLS as c<node+1>, as `medmesh coordinator
+// --tls-ca --tls-cert --tls-key` does.
+const coordHostTLSEnv = "MEDMESH_BENCH_COORD_TLS"
+
 // TestCoordinatorHost is not a test but one coordinator process of
 // BenchmarkPropagation: with coordHostEnv set, it runs one coordinator as
 // `medmesh coordinator` does (production timers and gRPC server stack),
@@ -431,13 +550,18 @@ func TestCoordinatorHost(t *testing.T) {
 	cfg.ID, cfg.RaftAddr, cfg.DataDir, cfg.APIAddr = fmt.Sprintf("c%d", i+1), f[1], f[2], apis[i]
 	cfg.BootstrapExpect, cfg.Join = len(apis), apis
 	cfg.JoinInterval, cfg.RaftLogLevel = 50*time.Millisecond, "off"
+	if dir, ok := os.LookupEnv(coordHostTLSEnv); ok {
+		cfg.TLS = (&benchPKI{dir: dir}).files(cfg.ID)
+	}
+	cc := grpcx.DefaultClientConfig()
+	cc.TLS = cfg.TLS
 	cfg.Dial = func(addr string) (*grpc.ClientConn, error) {
-		return grpcx.Dial(addr, grpcx.DefaultClientConfig(), quiet)
+		return grpcx.Dial(addr, cc, quiet)
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	scfg := grpcx.DefaultServerConfig()
-	scfg.Addr, scfg.Authz = apis[i], coordinator.AuthzTable()
+	scfg.Addr, scfg.Authz, scfg.TLS = apis[i], coordinator.AuthzTable(), cfg.TLS
 	srv, err := grpcx.NewServer(scfg, quiet, reg)
 	if err != nil {
 		t.Fatal(err)
@@ -460,9 +584,10 @@ func TestCoordinatorHost(t *testing.T) {
 	io.Copy(io.Discard, os.Stdin)
 }
 
-// hostCoordinators starts three coordinator processes and returns their
-// API addresses, the leader's first, and their process ids.
-func hostCoordinators(b *testing.B) ([]string, []int) {
+// hostCoordinators starts three coordinator processes (with mutual TLS
+// when tls is not nil) and returns their API addresses, the leader's
+// first, and their process ids.
+func hostCoordinators(b *testing.B, tls *benchPKI) ([]string, []int) {
 	const n = 3
 	dir := b.TempDir()
 	var apis []string
@@ -474,6 +599,9 @@ func hostCoordinators(b *testing.B) ([]string, []int) {
 		cmd := exec.Command(os.Args[0], "-test.run=^TestCoordinatorHost$", "-test.count=1")
 		cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%d 127.0.0.1:%d %s %s", coordHostEnv,
 			i, testutil.FreePort(b), filepath.Join(dir, fmt.Sprint(i)), strings.Join(apis, " ")))
+		if tls != nil {
+			cmd.Env = append(cmd.Env, coordHostTLSEnv+"="+tls.dir)
+		}
 		cmd.Stderr = os.Stderr
 		stdin, err := cmd.StdinPipe()
 		if err != nil {
@@ -502,10 +630,7 @@ func hostCoordinators(b *testing.B) ([]string, []int) {
 	}
 	// The leader first: watcher i watches replica i mod 3, as in the etcd
 	// runs, so one watcher watches the leader and 100 spread 34/33/33.
-	cc, err := grpc.NewClient(apis[0], grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		b.Fatal(err)
-	}
+	cc := benchDial(b, apis[0], tls.files(benchWriter))
 	defer cc.Close()
 	var leader string
 	testutil.Eventually(b, 30*time.Second, 20*time.Millisecond, func() bool {
