@@ -94,3 +94,30 @@ func TestEnforceModeAndTwoPersonRule(t *testing.T) {
 		t.Fatalf("second approver: %v %v", r.Decision, r.Err)
 	}
 }
+
+// TestTwoPersonRuleCoversUnknownTiers: a device whose tier nobody has
+// established is treated as life-critical, so enforce mode on it waits for
+// a second approver too; a non-clinical device's does not.
+func TestTwoPersonRuleCoversUnknownTiers(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		class medmeshv1.DeviceClass
+		want  medmeshv1.DecisionState
+	}{
+		{"unclassified device", medmeshv1.DeviceClass_DEVICE_CLASS_UNSPECIFIED, medmeshv1.DecisionState_DECISION_STATE_PENDING_APPROVAL},
+		{"infusion pump", medmeshv1.DeviceClass_DEVICE_CLASS_INFUSION_PUMP, medmeshv1.DecisionState_DECISION_STATE_PENDING_APPROVAL},
+		{"workstation", medmeshv1.DeviceClass_DEVICE_CLASS_IT_WORKSTATION, medmeshv1.DecisionState_DECISION_STATE_EFFECTIVE},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			l := newLog(t)
+			l.ok(upsert("s1", &medmeshv1.Device{Mac: mac1, DeviceClass: tc.class}))
+			p := policy("q", mac1)
+			p.Mode = medmeshv1.PolicyMode_POLICY_MODE_ENFORCE
+			l.ok(&fsmpb.Command{Command: &fsmpb.Command_PolicyPut{PolicyPut: &fsmpb.PolicyPut{Policy: p, Actor: "approver/alice", TwoPerson: true, DecisionId: "d0"}}})
+			r := l.ok(&fsmpb.Command{Command: &fsmpb.Command_PolicyActivate{PolicyActivate: &fsmpb.PolicyActivate{Name: "q", Actor: "approver/alice", TwoPerson: true, DecisionId: "d1"}}})
+			if got := r.Decision.GetState(); got != tc.want {
+				t.Fatalf("enforce mode on a %s by one approver: decision %v, want %v", tc.name, got, tc.want)
+			}
+		})
+	}
+}

@@ -131,9 +131,15 @@ func (s *state) applyPolicyDecision(id string, p *medmeshv1.Policy, actor, reaso
 func (s *state) lifeCriticalSubject(p *medmeshv1.Policy) bool {
 	if mac := p.GetDeviceMac(); mac != "" {
 		dev := s.devices[mac]
-		return dev != nil && (dev.GetTier() == medmeshv1.Tier_TIER_LIFE_CRITICAL || TierForClass(dev.GetDeviceClass()) == medmeshv1.Tier_TIER_LIFE_CRITICAL)
+		if dev == nil {
+			return true // a device nobody has seen has no known tier
+		}
+		return protection(dev.GetTier()) == protection(medmeshv1.Tier_TIER_LIFE_CRITICAL) ||
+			protection(TierForClass(dev.GetDeviceClass())) == protection(medmeshv1.Tier_TIER_LIFE_CRITICAL) &&
+				dev.GetDeviceClass() != medmeshv1.DeviceClass_DEVICE_CLASS_UNSPECIFIED
 	}
-	return TierForClass(p.GetDeviceClass()) == medmeshv1.Tier_TIER_LIFE_CRITICAL
+	// A class policy: an unknown class counts as life-critical too.
+	return protection(TierForClass(p.GetDeviceClass())) == protection(medmeshv1.Tier_TIER_LIFE_CRITICAL)
 }
 
 // Policy returns a policy, or nil.
