@@ -9,7 +9,7 @@ TESTFLAGS ?= -count=1 -timeout 20m
 
 .PHONY: help deps build install generate check-generate lint test test-unit fuzz bench \
         bench-coordinator bench-datapath bench-capture bench-enforcer bench-mesh bench-score \
-        demo demo-down e2e chaos clean
+        demo demo-down e2e chaos clean soak
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -76,6 +76,11 @@ fuzz: ## Run each fuzz target for FUZZTIME (5s): capture reader, MUD import, pol
 
 test-unit: ## go test ./... (privileged tests run when root, skip with a reason otherwise)
 	$(GO) test $(TESTFLAGS) ./...
+
+soak: build ## A simulated year of 2,000 devices through the FSM: heap and snapshot flat after retention; audit verify
+	@set -e; dir=$$(mktemp -d /tmp/medmesh-soak.XXXXXX); trap 'rm -rf "$$dir"' EXIT; \
+	MEDMESH_SOAK=1 MEDMESH_SOAK_DIR=$$dir $(GO) test -count=1 -run '^TestSoakYear$$' -v -timeout 15m ./coordinator/internal/fsm/; \
+	$(BIN) audit verify --data-dir $$dir
 
 bench: bench-datapath bench-score bench-enforcer bench-mesh bench-coordinator ## Every benchmark
 

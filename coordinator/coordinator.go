@@ -12,6 +12,7 @@ import (
 	"log"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -23,6 +24,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/medmesh/medmesh/coordinator/internal/api"
+	"github.com/medmesh/medmesh/coordinator/internal/auditlog"
 	"github.com/medmesh/medmesh/coordinator/internal/fsm"
 	"github.com/medmesh/medmesh/coordinator/internal/response"
 	"github.com/medmesh/medmesh/internal/authz"
@@ -36,6 +38,7 @@ type Coordinator struct {
 	tempDir string
 
 	fsm       *fsm.FSM
+	audit     *auditlog.Store
 	raft      *raft.Raft
 	store     *logStore
 	snaps     *raft.FileSnapshotStore
@@ -113,6 +116,14 @@ func (c *Coordinator) open(reg prometheus.Registerer) error {
 		return fmt.Errorf("open raft store: %w", err)
 	}
 	c.store = store
+	// The audit trail on disk: the FSM writes each record as it applies
+	// it (auditlog; `medmesh audit verify --data-dir` checks it).
+	audit, err := auditlog.Open(filepath.Join(cfg.DataDir, "audit"), auditlog.DefaultOptions())
+	if err != nil {
+		return err
+	}
+	c.audit = audit
+	c.fsm.SetAuditStore(audit)
 	snaps, err := raft.NewFileSnapshotStoreWithLogger(cfg.DataDir, 2, hl)
 	if err != nil {
 		return fmt.Errorf("open snapshot store: %w", err)
@@ -277,6 +288,9 @@ func (c *Coordinator) shutdown(transfer bool) error {
 	}
 	if c.store != nil {
 		errs = append(errs, c.store.Close())
+	}
+	if c.audit != nil {
+		errs = append(errs, c.audit.Close())
 	}
 	c.connMu.Lock()
 	for _, cc := range c.conns {

@@ -24,7 +24,8 @@ func (c *Coordinator) respond(gen uint64) {
 	backoff := c.cfg.JoinInterval
 	for c.ctx.Err() == nil && c.leaderGen.Load() == gen {
 		changed := c.fsm.Changed()
-		alerts, _ := c.fsm.AlertsFrom(pos, 256)
+		alerts, first, _ := c.fsm.AlertsFrom(pos, 256)
+		pos = first // past alerts evicted by retention
 		failed := false
 		for _, a := range alerts {
 			if err := c.respondTo(a); err != nil {

@@ -46,6 +46,7 @@ func newRootCmd() *cobra.Command {
 		newLabCmd(),
 		newTLSCmd(),
 		newKeygenCmd(),
+		newAuditCmd(),
 	)
 	addOperatorCommands(root)
 	root.InitDefaultHelpCmd()

@@ -118,7 +118,8 @@ func (s *Server) WatchAlerts(req *medmeshv1.WatchAlertsRequest, stream medmeshv1
 	for {
 		changed := f.Changed()
 		for {
-			page, applied := f.AlertsFrom(pos, 256)
+			page, first, applied := f.AlertsFrom(pos, 256)
+			pos = first // past alerts evicted by retention
 			for _, a := range page {
 				pos++
 				if err := stream.Send(&medmeshv1.WatchAlertsResponse{Alert: a, AppliedIndex: applied, ResumeToken: encodeToken(fmt.Sprintf("p%d", pos))}); err != nil {

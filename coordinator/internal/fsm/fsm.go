@@ -15,6 +15,7 @@ import (
 	"github.com/hashicorp/raft"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/medmesh/medmesh/coordinator/internal/auditlog"
 	"github.com/medmesh/medmesh/coordinator/internal/fsm/fsmpb"
 	medmeshv1 "github.com/medmesh/medmesh/proto/medmesh/v1"
 )
@@ -49,6 +50,34 @@ type FSM struct {
 	mu      sync.RWMutex
 	st      *state
 	changed chan struct{} // closed and replaced after every apply
+	audit   AuditStore    // nil: the trail is kept in the state's window only
+}
+
+// AuditStore is where the FSM writes the audit chain as it applies the log
+// (auditlog.Store). Append skips entries it already holds and anchors after
+// a gap; Adopt moves it to a restored snapshot's head; Sync makes what was
+// written durable.
+type AuditStore interface {
+	Append(auditlog.Entry) error
+	Adopt(auditlog.Head) error
+	Sync() error
+}
+
+// SetAuditStore sets the audit store, before the FSM is used. The store
+// receives every record from the next apply or restore on.
+func (f *FSM) SetAuditStore(s AuditStore) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.audit = s
+}
+
+// SetRetention replaces DefaultRetention. Every replica must use the same
+// value (tests and the soak use shorter ones); call it before the FSM is
+// used.
+func (f *FSM) SetRetention(r Retention) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.st.retention = r
 }
 
 var _ raft.FSM = (*FSM)(nil)
@@ -72,9 +101,31 @@ func (f *FSM) Apply(l *raft.Log) any {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	res := f.st.apply(l.Index, &cmd)
+	f.writeAuditLocked(l.Index)
 	f.st.applied = l.Index
 	f.notifyLocked()
 	return res
+}
+
+// writeAuditLocked writes the entries the last command chained to the audit
+// store. The audit trail fails closed: an entry that cannot be written
+// stops this coordinator (a panic in Apply), because Apply cannot refuse a
+// committed entry without diverging from the other replicas. The leader
+// answers a write only after applying it, so an unaudited change is never
+// acknowledged by this coordinator; the entry stays in the Raft log and is
+// applied again, and audited, when the coordinator restarts with a working
+// disk. Replicas whose disks work apply and audit it meanwhile.
+func (f *FSM) writeAuditLocked(index uint64) {
+	out := f.st.auditOut
+	f.st.auditOut = nil
+	if f.audit == nil {
+		return
+	}
+	for _, e := range out {
+		if err := f.audit.Append(e); err != nil {
+			panic(fmt.Sprintf("medmesh: audit record %d of index %d cannot be written; stopping rather than apply an unaudited change: %v", e.Seq, index, err))
+		}
+	}
 }
 
 // ApplyCommand applies cmd at index directly, outside Raft (tests, replay).
@@ -110,6 +161,13 @@ func (f *FSM) AppliedIndex() uint64 {
 func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
+	// Every record the snapshot covers must be durable: after the snapshot
+	// Raft may drop the log entries that would derive them again.
+	if f.audit != nil {
+		if err := f.audit.Sync(); err != nil {
+			return nil, fmt.Errorf("snapshot: %w", err)
+		}
+	}
 	return &snapshot{st: f.st.shallowCopy()}, nil
 }
 
@@ -121,9 +179,22 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 		return fmt.Errorf("restore snapshot: %w", err)
 	}
 	f.mu.Lock()
+	defer f.mu.Unlock()
+	st.retention = f.st.retention
+	if f.audit != nil {
+		// Catch the store up with the snapshot's window; records before the
+		// window that this replica never applied are marked by an anchor.
+		for _, e := range st.auditEntries() {
+			if err := f.audit.Append(e); err != nil {
+				return fmt.Errorf("restore snapshot: audit store: %w", err)
+			}
+		}
+		if err := f.audit.Adopt(st.auditHead); err != nil {
+			return fmt.Errorf("restore snapshot: audit store: %w", err)
+		}
+	}
 	f.st = st
 	f.notifyLocked()
-	f.mu.Unlock()
 	return nil
 }
 

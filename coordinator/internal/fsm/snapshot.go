@@ -11,6 +11,7 @@ import (
 	"google.golang.org/protobuf/encoding/protodelim"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/medmesh/medmesh/coordinator/internal/auditlog"
 	"github.com/medmesh/medmesh/coordinator/internal/fsm/fsmpb"
 )
 
@@ -47,6 +48,19 @@ func (s *state) write(w io.Writer) error {
 	if err := put(&fsmpb.SnapshotItem{Item: &fsmpb.SnapshotItem_Meta{Meta: &fsmpb.SnapshotMeta{Format: snapshotFormat, AppliedIndex: s.applied}}}); err != nil {
 		return err
 	}
+	if err := put(&fsmpb.SnapshotItem{Item: &fsmpb.SnapshotItem_Bounds{Bounds: &fsmpb.Bounds{
+		AlertBase:    s.alertBase,
+		AuditBaseSeq: s.auditBase.Seq, AuditBaseHash: s.auditBase.Hash[:],
+		AuditHeadSeq: s.auditHead.Seq, AuditHeadHash: s.auditHead.Hash[:],
+		DecisionsCompacted: s.compacted,
+	}}}); err != nil {
+		return err
+	}
+	for _, k := range sortedKeys(s.pendingCause) {
+		if err := put(&fsmpb.SnapshotItem{Item: &fsmpb.SnapshotItem_PendingCause{PendingCause: &fsmpb.PendingCause{DecisionId: k, Identity: s.pendingCause[k]}}}); err != nil {
+			return err
+		}
+	}
 	for _, k := range sortedKeys(s.servers) {
 		if err := put(&fsmpb.SnapshotItem{Item: &fsmpb.SnapshotItem_Server{Server: s.servers[k]}}); err != nil {
 			return err
@@ -78,7 +92,7 @@ func (s *state) write(w io.Writer) error {
 		}
 	}
 	for _, a := range s.audit {
-		if err := put(&fsmpb.SnapshotItem{Item: &fsmpb.SnapshotItem_Audit{Audit: a}}); err != nil {
+		if err := put(&fsmpb.SnapshotItem{Item: &fsmpb.SnapshotItem_Audit{Audit: a.rec}}); err != nil {
 			return err
 		}
 	}
@@ -95,6 +109,37 @@ func (s *state) write(w io.Writer) error {
 	return nil
 }
 
+// rechain recomputes the audit window's hashes from its base and checks
+// that they end at the head the snapshot recorded. A snapshot written
+// before retention (no bounds) holds the whole trail: its head is where
+// the records chain to.
+func (s *state) rechain(legacy bool) error {
+	h := s.auditBase
+	for i := range s.audit {
+		e := auditlog.Next(h, s.audit[i].rec)
+		s.audit[i].hash, h = e.Hash, e.Head()
+	}
+	if legacy {
+		s.auditHead = h
+	}
+	if h != s.auditHead {
+		return fmt.Errorf("snapshot audit window chains to %v, its head says %v", h, s.auditHead)
+	}
+	return nil
+}
+
+// auditEntries are the window's records as chain entries, oldest first.
+func (s *state) auditEntries() []auditlog.Entry {
+	out := make([]auditlog.Entry, 0, len(s.audit))
+	h := s.auditBase
+	for _, a := range s.audit {
+		e := auditlog.Next(h, a.rec)
+		out = append(out, e)
+		h = e.Head()
+	}
+	return out
+}
+
 func (s *state) hash() ([32]byte, error) {
 	h := sha256.New()
 	if err := s.write(h); err != nil {
@@ -107,7 +152,7 @@ func (s *state) hash() ([32]byte, error) {
 func readSnapshot(r io.Reader) (*state, error) {
 	br := bufio.NewReaderSize(r, 256<<10)
 	st := newState()
-	first := true
+	first, bounded := true, false
 	for {
 		var it fsmpb.SnapshotItem
 		err := protodelim.UnmarshalFrom(br, &it)
@@ -115,7 +160,7 @@ func readSnapshot(r io.Reader) (*state, error) {
 			if first {
 				return nil, errors.New("empty snapshot")
 			}
-			return st, nil
+			return st, st.rechain(!bounded)
 		}
 		if err != nil {
 			return nil, fmt.Errorf("read item: %w", err)
@@ -140,12 +185,25 @@ func readSnapshot(r io.Reader) (*state, error) {
 			st.decisionAt[x.Decision.GetId()] = len(st.decisions)
 			st.decisions = append(st.decisions, x.Decision)
 		case *fsmpb.SnapshotItem_Alert:
-			st.alertAt[x.Alert.GetId()] = len(st.alerts)
+			st.alertAt[x.Alert.GetId()] = int(st.alertBase) + len(st.alerts)
 			st.alerts = append(st.alerts, x.Alert)
+		case *fsmpb.SnapshotItem_Bounds:
+			b := x.Bounds
+			if len(st.alerts) > 0 || len(st.audit) > 0 {
+				return nil, errors.New("snapshot bounds after alerts or audit records")
+			}
+			bounded = true
+			st.alertBase, st.compacted = b.GetAlertBase(), b.GetDecisionsCompacted()
+			st.auditBase.Seq, st.auditHead.Seq = b.GetAuditBaseSeq(), b.GetAuditHeadSeq()
+			if copy(st.auditBase.Hash[:], b.GetAuditBaseHash()) != 32 || copy(st.auditHead.Hash[:], b.GetAuditHeadHash()) != 32 {
+				return nil, errors.New("snapshot bounds: audit hashes are not SHA-256")
+			}
+		case *fsmpb.SnapshotItem_PendingCause:
+			st.pendingCause[x.PendingCause.GetDecisionId()] = x.PendingCause.GetIdentity()
 		case *fsmpb.SnapshotItem_Baseline:
 			st.baselines[baselineKey(x.Baseline.GetDeviceMac(), x.Baseline.GetDeviceClass())] = x.Baseline
 		case *fsmpb.SnapshotItem_Audit:
-			st.audit = append(st.audit, x.Audit)
+			st.audit = append(st.audit, auditEntry{rec: x.Audit})
 		case *fsmpb.SnapshotItem_SensorSeq:
 			st.sensorSeq[x.SensorSeq.GetSensorId()] = x.SensorSeq.GetSeq()
 		case *fsmpb.SnapshotItem_Flows:

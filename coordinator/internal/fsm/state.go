@@ -5,6 +5,7 @@ import (
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/medmesh/medmesh/coordinator/internal/auditlog"
 	"github.com/medmesh/medmesh/coordinator/internal/fsm/fsmpb"
 	medmeshv1 "github.com/medmesh/medmesh/proto/medmesh/v1"
 )
@@ -21,13 +22,34 @@ type state struct {
 	policies   map[string]*medmeshv1.Policy
 	decisions  []*medmeshv1.Decision // by index
 	decisionAt map[string]int        // id -> position in decisions
-	alerts     []*medmeshv1.Alert    // by index
-	alertAt    map[string]int        // id -> position in alerts
+	alerts     []*medmeshv1.Alert    // by index, from position alertBase
+	alertAt    map[string]int        // id -> position in alerts (absolute)
+	alertBase  uint64                // alerts evicted so far
 	baselines  map[string]*medmeshv1.Baseline
-	audit      []*medmeshv1.AuditRecord // by index
 	sensorSeq  map[string]uint64
 	flows      map[string][]*medmeshv1.FlowSummary
 	servers    map[string]*fsmpb.ServerRegister
+
+	// The audit chain: its head, and a window of recent records after
+	// auditBase. The whole trail is in the audit store (auditlog).
+	audit     []auditEntry
+	auditBase auditlog.Head
+	auditHead auditlog.Head
+	// auditOut holds the entries chained by the command being applied,
+	// for FSM.Apply to write to the audit store; not replicated state.
+	auditOut []auditlog.Entry
+
+	// pendingCause is the sensor identity that caused each pending
+	// decision, kept while it is pending (the alert may be evicted).
+	pendingCause map[string]string
+	compacted    *timestamppb.Timestamp // leader time of the last decision compaction
+	retention    Retention              // code, not state: the same on every replica
+}
+
+// auditEntry is an audit record in the window with its chain hash.
+type auditEntry struct {
+	rec  *medmeshv1.AuditRecord
+	hash [32]byte
 }
 
 func newState() *state {
@@ -40,6 +62,9 @@ func newState() *state {
 		sensorSeq:  map[string]uint64{},
 		flows:      map[string][]*medmeshv1.FlowSummary{},
 		servers:    map[string]*fsmpb.ServerRegister{},
+
+		pendingCause: map[string]string{},
+		retention:    DefaultRetention(),
 	}
 }
 
@@ -53,11 +78,21 @@ func (s *state) shallowCopy() *state {
 		decisionAt: make(map[string]int, len(s.decisionAt)),
 		alerts:     append([]*medmeshv1.Alert(nil), s.alerts...),
 		alertAt:    make(map[string]int, len(s.alertAt)),
+		alertBase:  s.alertBase,
 		baselines:  make(map[string]*medmeshv1.Baseline, len(s.baselines)),
-		audit:      append([]*medmeshv1.AuditRecord(nil), s.audit...),
 		sensorSeq:  make(map[string]uint64, len(s.sensorSeq)),
 		flows:      make(map[string][]*medmeshv1.FlowSummary, len(s.flows)),
 		servers:    make(map[string]*fsmpb.ServerRegister, len(s.servers)),
+
+		audit:        append([]auditEntry(nil), s.audit...),
+		auditBase:    s.auditBase,
+		auditHead:    s.auditHead,
+		pendingCause: make(map[string]string, len(s.pendingCause)),
+		compacted:    s.compacted,
+		retention:    s.retention,
+	}
+	for k, v := range s.pendingCause {
+		c.pendingCause[k] = v
 	}
 	for k, v := range s.devices {
 		c.devices[k] = v
@@ -128,5 +163,6 @@ func (s *state) apply(index uint64, cmd *fsmpb.Command) *Result {
 		res = &Result{Err: fmt.Errorf("unknown command %T: %w", cmd.Command, ErrInvalid)}
 	}
 	res.Index = index
+	s.prune(now)
 	return res
 }

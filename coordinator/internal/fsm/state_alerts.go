@@ -18,12 +18,12 @@ func (s *state) applyAlertIngest(index uint64, now *timestamppb.Timestamp, in *m
 		return &Result{Err: fmt.Errorf("alert id: %w", ErrInvalid)}
 	}
 	if pos, dup := s.alertAt[in.GetId()]; dup {
-		return &Result{Alert: s.alerts[pos]}
+		return &Result{Alert: s.alerts[pos-int(s.alertBase)]}
 	}
 	a := proto.CloneOf(in)
 	a.Index, a.CreateTime, a.State = index, now, medmeshv1.AlertState_ALERT_STATE_OPEN
 	a.AcknowledgedBy, a.AcknowledgeTime, a.AcknowledgeNote = "", nil, ""
-	s.alertAt[a.Id] = len(s.alerts)
+	s.alertAt[a.Id] = int(s.alertBase) + len(s.alerts)
 	s.alerts = append(s.alerts, a)
 	return &Result{Alert: a}
 }
@@ -33,6 +33,7 @@ func (s *state) applyAlertAck(index uint64, now *timestamppb.Timestamp, c *fsmpb
 	if !ok {
 		return &Result{Err: fmt.Errorf("alert %q: %w", c.GetId(), ErrNotFound)}
 	}
+	pos -= int(s.alertBase)
 	a := proto.CloneOf(s.alerts[pos])
 	a.State, a.AcknowledgedBy, a.AcknowledgeTime, a.AcknowledgeNote = medmeshv1.AlertState_ALERT_STATE_ACKNOWLEDGED, c.GetActor(), now, c.GetNote()
 	s.alerts[pos] = a
@@ -45,7 +46,7 @@ func (f *FSM) Alert(id string) *medmeshv1.Alert {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	if pos, ok := f.st.alertAt[id]; ok {
-		return f.st.alerts[pos]
+		return f.st.alerts[pos-int(f.st.alertBase)]
 	}
 	return nil
 }
@@ -53,11 +54,13 @@ func (f *FSM) Alert(id string) *medmeshv1.Alert {
 // ListAlerts returns up to limit alerts after position pos (in commit
 // order; many alerts can share an index) that match keep, the position of
 // the last one returned, whether more match, and the applied index.
+// Positions count every alert ever committed, so they stay valid when old
+// alerts are evicted; a position before the oldest kept alert starts there.
 func (f *FSM) ListAlerts(pos uint64, limit int, keep func(*medmeshv1.Alert) bool) (page []*medmeshv1.Alert, last uint64, more bool, index uint64) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	as := f.st.alerts
-	for i := int(min(pos, uint64(len(as)))); i < len(as); i++ {
+	as, base := f.st.alerts, f.st.alertBase
+	for i := int(min(max(pos, base)-base, uint64(len(as)))); i < len(as); i++ {
 		if !keep(as[i]) {
 			continue
 		}
@@ -65,7 +68,7 @@ func (f *FSM) ListAlerts(pos uint64, limit int, keep func(*medmeshv1.Alert) bool
 			return page, last, true, f.st.applied
 		}
 		page = append(page, as[i])
-		last = uint64(i + 1)
+		last = base + uint64(i+1)
 	}
 	return page, last, false, f.st.applied
 }
@@ -76,19 +79,23 @@ func (f *FSM) AlertPosition(index uint64) uint64 {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	as := f.st.alerts
-	return uint64(sort.Search(len(as), func(i int) bool { return as[i].Index > index }))
+	return f.st.alertBase + uint64(sort.Search(len(as), func(i int) bool { return as[i].Index > index }))
 }
 
 // AlertsFrom returns up to limit alerts at positions after pos (alerts are
-// append-only, so a position is stable; many alerts can share an index) and
-// the applied index.
-func (f *FSM) AlertsFrom(pos uint64, limit int) ([]*medmeshv1.Alert, uint64) {
+// append-only, so a position is stable; many alerts can share an index),
+// the position of the first one returned, and the applied index. A
+// position before the oldest kept alert starts there: the caller skips
+// what retention evicted.
+func (f *FSM) AlertsFrom(pos uint64, limit int) (page []*medmeshv1.Alert, first uint64, applied uint64) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	as := f.st.alerts
-	if pos >= uint64(len(as)) {
-		return nil, f.st.applied
+	as, base := f.st.alerts, f.st.alertBase
+	pos = max(pos, base)
+	i := pos - base
+	if i >= uint64(len(as)) {
+		return nil, pos, f.st.applied
 	}
-	end := min(uint64(len(as)), pos+uint64(limit))
-	return as[pos:end], f.st.applied
+	end := min(uint64(len(as)), i+uint64(limit))
+	return as[i:end], pos, f.st.applied
 }

@@ -33,6 +33,11 @@ func (s *state) appendDecision(index uint64, now *timestamppb.Timestamp, d *medm
 	}
 	s.decisionAt[d.Id] = len(s.decisions)
 	s.decisions = append(s.decisions, d)
+	if d.State == medmeshv1.DecisionState_DECISION_STATE_PENDING_APPROVAL {
+		if sensor := s.alertSensor(d.GetAlertId()); sensor != "" {
+			s.pendingCause[d.Id] = sensor
+		}
+	}
 	action := "decision.create"
 	switch d.State {
 	case medmeshv1.DecisionState_DECISION_STATE_APPROVED:
@@ -91,6 +96,7 @@ func (s *state) applyDecisionReview(index uint64, now *timestamppb.Timestamp, c 
 	t := proto.CloneOf(target)
 	t.State, t.ReviewedBy, t.ReviewTime, t.ReviewIndex = st, c.GetActor(), now, index
 	s.decisions[pos] = t
+	delete(s.pendingCause, t.Id)
 	entry := &medmeshv1.Decision{
 		Id:               c.GetDecisionId(),
 		Action:           target.Action,
@@ -112,12 +118,27 @@ func (s *state) applyDecisionReview(index uint64, now *timestamppb.Timestamp, c 
 // it. None of them may review it.
 func (s *state) causes(d *medmeshv1.Decision) []string {
 	out := []string{d.GetActor()}
-	if pos, ok := s.alertAt[d.GetAlertId()]; ok && d.GetAlertId() != "" {
-		if sid := s.alerts[pos].GetSensorId(); sid != "" {
-			out = append(out, SensorIdentity(sid))
-		}
+	sensor, ok := s.pendingCause[d.GetId()]
+	if !ok {
+		sensor = s.alertSensor(d.GetAlertId())
+	}
+	if sensor != "" {
+		out = append(out, sensor)
 	}
 	return out
+}
+
+// alertSensor is the identity of the sensor that reported an alert kept in
+// the state, or "".
+func (s *state) alertSensor(alertID string) string {
+	pos, ok := s.alertAt[alertID]
+	if !ok || alertID == "" {
+		return ""
+	}
+	if sid := s.alerts[pos-int(s.alertBase)].GetSensorId(); sid != "" {
+		return SensorIdentity(sid)
+	}
+	return ""
 }
 
 // SensorIdentity is the identity (role/name) a sensor id reports under.

@@ -91,7 +91,7 @@ func TestReportsOverMutualTLS(t *testing.T) {
 		}
 	}
 	var fromS1 int
-	alerts, _ := c.FSM().AlertsFrom(0, 10000)
+	alerts, _, _ := c.FSM().AlertsFrom(0, 10000)
 	for _, a := range alerts {
 		if a.GetSensorId() == "s1" {
 			fromS1++

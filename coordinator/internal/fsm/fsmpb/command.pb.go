@@ -1322,6 +1322,8 @@ type SnapshotItem struct {
 	//	*SnapshotItem_SensorSeq
 	//	*SnapshotItem_Flows
 	//	*SnapshotItem_Server
+	//	*SnapshotItem_Bounds
+	//	*SnapshotItem_PendingCause
 	Item          isSnapshotItem_Item `protobuf_oneof:"item"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1454,6 +1456,24 @@ func (x *SnapshotItem) GetServer() *ServerRegister {
 	return nil
 }
 
+func (x *SnapshotItem) GetBounds() *Bounds {
+	if x != nil {
+		if x, ok := x.Item.(*SnapshotItem_Bounds); ok {
+			return x.Bounds
+		}
+	}
+	return nil
+}
+
+func (x *SnapshotItem) GetPendingCause() *PendingCause {
+	if x != nil {
+		if x, ok := x.Item.(*SnapshotItem_PendingCause); ok {
+			return x.PendingCause
+		}
+	}
+	return nil
+}
+
 type isSnapshotItem_Item interface {
 	isSnapshotItem_Item()
 }
@@ -1498,6 +1518,15 @@ type SnapshotItem_Server struct {
 	Server *ServerRegister `protobuf:"bytes,10,opt,name=server,proto3,oneof"`
 }
 
+type SnapshotItem_Bounds struct {
+	// Retention bookkeeping (issue 16 point 4; numbers 60-69).
+	Bounds *Bounds `protobuf:"bytes,60,opt,name=bounds,proto3,oneof"`
+}
+
+type SnapshotItem_PendingCause struct {
+	PendingCause *PendingCause `protobuf:"bytes,61,opt,name=pending_cause,json=pendingCause,proto3,oneof"`
+}
+
 func (*SnapshotItem_Meta) isSnapshotItem_Item() {}
 
 func (*SnapshotItem_Device) isSnapshotItem_Item() {}
@@ -1518,6 +1547,155 @@ func (*SnapshotItem_Flows) isSnapshotItem_Item() {}
 
 func (*SnapshotItem_Server) isSnapshotItem_Item() {}
 
+func (*SnapshotItem_Bounds) isSnapshotItem_Item() {}
+
+func (*SnapshotItem_PendingCause) isSnapshotItem_Item() {}
+
+// Bounds is the bookkeeping of retention: what was evicted and where the
+// audit chain stands. The audit window's records follow as audit items.
+type Bounds struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Alerts evicted so far: the position of the first alert kept.
+	AlertBase uint64 `protobuf:"varint,1,opt,name=alert_base,json=alertBase,proto3" json:"alert_base,omitempty"`
+	// The audit chain just before the first record kept in the window.
+	AuditBaseSeq  uint64 `protobuf:"varint,2,opt,name=audit_base_seq,json=auditBaseSeq,proto3" json:"audit_base_seq,omitempty"`
+	AuditBaseHash []byte `protobuf:"bytes,3,opt,name=audit_base_hash,json=auditBaseHash,proto3" json:"audit_base_hash,omitempty"`
+	// The chain's head: the window's last record.
+	AuditHeadSeq  uint64 `protobuf:"varint,4,opt,name=audit_head_seq,json=auditHeadSeq,proto3" json:"audit_head_seq,omitempty"`
+	AuditHeadHash []byte `protobuf:"bytes,5,opt,name=audit_head_hash,json=auditHeadHash,proto3" json:"audit_head_hash,omitempty"`
+	// Leader time of the last decision compaction.
+	DecisionsCompacted *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=decisions_compacted,json=decisionsCompacted,proto3" json:"decisions_compacted,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
+}
+
+func (x *Bounds) Reset() {
+	*x = Bounds{}
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Bounds) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Bounds) ProtoMessage() {}
+
+func (x *Bounds) ProtoReflect() protoreflect.Message {
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Bounds.ProtoReflect.Descriptor instead.
+func (*Bounds) Descriptor() ([]byte, []int) {
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *Bounds) GetAlertBase() uint64 {
+	if x != nil {
+		return x.AlertBase
+	}
+	return 0
+}
+
+func (x *Bounds) GetAuditBaseSeq() uint64 {
+	if x != nil {
+		return x.AuditBaseSeq
+	}
+	return 0
+}
+
+func (x *Bounds) GetAuditBaseHash() []byte {
+	if x != nil {
+		return x.AuditBaseHash
+	}
+	return nil
+}
+
+func (x *Bounds) GetAuditHeadSeq() uint64 {
+	if x != nil {
+		return x.AuditHeadSeq
+	}
+	return 0
+}
+
+func (x *Bounds) GetAuditHeadHash() []byte {
+	if x != nil {
+		return x.AuditHeadHash
+	}
+	return nil
+}
+
+func (x *Bounds) GetDecisionsCompacted() *timestamppb.Timestamp {
+	if x != nil {
+		return x.DecisionsCompacted
+	}
+	return nil
+}
+
+// PendingCause is the identity of the sensor whose alert caused a pending
+// decision, kept while the decision is pending so the two-person rule holds
+// after the alert is evicted.
+type PendingCause struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	DecisionId    string                 `protobuf:"bytes,1,opt,name=decision_id,json=decisionId,proto3" json:"decision_id,omitempty"`
+	Identity      string                 `protobuf:"bytes,2,opt,name=identity,proto3" json:"identity,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PendingCause) Reset() {
+	*x = PendingCause{}
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PendingCause) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PendingCause) ProtoMessage() {}
+
+func (x *PendingCause) ProtoReflect() protoreflect.Message {
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PendingCause.ProtoReflect.Descriptor instead.
+func (*PendingCause) Descriptor() ([]byte, []int) {
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *PendingCause) GetDecisionId() string {
+	if x != nil {
+		return x.DecisionId
+	}
+	return ""
+}
+
+func (x *PendingCause) GetIdentity() string {
+	if x != nil {
+		return x.Identity
+	}
+	return ""
+}
+
 // SnapshotMeta opens a snapshot stream.
 type SnapshotMeta struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1529,7 +1707,7 @@ type SnapshotMeta struct {
 
 func (x *SnapshotMeta) Reset() {
 	*x = SnapshotMeta{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[17]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1541,7 +1719,7 @@ func (x *SnapshotMeta) String() string {
 func (*SnapshotMeta) ProtoMessage() {}
 
 func (x *SnapshotMeta) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[17]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1554,7 +1732,7 @@ func (x *SnapshotMeta) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotMeta.ProtoReflect.Descriptor instead.
 func (*SnapshotMeta) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{17}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *SnapshotMeta) GetFormat() uint32 {
@@ -1582,7 +1760,7 @@ type SensorSeq struct {
 
 func (x *SensorSeq) Reset() {
 	*x = SensorSeq{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[18]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1594,7 +1772,7 @@ func (x *SensorSeq) String() string {
 func (*SensorSeq) ProtoMessage() {}
 
 func (x *SensorSeq) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[18]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1607,7 +1785,7 @@ func (x *SensorSeq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SensorSeq.ProtoReflect.Descriptor instead.
 func (*SensorSeq) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{18}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *SensorSeq) GetSensorId() string {
@@ -1635,7 +1813,7 @@ type DeviceFlows struct {
 
 func (x *DeviceFlows) Reset() {
 	*x = DeviceFlows{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[19]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1647,7 +1825,7 @@ func (x *DeviceFlows) String() string {
 func (*DeviceFlows) ProtoMessage() {}
 
 func (x *DeviceFlows) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[19]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1660,7 +1838,7 @@ func (x *DeviceFlows) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeviceFlows.ProtoReflect.Descriptor instead.
 func (*DeviceFlows) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{19}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *DeviceFlows) GetDeviceMac() string {
@@ -1777,7 +1955,7 @@ const file_medmesh_fsm_v1_command_proto_rawDesc = "" +
 	"\bapi_addr\x18\x02 \x01(\tR\aapiAddr\x12\x1b\n" +
 	"\traft_addr\x18\x03 \x01(\tR\braftAddr\"\"\n" +
 	"\x10ServerDeregister\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\"\x95\x04\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"\x8c\x05\n" +
 	"\fSnapshotItem\x122\n" +
 	"\x04meta\x18\x01 \x01(\v2\x1c.medmesh.fsm.v1.SnapshotMetaH\x00R\x04meta\x12,\n" +
 	"\x06device\x18\x02 \x01(\v2\x12.medmesh.v1.DeviceH\x00R\x06device\x12,\n" +
@@ -1790,8 +1968,22 @@ const file_medmesh_fsm_v1_command_proto_rawDesc = "" +
 	"sensor_seq\x18\b \x01(\v2\x19.medmesh.fsm.v1.SensorSeqH\x00R\tsensorSeq\x123\n" +
 	"\x05flows\x18\t \x01(\v2\x1b.medmesh.fsm.v1.DeviceFlowsH\x00R\x05flows\x128\n" +
 	"\x06server\x18\n" +
-	" \x01(\v2\x1e.medmesh.fsm.v1.ServerRegisterH\x00R\x06serverB\x06\n" +
-	"\x04item\"K\n" +
+	" \x01(\v2\x1e.medmesh.fsm.v1.ServerRegisterH\x00R\x06server\x120\n" +
+	"\x06bounds\x18< \x01(\v2\x16.medmesh.fsm.v1.BoundsH\x00R\x06bounds\x12C\n" +
+	"\rpending_cause\x18= \x01(\v2\x1c.medmesh.fsm.v1.PendingCauseH\x00R\fpendingCauseB\x06\n" +
+	"\x04item\"\x90\x02\n" +
+	"\x06Bounds\x12\x1d\n" +
+	"\n" +
+	"alert_base\x18\x01 \x01(\x04R\talertBase\x12$\n" +
+	"\x0eaudit_base_seq\x18\x02 \x01(\x04R\fauditBaseSeq\x12&\n" +
+	"\x0faudit_base_hash\x18\x03 \x01(\fR\rauditBaseHash\x12$\n" +
+	"\x0eaudit_head_seq\x18\x04 \x01(\x04R\fauditHeadSeq\x12&\n" +
+	"\x0faudit_head_hash\x18\x05 \x01(\fR\rauditHeadHash\x12K\n" +
+	"\x13decisions_compacted\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x12decisionsCompacted\"K\n" +
+	"\fPendingCause\x12\x1f\n" +
+	"\vdecision_id\x18\x01 \x01(\tR\n" +
+	"decisionId\x12\x1a\n" +
+	"\bidentity\x18\x02 \x01(\tR\bidentity\"K\n" +
 	"\fSnapshotMeta\x12\x16\n" +
 	"\x06format\x18\x01 \x01(\rR\x06format\x12#\n" +
 	"\rapplied_index\x18\x02 \x01(\x04R\fappliedIndex\":\n" +
@@ -1815,7 +2007,7 @@ func file_medmesh_fsm_v1_command_proto_rawDescGZIP() []byte {
 	return file_medmesh_fsm_v1_command_proto_rawDescData
 }
 
-var file_medmesh_fsm_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_medmesh_fsm_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_medmesh_fsm_v1_command_proto_goTypes = []any{
 	(*Command)(nil),               // 0: medmesh.fsm.v1.Command
 	(*DeviceUpsert)(nil),          // 1: medmesh.fsm.v1.DeviceUpsert
@@ -1834,22 +2026,24 @@ var file_medmesh_fsm_v1_command_proto_goTypes = []any{
 	(*ServerRegister)(nil),        // 14: medmesh.fsm.v1.ServerRegister
 	(*ServerDeregister)(nil),      // 15: medmesh.fsm.v1.ServerDeregister
 	(*SnapshotItem)(nil),          // 16: medmesh.fsm.v1.SnapshotItem
-	(*SnapshotMeta)(nil),          // 17: medmesh.fsm.v1.SnapshotMeta
-	(*SensorSeq)(nil),             // 18: medmesh.fsm.v1.SensorSeq
-	(*DeviceFlows)(nil),           // 19: medmesh.fsm.v1.DeviceFlows
-	(*timestamppb.Timestamp)(nil), // 20: google.protobuf.Timestamp
-	(*v1.Device)(nil),             // 21: medmesh.v1.Device
-	(*v1.Policy)(nil),             // 22: medmesh.v1.Policy
-	(v1.PolicyMode)(0),            // 23: medmesh.v1.PolicyMode
-	(*v1.Decision)(nil),           // 24: medmesh.v1.Decision
-	(*v1.Alert)(nil),              // 25: medmesh.v1.Alert
-	(*v1.Baseline)(nil),           // 26: medmesh.v1.Baseline
-	(*v1.FlowSummary)(nil),        // 27: medmesh.v1.FlowSummary
-	(*v1.SensorRecord)(nil),       // 28: medmesh.v1.SensorRecord
-	(*v1.AuditRecord)(nil),        // 29: medmesh.v1.AuditRecord
+	(*Bounds)(nil),                // 17: medmesh.fsm.v1.Bounds
+	(*PendingCause)(nil),          // 18: medmesh.fsm.v1.PendingCause
+	(*SnapshotMeta)(nil),          // 19: medmesh.fsm.v1.SnapshotMeta
+	(*SensorSeq)(nil),             // 20: medmesh.fsm.v1.SensorSeq
+	(*DeviceFlows)(nil),           // 21: medmesh.fsm.v1.DeviceFlows
+	(*timestamppb.Timestamp)(nil), // 22: google.protobuf.Timestamp
+	(*v1.Device)(nil),             // 23: medmesh.v1.Device
+	(*v1.Policy)(nil),             // 24: medmesh.v1.Policy
+	(v1.PolicyMode)(0),            // 25: medmesh.v1.PolicyMode
+	(*v1.Decision)(nil),           // 26: medmesh.v1.Decision
+	(*v1.Alert)(nil),              // 27: medmesh.v1.Alert
+	(*v1.Baseline)(nil),           // 28: medmesh.v1.Baseline
+	(*v1.FlowSummary)(nil),        // 29: medmesh.v1.FlowSummary
+	(*v1.SensorRecord)(nil),       // 30: medmesh.v1.SensorRecord
+	(*v1.AuditRecord)(nil),        // 31: medmesh.v1.AuditRecord
 }
 var file_medmesh_fsm_v1_command_proto_depIdxs = []int32{
-	20, // 0: medmesh.fsm.v1.Command.time:type_name -> google.protobuf.Timestamp
+	22, // 0: medmesh.fsm.v1.Command.time:type_name -> google.protobuf.Timestamp
 	1,  // 1: medmesh.fsm.v1.Command.device_upsert:type_name -> medmesh.fsm.v1.DeviceUpsert
 	2,  // 2: medmesh.fsm.v1.Command.device_update:type_name -> medmesh.fsm.v1.DeviceUpdate
 	3,  // 3: medmesh.fsm.v1.Command.policy_put:type_name -> medmesh.fsm.v1.PolicyPut
@@ -1864,32 +2058,35 @@ var file_medmesh_fsm_v1_command_proto_depIdxs = []int32{
 	13, // 12: medmesh.fsm.v1.Command.sensor_batch:type_name -> medmesh.fsm.v1.SensorBatch
 	14, // 13: medmesh.fsm.v1.Command.server_register:type_name -> medmesh.fsm.v1.ServerRegister
 	15, // 14: medmesh.fsm.v1.Command.server_deregister:type_name -> medmesh.fsm.v1.ServerDeregister
-	21, // 15: medmesh.fsm.v1.DeviceUpsert.device:type_name -> medmesh.v1.Device
-	21, // 16: medmesh.fsm.v1.DeviceUpdate.device:type_name -> medmesh.v1.Device
-	22, // 17: medmesh.fsm.v1.PolicyPut.policy:type_name -> medmesh.v1.Policy
-	23, // 18: medmesh.fsm.v1.PolicyActivate.mode:type_name -> medmesh.v1.PolicyMode
-	24, // 19: medmesh.fsm.v1.DecisionCreate.decision:type_name -> medmesh.v1.Decision
-	25, // 20: medmesh.fsm.v1.AlertIngest.alert:type_name -> medmesh.v1.Alert
-	26, // 21: medmesh.fsm.v1.BaselinePut.baseline:type_name -> medmesh.v1.Baseline
-	27, // 22: medmesh.fsm.v1.FlowSummaries.summaries:type_name -> medmesh.v1.FlowSummary
-	28, // 23: medmesh.fsm.v1.SensorReport.records:type_name -> medmesh.v1.SensorRecord
+	23, // 15: medmesh.fsm.v1.DeviceUpsert.device:type_name -> medmesh.v1.Device
+	23, // 16: medmesh.fsm.v1.DeviceUpdate.device:type_name -> medmesh.v1.Device
+	24, // 17: medmesh.fsm.v1.PolicyPut.policy:type_name -> medmesh.v1.Policy
+	25, // 18: medmesh.fsm.v1.PolicyActivate.mode:type_name -> medmesh.v1.PolicyMode
+	26, // 19: medmesh.fsm.v1.DecisionCreate.decision:type_name -> medmesh.v1.Decision
+	27, // 20: medmesh.fsm.v1.AlertIngest.alert:type_name -> medmesh.v1.Alert
+	28, // 21: medmesh.fsm.v1.BaselinePut.baseline:type_name -> medmesh.v1.Baseline
+	29, // 22: medmesh.fsm.v1.FlowSummaries.summaries:type_name -> medmesh.v1.FlowSummary
+	30, // 23: medmesh.fsm.v1.SensorReport.records:type_name -> medmesh.v1.SensorRecord
 	12, // 24: medmesh.fsm.v1.SensorBatch.reports:type_name -> medmesh.fsm.v1.SensorReport
-	17, // 25: medmesh.fsm.v1.SnapshotItem.meta:type_name -> medmesh.fsm.v1.SnapshotMeta
-	21, // 26: medmesh.fsm.v1.SnapshotItem.device:type_name -> medmesh.v1.Device
-	22, // 27: medmesh.fsm.v1.SnapshotItem.policy:type_name -> medmesh.v1.Policy
-	24, // 28: medmesh.fsm.v1.SnapshotItem.decision:type_name -> medmesh.v1.Decision
-	25, // 29: medmesh.fsm.v1.SnapshotItem.alert:type_name -> medmesh.v1.Alert
-	26, // 30: medmesh.fsm.v1.SnapshotItem.baseline:type_name -> medmesh.v1.Baseline
-	29, // 31: medmesh.fsm.v1.SnapshotItem.audit:type_name -> medmesh.v1.AuditRecord
-	18, // 32: medmesh.fsm.v1.SnapshotItem.sensor_seq:type_name -> medmesh.fsm.v1.SensorSeq
-	19, // 33: medmesh.fsm.v1.SnapshotItem.flows:type_name -> medmesh.fsm.v1.DeviceFlows
+	19, // 25: medmesh.fsm.v1.SnapshotItem.meta:type_name -> medmesh.fsm.v1.SnapshotMeta
+	23, // 26: medmesh.fsm.v1.SnapshotItem.device:type_name -> medmesh.v1.Device
+	24, // 27: medmesh.fsm.v1.SnapshotItem.policy:type_name -> medmesh.v1.Policy
+	26, // 28: medmesh.fsm.v1.SnapshotItem.decision:type_name -> medmesh.v1.Decision
+	27, // 29: medmesh.fsm.v1.SnapshotItem.alert:type_name -> medmesh.v1.Alert
+	28, // 30: medmesh.fsm.v1.SnapshotItem.baseline:type_name -> medmesh.v1.Baseline
+	31, // 31: medmesh.fsm.v1.SnapshotItem.audit:type_name -> medmesh.v1.AuditRecord
+	20, // 32: medmesh.fsm.v1.SnapshotItem.sensor_seq:type_name -> medmesh.fsm.v1.SensorSeq
+	21, // 33: medmesh.fsm.v1.SnapshotItem.flows:type_name -> medmesh.fsm.v1.DeviceFlows
 	14, // 34: medmesh.fsm.v1.SnapshotItem.server:type_name -> medmesh.fsm.v1.ServerRegister
-	27, // 35: medmesh.fsm.v1.DeviceFlows.summaries:type_name -> medmesh.v1.FlowSummary
-	36, // [36:36] is the sub-list for method output_type
-	36, // [36:36] is the sub-list for method input_type
-	36, // [36:36] is the sub-list for extension type_name
-	36, // [36:36] is the sub-list for extension extendee
-	0,  // [0:36] is the sub-list for field type_name
+	17, // 35: medmesh.fsm.v1.SnapshotItem.bounds:type_name -> medmesh.fsm.v1.Bounds
+	18, // 36: medmesh.fsm.v1.SnapshotItem.pending_cause:type_name -> medmesh.fsm.v1.PendingCause
+	22, // 37: medmesh.fsm.v1.Bounds.decisions_compacted:type_name -> google.protobuf.Timestamp
+	29, // 38: medmesh.fsm.v1.DeviceFlows.summaries:type_name -> medmesh.v1.FlowSummary
+	39, // [39:39] is the sub-list for method output_type
+	39, // [39:39] is the sub-list for method input_type
+	39, // [39:39] is the sub-list for extension type_name
+	39, // [39:39] is the sub-list for extension extendee
+	0,  // [0:39] is the sub-list for field type_name
 }
 
 func init() { file_medmesh_fsm_v1_command_proto_init() }
@@ -1926,6 +2123,8 @@ func file_medmesh_fsm_v1_command_proto_init() {
 		(*SnapshotItem_SensorSeq)(nil),
 		(*SnapshotItem_Flows)(nil),
 		(*SnapshotItem_Server)(nil),
+		(*SnapshotItem_Bounds)(nil),
+		(*SnapshotItem_PendingCause)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1933,7 +2132,7 @@ func file_medmesh_fsm_v1_command_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_medmesh_fsm_v1_command_proto_rawDesc), len(file_medmesh_fsm_v1_command_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   20,
+			NumMessages:   22,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
