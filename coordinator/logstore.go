@@ -51,18 +51,9 @@ const (
 // MonotonicLogStore.
 type logStore struct {
 	*wal.WAL
-	meta *metadb.BoltMetaDB
 }
 
-// Close closes the WAL and its meta database. raft-wal v0.4.0's Close
-// leaves the meta database (a bolt file, locked with flock) open, so a
-// coordinator restarted in the same process would block opening it again;
-// hashicorp/raft-wal#28 fixed that after the release.
-func (s *logStore) Close() error {
-	return errors.Join(s.WAL.Close(), s.meta.Close())
-}
-
-// GetLog reads entry index. raft-wal v0.4.0 truncates the head of its log
+// GetLog reads entry index. raft-wal (v0.4.1) truncates the head of its log
 // by moving its first index, and still serves the entries below it while
 // they sit in the unsealed tail segment (the first 64 MiB of a log).
 // Raft expects ErrLogNotFound for a compacted entry, and sends a follower
@@ -103,7 +94,7 @@ func openWAL(dir string, hl hclog.Logger) (*logStore, error) {
 	if err != nil {
 		return nil, errors.Join(fmt.Errorf("open wal %s: %w", dir, err), meta.Close())
 	}
-	return &logStore{WAL: w, meta: meta}, nil
+	return &logStore{WAL: w}, nil
 }
 
 // openLogStore migrates a raft-boltdb store in dataDir if there is one and
