@@ -7,11 +7,12 @@ import (
 )
 
 // appendAudit records an action. actor is the verified identity the leader
-// stamped; comment what the request claimed about its author.
+// stamped; comment what the request claimed about its author. The client
+// request id of the command being applied, if any, goes with it.
 func (s *state) appendAudit(index uint64, now *timestamppb.Timestamp, actor, action, resource, reason, rule, alertID, comment string) {
 	s.audit = append(s.audit, &medmeshv1.AuditRecord{
 		Index: index, Time: now, Actor: actor, Action: action,
-		Resource: resource, Reason: reason, Rule: rule, AlertId: alertID, Comment: comment,
+		Resource: resource, Reason: reason, Rule: rule, AlertId: alertID, Comment: comment, RequestId: s.reqID,
 	})
 }
 
