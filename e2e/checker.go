@@ -10,6 +10,7 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/anishathalye/porcupine"
@@ -43,6 +44,10 @@ type Op struct {
 	Return  int64  `json:"return_ns"`
 	Server  string `json:"server,omitempty"`
 	Err     string `json:"err,omitempty"`
+	// RequestID is a write's client request id; Attempts how many times
+	// it was sent with it (retries of unknown outcomes).
+	RequestID string `json:"request_id,omitempty"`
+	Attempts  int    `json:"attempts,omitempty"`
 }
 
 type regState struct {
@@ -180,6 +185,75 @@ func CheckAcknowledged(ops []Op, final map[string]Op) []string {
 		}
 	}
 	return v
+}
+
+// AuditedWrite is one policy.put audit record of a workload key.
+type AuditedWrite struct {
+	Key       string `json:"key"`
+	RequestID string `json:"request_id"`
+	Index     uint64 `json:"index"`
+}
+
+// CheckNoDuplicatedEffects checks, from the audit trail of the workload's
+// keys, that every write took effect at most once however often it was
+// retried: no request id is audited twice, an acknowledged write is audited
+// exactly once and a write known to have failed not at all, every audited
+// put is a workload request, and each key's final version counts its
+// audited puts (a put applied without its audit record, or twice, shows).
+func CheckNoDuplicatedEffects(ops []Op, audit []AuditedWrite, final map[string]Op) []string {
+	byID := map[string][]AuditedWrite{}
+	perKey := map[string]uint64{}
+	var v []string
+	for _, a := range audit {
+		perKey[a.Key]++
+		if a.RequestID == "" {
+			v = append(v, fmt.Sprintf("%s: put at index %d has no request id, but every workload write has one", a.Key, a.Index))
+			continue
+		}
+		byID[a.RequestID] = append(byID[a.RequestID], a)
+	}
+	writes := map[string]Op{}
+	for _, op := range ops {
+		if op.Kind == OpGet || op.RequestID == "" {
+			continue
+		}
+		writes[op.RequestID] = op
+		n := len(byID[op.RequestID])
+		switch {
+		case n > 1:
+			idx := make([]string, 0, n)
+			for _, a := range byID[op.RequestID] {
+				idx = append(idx, fmt.Sprint(a.Index))
+			}
+			v = append(v, fmt.Sprintf("%s: request %s (%s, %d attempts) took effect %d times, at indexes %s", op.Key, op.RequestID, outcome(op), op.Attempts, n, strings.Join(idx, ", ")))
+		case op.OK && n == 0:
+			v = append(v, fmt.Sprintf("%s: acknowledged request %s has no audit record", op.Key, op.RequestID))
+		case !op.OK && !op.Unknown && n > 0:
+			v = append(v, fmt.Sprintf("%s: request %s failed (%s) but took effect at index %d", op.Key, op.RequestID, op.Err, byID[op.RequestID][0].Index))
+		}
+	}
+	for _, id := range sortedKeys(byID) {
+		if _, ok := writes[id]; !ok {
+			v = append(v, fmt.Sprintf("%s: audited request %s is no write of the workload", byID[id][0].Key, id))
+		}
+	}
+	for _, k := range sortedKeys(final) {
+		if f := final[k]; f.Version != perKey[k] {
+			v = append(v, fmt.Sprintf("%s: final version %d but %d audited puts", k, f.Version, perKey[k]))
+		}
+	}
+	return v
+}
+
+func outcome(op Op) string {
+	switch {
+	case op.OK:
+		return "acknowledged"
+	case op.Unknown:
+		return "unknown"
+	default:
+		return "failed"
+	}
 }
 
 // IndexSample is one observation of an enforcer's applied index.

@@ -156,3 +156,60 @@ func TestCheckAdoptsLastPolicyCatchesEmptyRestart(t *testing.T) {
 		t.Fatalf("a restart with empty state went unnoticed: %v", v)
 	}
 }
+
+// Each write of goodHistory with a request id, and its audit trail.
+func auditedHistory() ([]Op, []AuditedWrite, map[string]Op) {
+	h := goodHistory()
+	ids := map[int]string{0: "r-a", 2: "r-b", 3: "r-c", 5: "r-d"}
+	for i, id := range ids {
+		h[i].RequestID, h[i].Attempts = id, 1
+	}
+	h[5].Attempts = 4 // retried, never settled: it took effect (version 3)
+	audit := []AuditedWrite{{Key: "k", RequestID: "r-a", Index: 5}, {Key: "k", RequestID: "r-b", Index: 9}, {Key: "k", RequestID: "r-d", Index: 14}}
+	final := map[string]Op{"k": {Kind: OpGet, Key: "k", OK: true, Version: 3, Read: "d"}, "j": {Kind: OpGet, Key: "j"}}
+	return h, audit, final
+}
+
+func TestNoDuplicatedEffects(t *testing.T) {
+	h, audit, final := auditedHistory()
+	if v := CheckNoDuplicatedEffects(h, audit, final); len(v) > 0 {
+		t.Fatalf("a correct history: %v", v)
+	}
+	// An unknown write that did not take effect is fine too.
+	f2 := map[string]Op{"k": {Kind: OpGet, Key: "k", OK: true, Version: 2, Read: "b"}, "j": {Kind: OpGet, Key: "j"}}
+	if v := CheckNoDuplicatedEffects(h, audit[:2], f2); len(v) > 0 {
+		t.Fatalf("an unknown write that never applied: %v", v)
+	}
+	for name, tc := range map[string]struct {
+		mutate func(h []Op, a []AuditedWrite, f map[string]Op) ([]Op, []AuditedWrite, map[string]Op)
+		want   string
+	}{
+		"a retried write applied twice": {func(h []Op, a []AuditedWrite, f map[string]Op) ([]Op, []AuditedWrite, map[string]Op) {
+			f["k"] = Op{Kind: OpGet, Key: "k", OK: true, Version: 4, Read: "d"}
+			return h, append(a, AuditedWrite{Key: "k", RequestID: "r-d", Index: 15}), f
+		}, "took effect 2 times, at indexes 14, 15"},
+		"an acknowledged write without its audit record": {func(h []Op, a []AuditedWrite, f map[string]Op) ([]Op, []AuditedWrite, map[string]Op) {
+			return h, a[1:], f
+		}, "acknowledged request r-a has no audit record"},
+		"a failed CAS that took effect": {func(h []Op, a []AuditedWrite, f map[string]Op) ([]Op, []AuditedWrite, map[string]Op) {
+			h[3].Err = "Aborted"
+			return h, append(a, AuditedWrite{Key: "k", RequestID: "r-c", Index: 11}), f
+		}, "request r-c failed (Aborted) but took effect"},
+		"a put applied without a request id": {func(h []Op, a []AuditedWrite, f map[string]Op) ([]Op, []AuditedWrite, map[string]Op) {
+			return h, append(a, AuditedWrite{Key: "k", Index: 20}), f
+		}, "has no request id"},
+		"a version bump without an audited put": {func(h []Op, a []AuditedWrite, f map[string]Op) ([]Op, []AuditedWrite, map[string]Op) {
+			f["k"] = Op{Kind: OpGet, Key: "k", OK: true, Version: 4, Read: "d"}
+			return h, a, f
+		}, "final version 4 but 3 audited puts"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			h, a, f := auditedHistory()
+			h, a, f = tc.mutate(h, a, f)
+			v := CheckNoDuplicatedEffects(h, a, f)
+			if !strings.Contains(strings.Join(v, "; "), tc.want) {
+				t.Fatalf("violations %q, want one with %q", v, tc.want)
+			}
+		})
+	}
+}

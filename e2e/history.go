@@ -417,6 +417,18 @@ func (r *Runner) Run(ctx context.Context, h History) HistoryReport {
 		}
 	}
 	check("acknowledged-writes", append(fv, CheckAcknowledged(ops, final)...))
+	// Retried writes: each request id took effect at most once.
+	audited, err := r.auditedPuts(ctx, keys)
+	if err != nil {
+		check("no-duplicated-effects", []string{err.Error()})
+	} else {
+		check("no-duplicated-effects", CheckNoDuplicatedEffects(ops, audited, final))
+	}
+	for _, op := range ops {
+		if op.Attempts > 1 {
+			rep.WritesRetried++
+		}
+	}
 	if err := CheckLinearizable(ops, 30*time.Second); err != nil {
 		check("linearizable", []string{err.Error()})
 	} else {
@@ -461,17 +473,21 @@ func (r *Runner) decide(ctx context.Context, name string) string {
 	time.Sleep(500 * time.Millisecond)
 	var last error
 	stored := false
+	// One request id per write: a retry after an unknown outcome never
+	// activates the policy twice.
+	id := fmt.Sprintf("%x-%d-decide", r.epoch.UnixNano(), r.n)
+	putID, activateID := id+"-put", id+"-activate"
 	for try := 0; ctx.Err() == nil; try++ {
 		pc := r.policies[try%len(r.policies)]
 		cctx, cancel := context.WithTimeout(ctx, time.Second)
 		var err error
 		if !stored {
-			_, err = pc.PutPolicy(cctx, &medmeshv1.PutPolicyRequest{Policy: RegisterPolicy(name, "decision during the fault"), Actor: "e2e"})
+			_, err = pc.PutPolicy(cctx, &medmeshv1.PutPolicyRequest{Policy: RegisterPolicy(name, "decision during the fault"), Actor: "e2e", RequestId: putID})
 			stored = err == nil
 		}
 		if stored {
 			var resp *medmeshv1.ActivatePolicyResponse
-			resp, err = pc.ActivatePolicy(cctx, &medmeshv1.ActivatePolicyRequest{Name: name, Mode: medmeshv1.PolicyMode_POLICY_MODE_MONITOR, Actor: "e2e", Reason: "chaos harness: decision during the fault"})
+			resp, err = pc.ActivatePolicy(cctx, &medmeshv1.ActivatePolicyRequest{Name: name, Mode: medmeshv1.PolicyMode_POLICY_MODE_MONITOR, Actor: "e2e", Reason: "chaos harness: decision during the fault", RequestId: activateID})
 			if err == nil {
 				cancel()
 				return fmt.Sprintf("decision %s committed during the fault at index %d", resp.GetDecisionId(), resp.GetDecisionIndex())
@@ -482,6 +498,47 @@ func (r *Runner) decide(ctx context.Context, name string) string {
 		sleep(ctx, 200*time.Millisecond)
 	}
 	return fmt.Sprintf("no decision committed during the fault (last error: %v)", last)
+}
+
+// auditedPuts reads the policy.put records of the keys' audit trails
+// (linearizable reads, retried through the coordinators).
+func (r *Runner) auditedPuts(ctx context.Context, keys []string) ([]AuditedWrite, error) {
+	var out []AuditedWrite
+	for _, k := range keys {
+		var last error
+		var recs []*medmeshv1.AuditRecord
+		for try := 0; try < 20; try++ {
+			recs, last = nil, nil
+			token := ""
+			for {
+				cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+				resp, err := r.policies[try%len(r.policies)].ListAuditRecords(cctx, &medmeshv1.ListAuditRecordsRequest{
+					Resource: "policy/" + k, PageSize: 1000, PageToken: token})
+				cancel()
+				if err != nil {
+					last = err
+					break
+				}
+				recs = append(recs, resp.GetRecords()...)
+				if token = resp.GetNextPageToken(); token == "" {
+					break
+				}
+			}
+			if last == nil {
+				break
+			}
+			sleep(ctx, 200*time.Millisecond)
+		}
+		if last != nil {
+			return nil, fmt.Errorf("audit trail of %s: %w", k, last)
+		}
+		for _, rec := range recs {
+			if rec.GetAction() == "policy.put" {
+				out = append(out, AuditedWrite{Key: k, RequestID: rec.GetRequestId(), Index: rec.GetIndex()})
+			}
+		}
+	}
+	return out, nil
 }
 
 // incarnations numbers each sample by its enforcer's restarts before it.

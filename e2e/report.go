@@ -23,6 +23,9 @@ type HistoryReport struct {
 	// WritesDuringFault counts writes called and acknowledged while the
 	// fault lasted (liveness, not checked).
 	WritesDuringFault int `json:"writes_during_fault"`
+	// WritesRetried counts writes sent more than once with their request
+	// id (their first outcome was unknown).
+	WritesRetried int `json:"writes_retried"`
 	// FailoverMs is fault injection to the next acknowledged write (-1: none
 	// measured); CatchUpMs heal to every enforcer at the last decision.
 	FailoverMs float64 `json:"failover_ms"`
@@ -83,6 +86,11 @@ func (r *Report) WriteSummary(w io.Writer) {
 	if len(r.Histories) > 0 {
 		fmt.Fprintf(w, "checkers run on every history: %s\n", strings.Join(sortedKeys(r.Histories[0].Checks), ", "))
 	}
+	retried := 0
+	for _, h := range r.Histories {
+		retried += h.WritesRetried
+	}
+	fmt.Fprintf(w, "writes retried with their request id after an unknown outcome: %d (checked by no-duplicated-effects)\n", retried)
 	fmt.Fprintln(w, "W-FAULT: writes called and acknowledged during the fault")
 	fmt.Fprintln(w, "FAILOVER: fault in place -> next acknowledged write; CATCHUP/DATAPATH: heal -> every enforcer at the last decision (cluster status, reported every 5 s / enforcer metrics); 0 = already there at heal")
 	fmt.Fprintf(w, "compromised-device scenario: %d alerts, %d decisions, detection-to-drop %s\n", r.ScenarioAlerts, r.ScenarioDecisions, ms(r.DetectionToDropMs))

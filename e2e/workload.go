@@ -18,9 +18,14 @@ import (
 
 // Workload is several clients doing GetPolicy, PutPolicy and CAS
 // (PutPolicy with expected_version) against random coordinators, recording
-// every outcome with its call and return times. Nothing is retried: an
-// operation either definitely happened, definitely did not, or is
-// recorded as unknown.
+// every outcome with its call and return times. Every write carries a
+// request id of its own; a write whose outcome is unknown (UNAVAILABLE
+// after it may have been sent, UNKNOWN, a deadline) is retried with that
+// id through random coordinators, as the CLI does, and is one operation
+// from its first call to its last answer. An operation either definitely
+// happened, definitely did not, or is recorded as unknown when no retry
+// settled it. CheckNoDuplicatedEffects then checks, in the audit trail,
+// that no request took effect twice.
 type Workload struct {
 	// Clients[i] are the coordinators' policy clients (c1..c3).
 	Coordinators []medmeshv1.PolicyServiceClient
@@ -112,14 +117,38 @@ func (w *Workload) client(ctx context.Context, c int) {
 			// Any other failed read tells nothing: not recorded.
 		default:
 			op.Kind, op.Value = OpPut, fmt.Sprintf("c%d-%d", c, i)
-			req := &medmeshv1.PutPolicyRequest{Policy: RegisterPolicy(op.Key, op.Value), Actor: "e2e"}
+			op.RequestID = fmt.Sprintf("%x-%x-c%d-%d", w.Epoch.UnixNano(), w.Seed, c, i) // unique, at most 64 bytes
+			req := &medmeshv1.PutPolicyRequest{Policy: RegisterPolicy(op.Key, op.Value), Actor: "e2e", RequestId: op.RequestID}
 			if r >= 7 {
 				op.Kind, op.Expected = OpCAS, seen[op.Key]
 				req.ExpectedVersion = &op.Expected
 			}
 			var resp *medmeshv1.PutPolicyResponse
 			resp, err = pc.PutPolicy(opCtx, req)
+			op.Attempts = 1
+			// Retry an ambiguous outcome with the same request id: applied
+			// at most once, and the answer is the first application's.
+			sent := !notSent(err)
+			for err != nil && op.Attempts < writeAttempts && ctx.Err() == nil && retryable(err) {
+				select {
+				case <-ctx.Done():
+				case <-time.After(time.Duration(op.Attempts) * 50 * time.Millisecond):
+				}
+				rc, rcancel := context.WithTimeout(context.Background(), w.OpTimeout)
+				srv := rnd.IntN(len(w.Coordinators))
+				resp, err = w.Coordinators[srv].PutPolicy(rc, req)
+				rcancel()
+				op.Attempts++
+				if err == nil || !notSent(err) {
+					sent = true
+				}
+			}
 			op.Return = w.now()
+			if err != nil && notSent(err) && sent {
+				// This attempt was refused, but an earlier one may have
+				// been proposed.
+				err = status.Error(codes.Unknown, "outcome unknown after retries: "+err.Error())
+			}
 			switch {
 			case err == nil:
 				op.OK, op.Version = true, resp.GetPolicy().GetVersion()
@@ -150,6 +179,19 @@ func (w *Workload) client(ctx context.Context, c int) {
 			}
 		}
 	}
+}
+
+// writeAttempts bounds the attempts of one workload write.
+const writeAttempts = 4
+
+// retryable reports whether a write's failure leaves its outcome open, or
+// says it was refused before Raft: both are retried with the request id.
+func retryable(err error) bool {
+	switch status.Code(err) {
+	case codes.Unavailable, codes.Unknown, codes.DeadlineExceeded, codes.Canceled:
+		return true
+	}
+	return false
 }
 
 // notSent reports errors of requests that never reached Raft: the client

@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -37,6 +39,9 @@ type opFlags struct {
 	tlsCert string
 	tlsKey  string
 	stale   bool
+	// requestID names this invocation's write (--request-id); empty: a
+	// random one.
+	requestID string
 }
 
 // addOperatorCommands adds the operator commands (cluster, devices, policies,
@@ -69,6 +74,7 @@ func (o *opFlags) register(c *cobra.Command) {
 	f.StringVar(&o.tlsCert, "tls-cert", os.Getenv("MEDMESH_TLS_CERT"), "your certificate file, made by 'medmesh tls cert create' (env MEDMESH_TLS_CERT)")
 	f.StringVar(&o.tlsKey, "tls-key", os.Getenv("MEDMESH_TLS_KEY"), "your key file (env MEDMESH_TLS_KEY)")
 	f.BoolVar(&o.stale, "stale", false, "serve reads from the contacted replica's local state (may be stale)")
+	f.StringVar(&o.requestID, "request-id", "", "id of this write (default: a random one); a write retried with its id is applied at most once")
 	c.PersistentPreRunE = func(*cobra.Command, []string) error { return o.validate() }
 }
 
@@ -86,6 +92,9 @@ func (o *opFlags) validate() error {
 	}
 	if err := o.tlsFiles().Validate(); err != nil {
 		return usageError{err}
+	}
+	if len(o.requestID) > maxRequestIDLength {
+		return usagef("invalid --request-id: longer than %d bytes", maxRequestIDLength)
 	}
 	return nil
 }
@@ -126,6 +135,73 @@ func (o *opFlags) call(cmd *cobra.Command, fn func(ctx context.Context, conn *gr
 	ctx, cancel := context.WithTimeout(cmd.Context(), o.timeout)
 	defer cancel()
 	return o.rpcError(fn(ctx, conn))
+}
+
+// maxRequestIDLength is the coordinators' bound on a request id.
+const maxRequestIDLength = 64
+
+// newRequestID is a random request id: 128 bits, hex.
+func newRequestID() string {
+	b := make([]byte, 16)
+	_, _ = rand.Read(b) // crypto/rand.Read never fails
+	return hex.EncodeToString(b)
+}
+
+// Retries of a write whose outcome is unknown.
+const (
+	writeAttempts = 5
+	writeBackoff  = 100 * time.Millisecond
+)
+
+// write runs a mutating call fn with one request id for the whole
+// invocation, retrying it with the same id while it fails UNAVAILABLE or
+// UNKNOWN or an attempt times out, a few times with backoff, within
+// --timeout. An earlier attempt may have committed although its answer was
+// lost; the coordinators apply a request id at most once and answer a
+// retry with the first result, so retrying is safe.
+func (o *opFlags) write(cmd *cobra.Command, fn func(ctx context.Context, conn *grpc.ClientConn, requestID string) error) error {
+	id := o.requestID
+	if id == "" {
+		id = newRequestID()
+	}
+	conn, err := o.dial()
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(cmd.Context(), o.timeout)
+	defer cancel()
+	// Each attempt gets a share of the deadline, so a leader that died
+	// under one attempt leaves time to retry through another coordinator.
+	per := max(o.timeout/3, time.Second)
+	backoff := writeBackoff
+	for attempt := 1; ; attempt++ {
+		actx, acancel := context.WithTimeout(ctx, per)
+		err = fn(actx, conn, id)
+		acancel()
+		if err == nil {
+			return nil
+		}
+		c := status.Code(err)
+		retry := c == codes.Unavailable || c == codes.Unknown || (c == codes.DeadlineExceeded && ctx.Err() == nil)
+		if !retry || attempt == writeAttempts || ctx.Err() != nil {
+			break
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(backoff):
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		backoff *= 2
+	}
+	switch status.Code(err) {
+	case codes.Unavailable, codes.Unknown, codes.DeadlineExceeded:
+		// The outcome is still open: say how to settle it safely.
+		return fmt.Errorf("%w (request id %s: retrying with --request-id %s applies the write at most once)", o.rpcError(err), id, id)
+	}
+	return o.rpcError(err)
 }
 
 // rpcError renders a gRPC error as one line: "cannot reach coordinator at

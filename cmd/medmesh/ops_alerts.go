@@ -104,9 +104,9 @@ func newAlertsCmd(o *opFlags) *cobra.Command {
 		Short: "Acknowledge an alert",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return o.call(cmd, func(ctx context.Context, conn *grpc.ClientConn) error {
+			return o.write(cmd, func(ctx context.Context, conn *grpc.ClientConn, requestID string) error {
 				resp, err := medmeshv1.NewAlertServiceClient(conn).AcknowledgeAlert(ctx,
-					&medmeshv1.AcknowledgeAlertRequest{Id: args[0], Actor: actor, Note: note})
+					&medmeshv1.AcknowledgeAlertRequest{Id: args[0], Actor: actor, Note: note, RequestId: requestID})
 				if err != nil {
 					return err
 				}

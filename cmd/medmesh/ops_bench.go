@@ -13,6 +13,8 @@ import (
 
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	medmeshv1 "github.com/medmesh/medmesh/proto/medmesh/v1"
 )
@@ -108,6 +110,7 @@ func benchWrite(ctx context.Context, conn *grpc.ClientConn, timeout time.Duratio
 		firstErr error
 		wg       sync.WaitGroup
 	)
+	run := newRequestID()[:16]
 	start := time.Now()
 	for range conc {
 		wg.Go(func() {
@@ -127,12 +130,22 @@ func benchWrite(ctx context.Context, conn *grpc.ClientConn, timeout time.Duratio
 						}},
 						Description: pad,
 					},
-					Actor:  "bench",
-					Reason: "medmesh bench write",
+					Actor:     "bench",
+					Reason:    "medmesh bench write",
+					RequestId: run + "-" + strconv.Itoa(i),
 				}
 				cctx, cancel := context.WithTimeout(ctx, timeout)
 				t0 := time.Now()
-				_, err := cl.PutPolicy(cctx, req)
+				// A write whose outcome is unknown is retried with its
+				// request id: it is applied at most once.
+				var err error
+				for attempt := 1; ; attempt++ {
+					_, err = cl.PutPolicy(cctx, req)
+					if c := status.Code(err); (c != codes.Unavailable && c != codes.Unknown) || attempt == writeAttempts || cctx.Err() != nil {
+						break
+					}
+					time.Sleep(writeBackoff)
+				}
 				d := time.Since(t0)
 				cancel()
 				mu.Lock()

@@ -29,7 +29,7 @@ func newDecisionsCmd(o *opFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return o.call(cmd, func(ctx context.Context, conn *grpc.ClientConn) error {
+			return o.write(cmd, func(ctx context.Context, conn *grpc.ClientConn, requestID string) error {
 				cl := medmeshv1.NewDecisionServiceClient(conn)
 				var last *medmeshv1.ListDecisionsResponse
 				ds, next, err := listAll(limit, func(token string, size int32) ([]*medmeshv1.Decision, string, error) {
@@ -116,17 +116,17 @@ func reviewCmd(o *opFlags, approve bool) *cobra.Command {
 			if reason == "" {
 				return usagef("%s: --reason is required", verb)
 			}
-			return o.call(cmd, func(ctx context.Context, conn *grpc.ClientConn) error {
+			return o.write(cmd, func(ctx context.Context, conn *grpc.ClientConn, requestID string) error {
 				cl := medmeshv1.NewDecisionServiceClient(conn)
 				var d *medmeshv1.Decision
 				if approve {
-					resp, err := cl.ApproveDecision(ctx, &medmeshv1.ApproveDecisionRequest{Id: args[0], Actor: actor, Reason: reason})
+					resp, err := cl.ApproveDecision(ctx, &medmeshv1.ApproveDecisionRequest{Id: args[0], Actor: actor, Reason: reason, RequestId: requestID})
 					if err != nil {
 						return err
 					}
 					d = resp.GetDecision()
 				} else {
-					resp, err := cl.RejectDecision(ctx, &medmeshv1.RejectDecisionRequest{Id: args[0], Actor: actor, Reason: reason})
+					resp, err := cl.RejectDecision(ctx, &medmeshv1.RejectDecisionRequest{Id: args[0], Actor: actor, Reason: reason, RequestId: requestID})
 					if err != nil {
 						return err
 					}

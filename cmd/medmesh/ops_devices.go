@@ -148,9 +148,9 @@ func newDevicesSetCmd(o *opFlags) *cobra.Command {
 				}
 				dev.Tier, paths = medmeshv1.Tier(n), append(paths, "tier")
 			}
-			return o.call(cmd, func(ctx context.Context, conn *grpc.ClientConn) error {
+			return o.write(cmd, func(ctx context.Context, conn *grpc.ClientConn, requestID string) error {
 				resp, err := medmeshv1.NewInventoryServiceClient(conn).UpdateDevice(ctx, &medmeshv1.UpdateDeviceRequest{
-					Device: dev, UpdateMask: &fieldmaskpb.FieldMask{Paths: paths}, Actor: actor, Reason: reason,
+					Device: dev, UpdateMask: &fieldmaskpb.FieldMask{Paths: paths}, Actor: actor, Reason: reason, RequestId: requestID,
 				})
 				if err != nil {
 					return err

@@ -99,7 +99,8 @@ func newPoliciesCmd(o *opFlags) *cobra.Command {
 			if cmd.Flags().Changed("expected-version") {
 				req.ExpectedVersion = &w.expectedVersion
 			}
-			return o.call(cmd, func(ctx context.Context, conn *grpc.ClientConn) error {
+			return o.write(cmd, func(ctx context.Context, conn *grpc.ClientConn, requestID string) error {
+				req.RequestId = requestID
 				resp, err := medmeshv1.NewPolicyServiceClient(conn).PutPolicy(ctx, req)
 				if err != nil {
 					return err
@@ -125,7 +126,8 @@ func newPoliciesCmd(o *opFlags) *cobra.Command {
 			if cmd.Flags().Changed("expected-version") {
 				req.ExpectedVersion = &dw.expectedVersion
 			}
-			return o.call(cmd, func(ctx context.Context, conn *grpc.ClientConn) error {
+			return o.write(cmd, func(ctx context.Context, conn *grpc.ClientConn, requestID string) error {
+				req.RequestId = requestID
 				resp, err := medmeshv1.NewPolicyServiceClient(conn).DeletePolicy(ctx, req)
 				if err != nil {
 					return err
@@ -155,9 +157,9 @@ func newPoliciesCmd(o *opFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return o.call(cmd, func(ctx context.Context, conn *grpc.ClientConn) error {
+			return o.write(cmd, func(ctx context.Context, conn *grpc.ClientConn, requestID string) error {
 				resp, err := medmeshv1.NewPolicyServiceClient(conn).ActivatePolicy(ctx, &medmeshv1.ActivatePolicyRequest{
-					Name: args[0], Mode: medmeshv1.PolicyMode(m), Actor: aw.actor, Reason: aw.reason})
+					Name: args[0], Mode: medmeshv1.PolicyMode(m), Actor: aw.actor, Reason: aw.reason, RequestId: requestID})
 				if err != nil {
 					return err
 				}

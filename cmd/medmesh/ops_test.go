@@ -32,6 +32,24 @@ type fakeAPI struct {
 	mu      sync.Mutex
 	puts    []*medmeshv1.PutPolicyRequest
 	watches []uint64 // from_index of each WatchDecisions call
+	// deletes are the request ids of DeletePolicy calls; the first
+	// deleteFails fail UNKNOWN (or UNAVAILABLE, alternately), as writes
+	// whose leader died do.
+	deletes     []string
+	deleteFails int
+}
+
+func (f *fakeAPI) DeletePolicy(_ context.Context, req *medmeshv1.DeletePolicyRequest) (*medmeshv1.DeletePolicyResponse, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.deletes = append(f.deletes, req.GetRequestId())
+	if n := len(f.deletes); n <= f.deleteFails {
+		if n%2 == 1 {
+			return nil, status.Error(codes.Unknown, "outcome unknown: leadership lost while committing log")
+		}
+		return nil, status.Error(codes.Unavailable, "no leader")
+	}
+	return &medmeshv1.DeletePolicyResponse{Index: 7}, nil
 }
 
 func (f *fakeAPI) GetClusterStatus(context.Context, *medmeshv1.GetClusterStatusRequest) (*medmeshv1.GetClusterStatusResponse, error) {
@@ -349,5 +367,57 @@ func TestBenchWrite(t *testing.T) {
 	}
 	if len(names) != 60 {
 		t.Fatalf("%d distinct names, want 60", len(names))
+	}
+}
+
+// A write whose outcome is unknown is retried with the same request id,
+// one per invocation; a write that stays unknown says which id settles it.
+func TestWriteRetriesWithOneRequestID(t *testing.T) {
+	f, addr := startFake(t)
+	f.deleteFails = 2
+	code, stdout, stderr := runCLI(t, "policies", "delete", "p", "--addr", addr, "--timeout", "5s")
+	if code != 0 || !strings.Contains(stdout, "deleted at index 7") {
+		t.Fatalf("exit %d: %s%s", code, stdout, stderr)
+	}
+	f.mu.Lock()
+	ids := slices.Clone(f.deletes)
+	f.mu.Unlock()
+	// grpcx itself retries UNAVAILABLE with the same message: at least the
+	// CLI's three attempts, all with one id.
+	if len(ids) < 3 || len(ids[0]) != 32 {
+		t.Fatalf("request ids %q: want >= 3 attempts with one 32-hex-digit id", ids)
+	}
+	for _, id := range ids {
+		if id != ids[0] {
+			t.Fatalf("attempts carried different request ids: %q", ids)
+		}
+	}
+	// Another invocation is another request.
+	f.mu.Lock()
+	f.deletes, f.deleteFails = nil, 0
+	f.mu.Unlock()
+	if code, _, stderr := runCLI(t, "policies", "delete", "p", "--addr", addr); code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	f.mu.Lock()
+	second := f.deletes[0]
+	f.deletes, f.deleteFails = nil, 1000
+	f.mu.Unlock()
+	if second == ids[0] {
+		t.Fatal("two invocations sent the same request id")
+	}
+	// Never settled: the error names the id to retry with, and
+	// --request-id sends it.
+	code, _, stderr = runCLI(t, "policies", "delete", "p", "--addr", addr, "--timeout", "3s", "--request-id", "ticket-42")
+	if code != exitFailure || !strings.Contains(stderr, "--request-id ticket-42") {
+		t.Fatalf("exit %d, stderr %q", code, stderr)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.deletes) < 2 || f.deletes[0] != "ticket-42" || f.deletes[len(f.deletes)-1] != "ticket-42" {
+		t.Fatalf("request ids %q, want ticket-42 on every attempt", f.deletes)
+	}
+	if len(f.deletes) > 4*writeAttempts {
+		t.Fatalf("%d attempts: retries are not bounded", len(f.deletes))
 	}
 }

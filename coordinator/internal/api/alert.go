@@ -73,10 +73,14 @@ func (s *Server) AcknowledgeAlert(ctx context.Context, req *medmeshv1.Acknowledg
 	if len(req.GetNote()) > maxTextField {
 		return nil, invalid("note", "longer than %d bytes", maxTextField)
 	}
+	creq, err := clientRequest(who, req.GetRequestId())
+	if err != nil {
+		return nil, err
+	}
 	if resp, done, err := route(ctx, s, medmeshv1.AlertService_AcknowledgeAlert_FullMethodName, kindWrite, req, &medmeshv1.AcknowledgeAlertResponse{}); done {
 		return resp, err
 	}
-	res, err := s.apply(ctx, &fsmpb.Command{Command: &fsmpb.Command_AlertAck{AlertAck: &fsmpb.AlertAck{
+	res, err := s.apply(ctx, &fsmpb.Command{Request: creq, Command: &fsmpb.Command_AlertAck{AlertAck: &fsmpb.AlertAck{
 		Id: req.GetId(), Actor: who.String(), Comment: comment, Note: req.GetNote(),
 	}}})
 	if err != nil {

@@ -3,10 +3,13 @@ package api
 import (
 	"context"
 	"fmt"
+	"unicode/utf8"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/medmesh/medmesh/coordinator/internal/fsm"
+	"github.com/medmesh/medmesh/coordinator/internal/fsm/fsmpb"
 	"github.com/medmesh/medmesh/internal/authz"
 	"github.com/medmesh/medmesh/internal/pki"
 )
@@ -52,4 +55,23 @@ func speaksFor(id pki.Identity, role pki.Role, name, field string) error {
 		return status.Error(codes.PermissionDenied, fmt.Sprintf("%s: %s may only act as %s, not as %s/%s", field, id, id, role, name))
 	}
 	return nil
+}
+
+// clientRequest is the request id a client gave a write, scoped by its
+// verified identity, for the FSM to apply the write once however often it
+// is retried; nil without an id. Local callers (plaintext loopback) are one
+// scope: their identity names an ephemeral port, which a retry over a new
+// connection would not share, and any of them may do anything anyway.
+func clientRequest(who pki.Identity, id string) (*fsmpb.ClientRequest, error) {
+	if id == "" {
+		return nil, nil
+	}
+	if len(id) > fsm.MaxRequestIDLength || !utf8.ValidString(id) {
+		return nil, invalid("request_id", "want UTF-8 of at most %d bytes, a UUID for example", fsm.MaxRequestIDLength)
+	}
+	scope := who.String()
+	if who.Role == authz.Local {
+		scope = string(authz.Local)
+	}
+	return &fsmpb.ClientRequest{Identity: scope, Id: id}, nil
 }

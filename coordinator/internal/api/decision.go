@@ -41,7 +41,7 @@ func (s *Server) ListDecisions(ctx context.Context, req *medmeshv1.ListDecisions
 
 // ApproveDecision approves a pending decision: a new log entry.
 func (s *Server) ApproveDecision(ctx context.Context, req *medmeshv1.ApproveDecisionRequest) (*medmeshv1.ApproveDecisionResponse, error) {
-	d, err := s.review(ctx, medmeshv1.DecisionService_ApproveDecision_FullMethodName, req, req.GetId(), req.GetActor(), req.GetReason(), true, &medmeshv1.ApproveDecisionResponse{})
+	d, err := s.review(ctx, medmeshv1.DecisionService_ApproveDecision_FullMethodName, req, req.GetId(), req.GetRequestId(), req.GetActor(), req.GetReason(), true, &medmeshv1.ApproveDecisionResponse{})
 	if err != nil || d == nil {
 		return nil, err
 	}
@@ -50,14 +50,14 @@ func (s *Server) ApproveDecision(ctx context.Context, req *medmeshv1.ApproveDeci
 
 // RejectDecision rejects a pending decision: a new log entry.
 func (s *Server) RejectDecision(ctx context.Context, req *medmeshv1.RejectDecisionRequest) (*medmeshv1.RejectDecisionResponse, error) {
-	d, err := s.review(ctx, medmeshv1.DecisionService_RejectDecision_FullMethodName, req, req.GetId(), req.GetActor(), req.GetReason(), false, &medmeshv1.RejectDecisionResponse{})
+	d, err := s.review(ctx, medmeshv1.DecisionService_RejectDecision_FullMethodName, req, req.GetId(), req.GetRequestId(), req.GetActor(), req.GetReason(), false, &medmeshv1.RejectDecisionResponse{})
 	if err != nil || d == nil {
 		return nil, err
 	}
 	return &medmeshv1.RejectDecisionResponse{Decision: d}, nil
 }
 
-func (s *Server) review(ctx context.Context, method string, req proto.Message, id, actor, reason string, approve bool, fwd proto.Message) (*medmeshv1.Decision, error) {
+func (s *Server) review(ctx context.Context, method string, req proto.Message, id, requestID, actor, reason string, approve bool, fwd proto.Message) (*medmeshv1.Decision, error) {
 	if err := required("id", id); err != nil {
 		return nil, err
 	}
@@ -69,13 +69,17 @@ func (s *Server) review(ctx context.Context, method string, req proto.Message, i
 	if err != nil {
 		return nil, err
 	}
+	creq, err := clientRequest(who, requestID)
+	if err != nil {
+		return nil, err
+	}
 	if resp, done, err := route(ctx, s, method, kindWrite, req, fwd); done {
 		if err != nil {
 			return nil, err
 		}
 		return resp.(interface{ GetDecision() *medmeshv1.Decision }).GetDecision(), nil
 	}
-	res, err := s.apply(ctx, &fsmpb.Command{Command: &fsmpb.Command_DecisionReview{DecisionReview: &fsmpb.DecisionReview{
+	res, err := s.apply(ctx, &fsmpb.Command{Request: creq, Command: &fsmpb.Command_DecisionReview{DecisionReview: &fsmpb.DecisionReview{
 		TargetId: id, Approve: approve, Actor: who.String(), Comment: comment, Reason: reason, DecisionId: newID("d"), TwoPerson: true,
 	}}})
 	if err != nil {

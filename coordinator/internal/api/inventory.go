@@ -108,12 +108,16 @@ func (s *Server) UpdateDevice(ctx context.Context, req *medmeshv1.UpdateDeviceRe
 	if _, ok := medmeshv1.Tier_name[int32(req.GetDevice().GetTier())]; !ok {
 		return nil, invalid("device.tier", "unknown tier %d", req.GetDevice().GetTier())
 	}
+	creq, err := clientRequest(who, req.GetRequestId())
+	if err != nil {
+		return nil, err
+	}
 	if resp, done, err := route(ctx, s, medmeshv1.InventoryService_UpdateDevice_FullMethodName, kindWrite, req, &medmeshv1.UpdateDeviceResponse{}); done {
 		return resp, err
 	}
 	in := &medmeshv1.Device{Mac: mac, Labels: req.GetDevice().GetLabels(), Tier: req.GetDevice().GetTier(), Location: req.GetDevice().GetLocation(),
 		DeviceClass: req.GetDevice().GetDeviceClass()}
-	res, err := s.apply(ctx, &fsmpb.Command{Command: &fsmpb.Command_DeviceUpdate{DeviceUpdate: &fsmpb.DeviceUpdate{
+	res, err := s.apply(ctx, &fsmpb.Command{Request: creq, Command: &fsmpb.Command_DeviceUpdate{DeviceUpdate: &fsmpb.DeviceUpdate{
 		Device: in, Paths: paths, Actor: who.String(), Comment: comment, Reason: req.GetReason(),
 	}}})
 	if err != nil {

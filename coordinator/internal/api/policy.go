@@ -28,6 +28,10 @@ func (s *Server) PutPolicy(ctx context.Context, req *medmeshv1.PutPolicyRequest)
 	if p.GetMode() == medmeshv1.PolicyMode_POLICY_MODE_ENFORCE && !mayEnforce(id) {
 		return nil, status.Errorf(codes.PermissionDenied, "policy.mode: %s may write policies in monitor mode only; enforce mode needs an approver", id)
 	}
+	creq, err := clientRequest(id, req.GetRequestId())
+	if err != nil {
+		return nil, err
+	}
 	if resp, done, err := route(ctx, s, medmeshv1.PolicyService_PutPolicy_FullMethodName, kindWrite, req, &medmeshv1.PutPolicyResponse{}); done {
 		return resp, err
 	}
@@ -36,7 +40,7 @@ func (s *Server) PutPolicy(ctx context.Context, req *medmeshv1.PutPolicyRequest)
 	}
 	// Output-only fields are ignored.
 	p.Active, p.Version, p.Revision, p.CreateTime, p.UpdateTime, p.UpdatedBy = false, 0, 0, nil, nil, ""
-	res, err := s.apply(ctx, &fsmpb.Command{Command: &fsmpb.Command_PolicyPut{PolicyPut: &fsmpb.PolicyPut{
+	res, err := s.apply(ctx, &fsmpb.Command{Request: creq, Command: &fsmpb.Command_PolicyPut{PolicyPut: &fsmpb.PolicyPut{
 		Policy: p, ExpectedVersion: req.ExpectedVersion, Actor: id.String(), Comment: comment, Reason: req.GetReason(), DecisionId: newID("d"),
 		MonitorOnly: !mayEnforce(id), TwoPerson: true,
 	}}})
@@ -102,10 +106,14 @@ func (s *Server) DeletePolicy(ctx context.Context, req *medmeshv1.DeletePolicyRe
 	if err != nil {
 		return nil, err
 	}
+	creq, err := clientRequest(id, req.GetRequestId())
+	if err != nil {
+		return nil, err
+	}
 	if resp, done, err := route(ctx, s, medmeshv1.PolicyService_DeletePolicy_FullMethodName, kindWrite, req, &medmeshv1.DeletePolicyResponse{}); done {
 		return resp, err
 	}
-	res, err := s.apply(ctx, &fsmpb.Command{Command: &fsmpb.Command_PolicyDelete{PolicyDelete: &fsmpb.PolicyDelete{
+	res, err := s.apply(ctx, &fsmpb.Command{Request: creq, Command: &fsmpb.Command_PolicyDelete{PolicyDelete: &fsmpb.PolicyDelete{
 		Name: req.GetName(), ExpectedVersion: req.ExpectedVersion, Actor: id.String(), Comment: comment, Reason: req.GetReason(), DecisionId: newID("d"),
 	}}})
 	if err != nil {
@@ -139,10 +147,14 @@ func (s *Server) ActivatePolicy(ctx context.Context, req *medmeshv1.ActivatePoli
 	if req.GetMode() == medmeshv1.PolicyMode_POLICY_MODE_ENFORCE && !mayEnforce(id) {
 		return nil, status.Errorf(codes.PermissionDenied, "mode: only an approver activates enforce mode, not %s", id)
 	}
+	creq, err := clientRequest(id, req.GetRequestId())
+	if err != nil {
+		return nil, err
+	}
 	if resp, done, err := route(ctx, s, medmeshv1.PolicyService_ActivatePolicy_FullMethodName, kindWrite, req, &medmeshv1.ActivatePolicyResponse{}); done {
 		return resp, err
 	}
-	res, err := s.apply(ctx, &fsmpb.Command{Command: &fsmpb.Command_PolicyActivate{PolicyActivate: &fsmpb.PolicyActivate{
+	res, err := s.apply(ctx, &fsmpb.Command{Request: creq, Command: &fsmpb.Command_PolicyActivate{PolicyActivate: &fsmpb.PolicyActivate{
 		Name: req.GetName(), Mode: req.GetMode(), Actor: id.String(), Comment: comment, Reason: req.GetReason(), DecisionId: newID("d"),
 		MonitorOnly: !mayEnforce(id), TwoPerson: true,
 	}}})

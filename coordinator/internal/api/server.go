@@ -294,7 +294,10 @@ func (s *Server) readInfo(req proto.Message, index uint64) *medmeshv1.ReadInfo {
 	return ri
 }
 
-// apply commits a command stamped with the leader's time.
+// apply commits a command stamped with the leader's time. A command with a
+// client request that was applied before answers that first result (its
+// index, its error), so a retry of a write whose outcome the client did
+// not learn never applies it twice.
 func (s *Server) apply(ctx context.Context, cmd *fsmpb.Command) (*fsm.Result, error) {
 	cmd.Time = nowPB()
 	res, err := s.b.Apply(ctx, cmd)

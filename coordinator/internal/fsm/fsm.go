@@ -43,6 +43,9 @@ type Result struct {
 	Alert    *medmeshv1.Alert
 	// Acks holds, for a sensor batch, each sensor's last applied seq.
 	Acks map[string]uint64
+	// Duplicate: the command's client request was applied before, at
+	// Index; this is that first result and nothing was applied again.
+	Duplicate bool
 }
 
 // FSM is the raft.FSM of the coordinator.

@@ -408,6 +408,11 @@ func randomLog(seed uint64, n int) []*fsmpb.Command {
 		default:
 			c = &fsmpb.Command{Command: &fsmpb.Command_ServerRegister{ServerRegister: &fsmpb.ServerRegister{Id: fmt.Sprintf("c%d", rnd.IntN(3)), ApiAddr: fmt.Sprint(i)}}}
 		}
+		if _, operator := c.Command.(*fsmpb.Command_SensorBatch); !operator && rnd.IntN(3) == 0 {
+			// Client request ids from a small pool: some commands are
+			// retries of earlier ones, some reuse an id for another kind.
+			c.Request = &fsmpb.ClientRequest{Identity: fmt.Sprintf("operator/o%d", rnd.IntN(2)), Id: fmt.Sprintf("r%d", rnd.IntN(50))}
+		}
 		c.Time = timestamppb.New(t0.Add(time.Duration(i) * time.Millisecond))
 		cmds = append(cmds, c)
 	}

@@ -106,6 +106,11 @@ func (s *state) write(w io.Writer) error {
 			return err
 		}
 	}
+	for _, r := range s.requests.all() {
+		if err := put(&fsmpb.SnapshotItem{Item: &fsmpb.SnapshotItem_Dedup{Dedup: r.item()}}); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
@@ -208,6 +213,12 @@ func readSnapshot(r io.Reader) (*state, error) {
 			st.sensorSeq[x.SensorSeq.GetSensorId()] = x.SensorSeq.GetSeq()
 		case *fsmpb.SnapshotItem_Flows:
 			st.flows[x.Flows.GetDeviceMac()] = x.Flows.GetSummaries()
+		case *fsmpb.SnapshotItem_Dedup:
+			r, err := requestFromItem(x.Dedup)
+			if err != nil {
+				return nil, fmt.Errorf("client request: %w", err)
+			}
+			st.requests.add(r)
 		default:
 			return nil, fmt.Errorf("unknown snapshot item %T", it.Item)
 		}

@@ -29,6 +29,11 @@ type state struct {
 	sensorSeq  map[string]uint64
 	flows      map[string][]*medmeshv1.FlowSummary
 	servers    map[string]*fsmpb.ServerRegister
+	requests   requestTable
+
+	// reqID is the client request id of the command being applied (empty
+	// outside apply): its audit records carry it.
+	reqID string
 
 	// The audit chain: its head, and a window of recent records after
 	// auditBase. The whole trail is in the audit store (auditlog).
@@ -62,6 +67,7 @@ func newState() *state {
 		sensorSeq:  map[string]uint64{},
 		flows:      map[string][]*medmeshv1.FlowSummary{},
 		servers:    map[string]*fsmpb.ServerRegister{},
+		requests:   newRequestTable(),
 
 		pendingCause: map[string]string{},
 		retention:    DefaultRetention(),
@@ -83,6 +89,7 @@ func (s *state) shallowCopy() *state {
 		sensorSeq:  make(map[string]uint64, len(s.sensorSeq)),
 		flows:      make(map[string][]*medmeshv1.FlowSummary, len(s.flows)),
 		servers:    make(map[string]*fsmpb.ServerRegister, len(s.servers)),
+		requests:   s.requests.copy(),
 
 		audit:        append([]auditEntry(nil), s.audit...),
 		auditBase:    s.auditBase,
@@ -121,12 +128,40 @@ func (s *state) shallowCopy() *state {
 	return c
 }
 
-// apply dispatches one command. A command that fails changes nothing.
+// apply applies one command, once per client request: a command whose
+// request (identity, id) was applied before gets that first result back,
+// with its index, and changes nothing.
 func (s *state) apply(index uint64, cmd *fsmpb.Command) *Result {
 	now := cmd.GetTime()
 	if now == nil {
 		now = &timestamppb.Timestamp{}
 	}
+	s.requests.evict(now)
+	creq := cmd.GetRequest()
+	if creq == nil {
+		return s.dispatch(index, now, cmd)
+	}
+	if err := checkRequest(creq); err != nil {
+		return &Result{Index: index, Err: err}
+	}
+	num := commandNumber(cmd)
+	if prev, ok := s.requests.byKey[requestKey(creq)]; ok {
+		res := prev.replay(num)
+		if !res.Duplicate {
+			res.Index = index
+		}
+		return res
+	}
+	s.reqID = creq.GetId()
+	res := s.dispatch(index, now, cmd)
+	s.reqID = ""
+	first := *res
+	s.requests.add(&request{key: requestKey(creq), req: creq, index: index, time: now, command: num, res: &first})
+	return res
+}
+
+// dispatch applies one command. A command that fails changes nothing.
+func (s *state) dispatch(index uint64, now *timestamppb.Timestamp, cmd *fsmpb.Command) *Result {
 	var res *Result
 	switch c := cmd.Command.(type) {
 	case *fsmpb.Command_DeviceUpsert:

@@ -8,7 +8,8 @@ import (
 )
 
 // appendAudit records an action. actor is the verified identity the leader
-// stamped; comment what the request claimed about its author.
+// stamped; comment what the request claimed about its author. The client
+// request id of the command being applied, if any, goes with it.
 //
 // The record is chained (auditlog.Next) here, deterministically, so every
 // replica computes the same head; the entry is queued for FSM.Apply to
@@ -16,7 +17,7 @@ import (
 func (s *state) appendAudit(index uint64, now *timestamppb.Timestamp, actor, action, resource, reason, rule, alertID, comment string) {
 	rec := &medmeshv1.AuditRecord{
 		Index: index, Time: now, Actor: actor, Action: action,
-		Resource: resource, Reason: reason, Rule: rule, AlertId: alertID, Comment: comment,
+		Resource: resource, Reason: reason, Rule: rule, AlertId: alertID, Comment: comment, RequestId: s.reqID,
 	}
 	e := auditlog.Next(s.auditHead, rec)
 	s.auditHead = e.Head()

@@ -614,8 +614,14 @@ type AcknowledgeAlertRequest struct {
 	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
 	// Optional: a comment on who asked, kept in the audit record's comment.
 	// The audit actor is always the caller's certificate identity.
-	Actor         string `protobuf:"bytes,2,opt,name=actor,proto3" json:"actor,omitempty"`
-	Note          string `protobuf:"bytes,3,opt,name=note,proto3" json:"note,omitempty"`
+	Actor string `protobuf:"bytes,2,opt,name=actor,proto3" json:"actor,omitempty"`
+	Note  string `protobuf:"bytes,3,opt,name=note,proto3" json:"note,omitempty"`
+	// Optional: the client's id for this request, a UUID or any string of at
+	// most 64 bytes, unique per caller identity. A retry with the same id
+	// (after UNAVAILABLE, UNKNOWN or a timeout) never applies twice: it gets
+	// the first attempt's response. Ids are remembered for 10 minutes (at most
+	// 100,000 per cluster). Empty: no deduplication (older clients).
+	RequestId     string `protobuf:"bytes,4,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -667,6 +673,13 @@ func (x *AcknowledgeAlertRequest) GetActor() string {
 func (x *AcknowledgeAlertRequest) GetNote() string {
 	if x != nil {
 		return x.Note
+	}
+	return ""
+}
+
+func (x *AcknowledgeAlertRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
 	}
 	return ""
 }
@@ -888,11 +901,13 @@ const file_medmesh_v1_alert_proto_rawDesc = "" +
 	"\vconsistency\x18\x02 \x01(\x0e2\x1b.medmesh.v1.ReadConsistencyR\vconsistency\"n\n" +
 	"\x10GetAlertResponse\x12'\n" +
 	"\x05alert\x18\x01 \x01(\v2\x11.medmesh.v1.AlertR\x05alert\x121\n" +
-	"\tread_info\x18\x02 \x01(\v2\x14.medmesh.v1.ReadInfoR\breadInfo\"S\n" +
+	"\tread_info\x18\x02 \x01(\v2\x14.medmesh.v1.ReadInfoR\breadInfo\"r\n" +
 	"\x17AcknowledgeAlertRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
 	"\x05actor\x18\x02 \x01(\tR\x05actor\x12\x12\n" +
-	"\x04note\x18\x03 \x01(\tR\x04note\"C\n" +
+	"\x04note\x18\x03 \x01(\tR\x04note\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x04 \x01(\tR\trequestId\"C\n" +
 	"\x18AcknowledgeAlertResponse\x12'\n" +
 	"\x05alert\x18\x01 \x01(\v2\x11.medmesh.v1.AlertR\x05alert\"V\n" +
 	"\x12WatchAlertsRequest\x12\x1d\n" +

@@ -495,8 +495,14 @@ type ApproveDecisionRequest struct {
 	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
 	// Optional: a comment on who asked, kept in the audit record's comment.
 	// The audit actor is always the caller's certificate identity.
-	Actor         string `protobuf:"bytes,2,opt,name=actor,proto3" json:"actor,omitempty"`
-	Reason        string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	Actor  string `protobuf:"bytes,2,opt,name=actor,proto3" json:"actor,omitempty"`
+	Reason string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	// Optional: the client's id for this request, a UUID or any string of at
+	// most 64 bytes, unique per caller identity. A retry with the same id
+	// (after UNAVAILABLE, UNKNOWN or a timeout) never applies twice: it gets
+	// the first attempt's response. Ids are remembered for 10 minutes (at most
+	// 100,000 per cluster). Empty: no deduplication (older clients).
+	RequestId     string `protobuf:"bytes,4,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -548,6 +554,13 @@ func (x *ApproveDecisionRequest) GetActor() string {
 func (x *ApproveDecisionRequest) GetReason() string {
 	if x != nil {
 		return x.Reason
+	}
+	return ""
+}
+
+func (x *ApproveDecisionRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
 	}
 	return ""
 }
@@ -604,8 +617,14 @@ type RejectDecisionRequest struct {
 	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
 	// Optional: a comment on who asked, kept in the audit record's comment.
 	// The audit actor is always the caller's certificate identity.
-	Actor         string `protobuf:"bytes,2,opt,name=actor,proto3" json:"actor,omitempty"`
-	Reason        string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	Actor  string `protobuf:"bytes,2,opt,name=actor,proto3" json:"actor,omitempty"`
+	Reason string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	// Optional: the client's id for this request, a UUID or any string of at
+	// most 64 bytes, unique per caller identity. A retry with the same id
+	// (after UNAVAILABLE, UNKNOWN or a timeout) never applies twice: it gets
+	// the first attempt's response. Ids are remembered for 10 minutes (at most
+	// 100,000 per cluster). Empty: no deduplication (older clients).
+	RequestId     string `protobuf:"bytes,4,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -657,6 +676,13 @@ func (x *RejectDecisionRequest) GetActor() string {
 func (x *RejectDecisionRequest) GetReason() string {
 	if x != nil {
 		return x.Reason
+	}
+	return ""
+}
+
+func (x *RejectDecisionRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
 	}
 	return ""
 }
@@ -875,17 +901,21 @@ const file_medmesh_v1_decision_proto_rawDesc = "" +
 	"\x15ListDecisionsResponse\x122\n" +
 	"\tdecisions\x18\x01 \x03(\v2\x14.medmesh.v1.DecisionR\tdecisions\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\x121\n" +
-	"\tread_info\x18\x03 \x01(\v2\x14.medmesh.v1.ReadInfoR\breadInfo\"V\n" +
+	"\tread_info\x18\x03 \x01(\v2\x14.medmesh.v1.ReadInfoR\breadInfo\"u\n" +
 	"\x16ApproveDecisionRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
 	"\x05actor\x18\x02 \x01(\tR\x05actor\x12\x16\n" +
-	"\x06reason\x18\x03 \x01(\tR\x06reason\"K\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x04 \x01(\tR\trequestId\"K\n" +
 	"\x17ApproveDecisionResponse\x120\n" +
-	"\bdecision\x18\x01 \x01(\v2\x14.medmesh.v1.DecisionR\bdecision\"U\n" +
+	"\bdecision\x18\x01 \x01(\v2\x14.medmesh.v1.DecisionR\bdecision\"t\n" +
 	"\x15RejectDecisionRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
 	"\x05actor\x18\x02 \x01(\tR\x05actor\x12\x16\n" +
-	"\x06reason\x18\x03 \x01(\tR\x06reason\"J\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x04 \x01(\tR\trequestId\"J\n" +
 	"\x16RejectDecisionResponse\x120\n" +
 	"\bdecision\x18\x01 \x01(\v2\x14.medmesh.v1.DecisionR\bdecision\"x\n" +
 	"\x15WatchDecisionsRequest\x12\x1d\n" +

@@ -913,7 +913,13 @@ type UpdateDeviceRequest struct {
 	// The audit actor is always the caller's certificate identity.
 	Actor string `protobuf:"bytes,3,opt,name=actor,proto3" json:"actor,omitempty"`
 	// Why (recorded in the audit trail).
-	Reason        string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	Reason string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	// Optional: the client's id for this request, a UUID or any string of at
+	// most 64 bytes, unique per caller identity. A retry with the same id
+	// (after UNAVAILABLE, UNKNOWN or a timeout) never applies twice: it gets
+	// the first attempt's response. Ids are remembered for 10 minutes (at most
+	// 100,000 per cluster). Empty: no deduplication (older clients).
+	RequestId     string `protobuf:"bytes,5,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -972,6 +978,13 @@ func (x *UpdateDeviceRequest) GetActor() string {
 func (x *UpdateDeviceRequest) GetReason() string {
 	if x != nil {
 		return x.Reason
+	}
+	return ""
+}
+
+func (x *UpdateDeviceRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
 	}
 	return ""
 }
@@ -1227,13 +1240,15 @@ const file_medmesh_v1_device_proto_rawDesc = "" +
 	"\vconsistency\x18\x02 \x01(\x0e2\x1b.medmesh.v1.ReadConsistencyR\vconsistency\"r\n" +
 	"\x11GetDeviceResponse\x12*\n" +
 	"\x06device\x18\x01 \x01(\v2\x12.medmesh.v1.DeviceR\x06device\x121\n" +
-	"\tread_info\x18\x02 \x01(\v2\x14.medmesh.v1.ReadInfoR\breadInfo\"\xac\x01\n" +
+	"\tread_info\x18\x02 \x01(\v2\x14.medmesh.v1.ReadInfoR\breadInfo\"\xcb\x01\n" +
 	"\x13UpdateDeviceRequest\x12*\n" +
 	"\x06device\x18\x01 \x01(\v2\x12.medmesh.v1.DeviceR\x06device\x12;\n" +
 	"\vupdate_mask\x18\x02 \x01(\v2\x1a.google.protobuf.FieldMaskR\n" +
 	"updateMask\x12\x14\n" +
 	"\x05actor\x18\x03 \x01(\tR\x05actor\x12\x16\n" +
-	"\x06reason\x18\x04 \x01(\tR\x06reason\"B\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x05 \x01(\tR\trequestId\"B\n" +
 	"\x14UpdateDeviceResponse\x12*\n" +
 	"\x06device\x18\x01 \x01(\v2\x12.medmesh.v1.DeviceR\x06device\"8\n" +
 	"\x13WatchDevicesRequest\x12!\n" +

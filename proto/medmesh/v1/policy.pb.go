@@ -402,7 +402,13 @@ type PutPolicyRequest struct {
 	// The audit actor is always the caller's certificate identity.
 	Actor string `protobuf:"bytes,3,opt,name=actor,proto3" json:"actor,omitempty"`
 	// Why.
-	Reason        string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	Reason string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	// Optional: the client's id for this request, a UUID or any string of at
+	// most 64 bytes, unique per caller identity. A retry with the same id
+	// (after UNAVAILABLE, UNKNOWN or a timeout) never applies twice: it gets
+	// the first attempt's response. Ids are remembered for 10 minutes (at most
+	// 100,000 per cluster). Empty: no deduplication (older clients).
+	RequestId     string `protobuf:"bytes,5,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -461,6 +467,13 @@ func (x *PutPolicyRequest) GetActor() string {
 func (x *PutPolicyRequest) GetReason() string {
 	if x != nil {
 		return x.Reason
+	}
+	return ""
+}
+
+func (x *PutPolicyRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
 	}
 	return ""
 }
@@ -767,8 +780,14 @@ type DeletePolicyRequest struct {
 	ExpectedVersion *uint64 `protobuf:"varint,2,opt,name=expected_version,json=expectedVersion,proto3,oneof" json:"expected_version,omitempty"`
 	// Optional: a comment on who asked, kept in the audit record's comment.
 	// The audit actor is always the caller's certificate identity.
-	Actor         string `protobuf:"bytes,3,opt,name=actor,proto3" json:"actor,omitempty"`
-	Reason        string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	Actor  string `protobuf:"bytes,3,opt,name=actor,proto3" json:"actor,omitempty"`
+	Reason string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	// Optional: the client's id for this request, a UUID or any string of at
+	// most 64 bytes, unique per caller identity. A retry with the same id
+	// (after UNAVAILABLE, UNKNOWN or a timeout) never applies twice: it gets
+	// the first attempt's response. Ids are remembered for 10 minutes (at most
+	// 100,000 per cluster). Empty: no deduplication (older clients).
+	RequestId     string `protobuf:"bytes,5,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -827,6 +846,13 @@ func (x *DeletePolicyRequest) GetActor() string {
 func (x *DeletePolicyRequest) GetReason() string {
 	if x != nil {
 		return x.Reason
+	}
+	return ""
+}
+
+func (x *DeletePolicyRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
 	}
 	return ""
 }
@@ -890,7 +916,13 @@ type ActivatePolicyRequest struct {
 	// The audit actor is always the caller's certificate identity.
 	Actor string `protobuf:"bytes,3,opt,name=actor,proto3" json:"actor,omitempty"`
 	// Required: activation is recorded with its reason.
-	Reason        string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	Reason string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	// Optional: the client's id for this request, a UUID or any string of at
+	// most 64 bytes, unique per caller identity. A retry with the same id
+	// (after UNAVAILABLE, UNKNOWN or a timeout) never applies twice: it gets
+	// the first attempt's response. Ids are remembered for 10 minutes (at most
+	// 100,000 per cluster). Empty: no deduplication (older clients).
+	RequestId     string `protobuf:"bytes,5,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -949,6 +981,13 @@ func (x *ActivatePolicyRequest) GetActor() string {
 func (x *ActivatePolicyRequest) GetReason() string {
 	if x != nil {
 		return x.Reason
+	}
+	return ""
+}
+
+func (x *ActivatePolicyRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
 	}
 	return ""
 }
@@ -1597,7 +1636,10 @@ type AuditRecord struct {
 	AlertId string `protobuf:"bytes,8,opt,name=alert_id,json=alertId,proto3" json:"alert_id,omitempty"`
 	// What the request said about its author (its actor field), kept as a
 	// comment: the actor is always the caller's verified certificate identity.
-	Comment       string `protobuf:"bytes,9,opt,name=comment,proto3" json:"comment,omitempty"`
+	Comment string `protobuf:"bytes,9,opt,name=comment,proto3" json:"comment,omitempty"`
+	// The request id the client gave the change (its request_id), if any: a
+	// retried request appears once.
+	RequestId     string `protobuf:"bytes,10,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1691,6 +1733,13 @@ func (x *AuditRecord) GetAlertId() string {
 func (x *AuditRecord) GetComment() string {
 	if x != nil {
 		return x.Comment
+	}
+	return ""
+}
+
+func (x *AuditRecord) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
 	}
 	return ""
 }
@@ -1862,12 +1911,14 @@ const file_medmesh_v1_policy_proto_rawDesc = "" +
 	"\n" +
 	"updated_by\x18\f \x01(\tR\tupdatedBy\x12 \n" +
 	"\vdescription\x18\r \x01(\tR\vdescriptionB\t\n" +
-	"\asubject\"\xb1\x01\n" +
+	"\asubject\"\xd0\x01\n" +
 	"\x10PutPolicyRequest\x12*\n" +
 	"\x06policy\x18\x01 \x01(\v2\x12.medmesh.v1.PolicyR\x06policy\x12.\n" +
 	"\x10expected_version\x18\x02 \x01(\x04H\x00R\x0fexpectedVersion\x88\x01\x01\x12\x14\n" +
 	"\x05actor\x18\x03 \x01(\tR\x05actor\x12\x16\n" +
-	"\x06reason\x18\x04 \x01(\tR\x06reasonB\x13\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x05 \x01(\tR\trequestIdB\x13\n" +
 	"\x11_expected_version\"U\n" +
 	"\x11PutPolicyResponse\x12*\n" +
 	"\x06policy\x18\x01 \x01(\v2\x12.medmesh.v1.PolicyR\x06policy\x12\x14\n" +
@@ -1888,20 +1939,24 @@ const file_medmesh_v1_policy_proto_rawDesc = "" +
 	"\x14ListPoliciesResponse\x12.\n" +
 	"\bpolicies\x18\x01 \x03(\v2\x12.medmesh.v1.PolicyR\bpolicies\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\x121\n" +
-	"\tread_info\x18\x03 \x01(\v2\x14.medmesh.v1.ReadInfoR\breadInfo\"\x9c\x01\n" +
+	"\tread_info\x18\x03 \x01(\v2\x14.medmesh.v1.ReadInfoR\breadInfo\"\xbb\x01\n" +
 	"\x13DeletePolicyRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12.\n" +
 	"\x10expected_version\x18\x02 \x01(\x04H\x00R\x0fexpectedVersion\x88\x01\x01\x12\x14\n" +
 	"\x05actor\x18\x03 \x01(\tR\x05actor\x12\x16\n" +
-	"\x06reason\x18\x04 \x01(\tR\x06reasonB\x13\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x05 \x01(\tR\trequestIdB\x13\n" +
 	"\x11_expected_version\",\n" +
 	"\x14DeletePolicyResponse\x12\x14\n" +
-	"\x05index\x18\x01 \x01(\x04R\x05index\"\x85\x01\n" +
+	"\x05index\x18\x01 \x01(\x04R\x05index\"\xa4\x01\n" +
 	"\x15ActivatePolicyRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12*\n" +
 	"\x04mode\x18\x02 \x01(\x0e2\x16.medmesh.v1.PolicyModeR\x04mode\x12\x14\n" +
 	"\x05actor\x18\x03 \x01(\tR\x05actor\x12\x16\n" +
-	"\x06reason\x18\x04 \x01(\tR\x06reason\"\x8c\x01\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x05 \x01(\tR\trequestId\"\x8c\x01\n" +
 	"\x16ActivatePolicyResponse\x12*\n" +
 	"\x06policy\x18\x01 \x01(\v2\x12.medmesh.v1.PolicyR\x06policy\x12\x1f\n" +
 	"\vdecision_id\x18\x02 \x01(\tR\n" +
@@ -1947,7 +2002,7 @@ const file_medmesh_v1_policy_proto_rawDesc = "" +
 	"\x04name\x18\x03 \x01(\tR\x04name\"a\n" +
 	"\x17ImportPolicyMudResponse\x12*\n" +
 	"\x06policy\x18\x01 \x01(\v2\x12.medmesh.v1.PolicyR\x06policy\x12\x1a\n" +
-	"\bwarnings\x18\x02 \x03(\tR\bwarnings\"\xfe\x01\n" +
+	"\bwarnings\x18\x02 \x03(\tR\bwarnings\"\x9d\x02\n" +
 	"\vAuditRecord\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\x12.\n" +
 	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x14\n" +
@@ -1957,7 +2012,10 @@ const file_medmesh_v1_policy_proto_rawDesc = "" +
 	"\x06reason\x18\x06 \x01(\tR\x06reason\x12\x12\n" +
 	"\x04rule\x18\a \x01(\tR\x04rule\x12\x19\n" +
 	"\balert_id\x18\b \x01(\tR\aalertId\x12\x18\n" +
-	"\acomment\x18\t \x01(\tR\acomment\"\xb0\x01\n" +
+	"\acomment\x18\t \x01(\tR\acomment\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\n" +
+	" \x01(\tR\trequestId\"\xb0\x01\n" +
 	"\x17ListAuditRecordsRequest\x12\x1b\n" +
 	"\tpage_size\x18\x01 \x01(\x05R\bpageSize\x12\x1d\n" +
 	"\n" +

@@ -30,6 +30,12 @@ type Command struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Leader's wall-clock time when it proposed the command.
 	Time *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=time,proto3" json:"time,omitempty"`
+	// The client's request id, scoped by the caller identity the leader
+	// verified: Apply answers a request it has applied before with the first
+	// result, without applying it again. Absent: no deduplication.
+	Request *ClientRequest `protobuf:"bytes,3,opt,name=request,proto3" json:"request,omitempty"`
+	// Commands 40-49: unambiguous writes; 50-69: taken elsewhere.
+	//
 	// Types that are valid to be assigned to Command:
 	//
 	//	*Command_DeviceUpsert
@@ -84,6 +90,13 @@ func (*Command) Descriptor() ([]byte, []int) {
 func (x *Command) GetTime() *timestamppb.Timestamp {
 	if x != nil {
 		return x.Time
+	}
+	return nil
+}
+
+func (x *Command) GetRequest() *ClientRequest {
+	if x != nil {
+		return x.Request
 	}
 	return nil
 }
@@ -309,6 +322,60 @@ func (*Command_ServerRegister) isCommand_Command() {}
 
 func (*Command_ServerDeregister) isCommand_Command() {}
 
+// ClientRequest names one client request: the caller's verified identity
+// (role/name) and the id the client chose, unique per identity.
+type ClientRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Identity      string                 `protobuf:"bytes,1,opt,name=identity,proto3" json:"identity,omitempty"`
+	Id            string                 `protobuf:"bytes,2,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClientRequest) Reset() {
+	*x = ClientRequest{}
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClientRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClientRequest) ProtoMessage() {}
+
+func (x *ClientRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClientRequest.ProtoReflect.Descriptor instead.
+func (*ClientRequest) Descriptor() ([]byte, []int) {
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *ClientRequest) GetIdentity() string {
+	if x != nil {
+		return x.Identity
+	}
+	return ""
+}
+
+func (x *ClientRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
 // DeviceUpsert merges a sensor's observation into the inventory.
 type DeviceUpsert struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -320,7 +387,7 @@ type DeviceUpsert struct {
 
 func (x *DeviceUpsert) Reset() {
 	*x = DeviceUpsert{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[1]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -332,7 +399,7 @@ func (x *DeviceUpsert) String() string {
 func (*DeviceUpsert) ProtoMessage() {}
 
 func (x *DeviceUpsert) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[1]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -345,7 +412,7 @@ func (x *DeviceUpsert) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeviceUpsert.ProtoReflect.Descriptor instead.
 func (*DeviceUpsert) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{1}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *DeviceUpsert) GetDevice() *v1.Device {
@@ -379,7 +446,7 @@ type DeviceUpdate struct {
 
 func (x *DeviceUpdate) Reset() {
 	*x = DeviceUpdate{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[2]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -391,7 +458,7 @@ func (x *DeviceUpdate) String() string {
 func (*DeviceUpdate) ProtoMessage() {}
 
 func (x *DeviceUpdate) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[2]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -404,7 +471,7 @@ func (x *DeviceUpdate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeviceUpdate.ProtoReflect.Descriptor instead.
 func (*DeviceUpdate) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{2}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *DeviceUpdate) GetDevice() *v1.Device {
@@ -466,7 +533,7 @@ type PolicyPut struct {
 
 func (x *PolicyPut) Reset() {
 	*x = PolicyPut{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[3]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -478,7 +545,7 @@ func (x *PolicyPut) String() string {
 func (*PolicyPut) ProtoMessage() {}
 
 func (x *PolicyPut) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[3]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -491,7 +558,7 @@ func (x *PolicyPut) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicyPut.ProtoReflect.Descriptor instead.
 func (*PolicyPut) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{3}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *PolicyPut) GetPolicy() *v1.Policy {
@@ -568,7 +635,7 @@ type PolicyDelete struct {
 
 func (x *PolicyDelete) Reset() {
 	*x = PolicyDelete{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[4]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -580,7 +647,7 @@ func (x *PolicyDelete) String() string {
 func (*PolicyDelete) ProtoMessage() {}
 
 func (x *PolicyDelete) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[4]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -593,7 +660,7 @@ func (x *PolicyDelete) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicyDelete.ProtoReflect.Descriptor instead.
 func (*PolicyDelete) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{4}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *PolicyDelete) GetName() string {
@@ -658,7 +725,7 @@ type PolicyActivate struct {
 
 func (x *PolicyActivate) Reset() {
 	*x = PolicyActivate{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[5]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -670,7 +737,7 @@ func (x *PolicyActivate) String() string {
 func (*PolicyActivate) ProtoMessage() {}
 
 func (x *PolicyActivate) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[5]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -683,7 +750,7 @@ func (x *PolicyActivate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicyActivate.ProtoReflect.Descriptor instead.
 func (*PolicyActivate) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{5}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *PolicyActivate) GetName() string {
@@ -755,7 +822,7 @@ type DecisionCreate struct {
 
 func (x *DecisionCreate) Reset() {
 	*x = DecisionCreate{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[6]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -767,7 +834,7 @@ func (x *DecisionCreate) String() string {
 func (*DecisionCreate) ProtoMessage() {}
 
 func (x *DecisionCreate) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[6]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -780,7 +847,7 @@ func (x *DecisionCreate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DecisionCreate.ProtoReflect.Descriptor instead.
 func (*DecisionCreate) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{6}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *DecisionCreate) GetDecision() *v1.Decision {
@@ -819,7 +886,7 @@ type DecisionReview struct {
 
 func (x *DecisionReview) Reset() {
 	*x = DecisionReview{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[7]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -831,7 +898,7 @@ func (x *DecisionReview) String() string {
 func (*DecisionReview) ProtoMessage() {}
 
 func (x *DecisionReview) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[7]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -844,7 +911,7 @@ func (x *DecisionReview) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DecisionReview.ProtoReflect.Descriptor instead.
 func (*DecisionReview) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{7}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *DecisionReview) GetTargetId() string {
@@ -906,7 +973,7 @@ type AlertIngest struct {
 
 func (x *AlertIngest) Reset() {
 	*x = AlertIngest{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[8]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -918,7 +985,7 @@ func (x *AlertIngest) String() string {
 func (*AlertIngest) ProtoMessage() {}
 
 func (x *AlertIngest) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[8]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -931,7 +998,7 @@ func (x *AlertIngest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AlertIngest.ProtoReflect.Descriptor instead.
 func (*AlertIngest) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{8}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *AlertIngest) GetAlert() *v1.Alert {
@@ -956,7 +1023,7 @@ type AlertAck struct {
 
 func (x *AlertAck) Reset() {
 	*x = AlertAck{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[9]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -968,7 +1035,7 @@ func (x *AlertAck) String() string {
 func (*AlertAck) ProtoMessage() {}
 
 func (x *AlertAck) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[9]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -981,7 +1048,7 @@ func (x *AlertAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AlertAck.ProtoReflect.Descriptor instead.
 func (*AlertAck) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{9}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *AlertAck) GetId() string {
@@ -1022,7 +1089,7 @@ type BaselinePut struct {
 
 func (x *BaselinePut) Reset() {
 	*x = BaselinePut{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[10]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1034,7 +1101,7 @@ func (x *BaselinePut) String() string {
 func (*BaselinePut) ProtoMessage() {}
 
 func (x *BaselinePut) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[10]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1047,7 +1114,7 @@ func (x *BaselinePut) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BaselinePut.ProtoReflect.Descriptor instead.
 func (*BaselinePut) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{10}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *BaselinePut) GetBaseline() *v1.Baseline {
@@ -1067,7 +1134,7 @@ type FlowSummaries struct {
 
 func (x *FlowSummaries) Reset() {
 	*x = FlowSummaries{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[11]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1079,7 +1146,7 @@ func (x *FlowSummaries) String() string {
 func (*FlowSummaries) ProtoMessage() {}
 
 func (x *FlowSummaries) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[11]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1092,7 +1159,7 @@ func (x *FlowSummaries) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FlowSummaries.ProtoReflect.Descriptor instead.
 func (*FlowSummaries) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{11}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *FlowSummaries) GetSummaries() []*v1.FlowSummary {
@@ -1113,7 +1180,7 @@ type SensorReport struct {
 
 func (x *SensorReport) Reset() {
 	*x = SensorReport{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[12]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1125,7 +1192,7 @@ func (x *SensorReport) String() string {
 func (*SensorReport) ProtoMessage() {}
 
 func (x *SensorReport) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[12]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1138,7 +1205,7 @@ func (x *SensorReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SensorReport.ProtoReflect.Descriptor instead.
 func (*SensorReport) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{12}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *SensorReport) GetSensorId() string {
@@ -1166,7 +1233,7 @@ type SensorBatch struct {
 
 func (x *SensorBatch) Reset() {
 	*x = SensorBatch{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[13]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1178,7 +1245,7 @@ func (x *SensorBatch) String() string {
 func (*SensorBatch) ProtoMessage() {}
 
 func (x *SensorBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[13]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1191,7 +1258,7 @@ func (x *SensorBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SensorBatch.ProtoReflect.Descriptor instead.
 func (*SensorBatch) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{13}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *SensorBatch) GetReports() []*SensorReport {
@@ -1213,7 +1280,7 @@ type ServerRegister struct {
 
 func (x *ServerRegister) Reset() {
 	*x = ServerRegister{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[14]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1225,7 +1292,7 @@ func (x *ServerRegister) String() string {
 func (*ServerRegister) ProtoMessage() {}
 
 func (x *ServerRegister) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[14]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1238,7 +1305,7 @@ func (x *ServerRegister) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServerRegister.ProtoReflect.Descriptor instead.
 func (*ServerRegister) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{14}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ServerRegister) GetId() string {
@@ -1272,7 +1339,7 @@ type ServerDeregister struct {
 
 func (x *ServerDeregister) Reset() {
 	*x = ServerDeregister{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[15]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1284,7 +1351,7 @@ func (x *ServerDeregister) String() string {
 func (*ServerDeregister) ProtoMessage() {}
 
 func (x *ServerDeregister) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[15]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1297,7 +1364,7 @@ func (x *ServerDeregister) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServerDeregister.ProtoReflect.Descriptor instead.
 func (*ServerDeregister) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{15}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ServerDeregister) GetId() string {
@@ -1322,6 +1389,7 @@ type SnapshotItem struct {
 	//	*SnapshotItem_SensorSeq
 	//	*SnapshotItem_Flows
 	//	*SnapshotItem_Server
+	//	*SnapshotItem_Dedup
 	//	*SnapshotItem_Bounds
 	//	*SnapshotItem_PendingCause
 	Item          isSnapshotItem_Item `protobuf_oneof:"item"`
@@ -1331,7 +1399,7 @@ type SnapshotItem struct {
 
 func (x *SnapshotItem) Reset() {
 	*x = SnapshotItem{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[16]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1343,7 +1411,7 @@ func (x *SnapshotItem) String() string {
 func (*SnapshotItem) ProtoMessage() {}
 
 func (x *SnapshotItem) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[16]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1356,7 +1424,7 @@ func (x *SnapshotItem) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotItem.ProtoReflect.Descriptor instead.
 func (*SnapshotItem) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{16}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *SnapshotItem) GetItem() isSnapshotItem_Item {
@@ -1456,6 +1524,15 @@ func (x *SnapshotItem) GetServer() *ServerRegister {
 	return nil
 }
 
+func (x *SnapshotItem) GetDedup() *DedupEntry {
+	if x != nil {
+		if x, ok := x.Item.(*SnapshotItem_Dedup); ok {
+			return x.Dedup
+		}
+	}
+	return nil
+}
+
 func (x *SnapshotItem) GetBounds() *Bounds {
 	if x != nil {
 		if x, ok := x.Item.(*SnapshotItem_Bounds); ok {
@@ -1518,6 +1595,11 @@ type SnapshotItem_Server struct {
 	Server *ServerRegister `protobuf:"bytes,10,opt,name=server,proto3,oneof"`
 }
 
+type SnapshotItem_Dedup struct {
+	// 40-49: unambiguous writes.
+	Dedup *DedupEntry `protobuf:"bytes,40,opt,name=dedup,proto3,oneof"`
+}
+
 type SnapshotItem_Bounds struct {
 	// Retention bookkeeping (issue 16 point 4; numbers 60-69).
 	Bounds *Bounds `protobuf:"bytes,60,opt,name=bounds,proto3,oneof"`
@@ -1547,6 +1629,8 @@ func (*SnapshotItem_Flows) isSnapshotItem_Item() {}
 
 func (*SnapshotItem_Server) isSnapshotItem_Item() {}
 
+func (*SnapshotItem_Dedup) isSnapshotItem_Item() {}
+
 func (*SnapshotItem_Bounds) isSnapshotItem_Item() {}
 
 func (*SnapshotItem_PendingCause) isSnapshotItem_Item() {}
@@ -1571,7 +1655,7 @@ type Bounds struct {
 
 func (x *Bounds) Reset() {
 	*x = Bounds{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[17]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1583,7 +1667,7 @@ func (x *Bounds) String() string {
 func (*Bounds) ProtoMessage() {}
 
 func (x *Bounds) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[17]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1596,7 +1680,7 @@ func (x *Bounds) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Bounds.ProtoReflect.Descriptor instead.
 func (*Bounds) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{17}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Bounds) GetAlertBase() uint64 {
@@ -1654,7 +1738,7 @@ type PendingCause struct {
 
 func (x *PendingCause) Reset() {
 	*x = PendingCause{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[18]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1666,7 +1750,7 @@ func (x *PendingCause) String() string {
 func (*PendingCause) ProtoMessage() {}
 
 func (x *PendingCause) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[18]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1679,7 +1763,7 @@ func (x *PendingCause) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PendingCause.ProtoReflect.Descriptor instead.
 func (*PendingCause) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{18}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *PendingCause) GetDecisionId() string {
@@ -1707,7 +1791,7 @@ type SnapshotMeta struct {
 
 func (x *SnapshotMeta) Reset() {
 	*x = SnapshotMeta{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[19]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1719,7 +1803,7 @@ func (x *SnapshotMeta) String() string {
 func (*SnapshotMeta) ProtoMessage() {}
 
 func (x *SnapshotMeta) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[19]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1732,7 +1816,7 @@ func (x *SnapshotMeta) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotMeta.ProtoReflect.Descriptor instead.
 func (*SnapshotMeta) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{19}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *SnapshotMeta) GetFormat() uint32 {
@@ -1760,7 +1844,7 @@ type SensorSeq struct {
 
 func (x *SensorSeq) Reset() {
 	*x = SensorSeq{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[20]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1772,7 +1856,7 @@ func (x *SensorSeq) String() string {
 func (*SensorSeq) ProtoMessage() {}
 
 func (x *SensorSeq) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[20]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1785,7 +1869,7 @@ func (x *SensorSeq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SensorSeq.ProtoReflect.Descriptor instead.
 func (*SensorSeq) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{20}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *SensorSeq) GetSensorId() string {
@@ -1813,7 +1897,7 @@ type DeviceFlows struct {
 
 func (x *DeviceFlows) Reset() {
 	*x = DeviceFlows{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[21]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1825,7 +1909,7 @@ func (x *DeviceFlows) String() string {
 func (*DeviceFlows) ProtoMessage() {}
 
 func (x *DeviceFlows) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[21]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1838,7 +1922,7 @@ func (x *DeviceFlows) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeviceFlows.ProtoReflect.Descriptor instead.
 func (*DeviceFlows) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{21}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *DeviceFlows) GetDeviceMac() string {
@@ -1855,13 +1939,138 @@ func (x *DeviceFlows) GetSummaries() []*v1.FlowSummary {
 	return nil
 }
 
+// DedupEntry is a remembered client request: the entry that applied it and
+// the result it produced, which a retry with the same request gets back.
+type DedupEntry struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Request *ClientRequest         `protobuf:"bytes,1,opt,name=request,proto3" json:"request,omitempty"`
+	// Raft index that applied the request.
+	Index uint64 `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"`
+	// Leader time of that entry: entries expire by it.
+	Time *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=time,proto3" json:"time,omitempty"`
+	// Field number of the command in Command's oneof: a request id reused for
+	// another kind of command is refused, not answered with this result.
+	Command  int32        `protobuf:"varint,4,opt,name=command,proto3" json:"command,omitempty"`
+	Device   *v1.Device   `protobuf:"bytes,5,opt,name=device,proto3" json:"device,omitempty"`
+	Policy   *v1.Policy   `protobuf:"bytes,6,opt,name=policy,proto3" json:"policy,omitempty"`
+	Decision *v1.Decision `protobuf:"bytes,7,opt,name=decision,proto3" json:"decision,omitempty"`
+	Alert    *v1.Alert    `protobuf:"bytes,8,opt,name=alert,proto3" json:"alert,omitempty"`
+	// The FSM's error, if the request failed: its kind (a sentinel's name) and
+	// its message.
+	ErrorKind     string `protobuf:"bytes,9,opt,name=error_kind,json=errorKind,proto3" json:"error_kind,omitempty"`
+	Error         string `protobuf:"bytes,10,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DedupEntry) Reset() {
+	*x = DedupEntry{}
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DedupEntry) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DedupEntry) ProtoMessage() {}
+
+func (x *DedupEntry) ProtoReflect() protoreflect.Message {
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DedupEntry.ProtoReflect.Descriptor instead.
+func (*DedupEntry) Descriptor() ([]byte, []int) {
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *DedupEntry) GetRequest() *ClientRequest {
+	if x != nil {
+		return x.Request
+	}
+	return nil
+}
+
+func (x *DedupEntry) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *DedupEntry) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
+func (x *DedupEntry) GetCommand() int32 {
+	if x != nil {
+		return x.Command
+	}
+	return 0
+}
+
+func (x *DedupEntry) GetDevice() *v1.Device {
+	if x != nil {
+		return x.Device
+	}
+	return nil
+}
+
+func (x *DedupEntry) GetPolicy() *v1.Policy {
+	if x != nil {
+		return x.Policy
+	}
+	return nil
+}
+
+func (x *DedupEntry) GetDecision() *v1.Decision {
+	if x != nil {
+		return x.Decision
+	}
+	return nil
+}
+
+func (x *DedupEntry) GetAlert() *v1.Alert {
+	if x != nil {
+		return x.Alert
+	}
+	return nil
+}
+
+func (x *DedupEntry) GetErrorKind() string {
+	if x != nil {
+		return x.ErrorKind
+	}
+	return ""
+}
+
+func (x *DedupEntry) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
 var File_medmesh_fsm_v1_command_proto protoreflect.FileDescriptor
 
 const file_medmesh_fsm_v1_command_proto_rawDesc = "" +
 	"\n" +
-	"\x1cmedmesh/fsm/v1/command.proto\x12\x0emedmesh.fsm.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16medmesh/v1/alert.proto\x1a\x19medmesh/v1/decision.proto\x1a\x17medmesh/v1/device.proto\x1a\x17medmesh/v1/policy.proto\x1a\x17medmesh/v1/sensor.proto\"\x99\b\n" +
+	"\x1cmedmesh/fsm/v1/command.proto\x12\x0emedmesh.fsm.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16medmesh/v1/alert.proto\x1a\x19medmesh/v1/decision.proto\x1a\x17medmesh/v1/device.proto\x1a\x17medmesh/v1/policy.proto\x1a\x17medmesh/v1/sensor.proto\"\xd8\b\n" +
 	"\aCommand\x12.\n" +
-	"\x04time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12C\n" +
+	"\x04time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x127\n" +
+	"\arequest\x18\x03 \x01(\v2\x1d.medmesh.fsm.v1.ClientRequestR\arequest\x12C\n" +
 	"\rdevice_upsert\x18\n" +
 	" \x01(\v2\x1c.medmesh.fsm.v1.DeviceUpsertH\x00R\fdeviceUpsert\x12C\n" +
 	"\rdevice_update\x18\v \x01(\v2\x1c.medmesh.fsm.v1.DeviceUpdateH\x00R\fdeviceUpdate\x12:\n" +
@@ -1878,8 +2087,11 @@ const file_medmesh_fsm_v1_command_proto_rawDesc = "" +
 	"\fsensor_batch\x18\x15 \x01(\v2\x1b.medmesh.fsm.v1.SensorBatchH\x00R\vsensorBatch\x12I\n" +
 	"\x0fserver_register\x18\x16 \x01(\v2\x1e.medmesh.fsm.v1.ServerRegisterH\x00R\x0eserverRegister\x12O\n" +
 	"\x11server_deregister\x18\x17 \x01(\v2 .medmesh.fsm.v1.ServerDeregisterH\x00R\x10serverDeregisterB\t\n" +
-	"\acommandJ\x04\b\x02\x10\n" +
-	"\"W\n" +
+	"\acommandJ\x04\b\x02\x10\x03J\x04\b\x04\x10\n" +
+	"\";\n" +
+	"\rClientRequest\x12\x1a\n" +
+	"\bidentity\x18\x01 \x01(\tR\bidentity\x12\x0e\n" +
+	"\x02id\x18\x02 \x01(\tR\x02id\"W\n" +
 	"\fDeviceUpsert\x12*\n" +
 	"\x06device\x18\x01 \x01(\v2\x12.medmesh.v1.DeviceR\x06device\x12\x1b\n" +
 	"\tsensor_id\x18\x02 \x01(\tR\bsensorId\"\x98\x01\n" +
@@ -1955,7 +2167,7 @@ const file_medmesh_fsm_v1_command_proto_rawDesc = "" +
 	"\bapi_addr\x18\x02 \x01(\tR\aapiAddr\x12\x1b\n" +
 	"\traft_addr\x18\x03 \x01(\tR\braftAddr\"\"\n" +
 	"\x10ServerDeregister\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\"\x8c\x05\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"\xc0\x05\n" +
 	"\fSnapshotItem\x122\n" +
 	"\x04meta\x18\x01 \x01(\v2\x1c.medmesh.fsm.v1.SnapshotMetaH\x00R\x04meta\x12,\n" +
 	"\x06device\x18\x02 \x01(\v2\x12.medmesh.v1.DeviceH\x00R\x06device\x12,\n" +
@@ -1968,7 +2180,8 @@ const file_medmesh_fsm_v1_command_proto_rawDesc = "" +
 	"sensor_seq\x18\b \x01(\v2\x19.medmesh.fsm.v1.SensorSeqH\x00R\tsensorSeq\x123\n" +
 	"\x05flows\x18\t \x01(\v2\x1b.medmesh.fsm.v1.DeviceFlowsH\x00R\x05flows\x128\n" +
 	"\x06server\x18\n" +
-	" \x01(\v2\x1e.medmesh.fsm.v1.ServerRegisterH\x00R\x06server\x120\n" +
+	" \x01(\v2\x1e.medmesh.fsm.v1.ServerRegisterH\x00R\x06server\x122\n" +
+	"\x05dedup\x18( \x01(\v2\x1a.medmesh.fsm.v1.DedupEntryH\x00R\x05dedup\x120\n" +
 	"\x06bounds\x18< \x01(\v2\x16.medmesh.fsm.v1.BoundsH\x00R\x06bounds\x12C\n" +
 	"\rpending_cause\x18= \x01(\v2\x1c.medmesh.fsm.v1.PendingCauseH\x00R\fpendingCauseB\x06\n" +
 	"\x04item\"\x90\x02\n" +
@@ -1993,7 +2206,21 @@ const file_medmesh_fsm_v1_command_proto_rawDesc = "" +
 	"\vDeviceFlows\x12\x1d\n" +
 	"\n" +
 	"device_mac\x18\x01 \x01(\tR\tdeviceMac\x125\n" +
-	"\tsummaries\x18\x02 \x03(\v2\x17.medmesh.v1.FlowSummaryR\tsummariesBAZ?github.com/medmesh/medmesh/coordinator/internal/fsm/fsmpb;fsmpbb\x06proto3"
+	"\tsummaries\x18\x02 \x03(\v2\x17.medmesh.v1.FlowSummaryR\tsummaries\"\x8d\x03\n" +
+	"\n" +
+	"DedupEntry\x127\n" +
+	"\arequest\x18\x01 \x01(\v2\x1d.medmesh.fsm.v1.ClientRequestR\arequest\x12\x14\n" +
+	"\x05index\x18\x02 \x01(\x04R\x05index\x12.\n" +
+	"\x04time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x18\n" +
+	"\acommand\x18\x04 \x01(\x05R\acommand\x12*\n" +
+	"\x06device\x18\x05 \x01(\v2\x12.medmesh.v1.DeviceR\x06device\x12*\n" +
+	"\x06policy\x18\x06 \x01(\v2\x12.medmesh.v1.PolicyR\x06policy\x120\n" +
+	"\bdecision\x18\a \x01(\v2\x14.medmesh.v1.DecisionR\bdecision\x12'\n" +
+	"\x05alert\x18\b \x01(\v2\x11.medmesh.v1.AlertR\x05alert\x12\x1d\n" +
+	"\n" +
+	"error_kind\x18\t \x01(\tR\terrorKind\x12\x14\n" +
+	"\x05error\x18\n" +
+	" \x01(\tR\x05errorBAZ?github.com/medmesh/medmesh/coordinator/internal/fsm/fsmpb;fsmpbb\x06proto3"
 
 var (
 	file_medmesh_fsm_v1_command_proto_rawDescOnce sync.Once
@@ -2007,86 +2234,96 @@ func file_medmesh_fsm_v1_command_proto_rawDescGZIP() []byte {
 	return file_medmesh_fsm_v1_command_proto_rawDescData
 }
 
-var file_medmesh_fsm_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
+var file_medmesh_fsm_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
 var file_medmesh_fsm_v1_command_proto_goTypes = []any{
 	(*Command)(nil),               // 0: medmesh.fsm.v1.Command
-	(*DeviceUpsert)(nil),          // 1: medmesh.fsm.v1.DeviceUpsert
-	(*DeviceUpdate)(nil),          // 2: medmesh.fsm.v1.DeviceUpdate
-	(*PolicyPut)(nil),             // 3: medmesh.fsm.v1.PolicyPut
-	(*PolicyDelete)(nil),          // 4: medmesh.fsm.v1.PolicyDelete
-	(*PolicyActivate)(nil),        // 5: medmesh.fsm.v1.PolicyActivate
-	(*DecisionCreate)(nil),        // 6: medmesh.fsm.v1.DecisionCreate
-	(*DecisionReview)(nil),        // 7: medmesh.fsm.v1.DecisionReview
-	(*AlertIngest)(nil),           // 8: medmesh.fsm.v1.AlertIngest
-	(*AlertAck)(nil),              // 9: medmesh.fsm.v1.AlertAck
-	(*BaselinePut)(nil),           // 10: medmesh.fsm.v1.BaselinePut
-	(*FlowSummaries)(nil),         // 11: medmesh.fsm.v1.FlowSummaries
-	(*SensorReport)(nil),          // 12: medmesh.fsm.v1.SensorReport
-	(*SensorBatch)(nil),           // 13: medmesh.fsm.v1.SensorBatch
-	(*ServerRegister)(nil),        // 14: medmesh.fsm.v1.ServerRegister
-	(*ServerDeregister)(nil),      // 15: medmesh.fsm.v1.ServerDeregister
-	(*SnapshotItem)(nil),          // 16: medmesh.fsm.v1.SnapshotItem
-	(*Bounds)(nil),                // 17: medmesh.fsm.v1.Bounds
-	(*PendingCause)(nil),          // 18: medmesh.fsm.v1.PendingCause
-	(*SnapshotMeta)(nil),          // 19: medmesh.fsm.v1.SnapshotMeta
-	(*SensorSeq)(nil),             // 20: medmesh.fsm.v1.SensorSeq
-	(*DeviceFlows)(nil),           // 21: medmesh.fsm.v1.DeviceFlows
-	(*timestamppb.Timestamp)(nil), // 22: google.protobuf.Timestamp
-	(*v1.Device)(nil),             // 23: medmesh.v1.Device
-	(*v1.Policy)(nil),             // 24: medmesh.v1.Policy
-	(v1.PolicyMode)(0),            // 25: medmesh.v1.PolicyMode
-	(*v1.Decision)(nil),           // 26: medmesh.v1.Decision
-	(*v1.Alert)(nil),              // 27: medmesh.v1.Alert
-	(*v1.Baseline)(nil),           // 28: medmesh.v1.Baseline
-	(*v1.FlowSummary)(nil),        // 29: medmesh.v1.FlowSummary
-	(*v1.SensorRecord)(nil),       // 30: medmesh.v1.SensorRecord
-	(*v1.AuditRecord)(nil),        // 31: medmesh.v1.AuditRecord
+	(*ClientRequest)(nil),         // 1: medmesh.fsm.v1.ClientRequest
+	(*DeviceUpsert)(nil),          // 2: medmesh.fsm.v1.DeviceUpsert
+	(*DeviceUpdate)(nil),          // 3: medmesh.fsm.v1.DeviceUpdate
+	(*PolicyPut)(nil),             // 4: medmesh.fsm.v1.PolicyPut
+	(*PolicyDelete)(nil),          // 5: medmesh.fsm.v1.PolicyDelete
+	(*PolicyActivate)(nil),        // 6: medmesh.fsm.v1.PolicyActivate
+	(*DecisionCreate)(nil),        // 7: medmesh.fsm.v1.DecisionCreate
+	(*DecisionReview)(nil),        // 8: medmesh.fsm.v1.DecisionReview
+	(*AlertIngest)(nil),           // 9: medmesh.fsm.v1.AlertIngest
+	(*AlertAck)(nil),              // 10: medmesh.fsm.v1.AlertAck
+	(*BaselinePut)(nil),           // 11: medmesh.fsm.v1.BaselinePut
+	(*FlowSummaries)(nil),         // 12: medmesh.fsm.v1.FlowSummaries
+	(*SensorReport)(nil),          // 13: medmesh.fsm.v1.SensorReport
+	(*SensorBatch)(nil),           // 14: medmesh.fsm.v1.SensorBatch
+	(*ServerRegister)(nil),        // 15: medmesh.fsm.v1.ServerRegister
+	(*ServerDeregister)(nil),      // 16: medmesh.fsm.v1.ServerDeregister
+	(*SnapshotItem)(nil),          // 17: medmesh.fsm.v1.SnapshotItem
+	(*Bounds)(nil),                // 18: medmesh.fsm.v1.Bounds
+	(*PendingCause)(nil),          // 19: medmesh.fsm.v1.PendingCause
+	(*SnapshotMeta)(nil),          // 20: medmesh.fsm.v1.SnapshotMeta
+	(*SensorSeq)(nil),             // 21: medmesh.fsm.v1.SensorSeq
+	(*DeviceFlows)(nil),           // 22: medmesh.fsm.v1.DeviceFlows
+	(*DedupEntry)(nil),            // 23: medmesh.fsm.v1.DedupEntry
+	(*timestamppb.Timestamp)(nil), // 24: google.protobuf.Timestamp
+	(*v1.Device)(nil),             // 25: medmesh.v1.Device
+	(*v1.Policy)(nil),             // 26: medmesh.v1.Policy
+	(v1.PolicyMode)(0),            // 27: medmesh.v1.PolicyMode
+	(*v1.Decision)(nil),           // 28: medmesh.v1.Decision
+	(*v1.Alert)(nil),              // 29: medmesh.v1.Alert
+	(*v1.Baseline)(nil),           // 30: medmesh.v1.Baseline
+	(*v1.FlowSummary)(nil),        // 31: medmesh.v1.FlowSummary
+	(*v1.SensorRecord)(nil),       // 32: medmesh.v1.SensorRecord
+	(*v1.AuditRecord)(nil),        // 33: medmesh.v1.AuditRecord
 }
 var file_medmesh_fsm_v1_command_proto_depIdxs = []int32{
-	22, // 0: medmesh.fsm.v1.Command.time:type_name -> google.protobuf.Timestamp
-	1,  // 1: medmesh.fsm.v1.Command.device_upsert:type_name -> medmesh.fsm.v1.DeviceUpsert
-	2,  // 2: medmesh.fsm.v1.Command.device_update:type_name -> medmesh.fsm.v1.DeviceUpdate
-	3,  // 3: medmesh.fsm.v1.Command.policy_put:type_name -> medmesh.fsm.v1.PolicyPut
-	4,  // 4: medmesh.fsm.v1.Command.policy_delete:type_name -> medmesh.fsm.v1.PolicyDelete
-	5,  // 5: medmesh.fsm.v1.Command.policy_activate:type_name -> medmesh.fsm.v1.PolicyActivate
-	6,  // 6: medmesh.fsm.v1.Command.decision_create:type_name -> medmesh.fsm.v1.DecisionCreate
-	7,  // 7: medmesh.fsm.v1.Command.decision_review:type_name -> medmesh.fsm.v1.DecisionReview
-	8,  // 8: medmesh.fsm.v1.Command.alert_ingest:type_name -> medmesh.fsm.v1.AlertIngest
-	9,  // 9: medmesh.fsm.v1.Command.alert_ack:type_name -> medmesh.fsm.v1.AlertAck
-	10, // 10: medmesh.fsm.v1.Command.baseline_put:type_name -> medmesh.fsm.v1.BaselinePut
-	11, // 11: medmesh.fsm.v1.Command.flow_summaries:type_name -> medmesh.fsm.v1.FlowSummaries
-	13, // 12: medmesh.fsm.v1.Command.sensor_batch:type_name -> medmesh.fsm.v1.SensorBatch
-	14, // 13: medmesh.fsm.v1.Command.server_register:type_name -> medmesh.fsm.v1.ServerRegister
-	15, // 14: medmesh.fsm.v1.Command.server_deregister:type_name -> medmesh.fsm.v1.ServerDeregister
-	23, // 15: medmesh.fsm.v1.DeviceUpsert.device:type_name -> medmesh.v1.Device
-	23, // 16: medmesh.fsm.v1.DeviceUpdate.device:type_name -> medmesh.v1.Device
-	24, // 17: medmesh.fsm.v1.PolicyPut.policy:type_name -> medmesh.v1.Policy
-	25, // 18: medmesh.fsm.v1.PolicyActivate.mode:type_name -> medmesh.v1.PolicyMode
-	26, // 19: medmesh.fsm.v1.DecisionCreate.decision:type_name -> medmesh.v1.Decision
-	27, // 20: medmesh.fsm.v1.AlertIngest.alert:type_name -> medmesh.v1.Alert
-	28, // 21: medmesh.fsm.v1.BaselinePut.baseline:type_name -> medmesh.v1.Baseline
-	29, // 22: medmesh.fsm.v1.FlowSummaries.summaries:type_name -> medmesh.v1.FlowSummary
-	30, // 23: medmesh.fsm.v1.SensorReport.records:type_name -> medmesh.v1.SensorRecord
-	12, // 24: medmesh.fsm.v1.SensorBatch.reports:type_name -> medmesh.fsm.v1.SensorReport
-	19, // 25: medmesh.fsm.v1.SnapshotItem.meta:type_name -> medmesh.fsm.v1.SnapshotMeta
-	23, // 26: medmesh.fsm.v1.SnapshotItem.device:type_name -> medmesh.v1.Device
-	24, // 27: medmesh.fsm.v1.SnapshotItem.policy:type_name -> medmesh.v1.Policy
-	26, // 28: medmesh.fsm.v1.SnapshotItem.decision:type_name -> medmesh.v1.Decision
-	27, // 29: medmesh.fsm.v1.SnapshotItem.alert:type_name -> medmesh.v1.Alert
-	28, // 30: medmesh.fsm.v1.SnapshotItem.baseline:type_name -> medmesh.v1.Baseline
-	31, // 31: medmesh.fsm.v1.SnapshotItem.audit:type_name -> medmesh.v1.AuditRecord
-	20, // 32: medmesh.fsm.v1.SnapshotItem.sensor_seq:type_name -> medmesh.fsm.v1.SensorSeq
-	21, // 33: medmesh.fsm.v1.SnapshotItem.flows:type_name -> medmesh.fsm.v1.DeviceFlows
-	14, // 34: medmesh.fsm.v1.SnapshotItem.server:type_name -> medmesh.fsm.v1.ServerRegister
-	17, // 35: medmesh.fsm.v1.SnapshotItem.bounds:type_name -> medmesh.fsm.v1.Bounds
-	18, // 36: medmesh.fsm.v1.SnapshotItem.pending_cause:type_name -> medmesh.fsm.v1.PendingCause
-	22, // 37: medmesh.fsm.v1.Bounds.decisions_compacted:type_name -> google.protobuf.Timestamp
-	29, // 38: medmesh.fsm.v1.DeviceFlows.summaries:type_name -> medmesh.v1.FlowSummary
-	39, // [39:39] is the sub-list for method output_type
-	39, // [39:39] is the sub-list for method input_type
-	39, // [39:39] is the sub-list for extension type_name
-	39, // [39:39] is the sub-list for extension extendee
-	0,  // [0:39] is the sub-list for field type_name
+	24, // 0: medmesh.fsm.v1.Command.time:type_name -> google.protobuf.Timestamp
+	1,  // 1: medmesh.fsm.v1.Command.request:type_name -> medmesh.fsm.v1.ClientRequest
+	2,  // 2: medmesh.fsm.v1.Command.device_upsert:type_name -> medmesh.fsm.v1.DeviceUpsert
+	3,  // 3: medmesh.fsm.v1.Command.device_update:type_name -> medmesh.fsm.v1.DeviceUpdate
+	4,  // 4: medmesh.fsm.v1.Command.policy_put:type_name -> medmesh.fsm.v1.PolicyPut
+	5,  // 5: medmesh.fsm.v1.Command.policy_delete:type_name -> medmesh.fsm.v1.PolicyDelete
+	6,  // 6: medmesh.fsm.v1.Command.policy_activate:type_name -> medmesh.fsm.v1.PolicyActivate
+	7,  // 7: medmesh.fsm.v1.Command.decision_create:type_name -> medmesh.fsm.v1.DecisionCreate
+	8,  // 8: medmesh.fsm.v1.Command.decision_review:type_name -> medmesh.fsm.v1.DecisionReview
+	9,  // 9: medmesh.fsm.v1.Command.alert_ingest:type_name -> medmesh.fsm.v1.AlertIngest
+	10, // 10: medmesh.fsm.v1.Command.alert_ack:type_name -> medmesh.fsm.v1.AlertAck
+	11, // 11: medmesh.fsm.v1.Command.baseline_put:type_name -> medmesh.fsm.v1.BaselinePut
+	12, // 12: medmesh.fsm.v1.Command.flow_summaries:type_name -> medmesh.fsm.v1.FlowSummaries
+	14, // 13: medmesh.fsm.v1.Command.sensor_batch:type_name -> medmesh.fsm.v1.SensorBatch
+	15, // 14: medmesh.fsm.v1.Command.server_register:type_name -> medmesh.fsm.v1.ServerRegister
+	16, // 15: medmesh.fsm.v1.Command.server_deregister:type_name -> medmesh.fsm.v1.ServerDeregister
+	25, // 16: medmesh.fsm.v1.DeviceUpsert.device:type_name -> medmesh.v1.Device
+	25, // 17: medmesh.fsm.v1.DeviceUpdate.device:type_name -> medmesh.v1.Device
+	26, // 18: medmesh.fsm.v1.PolicyPut.policy:type_name -> medmesh.v1.Policy
+	27, // 19: medmesh.fsm.v1.PolicyActivate.mode:type_name -> medmesh.v1.PolicyMode
+	28, // 20: medmesh.fsm.v1.DecisionCreate.decision:type_name -> medmesh.v1.Decision
+	29, // 21: medmesh.fsm.v1.AlertIngest.alert:type_name -> medmesh.v1.Alert
+	30, // 22: medmesh.fsm.v1.BaselinePut.baseline:type_name -> medmesh.v1.Baseline
+	31, // 23: medmesh.fsm.v1.FlowSummaries.summaries:type_name -> medmesh.v1.FlowSummary
+	32, // 24: medmesh.fsm.v1.SensorReport.records:type_name -> medmesh.v1.SensorRecord
+	13, // 25: medmesh.fsm.v1.SensorBatch.reports:type_name -> medmesh.fsm.v1.SensorReport
+	20, // 26: medmesh.fsm.v1.SnapshotItem.meta:type_name -> medmesh.fsm.v1.SnapshotMeta
+	25, // 27: medmesh.fsm.v1.SnapshotItem.device:type_name -> medmesh.v1.Device
+	26, // 28: medmesh.fsm.v1.SnapshotItem.policy:type_name -> medmesh.v1.Policy
+	28, // 29: medmesh.fsm.v1.SnapshotItem.decision:type_name -> medmesh.v1.Decision
+	29, // 30: medmesh.fsm.v1.SnapshotItem.alert:type_name -> medmesh.v1.Alert
+	30, // 31: medmesh.fsm.v1.SnapshotItem.baseline:type_name -> medmesh.v1.Baseline
+	33, // 32: medmesh.fsm.v1.SnapshotItem.audit:type_name -> medmesh.v1.AuditRecord
+	21, // 33: medmesh.fsm.v1.SnapshotItem.sensor_seq:type_name -> medmesh.fsm.v1.SensorSeq
+	22, // 34: medmesh.fsm.v1.SnapshotItem.flows:type_name -> medmesh.fsm.v1.DeviceFlows
+	15, // 35: medmesh.fsm.v1.SnapshotItem.server:type_name -> medmesh.fsm.v1.ServerRegister
+	23, // 36: medmesh.fsm.v1.SnapshotItem.dedup:type_name -> medmesh.fsm.v1.DedupEntry
+	18, // 37: medmesh.fsm.v1.SnapshotItem.bounds:type_name -> medmesh.fsm.v1.Bounds
+	19, // 38: medmesh.fsm.v1.SnapshotItem.pending_cause:type_name -> medmesh.fsm.v1.PendingCause
+	24, // 39: medmesh.fsm.v1.Bounds.decisions_compacted:type_name -> google.protobuf.Timestamp
+	31, // 40: medmesh.fsm.v1.DeviceFlows.summaries:type_name -> medmesh.v1.FlowSummary
+	1,  // 41: medmesh.fsm.v1.DedupEntry.request:type_name -> medmesh.fsm.v1.ClientRequest
+	24, // 42: medmesh.fsm.v1.DedupEntry.time:type_name -> google.protobuf.Timestamp
+	25, // 43: medmesh.fsm.v1.DedupEntry.device:type_name -> medmesh.v1.Device
+	26, // 44: medmesh.fsm.v1.DedupEntry.policy:type_name -> medmesh.v1.Policy
+	28, // 45: medmesh.fsm.v1.DedupEntry.decision:type_name -> medmesh.v1.Decision
+	29, // 46: medmesh.fsm.v1.DedupEntry.alert:type_name -> medmesh.v1.Alert
+	47, // [47:47] is the sub-list for method output_type
+	47, // [47:47] is the sub-list for method input_type
+	47, // [47:47] is the sub-list for extension type_name
+	47, // [47:47] is the sub-list for extension extendee
+	0,  // [0:47] is the sub-list for field type_name
 }
 
 func init() { file_medmesh_fsm_v1_command_proto_init() }
@@ -2110,9 +2347,9 @@ func file_medmesh_fsm_v1_command_proto_init() {
 		(*Command_ServerRegister)(nil),
 		(*Command_ServerDeregister)(nil),
 	}
-	file_medmesh_fsm_v1_command_proto_msgTypes[3].OneofWrappers = []any{}
 	file_medmesh_fsm_v1_command_proto_msgTypes[4].OneofWrappers = []any{}
-	file_medmesh_fsm_v1_command_proto_msgTypes[16].OneofWrappers = []any{
+	file_medmesh_fsm_v1_command_proto_msgTypes[5].OneofWrappers = []any{}
+	file_medmesh_fsm_v1_command_proto_msgTypes[17].OneofWrappers = []any{
 		(*SnapshotItem_Meta)(nil),
 		(*SnapshotItem_Device)(nil),
 		(*SnapshotItem_Policy)(nil),
@@ -2123,6 +2360,7 @@ func file_medmesh_fsm_v1_command_proto_init() {
 		(*SnapshotItem_SensorSeq)(nil),
 		(*SnapshotItem_Flows)(nil),
 		(*SnapshotItem_Server)(nil),
+		(*SnapshotItem_Dedup)(nil),
 		(*SnapshotItem_Bounds)(nil),
 		(*SnapshotItem_PendingCause)(nil),
 	}
@@ -2132,7 +2370,7 @@ func file_medmesh_fsm_v1_command_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_medmesh_fsm_v1_command_proto_rawDesc), len(file_medmesh_fsm_v1_command_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   22,
+			NumMessages:   24,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
