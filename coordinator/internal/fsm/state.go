@@ -28,6 +28,14 @@ type state struct {
 	sensorSeq  map[string]uint64
 	flows      map[string][]*medmeshv1.FlowSummary
 	servers    map[string]*fsmpb.ServerRegister
+	// rules is the response rule table, ordered by name; replaced, never
+	// changed in place.
+	rules       []*medmeshv1.ResponseRule
+	rulesSeeded bool
+
+	// ruleDecisions counts the decisions rules made since this process
+	// started (a metric; not replicated, not in snapshots).
+	ruleDecisions uint64
 }
 
 func newState() *state {
@@ -46,18 +54,22 @@ func newState() *state {
 // shallowCopy copies the containers; the values are shared (immutable).
 func (s *state) shallowCopy() *state {
 	c := &state{
-		applied:    s.applied,
-		devices:    make(map[string]*medmeshv1.Device, len(s.devices)),
-		policies:   make(map[string]*medmeshv1.Policy, len(s.policies)),
-		decisions:  append([]*medmeshv1.Decision(nil), s.decisions...),
-		decisionAt: make(map[string]int, len(s.decisionAt)),
-		alerts:     append([]*medmeshv1.Alert(nil), s.alerts...),
-		alertAt:    make(map[string]int, len(s.alertAt)),
-		baselines:  make(map[string]*medmeshv1.Baseline, len(s.baselines)),
-		audit:      append([]*medmeshv1.AuditRecord(nil), s.audit...),
-		sensorSeq:  make(map[string]uint64, len(s.sensorSeq)),
-		flows:      make(map[string][]*medmeshv1.FlowSummary, len(s.flows)),
-		servers:    make(map[string]*fsmpb.ServerRegister, len(s.servers)),
+		applied:     s.applied,
+		devices:     make(map[string]*medmeshv1.Device, len(s.devices)),
+		policies:    make(map[string]*medmeshv1.Policy, len(s.policies)),
+		decisions:   append([]*medmeshv1.Decision(nil), s.decisions...),
+		decisionAt:  make(map[string]int, len(s.decisionAt)),
+		alerts:      append([]*medmeshv1.Alert(nil), s.alerts...),
+		alertAt:     make(map[string]int, len(s.alertAt)),
+		baselines:   make(map[string]*medmeshv1.Baseline, len(s.baselines)),
+		audit:       append([]*medmeshv1.AuditRecord(nil), s.audit...),
+		sensorSeq:   make(map[string]uint64, len(s.sensorSeq)),
+		flows:       make(map[string][]*medmeshv1.FlowSummary, len(s.flows)),
+		servers:     make(map[string]*fsmpb.ServerRegister, len(s.servers)),
+		rules:       s.rules,
+		rulesSeeded: s.rulesSeeded,
+
+		ruleDecisions: s.ruleDecisions,
 	}
 	for k, v := range s.devices {
 		c.devices[k] = v
@@ -121,6 +133,12 @@ func (s *state) apply(index uint64, cmd *fsmpb.Command) *Result {
 		res = s.applySensorBatch(index, now, c.SensorBatch)
 	case *fsmpb.Command_ServerRegister:
 		res = s.applyServerRegister(c.ServerRegister)
+	case *fsmpb.Command_RulePut:
+		res = s.applyRulePut(index, now, c.RulePut)
+	case *fsmpb.Command_RuleDelete:
+		res = s.applyRuleDelete(index, now, c.RuleDelete)
+	case *fsmpb.Command_RulesSeed:
+		res = s.applyRulesSeed(index, now, c.RulesSeed)
 	case *fsmpb.Command_ServerDeregister:
 		delete(s.servers, c.ServerDeregister.GetId())
 		res = &Result{}

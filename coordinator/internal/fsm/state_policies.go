@@ -7,6 +7,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/medmesh/medmesh/coordinator/internal/fsm/fsmpb"
+	"github.com/medmesh/medmesh/internal/safety"
 	medmeshv1 "github.com/medmesh/medmesh/proto/medmesh/v1"
 )
 
@@ -131,9 +132,9 @@ func (s *state) applyPolicyDecision(id string, p *medmeshv1.Policy, actor, reaso
 func (s *state) lifeCriticalSubject(p *medmeshv1.Policy) bool {
 	if mac := p.GetDeviceMac(); mac != "" {
 		dev := s.devices[mac]
-		return dev != nil && (dev.GetTier() == medmeshv1.Tier_TIER_LIFE_CRITICAL || TierForClass(dev.GetDeviceClass()) == medmeshv1.Tier_TIER_LIFE_CRITICAL)
+		return dev != nil && (dev.GetTier() == medmeshv1.Tier_TIER_LIFE_CRITICAL || safety.TierForClass(dev.GetDeviceClass()) == medmeshv1.Tier_TIER_LIFE_CRITICAL)
 	}
-	return TierForClass(p.GetDeviceClass()) == medmeshv1.Tier_TIER_LIFE_CRITICAL
+	return safety.TierForClass(p.GetDeviceClass()) == medmeshv1.Tier_TIER_LIFE_CRITICAL
 }
 
 // Policy returns a policy, or nil.
