@@ -155,8 +155,9 @@ func (c *Coordinator) conn(addr string) (*grpc.ClientConn, error) {
 }
 
 // watchLeadership follows leadership changes. On gaining leadership it
-// applies a barrier (so reads see every entry of earlier terms) and
-// registers its own API address.
+// applies a barrier (so reads see every entry of earlier terms), registers
+// its own API address and, once in a cluster's life, seeds the default
+// response rules.
 func (c *Coordinator) watchLeadership() {
 	defer c.wg.Done()
 	for {
@@ -189,10 +190,7 @@ func (c *Coordinator) establish(gen uint64) {
 		}
 		c.leaderReady.Store(gen)
 		c.ensureRegistered(c.cfg.ID, c.cfg.APIAddr, c.layer.Addr().String())
-		if c.responder != nil {
-			c.wg.Add(1)
-			go c.respond(gen)
-		}
+		c.seedRules(gen)
 		return
 	}
 }

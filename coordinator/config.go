@@ -9,7 +9,6 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/medmesh/medmesh/coordinator/internal/api"
-	"github.com/medmesh/medmesh/coordinator/internal/response"
 	"github.com/medmesh/medmesh/internal/grpcx"
 	"github.com/medmesh/medmesh/internal/pki"
 )
@@ -59,11 +58,6 @@ type Config struct {
 	JoinInterval time.Duration
 	// RaftLogLevel is hashicorp/raft's log level ("error", "warn", "info").
 	RaftLogLevel string
-
-	// ResponseRules map committed alerts to decisions on the leader. nil
-	// means response.DefaultRules(); an empty, non-nil slice turns the
-	// response engine off.
-	ResponseRules []response.Rule
 
 	// API tunes the gRPC services.
 	API api.Config

@@ -26,7 +26,6 @@ import (
 	"github.com/medmesh/medmesh/coordinator/internal/api"
 	"github.com/medmesh/medmesh/coordinator/internal/auditlog"
 	"github.com/medmesh/medmesh/coordinator/internal/fsm"
-	"github.com/medmesh/medmesh/coordinator/internal/response"
 	"github.com/medmesh/medmesh/internal/authz"
 	"github.com/medmesh/medmesh/internal/grpcx"
 )
@@ -46,7 +45,6 @@ type Coordinator struct {
 	transport *raft.NetworkTransport
 	api       *api.Server
 	metrics   *metrics
-	responder *response.Engine // nil: response engine off
 
 	notify      chan bool
 	leaderGen   atomic.Uint64 // incremented on every leadership change
@@ -75,17 +73,6 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Coordinator,
 		cc := grpcx.DefaultClientConfig()
 		cc.TLS = cfg.TLS // our own certificate is our client identity
 		c.cfg.Dial = func(addr string) (*grpc.ClientConn, error) { return grpcx.Dial(addr, cc, c.log) }
-	}
-	rules := cfg.ResponseRules
-	if rules == nil {
-		rules = response.DefaultRules()
-	}
-	if len(rules) > 0 {
-		r, err := response.New(rules)
-		if err != nil {
-			return nil, fmt.Errorf("coordinator config: %w", err)
-		}
-		c.responder = r
 	}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	if err := c.open(reg); err != nil {

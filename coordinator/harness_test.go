@@ -247,6 +247,9 @@ func (cl *cluster) waitReady() {
 			if srv, ok := n.c.FSM().Servers()[n.cfg.ID]; !ok || srv.GetApiAddr() != n.cfg.APIAddr {
 				return false
 			}
+			if !n.c.FSM().RulesSeeded() {
+				return false
+			}
 		}
 		return true
 	}, "cluster not ready")

@@ -15,7 +15,6 @@ type metrics struct {
 	applyDuration prometheus.Observer
 	applyErrors   prometheus.Counter
 	leaderChanges prometheus.Counter
-	responses     prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer, c *Coordinator) (*metrics, error) {
@@ -30,9 +29,9 @@ func newMetrics(reg prometheus.Registerer, c *Coordinator) (*metrics, error) {
 	changes := prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "medmesh_coordinator_leadership_changes_total", Help: "Leadership gained or lost by this node.", ConstLabels: labels,
 	})
-	responses := prometheus.NewCounter(prometheus.CounterOpts{
-		Name: "medmesh_coordinator_response_decisions_total", Help: "Decisions the response engine committed on this node.", ConstLabels: labels,
-	})
+	responses := prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "medmesh_coordinator_response_decisions_total", Help: "Decisions the response rules made in the entries this node applied since it started (every replica makes the same ones).", ConstLabels: labels,
+	}, func() float64 { return float64(c.fsm.RuleDecisions()) })
 	notices := prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "medmesh_coordinator_commit_notices_total", Help: "Commit notices sent to followers: AppendEntries without entries that tell a follower the commit index as soon as an entry commits.", ConstLabels: labels,
 	}, func() float64 { return float64(c.notices.count.Load()) })
@@ -50,7 +49,7 @@ func newMetrics(reg prometheus.Registerer, c *Coordinator) (*metrics, error) {
 		}
 		return 0
 	})
-	m := &metrics{reg: reg, applyDuration: apply, applyErrors: applyErr, leaderChanges: changes, responses: responses}
+	m := &metrics{reg: reg, applyDuration: apply, applyErrors: applyErr, leaderChanges: changes}
 	if reg == nil {
 		return m, nil
 	}

@@ -37,9 +37,10 @@ func decisionsNow(t *testing.T, n *node) []*medmeshv1.Decision {
 	return resp.GetDecisions()
 }
 
-// TestResponseEngine: committed alerts become decisions on the leader; a
+// TestResponseEngine: the replicated rules turn a committed alert into
+// decisions in the alert's own entry (same index, no second commit); a
 // life-critical device's become pending and take effect only on approval;
-// a new leader re-reading the alerts commits no response twice.
+// a new leader neither re-seeds the rules nor decides anything twice.
 func TestResponseEngine(t *testing.T) {
 	cl := newCluster(t, 3, nil)
 	cl.waitReady()
@@ -48,7 +49,7 @@ func TestResponseEngine(t *testing.T) {
 		&medmeshv1.Device{Mac: ws, DeviceClass: medmeshv1.DeviceClass_DEVICE_CLASS_IT_WORKSTATION, Tier: medmeshv1.Tier_TIER_NON_CLINICAL, IpAddresses: []string{"10.1.0.10"}},
 		&medmeshv1.Device{Mac: pump, DeviceClass: medmeshv1.DeviceClass_DEVICE_CLASS_INFUSION_PUMP, Tier: medmeshv1.Tier_TIER_LIFE_CRITICAL, IpAddresses: []string{"10.1.0.20"}})
 	scan := func(id, mac, src string) *medmeshv1.Alert {
-		return &medmeshv1.Alert{Id: id, SensorId: "s1", DeviceMac: mac, Kind: "scan",
+		return &medmeshv1.Alert{Id: id, SensorId: "s1", DeviceMac: mac, Kind: "fan_out",
 			Risk: &medmeshv1.RiskScore{Score: 95, Factors: []*medmeshv1.RiskFactor{{Name: "fan_out", Weight: 95}}},
 			Flow: &medmeshv1.FlowRef{Src: src, Dst: "10.1.0.99", Proto: 6, Dport: 22}}
 	}
@@ -70,8 +71,12 @@ func TestResponseEngine(t *testing.T) {
 		ds = decisionsNow(t, cl.leader())
 		return len(find(ds, ws, q)) == 1 && len(find(ds, pump, q)) == 1
 	}, "quarantine decisions for both devices; have %v", ds)
-	if d := find(ds, ws, q)[0]; d.GetState() != medmeshv1.DecisionState_DECISION_STATE_EFFECTIVE || d.GetIndex() == 0 || d.GetAlertId() != "s1/1" || d.GetRule() == "" {
+	d := find(ds, ws, q)[0]
+	if d.GetState() != medmeshv1.DecisionState_DECISION_STATE_EFFECTIVE || d.GetIndex() == 0 || d.GetAlertId() != "s1/1" || d.GetRule() != "quarantine-scanner" {
 		t.Fatalf("workstation quarantine: %v", d)
+	}
+	if a := cl.leader().c.fsm.Alert("s1/1"); a.GetIndex() != d.GetIndex() {
+		t.Fatalf("decision at index %d, its alert at %d: want the same entry", d.GetIndex(), a.GetIndex())
 	}
 	pending := find(ds, pump, q)[0]
 	if pending.GetState() != medmeshv1.DecisionState_DECISION_STATE_PENDING_APPROVAL {
@@ -79,15 +84,14 @@ func TestResponseEngine(t *testing.T) {
 	}
 	before := len(ds)
 
-	// Kill the leader: the new one re-reads every alert and must not
-	// respond twice.
+	// Kill the leader: the new one must not seed or decide again.
 	old := cl.leader()
 	old.stop(true)
 	testutil.Eventually(t, 10*time.Second, 20*time.Millisecond, func() bool {
 		l := cl.leader()
 		return l != nil && l != old
 	}, "new leader")
-	time.Sleep(300 * time.Millisecond) // let the new leader's response loop run over the alerts
+	cl.waitReady()
 	ds = decisionsNow(t, cl.leader())
 	if len(ds) != before {
 		t.Fatalf("after failover %d decisions, want %d: %v", len(ds), before, ds)

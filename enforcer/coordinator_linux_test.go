@@ -261,7 +261,9 @@ func startCoordinators(t testing.TB, n int) ([]*coordNode, []string) {
 // known devices.
 func reportDevice(t testing.TB, conn *grpc.ClientConn, mac string) {
 	t.Helper()
-	reportDeviceClass(t, conn, mac, medmeshv1.DeviceClass_DEVICE_CLASS_UNSPECIFIED)
+	// A workstation: enforce mode on a device of unknown or life-critical
+	// tier waits for a second approver, which these tests are not about.
+	reportDeviceClass(t, conn, mac, medmeshv1.DeviceClass_DEVICE_CLASS_IT_WORKSTATION)
 }
 
 // reportDeviceClass has sensor s1 report mac, of class class, through conn

@@ -403,7 +403,8 @@ func TestEnforcerInNetns(t *testing.T) {
 	if !l.tcpOK(t, srv+":443") {
 		t.Fatal("pending decision took effect before approval")
 	}
-	idx = l.log.Commit(&medmeshv1.Decision{Action: medmeshv1.DecisionAction_DECISION_ACTION_UNSPECIFIED, State: medmeshv1.DecisionState_DECISION_STATE_APPROVED, TargetDecisionId: "q-pump", DeviceMac: mac}, 0)
+	// The approval entry carries its target's action, as the FSM writes it.
+	idx = l.log.Commit(&medmeshv1.Decision{Action: medmeshv1.DecisionAction_DECISION_ACTION_QUARANTINE, State: medmeshv1.DecisionState_DECISION_STATE_APPROVED, TargetDecisionId: "q-pump", DeviceMac: mac}, 0)
 	l.waitApplied(t, idx)
 	if l.tcpOK(t, srv+":443") || l.tcpOK(t, srv6+":443") {
 		t.Fatal("quarantined device still reaches its policy's peers")

@@ -45,7 +45,7 @@ type opFlags struct {
 }
 
 // addOperatorCommands adds the operator commands (cluster, devices, policies,
-// decisions, alerts, bench), all talking to the coordinator's gRPC API.
+// decisions, rules, alerts, bench), all talking to the coordinator's gRPC API.
 func addOperatorCommands(root *cobra.Command) {
 	o := &opFlags{}
 	for _, c := range []*cobra.Command{
@@ -53,6 +53,7 @@ func addOperatorCommands(root *cobra.Command) {
 		newDevicesCmd(o),
 		newPoliciesCmd(o),
 		newDecisionsCmd(o),
+		newRulesCmd(o),
 		newAlertsCmd(o),
 		newBenchCmd(o),
 	} {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/medmesh/medmesh/node/flow"
 	"github.com/medmesh/medmesh/node/internal/engine"
+	medmeshv1 "github.com/medmesh/medmesh/proto/medmesh/v1"
 )
 
 // AnalyzeOptions configure Analyze.
@@ -36,6 +37,14 @@ func (a *Analysis) WriteJSON(w io.Writer) error { return a.report.WriteJSON(w) }
 
 // Alerts returns how many alerts the engine raised.
 func (a *Analysis) Alerts() int { return len(a.report.Alerts) }
+
+// AlertRecords returns the alerts the engine raised, as a sensor reports
+// them to the coordinators.
+func (a *Analysis) AlertRecords() []*medmeshv1.Alert { return a.report.Alerts }
+
+// DeviceRecords returns the devices the engine inventoried, as a sensor
+// reports them to the coordinators.
+func (a *Analysis) DeviceRecords() []*medmeshv1.Device { return a.report.Devices }
 
 // Analyze replays path through the datapath and the sensor's engine (the
 // same detectors, identity, baselines and scoring as `medmesh node`). With

@@ -50,7 +50,9 @@ func AuthzTable() authz.Table {
 		medmeshv1.PolicyService_ImportPolicyMud_FullMethodName:  operators,
 		medmeshv1.PolicyService_ListAuditRecords_FullMethodName: readers,
 
-		medmeshv1.DecisionService_ListDecisions_FullMethodName:   append([]pki.Role{pki.RoleEnforcer}, readers...),
+		// Enforcers follow the log with WatchDecisions only: every entry
+		// is self-contained, so they never list decisions back.
+		medmeshv1.DecisionService_ListDecisions_FullMethodName:   readers,
 		medmeshv1.DecisionService_ApproveDecision_FullMethodName: approvers,
 		medmeshv1.DecisionService_RejectDecision_FullMethodName:  approvers,
 		medmeshv1.DecisionService_WatchDecisions_FullMethodName:  append([]pki.Role{pki.RoleEnforcer}, readers...),
@@ -59,6 +61,12 @@ func AuthzTable() authz.Table {
 		medmeshv1.AlertService_GetAlert_FullMethodName:         readers,
 		medmeshv1.AlertService_AcknowledgeAlert_FullMethodName: operators,
 		medmeshv1.AlertService_WatchAlerts_FullMethodName:      readers,
+
+		// Response rules decide what medmesh blocks on its own: changing
+		// them is a safety matter, for approvers only (audited).
+		medmeshv1.RuleService_ListRules_FullMethodName:  readers,
+		medmeshv1.RuleService_PutRule_FullMethodName:    approvers,
+		medmeshv1.RuleService_DeleteRule_FullMethodName: approvers,
 
 		medmeshv1.SensorService_Report_FullMethodName: {pki.RoleSensor},
 		// A baseline is read data: people may read it too (the lab's

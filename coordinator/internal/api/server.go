@@ -111,7 +111,7 @@ func (c *Config) validate() error {
 	return nil
 }
 
-// Server implements the six medmesh.v1 services.
+// Server implements the seven medmesh.v1 services.
 type Server struct {
 	medmeshv1.UnimplementedClusterServiceServer
 	medmeshv1.UnimplementedInventoryServiceServer
@@ -119,6 +119,7 @@ type Server struct {
 	medmeshv1.UnimplementedDecisionServiceServer
 	medmeshv1.UnimplementedAlertServiceServer
 	medmeshv1.UnimplementedSensorServiceServer
+	medmeshv1.UnimplementedRuleServiceServer
 
 	b       Backend
 	cfg     Config
@@ -140,7 +141,7 @@ func New(b Backend, cfg Config, log *slog.Logger) (*Server, error) {
 // Close stops the sensor batcher.
 func (s *Server) Close() { s.batch.close() }
 
-// Register registers the six services on g.
+// Register registers the seven services on g.
 func (s *Server) Register(g *grpc.Server) {
 	medmeshv1.RegisterClusterServiceServer(g, s)
 	medmeshv1.RegisterInventoryServiceServer(g, s)
@@ -148,6 +149,7 @@ func (s *Server) Register(g *grpc.Server) {
 	medmeshv1.RegisterDecisionServiceServer(g, s)
 	medmeshv1.RegisterAlertServiceServer(g, s)
 	medmeshv1.RegisterSensorServiceServer(g, s)
+	medmeshv1.RegisterRuleServiceServer(g, s)
 }
 
 // ServiceNames lists the registered services' full names (for health).
@@ -159,6 +161,7 @@ func ServiceNames() []string {
 		medmeshv1.DecisionService_ServiceDesc.ServiceName,
 		medmeshv1.AlertService_ServiceDesc.ServiceName,
 		medmeshv1.SensorService_ServiceDesc.ServiceName,
+		medmeshv1.RuleService_ServiceDesc.ServiceName,
 	}
 }
 

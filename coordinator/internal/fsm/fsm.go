@@ -41,6 +41,7 @@ type Result struct {
 	Policy   *medmeshv1.Policy
 	Decision *medmeshv1.Decision
 	Alert    *medmeshv1.Alert
+	Rule     *medmeshv1.ResponseRule
 	// Acks holds, for a sensor batch, each sensor's last applied seq.
 	Acks map[string]uint64
 	// Duplicate: the command's client request was applied before, at

@@ -45,7 +45,7 @@ func (s *state) write(w io.Writer) error {
 		_, err := opts.MarshalTo(w, it)
 		return err
 	}
-	if err := put(&fsmpb.SnapshotItem{Item: &fsmpb.SnapshotItem_Meta{Meta: &fsmpb.SnapshotMeta{Format: snapshotFormat, AppliedIndex: s.applied}}}); err != nil {
+	if err := put(&fsmpb.SnapshotItem{Item: &fsmpb.SnapshotItem_Meta{Meta: &fsmpb.SnapshotMeta{Format: snapshotFormat, AppliedIndex: s.applied, RulesSeeded: s.rulesSeeded}}}); err != nil {
 		return err
 	}
 	if err := put(&fsmpb.SnapshotItem{Item: &fsmpb.SnapshotItem_Bounds{Bounds: &fsmpb.Bounds{
@@ -63,6 +63,11 @@ func (s *state) write(w io.Writer) error {
 	}
 	for _, k := range sortedKeys(s.servers) {
 		if err := put(&fsmpb.SnapshotItem{Item: &fsmpb.SnapshotItem_Server{Server: s.servers[k]}}); err != nil {
+			return err
+		}
+	}
+	for _, r := range s.rules {
+		if err := put(&fsmpb.SnapshotItem{Item: &fsmpb.SnapshotItem_Rule{Rule: r}}); err != nil {
 			return err
 		}
 	}
@@ -176,12 +181,15 @@ func readSnapshot(r io.Reader) (*state, error) {
 				return nil, fmt.Errorf("snapshot does not start with format %d metadata", snapshotFormat)
 			}
 			st.applied = m.GetAppliedIndex()
+			st.rulesSeeded = m.GetRulesSeeded()
 			first = false
 			continue
 		}
 		switch x := it.Item.(type) {
 		case *fsmpb.SnapshotItem_Server:
 			st.servers[x.Server.GetId()] = x.Server
+		case *fsmpb.SnapshotItem_Rule:
+			st.rules = append(st.rules, x.Rule) // written in name order
 		case *fsmpb.SnapshotItem_Device:
 			st.devices[x.Device.GetMac()] = x.Device
 		case *fsmpb.SnapshotItem_Policy:

@@ -95,10 +95,7 @@ func TestSoakYear(t *testing.T) {
 	defer store.Close()
 	f := New()
 	f.SetAuditStore(store)
-	engine, err := response.New(response.DefaultRules())
-	if err != nil {
-		t.Fatal(err)
-	}
+	rules := response.DefaultRules()
 	rng := rand.New(rand.NewPCG(16, 4))
 	start := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
 	var index uint64
@@ -111,6 +108,10 @@ func TestSoakYear(t *testing.T) {
 		}
 		return res
 	}
+
+	// The leader seeds the default response rules once, as a new
+	// cluster does; they decide inside each batch's apply from then on.
+	apply(start, &fsmpb.Command{Command: &fsmpb.Command_RulesSeed{RulesSeed: &fsmpb.RulesSeed{Rules: rules, Actor: "coordinator/c1"}}})
 
 	classes := []struct {
 		class medmeshv1.DeviceClass
@@ -193,14 +194,14 @@ func TestSoakYear(t *testing.T) {
 		}
 		apply(at, &fsmpb.Command{Command: &fsmpb.Command_SensorBatch{SensorBatch: &fsmpb.SensorBatch{Reports: batch}}})
 		alerts += uint64(len(fresh))
-		// The response engine and the operators.
+		// The rules decided in the batch's apply; the operators follow up.
 		for _, a := range fresh {
-			committed := f.Alert(a.GetId())
-			for _, d := range engine.Evaluate(committed, f.Device(a.GetDeviceMac())) {
-				d.Id = "resp-" + a.GetId() + "-" + d.GetRule()
-				res := apply(at, &fsmpb.Command{Command: &fsmpb.Command_DecisionCreate{DecisionCreate: &fsmpb.DecisionCreate{Decision: d, Automatic: true}}})
+			for _, r := range rules {
+				got := f.Decision(response.DecisionID(a.GetId(), r.GetName()))
+				if got == nil {
+					continue
+				}
 				decisions++
-				got := res.Decision
 				switch {
 				case got.GetState() == medmeshv1.DecisionState_DECISION_STATE_PENDING_APPROVAL:
 					queue = append(queue, later{at.Add(24 * time.Hour), &fsmpb.Command{Command: &fsmpb.Command_DecisionReview{DecisionReview: &fsmpb.DecisionReview{

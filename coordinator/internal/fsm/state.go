@@ -49,6 +49,15 @@ type state struct {
 	pendingCause map[string]string
 	compacted    *timestamppb.Timestamp // leader time of the last decision compaction
 	retention    Retention              // code, not state: the same on every replica
+
+	// rules is the response rule table, ordered by name; replaced, never
+	// changed in place.
+	rules       []*medmeshv1.ResponseRule
+	rulesSeeded bool
+
+	// ruleDecisions counts the decisions rules made since this process
+	// started (a metric; not replicated, not in snapshots).
+	ruleDecisions uint64
 }
 
 // auditEntry is an audit record in the window with its chain hash.
@@ -97,6 +106,10 @@ func (s *state) shallowCopy() *state {
 		pendingCause: make(map[string]string, len(s.pendingCause)),
 		compacted:    s.compacted,
 		retention:    s.retention,
+		rules:        s.rules,
+		rulesSeeded:  s.rulesSeeded,
+
+		ruleDecisions: s.ruleDecisions,
 	}
 	for k, v := range s.pendingCause {
 		c.pendingCause[k] = v
@@ -191,6 +204,12 @@ func (s *state) dispatch(index uint64, now *timestamppb.Timestamp, cmd *fsmpb.Co
 		res = s.applySensorBatch(index, now, c.SensorBatch)
 	case *fsmpb.Command_ServerRegister:
 		res = s.applyServerRegister(c.ServerRegister)
+	case *fsmpb.Command_RulePut:
+		res = s.applyRulePut(index, now, c.RulePut)
+	case *fsmpb.Command_RuleDelete:
+		res = s.applyRuleDelete(index, now, c.RuleDelete)
+	case *fsmpb.Command_RulesSeed:
+		res = s.applyRulesSeed(index, now, c.RulesSeed)
 	case *fsmpb.Command_ServerDeregister:
 		delete(s.servers, c.ServerDeregister.GetId())
 		res = &Result{}

@@ -25,6 +25,7 @@ func (s *state) applyAlertIngest(index uint64, now *timestamppb.Timestamp, in *m
 	a.AcknowledgedBy, a.AcknowledgeTime, a.AcknowledgeNote = "", nil, ""
 	s.alertAt[a.Id] = int(s.alertBase) + len(s.alerts)
 	s.alerts = append(s.alerts, a)
+	s.respond(index, now, a)
 	return &Result{Alert: a}
 }
 

@@ -8,26 +8,29 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/medmesh/medmesh/coordinator/internal/fsm/fsmpb"
+	"github.com/medmesh/medmesh/internal/safety"
 	medmeshv1 "github.com/medmesh/medmesh/proto/medmesh/v1"
 )
 
 // appendDecision appends d (owned by the caller) to the decision log at
 // index. An automatic enforcement decision waits for an operator
-// (PENDING_APPROVAL) when the device is life-critical by tier or by class,
-// or when its tier is unknown: medmesh never blocks a life-critical device
-// on its own.
+// (PENDING_APPROVAL) when package safety says the device is life-critical
+// (by tier, by class, or because its tier is unknown, which includes a
+// device the store does not know): medmesh never blocks a life-critical
+// device on its own. The tier is the store's, never the proposal's.
 func (s *state) appendDecision(index uint64, now *timestamppb.Timestamp, d *medmeshv1.Decision, automatic bool, comment string) *medmeshv1.Decision {
 	d.Index, d.CreateTime = index, now
 	class := medmeshv1.DeviceClass_DEVICE_CLASS_UNSPECIFIED
 	if dev := s.devices[d.GetDeviceMac()]; dev != nil {
 		d.Tier, class = dev.GetTier(), dev.GetDeviceClass()
+	} else if automatic {
+		d.Tier = medmeshv1.Tier_TIER_UNSPECIFIED
 	}
-	pending := automatic && d.Action != medmeshv1.DecisionAction_DECISION_ACTION_NOTIFY &&
-		(d.Tier == medmeshv1.Tier_TIER_LIFE_CRITICAL || d.Tier == medmeshv1.Tier_TIER_UNSPECIFIED ||
-			TierForClass(class) == medmeshv1.Tier_TIER_LIFE_CRITICAL)
+	pending := automatic && d.Action != medmeshv1.DecisionAction_DECISION_ACTION_NOTIFY && safety.LifeCritical(d.Tier, class)
 	switch {
 	case pending:
 		d.State = medmeshv1.DecisionState_DECISION_STATE_PENDING_APPROVAL
+		d.Reason += "; pending approval: " + safety.Why(d.Tier, class)
 	case d.State == medmeshv1.DecisionState_DECISION_STATE_UNSPECIFIED:
 		d.State = medmeshv1.DecisionState_DECISION_STATE_EFFECTIVE
 	}
@@ -104,6 +107,7 @@ func (s *state) applyDecisionReview(index uint64, now *timestamppb.Timestamp, c 
 		DeviceMac:        target.DeviceMac,
 		PeerCidr:         target.PeerCidr,
 		Policy:           target.Policy,
+		Tier:             target.Tier,
 		Actor:            c.GetActor(),
 		Reason:           c.GetReason(),
 		Rule:             target.Rule,

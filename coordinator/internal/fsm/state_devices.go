@@ -9,46 +9,9 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/medmesh/medmesh/coordinator/internal/fsm/fsmpb"
+	"github.com/medmesh/medmesh/internal/safety"
 	medmeshv1 "github.com/medmesh/medmesh/proto/medmesh/v1"
 )
-
-// TierForClass is the criticality a device class implies when no operator
-// overrode it.
-func TierForClass(c medmeshv1.DeviceClass) medmeshv1.Tier {
-	switch c {
-	case medmeshv1.DeviceClass_DEVICE_CLASS_INFUSION_PUMP,
-		medmeshv1.DeviceClass_DEVICE_CLASS_PATIENT_MONITOR,
-		medmeshv1.DeviceClass_DEVICE_CLASS_VENTILATOR,
-		medmeshv1.DeviceClass_DEVICE_CLASS_CENTRAL_STATION:
-		return medmeshv1.Tier_TIER_LIFE_CRITICAL
-	case medmeshv1.DeviceClass_DEVICE_CLASS_IMAGING_MODALITY,
-		medmeshv1.DeviceClass_DEVICE_CLASS_PACS,
-		medmeshv1.DeviceClass_DEVICE_CLASS_HL7_INTERFACE_ENGINE,
-		medmeshv1.DeviceClass_DEVICE_CLASS_NURSE_CALL:
-		return medmeshv1.Tier_TIER_CLINICAL
-	case medmeshv1.DeviceClass_DEVICE_CLASS_UNSPECIFIED:
-		return medmeshv1.Tier_TIER_UNSPECIFIED
-	default:
-		return medmeshv1.Tier_TIER_NON_CLINICAL
-	}
-}
-
-// protection ranks tiers by how carefully a device must be treated: an
-// unknown tier is treated as life-critical until someone establishes it.
-func protection(t medmeshv1.Tier) int {
-	switch t {
-	case medmeshv1.Tier_TIER_LIFE_CRITICAL, medmeshv1.Tier_TIER_UNSPECIFIED:
-		return 3
-	case medmeshv1.Tier_TIER_CLINICAL:
-		return 2
-	default:
-		return 1
-	}
-}
-
-// lowers reports whether moving a device from tier from to tier to would
-// lower its protection.
-func lowers(from, to medmeshv1.Tier) bool { return protection(to) < protection(from) }
 
 // applyDeviceUpsert merges a sensor observation. Operator-owned fields
 // (labels, an overridden tier, location set by an operator) are kept.
@@ -78,12 +41,12 @@ func (s *state) applyDeviceUpsert(index uint64, now *timestamppb.Timestamp, sens
 	setIf(&d.Model, obs.GetModel())
 	setIf(&d.Hostname, obs.GetHostname())
 	if c := obs.GetDeviceClass(); c != medmeshv1.DeviceClass_DEVICE_CLASS_UNSPECIFIED &&
-		(d.DeviceClass == medmeshv1.DeviceClass_DEVICE_CLASS_UNSPECIFIED || !lowers(d.Tier, TierForClass(c))) {
+		(d.DeviceClass == medmeshv1.DeviceClass_DEVICE_CLASS_UNSPECIFIED || !safety.Lowers(d.Tier, safety.TierForClass(c))) {
 		d.DeviceClass = c
 		d.ClassConfidence = obs.GetClassConfidence()
 		d.ClassEvidence = obs.GetClassEvidence()
 	}
-	if t := TierForClass(d.DeviceClass); !d.TierOverridden && (old == nil || !lowers(d.Tier, t)) {
+	if t := safety.TierForClass(d.DeviceClass); !d.TierOverridden && (old == nil || !safety.Lowers(d.Tier, t)) {
 		d.Tier = t
 	}
 	if loc := obs.GetLocation(); loc != nil {
@@ -174,7 +137,7 @@ func (s *state) applyDeviceUpdate(index uint64, now *timestamppb.Timestamp, c *f
 		case "tier":
 			if in.GetTier() == medmeshv1.Tier_TIER_UNSPECIFIED {
 				d.TierOverridden = false
-				d.Tier = TierForClass(d.DeviceClass)
+				d.Tier = safety.TierForClass(d.DeviceClass)
 			} else {
 				d.TierOverridden = true
 				d.Tier = in.GetTier()
@@ -189,7 +152,7 @@ func (s *state) applyDeviceUpdate(index uint64, now *timestamppb.Timestamp, c *f
 		}
 	}
 	if !d.TierOverridden {
-		d.Tier = TierForClass(d.DeviceClass)
+		d.Tier = safety.TierForClass(d.DeviceClass)
 	}
 	d.Revision = index
 	s.devices[d.Mac] = d

@@ -7,6 +7,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/medmesh/medmesh/coordinator/internal/fsm/fsmpb"
+	"github.com/medmesh/medmesh/internal/safety"
 	medmeshv1 "github.com/medmesh/medmesh/proto/medmesh/v1"
 )
 
@@ -134,12 +135,10 @@ func (s *state) lifeCriticalSubject(p *medmeshv1.Policy) bool {
 		if dev == nil {
 			return true // a device nobody has seen has no known tier
 		}
-		return protection(dev.GetTier()) == protection(medmeshv1.Tier_TIER_LIFE_CRITICAL) ||
-			protection(TierForClass(dev.GetDeviceClass())) == protection(medmeshv1.Tier_TIER_LIFE_CRITICAL) &&
-				dev.GetDeviceClass() != medmeshv1.DeviceClass_DEVICE_CLASS_UNSPECIFIED
+		return safety.LifeCritical(dev.GetTier(), dev.GetDeviceClass())
 	}
 	// A class policy: an unknown class counts as life-critical too.
-	return protection(TierForClass(p.GetDeviceClass())) == protection(medmeshv1.Tier_TIER_LIFE_CRITICAL)
+	return safety.LifeCritical(safety.TierForClass(p.GetDeviceClass()), p.GetDeviceClass())
 }
 
 // Policy returns a policy, or nil.

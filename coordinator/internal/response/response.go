@@ -1,121 +1,107 @@
-// Package response is medmesh's response engine: a pure rule table that
-// maps an alert (kind, score, device class, tier) to proposed decisions —
-// notify, quarantine, block the peer, switch the device's policy to
-// enforce. The coordinator commits the proposals through Raft, which stamps
-// ids, indexes and times. Against a life-critical device (or one whose tier
-// is unknown) every action other than notify is proposed as pending
-// approval: an automatic block could hurt a patient.
+// Package response is medmesh's response rule language: a pure rule table
+// that maps an alert (kind, score, device class, tier) to proposed
+// decisions — notify, quarantine, block the peer, switch the device's
+// policy to enforce. The table is replicated state: the FSM evaluates it
+// inside the apply of every new alert, so the same log gives the same
+// decisions on every replica. Nothing here reads the clock or depends on
+// map order. Whether a decision waits for approval (life-critical or
+// unknown tier) is the FSM's to decide, through package safety.
 package response
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/netip"
 	"regexp"
 	"slices"
 
-	"github.com/medmesh/medmesh/internal/names"
 	medmeshv1 "github.com/medmesh/medmesh/proto/medmesh/v1"
 )
 
 // Actor is the actor of every automatic decision.
 const Actor = "response-engine"
 
-// Rule maps matching alerts to one action. Empty match lists match any.
-type Rule struct {
-	// Name identifies the rule in decisions and audit records.
-	Name string
-	// Kinds are alert kinds ("new_peer", "scan", ...).
-	Kinds []string
-	// MinScore is the lowest risk score that matches (0-100).
-	MinScore uint32
-	// Classes and Tiers restrict the device.
-	Classes []medmeshv1.DeviceClass
-	Tiers   []medmeshv1.Tier
-	// Action is NOTIFY, QUARANTINE, BLOCK_PEER or ENFORCE_POLICY.
-	Action medmeshv1.DecisionAction
-}
-
 var ruleNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]{0,63}$`)
 
-func (r Rule) validate() error {
-	if !ruleNameRE.MatchString(r.Name) {
-		return fmt.Errorf("response rule name %q: want 1-64 of [a-z0-9_.-]", r.Name)
+// Validate checks a rule's user fields.
+func Validate(r *medmeshv1.ResponseRule) error {
+	if !ruleNameRE.MatchString(r.GetName()) {
+		return fmt.Errorf("response rule name %q: want 1-64 of [a-z0-9_.-]", r.GetName())
 	}
-	switch r.Action {
+	switch r.GetAction() {
 	case medmeshv1.DecisionAction_DECISION_ACTION_NOTIFY, medmeshv1.DecisionAction_DECISION_ACTION_QUARANTINE,
 		medmeshv1.DecisionAction_DECISION_ACTION_BLOCK_PEER, medmeshv1.DecisionAction_DECISION_ACTION_ENFORCE_POLICY:
 	default:
-		return fmt.Errorf("response rule %s: action %v is not automatic", r.Name, r.Action)
+		return fmt.Errorf("response rule %s: action %v is not automatic (want NOTIFY, QUARANTINE, BLOCK_PEER or ENFORCE_POLICY)", r.GetName(), r.GetAction())
 	}
-	if r.MinScore > 100 {
-		return fmt.Errorf("response rule %s: min score %d above 100", r.Name, r.MinScore)
+	if r.GetMinScore() > 100 {
+		return fmt.Errorf("response rule %s: min score %d above 100", r.GetName(), r.GetMinScore())
+	}
+	for _, k := range r.GetKinds() {
+		if k == "" {
+			return fmt.Errorf("response rule %s: empty alert kind", r.GetName())
+		}
 	}
 	return nil
 }
 
-func (r Rule) matches(a *medmeshv1.Alert, class medmeshv1.DeviceClass, tier medmeshv1.Tier) bool {
-	return (len(r.Kinds) == 0 || slices.Contains(r.Kinds, a.GetKind())) &&
-		a.GetRisk().GetScore() >= r.MinScore &&
-		(len(r.Classes) == 0 || slices.Contains(r.Classes, class)) &&
-		(len(r.Tiers) == 0 || slices.Contains(r.Tiers, tier))
+func matches(r *medmeshv1.ResponseRule, a *medmeshv1.Alert, class medmeshv1.DeviceClass, tier medmeshv1.Tier) bool {
+	return (len(r.GetKinds()) == 0 || slices.Contains(r.GetKinds(), a.GetKind())) &&
+		a.GetRisk().GetScore() >= r.GetMinScore() &&
+		(len(r.GetDeviceClasses()) == 0 || slices.Contains(r.GetDeviceClasses(), class)) &&
+		(len(r.GetTiers()) == 0 || slices.Contains(r.GetTiers(), tier))
 }
 
-// DefaultRules is the shipped rule table: notify on anything scored 40 or
-// more; block the peer of a high-scoring external destination or new peer;
-// quarantine a device caught scanning or exfiltrating with a very high
-// score; enforce the policy of a device logging in with default credentials.
-func DefaultRules() []Rule {
-	return []Rule{
-		{Name: "notify-medium", MinScore: 40, Action: medmeshv1.DecisionAction_DECISION_ACTION_NOTIFY},
-		{Name: "block-suspicious-peer", Kinds: []string{"external_destination", "new_peer"}, MinScore: 80, Action: medmeshv1.DecisionAction_DECISION_ACTION_BLOCK_PEER},
-		{Name: "quarantine-scanner", Kinds: []string{"scan", "exfiltration", "protocol_misuse"}, MinScore: 90, Action: medmeshv1.DecisionAction_DECISION_ACTION_QUARANTINE},
-		{Name: "enforce-on-default-credentials", Kinds: []string{"default_credentials"}, MinScore: 60, Action: medmeshv1.DecisionAction_DECISION_ACTION_ENFORCE_POLICY},
+// DefaultRules is the shipped rule table, written against the alert kinds
+// the sensors emit (node/internal/score: known_bad_destination,
+// default_credentials, cleartext_credentials, protocol_misuse, fan_out,
+// external_destination, new_peer, new_port, volume_anomaly):
+//   - notify on anything scored 40 or more;
+//   - quarantine a device that scans (fan_out: more distinct peers or ports
+//     within a window than any device of a hospital needs);
+//   - quarantine a device that misuses a clinical protocol with a very high
+//     score;
+//   - block the peer of a known-bad destination, or of a high-scoring
+//     external destination or new peer;
+//   - enforce the policy of a device logging in with default credentials.
+//
+// Against a life-critical device, or one whose tier is unknown, all but
+// NOTIFY wait for an operator's approval.
+func DefaultRules() []*medmeshv1.ResponseRule {
+	const (
+		notify     = medmeshv1.DecisionAction_DECISION_ACTION_NOTIFY
+		quarantine = medmeshv1.DecisionAction_DECISION_ACTION_QUARANTINE
+		block      = medmeshv1.DecisionAction_DECISION_ACTION_BLOCK_PEER
+		enforce    = medmeshv1.DecisionAction_DECISION_ACTION_ENFORCE_POLICY
+	)
+	return []*medmeshv1.ResponseRule{
+		{Name: "notify-medium", MinScore: 40, Action: notify,
+			Description: "tell people about every alert scored 40 or more"},
+		{Name: "quarantine-scanner", Kinds: []string{"fan_out"}, MinScore: 50, Action: quarantine,
+			Description: "isolate a device scanning its neighbours (fan_out)"},
+		{Name: "quarantine-protocol-misuse", Kinds: []string{"protocol_misuse"}, MinScore: 90, Action: quarantine,
+			Description: "isolate a device speaking a clinical protocol it has no business speaking, with a very high score"},
+		{Name: "block-known-bad", Kinds: []string{"known_bad_destination"}, MinScore: 80, Action: block,
+			Description: "block a known-bad destination"},
+		{Name: "block-suspicious-peer", Kinds: []string{"external_destination", "new_peer"}, MinScore: 80, Action: block,
+			Description: "block a high-scoring external destination or new peer"},
+		{Name: "enforce-on-default-credentials", Kinds: []string{"default_credentials"}, MinScore: 60, Action: enforce,
+			Description: "switch the policy of a device accepting default credentials to enforce"},
 	}
-}
-
-// Engine evaluates alerts against a rule table.
-type Engine struct{ rules []Rule }
-
-// New validates a rule table.
-func New(rules []Rule) (*Engine, error) {
-	names := map[string]bool{}
-	for _, r := range rules {
-		if err := r.validate(); err != nil {
-			return nil, err
-		}
-		if names[r.Name] {
-			return nil, fmt.Errorf("response rule %s defined twice", r.Name)
-		}
-		names[r.Name] = true
-	}
-	return &Engine{rules: slices.Clone(rules)}, nil
-}
-
-// lifeCriticalClasses are never blocked automatically, whatever their
-// recorded tier says.
-var lifeCriticalClasses = []medmeshv1.DeviceClass{
-	medmeshv1.DeviceClass_DEVICE_CLASS_INFUSION_PUMP, medmeshv1.DeviceClass_DEVICE_CLASS_PATIENT_MONITOR,
-	medmeshv1.DeviceClass_DEVICE_CLASS_VENTILATOR, medmeshv1.DeviceClass_DEVICE_CLASS_CENTRAL_STATION,
-}
-
-// NeedsApproval reports whether automatic enforcement against a device of
-// this tier and class must wait for an operator: life-critical tier or
-// class, or a tier nobody established yet.
-func NeedsApproval(tier medmeshv1.Tier, class medmeshv1.DeviceClass) bool {
-	return tier == medmeshv1.Tier_TIER_LIFE_CRITICAL || tier == medmeshv1.Tier_TIER_UNSPECIFIED ||
-		slices.Contains(lifeCriticalClasses, class)
 }
 
 // ErrNoPeer is why a block-peer rule proposed nothing.
 var ErrNoPeer = errors.New("alert names no peer address")
 
-// Evaluate proposes one decision per matching rule, in rule order, at most
-// one per action. device may be nil (not yet known to the store); the
-// alert's class and tier then decide. Proposals carry action, state,
-// device, tier, peer, actor, reason, rule and alert id; the leader stamps
-// the rest.
-func (e *Engine) Evaluate(a *medmeshv1.Alert, device *medmeshv1.Device) []*medmeshv1.Decision {
+// Evaluate proposes one decision per matching rule, in the order given (the
+// FSM keeps its table ordered by name), at most one per action. device is
+// the store's record of the device, or nil; its class and tier decide
+// matching, else the alert's. Proposals carry id, action, device, peer,
+// actor, reason, rule and alert id; the FSM sets tier and approval state
+// from its own record of the device.
+func Evaluate(rules []*medmeshv1.ResponseRule, a *medmeshv1.Alert, device *medmeshv1.Device) []*medmeshv1.Decision {
 	class, tier := a.GetDeviceClass(), a.GetTier()
 	if device != nil {
 		if device.GetDeviceClass() != medmeshv1.DeviceClass_DEVICE_CLASS_UNSPECIFIED {
@@ -126,49 +112,41 @@ func (e *Engine) Evaluate(a *medmeshv1.Alert, device *medmeshv1.Device) []*medme
 		}
 	}
 	var out []*medmeshv1.Decision
-	done := map[medmeshv1.DecisionAction]bool{}
-	for _, r := range e.rules {
-		if done[r.Action] || !r.matches(a, class, tier) {
+	var done []medmeshv1.DecisionAction
+	for _, r := range rules {
+		if slices.Contains(done, r.GetAction()) || !matches(r, a, class, tier) {
 			continue
 		}
 		d := &medmeshv1.Decision{
-			Action:    r.Action,
-			State:     medmeshv1.DecisionState_DECISION_STATE_EFFECTIVE,
+			Id:        DecisionID(a.GetId(), r.GetName()),
+			Action:    r.GetAction(),
 			DeviceMac: a.GetDeviceMac(),
-			Tier:      tier,
 			Actor:     Actor,
-			Rule:      r.Name,
+			Rule:      r.GetName(),
 			AlertId:   a.GetId(),
-			Reason:    fmt.Sprintf("rule %s: %s alert scored %d: %s", r.Name, a.GetKind(), a.GetRisk().GetScore(), a.GetSummary()),
+			Reason:    fmt.Sprintf("rule %s: %s alert scored %d: %s", r.GetName(), a.GetKind(), a.GetRisk().GetScore(), a.GetSummary()),
 		}
-		if r.Action == medmeshv1.DecisionAction_DECISION_ACTION_BLOCK_PEER {
+		if r.GetAction() == medmeshv1.DecisionAction_DECISION_ACTION_BLOCK_PEER {
 			peer, err := peerOf(a, device)
 			if err != nil {
 				continue
 			}
 			d.PeerCidr = peer.String()
 		}
-		if r.Action != medmeshv1.DecisionAction_DECISION_ACTION_NOTIFY && NeedsApproval(tier, class) {
-			d.State = medmeshv1.DecisionState_DECISION_STATE_PENDING_APPROVAL
-			d.Reason += "; pending approval: " + approvalReason(tier, class)
-		}
-		if r.Action == medmeshv1.DecisionAction_DECISION_ACTION_ENFORCE_POLICY {
+		if r.GetAction() == medmeshv1.DecisionAction_DECISION_ACTION_ENFORCE_POLICY {
 			d.Policy = &medmeshv1.Policy{Name: "device/" + a.GetDeviceMac()}
 		}
-		done[r.Action] = true
+		done = append(done, r.GetAction())
 		out = append(out, d)
 	}
 	return out
 }
 
-func approvalReason(tier medmeshv1.Tier, class medmeshv1.DeviceClass) string {
-	if tier == medmeshv1.Tier_TIER_UNSPECIFIED {
-		return "device tier unknown"
-	}
-	if tier == medmeshv1.Tier_TIER_LIFE_CRITICAL {
-		return "life-critical device"
-	}
-	return "life-critical class " + names.Enum(class)
+// DecisionID is the id of rule's decision on alert: derived from both, so
+// an alert committed twice (a retried report) never decides twice.
+func DecisionID(alertID, rule string) string {
+	h := sha256.Sum256([]byte(alertID + "\x00" + rule))
+	return "r-" + hex.EncodeToString(h[:10])
 }
 
 // peerOf returns the host prefix of the alert flow's end that is not the

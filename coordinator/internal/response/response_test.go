@@ -17,55 +17,59 @@ func alert(kind string, score uint32, class medmeshv1.DeviceClass, tier medmeshv
 
 type want struct {
 	action medmeshv1.DecisionAction
-	state  medmeshv1.DecisionState
 	rule   string
 }
 
-func TestEvaluate(t *testing.T) {
-	e, err := New(DefaultRules())
-	if err != nil {
-		t.Fatal(err)
+// sorted is the default table in the FSM's order (by name).
+func sorted() []*medmeshv1.ResponseRule {
+	rs := DefaultRules()
+	for i := 1; i < len(rs); i++ {
+		for j := i; j > 0 && rs[j].Name < rs[j-1].Name; j-- {
+			rs[j], rs[j-1] = rs[j-1], rs[j]
+		}
 	}
+	return rs
+}
+
+func TestEvaluateDefaults(t *testing.T) {
 	const (
 		notify     = medmeshv1.DecisionAction_DECISION_ACTION_NOTIFY
 		block      = medmeshv1.DecisionAction_DECISION_ACTION_BLOCK_PEER
 		quarantine = medmeshv1.DecisionAction_DECISION_ACTION_QUARANTINE
 		enforce    = medmeshv1.DecisionAction_DECISION_ACTION_ENFORCE_POLICY
-		eff        = medmeshv1.DecisionState_DECISION_STATE_EFFECTIVE
-		pend       = medmeshv1.DecisionState_DECISION_STATE_PENDING_APPROVAL
 		ws         = medmeshv1.DeviceClass_DEVICE_CLASS_IT_WORKSTATION
-		pump       = medmeshv1.DeviceClass_DEVICE_CLASS_INFUSION_PUMP
 		nonclin    = medmeshv1.Tier_TIER_NON_CLINICAL
-		clin       = medmeshv1.Tier_TIER_CLINICAL
-		life       = medmeshv1.Tier_TIER_LIFE_CRITICAL
 	)
+	for _, r := range DefaultRules() {
+		if err := Validate(r); err != nil {
+			t.Fatal(err)
+		}
+	}
 	cases := []struct {
-		name   string
-		a      *medmeshv1.Alert
-		device *medmeshv1.Device
-		want   []want
+		name string
+		a    *medmeshv1.Alert
+		want []want
 	}{
-		{"low score: nothing", alert("new_peer", 20, ws, nonclin), nil, nil},
-		{"medium: notify only", alert("new_peer", 50, ws, nonclin), nil, []want{{notify, eff, "notify-medium"}}},
-		{"high new peer: block", alert("new_peer", 85, ws, nonclin), nil, []want{{notify, eff, "notify-medium"}, {block, eff, "block-suspicious-peer"}}},
-		{"scan on clinical device: quarantine", alert("scan", 95, medmeshv1.DeviceClass_DEVICE_CLASS_IMAGING_MODALITY, clin), nil, []want{{notify, eff, "notify-medium"}, {quarantine, eff, "quarantine-scanner"}}},
-		{"scan on life-critical: pending", alert("scan", 95, pump, life), nil, []want{{notify, eff, "notify-medium"}, {quarantine, pend, "quarantine-scanner"}}},
-		{"life-critical class with clinical tier: pending", alert("new_peer", 85, pump, clin), nil, []want{{notify, eff, "notify-medium"}, {block, pend, "block-suspicious-peer"}}},
-		{"unknown tier: pending", alert("default_credentials", 70, ws, 0), nil, []want{{notify, eff, "notify-medium"}, {enforce, pend, "enforce-on-default-credentials"}}},
-		{"store's device tier wins over the alert's", alert("scan", 95, ws, nonclin), &medmeshv1.Device{Tier: life}, []want{{notify, eff, "notify-medium"}, {quarantine, pend, "quarantine-scanner"}}},
+		{"low score: nothing", alert("new_peer", 20, ws, nonclin), nil},
+		{"medium: notify only", alert("new_peer", 50, ws, nonclin), []want{{notify, "notify-medium"}}},
+		{"high new peer: block", alert("new_peer", 85, ws, nonclin), []want{{block, "block-suspicious-peer"}, {notify, "notify-medium"}}},
+		{"known bad: block", alert("known_bad_destination", 80, ws, nonclin), []want{{block, "block-known-bad"}, {notify, "notify-medium"}}},
+		{"fan-out: quarantine", alert("fan_out", 50, ws, nonclin), []want{{notify, "notify-medium"}, {quarantine, "quarantine-scanner"}}},
+		{"default credentials: enforce", alert("default_credentials", 70, ws, nonclin), []want{{enforce, "enforce-on-default-credentials"}, {notify, "notify-medium"}}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			got := e.Evaluate(c.a, c.device)
+			got := Evaluate(sorted(), c.a, nil)
 			if len(got) != len(c.want) {
 				t.Fatalf("%d decisions %v, want %d", len(got), got, len(c.want))
 			}
 			for i, w := range c.want {
 				d := got[i]
-				if d.GetAction() != w.action || d.GetState() != w.state || d.GetRule() != w.rule {
-					t.Errorf("decision %d: %v %v %s, want %v %v %s", i, d.GetAction(), d.GetState(), d.GetRule(), w.action, w.state, w.rule)
+				if d.GetAction() != w.action || d.GetRule() != w.rule {
+					t.Errorf("decision %d: %v %s, want %v %s", i, d.GetAction(), d.GetRule(), w.action, w.rule)
 				}
-				if d.GetActor() != Actor || d.GetAlertId() != "s1/7" || d.GetDeviceMac() != c.a.GetDeviceMac() || !strings.Contains(d.GetReason(), w.rule) {
+				if d.GetActor() != Actor || d.GetAlertId() != "s1/7" || d.GetDeviceMac() != c.a.GetDeviceMac() ||
+					!strings.Contains(d.GetReason(), w.rule) || d.GetId() != DecisionID("s1/7", w.rule) {
 					t.Errorf("decision %d audit fields %v", i, d)
 				}
 				if d.GetAction() == block && d.GetPeerCidr() != "203.0.113.9/32" {
@@ -76,28 +80,41 @@ func TestEvaluate(t *testing.T) {
 	}
 }
 
+func TestStoreClassDecidesMatching(t *testing.T) {
+	rules := []*medmeshv1.ResponseRule{{Name: "ws-only", DeviceClasses: []medmeshv1.DeviceClass{medmeshv1.DeviceClass_DEVICE_CLASS_IT_WORKSTATION},
+		Action: medmeshv1.DecisionAction_DECISION_ACTION_QUARANTINE}}
+	a := alert("fan_out", 90, medmeshv1.DeviceClass_DEVICE_CLASS_IT_WORKSTATION, medmeshv1.Tier_TIER_NON_CLINICAL)
+	if got := Evaluate(rules, a, nil); len(got) != 1 {
+		t.Fatalf("alert's class: %v", got)
+	}
+	if got := Evaluate(rules, a, &medmeshv1.Device{DeviceClass: medmeshv1.DeviceClass_DEVICE_CLASS_INFUSION_PUMP}); len(got) != 0 {
+		t.Fatalf("the store's class must win over the alert's: %v", got)
+	}
+}
+
 func TestPeerIsTheOtherEnd(t *testing.T) {
-	e, _ := New([]Rule{{Name: "block", Action: medmeshv1.DecisionAction_DECISION_ACTION_BLOCK_PEER}})
+	rules := []*medmeshv1.ResponseRule{{Name: "block", Action: medmeshv1.DecisionAction_DECISION_ACTION_BLOCK_PEER}}
 	a := alert("new_peer", 90, 0, medmeshv1.Tier_TIER_NON_CLINICAL)
 	a.Flow = &medmeshv1.FlowRef{Src: "2001:db8::66", Dst: "10.1.0.10"} // peer-initiated
-	got := e.Evaluate(a, &medmeshv1.Device{IpAddresses: []string{"10.1.0.10"}, Tier: medmeshv1.Tier_TIER_NON_CLINICAL})
+	got := Evaluate(rules, a, &medmeshv1.Device{IpAddresses: []string{"10.1.0.10"}, Tier: medmeshv1.Tier_TIER_NON_CLINICAL})
 	if len(got) != 1 || got[0].GetPeerCidr() != "2001:db8::66/128" {
 		t.Fatalf("got %v", got)
 	}
 	a.Flow = nil
-	if got := e.Evaluate(a, nil); len(got) != 0 {
+	if got := Evaluate(rules, a, nil); len(got) != 0 {
 		t.Fatalf("block without a peer proposed %v", got)
 	}
 }
 
-func TestNewRejects(t *testing.T) {
-	for name, rules := range map[string][]Rule{
-		"bad name":  {{Name: "Bad Name", Action: medmeshv1.DecisionAction_DECISION_ACTION_NOTIFY}},
-		"duplicate": {{Name: "a", Action: medmeshv1.DecisionAction_DECISION_ACTION_NOTIFY}, {Name: "a", Action: medmeshv1.DecisionAction_DECISION_ACTION_NOTIFY}},
-		"not auto":  {{Name: "a", Action: medmeshv1.DecisionAction_DECISION_ACTION_REMOVE_POLICY}},
-		"score":     {{Name: "a", MinScore: 101, Action: medmeshv1.DecisionAction_DECISION_ACTION_NOTIFY}},
+func TestValidateRejects(t *testing.T) {
+	for name, r := range map[string]*medmeshv1.ResponseRule{
+		"bad name":   {Name: "Bad Name", Action: medmeshv1.DecisionAction_DECISION_ACTION_NOTIFY},
+		"not auto":   {Name: "a", Action: medmeshv1.DecisionAction_DECISION_ACTION_REMOVE_POLICY},
+		"no action":  {Name: "a"},
+		"score":      {Name: "a", MinScore: 101, Action: medmeshv1.DecisionAction_DECISION_ACTION_NOTIFY},
+		"empty kind": {Name: "a", Kinds: []string{""}, Action: medmeshv1.DecisionAction_DECISION_ACTION_NOTIFY},
 	} {
-		if _, err := New(rules); err == nil {
+		if err := Validate(r); err == nil {
 			t.Errorf("%s: accepted", name)
 		}
 	}

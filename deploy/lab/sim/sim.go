@@ -118,7 +118,7 @@ func DefaultConfig(kind Kind, id string) Config {
 		ID:          id,
 		Interval:    2 * time.Second,
 		DHCPPort:    PortDHCPClient,
-		ScanPorts:   []int{21, 22, 23, 80, 104, 443, 445, 2575, 3389, 8080},
+		ScanPorts:   ScanPorts(),
 		ExfilFor:    5 * time.Second,
 		DialTimeout: 300 * time.Millisecond,
 	}
@@ -176,4 +176,16 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	defer d.Close()
 	log.Info(ServingMessage, "device", cfg.ID, "kind", string(cfg.Kind), "console", d.ConsoleAddr())
 	return d.Run(ctx)
+}
+
+// ScanPorts are the TCP ports the compromised device probes on each host:
+// the ports a real scanner's short list tries first, medical ones (DICOM,
+// HL7) included. They are more than a sensor's fan-out threshold of
+// distinct ports in a window (32), as any real port scan is.
+func ScanPorts() []int {
+	return []int{
+		21, 22, 23, 25, 53, 80, 104, 110, 111, 135, 139, 143, 161, 389, 443, 445,
+		502, 554, 587, 631, 993, 995, 1433, 1521, 1883, 2575, 3306, 3389, 4242, 5432,
+		5900, 6661, 8000, 8080, 8443, 8888, 9100, 11112, 47808, 49152,
+	}
 }

@@ -1,6 +1,6 @@
 // Package fakecoord is an in-memory stand-in for the coordinators' decision
 // log, served over real gRPC: DecisionService.WatchDecisions and
-// ListDecisions, and ClusterService.ReportMemberStatus. Tests and benchmarks
+// ClusterService.ReportMemberStatus. Tests and benchmarks
 // of the enforcer use it; the coordinator itself lives in coordinator/.
 package fakecoord
 
@@ -141,18 +141,6 @@ func (s *Server) WatchDecisions(req *medmeshv1.WatchDecisionsRequest, st medmesh
 			from = max(from, index)
 		}
 	}
-}
-
-// ListDecisions lists every entry (one page) of a device.
-func (s *Server) ListDecisions(_ context.Context, req *medmeshv1.ListDecisionsRequest) (*medmeshv1.ListDecisionsResponse, error) {
-	entries, _, _ := s.log.since(0)
-	resp := &medmeshv1.ListDecisionsResponse{}
-	for _, e := range entries {
-		if req.GetDeviceMac() == "" || e.GetDeviceMac() == req.GetDeviceMac() {
-			resp.Decisions = append(resp.Decisions, e)
-		}
-	}
-	return resp, nil
 }
 
 // ReportMemberStatus records a member's heartbeat.

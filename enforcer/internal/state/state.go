@@ -78,14 +78,13 @@ type State struct {
 	devices map[string]*device
 	free    []uint32 // free slots, oldest first: taken from the front
 	applied uint64
-	pending map[string]*medmeshv1.Decision
 }
 
 // New adopts snap (an empty Snapshot for fresh maps) and reconciles it:
 // slots that no device entry points to (released ones, and any left by an
 // enforcer that died in the middle of an update) are cleared.
 func New(table Table, snap Snapshot, slots uint32, log *slog.Logger) (*State, error) {
-	s := &State{table: table, log: log, devices: map[string]*device{}, applied: snap.AppliedIndex, pending: map[string]*medmeshv1.Decision{}}
+	s := &State{table: table, log: log, devices: map[string]*device{}, applied: snap.AppliedIndex}
 	used := map[uint32]bool{}
 	for mac, e := range snap.Devices {
 		if e.Slot >= slots || used[e.Slot] {
@@ -132,13 +131,6 @@ func (s *State) Applied() uint64 {
 	return s.applied
 }
 
-// Pending returns a pending decision seen in this process's life.
-func (s *State) Pending(id string) *medmeshv1.Decision {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.pending[id]
-}
-
 // Devices returns the number of devices with an entry.
 func (s *State) Devices() int {
 	s.mu.Lock()
@@ -170,11 +162,7 @@ func (s *State) Apply(d *medmeshv1.Decision) (bool, error) {
 
 func (s *State) apply(d *medmeshv1.Decision) error {
 	switch d.GetState() {
-	case medmeshv1.DecisionState_DECISION_STATE_PENDING_APPROVAL:
-		s.pending[d.GetId()] = d
-		return nil
-	case medmeshv1.DecisionState_DECISION_STATE_REJECTED:
-		delete(s.pending, d.GetTargetDecisionId())
+	case medmeshv1.DecisionState_DECISION_STATE_PENDING_APPROVAL, medmeshv1.DecisionState_DECISION_STATE_REJECTED:
 		return nil
 	case medmeshv1.DecisionState_DECISION_STATE_APPROVED:
 		if d.GetTargetDecisionId() == "" {
@@ -182,7 +170,11 @@ func (s *State) apply(d *medmeshv1.Decision) error {
 			// effect at the approval entry's index, not its own.
 			return nil
 		}
-		delete(s.pending, d.GetTargetDecisionId())
+		// The approval entry is self-contained: the coordinators copy the
+		// approved decision's action, device, peer and policy into it.
+		if d.GetAction() == medmeshv1.DecisionAction_DECISION_ACTION_UNSPECIFIED {
+			return fmt.Errorf("approval %s of %s carries no action: %w", d.GetId(), d.GetTargetDecisionId(), ErrInvalid)
+		}
 	}
 	if d.GetAction() == medmeshv1.DecisionAction_DECISION_ACTION_NOTIFY ||
 		d.GetAction() == medmeshv1.DecisionAction_DECISION_ACTION_UNSPECIFIED {

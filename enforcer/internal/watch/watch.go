@@ -28,9 +28,9 @@ type Applier interface {
 	// Applied returns the highest index applied.
 	Applied() uint64
 	// Apply applies one entry; false means it was at or below Applied.
+	// Every entry is self-contained (an approval carries the approved
+	// action), so nothing is looked up.
 	Apply(d *medmeshv1.Decision) (bool, error)
-	// Pending returns a pending decision seen earlier, or nil.
-	Pending(id string) *medmeshv1.Decision
 }
 
 // Config configures a Watcher.
@@ -298,7 +298,7 @@ func (w *Watcher) stream(ctx context.Context, i int) (progressed bool, err error
 		w.contact()
 		progressed = true
 		if d := resp.GetDecision(); d != nil {
-			if err := w.handle(ctx, i, d, received); err != nil {
+			if err := w.handle(d, received); err != nil {
 				return progressed, err
 			}
 			continue
@@ -313,18 +313,10 @@ func (w *Watcher) stream(ctx context.Context, i int) (progressed bool, err error
 	}
 }
 
-func (w *Watcher) handle(ctx context.Context, i int, d *medmeshv1.Decision, received time.Time) error {
+func (w *Watcher) handle(d *medmeshv1.Decision, received time.Time) error {
 	if d.GetIndex() <= w.applier.Applied() {
 		w.m.decisions.WithLabelValues("fenced").Inc()
 		return nil
-	}
-	if d.GetState() == medmeshv1.DecisionState_DECISION_STATE_APPROVED &&
-		d.GetAction() == medmeshv1.DecisionAction_DECISION_ACTION_UNSPECIFIED && d.GetTargetDecisionId() != "" {
-		resolved, err := w.resolve(ctx, i, d)
-		if err != nil {
-			return err
-		}
-		d = resolved
 	}
 	ok, err := w.applier.Apply(d)
 	if err != nil && (w.cfg.IsInvalid == nil || !w.cfg.IsInvalid(err)) {
@@ -355,42 +347,6 @@ func (w *Watcher) handle(ctx context.Context, i int, d *medmeshv1.Decision, rece
 		w.onApplied(d, received)
 	}
 	return nil
-}
-
-// resolve completes an approval entry that names its target decision only,
-// from the pending decisions seen in this process or from the log.
-func (w *Watcher) resolve(ctx context.Context, i int, approval *medmeshv1.Decision) (*medmeshv1.Decision, error) {
-	target := w.applier.Pending(approval.GetTargetDecisionId())
-	if target == nil {
-		client := medmeshv1.NewDecisionServiceClient(w.conns[i])
-		req := &medmeshv1.ListDecisionsRequest{DeviceMac: approval.GetDeviceMac(), PageSize: 1000}
-		for target == nil {
-			resp, err := client.ListDecisions(ctx, req)
-			if err != nil {
-				return nil, fmt.Errorf("resolve approved decision %s: %w", approval.GetTargetDecisionId(), err)
-			}
-			for _, d := range resp.GetDecisions() {
-				if d.GetId() == approval.GetTargetDecisionId() {
-					target = d
-				}
-			}
-			if resp.GetNextPageToken() == "" {
-				break
-			}
-			req.PageToken = resp.GetNextPageToken()
-		}
-		if target == nil {
-			return nil, fmt.Errorf("approved decision %s not found", approval.GetTargetDecisionId())
-		}
-	}
-	out := &medmeshv1.Decision{
-		Id: approval.GetId(), Index: approval.GetIndex(), Action: target.GetAction(),
-		State: medmeshv1.DecisionState_DECISION_STATE_APPROVED, DeviceMac: target.GetDeviceMac(),
-		Tier: target.GetTier(), PeerCidr: target.GetPeerCidr(), Policy: target.GetPolicy(),
-		Actor: approval.GetActor(), Reason: approval.GetReason(), TargetDecisionId: target.GetId(),
-		CreateTime: approval.GetCreateTime(),
-	}
-	return out, nil
 }
 
 func (w *Watcher) alarmLoop(ctx context.Context) {

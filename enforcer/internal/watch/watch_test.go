@@ -27,15 +27,9 @@ type memApplier struct {
 	mu      sync.Mutex
 	applied uint64
 	seen    []*medmeshv1.Decision
-	pending map[string]*medmeshv1.Decision
 }
 
 func (a *memApplier) Applied() uint64 { a.mu.Lock(); defer a.mu.Unlock(); return a.applied }
-func (a *memApplier) Pending(id string) *medmeshv1.Decision {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.pending[id]
-}
 func (a *memApplier) Apply(d *medmeshv1.Decision) (bool, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -44,10 +38,6 @@ func (a *memApplier) Apply(d *medmeshv1.Decision) (bool, error) {
 	}
 	a.applied = d.Index
 	if d.State == medmeshv1.DecisionState_DECISION_STATE_PENDING_APPROVAL {
-		if a.pending == nil {
-			a.pending = map[string]*medmeshv1.Decision{}
-		}
-		a.pending[d.Id] = d
 		return true, nil
 	}
 	a.seen = append(a.seen, d)
@@ -164,7 +154,11 @@ func TestAlarmWhenNoCoordinator(t *testing.T) {
 	}
 }
 
-func TestApprovalResolvedFromLog(t *testing.T) {
+// TestApprovalIsSelfContained: an enforcer that starts after a pending
+// entry (as after a restart) applies the approval entry as it comes, with
+// the approved action it carries; it never calls the coordinators back
+// (the fake serves no ListDecisions).
+func TestApprovalIsSelfContained(t *testing.T) {
 	log := fakecoord.NewLog()
 	pending := notify("00:1b:44:11:3a:b7")
 	pending.Id = "pump-q"
@@ -175,11 +169,10 @@ func TestApprovalResolvedFromLog(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Stop()
-	// The enforcer starts after the pending entry (as after a restart), so
-	// it must look the target up.
 	a := &memApplier{applied: 1}
 	start(t, testConfig(s.Addr()), a)
-	idx := log.Commit(&medmeshv1.Decision{State: medmeshv1.DecisionState_DECISION_STATE_APPROVED, TargetDecisionId: "pump-q", DeviceMac: "00:1b:44:11:3a:b7"}, 0)
+	idx := log.Commit(&medmeshv1.Decision{State: medmeshv1.DecisionState_DECISION_STATE_APPROVED, TargetDecisionId: "pump-q", DeviceMac: "00:1b:44:11:3a:b7",
+		Action: pending.GetAction(), Rule: "quarantine-scanner"}, 0)
 	tu.Eventually(t, 5*time.Second, 10*time.Millisecond, func() bool { return a.Applied() >= idx }, "approval applied")
 	a.mu.Lock()
 	defer a.mu.Unlock()

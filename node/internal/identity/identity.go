@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/medmesh/medmesh/internal/names"
+	"github.com/medmesh/medmesh/internal/safety"
 	"github.com/medmesh/medmesh/node/flow"
 	"github.com/medmesh/medmesh/node/internal/detect"
 	medmeshv1 "github.com/medmesh/medmesh/proto/medmesh/v1"
@@ -388,7 +389,7 @@ func (d *Device) Tier() medmeshv1.Tier {
 		return d.tier
 	}
 	c, _ := d.Class()
-	return TierOf(c)
+	return safety.TierForClass(c)
 }
 
 // SetTier sets an operator override; TIER_UNSPECIFIED removes it.

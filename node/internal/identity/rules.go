@@ -180,14 +180,3 @@ func consumerSite(name string) (string, bool) {
 	}
 	return "", false
 }
-
-// TierOf derives the criticality tier from a class.
-func TierOf(c medmeshv1.DeviceClass) medmeshv1.Tier {
-	switch c {
-	case classPump, classVent, classMonitor, classCentral:
-		return medmeshv1.Tier_TIER_LIFE_CRITICAL
-	case classImaging, classPACS, classHL7, classNurse:
-		return medmeshv1.Tier_TIER_CLINICAL
-	}
-	return medmeshv1.Tier_TIER_NON_CLINICAL
-}

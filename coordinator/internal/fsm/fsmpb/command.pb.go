@@ -52,6 +52,9 @@ type Command struct {
 	//	*Command_SensorBatch
 	//	*Command_ServerRegister
 	//	*Command_ServerDeregister
+	//	*Command_RulePut
+	//	*Command_RuleDelete
+	//	*Command_RulesSeed
 	Command       isCommand_Command `protobuf_oneof:"command"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -234,6 +237,33 @@ func (x *Command) GetServerDeregister() *ServerDeregister {
 	return nil
 }
 
+func (x *Command) GetRulePut() *RulePut {
+	if x != nil {
+		if x, ok := x.Command.(*Command_RulePut); ok {
+			return x.RulePut
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetRuleDelete() *RuleDelete {
+	if x != nil {
+		if x, ok := x.Command.(*Command_RuleDelete); ok {
+			return x.RuleDelete
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetRulesSeed() *RulesSeed {
+	if x != nil {
+		if x, ok := x.Command.(*Command_RulesSeed); ok {
+			return x.RulesSeed
+		}
+	}
+	return nil
+}
+
 type isCommand_Command interface {
 	isCommand_Command()
 }
@@ -294,6 +324,19 @@ type Command_ServerDeregister struct {
 	ServerDeregister *ServerDeregister `protobuf:"bytes,23,opt,name=server_deregister,json=serverDeregister,proto3,oneof"`
 }
 
+type Command_RulePut struct {
+	// 50-59: response rules.
+	RulePut *RulePut `protobuf:"bytes,50,opt,name=rule_put,json=rulePut,proto3,oneof"`
+}
+
+type Command_RuleDelete struct {
+	RuleDelete *RuleDelete `protobuf:"bytes,51,opt,name=rule_delete,json=ruleDelete,proto3,oneof"`
+}
+
+type Command_RulesSeed struct {
+	RulesSeed *RulesSeed `protobuf:"bytes,52,opt,name=rules_seed,json=rulesSeed,proto3,oneof"`
+}
+
 func (*Command_DeviceUpsert) isCommand_Command() {}
 
 func (*Command_DeviceUpdate) isCommand_Command() {}
@@ -321,6 +364,12 @@ func (*Command_SensorBatch) isCommand_Command() {}
 func (*Command_ServerRegister) isCommand_Command() {}
 
 func (*Command_ServerDeregister) isCommand_Command() {}
+
+func (*Command_RulePut) isCommand_Command() {}
+
+func (*Command_RuleDelete) isCommand_Command() {}
+
+func (*Command_RulesSeed) isCommand_Command() {}
 
 // ClientRequest names one client request: the caller's verified identity
 // (role/name) and the id the client chose, unique per identity.
@@ -1374,6 +1423,219 @@ func (x *ServerDeregister) GetId() string {
 	return ""
 }
 
+// RulePut creates or replaces a response rule.
+type RulePut struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	Rule            *v1.ResponseRule       `protobuf:"bytes,1,opt,name=rule,proto3" json:"rule,omitempty"`
+	ExpectedVersion *uint64                `protobuf:"varint,2,opt,name=expected_version,json=expectedVersion,proto3,oneof" json:"expected_version,omitempty"`
+	Actor           string                 `protobuf:"bytes,3,opt,name=actor,proto3" json:"actor,omitempty"`
+	Reason          string                 `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	// The request's free-text actor field: recorded as a comment beside the
+	// actor, which is the caller's verified identity.
+	Comment       string `protobuf:"bytes,5,opt,name=comment,proto3" json:"comment,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RulePut) Reset() {
+	*x = RulePut{}
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RulePut) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RulePut) ProtoMessage() {}
+
+func (x *RulePut) ProtoReflect() protoreflect.Message {
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RulePut.ProtoReflect.Descriptor instead.
+func (*RulePut) Descriptor() ([]byte, []int) {
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *RulePut) GetRule() *v1.ResponseRule {
+	if x != nil {
+		return x.Rule
+	}
+	return nil
+}
+
+func (x *RulePut) GetExpectedVersion() uint64 {
+	if x != nil && x.ExpectedVersion != nil {
+		return *x.ExpectedVersion
+	}
+	return 0
+}
+
+func (x *RulePut) GetActor() string {
+	if x != nil {
+		return x.Actor
+	}
+	return ""
+}
+
+func (x *RulePut) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *RulePut) GetComment() string {
+	if x != nil {
+		return x.Comment
+	}
+	return ""
+}
+
+// RuleDelete removes a response rule.
+type RuleDelete struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	Name            string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	ExpectedVersion *uint64                `protobuf:"varint,2,opt,name=expected_version,json=expectedVersion,proto3,oneof" json:"expected_version,omitempty"`
+	Actor           string                 `protobuf:"bytes,3,opt,name=actor,proto3" json:"actor,omitempty"`
+	Reason          string                 `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	Comment         string                 `protobuf:"bytes,5,opt,name=comment,proto3" json:"comment,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *RuleDelete) Reset() {
+	*x = RuleDelete{}
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RuleDelete) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RuleDelete) ProtoMessage() {}
+
+func (x *RuleDelete) ProtoReflect() protoreflect.Message {
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RuleDelete.ProtoReflect.Descriptor instead.
+func (*RuleDelete) Descriptor() ([]byte, []int) {
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *RuleDelete) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *RuleDelete) GetExpectedVersion() uint64 {
+	if x != nil && x.ExpectedVersion != nil {
+		return *x.ExpectedVersion
+	}
+	return 0
+}
+
+func (x *RuleDelete) GetActor() string {
+	if x != nil {
+		return x.Actor
+	}
+	return ""
+}
+
+func (x *RuleDelete) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *RuleDelete) GetComment() string {
+	if x != nil {
+		return x.Comment
+	}
+	return ""
+}
+
+// RulesSeed installs the default response rules once in the life of a
+// cluster: the leader proposes it while the table was never seeded, and
+// the FSM ignores it afterwards (an operator who deleted every rule keeps
+// an empty table). The rules travel in the log, so replaying it gives the
+// same table whatever defaults the replaying binary ships.
+type RulesSeed struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Rules         []*v1.ResponseRule     `protobuf:"bytes,1,rep,name=rules,proto3" json:"rules,omitempty"`
+	Actor         string                 `protobuf:"bytes,2,opt,name=actor,proto3" json:"actor,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RulesSeed) Reset() {
+	*x = RulesSeed{}
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RulesSeed) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RulesSeed) ProtoMessage() {}
+
+func (x *RulesSeed) ProtoReflect() protoreflect.Message {
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RulesSeed.ProtoReflect.Descriptor instead.
+func (*RulesSeed) Descriptor() ([]byte, []int) {
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *RulesSeed) GetRules() []*v1.ResponseRule {
+	if x != nil {
+		return x.Rules
+	}
+	return nil
+}
+
+func (x *RulesSeed) GetActor() string {
+	if x != nil {
+		return x.Actor
+	}
+	return ""
+}
+
 // SnapshotItem is one length-delimited record of an FSM snapshot stream.
 type SnapshotItem struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1392,6 +1654,7 @@ type SnapshotItem struct {
 	//	*SnapshotItem_Dedup
 	//	*SnapshotItem_Bounds
 	//	*SnapshotItem_PendingCause
+	//	*SnapshotItem_Rule
 	Item          isSnapshotItem_Item `protobuf_oneof:"item"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1399,7 +1662,7 @@ type SnapshotItem struct {
 
 func (x *SnapshotItem) Reset() {
 	*x = SnapshotItem{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[17]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1411,7 +1674,7 @@ func (x *SnapshotItem) String() string {
 func (*SnapshotItem) ProtoMessage() {}
 
 func (x *SnapshotItem) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[17]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1424,7 +1687,7 @@ func (x *SnapshotItem) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotItem.ProtoReflect.Descriptor instead.
 func (*SnapshotItem) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{17}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *SnapshotItem) GetItem() isSnapshotItem_Item {
@@ -1551,6 +1814,15 @@ func (x *SnapshotItem) GetPendingCause() *PendingCause {
 	return nil
 }
 
+func (x *SnapshotItem) GetRule() *v1.ResponseRule {
+	if x != nil {
+		if x, ok := x.Item.(*SnapshotItem_Rule); ok {
+			return x.Rule
+		}
+	}
+	return nil
+}
+
 type isSnapshotItem_Item interface {
 	isSnapshotItem_Item()
 }
@@ -1609,6 +1881,11 @@ type SnapshotItem_PendingCause struct {
 	PendingCause *PendingCause `protobuf:"bytes,61,opt,name=pending_cause,json=pendingCause,proto3,oneof"`
 }
 
+type SnapshotItem_Rule struct {
+	// 50-59: response rules.
+	Rule *v1.ResponseRule `protobuf:"bytes,50,opt,name=rule,proto3,oneof"`
+}
+
 func (*SnapshotItem_Meta) isSnapshotItem_Item() {}
 
 func (*SnapshotItem_Device) isSnapshotItem_Item() {}
@@ -1635,6 +1912,8 @@ func (*SnapshotItem_Bounds) isSnapshotItem_Item() {}
 
 func (*SnapshotItem_PendingCause) isSnapshotItem_Item() {}
 
+func (*SnapshotItem_Rule) isSnapshotItem_Item() {}
+
 // Bounds is the bookkeeping of retention: what was evicted and where the
 // audit chain stands. The audit window's records follow as audit items.
 type Bounds struct {
@@ -1655,7 +1934,7 @@ type Bounds struct {
 
 func (x *Bounds) Reset() {
 	*x = Bounds{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[18]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1667,7 +1946,7 @@ func (x *Bounds) String() string {
 func (*Bounds) ProtoMessage() {}
 
 func (x *Bounds) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[18]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1680,7 +1959,7 @@ func (x *Bounds) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Bounds.ProtoReflect.Descriptor instead.
 func (*Bounds) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{18}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Bounds) GetAlertBase() uint64 {
@@ -1738,7 +2017,7 @@ type PendingCause struct {
 
 func (x *PendingCause) Reset() {
 	*x = PendingCause{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[19]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1750,7 +2029,7 @@ func (x *PendingCause) String() string {
 func (*PendingCause) ProtoMessage() {}
 
 func (x *PendingCause) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[19]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1763,7 +2042,7 @@ func (x *PendingCause) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PendingCause.ProtoReflect.Descriptor instead.
 func (*PendingCause) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{19}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *PendingCause) GetDecisionId() string {
@@ -1782,16 +2061,18 @@ func (x *PendingCause) GetIdentity() string {
 
 // SnapshotMeta opens a snapshot stream.
 type SnapshotMeta struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Format        uint32                 `protobuf:"varint,1,opt,name=format,proto3" json:"format,omitempty"`
-	AppliedIndex  uint64                 `protobuf:"varint,2,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Format       uint32                 `protobuf:"varint,1,opt,name=format,proto3" json:"format,omitempty"`
+	AppliedIndex uint64                 `protobuf:"varint,2,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
+	// 50-59: response rules. Set once the default rules were seeded.
+	RulesSeeded   bool `protobuf:"varint,50,opt,name=rules_seeded,json=rulesSeeded,proto3" json:"rules_seeded,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SnapshotMeta) Reset() {
 	*x = SnapshotMeta{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[20]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1803,7 +2084,7 @@ func (x *SnapshotMeta) String() string {
 func (*SnapshotMeta) ProtoMessage() {}
 
 func (x *SnapshotMeta) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[20]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1816,7 +2097,7 @@ func (x *SnapshotMeta) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotMeta.ProtoReflect.Descriptor instead.
 func (*SnapshotMeta) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{20}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *SnapshotMeta) GetFormat() uint32 {
@@ -1833,6 +2114,13 @@ func (x *SnapshotMeta) GetAppliedIndex() uint64 {
 	return 0
 }
 
+func (x *SnapshotMeta) GetRulesSeeded() bool {
+	if x != nil {
+		return x.RulesSeeded
+	}
+	return false
+}
+
 // SensorSeq is a sensor's last applied sequence number.
 type SensorSeq struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1844,7 +2132,7 @@ type SensorSeq struct {
 
 func (x *SensorSeq) Reset() {
 	*x = SensorSeq{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[21]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1856,7 +2144,7 @@ func (x *SensorSeq) String() string {
 func (*SensorSeq) ProtoMessage() {}
 
 func (x *SensorSeq) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[21]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1869,7 +2157,7 @@ func (x *SensorSeq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SensorSeq.ProtoReflect.Descriptor instead.
 func (*SensorSeq) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{21}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *SensorSeq) GetSensorId() string {
@@ -1897,7 +2185,7 @@ type DeviceFlows struct {
 
 func (x *DeviceFlows) Reset() {
 	*x = DeviceFlows{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[22]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1909,7 +2197,7 @@ func (x *DeviceFlows) String() string {
 func (*DeviceFlows) ProtoMessage() {}
 
 func (x *DeviceFlows) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[22]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1922,7 +2210,7 @@ func (x *DeviceFlows) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeviceFlows.ProtoReflect.Descriptor instead.
 func (*DeviceFlows) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{22}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *DeviceFlows) GetDeviceMac() string {
@@ -1965,7 +2253,7 @@ type DedupEntry struct {
 
 func (x *DedupEntry) Reset() {
 	*x = DedupEntry{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[23]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1977,7 +2265,7 @@ func (x *DedupEntry) String() string {
 func (*DedupEntry) ProtoMessage() {}
 
 func (x *DedupEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[23]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1990,7 +2278,7 @@ func (x *DedupEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DedupEntry.ProtoReflect.Descriptor instead.
 func (*DedupEntry) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{23}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *DedupEntry) GetRequest() *ClientRequest {
@@ -2067,7 +2355,8 @@ var File_medmesh_fsm_v1_command_proto protoreflect.FileDescriptor
 
 const file_medmesh_fsm_v1_command_proto_rawDesc = "" +
 	"\n" +
-	"\x1cmedmesh/fsm/v1/command.proto\x12\x0emedmesh.fsm.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16medmesh/v1/alert.proto\x1a\x19medmesh/v1/decision.proto\x1a\x17medmesh/v1/device.proto\x1a\x17medmesh/v1/policy.proto\x1a\x17medmesh/v1/sensor.proto\"\xd8\b\n" +
+	"\x1cmedmesh/fsm/v1/command.proto\x12\x0emedmesh.fsm.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16medmesh/v1/alert.proto\x1a\x19medmesh/v1/decision.proto\x1a\x17medmesh/v1/device.proto\x1a\x17medmesh/v1/policy.proto\x1a\x15medmesh/v1/rule.proto\x1a\x17medmesh/v1/sensor.proto\"\x89\n" +
+	"\n" +
 	"\aCommand\x12.\n" +
 	"\x04time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x127\n" +
 	"\arequest\x18\x03 \x01(\v2\x1d.medmesh.fsm.v1.ClientRequestR\arequest\x12C\n" +
@@ -2086,7 +2375,12 @@ const file_medmesh_fsm_v1_command_proto_rawDesc = "" +
 	"\x0eflow_summaries\x18\x14 \x01(\v2\x1d.medmesh.fsm.v1.FlowSummariesH\x00R\rflowSummaries\x12@\n" +
 	"\fsensor_batch\x18\x15 \x01(\v2\x1b.medmesh.fsm.v1.SensorBatchH\x00R\vsensorBatch\x12I\n" +
 	"\x0fserver_register\x18\x16 \x01(\v2\x1e.medmesh.fsm.v1.ServerRegisterH\x00R\x0eserverRegister\x12O\n" +
-	"\x11server_deregister\x18\x17 \x01(\v2 .medmesh.fsm.v1.ServerDeregisterH\x00R\x10serverDeregisterB\t\n" +
+	"\x11server_deregister\x18\x17 \x01(\v2 .medmesh.fsm.v1.ServerDeregisterH\x00R\x10serverDeregister\x124\n" +
+	"\brule_put\x182 \x01(\v2\x17.medmesh.fsm.v1.RulePutH\x00R\arulePut\x12=\n" +
+	"\vrule_delete\x183 \x01(\v2\x1a.medmesh.fsm.v1.RuleDeleteH\x00R\n" +
+	"ruleDelete\x12:\n" +
+	"\n" +
+	"rules_seed\x184 \x01(\v2\x19.medmesh.fsm.v1.RulesSeedH\x00R\trulesSeedB\t\n" +
 	"\acommandJ\x04\b\x02\x10\x03J\x04\b\x04\x10\n" +
 	"\";\n" +
 	"\rClientRequest\x12\x1a\n" +
@@ -2167,7 +2461,25 @@ const file_medmesh_fsm_v1_command_proto_rawDesc = "" +
 	"\bapi_addr\x18\x02 \x01(\tR\aapiAddr\x12\x1b\n" +
 	"\traft_addr\x18\x03 \x01(\tR\braftAddr\"\"\n" +
 	"\x10ServerDeregister\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\"\xc0\x05\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"\xc4\x01\n" +
+	"\aRulePut\x12,\n" +
+	"\x04rule\x18\x01 \x01(\v2\x18.medmesh.v1.ResponseRuleR\x04rule\x12.\n" +
+	"\x10expected_version\x18\x02 \x01(\x04H\x00R\x0fexpectedVersion\x88\x01\x01\x12\x14\n" +
+	"\x05actor\x18\x03 \x01(\tR\x05actor\x12\x16\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\x12\x18\n" +
+	"\acomment\x18\x05 \x01(\tR\acommentB\x13\n" +
+	"\x11_expected_version\"\xad\x01\n" +
+	"\n" +
+	"RuleDelete\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12.\n" +
+	"\x10expected_version\x18\x02 \x01(\x04H\x00R\x0fexpectedVersion\x88\x01\x01\x12\x14\n" +
+	"\x05actor\x18\x03 \x01(\tR\x05actor\x12\x16\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\x12\x18\n" +
+	"\acomment\x18\x05 \x01(\tR\acommentB\x13\n" +
+	"\x11_expected_version\"Q\n" +
+	"\tRulesSeed\x12.\n" +
+	"\x05rules\x18\x01 \x03(\v2\x18.medmesh.v1.ResponseRuleR\x05rules\x12\x14\n" +
+	"\x05actor\x18\x02 \x01(\tR\x05actor\"\xf0\x05\n" +
 	"\fSnapshotItem\x122\n" +
 	"\x04meta\x18\x01 \x01(\v2\x1c.medmesh.fsm.v1.SnapshotMetaH\x00R\x04meta\x12,\n" +
 	"\x06device\x18\x02 \x01(\v2\x12.medmesh.v1.DeviceH\x00R\x06device\x12,\n" +
@@ -2183,7 +2495,8 @@ const file_medmesh_fsm_v1_command_proto_rawDesc = "" +
 	" \x01(\v2\x1e.medmesh.fsm.v1.ServerRegisterH\x00R\x06server\x122\n" +
 	"\x05dedup\x18( \x01(\v2\x1a.medmesh.fsm.v1.DedupEntryH\x00R\x05dedup\x120\n" +
 	"\x06bounds\x18< \x01(\v2\x16.medmesh.fsm.v1.BoundsH\x00R\x06bounds\x12C\n" +
-	"\rpending_cause\x18= \x01(\v2\x1c.medmesh.fsm.v1.PendingCauseH\x00R\fpendingCauseB\x06\n" +
+	"\rpending_cause\x18= \x01(\v2\x1c.medmesh.fsm.v1.PendingCauseH\x00R\fpendingCause\x12.\n" +
+	"\x04rule\x182 \x01(\v2\x18.medmesh.v1.ResponseRuleH\x00R\x04ruleB\x06\n" +
 	"\x04item\"\x90\x02\n" +
 	"\x06Bounds\x12\x1d\n" +
 	"\n" +
@@ -2196,10 +2509,11 @@ const file_medmesh_fsm_v1_command_proto_rawDesc = "" +
 	"\fPendingCause\x12\x1f\n" +
 	"\vdecision_id\x18\x01 \x01(\tR\n" +
 	"decisionId\x12\x1a\n" +
-	"\bidentity\x18\x02 \x01(\tR\bidentity\"K\n" +
+	"\bidentity\x18\x02 \x01(\tR\bidentity\"n\n" +
 	"\fSnapshotMeta\x12\x16\n" +
 	"\x06format\x18\x01 \x01(\rR\x06format\x12#\n" +
-	"\rapplied_index\x18\x02 \x01(\x04R\fappliedIndex\":\n" +
+	"\rapplied_index\x18\x02 \x01(\x04R\fappliedIndex\x12!\n" +
+	"\frules_seeded\x182 \x01(\bR\vrulesSeeded\":\n" +
 	"\tSensorSeq\x12\x1b\n" +
 	"\tsensor_id\x18\x01 \x01(\tR\bsensorId\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\"c\n" +
@@ -2234,7 +2548,7 @@ func file_medmesh_fsm_v1_command_proto_rawDescGZIP() []byte {
 	return file_medmesh_fsm_v1_command_proto_rawDescData
 }
 
-var file_medmesh_fsm_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
+var file_medmesh_fsm_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
 var file_medmesh_fsm_v1_command_proto_goTypes = []any{
 	(*Command)(nil),               // 0: medmesh.fsm.v1.Command
 	(*ClientRequest)(nil),         // 1: medmesh.fsm.v1.ClientRequest
@@ -2253,26 +2567,30 @@ var file_medmesh_fsm_v1_command_proto_goTypes = []any{
 	(*SensorBatch)(nil),           // 14: medmesh.fsm.v1.SensorBatch
 	(*ServerRegister)(nil),        // 15: medmesh.fsm.v1.ServerRegister
 	(*ServerDeregister)(nil),      // 16: medmesh.fsm.v1.ServerDeregister
-	(*SnapshotItem)(nil),          // 17: medmesh.fsm.v1.SnapshotItem
-	(*Bounds)(nil),                // 18: medmesh.fsm.v1.Bounds
-	(*PendingCause)(nil),          // 19: medmesh.fsm.v1.PendingCause
-	(*SnapshotMeta)(nil),          // 20: medmesh.fsm.v1.SnapshotMeta
-	(*SensorSeq)(nil),             // 21: medmesh.fsm.v1.SensorSeq
-	(*DeviceFlows)(nil),           // 22: medmesh.fsm.v1.DeviceFlows
-	(*DedupEntry)(nil),            // 23: medmesh.fsm.v1.DedupEntry
-	(*timestamppb.Timestamp)(nil), // 24: google.protobuf.Timestamp
-	(*v1.Device)(nil),             // 25: medmesh.v1.Device
-	(*v1.Policy)(nil),             // 26: medmesh.v1.Policy
-	(v1.PolicyMode)(0),            // 27: medmesh.v1.PolicyMode
-	(*v1.Decision)(nil),           // 28: medmesh.v1.Decision
-	(*v1.Alert)(nil),              // 29: medmesh.v1.Alert
-	(*v1.Baseline)(nil),           // 30: medmesh.v1.Baseline
-	(*v1.FlowSummary)(nil),        // 31: medmesh.v1.FlowSummary
-	(*v1.SensorRecord)(nil),       // 32: medmesh.v1.SensorRecord
-	(*v1.AuditRecord)(nil),        // 33: medmesh.v1.AuditRecord
+	(*RulePut)(nil),               // 17: medmesh.fsm.v1.RulePut
+	(*RuleDelete)(nil),            // 18: medmesh.fsm.v1.RuleDelete
+	(*RulesSeed)(nil),             // 19: medmesh.fsm.v1.RulesSeed
+	(*SnapshotItem)(nil),          // 20: medmesh.fsm.v1.SnapshotItem
+	(*Bounds)(nil),                // 21: medmesh.fsm.v1.Bounds
+	(*PendingCause)(nil),          // 22: medmesh.fsm.v1.PendingCause
+	(*SnapshotMeta)(nil),          // 23: medmesh.fsm.v1.SnapshotMeta
+	(*SensorSeq)(nil),             // 24: medmesh.fsm.v1.SensorSeq
+	(*DeviceFlows)(nil),           // 25: medmesh.fsm.v1.DeviceFlows
+	(*DedupEntry)(nil),            // 26: medmesh.fsm.v1.DedupEntry
+	(*timestamppb.Timestamp)(nil), // 27: google.protobuf.Timestamp
+	(*v1.Device)(nil),             // 28: medmesh.v1.Device
+	(*v1.Policy)(nil),             // 29: medmesh.v1.Policy
+	(v1.PolicyMode)(0),            // 30: medmesh.v1.PolicyMode
+	(*v1.Decision)(nil),           // 31: medmesh.v1.Decision
+	(*v1.Alert)(nil),              // 32: medmesh.v1.Alert
+	(*v1.Baseline)(nil),           // 33: medmesh.v1.Baseline
+	(*v1.FlowSummary)(nil),        // 34: medmesh.v1.FlowSummary
+	(*v1.SensorRecord)(nil),       // 35: medmesh.v1.SensorRecord
+	(*v1.ResponseRule)(nil),       // 36: medmesh.v1.ResponseRule
+	(*v1.AuditRecord)(nil),        // 37: medmesh.v1.AuditRecord
 }
 var file_medmesh_fsm_v1_command_proto_depIdxs = []int32{
-	24, // 0: medmesh.fsm.v1.Command.time:type_name -> google.protobuf.Timestamp
+	27, // 0: medmesh.fsm.v1.Command.time:type_name -> google.protobuf.Timestamp
 	1,  // 1: medmesh.fsm.v1.Command.request:type_name -> medmesh.fsm.v1.ClientRequest
 	2,  // 2: medmesh.fsm.v1.Command.device_upsert:type_name -> medmesh.fsm.v1.DeviceUpsert
 	3,  // 3: medmesh.fsm.v1.Command.device_update:type_name -> medmesh.fsm.v1.DeviceUpdate
@@ -2288,42 +2606,48 @@ var file_medmesh_fsm_v1_command_proto_depIdxs = []int32{
 	14, // 13: medmesh.fsm.v1.Command.sensor_batch:type_name -> medmesh.fsm.v1.SensorBatch
 	15, // 14: medmesh.fsm.v1.Command.server_register:type_name -> medmesh.fsm.v1.ServerRegister
 	16, // 15: medmesh.fsm.v1.Command.server_deregister:type_name -> medmesh.fsm.v1.ServerDeregister
-	25, // 16: medmesh.fsm.v1.DeviceUpsert.device:type_name -> medmesh.v1.Device
-	25, // 17: medmesh.fsm.v1.DeviceUpdate.device:type_name -> medmesh.v1.Device
-	26, // 18: medmesh.fsm.v1.PolicyPut.policy:type_name -> medmesh.v1.Policy
-	27, // 19: medmesh.fsm.v1.PolicyActivate.mode:type_name -> medmesh.v1.PolicyMode
-	28, // 20: medmesh.fsm.v1.DecisionCreate.decision:type_name -> medmesh.v1.Decision
-	29, // 21: medmesh.fsm.v1.AlertIngest.alert:type_name -> medmesh.v1.Alert
-	30, // 22: medmesh.fsm.v1.BaselinePut.baseline:type_name -> medmesh.v1.Baseline
-	31, // 23: medmesh.fsm.v1.FlowSummaries.summaries:type_name -> medmesh.v1.FlowSummary
-	32, // 24: medmesh.fsm.v1.SensorReport.records:type_name -> medmesh.v1.SensorRecord
-	13, // 25: medmesh.fsm.v1.SensorBatch.reports:type_name -> medmesh.fsm.v1.SensorReport
-	20, // 26: medmesh.fsm.v1.SnapshotItem.meta:type_name -> medmesh.fsm.v1.SnapshotMeta
-	25, // 27: medmesh.fsm.v1.SnapshotItem.device:type_name -> medmesh.v1.Device
-	26, // 28: medmesh.fsm.v1.SnapshotItem.policy:type_name -> medmesh.v1.Policy
-	28, // 29: medmesh.fsm.v1.SnapshotItem.decision:type_name -> medmesh.v1.Decision
-	29, // 30: medmesh.fsm.v1.SnapshotItem.alert:type_name -> medmesh.v1.Alert
-	30, // 31: medmesh.fsm.v1.SnapshotItem.baseline:type_name -> medmesh.v1.Baseline
-	33, // 32: medmesh.fsm.v1.SnapshotItem.audit:type_name -> medmesh.v1.AuditRecord
-	21, // 33: medmesh.fsm.v1.SnapshotItem.sensor_seq:type_name -> medmesh.fsm.v1.SensorSeq
-	22, // 34: medmesh.fsm.v1.SnapshotItem.flows:type_name -> medmesh.fsm.v1.DeviceFlows
-	15, // 35: medmesh.fsm.v1.SnapshotItem.server:type_name -> medmesh.fsm.v1.ServerRegister
-	23, // 36: medmesh.fsm.v1.SnapshotItem.dedup:type_name -> medmesh.fsm.v1.DedupEntry
-	18, // 37: medmesh.fsm.v1.SnapshotItem.bounds:type_name -> medmesh.fsm.v1.Bounds
-	19, // 38: medmesh.fsm.v1.SnapshotItem.pending_cause:type_name -> medmesh.fsm.v1.PendingCause
-	24, // 39: medmesh.fsm.v1.Bounds.decisions_compacted:type_name -> google.protobuf.Timestamp
-	31, // 40: medmesh.fsm.v1.DeviceFlows.summaries:type_name -> medmesh.v1.FlowSummary
-	1,  // 41: medmesh.fsm.v1.DedupEntry.request:type_name -> medmesh.fsm.v1.ClientRequest
-	24, // 42: medmesh.fsm.v1.DedupEntry.time:type_name -> google.protobuf.Timestamp
-	25, // 43: medmesh.fsm.v1.DedupEntry.device:type_name -> medmesh.v1.Device
-	26, // 44: medmesh.fsm.v1.DedupEntry.policy:type_name -> medmesh.v1.Policy
-	28, // 45: medmesh.fsm.v1.DedupEntry.decision:type_name -> medmesh.v1.Decision
-	29, // 46: medmesh.fsm.v1.DedupEntry.alert:type_name -> medmesh.v1.Alert
-	47, // [47:47] is the sub-list for method output_type
-	47, // [47:47] is the sub-list for method input_type
-	47, // [47:47] is the sub-list for extension type_name
-	47, // [47:47] is the sub-list for extension extendee
-	0,  // [0:47] is the sub-list for field type_name
+	17, // 16: medmesh.fsm.v1.Command.rule_put:type_name -> medmesh.fsm.v1.RulePut
+	18, // 17: medmesh.fsm.v1.Command.rule_delete:type_name -> medmesh.fsm.v1.RuleDelete
+	19, // 18: medmesh.fsm.v1.Command.rules_seed:type_name -> medmesh.fsm.v1.RulesSeed
+	28, // 19: medmesh.fsm.v1.DeviceUpsert.device:type_name -> medmesh.v1.Device
+	28, // 20: medmesh.fsm.v1.DeviceUpdate.device:type_name -> medmesh.v1.Device
+	29, // 21: medmesh.fsm.v1.PolicyPut.policy:type_name -> medmesh.v1.Policy
+	30, // 22: medmesh.fsm.v1.PolicyActivate.mode:type_name -> medmesh.v1.PolicyMode
+	31, // 23: medmesh.fsm.v1.DecisionCreate.decision:type_name -> medmesh.v1.Decision
+	32, // 24: medmesh.fsm.v1.AlertIngest.alert:type_name -> medmesh.v1.Alert
+	33, // 25: medmesh.fsm.v1.BaselinePut.baseline:type_name -> medmesh.v1.Baseline
+	34, // 26: medmesh.fsm.v1.FlowSummaries.summaries:type_name -> medmesh.v1.FlowSummary
+	35, // 27: medmesh.fsm.v1.SensorReport.records:type_name -> medmesh.v1.SensorRecord
+	13, // 28: medmesh.fsm.v1.SensorBatch.reports:type_name -> medmesh.fsm.v1.SensorReport
+	36, // 29: medmesh.fsm.v1.RulePut.rule:type_name -> medmesh.v1.ResponseRule
+	36, // 30: medmesh.fsm.v1.RulesSeed.rules:type_name -> medmesh.v1.ResponseRule
+	23, // 31: medmesh.fsm.v1.SnapshotItem.meta:type_name -> medmesh.fsm.v1.SnapshotMeta
+	28, // 32: medmesh.fsm.v1.SnapshotItem.device:type_name -> medmesh.v1.Device
+	29, // 33: medmesh.fsm.v1.SnapshotItem.policy:type_name -> medmesh.v1.Policy
+	31, // 34: medmesh.fsm.v1.SnapshotItem.decision:type_name -> medmesh.v1.Decision
+	32, // 35: medmesh.fsm.v1.SnapshotItem.alert:type_name -> medmesh.v1.Alert
+	33, // 36: medmesh.fsm.v1.SnapshotItem.baseline:type_name -> medmesh.v1.Baseline
+	37, // 37: medmesh.fsm.v1.SnapshotItem.audit:type_name -> medmesh.v1.AuditRecord
+	24, // 38: medmesh.fsm.v1.SnapshotItem.sensor_seq:type_name -> medmesh.fsm.v1.SensorSeq
+	25, // 39: medmesh.fsm.v1.SnapshotItem.flows:type_name -> medmesh.fsm.v1.DeviceFlows
+	15, // 40: medmesh.fsm.v1.SnapshotItem.server:type_name -> medmesh.fsm.v1.ServerRegister
+	26, // 41: medmesh.fsm.v1.SnapshotItem.dedup:type_name -> medmesh.fsm.v1.DedupEntry
+	21, // 42: medmesh.fsm.v1.SnapshotItem.bounds:type_name -> medmesh.fsm.v1.Bounds
+	22, // 43: medmesh.fsm.v1.SnapshotItem.pending_cause:type_name -> medmesh.fsm.v1.PendingCause
+	36, // 44: medmesh.fsm.v1.SnapshotItem.rule:type_name -> medmesh.v1.ResponseRule
+	27, // 45: medmesh.fsm.v1.Bounds.decisions_compacted:type_name -> google.protobuf.Timestamp
+	34, // 46: medmesh.fsm.v1.DeviceFlows.summaries:type_name -> medmesh.v1.FlowSummary
+	1,  // 47: medmesh.fsm.v1.DedupEntry.request:type_name -> medmesh.fsm.v1.ClientRequest
+	27, // 48: medmesh.fsm.v1.DedupEntry.time:type_name -> google.protobuf.Timestamp
+	28, // 49: medmesh.fsm.v1.DedupEntry.device:type_name -> medmesh.v1.Device
+	29, // 50: medmesh.fsm.v1.DedupEntry.policy:type_name -> medmesh.v1.Policy
+	31, // 51: medmesh.fsm.v1.DedupEntry.decision:type_name -> medmesh.v1.Decision
+	32, // 52: medmesh.fsm.v1.DedupEntry.alert:type_name -> medmesh.v1.Alert
+	53, // [53:53] is the sub-list for method output_type
+	53, // [53:53] is the sub-list for method input_type
+	53, // [53:53] is the sub-list for extension type_name
+	53, // [53:53] is the sub-list for extension extendee
+	0,  // [0:53] is the sub-list for field type_name
 }
 
 func init() { file_medmesh_fsm_v1_command_proto_init() }
@@ -2346,10 +2670,15 @@ func file_medmesh_fsm_v1_command_proto_init() {
 		(*Command_SensorBatch)(nil),
 		(*Command_ServerRegister)(nil),
 		(*Command_ServerDeregister)(nil),
+		(*Command_RulePut)(nil),
+		(*Command_RuleDelete)(nil),
+		(*Command_RulesSeed)(nil),
 	}
 	file_medmesh_fsm_v1_command_proto_msgTypes[4].OneofWrappers = []any{}
 	file_medmesh_fsm_v1_command_proto_msgTypes[5].OneofWrappers = []any{}
-	file_medmesh_fsm_v1_command_proto_msgTypes[17].OneofWrappers = []any{
+	file_medmesh_fsm_v1_command_proto_msgTypes[17].OneofWrappers = []any{}
+	file_medmesh_fsm_v1_command_proto_msgTypes[18].OneofWrappers = []any{}
+	file_medmesh_fsm_v1_command_proto_msgTypes[20].OneofWrappers = []any{
 		(*SnapshotItem_Meta)(nil),
 		(*SnapshotItem_Device)(nil),
 		(*SnapshotItem_Policy)(nil),
@@ -2363,6 +2692,7 @@ func file_medmesh_fsm_v1_command_proto_init() {
 		(*SnapshotItem_Dedup)(nil),
 		(*SnapshotItem_Bounds)(nil),
 		(*SnapshotItem_PendingCause)(nil),
+		(*SnapshotItem_Rule)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -2370,7 +2700,7 @@ func file_medmesh_fsm_v1_command_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_medmesh_fsm_v1_command_proto_rawDesc), len(file_medmesh_fsm_v1_command_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   24,
+			NumMessages:   27,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
