@@ -73,6 +73,7 @@ func Analyze(ctx context.Context, path string, opts AnalyzeOptions, log *slog.Lo
 	if err != nil && !errors.Is(err, ErrTruncated) {
 		return nil, err
 	}
+	e.FlushAlerts() // the capture ended: no alert waits for a window that will not end
 	// A truncated capture is still analysed up to its cut, with the error.
 	return &Analysis{Records: recs, report: e.Report()}, err
 }

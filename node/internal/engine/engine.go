@@ -150,6 +150,8 @@ type Engine struct {
 	seq        uint64
 	alerts     []*medmeshv1.Alert
 	alerted    map[alertKey]struct{}
+	bursts     map[netip.Addr]*burst // by the device address they fold alerts about
+	nextFlush  int64                 // no burst window ends before, ns
 	dets       []Detection
 	detSeen    map[detKey]struct{}
 	detCounts  map[string]uint64
@@ -198,6 +200,7 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Engine, erro
 		flows:     make(map[flow.Tuple]*detect.State),
 		classBase: make(map[medmeshv1.DeviceClass]*baseline.Baseline),
 		alerted:   make(map[alertKey]struct{}),
+		bursts:    make(map[netip.Addr]*burst),
 		detSeen:   make(map[detKey]struct{}),
 		detCounts: make(map[string]uint64),
 	}, nil
@@ -214,6 +217,7 @@ func (e *Engine) SetMode(m Mode) {
 func (e *Engine) tick(ns int64) {
 	if ns > e.clock {
 		e.clock = ns
+		e.flushDue()
 	}
 }
 
@@ -575,16 +579,23 @@ func (e *Engine) raise(d *identity.Device, ds *devState, f *score.Flow, src, dst
 	if len(e.alerted) < 4*e.cfg.MaxAlerts {
 		e.alerted[k] = struct{}{}
 	}
-	if e.seq < e.cfg.AlertSeqBase {
-		e.seq = e.cfg.AlertSeqBase
+	self := src
+	if !f.Outbound {
+		self = dst
 	}
-	e.seq++
+	var hold *burst
+	if deviation(top.Factor) {
+		b, folded := e.foldDeviation(ds, self, f)
+		if folded && b == nil {
+			e.metrics.suppressed.Inc()
+			return
+		}
+		hold = b
+	}
 	class, _ := d.Class()
 	risk := e.res.RiskScore()
 	a := &medmeshv1.Alert{
-		Id:          fmt.Sprintf("%s/%d", e.cfg.SensorID, e.seq),
 		SensorId:    e.cfg.SensorID,
-		SensorSeq:   e.seq,
 		DeviceMac:   d.Name(),
 		Kind:        top.Factor.String(),
 		Risk:        risk,
@@ -599,13 +610,30 @@ func (e *Engine) raise(d *identity.Device, ds *devState, f *score.Flow, src, dst
 	if ds.maxRisk == nil || risk.GetScore() > ds.maxRisk.GetScore() {
 		ds.maxRisk = risk
 	}
+	if hold != nil {
+		hold.held = a
+		return
+	}
+	if top.Factor == score.FanOut {
+		e.scanStarts(ds, self, f, a)
+	}
+	e.emit(a)
+}
+
+// emit numbers alert a and hands it on.
+func (e *Engine) emit(a *medmeshv1.Alert) {
+	if e.seq < e.cfg.AlertSeqBase {
+		e.seq = e.cfg.AlertSeqBase
+	}
+	e.seq++
+	a.Id, a.SensorSeq = fmt.Sprintf("%s/%d", e.cfg.SensorID, e.seq), e.seq
 	if len(e.alerts) < e.cfg.MaxAlerts {
 		e.alerts = append(e.alerts, a)
 	} else {
 		e.dropped++
 	}
 	e.metrics.alerts.WithLabelValues(a.Kind).Inc()
-	e.log.Debug("alert", "id", a.Id, "device", a.DeviceMac, "kind", a.Kind, "score", e.res.Score)
+	e.log.Debug("alert", "id", a.Id, "device", a.DeviceMac, "kind", a.Kind, "score", a.GetRisk().GetScore())
 	if e.cfg.OnAlert != nil {
 		e.cfg.OnAlert(a)
 	}

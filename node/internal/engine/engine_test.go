@@ -496,3 +496,70 @@ func TestAlertSeqBase(t *testing.T) {
 		t.Fatalf("first alert %q seq %d, want s1/101", al[0].GetId(), al[0].GetSensorSeq())
 	}
 }
+
+// TestScanFoldsIntoFanOut is issue 16 point 2: a scan raises one fan_out
+// alert per device and window, carrying what it touched, instead of one
+// new_peer alert per probed peer and port at the scanner and its victims;
+// an isolated new peer is still reported at once.
+func TestScanFoldsIntoFanOut(t *testing.T) {
+	e := newEngine(t, testConfig())
+	pumpDay(e, macPump, ipPump, 0, 12*time.Second)
+	pumpDay(e, macPump2, ipPump2, 0, 12*time.Second)
+	e.FreezeAll()
+	e.SetMode(Score)
+
+	// The pump probes 40 ports of the other pump within 400 ms (fan-out
+	// window 1 s, more than 32 ports is a scan).
+	for i := range 40 {
+		e.HandleFlow(record(macPump, macPump2, ipPump, ipPump2, uint16(50000+i), uint16(i+1), 6, 60,
+			at(20*time.Second+time.Duration(i)*10*time.Millisecond)))
+	}
+	pumpDay(e, macPump, ipPump, 21*time.Second, 23*time.Second) // the window ends
+	scanner, victim := alertsOf(e, macPump.String()), alertsOf(e, macPump2.String())
+	if len(scanner) != 2 || scanner[0].GetKind() != "new_peer" || scanner[1].GetKind() != "fan_out" {
+		t.Fatalf("scanner alerts = %v, want the first probe's new_peer, then one fan_out", scanner)
+	}
+	fo := scanner[1].GetSummary()
+	for _, w := range []string{"more than 32 distinct ports", "alerts folded", "1 peers (" + ipPump2.String() + ")", "33 ports (tcp/1, tcp/2,"} {
+		if !strings.Contains(fo, w) {
+			t.Errorf("fan_out summary %q lacks %q", fo, w)
+		}
+	}
+	if len(victim) != 0 {
+		t.Fatalf("the scanned pump raised %d alerts, want them folded into the scanner's: %v", len(victim), victim)
+	}
+
+	// Later, the second pump contacts a new peer: raised at once. A
+	// second one in the same window is held and raised once it ends.
+	e.HandleFlow(record(macPump2, macSrv, ipPump2, ipSrv, 41000, 445, 6, 900, at(30*time.Second)))
+	if a := alertsOf(e, macPump2.String()); len(a) != 1 || a[0].GetKind() != "new_peer" || a[0].GetFlow().GetDst() != ipSrv.String() {
+		t.Fatalf("isolated new peer: alerts %v, want one new_peer to %s at once", a, ipSrv)
+	}
+	other := netip.MustParseAddr("10.1.0.99")
+	e.HandleFlow(record(macPump2, macGW, ipPump2, other, 41001, 8443, 6, 900, at(30*time.Second+200*time.Millisecond)))
+	if a := alertsOf(e, macPump2.String()); len(a) != 1 {
+		t.Fatalf("second new peer in the window raised at once: %v", a)
+	}
+	pumpDay(e, macPump2, ipPump2, 31*time.Second, 32*time.Second)
+	a := alertsOf(e, macPump2.String())
+	if len(a) != 2 || a[1].GetKind() != "new_peer" || !strings.Contains(a[1].GetSummary(), "1 alerts folded") ||
+		!strings.Contains(a[1].GetSummary(), other.String()) {
+		t.Fatalf("held new peer after the window: %v", a)
+	}
+	ids := map[string]bool{}
+	for i, al := range e.Alerts() {
+		if ids[al.GetId()] || al.GetSensorSeq() != uint64(i+1) {
+			t.Fatalf("alert %d id %s seq %d: ids must be unique and in raise order", i, al.GetId(), al.GetSensorSeq())
+		}
+		ids[al.GetId()] = true
+	}
+
+	// At the end of a capture, held alerts are raised.
+	e.HandleFlow(record(macPump2, macGW, ipPump2, netip.MustParseAddr("10.1.0.98"), 41002, 8443, 6, 900, at(40*time.Second)))
+	e.HandleFlow(record(macPump2, macGW, ipPump2, netip.MustParseAddr("10.1.0.97"), 41003, 8443, 6, 900, at(40*time.Second+time.Millisecond)))
+	n := len(e.Alerts())
+	e.FlushAlerts()
+	if got := len(e.Alerts()); got != n+1 {
+		t.Fatalf("FlushAlerts raised %d alerts, want 1", got-n)
+	}
+}
