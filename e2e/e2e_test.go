@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/medmesh/medmesh/deploy/lab"
+	"github.com/medmesh/medmesh/internal/names"
 	"github.com/medmesh/medmesh/internal/testutil"
 	medmeshv1 "github.com/medmesh/medmesh/proto/medmesh/v1"
 )
@@ -193,6 +194,7 @@ func scenario(t *testing.T, l *lab.Lab, r *Runner, rep *Report) {
 	if len(out.Decisions) == 0 {
 		t.Errorf("scenario: no decision committed")
 	}
+	scenarioDecisions(t, l.Config(), &out, rep)
 	t.Logf("scenario: %d alerts, %d decisions, detection-to-drop %.0f ms", len(out.Alerts), len(out.Decisions), out.DetectionToDropMs)
 }
 
@@ -241,5 +243,34 @@ func TestChaos(t *testing.T) {
 		hr := r.Run(ctx, h)
 		t.Logf("%s: %d ops, failover %s, %d violations", hr.Name, hr.Ops, ms(hr.FailoverMs), len(hr.Violations))
 		rep.Histories = append(rep.Histories, hr)
+	}
+}
+
+// scenarioDecisions checks the default response rules on the scenario
+// (issue 16 acceptance): the scanning device is quarantined by rule
+// quarantine-scanner, effective at once, and no life-critical device has
+// an effective block or quarantine: its decisions wait for approval.
+func scenarioDecisions(t *testing.T, cfg lab.Config, out *lab.ScenarioOutcome, rep *Report) {
+	t.Helper()
+	quarantine := names.Enum(medmeshv1.DecisionAction_DECISION_ACTION_QUARANTINE)
+	block := names.Enum(medmeshv1.DecisionAction_DECISION_ACTION_BLOCK_PEER)
+	effective := names.Enum(medmeshv1.DecisionState_DECISION_STATE_EFFECTIVE)
+	lifeCritical := map[string]bool{}
+	for _, d := range cfg.Devices() {
+		lifeCritical[d.Name] = d.LifeCritical
+	}
+	quarantined := false
+	for _, d := range out.Decisions {
+		if d.Device == out.Device && d.Action == quarantine && d.Rule == "quarantine-scanner" && d.State == effective {
+			quarantined = true
+		}
+		if lifeCritical[d.Device] && (d.Action == quarantine || d.Action == block) && d.State == effective {
+			rep.Notes = append(rep.Notes, fmt.Sprintf("scenario: life-critical %s got an effective %s (rule %q)", d.Device, d.Action, d.Rule))
+			t.Errorf("scenario: life-critical %s got an effective %s by rule %q, want it pending approval", d.Device, d.Action, d.Rule)
+		}
+	}
+	if !quarantined {
+		rep.Notes = append(rep.Notes, "scenario: "+out.Device+" not quarantined by quarantine-scanner")
+		t.Errorf("scenario: the scanning device %s has no effective quarantine from rule quarantine-scanner: %+v", out.Device, out.Decisions)
 	}
 }

@@ -42,6 +42,7 @@ type DecisionView struct {
 	Device string `json:"device"`
 	Action string `json:"action"`
 	State  string `json:"state"`
+	Rule   string `json:"rule,omitempty"` // the response rule that decided, "" for an operator's
 	Actor  string `json:"actor"`
 	Reason string `json:"reason"`
 	Create int64  `json:"create_ns,omitempty"`
@@ -160,7 +161,7 @@ func (o *Observer) poll(ctx context.Context, s *Snapshot) error {
 	}
 	for _, d := range ds.GetDecisions() {
 		s.Decisions = append(s.Decisions, DecisionView{Index: d.GetIndex(), Device: o.name(d.GetDeviceMac()), Action: names.Enum(d.GetAction()),
-			State: names.Enum(d.GetState()), Actor: d.GetActor(), Reason: d.GetReason(), Create: d.GetCreateTime().AsTime().UnixNano()})
+			State: names.Enum(d.GetState()), Rule: d.GetRule(), Actor: d.GetActor(), Reason: d.GetReason(), Create: d.GetCreateTime().AsTime().UnixNano()})
 	}
 	sort.Slice(s.Alerts, func(i, j int) bool { return s.Alerts[i].Index < s.Alerts[j].Index })
 	sort.Slice(s.Decisions, func(i, j int) bool { return s.Decisions[i].Index < s.Decisions[j].Index })
