@@ -13,9 +13,31 @@ import (
 	medmeshv1 "github.com/medmesh/medmesh/proto/medmesh/v1"
 )
 
+// watchMAC is the device the watch tests' policies are for; reportWatched
+// makes it known.
+const watchMAC = "02:00:00:00:00:01"
+
+func reportWatched(t *testing.T, n *node) {
+	t.Helper()
+	report(t, n, "s-watch", 1, &medmeshv1.Device{Mac: watchMAC, DeviceClass: medmeshv1.DeviceClass_DEVICE_CLASS_IT_WORKSTATION})
+}
+
+// activate puts and activates a device policy: one decision each. (A class
+// policy gives one per device of the class, and these clusters have none.)
 func activate(t *testing.T, n *node, name string) *medmeshv1.ActivatePolicyResponse {
 	t.Helper()
-	put(t, n, name, "x")
+	p := classPolicy(name, "x")
+	p.Subject = &medmeshv1.Policy_DeviceMac{DeviceMac: watchMAC}
+	for try := 0; ; try++ {
+		_, err := n.policies().PutPolicy(ctxT(t, 5*time.Second), &medmeshv1.PutPolicyRequest{Policy: p, Actor: "test"})
+		if err == nil {
+			break
+		}
+		if c := status.Code(err); (c != codes.Unavailable && c != codes.Unknown) || try == 200 {
+			t.Fatalf("put %s: %v", name, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	for try := 0; ; try++ {
 		resp, err := n.policies().ActivatePolicy(ctxT(t, 5*time.Second), &medmeshv1.ActivatePolicyRequest{Name: name, Actor: "test", Reason: "watch test"})
 		if err == nil {
@@ -36,6 +58,7 @@ func TestWatchDecisionsFromFollowerResumes(t *testing.T) {
 	cl := newCluster(t, 3, nil)
 	leader := cl.leader()
 	fol := cl.followers()[0]
+	reportWatched(t, leader)
 	for i := 0; i < 5; i++ {
 		activate(t, leader, fmt.Sprintf("w%d", i))
 	}
@@ -192,6 +215,7 @@ func TestSensorReportThroughFollowerExactlyOnce(t *testing.T) {
 func TestDecisionReachesFollowersAtOnce(t *testing.T) {
 	cl := newCluster(t, 3, func(c *Config) { c.CommitTimeout = time.Second })
 	leader := cl.leader()
+	reportWatched(t, leader)
 	for i := range 3 {
 		resp := activate(t, leader, fmt.Sprintf("notice%d", i))
 		idx := resp.GetDecisionIndex()

@@ -209,6 +209,9 @@ func (e *Enforcer) Health() string { return e.watcher.Health() }
 // Applied is the applied decision index.
 func (e *Enforcer) Applied() uint64 { return e.state.Applied() }
 
+// Devices returns the number of devices the datapath holds an entry for.
+func (e *Enforcer) Devices() int { return e.state.Devices() }
+
 // Close releases the process's handles. The pinned program and maps keep
 // enforcing.
 func (e *Enforcer) Close() error {

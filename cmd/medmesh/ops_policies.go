@@ -166,8 +166,16 @@ func newPoliciesCmd(o *opFlags) *cobra.Command {
 				if o.json() {
 					return printProto(cmd.OutOrStdout(), resp)
 				}
+				p := resp.GetPolicy()
+				if p.GetDeviceMac() == "" {
+					// A class policy: one decision per known device of the
+					// class, and one for each device classified later.
+					fmt.Fprintf(cmd.OutOrStdout(), "policy %s active in %s mode at index %d: a decision for each device of class %s\n",
+						p.GetName(), names.Enum(p.GetMode()), resp.GetDecisionIndex(), names.Enum(p.GetDeviceClass()))
+					return nil
+				}
 				fmt.Fprintf(cmd.OutOrStdout(), "policy %s active in %s mode: decision %s at index %d\n",
-					resp.GetPolicy().GetName(), names.Enum(resp.GetPolicy().GetMode()), resp.GetDecisionId(), resp.GetDecisionIndex())
+					p.GetName(), names.Enum(p.GetMode()), resp.GetDecisionId(), resp.GetDecisionIndex())
 				return nil
 			})
 		},

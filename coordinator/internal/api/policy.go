@@ -161,7 +161,7 @@ func (s *Server) ActivatePolicy(ctx context.Context, req *medmeshv1.ActivatePoli
 	if err != nil {
 		return nil, err
 	}
-	return &medmeshv1.ActivatePolicyResponse{Policy: res.Policy, DecisionId: res.Decision.GetId(), DecisionIndex: res.Decision.GetIndex()}, nil
+	return &medmeshv1.ActivatePolicyResponse{Policy: res.Policy, DecisionId: res.Decision.GetId(), DecisionIndex: res.Index}, nil
 }
 
 // ListAuditRecords reads back the audit trail, oldest first.

@@ -35,18 +35,29 @@ var (
 // Result is what Apply returns for one command.
 type Result struct {
 	// Index is the Raft index that committed the command.
-	Index    uint64
-	Err      error
-	Device   *medmeshv1.Device
-	Policy   *medmeshv1.Policy
+	Index  uint64
+	Err    error
+	Device *medmeshv1.Device
+	Policy *medmeshv1.Policy
+	// Decision is the first of Decisions.
 	Decision *medmeshv1.Decision
-	Alert    *medmeshv1.Alert
-	Rule     *medmeshv1.ResponseRule
+	// Decisions are the decisions the command appended, in log order (a
+	// class policy fans out into one per device).
+	Decisions []*medmeshv1.Decision
+	Alert     *medmeshv1.Alert
+	Rule      *medmeshv1.ResponseRule
 	// Acks holds, for a sensor batch, each sensor's last applied seq.
 	Acks map[string]uint64
 	// Duplicate: the command's client request was applied before, at
 	// Index; this is that first result and nothing was applied again.
 	Duplicate bool
+}
+
+func (r *Result) addDecisions(ds []*medmeshv1.Decision) {
+	r.Decisions = append(r.Decisions, ds...)
+	if r.Decision == nil && len(r.Decisions) > 0 {
+		r.Decision = r.Decisions[0]
+	}
 }
 
 // FSM is the raft.FSM of the coordinator.

@@ -159,7 +159,9 @@ func (f *FSM) Decision(id string) *medmeshv1.Decision {
 }
 
 // ListDecisions returns up to limit decisions with index > after that match
-// keep, by index.
+// keep, by index. One entry can append several decisions (a class policy,
+// one per device) and callers resume after the last index they got, so a
+// page never ends inside an index: it may hold more than limit.
 func (f *FSM) ListDecisions(after uint64, limit int, keep func(*medmeshv1.Decision) bool) (page []*medmeshv1.Decision, more bool, index uint64) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
@@ -169,7 +171,7 @@ func (f *FSM) ListDecisions(after uint64, limit int, keep func(*medmeshv1.Decisi
 		if !keep(ds[i]) {
 			continue
 		}
-		if len(page) == limit {
+		if len(page) >= limit && ds[i].Index != page[len(page)-1].Index {
 			return page, true, f.st.applied
 		}
 		page = append(page, ds[i])

@@ -93,8 +93,27 @@ func (s *state) applyDeviceUpsert(index uint64, now *timestamppb.Timestamp, sens
 	}
 	setIf(&d.LastSensorId, sensorID)
 	d.Revision = index
+	actor := "coordinator"
+	if sensorID != "" {
+		actor = SensorIdentity(sensorID)
+	}
+	res := &Result{Device: d}
+	res.addDecisions(s.storeDevice(index, now, old, d, trigger{id: "i" + uitoa(index), actor: actor, twoPerson: true}))
+	return res
+}
+
+// storeDevice stores d, which replaces old (nil for a new device), and
+// returns the class policy decisions a change of its class calls for (see
+// state_classes.go).
+func (s *state) storeDevice(index uint64, now *timestamppb.Timestamp, old, d *medmeshv1.Device, t trigger) []*medmeshv1.Decision {
+	if old != nil && old.GetDeviceClass() == d.GetDeviceClass() {
+		s.devices[d.Mac] = d
+		return nil
+	}
+	before := s.deviceView(d.Mac)
 	s.devices[d.Mac] = d
-	return &Result{Device: d}
+	t.reason = "device classified " + d.GetDeviceClass().String()
+	return s.reconcileClasses(index, now, t, before, s.deviceView(d.Mac), "")
 }
 
 func mergeIdentifiers(old, n *medmeshv1.Identifiers) *medmeshv1.Identifiers {
@@ -155,9 +174,12 @@ func (s *state) applyDeviceUpdate(index uint64, now *timestamppb.Timestamp, c *f
 		d.Tier = safety.TierForClass(d.DeviceClass)
 	}
 	d.Revision = index
-	s.devices[d.Mac] = d
+	// The audit record of the change comes before those of the decisions
+	// it causes.
 	s.appendAudit(index, now, c.GetActor(), "device.update", "device/"+d.Mac, c.GetReason(), "", "", c.GetComment())
-	return &Result{Device: d}
+	res := &Result{Device: d}
+	res.addDecisions(s.storeDevice(index, now, old, d, trigger{id: "i" + uitoa(index), actor: c.GetActor(), comment: c.GetComment(), twoPerson: true}))
+	return res
 }
 
 // Device returns a device, or nil.

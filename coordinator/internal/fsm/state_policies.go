@@ -49,11 +49,18 @@ func (s *state) applyPolicyPut(index uint64, now *timestamppb.Timestamp, c *fsmp
 		p.CreateTime = old.CreateTime
 	}
 	p.Revision, p.UpdateTime, p.UpdatedBy = index, now, c.GetActor()
+	classes := s.policyClasses(old, p)
+	before := s.classView(classes)
 	s.policies[p.Name] = p
 	s.appendAudit(index, now, c.GetActor(), "policy.put", "policy/"+p.Name, c.GetReason(), "", "", c.GetComment())
 	res := &Result{Policy: p}
-	if p.Active {
-		res.Decision = s.appendDecision(index, now, s.applyPolicyDecision(c.GetDecisionId(), p, c.GetActor(), c.GetReason(), c.GetTwoPerson()), false, c.GetComment())
+	if p.Active && !classPolicy(p) {
+		res.Decision = s.appendDecision(index, now, s.applyPolicyDecision(c.GetDecisionId(), p.GetDeviceMac(), p, c.GetActor(), c.GetReason(), c.GetTwoPerson()), false, c.GetComment())
+		res.Decisions = []*medmeshv1.Decision{res.Decision}
+	}
+	if old.GetActive() {
+		t := trigger{id: decisionBase(c.GetDecisionId(), index), actor: c.GetActor(), reason: c.GetReason(), comment: c.GetComment(), twoPerson: c.GetTwoPerson()}
+		res.addDecisions(s.reconcileClasses(index, now, t, before, s.classView(classes), p.Name))
 	}
 	return res
 }
@@ -68,10 +75,12 @@ func (s *state) applyPolicyDelete(index uint64, now *timestamppb.Timestamp, c *f
 	if err := checkVersion(c.GetName(), old, c.ExpectedVersion); err != nil {
 		return &Result{Err: err}
 	}
+	classes := s.policyClasses(old)
+	before := s.classView(classes)
 	delete(s.policies, c.GetName())
 	s.appendAudit(index, now, c.GetActor(), "policy.delete", "policy/"+c.GetName(), c.GetReason(), "", "", c.GetComment())
 	res := &Result{Policy: old}
-	if old.Active {
+	if old.Active && !classPolicy(old) {
 		res.Decision = s.appendDecision(index, now, &medmeshv1.Decision{
 			Id:        c.GetDecisionId(),
 			Action:    medmeshv1.DecisionAction_DECISION_ACTION_REMOVE_POLICY,
@@ -80,6 +89,14 @@ func (s *state) applyPolicyDelete(index uint64, now *timestamppb.Timestamp, c *f
 			Actor:     c.GetActor(),
 			Reason:    c.GetReason(),
 		}, false, c.GetComment())
+		res.Decisions = []*medmeshv1.Decision{res.Decision}
+	}
+	if old.Active {
+		// The devices of a deleted class policy lose it (or get the next
+		// one of their class); a device whose own policy was deleted gets
+		// its class's policy again.
+		t := trigger{id: decisionBase(c.GetDecisionId(), index), actor: c.GetActor(), reason: c.GetReason(), comment: c.GetComment(), twoPerson: true}
+		res.addDecisions(s.reconcileClasses(index, now, t, before, s.classView(classes), ""))
 	}
 	return res
 }
@@ -101,26 +118,46 @@ func (s *state) applyPolicyActivate(index uint64, now *timestamppb.Timestamp, c 
 	}
 	p.Version++
 	p.Revision, p.UpdateTime, p.UpdatedBy = index, now, c.GetActor()
+	classes := s.policyClasses(p)
+	before := s.classView(classes)
 	s.policies[p.Name] = p
 	s.appendAudit(index, now, c.GetActor(), "policy.activate", "policy/"+p.Name, c.GetReason(), "", "", c.GetComment())
-	d := s.appendDecision(index, now, s.applyPolicyDecision(c.GetDecisionId(), p, c.GetActor(), c.GetReason(), c.GetTwoPerson()), false, c.GetComment())
-	return &Result{Policy: p, Decision: d}
+	res := &Result{Policy: p}
+	if !classPolicy(p) {
+		res.Decision = s.appendDecision(index, now, s.applyPolicyDecision(c.GetDecisionId(), p.GetDeviceMac(), p, c.GetActor(), c.GetReason(), c.GetTwoPerson()), false, c.GetComment())
+		res.Decisions = []*medmeshv1.Decision{res.Decision}
+	}
+	// A class policy: one decision per device of the class (see
+	// state_classes.go).
+	t := trigger{id: decisionBase(c.GetDecisionId(), index), actor: c.GetActor(), reason: c.GetReason(), comment: c.GetComment(), twoPerson: c.GetTwoPerson()}
+	res.addDecisions(s.reconcileClasses(index, now, t, before, s.classView(classes), p.Name))
+	return res
 }
 
-// applyPolicyDecision is the APPLY_POLICY decision of an active policy.
-// Under the two-person rule, a policy in enforce mode for a life-critical
-// device (by tier or class, or a life-critical class) waits for a second
-// approver: one person's word never enforces against a pump.
-func (s *state) applyPolicyDecision(id string, p *medmeshv1.Policy, actor, reason string, twoPerson bool) *medmeshv1.Decision {
+// decisionBase is the base of the ids of the decisions a command fans out
+// to: its decision id, or one derived from its index.
+func decisionBase(id string, index uint64) string {
+	if id != "" {
+		return id
+	}
+	return "i" + uitoa(index)
+}
+
+// applyPolicyDecision is the APPLY_POLICY decision of an active policy for
+// device mac (its own, or a device of its class). Under the two-person
+// rule, a policy in enforce mode for a life-critical device (by tier or
+// class, or a life-critical class) waits for a second approver: one
+// person's word never enforces against a pump.
+func (s *state) applyPolicyDecision(id, mac string, p *medmeshv1.Policy, actor, reason string, twoPerson bool) *medmeshv1.Decision {
 	d := &medmeshv1.Decision{
 		Id:        id,
 		Action:    medmeshv1.DecisionAction_DECISION_ACTION_APPLY_POLICY,
-		DeviceMac: p.GetDeviceMac(),
+		DeviceMac: mac,
 		Policy:    p,
 		Actor:     actor,
 		Reason:    reason,
 	}
-	if twoPerson && p.GetMode() == medmeshv1.PolicyMode_POLICY_MODE_ENFORCE && s.lifeCriticalSubject(p) {
+	if twoPerson && p.GetMode() == medmeshv1.PolicyMode_POLICY_MODE_ENFORCE && (s.lifeCriticalSubject(p) || s.lifeCriticalDevice(mac)) {
 		d.State = medmeshv1.DecisionState_DECISION_STATE_PENDING_APPROVAL
 		d.Reason += "; pending approval by a second approver: enforce mode on a life-critical device"
 	}

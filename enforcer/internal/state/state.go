@@ -78,13 +78,19 @@ type State struct {
 	devices map[string]*device
 	free    []uint32 // free slots, oldest first: taken from the front
 	applied uint64
+	// atApplied holds the ids of the entries applied at index applied: one
+	// Raft entry can append several decisions (a class policy, one per
+	// device), all at its index. Not pinned: after a restart the entries
+	// at the pinned index may be applied again, which changes nothing
+	// (every action sets state, it never toggles it).
+	atApplied map[string]bool
 }
 
 // New adopts snap (an empty Snapshot for fresh maps) and reconciles it:
 // slots that no device entry points to (released ones, and any left by an
 // enforcer that died in the middle of an update) are cleared.
 func New(table Table, snap Snapshot, slots uint32, log *slog.Logger) (*State, error) {
-	s := &State{table: table, log: log, devices: map[string]*device{}, applied: snap.AppliedIndex}
+	s := &State{table: table, log: log, devices: map[string]*device{}, applied: snap.AppliedIndex, atApplied: map[string]bool{}}
 	used := map[uint32]bool{}
 	for mac, e := range snap.Devices {
 		if e.Slot >= slots || used[e.Slot] {
@@ -139,24 +145,28 @@ func (s *State) Devices() int {
 }
 
 // Apply applies one committed decision log entry. It reports false for an
-// entry at or below the applied index (a duplicate after a reconnect, or a
-// stale replica): fencing. An ErrInvalid error consumes the index without
-// changing enforcement; any other error leaves the index unconsumed so the
-// entry is retried.
+// entry below the applied index, or at it with an id already applied there
+// (a duplicate after a reconnect, or a stale replica): fencing. Several
+// entries can share an index (one Raft entry's decisions). An ErrInvalid
+// error consumes the entry without changing enforcement; any other error
+// leaves it unconsumed so it is retried.
 func (s *State) Apply(d *medmeshv1.Decision) (bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if d.GetIndex() <= s.applied {
+	if d.GetIndex() < s.applied || (d.GetIndex() == s.applied && s.atApplied[d.GetId()]) {
 		return false, nil
 	}
 	err := s.apply(d)
 	if err != nil && !errors.Is(err, ErrInvalid) {
 		return false, err
 	}
-	if serr := s.table.SetAppliedIndex(d.GetIndex()); serr != nil {
-		return false, errors.Join(err, serr)
+	if d.GetIndex() > s.applied {
+		if serr := s.table.SetAppliedIndex(d.GetIndex()); serr != nil {
+			return false, errors.Join(err, serr)
+		}
+		s.applied, s.atApplied = d.GetIndex(), map[string]bool{}
 	}
-	s.applied = d.GetIndex()
+	s.atApplied[d.GetId()] = true
 	return true, err
 }
 

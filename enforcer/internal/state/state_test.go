@@ -213,8 +213,18 @@ func TestAdoptAndReconcile(t *testing.T) {
 	if s2.Applied() != 4 {
 		t.Fatalf("adopted applied index %d, want 4", s2.Applied())
 	}
-	if ok, _ := s2.Apply(dec(4, medmeshv1.DecisionAction_DECISION_ACTION_REMOVE_POLICY, nil)); ok {
-		t.Fatal("index 4 applied twice after adoption")
+	if ok, _ := s2.Apply(dec(3, medmeshv1.DecisionAction_DECISION_ACTION_REMOVE_POLICY, nil)); ok {
+		t.Fatal("index 3 applied after adoption at 4")
+	}
+	// Which entries of index 4 were applied is not pinned: the watcher
+	// resumes one index back and they are applied again, changing nothing.
+	before := tab.devices[mac]
+	block4 := dec(4, medmeshv1.DecisionAction_DECISION_ACTION_BLOCK_PEER, func(d *medmeshv1.Decision) { d.PeerCidr = "10.2.9.0/24" })
+	if ok, err := s2.Apply(block4); !ok || err != nil || tab.devices[mac] != before {
+		t.Fatalf("index 4 again after adoption: applied %v err %v entry %+v, was %+v", ok, err, tab.devices[mac], before)
+	}
+	if ok, _ := s2.Apply(block4); ok {
+		t.Fatal("index 4 applied twice by one process")
 	}
 	// The adopted model matches the maps: unblocking keeps the policy rule.
 	if _, err := s2.Apply(dec(7, medmeshv1.DecisionAction_DECISION_ACTION_UNBLOCK_PEER, func(d *medmeshv1.Decision) { d.PeerCidr = "10.2.9.0/24" })); err != nil {
@@ -257,5 +267,43 @@ func TestSlotsReusedOldestFirst(t *testing.T) {
 	}
 	if got := tab.slots[2]; len(got) != 1 || got[0].PortMin != 9443 {
 		t.Fatalf("released slot 2 holds %v, want its last policy until it is taken again", got)
+	}
+}
+
+// TestOneIndexManyDevices: a class policy's decisions share their Raft
+// entry's index, one per device: each is applied once, a resent one is
+// fenced, and an earlier index still is.
+func TestOneIndexManyDevices(t *testing.T) {
+	tab := newFake()
+	s := newState(t, tab, Snapshot{})
+	macs := []string{"02:00:00:00:00:01", "02:00:00:00:00:02", "02:00:00:00:00:03"}
+	p := policy(medmeshv1.PolicyMode_POLICY_MODE_ENFORCE, cidrRule("10.2.0.0/16", 6, 443))
+	p.Subject = &medmeshv1.Policy_DeviceClass{DeviceClass: medmeshv1.DeviceClass_DEVICE_CLASS_IT_WORKSTATION}
+	var ds []*medmeshv1.Decision
+	for _, m := range macs {
+		ds = append(ds, dec(9, medmeshv1.DecisionAction_DECISION_ACTION_APPLY_POLICY, func(d *medmeshv1.Decision) {
+			d.Id, d.DeviceMac, d.Policy = "d9/"+m, m, p
+		}))
+	}
+	for _, d := range ds {
+		if ok, err := s.Apply(d); !ok || err != nil {
+			t.Fatalf("%s: applied %v err %v", d.GetId(), ok, err)
+		}
+	}
+	for _, m := range macs {
+		if e, ok := tab.devices[m]; !ok || e.Mode != xdp.ModeEnforce || e.NRules != 1 {
+			t.Fatalf("%s: entry %+v present %v", m, e, ok)
+		}
+	}
+	if ok, _ := s.Apply(ds[1]); ok {
+		t.Fatal("resent entry applied twice")
+	}
+	if ok, _ := s.Apply(dec(8, medmeshv1.DecisionAction_DECISION_ACTION_QUARANTINE, nil)); ok {
+		t.Fatal("earlier index applied")
+	}
+	// Without a MAC the decision is still invalid.
+	bad := dec(10, medmeshv1.DecisionAction_DECISION_ACTION_APPLY_POLICY, func(d *medmeshv1.Decision) { d.DeviceMac, d.Policy = "", p })
+	if _, err := s.Apply(bad); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("class decision without a device: %v", err)
 	}
 }

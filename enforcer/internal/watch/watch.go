@@ -27,7 +27,9 @@ import (
 type Applier interface {
 	// Applied returns the highest index applied.
 	Applied() uint64
-	// Apply applies one entry; false means it was at or below Applied.
+	// Apply applies one entry; false means it was fenced: below Applied,
+	// or at it and applied before (entries of one Raft entry share its
+	// index).
 	// Every entry is self-contained (an approval carries the approved
 	// action), so nothing is looked up.
 	Apply(d *medmeshv1.Decision) (bool, error)
@@ -278,7 +280,13 @@ func (w *Watcher) stream(ctx context.Context, i int) (progressed bool, err error
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	client := medmeshv1.NewDecisionServiceClient(w.conns[i])
+	// Resume one index back: one Raft entry can hold several decisions (a
+	// class policy's, one per device), and a stream that broke inside one
+	// has to see the rest. The applier fences those it applied.
 	from := w.applier.Applied()
+	if from > 0 {
+		from--
+	}
 	st, err := client.WatchDecisions(sctx, &medmeshv1.WatchDecisionsRequest{FromIndex: from, WatcherId: w.cfg.ID})
 	if err != nil {
 		return false, fmt.Errorf("watch decisions: %w", err)
@@ -314,7 +322,7 @@ func (w *Watcher) stream(ctx context.Context, i int) (progressed bool, err error
 }
 
 func (w *Watcher) handle(d *medmeshv1.Decision, received time.Time) error {
-	if d.GetIndex() <= w.applier.Applied() {
+	if d.GetIndex() < w.applier.Applied() {
 		w.m.decisions.WithLabelValues("fenced").Inc()
 		return nil
 	}

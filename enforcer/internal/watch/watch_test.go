@@ -26,6 +26,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 type memApplier struct {
 	mu      sync.Mutex
 	applied uint64
+	lastID  string
 	seen    []*medmeshv1.Decision
 }
 
@@ -33,10 +34,10 @@ func (a *memApplier) Applied() uint64 { a.mu.Lock(); defer a.mu.Unlock(); return
 func (a *memApplier) Apply(d *medmeshv1.Decision) (bool, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if d.Index <= a.applied {
+	if d.Index < a.applied || (d.Index == a.applied && a.lastID == d.Id) {
 		return false, nil
 	}
-	a.applied = d.Index
+	a.applied, a.lastID = d.Index, d.Id
 	if d.State == medmeshv1.DecisionState_DECISION_STATE_PENDING_APPROVAL {
 		return true, nil
 	}
@@ -113,7 +114,8 @@ func TestRotatesWithoutGapOrDuplicate(t *testing.T) {
 		m := log.Member("e1")
 		return m != nil && m.AppliedIndex == want[len(want)-1] && m.Role == "enforcer" && m.Health == "ok"
 	}, "member status with applied index reported")
-	if n := metric(t, reg, "medmesh_enforcer_decisions_total"); n != 100 {
+	// Each resume sends the last index again (fenced): count the applied.
+	if n := metric(t, reg, "medmesh_enforcer_decisions_total") - labelled(t, reg, "medmesh_enforcer_decisions_total", "fenced"); n != 100 {
 		t.Fatalf("applied counter %v, want 100", n)
 	}
 	if n := metric(t, reg, "medmesh_enforcer_watch_reconnects_total"); n < 1 {
@@ -182,6 +184,28 @@ func TestApprovalIsSelfContained(t *testing.T) {
 }
 
 // metric sums a gathered gauge or counter family.
+// labelled is the value of a counter with outcome label value.
+func labelled(t *testing.T, reg *prometheus.Registry, name, value string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetValue() == value {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return 0
+}
+
 func metric(t *testing.T, reg *prometheus.Registry, name string) float64 {
 	t.Helper()
 	mfs, err := reg.Gather()
