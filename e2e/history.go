@@ -477,17 +477,22 @@ func (r *Runner) decide(ctx context.Context, name string) string {
 	// activates the policy twice.
 	id := fmt.Sprintf("%x-%d-decide", r.epoch.UnixNano(), r.n)
 	putID, activateID := id+"-put", id+"-activate"
+	// One class policy per run, for the lab's workstations (non-clinical,
+	// so no second approver): each history changes and activates it, and
+	// the coordinators fan that out to one decision per workstation, which
+	// every enforcer must then reach. Monitor mode drops nothing.
+	policy := fmt.Sprintf("e2e-%d-fault-decision", r.Seed)
 	for try := 0; ctx.Err() == nil; try++ {
 		pc := r.policies[try%len(r.policies)]
 		cctx, cancel := context.WithTimeout(ctx, time.Second)
 		var err error
 		if !stored {
-			_, err = pc.PutPolicy(cctx, &medmeshv1.PutPolicyRequest{Policy: RegisterPolicy(name, "decision during the fault"), Actor: "e2e", RequestId: putID})
+			_, err = pc.PutPolicy(cctx, &medmeshv1.PutPolicyRequest{Policy: faultPolicy(policy, name), Actor: "e2e", RequestId: putID})
 			stored = err == nil
 		}
 		if stored {
 			var resp *medmeshv1.ActivatePolicyResponse
-			resp, err = pc.ActivatePolicy(cctx, &medmeshv1.ActivatePolicyRequest{Name: name, Mode: medmeshv1.PolicyMode_POLICY_MODE_MONITOR, Actor: "e2e", Reason: "chaos harness: decision during the fault", RequestId: activateID})
+			resp, err = pc.ActivatePolicy(cctx, &medmeshv1.ActivatePolicyRequest{Name: policy, Mode: medmeshv1.PolicyMode_POLICY_MODE_MONITOR, Actor: "e2e", Reason: "chaos harness: decision during the fault", RequestId: activateID})
 			if err == nil {
 				cancel()
 				return fmt.Sprintf("decision %s committed during the fault at index %d", resp.GetDecisionId(), resp.GetDecisionIndex())
@@ -498,6 +503,14 @@ func (r *Runner) decide(ctx context.Context, name string) string {
 		sleep(ctx, 200*time.Millisecond)
 	}
 	return fmt.Sprintf("no decision committed during the fault (last error: %v)", last)
+}
+
+// faultPolicy is the policy the fault-time decision activates, its
+// description naming the history.
+func faultPolicy(name, history string) *medmeshv1.Policy {
+	p := RegisterPolicy(name, "decision during the fault: "+history)
+	p.Subject = &medmeshv1.Policy_DeviceClass{DeviceClass: medmeshv1.DeviceClass_DEVICE_CLASS_IT_WORKSTATION}
+	return p
 }
 
 // auditedPuts reads the policy.put records of the keys' audit trails
