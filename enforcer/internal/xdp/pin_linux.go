@@ -14,9 +14,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// BPFFS is the bpffs mount every pin directory must lie under.
-const BPFFS = "/sys/fs/bpf"
-
 // CheckPinDir returns dir cleaned, or an error when it is not an absolute
 // path strictly under BPFFS or, when it exists, is not a directory on a
 // bpffs (symbolic links resolved): a pin directory must never point the
