@@ -275,15 +275,6 @@ func (d *Datapath) Tap() bool { return d.cfg.Tap }
 // FlowCapacity is the flow table's size.
 func (d *Datapath) FlowCapacity() uint32 { return d.cfg.FlowEntries }
 
-// AttachMode is how the program is attached to an interface.
-type AttachMode string
-
-// Attach modes.
-const (
-	ModeNative  AttachMode = "native"
-	ModeGeneric AttachMode = "generic"
-)
-
 // Attach attaches the program to iface (in the calling thread's network
 // namespace) in native mode, or in generic mode when the driver has no
 // native XDP or forceGeneric is set. It returns the mode in use. One
@@ -606,9 +597,6 @@ func (d *Datapath) NewReader() (*Reader, error) {
 	}
 	return &Reader{d: d, rd: rd}, nil
 }
-
-// ErrNoEvent is returned by Read when no event arrived before the deadline.
-var ErrNoEvent = errors.New("no event before deadline")
 
 // Read waits until deadline (zero: forever; past: only what is buffered)
 // for the next event and decodes it into ev. The program wakes readers in

@@ -138,6 +138,18 @@ type NonIPCount struct {
 	LastEtherType  uint16
 }
 
+// AttachMode is how the program is attached to an interface.
+type AttachMode string
+
+// Attach modes.
+const (
+	ModeNative  AttachMode = "native"
+	ModeGeneric AttachMode = "generic"
+)
+
+// ErrNoEvent is returned by Read when no event arrived before the deadline.
+var ErrNoEvent = errors.New("no event before deadline")
+
 // FlowKey identifies one entry of the flow table.
 type FlowKey struct{ k sensorFlowKey }
 
