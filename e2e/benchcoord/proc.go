@@ -30,7 +30,7 @@ func startProc(name, logFile string, argv ...string) (*proc, error) {
 	cmd.Stdout, cmd.Stderr = f, f
 	// Its own process group, so a Ctrl-C to the driver does not reach it
 	// before the driver stops it in order.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.SysProcAttr = ownGroup()
 	if err := cmd.Start(); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("start %s: %w", name, err)
