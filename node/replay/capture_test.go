@@ -16,6 +16,9 @@ import (
 	"github.com/google/gopacket/pcapgo"
 )
 
+// pcapDir holds the third-party captures (shared by the worktrees).
+const pcapDir = "../../../shared/testdata/pcap"
+
 // ngBlock frames a little-endian pcapng block.
 func ngBlock(typ uint32, body []byte) []byte {
 	for len(body)%4 != 0 {

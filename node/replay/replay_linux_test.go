@@ -22,8 +22,6 @@ import (
 	"github.com/medmesh/medmesh/node/flow"
 )
 
-const pcapDir = "../../../shared/testdata/pcap"
-
 func captures(t *testing.T) []string {
 	t.Helper()
 	if _, err := os.Stat(pcapDir); err != nil {

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 
 	"github.com/medmesh/medmesh/node/flow"
 )
@@ -62,6 +63,72 @@ const maxRules = 16
 // (protocol, port) entries, its covering prefixes' included, than the map
 // value holds.
 var ErrTooManyRules = errors.New("too many baseline entries for one prefix")
+
+type foldedEntry struct {
+	addr [16]byte
+	bits int // of the 128-bit (v4-mapped) address
+	val  sensorBlVal
+}
+
+// foldRules turns rules into LPM entries: each distinct prefix carries its
+// own (proto, port) entries and those of every covering prefix, so the
+// longest match alone decides.
+func foldRules(rules []BaselineRule) ([]foldedEntry, error) {
+	type pfx struct {
+		addr [16]byte
+		bits int
+	}
+	norm := func(p netip.Prefix) (pfx, error) {
+		if !p.IsValid() {
+			return pfx{}, fmt.Errorf("invalid prefix %v", p)
+		}
+		p = p.Masked()
+		if p.Addr().Is4() {
+			return pfx{netip.AddrFrom16(p.Addr().As16()).As16(), 96 + p.Bits()}, nil
+		}
+		return pfx{p.Addr().As16(), p.Bits()}, nil
+	}
+	ps := make([]pfx, len(rules))
+	for i, r := range rules {
+		p, err := norm(r.Prefix)
+		if err != nil {
+			return nil, err
+		}
+		ps[i] = p
+	}
+	covers := func(outer, inner pfx) bool {
+		if outer.bits > inner.bits {
+			return false
+		}
+		return netip.PrefixFrom(netip.AddrFrom16(inner.addr), outer.bits).Masked().Addr() == netip.AddrFrom16(outer.addr)
+	}
+	var out []foldedEntry
+	seen := make(map[pfx]bool)
+	for _, p := range ps {
+		if seen[p] {
+			continue
+		}
+		seen[p] = true
+		e := foldedEntry{addr: p.addr, bits: p.bits}
+		var list []sensorBlRule
+		for j, q := range ps {
+			if !covers(q, p) {
+				continue
+			}
+			r := sensorBlRule{Proto: rules[j].Proto, Port: rules[j].Port}
+			if !slices.Contains(list, r) {
+				list = append(list, r)
+			}
+		}
+		if len(list) > maxRules {
+			return nil, fmt.Errorf("prefix %v: %d entries: %w (at most %d)", netip.PrefixFrom(netip.AddrFrom16(p.addr).Unmap(), p.bits), len(list), ErrTooManyRules, maxRules)
+		}
+		e.val.N = uint32(len(list))
+		copy(e.val.R[:], list)
+		out = append(out, e)
+	}
+	return out, nil
+}
 
 // Parse error reasons, indexed as enum parse_err in sensor.c.
 var parseErrorNames = [...]string{
