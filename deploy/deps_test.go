@@ -57,7 +57,7 @@ var indirect = map[string][]string{
 	"e2e/benchcoord/medmesh.go:startMedmesh":                   {"medmesh"},
 	"e2e/benchcoord/medmesh.go:cli":                            {"medmesh"},
 	"e2e/benchcoord/proc.go:startProc":                         {"etcd", "medmesh"},
-	"cmd/medmesh/readme_test.go:func":                          {"ip", "bash", "medmesh", "jq"}, // the README's commands
+	"cmd/medmesh/readme_linux_test.go:func":                    {"ip", "bash", "medmesh", "jq"}, // the README's commands
 	"cmd/medmesh/crossbuild_test.go:func":                      {"go"},
 }
 

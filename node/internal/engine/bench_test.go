@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"net/netip"
 	"runtime"
-	"syscall"
 	"testing"
 	"time"
 
@@ -15,14 +14,6 @@ import (
 // figure per core does not depend on how busy the shared machine is: wall
 // time includes the time other processes held the core.
 type cpuClock struct{ start time.Duration }
-
-func threadCPU() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(1 /* RUSAGE_THREAD */, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
 
 func startCPU() cpuClock {
 	runtime.LockOSThread()
