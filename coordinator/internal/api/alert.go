@@ -62,11 +62,7 @@ func (s *Server) AcknowledgeAlert(ctx context.Context, req *medmeshv1.Acknowledg
 	if err := required("id", req.GetId()); err != nil {
 		return nil, err
 	}
-	comment, err := actorComment(req.GetActor())
-	if err != nil {
-		return nil, err
-	}
-	who, err := caller(ctx)
+	who, comment, err := author(ctx, req.GetActor())
 	if err != nil {
 		return nil, err
 	}

@@ -26,6 +26,17 @@ func caller(ctx context.Context) (pki.Identity, error) {
 	return id, nil
 }
 
+// author is who a write is audited as (caller) and the comment its
+// request's actor field adds (actorComment).
+func author(ctx context.Context, actorField string) (pki.Identity, string, error) {
+	comment, err := actorComment(actorField)
+	if err != nil {
+		return pki.Identity{}, "", err
+	}
+	id, err := caller(ctx)
+	return id, comment, err
+}
+
 // actorComment turns a request's free-text actor field into the audit
 // record's comment: what the caller says about itself, never its identity.
 func actorComment(field string) (string, error) {

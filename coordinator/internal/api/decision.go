@@ -61,11 +61,7 @@ func (s *Server) review(ctx context.Context, method string, req proto.Message, i
 	if err := required("id", id); err != nil {
 		return nil, err
 	}
-	comment, err := actorComment(actor)
-	if err != nil {
-		return nil, err
-	}
-	who, err := caller(ctx)
+	who, comment, err := author(ctx, actor)
 	if err != nil {
 		return nil, err
 	}

@@ -86,11 +86,7 @@ func (s *Server) UpdateDevice(ctx context.Context, req *medmeshv1.UpdateDeviceRe
 			return nil, invalid("update_mask", "path %q is not one of labels, tier, location, device_class", p)
 		}
 	}
-	comment, err := actorComment(req.GetActor())
-	if err != nil {
-		return nil, err
-	}
-	who, err := caller(ctx)
+	who, comment, err := author(ctx, req.GetActor())
 	if err != nil {
 		return nil, err
 	}

@@ -17,11 +17,7 @@ func (s *Server) PutPolicy(ctx context.Context, req *medmeshv1.PutPolicyRequest)
 	if err := validatePut(p); err != nil {
 		return nil, err
 	}
-	comment, err := actorComment(req.GetActor())
-	if err != nil {
-		return nil, err
-	}
-	id, err := caller(ctx)
+	id, comment, err := author(ctx, req.GetActor())
 	if err != nil {
 		return nil, err
 	}
@@ -98,11 +94,7 @@ func (s *Server) DeletePolicy(ctx context.Context, req *medmeshv1.DeletePolicyRe
 	if err := required("name", req.GetName()); err != nil {
 		return nil, err
 	}
-	comment, err := actorComment(req.GetActor())
-	if err != nil {
-		return nil, err
-	}
-	id, err := caller(ctx)
+	id, comment, err := author(ctx, req.GetActor())
 	if err != nil {
 		return nil, err
 	}
@@ -128,7 +120,7 @@ func (s *Server) ActivatePolicy(ctx context.Context, req *medmeshv1.ActivatePoli
 	if err := required("name", req.GetName()); err != nil {
 		return nil, err
 	}
-	comment, err := actorComment(req.GetActor())
+	id, comment, err := author(ctx, req.GetActor())
 	if err != nil {
 		return nil, err
 	}
@@ -137,10 +129,6 @@ func (s *Server) ActivatePolicy(ctx context.Context, req *medmeshv1.ActivatePoli
 	}
 	if _, ok := medmeshv1.PolicyMode_name[int32(req.GetMode())]; !ok {
 		return nil, invalid("mode", "unknown mode %d", req.GetMode())
-	}
-	id, err := caller(ctx)
-	if err != nil {
-		return nil, err
 	}
 	// Enforce mode is an approver's act; a policy stored in enforce mode
 	// and activated without a mode is refused by the FSM.

@@ -32,11 +32,7 @@ func (s *Server) PutRule(ctx context.Context, req *medmeshv1.PutRuleRequest) (*m
 	if err := response.Validate(r); err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "rule: %v", err)
 	}
-	comment, err := actorComment(req.GetActor())
-	if err != nil {
-		return nil, err
-	}
-	id, err := caller(ctx)
+	id, comment, err := author(ctx, req.GetActor())
 	if err != nil {
 		return nil, err
 	}
@@ -59,11 +55,7 @@ func (s *Server) DeleteRule(ctx context.Context, req *medmeshv1.DeleteRuleReques
 	if err := required("name", req.GetName()); err != nil {
 		return nil, err
 	}
-	comment, err := actorComment(req.GetActor())
-	if err != nil {
-		return nil, err
-	}
-	id, err := caller(ctx)
+	id, comment, err := author(ctx, req.GetActor())
 	if err != nil {
 		return nil, err
 	}
