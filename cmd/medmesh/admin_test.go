@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -37,29 +36,7 @@ func TestDaemonAdminDefaults(t *testing.T) {
 func TestCoordinatorAdminEndpoints(t *testing.T) {
 	for _, pprof := range []bool{false, true} {
 		t.Run(fmt.Sprintf("pprof=%v", pprof), func(t *testing.T) {
-			o := coordinatorOptions{
-				dev: true, pprof: pprof, logLevel: "warn",
-				api:   fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t)),
-				raft:  fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t)),
-				admin: fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t)),
-			}
-			ctx, cancel := context.WithCancel(context.Background())
-			ready := make(chan struct{})
-			done := make(chan error, 1)
-			go func() { done <- runCoordinator(ctx, o, io.Discard, ready) }()
-			defer func() {
-				cancel()
-				if err := <-done; err != nil {
-					t.Errorf("coordinator: %v", err)
-				}
-			}()
-			select {
-			case <-ready:
-			case err := <-done:
-				t.Fatalf("coordinator exited: %v", err)
-			case <-time.After(10 * time.Second):
-				t.Fatal("not ready")
-			}
+			o := startCoordinator(t, coordinatorOptions{dev: true, pprof: pprof})
 			get := func(path string) (int, string) {
 				c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
 				resp, err := c.Get("http://" + o.admin + path)

@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"fmt"
-	"io"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -14,7 +12,6 @@ import (
 
 	"github.com/medmesh/medmesh/internal/grpcx"
 	"github.com/medmesh/medmesh/internal/pki"
-	"github.com/medmesh/medmesh/internal/testutil"
 	medmeshv1 "github.com/medmesh/medmesh/proto/medmesh/v1"
 )
 
@@ -37,24 +34,8 @@ func TestDevicesSetLowersTierAudited(t *testing.T) {
 		return grpcx.TLSFiles{CAFile: caFile, CertFile: c, KeyFile: k}
 	}
 	srv := issue(pki.RoleCoordinator, "dev")
-	o := coordinatorOptions{
-		dev: true, logLevel: "warn",
-		api:  fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t)),
-		raft: fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t)),
-		tls:  srv,
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	ready := make(chan struct{})
-	done := make(chan error, 1)
-	go func() { done <- runCoordinator(ctx, o, io.Discard, ready) }()
-	t.Cleanup(func() { cancel(); <-done })
-	select {
-	case <-ready:
-	case err := <-done:
-		t.Fatalf("coordinator exited: %v", err)
-	case <-time.After(10 * time.Second):
-		t.Fatal("coordinator not ready")
-	}
+	o := startCoordinator(t, coordinatorOptions{dev: true, tls: srv})
+	ctx := context.Background()
 
 	// The ICU sensor reports a pump; another report calls it a workstation.
 	tc, err := pki.ClientConfig(issue(pki.RoleSensor, "s-icu"), pki.RoleCoordinator)

@@ -9,8 +9,8 @@ import (
 	"testing"
 )
 
-// startDevCoordinator runs `medmesh coordinator --dev` in process and
-// returns its API address.
+// sharedMUD reads a third-party MUD file of ../shared/testdata/mud, and
+// skips the test where it is absent.
 func sharedMUD(t *testing.T, name string) []byte {
 	t.Helper()
 	path := filepath.Join("..", "..", "..", "shared", "testdata", "mud", name)

@@ -25,12 +25,22 @@ import (
 // ports and returns its API address once it serves.
 func startDevCoordinator(t *testing.T) string {
 	t.Helper()
-	o := coordinatorOptions{
-		dev:      true,
-		api:      fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t)),
-		raft:     fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t)),
-		admin:    fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t)),
-		logLevel: "warn",
+	return startCoordinator(t, coordinatorOptions{dev: true}).api
+}
+
+// startCoordinator runs `medmesh coordinator` in process with o, taking free
+// loopback ports for the API, Raft and admin addresses o leaves empty, and
+// returns the options it ran with once the API serves. It stops the
+// coordinator when the test ends, failing the test if it exits with an error.
+func startCoordinator(t *testing.T, o coordinatorOptions) coordinatorOptions {
+	t.Helper()
+	for _, a := range []*string{&o.api, &o.raft, &o.admin} {
+		if *a == "" {
+			*a = fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t))
+		}
+	}
+	if o.logLevel == "" {
+		o.logLevel = "warn"
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan struct{})
@@ -47,9 +57,9 @@ func startDevCoordinator(t *testing.T) string {
 	case err := <-done:
 		t.Fatalf("coordinator exited: %v", err)
 	case <-time.After(10 * time.Second):
-		t.Fatal("coordinator --dev not ready within 10s")
+		t.Fatal("coordinator not ready within 10s")
 	}
-	return o.api
+	return o
 }
 
 // syncBuffer is a bytes.Buffer safe for a writer and a concurrent reader.
