@@ -150,7 +150,7 @@ func check(files map[string][]byte, key ed25519.PublicKey) (*Bundle, error) {
 			return nil, &Error{Reason: ErrUnsigned.Error() + " (a plain directory has no manifest to sign)"}
 		}
 		b.Manifest, b.Computed = Compute(files, time.Time{}), true
-		b.Raw, _ = json.MarshalIndent(b.Manifest, "", "  ")
+		b.Raw, _ = Marshal(b.Manifest)
 		return b, nil
 	}
 	b.Raw = raw
@@ -441,4 +441,23 @@ func ReadSources(dirs ...string) (map[string][]byte, error) {
 		}
 	}
 	return all, nil
+}
+
+// FromFiles wraps files already in memory, listed by m, as a bundle (to
+// check them with their loaders before writing).
+func FromFiles(files map[string][]byte, m Manifest) (*Bundle, error) {
+	raw, err := Marshal(m)
+	if err != nil {
+		return nil, err
+	}
+	return &Bundle{Manifest: m, Raw: raw, Computed: true, files: files}, nil
+}
+
+// Marshal writes a manifest as manifest.json.
+func Marshal(m Manifest) ([]byte, error) {
+	b, err := json.MarshalIndent(m, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	return append(b, '\n'), nil
 }

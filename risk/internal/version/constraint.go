@@ -174,7 +174,10 @@ func ParseConstraint(text string) Constraint {
 		if m := belowWords.FindStringIndex(part); m != nil {
 			part = "<= " + part[:m[0]]
 		} else if m := aboveWords.FindStringIndex(part); m != nil {
-			part = ">= " + part[:m[0]]
+			// "... with Software 04.00.00 or newer": the version is the
+			// last word before the phrase.
+			f := strings.Fields(part[:m[0]])
+			part = ">= " + f[len(f)-1]
 		}
 		if m := comparator.FindStringSubmatch(part); m != nil {
 			vt := strings.TrimSpace(stopWords.ReplaceAllString(part[len(m[0]):], ""))
