@@ -47,6 +47,8 @@ func newRootCmd() *cobra.Command {
 		newTLSCmd(),
 		newKeygenCmd(),
 		newAuditCmd(),
+		newIntelCmd(),
+		newRiskCmd(),
 	)
 	addOperatorCommands(root)
 	root.InitDefaultHelpCmd()
