@@ -64,10 +64,15 @@ test: deps lint check-generate test-unit fuzz ## Lint, generated-code drift, eve
 FUZZ_TARGETS := ./node/replay:FuzzCaptureReader \
 	./coordinator/internal/policy:FuzzImportMUD \
 	./coordinator/internal/api:FuzzPolicyJSON \
-	./coordinator/internal/api:FuzzValidateReport
+	./coordinator/internal/api:FuzzValidateReport \
+	./risk/internal/csaf:FuzzParse \
+	./risk/internal/version:FuzzConstraint \
+	./risk/internal/bundle:FuzzManifest \
+	./risk:FuzzInventory \
+	./risk:FuzzSourceFile
 FUZZTIME ?= 5s
 
-fuzz: ## Run each fuzz target for FUZZTIME (5s): capture reader, MUD import, policy JSON, sensor reports
+fuzz: ## Run each fuzz target for FUZZTIME (5s): capture reader, MUD import, policy JSON, sensor reports, CSAF, version text, bundle manifests, inventories, intel sources
 	@set -e; for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; name=$${t##*:}; \
 		echo "fuzz: $$name ($$pkg, $(FUZZTIME))"; \

@@ -43,14 +43,17 @@ var defaults []byte
 // DefaultSource names the shipped list.
 const DefaultSource = "medmesh default-credential list"
 
-// Defaults returns the shipped list.
-func Defaults() []Entry {
+// shipped is the shipped list, parsed once.
+var shipped = func() []Entry {
 	e, err := Parse(defaults)
 	if err != nil {
 		panic("shipped defaults.yaml: " + err.Error())
 	}
 	return e
-}
+}()
+
+// Defaults returns (a copy of) the shipped list.
+func Defaults() []Entry { return slices.Clone(shipped) }
 
 var hexSHA = regexp.MustCompile(`^[0-9a-f]{64}$`)
 

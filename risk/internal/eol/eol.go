@@ -223,6 +223,22 @@ func ParseAPI(data []byte) (*Product, error) {
 //go:embed legacy/*.md
 var legacyFS embed.FS
 
+// legacy is the shipped table, parsed once.
+var legacy, legacyErr = func() ([]*Product, error) {
+	var out []*Product
+	entries, _ := legacyFS.ReadDir("legacy")
+	for _, e := range entries {
+		data, _ := legacyFS.ReadFile("legacy/" + e.Name())
+		p, err := ParseMarkdown(e.Name(), data)
+		if err != nil {
+			return nil, fmt.Errorf("shipped legacy/%s: %w", e.Name(), err)
+		}
+		p.Source = LegacySource
+		out = append(out, p)
+	}
+	return out, nil
+}()
+
 // LegacySource names the shipped table in findings and status.
 const LegacySource = "medmesh legacy Windows table (Microsoft Lifecycle dates)"
 
@@ -245,18 +261,16 @@ func NewTable(products []*Product) (*Table, error) {
 		byName[p.Name] = p
 		t.products = append(t.products, p)
 	}
-	entries, _ := legacyFS.ReadDir("legacy")
-	for _, e := range entries {
-		data, _ := legacyFS.ReadFile("legacy/" + e.Name())
-		lp, err := ParseMarkdown(e.Name(), data)
-		if err != nil {
-			return nil, fmt.Errorf("shipped legacy/%s: %w", e.Name(), err)
-		}
-		lp.Source = LegacySource
+	if legacyErr != nil {
+		return nil, legacyErr
+	}
+	for _, shared := range legacy {
+		lp := *shared
+		lp.Releases = slices.Clone(shared.Releases)
 		p := byName[lp.Name]
 		if p == nil {
-			byName[lp.Name] = lp
-			t.products = append(t.products, lp)
+			byName[lp.Name] = &lp
+			t.products = append(t.products, &lp)
 			continue
 		}
 		for _, r := range lp.Releases {

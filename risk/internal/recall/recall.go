@@ -48,7 +48,7 @@ func Parse(name string, data []byte) (*File, error) {
 	if strings.HasSuffix(strings.ToLower(name), ".zip") {
 		zr, err := zip.NewReader(bytes.NewReader(data), int64(len(data)))
 		if err != nil {
-			return nil, fmt.Errorf("zip: %w (truncated or not a zip)", err)
+			return nil, fmt.Errorf("%w (truncated or not a zip)", err)
 		}
 		if len(zr.File) != 1 {
 			return nil, fmt.Errorf("zip holds %d files, want one JSON file", len(zr.File))
