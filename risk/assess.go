@@ -30,10 +30,11 @@ func (in *Intel) SBOMAssessed(d Device) bool { return d.SBOM == "" || in.sbom !=
 
 // prodRef is one advisory product, prepared for matching.
 type prodRef struct {
-	adv   *csaf.Advisory
-	p     *csaf.Product
-	names [][]string // word lists of the product's names and model numbers
-	vkeys []string
+	adv    *csaf.Advisory
+	p      *csaf.Product
+	names  [][]string // word lists of the product's names and model numbers
+	joined []string   // the same, each joined without spaces
+	vkeys  []string
 }
 
 func (in *Intel) indexProducts() {
@@ -49,6 +50,7 @@ func (in *Intel) indexProducts() {
 			for _, n := range append([]string{p.Name, stripVendor(p.Name, p.Vendor)}, p.Models...) {
 				if w := words(n); len(w) > 0 {
 					r.names = append(r.names, w)
+					r.joined = append(r.joined, strings.Join(w, ""))
 				}
 			}
 			keys := r.vkeys
@@ -208,8 +210,9 @@ func (in *Intel) matchProduct(r prodRef, d Device, model []string, dv version.Ve
 	}
 	c := r.p.Constraint
 	matched := false
-	for _, n := range r.names {
-		if sameModel(model, n) {
+	mj := strings.Join(model, "")
+	for i, n := range r.names {
+		if mj == r.joined[i] || sameModel(model, n) {
 			matched = true
 			break
 		}
@@ -389,7 +392,7 @@ func (in *Intel) recallFindings(d Device, dkeys []string) []Finding {
 		r := in.recalls[i]
 		var conf Confidence
 		var why string
-		firm := in.vendors.Same(dkeys, in.vendors.Keys(r.Firm)) || g != nil && in.vendors.Same(in.vendors.Keys(g.Company), in.vendors.Keys(r.Firm))
+		firm := in.vendors.Same(dkeys, in.recallKeys[i]) || g != nil && in.vendors.Same(in.vendors.Keys(g.Company), in.recallKeys[i])
 		switch {
 		case g != nil && premarketMatch(g.Premarket, append(slices.Clone(r.KNumbers), r.PMANumbers...)) != "":
 			conf, why = ConfidenceExact, "GUDID premarket submission "+premarketMatch(g.Premarket, append(slices.Clone(r.KNumbers), r.PMANumbers...))+" of device "+g.PrimaryDI
@@ -444,7 +447,7 @@ func premarketMatch(device, recall []string) string {
 func (in *Intel) credentialFindings(d Device, dkeys []string) []Finding {
 	var out []Finding
 	for i, e := range in.creds {
-		if !in.vendors.Same(dkeys, in.vendors.Keys(e.Vendor)) {
+		if !in.vendors.Same(dkeys, in.credKeys[i]) {
 			continue
 		}
 		conf := ConfidenceModel

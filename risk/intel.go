@@ -37,6 +37,8 @@ type Intel struct {
 	gudidModel map[string][]*gudid.Device // normalised model -> devices
 	creds      []credential.Entry
 	credSource []string
+	credKeys   [][]string // vendor keys of each credential entry
+	recallKeys [][]string // firm keys of each recall
 	vendors    *vendor.Table
 	sbom       SBOMMatcher
 }
@@ -189,9 +191,14 @@ func fromBundle(b *bundle.Bundle) (*Intel, error) {
 	}
 	in.recalls = recall.Join(recallFiles)
 	for i, r := range in.recalls {
-		for _, k := range in.vendors.Keys(r.Firm) {
+		keys := in.vendors.Keys(r.Firm)
+		in.recallKeys = append(in.recallKeys, keys)
+		for _, k := range keys {
 			in.recallsBy[k] = append(in.recallsBy[k], i)
 		}
+	}
+	for _, e := range in.creds {
+		in.credKeys = append(in.credKeys, in.vendors.Keys(e.Vendor))
 	}
 	slices.SortFunc(in.advisories, func(a, b *csaf.Advisory) int { return strings.Compare(a.ID, b.ID) })
 	in.indexProducts()
