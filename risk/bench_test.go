@@ -74,17 +74,22 @@ func BenchmarkAssess(b *testing.B) {
 		lines.Write(append(j, '\n'))
 	}
 	at := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+	var baseCPU float64
 	b.Run("decode-baseline", func(b *testing.B) {
 		b.ReportAllocs()
+		c0 := cpuSeconds()
 		for b.Loop() {
 			if _, err := ReadInventory(bytes.NewReader(lines.Bytes())); err != nil {
 				b.Fatal(err)
 			}
 		}
+		baseCPU = (cpuSeconds() - c0) / float64(b.N)
+		b.ReportMetric(baseCPU, "cpu-s/op")
 	})
 	var findings int
 	b.Run("assess-10000", func(b *testing.B) {
 		b.ReportAllocs()
+		c0 := cpuSeconds()
 		for b.Loop() {
 			findings = 0
 			for _, d := range devices {
@@ -95,7 +100,12 @@ func BenchmarkAssess(b *testing.B) {
 				findings += len(fs)
 			}
 		}
+		cpu := (cpuSeconds() - c0) / float64(b.N)
 		b.ReportMetric(float64(findings), "findings")
+		b.ReportMetric(cpu, "cpu-s/op")
+		if baseCPU > 0 {
+			b.ReportMetric(cpu/baseCPU, "cpu-x-decode")
+		}
 	})
 	b.Logf("bundle: %d advisories; load %v (while the machine runs other work), heap in use after load %.1f MiB",
 		len(in.advisories), loadTime.Round(time.Millisecond), float64(after.HeapInuse-min(before.HeapInuse, after.HeapInuse))/(1<<20))
