@@ -172,10 +172,11 @@ func fromBundle(b *bundle.Bundle) (*Intel, error) {
 		return slices.Index(gudid.Files, path.Base(a.Path)) - slices.Index(gudid.Files, path.Base(b.Path))
 	})
 	for _, mf := range gudidFiles {
-		if err := in.gudid.Add(mf.Path, b.Read(mf.Path)); err != nil {
+		n, err := in.gudid.Add(mf.Path, b.Read(mf.Path))
+		if err != nil {
 			return nil, &bundle.Error{File: mf.Path, Reason: err.Error()}
 		}
-		in.files = append(in.files, fileInfo{path: mf.Path, kind: "gudid", source: "FDA GUDID delimited full release", date: dateInPath(mf.Path)})
+		in.files = append(in.files, fileInfo{path: mf.Path, kind: "gudid", source: "FDA GUDID delimited full release", date: dateInPath(mf.Path), records: n})
 	}
 	in.gudid.Index()
 	for _, d := range in.gudid.Devices() {

@@ -56,9 +56,10 @@ type Product struct {
 	Constraint  version.Constraint
 	Models      []string // model_numbers and model numbers named in the version text
 	CPE         string
-	// Platform names the product this one is a component of or installed
-	// on (relationships): its vendor, name and version are the ones a
-	// device is matched on.
+	// Component is set for a relationship product ("default_component_of:
+	// Linux kernel 4.9"): the product is that component as part of (or
+	// installed on) a platform, and the vendor, name, version and models
+	// above are the platform's, which is what a device is matched on.
 	Component string
 }
 

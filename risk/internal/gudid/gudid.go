@@ -40,8 +40,9 @@ type DB struct {
 func NewDB() *DB { return &DB{byDI: map[string]*Device{}} }
 
 // Add reads one file of the release; name's base says which. device.txt
-// must be added before the others. Errors name the line.
-func (db *DB) Add(name string, data []byte) error {
+// must be added before the others. It returns the number of rows read;
+// errors name the line.
+func (db *DB) Add(name string, data []byte) (int, error) {
 	base := path.Base(name)
 	rows, err := table(data, map[string][]string{
 		"device.txt":               {"PrimaryDI", "BrandName", "VersionModelNumber", "CompanyName"},
@@ -50,20 +51,20 @@ func (db *DB) Add(name string, data []byte) error {
 		"premarketSubmissions.txt": {"PrimaryDI", "submissionNumber"},
 	}[base])
 	if err != nil {
-		return err
+		return 0, err
 	}
 	for _, r := range rows {
 		di := r.get("PrimaryDI")
 		if base == "device.txt" {
 			if di == "" {
-				return fmt.Errorf("line %d: empty PrimaryDI", r.line)
+				return 0, fmt.Errorf("line %d: empty PrimaryDI", r.line)
 			}
 			db.byDI[di] = &Device{PrimaryDI: di, Brand: r.get("BrandName"), Model: r.get("VersionModelNumber"), Company: r.get("CompanyName"), IDs: []string{di}}
 			continue
 		}
 		d := db.byDI[di]
 		if d == nil {
-			return fmt.Errorf("line %d: PrimaryDI %q is not in device.txt", r.line, di)
+			return 0, fmt.Errorf("line %d: PrimaryDI %q is not in device.txt", r.line, di)
 		}
 		switch base {
 		case "identifiers.txt":
@@ -80,7 +81,7 @@ func (db *DB) Add(name string, data []byte) error {
 			}
 		}
 	}
-	return nil
+	return len(rows), nil
 }
 
 // Index finishes loading: every identifier finds its device.
