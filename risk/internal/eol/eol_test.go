@@ -79,3 +79,36 @@ func TestLookupRealData(t *testing.T) {
 		}
 	}
 }
+
+// TestAPIv1 reads an endoflife.date API v1 product response (the shape
+// documented at https://endoflife.date/docs/api/v1/: result.name, label,
+// aliases, identifiers, releases with eolFrom/isEol/eoasFrom/eoesFrom),
+// written here because the API is not reachable from this machine.
+func TestAPIv1(t *testing.T) {
+	data := []byte(`{"schema_version":"1.2.0","generated_at":"2026-11-30T00:00:00+00:00","result":{
+	  "name":"windows-embedded","label":"Microsoft Windows Embedded","aliases":["windowsembedded"],"category":"os","tags":["microsoft","windows"],
+	  "identifiers":[{"id":"cpe:/o:microsoft:windows_embedded","type":"cpe"}],
+	  "releases":[
+	    {"name":"standard-7-sp1","codename":null,"label":"Standard 7 SP1","releaseDate":"2011-02-28","isLts":false,"ltsFrom":null,
+	     "isEoas":true,"eoasFrom":"2015-10-13","isEol":true,"eolFrom":"2020-10-13","isEoes":null,"eoesFrom":null,"isMaintained":false,"latest":null},
+	    {"name":"compact-2013","label":"Compact 2013","isEol":true,"eolFrom":null,"eoasFrom":false}]}}`)
+	p, err := ParseAPI(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tab, err := NewTable([]*Product{p})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, ok := tab.Lookup("Windows Embedded Standard 7 SP1")
+	if !ok || m.Release.Cycle != "standard-7-sp1" || m.Release.EOL.String() != "2020-10-13" || !m.Exact {
+		t.Fatalf("lookup: %+v %v", m, ok)
+	}
+	m, ok = tab.Lookup("Windows Embedded Compact 2013")
+	if !ok || m.Release.EOL.String() != "yes" || !m.Release.EOL.Passed(time.Time{}) {
+		t.Fatalf("isEol without a date: %+v %v", m, ok)
+	}
+	if _, err := ParseAPI([]byte(`{"result":{"name":"x","releases":[{"name":"1","eolFrom":"soon"}]}}`)); err == nil {
+		t.Error("a bad date parsed")
+	}
+}
