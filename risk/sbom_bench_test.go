@@ -18,12 +18,12 @@ import (
 	"github.com/medmesh/medmesh/risk/internal/sbom"
 )
 
-// benchEcosystems are the ecosystems of the generated corpus, with the
-// package URL of a package and version in each.
+// benchEcosystems are the ecosystems of the generated corpus: the package
+// URL of a package and version, and how a version is written there.
 var benchEcosystems = []struct {
-	eco  string
-	purl func(name, version string) string
-	ver  func(r *rand.Rand) string
+	eco    string
+	purl   func(name, version string) string
+	format func(r *rand.Rand, v [3]int, epoch int) string
 }{
 	{"PyPI", func(n, v string) string { return "pkg:pypi/" + n + "@" + v }, dotted},
 	{"npm", func(n, v string) string { return "pkg:npm/" + n + "@" + v }, dotted},
@@ -33,20 +33,37 @@ var benchEcosystems = []struct {
 	{"Go", func(n, v string) string { return "pkg:golang/example.com/" + n + "@v" + v }, dotted},
 	{"Debian:12", func(n, v string) string {
 		return "pkg:deb/debian/" + n + "@" + strings.ReplaceAll(v, "+", "%2B") + "?arch=amd64&distro=debian-12"
-	}, func(r *rand.Rand) string {
-		v := dotted(r) + fmt.Sprintf("-%d", 1+r.Intn(4))
-		if r.Intn(10) == 0 {
-			v = "1:" + v
+	}, func(r *rand.Rand, v [3]int, epoch int) string {
+		s := dotted(r, v, 0) + fmt.Sprintf("-%d", 1+r.Intn(4))
+		if epoch > 0 {
+			s = fmt.Sprintf("%d:%s", epoch, s)
 		}
 		if r.Intn(4) == 0 {
-			v += fmt.Sprintf("+deb12u%d", 1+r.Intn(3))
+			s += fmt.Sprintf("+deb12u%d", 1+r.Intn(3))
 		}
-		return v
+		return s
 	}},
 }
 
-func dotted(r *rand.Rand) string {
-	return fmt.Sprintf("%d.%d.%d", r.Intn(6), r.Intn(20), r.Intn(15))
+func dotted(_ *rand.Rand, v [3]int, _ int) string { return fmt.Sprintf("%d.%d.%d", v[0], v[1], v[2]) }
+
+func randVersion(r *rand.Rand) [3]int { return [3]int{r.Intn(6), r.Intn(20), r.Intn(15)} }
+
+// versionPair is two different versions, lower first (a Debian package
+// keeps one epoch for both; one in ten has epoch 1).
+func versionPair(r *rand.Rand, format func(*rand.Rand, [3]int, int) string) (string, string, bool) {
+	a, b := randVersion(r), randVersion(r)
+	if a == b {
+		return "", "", false
+	}
+	if slices.Compare(a[:], b[:]) > 0 {
+		a, b = b, a
+	}
+	epoch := 0
+	if r.Intn(10) == 0 {
+		epoch = 1
+	}
+	return format(r, a, epoch), format(r, b, epoch), true
 }
 
 // osvName is the package's name in OSV for the ecosystem.
@@ -60,20 +77,14 @@ func osvName(eco, n string) string {
 	return n
 }
 
-func osvVersion(eco, v string) string {
-	if eco == "Go" {
-		return v // OSV Go versions carry no "v"
-	}
-	return v
-}
-
 // benchCorpus is a generated OSV database and set of SBOMs for the
 // 10,000-device benchmark: realistic shapes (several records per
 // vulnerable package, multi-range records, versions lists, last_affected,
 // Debian epochs), made from a fixed seed so every run matches the same
 // data. The database is written as osv.dev's per-ecosystem all.zip files
 // under dir/osv-scanner/<ecosystem>/ (the layout osv-scanner's offline mode
-// reads), the SBOMs as CycloneDX 1.5 JSON under dir/sboms/.
+// reads; linked under dir/osv-scalibr/ too), the SBOMs as CycloneDX 1.5
+// JSON under dir/sboms/.
 type benchCorpus struct {
 	dir     string
 	zips    []string
@@ -86,7 +97,7 @@ func makeBenchCorpus(tb testing.TB, dir string, nSBOMs, nComponents, pkgsPerEco 
 	r := rand.New(rand.NewSource(18))
 	c := benchCorpus{dir: dir}
 	type pkg struct {
-		eco, name string
+		eco, name  string
 		vulnerable bool
 	}
 	var pool []pkg
@@ -99,8 +110,8 @@ func makeBenchCorpus(tb testing.TB, dir string, nSBOMs, nComponents, pkgsPerEco 
 				continue
 			}
 			for k := range 1 + r.Intn(6) {
-				lo, hi := e.ver(r), e.ver(r)
-				if lo == hi {
+				lo, hi, ok := versionPair(r, e.format)
+				if !ok {
 					continue
 				}
 				a := osv.Affected{Package: osv.Package{Ecosystem: e.eco, Name: osvName(e.eco, p.name)}}
@@ -110,16 +121,16 @@ func makeBenchCorpus(tb testing.TB, dir string, nSBOMs, nComponents, pkgsPerEco 
 				}
 				switch r.Intn(10) {
 				case 0:
-					rg.Events = []osv.Event{{Introduced: "0"}, {LastAffected: osvVersion(e.eco, hi)}}
+					rg.Events = []osv.Event{{Introduced: "0"}, {LastAffected: hi}}
 				case 1:
-					rg.Events = []osv.Event{{Introduced: "0"}, {Fixed: osvVersion(e.eco, lo)}, {Introduced: osvVersion(e.eco, hi)}}
+					rg.Events = []osv.Event{{Introduced: "0"}, {Fixed: lo}, {Introduced: hi}}
 				default:
-					rg.Events = []osv.Event{{Introduced: osvVersion(e.eco, lo)}, {Fixed: osvVersion(e.eco, hi)}}
+					rg.Events = []osv.Event{{Introduced: lo}, {Fixed: hi}}
 				}
 				a.Ranges = []osv.Range{rg}
 				if r.Intn(5) == 0 {
 					for range 20 + r.Intn(30) {
-						a.Versions = append(a.Versions, osvVersion(e.eco, e.ver(r)))
+						a.Versions = append(a.Versions, e.format(r, randVersion(r), 0))
 					}
 				}
 				id := fmt.Sprintf("BENCH-%d-%05d-%d", ei, i, k)
@@ -157,6 +168,15 @@ func makeBenchCorpus(tb testing.TB, dir string, nSBOMs, nComponents, pkgsPerEco 
 			tb.Fatal(err)
 		}
 		f.Close()
+		// osv-scanner up to 2.6 reads <dir>/osv-scanner/<ecosystem>/all.zip;
+		// later releases read <dir>/osv-scalibr/…: give both the same file.
+		alt := filepath.Join(dir, "osv-scalibr", base)
+		if err := os.MkdirAll(alt, 0o755); err != nil {
+			tb.Fatal(err)
+		}
+		if err := os.Link(path, filepath.Join(alt, "all.zip")); err != nil && !os.IsExist(err) {
+			tb.Fatal(err)
+		}
 		c.zips = append(c.zips, path)
 		c.records += len(recs)
 	}
@@ -180,7 +200,11 @@ func makeBenchCorpus(tb testing.TB, dir string, nSBOMs, nComponents, pkgsPerEco 
 					e = x
 				}
 			}
-			v := e.ver(r)
+			epoch := 0
+			if r.Intn(10) == 0 {
+				epoch = 1
+			}
+			v := e.format(r, randVersion(r), epoch)
 			comps = append(comps, map[string]any{
 				"bom-ref": fmt.Sprintf("c%d", len(comps)), "type": "library",
 				"name": p.name, "version": v, "purl": e.purl(p.name, v),

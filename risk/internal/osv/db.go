@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/google/osv-scalibr/semantic"
 )
@@ -55,6 +56,29 @@ type entry struct {
 	ecosystem string
 	versions  map[string]bool
 	ranges    []prange
+
+	// The versions list parsed in the ecosystem's order, made on the
+	// entry's first query (most packages are never queried).
+	parseOnce sync.Once
+	parsed    []semantic.Version
+}
+
+// listed says whether v equals a version of the versions list in the
+// ecosystem's order ("v2.1.0" and "2.1.0" in Go, "1.0" and "1.0.0" in PyPI).
+func (e *entry) listed(v semantic.Version) bool {
+	e.parseOnce.Do(func() {
+		for _, s := range e.aff.Versions {
+			if pv, err := semantic.Parse(s, e.ecosystem); err == nil {
+				e.parsed = append(e.parsed, pv)
+			}
+		}
+	})
+	for _, pv := range e.parsed {
+		if c, err := pv.Compare(v); err == nil && c == 0 {
+			return true
+		}
+	}
+	return false
 }
 
 type prange struct {

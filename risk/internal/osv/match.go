@@ -81,16 +81,12 @@ func (db *DB) Query(q Query) ([]Match, error) {
 				fixed = lower(fixed, fx)
 			}
 		}
-		if !exact && !inRange && len(e.ranges) == 0 && len(e.versions) > 0 {
-			// Only a versions list: compare in the ecosystem's order, so
+		if !exact && len(e.versions) > 0 {
+			// Not listed as written: compare in the ecosystem's order, so
 			// "1.0" finds "1.0.0" where the ecosystem says they are equal.
+			// A listed version is affected even outside every range.
 			if v, err := parsed(false); err == nil {
-				for _, lv := range e.aff.Versions {
-					if c, err := v.CompareStr(lv); err == nil && c == 0 {
-						exact = true
-						break
-					}
-				}
+				exact = e.listed(v)
 			}
 		}
 		if !exact && !inRange {

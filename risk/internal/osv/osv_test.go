@@ -142,6 +142,11 @@ func TestVersionOrder(t *testing.T) {
 		rec("GITONLY", "PyPI", "gitonly", Range{Type: "GIT", Repo: "https://example.com/r", Events: []Event{{Introduced: "0"}, {Fixed: "abc123"}}}),
 		// Only a versions list: equality in the ecosystem's order.
 		&Record{ID: "VERSIONS", Modified: "2024-01-01T00:00:00Z", Affected: []Affected{{Package: Package{Ecosystem: "PyPI", Name: "listed"}, Versions: []string{"1.0", "2.0rc1"}}}},
+		// A listed version is affected even outside the ranges; Go lists
+		// versions without the "v" that module versions carry.
+		&Record{ID: "OUTSIDE", Modified: "2024-01-01T00:00:00Z", Affected: []Affected{{
+			Package: Package{Ecosystem: "Go", Name: "example.com/outside"}, Versions: []string{"3.1.0"},
+			Ranges: []Range{{Type: "SEMVER", Events: []Event{{Introduced: "1.0.0"}, {Fixed: "2.0.0"}}}}}}},
 	)...)
 	cases := []struct {
 		q    Query
@@ -166,7 +171,7 @@ func TestVersionOrder(t *testing.T) {
 		{Query{"PyPI", "pyyaml", "5.0"}, []string{"PYSEC-2021-142>5.4"}},
 		{Query{"PyPI", "PyYAML", "5.1"}, []string{"PYSEC-2020-96=exact>5.3.1", "PYSEC-2021-142=exact>5.4"}},
 		{Query{"PyPI", "py.yaml", "5.1"}, nil},
-		{Query{"PyPI", "pyyaml", "5.1.0"}, []string{"PYSEC-2020-96>5.3.1", "PYSEC-2021-142>5.4"}},
+		{Query{"PyPI", "pyyaml", "5.1.0"}, []string{"PYSEC-2020-96=exact>5.3.1", "PYSEC-2021-142=exact>5.4"}},
 		{Query{"PyPI", "pyyaml", "5.3.1rc1"}, []string{"PYSEC-2020-96>5.3.1", "PYSEC-2021-142>5.4"}},
 		{Query{"PyPI", "pyyaml", "5.3.1"}, []string{"PYSEC-2021-142=exact>5.4"}},
 		{Query{"PyPI", "pyyaml", "5.3.1.post1"}, []string{"PYSEC-2021-142>5.4"}},
@@ -203,6 +208,9 @@ func TestVersionOrder(t *testing.T) {
 		{Query{"PyPI", "listed", "1.0.0"}, []string{"VERSIONS=exact"}},
 		{Query{"PyPI", "listed", "2.0"}, nil},
 		{Query{"PyPI", "listed", "2.0rc1"}, []string{"VERSIONS=exact"}},
+		{Query{"Go", "example.com/outside", "v1.5.0"}, []string{"OUTSIDE>2.0.0"}},
+		{Query{"Go", "example.com/outside", "v2.5.0"}, nil},
+		{Query{"Go", "example.com/outside", "v3.1.0"}, []string{"OUTSIDE=exact"}},
 	}
 	for _, c := range cases {
 		got, err := extra.Query(c.q)
