@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"unicode/utf8"
 
 	packageurl "github.com/package-url/packageurl-go"
@@ -244,4 +245,66 @@ func severityWord(rating string) string {
 		return "info"
 	}
 	return "medium"
+}
+
+// OSVMatcher matches the SBOM file a device names (Device.SBOM) against an
+// OSV database, with the VEX statements the SBOM carries and those given
+// to NewOSVMatcher. It reads and matches each SBOM file once: devices of
+// one model share one SBOM. It is the SBOMMatcher (*Intel).UseSBOM takes,
+// and is safe for concurrent use.
+type OSVMatcher struct {
+	db  *osv.DB
+	vex []*sbom.Document
+
+	mu   sync.Mutex
+	done map[string]*sbomResult
+}
+
+type sbomResult struct {
+	once     sync.Once
+	findings []Finding
+	err      error
+}
+
+// NewOSVMatcher returns a matcher over db; vex documents apply to every
+// SBOM (statements name components by package URL or bom-ref).
+func NewOSVMatcher(db *osv.DB, vex ...*sbom.Document) *OSVMatcher {
+	return &OSVMatcher{db: db, vex: vex, done: map[string]*sbomResult{}}
+}
+
+// NewOSVMatcherFromFiles builds the database from OSV files as a bundle
+// holds them (name → content: .json records, ecosystem .zip archives), the
+// form (*Intel).Files("osv") returns.
+func NewOSVMatcherFromFiles(files map[string][]byte, vex ...*sbom.Document) (*OSVMatcher, error) {
+	db, err := osv.FromFiles(files)
+	if err != nil {
+		return nil, err
+	}
+	return NewOSVMatcher(db, vex...), nil
+}
+
+// MatchSBOM returns the vulnerability findings of d's SBOM; a device
+// without one has none. An SBOM that cannot be read is an error naming
+// the file; components that cannot be checked are left out (SBOMFindings
+// returns them with the reason).
+func (m *OSVMatcher) MatchSBOM(d Device) ([]Finding, error) {
+	if d.SBOM == "" {
+		return nil, nil
+	}
+	m.mu.Lock()
+	r, ok := m.done[d.SBOM]
+	if !ok {
+		r = &sbomResult{}
+		m.done[d.SBOM] = r
+	}
+	m.mu.Unlock()
+	r.once.Do(func() {
+		doc, err := sbom.ReadFile(d.SBOM)
+		if err != nil {
+			r.err = err
+			return
+		}
+		r.findings, _ = SBOMFindings(doc, m.db, m.vex...)
+	})
+	return slices.Clone(r.findings), r.err
 }

@@ -3,9 +3,11 @@ package risk
 import (
 	"encoding/json"
 	"fmt"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/medmesh/medmesh/risk/internal/osv"
@@ -228,5 +230,55 @@ func TestSBOMFindingsSkipsWithReasons(t *testing.T) {
 	}
 	if !slices.Equal(got, want) {
 		t.Errorf("skipped\n %q\nwant\n %q", got, want)
+	}
+}
+
+func TestOSVMatcherFromBundleFiles(t *testing.T) {
+	files := map[string][]byte{}
+	paths, _ := filepath.Glob(filepath.Join(osvDir, "*.json"))
+	for _, p := range paths {
+		data, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		files["osv/"+filepath.Base(p)] = data
+	}
+	vex := readSBOM(t, "ventilator-monitor.vex.cdx.json")
+	m, err := NewOSVMatcherFromFiles(files, vex)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fs, err := m.MatchSBOM(Device{MAC: "00:00:00:00:00:01"}); fs != nil || err != nil {
+		t.Errorf("device without an SBOM: %v, %v", fs, err)
+	}
+	want := first(SBOMFindings(readSBOM(t, deviceSBOMs[2]), fixtureDB(t), vex))
+	for range 3 { // the same file for many devices of one model
+		got, err := m.MatchSBOM(Device{Model: "Remote Ventilator Monitor Pi", SBOM: filepath.Join(sbomDir, deviceSBOMs[2])})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(lines(got), lines(want)) || got[len(got)-1].Suppressed == "" {
+			t.Errorf("matcher findings\n %q\nwant\n %q", lines(got), lines(want))
+		}
+		got[0].ID = "changed by the caller" // must not reach the cache
+	}
+	var wg sync.WaitGroup // devices assessed concurrently share the cache
+	for range 8 {
+		wg.Go(func() {
+			if got, err := m.MatchSBOM(Device{SBOM: filepath.Join(sbomDir, deviceSBOMs[0])}); err != nil || len(got) != len(want) {
+				t.Errorf("concurrent match: %d findings, %v", len(got), err)
+			}
+		})
+	}
+	wg.Wait()
+	_, err = m.MatchSBOM(Device{SBOM: filepath.Join(t.TempDir(), "gone.cdx.json")})
+	if err == nil || !strings.Contains(err.Error(), "gone.cdx.json") {
+		t.Errorf("missing SBOM: %v", err)
+	}
+	if _, err := NewOSVMatcherFromFiles(map[string][]byte{"osv/notes.txt": []byte("x")}); err == nil || !strings.Contains(err.Error(), "notes.txt") {
+		t.Errorf("a file that is no OSV data: %v", err)
+	}
+	if _, err := NewOSVMatcherFromFiles(map[string][]byte{"osv/PyPI/all.zip": []byte("PK\x03\x04 cut short")}); err == nil || !strings.Contains(err.Error(), "truncated or corrupt zip") {
+		t.Errorf("truncated archive: %v", err)
 	}
 }

@@ -365,3 +365,39 @@ func readLimited(path string) ([]byte, error) {
 	}
 	return data, nil
 }
+
+// FromFiles reads records from file contents keyed by name, as a bundle
+// hands them over: names ending in .zip are ecosystem archives, names
+// ending in .json single records; others are refused. The result is
+// indexed like Load's.
+func FromFiles(files map[string][]byte) (*DB, error) {
+	names := make([]string, 0, len(files))
+	for n := range files {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	var all []*Record
+	for _, n := range names {
+		data := files[n]
+		switch strings.ToLower(filepath.Ext(n)) {
+		case ".zip":
+			recs, err := ReadZip(bytes.NewReader(data), int64(len(data)), n)
+			if err != nil {
+				return nil, err
+			}
+			all = append(all, recs...)
+		case ".json":
+			if len(data) > MaxRecordSize {
+				return nil, fmt.Errorf("osv %s: larger than a record may be (%d bytes)", n, MaxRecordSize)
+			}
+			r, err := ParseRecord(data)
+			if err != nil {
+				return nil, fmt.Errorf("osv %s: %w", n, err)
+			}
+			all = append(all, r)
+		default:
+			return nil, fmt.Errorf("osv %s: neither a .json record nor a .zip archive", n)
+		}
+	}
+	return New(all...), nil
+}
