@@ -63,6 +63,15 @@ func Load(p string, key ed25519.PublicKey) (*Intel, error) {
 	if err != nil {
 		return nil, fmt.Errorf("bundle %s refused: %w", p, err)
 	}
+	// SBOM components are matched against the bundle's OSV records; a
+	// bundle without any leaves SBOMs unassessed, and says so.
+	if files := in.Files("osv"); len(files) > 0 {
+		m, err := NewOSVMatcherFromFiles(files)
+		if err != nil {
+			return nil, fmt.Errorf("bundle %s refused: %w", p, err)
+		}
+		in.UseSBOM(m)
+	}
 	return in, nil
 }
 

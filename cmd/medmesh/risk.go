@@ -80,7 +80,7 @@ func newRiskAssessCmd() *cobra.Command {
 					a.Findings = []risk.Finding{}
 				}
 				if !in.SBOMAssessed(d) {
-					a.Notes = append(a.Notes, "sbom "+d.SBOM+" not assessed: SBOM matching is not in this build")
+					a.Notes = append(a.Notes, "sbom "+d.SBOM+" not assessed: the bundle has no OSV records")
 				}
 				out = append(out, a)
 			}
