@@ -72,10 +72,13 @@ FUZZ_TARGETS := ./node/replay:FuzzCaptureReader \
 	./risk:FuzzSourceFile \
 	./risk/internal/sbom:FuzzParse \
 	./risk/internal/osv:FuzzParseRecord \
-	./risk/internal/osv:FuzzReadZip
+	./risk/internal/osv:FuzzReadZip \
+	./coordinator/internal/api:FuzzValidateResolvedPeers \
+	./enforcer/internal/resolve:FuzzAnswer \
+	./enforcer/internal/state:FuzzDecodeRecord
 FUZZTIME ?= 5s
 
-fuzz: ## Run each fuzz target for FUZZTIME (5s): capture reader, MUD import, policy JSON, sensor reports, CSAF, version text, bundle manifests, inventories, intel sources, SBOMs, OSV records and archives
+fuzz: ## Run each fuzz target in FUZZ_TARGETS for FUZZTIME (5s): every parser of outside input
 	@set -e; for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; name=$${t##*:}; \
 		echo "fuzz: $$name ($$pkg, $(FUZZTIME))"; \

@@ -126,6 +126,8 @@ type Server struct {
 	log     *slog.Logger
 	batch   *batcher
 	members *memberTable
+	// resolved holds the enforcers' reports of DNS-named peers.
+	resolved *resolvedTable
 }
 
 // New returns the services over b. Close stops the sensor batcher.
@@ -133,7 +135,7 @@ func New(b Backend, cfg Config, log *slog.Logger) (*Server, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	s := &Server{b: b, cfg: cfg, log: log, members: newMemberTable()}
+	s := &Server{b: b, cfg: cfg, log: log, members: newMemberTable(), resolved: newResolvedTable()}
 	s.batch = newBatcher(cfg.BatchMaxRecords, cfg.BatchMaxDelay, b.Apply)
 	return s, nil
 }

@@ -2245,8 +2245,10 @@ type DedupEntry struct {
 	Alert    *v1.Alert    `protobuf:"bytes,8,opt,name=alert,proto3" json:"alert,omitempty"`
 	// The FSM's error, if the request failed: its kind (a sentinel's name) and
 	// its message.
-	ErrorKind     string `protobuf:"bytes,9,opt,name=error_kind,json=errorKind,proto3" json:"error_kind,omitempty"`
-	Error         string `protobuf:"bytes,10,opt,name=error,proto3" json:"error,omitempty"`
+	ErrorKind string `protobuf:"bytes,9,opt,name=error_kind,json=errorKind,proto3" json:"error_kind,omitempty"`
+	Error     string `protobuf:"bytes,10,opt,name=error,proto3" json:"error,omitempty"`
+	// A rule put's or delete's result.
+	Rule          *v1.ResponseRule `protobuf:"bytes,11,opt,name=rule,proto3" json:"rule,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2349,6 +2351,13 @@ func (x *DedupEntry) GetError() string {
 		return x.Error
 	}
 	return ""
+}
+
+func (x *DedupEntry) GetRule() *v1.ResponseRule {
+	if x != nil {
+		return x.Rule
+	}
+	return nil
 }
 
 var File_medmesh_fsm_v1_command_proto protoreflect.FileDescriptor
@@ -2520,7 +2529,7 @@ const file_medmesh_fsm_v1_command_proto_rawDesc = "" +
 	"\vDeviceFlows\x12\x1d\n" +
 	"\n" +
 	"device_mac\x18\x01 \x01(\tR\tdeviceMac\x125\n" +
-	"\tsummaries\x18\x02 \x03(\v2\x17.medmesh.v1.FlowSummaryR\tsummaries\"\x8d\x03\n" +
+	"\tsummaries\x18\x02 \x03(\v2\x17.medmesh.v1.FlowSummaryR\tsummaries\"\xbb\x03\n" +
 	"\n" +
 	"DedupEntry\x127\n" +
 	"\arequest\x18\x01 \x01(\v2\x1d.medmesh.fsm.v1.ClientRequestR\arequest\x12\x14\n" +
@@ -2534,7 +2543,8 @@ const file_medmesh_fsm_v1_command_proto_rawDesc = "" +
 	"\n" +
 	"error_kind\x18\t \x01(\tR\terrorKind\x12\x14\n" +
 	"\x05error\x18\n" +
-	" \x01(\tR\x05errorBAZ?github.com/medmesh/medmesh/coordinator/internal/fsm/fsmpb;fsmpbb\x06proto3"
+	" \x01(\tR\x05error\x12,\n" +
+	"\x04rule\x18\v \x01(\v2\x18.medmesh.v1.ResponseRuleR\x04ruleBAZ?github.com/medmesh/medmesh/coordinator/internal/fsm/fsmpb;fsmpbb\x06proto3"
 
 var (
 	file_medmesh_fsm_v1_command_proto_rawDescOnce sync.Once
@@ -2643,11 +2653,12 @@ var file_medmesh_fsm_v1_command_proto_depIdxs = []int32{
 	29, // 50: medmesh.fsm.v1.DedupEntry.policy:type_name -> medmesh.v1.Policy
 	31, // 51: medmesh.fsm.v1.DedupEntry.decision:type_name -> medmesh.v1.Decision
 	32, // 52: medmesh.fsm.v1.DedupEntry.alert:type_name -> medmesh.v1.Alert
-	53, // [53:53] is the sub-list for method output_type
-	53, // [53:53] is the sub-list for method input_type
-	53, // [53:53] is the sub-list for extension type_name
-	53, // [53:53] is the sub-list for extension extendee
-	0,  // [0:53] is the sub-list for field type_name
+	36, // 53: medmesh.fsm.v1.DedupEntry.rule:type_name -> medmesh.v1.ResponseRule
+	54, // [54:54] is the sub-list for method output_type
+	54, // [54:54] is the sub-list for method input_type
+	54, // [54:54] is the sub-list for extension type_name
+	54, // [54:54] is the sub-list for extension extendee
+	0,  // [0:54] is the sub-list for field type_name
 }
 
 func init() { file_medmesh_fsm_v1_command_proto_init() }
