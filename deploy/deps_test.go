@@ -20,6 +20,11 @@ var providedBy = map[string]string{
 	"ip":          "iproute2",
 	"nft":         "nftables",
 	"nsenter":     "util-linux",
+	"setpriv":     "util-linux",
+	"chroot":      "coreutils",
+	"dpkg-deb":    "dpkg",
+	"mmdebstrap":  "mmdebstrap",
+	"lintian":     "lintian",
 	"tshark":      "tshark",
 	"capinfos":    "tshark", // wireshark-common, which tshark depends on
 	"clang":       "clang",
@@ -59,6 +64,10 @@ var indirect = map[string][]string{
 	"e2e/benchcoord/proc.go:startProc":                         {"etcd", "medmesh"},
 	"cmd/medmesh/readme_linux_test.go:func":                    {"ip", "bash", "medmesh", "jq"}, // the README's commands
 	"cmd/medmesh/crossbuild_test.go:func":                      {"go"},
+	"deploy/package/build.go:run":                              {"medmesh"}, // gen-man, completion
+	"deploy/package/package_test.go:output":                    {"dpkg-deb"},
+	"deploy/package/package_test.go:requireTool":               {"dpkg-deb", "lintian", "mmdebstrap", "chroot", "setpriv", "nsenter"},
+	"deploy/package/package_test.go:func":                      {"medmesh"}, // enforcer --uninstall
 }
 
 func readDeps(t *testing.T) []string {

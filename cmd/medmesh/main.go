@@ -47,6 +47,7 @@ func newRootCmd() *cobra.Command {
 		newTLSCmd(),
 		newKeygenCmd(),
 		newAuditCmd(),
+		newGenManCmd(),
 	)
 	addOperatorCommands(root)
 	root.InitDefaultHelpCmd()
