@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -270,4 +271,51 @@ func FuzzParseConfig(f *testing.F) {
 			_ = configSettings(schema) // every decoded value converts
 		}
 	})
+}
+
+// TestShippedConfigsParse: the commented examples the Debian package puts
+// in /etc/medmesh parse, as shipped and with every `#key = value` line
+// uncommented, so no example names a key the daemon does not have.
+func TestShippedConfigsParse(t *testing.T) {
+	keyLine := regexp.MustCompile(`^#([a-z][a-z0-9-]*) = `)
+	for file, schema := range map[string]func() any{
+		"coordinator.toml": func() any { return new(coordinatorConfig) },
+		"node.toml":        func() any { return new(nodeConfig) },
+		"enforcer.toml":    func() any { return new(enforcerConfig) },
+	} {
+		b, err := os.ReadFile(filepath.Join("../../deploy/package/etc", file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := parseConfig(b, schema()); err != nil {
+			t.Errorf("%s as shipped: %v", file, err)
+		}
+		var lines []string
+		n := 0
+		for _, l := range strings.Split(string(b), "\n") {
+			if keyLine.MatchString(l) {
+				l, n = l[1:], n+1
+			}
+			lines = append(lines, l)
+		}
+		s := schema()
+		if err := parseConfig([]byte(strings.Join(lines, "\n")), s); err != nil {
+			t.Errorf("%s uncommented: %v", file, err)
+		}
+		if got := len(configSettings(s)); got != n || n < 10 {
+			t.Errorf("%s: %d example keys, %d decoded", file, n, got)
+		}
+		// The Kubernetes base's ConfigMap holds one of each.
+		k, err := os.ReadFile(filepath.Join("../../deploy/k8s/base/config", file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ks := schema()
+		if err := parseConfig(k, ks); err != nil {
+			t.Errorf("deploy/k8s/base/config/%s: %v", file, err)
+		}
+		if len(configSettings(ks)) < 3 {
+			t.Errorf("deploy/k8s/base/config/%s sets almost nothing", file)
+		}
+	}
 }
