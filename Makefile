@@ -53,6 +53,17 @@ package: build ## Debian packages dist/medmesh_<version>_{amd64,arm64}.deb (nfpm
 			-bin bin/linux-$$a/medmesh -docs-from $(BIN) -out dist; \
 	done
 
+# The container image: static (non-PIE: the image has no loader) binaries
+# per architecture, written by deploy/image (go-containerregistry) as one
+# multi-architecture OCI layout in a tar file. No Docker.
+image: ## OCI image layout tar dist/medmesh-image_<version>.oci.tar (amd64, arm64), built without Docker
+	@set -e; bins=; for a in $(PKG_ARCHES); do \
+		echo "image: building static medmesh for linux/$$a"; \
+		CGO_ENABLED=0 GOOS=linux GOARCH=$$a $(GO) build -trimpath -ldflags "-s -w $(LDFLAGS)" -o bin/image-$$a/medmesh ./cmd/medmesh; \
+		bins="$$bins -bin $$a=bin/image-$$a/medmesh"; \
+	done; \
+	SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) $(GO) run ./deploy/image -version $(VERSION) $$bins -out dist/medmesh-image_$(VERSION).oci.tar
+
 generate: ## Regenerate protobuf and BPF code with the pinned tools
 	$(GO) tool buf generate
 	$(GO) generate ./...
