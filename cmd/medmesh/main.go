@@ -48,6 +48,7 @@ func newRootCmd() *cobra.Command {
 		newKeygenCmd(),
 		newAuditCmd(),
 		newGenManCmd(),
+		newDoctorCmd(),
 	)
 	addOperatorCommands(root)
 	root.InitDefaultHelpCmd()
