@@ -64,10 +64,11 @@ test: deps lint check-generate test-unit fuzz ## Lint, generated-code drift, eve
 FUZZ_TARGETS := ./node/replay:FuzzCaptureReader \
 	./coordinator/internal/policy:FuzzImportMUD \
 	./coordinator/internal/api:FuzzPolicyJSON \
-	./coordinator/internal/api:FuzzValidateReport
+	./coordinator/internal/api:FuzzValidateReport \
+	./coordinator/internal/api:FuzzIncidentToken
 FUZZTIME ?= 5s
 
-fuzz: ## Run each fuzz target for FUZZTIME (5s): capture reader, MUD import, policy JSON, sensor reports
+fuzz: ## Run each fuzz target for FUZZTIME (5s): capture reader, MUD import, policy JSON, sensor reports, incident tokens
 	@set -e; for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; name=$${t##*:}; \
 		echo "fuzz: $$name ($$pkg, $(FUZZTIME))"; \
