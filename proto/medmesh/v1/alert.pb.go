@@ -194,20 +194,21 @@ type Alert struct {
 	AcknowledgeTime *timestamppb.Timestamp `protobuf:"bytes,17,opt,name=acknowledge_time,json=acknowledgeTime,proto3" json:"acknowledge_time,omitempty"`
 	// Output only.
 	AcknowledgeNote string `protobuf:"bytes,18,opt,name=acknowledge_note,json=acknowledgeNote,proto3" json:"acknowledge_note,omitempty"`
+	// 19-29: detector evidence (the detectors' fields).
 	// Output only. The incident this alert folded into (IncidentService).
-	IncidentId string `protobuf:"bytes,19,opt,name=incident_id,json=incidentId,proto3" json:"incident_id,omitempty"`
+	IncidentId string `protobuf:"bytes,30,opt,name=incident_id,json=incidentId,proto3" json:"incident_id,omitempty"`
 	// Whether the device initiated the alert's flow (OUTBOUND) or accepted it
 	// (INBOUND); UNSPECIFIED when the alert is not about one flow's direction.
 	// Incidents tell a scanner from its victims by it.
-	Direction Direction `protobuf:"varint,20,opt,name=direction,proto3,enum=medmesh.v1.Direction" json:"direction,omitempty"`
+	Direction Direction `protobuf:"varint,31,opt,name=direction,proto3,enum=medmesh.v1.Direction" json:"direction,omitempty"`
 	// For an alert that folds many flows (a scan): the peer addresses touched,
 	// sorted, at most 64, and how many there were.
-	Peers     []string `protobuf:"bytes,21,rep,name=peers,proto3" json:"peers,omitempty"`
-	PeerCount uint32   `protobuf:"varint,22,opt,name=peer_count,json=peerCount,proto3" json:"peer_count,omitempty"`
+	Peers     []string `protobuf:"bytes,32,rep,name=peers,proto3" json:"peers,omitempty"`
+	PeerCount uint32   `protobuf:"varint,33,opt,name=peer_count,json=peerCount,proto3" json:"peer_count,omitempty"`
 	// For an alert that folds many flows: the services touched (protocol and
 	// port; app empty), sorted, at most 64, and how many there were.
-	Services      []*Service `protobuf:"bytes,23,rep,name=services,proto3" json:"services,omitempty"`
-	ServiceCount  uint32     `protobuf:"varint,24,opt,name=service_count,json=serviceCount,proto3" json:"service_count,omitempty"`
+	Services      []*Service `protobuf:"bytes,34,rep,name=services,proto3" json:"services,omitempty"`
+	ServiceCount  uint32     `protobuf:"varint,35,opt,name=service_count,json=serviceCount,proto3" json:"service_count,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -939,14 +940,14 @@ const file_medmesh_v1_alert_proto_rawDesc = "" +
 	"\x0facknowledged_by\x18\x10 \x01(\tR\x0eacknowledgedBy\x12E\n" +
 	"\x10acknowledge_time\x18\x11 \x01(\v2\x1a.google.protobuf.TimestampR\x0facknowledgeTime\x12)\n" +
 	"\x10acknowledge_note\x18\x12 \x01(\tR\x0facknowledgeNote\x12\x1f\n" +
-	"\vincident_id\x18\x13 \x01(\tR\n" +
+	"\vincident_id\x18\x1e \x01(\tR\n" +
 	"incidentId\x123\n" +
-	"\tdirection\x18\x14 \x01(\x0e2\x15.medmesh.v1.DirectionR\tdirection\x12\x14\n" +
-	"\x05peers\x18\x15 \x03(\tR\x05peers\x12\x1d\n" +
+	"\tdirection\x18\x1f \x01(\x0e2\x15.medmesh.v1.DirectionR\tdirection\x12\x14\n" +
+	"\x05peers\x18  \x03(\tR\x05peers\x12\x1d\n" +
 	"\n" +
-	"peer_count\x18\x16 \x01(\rR\tpeerCount\x12/\n" +
-	"\bservices\x18\x17 \x03(\v2\x13.medmesh.v1.ServiceR\bservices\x12#\n" +
-	"\rservice_count\x18\x18 \x01(\rR\fserviceCount\"\xf8\x01\n" +
+	"peer_count\x18! \x01(\rR\tpeerCount\x12/\n" +
+	"\bservices\x18\" \x03(\v2\x13.medmesh.v1.ServiceR\bservices\x12#\n" +
+	"\rservice_count\x18# \x01(\rR\fserviceCount\"\xf8\x01\n" +
 	"\x11ListAlertsRequest\x12\x1b\n" +
 	"\tpage_size\x18\x01 \x01(\x05R\bpageSize\x12\x1d\n" +
 	"\n" +
