@@ -102,7 +102,8 @@ FUZZ_TARGETS := ./node/replay:FuzzCaptureReader \
 	./coordinator/internal/api:FuzzValidateResolvedPeers \
 	./enforcer/internal/resolve:FuzzAnswer \
 	./enforcer/internal/state:FuzzDecodeRecord \
-	./cmd/medmesh:FuzzParseConfig
+	./cmd/medmesh:FuzzParseConfig \
+	./coordinator/internal/api:FuzzIncidentToken
 FUZZTIME ?= 5s
 
 fuzz: ## Run each fuzz target in FUZZ_TARGETS for FUZZTIME (5s): every parser of outside input

@@ -198,8 +198,31 @@ func checkAlert(f string, a *medmeshv1.Alert) error {
 	if err := checkEnum(f+".tier", a.GetTier()); err != nil {
 		return err
 	}
+	if err := checkEnum(f+".direction", a.GetDirection()); err != nil {
+		return err
+	}
+	if len(a.GetPeers()) > maxAlertList {
+		return invalid(f+".peers", "more than %d peers", maxAlertList)
+	}
+	for i, ip := range a.GetPeers() {
+		if err := checkIP(fmt.Sprintf("%s.peers[%d]", f, i), ip); err != nil {
+			return err
+		}
+	}
+	if len(a.GetServices()) > maxAlertList {
+		return invalid(f+".services", "more than %d services", maxAlertList)
+	}
+	for i, sv := range a.GetServices() {
+		if err := checkPortProto(fmt.Sprintf("%s.services[%d]", f, i), sv.GetProtocol(), sv.GetPort()); err != nil {
+			return err
+		}
+	}
 	return checkEnum(f+".state", a.GetState())
 }
+
+// maxAlertList bounds an alert's peers and services: a sensor lists at
+// most 64 and counts the rest.
+const maxAlertList = 64
 
 func checkFlowSummary(f string, s *medmeshv1.FlowSummary) error {
 	if err := optionalMAC(f+".device_mac", &s.DeviceMac); err != nil {

@@ -594,7 +594,12 @@ func (e *Engine) raise(d *identity.Device, ds *devState, f *score.Flow, src, dst
 	}
 	class, _ := d.Class()
 	risk := e.res.RiskScore()
+	dir := medmeshv1.Direction_DIRECTION_INBOUND
+	if f.Outbound {
+		dir = medmeshv1.Direction_DIRECTION_OUTBOUND
+	}
 	a := &medmeshv1.Alert{
+		Direction:   dir,
 		SensorId:    e.cfg.SensorID,
 		DeviceMac:   d.Name(),
 		Kind:        top.Factor.String(),

@@ -528,6 +528,14 @@ func TestScanFoldsIntoFanOut(t *testing.T) {
 	if len(victim) != 0 {
 		t.Fatalf("the scanned pump raised %d alerts, want them folded into the scanner's: %v", len(victim), victim)
 	}
+	// The same, structured, for the coordinator's incidents: the victim
+	// and the ports, and the scanner as the flow's initiator.
+	if a := scanner[1]; a.GetDirection() != medmeshv1.Direction_DIRECTION_OUTBOUND ||
+		len(a.GetPeers()) != 1 || a.GetPeers()[0] != ipPump2.String() || a.GetPeerCount() != 1 ||
+		a.GetServiceCount() != 33 || len(a.GetServices()) != 33 || a.GetServices()[0].GetPort() != 1 || a.GetServices()[0].GetProtocol() != 6 {
+		t.Errorf("fan_out lists direction %v, peers %v (%d), %d services (%d listed, first %v)", a.GetDirection(),
+			a.GetPeers(), a.GetPeerCount(), a.GetServiceCount(), len(a.GetServices()), a.GetServices()[:min(1, len(a.GetServices()))])
+	}
 
 	// Later, the second pump contacts a new peer: raised at once. A
 	// second one in the same window is held and raised once it ends.

@@ -194,8 +194,23 @@ type Alert struct {
 	AcknowledgeTime *timestamppb.Timestamp `protobuf:"bytes,17,opt,name=acknowledge_time,json=acknowledgeTime,proto3" json:"acknowledge_time,omitempty"`
 	// Output only.
 	AcknowledgeNote string `protobuf:"bytes,18,opt,name=acknowledge_note,json=acknowledgeNote,proto3" json:"acknowledge_note,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// 19-29: detector evidence (the detectors' fields).
+	// Output only. The incident this alert folded into (IncidentService).
+	IncidentId string `protobuf:"bytes,30,opt,name=incident_id,json=incidentId,proto3" json:"incident_id,omitempty"`
+	// Whether the device initiated the alert's flow (OUTBOUND) or accepted it
+	// (INBOUND); UNSPECIFIED when the alert is not about one flow's direction.
+	// Incidents tell a scanner from its victims by it.
+	Direction Direction `protobuf:"varint,31,opt,name=direction,proto3,enum=medmesh.v1.Direction" json:"direction,omitempty"`
+	// For an alert that folds many flows (a scan): the peer addresses touched,
+	// sorted, at most 64, and how many there were.
+	Peers     []string `protobuf:"bytes,32,rep,name=peers,proto3" json:"peers,omitempty"`
+	PeerCount uint32   `protobuf:"varint,33,opt,name=peer_count,json=peerCount,proto3" json:"peer_count,omitempty"`
+	// For an alert that folds many flows: the services touched (protocol and
+	// port; app empty), sorted, at most 64, and how many there were.
+	Services      []*Service `protobuf:"bytes,34,rep,name=services,proto3" json:"services,omitempty"`
+	ServiceCount  uint32     `protobuf:"varint,35,opt,name=service_count,json=serviceCount,proto3" json:"service_count,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Alert) Reset() {
@@ -352,6 +367,48 @@ func (x *Alert) GetAcknowledgeNote() string {
 		return x.AcknowledgeNote
 	}
 	return ""
+}
+
+func (x *Alert) GetIncidentId() string {
+	if x != nil {
+		return x.IncidentId
+	}
+	return ""
+}
+
+func (x *Alert) GetDirection() Direction {
+	if x != nil {
+		return x.Direction
+	}
+	return Direction_DIRECTION_UNSPECIFIED
+}
+
+func (x *Alert) GetPeers() []string {
+	if x != nil {
+		return x.Peers
+	}
+	return nil
+}
+
+func (x *Alert) GetPeerCount() uint32 {
+	if x != nil {
+		return x.PeerCount
+	}
+	return 0
+}
+
+func (x *Alert) GetServices() []*Service {
+	if x != nil {
+		return x.Services
+	}
+	return nil
+}
+
+func (x *Alert) GetServiceCount() uint32 {
+	if x != nil {
+		return x.ServiceCount
+	}
+	return 0
 }
 
 // ListAlertsRequest lists alerts.
@@ -851,14 +908,14 @@ var File_medmesh_v1_alert_proto protoreflect.FileDescriptor
 const file_medmesh_v1_alert_proto_rawDesc = "" +
 	"\n" +
 	"\x16medmesh/v1/alert.proto\x12\n" +
-	"medmesh.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17medmesh/v1/common.proto\"\x81\x01\n" +
+	"medmesh.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17medmesh/v1/common.proto\x1a\x17medmesh/v1/device.proto\"\x81\x01\n" +
 	"\aFlowRef\x12\x10\n" +
 	"\x03src\x18\x01 \x01(\tR\x03src\x12\x10\n" +
 	"\x03dst\x18\x02 \x01(\tR\x03dst\x12\x14\n" +
 	"\x05sport\x18\x03 \x01(\rR\x05sport\x12\x14\n" +
 	"\x05dport\x18\x04 \x01(\rR\x05dport\x12\x14\n" +
 	"\x05proto\x18\x05 \x01(\rR\x05proto\x12\x10\n" +
-	"\x03app\x18\x06 \x01(\tR\x03app\"\xcc\x05\n" +
+	"\x03app\x18\x06 \x01(\tR\x03app\"\xad\a\n" +
 	"\x05Alert\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\tsensor_id\x18\x02 \x01(\tR\bsensorId\x12\x1d\n" +
@@ -882,7 +939,15 @@ const file_medmesh_v1_alert_proto_rawDesc = "" +
 	"\x05state\x18\x0f \x01(\x0e2\x16.medmesh.v1.AlertStateR\x05state\x12'\n" +
 	"\x0facknowledged_by\x18\x10 \x01(\tR\x0eacknowledgedBy\x12E\n" +
 	"\x10acknowledge_time\x18\x11 \x01(\v2\x1a.google.protobuf.TimestampR\x0facknowledgeTime\x12)\n" +
-	"\x10acknowledge_note\x18\x12 \x01(\tR\x0facknowledgeNote\"\xf8\x01\n" +
+	"\x10acknowledge_note\x18\x12 \x01(\tR\x0facknowledgeNote\x12\x1f\n" +
+	"\vincident_id\x18\x1e \x01(\tR\n" +
+	"incidentId\x123\n" +
+	"\tdirection\x18\x1f \x01(\x0e2\x15.medmesh.v1.DirectionR\tdirection\x12\x14\n" +
+	"\x05peers\x18  \x03(\tR\x05peers\x12\x1d\n" +
+	"\n" +
+	"peer_count\x18! \x01(\rR\tpeerCount\x12/\n" +
+	"\bservices\x18\" \x03(\v2\x13.medmesh.v1.ServiceR\bservices\x12#\n" +
+	"\rservice_count\x18# \x01(\rR\fserviceCount\"\xf8\x01\n" +
 	"\x11ListAlertsRequest\x12\x1b\n" +
 	"\tpage_size\x18\x01 \x01(\x05R\bpageSize\x12\x1d\n" +
 	"\n" +
@@ -960,8 +1025,10 @@ var file_medmesh_v1_alert_proto_goTypes = []any{
 	(DeviceClass)(0),                 // 12: medmesh.v1.DeviceClass
 	(Tier)(0),                        // 13: medmesh.v1.Tier
 	(*timestamppb.Timestamp)(nil),    // 14: google.protobuf.Timestamp
-	(ReadConsistency)(0),             // 15: medmesh.v1.ReadConsistency
-	(*ReadInfo)(nil),                 // 16: medmesh.v1.ReadInfo
+	(Direction)(0),                   // 15: medmesh.v1.Direction
+	(*Service)(nil),                  // 16: medmesh.v1.Service
+	(ReadConsistency)(0),             // 17: medmesh.v1.ReadConsistency
+	(*ReadInfo)(nil),                 // 18: medmesh.v1.ReadInfo
 }
 var file_medmesh_v1_alert_proto_depIdxs = []int32{
 	11, // 0: medmesh.v1.Alert.risk:type_name -> medmesh.v1.RiskScore
@@ -972,28 +1039,30 @@ var file_medmesh_v1_alert_proto_depIdxs = []int32{
 	14, // 5: medmesh.v1.Alert.create_time:type_name -> google.protobuf.Timestamp
 	0,  // 6: medmesh.v1.Alert.state:type_name -> medmesh.v1.AlertState
 	14, // 7: medmesh.v1.Alert.acknowledge_time:type_name -> google.protobuf.Timestamp
-	0,  // 8: medmesh.v1.ListAlertsRequest.state:type_name -> medmesh.v1.AlertState
-	15, // 9: medmesh.v1.ListAlertsRequest.consistency:type_name -> medmesh.v1.ReadConsistency
-	2,  // 10: medmesh.v1.ListAlertsResponse.alerts:type_name -> medmesh.v1.Alert
-	16, // 11: medmesh.v1.ListAlertsResponse.read_info:type_name -> medmesh.v1.ReadInfo
-	15, // 12: medmesh.v1.GetAlertRequest.consistency:type_name -> medmesh.v1.ReadConsistency
-	2,  // 13: medmesh.v1.GetAlertResponse.alert:type_name -> medmesh.v1.Alert
-	16, // 14: medmesh.v1.GetAlertResponse.read_info:type_name -> medmesh.v1.ReadInfo
-	2,  // 15: medmesh.v1.AcknowledgeAlertResponse.alert:type_name -> medmesh.v1.Alert
-	2,  // 16: medmesh.v1.WatchAlertsResponse.alert:type_name -> medmesh.v1.Alert
-	3,  // 17: medmesh.v1.AlertService.ListAlerts:input_type -> medmesh.v1.ListAlertsRequest
-	5,  // 18: medmesh.v1.AlertService.GetAlert:input_type -> medmesh.v1.GetAlertRequest
-	7,  // 19: medmesh.v1.AlertService.AcknowledgeAlert:input_type -> medmesh.v1.AcknowledgeAlertRequest
-	9,  // 20: medmesh.v1.AlertService.WatchAlerts:input_type -> medmesh.v1.WatchAlertsRequest
-	4,  // 21: medmesh.v1.AlertService.ListAlerts:output_type -> medmesh.v1.ListAlertsResponse
-	6,  // 22: medmesh.v1.AlertService.GetAlert:output_type -> medmesh.v1.GetAlertResponse
-	8,  // 23: medmesh.v1.AlertService.AcknowledgeAlert:output_type -> medmesh.v1.AcknowledgeAlertResponse
-	10, // 24: medmesh.v1.AlertService.WatchAlerts:output_type -> medmesh.v1.WatchAlertsResponse
-	21, // [21:25] is the sub-list for method output_type
-	17, // [17:21] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	15, // 8: medmesh.v1.Alert.direction:type_name -> medmesh.v1.Direction
+	16, // 9: medmesh.v1.Alert.services:type_name -> medmesh.v1.Service
+	0,  // 10: medmesh.v1.ListAlertsRequest.state:type_name -> medmesh.v1.AlertState
+	17, // 11: medmesh.v1.ListAlertsRequest.consistency:type_name -> medmesh.v1.ReadConsistency
+	2,  // 12: medmesh.v1.ListAlertsResponse.alerts:type_name -> medmesh.v1.Alert
+	18, // 13: medmesh.v1.ListAlertsResponse.read_info:type_name -> medmesh.v1.ReadInfo
+	17, // 14: medmesh.v1.GetAlertRequest.consistency:type_name -> medmesh.v1.ReadConsistency
+	2,  // 15: medmesh.v1.GetAlertResponse.alert:type_name -> medmesh.v1.Alert
+	18, // 16: medmesh.v1.GetAlertResponse.read_info:type_name -> medmesh.v1.ReadInfo
+	2,  // 17: medmesh.v1.AcknowledgeAlertResponse.alert:type_name -> medmesh.v1.Alert
+	2,  // 18: medmesh.v1.WatchAlertsResponse.alert:type_name -> medmesh.v1.Alert
+	3,  // 19: medmesh.v1.AlertService.ListAlerts:input_type -> medmesh.v1.ListAlertsRequest
+	5,  // 20: medmesh.v1.AlertService.GetAlert:input_type -> medmesh.v1.GetAlertRequest
+	7,  // 21: medmesh.v1.AlertService.AcknowledgeAlert:input_type -> medmesh.v1.AcknowledgeAlertRequest
+	9,  // 22: medmesh.v1.AlertService.WatchAlerts:input_type -> medmesh.v1.WatchAlertsRequest
+	4,  // 23: medmesh.v1.AlertService.ListAlerts:output_type -> medmesh.v1.ListAlertsResponse
+	6,  // 24: medmesh.v1.AlertService.GetAlert:output_type -> medmesh.v1.GetAlertResponse
+	8,  // 25: medmesh.v1.AlertService.AcknowledgeAlert:output_type -> medmesh.v1.AcknowledgeAlertResponse
+	10, // 26: medmesh.v1.AlertService.WatchAlerts:output_type -> medmesh.v1.WatchAlertsResponse
+	23, // [23:27] is the sub-list for method output_type
+	19, // [19:23] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_medmesh_v1_alert_proto_init() }
@@ -1002,6 +1071,7 @@ func file_medmesh_v1_alert_proto_init() {
 		return
 	}
 	file_medmesh_v1_common_proto_init()
+	file_medmesh_v1_device_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
