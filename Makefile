@@ -64,10 +64,17 @@ test: deps lint check-generate test-unit fuzz ## Lint, generated-code drift, eve
 FUZZ_TARGETS := ./node/replay:FuzzCaptureReader \
 	./coordinator/internal/policy:FuzzImportMUD \
 	./coordinator/internal/api:FuzzPolicyJSON \
-	./coordinator/internal/api:FuzzValidateReport
+	./coordinator/internal/api:FuzzValidateReport \
+	./node/internal/detect:FuzzNeighbor \
+	./node/internal/detect:FuzzNTP \
+	./node/internal/detect:FuzzSyslog \
+	./node/internal/detect:FuzzLDAP \
+	./node/internal/detect:FuzzSNMP \
+	./node/internal/detect:FuzzDHCP \
+	./node/internal/detect:FuzzHL7
 FUZZTIME ?= 5s
 
-fuzz: ## Run each fuzz target for FUZZTIME (5s): capture reader, MUD import, policy JSON, sensor reports
+fuzz: ## Run each fuzz target for FUZZTIME (5s): capture reader, MUD import, policy JSON, sensor reports, sensor parsers
 	@set -e; for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; name=$${t##*:}; \
 		echo "fuzz: $$name ($$pkg, $(FUZZTIME))"; \
