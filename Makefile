@@ -71,7 +71,8 @@ FUZZ_TARGETS := ./node/replay:FuzzCaptureReader \
 	./node/internal/detect:FuzzLDAP \
 	./node/internal/detect:FuzzSNMP \
 	./node/internal/detect:FuzzDHCP \
-	./node/internal/detect:FuzzHL7
+	./node/internal/detect:FuzzHL7 \
+	./node/internal/identity:FuzzProductStrings
 FUZZTIME ?= 5s
 
 fuzz: ## Run each fuzz target for FUZZTIME (5s): capture reader, MUD import, policy JSON, sensor reports, sensor parsers
