@@ -163,7 +163,9 @@ func (inv *Inventory) Resolve(mac flow.MAC, ip netip.Addr, timeNs int64) *Device
 		ms.dev.touch(timeNs)
 		return ms.dev
 	}
-	linkLocal := ip.IsLinkLocalUnicast()
+	// IPv6 housekeeping (duplicate address detection, MLD) is sent from
+	// the unspecified address: no device by itself, like link-local.
+	linkLocal := ip.IsLinkLocalUnicast() || (ip.Is6() && ip.IsUnspecified())
 	if ms == nil {
 		if linkLocal || len(inv.macs) >= inv.cfg.MaxDevices {
 			return nil // a link-local address alone makes no device

@@ -217,8 +217,10 @@ func TestRouterSignals(t *testing.T) {
 func TestNotDevices(t *testing.T) {
 	inv := newInv(t, nil)
 	veth := flow.MAC{0x6a, 0x34, 0xfe, 0x53, 0x82, 0x10}
-	if d := inv.Resolve(veth, ip("fe80::6834:feff:fe53:8210"), 1); d != nil {
-		t.Fatalf("link-local-only MAC became %s", d.Name())
+	for _, a := range []string{"fe80::6834:feff:fe53:8210", "::"} {
+		if d := inv.Resolve(veth, ip(a), 1); d != nil {
+			t.Fatalf("MAC seen only with %s became %s", a, d.Name())
+		}
 	}
 	inv.ObserveND(veth, ip("fe80::6834:feff:fe53:8210"), detect.ND{Type: detect.NDRouterSolicitation, LinkAddr: veth}, 1)
 	inv.ObserveARP(detect.ARP{Op: 1, SenderMAC: veth, SenderIP: ip("169.254.7.1")}, 1)
