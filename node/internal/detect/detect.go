@@ -61,15 +61,16 @@ const (
 	FieldTLSVersion      = "tls.version"       // hello version, e.g. "1.2" (1.3 shows as 1.2)
 
 	// Infrastructure and inventory fields.
-	FieldDHCPServerID   = "dhcp.server_id"   // option 54 of a server's reply, IPv4
-	FieldDHCPRouter     = "dhcp.router"      // option 3 of a server's reply: routers, comma-separated
-	FieldDHCPDNSServers = "dhcp.dns_servers" // option 6 of a server's reply
-	FieldDHCPNTPServers = "dhcp.ntp_servers" // option 42 of a server's reply
-	FieldSNMPSysDescr   = "snmp.sys_descr"   // sysDescr.0 in a response
-	FieldSNMPSysName    = "snmp.sys_name"    // sysName.0 in a response
-	FieldHL7Software    = "hl7.software"     // SFT-3 product and SFT-2 version, "PRODUCT VERSION"
-	FieldNTPMode        = "ntp.mode"         // "client", "server", ...
-	FieldLDAPOperation  = "ldap.operation"   // e.g. "bind_request", "search_result_done"
+	FieldDHCPServerID   = "dhcp.server_id"       // option 54 of a server's reply, IPv4
+	FieldDHCPRouter     = "dhcp.router"          // option 3 of a server's reply: routers, comma-separated
+	FieldDHCPDNSServers = "dhcp.dns_servers"     // option 6 of a server's reply
+	FieldDHCPNTPServers = "dhcp.ntp_servers"     // option 42 of a server's reply
+	FieldSNMPSysDescr   = "snmp.sys_descr"       // sysDescr.0 in a response
+	FieldSNMPSysName    = "snmp.sys_name"        // sysName.0 in a response
+	FieldHL7Software    = "hl7.software"         // SFT-3, the sending software's product name
+	FieldHL7SoftwareVer = "hl7.software_version" // SFT-2, its version or release
+	FieldNTPMode        = "ntp.mode"             // "client", "server", ...
+	FieldLDAPOperation  = "ldap.operation"       // e.g. "bind_request", "search_result_done"
 )
 
 // App names returned in Detection.App.

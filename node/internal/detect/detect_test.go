@@ -90,7 +90,7 @@ func TestInspectTable(t *testing.T) {
 		{"ldap bind", tcpTuple, mustHex(t, "300c020101 6007 020103 0400 8000"), AppLDAP, map[string]string{FieldLDAPOperation: "bind_request"}},
 		{"ldap search done", tcpTuple, mustHex(t, "300c020102 6507 0a0100 0400 0400"), AppLDAP, map[string]string{FieldLDAPOperation: "search_result_done"}},
 		{"hl7 software", tcpTuple, []byte("\x0bMSH|^~\\&|ENGINE|HOSP|PUMP|WARD|2024||ACK^R40|1|P|2.6\rSFT|Mirth Corp|3.12.0|Mirth Connect|b42\r"), AppHL7,
-			map[string]string{FieldHL7Software: "Mirth Connect 3.12.0"}},
+			map[string]string{FieldHL7Software: "Mirth Connect", FieldHL7SoftwareVer: "3.12.0"}},
 		// Negatives: text and binary that must not match.
 		{"smtp greeting", tcpTuple, []byte("220 mx.example.org ESMTP ready\r\n"), "", nil},
 		{"ssh", tcpTuple, []byte("SSH-2.0-OpenSSH_9.6\r\n"), "", nil},

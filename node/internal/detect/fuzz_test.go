@@ -19,7 +19,7 @@ var (
 		FieldModel, FieldSNMPCommunity, FieldHTTPServer, FieldSSDPServer, FieldSSDPUSN, FieldSSDPSearch, FieldMDNSService,
 		FieldTelnetUser, FieldFTPUser, FieldModbusUnit, FieldBACnetFunction, FieldSNMPVersion, FieldDHCPMessageType, FieldTLSVersion,
 		FieldDHCPServerID, FieldDHCPRouter, FieldDHCPDNSServers, FieldDHCPNTPServers, FieldSNMPSysDescr, FieldSNMPSysName,
-		FieldHL7Software, FieldNTPMode, FieldLDAPOperation)
+		FieldHL7Software, FieldHL7SoftwareVer, FieldNTPMode, FieldLDAPOperation)
 	vocabulary = setOf(FieldDHCPClientID, FieldDHCPFingerprint, FieldDHCPMessageType, FieldSNMPCommunity,
 		FieldSNMPVersion, FieldModbusUnit, FieldBACnetFunction, FieldTLSVersion,
 		FieldDHCPServerID, FieldDHCPRouter, FieldDHCPDNSServers, FieldDHCPNTPServers, FieldNTPMode, FieldLDAPOperation)

@@ -74,7 +74,8 @@ func hl7(st *State, s *sample, d *Detection, first bool) bool {
 		case "SFT":
 			// SFT-3 software product name, SFT-2 its version.
 			if prod := hl7Field(seg, sep, 3, cut); prod != "" {
-				e.add(FieldHL7Software, text([]byte(firstComponent(prod)+" "+firstComponent(hl7Field(seg, sep, 2, cut))), 64))
+				e.add(FieldHL7Software, firstComponent(prod))
+				e.add(FieldHL7SoftwareVer, firstComponent(hl7Field(seg, sep, 2, cut)))
 			}
 		}
 	}

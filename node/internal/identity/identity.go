@@ -776,10 +776,10 @@ func (d *Device) applyField(f detect.Field, peer netip.Addr) {
 	case detect.FieldHL7Software:
 		if d.addID(&ids.Hl7Software, v) {
 			d.classifyName("hl7", "HL7 software", v)
-			prod, ver := splitVersion(v)
-			d.setModel(prod, srcHL7)
-			d.setFirmware(ver, srcHL7)
 		}
+		d.setModel(v, srcHL7)
+	case detect.FieldHL7SoftwareVer:
+		d.setFirmware(v, srcHL7)
 	case detect.FieldDICOMImplClass:
 		if d.addID(&ids.DicomImplementations, v) {
 			d.classifyName("dicom", "DICOM implementation", v)

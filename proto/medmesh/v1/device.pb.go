@@ -259,8 +259,8 @@ type Identifiers struct {
 	SnmpSysDescr string `protobuf:"bytes,17,opt,name=snmp_sys_descr,json=snmpSysDescr,proto3" json:"snmp_sys_descr,omitempty"`
 	// SNMP sysName.0 (1.3.6.1.2.1.1.5.0) the device answered with.
 	SnmpSysName string `protobuf:"bytes,18,opt,name=snmp_sys_name,json=snmpSysName,proto3" json:"snmp_sys_name,omitempty"`
-	// HL7 SFT segments (software product and version) the device sent, as
-	// "PRODUCT VERSION".
+	// HL7 SFT-3 software product names the device sent (SFT-2, the version,
+	// is the device's firmware).
 	Hl7Software   []string `protobuf:"bytes,19,rep,name=hl7_software,json=hl7Software,proto3" json:"hl7_software,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
