@@ -310,7 +310,7 @@ func (e *Engine) side(d *identity.Device, peer netip.Addr, proto uint8, port uin
 	f := score.Flow{
 		Peer: peer, Names: d, Proto: proto, Port: port, App: app, Outbound: outbound,
 		Bytes: bytes, TimeNs: timeNs, Class: class, CountVolume: true, Answered: answered,
-		Infra: outbound && e.infra.Serves(peer, infra.Classify(proto, port, app), proto, port),
+		Infra: outbound && (infra.LinkControl(proto, peer) || e.infra.Serves(peer, infra.Classify(proto, port, app), proto, port)),
 	}
 	if ds.learner == nil {
 		f.Baseline = ds.base
@@ -352,7 +352,8 @@ func (e *Engine) HandleBaselineMiss(m *flow.BaselineMiss) {
 		Peer: peer, Names: d, Proto: m.Flow.Proto, Port: port, App: app,
 		Outbound: m.DeviceIsSrc, TimeNs: m.TimeNs, Class: class,
 		// A flow's first packet: an inbound one was not answered yet.
-		Infra: m.DeviceIsSrc && e.infra.Serves(peer, infra.Classify(m.Flow.Proto, port, app), m.Flow.Proto, port),
+		Infra: m.DeviceIsSrc && (infra.LinkControl(m.Flow.Proto, peer) ||
+			e.infra.Serves(peer, infra.Classify(m.Flow.Proto, port, app), m.Flow.Proto, port)),
 	}
 	if ds.learner != nil {
 		return // still learning: the datapath's baseline is stale

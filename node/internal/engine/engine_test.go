@@ -615,6 +615,23 @@ func TestInfrastructureIsNotAnAnomaly(t *testing.T) {
 			t.Errorf("pump to %s/%d (%s): alert %v, want %v; alerts %v", f.dst, f.port, f.app, got, f.alert, e.Alerts())
 		}
 	}
+	// Its IPv6 stack's router solicitations after a link flap are the
+	// link's housekeeping; a ping to all nodes is not.
+	ll := netip.MustParseAddr("fe80::20a:f7ff:fe00:1")
+	for i, dst := range []string{"ff02::2", "ff02::1"} {
+		r := record(macPump, flow.MAC{0x33, 0x33, 0, 0, 0, byte(i + 1)}, ll, netip.MustParseAddr(dst), 0, 0, 58, 56, at(20*time.Second+time.Duration(i)*time.Second))
+		r.RevPackets = 0
+		e.HandleFlow(r)
+	}
+	var ff02 []string
+	for _, a := range alertsOf(e, macPump.String()) {
+		if strings.Contains(a.GetSummary(), "ff02::") {
+			ff02 = append(ff02, a.GetSummary())
+		}
+	}
+	if len(ff02) != 1 || !strings.Contains(ff02[0], "ff02::1 ") {
+		t.Errorf("alerts on link-scope multicast %q, want the all-nodes ping only", ff02)
+	}
 }
 
 // dhcpOffer builds a DHCPOFFER from server naming dns as the DNS server.

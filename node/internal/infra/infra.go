@@ -96,6 +96,29 @@ func Classify(proto uint8, port uint16, app string) Service {
 	return None
 }
 
+var (
+	allRouters6    = netip.MustParseAddr("ff02::2")
+	mldv2Reports   = netip.MustParseAddr("ff02::16")
+	solicitedNodes = netip.MustParsePrefix("ff02::1:ff00:0/104")
+)
+
+// LinkControl reports whether a flow of protocol proto to dst is the IP
+// stack's own housekeeping with the link's routers and switches: IGMP,
+// and ICMPv6 router solicitations (ff02::2), MLDv2 reports (ff02::16)
+// and neighbour solicitations (solicited-node groups). A device sends
+// them whenever an interface comes up, whatever it learned; they are
+// never a new peer. Echo requests to all nodes (ff02::1), a sweep, are
+// not among them.
+func LinkControl(proto uint8, dst netip.Addr) bool {
+	switch proto {
+	case 2: // IGMP
+		return true
+	case 58: // ICMPv6
+		return dst == allRouters6 || dst == mldv2Reports || solicitedNodes.Contains(dst)
+	}
+	return false
+}
+
 // fixedPort reports whether s is always offered on its well-known ports,
 // so that serving it once stands for every one of them.
 func fixedPort(s Service) bool { return s != HL7 && s != DICOM }

@@ -145,3 +145,24 @@ func TestServesDoesNotAllocate(t *testing.T) {
 		t.Fatalf("%v allocations", n)
 	}
 }
+
+func TestLinkControl(t *testing.T) {
+	for _, tc := range []struct {
+		proto uint8
+		dst   string
+		want  bool
+	}{
+		{58, "ff02::2", true},          // router solicitation
+		{58, "ff02::16", true},         // MLDv2 report
+		{58, "ff02::1:ff00:10a", true}, // neighbour solicitation, DAD
+		{2, "224.0.0.22", true},        // IGMPv3 report
+		{58, "ff02::1", false},         // an all-nodes ping: a sweep
+		{17, "ff02::16", false},        // not ICMPv6
+		{58, "2001:db8::1", false},
+		{17, "239.255.255.250", false}, // SSDP is an application
+	} {
+		if got := LinkControl(tc.proto, netip.MustParseAddr(tc.dst)); got != tc.want {
+			t.Errorf("LinkControl(%d, %s) = %v", tc.proto, tc.dst, got)
+		}
+	}
+}
