@@ -139,9 +139,9 @@ demo: deps build ## As root: bring up the campus lab and run the compromised-dev
 demo-down: ## Remove everything demo started
 	@if [ -x $(BIN) ]; then $(BIN) lab down; else $(GO) run ./cmd/medmesh lab down; fi
 
-e2e: ## Chaos harness, bounded set (root): every nemesis once, every checker, report in e2e/reports
+e2e: ## Chaos harness, bounded set (root): every nemesis once, every checker, report in e2e/reports; the lab inventory
 	@if [ "$$(id -u)" != 0 ]; then echo "e2e: skipped: the campus lab needs root"; exit 0; fi; \
-	rm -f e2e/reports/latest.txt; MEDMESH_E2E_SEED=$(SEED) $(GO) test -tags e2e -count=1 -timeout 9m ./e2e/...; rc=$$?; \
+	rm -f e2e/reports/latest.txt; MEDMESH_E2E_SEED=$(SEED) $(GO) test -tags e2e -count=1 -timeout 12m ./e2e/...; rc=$$?; \
 	if [ -f e2e/reports/latest.txt ]; then echo; cat e2e/reports/latest.txt; fi; exit $$rc
 
 chaos: ## Random faults for DURATION (default 5m) with SEED (root); report in e2e/reports
