@@ -347,7 +347,7 @@ func (n *node) syncBaselines(ctx context.Context) {
 func (n *node) arrived(ctx context.Context, d *medmeshv1.Device) {
 	var mac flow.MAC
 	if err := mac.UnmarshalText([]byte(d.GetMac())); err != nil {
-		return // keyed by IP (behind a router): not a roaming candidate
+		return // keyed by IP (a capture without link layer): not a roaming candidate
 	}
 	fetch := n.gsp == nil
 	if n.gsp != nil {

@@ -67,8 +67,8 @@ func (c Config) validate() error {
 	return errors.Join(errs...)
 }
 
-// Key identifies a device: its MAC, or, behind a router, its IP address
-// (MAC zero).
+// Key identifies a device: its MAC, or, in a capture without link layer,
+// its IP address (MAC zero).
 type Key struct {
 	MAC flow.MAC
 	IP  netip.Addr

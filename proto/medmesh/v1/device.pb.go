@@ -429,12 +429,14 @@ func (x *Identifiers) GetHl7Software() []string {
 	return nil
 }
 
-// Device is one networked device, keyed by MAC address (or by IP address
-// where the MAC belongs to a router).
+// Device is one networked device, keyed by MAC address (by IP address only
+// in a capture without link layer). Routers are devices of class router with
+// their own addresses only; what they forward is not attached to them.
 type Device struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Identifier. Lower-case colon-separated MAC ("00:1b:44:11:3a:b7"), or
-	// "ip:ADDRESS" where the device is only seen behind a router.
+	// "ip:ADDRESS" for a device of a capture without link layer (a replay);
+	// a live sensor keys every device by MAC.
 	Mac string `protobuf:"bytes,1,opt,name=mac,proto3" json:"mac,omitempty"`
 	// Output only. IPv4 and IPv6 addresses the device used.
 	IpAddresses []string `protobuf:"bytes,2,rep,name=ip_addresses,json=ipAddresses,proto3" json:"ip_addresses,omitempty"`
