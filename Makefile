@@ -103,7 +103,15 @@ FUZZ_TARGETS := ./node/replay:FuzzCaptureReader \
 	./enforcer/internal/resolve:FuzzAnswer \
 	./enforcer/internal/state:FuzzDecodeRecord \
 	./cmd/medmesh:FuzzParseConfig \
-	./coordinator/internal/api:FuzzIncidentToken
+	./coordinator/internal/api:FuzzIncidentToken \
+	./node/internal/detect:FuzzNeighbor \
+	./node/internal/detect:FuzzNTP \
+	./node/internal/detect:FuzzSyslog \
+	./node/internal/detect:FuzzLDAP \
+	./node/internal/detect:FuzzSNMP \
+	./node/internal/detect:FuzzDHCP \
+	./node/internal/detect:FuzzHL7 \
+	./node/internal/identity:FuzzProductStrings
 FUZZTIME ?= 5s
 
 fuzz: ## Run each fuzz target in FUZZ_TARGETS for FUZZTIME (5s): every parser of outside input
@@ -178,9 +186,9 @@ demo: deps build ## As root: bring up the campus lab and run the compromised-dev
 demo-down: ## Remove everything demo started
 	@if [ -x $(BIN) ]; then $(BIN) lab down; else $(GO) run ./cmd/medmesh lab down; fi
 
-e2e: ## Chaos harness, bounded set (root): every nemesis once, every checker, report in e2e/reports
+e2e: ## Chaos harness, bounded set (root): every nemesis once, every checker, report in e2e/reports; the lab inventory
 	@if [ "$$(id -u)" != 0 ]; then echo "e2e: skipped: the campus lab needs root"; exit 0; fi; \
-	rm -f e2e/reports/latest.txt; MEDMESH_E2E_SEED=$(SEED) $(GO) test -tags e2e -count=1 -timeout 9m ./e2e/...; rc=$$?; \
+	rm -f e2e/reports/latest.txt; MEDMESH_E2E_SEED=$(SEED) $(GO) test -tags e2e -count=1 -timeout 12m ./e2e/...; rc=$$?; \
 	if [ -f e2e/reports/latest.txt ]; then echo; cat e2e/reports/latest.txt; fi; exit $$rc
 
 chaos: ## Random faults for DURATION (default 5m) with SEED (root); report in e2e/reports

@@ -75,6 +75,7 @@ type nodeConfig struct {
 	TLSKey        *string   `toml:"tls-key"`
 	Floor         *int      `toml:"floor"`
 	Zone          *string   `toml:"zone"`
+	Infra         *[]string `toml:"infra"`
 }
 
 // enforcerConfig is the file of `medmesh enforcer`.

@@ -63,7 +63,7 @@ func TestConfigKeysAreFlags(t *testing.T) {
 		reflect.TypeFor[*int]():      {"int"},
 		reflect.TypeFor[*uint32]():   {"uint32"},
 		reflect.TypeFor[*duration](): {"duration"},
-		reflect.TypeFor[*[]string](): {"stringSlice", "string"},
+		reflect.TypeFor[*[]string](): {"stringSlice", "stringArray", "string"},
 	}
 	for name, d := range daemonSchemas(t) {
 		keys := map[string]bool{}

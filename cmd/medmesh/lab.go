@@ -54,8 +54,9 @@ func newLabCmd() *cobra.Command {
 		Short: "The campus lab: coordinators, floors of simulated devices, sensors and enforcers in network namespaces",
 		Long: `medmesh lab builds a hospital campus on this host out of network namespaces (root only):
 a core with HL7, PACS, DHCP/DNS, NTP and a central station, an "internet" host, two floors of
-simulated medical devices, a sensor per floor fed by mirrored traffic, an inline enforcer per
-floor, and three coordinators on the host with the API at 127.0.0.1:7400. Every connection is
+simulated medical devices, a sensor per floor and one on the core services' segment fed by
+mirrored traffic, an inline enforcer per floor (the floor's gateway), and three coordinators on
+the host with the API at 127.0.0.1:7400. Every connection is
 mutual TLS with certificates of a CA the lab makes at 'lab up'; talk to it with
   eval "$(medmesh lab env)"`,
 	}

@@ -200,17 +200,18 @@ func TestReplayReportSpellsProtocols(t *testing.T) {
 	}
 	pump := false
 	for _, d := range devs {
-		if len(d) < 6 {
+		// DEVICE IPS VENDOR MODEL FIRMWARE CLASS CONF TIER ...
+		if len(d) < 8 {
 			continue // evidence lines
 		}
-		pump = pump || (d[3] == "infusion-pump" && d[5] == "life-critical")
-		for _, col := range []string{d[3], d[5]} {
+		pump = pump || (d[5] == "infusion-pump" && d[7] == "life-critical" && d[3] == "Hospira Plum A+")
+		for _, col := range []string{d[5], d[7]} {
 			if strings.ContainsAny(col, "_ABCDEFGHIJKLMNOPQRSTUVWXYZ") {
 				t.Errorf("device %s: %q is not spelled like the CLI", d[0], col)
 			}
 		}
 	}
 	if !pump {
-		t.Errorf("the Hospira pump is not shown as an infusion-pump, life-critical: %v", devs)
+		t.Errorf("the Hospira pump is not shown as a Hospira Plum A+ infusion-pump, life-critical: %v", devs)
 	}
 }

@@ -36,6 +36,7 @@ type nodeOptions struct {
 	coordinator, join      []string
 	gossip, zone, spoolDir string
 	gossipKeyFile, campus  string
+	infra                  []string
 	floor                  int
 	learnWindow            time.Duration
 	dev                    bool
@@ -88,6 +89,9 @@ func newNodeCmd() *cobra.Command {
 	addDaemonTLSFlags(cmd, &o.tls, "a sensor certificate named as --id,")
 	f.IntVar(&o.floor, "floor", 0, "floor of this sensor (0: unset)")
 	f.StringVar(&o.zone, "zone", "", "zone of this sensor, e.g. icu")
+	f.StringArrayVar(&o.infra, "infra", nil, "a campus infrastructure server, SERVICE=ADDRESS or SERVICE=PREFIX (dhcp, dns, ntp, syslog,\n"+
+		"directory, hl7, dicom; repeatable): flows to it for that service are not anomalies. Servers that\n"+
+		"answer two devices, and those DHCP advertises, are learned without it")
 	return cmd
 }
 
@@ -150,6 +154,7 @@ func runNode(ctx context.Context, o nodeOptions, stderr io.Writer) error {
 		cfg.Floor = strconv.Itoa(o.floor)
 	}
 	cfg.SpoolDir = o.spoolDir
+	cfg.Infra = o.infra
 	cfg.Attached = func() { attached.Store(true) }
 	if cfg.SpoolDir == "" {
 		cfg.SpoolDir = filepath.Join("/var/lib/medmesh", o.id, "spool")

@@ -69,9 +69,9 @@ func newDevicesCmd(o *opFlags) *cobra.Command {
 					return printProto(w, &medmeshv1.ListDevicesResponse{Devices: devs, NextPageToken: next,
 						TotalSize: last.GetTotalSize(), ReadInfo: last.GetReadInfo()})
 				}
-				t := newTable(w, "MAC", "IP", "VENDOR", "MODEL", "CLASS", "TIER", "FLOOR", "ZONE", "RISK", "LAST SEEN")
+				t := newTable(w, "MAC", "IP", "VENDOR", "MODEL", "FIRMWARE", "CLASS", "TIER", "FLOOR", "ZONE", "RISK", "LAST SEEN")
 				for _, d := range devs {
-					t.row(d.GetMac(), strings.Join(d.GetIpAddresses(), ","), d.GetVendor(), d.GetModel(),
+					t.row(d.GetMac(), strings.Join(d.GetIpAddresses(), ","), d.GetVendor(), d.GetModel(), d.GetFirmware(),
 						names.Enum(d.GetDeviceClass()), names.Enum(d.GetTier()), d.GetLocation().GetFloor(),
 						d.GetLocation().GetZone(), d.GetRisk().GetScore(), ts(d.GetLastSeen()))
 				}
@@ -177,6 +177,7 @@ func printDevice(w interface{ Write([]byte) (int, error) }, d *medmeshv1.Device)
 	t.row("ip addresses", strings.Join(d.GetIpAddresses(), ", "))
 	t.row("vendor", d.GetVendor())
 	t.row("model", d.GetModel())
+	t.row("firmware", d.GetFirmware())
 	t.row("hostname", d.GetHostname())
 	t.row("class", fmt.Sprintf("%s (confidence %.2f)", names.Enum(d.GetDeviceClass()), d.GetClassConfidence()))
 	tier := names.Enum(d.GetTier())
@@ -212,6 +213,14 @@ func printDevice(w interface{ Write([]byte) (int, error) }, d *medmeshv1.Device)
 	t.row("dicom ae titles", strings.Join(id.GetDicomAeTitles(), ", "))
 	t.row("hl7 udis", strings.Join(id.GetHl7Udis(), ", "))
 	t.row("dhcp hostname", id.GetDhcpHostname())
+	t.row("dhcp vendor class", id.GetDhcpVendorClass())
+	t.row("hl7 applications", strings.Join(id.GetHl7SendingApplications(), ", "))
+	t.row("hl7 software", strings.Join(id.GetHl7Software(), ", "))
+	t.row("dicom implementations", strings.Join(id.GetDicomImplementations(), ", "))
+	t.row("snmp sysdescr", id.GetSnmpSysDescr())
+	t.row("snmp sysname", id.GetSnmpSysName())
+	t.row("http servers", strings.Join(id.GetHttpServers(), ", "))
+	t.row("ssdp servers", strings.Join(id.GetSsdpServers(), ", "))
 	t.row("first seen", ts(d.GetFirstSeen()))
 	t.row("last seen", ts(d.GetLastSeen()))
 	t.row("last sensor", d.GetLastSensorId())

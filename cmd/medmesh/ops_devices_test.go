@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -56,7 +57,8 @@ func TestDevicesSetLowersTierAudited(t *testing.T) {
 	}
 	for i, c := range []medmeshv1.DeviceClass{medmeshv1.DeviceClass_DEVICE_CLASS_INFUSION_PUMP, medmeshv1.DeviceClass_DEVICE_CLASS_IT_WORKSTATION} {
 		if err := rs.Send(&medmeshv1.ReportRequest{SensorId: "s-icu", Records: []*medmeshv1.SensorRecord{{Seq: uint64(i + 1),
-			Record: &medmeshv1.SensorRecord_Device{Device: &medmeshv1.DeviceObservation{Device: &medmeshv1.Device{Mac: mac, DeviceClass: c}}}}}}); err != nil {
+			Record: &medmeshv1.SensorRecord_Device{Device: &medmeshv1.DeviceObservation{Device: &medmeshv1.Device{Mac: mac, DeviceClass: c,
+				Model: "BD Alaris PCU", Firmware: "9.33", Identifiers: &medmeshv1.Identifiers{DhcpVendorClass: "BD Alaris PCU 9.33"}}}}}}}); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := rs.Recv(); err != nil {
@@ -69,7 +71,16 @@ func TestDevicesSetLowersTierAudited(t *testing.T) {
 		return []string{"--addr", o.api, "--tls-ca", f.CAFile, "--tls-cert", f.CertFile, "--tls-key", f.KeyFile}
 	}
 	alice, viewer := issue(pki.RoleOperator, "alice"), issue(pki.RoleViewer, "vic")
-	code, stdout, stderr := runCLI(t, append([]string{"devices", "get", mac, "-o", "json"}, tlsArgs(alice)...)...)
+	// Model and firmware reach the inventory and both views of it.
+	code, stdout, stderr := runCLI(t, append([]string{"devices", "list"}, tlsArgs(alice)...)...)
+	if code != 0 || !strings.Contains(stdout, "FIRMWARE") || !strings.Contains(stdout, "BD Alaris PCU") || !strings.Contains(stdout, "9.33") {
+		t.Fatalf("devices list: exit %d\n%s%s", code, stdout, stderr)
+	}
+	code, stdout, stderr = runCLI(t, append([]string{"devices", "get", mac}, tlsArgs(alice)...)...)
+	if code != 0 || !regexp.MustCompile(`firmware\s+9\.33`).MatchString(stdout) || !strings.Contains(stdout, "BD Alaris PCU 9.33") {
+		t.Fatalf("devices get: exit %d\n%s%s", code, stdout, stderr)
+	}
+	code, stdout, stderr = runCLI(t, append([]string{"devices", "get", mac, "-o", "json"}, tlsArgs(alice)...)...)
 	if code != 0 || !strings.Contains(stdout, "TIER_LIFE_CRITICAL") || !strings.Contains(stdout, "DEVICE_CLASS_INFUSION_PUMP") {
 		t.Fatalf("pump after a sensor called it a workstation: exit %d %s %s", code, stdout, stderr)
 	}

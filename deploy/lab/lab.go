@@ -12,14 +12,18 @@
 //	                enforcers in namespaces reach the coordinators.
 //	mm-core         router: host0 10.99.0.2, svcbr 10.98.0.1/24 (services),
 //	                inet0 203.0.113.1/24, eN 10.97.N.1/24 (enforcer uplinks),
-//	                sN 10.96.N.1/24 (sensor management).
-//	mm-hl7 ...      core services on 10.98.0.10.. (hl7, pacs, dhcp, ntp, central);
+//	                sN 10.96.N.1/24 (sensor management, s0 for the core's).
+//	mm-hl7 ...      core services on 10.98.0.10.. (hl7, pacs, dhcp, ntp, central),
+//	                each with a server vendor's MAC; every frame they send, and
+//	                every frame the core routes to them, is mirrored to mm-s0.
+//	mm-s0           the core's sensor: tap0 receives the services' mirrored
+//	                frames; mgmt0 10.96.0.2.
 //	mm-inet         the "internet" host 203.0.113.10 (TEST-NET-3, never routed).
 //	mm-fN           floor N: bridge br0 with a port per device and the enforcer;
 //	                every port's ingress is mirrored (tc u32 + mirred) to "mirror".
 //	mm-fN-DEV       a device: eth0 10.(100+N).0.X/24, default route via its enforcer.
 //	mm-eN           enforcer: dev0 10.(100+N).0.1 on the floor (XDP attaches here),
-//	                up0 10.97.N.2 to the core.
+//	                the floor's gateway (a Cisco MAC), up0 10.97.N.2 to the core.
 //	mm-sN           sensor: tap0 receives the floor's mirrored frames; mgmt0
 //	                10.96.N.2 reaches the coordinators through the core.
 //
@@ -94,6 +98,10 @@ type Config struct {
 	// LearnWindow is the sensors' baseline learning window: short, so the
 	// demo's baselines freeze within a minute.
 	LearnWindow time.Duration
+	// PinDir is the bpffs directory enforcers pin under (one directory per
+	// enforcer); empty: the enforcer's default, /sys/fs/bpf/medmesh/eN.
+	// A lab beside another sets its own, and PinGlobs to match.
+	PinDir string
 }
 
 // DefaultConfig is the campus of the demo: two floors, three coordinators.
@@ -187,7 +195,8 @@ func (c Config) Block() netip.Prefix {
 	return netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(c.Octet), 0, 0}), 12)
 }
 
-// SensorMgmt is the sensor of floor n's management address; the core is .1.
+// SensorMgmt is the sensor of floor n's management address (n = 0: the
+// core's sensor); the core is .1.
 func (c Config) SensorMgmt(n int) netip.Addr { return c.ip(0, n, 2) }
 
 // EnforcerUplink is the enforcer of floor n's core-facing address.
@@ -249,15 +258,56 @@ func (c Config) nftTable() string {
 type service struct {
 	name string // namespace suffix
 	kind sim.Kind
+	mac  string // a server vendor's OUI
+	// app and software are what its HL7 ACKs name (MSH-3, SFT).
+	app, software string
 }
 
 var services = []service{
-	{"hl7", sim.KindHL7Engine},
-	{"pacs", sim.KindPACS},
-	{"dhcp", sim.KindDHCPDNS},
-	{"ntp", sim.KindNTP},
-	{"central", sim.KindCentral},
+	{"hl7", sim.KindHL7Engine, "00:0c:29:98:00:0a", "Mirth Connect", "NextGen Healthcare|4.5.0|Mirth Connect|b1"}, // VMware: an engine in a VM
+	{"pacs", sim.KindPACS, "94:40:c9:98:00:0b", "", ""},                                                            // Hewlett Packard Enterprise
+	{"dhcp", sim.KindDHCPDNS, "00:0c:29:98:00:0c", "", ""},                                                         // VMware
+	{"ntp", sim.KindNTP, "ec:46:70:98:00:0d", "", ""},                                                              // Meinberg
+	{"central", sim.KindCentral, "f8:bc:12:98:00:0e", "PIC iX", "Philips|C.02|PIC iX|b2"},                         // Dell server
 }
+
+// ServiceInfo is a core service: its name, kind, MAC and address.
+type ServiceInfo struct {
+	Name string   `json:"name"`
+	Kind sim.Kind `json:"kind"`
+	MAC  string   `json:"mac"`
+	IP   string   `json:"ip"`
+}
+
+// Services lists the core services.
+func (c Config) Services() []ServiceInfo {
+	out := make([]ServiceInfo, 0, len(services))
+	for i, s := range services {
+		out = append(out, ServiceInfo{Name: s.name, Kind: s.kind, MAC: s.mac, IP: c.ServiceIP(i).String()})
+	}
+	return out
+}
+
+// RouterInfo is a router of the lab as its devices see it.
+type RouterInfo struct {
+	Name string `json:"name"` // "core", or "gwN" for floor N's gateway
+	MAC  string `json:"mac"`
+	IP   string `json:"ip"`
+}
+
+// Routers lists the routers a sensor sees: the core (on the services'
+// segment) and each floor's gateway (the enforcer's floor side), with
+// Cisco MACs.
+func (c Config) Routers() []RouterInfo {
+	out := []RouterInfo{{Name: "core", MAC: c.coreMAC(), IP: c.ip(2, 0, 1).String()}}
+	for n := 1; n <= len(c.Floors); n++ {
+		out = append(out, RouterInfo{Name: fmt.Sprintf("gw%d", n), MAC: c.gatewayMAC(n), IP: c.FloorGateway(n).String()})
+	}
+	return out
+}
+
+func (c Config) coreMAC() string         { return "00:1e:bd:00:00:01" }
+func (c Config) gatewayMAC(n int) string { return fmt.Sprintf("00:1e:bd:00:%02x:01", n) }
 
 // DeviceInfo is where a device lives in the lab.
 type DeviceInfo struct {
@@ -304,7 +354,7 @@ func (c Config) namespaces() []string {
 	for _, s := range services {
 		out = append(out, c.nsService(s.name))
 	}
-	out = append(out, c.nsService("inet"))
+	out = append(out, c.nsService("inet"), c.nsSensor(0))
 	for n := 1; n <= len(c.Floors); n++ {
 		out = append(out, c.nsFloor(n), c.nsEnforcer(n), c.nsSensor(n))
 	}

@@ -250,11 +250,25 @@ func TestLabUpTrafficAndDown(t *testing.T) {
 	})
 
 	t.Run("sensor tap receives mirrored frames", func(t *testing.T) {
-		for n := 1; n <= len(cfg.Floors); n++ {
+		// Sensor 0 is the core's, on the services' segment.
+		for n := 0; n <= len(cfg.Floors); n++ {
 			before := rxPackets(t, cfg.nsSensor(n), "tap0")
 			testutil.Eventually(t, 10*time.Second, 100*time.Millisecond, func() bool {
 				return rxPackets(t, cfg.nsSensor(n), "tap0") > before+20
-			}, "floor %d sensor tap0 got no mirrored frames (rx %d)", n, before)
+			}, "sensor %d tap0 got no mirrored frames (rx %d)", n, before)
+		}
+		// The capture links' far ends send nothing of their own.
+		for ns, link := range map[string]string{cfg.nsFloor(1): "mirror", cfg.nsCore(): "svcmirror"} {
+			inNSDo(t, ns, func() error {
+				b, err := os.ReadFile("/proc/sys/net/ipv6/conf/" + link + "/disable_ipv6")
+				if err != nil {
+					return err
+				}
+				if strings.TrimSpace(string(b)) != "1" {
+					t.Errorf("%s in %s: IPv6 on", link, ns)
+				}
+				return nil
+			})
 		}
 	})
 

@@ -85,6 +85,9 @@ func (c Config) makePKI() error {
 			return fmt.Errorf("lab tls: %w", err)
 		}
 	}
+	if err := issue(pki.RoleSensor, "s0", net.IP(c.SensorMgmt(0).AsSlice())); err != nil { // the core's sensor
+		return fmt.Errorf("lab tls: %w", err)
+	}
 	for n := 1; n <= len(c.Floors); n++ {
 		if err := issue(pki.RoleSensor, fmt.Sprintf("s%d", n), net.IP(c.SensorMgmt(n).AsSlice())); err != nil {
 			return fmt.Errorf("lab tls: %w", err)

@@ -108,12 +108,22 @@ func (t *topo) route(ns string, dst netip.Prefix, gw netip.Addr) error {
 	return nil
 }
 
-func (t *topo) bridge(ns, name string) error {
+// bridge adds a bridge; mac, if set, is its address (the MAC the
+// namespace's routing uses on it).
+func (t *topo) bridge(ns, name, mac string) error {
 	nl, _, err := t.h.get(ns)
 	if err != nil {
 		return err
 	}
-	if err := nl.LinkAdd(&netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: name}}); err != nil {
+	br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: name}}
+	if mac != "" {
+		hw, err := net.ParseMAC(mac)
+		if err != nil {
+			return fmt.Errorf("mac of %s: %w", name, err)
+		}
+		br.HardwareAddr = hw
+	}
+	if err := nl.LinkAdd(br); err != nil {
 		return fmt.Errorf("add bridge %s in %q: %w", name, ns, err)
 	}
 	return t.up(ns, name)
@@ -159,10 +169,11 @@ func (t *topo) clsact(ns, name string) error {
 	return nil
 }
 
-// mirror copies every frame entering port (its ingress) to dst with a u32
-// match-all filter and a mirred egress mirror action. (matchall filters do
-// not work on every kernel the lab runs on; u32 does.)
-func (t *topo) mirror(ns, port, dst string) error {
+// mirror copies every frame entering port (its ingress; with egress, every
+// frame leaving it) to dst with a u32 match-all filter and a mirred egress
+// mirror action. (matchall filters do not work on every kernel the lab
+// runs on; u32 does.)
+func (t *topo) mirror(ns, port, dst string, egress bool) error {
 	nl, _, err := t.h.get(ns)
 	if err != nil {
 		return err
@@ -181,10 +192,14 @@ func (t *topo) mirror(ns, port, dst string) error {
 	act := netlink.NewMirredAction(d.Attrs().Index)
 	act.MirredAction = netlink.TCA_EGRESS_MIRROR
 	act.Attrs().Action = netlink.TC_ACT_PIPE
+	parent := uint32(netlink.HANDLE_MIN_INGRESS)
+	if egress {
+		parent = netlink.HANDLE_MIN_EGRESS
+	}
 	f := &netlink.U32{
 		FilterAttrs: netlink.FilterAttrs{
 			LinkIndex: p.Attrs().Index,
-			Parent:    netlink.HANDLE_MIN_INGRESS,
+			Parent:    parent,
 			Priority:  1,
 			Protocol:  unix.ETH_P_ALL,
 		},
@@ -308,7 +323,7 @@ func (t *topo) build() error {
 	}
 
 	// Core services on a bridge.
-	if err := t.bridge(core, "svcbr"); err != nil {
+	if err := t.bridge(core, "svcbr", c.coreMAC()); err != nil {
 		return err
 	}
 	if err := t.addr(core, "svcbr", c.ip(2, 0, 1), 24); err != nil {
@@ -317,7 +332,7 @@ func (t *topo) build() error {
 	for i, s := range services {
 		ns := c.nsService(s.name)
 		port := "v-" + s.name
-		if err := t.veth(ns, "eth0", core, port, ""); err != nil {
+		if err := t.veth(ns, "eth0", core, port, s.mac); err != nil {
 			return err
 		}
 		if err := errors.Join(t.enslave(core, port, "svcbr"), t.addr(ns, "eth0", c.ServiceIP(i), 24)); err != nil {
@@ -339,6 +354,9 @@ func (t *topo) build() error {
 		return err
 	}
 
+	if err := t.coreSensor(); err != nil {
+		return err
+	}
 	for fi, f := range c.Floors {
 		if err := t.floor(fi+1, f); err != nil {
 			return err
@@ -347,14 +365,65 @@ func (t *topo) build() error {
 	return nil
 }
 
+// coreSensor connects the core's sensor: tap0 gets every frame the
+// services send (their ports' ingress) and every frame the core routes to
+// them (the bridge's egress); mgmt0 reaches the coordinators.
+func (t *topo) coreSensor() error {
+	c := t.cfg
+	core, sen := c.nsCore(), c.nsSensor(0)
+	if err := t.veth(sen, "tap0", core, "svcmirror", ""); err != nil {
+		return err
+	}
+	if err := quiet(core, "svcmirror"); err != nil {
+		return err
+	}
+	for _, s := range services {
+		if err := t.mirror(core, "v-"+s.name, "svcmirror", false); err != nil {
+			return err
+		}
+	}
+	if err := t.mirror(core, "svcbr", "svcmirror", true); err != nil {
+		return err
+	}
+	return t.sensorMgmt(0)
+}
+
+// sensorMgmt links sensor n's mgmt0 (n = 0: the core's sensor) to the
+// core. The sensor reaches the host link (coordinators) and other sensors
+// through the core only; it has no route to the floors.
+func (t *topo) sensorMgmt(n int) error {
+	c := t.cfg
+	core, sen := c.nsCore(), c.nsSensor(n)
+	if err := t.veth(sen, "mgmt0", core, fmt.Sprintf("s%d", n), ""); err != nil {
+		return err
+	}
+	if err := errors.Join(
+		t.addr(sen, "mgmt0", c.SensorMgmt(n), 24),
+		t.addr(core, fmt.Sprintf("s%d", n), c.ip(0, n, 1), 24),
+	); err != nil {
+		return err
+	}
+	return errors.Join(
+		t.route(sen, netip.PrefixFrom(c.HostIP(), 24).Masked(), c.ip(0, n, 1)),
+		t.route(sen, netip.PrefixFrom(c.ip(0, 0, 0), 16), c.ip(0, n, 1)),
+	)
+}
+
+// quiet turns IPv6 off on a capture link's far end, so that its own
+// duplicate-address probes and router solicitations never reach the
+// sensor as traffic of the segment.
+func quiet(ns, link string) error {
+	return writeSysctl(ns, "net/ipv6/conf/"+link+"/disable_ipv6", "1")
+}
+
 func (t *topo) floor(n int, _ Floor) error {
 	c := t.cfg
 	core, fl, enf, sen := c.nsCore(), c.nsFloor(n), c.nsEnforcer(n), c.nsSensor(n)
-	if err := t.bridge(fl, "br0"); err != nil {
+	if err := t.bridge(fl, "br0", ""); err != nil {
 		return err
 	}
-	// Enforcer: dev0 on the floor, up0 to the core.
-	if err := t.veth(enf, "dev0", fl, "enf", ""); err != nil {
+	// Enforcer: dev0 on the floor (the floor's gateway), up0 to the core.
+	if err := t.veth(enf, "dev0", fl, "enf", c.gatewayMAC(n)); err != nil {
 		return err
 	}
 	if err := t.veth(enf, "up0", core, fmt.Sprintf("e%d", n), ""); err != nil {
@@ -379,24 +448,13 @@ func (t *topo) floor(n int, _ Floor) error {
 	if err := t.veth(sen, "tap0", fl, "mirror", ""); err != nil {
 		return err
 	}
-	if err := t.veth(sen, "mgmt0", core, fmt.Sprintf("s%d", n), ""); err != nil {
+	if err := quiet(fl, "mirror"); err != nil {
 		return err
 	}
-	if err := errors.Join(
-		t.addr(sen, "mgmt0", c.SensorMgmt(n), 24),
-		t.addr(core, fmt.Sprintf("s%d", n), c.ip(0, n, 1), 24),
-	); err != nil {
+	if err := t.sensorMgmt(n); err != nil {
 		return err
 	}
-	// The sensor reaches the host link (coordinators) and other sensors
-	// through the core only; it has no route to the floors.
-	if err := errors.Join(
-		t.route(sen, netip.PrefixFrom(c.HostIP(), 24).Masked(), c.ip(0, n, 1)),
-		t.route(sen, netip.PrefixFrom(c.ip(0, 0, 0), 16), c.ip(0, n, 1)),
-	); err != nil {
-		return err
-	}
-	if err := t.mirror(fl, "enf", "mirror"); err != nil {
+	if err := t.mirror(fl, "enf", "mirror", false); err != nil {
 		return err
 	}
 	for _, d := range c.Devices() {
@@ -427,7 +485,7 @@ func (t *topo) attachDevice(d DeviceInfo) error {
 	if err := t.route(d.Namespace, netip.Prefix{}, c.FloorGateway(n)); err != nil {
 		return err
 	}
-	if err := t.mirror(fl, port, "mirror"); err != nil {
+	if err := t.mirror(fl, port, "mirror", false); err != nil {
 		return err
 	}
 	// Frames the floor hands the enforcer, and packets that got past the

@@ -169,7 +169,7 @@ func (l *Lab) startAll(ctx context.Context, st *State) error {
 				return err
 			}
 		}
-		if err := l.startSim(st, "inet", "service", c.nsService("inet"), l.serviceConfig(service{"inet", sim.KindInternet}, InternetIP.String())); err != nil {
+		if err := l.startSim(st, "inet", "service", c.nsService("inet"), l.serviceConfig(service{name: "inet", kind: sim.KindInternet}, InternetIP.String())); err != nil {
 			return err
 		}
 		if err := waitServing(ctx, st, 10*time.Second); err != nil {
@@ -217,34 +217,24 @@ func (l *Lab) startAll(ctx context.Context, st *State) error {
 		l.log.Warn("enforcers not started", "reason", enf.missing)
 	}
 	coordinators := strings.Join(c.CoordinatorAddrs(), ",")
+	if node.missing == "" {
+		// The core's sensor watches the services' segment.
+		if err := l.startSensor(st, node, 0, coordinators); err != nil {
+			return err
+		}
+	}
 	for fi := range c.Floors {
 		n := fi + 1
 		if node.missing == "" {
-			args := []string{"node", "--id", fmt.Sprintf("s%d", n), "--iface", "tap0", "--mode", "tap", "--coordinator", coordinators}
-			args = node.opt(args, "--floor", strconv.Itoa(n))
-			args = node.opt(args, "--zone", fmt.Sprintf("ward-%d", n))
-			args = node.opt(args, "--learn-window", c.LearnWindow.String())
-			args = node.opt(args, "--spool-dir", filepath.Join(c.StateDir, "data", fmt.Sprintf("s%d", n), "spool"))
-			args = node.opt(args, "--admin", "")
-			args = node.opt(args, "--gossip", fmt.Sprintf("%s:7402", c.SensorMgmt(n)))
-			var seeds []string
-			for m := 1; m <= len(c.Floors); m++ {
-				if m != n {
-					seeds = append(seeds, fmt.Sprintf("%s:7402", c.SensorMgmt(m)))
-				}
-			}
-			if len(seeds) > 0 {
-				args = node.opt(args, "--join", strings.Join(seeds, ","))
-			}
-			args = node.opt(args, "--gossip-key-file", c.GossipKeyFile())
-			args = node.opt(args, "--campus", strings.TrimSuffix(c.Prefix, "-")+"-lab")
-			args = append(args, c.tlsArgs(fmt.Sprintf("s%d", n))...)
-			if err := l.spawn(st, fmt.Sprintf("s%d", n), "sensor", c.nsSensor(n), args); err != nil {
+			if err := l.startSensor(st, node, n, coordinators); err != nil {
 				return err
 			}
 		}
 		if enf.missing == "" {
 			args := []string{"enforcer", "--id", fmt.Sprintf("e%d", n), "--iface", "dev0", "--coordinator", coordinators}
+			if c.PinDir != "" {
+				args = enf.opt(args, "--pin-dir", filepath.Join(c.PinDir, fmt.Sprintf("e%d", n)))
+			}
 			args = append(args, c.tlsArgs(fmt.Sprintf("e%d", n))...)
 			if err := l.spawn(st, fmt.Sprintf("e%d", n), "enforcer", c.nsEnforcer(n), args); err != nil {
 				return err
@@ -252,6 +242,35 @@ func (l *Lab) startAll(ctx context.Context, st *State) error {
 		}
 	}
 	return nil
+}
+
+// startSensor starts sensor n: floor n's, or with n = 0 the core's (on
+// the services' segment, zone "core").
+func (l *Lab) startSensor(st *State, node probed, n int, coordinators string) error {
+	c := l.cfg
+	id := fmt.Sprintf("s%d", n)
+	args := []string{"node", "--id", id, "--iface", "tap0", "--mode", "tap", "--coordinator", coordinators}
+	if n > 0 {
+		args = node.opt(args, "--floor", strconv.Itoa(n))
+		args = node.opt(args, "--zone", fmt.Sprintf("ward-%d", n))
+	} else {
+		args = node.opt(args, "--zone", "core")
+	}
+	args = node.opt(args, "--learn-window", c.LearnWindow.String())
+	args = node.opt(args, "--spool-dir", filepath.Join(c.StateDir, "data", id, "spool"))
+	args = node.opt(args, "--admin", "")
+	args = node.opt(args, "--gossip", fmt.Sprintf("%s:7402", c.SensorMgmt(n)))
+	var seeds []string
+	for m := 0; m <= len(c.Floors); m++ {
+		if m != n {
+			seeds = append(seeds, fmt.Sprintf("%s:7402", c.SensorMgmt(m)))
+		}
+	}
+	args = node.opt(args, "--join", strings.Join(seeds, ","))
+	args = node.opt(args, "--gossip-key-file", c.GossipKeyFile())
+	args = node.opt(args, "--campus", strings.TrimSuffix(c.Prefix, "-")+"-lab")
+	args = append(args, c.tlsArgs(id)...)
+	return l.spawn(st, id, "sensor", c.nsSensor(n), args)
 }
 
 func (l *Lab) startCoordinator(st *State, p probed, i int) error {
@@ -314,7 +333,9 @@ func (l *Lab) serviceConfig(s service, ip string) sim.Config {
 	c := l.cfg
 	cfg := sim.DefaultConfig(s.kind, s.name)
 	cfg.Listen = ip
+	cfg.HL7App, cfg.HL7Software = s.app, s.software
 	if s.kind == sim.KindDHCPDNS {
+		cfg.NTP = net.JoinHostPort(c.ServiceIP(3).String(), strconv.Itoa(sim.PortNTP))
 		cfg.Records = map[string]string{
 			"hl7.hospital.lab":       c.ServiceIP(0).String(),
 			"pacs.hospital.lab":      c.ServiceIP(1).String(),

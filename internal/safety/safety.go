@@ -29,6 +29,15 @@ func TierForClass(c medmeshv1.DeviceClass) medmeshv1.Tier {
 		return medmeshv1.Tier_TIER_CLINICAL
 	case medmeshv1.DeviceClass_DEVICE_CLASS_UNSPECIFIED:
 		return medmeshv1.Tier_TIER_UNSPECIFIED
+	case medmeshv1.DeviceClass_DEVICE_CLASS_ROUTER,
+		medmeshv1.DeviceClass_DEVICE_CLASS_DHCP_DNS_SERVER,
+		medmeshv1.DeviceClass_DEVICE_CLASS_NTP_SERVER,
+		medmeshv1.DeviceClass_DEVICE_CLASS_SYSLOG_SERVER,
+		medmeshv1.DeviceClass_DEVICE_CLASS_DIRECTORY_SERVER,
+		medmeshv1.DeviceClass_DEVICE_CLASS_NETWORK_INFRASTRUCTURE:
+		// Campus infrastructure: routers and the servers devices ask for
+		// addresses, names, time, logging and directory lookups.
+		return medmeshv1.Tier_TIER_NON_CLINICAL
 	default:
 		return medmeshv1.Tier_TIER_NON_CLINICAL
 	}

@@ -16,7 +16,7 @@ func TestTiers(t *testing.T) {
 		nc  = medmeshv1.Tier_TIER_NON_CLINICAL
 		unk = medmeshv1.Tier_TIER_UNSPECIFIED
 	)
-	for _, c := range []struct {
+	table := []struct {
 		class medmeshv1.DeviceClass
 		tier  medmeshv1.Tier
 	}{
@@ -33,7 +33,19 @@ func TestTiers(t *testing.T) {
 		{medmeshv1.DeviceClass_DEVICE_CLASS_BUILDING_AUTOMATION, nc},
 		{medmeshv1.DeviceClass_DEVICE_CLASS_NETWORK_INFRASTRUCTURE, nc},
 		{medmeshv1.DeviceClass_DEVICE_CLASS_IT_WORKSTATION, nc},
-	} {
+		{medmeshv1.DeviceClass_DEVICE_CLASS_ROUTER, nc},
+		{medmeshv1.DeviceClass_DEVICE_CLASS_DHCP_DNS_SERVER, nc},
+		{medmeshv1.DeviceClass_DEVICE_CLASS_NTP_SERVER, nc},
+		{medmeshv1.DeviceClass_DEVICE_CLASS_SYSLOG_SERVER, nc},
+		{medmeshv1.DeviceClass_DEVICE_CLASS_DIRECTORY_SERVER, nc},
+	}
+	// Every class has a row: a class added to the enum needs a tier
+	// decided here, not the default by accident.
+	values := medmeshv1.DeviceClass(0).Descriptor().Values()
+	if len(table) != values.Len() {
+		t.Errorf("%d classes in the table, %d in the enum: give every new class its tier here", len(table), values.Len())
+	}
+	for _, c := range table {
 		if got := TierForClass(c.class); got != c.tier {
 			t.Errorf("TierForClass(%v) = %v, want %v", c.class, got, c.tier)
 		}

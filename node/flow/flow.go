@@ -107,6 +107,9 @@ type Sample struct {
 	TimeNs int64
 	// Payload length on the wire (may exceed len(Payload)).
 	WireLen uint16
+	// TTL is the packet's IPv4 TTL or IPv6 hop limit. A value below the
+	// common initial ones (64, 128, 255) says a router forwarded it.
+	TTL     uint8
 	Payload []byte
 }
 
@@ -131,7 +134,9 @@ type Discovery struct {
 	SrcPort, DstPort uint16
 	VLAN             uint16
 	TimeNs           int64
-	Data             []byte
+	// TTL is the IPv4 TTL or IPv6 hop limit; 0 for ARP.
+	TTL  uint8
+	Data []byte
 }
 
 // BaselineMiss is raised by the datapath when a new flow of a device with an

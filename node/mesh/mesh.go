@@ -27,6 +27,7 @@ import (
 	"github.com/medmesh/medmesh/node/gossip"
 	"github.com/medmesh/medmesh/node/internal/baseline"
 	"github.com/medmesh/medmesh/node/internal/engine"
+	"github.com/medmesh/medmesh/node/internal/infra"
 	"github.com/medmesh/medmesh/node/internal/reporter"
 	"github.com/medmesh/medmesh/node/internal/spool"
 	"github.com/medmesh/medmesh/node/internal/xdp"
@@ -52,6 +53,10 @@ type Config struct {
 	// LearnWindow is how long a new device is watched before its baseline
 	// freezes.
 	LearnWindow time.Duration
+	// Infra declares campus infrastructure servers beyond those the sensor
+	// learns, each "SERVICE=ADDRESS" or "SERVICE=PREFIX" (dhcp, dns, ntp,
+	// syslog, directory, hl7, dicom).
+	Infra []string
 	// Gossip, when Gossip.NodeName is set, joins the sensor mesh.
 	Gossip gossip.Config
 	// SyncInterval is how often device and baseline changes are reported,
@@ -116,6 +121,13 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, reg prometheus.Regis
 	ec := engine.DefaultConfig()
 	ec.SensorID, ec.Floor, ec.Zone = cfg.Sensor.ID, cfg.Floor, cfg.Zone
 	ec.Baseline.Window = cfg.LearnWindow
+	for _, v := range cfg.Infra {
+		d, err := infra.ParseDeclared(v)
+		if err != nil {
+			return fmt.Errorf("node config: %w", err)
+		}
+		ec.Infra.Declared = append(ec.Infra.Declared, d)
+	}
 	ec.Installer = n
 	ec.OnAlert = n.onAlert
 
@@ -335,7 +347,7 @@ func (n *node) syncBaselines(ctx context.Context) {
 func (n *node) arrived(ctx context.Context, d *medmeshv1.Device) {
 	var mac flow.MAC
 	if err := mac.UnmarshalText([]byte(d.GetMac())); err != nil {
-		return // keyed by IP (behind a router): not a roaming candidate
+		return // keyed by IP (a capture without link layer): not a roaming candidate
 	}
 	fetch := n.gsp == nil
 	if n.gsp != nil {

@@ -111,6 +111,30 @@ func TestDeviceUpsertMergesAndKeepsOperatorFields(t *testing.T) {
 	}
 }
 
+// TestRouterObservationReplacesForwardedAddresses: addresses a sensor
+// attached to a MAC before it knew the MAC was a router's (the servers
+// behind it) go when the sensor reports the router; a device's firmware
+// and the new identifiers merge.
+func TestRouterObservationReplacesForwardedAddresses(t *testing.T) {
+	l := newLog(t)
+	const gw = "ce:ec:31:50:c7:ae"
+	l.ok(upsert("s1", &medmeshv1.Device{Mac: gw, IpAddresses: []string{"10.98.0.10", "10.98.0.12"},
+		DeviceClass: medmeshv1.DeviceClass_DEVICE_CLASS_UNKNOWN, Services: []*medmeshv1.Service{{Protocol: 17, Port: 67, App: "dhcp"}},
+		Identifiers: &medmeshv1.Identifiers{HttpServers: []string{"Apache"}}}))
+	d := l.ok(upsert("s1", &medmeshv1.Device{Mac: gw, IpAddresses: []string{"10.101.0.1"}, DeviceClass: medmeshv1.DeviceClass_DEVICE_CLASS_ROUTER})).Device
+	if got := d.GetIpAddresses(); len(got) != 1 || got[0] != "10.101.0.1" || d.GetDeviceClass() != medmeshv1.DeviceClass_DEVICE_CLASS_ROUTER ||
+		d.GetTier() != medmeshv1.Tier_TIER_NON_CLINICAL || len(d.GetServices()) != 0 || d.GetIdentifiers() != nil {
+		t.Errorf("router after its sensor recognised it: %v", d)
+	}
+	d = l.ok(upsert("s1", &medmeshv1.Device{Mac: mac1, Model: "BD Alaris PCU", Firmware: "9.33",
+		DeviceClass: medmeshv1.DeviceClass_DEVICE_CLASS_INFUSION_PUMP, Identifiers: &medmeshv1.Identifiers{SnmpSysName: "pump-1", HttpServers: []string{"a/1"}}})).Device
+	d = l.ok(upsert("s2", &medmeshv1.Device{Mac: mac1, IpAddresses: []string{"10.1.0.5"},
+		DeviceClass: medmeshv1.DeviceClass_DEVICE_CLASS_INFUSION_PUMP, Identifiers: &medmeshv1.Identifiers{HttpServers: []string{"b/2"}}})).Device
+	if d.GetModel() != "BD Alaris PCU" || d.GetFirmware() != "9.33" || d.GetIdentifiers().GetSnmpSysName() != "pump-1" || len(d.GetIdentifiers().GetHttpServers()) != 2 {
+		t.Errorf("merged device: %v", d)
+	}
+}
+
 func TestPolicyPutCASAndVersions(t *testing.T) {
 	l := newLog(t)
 	l.ok(upsert("s1", pump(mac1)))

@@ -22,6 +22,12 @@ import (
 // the tier only ever rises, so a life-critical or unknown tier stays until
 // an operator's UpdateDevice changes it. A new device takes the tier its
 // first observation implies.
+//
+// Addresses and identifiers accumulate across observations (a device
+// roams, several sensors see it), except for a router: the sensor that
+// recognised it reports its own addresses and what it said itself, and
+// those replace whatever was attached before the sensor knew (addresses
+// it forwards are never a router's).
 func (s *state) applyDeviceUpsert(index uint64, now *timestamppb.Timestamp, sensorID string, obs *medmeshv1.Device) *Result {
 	if obs.GetMac() == "" {
 		return &Result{Err: fmt.Errorf("device mac: %w", ErrInvalid)}
@@ -36,16 +42,23 @@ func (s *state) applyDeviceUpsert(index uint64, now *timestamppb.Timestamp, sens
 	} else {
 		d = proto.CloneOf(old)
 	}
-	d.IpAddresses = union(d.IpAddresses, obs.GetIpAddresses())
-	setIf(&d.Vendor, obs.GetVendor())
-	setIf(&d.Model, obs.GetModel())
-	setIf(&d.Hostname, obs.GetHostname())
 	if c := obs.GetDeviceClass(); c != medmeshv1.DeviceClass_DEVICE_CLASS_UNSPECIFIED &&
 		(d.DeviceClass == medmeshv1.DeviceClass_DEVICE_CLASS_UNSPECIFIED || !safety.Lowers(d.Tier, safety.TierForClass(c))) {
 		d.DeviceClass = c
 		d.ClassConfidence = obs.GetClassConfidence()
 		d.ClassEvidence = obs.GetClassEvidence()
 	}
+	if router := obs.GetDeviceClass() == medmeshv1.DeviceClass_DEVICE_CLASS_ROUTER; router && d.DeviceClass == medmeshv1.DeviceClass_DEVICE_CLASS_ROUTER {
+		d.IpAddresses = union(nil, obs.GetIpAddresses())
+		d.Model, d.Firmware, d.Hostname = obs.GetModel(), obs.GetFirmware(), obs.GetHostname()
+		d.Identifiers, d.Protocols, d.Services = nil, nil, nil
+	} else {
+		d.IpAddresses = union(d.IpAddresses, obs.GetIpAddresses())
+		setIf(&d.Model, obs.GetModel())
+		setIf(&d.Firmware, obs.GetFirmware())
+		setIf(&d.Hostname, obs.GetHostname())
+	}
+	setIf(&d.Vendor, obs.GetVendor())
 	if t := safety.TierForClass(d.DeviceClass); !d.TierOverridden && (old == nil || !safety.Lowers(d.Tier, t)) {
 		d.Tier = t
 	}
@@ -138,6 +151,11 @@ func mergeIdentifiers(old, n *medmeshv1.Identifiers) *medmeshv1.Identifiers {
 	m.DicomImplementations = union(m.DicomImplementations, n.DicomImplementations)
 	m.ServerNames = union(m.ServerNames, n.ServerNames)
 	m.UserAgents = union(m.UserAgents, n.UserAgents)
+	m.HttpServers = union(m.HttpServers, n.HttpServers)
+	m.SsdpServers = union(m.SsdpServers, n.SsdpServers)
+	setIf(&m.SnmpSysDescr, n.SnmpSysDescr)
+	setIf(&m.SnmpSysName, n.SnmpSysName)
+	m.Hl7Software = union(m.Hl7Software, n.Hl7Software)
 	return m
 }
 

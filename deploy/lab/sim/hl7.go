@@ -104,18 +104,21 @@ func monitorMessage(id string, seq int, now time.Time) string {
 	return strings.Join(segs, "\r")
 }
 
-// ackFor builds the MSA|AA acknowledgement of msg.
-func ackFor(msg, app string, now time.Time) string {
+// ackFor builds the MSA|AA acknowledgement of msg from application app.
+// software, if set, is the SFT segment's fields after "SFT|" (vendor,
+// version, product, binary id): an HL7 v2.5+ ACK may carry it.
+func ackFor(msg, app, software string, now time.Time) string {
 	ctl := hl7Field(msg, "MSH", 10)
 	trigger := hl7Field(msg, "MSH", 9)
 	event := ""
 	if parts := strings.Split(trigger, "^"); len(parts) > 1 {
 		event = parts[1]
 	}
-	return strings.Join([]string{
-		"MSH|^~\\&|" + app + "|HOSPITAL|" + hl7Field(msg, "MSH", 3) + "|" + hl7Field(msg, "MSH", 4) + "|" + hl7Time(now) + "||ACK^" + event + "^ACK|ACK-" + ctl + "|P|2.6",
-		"MSA|AA|" + ctl,
-	}, "\r")
+	segs := []string{"MSH|^~\\&|" + app + "|HOSPITAL|" + hl7Field(msg, "MSH", 3) + "|" + hl7Field(msg, "MSH", 4) + "|" + hl7Time(now) + "||ACK^" + event + "^ACK|ACK-" + ctl + "|P|2.6"}
+	if software != "" {
+		segs = append(segs, "SFT|"+software)
+	}
+	return strings.Join(append(segs, "MSA|AA|"+ctl), "\r")
 }
 
 // exchangeHL7 sends msg over an MLLP connection and checks for an AA ACK

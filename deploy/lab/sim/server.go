@@ -180,7 +180,11 @@ func (s *Server) serveMLLP(c net.Conn) error {
 		if err != nil {
 			return err
 		}
-		if err := writeMLLP(c, ackFor(msg, string(s.cfg.Kind), time.Now())); err != nil {
+		app := s.cfg.HL7App
+		if app == "" {
+			app = string(s.cfg.Kind)
+		}
+		if err := writeMLLP(c, ackFor(msg, app, s.cfg.HL7Software, time.Now())); err != nil {
 			return err
 		}
 		s.Stats.HL7Acks.Add(1)
@@ -228,7 +232,11 @@ func (s *Server) answerDHCP(req []byte, from *net.UDPAddr) []byte {
 	server := net.ParseIP(s.cfg.Listen)
 	router := routerFor(from.IP)
 	s.Stats.DHCPOffers.Add(1)
-	return dhcpOffer(req, from.IP, server, router, server)
+	var ntp net.IP
+	if h, _, err := net.SplitHostPort(s.cfg.NTP); err == nil {
+		ntp = net.ParseIP(h)
+	}
+	return dhcpOffer(req, from.IP, server, router, server, ntp)
 }
 
 // routerFor guesses the gateway of a lab /24: its .1 address.

@@ -109,6 +109,12 @@ type Config struct {
 	Listen  string            // IP to bind; ports are the defaults unless Ports overrides
 	Ports   map[string]int    // per-protocol port override ("mllp", "dicom", "dns", "dhcp", "ntp", "nursecall", "http", "https", "hl7")
 	Records map[string]string // DNS name -> IPv4 answer
+	// HL7App is the application an HL7 service answers as (MSH-3 of its
+	// ACKs; default: the kind); HL7Software, if set, the fields of the SFT
+	// segment its ACKs carry ("vendor|version|product|binary id"). The DHCP
+	// service advertises NTP (the device-side field) as the NTP server.
+	HL7App      string
+	HL7Software string
 }
 
 // DefaultConfig returns the defaults for kind: a round every 2 s.

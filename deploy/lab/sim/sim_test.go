@@ -134,9 +134,14 @@ func TestHL7ACKNamesControlID(t *testing.T) {
 	if got := hl7Field(msg, "MSH", 9); got != "ORU^R40^ORU_R40" {
 		t.Fatalf("MSH-9 = %q", got)
 	}
-	ack := ackFor(msg, "IE", time.Unix(1e9, 0))
+	ack := ackFor(msg, "IE", "", time.Unix(1e9, 0))
 	if hl7Field(ack, "MSA", 1) != "AA" || hl7Field(ack, "MSA", 2) != "pump1-000007" {
 		t.Fatalf("ack = %q", ack)
+	}
+	ack = ackFor(msg, "Mirth Connect", "NextGen Healthcare|4.5.0|Mirth Connect|b1", time.Unix(1e9, 0))
+	if hl7Field(ack, "MSH", 3) != "Mirth Connect" || hl7Field(ack, "SFT", 3) != "Mirth Connect" || hl7Field(ack, "SFT", 2) != "4.5.0" ||
+		hl7Field(ack, "MSA", 2) != "pump1-000007" {
+		t.Fatalf("ack with software = %q", ack)
 	}
 	var buf bytes.Buffer
 	if err := writeMLLP(&buf, msg); err != nil {

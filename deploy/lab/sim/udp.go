@@ -56,8 +56,9 @@ func dhcpOptions(b []byte) (map[byte][]byte, error) {
 }
 
 // dhcpOffer answers a discover: the lab's addresses are static, so the offer
-// gives the client the address it asked from.
-func dhcpOffer(req []byte, yiaddr, server, router, dns net.IP) []byte {
+// gives the client the address it asked from. ntp, if set, is advertised
+// as the NTP server (option 42).
+func dhcpOffer(req []byte, yiaddr, server, router, dns, ntp net.IP) []byte {
 	b := make([]byte, 240, 300)
 	b[0], b[1], b[2] = 2, 1, 6 // BOOTREPLY
 	copy(b[4:8], req[4:8])     // xid
@@ -71,6 +72,9 @@ func dhcpOffer(req []byte, yiaddr, server, router, dns net.IP) []byte {
 	opt(1, []byte{255, 255, 255, 0})
 	opt(3, router.To4())
 	opt(6, dns.To4())
+	if ntp.To4() != nil {
+		opt(42, ntp.To4())
+	}
 	opt(51, []byte{0, 0, 0x0e, 0x10})
 	return append(b, 255)
 }

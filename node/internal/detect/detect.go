@@ -59,6 +59,18 @@ const (
 	FieldSNMPVersion     = "snmp.version"      // "1", "2c" or "3"
 	FieldDHCPMessageType = "dhcp.message_type" // DHCP option 53 / DHCPv6 msg-type, decimal
 	FieldTLSVersion      = "tls.version"       // hello version, e.g. "1.2" (1.3 shows as 1.2)
+
+	// Infrastructure and inventory fields.
+	FieldDHCPServerID   = "dhcp.server_id"       // option 54 of a server's reply, IPv4
+	FieldDHCPRouter     = "dhcp.router"          // option 3 of a server's reply: routers, comma-separated
+	FieldDHCPDNSServers = "dhcp.dns_servers"     // option 6 of a server's reply
+	FieldDHCPNTPServers = "dhcp.ntp_servers"     // option 42 of a server's reply
+	FieldSNMPSysDescr   = "snmp.sys_descr"       // sysDescr.0 in a response
+	FieldSNMPSysName    = "snmp.sys_name"        // sysName.0 in a response
+	FieldHL7Software    = "hl7.software"         // SFT-3, the sending software's product name
+	FieldHL7SoftwareVer = "hl7.software_version" // SFT-2, its version or release
+	FieldNTPMode        = "ntp.mode"             // "client", "server", ...
+	FieldLDAPOperation  = "ldap.operation"       // e.g. "bind_request", "search_result_done"
 )
 
 // App names returned in Detection.App.
@@ -78,12 +90,15 @@ const (
 	AppTelnet = "telnet"
 	AppFTP    = "ftp"
 	AppSNMP   = "snmp"
+	AppNTP    = "ntp"
+	AppSyslog = "syslog"
+	AppLDAP   = "ldap"
 )
 
 // Apps returns every application protocol the package detects.
 func Apps() []string {
 	return []string{AppHL7, AppDICOM, AppDHCP, AppDHCPv6, AppDNS, AppHTTP, AppTLS, AppMQTT,
-		AppModbus, AppBACnet, AppSSDP, AppMDNS, AppTelnet, AppFTP, AppSNMP}
+		AppModbus, AppBACnet, AppSSDP, AppMDNS, AppTelnet, AppFTP, AppSNMP, AppNTP, AppSyslog, AppLDAP}
 }
 
 // Field is one named value extracted from a sample.
@@ -121,7 +136,8 @@ type DNSAnswer struct {
 type Detection struct {
 	// App is the lower-case application protocol ("hl7", "dicom", "dhcp",
 	// "dns", "http", "tls", "mqtt", "modbus", "bacnet", "ssdp", "mdns",
-	// "telnet", "ftp", "snmp"), or "" when nothing matched.
+	// "telnet", "ftp", "snmp", "ntp", "syslog", "ldap"), or "" when nothing
+	// matched.
 	App         string
 	Fields      []Field
 	Credentials []Credential
@@ -232,6 +248,7 @@ func classify(st *State, s *sample, d *Detection) {
 			httpMsg(s, d, AppHTTP),
 			telnet(st, s, d),
 			ftp(st, s, d),
+			ldap(s, d),
 			dnsTCP(s, d):
 			st.app = d.App
 		}
@@ -242,6 +259,8 @@ func classify(st *State, s *sample, d *Detection) {
 			httpMsg(s, d, AppSSDP),
 			dhcp4Sample(s, d),
 			dhcp6(s.p, s.complete(), s.port(546) || s.port(547), d),
+			ntp(s, d),
+			syslog(s, d),
 			dns(s.p, s.complete(), s.port(5353) || isMDNSGroup(s.t), d):
 			st.app = d.App
 		}
@@ -276,6 +295,10 @@ func extract(st *State, s *sample, d *Detection) {
 		dhcp4Sample(s, &e)
 	case AppDHCPv6:
 		dhcp6(s.p, s.complete(), true, &e)
+	case AppNTP:
+		ntp(s, &e)
+	case AppLDAP:
+		ldap(s, &e)
 	case AppDNS, AppMDNS:
 		if s.t.Proto == protoTCP {
 			dnsTCP(s, &e)

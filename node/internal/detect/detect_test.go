@@ -16,6 +16,11 @@ var (
 	udpTuple = flow.Tuple{Src: netip.MustParseAddr("10.0.0.1"), Dst: netip.MustParseAddr("10.0.0.2"), SrcPort: 40000, DstPort: 7777, Proto: protoUDP}
 )
 
+var (
+	ntpTuple    = flow.Tuple{Src: netip.MustParseAddr("10.0.0.1"), Dst: netip.MustParseAddr("10.0.0.2"), SrcPort: 40000, DstPort: 123, Proto: protoUDP}
+	syslogTuple = flow.Tuple{Src: netip.MustParseAddr("10.0.0.1"), Dst: netip.MustParseAddr("10.0.0.2"), SrcPort: 40000, DstPort: 514, Proto: protoUDP}
+)
+
 // inspect runs one sample cut to the datapath's 128 bytes.
 func inspect(st *State, tu flow.Tuple, dir flow.Dir, p []byte) Detection {
 	s := flow.Sample{Flow: tu, Dir: dir, WireLen: uint16(len(p)), Payload: p[:min(len(p), datapathSnap)]}
@@ -77,6 +82,15 @@ func TestInspectTable(t *testing.T) {
 		{"dns over tcp", tcpTuple, append([]byte{0, byte(len(dnsQuery("pacs.example.org", 1)))}, dnsQuery("pacs.example.org", 1)...), AppDNS,
 			map[string]string{FieldDNSQuery: "pacs.example.org"}},
 		{"dicom p-data", tcpTuple, mustHex(t, "04000000000e 0000000a 01 03 0000 0000 0000 0000"), AppDICOM, nil},
+		// An NTPv4 server reply (stratum 2) and a client request on port 123.
+		{"ntp server", ntpTuple, append([]byte{0x24, 2, 6, 0xec}, make([]byte, 44)...), AppNTP, map[string]string{FieldNTPMode: "server"}},
+		{"ntp client", ntpTuple, append([]byte{0x23}, make([]byte, 47)...), AppNTP, map[string]string{FieldNTPMode: "client"}},
+		{"syslog rfc3164", syslogTuple, []byte("<34>Oct 11 22:14:15 pump1 su: 'su root' failed on /dev/pts/8"), AppSyslog, nil},
+		{"syslog rfc5424", syslogTuple, []byte("<165>1 2003-10-11T22:14:15.003Z host app - ID47 - x"), AppSyslog, nil},
+		{"ldap bind", tcpTuple, mustHex(t, "300c020101 6007 020103 0400 8000"), AppLDAP, map[string]string{FieldLDAPOperation: "bind_request"}},
+		{"ldap search done", tcpTuple, mustHex(t, "300c020102 6507 0a0100 0400 0400"), AppLDAP, map[string]string{FieldLDAPOperation: "search_result_done"}},
+		{"hl7 software", tcpTuple, []byte("\x0bMSH|^~\\&|ENGINE|HOSP|PUMP|WARD|2024||ACK^R40|1|P|2.6\rSFT|Mirth Corp|3.12.0|Mirth Connect|b42\r"), AppHL7,
+			map[string]string{FieldHL7Software: "Mirth Connect", FieldHL7SoftwareVer: "3.12.0"}},
 		// Negatives: text and binary that must not match.
 		{"smtp greeting", tcpTuple, []byte("220 mx.example.org ESMTP ready\r\n"), "", nil},
 		{"ssh", tcpTuple, []byte("SSH-2.0-OpenSSH_9.6\r\n"), "", nil},
@@ -85,6 +99,10 @@ func TestInspectTable(t *testing.T) {
 		{"dicom p-data even pc id", tcpTuple, mustHex(t, "04000000000e 0000000a 02 03 0000 0000 0000 0000"), "", nil},
 		{"nbns", udpTuple, dnsQuery("EOEBFEEFCACACACACACACACACACACAAA", 0x20), "", nil},
 		{"http on udp is not ssdp", udpTuple, []byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"), "", nil},
+		{"ntp off its port", udpTuple, append([]byte{0x24, 2, 6, 0xec}, make([]byte, 44)...), "", nil},
+		{"ntp server of stratum 0", ntpTuple, append([]byte{0x24, 0}, make([]byte, 46)...), "", nil},
+		{"syslog pri too high", syslogTuple, []byte("<192>x"), "", nil},
+		{"syslog leading zero", syslogTuple, []byte("<01>x"), "", nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var st State
@@ -320,5 +338,80 @@ func TestTelnetPasswordOnly(t *testing.T) {
 	d := inspect(&st, tcpTuple, flow.Fwd, []byte("cisco\r"))
 	if st.App() != AppTelnet || len(d.Credentials) != 1 || d.Credentials[0].User != "" || d.Credentials[0].Secret != "cisco" {
 		t.Fatalf("app %q credentials %#v", st.App(), d.Credentials)
+	}
+}
+
+func TestNeighbor(t *testing.T) {
+	// An ARP reply: 10.0.0.1 is at 02:00:00:00:00:01.
+	a, ok := ParseARP(mustHex(t, "0001 0800 06 04 0002 020000000001 0a000001 020000000002 0a000002"))
+	if !ok || a.Op != 2 || a.SenderMAC != (flow.MAC{2, 0, 0, 0, 0, 1}) || a.SenderIP != netip.MustParseAddr("10.0.0.1") ||
+		a.TargetIP != netip.MustParseAddr("10.0.0.2") {
+		t.Errorf("arp reply %+v %v", a, ok)
+	}
+	if _, ok := ParseARP(mustHex(t, "0001 86dd 06 10 0002")); ok {
+		t.Error("ARP for IPv6 accepted")
+	}
+	// A router advertisement (lifetime 1800 s) with its source link-layer
+	// address; one with lifetime 0 says the sender is not a default router.
+	ra := mustHex(t, "86 00 0000 40 00 0708 00000000 00000000 0101 020000000009")
+	if n, ok := ParseND(ra); !ok || !n.Router || n.LinkAddr != (flow.MAC{2, 0, 0, 0, 0, 9}) {
+		t.Errorf("router advertisement %+v %v", n, ok)
+	}
+	if n, ok := ParseND(mustHex(t, "86 00 0000 40 00 0000 00000000 00000000")); !ok || n.Router {
+		t.Errorf("advertisement of lifetime 0 %+v %v", n, ok)
+	}
+	// A neighbour advertisement with the router flag, target fe80::1.
+	na := mustHex(t, "88 00 0000 a0000000 fe800000000000000000000000000001 0201 020000000009")
+	if n, ok := ParseND(na); !ok || !n.Router || n.Target != netip.MustParseAddr("fe80::1") || n.LinkAddr != (flow.MAC{2, 0, 0, 0, 0, 9}) {
+		t.Errorf("neighbour advertisement %+v %v", n, ok)
+	}
+	// A host's neighbour advertisement: no router flag.
+	if n, ok := ParseND(mustHex(t, "88 00 0000 60000000 fe800000000000000000000000000002")); !ok || n.Router {
+		t.Errorf("host advertisement %+v %v", n, ok)
+	}
+	// An option of length 0 would loop forever: rejected.
+	if _, ok := ParseND(mustHex(t, "86 00 0000 40 00 0708 00000000 00000000 0100 0000")); ok {
+		t.Error("zero-length option accepted")
+	}
+}
+
+func TestDHCPReplyOptions(t *testing.T) {
+	offer := dhcpDiscover(53, 1, 2, 54, 4, 10, 98, 0, 12, 1, 4, 255, 255, 255, 0, 3, 4, 10, 101, 0, 1,
+		6, 4, 10, 98, 0, 12, 42, 8, 10, 98, 0, 13, 10, 98, 0, 14)
+	offer[0] = 2 // BOOTREPLY
+	d := Discover(&flow.Discovery{Kind: flow.DiscoveryDHCP, SrcPort: 67, DstPort: 68, Data: offer})
+	for k, v := range map[string]string{FieldDHCPServerID: "10.98.0.12", FieldDHCPRouter: "10.101.0.1",
+		FieldDHCPDNSServers: "10.98.0.12", FieldDHCPNTPServers: "10.98.0.13,10.98.0.14", FieldDHCPMessageType: "2"} {
+		if got := d.Field(k); got != v {
+			t.Errorf("%s = %q, want %q", k, got, v)
+		}
+	}
+	// A router option whose length is not a multiple of 4 is dropped.
+	bad := dhcpDiscover(53, 1, 2, 3, 3, 10, 0, 0)
+	if d := Discover(&flow.Discovery{Kind: flow.DiscoveryDHCP, Data: bad}); d.Field(FieldDHCPRouter) != "" {
+		t.Errorf("router from a 3-byte option: %q", d.Field(FieldDHCPRouter))
+	}
+}
+
+func TestSNMPSystemGroup(t *testing.T) {
+	descr := "Cisco IOS Software, C2960 Software (C2960-LANBASEK9-M), Version 12.2(55)SE5, RELEASE SOFTWARE (fc1)"
+	for _, tc := range []struct {
+		p     []byte
+		field string
+		want  string
+	}{
+		{snmpResponse("public", oidSysDescr, descr), FieldSNMPSysDescr, descr},
+		{snmpResponse("public", oidSysName, "core-sw-1"), FieldSNMPSysName, "core-sw-1"},
+	} {
+		var st State
+		d := inspect(&st, udpTuple, flow.Rev, tc.p)
+		if d.App != AppSNMP || d.Field(tc.field) != tc.want {
+			t.Errorf("%s = %q (app %q), want %q", tc.field, d.Field(tc.field), d.App, tc.want)
+		}
+	}
+	// A request names the variables with NULL values: nothing to read.
+	var st State
+	if d := inspect(&st, udpTuple, flow.Fwd, mustHex(t, "302902010104067075626c6963a01c02045067d65d020100020100300e300c06082b060102010105000500")); d.Field(FieldSNMPSysName) != "" {
+		t.Errorf("sysName from a request: %q", d.Field(FieldSNMPSysName))
 	}
 }

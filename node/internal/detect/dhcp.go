@@ -1,6 +1,7 @@
 package detect
 
 import (
+	"net/netip"
 	"strconv"
 	"strings"
 )
@@ -96,9 +97,33 @@ func dhcpOpts(b []byte, e *Detection) {
 			}
 		case 161:
 			e.add(FieldDHCPMUDURL, text(v, 128))
+		case 54:
+			e.add(FieldDHCPServerID, ipv4List(v))
+		case 3:
+			e.add(FieldDHCPRouter, ipv4List(v))
+		case 6:
+			e.add(FieldDHCPDNSServers, ipv4List(v))
+		case 42:
+			e.add(FieldDHCPNTPServers, ipv4List(v))
 		}
 		i += 2 + l
 	}
+}
+
+// ipv4List formats b, a list of IPv4 addresses, as "10.0.0.1,10.0.0.2";
+// "" when its length is not a multiple of 4. At most 8 addresses.
+func ipv4List(b []byte) string {
+	if len(b) == 0 || len(b)%4 != 0 {
+		return ""
+	}
+	var sb strings.Builder
+	for i := 0; i+4 <= len(b) && i < 32; i += 4 {
+		if i > 0 {
+			sb.WriteByte(',')
+		}
+		sb.WriteString(netip.AddrFrom4([4]byte(b[i : i+4])).String())
+	}
+	return sb.String()
 }
 
 // byteList formats b as decimal numbers joined by commas: "1,3,6,15".

@@ -17,9 +17,12 @@ var (
 		FieldDHCPFingerprint, FieldDHCPVendorClass, FieldDHCPClientID, FieldDHCPFQDN, FieldDHCPMUDURL, FieldDNSQuery,
 		FieldHTTPHost, FieldHTTPUserAgent, FieldTLSSNI, FieldTLSALPN, FieldMQTTClientID, FieldMQTTUser, FieldFriendlyName,
 		FieldModel, FieldSNMPCommunity, FieldHTTPServer, FieldSSDPServer, FieldSSDPUSN, FieldSSDPSearch, FieldMDNSService,
-		FieldTelnetUser, FieldFTPUser, FieldModbusUnit, FieldBACnetFunction, FieldSNMPVersion, FieldDHCPMessageType, FieldTLSVersion)
+		FieldTelnetUser, FieldFTPUser, FieldModbusUnit, FieldBACnetFunction, FieldSNMPVersion, FieldDHCPMessageType, FieldTLSVersion,
+		FieldDHCPServerID, FieldDHCPRouter, FieldDHCPDNSServers, FieldDHCPNTPServers, FieldSNMPSysDescr, FieldSNMPSysName,
+		FieldHL7Software, FieldHL7SoftwareVer, FieldNTPMode, FieldLDAPOperation)
 	vocabulary = setOf(FieldDHCPClientID, FieldDHCPFingerprint, FieldDHCPMessageType, FieldSNMPCommunity,
-		FieldSNMPVersion, FieldModbusUnit, FieldBACnetFunction, FieldTLSVersion)
+		FieldSNMPVersion, FieldModbusUnit, FieldBACnetFunction, FieldTLSVersion,
+		FieldDHCPServerID, FieldDHCPRouter, FieldDHCPDNSServers, FieldDHCPNTPServers, FieldNTPMode, FieldLDAPOperation)
 )
 
 func setOf(names ...string) map[string]bool {
@@ -172,6 +175,8 @@ func FuzzBACnet(f *testing.F) {
 func FuzzSNMP(f *testing.F) {
 	f.Add([]byte{0x30, 0x29, 2, 1, 1, 4, 6, 'p', 'u', 'b', 'l', 'i', 'c', 0xa0, 0x1c, 2, 4, 0x50, 0x67, 0xd6, 0x5d, 2, 1, 0, 2, 1, 0, 0x30, 0x0e, 0x30, 0x0c, 6, 8, 0x2b, 6, 1, 2, 1, 1, 5, 0, 5, 0})
 	f.Add([]byte{0x30, 0x81, 0x05, 2, 1, 3, 0x30, 0})
+	f.Add(snmpResponse("public", oidSysDescr, "Linux pump 4.19.0 #1 SMP armv7l, Version 2.4.1"))
+	f.Add(snmpResponse("private", oidSysName, "R1.lab.local"))
 	f.Fuzz(func(t *testing.T, b []byte) { fuzzInspect(t, tuple(protoUDP, 40000, 161), AppSNMP, b) })
 }
 
@@ -184,6 +189,7 @@ func fuzzDiscover(t *testing.T, kind flow.DiscoveryKind, sport, dport uint16, b 
 func FuzzDHCP(f *testing.F) {
 	f.Add(dhcpDiscover(53, 1, 1, 12, 4, 'p', 'u', 'm', 'p', 55, 3, 1, 3, 6, 81, 7, 4, 0, 0, 3, 'a', 'b', 'c'))
 	f.Add(dhcpDiscover(61, 7, 1, 0, 1, 2, 3, 4, 5, 161, 3, 'h', 't', 't'))
+	f.Add(dhcpDiscover(53, 1, 2, 54, 4, 10, 0, 0, 1, 3, 8, 10, 0, 0, 1, 10, 0, 0, 2, 6, 4, 10, 0, 0, 3, 42, 3, 1, 2, 3))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		fuzzInspect(t, tuple(protoUDP, 68, 67), AppDHCP, b)
 		fuzzDiscover(t, flow.DiscoveryDHCP, 68, 67, b)
@@ -217,4 +223,68 @@ func FuzzMDNS(f *testing.F) {
 		fuzzInspect(t, tuple(protoUDP, 5353, 5353), AppMDNS, b)
 		fuzzDiscover(t, flow.DiscoveryDNS, 5353, 5353, b)
 	})
+}
+
+func FuzzNTP(f *testing.F) {
+	client := make([]byte, 48)
+	client[0] = 0x23
+	server := make([]byte, 48)
+	server[0], server[1] = 0x24, 2
+	f.Add(client)
+	f.Add(server)
+	f.Add(append(server, make([]byte, 20)...))
+	f.Fuzz(func(t *testing.T, b []byte) { fuzzInspect(t, tuple(protoUDP, 40000, 123), AppNTP, b) })
+}
+
+func FuzzSyslog(f *testing.F) {
+	f.Add([]byte("<34>Oct 11 22:14:15 pump1 su: 'su root' failed"))
+	f.Add([]byte("<165>1 2003-10-11T22:14:15.003Z host app - ID47 - x"))
+	f.Add([]byte("<0>"))
+	f.Fuzz(func(t *testing.T, b []byte) { fuzzInspect(t, tuple(protoUDP, 40000, 514), AppSyslog, b) })
+}
+
+func FuzzLDAP(f *testing.F) {
+	// bindRequest (simple, empty name and password) and bindResponse.
+	f.Add([]byte{0x30, 0x0c, 0x02, 0x01, 0x01, 0x60, 0x07, 0x02, 0x01, 0x03, 0x04, 0x00, 0x80, 0x00})
+	f.Add([]byte{0x30, 0x0c, 0x02, 0x01, 0x01, 0x61, 0x07, 0x0a, 0x01, 0x00, 0x04, 0x00, 0x04, 0x00})
+	f.Add([]byte{0x30, 0x05, 0x02, 0x01, 0x02, 0x42, 0x00})
+	f.Fuzz(func(t *testing.T, b []byte) { fuzzInspect(t, tuple(protoTCP, 40000, 389), AppLDAP, b) })
+}
+
+// FuzzNeighbor: ARP and ND decoding never panics and returns what it
+// parsed only from whole headers.
+func FuzzNeighbor(f *testing.F) {
+	f.Add([]byte{0, 1, 8, 0, 6, 4, 0, 2, 2, 0, 0, 0, 0, 1, 10, 0, 0, 1, 2, 0, 0, 0, 0, 2, 10, 0, 0, 2})
+	ra := make([]byte, 24)
+	ra[0], ra[6], ra[16], ra[17] = NDRouterAdvertisement, 7, 1, 1
+	f.Add(ra)
+	na := make([]byte, 32)
+	na[0], na[4], na[24], na[25] = NDNeighborAdvertisement, 0x80, 2, 1
+	f.Add(na)
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if a, ok := ParseARP(b); ok && (len(b) < 28 || (a.Op != 1 && a.Op != 2) || !a.SenderIP.Is4()) {
+			t.Fatalf("ARP %+v from %d bytes", a, len(b))
+		}
+		if n, ok := ParseND(b); ok && (len(b) < 8 || n.Type < NDRouterSolicitation || n.Type > NDRedirect) {
+			t.Fatalf("ND %+v from %d bytes", n, len(b))
+		}
+		d := Discover(&flow.Discovery{Kind: flow.DiscoveryARP, Data: b})
+		checkDetection(t, d, b)
+		d = Discover(&flow.Discovery{Kind: flow.DiscoveryND, Data: b})
+		checkDetection(t, d, b)
+	})
+}
+
+// snmpResponse builds an SNMPv2c GetResponse with one OCTET STRING binding.
+func snmpResponse(community string, oid []byte, value string) []byte {
+	tlv := func(tag byte, v []byte) []byte {
+		if len(v) < 128 {
+			return append([]byte{tag, byte(len(v))}, v...)
+		}
+		return append([]byte{tag, 0x81, byte(len(v))}, v...)
+	}
+	bind := tlv(0x30, append(tlv(0x06, oid), tlv(0x04, []byte(value))...))
+	pdu := tlv(0xa2, append(append(append(tlv(0x02, []byte{0x12, 0x34}), tlv(0x02, []byte{0})...), tlv(0x02, []byte{0})...), tlv(0x30, bind)...))
+	msg := append(append(tlv(0x02, []byte{1}), tlv(0x04, []byte(community))...), pdu...)
+	return tlv(0x30, msg)
 }

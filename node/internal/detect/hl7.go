@@ -1,6 +1,9 @@
 package detect
 
-import "bytes"
+import (
+	"bytes"
+	"strings"
+)
 
 // HL7 v2 over MLLP: a message starts with the start block 0x0B followed by
 // the MSH segment; segments end with '\r'; the end block is 0x1C 0x0D.
@@ -68,6 +71,12 @@ func hl7(st *State, s *sample, d *Detection, first bool) bool {
 				e.add(FieldHL7UDI, v)
 				st.hl7UDI = true
 			}
+		case "SFT":
+			// SFT-3 software product name, SFT-2 its version.
+			if prod := hl7Field(seg, sep, 3, cut); prod != "" {
+				e.add(FieldHL7Software, firstComponent(prod))
+				e.add(FieldHL7SoftwareVer, firstComponent(hl7Field(seg, sep, 2, cut)))
+			}
 		}
 	}
 	e.App = AppHL7
@@ -97,4 +106,10 @@ func hl7Field(seg []byte, sep byte, i int, cut bool) string {
 		j = len(seg)
 	}
 	return text(seg[:j], 64)
+}
+
+// firstComponent is the first component of an HL7 field value (up to '^').
+func firstComponent(v string) string {
+	c, _, _ := strings.Cut(v, "^")
+	return c
 }

@@ -498,6 +498,9 @@ func TestCaptureFields(t *testing.T) {
 		{"snmp.pcap", FieldSNMPVersion, "2c"},
 		{"snmp.pcap", FieldSNMPVersion, "3"},
 		{"snmp.pcap", FieldSNMPCommunity, "******"},
+		{"snmp.pcap", FieldSNMPSysName, "R1.lab.local"},
+		{"http_auth.pcap", FieldHTTPServer, "Apache"},
+		{"emotet.pcap", FieldHTTPServer, "LiteSpeed"},
 		{"ftp.pcap", FieldFTPUser, "anonymous"},
 		{"telnet.pcap", FieldTelnetUser, "fake"},
 	} {

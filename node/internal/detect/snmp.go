@@ -38,6 +38,7 @@ func snmp(s *sample, d *Detection) bool {
 		e.add(FieldSNMPVersion, [...]string{"1", "2c"}[ver])
 		e.add(FieldSNMPCommunity, strings.Repeat("*", min(len(community), 16)))
 		e.Credentials = append(e.Credentials, Credential{Protocol: AppSNMP, Secret: string(community)})
+		snmpSystem(p, j+cl, &e)
 	case 3:
 		if i >= len(p) || p[i] != 0x30 {
 			return false

@@ -20,6 +20,7 @@ import (
 	"github.com/medmesh/medmesh/node/internal/baseline"
 	"github.com/medmesh/medmesh/node/internal/detect"
 	"github.com/medmesh/medmesh/node/internal/identity"
+	"github.com/medmesh/medmesh/node/internal/infra"
 	"github.com/medmesh/medmesh/node/internal/oui"
 	"github.com/medmesh/medmesh/node/internal/score"
 	medmeshv1 "github.com/medmesh/medmesh/proto/medmesh/v1"
@@ -54,8 +55,11 @@ type Config struct {
 	// Floor and Zone are where the sensor is; devices get them as location.
 	Floor, Zone string
 	Identity    identity.Config
-	Baseline    baseline.Config
-	Score       score.Config
+	// Infra learns and holds the campus's infrastructure servers; flows
+	// to them for the service they provide are not anomalies.
+	Infra    infra.Config
+	Baseline baseline.Config
+	Score    score.Config
 	// MaxFlows bounds the per-flow detection states held at once.
 	MaxFlows int
 	// MaxAlerts and MaxDetections bound what Alerts and Detections keep.
@@ -83,6 +87,7 @@ func DefaultConfig() Config {
 		SensorID:      "sensor",
 		Mode:          Learn,
 		Identity:      ic,
+		Infra:         infra.DefaultConfig(),
 		Baseline:      baseline.DefaultConfig(),
 		Score:         score.DefaultConfig(),
 		MaxFlows:      1 << 18,
@@ -142,6 +147,7 @@ type Engine struct {
 	mode       Mode
 	clock      int64 // latest record or packet time seen, ns
 	inv        *identity.Inventory
+	infra      *infra.Map
 	flows      map[flow.Tuple]*detect.State
 	classBase  map[medmeshv1.DeviceClass]*baseline.Baseline
 	classDirty bool
@@ -182,6 +188,10 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Engine, erro
 	if err != nil {
 		return nil, err
 	}
+	im, err := infra.New(cfg.Infra)
+	if err != nil {
+		return nil, err
+	}
 	sc, err := score.New(cfg.Score)
 	if err != nil {
 		return nil, err
@@ -197,6 +207,7 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Engine, erro
 		cfg: cfg, log: log, metrics: m, scorer: sc,
 		mode:      cfg.Mode,
 		inv:       inv,
+		infra:     im,
 		flows:     make(map[flow.Tuple]*detect.State),
 		classBase: make(map[medmeshv1.DeviceClass]*baseline.Baseline),
 		alerted:   make(map[alertKey]struct{}),
@@ -261,11 +272,15 @@ func (e *Engine) HandleFlow(rec *flow.Record) {
 	if rec.Proto != 6 && rec.Proto != 17 && rec.Proto != 132 {
 		port = 0
 	}
+	answered := accepted(rec)
+	if svc := infra.Classify(rec.Proto, port, rec.App); svc != infra.None && (answered || svc == infra.Syslog) {
+		e.infra.Served(rec.Dst, rec.Src, svc, rec.Proto, port)
+	}
 	if src != nil {
-		e.side(src, rec.Dst, rec.Proto, port, rec.App, true, rec.RevPackets > 0, bytes, rec.LastNs, rec)
+		e.side(src, rec.Dst, rec.Proto, port, rec.App, true, answered, bytes, rec.LastNs, rec)
 	}
 	if dst != nil && dst != src {
-		e.side(dst, rec.Src, rec.Proto, port, rec.App, false, rec.RevPackets > 0, bytes, rec.LastNs, rec)
+		e.side(dst, rec.Src, rec.Proto, port, rec.App, false, answered, bytes, rec.LastNs, rec)
 	}
 	e.metrics.records.Inc()
 }
@@ -294,7 +309,8 @@ func (e *Engine) side(d *identity.Device, peer netip.Addr, proto uint8, port uin
 	class, _ := d.Class()
 	f := score.Flow{
 		Peer: peer, Names: d, Proto: proto, Port: port, App: app, Outbound: outbound,
-		Bytes: bytes, TimeNs: timeNs, Class: class, CountVolume: true,
+		Bytes: bytes, TimeNs: timeNs, Class: class, CountVolume: true, Answered: answered,
+		Infra: outbound && (infra.LinkControl(proto, peer) || e.infra.Serves(peer, infra.Classify(proto, port, app), proto, port)),
 	}
 	if ds.learner == nil {
 		f.Baseline = ds.base
@@ -335,6 +351,9 @@ func (e *Engine) HandleBaselineMiss(m *flow.BaselineMiss) {
 	f := score.Flow{
 		Peer: peer, Names: d, Proto: m.Flow.Proto, Port: port, App: app,
 		Outbound: m.DeviceIsSrc, TimeNs: m.TimeNs, Class: class,
+		// A flow's first packet: an inbound one was not answered yet.
+		Infra: m.DeviceIsSrc && (infra.LinkControl(m.Flow.Proto, peer) ||
+			e.infra.Serves(peer, infra.Classify(m.Flow.Proto, port, app), m.Flow.Proto, port)),
 	}
 	if ds.learner != nil {
 		return // still learning: the datapath's baseline is stale
@@ -374,6 +393,11 @@ func (e *Engine) HandleSample(s *flow.Sample) {
 	if e.budget != nil && st.WantMore() && s.Index+1 >= flow.DefaultSamples {
 		// Best effort: a flow the datapath already expired has no budget.
 		_ = e.budget.ExtendSamples(s.Flow, flow.MaxSamples)
+	}
+	if s.Dir == flow.Rev {
+		e.inv.ObserveTTL(s.SrcMAC, s.Flow.Dst, s.Flow.Src, s.TTL, s.TimeNs)
+	} else {
+		e.inv.ObserveTTL(s.SrcMAC, s.Flow.Src, s.Flow.Dst, s.TTL, s.TimeNs)
 	}
 	if det.App == "" && len(det.Fields) == 0 && len(det.Credentials) == 0 {
 		return
@@ -429,11 +453,25 @@ func (e *Engine) HandleDiscovery(disc *flow.Discovery) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.tick(disc.TimeNs)
+	switch disc.Kind {
+	case flow.DiscoveryARP:
+		if a, ok := detect.ParseARP(disc.Data); ok {
+			e.inv.ObserveARP(a, disc.TimeNs)
+		}
+		return
+	case flow.DiscoveryND:
+		if n, ok := detect.ParseND(disc.Data); ok {
+			e.inv.ObserveND(disc.SrcMAC, disc.Src, n, disc.TimeNs)
+		}
+		return
+	}
+	e.inv.ObserveTTL(disc.SrcMAC, disc.Src, disc.Dst, disc.TTL, disc.TimeNs)
 	src := e.inv.Resolve(disc.SrcMAC, disc.Src, disc.TimeNs)
 	det := detect.Discover(disc)
 	if det.App == "" && len(det.Fields) == 0 && len(det.Answers) == 0 {
 		return
 	}
+	e.learnInfra(disc, &det)
 	var subject *identity.Device
 	peer := disc.Dst
 	switch disc.Kind {
@@ -461,6 +499,51 @@ func (e *Engine) HandleDiscovery(disc *flow.Discovery) {
 	e.record(disc.TimeNs, t, &det)
 }
 
+// learnInfra takes what a discovery packet says about the campus's
+// infrastructure: a DHCP server's reply names itself, the routers, the DNS
+// and NTP servers; a DNS response comes from a DNS server.
+func (e *Engine) learnInfra(disc *flow.Discovery, det *detect.Detection) {
+	switch {
+	case disc.Kind == flow.DiscoveryDHCP && disc.SrcPort == 67:
+		for _, f := range det.Fields {
+			var svc infra.Service
+			switch f.Name {
+			case detect.FieldDHCPServerID:
+				svc = infra.DHCP
+			case detect.FieldDHCPDNSServers:
+				svc = infra.DNS
+			case detect.FieldDHCPNTPServers:
+				svc = infra.NTP
+			case detect.FieldDHCPRouter:
+			default:
+				continue
+			}
+			for _, v := range strings.Split(f.Value, ",") {
+				a, err := netip.ParseAddr(v)
+				if err != nil {
+					continue
+				}
+				if f.Name == detect.FieldDHCPRouter {
+					e.inv.AdvertisedRouter(a, disc.TimeNs)
+				} else {
+					e.infra.Advertised(a, svc)
+				}
+			}
+		}
+	case disc.Kind == flow.DiscoveryDNS && disc.SrcPort == 53 && len(det.Answers) > 0:
+		e.infra.Served(disc.Src, disc.Dst, infra.DNS, 17, 53)
+	}
+}
+
+// accepted reports whether the responder of a flow took it up: a TCP
+// SYN-ACK (a reset is a refusal), or any reply for other protocols.
+func accepted(rec *flow.Record) bool {
+	if rec.RevPackets == 0 {
+		return false
+	}
+	return rec.Proto != 6 || rec.RevTCPFlags&0x12 == 0x12
+}
+
 // freeze turns a device's learner into its baseline and installs it.
 func (e *Engine) freeze(d *identity.Device, ds *devState, nowNs int64) {
 	class, _ := d.Class()
@@ -470,8 +553,8 @@ func (e *Engine) freeze(d *identity.Device, ds *devState, nowNs int64) {
 	e.classDirty = true
 	e.metrics.frozen.Inc()
 	e.log.Debug("baseline frozen", "device", d.Name(), "class", class.String(), "entries", ds.base.Len(), "version", ds.version)
-	if e.cfg.Installer == nil || d.Key().IP.IsValid() {
-		return
+	if e.cfg.Installer == nil || d.Key().IP.IsValid() || d.Router() {
+		return // a router's MAC carries the flows it forwards: no in-kernel check
 	}
 	if err := e.cfg.Installer.SetBaseline(d.Key().MAC, ds.base.Rules()); err != nil {
 		e.metrics.installErrors.Inc()

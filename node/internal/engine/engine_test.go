@@ -16,8 +16,10 @@ import (
 	"golang.org/x/net/dns/dnsmessage"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/medmesh/medmesh/internal/names"
 	"github.com/medmesh/medmesh/node/flow"
 	"github.com/medmesh/medmesh/node/internal/baseline"
+	"github.com/medmesh/medmesh/node/internal/infra"
 	medmeshv1 "github.com/medmesh/medmesh/proto/medmesh/v1"
 )
 
@@ -569,5 +571,142 @@ func TestScanFoldsIntoFanOut(t *testing.T) {
 	e.FlushAlerts()
 	if got := len(e.Alerts()); got != n+1 {
 		t.Fatalf("FlushAlerts raised %d alerts, want 1", got-n)
+	}
+}
+
+// TestInfrastructureIsNotAnAnomaly: after its baseline froze, a pump asks
+// the campus DHCP server (learned: it answered two other devices), the
+// NTP server the operator declared, and the DNS server a DHCP reply
+// advertised, none of which it did while learning: no alert. The same
+// flow to a local address that serves nobody is a new peer.
+func TestInfrastructureIsNotAnAnomaly(t *testing.T) {
+	c := testConfig()
+	ntp, err := infra.ParseDeclared("ntp=10.1.0.123")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Infra.Declared = []infra.Declared{ntp}
+	e := newEngine(t, c)
+	dhcpSrv, dnsSrv, stranger := netip.MustParseAddr("10.1.0.67"), netip.MustParseAddr("10.1.0.54"), netip.MustParseAddr("10.1.0.99")
+	others := []netip.Addr{netip.MustParseAddr("10.1.0.30"), netip.MustParseAddr("10.1.0.31")}
+	for i, o := range others {
+		r := record(flow.MAC{2, 0, 0, 0, 0, byte(i + 1)}, macSrv, o, dhcpSrv, 68, 67, 17, 300, at(time.Second))
+		r.App = "dhcp"
+		e.HandleFlow(r)
+	}
+	offer := dhcpOffer(t, dhcpSrv, dnsSrv)
+	e.HandleDiscovery(&flow.Discovery{Kind: flow.DiscoveryDHCP, SrcMAC: macSrv, DstMAC: macPump, Src: dhcpSrv, Dst: ipPump,
+		SrcPort: 67, DstPort: 68, TimeNs: at(time.Second), TTL: 64, Data: offer})
+	pumpDay(e, macPump, ipPump, 0, 12*time.Second)
+	if n := len(alertsOf(e, macPump.String())); n != 0 {
+		t.Fatalf("pump alerted while learning: %v", e.Alerts())
+	}
+	for i, f := range []struct {
+		dst   netip.Addr
+		port  uint16
+		app   string
+		alert bool
+	}{
+		{dhcpSrv, 67, "dhcp", false},
+		{netip.MustParseAddr("10.1.0.123"), 123, "ntp", false},
+		{dnsSrv, 53, "dns", false},
+		{stranger, 123, "ntp", true},
+	} {
+		r := record(macPump, macSrv, ipPump, f.dst, uint16(50000+i), f.port, 17, 200, at(13*time.Second+time.Duration(i)*time.Second))
+		r.App = f.app
+		e.HandleFlow(r)
+		got := false
+		for _, a := range alertsOf(e, macPump.String()) {
+			got = got || strings.Contains(a.GetSummary(), f.dst.String())
+		}
+		if got != f.alert {
+			t.Errorf("pump to %s/%d (%s): alert %v, want %v; alerts %v", f.dst, f.port, f.app, got, f.alert, e.Alerts())
+		}
+	}
+	// Its IPv6 stack's router solicitations after a link flap are the
+	// link's housekeeping; a ping to all nodes is not.
+	ll := netip.MustParseAddr("fe80::20a:f7ff:fe00:1")
+	for i, dst := range []string{"ff02::2", "ff02::1"} {
+		r := record(macPump, flow.MAC{0x33, 0x33, 0, 0, 0, byte(i + 1)}, ll, netip.MustParseAddr(dst), 0, 0, 58, 56, at(20*time.Second+time.Duration(i)*time.Second))
+		r.RevPackets = 0
+		e.HandleFlow(r)
+	}
+	var ff02 []string
+	for _, a := range alertsOf(e, macPump.String()) {
+		if strings.Contains(a.GetSummary(), "ff02::") {
+			ff02 = append(ff02, a.GetSummary())
+		}
+	}
+	if len(ff02) != 1 || !strings.Contains(ff02[0], "ff02::1 ") {
+		t.Errorf("alerts on link-scope multicast %q, want the all-nodes ping only", ff02)
+	}
+}
+
+// dhcpOffer builds a DHCPOFFER from server naming dns as the DNS server.
+func dhcpOffer(t testing.TB, server, dns netip.Addr) []byte {
+	t.Helper()
+	b := make([]byte, 240)
+	b[0], b[1], b[2] = 2, 1, 6
+	copy(b[236:], []byte{0x63, 0x82, 0x53, 0x63})
+	s, d := server.As4(), dns.As4()
+	b = append(b, 53, 1, 2, 54, 4)
+	b = append(b, s[:]...)
+	b = append(b, 6, 4)
+	b = append(b, d[:]...)
+	return append(b, 255)
+}
+
+// TestScanVictimNotScored: a device probes a pump's ports; the pump
+// refuses them all. The pump did nothing unusual: no alert, no risk.
+func TestScanVictimNotScored(t *testing.T) {
+	e := newEngine(t, testConfig())
+	pumpDay(e, macPump, ipPump, 0, 12*time.Second)
+	scanner := netip.MustParseAddr("10.1.0.66")
+	for i := range 40 {
+		r := record(flow.MAC{2, 0, 0, 0, 0, 0x66}, macPump, scanner, ipPump, uint16(41000+i), uint16(20+i), 6, 60, at(13*time.Second))
+		r.FwdTCPFlags, r.RevTCPFlags, r.RevPackets = 0x02, 0x14, 1 // SYN, then RST-ACK
+		e.HandleFlow(r)
+	}
+	if a := alertsOf(e, macPump.String()); len(a) != 0 {
+		t.Errorf("the scan's victim alerted: %v", a)
+	}
+	for _, d := range e.Devices() {
+		if d.GetMac() == macPump.String() && (d.GetRisk().GetScore() != 0 || len(d.GetServices()) != 0) {
+			t.Errorf("victim risk %d services %v", d.GetRisk().GetScore(), d.GetServices())
+		}
+	}
+}
+
+// TestGatewayIsARouterNotTheServers: a floor gateway forwards the DHCP
+// server's offer (TTL 62) and HL7 ACKs from the interface engine; the
+// inventory has the gateway as a router with its own address (from ARP)
+// and no device for the servers behind it.
+func TestGatewayIsARouterNotTheServers(t *testing.T) {
+	e := newEngine(t, testConfig())
+	gwIP, srv, engine := netip.MustParseAddr("10.1.0.1"), netip.MustParseAddr("10.98.0.12"), netip.MustParseAddr("10.98.0.10")
+	arp := []byte{0, 1, 8, 0, 6, 4, 0, 1}
+	arp = append(arp, macGW[:]...)
+	arp = append(arp, gwIP.AsSlice()...)
+	arp = append(arp, make([]byte, 6)...)
+	arp = append(arp, ipPump.AsSlice()...)
+	e.HandleDiscovery(&flow.Discovery{Kind: flow.DiscoveryARP, SrcMAC: macGW, DstMAC: flow.MAC{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}, TimeNs: at(0), Data: arp})
+	e.HandleDiscovery(&flow.Discovery{Kind: flow.DiscoveryDHCP, SrcMAC: macGW, DstMAC: macPump, Src: srv, Dst: ipPump,
+		SrcPort: 67, DstPort: 68, TimeNs: at(time.Second), TTL: 62, Data: dhcpOffer(t, srv, srv)})
+	tu := flow.Tuple{Src: ipPump, Dst: engine, SrcPort: 40001, DstPort: 6661, Proto: 6}
+	e.HandleSample(&flow.Sample{Flow: tu, Dir: flow.Rev, SrcMAC: macGW, DstMAC: macPump, TimeNs: at(2 * time.Second), TTL: 62,
+		WireLen: 60, Payload: []byte("\x0bMSH|^~\\&|ENGINE|HOSP|PUMP|WARD|2024||ACK^R40|1|P|2.6\rMSA|AA|1\r\x1c\r")})
+	r := record(macPump, macGW, ipPump, engine, 40001, 6661, 6, 900, at(2*time.Second))
+	r.RevTCPFlags = 0x12
+	e.HandleFlow(r)
+	var got []string
+	for _, d := range e.Devices() {
+		got = append(got, fmt.Sprintf("%s %v %s", d.GetMac(), d.GetIpAddresses(), names.Enum(d.GetDeviceClass())))
+	}
+	want := []string{
+		macGW.String() + " [10.1.0.1] router",
+		macPump.String() + " [10.1.0.10] infusion-pump",
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("inventory\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 }

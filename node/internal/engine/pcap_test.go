@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/medmesh/medmesh/internal/testutil"
 	"github.com/medmesh/medmesh/node/flow"
+	medmeshv1 "github.com/medmesh/medmesh/proto/medmesh/v1"
 )
 
 func hasFactor(e *Engine, name string) bool {
@@ -236,5 +238,56 @@ func TestPcapDeterminism(t *testing.T) {
 	}
 	if detected == 0 {
 		t.Fatal("no capture had any detection")
+	}
+}
+
+// TestPcapModelFirmware: model, firmware and host names reach devices from
+// real captures — the device name in an HL7 OBX-18 / PRT-16 (tapirx), the
+// DICOM implementation version name of both ends (tapirx), an SNMP agent's
+// sysName (nDPI) — and nothing a router forwards is attached to it (the
+// web servers behind the gateway of nDPI's HTTP captures).
+func TestPcapModelFirmware(t *testing.T) {
+	tapirx := testutil.Captures(t, "tapirx")
+	ndpi := testutil.Captures(t, "ndpi")
+	devices := func(path string, local ...netip.Prefix) map[string]*medmeshv1.Device {
+		c := testConfig()
+		c.Identity.LocalPrefixes = local
+		e := newEngine(t, c)
+		replayCaptureSnap(t, path, e, 1<<16)
+		out := map[string]*medmeshv1.Device{}
+		for _, d := range e.Devices() {
+			out[d.GetMac()] = d
+		}
+		return out
+	}
+	for _, file := range []string{"HL7-ADT-UDI-OBX.pcap", "HL7-ADT-UDI-PRT.pcap"} {
+		d := devices(filepath.Join(tapirx, file))["00:03:b1:b5:b6:48"]
+		if d.GetModel() != "Hospira Plum A+" || d.GetDeviceClass() != medmeshv1.DeviceClass_DEVICE_CLASS_INFUSION_PUMP {
+			t.Errorf("%s: sender model %q class %v, want Hospira Plum A+, infusion pump", file, d.GetModel(), d.GetDeviceClass())
+		}
+	}
+	// The implementation version lies at byte 672 of this request, past the
+	// datapath's 512-byte sample: whole payloads here, as in
+	// TestPcapTapirx.
+	devs := devices(filepath.Join(tapirx, "dicom_arq_1_find_testclient.pcap"))
+	fw := map[string]bool{}
+	for _, d := range devs {
+		fw[d.GetFirmware()] = true
+	}
+	if !fw["GODICOM_1_1"] {
+		t.Errorf("DICOM implementation version not on a device: %v", devs)
+	}
+	// The capture's addresses are anonymised into public ranges on one
+	// LAN: declared the campus's own, as its operator would.
+	agent := devices(filepath.Join(ndpi, "snmp.pcap"), netip.MustParsePrefix("0.0.0.0/0"))["00:00:00:99:da:71"]
+	if agent.GetHostname() != "R1.lab.local" || agent.GetIdentifiers().GetSnmpSysName() != "R1.lab.local" {
+		t.Errorf("SNMP agent: hostname %q sysName %q", agent.GetHostname(), agent.GetIdentifiers().GetSnmpSysName())
+	}
+	for _, file := range []string{"http_auth.pcap", "emotet.pcap"} {
+		for mac, d := range devices(filepath.Join(ndpi, file)) {
+			if len(d.GetIdentifiers().GetHttpServers()) > 0 || d.GetFirmware() != "" {
+				t.Errorf("%s: %s (%v) carries the web servers %v of hosts behind it", file, mac, d.GetDeviceClass(), d.GetIdentifiers().GetHttpServers())
+			}
+		}
 	}
 }

@@ -98,15 +98,16 @@ func replayCaptureSnap(t testing.TB, path string, h flow.Handler, snap int) []*f
 		}
 		var src, dst netip.Addr
 		var l3 uint64
+		var ttl uint8
 		switch ip := pkt.NetworkLayer().(type) {
 		case *layers.IPv4:
 			src, _ = netip.AddrFromSlice(ip.SrcIP.To4())
 			dst, _ = netip.AddrFromSlice(ip.DstIP.To4())
-			l3 = uint64(ip.Length)
+			l3, ttl = uint64(ip.Length), ip.TTL
 		case *layers.IPv6:
 			src, _ = netip.AddrFromSlice(ip.SrcIP)
 			dst, _ = netip.AddrFromSlice(ip.DstIP)
-			l3 = uint64(ip.Length) + 40
+			l3, ttl = uint64(ip.Length)+40, ip.HopLimit
 		default:
 			continue
 		}
@@ -114,10 +115,12 @@ func replayCaptureSnap(t testing.TB, path string, h flow.Handler, snap int) []*f
 		var proto uint8
 		var payload []byte
 		synAck := false
+		var flags uint8
 		switch l4 := pkt.TransportLayer().(type) {
 		case *layers.TCP:
 			sport, dport, proto, payload = uint16(l4.SrcPort), uint16(l4.DstPort), 6, l4.Payload
 			synAck = l4.SYN && l4.ACK
+			flags = l4.Contents[13]
 		case *layers.UDP:
 			sport, dport, proto, payload = uint16(l4.SrcPort), uint16(l4.DstPort), 17, l4.Payload
 		default:
@@ -146,9 +149,11 @@ func replayCaptureSnap(t testing.TB, path string, h flow.Handler, snap int) []*f
 			dir = flow.Rev
 			rec.RevPackets++
 			rec.RevBytes += l3
+			rec.RevTCPFlags |= flags
 		} else {
 			rec.FwdPackets++
 			rec.FwdBytes += l3
+			rec.FwdTCPFlags |= flags
 		}
 		if len(payload) == 0 {
 			continue
@@ -165,7 +170,7 @@ func replayCaptureSnap(t testing.TB, path string, h flow.Handler, snap int) []*f
 			}
 			if kind != 0 {
 				h.HandleDiscovery(&flow.Discovery{Kind: kind, SrcMAC: smac, DstMAC: dmac, Src: src, Dst: dst,
-					SrcPort: sport, DstPort: dport, TimeNs: ts, Data: payload})
+					SrcPort: sport, DstPort: dport, TimeNs: ts, TTL: ttl, Data: payload})
 			}
 		}
 		idx := fl.n[dir]
@@ -175,7 +180,7 @@ func replayCaptureSnap(t testing.TB, path string, h flow.Handler, snap int) []*f
 			continue
 		}
 		h.HandleSample(&flow.Sample{Flow: t, Dir: dir, Index: uint8(min(idx, 255)), SrcMAC: smac, DstMAC: dmac,
-			TimeNs: ts, WireLen: uint16(min(len(payload), 65535)), Payload: payload[:min(len(payload), snap)]})
+			TimeNs: ts, WireLen: uint16(min(len(payload), 65535)), TTL: ttl, Payload: payload[:min(len(payload), snap)]})
 	}
 	out := make([]*flow.Record, 0, len(order))
 	for _, fl := range order {

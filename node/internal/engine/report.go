@@ -184,13 +184,14 @@ func (r *Report) WriteTable(w io.Writer) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	p := func(format string, a ...any) { fmt.Fprintf(tw, format, a...) }
 	p("DEVICES (%d)\n", len(r.Devices))
-	p("DEVICE\tIPS\tVENDOR\tCLASS\tCONF\tTIER\tPROTOCOLS\tIDENTIFIERS\tRISK\n")
+	p("DEVICE\tIPS\tVENDOR\tMODEL\tFIRMWARE\tCLASS\tCONF\tTIER\tPROTOCOLS\tIDENTIFIERS\tRISK\n")
 	for _, d := range r.Devices {
-		p("%s\t%s\t%s\t%s\t%.2f\t%s\t%s\t%s\t%d\n", d.GetMac(), strings.Join(d.GetIpAddresses(), ","), dash(d.GetVendor()),
+		p("%s\t%s\t%s\t%s\t%s\t%s\t%.2f\t%s\t%s\t%s\t%d\n", d.GetMac(), strings.Join(d.GetIpAddresses(), ","), dash(d.GetVendor()),
+			dash(d.GetModel()), dash(d.GetFirmware()),
 			dash(names.Enum(d.GetDeviceClass())), d.GetClassConfidence(), dash(names.Enum(d.GetTier())),
 			dash(strings.Join(d.GetProtocols(), ",")), dash(identifiers(d.GetIdentifiers(), d.GetHostname())), d.GetRisk().GetScore())
 		for _, ev := range d.GetClassEvidence() {
-			p("\t\t\t  evidence\t%.2f\t\t\t\t%s: %s\n", ev.GetWeight(), ev.GetSource(), ev.GetDetail())
+			p("\t\t\t\t\t  evidence\t%.2f\t\t\t\t%s: %s\n", ev.GetWeight(), ev.GetSource(), ev.GetDetail())
 		}
 	}
 	p("\nDETECTIONS\n")
@@ -237,6 +238,10 @@ func identifiers(ids *medmeshv1.Identifiers, host string) string {
 	add("hl7.app", ids.GetHl7SendingApplications()...)
 	add("udi", ids.GetHl7Udis()...)
 	add("name", ids.GetFriendlyNames()...)
+	add("hl7.software", ids.GetHl7Software()...)
+	add("snmp.name", ids.GetSnmpSysName())
+	add("http.server", ids.GetHttpServers()...)
+	add("ssdp.server", ids.GetSsdpServers()...)
 	return strings.Join(parts, " ")
 }
 

@@ -1,10 +1,21 @@
 // Package identity keeps the sensor's device inventory: every device seen,
-// keyed by MAC address (or by IP address behind a router's MAC), enriched
-// with the identifiers detectors extract and classified by weighted
-// evidence into a device class and criticality tier.
+// keyed by MAC address, enriched with the identifiers detectors extract,
+// classified by weighted evidence into a device class and criticality
+// tier, with the model and firmware its identifiers reveal.
+//
+// What is not a device: a router's MAC carries the addresses it forwards,
+// and those are not the router's (a device behind a router is seen, by
+// MAC, only by a sensor on its own segment); a MAC seen only with
+// link-local addresses (a sensor's own capture link, IPv6 housekeeping)
+// is no device either. Routers are recognised by decremented TTLs, many
+// addresses behind one MAC, router advertisements, proxy ARP and being
+// the router a DHCP server advertises; they are devices of class router
+// with their own addresses only. Only a capture without link layer keys
+// devices by address ("ip:ADDR").
 package identity
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -56,8 +67,8 @@ func (c Config) validate() error {
 	return errors.Join(errs...)
 }
 
-// Key identifies a device: its MAC, or, behind a router, its IP address
-// (MAC zero).
+// Key identifies a device: its MAC, or, in a capture without link layer,
+// its IP address (MAC zero).
 type Key struct {
 	MAC flow.MAC
 	IP  netip.Addr
@@ -72,12 +83,17 @@ func (k Key) String() string {
 }
 
 type macState struct {
-	ips    []netip.Addr   // own addresses seen, bounded by MaxIPs
+	ips    []netip.Addr   // source addresses seen behind the MAC, bounded by MaxIPs
+	own    []netip.Addr   // addresses the MAC showed are its own (ARP, ND, an undecremented TTL)
 	v4     int            // distinct local IPv4 addresses
 	nets6  []netip.Prefix // distinct IPv6 /64s (not link-local)
+	claims int            // distinct IPv4 addresses the MAC answered ARP for
 	router bool
-	dev    *Device // the MAC's device while it is not a router's
+	dev    *Device // the MAC's device, a router's included
 }
+
+// maxAdvertised bounds the router addresses DHCP servers advertised.
+const maxAdvertised = 64
 
 // routerV6Nets is the number of IPv6 /64s behind one MAC that makes it a
 // router's: a host has its link-local and one or two global prefixes.
@@ -85,9 +101,10 @@ const routerV6Nets = 3
 
 // Inventory is the set of known devices. Not safe for concurrent use.
 type Inventory struct {
-	cfg     Config
-	devices map[Key]*Device
-	macs    map[flow.MAC]*macState
+	cfg        Config
+	devices    map[Key]*Device
+	macs       map[flow.MAC]*macState
+	advertised []netip.Addr // router addresses DHCP servers advertised (option 3)
 }
 
 // New returns an empty inventory.
@@ -114,79 +131,96 @@ var broadcast4 = netip.AddrFrom4([4]byte{255, 255, 255, 255})
 
 // Resolve returns the device that sent or received a packet with this MAC
 // and IP address, creating it on first sight. It returns nil for group
-// addresses and for hosts outside the campus seen behind a router. It does
-// not allocate for a known device.
+// addresses, for addresses a router forwards (they are not its own) and
+// for a MAC seen only with link-local addresses. An invalid ip stands for
+// "this MAC, whatever its address" (a baseline imported by MAC), an
+// unspecified one for a host without an address yet (a DHCP client): both
+// create the device. It does not allocate for a known device.
 func (inv *Inventory) Resolve(mac flow.MAC, ip netip.Addr, timeNs int64) *Device {
 	if mac[0]&1 != 0 || ip.IsMulticast() || (ip.IsLoopback() && !mac.IsZero()) || ip == broadcast4 {
 		return nil
 	}
-	usable := ip.IsValid() && !ip.IsUnspecified()
-	var k Key
 	if mac.IsZero() {
 		// No link layer (a raw-IP or loopback capture): key by address.
-		if !usable || !(inv.local(ip) || ip.IsLoopback()) {
+		if !ip.IsValid() || ip.IsUnspecified() || !(inv.local(ip) || ip.IsLoopback()) {
 			return nil
 		}
-		k = Key{IP: ip}
-	} else {
-		ms := inv.macs[mac]
-		if ms != nil && ms.dev != nil && (!ip.IsValid() || slices.Contains(ms.ips, ip)) {
-			// Fast path: a known device with a known address.
-			d := ms.dev
-			if timeNs > d.lastNs {
-				d.lastNs = timeNs
-			}
-			return d
-		}
-		if ms == nil {
-			if len(inv.macs) >= inv.cfg.MaxDevices {
+		k := Key{IP: ip}
+		d := inv.devices[k]
+		if d == nil {
+			if len(inv.devices) >= inv.cfg.MaxDevices {
 				return nil
 			}
-			ms = &macState{}
-			inv.macs[mac] = ms
+			d = inv.newDevice(k, timeNs)
+			d.addIP(ip)
 		}
-		local := usable && inv.local(ip)
-		if usable && !ms.router {
-			inv.noteAddr(mac, ms, ip, local, timeNs)
+		d.touch(timeNs)
+		return d
+	}
+	ms := inv.macs[mac]
+	if ms != nil && ms.dev != nil && (!ip.IsValid() || slices.Contains(ms.ips, ip)) {
+		// Fast path: a known device with a known address.
+		ms.dev.touch(timeNs)
+		return ms.dev
+	}
+	// IPv6 housekeeping (duplicate address detection, MLD) is sent from
+	// the unspecified address: no device by itself, like link-local.
+	linkLocal := ip.IsLinkLocalUnicast() || (ip.Is6() && ip.IsUnspecified())
+	if ms == nil {
+		if linkLocal || len(inv.macs) >= inv.cfg.MaxDevices {
+			return nil // a link-local address alone makes no device
 		}
-		k = Key{MAC: mac}
-		if ms.router {
-			if !local {
-				return nil
-			}
-			k = Key{IP: ip}
+		ms = &macState{}
+		inv.macs[mac] = ms
+	}
+	switch {
+	case ms.router:
+		// A router's own addresses are its; what it forwards is not.
+		if ip.IsValid() && !linkLocal && !ip.IsUnspecified() && !slices.Contains(ms.own, ip) {
+			return nil
+		}
+	case linkLocal:
+		if ms.dev != nil {
+			ms.dev.touch(timeNs)
+		}
+		return ms.dev
+	case ip.IsValid() && !ip.IsUnspecified():
+		if inv.noteAddr(mac, ms, ip, inv.local(ip), timeNs) {
+			return nil // the address that made the MAC a router's is forwarded
 		}
 	}
-	d := inv.devices[k]
+	d := ms.dev
 	if d == nil {
 		if len(inv.devices) >= inv.cfg.MaxDevices {
 			return nil
 		}
-		d = inv.newDevice(k, timeNs)
-		if k.IP.IsValid() {
-			d.addIP(ip)
-		}
+		d = inv.newDevice(Key{MAC: mac}, timeNs)
+		ms.dev = d
 	}
-	if timeNs > d.lastNs {
-		d.lastNs = timeNs
-	}
-	if usable && !k.IP.IsValid() {
+	d.touch(timeNs)
+	if ip.IsValid() && !ip.IsUnspecified() && !linkLocal {
 		d.addIP(ip)
-	}
-	if !k.IP.IsValid() {
-		inv.macs[mac].dev = d
 	}
 	return d
 }
 
-// noteAddr records an address seen behind a MAC and decides whether the
-// MAC is a router's: an IPv4 address outside the campus, RouterMinIPs local
-// IPv4 addresses, or routerV6Nets IPv6 /64s.
-func (inv *Inventory) noteAddr(mac flow.MAC, ms *macState, ip netip.Addr, local bool, timeNs int64) {
+func (d *Device) touch(timeNs int64) {
+	if timeNs > d.lastNs {
+		d.lastNs = timeNs
+	}
+}
+
+// noteAddr records a source address seen behind a MAC that is not (yet) a
+// router's and reports whether it made the MAC a router's: an IPv4
+// address outside the campus, RouterMinIPs local IPv4 addresses, or
+// routerV6Nets IPv6 /64s.
+func (inv *Inventory) noteAddr(mac flow.MAC, ms *macState, ip netip.Addr, local bool, timeNs int64) bool {
 	if ip.Is4() || ip.Is4In6() {
-		if !local && ip.IsGlobalUnicast() {
-			inv.markRouter(mac, ms, "traffic", "routes traffic of non-local addresses", timeNs)
-			return
+		if !local && ip.IsGlobalUnicast() && !slices.Contains(ms.own, ip) {
+			// Unless its TTL said otherwise, an address outside the
+			// campus behind a MAC is one the MAC routes for.
+			inv.markRouter(mac, ms, "traffic", "sends for "+ip.String()+", outside the campus", timeNs)
+			return true
 		}
 		if !slices.Contains(ms.ips, ip) {
 			ms.v4++
@@ -195,35 +229,212 @@ func (inv *Inventory) noteAddr(mac flow.MAC, ms *macState, ip netip.Addr, local 
 			}
 			if ms.v4 >= inv.cfg.RouterMinIPs {
 				inv.markRouter(mac, ms, "traffic", fmt.Sprintf("%d local addresses behind one MAC", ms.v4), timeNs)
+				return !slices.Contains(ms.own, ip)
 			}
 		}
-		return
+		return false
 	}
 	if slices.Contains(ms.ips, ip) {
-		return
+		return false
 	}
 	if len(ms.ips) < inv.cfg.MaxIPs {
 		ms.ips = append(ms.ips, ip)
-	}
-	if ip.IsLinkLocalUnicast() {
-		return
 	}
 	if n := netip.PrefixFrom(ip, 64).Masked(); !slices.Contains(ms.nets6, n) {
 		ms.nets6 = append(ms.nets6, n)
 		if len(ms.nets6) >= routerV6Nets {
 			inv.markRouter(mac, ms, "traffic", fmt.Sprintf("addresses of %d IPv6 /64s behind one MAC", len(ms.nets6)), timeNs)
+			return !slices.Contains(ms.own, ip)
+		}
+	}
+	return false
+}
+
+// markRouter makes mac a router's. Its device keeps only the campus
+// addresses the MAC showed are its own, and forgets everything it learned
+// from traffic it may have forwarded (services, applications, identifiers,
+// model, host name, peer names); its vendor stays.
+func (inv *Inventory) markRouter(mac flow.MAC, ms *macState, source, detail string, timeNs int64) {
+	d := ms.dev
+	if d == nil {
+		if len(inv.devices) >= inv.cfg.MaxDevices {
+			ms.router = true
+			return
+		}
+		d = inv.newDevice(Key{MAC: mac}, timeNs)
+		ms.dev = d
+	}
+	if !ms.router {
+		ms.router = true
+		// An address outside the campus that looked like the MAC's own
+		// (an undecremented TTL) was, on a router, most likely forwarded
+		// from a host that sets an unusual TTL.
+		ms.own = slices.DeleteFunc(ms.own, func(a netip.Addr) bool { return !a.IsLinkLocalUnicast() && !inv.local(a) })
+		ms.ips = ms.ips[:0]
+		d.ips = d.ips[:0]
+		for _, a := range ms.own {
+			if !a.IsLinkLocalUnicast() {
+				ms.ips = append(ms.ips, a)
+				d.addIP(a)
+			}
+		}
+		clear(d.services)
+		clear(d.apps)
+		clear(d.names)
+		d.hl7Peers = d.hl7Peers[:0]
+		d.protocolsList = d.protocolsList[:0]
+		d.ids = medmeshv1.Identifiers{}
+		d.hostname, d.model, d.firmware, d.modelSrc, d.firmwareSrc = "", "", "", 0, 0
+		d.evidence = slices.DeleteFunc(d.evidence, func(e evidence) bool { return e.source != "oui" })
+		d.dirty = true
+	}
+	d.router = true
+	d.addEvidence(source, "router: "+detail, classRouter, 0.9)
+}
+
+// noteOwn records that mac showed ip is its own (ARP, ND, a packet with an
+// undecremented TTL). A router's own address is attached to its device.
+func (inv *Inventory) noteOwn(mac flow.MAC, ms *macState, ip netip.Addr, timeNs int64) {
+	if ms.router && !ip.IsLinkLocalUnicast() && !inv.local(ip) {
+		return // see markRouter
+	}
+	if !slices.Contains(ms.own, ip) && len(ms.own) < inv.cfg.MaxIPs {
+		ms.own = append(ms.own, ip)
+	}
+	if slices.Contains(inv.advertised, ip) {
+		inv.markRouter(mac, ms, "dhcp", "the router a DHCP server advertises ("+ip.String()+")", timeNs)
+	}
+	if ms.router && !ip.IsLinkLocalUnicast() {
+		if !slices.Contains(ms.ips, ip) && len(ms.ips) < inv.cfg.MaxIPs {
+			ms.ips = append(ms.ips, ip)
+		}
+		if ms.dev != nil {
+			ms.dev.addIP(ip)
 		}
 	}
 }
 
-func (inv *Inventory) markRouter(mac flow.MAC, ms *macState, source, detail string, timeNs int64) {
-	ms.router, ms.dev = true, nil
-	d := inv.devices[Key{MAC: mac}]
-	if d == nil {
-		d = inv.newDevice(Key{MAC: mac}, timeNs)
+// initialTTL reports whether ttl is one hosts start packets with: such a
+// packet was not forwarded on its way here.
+func initialTTL(ttl uint8) bool {
+	switch ttl {
+	case 32, 60, 64, 128, 255:
+		return true
 	}
-	d.router = true
-	d.addEvidence(source, "router: "+detail, classNetwork, 0.6)
+	return false
+}
+
+// ObserveTTL looks at one unicast packet's TTL (IPv4) or hop limit (IPv6):
+// a decremented one says mac forwarded it, so mac is a router's and src is
+// not its address; an initial one says src is mac's own (even outside the
+// campus's ranges: a host with a public address on this segment).
+func (inv *Inventory) ObserveTTL(mac flow.MAC, src, dst netip.Addr, ttl uint8, timeNs int64) {
+	if mac.IsZero() || mac[0]&1 != 0 || ttl <= 1 || !src.IsValid() || src.IsUnspecified() || src.IsLinkLocalUnicast() ||
+		src.IsLoopback() || !dst.IsValid() || dst.IsMulticast() || dst == broadcast4 {
+		return
+	}
+	ms := inv.macs[mac]
+	if ms != nil && slices.Contains(ms.own, src) {
+		return
+	}
+	if ms == nil {
+		if len(inv.macs) >= inv.cfg.MaxDevices {
+			return
+		}
+		ms = &macState{}
+		inv.macs[mac] = ms
+	}
+	if initialTTL(ttl) {
+		inv.noteOwn(mac, ms, src, timeNs)
+		return
+	}
+	if !ms.router {
+		inv.markRouter(mac, ms, "ttl", fmt.Sprintf("forwards packets of %s (TTL %d)", src, ttl), timeNs)
+	}
+}
+
+// ObserveARP records what an ARP packet says: its sender owns its sender
+// address (a request always says so; a reply from a router may answer for
+// another host, proxy ARP, and says nothing then). A MAC that claims
+// RouterMinIPs addresses is a router's. The sender becomes a device.
+func (inv *Inventory) ObserveARP(a detect.ARP, timeNs int64) {
+	mac, ip := a.SenderMAC, a.SenderIP
+	if mac.IsZero() || mac[0]&1 != 0 || !ip.IsValid() || ip.IsUnspecified() || ip.IsLinkLocalUnicast() || ip == broadcast4 {
+		return // a probe (RFC 5227), or an IPv4 link-local address
+	}
+	ms := inv.macs[mac]
+	if ms != nil && slices.Contains(ms.own, ip) {
+		if ms.dev != nil {
+			ms.dev.touch(timeNs)
+		}
+		return
+	}
+	if ms != nil && ms.router && a.Op == 2 {
+		return
+	}
+	if ms == nil || !ms.router {
+		inv.Resolve(mac, ip, timeNs)
+		if ms = inv.macs[mac]; ms == nil {
+			return
+		}
+	}
+	if ip.Is4() {
+		ms.claims++
+	}
+	inv.noteOwn(mac, ms, ip, timeNs)
+	if ms.claims >= inv.cfg.RouterMinIPs && !ms.router {
+		inv.markRouter(mac, ms, "arp", fmt.Sprintf("claims %d addresses in ARP", ms.claims), timeNs)
+	}
+}
+
+// ObserveND records what a neighbour-discovery message from mac (source
+// src) says: a router advertisement, a neighbour advertisement with the
+// router flag or a redirect makes the link-layer address a router's.
+func (inv *Inventory) ObserveND(mac flow.MAC, src netip.Addr, n detect.ND, timeNs int64) {
+	if !n.LinkAddr.IsZero() && (n.Type == detect.NDRouterAdvertisement || n.Type == detect.NDNeighborAdvertisement || n.Type == detect.NDRouterSolicitation) {
+		mac = n.LinkAddr
+	}
+	if mac.IsZero() || mac[0]&1 != 0 {
+		return
+	}
+	ms := inv.macs[mac]
+	if ms == nil {
+		if !n.Router || len(inv.macs) >= inv.cfg.MaxDevices {
+			return // a host's ND alone makes no device
+		}
+		ms = &macState{}
+		inv.macs[mac] = ms
+	}
+	for _, a := range []netip.Addr{src, n.Target} {
+		if a.IsValid() && !a.IsUnspecified() && !a.IsMulticast() && (a == src || n.Type == detect.NDNeighborAdvertisement) {
+			inv.noteOwn(mac, ms, a, timeNs)
+		}
+	}
+	if n.Router && !ms.router {
+		what := map[uint8]string{detect.NDRouterAdvertisement: "sends router advertisements",
+			detect.NDNeighborAdvertisement: "advertises itself as a router (ND router flag)",
+			detect.NDRedirect:              "sends ICMPv6 redirects"}[n.Type]
+		inv.markRouter(mac, ms, "nd", what, timeNs)
+	}
+}
+
+// AdvertisedRouter records a router address a DHCP server handed out
+// (option 3): the MAC that owns it is a router's.
+func (inv *Inventory) AdvertisedRouter(ip netip.Addr, timeNs int64) {
+	if !ip.IsValid() || ip.IsUnspecified() || slices.Contains(inv.advertised, ip) || len(inv.advertised) >= maxAdvertised {
+		return
+	}
+	inv.advertised = append(inv.advertised, ip)
+	macs := make([]flow.MAC, 0, 1)
+	for mac, ms := range inv.macs {
+		if slices.Contains(ms.own, ip) {
+			macs = append(macs, mac)
+		}
+	}
+	slices.SortFunc(macs, func(a, b flow.MAC) int { return bytes.Compare(a[:], b[:]) })
+	for _, mac := range macs {
+		inv.markRouter(mac, inv.macs[mac], "dhcp", "the router a DHCP server advertises ("+ip.String()+")", timeNs)
+	}
 }
 
 func (inv *Inventory) newDevice(k Key, timeNs int64) *Device {
@@ -291,6 +502,9 @@ type Device struct {
 	ips           []netip.Addr
 	vendor        string
 	model         string
+	firmware      string
+	modelSrc      int8 // rank of the source of model (product.go)
+	firmwareSrc   int8
 	hostname      string
 	ids           medmeshv1.Identifiers
 	evidence      []evidence
@@ -324,7 +538,7 @@ func (d *Device) Router() bool { return d.router }
 func (d *Device) LastSeen() int64 { return d.lastNs }
 
 func (d *Device) addIP(ip netip.Addr) {
-	if slices.Contains(d.ips, ip) || len(d.ips) >= d.inv.cfg.MaxIPs {
+	if ip.IsLinkLocalUnicast() || slices.Contains(d.ips, ip) || len(d.ips) >= d.inv.cfg.MaxIPs {
 		return
 	}
 	d.ips = append(d.ips, ip)
@@ -364,7 +578,7 @@ func (d *Device) Class() (medmeshv1.DeviceClass, float64) {
 	if !d.dirty {
 		return d.class, d.confidence
 	}
-	var miss [medmeshv1.DeviceClass_DEVICE_CLASS_IT_WORKSTATION + 1]float64
+	var miss [maxClass + 1]float64
 	for i := range miss {
 		miss[i] = 1
 	}
@@ -428,10 +642,10 @@ type Traffic struct {
 // not allocate for a service and application the device was already seen
 // with.
 func (d *Device) ObserveTraffic(t *Traffic) {
-	if !t.Outbound && t.Answered && (t.Proto == 6 || t.Proto == 17 || t.Proto == 132) {
+	if !t.Outbound && (t.Answered || oneWay(t)) && (t.Proto == 6 || t.Proto == 17 || t.Proto == 132) {
 		sk := serviceKey{t.Proto, t.Port}
 		if app, ok := d.services[sk]; !ok || (app == "" && t.App != "") {
-			if len(d.services) < 4*d.inv.cfg.MaxIdentifiers {
+			if ok || len(d.services) < 4*d.inv.cfg.MaxIdentifiers {
 				d.services[sk] = t.App
 				d.serviceEvidence(sk)
 			}
@@ -440,10 +654,10 @@ func (d *Device) ObserveTraffic(t *Traffic) {
 	if t.App == "" {
 		return
 	}
-	if t.App == "hl7" && !t.Outbound && len(d.hl7Peers) < 2 && !slices.Contains(d.hl7Peers, t.Peer) {
+	if t.App == "hl7" && !t.Outbound && t.Answered && len(d.hl7Peers) < 2 && !slices.Contains(d.hl7Peers, t.Peer) {
 		d.hl7Peers = append(d.hl7Peers, t.Peer)
 		if len(d.hl7Peers) == 2 {
-			d.addEvidence("hl7", "receives HL7 from several senders", classHL7, 0.5)
+			d.addEvidence("hl7", "receives HL7 from several senders", classHL7, 0.4)
 		}
 	}
 	ak := appKey{t.App, t.Outbound}
@@ -454,7 +668,7 @@ func (d *Device) ObserveTraffic(t *Traffic) {
 	switch {
 	case t.App == "dicom" && t.Outbound:
 		d.addEvidence("dicom", "initiates DICOM associations", classImaging, 0.35)
-	case t.App == "dicom":
+	case t.App == "dicom" && t.Answered:
 		d.addEvidence("dicom", "accepts DICOM associations", classPACS, 0.45)
 	case t.App == "bacnet" || t.App == "modbus":
 		d.addEvidence("traffic", "speaks "+t.App, classBuilding, 0.5)
@@ -466,12 +680,30 @@ func (d *Device) ObserveTraffic(t *Traffic) {
 	}
 }
 
+// oneWay reports whether t is a use of a service that never answers
+// (syslog): receiving it is serving it.
+func oneWay(t *Traffic) bool {
+	return t.App == "syslog" || (t.App == "" && t.Proto == 17 && t.Port == 514)
+}
+
+// serviceEvidence classes a server by what it serves.
 func (d *Device) serviceEvidence(sk serviceKey) {
+	app := d.services[sk]
 	switch {
-	case sk.proto == 17 && sk.port == 67:
-		d.addEvidence("traffic", "answers DHCP", classNetwork, 0.4)
-	case sk.port == 53:
-		d.addEvidence("traffic", "answers DNS", classNetwork, 0.2)
+	case app == "dhcp" || sk.proto == 17 && sk.port == 67:
+		d.addEvidence("traffic", "answers DHCP", classDHCPDNS, 0.5)
+	case app == "dns" || sk.port == 53:
+		d.addEvidence("traffic", "answers DNS", classDHCPDNS, 0.4)
+	case app == "ntp" || sk.proto == 17 && sk.port == 123:
+		d.addEvidence("traffic", "answers NTP", classNTP, 0.5)
+	case app == "syslog" || sk.proto == 17 && sk.port == 514:
+		d.addEvidence("traffic", "receives syslog", classSyslog, 0.5)
+	case app == "ldap" || sk.proto == 6 && (sk.port == 389 || sk.port == 636 || sk.port == 3268 || sk.port == 3269):
+		d.addEvidence("traffic", "answers LDAP", classDir, 0.5)
+	case sk.port == 88:
+		d.addEvidence("traffic", "answers Kerberos", classDir, 0.4)
+	case app == "hl7":
+		d.addEvidence("traffic", fmt.Sprintf("answers HL7 on TCP %d", sk.port), classHL7, 0.3)
 	case sk.proto == 17 && sk.port == 47808:
 		d.addEvidence("traffic", "answers BACnet", classBuilding, 0.5)
 	case sk.proto == 6 && sk.port == 502:
@@ -532,26 +764,45 @@ func (d *Device) applyField(f detect.Field, peer netip.Addr) {
 	case detect.FieldHL7SendingApp:
 		if d.addID(&ids.Hl7SendingApplications, v) {
 			d.classifyName("hl7", "HL7 sending application", v)
+			d.nameProduct(v)
 		}
 	case detect.FieldHL7SendingFacility:
 		d.addID(&ids.Hl7SendingFacilities, v)
 	case detect.FieldHL7UDI:
 		if d.addID(&ids.Hl7Udis, v) {
 			d.classifyName("hl7", "UDI", v)
+			d.setModel(udiModel(v), srcHL7)
 		}
-	case detect.FieldDICOMImplClass, detect.FieldDICOMImplVersion:
+	case detect.FieldHL7Software:
+		if d.addID(&ids.Hl7Software, v) {
+			d.classifyName("hl7", "HL7 software", v)
+		}
+		d.setModel(v, srcHL7)
+	case detect.FieldHL7SoftwareVer:
+		d.setFirmware(v, srcHL7)
+	case detect.FieldDICOMImplClass:
 		if d.addID(&ids.DicomImplementations, v) {
 			d.classifyName("dicom", "DICOM implementation", v)
+		}
+	case detect.FieldDICOMImplVersion:
+		if d.addID(&ids.DicomImplementations, v) {
+			d.classifyName("dicom", "DICOM implementation", v)
+			d.setFirmware(v, srcDICOM)
 		}
 	case detect.FieldDHCPHostname:
 		if ids.DhcpHostname != v {
 			ids.DhcpHostname, d.hostname = v, v
 			d.classifyName("dhcp", "hostname", v)
+			d.nameProduct(v)
 		}
 	case detect.FieldDHCPVendorClass:
 		if ids.DhcpVendorClass != v {
 			ids.DhcpVendorClass = v
 			d.classifyName("dhcp", "vendor class", v)
+			model, fw := vendorClassProduct(v)
+			d.setModel(model, srcDevice)
+			d.setFirmware(fw, srcDevice)
+			d.nameProduct(v)
 		}
 	case detect.FieldDHCPFingerprint:
 		ids.DhcpFingerprint = v
@@ -570,11 +821,36 @@ func (d *Device) applyField(f detect.Field, peer netip.Addr) {
 	case detect.FieldFriendlyName:
 		if d.addID(&ids.FriendlyNames, v) {
 			d.classifyName("ssdp", "friendly name", v)
+			d.nameProduct(v)
 		}
 	case detect.FieldModel:
-		if d.model == "" {
-			d.model = v
+		if d.modelSrc < srcDevice {
 			d.classifyName("ssdp", "model", v)
+		}
+		d.setModel(v, srcDevice)
+	case detect.FieldSSDPServer:
+		if d.addID(&ids.SsdpServers, v) {
+			model, fw := serverProduct(v)
+			d.setModel(model, srcSSDPServer)
+			d.setFirmware(fw, srcSSDPServer)
+		}
+	case detect.FieldHTTPServer:
+		if d.addID(&ids.HttpServers, v) {
+			d.setFirmware(httpServerFirmware(v), srcHTTPServer)
+		}
+	case detect.FieldSNMPSysDescr:
+		if ids.SnmpSysDescr != v {
+			ids.SnmpSysDescr = v
+			d.classifyName("snmp", "sysDescr", v)
+			d.setFirmware(sysDescrFirmware(v), srcSNMP)
+		}
+	case detect.FieldSNMPSysName:
+		if ids.SnmpSysName != v {
+			ids.SnmpSysName = v
+			if d.hostname == "" {
+				d.hostname = v
+			}
+			d.nameProduct(v)
 		}
 	case detect.FieldHTTPHost, detect.FieldTLSSNI:
 		d.NamePeer(peer, v)
@@ -606,6 +882,7 @@ func (d *Device) Proto() *medmeshv1.Device {
 		Mac:             d.name,
 		Vendor:          d.vendor,
 		Model:           d.model,
+		Firmware:        d.firmware,
 		Hostname:        d.hostname,
 		DeviceClass:     class,
 		ClassConfidence: round3(conf),
@@ -684,5 +961,10 @@ func cloneIDs(s *medmeshv1.Identifiers) *medmeshv1.Identifiers {
 		DicomImplementations:   slices.Clone(s.DicomImplementations),
 		ServerNames:            slices.Clone(s.ServerNames),
 		UserAgents:             slices.Clone(s.UserAgents),
+		HttpServers:            slices.Clone(s.HttpServers),
+		SsdpServers:            slices.Clone(s.SsdpServers),
+		SnmpSysDescr:           s.SnmpSysDescr,
+		SnmpSysName:            s.SnmpSysName,
+		Hl7Software:            slices.Clone(s.Hl7Software),
 	}
 }

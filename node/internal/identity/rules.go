@@ -25,7 +25,16 @@ const (
 	classBuilding = medmeshv1.DeviceClass_DEVICE_CLASS_BUILDING_AUTOMATION
 	classNetwork  = medmeshv1.DeviceClass_DEVICE_CLASS_NETWORK_INFRASTRUCTURE
 	classIT       = medmeshv1.DeviceClass_DEVICE_CLASS_IT_WORKSTATION
+	classRouter   = medmeshv1.DeviceClass_DEVICE_CLASS_ROUTER
+	classDHCPDNS  = medmeshv1.DeviceClass_DEVICE_CLASS_DHCP_DNS_SERVER
+	classNTP      = medmeshv1.DeviceClass_DEVICE_CLASS_NTP_SERVER
+	classSyslog   = medmeshv1.DeviceClass_DEVICE_CLASS_SYSLOG_SERVER
+	classDir      = medmeshv1.DeviceClass_DEVICE_CLASS_DIRECTORY_SERVER
 	classUnknown  = medmeshv1.DeviceClass_DEVICE_CLASS_UNKNOWN
+
+	// maxClass is the highest class number (TestMaxClass keeps it
+	// in step with the enum).
+	maxClass = classDir
 )
 
 // vendorRules classify by the IEEE registry's organisation name. Vendors
@@ -108,6 +117,8 @@ var nameRules = []keywordRule{
 	{"sigma spectrum", classPump, 0.5},
 	{"plum", classPump, 0.3},
 	{"sapphire", classPump, 0.3},
+	{"pic ix", classCentral, 0.5},
+	{"pic_ix", classCentral, 0.5},
 	{"intellivue", classMonitor, 0.5},
 	{"carescape", classMonitor, 0.5},
 	{"monitor", classMonitor, 0.3},
@@ -117,7 +128,6 @@ var nameRules = []keywordRule{
 	{"servo", classVent, 0.4},
 	{"evita", classVent, 0.5},
 	{"piccix", classCentral, 0.5},
-	{"pic ix", classCentral, 0.5},
 	{"central", classCentral, 0.4},
 	{"cns", classCentral, 0.2},
 	{"pacs", classPACS, 0.5},
@@ -148,8 +158,32 @@ var nameRules = []keywordRule{
 	{"macbook", classIT, 0.4},
 	{"android-dhcp", classIT, 0.2},
 	{"switch", classNetwork, 0.2},
-	{"router", classNetwork, 0.3},
+	{"router", classRouter, 0.3},
+	{"syslog", classSyslog, 0.3},
+	{"ldap", classDir, 0.3},
+	{"infoblox", classDHCPDNS, 0.5},
 	{"printer", classUnknown, 0.0},
+}
+
+// products are product names that appear in host names, DHCP vendor
+// classes, HL7 applications and announced names, for the model column.
+var products = []struct{ word, model string }{
+	{"plum a+", "Plum A+"},
+	{"plum 360", "Plum 360"},
+	{"sigma spectrum", "Sigma Spectrum"},
+	{"alaris", "Alaris"},
+	{"medfusion", "Medfusion"},
+	{"sapphire", "Sapphire"},
+	{"intellivue", "IntelliVue"},
+	{"carescape", "CARESCAPE"},
+	{"pic ix", "PIC iX"},
+	{"pic_ix", "PIC iX"},
+	{"evita", "Evita"},
+	{"servo-u", "Servo-u"},
+	{"mirth connect", "Mirth Connect"},
+	{"rhapsody", "Rhapsody"},
+	{"cloverleaf", "Cloverleaf"},
+	{"corepoint", "Corepoint"},
 }
 
 // consumerSites are names a workstation visits and a medical device has no

@@ -332,6 +332,12 @@ type Flow struct {
 	// CountVolume is false for events that are not whole flow records
 	// (baseline misses), so they do not count twice in volume statistics.
 	CountVolume bool
+	// Answered: for an inbound flow, the device took it up (a TCP SYN-ACK,
+	// any UDP reply). A device that did not answer did nothing.
+	Answered bool
+	// Infra: an outbound flow to the campus's infrastructure server for
+	// the service it provides (infra.Map.Serves).
+	Infra bool
 
 	name  string
 	named bool
@@ -430,6 +436,7 @@ func (s *Scorer) ScoreFlow(t *Tracker, f *Flow, r *Result) {
 		}
 		m := b.Lookup(baseline.Key{Peer: f.Peer, Proto: f.Proto, Port: f.Port, Dir: dir})
 		if m != baseline.Exact {
+			dev := s.deviation(f)
 			// A scan reaches peers and ports outside the baseline: only
 			// those count towards fan-out once a baseline exists.
 			s.fanOut(t, f, r)
@@ -438,14 +445,14 @@ func (s *Scorer) ScoreFlow(t *Tracker, f *Flow, r *Result) {
 			}
 			switch m {
 			case baseline.NewPeer:
-				r.add(NewPeer, s.weight[NewPeer], dir.String()+" peer "+peerLabel(f)+" not in the "+scope)
+				r.add(NewPeer, dev*s.weight[NewPeer], dir.String()+" peer "+peerLabel(f)+" not in the "+scope)
 			case baseline.NewService:
-				r.add(NewPort, s.weight[NewPort], dir.String()+" "+serviceLabel(f)+" not in the "+scope)
+				r.add(NewPort, dev*s.weight[NewPort], dir.String()+" "+serviceLabel(f)+" not in the "+scope)
 			case baseline.NewPeerService:
-				r.add(NewPeer, s.weight[NewPeer], dir.String()+" peer "+peerLabel(f)+" not in the "+scope)
-				r.add(NewPort, s.weight[NewPort], dir.String()+" "+serviceLabel(f)+" not in the "+scope)
+				r.add(NewPeer, dev*s.weight[NewPeer], dir.String()+" peer "+peerLabel(f)+" not in the "+scope)
+				r.add(NewPort, dev*s.weight[NewPort], dir.String()+" "+serviceLabel(f)+" not in the "+scope)
 			case baseline.NewCombination:
-				r.add(NewPort, s.weight[NewPort]/2, dir.String()+" "+serviceLabel(f)+" never used with "+peerLabel(f)+" in the "+scope)
+				r.add(NewPort, dev*s.weight[NewPort]/2, dir.String()+" "+serviceLabel(f)+" never used with "+peerLabel(f)+" in the "+scope)
 			}
 		}
 		if f.CountVolume {
@@ -453,6 +460,27 @@ func (s *Scorer) ScoreFlow(t *Tracker, f *Flow, r *Result) {
 		}
 	}
 	r.finish()
+}
+
+// deviation scales what a flow outside the baseline says about the
+// device: nothing for a flow to the campus infrastructure for the service
+// it provides (a device asking the DHCP, DNS, NTP server) or for an
+// inbound flow the device did not answer (a probe: the prober is the one
+// deviating, not its victim); half for an inbound flow from the campus the
+// device answered (accepting a new client is the client's deviation
+// first); in full otherwise.
+func (s *Scorer) deviation(f *Flow) float64 {
+	switch {
+	case f.Outbound && f.Infra:
+		return 0
+	case f.Outbound:
+		return 1
+	case !f.Answered:
+		return 0
+	case s.External(f.Peer):
+		return 1
+	}
+	return 0.5
 }
 
 func (s *Scorer) misuse(f *Flow, r *Result) {

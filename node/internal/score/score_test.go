@@ -88,7 +88,21 @@ func TestScoreFlowFactors(t *testing.T) {
 			[]string{"new_port"}, 25},
 		{"HL7 from a workstation", nil, Flow{Peer: hl7Engine, Proto: 6, Port: 2575, App: "hl7", Outbound: true, Class: medmeshv1.DeviceClass_DEVICE_CLASS_IT_WORKSTATION},
 			[]string{"protocol_misuse"}, 45},
-		{"inbound new peer", nil, Flow{Peer: netip.MustParseAddr("10.0.0.99"), Proto: 6, Port: 2575, Outbound: false},
+		// A probe the device did not answer: the prober deviates, not the
+		// device (a scan's victim).
+		{"inbound probe not answered", nil, Flow{Peer: netip.MustParseAddr("10.0.0.99"), Proto: 6, Port: 2575, Outbound: false},
+			nil, 0},
+		// A new campus client the device accepted: half of what the same
+		// flow outbound would weigh, under the alert threshold alone.
+		{"inbound new peer accepted", nil, Flow{Peer: netip.MustParseAddr("10.0.0.99"), Proto: 6, Port: 2575, Outbound: false, Answered: true},
+			[]string{"new_peer", "new_port"}, 25},
+		{"inbound from outside accepted", nil, Flow{Peer: ext, Proto: 6, Port: 2575, Outbound: false, Answered: true},
+			[]string{"new_peer", "new_port"}, 50},
+		// A device asking the campus's DHCP server for an address, never
+		// seen doing so while it learned: not an anomaly.
+		{"campus infrastructure", nil, Flow{Peer: netip.MustParseAddr("10.98.0.12"), Proto: 17, Port: 67, App: "dhcp", Outbound: true, Infra: true},
+			nil, 0},
+		{"the infrastructure server on another port", nil, Flow{Peer: netip.MustParseAddr("10.98.0.12"), Proto: 6, Port: 22, Outbound: true},
 			[]string{"new_peer", "new_port"}, 50},
 	}
 	for _, c := range cases {

@@ -47,6 +47,7 @@ type hdr struct {
 	ts                                   uint64
 	src, dst                             [16]byte
 	smac, dmac                           flow.MAC
+	ttl                                  uint8
 }
 
 func decodeHdr(b []byte) (hdr, error) {
@@ -66,6 +67,7 @@ func decodeHdr(b []byte) (hdr, error) {
 	copy(h.dst[:], b[40:56])
 	copy(h.smac[:], b[56:62])
 	copy(h.dmac[:], b[62:68])
+	h.ttl = b[68]
 	return h, nil
 }
 
@@ -111,7 +113,7 @@ func DecodeEvent(b []byte, wall func(uint64) int64, ev *Event) error {
 		}
 		ev.Sample = flow.Sample{
 			Flow: t, Dir: flow.Dir(h.dir), Index: h.index, SrcMAC: h.smac, DstMAC: h.dmac,
-			TimeNs: ev.TimeNs, WireLen: h.wireLen, Payload: data,
+			TimeNs: ev.TimeNs, WireLen: h.wireLen, TTL: h.ttl, Payload: data,
 		}
 	case EventDiscovery:
 		if h.kind < uint8(flow.DiscoveryDHCP) || h.kind > uint8(flow.DiscoveryND) {
@@ -119,7 +121,7 @@ func DecodeEvent(b []byte, wall func(uint64) int64, ev *Event) error {
 		}
 		ev.Discovery = flow.Discovery{
 			Kind: flow.DiscoveryKind(h.kind), SrcMAC: h.smac, DstMAC: h.dmac, Src: src, Dst: dst,
-			SrcPort: h.sport, DstPort: h.dport, VLAN: h.vlan, TimeNs: ev.TimeNs, Data: data,
+			SrcPort: h.sport, DstPort: h.dport, VLAN: h.vlan, TimeNs: ev.TimeNs, TTL: h.ttl, Data: data,
 		}
 	case EventBaselineMiss:
 		if int(h.kind) >= len(missReasons) || missReasons[h.kind] == "" {

@@ -29,6 +29,7 @@ type v4opts struct {
 	options []byte
 	flags   uint16 // frag_off field (flags and offset)
 	totLen  int    // override when > 0
+	ttl     uint8  // 0: 64
 }
 
 func ipv4(src, dst string, proto uint8, l4 []byte, o v4opts) []byte {
@@ -41,7 +42,11 @@ func ipv4(src, dst string, proto uint8, l4 []byte, o v4opts) []byte {
 	b = be16(b, uint16(tot))
 	b = be16(b, 1)
 	b = be16(b, o.flags)
-	b = append(b, 64, proto, 0, 0)
+	ttl := o.ttl
+	if ttl == 0 {
+		ttl = 64
+	}
+	b = append(b, ttl, proto, 0, 0)
 	s, d := netip.MustParseAddr(src).As4(), netip.MustParseAddr(dst).As4()
 	b = append(b, s[:]...)
 	b = append(b, d[:]...)

@@ -190,7 +190,8 @@ struct ev_hdr {
 	__u8 dst[16];
 	__u8 smac[6];
 	__u8 dmac[6];
-	__u32 pad;
+	__u8 ttl; /* IPv4 TTL or IPv6 hop limit of the packet; 0 for ARP */
+	__u8 pad[3];
 };
 
 struct ev_sample {
@@ -342,6 +343,7 @@ struct pkt {
 	__u8 frag;
 	__u8 disc;
 	__u8 has_ports;
+	__u8 ttl;
 };
 
 static __always_inline __u64 rb_flags(void)
@@ -373,7 +375,10 @@ static __always_inline void fill_hdr(struct ev_hdr *h, __u8 type, const struct p
 	__builtin_memcpy(h->dst, p->dst, 16);
 	__builtin_memcpy(h->smac, eth->h_source, 6);
 	__builtin_memcpy(h->dmac, eth->h_dest, 6);
-	h->pad = 0;
+	h->ttl = p->ttl;
+	h->pad[0] = 0;
+	h->pad[1] = 0;
+	h->pad[2] = 0;
 }
 
 /* Returns 1 when side (addr1, port1) orders before (addr2, port2). */
@@ -944,6 +949,7 @@ __noinline int full_path(struct xdp_md *ctx)
 			PERR(ERR_TRUNC_IPV4);
 		p.family = 4;
 		p.proto = ip->protocol;
+		p.ttl = ip->ttl;
 		p.l3_len = tot;
 		__builtin_memcpy(p.src, &ip->saddr, 4);
 		__builtin_memcpy(p.dst, &ip->daddr, 4);
@@ -959,6 +965,7 @@ __noinline int full_path(struct xdp_md *ctx)
 			PERR(ERR_BAD_IPV6);
 		__u32 plen = bpf_ntohs(ip6->payload_len);
 		p.family = 6;
+		p.ttl = ip6->hop_limit;
 		p.l3_len = plen + 40;
 		__builtin_memcpy(p.src, &ip6->saddr, 16);
 		__builtin_memcpy(p.dst, &ip6->daddr, 16);

@@ -370,7 +370,8 @@ func TestTapDropsAfterAccounting(t *testing.T) {
 func TestEventContents(t *testing.T) {
 	h := newHarness(t, false)
 	dnsResp := append([]byte{0x12, 0x34, 0x81, 0x80}, make([]byte, 8)...)
-	h.run(v4frame(macB, macA, ipv4("10.0.0.2", "10.0.0.1", 17, udpDgram(53, 33000, dnsResp), v4opts{})))
+	// TTL 62: forwarded twice on its way here.
+	h.run(v4frame(macB, macA, ipv4("10.0.0.2", "10.0.0.1", 17, udpDgram(53, 33000, dnsResp), v4opts{ttl: 62})))
 	h.run(pad(append(ether(macA, [6]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}, 0x0806), arpPkt()...)))
 	if len(h.events) != 4 {
 		t.Fatalf("events %v", h.kinds())
@@ -381,15 +382,16 @@ func TestEventContents(t *testing.T) {
 		t.Errorf("flow start %+v at %d", start.Start, start.TimeNs)
 	}
 	if sample.Sample.Flow != wantT || sample.Sample.Dir != flow.Fwd || sample.Sample.Index != 0 ||
-		!bytes.Equal(sample.Sample.Payload, dnsResp) || sample.Sample.WireLen != 12 || sample.Sample.SrcMAC != macB {
+		!bytes.Equal(sample.Sample.Payload, dnsResp) || sample.Sample.WireLen != 12 || sample.Sample.SrcMAC != macB ||
+		sample.Sample.TTL != 62 {
 		t.Errorf("sample %+v", sample.Sample)
 	}
 	d := disc.Discovery
-	if d.Kind != flow.DiscoveryDNS || d.Src != wantT.Src || d.SrcPort != 53 || !bytes.Equal(d.Data, dnsResp) || d.SrcMAC != macB {
+	if d.Kind != flow.DiscoveryDNS || d.Src != wantT.Src || d.SrcPort != 53 || !bytes.Equal(d.Data, dnsResp) || d.SrcMAC != macB || d.TTL != 62 {
 		t.Errorf("discovery %+v", d)
 	}
 	a := arp.Discovery
-	if a.Kind != flow.DiscoveryARP || !bytes.Equal(a.Data, arpPkt()) || a.SrcMAC != macA {
+	if a.Kind != flow.DiscoveryARP || !bytes.Equal(a.Data, arpPkt()) || a.SrcMAC != macA || a.TTL != 0 {
 		t.Errorf("arp discovery %+v", a)
 	}
 	nonIP, err := h.d.NonIP()

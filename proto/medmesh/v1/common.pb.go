@@ -92,12 +92,27 @@ const (
 	DeviceClass_DEVICE_CLASS_CENTRAL_STATION  DeviceClass = 5
 	DeviceClass_DEVICE_CLASS_IMAGING_MODALITY DeviceClass = 6
 	// PACS / DICOM archive.
-	DeviceClass_DEVICE_CLASS_PACS                   DeviceClass = 7
-	DeviceClass_DEVICE_CLASS_HL7_INTERFACE_ENGINE   DeviceClass = 8
-	DeviceClass_DEVICE_CLASS_NURSE_CALL             DeviceClass = 9
-	DeviceClass_DEVICE_CLASS_BUILDING_AUTOMATION    DeviceClass = 10
+	DeviceClass_DEVICE_CLASS_PACS                 DeviceClass = 7
+	DeviceClass_DEVICE_CLASS_HL7_INTERFACE_ENGINE DeviceClass = 8
+	DeviceClass_DEVICE_CLASS_NURSE_CALL           DeviceClass = 9
+	DeviceClass_DEVICE_CLASS_BUILDING_AUTOMATION  DeviceClass = 10
+	// Switches, access points, firewalls and other network gear that is not
+	// recognised as a router.
 	DeviceClass_DEVICE_CLASS_NETWORK_INFRASTRUCTURE DeviceClass = 11
 	DeviceClass_DEVICE_CLASS_IT_WORKSTATION         DeviceClass = 12
+	// Router or gateway: forwards other hosts' traffic between networks
+	// (recognised by many addresses behind one MAC, decremented TTLs, router
+	// advertisements, being the router a DHCP server advertises). The
+	// addresses it forwards are not its own and are never attached to it.
+	DeviceClass_DEVICE_CLASS_ROUTER DeviceClass = 13
+	// DHCP and/or DNS server (an IPAM appliance, a domain controller's DNS).
+	DeviceClass_DEVICE_CLASS_DHCP_DNS_SERVER DeviceClass = 14
+	// NTP time server.
+	DeviceClass_DEVICE_CLASS_NTP_SERVER DeviceClass = 15
+	// Syslog collector.
+	DeviceClass_DEVICE_CLASS_SYSLOG_SERVER DeviceClass = 16
+	// Directory server: LDAP, Kerberos.
+	DeviceClass_DEVICE_CLASS_DIRECTORY_SERVER DeviceClass = 17
 )
 
 // Enum value maps for DeviceClass.
@@ -116,6 +131,11 @@ var (
 		10: "DEVICE_CLASS_BUILDING_AUTOMATION",
 		11: "DEVICE_CLASS_NETWORK_INFRASTRUCTURE",
 		12: "DEVICE_CLASS_IT_WORKSTATION",
+		13: "DEVICE_CLASS_ROUTER",
+		14: "DEVICE_CLASS_DHCP_DNS_SERVER",
+		15: "DEVICE_CLASS_NTP_SERVER",
+		16: "DEVICE_CLASS_SYSLOG_SERVER",
+		17: "DEVICE_CLASS_DIRECTORY_SERVER",
 	}
 	DeviceClass_value = map[string]int32{
 		"DEVICE_CLASS_UNSPECIFIED":            0,
@@ -131,6 +151,11 @@ var (
 		"DEVICE_CLASS_BUILDING_AUTOMATION":    10,
 		"DEVICE_CLASS_NETWORK_INFRASTRUCTURE": 11,
 		"DEVICE_CLASS_IT_WORKSTATION":         12,
+		"DEVICE_CLASS_ROUTER":                 13,
+		"DEVICE_CLASS_DHCP_DNS_SERVER":        14,
+		"DEVICE_CLASS_NTP_SERVER":             15,
+		"DEVICE_CLASS_SYSLOG_SERVER":          16,
+		"DEVICE_CLASS_DIRECTORY_SERVER":       17,
 	}
 )
 
@@ -487,7 +512,7 @@ const file_medmesh_v1_common_proto_rawDesc = "" +
 	"\x0fReadConsistency\x12 \n" +
 	"\x1cREAD_CONSISTENCY_UNSPECIFIED\x10\x00\x12!\n" +
 	"\x1dREAD_CONSISTENCY_LINEARIZABLE\x10\x01\x12\x1a\n" +
-	"\x16READ_CONSISTENCY_STALE\x10\x02*\xb4\x03\n" +
+	"\x16READ_CONSISTENCY_STALE\x10\x02*\xcf\x04\n" +
 	"\vDeviceClass\x12\x1c\n" +
 	"\x18DEVICE_CLASS_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14DEVICE_CLASS_UNKNOWN\x10\x01\x12\x1e\n" +
@@ -502,7 +527,12 @@ const file_medmesh_v1_common_proto_rawDesc = "" +
 	" DEVICE_CLASS_BUILDING_AUTOMATION\x10\n" +
 	"\x12'\n" +
 	"#DEVICE_CLASS_NETWORK_INFRASTRUCTURE\x10\v\x12\x1f\n" +
-	"\x1bDEVICE_CLASS_IT_WORKSTATION\x10\f*^\n" +
+	"\x1bDEVICE_CLASS_IT_WORKSTATION\x10\f\x12\x17\n" +
+	"\x13DEVICE_CLASS_ROUTER\x10\r\x12 \n" +
+	"\x1cDEVICE_CLASS_DHCP_DNS_SERVER\x10\x0e\x12\x1b\n" +
+	"\x17DEVICE_CLASS_NTP_SERVER\x10\x0f\x12\x1e\n" +
+	"\x1aDEVICE_CLASS_SYSLOG_SERVER\x10\x10\x12!\n" +
+	"\x1dDEVICE_CLASS_DIRECTORY_SERVER\x10\x11*^\n" +
 	"\x04Tier\x12\x14\n" +
 	"\x10TIER_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12TIER_LIFE_CRITICAL\x10\x01\x12\x11\n" +

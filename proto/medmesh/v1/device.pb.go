@@ -250,7 +250,18 @@ type Identifiers struct {
 	// TLS SNI and HTTP Host names the device contacted.
 	ServerNames []string `protobuf:"bytes,13,rep,name=server_names,json=serverNames,proto3" json:"server_names,omitempty"`
 	// HTTP User-Agent strings.
-	UserAgents    []string `protobuf:"bytes,14,rep,name=user_agents,json=userAgents,proto3" json:"user_agents,omitempty"`
+	UserAgents []string `protobuf:"bytes,14,rep,name=user_agents,json=userAgents,proto3" json:"user_agents,omitempty"`
+	// HTTP Server headers of responses the device sent.
+	HttpServers []string `protobuf:"bytes,15,rep,name=http_servers,json=httpServers,proto3" json:"http_servers,omitempty"`
+	// SSDP SERVER headers the device announced (OS, UPnP version, product).
+	SsdpServers []string `protobuf:"bytes,16,rep,name=ssdp_servers,json=ssdpServers,proto3" json:"ssdp_servers,omitempty"`
+	// SNMP sysDescr.0 (1.3.6.1.2.1.1.1.0) the device answered with.
+	SnmpSysDescr string `protobuf:"bytes,17,opt,name=snmp_sys_descr,json=snmpSysDescr,proto3" json:"snmp_sys_descr,omitempty"`
+	// SNMP sysName.0 (1.3.6.1.2.1.1.5.0) the device answered with.
+	SnmpSysName string `protobuf:"bytes,18,opt,name=snmp_sys_name,json=snmpSysName,proto3" json:"snmp_sys_name,omitempty"`
+	// HL7 SFT-3 software product names the device sent (SFT-2, the version,
+	// is the device's firmware).
+	Hl7Software   []string `protobuf:"bytes,19,rep,name=hl7_software,json=hl7Software,proto3" json:"hl7_software,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -383,18 +394,56 @@ func (x *Identifiers) GetUserAgents() []string {
 	return nil
 }
 
-// Device is one networked device, keyed by MAC address (or by IP address
-// where the MAC belongs to a router).
+func (x *Identifiers) GetHttpServers() []string {
+	if x != nil {
+		return x.HttpServers
+	}
+	return nil
+}
+
+func (x *Identifiers) GetSsdpServers() []string {
+	if x != nil {
+		return x.SsdpServers
+	}
+	return nil
+}
+
+func (x *Identifiers) GetSnmpSysDescr() string {
+	if x != nil {
+		return x.SnmpSysDescr
+	}
+	return ""
+}
+
+func (x *Identifiers) GetSnmpSysName() string {
+	if x != nil {
+		return x.SnmpSysName
+	}
+	return ""
+}
+
+func (x *Identifiers) GetHl7Software() []string {
+	if x != nil {
+		return x.Hl7Software
+	}
+	return nil
+}
+
+// Device is one networked device, keyed by MAC address (by IP address only
+// in a capture without link layer). Routers are devices of class router with
+// their own addresses only; what they forward is not attached to them.
 type Device struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Identifier. Lower-case colon-separated MAC ("00:1b:44:11:3a:b7"), or
-	// "ip:ADDRESS" where the device is only seen behind a router.
+	// "ip:ADDRESS" for a device of a capture without link layer (a replay);
+	// a live sensor keys every device by MAC.
 	Mac string `protobuf:"bytes,1,opt,name=mac,proto3" json:"mac,omitempty"`
 	// Output only. IPv4 and IPv6 addresses the device used.
 	IpAddresses []string `protobuf:"bytes,2,rep,name=ip_addresses,json=ipAddresses,proto3" json:"ip_addresses,omitempty"`
 	// Output only. Vendor from the IEEE OUI registry or stronger evidence.
 	Vendor string `protobuf:"bytes,3,opt,name=vendor,proto3" json:"vendor,omitempty"`
-	// Output only. Model, where an identifier revealed it.
+	// Output only. Model, where an identifier revealed it (DHCP vendor class,
+	// SSDP/mDNS, HL7 device identifier, a known product name in a host name).
 	Model string `protobuf:"bytes,4,opt,name=model,proto3" json:"model,omitempty"`
 	// Output only. Best known host name.
 	Hostname string `protobuf:"bytes,5,opt,name=hostname,proto3" json:"hostname,omitempty"`
@@ -428,7 +477,11 @@ type Device struct {
 	// Output only. Sensor that saw the device last.
 	LastSensorId string `protobuf:"bytes,19,opt,name=last_sensor_id,json=lastSensorId,proto3" json:"last_sensor_id,omitempty"`
 	// Output only. Raft index of the last change to this device.
-	Revision      uint64 `protobuf:"varint,20,opt,name=revision,proto3" json:"revision,omitempty"`
+	Revision uint64 `protobuf:"varint,20,opt,name=revision,proto3" json:"revision,omitempty"`
+	// Output only. Firmware or software version, where an identifier revealed
+	// it (DHCP vendor class, SSDP SERVER, SNMP sysDescr, HL7 SFT, DICOM
+	// implementation version name, HTTP Server).
+	Firmware      string `protobuf:"bytes,21,opt,name=firmware,proto3" json:"firmware,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -601,6 +654,13 @@ func (x *Device) GetRevision() uint64 {
 		return x.Revision
 	}
 	return 0
+}
+
+func (x *Device) GetFirmware() string {
+	if x != nil {
+		return x.Firmware
+	}
+	return ""
 }
 
 // ListDevicesRequest lists devices. All filters are ANDed.
@@ -1171,7 +1231,7 @@ const file_medmesh_v1_device_proto_rawDesc = "" +
 	"\bEvidence\x12\x16\n" +
 	"\x06source\x18\x01 \x01(\tR\x06source\x12\x16\n" +
 	"\x06detail\x18\x02 \x01(\tR\x06detail\x12\x16\n" +
-	"\x06weight\x18\x03 \x01(\x01R\x06weight\"\xb8\x04\n" +
+	"\x06weight\x18\x03 \x01(\x01R\x06weight\"\xeb\x05\n" +
 	"\vIdentifiers\x12&\n" +
 	"\x0fdicom_ae_titles\x18\x01 \x03(\tR\rdicomAeTitles\x12\x19\n" +
 	"\bhl7_udis\x18\x02 \x03(\tR\ahl7Udis\x128\n" +
@@ -1188,7 +1248,12 @@ const file_medmesh_v1_device_proto_rawDesc = "" +
 	"\x15dicom_implementations\x18\f \x03(\tR\x14dicomImplementations\x12!\n" +
 	"\fserver_names\x18\r \x03(\tR\vserverNames\x12\x1f\n" +
 	"\vuser_agents\x18\x0e \x03(\tR\n" +
-	"userAgents\"\x8a\a\n" +
+	"userAgents\x12!\n" +
+	"\fhttp_servers\x18\x0f \x03(\tR\vhttpServers\x12!\n" +
+	"\fssdp_servers\x18\x10 \x03(\tR\vssdpServers\x12$\n" +
+	"\x0esnmp_sys_descr\x18\x11 \x01(\tR\fsnmpSysDescr\x12\"\n" +
+	"\rsnmp_sys_name\x18\x12 \x01(\tR\vsnmpSysName\x12!\n" +
+	"\fhl7_software\x18\x13 \x03(\tR\vhl7Software\"\xa6\a\n" +
 	"\x06Device\x12\x10\n" +
 	"\x03mac\x18\x01 \x01(\tR\x03mac\x12!\n" +
 	"\fip_addresses\x18\x02 \x03(\tR\vipAddresses\x12\x16\n" +
@@ -1211,7 +1276,8 @@ const file_medmesh_v1_device_proto_rawDesc = "" +
 	"\tlast_seen\x18\x11 \x01(\v2\x1a.google.protobuf.TimestampR\blastSeen\x12)\n" +
 	"\x04risk\x18\x12 \x01(\v2\x15.medmesh.v1.RiskScoreR\x04risk\x12$\n" +
 	"\x0elast_sensor_id\x18\x13 \x01(\tR\flastSensorId\x12\x1a\n" +
-	"\brevision\x18\x14 \x01(\x04R\brevision\x1a9\n" +
+	"\brevision\x18\x14 \x01(\x04R\brevision\x12\x1a\n" +
+	"\bfirmware\x18\x15 \x01(\tR\bfirmware\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xc0\x03\n" +
