@@ -219,7 +219,28 @@ func RestoreSnapshot(r io.Reader, o RestoreOptions) (*RestoreResult, error) {
 		// Leave the directory as fresh as it was.
 		return nil, errors.Join(err, clearDir(o.DataDir))
 	}
-	return res, os.RemoveAll(stage)
+	if err := os.RemoveAll(stage); err != nil {
+		return nil, err
+	}
+	return res, syncTree(o.DataDir)
+}
+
+// syncTree fsyncs every file and directory under dir: a restore is on disk
+// before it reports success.
+func syncTree(dir string) error {
+	return filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if !d.IsDir() && !d.Type().IsRegular() {
+			return nil
+		}
+		f, err := os.Open(p)
+		if err != nil {
+			return err
+		}
+		return errors.Join(f.Sync(), f.Close())
+	})
 }
 
 func clearDir(dir string) error {
