@@ -137,11 +137,10 @@ func Extract(r io.Reader, dir string) ([]string, error) {
 			break
 		}
 		if err != nil {
-			after := "the start"
-			if len(names) > 0 {
-				after = names[len(names)-1]
+			if len(names) == 0 {
+				return nil, fmt.Errorf("reading the archive's first member: %v: %w", err, ErrCorrupt)
 			}
-			return nil, fmt.Errorf("reading the archive after member %s: %v: %w", after, err, ErrCorrupt)
+			return nil, fmt.Errorf("reading the archive after member %s: %v: %w", names[len(names)-1], err, ErrCorrupt)
 		}
 		if manifest != nil {
 			return nil, fmt.Errorf("archive member %s follows %s: %w", hdr.Name, ManifestName, ErrCorrupt)
