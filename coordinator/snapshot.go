@@ -38,8 +38,9 @@ const (
 
 // dataDirSkip are the data directory's entries a snapshot archive does not
 // copy as files: Raft's own (the state travels as a snapshot), the audit
-// trail (exported cut at the snapshot's head) and a restore's staging.
-var dataDirSkip = []string{"raft", "snapshots", "audit", boltFile, boltMigrated}
+// trail (exported cut at the snapshot's head); also anything named
+// raft.db* (a raft-boltdb store, migrated or not) and a restore's staging.
+var dataDirSkip = []string{"raft", "snapshots", "audit"}
 
 const stagingPrefix = ".restore-"
 
@@ -305,7 +306,7 @@ func restoreStaged(r io.Reader, o RestoreOptions, stage string) (*RestoreResult,
 			dst = filepath.Join(auditDir, filepath.FromSlash(strings.TrimPrefix(n, archiveAudit)))
 		case strings.HasPrefix(n, archiveData):
 			dst = filepath.Join(o.DataDir, filepath.FromSlash(strings.TrimPrefix(n, archiveData)))
-			if top, _, _ := strings.Cut(strings.TrimPrefix(n, archiveData), "/"); slices.Contains(dataDirSkip, top) || strings.HasPrefix(top, stagingPrefix) {
+			if top, _, _ := strings.Cut(strings.TrimPrefix(n, archiveData), "/"); slices.Contains(dataDirSkip, top) || strings.HasPrefix(top, stagingPrefix) || strings.HasPrefix(top, "raft.db") {
 				return nil, fmt.Errorf("restore: archive member %s would overwrite the coordinator's own files: %w", n, backup.ErrCorrupt)
 			}
 		default:
