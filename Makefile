@@ -100,6 +100,7 @@ FUZZ_TARGETS := ./node/replay:FuzzCaptureReader \
 	./risk/internal/osv:FuzzParseRecord \
 	./risk/internal/osv:FuzzReadZip \
 	./coordinator/internal/api:FuzzValidateResolvedPeers \
+	./coordinator/internal/backup:FuzzExtract \
 	./enforcer/internal/resolve:FuzzAnswer \
 	./enforcer/internal/state:FuzzDecodeRecord \
 	./cmd/medmesh:FuzzParseConfig \

@@ -47,6 +47,7 @@ func newRootCmd() *cobra.Command {
 		newTLSCmd(),
 		newKeygenCmd(),
 		newAuditCmd(),
+		newSnapshotCmd(),
 		newIntelCmd(),
 		newRiskCmd(),
 		newGenManCmd(),

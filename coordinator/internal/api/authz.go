@@ -33,6 +33,9 @@ func AuthzTable() authz.Table {
 		medmeshv1.ClusterService_RemoveMember_FullMethodName:       {pki.RoleCoordinator, pki.RoleApprover},
 		medmeshv1.ClusterService_TransferLeadership_FullMethodName: {pki.RoleCoordinator, pki.RoleApprover},
 		medmeshv1.ClusterService_ReportMemberStatus_FullMethodName: {pki.RoleSensor, pki.RoleEnforcer},
+		// A backup archive holds the whole state and the audit trail:
+		// approvers only (a follower forwards the call to the leader).
+		medmeshv1.ClusterService_SaveSnapshot_FullMethodName: {pki.RoleCoordinator, pki.RoleApprover},
 
 		medmeshv1.InventoryService_ListDevices_FullMethodName:  readers,
 		medmeshv1.InventoryService_GetDevice_FullMethodName:    readers,

@@ -7,6 +7,7 @@ package api
 import (
 	"context"
 	"errors"
+	"io"
 	"log/slog"
 	"strings"
 	"time"
@@ -70,6 +71,8 @@ type Backend interface {
 	Remove(ctx context.Context, id string) (uint64, error)
 	// Transfer hands leadership to target ("" = any) (leader only).
 	Transfer(ctx context.Context, target string) (string, error)
+	// SaveSnapshot writes a backup archive of the state to w (leader only).
+	SaveSnapshot(ctx context.Context, w io.Writer) (*medmeshv1.SnapshotSummary, error)
 }
 
 // Config tunes the services.

@@ -695,6 +695,190 @@ func (*ReportMemberStatusResponse) Descriptor() ([]byte, []int) {
 	return file_medmesh_v1_cluster_proto_rawDescGZIP(), []int{10}
 }
 
+// SaveSnapshotRequest asks for a backup archive.
+type SaveSnapshotRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SaveSnapshotRequest) Reset() {
+	*x = SaveSnapshotRequest{}
+	mi := &file_medmesh_v1_cluster_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SaveSnapshotRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SaveSnapshotRequest) ProtoMessage() {}
+
+func (x *SaveSnapshotRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_medmesh_v1_cluster_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SaveSnapshotRequest.ProtoReflect.Descriptor instead.
+func (*SaveSnapshotRequest) Descriptor() ([]byte, []int) {
+	return file_medmesh_v1_cluster_proto_rawDescGZIP(), []int{11}
+}
+
+// SaveSnapshotResponse is the next piece of the archive; the last message
+// carries the summary instead.
+type SaveSnapshotResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The archive's next bytes (a gzip-compressed tar).
+	Chunk []byte `protobuf:"bytes,1,opt,name=chunk,proto3" json:"chunk,omitempty"`
+	// Last message only.
+	Summary       *SnapshotSummary `protobuf:"bytes,2,opt,name=summary,proto3" json:"summary,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SaveSnapshotResponse) Reset() {
+	*x = SaveSnapshotResponse{}
+	mi := &file_medmesh_v1_cluster_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SaveSnapshotResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SaveSnapshotResponse) ProtoMessage() {}
+
+func (x *SaveSnapshotResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_medmesh_v1_cluster_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SaveSnapshotResponse.ProtoReflect.Descriptor instead.
+func (*SaveSnapshotResponse) Descriptor() ([]byte, []int) {
+	return file_medmesh_v1_cluster_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *SaveSnapshotResponse) GetChunk() []byte {
+	if x != nil {
+		return x.Chunk
+	}
+	return nil
+}
+
+func (x *SaveSnapshotResponse) GetSummary() *SnapshotSummary {
+	if x != nil {
+		return x.Summary
+	}
+	return nil
+}
+
+// SnapshotSummary describes a saved archive.
+type SnapshotSummary struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Raft index and term of the snapshot.
+	Index uint64 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	Term  uint64 `protobuf:"varint,2,opt,name=term,proto3" json:"term,omitempty"`
+	// SHA-256 of the replicated state at index (hex), the digest replicas
+	// that applied the same log agree on; a restore reports the same.
+	StateHash string `protobuf:"bytes,3,opt,name=state_hash,json=stateHash,proto3" json:"state_hash,omitempty"`
+	// The audit head the archive's segments end at.
+	AuditHeadSeq uint64 `protobuf:"varint,4,opt,name=audit_head_seq,json=auditHeadSeq,proto3" json:"audit_head_seq,omitempty"`
+	// Files in the archive besides the manifest.
+	Files uint32 `protobuf:"varint,5,opt,name=files,proto3" json:"files,omitempty"`
+	// Coordinator that made it.
+	ServedBy      string `protobuf:"bytes,6,opt,name=served_by,json=servedBy,proto3" json:"served_by,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SnapshotSummary) Reset() {
+	*x = SnapshotSummary{}
+	mi := &file_medmesh_v1_cluster_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SnapshotSummary) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SnapshotSummary) ProtoMessage() {}
+
+func (x *SnapshotSummary) ProtoReflect() protoreflect.Message {
+	mi := &file_medmesh_v1_cluster_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SnapshotSummary.ProtoReflect.Descriptor instead.
+func (*SnapshotSummary) Descriptor() ([]byte, []int) {
+	return file_medmesh_v1_cluster_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *SnapshotSummary) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *SnapshotSummary) GetTerm() uint64 {
+	if x != nil {
+		return x.Term
+	}
+	return 0
+}
+
+func (x *SnapshotSummary) GetStateHash() string {
+	if x != nil {
+		return x.StateHash
+	}
+	return ""
+}
+
+func (x *SnapshotSummary) GetAuditHeadSeq() uint64 {
+	if x != nil {
+		return x.AuditHeadSeq
+	}
+	return 0
+}
+
+func (x *SnapshotSummary) GetFiles() uint32 {
+	if x != nil {
+		return x.Files
+	}
+	return 0
+}
+
+func (x *SnapshotSummary) GetServedBy() string {
+	if x != nil {
+		return x.ServedBy
+	}
+	return ""
+}
+
 var File_medmesh_v1_cluster_proto protoreflect.FileDescriptor
 
 const file_medmesh_v1_cluster_proto_rawDesc = "" +
@@ -745,13 +929,26 @@ const file_medmesh_v1_cluster_proto_rawDesc = "" +
 	"\x19ReportMemberStatusRequest\x12*\n" +
 	"\x06member\x18\x01 \x01(\v2\x12.medmesh.v1.MemberR\x06member\x12?\n" +
 	"\x0eresolved_peers\x18\x02 \x03(\v2\x18.medmesh.v1.ResolvedPeerR\rresolvedPeers\"\x1c\n" +
-	"\x1aReportMemberStatusResponse2\xdc\x03\n" +
+	"\x1aReportMemberStatusResponse\"\x15\n" +
+	"\x13SaveSnapshotRequest\"c\n" +
+	"\x14SaveSnapshotResponse\x12\x14\n" +
+	"\x05chunk\x18\x01 \x01(\fR\x05chunk\x125\n" +
+	"\asummary\x18\x02 \x01(\v2\x1b.medmesh.v1.SnapshotSummaryR\asummary\"\xb3\x01\n" +
+	"\x0fSnapshotSummary\x12\x14\n" +
+	"\x05index\x18\x01 \x01(\x04R\x05index\x12\x12\n" +
+	"\x04term\x18\x02 \x01(\x04R\x04term\x12\x1d\n" +
+	"\n" +
+	"state_hash\x18\x03 \x01(\tR\tstateHash\x12$\n" +
+	"\x0eaudit_head_seq\x18\x04 \x01(\x04R\fauditHeadSeq\x12\x14\n" +
+	"\x05files\x18\x05 \x01(\rR\x05files\x12\x1b\n" +
+	"\tserved_by\x18\x06 \x01(\tR\bservedBy2\xb1\x04\n" +
 	"\x0eClusterService\x12]\n" +
 	"\x10GetClusterStatus\x12#.medmesh.v1.GetClusterStatusRequest\x1a$.medmesh.v1.GetClusterStatusResponse\x12N\n" +
 	"\vJoinCluster\x12\x1e.medmesh.v1.JoinClusterRequest\x1a\x1f.medmesh.v1.JoinClusterResponse\x12Q\n" +
 	"\fRemoveMember\x12\x1f.medmesh.v1.RemoveMemberRequest\x1a .medmesh.v1.RemoveMemberResponse\x12c\n" +
 	"\x12TransferLeadership\x12%.medmesh.v1.TransferLeadershipRequest\x1a&.medmesh.v1.TransferLeadershipResponse\x12c\n" +
-	"\x12ReportMemberStatus\x12%.medmesh.v1.ReportMemberStatusRequest\x1a&.medmesh.v1.ReportMemberStatusResponseB7Z5github.com/medmesh/medmesh/proto/medmesh/v1;medmeshv1b\x06proto3"
+	"\x12ReportMemberStatus\x12%.medmesh.v1.ReportMemberStatusRequest\x1a&.medmesh.v1.ReportMemberStatusResponse\x12S\n" +
+	"\fSaveSnapshot\x12\x1f.medmesh.v1.SaveSnapshotRequest\x1a .medmesh.v1.SaveSnapshotResponse0\x01B7Z5github.com/medmesh/medmesh/proto/medmesh/v1;medmeshv1b\x06proto3"
 
 var (
 	file_medmesh_v1_cluster_proto_rawDescOnce sync.Once
@@ -765,7 +962,7 @@ func file_medmesh_v1_cluster_proto_rawDescGZIP() []byte {
 	return file_medmesh_v1_cluster_proto_rawDescData
 }
 
-var file_medmesh_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_medmesh_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_medmesh_v1_cluster_proto_goTypes = []any{
 	(*Member)(nil),                     // 0: medmesh.v1.Member
 	(*GetClusterStatusRequest)(nil),    // 1: medmesh.v1.GetClusterStatusRequest
@@ -778,33 +975,39 @@ var file_medmesh_v1_cluster_proto_goTypes = []any{
 	(*TransferLeadershipResponse)(nil), // 8: medmesh.v1.TransferLeadershipResponse
 	(*ReportMemberStatusRequest)(nil),  // 9: medmesh.v1.ReportMemberStatusRequest
 	(*ReportMemberStatusResponse)(nil), // 10: medmesh.v1.ReportMemberStatusResponse
-	(*timestamppb.Timestamp)(nil),      // 11: google.protobuf.Timestamp
-	(ReadConsistency)(0),               // 12: medmesh.v1.ReadConsistency
-	(*ReadInfo)(nil),                   // 13: medmesh.v1.ReadInfo
-	(*ResolvedPeer)(nil),               // 14: medmesh.v1.ResolvedPeer
+	(*SaveSnapshotRequest)(nil),        // 11: medmesh.v1.SaveSnapshotRequest
+	(*SaveSnapshotResponse)(nil),       // 12: medmesh.v1.SaveSnapshotResponse
+	(*SnapshotSummary)(nil),            // 13: medmesh.v1.SnapshotSummary
+	(*timestamppb.Timestamp)(nil),      // 14: google.protobuf.Timestamp
+	(ReadConsistency)(0),               // 15: medmesh.v1.ReadConsistency
+	(*ReadInfo)(nil),                   // 16: medmesh.v1.ReadInfo
+	(*ResolvedPeer)(nil),               // 17: medmesh.v1.ResolvedPeer
 }
 var file_medmesh_v1_cluster_proto_depIdxs = []int32{
-	11, // 0: medmesh.v1.Member.last_seen:type_name -> google.protobuf.Timestamp
-	12, // 1: medmesh.v1.GetClusterStatusRequest.consistency:type_name -> medmesh.v1.ReadConsistency
+	14, // 0: medmesh.v1.Member.last_seen:type_name -> google.protobuf.Timestamp
+	15, // 1: medmesh.v1.GetClusterStatusRequest.consistency:type_name -> medmesh.v1.ReadConsistency
 	0,  // 2: medmesh.v1.GetClusterStatusResponse.members:type_name -> medmesh.v1.Member
-	13, // 3: medmesh.v1.GetClusterStatusResponse.read_info:type_name -> medmesh.v1.ReadInfo
+	16, // 3: medmesh.v1.GetClusterStatusResponse.read_info:type_name -> medmesh.v1.ReadInfo
 	0,  // 4: medmesh.v1.ReportMemberStatusRequest.member:type_name -> medmesh.v1.Member
-	14, // 5: medmesh.v1.ReportMemberStatusRequest.resolved_peers:type_name -> medmesh.v1.ResolvedPeer
-	1,  // 6: medmesh.v1.ClusterService.GetClusterStatus:input_type -> medmesh.v1.GetClusterStatusRequest
-	3,  // 7: medmesh.v1.ClusterService.JoinCluster:input_type -> medmesh.v1.JoinClusterRequest
-	5,  // 8: medmesh.v1.ClusterService.RemoveMember:input_type -> medmesh.v1.RemoveMemberRequest
-	7,  // 9: medmesh.v1.ClusterService.TransferLeadership:input_type -> medmesh.v1.TransferLeadershipRequest
-	9,  // 10: medmesh.v1.ClusterService.ReportMemberStatus:input_type -> medmesh.v1.ReportMemberStatusRequest
-	2,  // 11: medmesh.v1.ClusterService.GetClusterStatus:output_type -> medmesh.v1.GetClusterStatusResponse
-	4,  // 12: medmesh.v1.ClusterService.JoinCluster:output_type -> medmesh.v1.JoinClusterResponse
-	6,  // 13: medmesh.v1.ClusterService.RemoveMember:output_type -> medmesh.v1.RemoveMemberResponse
-	8,  // 14: medmesh.v1.ClusterService.TransferLeadership:output_type -> medmesh.v1.TransferLeadershipResponse
-	10, // 15: medmesh.v1.ClusterService.ReportMemberStatus:output_type -> medmesh.v1.ReportMemberStatusResponse
-	11, // [11:16] is the sub-list for method output_type
-	6,  // [6:11] is the sub-list for method input_type
-	6,  // [6:6] is the sub-list for extension type_name
-	6,  // [6:6] is the sub-list for extension extendee
-	0,  // [0:6] is the sub-list for field type_name
+	17, // 5: medmesh.v1.ReportMemberStatusRequest.resolved_peers:type_name -> medmesh.v1.ResolvedPeer
+	13, // 6: medmesh.v1.SaveSnapshotResponse.summary:type_name -> medmesh.v1.SnapshotSummary
+	1,  // 7: medmesh.v1.ClusterService.GetClusterStatus:input_type -> medmesh.v1.GetClusterStatusRequest
+	3,  // 8: medmesh.v1.ClusterService.JoinCluster:input_type -> medmesh.v1.JoinClusterRequest
+	5,  // 9: medmesh.v1.ClusterService.RemoveMember:input_type -> medmesh.v1.RemoveMemberRequest
+	7,  // 10: medmesh.v1.ClusterService.TransferLeadership:input_type -> medmesh.v1.TransferLeadershipRequest
+	9,  // 11: medmesh.v1.ClusterService.ReportMemberStatus:input_type -> medmesh.v1.ReportMemberStatusRequest
+	11, // 12: medmesh.v1.ClusterService.SaveSnapshot:input_type -> medmesh.v1.SaveSnapshotRequest
+	2,  // 13: medmesh.v1.ClusterService.GetClusterStatus:output_type -> medmesh.v1.GetClusterStatusResponse
+	4,  // 14: medmesh.v1.ClusterService.JoinCluster:output_type -> medmesh.v1.JoinClusterResponse
+	6,  // 15: medmesh.v1.ClusterService.RemoveMember:output_type -> medmesh.v1.RemoveMemberResponse
+	8,  // 16: medmesh.v1.ClusterService.TransferLeadership:output_type -> medmesh.v1.TransferLeadershipResponse
+	10, // 17: medmesh.v1.ClusterService.ReportMemberStatus:output_type -> medmesh.v1.ReportMemberStatusResponse
+	12, // 18: medmesh.v1.ClusterService.SaveSnapshot:output_type -> medmesh.v1.SaveSnapshotResponse
+	13, // [13:19] is the sub-list for method output_type
+	7,  // [7:13] is the sub-list for method input_type
+	7,  // [7:7] is the sub-list for extension type_name
+	7,  // [7:7] is the sub-list for extension extendee
+	0,  // [0:7] is the sub-list for field type_name
 }
 
 func init() { file_medmesh_v1_cluster_proto_init() }
@@ -820,7 +1023,7 @@ func file_medmesh_v1_cluster_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_medmesh_v1_cluster_proto_rawDesc), len(file_medmesh_v1_cluster_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   11,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -24,6 +24,7 @@ const (
 	ClusterService_RemoveMember_FullMethodName       = "/medmesh.v1.ClusterService/RemoveMember"
 	ClusterService_TransferLeadership_FullMethodName = "/medmesh.v1.ClusterService/TransferLeadership"
 	ClusterService_ReportMemberStatus_FullMethodName = "/medmesh.v1.ClusterService/ReportMemberStatus"
+	ClusterService_SaveSnapshot_FullMethodName       = "/medmesh.v1.ClusterService/SaveSnapshot"
 )
 
 // ClusterServiceClient is the client API for ClusterService service.
@@ -46,6 +47,13 @@ type ClusterServiceClient interface {
 	// for enforcers, their applied decision index and the addresses they
 	// installed for DNS-named policy peers. Not replicated through Raft.
 	ReportMemberStatus(ctx context.Context, in *ReportMemberStatusRequest, opts ...grpc.CallOption) (*ReportMemberStatusResponse, error)
+	// SaveSnapshot streams a backup archive of the cluster's state, made on
+	// the leader (forwarded to it): a Raft snapshot taken now, the audit
+	// segments up to the snapshot's audit head, and the other files of the
+	// leader's data directory (the risk bundle store), with the SHA-256 of
+	// every file. `medmesh snapshot restore` writes it into a fresh data
+	// directory offline. Approvers only: it holds the whole state.
+	SaveSnapshot(ctx context.Context, in *SaveSnapshotRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SaveSnapshotResponse], error)
 }
 
 type clusterServiceClient struct {
@@ -106,6 +114,25 @@ func (c *clusterServiceClient) ReportMemberStatus(ctx context.Context, in *Repor
 	return out, nil
 }
 
+func (c *clusterServiceClient) SaveSnapshot(ctx context.Context, in *SaveSnapshotRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SaveSnapshotResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &ClusterService_ServiceDesc.Streams[0], ClusterService_SaveSnapshot_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[SaveSnapshotRequest, SaveSnapshotResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type ClusterService_SaveSnapshotClient = grpc.ServerStreamingClient[SaveSnapshotResponse]
+
 // ClusterServiceServer is the server API for ClusterService service.
 // All implementations must embed UnimplementedClusterServiceServer
 // for forward compatibility.
@@ -126,6 +153,13 @@ type ClusterServiceServer interface {
 	// for enforcers, their applied decision index and the addresses they
 	// installed for DNS-named policy peers. Not replicated through Raft.
 	ReportMemberStatus(context.Context, *ReportMemberStatusRequest) (*ReportMemberStatusResponse, error)
+	// SaveSnapshot streams a backup archive of the cluster's state, made on
+	// the leader (forwarded to it): a Raft snapshot taken now, the audit
+	// segments up to the snapshot's audit head, and the other files of the
+	// leader's data directory (the risk bundle store), with the SHA-256 of
+	// every file. `medmesh snapshot restore` writes it into a fresh data
+	// directory offline. Approvers only: it holds the whole state.
+	SaveSnapshot(*SaveSnapshotRequest, grpc.ServerStreamingServer[SaveSnapshotResponse]) error
 	mustEmbedUnimplementedClusterServiceServer()
 }
 
@@ -150,6 +184,9 @@ func (UnimplementedClusterServiceServer) TransferLeadership(context.Context, *Tr
 }
 func (UnimplementedClusterServiceServer) ReportMemberStatus(context.Context, *ReportMemberStatusRequest) (*ReportMemberStatusResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ReportMemberStatus not implemented")
+}
+func (UnimplementedClusterServiceServer) SaveSnapshot(*SaveSnapshotRequest, grpc.ServerStreamingServer[SaveSnapshotResponse]) error {
+	return status.Error(codes.Unimplemented, "method SaveSnapshot not implemented")
 }
 func (UnimplementedClusterServiceServer) mustEmbedUnimplementedClusterServiceServer() {}
 func (UnimplementedClusterServiceServer) testEmbeddedByValue()                        {}
@@ -262,6 +299,17 @@ func _ClusterService_ReportMemberStatus_Handler(srv interface{}, ctx context.Con
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ClusterService_SaveSnapshot_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(SaveSnapshotRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(ClusterServiceServer).SaveSnapshot(m, &grpc.GenericServerStream[SaveSnapshotRequest, SaveSnapshotResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type ClusterService_SaveSnapshotServer = grpc.ServerStreamingServer[SaveSnapshotResponse]
+
 // ClusterService_ServiceDesc is the grpc.ServiceDesc for ClusterService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -290,6 +338,12 @@ var ClusterService_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _ClusterService_ReportMemberStatus_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "SaveSnapshot",
+			Handler:       _ClusterService_SaveSnapshot_Handler,
+			ServerStreams: true,
+		},
+	},
 	Metadata: "medmesh/v1/cluster.proto",
 }
