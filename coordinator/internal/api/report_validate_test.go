@@ -28,7 +28,9 @@ func goodReport() *medmeshv1.ReportRequest {
 			DeviceMac: "02:00:00:00:00:07", DeviceIp: "10.1.0.7", PeerIp: "10.9.0.5", Protocol: 6, Port: 2575, Direction: out, Flows: 3}}},
 		{Seq: 4, Record: &medmeshv1.SensorRecord_Alert{Alert: &medmeshv1.Alert{
 			DeviceMac: "02:00:00:00:00:07", Kind: "scan", Risk: &medmeshv1.RiskScore{Score: 80},
-			Flow: &medmeshv1.FlowRef{Src: "10.1.0.7", Dst: "10.9.0.9", Sport: 40000, Dport: 22, Proto: 6}}}},
+			Flow:  &medmeshv1.FlowRef{Src: "10.1.0.7", Dst: "10.9.0.9", Sport: 40000, Dport: 22, Proto: 6},
+			Scan:  &medmeshv1.ScanEvidence{Patterns: []string{"vertical"}, Peers: []string{"10.9.0.9"}, ServiceNames: []string{"tcp/22"}},
+			Login: &medmeshv1.LoginEvidence{Protocol: "telnet", Account: "admin", Accounts: []string{"admin"}}}}},
 	}}
 }
 
@@ -62,6 +64,16 @@ func TestValidateReportRejectsOutOfRange(t *testing.T) {
 		"records[3].alert.flow.port":                func(r *medmeshv1.ReportRequest) { r.Records[3].GetAlert().Flow.Sport = 70000 },
 		"records[3].alert.state":                    func(r *medmeshv1.ReportRequest) { r.Records[3].GetAlert().State = 77 },
 		"records[3]":                                func(r *medmeshv1.ReportRequest) { r.Records[3].Record = nil },
+		"records[3].alert.scan.peers[0]":            func(r *medmeshv1.ReportRequest) { r.Records[3].GetAlert().Scan.Peers[0] = "10.9.0" },
+		"records[3].alert.scan.service_names": func(r *medmeshv1.ReportRequest) {
+			r.Records[3].GetAlert().Scan.ServiceNames = make([]string, 65)
+		},
+		"records[3].alert.login.account": func(r *medmeshv1.ReportRequest) {
+			r.Records[3].GetAlert().Login.Account = strings.Repeat("a", 5000)
+		},
+		"records[3].alert.login.accounts[0]": func(r *medmeshv1.ReportRequest) {
+			r.Records[3].GetAlert().Login.Accounts[0] = strings.Repeat("a", 5000)
+		},
 		"records[3].alert.risk.factors[0].weight": func(r *medmeshv1.ReportRequest) {
 			r.Records[3].GetAlert().Risk.Factors = []*medmeshv1.RiskFactor{{Weight: -5}}
 		},
