@@ -35,8 +35,7 @@ func (c cpuClock) report(b *testing.B, unit string) {
 func fastPath(tb testing.TB, devices, records int) (*Engine, []flow.Record) {
 	tb.Helper()
 	c := testConfig()
-	c.Score.FanOutWindow = time.Minute
-	c.Score.FanOutPeers = 64
+	c.Scan.Window = time.Minute
 	e := newEngine(tb, c)
 	mk := func(i int, ts int64) flow.Record {
 		d := i % devices

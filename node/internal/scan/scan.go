@@ -230,6 +230,8 @@ type Detector struct {
 	cfg     Config
 	src     map[netip.Addr]*window
 	dropped uint64
+	// reported is when each source was last reported, kept two windows.
+	reported map[netip.Addr]int64
 }
 
 // New returns a detector.
@@ -237,7 +239,7 @@ func New(cfg Config) (*Detector, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &Detector{cfg: cfg, src: make(map[netip.Addr]*window)}, nil
+	return &Detector{cfg: cfg, src: make(map[netip.Addr]*window), reported: make(map[netip.Addr]int64)}, nil
 }
 
 // Dropped is how many observations were ignored because MaxSources
@@ -384,7 +386,28 @@ func (d *Detector) Probing(src netip.Addr, ns int64) bool {
 	return w.probes+len(w.arp)-w.arpAnswered >= d.cfg.Active
 }
 
+// Suspect reports whether src is Probing at ns, or was reported as a
+// scanner within the two windows before: what a device sends back to it
+// (an ICMP error) is an answer, not the device's behaviour.
+func (d *Detector) Suspect(src netip.Addr, ns int64) bool {
+	if d.Probing(src, ns) {
+		return true
+	}
+	t, ok := d.reported[src]
+	return ok && ns-t < 2*int64(d.cfg.Window) && ns >= t-int64(d.cfg.Window)
+}
+
 func (d *Detector) finding(src netip.Addr, w *window, pat []string, ns int64) *Finding {
+	if len(d.reported) >= d.cfg.MaxSources {
+		for s, t := range d.reported {
+			if ns-t >= 2*int64(d.cfg.Window) {
+				delete(d.reported, s)
+			}
+		}
+	}
+	if len(d.reported) < d.cfg.MaxSources {
+		d.reported[src] = ns
+	}
 	f := &Finding{Src: src, Patterns: pat, StartNs: w.start, TimeNs: ns, Window: d.cfg.Window,
 		ARPAsked: len(w.arp), ARPAnswered: w.arpAnswered}
 	for m := range w.methods {

@@ -92,6 +92,11 @@ func TestVertical(t *testing.T) {
 	if !d.Probing(scanner, ms(600)) || d.Probing(host(5), ms(600)) {
 		t.Error("Probing: the scanner is probing, its victim is not")
 	}
+	// After its window, a reported scanner stays suspect for two windows.
+	if d.Probing(scanner, ms(0)+int64(90*time.Second)) || !d.Suspect(scanner, ms(0)+int64(90*time.Second)) ||
+		d.Suspect(scanner, ms(0)+int64(3*time.Minute)) || d.Suspect(host(5), ms(600)) {
+		t.Error("Suspect: reported scanners stay suspect two windows, victims never")
+	}
 	// A new window: reported again when it crosses again.
 	later := ms(0) + int64(time.Minute)
 	n := 0
