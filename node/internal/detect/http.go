@@ -3,8 +3,6 @@ package detect
 import (
 	"bytes"
 	"encoding/base64"
-
-	"github.com/medmesh/medmesh/node/flow"
 )
 
 // HTTP/1.x over TCP, and SSDP (HTTP over UDP, UPnP Device Architecture
@@ -55,7 +53,8 @@ func httpMsg(st *State, s *sample, d *Detection, app string) bool {
 				if len(p) > 0 {
 					formLogin(st, s, p, &e)
 				} else if st != nil {
-					st.auth().form = true // the body comes in the next packet
+					l := st.auth()
+					l.form, l.client = true, s.dir // the body comes in the next packet
 				}
 			}
 			break // end of headers
@@ -95,7 +94,7 @@ func httpMsg(st *State, s *sample, d *Detection, app string) bool {
 			e.add(FieldModel, text(val, 64))
 		}
 	}
-	if status != 0 && st != nil && st.login != nil {
+	if status != 0 && st != nil && st.login != nil && s.dir != st.login.client {
 		httpAnswer(st.login, status, location, &e)
 	}
 	*d = e
@@ -178,10 +177,10 @@ func basicAuth(st *State, s *sample, val []byte, cut bool, e *Detection) {
 	if cut {
 		b64 = b64[:len(b64)/4*4]
 	}
-	x := Login{Protocol: AppHTTP, Method: "basic", Cleartext: true, Partial: cut, Subject: flow.Rev}
+	x := Login{Protocol: AppHTTP, Method: "basic", Cleartext: true, Partial: cut, Subject: other(s.dir)}
 	if len(b64) == 0 || len(b64) > 256 {
 		if cut {
-			httpLogin(st, x, e)
+			httpLogin(st, s, x, e)
 		}
 		return
 	}
@@ -199,16 +198,18 @@ func basicAuth(st *State, s *sample, val []byte, cut bool, e *Detection) {
 		x.User = text(dec, 64) // the user name itself may be cut
 	}
 	clear(buf[:])
-	httpLogin(st, x, e)
+	httpLogin(st, s, x, e)
 }
 
 // httpLogin records a login sent in a request: it waits for the response.
-func httpLogin(st *State, x Login, e *Detection) {
+func httpLogin(st *State, s *sample, x Login, e *Detection) {
 	if st == nil {
 		e.Logins = append(e.Logins, x)
 		return
 	}
-	st.auth().sent(x, e)
+	l := st.auth()
+	l.client = s.dir
+	l.sent(x, e)
 }
 
 // Form field names that carry the account and the password.
@@ -265,9 +266,9 @@ func formLogin(st *State, s *sample, body []byte, e *Detection) {
 		}
 	}
 	if havePass {
-		x := Login{Protocol: AppHTTP, Method: "form", User: user, Cleartext: true, Partial: partial, Subject: flow.Rev}
+		x := Login{Protocol: AppHTTP, Method: "form", User: user, Cleartext: true, Partial: partial, Subject: other(s.dir)}
 		x.Default = !partial && isDefault(s.def, AppHTTP, user, pass[:np])
-		st.auth().sent(x, e)
+		httpLogin(st, s, x, e)
 	}
 	clear(pass[:])
 }
@@ -275,8 +276,8 @@ func formLogin(st *State, s *sample, body []byte, e *Detection) {
 // formBody reads the body of a form post that came in the packet after
 // its headers.
 func formBody(st *State, s *sample, e *Detection) {
-	if st.login == nil || !st.login.form || s.dir != flow.Fwd {
-		if st.login != nil && s.dir == flow.Rev {
+	if st.login == nil || !st.login.form || s.dir != st.login.client {
+		if st.login != nil && s.dir != st.login.client {
 			st.login.unanswered(e)
 		}
 		return

@@ -29,7 +29,11 @@ const (
 
 // login is a flow's login state.
 type login struct {
-	phase loginPhase
+	// client is the direction the client sends in: Fwd unless the content
+	// showed otherwise (a capture or a sensor that started mid-flow sees
+	// the server's packet first).
+	client flow.Dir
+	phase  loginPhase
 	// done: the login succeeded or went encrypted; nothing more to follow
 	// (Telnet, FTP).
 	done bool
@@ -54,6 +58,16 @@ func (st *State) auth() *login {
 		st.login = &login{}
 	}
 	return st.login
+}
+
+// server is the direction the server sends in.
+func (l *login) server() flow.Dir { return other(l.client) }
+
+func other(d flow.Dir) flow.Dir {
+	if d == flow.Fwd {
+		return flow.Rev
+	}
+	return flow.Fwd
 }
 
 // sent records a login whose answer is awaited. A login still waiting is
@@ -115,7 +129,8 @@ func telnet(st *State, s *sample, d *Detection) bool {
 			if _, ok := stripIAC(p, scratch[:]); !ok {
 				return false
 			}
-		case s.dir == flow.Rev && consolePrompt(p):
+		case consolePrompt(p):
+			st.auth().client = other(s.dir) // the console prompts its client
 		default:
 			return false
 		}
@@ -126,7 +141,7 @@ func telnet(st *State, s *sample, d *Detection) bool {
 	var buf [128]byte
 	data, _ := stripIAC(s.p, buf[:])
 	if !l.done {
-		if s.dir == flow.Rev {
+		if s.dir == l.server() {
 			serverText(l, data, s.def, &e)
 		} else {
 			typed(l, data, s.def, &e)
@@ -251,7 +266,7 @@ func typed(l *login, data []byte, def Defaults, e *Detection) {
 			switch {
 			case c == '\r' || c == '\n':
 				user := text(l.user[:l.nu], maxLogin)
-				l.sent(Login{Protocol: AppTelnet, User: user, Cleartext: true, Subject: flow.Rev,
+				l.sent(Login{Protocol: AppTelnet, User: user, Cleartext: true, Subject: l.server(),
 					Default: isDefault(def, AppTelnet, user, l.pass[:l.np])}, e)
 				l.wipe()
 				l.phase = phaseAnswer
@@ -311,25 +326,22 @@ func stripIAC(p []byte, out []byte) (data []byte, ok bool) {
 func ftp(st *State, s *sample, d *Detection) bool {
 	p := s.p
 	if st.app == "" {
-		if s.dir == flow.Rev {
+		if len(p) >= 4 && string(p[:3]) == "220" && (p[3] == ' ' || p[3] == '-') {
 			// A 220 greeting: SMTP greets with 220 too, so wait for the
 			// client's first command unless the greeting names FTP.
-			if len(p) >= 4 && string(p[:3]) == "220" && (p[3] == ' ' || p[3] == '-') {
-				line := p
-				if i := bytes.IndexByte(line, '\n'); i >= 0 {
-					line = line[:i]
-				}
-				if indexFold(line, "smtp") >= 0 {
-					return false
-				}
-				st.ftpBanner = true
-				if indexFold(line, "ftp") < 0 {
-					return false
-				}
-			} else {
+			line := p
+			if i := bytes.IndexByte(line, '\n'); i >= 0 {
+				line = line[:i]
+			}
+			if indexFold(line, "smtp") >= 0 {
 				return false
 			}
-		} else if !st.ftpBanner || !ftpCommand(p) {
+			st.ftpBanner = true
+			st.auth().client = other(s.dir)
+			if indexFold(line, "ftp") < 0 {
+				return false
+			}
+		} else if !st.ftpBanner || !ftpCommand(p) || st.login != nil && s.dir != st.login.client {
 			return false
 		}
 	}
@@ -347,7 +359,7 @@ func ftp(st *State, s *sample, d *Detection) bool {
 		line = nil // a line cut by the sample
 	}
 	line = bytes.TrimRight(line, "\r")
-	if s.dir == flow.Rev {
+	if s.dir == l.server() {
 		ftpReply(l, line, &e)
 		*d = e
 		return true
@@ -361,7 +373,7 @@ func ftp(st *State, s *sample, d *Detection) bool {
 	case hasPrefixFold(line, "PASS ") || len(line) == 4 && hasPrefixFold(line, "PASS"):
 		arg := bytes.TrimPrefix(line[4:], []byte(" "))
 		user := text(l.user[:l.nu], maxLogin)
-		l.sent(Login{Protocol: AppFTP, User: user, Cleartext: true, Subject: flow.Rev,
+		l.sent(Login{Protocol: AppFTP, User: user, Cleartext: true, Subject: l.server(),
 			Default: isDefault(s.def, AppFTP, user, arg[:min(len(arg), 64)])}, &e)
 		l.phase = phaseAnswer
 	case hasPrefixFold(line, "AUTH TLS") || hasPrefixFold(line, "AUTH SSL"):
@@ -394,7 +406,7 @@ func ftpReply(l *login, line []byte, e *Detection) {
 		if code == "230" || code == "232" {
 			user := text(l.user[:l.nu], maxLogin)
 			e.Logins = append(e.Logins, Login{Protocol: AppFTP, User: user, Cleartext: true, NoPassword: true,
-				Default: true, Outcome: Accepted, Subject: flow.Rev})
+				Default: true, Outcome: Accepted, Subject: l.server()})
 			l.done = true
 		}
 	}

@@ -313,3 +313,22 @@ func TestParseARP(t *testing.T) {
 		t.Fatal("short packet accepted")
 	}
 }
+
+// TestServerSeenFirst: a capture (or a sensor) that starts mid-handshake
+// orients the flow from the server's first packet; the login is still
+// followed, from the side that sends it, to the side that answers.
+func TestServerSeenFirst(t *testing.T) {
+	connect := "\x10\x1d\x00\x04MQTT\x04\xc2\x00\x3c\x00\x03dev\x00\x05admin\x00\x05admin"
+	got, _ := run(t, tcpTuple, []step{{flow.Rev, connect}, {flow.Fwd, "\x20\x02\x00\x00"}})
+	want(t, got, Login{Protocol: AppMQTT, User: "admin", Cleartext: true, Default: true, Outcome: Accepted, Subject: flow.Fwd})
+	got, _ = run(t, tcpTuple, []step{{flow.Fwd, "\r\nconsole\r\nlogin: "}, {flow.Rev, "admin\r\n"}, {flow.Fwd, "Password: "},
+		{flow.Rev, "admin\r\n"}, {flow.Fwd, "\r\n# "}})
+	want(t, got, Login{Protocol: AppTelnet, User: "admin", Cleartext: true, Default: true, Outcome: Accepted, Subject: flow.Fwd})
+	got, _ = run(t, tcpTuple, []step{{flow.Fwd, "220 ProFTPD Server\r\n"}, {flow.Rev, "USER ftp\r\n"}, {flow.Fwd, "331 Password\r\n"},
+		{flow.Rev, "PASS x\r\n"}, {flow.Fwd, "230 OK\r\n"}})
+	want(t, got, Login{Protocol: AppFTP, User: "ftp", Cleartext: true, Default: true, Outcome: Accepted, Subject: flow.Fwd})
+	got, _ = run(t, tcpTuple, []step{{flow.Fwd, "RFB 003.008\n"}, {flow.Rev, "RFB 003.008\n"}, {flow.Fwd, "\x01\x01"}, {flow.Rev, "\x01"}, {flow.Fwd, "\x00\x00\x00\x00"}})
+	want(t, got, Login{Protocol: AppVNC, Method: "none", NoPassword: true, Default: true, Outcome: Accepted, Subject: flow.Fwd})
+	got, _ = run(t, tcpTuple, []step{{flow.Rev, "GET / HTTP/1.1\r\nAuthorization: Basic YWRtaW46YWRtaW4=\r\n\r\n"}, {flow.Fwd, "HTTP/1.1 200 OK\r\n\r\n"}})
+	want(t, got, Login{Protocol: AppHTTP, Method: "basic", User: "admin", Cleartext: true, Default: true, Outcome: Accepted, Subject: flow.Fwd})
+}

@@ -1,7 +1,5 @@
 package detect
 
-import "github.com/medmesh/medmesh/node/flow"
-
 // MQTT CONNECT (MQTT 3.1 "MQIsdp", 3.1.1 and 5.0 "MQTT"): fixed header
 // 0x10, remaining length, protocol name, level, flags, keep-alive,
 // (v5 properties), then client id, will topic and payload, user name and
@@ -71,12 +69,12 @@ func mqtt(st *State, s *sample, d *Detection) bool {
 	var user, pass []byte
 	if flags&0x80 != 0 {
 		if user, i, ok = mqttString(p, i); !ok {
-			mqttLogin(st, Login{Protocol: AppMQTT, Cleartext: flags&0x40 != 0, Partial: true, Subject: flow.Rev}, d)
+			mqttLogin(st, s, Login{Protocol: AppMQTT, Cleartext: flags&0x40 != 0, Partial: true, Subject: other(s.dir)}, d)
 			return true
 		}
 		d.add(FieldMQTTUser, text(user, maxValue))
 	}
-	x := Login{Protocol: AppMQTT, User: text(user, maxValue), Subject: flow.Rev}
+	x := Login{Protocol: AppMQTT, User: text(user, maxValue), Subject: other(s.dir)}
 	switch {
 	case flags&0x40 != 0:
 		x.Cleartext = true
@@ -93,22 +91,24 @@ func mqtt(st *State, s *sample, d *Detection) bool {
 	default:
 		return true // an anonymous client: no login
 	}
-	mqttLogin(st, x, d)
+	mqttLogin(st, s, x, d)
 	return true
 }
 
-func mqttLogin(st *State, x Login, d *Detection) {
+func mqttLogin(st *State, s *sample, x Login, d *Detection) {
 	if st == nil {
 		d.Logins = append(d.Logins, x)
 		return
 	}
-	st.auth().sent(x, d)
+	l := st.auth()
+	l.client = s.dir // the client sends CONNECT
+	l.sent(x, d)
 }
 
 // mqttConnack reads the broker's CONNACK, answering a waiting login.
 func mqttConnack(st *State, s *sample, d *Detection) {
 	l := st.login
-	if l == nil || !l.waiting || s.dir != flow.Rev {
+	if l == nil || !l.waiting || s.dir == l.client {
 		return
 	}
 	p := s.p

@@ -1,10 +1,6 @@
 package detect
 
-import (
-	"encoding/binary"
-
-	"github.com/medmesh/medmesh/node/flow"
-)
+import "encoding/binary"
 
 // VNC, the Remote Framebuffer protocol (RFC 6143). The server opens with
 // its ProtocolVersion "RFB 003.008\n", the client answers with its own.
@@ -74,10 +70,11 @@ func vnc(st *State, s *sample, d *Detection) bool {
 	p := s.p
 	if st.app == "" {
 		minor, ok := rfbVersion(p)
-		if !ok || s.dir != flow.Rev {
+		if !ok {
 			return false
 		}
 		l := st.auth()
+		l.client = other(s.dir) // the server speaks first
 		l.vnc = vncState{phase: vncVersion, minor: minor}
 		*d = Detection{App: AppVNC, Fields: []Field{{Name: FieldVNCVersion, Value: "3." + string(rune('0'+minor))}}}
 		return true
@@ -86,14 +83,15 @@ func vnc(st *State, s *sample, d *Detection) bool {
 	v := &l.vnc
 	var e Detection
 	e.App = AppVNC
-	none := Login{Protocol: AppVNC, Method: "none", NoPassword: true, Default: true, Subject: flow.Rev}
+	none := Login{Protocol: AppVNC, Method: "none", NoPassword: true, Default: true, Subject: l.server()}
+	fromServer := s.dir == l.server()
 	switch {
-	case v.phase == vncVersion && s.dir == flow.Fwd:
+	case v.phase == vncVersion && !fromServer:
 		if minor, ok := rfbVersion(p); ok {
 			v.minor = min(v.minor, minor)
 			v.phase = vncTypes
 		}
-	case v.phase == vncTypes && s.dir == flow.Rev:
+	case v.phase == vncTypes && fromServer:
 		if v.minor == 3 {
 			if len(p) < 4 {
 				break
@@ -121,7 +119,7 @@ func vnc(st *State, s *sample, d *Detection) bool {
 			v.none = v.none || t == 1
 		}
 		v.phase = vncChoice
-	case v.phase == vncChoice && s.dir == flow.Fwd:
+	case v.phase == vncChoice && !fromServer:
 		switch p[0] {
 		case 1:
 			if v.minor == 8 {
@@ -136,16 +134,16 @@ func vnc(st *State, s *sample, d *Detection) bool {
 		default:
 			v.phase = vncDone // another security type: not followed
 		}
-	case v.phase == vncChallenge && s.dir == flow.Rev:
+	case v.phase == vncChallenge && fromServer:
 		if len(p) >= 16 {
 			v.phase = vncResponse
 		}
-	case v.phase == vncResponse && s.dir == flow.Fwd:
+	case v.phase == vncResponse && !fromServer:
 		if len(p) >= 16 {
-			l.sent(Login{Protocol: AppVNC, Method: "vnc-auth", Subject: flow.Rev}, &e)
+			l.sent(Login{Protocol: AppVNC, Method: "vnc-auth", Subject: l.server()}, &e)
 			v.phase = vncResult
 		}
-	case v.phase == vncResult && s.dir == flow.Rev:
+	case v.phase == vncResult && fromServer:
 		if len(p) < 4 {
 			break
 		}
