@@ -79,6 +79,7 @@ func (e *Engine) login(l *detect.Login, t flow.Tuple, initiator, responder *iden
 	if l.Subject == flow.Fwd {
 		d, peer, outbound = initiator, t.Dst, true
 	}
+	subject := d
 	if d == nil {
 		d, peer, outbound = initiator, t.Dst, true
 		if l.Subject == flow.Fwd {
@@ -88,7 +89,7 @@ func (e *Engine) login(l *detect.Login, t flow.Tuple, initiator, responder *iden
 	if d == nil {
 		return
 	}
-	e.scorer.ScoreLogin(l, peer.String(), &e.res)
+	e.scorer.ScoreLogin(l, peer.String(), d != subject, &e.res)
 	if e.res.Score < e.scorer.Threshold() {
 		return
 	}

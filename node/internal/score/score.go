@@ -440,12 +440,14 @@ func (s *Scorer) volume(t *Tracker, b *baseline.Baseline, f *Flow, r *Result) {
 }
 
 // ScoreLogin scores one login seen in a flow with peer into r (reset
-// first). A password sent in cleartext is a finding whatever the answer;
-// a factory default (or no password at all) is one when the service let
-// the login in. A login inferred from an SSH banner is scored at the alert
-// threshold: worth telling, not proof. The login carries no password, so
-// none can reach the result.
-func (s *Scorer) ScoreLogin(l *detect.Login, peer string, r *Result) {
+// first); peerIsServer says the peer is the service (the alert is about
+// the client, the service being off the campus). A password sent in
+// cleartext is a finding whatever the answer; a factory default (or no
+// password at all) is one when the service let the login in. A login
+// inferred from an SSH banner is scored at the alert threshold: worth
+// telling, not proof. The login carries no password, so none can reach
+// the result.
+func (s *Scorer) ScoreLogin(l *detect.Login, peer string, peerIsServer bool, r *Result) {
 	r.Reset()
 	what := l.Protocol + " login for user " + quote(l.User)
 	switch {
@@ -475,24 +477,30 @@ func (s *Scorer) ScoreLogin(l *detect.Login, peer string, r *Result) {
 		}
 		r.add(CleartextCredentials, s.weight[CleartextCredentials], d)
 	}
+	// who is the service, from: the client.
+	who, from := l.Protocol, " from "+peer
+	if peerIsServer {
+		who, from = l.Protocol+" server "+peer, ""
+	}
+	w := s.weight[DefaultCredentials]
 	switch {
 	case !l.Default:
 	case l.Inferred:
-		if w := s.weight[DefaultCredentials]; w > 0 {
-			r.add(DefaultCredentials, min(w, float64(s.cfg.AlertThreshold)), l.Protocol+" server's banner names a model that ships with account "+
+		if w > 0 {
+			r.add(DefaultCredentials, min(w, float64(s.cfg.AlertThreshold)), who+": its banner names a model that ships with account "+
 				quote(l.User)+" and a published password; the login is encrypted: whether it was used cannot be seen")
 		}
 	case l.Outcome != detect.Accepted:
 	case l.NoPassword && l.Method == "none":
-		r.add(DefaultCredentials, s.weight[DefaultCredentials], l.Protocol+" server let "+peer+" in without a password (security type None)")
+		r.add(DefaultCredentials, w, who+" let a client"+from+" in without a password (security type None)")
 	case l.NoPassword:
-		r.add(DefaultCredentials, s.weight[DefaultCredentials], l.Protocol+" server let user "+quote(l.User)+" in without a password")
+		r.add(DefaultCredentials, w, who+" let user "+quote(l.User)+from+" in without a password")
 	case l.Protocol == detect.AppSNMP:
-		r.add(DefaultCredentials, s.weight[DefaultCredentials], "snmp agent answered a factory-default community string")
+		r.add(DefaultCredentials, w, "snmp agent"+strings.TrimPrefix(who, "snmp")+" answered a factory-default community string"+from)
 	case l.User == "":
-		r.add(DefaultCredentials, s.weight[DefaultCredentials], l.Protocol+" accepted a factory-default password")
+		r.add(DefaultCredentials, w, who+" accepted a factory-default password"+from)
 	default:
-		r.add(DefaultCredentials, s.weight[DefaultCredentials], l.Protocol+" accepted user "+quote(l.User)+" with a factory-default password")
+		r.add(DefaultCredentials, w, who+" accepted user "+quote(l.User)+from+" with a factory-default password")
 	}
 	r.finish()
 }

@@ -182,7 +182,7 @@ func TestScoreLogin(t *testing.T) {
 			[]string{"default_credentials"}, 50},
 	}
 	for _, c := range cases {
-		s.ScoreLogin(&c.login, peer, &r)
+		s.ScoreLogin(&c.login, peer, false, &r)
 		if got := hitNames(&r); !slices.Equal(got, c.want) || r.Score != c.score {
 			t.Errorf("%v: hits %v score %d, want %v %d", c.login, got, r.Score, c.want, c.score)
 		}
