@@ -64,10 +64,19 @@ test: deps lint check-generate test-unit fuzz ## Lint, generated-code drift, eve
 FUZZ_TARGETS := ./node/replay:FuzzCaptureReader \
 	./coordinator/internal/policy:FuzzImportMUD \
 	./coordinator/internal/api:FuzzPolicyJSON \
-	./coordinator/internal/api:FuzzValidateReport
+	./coordinator/internal/api:FuzzValidateReport \
+	./node/internal/creds:FuzzParse \
+	./node/internal/detect:FuzzTelnet \
+	./node/internal/detect:FuzzFTP \
+	./node/internal/detect:FuzzHTTPForm \
+	./node/internal/detect:FuzzMQTT \
+	./node/internal/detect:FuzzSNMP \
+	./node/internal/detect:FuzzVNC \
+	./node/internal/detect:FuzzSSH \
+	./node/internal/detect:FuzzARP
 FUZZTIME ?= 5s
 
-fuzz: ## Run each fuzz target for FUZZTIME (5s): capture reader, MUD import, policy JSON, sensor reports
+fuzz: ## Run each fuzz target for FUZZTIME (5s): capture reader, MUD import, policy JSON, sensor reports, credential list, login parsers, ARP
 	@set -e; for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; name=$${t##*:}; \
 		echo "fuzz: $$name ($$pkg, $(FUZZTIME))"; \
