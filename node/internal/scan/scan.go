@@ -44,7 +44,8 @@ type Config struct {
 	// Probing to report it (victims of an active scan are not scored).
 	Active int
 	// MaxSources bounds the sources followed at once; MaxKeys the probes
-	// remembered per source and window.
+	// remembered per source and window (sessions are not remembered unless
+	// they follow a probe of the same host and port).
 	MaxSources, MaxKeys int
 }
 
@@ -52,7 +53,7 @@ type Config struct {
 func DefaultConfig() Config {
 	return Config{
 		Window: time.Minute, Ports: 24, Hosts: 24, Probes: 64, ARPTargets: 32, Active: 8,
-		MaxSources: 4096, MaxKeys: 4096,
+		MaxSources: 4096, MaxKeys: 1024,
 	}
 }
 
@@ -287,8 +288,8 @@ func (d *Detector) Observe(p Probe) *Finding {
 	}
 	k := key{p.Dst, p.Proto, p.Port}
 	old, seen := w.keys[k]
-	if !seen && len(w.keys) >= d.cfg.MaxKeys {
-		return nil
+	if !seen && (p.Outcome == Session || len(w.keys) >= d.cfg.MaxKeys) {
+		return nil // a session is remembered only to undo a probe counted before it
 	}
 	if seen && p.Outcome <= old {
 		return nil // nothing new about this key
