@@ -45,9 +45,13 @@ func fastPath(tb testing.TB, devices, records int) (*Engine, []flow.Record) {
 		if i%4 == 3 {
 			peer, peerMAC, port, proto = ipDNS, macDNS, 53, 17
 		}
-		return flow.Record{Src: ip, Dst: peer, SrcPort: uint16(30000 + i%20000), DstPort: port, Proto: proto,
+		r := flow.Record{Src: ip, Dst: peer, SrcPort: uint16(30000 + i%20000), DstPort: port, Proto: proto,
 			FwdPackets: 4, FwdBytes: 900, RevPackets: 3, RevBytes: 400, FirstNs: ts - 1000, LastNs: ts,
 			SrcMAC: mac, DstMAC: peerMAC, EndReason: "fin"}
+		if proto == 6 { // a whole connection, as the datapath records it
+			r.FwdTCPFlags, r.RevTCPFlags = 0x02|0x10|0x01, 0x02|0x10|0x01
+		}
+		return r
 	}
 	// Learn for the window, then freeze.
 	for i := range 20 * devices {

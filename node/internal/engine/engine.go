@@ -370,7 +370,7 @@ func (e *Engine) side(d *identity.Device, peer netip.Addr, proto uint8, port uin
 			// unreachable): its answer, not its behaviour.
 			e.metrics.probesIgnored.Inc()
 			return
-		case outbound && !inBaseline(&f):
+		case outbound && (p.Outcome != scan.Session || e.scans.Following(p.Src, p.TimeNs)) && !inBaseline(&f):
 			e.probe(d, ds, &f, *p, rec.Src, rec.Dst, rec.SrcPort, rec.DstPort)
 		}
 	}

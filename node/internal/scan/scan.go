@@ -112,10 +112,17 @@ const (
 // Classify tells what a flow record says about its initiator as a
 // scanner: ok is false for protocols and flows that say nothing (a flow
 // without a SYN from its initiator, a flow the sensor saw mid-way).
-// payload says whether any payload packet of the flow was seen.
+// payload says whether any payload packet of the flow was seen; a TCP
+// direction whose packets average more than headers can hold (IPv4 20 +
+// TCP 60 bytes; IPv6 40 + 60) carried payload too, samples or not.
 func Classify(r *flow.Record, payload bool) (o Outcome, method string, ok bool) {
 	switch r.Proto {
 	case 6:
+		hdr := uint64(80)
+		if r.Src.Is6() && !r.Src.Is4In6() {
+			hdr = 100
+		}
+		payload = payload || r.FwdBytes > hdr*r.FwdPackets || r.RevBytes > hdr*r.RevPackets
 		f, b := r.FwdTCPFlags, r.RevTCPFlags
 		if f&tcpSYN == 0 {
 			return 0, "", false // not seen from its start
@@ -282,6 +289,13 @@ func (d *Detector) Observe(p Probe) *Finding {
 	if !p.Src.IsValid() || !p.Dst.IsValid() || !p.Dst.IsGlobalUnicast() && !p.Dst.IsLinkLocalUnicast() {
 		return nil // broadcast and multicast are how discovery works, not probes
 	}
+	if p.Outcome == Session {
+		// A session only undoes a probe counted before it: nothing to do
+		// for a source without a window (the common case, kept cheap).
+		if w := d.src[p.Src]; w == nil || p.TimeNs-w.start >= int64(d.cfg.Window) {
+			return nil
+		}
+	}
 	w := d.win(p.Src, p.TimeNs)
 	if w == nil {
 		return nil
@@ -372,6 +386,13 @@ func (d *Detector) ARP(reply bool, spa, tpa netip.Addr, ns int64) *Finding {
 	}
 	w.reported = true
 	return d.finding(spa, w, []string{"arp_sweep"}, ns)
+}
+
+// Following reports whether src has an open window at ns: only then can a
+// session of src change anything.
+func (d *Detector) Following(src netip.Addr, ns int64) bool {
+	w := d.src[src]
+	return w != nil && ns-w.start < int64(d.cfg.Window)
 }
 
 // Probing reports whether src has made Active probes or more in its open

@@ -53,11 +53,18 @@ func TestClassify(t *testing.T) {
 		{"ping answered", 1, 0, 0, 1, false, Session, "icmp", true},
 		{"gre", 47, 0, 0, 0, false, 0, "", false},
 	} {
-		r := flow.Record{Proto: c.proto, FwdTCPFlags: c.fwd, RevTCPFlags: c.rev, FwdPackets: 1, RevPackets: c.revPkts}
+		r := flow.Record{Proto: c.proto, FwdTCPFlags: c.fwd, RevTCPFlags: c.rev, FwdPackets: 1, FwdBytes: 60, RevPackets: c.revPkts, RevBytes: 52 * c.revPkts}
 		o, m, ok := Classify(&r, c.payload)
 		if o != c.want || m != c.method || ok != c.ok {
 			t.Errorf("%s: %v %q %v, want %v %q %v", c.name, o, m, ok, c.want, c.method, c.ok)
 		}
+	}
+	// Without samples (the flow table was full), a TCP direction whose
+	// packets are bigger than headers carried payload.
+	r := flow.Record{Src: scanner, Proto: 6, FwdTCPFlags: tcpSYN | tcpACK | tcpFIN, RevTCPFlags: tcpSYN | tcpACK | tcpFIN,
+		FwdPackets: 4, FwdBytes: 900, RevPackets: 3, RevBytes: 180}
+	if o, _, _ := Classify(&r, false); o != Session {
+		t.Errorf("a connection of 900 bytes in 4 packets: %v, want session", o)
 	}
 }
 
