@@ -8,7 +8,7 @@ LDFLAGS := -X main.version=$(VERSION)
 TESTFLAGS ?= -count=1 -timeout 20m
 
 .PHONY: help deps build install generate check-generate lint test test-unit fuzz bench \
-        bench-coordinator bench-datapath bench-capture bench-enforcer bench-mesh bench-score \
+        bench-coordinator bench-datapath bench-capture bench-enforcer bench-mesh bench-score bench-risk \
         demo demo-down e2e chaos clean soak
 
 help: ## Show this help
@@ -38,6 +38,32 @@ install: build ## Copy bin/medmesh to $(PREFIX)/bin (default /usr/local/bin)
 	install -D -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/medmesh
 	@echo "install: $(DESTDIR)$(PREFIX)/bin/medmesh"
 
+# Debian packages: a static, PIE, stripped binary per architecture, packaged
+# by deploy/package (nfpm as a library) with man pages and completions
+# from the host binary's command tree. SOURCE_DATE_EPOCH (the commit's
+# time) makes two builds of one commit equal.
+PKG_ARCHES ?= amd64 arm64
+SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || date +%s)
+
+package: build ## Debian packages dist/medmesh_<version>_{amd64,arm64}.deb (nfpm; units, man pages, completions, /etc/medmesh)
+	@set -e; for a in $(PKG_ARCHES); do \
+		echo "package: building medmesh for linux/$$a"; \
+		CGO_ENABLED=0 GOOS=linux GOARCH=$$a $(GO) build -trimpath -buildmode=pie -ldflags "-s -w $(LDFLAGS)" -o bin/linux-$$a/medmesh ./cmd/medmesh; \
+		SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) $(GO) run ./deploy/package -version $(VERSION) -arch $$a \
+			-bin bin/linux-$$a/medmesh -docs-from $(BIN) -out dist; \
+	done
+
+# The container image: static (non-PIE: the image has no loader) binaries
+# per architecture, written by deploy/image (go-containerregistry) as one
+# multi-architecture OCI layout in a tar file. No Docker.
+image: ## OCI image layout tar dist/medmesh-image_<version>.oci.tar (amd64, arm64), built without Docker
+	@set -e; bins=; for a in $(PKG_ARCHES); do \
+		echo "image: building static medmesh for linux/$$a"; \
+		CGO_ENABLED=0 GOOS=linux GOARCH=$$a $(GO) build -trimpath -ldflags "-s -w $(LDFLAGS)" -o bin/image-$$a/medmesh ./cmd/medmesh; \
+		bins="$$bins -bin $$a=bin/image-$$a/medmesh"; \
+	done; \
+	SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) $(GO) run ./deploy/image -version $(VERSION) $$bins -out dist/medmesh-image_$(VERSION).oci.tar
+
 generate: ## Regenerate protobuf and BPF code with the pinned tools
 	$(GO) tool buf generate
 	$(GO) generate ./...
@@ -65,6 +91,19 @@ FUZZ_TARGETS := ./node/replay:FuzzCaptureReader \
 	./coordinator/internal/policy:FuzzImportMUD \
 	./coordinator/internal/api:FuzzPolicyJSON \
 	./coordinator/internal/api:FuzzValidateReport \
+	./risk/internal/csaf:FuzzParse \
+	./risk/internal/version:FuzzConstraint \
+	./risk/internal/bundle:FuzzManifest \
+	./risk:FuzzInventory \
+	./risk:FuzzSourceFile \
+	./risk/internal/sbom:FuzzParse \
+	./risk/internal/osv:FuzzParseRecord \
+	./risk/internal/osv:FuzzReadZip \
+	./coordinator/internal/api:FuzzValidateResolvedPeers \
+	./enforcer/internal/resolve:FuzzAnswer \
+	./enforcer/internal/state:FuzzDecodeRecord \
+	./cmd/medmesh:FuzzParseConfig \
+	./coordinator/internal/api:FuzzIncidentToken \
 	./node/internal/creds:FuzzParse \
 	./node/internal/detect:FuzzTelnet \
 	./node/internal/detect:FuzzFTP \
@@ -76,7 +115,7 @@ FUZZ_TARGETS := ./node/replay:FuzzCaptureReader \
 	./node/internal/detect:FuzzARP
 FUZZTIME ?= 5s
 
-fuzz: ## Run each fuzz target for FUZZTIME (5s): capture reader, MUD import, policy JSON, sensor reports, credential list, login parsers, ARP
+fuzz: ## Run each fuzz target in FUZZ_TARGETS for FUZZTIME (5s): every parser of outside input
 	@set -e; for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; name=$${t##*:}; \
 		echo "fuzz: $$name ($$pkg, $(FUZZTIME))"; \
@@ -91,7 +130,7 @@ soak: build ## A simulated year of 2,000 devices through the FSM: heap and snaps
 	MEDMESH_SOAK=1 MEDMESH_SOAK_DIR=$$dir $(GO) test -count=1 -run '^TestSoakYear$$' -v -timeout 15m ./coordinator/internal/fsm/; \
 	$(BIN) audit verify --data-dir $$dir
 
-bench: bench-datapath bench-score bench-enforcer bench-mesh bench-coordinator ## Every benchmark
+bench: bench-datapath bench-score bench-enforcer bench-mesh bench-coordinator bench-risk ## Every benchmark
 
 bench-coordinator: ## medmesh vs etcd write throughput and p99 (3 nodes each, loopback)
 	@command -v etcd >/dev/null || { echo "bench-coordinator: installing etcd-server"; \
@@ -104,6 +143,14 @@ bench-datapath: ## XDP sensor program vs bare XDP_PASS (prog.Benchmark)
 
 bench-capture: ## medmesh vs softflowd, pmacctd, ndpiReader on a veth pair
 	MEDMESH_BENCH_CAPTURE=1 $(GO) test -count=1 -timeout 10m -run '^TestCaptureBench$$' -v ./node/sensor/
+
+# osv-scanner, the peer of bench-risk, needs Go 1.27 to build: the go command
+# fetches that approved toolchain from the module proxy for this install only.
+OSV_SCANNER_VERSION := v2.6.0
+bench-risk: ## SBOM matching: 500-component SBOMs vs a generated OSV database, and osv-scanner offline on the same files
+	@command -v osv-scanner >/dev/null || test -x bin/osv-scanner || { echo "bench-risk: installing osv-scanner $(OSV_SCANNER_VERSION) into bin/"; \
+		GOTOOLCHAIN=go1.27.3 GOBIN=$(CURDIR)/bin $(GO) install github.com/google/osv-scanner/v2/cmd/osv-scanner@$(OSV_SCANNER_VERSION); }
+	PATH=$(CURDIR)/bin:$$PATH $(GO) test -count=1 -run '^$$' -bench '^BenchmarkSBOMMatch$$' -benchtime 3x -timeout 20m ./risk/
 
 bench-score: ## Flow scoring and detector cost
 	$(GO) test -count=1 -run 'TestFastPathAllocs|TestInBaselineDoesNotAllocate' ./node/internal/engine ./node/internal/score
@@ -152,4 +199,4 @@ chaos: ## Random faults for DURATION (default 5m) with SEED (root); report in e2
 	if [ -f e2e/reports/latest.txt ]; then echo; cat e2e/reports/latest.txt; fi; exit $$rc
 
 clean: ## Remove build output
-	rm -rf bin
+	rm -rf bin dist

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -232,7 +233,19 @@ func TestDefaultRulesOnRealScan(t *testing.T) {
 		}
 		return out
 	}
-	want := decisionLog(leader.c.fsm)
+	incidentLog := func(f *fsm.FSM) []byte {
+		incs, _, _ := f.IncidentsChanged(0, "", 1<<30, func(*medmeshv1.Incident) bool { return true })
+		var out []byte
+		for _, inc := range incs {
+			b, err := proto.MarshalOptions{Deterministic: true}.Marshal(inc)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, b...)
+		}
+		return out
+	}
+	want, wantInc := decisionLog(leader.c.fsm), incidentLog(leader.c.fsm)
 	for r := range 3 {
 		f := fsm.New()
 		for _, l := range logs {
@@ -243,6 +256,36 @@ func TestDefaultRulesOnRealScan(t *testing.T) {
 		if got := decisionLog(f); !bytes.Equal(got, want) {
 			t.Fatalf("replica %d replayed %d entries into a different decision log (%d bytes, want %d)", r, len(logs), len(got), len(want))
 		}
+		if got := incidentLog(f); !bytes.Equal(got, wantInc) {
+			t.Fatalf("replica %d replayed %d entries into different incidents (%d bytes, want %d)", r, len(logs), len(got), len(wantInc))
+		}
 	}
-	t.Logf("%d log entries replayed into 3 fresh FSMs: identical decision logs (%d bytes)", len(logs), len(want))
+	t.Logf("%d log entries replayed into 3 fresh FSMs: identical decision logs (%d bytes) and incidents (%d bytes)", len(logs), len(want), len(wantInc))
+
+	// Each scan is one incident about its scanner, the scanned devices
+	// affected in it; each scanner's quarantine is its incident's.
+	for _, d := range []struct {
+		dev lab.DeviceInfo
+		q   *medmeshv1.Decision
+	}{{ws, wsQ}, {pump, pumpQ}} {
+		inc := leader.c.fsm.Incident(d.q.GetIncidentId())
+		if inc.GetDeviceMac() != d.dev.MAC {
+			t.Fatalf("%s's quarantine belongs to incident %v", d.dev.Name, inc)
+		}
+		var stages []string
+		for _, st := range inc.GetTimeline() {
+			stages = append(stages, st.GetStage().String()+" "+st.GetAttack().GetTechniqueId())
+		}
+		if !slices.ContainsFunc(inc.GetTimeline(), func(st *medmeshv1.IncidentStep) bool {
+			return st.GetStage() == medmeshv1.IncidentStage_INCIDENT_STAGE_RECONNAISSANCE && st.GetAttack().GetTechniqueId() == "T0846"
+		}) {
+			t.Fatalf("%s's incident has no reconnaissance (T0846) step: %v", d.dev.Name, stages)
+		}
+		for _, dv := range inc.GetDevices() {
+			if dv.GetMac() != d.dev.MAC && dv.GetRole() != medmeshv1.IncidentRole_INCIDENT_ROLE_AFFECTED {
+				t.Fatalf("%s's incident: probed device %s is a %v", d.dev.Name, dv.GetMac(), dv.GetRole())
+			}
+		}
+		t.Logf("%s: incident %s, %d devices, stages %v, %d alerts", d.dev.Name, inc.GetId(), len(inc.GetDevices()), stages, inc.GetEvidence().GetAlertCount())
+	}
 }

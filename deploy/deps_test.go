@@ -20,6 +20,11 @@ var providedBy = map[string]string{
 	"ip":          "iproute2",
 	"nft":         "nftables",
 	"nsenter":     "util-linux",
+	"setpriv":     "util-linux",
+	"chroot":      "coreutils",
+	"dpkg-deb":    "dpkg",
+	"mmdebstrap":  "mmdebstrap",
+	"lintian":     "lintian",
 	"tshark":      "tshark",
 	"capinfos":    "tshark", // wireshark-common, which tshark depends on
 	"clang":       "clang",
@@ -39,6 +44,8 @@ var notPackaged = map[string]string{
 	"go":      "the Go toolchain, a prerequisite (README)",
 	"medmesh": "this repository's own binary (make build)",
 	"bash":    "Debian essential; the Makefile's shell",
+	// make bench-risk installs it into bin/ from the Go module proxy.
+	"osv-scanner": "peer tool of BenchmarkSBOMMatch (go install, make bench-risk)",
 }
 
 // indirect names the calls whose program is not a string literal at the
@@ -59,6 +66,12 @@ var indirect = map[string][]string{
 	"e2e/benchcoord/proc.go:startProc":                         {"etcd", "medmesh"},
 	"cmd/medmesh/readme_linux_test.go:func":                    {"ip", "bash", "medmesh", "jq"}, // the README's commands
 	"cmd/medmesh/crossbuild_test.go:func":                      {"go"},
+	"risk/sbom_bench_test.go:runOSVScanner":                    {"osv-scanner"},
+	"deploy/package/build.go:run":                              {"medmesh"}, // gen-man, completion
+	"deploy/package/package_test.go:output":                    {"dpkg-deb"},
+	"deploy/package/package_test.go:requireTool":               {"dpkg-deb", "lintian", "mmdebstrap", "chroot", "setpriv", "nsenter"},
+	"deploy/doctor/doctor_test.go:TestNoBpffsNamesTheFix":      {"medmesh"}, // the test binary itself, in a new mount namespace
+	"deploy/package/package_test.go:func":                      {"medmesh"}, // enforcer --uninstall
 }
 
 func readDeps(t *testing.T) []string {

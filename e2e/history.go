@@ -682,7 +682,7 @@ func (r *Runner) checkCatchUp(ctx context.Context, smp *sampler, healed int64, h
 	}
 }
 
-// checkReplicas compares each replica's policies and decisions, read with
+// checkReplicas compares each replica's policies, decisions and incidents, read with
 // stale consistency from that replica, until they agree or 10 s pass.
 func (r *Runner) checkReplicas(ctx context.Context) []string {
 	deadline := time.Now().Add(10 * time.Second)
@@ -739,6 +739,28 @@ func replicaState(ctx context.Context, c grpc.ClientConnInterface) ([]byte, erro
 			return nil, err
 		}
 		out = append(out, b...)
+	}
+	// Incidents are derived inside the FSM from the same log: every
+	// replica must hold the same ones.
+	ic := medmeshv1.NewIncidentServiceClient(c)
+	token = ""
+	for {
+		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		resp, err := ic.ListIncidents(cctx, &medmeshv1.ListIncidentsRequest{PageSize: 500, PageToken: token, Consistency: stale})
+		cancel()
+		if err != nil {
+			return nil, fmt.Errorf("list incidents: %w", err)
+		}
+		for _, inc := range resp.GetIncidents() {
+			b, err := mo.Marshal(inc)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, b...)
+		}
+		if token = resp.GetNextPageToken(); token == "" {
+			break
+		}
 	}
 	return out, nil
 }

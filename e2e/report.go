@@ -55,10 +55,14 @@ type Report struct {
 	Histories []HistoryReport `json:"histories"`
 	// DetectionToDropMs is the compromised-device scenario's first external
 	// packet to its enforcer's first drop (-1: not measured).
-	DetectionToDropMs float64  `json:"detection_to_drop_ms"`
-	ScenarioAlerts    int      `json:"scenario_alerts"`
-	ScenarioDecisions int      `json:"scenario_decisions"`
-	Notes             []string `json:"notes,omitempty"`
+	DetectionToDropMs float64 `json:"detection_to_drop_ms"`
+	ScenarioAlerts    int     `json:"scenario_alerts"`
+	ScenarioDecisions int     `json:"scenario_decisions"`
+	ScenarioIncidents int     `json:"scenario_incidents"`
+	// ScenarioStory is the compromised device's incident: its stages and
+	// the actions its rules decided.
+	ScenarioStory string   `json:"scenario_story,omitempty"`
+	Notes         []string `json:"notes,omitempty"`
 }
 
 // Violations lists every history's violations, prefixed by its name.
@@ -93,7 +97,10 @@ func (r *Report) WriteSummary(w io.Writer) {
 	fmt.Fprintf(w, "writes retried with their request id after an unknown outcome: %d (checked by no-duplicated-effects)\n", retried)
 	fmt.Fprintln(w, "W-FAULT: writes called and acknowledged during the fault")
 	fmt.Fprintln(w, "FAILOVER: fault in place -> next acknowledged write; CATCHUP/DATAPATH: heal -> every enforcer at the last decision (cluster status, reported every 5 s / enforcer metrics); 0 = already there at heal")
-	fmt.Fprintf(w, "compromised-device scenario: %d alerts, %d decisions, detection-to-drop %s\n", r.ScenarioAlerts, r.ScenarioDecisions, ms(r.DetectionToDropMs))
+	fmt.Fprintf(w, "compromised-device scenario: %d alerts, %d decisions, %d incidents, detection-to-drop %s\n", r.ScenarioAlerts, r.ScenarioDecisions, r.ScenarioIncidents, ms(r.DetectionToDropMs))
+	if r.ScenarioStory != "" {
+		fmt.Fprintf(w, "its incident: %s\n", r.ScenarioStory)
+	}
 	for _, n := range r.Notes {
 		fmt.Fprintf(w, "note: %s\n", n)
 	}

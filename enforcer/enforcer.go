@@ -3,6 +3,8 @@
 // decision log. Its maps and XDP link are pinned in bpffs, so a crashed or
 // killed enforcer keeps enforcing and a restarted one adopts the pinned
 // state, reconciles it and resumes the log from the pinned applied index.
+// Policy rules that name a peer by DNS name are installed as the addresses
+// the enforcer resolves for the name, kept up to date as answers expire.
 package enforcer
 
 import (
@@ -15,14 +17,18 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/medmesh/medmesh/enforcer/internal/resolve"
 	"github.com/medmesh/medmesh/enforcer/internal/state"
 	"github.com/medmesh/medmesh/enforcer/internal/watch"
 	"github.com/medmesh/medmesh/enforcer/internal/xdp"
 	"github.com/medmesh/medmesh/internal/grpcx"
+	medmeshv1 "github.com/medmesh/medmesh/proto/medmesh/v1"
 )
 
 // Config configures an enforcer.
@@ -39,6 +45,13 @@ type Config struct {
 	MaxDevices int
 	// DNSServers and DHCPServers are what a quarantined device may reach.
 	DNSServers, DHCPServers []netip.Addr
+	// Resolvers are the DNS servers (address, optionally with a port) the
+	// enforcer asks for the addresses of policies' DNS-named peers; empty:
+	// the nameservers of /etc/resolv.conf.
+	Resolvers []string
+	// DNS bounds how often those names are asked again (the answers' TTLs
+	// held between a floor and a ceiling).
+	DNS resolve.Config
 	// AlarmAfter raises the control-plane alarm after this long without
 	// any coordinator answering.
 	AlarmAfter time.Duration
@@ -62,6 +75,7 @@ func DefaultConfig() Config {
 	w := watch.DefaultConfig()
 	return Config{
 		MaxDevices:     xdp.DefaultConfig().MaxDevices,
+		DNS:            resolve.DefaultConfig(),
 		AlarmAfter:     w.AlarmAfter,
 		ReportInterval: w.ReportInterval,
 		IdleTimeout:    w.IdleTimeout,
@@ -116,11 +130,12 @@ func CheckPinDir(dir string) error {
 
 // Enforcer is a running enforcer.
 type Enforcer struct {
-	cfg     Config
-	log     *slog.Logger
-	dp      *xdp.Datapath
-	state   *state.State
-	watcher *watch.Watcher
+	cfg      Config
+	log      *slog.Logger
+	dp       *xdp.Datapath
+	state    *state.State
+	watcher  *watch.Watcher
+	resolver *resolve.Resolver
 }
 
 // New loads (or adopts) the datapath, reconciles it, attaches it to the
@@ -163,6 +178,9 @@ func (e *Enforcer) init(ifindex int, reg prometheus.Registerer) error {
 	if err := e.dp.SetInfra(infra); err != nil {
 		return err
 	}
+	if err := e.startResolver(reg); err != nil {
+		return err
+	}
 	adopted, err := e.dp.Attach(ifindex)
 	if err != nil {
 		return err
@@ -174,6 +192,7 @@ func (e *Enforcer) init(ifindex int, reg prometheus.Registerer) error {
 	wc.ReportInterval, wc.IdleTimeout = e.cfg.ReportInterval, e.cfg.IdleTimeout
 	wc.Version, wc.APIAddr, wc.TLS = e.cfg.Version, e.cfg.AdminAddr, e.cfg.TLS
 	wc.IsInvalid = func(err error) bool { return errors.Is(err, state.ErrInvalid) }
+	wc.ResolvedPeers = e.resolvedPeers
 	e.watcher, err = watch.New(wc, e.state, e.log, reg)
 	if err != nil {
 		return err
@@ -183,6 +202,54 @@ func (e *Enforcer) init(ifindex int, reg prometheus.Registerer) error {
 		return fmt.Errorf("register verdict collector: %w", err)
 	}
 	return nil
+}
+
+// startResolver wires the resolver between the state and DNS: the state
+// says which names its devices' policies use, the resolver installs each
+// new answer through the state. Addresses an earlier enforcer installed
+// are its starting point; they stay until an answer replaces them.
+func (e *Enforcer) startResolver(reg prometheus.Registerer) error {
+	client, err := resolve.NewClient(e.cfg.Resolvers, resolve.DefaultTimeout)
+	if err != nil {
+		return err
+	}
+	e.resolver, err = resolve.New(e.cfg.DNS, client.Lookup, e.state.SetResolved, e.log, reg)
+	if err != nil {
+		return err
+	}
+	for name, addrs := range e.state.Resolved() {
+		e.resolver.Seed(name, addrs)
+	}
+	e.state.OnNames(e.resolver.Want)
+	return nil
+}
+
+// resolvedPeers is what the member status reports for DNS-named peers: per
+// policy and name, the installed addresses (the state's) and where their
+// resolution stands (the resolver's).
+func (e *Enforcer) resolvedPeers() []*medmeshv1.ResolvedPeer {
+	status := map[string]resolve.Status{}
+	for _, st := range e.resolver.Status() {
+		status[st.Name] = st
+	}
+	var out []*medmeshv1.ResolvedPeer
+	for _, np := range e.state.NamedPeers() {
+		rp := &medmeshv1.ResolvedPeer{Policy: np.Policy, DnsName: np.Name, Devices: uint32(np.Devices)}
+		for _, a := range np.Addrs {
+			rp.Addresses = append(rp.Addresses, a.String())
+		}
+		if st, ok := status[np.Name]; ok {
+			if !st.Time.IsZero() {
+				rp.ResolveTime, rp.TtlSeconds = timestamppb.New(st.Time), uint32(st.TTL/time.Second)
+			}
+			if !st.Next.IsZero() {
+				rp.RefreshTime = timestamppb.New(st.Next)
+			}
+			rp.Error, rp.AddressesLeftOut = st.Err, uint32(st.LeftOut)
+		}
+		out = append(out, rp)
+	}
+	return out
 }
 
 func (e *Enforcer) snapshot() (state.Snapshot, error) {
@@ -197,11 +264,24 @@ func (e *Enforcer) snapshot() (state.Snapshot, error) {
 	if snap.AppliedIndex, err = e.dp.AppliedIndex(); err != nil {
 		return snap, err
 	}
+	if snap.Named, err = e.dp.NamedRecords(); err != nil {
+		return snap, err
+	}
+	if snap.DNSNames, err = e.dp.DNSNames(); err != nil {
+		return snap, err
+	}
 	return snap, nil
 }
 
-// Run follows the decision log until ctx ends.
-func (e *Enforcer) Run(ctx context.Context) error { return e.watcher.Run(ctx) }
+// Run follows the decision log, and keeps the DNS-named peers of the
+// policies it enforces resolved, until ctx ends.
+func (e *Enforcer) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); e.resolver.Run(ctx) }()
+	defer wg.Wait()
+	return e.watcher.Run(ctx)
+}
 
 // Health is "ok" or what is wrong.
 func (e *Enforcer) Health() string { return e.watcher.Health() }

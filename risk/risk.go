@@ -1,4 +1,33 @@
 // Package risk matches devices to vulnerabilities, end of life, recalls and default credentials from an offline intelligence bundle.
+//
+// A bundle is a directory or .tar.gz of source files in their published
+// formats, laid out by kind (csaf/, osv/, kev/, epss/, endoflife/,
+// openfda/, gudid/, credentials/), with a manifest.json of every file's
+// SHA-256, source and date and an optional ed25519 signature over the
+// manifest (risk/internal/bundle). The API:
+//
+//	in, err := risk.Load(path, key)       // dir or .tar.gz; checked, signature required when key != nil
+//	fs, err := in.Assess(device, at)      // findings for one device at a time, most urgent first
+//	in.Status(now, maxAge)                // every source with its date and age; stale ones marked, never refused
+//	in.Digest()                           // SHA-256 of the manifest: the bundle's identity
+//	risk.Build(dirs, created, signKey)    // a bundle's manifest, checked file by file
+//
+// Assess is deterministic: the same device, time and bundle give the same
+// findings in the same order. CSAF advisories are matched by vendor (with
+// aliases), model and version (risk/internal/version orders vendor firmware
+// versions and reads advisories' range text); confidence says how: exact
+// (an affected version equals the device's), range (the device's version
+// lies in an affected range, or every version is affected), model (the
+// model matched, the device's version is unknown or the advisory names no
+// evaluable version), vendor (the device has no model; only its vendor
+// matched). VEX known_not_affected and fixed statements suppress a finding
+// and say so. Vulnerabilities carry CVSS from the advisory, EPSS and the
+// KEV flag. End of life comes from endoflife.date data plus a shipped
+// legacy-Windows table, recalls from openFDA joined with GUDID (exact when
+// a 510(k)/PMA number, or product code and firm, match; possible on firm
+// and model text alone), default credentials from the shipped list plus the
+// bundle's (account and protocol only, never a password). SBOM components
+// are matched by an SBOMMatcher plugged in with UseSBOM.
 package risk
 
 // Kind names what a finding is about. The strings are the wire spelling in

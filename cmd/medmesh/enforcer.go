@@ -40,6 +40,12 @@ func newEnforcerCmd() *cobra.Command {
 			"bpffs: a stopped or crashed enforcer keeps enforcing, a restarted one adopts them.\n" +
 			"--uninstall removes the pinned program and stops enforcing.\n" +
 			"\n" +
+			"Policy rules that name a peer by DNS name are installed as one rule per address of the\n" +
+			"name's answer, which the enforcer asks of --resolver (default: the system's resolvers)\n" +
+			"and asks again when the answer's TTL runs out, held between --dns-min-ttl and --dns-max-ttl.\n" +
+			"Before the first answer nothing is allowed for the name; when DNS fails, the last answer\n" +
+			"stays. `medmesh policies get` shows what each enforcer installed.\n" +
+			"\n" +
 			"Security: coordinator connections are mutual TLS with an enforcer certificate named as --id\n" +
 			"(--tls-ca, --tls-cert, --tls-key); without them the enforcer starts only if every\n" +
 			"coordinator address is loopback, or with --dev.",
@@ -79,6 +85,9 @@ func newEnforcerCmd() *cobra.Command {
 			}
 			if cfg.DHCPServers, err = parseAddrs("--dhcp-server", dhcpServers); err != nil {
 				return err
+			}
+			if cfg.DNS.MinTTL <= 0 || cfg.DNS.MaxTTL < cfg.DNS.MinTTL {
+				return usagef("--dns-min-ttl %s, --dns-max-ttl %s: want 0 < min <= max", cfg.DNS.MinTTL, cfg.DNS.MaxTTL)
 			}
 			cfg.AdminAddr, cfg.Version = adminAddr, version
 			level := slog.LevelInfo
@@ -129,6 +138,9 @@ func newEnforcerCmd() *cobra.Command {
 	f.IntVar(&cfg.MaxDevices, "max-devices", cfg.MaxDevices, "devices the maps hold")
 	f.StringSliceVar(&dnsServers, "dns-server", nil, "DNS server a quarantined device may still reach (repeatable)")
 	f.StringSliceVar(&dhcpServers, "dhcp-server", nil, "DHCP server a quarantined device may still reach (repeatable)")
+	f.StringSliceVar(&cfg.Resolvers, "resolver", nil, "DNS server the enforcer asks for the addresses of policies' DNS-named peers, ADDR or ADDR:PORT (repeatable; default: the nameservers of /etc/resolv.conf)")
+	f.DurationVar(&cfg.DNS.MinTTL, "dns-min-ttl", cfg.DNS.MinTTL, "ask a DNS-named peer again no sooner than this, whatever its answer's TTL")
+	f.DurationVar(&cfg.DNS.MaxTTL, "dns-max-ttl", cfg.DNS.MaxTTL, "ask a DNS-named peer again no later than this, whatever its answer's TTL")
 	f.DurationVar(&cfg.AlarmAfter, "alarm-after", cfg.AlarmAfter, "raise the control-plane alarm after this long without a coordinator")
 	f.DurationVar(&cfg.ReportInterval, "report-interval", cfg.ReportInterval, "member status period")
 	f.BoolVar(&uninstall, "uninstall", false, "remove the pinned program and maps, then exit")

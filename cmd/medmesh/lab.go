@@ -244,7 +244,7 @@ func newLabRunCmd(f *labFlags) *cobra.Command {
 		Use:   "run --scenario NAME",
 		Short: "Run a scenario on the running lab and print its outcome",
 		Long: "Run a scenario on the running lab and print its outcome. With -o json the outcome has\n" +
-			"totals (devices_found, alerts, decisions, enforcer_drops, life_critical_drops) and\n" +
+			"totals (devices_found, alerts, decisions, incidents, enforcer_drops, life_critical_drops) and\n" +
 			"detection_to_drop_ms (-1: no drop seen) at the top level, besides per-device traffic.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {

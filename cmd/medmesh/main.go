@@ -39,14 +39,18 @@ func newRootCmd() *cobra.Command {
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.AddCommand(
 		newVersionCmd(),
-		newCoordinatorCmd(),
-		needLinux(newNodeCmd(), "the sensor node needs Linux (XDP)"),
-		needLinux(newEnforcerCmd(), "the enforcer needs Linux (XDP)"),
+		withConfig(newCoordinatorCmd(), func() any { return new(coordinatorConfig) }),
+		needLinux(withConfig(newNodeCmd(), func() any { return new(nodeConfig) }), "the sensor node needs Linux (XDP)"),
+		needLinux(withConfig(newEnforcerCmd(), func() any { return new(enforcerConfig) }), "the enforcer needs Linux (XDP)"),
 		needLinux(newReplayCmd(), "replay needs Linux (it runs the sensor's XDP program)"),
 		needLinux(newLabCmd(), "the lab needs Linux (network namespaces, veth, tc, XDP)"),
 		newTLSCmd(),
 		newKeygenCmd(),
 		newAuditCmd(),
+		newIntelCmd(),
+		newRiskCmd(),
+		newGenManCmd(),
+		newDoctorCmd(),
 	)
 	addOperatorCommands(root)
 	root.InitDefaultHelpCmd()

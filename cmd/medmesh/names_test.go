@@ -129,6 +129,8 @@ func report(t *testing.T, conn *grpc.ClientConn, sensor string, recs ...any) {
 			sr.Record = r
 		case *medmeshv1.SensorRecord_FlowSummary:
 			sr.Record = r
+		case *medmeshv1.SensorRecord_Alert:
+			sr.Record = r
 		default:
 			t.Fatalf("record %T", r)
 		}

@@ -45,7 +45,8 @@ type opFlags struct {
 }
 
 // addOperatorCommands adds the operator commands (cluster, devices, policies,
-// decisions, rules, alerts, bench), all talking to the coordinator's gRPC API.
+// decisions, rules, alerts, incidents, bench), all talking to the
+// coordinator's gRPC API.
 func addOperatorCommands(root *cobra.Command) {
 	o := &opFlags{}
 	for _, c := range []*cobra.Command{
@@ -55,6 +56,7 @@ func addOperatorCommands(root *cobra.Command) {
 		newDecisionsCmd(o),
 		newRulesCmd(o),
 		newAlertsCmd(o),
+		newIncidentsCmd(o),
 		newBenchCmd(o),
 	} {
 		o.register(c)

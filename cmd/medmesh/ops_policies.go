@@ -7,6 +7,8 @@ import (
 	"io"
 	"os"
 	"strconv"
+	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
@@ -60,8 +62,12 @@ func newPoliciesCmd(o *opFlags) *cobra.Command {
 
 	get := &cobra.Command{
 		Use:   "get NAME",
-		Short: "Show one policy",
-		Args:  cobra.ExactArgs(1),
+		Short: "Show one policy, and what the enforcers installed for its DNS-named peers",
+		Long: "Show one policy. For rules that name a peer by DNS name, each enforcer reports the\n" +
+			"addresses it resolved and installed, when it resolved them, the answer's TTL, when it\n" +
+			"asks again and, if the last resolution failed, why (the last good addresses stay).\n" +
+			"Those reports live in the leader's memory: --consistency stale on a follower shows none.",
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return o.call(cmd, func(ctx context.Context, conn *grpc.ClientConn) error {
 				resp, err := medmeshv1.NewPolicyServiceClient(conn).GetPolicy(ctx,
@@ -72,7 +78,10 @@ func newPoliciesCmd(o *opFlags) *cobra.Command {
 				if o.json() {
 					return printProto(cmd.OutOrStdout(), resp)
 				}
-				return printPolicy(cmd.OutOrStdout(), resp.GetPolicy())
+				if err := printPolicy(cmd.OutOrStdout(), resp.GetPolicy()); err != nil {
+					return err
+				}
+				return printResolvedPeers(cmd.OutOrStdout(), resp.GetResolvedPeers())
 			})
 		},
 	}
@@ -278,6 +287,35 @@ func printPolicy(w io.Writer, p *medmeshv1.Policy) error {
 			dir = "both"
 		}
 		t.row(name, peer, names.Protocol(r.GetProtocol()), names.Ports(r.GetPortMin(), r.GetPortMax()), dir)
+	}
+	return t.flush()
+}
+
+// printResolvedPeers shows what each enforcer installed for the policy's
+// DNS-named peers.
+func printResolvedPeers(w io.Writer, peers []*medmeshv1.ResolvedPeer) error {
+	if len(peers) == 0 {
+		return nil
+	}
+	fmt.Fprintf(w, "\nDNS-named peers, as the enforcers installed them:\n")
+	t := newTable(w, "ENFORCER", "DNS NAME", "ADDRESSES", "TTL", "RESOLVED", "REFRESH", "DEVICES", "ERROR", "REPORTED")
+	for _, p := range peers {
+		addrs := strings.Join(p.GetAddresses(), ",")
+		if addrs == "" {
+			addrs = "none"
+			if p.GetResolveTime() == nil {
+				addrs = "none yet"
+			}
+		}
+		if n := p.GetAddressesLeftOut(); n > 0 {
+			addrs += fmt.Sprintf(" (+%d left out)", n)
+		}
+		ttl := ""
+		if p.GetResolveTime() != nil {
+			ttl = (time.Duration(p.GetTtlSeconds()) * time.Second).String()
+		}
+		t.row(p.GetEnforcerId(), p.GetDnsName(), addrs, ttl, ts(p.GetResolveTime()), ts(p.GetRefreshTime()), p.GetDevices(),
+			truncate(p.GetError(), 80), ts(p.GetReportTime()))
 	}
 	return t.flush()
 }

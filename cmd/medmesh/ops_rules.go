@@ -74,7 +74,8 @@ func newRulesCmd(o *opFlags) *cobra.Command {
 			if cmd.Flags().Changed("expected-version") {
 				req.ExpectedVersion = &w.expectedVersion
 			}
-			return o.call(cmd, func(ctx context.Context, conn *grpc.ClientConn) error {
+			return o.write(cmd, func(ctx context.Context, conn *grpc.ClientConn, requestID string) error {
+				req.RequestId = requestID
 				resp, err := medmeshv1.NewRuleServiceClient(conn).PutRule(ctx, req)
 				if err != nil {
 					return err
@@ -100,7 +101,8 @@ func newRulesCmd(o *opFlags) *cobra.Command {
 			if cmd.Flags().Changed("expected-version") {
 				req.ExpectedVersion = &dw.expectedVersion
 			}
-			return o.call(cmd, func(ctx context.Context, conn *grpc.ClientConn) error {
+			return o.write(cmd, func(ctx context.Context, conn *grpc.ClientConn, requestID string) error {
+				req.RequestId = requestID
 				resp, err := medmeshv1.NewRuleServiceClient(conn).DeleteRule(ctx, req)
 				if err != nil {
 					return err

@@ -28,6 +28,7 @@ type fakeAPI struct {
 	medmeshv1.UnimplementedClusterServiceServer
 	medmeshv1.UnimplementedPolicyServiceServer
 	medmeshv1.UnimplementedDecisionServiceServer
+	medmeshv1.UnimplementedRuleServiceServer
 
 	mu      sync.Mutex
 	puts    []*medmeshv1.PutPolicyRequest
@@ -37,6 +38,38 @@ type fakeAPI struct {
 	// whose leader died do.
 	deletes     []string
 	deleteFails int
+	// ruleWrites are the request ids of PutRule and DeleteRule calls,
+	// failing as deletes do.
+	ruleWrites []string
+}
+
+func (f *fakeAPI) ruleWrite(id string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.ruleWrites = append(f.ruleWrites, id)
+	if n := len(f.ruleWrites); n <= f.deleteFails {
+		if n%2 == 1 {
+			return status.Error(codes.Unknown, "outcome unknown: leadership lost while committing log")
+		}
+		return status.Error(codes.Unavailable, "no leader")
+	}
+	return nil
+}
+
+func (f *fakeAPI) PutRule(_ context.Context, req *medmeshv1.PutRuleRequest) (*medmeshv1.PutRuleResponse, error) {
+	if err := f.ruleWrite(req.GetRequestId()); err != nil {
+		return nil, err
+	}
+	r := req.GetRule()
+	r.Version = 3
+	return &medmeshv1.PutRuleResponse{Rule: r, Index: 8}, nil
+}
+
+func (f *fakeAPI) DeleteRule(_ context.Context, req *medmeshv1.DeleteRuleRequest) (*medmeshv1.DeleteRuleResponse, error) {
+	if err := f.ruleWrite(req.GetRequestId()); err != nil {
+		return nil, err
+	}
+	return &medmeshv1.DeleteRuleResponse{Index: 9}, nil
 }
 
 func (f *fakeAPI) DeletePolicy(_ context.Context, req *medmeshv1.DeletePolicyRequest) (*medmeshv1.DeletePolicyResponse, error) {
@@ -128,6 +161,7 @@ func startFake(t *testing.T) (*fakeAPI, string) {
 	medmeshv1.RegisterClusterServiceServer(s.GRPC(), f)
 	medmeshv1.RegisterPolicyServiceServer(s.GRPC(), f)
 	medmeshv1.RegisterDecisionServiceServer(s.GRPC(), f)
+	medmeshv1.RegisterRuleServiceServer(s.GRPC(), f)
 	if err := s.Listen(); err != nil {
 		t.Fatal(err)
 	}
@@ -419,5 +453,41 @@ func TestWriteRetriesWithOneRequestID(t *testing.T) {
 	}
 	if len(f.deletes) > 4*writeAttempts {
 		t.Fatalf("%d attempts: retries are not bounded", len(f.deletes))
+	}
+}
+
+// `rules put` and `rules delete` retry a write whose outcome is unknown
+// with the invocation's one request id, as the policy writes do.
+func TestRuleWritesRetryWithOneRequestID(t *testing.T) {
+	f, addr := startFake(t)
+	file := filepath.Join(t.TempDir(), "r.json")
+	if err := os.WriteFile(file, []byte(`{"name": "quarantine-scanner", "kinds": ["scan"], "action": "DECISION_ACTION_QUARANTINE"}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"rules", "put", file}, "version 3, index 8"},
+		{[]string{"rules", "delete", "quarantine-scanner"}, "deleted at index 9"},
+	} {
+		f.mu.Lock()
+		f.ruleWrites, f.deleteFails = nil, 2
+		f.mu.Unlock()
+		code, stdout, stderr := runCLI(t, append(tc.args, "--addr", addr, "--timeout", "5s")...)
+		if code != 0 || !strings.Contains(stdout, tc.want) {
+			t.Fatalf("%v: exit %d: %s%s", tc.args, code, stdout, stderr)
+		}
+		f.mu.Lock()
+		ids := slices.Clone(f.ruleWrites)
+		f.mu.Unlock()
+		if len(ids) < 3 || len(ids[0]) != 32 {
+			t.Fatalf("%v: request ids %q: want >= 3 attempts with one 32-hex-digit id", tc.args, ids)
+		}
+		for _, id := range ids {
+			if id != ids[0] {
+				t.Fatalf("%v: attempts carried different request ids: %q", tc.args, ids)
+			}
+		}
 	}
 }

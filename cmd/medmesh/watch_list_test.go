@@ -215,7 +215,7 @@ func TestWatchMatchesList(t *testing.T) {
 
 	verbs := watchVerbs(newRootCmd())
 	tested := map[string]bool{}
-	for _, verb := range []string{"alerts", "decisions"} {
+	for _, verb := range []string{"alerts", "decisions", "incidents"} {
 		t.Run(verb, func(t *testing.T) {
 			want := list(verb)
 			if verb == "alerts" {
@@ -229,6 +229,14 @@ func TestWatchMatchesList(t *testing.T) {
 				if len(byIndex) != 3 {
 					t.Fatalf("98 alerts over %d Raft indexes, want 3 batches", len(byIndex))
 				}
+			}
+			if verb == "incidents" && len(want) != 58 {
+				// One incident per scanning device: the second sensor's
+				// 55 alerts name 40 devices of the first's batch again
+				// (they fold into those incidents, which move to the
+				// second batch's index) and 15 new ones; the third batch
+				// 3 more.
+				t.Fatalf("incidents list shows %d incidents, want 58", len(want))
 			}
 			got := runWatch(t, len(want), verb, "watch", "-o", "json")
 			if !slices.Equal(got, want) {

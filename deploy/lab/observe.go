@@ -48,6 +48,21 @@ type DecisionView struct {
 	Create int64  `json:"create_ns,omitempty"`
 }
 
+// IncidentView is an incident: a device's alerts folded into one story.
+type IncidentView struct {
+	ID      string `json:"id"`
+	Index   uint64 `json:"index"` // Raft index of its last change
+	Device  string `json:"device"`
+	State   string `json:"state"`
+	Devices int    `json:"devices"`
+	// Stages in the order they began, with their ATT&CK technique (or
+	// tactic) ids: "reconnaissance (T0846)".
+	Stages    []string `json:"stages"`
+	Alerts    uint32   `json:"alerts"`
+	Score     uint32   `json:"score"`
+	Decisions []string `json:"decisions"` // the actions its rules decided, e.g. "quarantine"
+}
+
 // MemberView is a cluster member.
 type MemberView struct {
 	ID      string `json:"id"`
@@ -67,6 +82,7 @@ type Snapshot struct {
 	Devices   []DeviceView   `json:"devices"`
 	Alerts    []AlertView    `json:"alerts"`
 	Decisions []DecisionView `json:"decisions"`
+	Incidents []IncidentView `json:"incidents"`
 	Traffic   []Traffic      `json:"traffic"`
 	APIError  string         `json:"api_error,omitempty"`
 }
@@ -78,6 +94,7 @@ type Observer struct {
 	inv  medmeshv1.InventoryServiceClient
 	al   medmeshv1.AlertServiceClient
 	dec  medmeshv1.DecisionServiceClient
+	inc  medmeshv1.IncidentServiceClient
 	sens medmeshv1.SensorServiceClient
 	// names maps lab MACs to device names.
 	names map[string]string
@@ -94,6 +111,7 @@ func NewObserver(l *Lab, conn grpc.ClientConnInterface) *Observer {
 		o.inv = medmeshv1.NewInventoryServiceClient(conn)
 		o.al = medmeshv1.NewAlertServiceClient(conn)
 		o.dec = medmeshv1.NewDecisionServiceClient(conn)
+		o.inc = medmeshv1.NewIncidentServiceClient(conn)
 		o.sens = medmeshv1.NewSensorServiceClient(conn)
 	}
 	return o
@@ -163,6 +181,30 @@ func (o *Observer) poll(ctx context.Context, s *Snapshot) error {
 		s.Decisions = append(s.Decisions, DecisionView{Index: d.GetIndex(), Device: o.name(d.GetDeviceMac()), Action: names.Enum(d.GetAction()),
 			State: names.Enum(d.GetState()), Rule: d.GetRule(), Actor: d.GetActor(), Reason: d.GetReason(), Create: d.GetCreateTime().AsTime().UnixNano()})
 	}
+	incs, err := o.inc.ListIncidents(ctx, &medmeshv1.ListIncidentsRequest{PageSize: 1000})
+	if err != nil {
+		return fmt.Errorf("list incidents: %w", err)
+	}
+	for _, inc := range incs.GetIncidents() {
+		v := IncidentView{ID: inc.GetId(), Index: inc.GetIndex(), Device: o.name(inc.GetDeviceMac()), State: names.Enum(inc.GetState()),
+			Devices: len(inc.GetDevices()), Alerts: inc.GetEvidence().GetAlertCount(), Score: inc.GetScore()}
+		for _, st := range inc.GetTimeline() {
+			id := st.GetAttack().GetTechniqueId()
+			if id == "" {
+				id = st.GetAttack().GetTacticId()
+			}
+			if id != "" {
+				id = " (" + id + ")"
+			}
+			v.Stages = append(v.Stages, names.Enum(st.GetStage())+id)
+		}
+		for _, r := range inc.GetResponses() {
+			if r.GetDecisionId() != "" {
+				v.Decisions = append(v.Decisions, names.Enum(r.GetAction()))
+			}
+		}
+		s.Incidents = append(s.Incidents, v)
+	}
 	sort.Slice(s.Alerts, func(i, j int) bool { return s.Alerts[i].Index < s.Alerts[j].Index })
 	sort.Slice(s.Decisions, func(i, j int) bool { return s.Decisions[i].Index < s.Decisions[j].Index })
 	return nil
@@ -190,8 +232,8 @@ func (out *ScenarioOutcome) record(before, after []Traffic, snap Snapshot) {
 	if snap.APIError != "" {
 		out.Notes = append(out.Notes, "api: "+snap.APIError)
 	}
-	out.DevicesFound, out.Alerts, out.Decisions = snap.Devices, snap.Alerts, snap.Decisions
-	out.Totals = Totals{DevicesFound: len(snap.Devices), Alerts: len(snap.Alerts), Decisions: len(snap.Decisions)}
+	out.DevicesFound, out.Alerts, out.Decisions, out.Incidents = snap.Devices, snap.Alerts, snap.Decisions, snap.Incidents
+	out.Totals = Totals{DevicesFound: len(snap.Devices), Alerts: len(snap.Alerts), Decisions: len(snap.Decisions), Incidents: len(snap.Incidents)}
 	for _, t := range out.Traffic {
 		out.Totals.EnforcerDrops += t.Dropped
 		if t.LifeCritical {
@@ -225,7 +267,8 @@ func trafficBetween(before, after []Traffic) []Traffic {
 }
 
 // Render writes a terminal view of s: devices with their classes, alerts
-// with reasons, decisions with their indexes, what each enforcer dropped.
+// with reasons, incidents with their stages, decisions with their indexes,
+// what each enforcer dropped.
 func Render(w io.Writer, s Snapshot, title string) {
 	fmt.Fprintf(w, "\033[H\033[2J%s   %s\n", title, s.Time.Format(time.TimeOnly))
 	if s.Phase != "" {
@@ -250,6 +293,11 @@ func Render(w io.Writer, s Snapshot, title string) {
 	fmt.Fprintf(w, "\nALERTS (%d)\n", len(s.Alerts))
 	for _, a := range last(s.Alerts, 8) {
 		fmt.Fprintf(w, "  #%-6d %-12s %-22s score %3d  %s\n", a.Index, a.Device, a.Kind, a.Score, a.Summary)
+	}
+	fmt.Fprintf(w, "\nINCIDENTS (%d)\n", len(s.Incidents))
+	for _, inc := range last(s.Incidents, 4) {
+		fmt.Fprintf(w, "  %s %-12s %-6s %3d alerts, score %3d: %s; decided: %s\n", inc.ID, inc.Device, inc.State, inc.Alerts, inc.Score,
+			strings.Join(inc.Stages, " > "), orDash(strings.Join(inc.Decisions, ", ")))
 	}
 	fmt.Fprintf(w, "\nDECISIONS (%d)\n", len(s.Decisions))
 	for _, d := range last(s.Decisions, 8) {

@@ -25,6 +25,21 @@ type fakeAPI struct {
 	medmeshv1.UnimplementedAlertServiceServer
 	medmeshv1.UnimplementedDecisionServiceServer
 	medmeshv1.UnimplementedSensorServiceServer
+	medmeshv1.UnimplementedIncidentServiceServer
+}
+
+func (fakeAPI) ListIncidents(context.Context, *medmeshv1.ListIncidentsRequest) (*medmeshv1.ListIncidentsResponse, error) {
+	return &medmeshv1.ListIncidentsResponse{Incidents: []*medmeshv1.Incident{{
+		Id: "inc-0011223344556677", Index: 31, DeviceMac: "00:14:b8:00:01:0d", State: medmeshv1.IncidentState_INCIDENT_STATE_OPEN,
+		Devices: []*medmeshv1.IncidentDevice{{Mac: "00:14:b8:00:01:0d"}, {Mac: "58:46:e1:00:01:0a"}},
+		Timeline: []*medmeshv1.IncidentStep{
+			{Stage: medmeshv1.IncidentStage_INCIDENT_STAGE_RECONNAISSANCE, Attack: &medmeshv1.AttackReference{Matrix: "ics", TacticId: "TA0102", TechniqueId: "T0846"}},
+			{Stage: medmeshv1.IncidentStage_INCIDENT_STAGE_EXFILTRATION, Attack: &medmeshv1.AttackReference{Matrix: "enterprise", TacticId: "TA0010"}},
+		},
+		Evidence:  &medmeshv1.IncidentEvidence{AlertCount: 2},
+		Score:     90,
+		Responses: []*medmeshv1.IncidentResponse{{Rule: "r", Action: medmeshv1.DecisionAction_DECISION_ACTION_ENFORCE_POLICY, DecisionId: "r-1"}, {Rule: "b", Action: medmeshv1.DecisionAction_DECISION_ACTION_BLOCK_PEER}},
+	}}}, nil
 }
 
 func (fakeAPI) GetClusterStatus(context.Context, *medmeshv1.GetClusterStatusRequest) (*medmeshv1.GetClusterStatusResponse, error) {
@@ -74,6 +89,7 @@ func fakeObserver(t *testing.T) (*Lab, *Observer) {
 	medmeshv1.RegisterAlertServiceServer(srv, f)
 	medmeshv1.RegisterDecisionServiceServer(srv, f)
 	medmeshv1.RegisterSensorServiceServer(srv, f)
+	medmeshv1.RegisterIncidentServiceServer(srv, f)
 	go func() { _ = srv.Serve(lis) }()
 	t.Cleanup(srv.Stop)
 	conn, err := grpc.NewClient("passthrough:///bufnet",
@@ -108,6 +124,10 @@ func TestObserverReadsTheAPI(t *testing.T) {
 	if len(s.Decisions) != 1 || s.Decisions[0].Action != "enforce-policy" || s.Decisions[0].State != "effective" || s.Decisions[0].Device != "nursecall1" {
 		t.Errorf("decisions: %+v", s.Decisions)
 	}
+	if len(s.Incidents) != 1 || s.Incidents[0].Device != "nursecall1" || s.Incidents[0].Devices != 2 ||
+		strings.Join(s.Incidents[0].Stages, ",") != "reconnaissance (T0846),exfiltration (TA0010)" || strings.Join(s.Incidents[0].Decisions, ",") != "enforce-policy" {
+		t.Errorf("incidents: %+v", s.Incidents)
+	}
 	// A baseline without a freeze time is not frozen.
 	if frozen, err := obs.BaselineFrozen(context.Background(), "00:14:B8:00:01:0D"); err != nil || frozen {
 		t.Errorf("baseline frozen=%v err=%v", frozen, err)
@@ -115,7 +135,8 @@ func TestObserverReadsTheAPI(t *testing.T) {
 
 	var buf bytes.Buffer
 	Render(&buf, s, "title")
-	for _, want := range []string{"leader c2", "pump1", "infusion-pump", "#31", "enforce-policy", "response-engine: exfiltration", "scan"} {
+	for _, want := range []string{"leader c2", "pump1", "infusion-pump", "#31", "enforce-policy", "response-engine: exfiltration", "scan",
+		"INCIDENTS (1)", "reconnaissance (T0846) > exfiltration (TA0010); decided: enforce-policy"} {
 		if !strings.Contains(buf.String(), want) {
 			t.Errorf("view lacks %q:\n%s", want, buf.String())
 		}
@@ -155,8 +176,8 @@ func TestScenarioTotals(t *testing.T) {
 	if want := map[string]uint64{"pump1": 3, "monitor1": 2, "nursecall1": 50, "ws1": 0, "pump2": 0}; !maps.Equal(drops, want) {
 		t.Errorf("drops during the scenario %v, want %v", drops, want)
 	}
-	want := Totals{DevicesFound: len(snap.Devices), Alerts: len(snap.Alerts), Decisions: len(snap.Decisions), EnforcerDrops: 55, LifeCriticalDrops: 5}
-	if want.DevicesFound != 2 || want.Alerts != 2 || want.Decisions != 1 {
+	want := Totals{DevicesFound: len(snap.Devices), Alerts: len(snap.Alerts), Decisions: len(snap.Decisions), Incidents: len(snap.Incidents), EnforcerDrops: 55, LifeCriticalDrops: 5}
+	if want.DevicesFound != 2 || want.Alerts != 2 || want.Decisions != 1 || want.Incidents != 1 {
 		t.Fatalf("the observer read %d devices, %d alerts, %d decisions from the fake API", want.DevicesFound, want.Alerts, want.Decisions)
 	}
 	if out.Totals != want {

@@ -110,6 +110,7 @@ type ScenarioOutcome struct {
 	DevicesFound   []DeviceView   `json:"devices_found"`
 	Alerts         []AlertView    `json:"alerts"`
 	Decisions      []DecisionView `json:"decisions"`
+	Incidents      []IncidentView `json:"incidents"`
 	// Per device, during the scenario: packets sent towards its enforcer,
 	// let through, dropped.
 	Traffic []Traffic `json:"traffic"`
@@ -128,6 +129,7 @@ type Totals struct {
 	DevicesFound      int    `json:"devices_found"`
 	Alerts            int    `json:"alerts"`
 	Decisions         int    `json:"decisions"`
+	Incidents         int    `json:"incidents"`
 	EnforcerDrops     uint64 `json:"enforcer_drops"`
 	LifeCriticalDrops uint64 `json:"life_critical_drops"`
 }

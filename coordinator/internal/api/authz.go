@@ -62,6 +62,12 @@ func AuthzTable() authz.Table {
 		medmeshv1.AlertService_AcknowledgeAlert_FullMethodName: operators,
 		medmeshv1.AlertService_WatchAlerts_FullMethodName:      readers,
 
+		// Incidents are derived from alerts inside the FSM: read-only, read
+		// by whoever may read alerts.
+		medmeshv1.IncidentService_ListIncidents_FullMethodName:  readers,
+		medmeshv1.IncidentService_GetIncident_FullMethodName:    readers,
+		medmeshv1.IncidentService_WatchIncidents_FullMethodName: readers,
+
 		// Response rules decide what medmesh blocks on its own: changing
 		// them is a safety matter, for approvers only (audited).
 		medmeshv1.RuleService_ListRules_FullMethodName:  readers,

@@ -122,7 +122,8 @@ func (s *Server) TransferLeadership(ctx context.Context, req *medmeshv1.Transfer
 }
 
 // ReportMemberStatus records a sensor's or enforcer's heartbeat on the
-// leader.
+// leader, and an enforcer's report of what it installed for DNS-named
+// policy peers (shown by GetPolicy).
 func (s *Server) ReportMemberStatus(ctx context.Context, req *medmeshv1.ReportMemberStatusRequest) (*medmeshv1.ReportMemberStatusResponse, error) {
 	m := req.GetMember()
 	if m == nil {
@@ -134,6 +135,12 @@ func (s *Server) ReportMemberStatus(ctx context.Context, req *medmeshv1.ReportMe
 	if m.GetRole() != "sensor" && m.GetRole() != "enforcer" {
 		return nil, invalid("member.role", "%q is not sensor or enforcer", m.GetRole())
 	}
+	if m.GetRole() != "enforcer" && len(req.GetResolvedPeers()) > 0 {
+		return nil, invalid("resolved_peers", "only enforcers resolve DNS-named peers")
+	}
+	if err := validateResolvedPeers(req.GetResolvedPeers()); err != nil {
+		return nil, err
+	}
 	who, err := caller(ctx)
 	if err != nil {
 		return nil, err
@@ -144,11 +151,15 @@ func (s *Server) ReportMemberStatus(ctx context.Context, req *medmeshv1.ReportMe
 	if resp, done, err := route(ctx, s, medmeshv1.ClusterService_ReportMemberStatus_FullMethodName, kindWrite, req, &medmeshv1.ReportMemberStatusResponse{}); done {
 		return resp, err
 	}
+	now := time.Now()
 	m = proto.CloneOf(m)
-	m.LastSeen = timestamppb.New(time.Now())
+	m.LastSeen = timestamppb.New(now)
 	if m.State == "" {
 		m.State = "alive"
 	}
 	s.members.put(m)
+	if m.GetRole() == "enforcer" {
+		s.resolved.put(m.GetId(), req.GetResolvedPeers(), now)
+	}
 	return &medmeshv1.ReportMemberStatusResponse{}, nil
 }

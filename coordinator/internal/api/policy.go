@@ -59,7 +59,7 @@ func (s *Server) GetPolicy(ctx context.Context, req *medmeshv1.GetPolicyRequest)
 	if p == nil {
 		return nil, status.Errorf(codes.NotFound, "name: policy %q not found", req.GetName())
 	}
-	return &medmeshv1.GetPolicyResponse{Policy: p, ReadInfo: s.readInfo(req, idx)}, nil
+	return &medmeshv1.GetPolicyResponse{Policy: p, ReadInfo: s.readInfo(req, idx), ResolvedPeers: s.resolved.forPolicy(p.GetName())}, nil
 }
 
 // ListPolicies lists policies by name.

@@ -198,22 +198,41 @@ func checkAlert(f string, a *medmeshv1.Alert) error {
 	if err := checkEnum(f+".tier", a.GetTier()); err != nil {
 		return err
 	}
+	if err := checkEnum(f+".direction", a.GetDirection()); err != nil {
+		return err
+	}
+	if len(a.GetPeers()) > maxAlertList {
+		return invalid(f+".peers", "more than %d peers", maxAlertList)
+	}
+	for i, ip := range a.GetPeers() {
+		if err := checkIP(fmt.Sprintf("%s.peers[%d]", f, i), ip); err != nil {
+			return err
+		}
+	}
+	if len(a.GetServices()) > maxAlertList {
+		return invalid(f+".services", "more than %d services", maxAlertList)
+	}
+	for i, sv := range a.GetServices() {
+		if err := checkPortProto(fmt.Sprintf("%s.services[%d]", f, i), sv.GetProtocol(), sv.GetPort()); err != nil {
+			return err
+		}
+	}
 	if err := checkEvidence(f, a); err != nil {
 		return err
 	}
 	return checkEnum(f+".state", a.GetState())
 }
 
-// maxEvidenceList bounds the lists an alert's evidence names (sensors send
-// at most 12 hosts and services and 8 accounts).
-const maxEvidenceList = 64
+// maxAlertList bounds an alert's peers and services: a sensor lists at
+// most 64 and counts the rest.
+const maxAlertList = 64
 
-// checkEvidence bounds an alert's scan and login evidence: list lengths,
-// text lengths, and addresses that parse.
+// checkEvidence bounds an alert's scan and login evidence: list lengths
+// and text lengths.
 func checkEvidence(f string, a *medmeshv1.Alert) error {
 	texts := func(field string, list []string, ip bool) error {
-		if len(list) > maxEvidenceList {
-			return invalid(field, "more than %d entries", maxEvidenceList)
+		if len(list) > maxAlertList {
+			return invalid(field, "more than %d entries", maxAlertList)
 		}
 		for i, s := range list {
 			if len(s) > maxTextField {
@@ -232,8 +251,7 @@ func checkEvidence(f string, a *medmeshv1.Alert) error {
 			field string
 			list  []string
 			ip    bool
-		}{{".scan.patterns", sc.GetPatterns(), false}, {".scan.methods", sc.GetMethods(), false},
-			{".scan.peers", sc.GetPeers(), true}, {".scan.service_names", sc.GetServiceNames(), false}} {
+		}{{".scan.patterns", sc.GetPatterns(), false}, {".scan.methods", sc.GetMethods(), false}} {
 			if err := texts(f+c.field, c.list, c.ip); err != nil {
 				return err
 			}

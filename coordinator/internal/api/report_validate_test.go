@@ -2,6 +2,7 @@ package api
 
 import (
 	"math"
+	"net/netip"
 	"strings"
 	"testing"
 
@@ -28,8 +29,10 @@ func goodReport() *medmeshv1.ReportRequest {
 			DeviceMac: "02:00:00:00:00:07", DeviceIp: "10.1.0.7", PeerIp: "10.9.0.5", Protocol: 6, Port: 2575, Direction: out, Flows: 3}}},
 		{Seq: 4, Record: &medmeshv1.SensorRecord_Alert{Alert: &medmeshv1.Alert{
 			DeviceMac: "02:00:00:00:00:07", Kind: "scan", Risk: &medmeshv1.RiskScore{Score: 80},
-			Flow:  &medmeshv1.FlowRef{Src: "10.1.0.7", Dst: "10.9.0.9", Sport: 40000, Dport: 22, Proto: 6},
-			Scan:  &medmeshv1.ScanEvidence{Patterns: []string{"vertical"}, Peers: []string{"10.9.0.9"}, ServiceNames: []string{"tcp/22"}},
+			Flow:      &medmeshv1.FlowRef{Src: "10.1.0.7", Dst: "10.9.0.9", Sport: 40000, Dport: 22, Proto: 6},
+			Direction: out, Peers: []string{"10.9.0.8", "10.9.0.9"}, PeerCount: 2,
+			Services: []*medmeshv1.Service{{Protocol: 6, Port: 22}, {Protocol: 6, Port: 23}}, ServiceCount: 2,
+			Scan:  &medmeshv1.ScanEvidence{Patterns: []string{"vertical"}, Methods: []string{"tcp_syn"}},
 			Login: &medmeshv1.LoginEvidence{Protocol: "telnet", Account: "admin", Accounts: []string{"admin"}}}}},
 	}}
 }
@@ -63,10 +66,17 @@ func TestValidateReportRejectsOutOfRange(t *testing.T) {
 		"records[3].alert.risk.score":               func(r *medmeshv1.ReportRequest) { r.Records[3].GetAlert().Risk.Score = 250 },
 		"records[3].alert.flow.port":                func(r *medmeshv1.ReportRequest) { r.Records[3].GetAlert().Flow.Sport = 70000 },
 		"records[3].alert.state":                    func(r *medmeshv1.ReportRequest) { r.Records[3].GetAlert().State = 77 },
-		"records[3]":                                func(r *medmeshv1.ReportRequest) { r.Records[3].Record = nil },
-		"records[3].alert.scan.peers[0]":            func(r *medmeshv1.ReportRequest) { r.Records[3].GetAlert().Scan.Peers[0] = "10.9.0" },
-		"records[3].alert.scan.service_names": func(r *medmeshv1.ReportRequest) {
-			r.Records[3].GetAlert().Scan.ServiceNames = make([]string, 65)
+		"records[3].alert.direction":                func(r *medmeshv1.ReportRequest) { r.Records[3].GetAlert().Direction = 9 },
+		"records[3].alert.peers[1]":                 func(r *medmeshv1.ReportRequest) { r.Records[3].GetAlert().Peers = []string{"10.1.0.2", "10.1.0"} },
+		"records[3].alert.services[0].port": func(r *medmeshv1.ReportRequest) {
+			r.Records[3].GetAlert().Services = []*medmeshv1.Service{{Protocol: 6, Port: 65536}}
+		},
+		"records[3].alert.peers": func(r *medmeshv1.ReportRequest) {
+			r.Records[3].GetAlert().Peers = make([]string, maxAlertList+1)
+		},
+		"records[3]": func(r *medmeshv1.ReportRequest) { r.Records[3].Record = nil },
+		"records[3].alert.scan.methods": func(r *medmeshv1.ReportRequest) {
+			r.Records[3].GetAlert().Scan.Methods = make([]string, maxAlertList+1)
 		},
 		"records[3].alert.login.account": func(r *medmeshv1.ReportRequest) {
 			r.Records[3].GetAlert().Login.Account = strings.Repeat("a", 5000)
@@ -126,6 +136,17 @@ func FuzzValidateReport(f *testing.F) {
 				}
 				fl := rec.Alert.GetFlow()
 				ports, protos = append(ports, fl.GetSport(), fl.GetDport()), append(protos, fl.GetProto())
+				if len(rec.Alert.GetPeers()) > maxAlertList || len(rec.Alert.GetServices()) > maxAlertList {
+					t.Fatalf("accepted %d peers, %d services", len(rec.Alert.GetPeers()), len(rec.Alert.GetServices()))
+				}
+				for _, ip := range rec.Alert.GetPeers() {
+					if _, err := netip.ParseAddr(ip); ip != "" && err != nil {
+						t.Fatalf("accepted peer %q", ip)
+					}
+				}
+				for _, sv := range rec.Alert.GetServices() {
+					ports, protos = append(ports, sv.GetPort()), append(protos, sv.GetProtocol())
+				}
 			case *medmeshv1.SensorRecord_Device:
 				if _, err := normalizeMAC("mac", rec.Device.GetDevice().GetMac()); err != nil {
 					t.Fatalf("accepted mac %q", rec.Device.GetDevice().GetMac())

@@ -36,12 +36,16 @@ func (s *Server) PutRule(ctx context.Context, req *medmeshv1.PutRuleRequest) (*m
 	if err != nil {
 		return nil, err
 	}
+	creq, err := clientRequest(id, req.GetRequestId())
+	if err != nil {
+		return nil, err
+	}
 	if resp, done, err := route(ctx, s, medmeshv1.RuleService_PutRule_FullMethodName, kindWrite, req, &medmeshv1.PutRuleResponse{}); done {
 		return resp, err
 	}
 	// Output-only fields are ignored.
 	r.Version, r.Revision, r.UpdateTime, r.UpdatedBy = 0, 0, nil, ""
-	res, err := s.apply(ctx, &fsmpb.Command{Command: &fsmpb.Command_RulePut{RulePut: &fsmpb.RulePut{
+	res, err := s.apply(ctx, &fsmpb.Command{Request: creq, Command: &fsmpb.Command_RulePut{RulePut: &fsmpb.RulePut{
 		Rule: r, ExpectedVersion: req.ExpectedVersion, Actor: id.String(), Comment: comment, Reason: req.GetReason(),
 	}}})
 	if err != nil {
@@ -59,10 +63,14 @@ func (s *Server) DeleteRule(ctx context.Context, req *medmeshv1.DeleteRuleReques
 	if err != nil {
 		return nil, err
 	}
+	creq, err := clientRequest(id, req.GetRequestId())
+	if err != nil {
+		return nil, err
+	}
 	if resp, done, err := route(ctx, s, medmeshv1.RuleService_DeleteRule_FullMethodName, kindWrite, req, &medmeshv1.DeleteRuleResponse{}); done {
 		return resp, err
 	}
-	res, err := s.apply(ctx, &fsmpb.Command{Command: &fsmpb.Command_RuleDelete{RuleDelete: &fsmpb.RuleDelete{
+	res, err := s.apply(ctx, &fsmpb.Command{Request: creq, Command: &fsmpb.Command_RuleDelete{RuleDelete: &fsmpb.RuleDelete{
 		Name: req.GetName(), ExpectedVersion: req.ExpectedVersion, Actor: id.String(), Comment: comment, Reason: req.GetReason(),
 	}}})
 	if err != nil {

@@ -111,7 +111,7 @@ func (c *Config) validate() error {
 	return nil
 }
 
-// Server implements the seven medmesh.v1 services.
+// Server implements the eight medmesh.v1 services.
 type Server struct {
 	medmeshv1.UnimplementedClusterServiceServer
 	medmeshv1.UnimplementedInventoryServiceServer
@@ -120,12 +120,15 @@ type Server struct {
 	medmeshv1.UnimplementedAlertServiceServer
 	medmeshv1.UnimplementedSensorServiceServer
 	medmeshv1.UnimplementedRuleServiceServer
+	medmeshv1.UnimplementedIncidentServiceServer
 
 	b       Backend
 	cfg     Config
 	log     *slog.Logger
 	batch   *batcher
 	members *memberTable
+	// resolved holds the enforcers' reports of DNS-named peers.
+	resolved *resolvedTable
 }
 
 // New returns the services over b. Close stops the sensor batcher.
@@ -133,7 +136,7 @@ func New(b Backend, cfg Config, log *slog.Logger) (*Server, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	s := &Server{b: b, cfg: cfg, log: log, members: newMemberTable()}
+	s := &Server{b: b, cfg: cfg, log: log, members: newMemberTable(), resolved: newResolvedTable()}
 	s.batch = newBatcher(cfg.BatchMaxRecords, cfg.BatchMaxDelay, b.Apply)
 	return s, nil
 }
@@ -141,7 +144,7 @@ func New(b Backend, cfg Config, log *slog.Logger) (*Server, error) {
 // Close stops the sensor batcher.
 func (s *Server) Close() { s.batch.close() }
 
-// Register registers the seven services on g.
+// Register registers the eight services on g.
 func (s *Server) Register(g *grpc.Server) {
 	medmeshv1.RegisterClusterServiceServer(g, s)
 	medmeshv1.RegisterInventoryServiceServer(g, s)
@@ -150,6 +153,7 @@ func (s *Server) Register(g *grpc.Server) {
 	medmeshv1.RegisterAlertServiceServer(g, s)
 	medmeshv1.RegisterSensorServiceServer(g, s)
 	medmeshv1.RegisterRuleServiceServer(g, s)
+	medmeshv1.RegisterIncidentServiceServer(g, s)
 }
 
 // ServiceNames lists the registered services' full names (for health).
@@ -162,6 +166,7 @@ func ServiceNames() []string {
 		medmeshv1.AlertService_ServiceDesc.ServiceName,
 		medmeshv1.SensorService_ServiceDesc.ServiceName,
 		medmeshv1.RuleService_ServiceDesc.ServiceName,
+		medmeshv1.IncidentService_ServiceDesc.ServiceName,
 	}
 }
 

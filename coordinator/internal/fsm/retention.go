@@ -34,19 +34,46 @@ type Retention struct {
 	// CompactEvery is how often, in leader time, the decision log is
 	// compacted (one day).
 	CompactEvery time.Duration
+
+	// IncidentWindow: an alert joins an open incident of its device if
+	// the incident's last alert is at most this old (30 minutes); an
+	// incident closes once this passes without an alert. See
+	// DefaultRetention for why 30 minutes.
+	IncidentWindow time.Duration
+	// IncidentAge: a closed incident is evicted once closed this long (90
+	// days, as alerts). Open incidents are never evicted.
+	IncidentAge time.Duration
+	// MaxIncidents bounds the closed incidents kept (100,000), the oldest
+	// closed evicted first.
+	MaxIncidents int
 }
 
 // DefaultRetention is what a hospital would expect: 90 days of alerts and
 // superseded decisions, everything in force kept, six years of audit on
 // disk (auditlog.Retain).
+//
+// The incident window is 30 minutes since an incident's last alert. A
+// device's hands-on attack (scan, login, upload) comes in seconds to
+// minutes, and gaps of a few minutes between its steps (sensors fold a
+// scan over a 60 s fan-out window, report every second, and a baseline
+// miss can follow its flow by the report period) must not split the
+// story; a quarantined device stops alerting, so its incident closes
+// half an hour later and a new attempt after that is a new incident. A
+// longer window keeps merging a busy device's unrelated alerts across a
+// shift into one incident (an incident's score only grows), a shorter one
+// splits slow, careful intrusions. Like the other values, it is code:
+// replicas that disagreed would fold alerts differently and diverge.
 func DefaultRetention() Retention {
 	return Retention{
-		AlertAge:      90 * 24 * time.Hour,
-		MaxAlerts:     200_000,
-		DecisionAge:   90 * 24 * time.Hour,
-		MaxSuperseded: 100_000,
-		AuditWindow:   10_000,
-		CompactEvery:  24 * time.Hour,
+		AlertAge:       90 * 24 * time.Hour,
+		MaxAlerts:      200_000,
+		DecisionAge:    90 * 24 * time.Hour,
+		MaxSuperseded:  100_000,
+		AuditWindow:    10_000,
+		CompactEvery:   24 * time.Hour,
+		IncidentWindow: 30 * time.Minute,
+		IncidentAge:    90 * 24 * time.Hour,
+		MaxIncidents:   100_000,
 	}
 }
 
@@ -72,6 +99,7 @@ func (s *state) prune(now *timestamppb.Timestamp) {
 		s.alerts = s.alerts[n:]
 		s.alertBase += uint64(n)
 	}
+	s.pruneIncidents(now)
 	if r.CompactEvery > 0 && (s.compacted == nil || t.Sub(s.compacted.AsTime()) >= r.CompactEvery) {
 		s.compactDecisions(t)
 		s.compacted = now

@@ -91,6 +91,11 @@ func (s *state) write(w io.Writer) error {
 			return err
 		}
 	}
+	for _, k := range sortedKeys(s.inc.byID) {
+		if err := put(&fsmpb.SnapshotItem{Item: &fsmpb.SnapshotItem_Incident{Incident: s.inc.byID[k]}}); err != nil {
+			return err
+		}
+	}
 	for _, k := range sortedKeys(s.baselines) {
 		if err := put(&fsmpb.SnapshotItem{Item: &fsmpb.SnapshotItem_Baseline{Baseline: s.baselines[k]}}); err != nil {
 			return err
@@ -170,6 +175,7 @@ func readSnapshot(r io.Reader) (*state, error) {
 			if first {
 				return nil, errors.New("empty snapshot")
 			}
+			st.rebuildDerived()
 			return st, st.rechain(!bounded)
 		}
 		if err != nil {
@@ -213,6 +219,8 @@ func readSnapshot(r io.Reader) (*state, error) {
 			}
 		case *fsmpb.SnapshotItem_PendingCause:
 			st.pendingCause[x.PendingCause.GetDecisionId()] = x.PendingCause.GetIdentity()
+		case *fsmpb.SnapshotItem_Incident:
+			st.inc.byID[x.Incident.GetId()] = x.Incident
 		case *fsmpb.SnapshotItem_Baseline:
 			st.baselines[baselineKey(x.Baseline.GetDeviceMac(), x.Baseline.GetDeviceClass())] = x.Baseline
 		case *fsmpb.SnapshotItem_Audit:
@@ -231,4 +239,13 @@ func readSnapshot(r io.Reader) (*state, error) {
 			return nil, fmt.Errorf("unknown snapshot item %T", it.Item)
 		}
 	}
+}
+
+// rebuildDerived rebuilds what the state derives from its replicated
+// parts: the address index of devices and the incidents' indexes.
+func (s *state) rebuildDerived() {
+	for _, mac := range sortedKeys(s.devices) {
+		s.indexDeviceIPs(nil, s.devices[mac])
+	}
+	s.inc.rebuild()
 }

@@ -194,13 +194,18 @@ func TestSoakYear(t *testing.T) {
 		}
 		apply(at, &fsmpb.Command{Command: &fsmpb.Command_SensorBatch{SensorBatch: &fsmpb.SensorBatch{Reports: batch}}})
 		alerts += uint64(len(fresh))
-		// The rules decided in the batch's apply; the operators follow up.
+		// The rules decided in the batch's apply, once per incident and
+		// rule; the operators follow up.
+		seen := map[string]bool{}
 		for _, a := range fresh {
+			inc := f.Alert(a.GetId()).GetIncidentId()
 			for _, r := range rules {
-				got := f.Decision(response.DecisionID(a.GetId(), r.GetName()))
-				if got == nil {
+				id := response.IncidentDecisionID(inc, r.GetName())
+				got := f.Decision(id)
+				if got == nil || seen[id] {
 					continue
 				}
+				seen[id] = true
 				decisions++
 				switch {
 				case got.GetState() == medmeshv1.DecisionState_DECISION_STATE_PENDING_APPROVAL:
@@ -229,10 +234,10 @@ func TestSoakYear(t *testing.T) {
 			h, s := heapInUse(), snapshotSize(t, f)
 			heap, snap = append(heap, float64(h)), append(snap, float64(s))
 			f.mu.RLock()
-			kept, keptD, window := len(f.st.alerts), len(f.st.decisions), len(f.st.audit)
+			kept, keptD, window, keptI := len(f.st.alerts), len(f.st.decisions), len(f.st.audit), len(f.st.inc.byID)
 			f.mu.RUnlock()
-			t.Logf("month %2d: heap %6.1f MiB, snapshot %6.1f MiB; alerts %6d committed, %6d kept; decisions %6d committed, %6d kept; audit %6d records, %5d in window (%.0fs)",
-				len(heap), float64(h)/(1<<20), float64(s)/(1<<20), alerts, kept, decisions, keptD, f.AuditHead().Seq, window, time.Since(began).Seconds())
+			t.Logf("month %2d: heap %6.1f MiB, snapshot %6.1f MiB; alerts %6d committed, %6d kept; decisions %6d committed, %6d kept; incidents %6d kept; audit %6d records, %5d in window (%.0fs)",
+				len(heap), float64(h)/(1<<20), float64(s)/(1<<20), alerts, kept, decisions, keptD, keptI, f.AuditHead().Seq, window, time.Since(began).Seconds())
 		}
 	}
 

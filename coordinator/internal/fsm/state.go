@@ -50,6 +50,13 @@ type state struct {
 	compacted    *timestamppb.Timestamp // leader time of the last decision compaction
 	retention    Retention              // code, not state: the same on every replica
 
+	// inc holds the incidents and the indexes derived from them
+	// (state_incidents.go).
+	inc incidentStore
+	// deviceIPs maps each address (canonical form) to the devices holding
+	// it, sorted: derived from devices, rebuilt on restore.
+	deviceIPs map[string][]string
+
 	// rules is the response rule table, ordered by name; replaced, never
 	// changed in place.
 	rules       []*medmeshv1.ResponseRule
@@ -80,6 +87,8 @@ func newState() *state {
 
 		pendingCause: map[string]string{},
 		retention:    DefaultRetention(),
+		inc:          newIncidentStore(),
+		deviceIPs:    map[string][]string{},
 	}
 }
 
@@ -113,6 +122,11 @@ func (s *state) shallowCopy() *state {
 	}
 	for k, v := range s.pendingCause {
 		c.pendingCause[k] = v
+	}
+	// Incidents are copied for writing only; the derived indexes are not.
+	c.inc.byID = make(map[string]*medmeshv1.Incident, len(s.inc.byID))
+	for k, v := range s.inc.byID {
+		c.inc.byID[k] = v
 	}
 	for k, v := range s.devices {
 		c.devices[k] = v
@@ -175,6 +189,7 @@ func (s *state) apply(index uint64, cmd *fsmpb.Command) *Result {
 
 // dispatch applies one command. A command that fails changes nothing.
 func (s *state) dispatch(index uint64, now *timestamppb.Timestamp, cmd *fsmpb.Command) *Result {
+	s.closeIncidents(index, now)
 	var res *Result
 	switch c := cmd.Command.(type) {
 	case *fsmpb.Command_DeviceUpsert:

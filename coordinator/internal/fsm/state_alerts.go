@@ -23,9 +23,10 @@ func (s *state) applyAlertIngest(index uint64, now *timestamppb.Timestamp, in *m
 	a := proto.CloneOf(in)
 	a.Index, a.CreateTime, a.State = index, now, medmeshv1.AlertState_ALERT_STATE_OPEN
 	a.AcknowledgedBy, a.AcknowledgeTime, a.AcknowledgeNote = "", nil, ""
+	inc := s.foldAlert(index, now, a) // sets a.IncidentId
 	s.alertAt[a.Id] = int(s.alertBase) + len(s.alerts)
 	s.alerts = append(s.alerts, a)
-	s.respond(index, now, a)
+	s.respond(index, now, a, inc)
 	return &Result{Alert: a}
 }
 

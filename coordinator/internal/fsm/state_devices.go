@@ -106,6 +106,7 @@ func (s *state) applyDeviceUpsert(index uint64, now *timestamppb.Timestamp, sens
 // returns the class policy decisions a change of its class calls for (see
 // state_classes.go).
 func (s *state) storeDevice(index uint64, now *timestamppb.Timestamp, old, d *medmeshv1.Device, t trigger) []*medmeshv1.Decision {
+	s.indexDeviceIPs(old, d)
 	if old != nil && old.GetDeviceClass() == d.GetDeviceClass() {
 		s.devices[d.Mac] = d
 		return nil

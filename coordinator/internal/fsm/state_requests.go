@@ -153,7 +153,7 @@ func restoreError(kind, msg string) error {
 func (r *request) item() *fsmpb.DedupEntry {
 	e := &fsmpb.DedupEntry{
 		Request: r.req, Index: r.index, Time: r.time, Command: r.command,
-		Device: r.res.Device, Policy: r.res.Policy, Decision: r.res.Decision, Alert: r.res.Alert,
+		Device: r.res.Device, Policy: r.res.Policy, Decision: r.res.Decision, Alert: r.res.Alert, Rule: r.res.Rule,
 	}
 	if r.res.Err != nil {
 		e.ErrorKind, e.Error = errorKind(r.res.Err), r.res.Err.Error()
@@ -167,7 +167,7 @@ func requestFromItem(e *fsmpb.DedupEntry) (*request, error) {
 	}
 	return &request{
 		key: requestKey(e.GetRequest()), req: e.GetRequest(), index: e.GetIndex(), time: e.GetTime(), command: e.GetCommand(),
-		res: &Result{Index: e.GetIndex(), Device: e.GetDevice(), Policy: e.GetPolicy(), Decision: e.GetDecision(), Alert: e.GetAlert(),
+		res: &Result{Index: e.GetIndex(), Device: e.GetDevice(), Policy: e.GetPolicy(), Decision: e.GetDecision(), Alert: e.GetAlert(), Rule: e.GetRule(),
 			Err: restoreError(e.GetErrorKind(), e.GetError())},
 	}, nil
 }

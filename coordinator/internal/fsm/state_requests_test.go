@@ -11,6 +11,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/medmesh/medmesh/coordinator/internal/fsm/fsmpb"
+	medmeshv1 "github.com/medmesh/medmesh/proto/medmesh/v1"
 )
 
 func withRequest(cmd *fsmpb.Command, identity, id string) *fsmpb.Command {
@@ -167,6 +168,8 @@ func TestRequestTableSurvivesSnapshotRestore(t *testing.T) {
 	l.ok(upsert("s1", pump(mac1)))
 	first := l.ok(withRequest(putPolicy(policy("p", mac1), nil), "operator/bob", "req-1"))
 	failed := l.apply(withRequest(putPolicy(policy("p", mac1), u64(9)), "operator/bob", "cas-1"))
+	rule := &medmeshv1.ResponseRule{Name: "r", Kinds: []string{"scan"}, Action: medmeshv1.DecisionAction_DECISION_ACTION_NOTIFY}
+	rulePut := l.ok(withRequest(putRule(rule, nil), "approver/carol", "rule-1"))
 	snap, err := l.f.Snapshot()
 	if err != nil {
 		t.Fatal(err)
@@ -196,5 +199,12 @@ func TestRequestTableSurvivesSnapshotRestore(t *testing.T) {
 	casRetry := g.ApplyCommand(11, cas)
 	if !casRetry.Duplicate || !errors.Is(casRetry.Err, ErrVersionMismatch) || casRetry.Err.Error() != failed.Err.Error() {
 		t.Fatalf("failed request after restore: %+v (first: %v)", casRetry, failed.Err)
+	}
+	// A rule write's first result (the stored rule) survives too.
+	rp := withRequest(putRule(rule, nil), "approver/carol", "rule-1")
+	rp.Time = timestamppb.New(t0.Add(time.Minute))
+	ruleRetry := g.ApplyCommand(12, rp)
+	if !ruleRetry.Duplicate || ruleRetry.Index != rulePut.Index || ruleRetry.Rule == nil || !proto.Equal(ruleRetry.Rule, rulePut.Rule) {
+		t.Fatalf("rule put retried after restore: %+v, first %+v", ruleRetry, rulePut)
 	}
 }

@@ -10,12 +10,14 @@ import (
 
 	"github.com/medmesh/medmesh/coordinator/internal/fsm/fsmpb"
 	"github.com/medmesh/medmesh/coordinator/internal/response"
+	"github.com/medmesh/medmesh/internal/names"
 	medmeshv1 "github.com/medmesh/medmesh/proto/medmesh/v1"
 )
 
 // The response rules are replicated state: a table ordered by name,
-// evaluated inside the apply of every new alert. The decisions it makes
-// are appended in that same apply, with ids derived from alert and rule,
+// evaluated inside the apply of every new alert, after the alert folded
+// into its incident. The decisions it makes are appended in that same
+// apply, at most one per incident and rule, with ids derived from both,
 // so every replica derives the same decisions from the same log and no
 // second command is needed.
 
@@ -95,19 +97,78 @@ func (s *state) applyRulesSeed(index uint64, now *timestamppb.Timestamp, c *fsmp
 }
 
 // respond evaluates the rule table against a newly committed alert and
-// appends its decisions at the alert's index. A decision id already in the
-// log (the same alert and rule) is not appended again.
-func (s *state) respond(index uint64, now *timestamppb.Timestamp, a *medmeshv1.Alert) {
+// appends the decisions of its incident (inc, mutable in this apply) at
+// the alert's index: one decision per incident and rule, with an id
+// derived from both, so an incident's many alerts decide once. An
+// enforcement decision is made only when it is stronger (response.Strength)
+// than the incident's strongest decision not rejected: the incident
+// escalates, it never piles up weaker decisions. A match that decides
+// nothing is recorded on the incident with the reason. Life-critical and
+// unknown-tier devices get pending decisions (appendDecision).
+func (s *state) respond(index uint64, now *timestamppb.Timestamp, a *medmeshv1.Alert, inc *medmeshv1.Incident) {
 	if len(s.rules) == 0 {
 		return
 	}
-	for _, d := range response.Evaluate(s.rules, a, s.devices[a.GetDeviceMac()]) {
-		if _, dup := s.decisionAt[d.GetId()]; dup {
+	props := response.Evaluate(s.rules, a, s.devices[a.GetDeviceMac()])
+	// The strongest first: a weaker proposal of the same alert is then
+	// not stronger than what the incident already has.
+	slices.SortStableFunc(props, func(x, y *medmeshv1.Decision) int {
+		return response.Strength(y.GetAction()) - response.Strength(x.GetAction())
+	})
+	for _, d := range props {
+		fired, seen := false, false
+		for _, r := range inc.Responses {
+			if r.GetRule() == d.GetRule() {
+				seen = true
+				fired = fired || r.GetDecisionId() != ""
+			}
+		}
+		if fired {
 			continue
 		}
+		match := &medmeshv1.IncidentResponse{Rule: d.GetRule(), Action: d.GetAction(), AlertId: a.GetId(), Index: index}
+		if st := response.Strength(d.GetAction()); st > 0 {
+			if cur, curID := s.incidentStrength(inc); st <= cur {
+				if !seen {
+					match.Note = fmt.Sprintf("not stronger than the incident's %s (%s)", names.Enum(s.decisions[s.decisionAt[curID]].GetAction()), curID)
+					inc.Responses = append(inc.Responses, match)
+				}
+				continue
+			}
+		}
+		d.Id = response.IncidentDecisionID(inc.GetId(), d.GetRule())
+		if _, dup := s.decisionAt[d.Id]; dup {
+			continue
+		}
+		d.IncidentId = inc.GetId()
+		d.Reason = "incident " + inc.GetId() + ": " + d.Reason
 		s.appendDecision(index, now, d, true, "")
 		s.ruleDecisions++
+		match.DecisionId = d.Id
+		inc.Responses = append(inc.Responses, match)
 	}
+}
+
+// incidentStrength is the strongest action among the incident's decisions
+// that an operator did not reject, and that decision's id.
+func (s *state) incidentStrength(inc *medmeshv1.Incident) (int, string) {
+	best, id := 0, ""
+	for _, r := range inc.GetResponses() {
+		if r.GetDecisionId() == "" {
+			continue
+		}
+		pos, ok := s.decisionAt[r.GetDecisionId()]
+		if !ok {
+			continue // compacted: no longer in force
+		}
+		if s.decisions[pos].GetState() == medmeshv1.DecisionState_DECISION_STATE_REJECTED {
+			continue
+		}
+		if st := response.Strength(r.GetAction()); st > best {
+			best, id = st, r.GetDecisionId()
+		}
+	}
+	return best, id
 }
 
 // Rules returns the response rules by name and the applied index.

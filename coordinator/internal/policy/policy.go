@@ -113,7 +113,7 @@ func validateRule(r *medmeshv1.Rule) error {
 			return invalid("%v", err)
 		}
 	case *medmeshv1.Rule_PeerDnsName:
-		if len(peer.PeerDnsName) > 253 || !dnsNameRE.MatchString(peer.PeerDnsName) {
+		if !ValidDNSName(peer.PeerDnsName) {
 			return invalid("peer_dns_name %q is not a DNS name", peer.PeerDnsName)
 		}
 	}
@@ -143,3 +143,6 @@ func parsePeer(s string) (netip.Prefix, error) {
 	}
 	return netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()), nil
 }
+
+// ValidDNSName reports whether s is a DNS name a policy may use as a peer.
+func ValidDNSName(s string) bool { return len(s) <= 253 && dnsNameRE.MatchString(s) }

@@ -152,6 +152,31 @@ func DecisionID(alertID, rule string) string {
 	return "r-" + hex.EncodeToString(h[:10])
 }
 
+// IncidentDecisionID is the id of rule's decision for an incident: a rule
+// decides at most once per incident, however many of its alerts match.
+func IncidentDecisionID(incidentID, rule string) string {
+	h := sha256.Sum256([]byte("incident\x00" + incidentID + "\x00" + rule))
+	return "r-" + hex.EncodeToString(h[:10])
+}
+
+// Strength orders the automatic actions by how much they isolate a device:
+// notify (nothing) < block one peer < enforce the device's policy (only
+// what the policy allows) < quarantine (nothing but DHCP and DNS). An
+// incident's decision escalates only to a stronger action. Actions a rule
+// cannot take are 0.
+func Strength(a medmeshv1.DecisionAction) int {
+	switch a {
+	case medmeshv1.DecisionAction_DECISION_ACTION_BLOCK_PEER:
+		return 1
+	case medmeshv1.DecisionAction_DECISION_ACTION_ENFORCE_POLICY:
+		return 2
+	case medmeshv1.DecisionAction_DECISION_ACTION_QUARANTINE:
+		return 3
+	default:
+		return 0
+	}
+}
+
 // peerOf returns the host prefix of the alert flow's end that is not the
 // device: the end not among the device's addresses, else the destination.
 func peerOf(a *medmeshv1.Alert, device *medmeshv1.Device) (netip.Prefix, error) {

@@ -4,10 +4,13 @@
 // writes every change to the datapath without a window: a device's new
 // rules go to a free slot before its entry switches to that slot, and the
 // old slot stays intact until it is taken again, after every slot freed
-// before it.
+// before it. Rules that name a peer by DNS name are installed as one rule
+// per address of the name's last answer (SetResolved), kept across
+// restarts in the datapath's records of named rules.
 package state
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -15,6 +18,7 @@ import (
 	"net/netip"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 
 	"github.com/medmesh/medmesh/enforcer/internal/xdp"
@@ -28,6 +32,12 @@ type Table interface {
 	SetDevice(mac net.HardwareAddr, e xdp.DeviceEntry) error
 	DeleteDevice(mac net.HardwareAddr) error
 	SetAppliedIndex(index uint64) error
+	// The records of devices whose policy names peers by DNS name, and
+	// the names they refer to (see named.go).
+	SetNamed(mac net.HardwareAddr, rec []byte) error
+	DeleteNamed(mac net.HardwareAddr) error
+	SetDNSName(key xdp.NameKey, name string) error
+	DeleteDNSName(key xdp.NameKey) error
 }
 
 // Snapshot is what a datapath holds, read back when an enforcer adopts
@@ -36,6 +46,10 @@ type Snapshot struct {
 	Devices      map[string]xdp.DeviceEntry
 	Slots        map[uint32][]xdp.Rule
 	AppliedIndex uint64
+	// Named holds the records of named rules by MAC, DNSNames the names
+	// they refer to.
+	Named    map[string][]byte
+	DNSNames map[xdp.NameKey]string
 }
 
 // ErrInvalid marks a decision that can never be applied (malformed policy,
@@ -49,6 +63,10 @@ type device struct {
 	flags  uint8
 	allow  []xdp.Rule
 	blocks []netip.Prefix
+	// named is set when the device's policy names peers by DNS name: allow
+	// is then built from it (expand), and rec is its stored record.
+	named *named
+	rec   []byte
 }
 
 func (d *device) clone() *device {
@@ -84,13 +102,23 @@ type State struct {
 	// at the pinned index may be applied again, which changes nothing
 	// (every action sets state, it never toggles it).
 	atApplied map[string]bool
+
+	// resolved holds the addresses installed for each DNS name that a
+	// device's policy uses; refs counts those devices per name; stored
+	// are the names written to the datapath. onNames hears the set of
+	// names whenever it changes.
+	resolved map[string][]netip.Addr
+	refs     map[string]int
+	stored   map[string]bool
+	onNames  func([]string)
 }
 
 // New adopts snap (an empty Snapshot for fresh maps) and reconciles it:
 // slots that no device entry points to (released ones, and any left by an
 // enforcer that died in the middle of an update) are cleared.
 func New(table Table, snap Snapshot, slots uint32, log *slog.Logger) (*State, error) {
-	s := &State{table: table, log: log, devices: map[string]*device{}, applied: snap.AppliedIndex, atApplied: map[string]bool{}}
+	s := &State{table: table, log: log, devices: map[string]*device{}, applied: snap.AppliedIndex, atApplied: map[string]bool{},
+		resolved: map[string][]netip.Addr{}, refs: map[string]int{}, stored: map[string]bool{}}
 	used := map[uint32]bool{}
 	for mac, e := range snap.Devices {
 		if e.Slot >= slots || used[e.Slot] {
@@ -124,10 +152,68 @@ func New(table Table, snap Snapshot, slots uint32, log *slog.Logger) (*State, er
 			s.free = append(s.free, slot)
 		}
 	}
+	if err := s.adoptNamed(snap); err != nil {
+		return nil, err
+	}
 	if len(snap.Devices) > 0 || cleared > 0 {
-		log.Info("adopted pinned enforcement state", "devices", len(snap.Devices), "unused_slots_cleared", cleared, "applied_index", snap.AppliedIndex)
+		log.Info("adopted pinned enforcement state", "devices", len(snap.Devices), "unused_slots_cleared", cleared, "applied_index", snap.AppliedIndex,
+			"dns_names", len(s.refs))
 	}
 	return s, nil
+}
+
+// adoptNamed reads the records of named rules: for each device that has
+// one, which of its installed rules came from which name, so the next
+// answer for a name replaces exactly those. Addresses installed before the
+// restart stay until then (fail static). A record that cannot be read, or
+// whose device is gone, is dropped: that device's rules stay as they are
+// until its next policy. Names no record uses are removed.
+func (s *State) adoptNamed(snap Snapshot) error {
+	macs := make([]string, 0, len(snap.Named))
+	for mac := range snap.Named {
+		macs = append(macs, mac)
+	}
+	slices.Sort(macs)
+	for _, key := range macs {
+		mac, err := net.ParseMAC(key)
+		if err != nil {
+			return fmt.Errorf("named record of %q: %w", key, err)
+		}
+		rec := snap.Named[key]
+		d := s.devices[key]
+		var n *named
+		var addrs map[string][]netip.Addr
+		if d != nil {
+			if n, err = decodeRecord(rec, d.allow, snap.DNSNames); err == nil {
+				addrs, err = adopt(d.allow, n)
+			}
+		}
+		if d == nil || err != nil {
+			if d != nil {
+				s.log.Warn("named rules record unreadable; the device's installed rules stay until its next policy", "device", key, "err", err)
+			}
+			if err := s.table.DeleteNamed(mac); err != nil {
+				return err
+			}
+			continue
+		}
+		d.named, d.rec = n, rec
+		for _, name := range n.names() {
+			s.refs[name]++
+			s.stored[name] = true
+			if _, ok := s.resolved[name]; !ok {
+				s.resolved[name] = addrs[name]
+			}
+		}
+	}
+	for key, name := range snap.DNSNames {
+		if s.refs[name] == 0 || nameKey(name) != key {
+			if err := s.table.DeleteDNSName(key); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // Applied returns the highest decision index applied.
@@ -225,14 +311,11 @@ func (s *State) apply(d *medmeshv1.Decision) error {
 		}
 		next.mode = xdp.ModeEnforce
 	case medmeshv1.DecisionAction_DECISION_ACTION_APPLY_POLICY:
-		rules, warn, err := Rules(d.GetPolicy())
+		static, n, err := policyRules(d.GetPolicy())
 		if err != nil {
 			return fmt.Errorf("%w: %w", ErrInvalid, err)
 		}
-		for _, w := range warn {
-			s.log.Warn("policy rule not enforceable here", "policy", d.GetPolicy().GetName(), "device", key, "detail", w)
-		}
-		next.allow = rules
+		next.allow, next.named = static, n
 		next.mode = xdp.ModeMonitor
 		if d.GetPolicy().GetMode() == medmeshv1.PolicyMode_POLICY_MODE_ENFORCE {
 			next.mode = xdp.ModeEnforce
@@ -242,14 +325,29 @@ func (s *State) apply(d *medmeshv1.Decision) error {
 			next.flags |= xdp.FlagQuarantinePolicy
 		}
 	case medmeshv1.DecisionAction_DECISION_ACTION_REMOVE_POLICY:
-		next.allow = nil
+		next.allow, next.named = nil, nil
 		next.mode = xdp.ModeNone
 		next.flags &^= xdp.FlagQuarantinePolicy
 	default:
 		return fmt.Errorf("%w: unknown action %v", ErrInvalid, d.GetAction())
 	}
-	if len(next.allow)+len(next.blocks) > xdp.MaxRules {
-		return fmt.Errorf("%w: device %s would have %d rules and blocks, at most %d", ErrInvalid, key, len(next.allow)+len(next.blocks), xdp.MaxRules)
+	// The addresses of DNS-named peers yield to the policy's other rules
+	// and to blocks: only those must fit.
+	fixed := next.allow
+	if next.named != nil {
+		fixed = next.named.static
+	}
+	if len(fixed)+len(next.blocks) > xdp.MaxRules {
+		return fmt.Errorf("%w: device %s would have %d rules and blocks, at most %d", ErrInvalid, key, len(fixed)+len(next.blocks), xdp.MaxRules)
+	}
+	if next.named != nil {
+		// The addresses of its names take what room the policy's other
+		// rules and the device's blocks leave.
+		var leftOut int
+		next.allow, leftOut = expand(next.named, s.resolved, xdp.MaxRules-len(next.blocks))
+		if leftOut > 0 {
+			s.log.Warn("addresses of DNS-named peers left out: the device's rules are full", "device", key, "policy", next.named.policy, "left_out", leftOut)
+		}
 	}
 	return s.commit(mac, old, next)
 }
@@ -258,6 +356,17 @@ func (s *State) apply(d *medmeshv1.Decision) error {
 // the device entry then switches to atomically; mode and flag changes
 // replace the entry in place.
 func (s *State) commit(mac net.HardwareAddr, old, next *device) error {
+	if err := s.writeNamed(mac, old, next); err != nil {
+		return err
+	}
+	if err := s.install(mac, old, next); err != nil {
+		return err
+	}
+	return s.count(old, next)
+}
+
+// install writes next's entry and rules.
+func (s *State) install(mac net.HardwareAddr, old, next *device) error {
 	key := mac.String()
 	if next.empty() {
 		if old == nil {
@@ -327,14 +436,14 @@ func parsePeer(s string) (netip.Prefix, error) {
 	return netip.PrefixFrom(a, a.BitLen()), nil
 }
 
-// Rules translates a policy's rules into datapath allow rules. Rules naming
-// a peer by DNS name cannot be matched in the datapath and are left out with
-// a warning: in enforce mode their traffic is dropped (fail closed for that
-// rule, never open).
-func Rules(p *medmeshv1.Policy) (rules []xdp.Rule, warnings []string, err error) {
+// policyRules translates a policy's rules into datapath allow rules, and
+// its rules naming a peer by DNS name into named rules (nil without any),
+// which become rules as their names are resolved.
+func policyRules(p *medmeshv1.Policy) (static []xdp.Rule, n *named, err error) {
 	if len(p.GetRules()) > xdp.MaxRules {
 		return nil, nil, fmt.Errorf("policy %s has %d rules, at most %d", p.GetName(), len(p.GetRules()), xdp.MaxRules)
 	}
+	var nr []namedRule
 	for i, r := range p.GetRules() {
 		x := xdp.Rule{Kind: xdp.KindAllow, Dir: uint8(r.GetDirection())}
 		if r.GetProtocol() > 255 || r.GetPortMax() > 65535 || r.GetPortMin() > r.GetPortMax() {
@@ -350,10 +459,207 @@ func Rules(p *medmeshv1.Policy) (rules []xdp.Rule, warnings []string, err error)
 			}
 			x.Prefix = pfx
 		case *medmeshv1.Rule_PeerDnsName:
-			warnings = append(warnings, fmt.Sprintf("rule %d (%s): peer named %q is not resolved to addresses; not installed", i, r.GetName(), peer.PeerDnsName))
+			name := strings.ToLower(strings.TrimSuffix(peer.PeerDnsName, "."))
+			if name == "" || len(name) > xdp.MaxDNSName {
+				return nil, nil, fmt.Errorf("policy %s rule %d: peer_dns_name %q is not a DNS name", p.GetName(), i, peer.PeerDnsName)
+			}
+			nr = append(nr, namedRule{name: name, proto: x.Proto, dir: x.Dir, portMin: x.PortMin, portMax: x.PortMax})
 			continue
 		}
-		rules = append(rules, x)
+		static = append(static, x)
 	}
-	return rules, warnings, nil
+	if len(nr) == 0 {
+		return static, nil, nil
+	}
+	return static, &named{policy: p.GetName(), static: static, rules: nr}, nil
+}
+
+// writeNamed stores next's record of named rules, and any name it
+// introduces, before next's rules are installed, or deletes old's record
+// when next has none. A crash in between leaves a record for rules not yet
+// installed: the decision that changes them was not recorded as applied
+// and is applied again after the restart.
+func (s *State) writeNamed(mac net.HardwareAddr, old, next *device) error {
+	var oldRec []byte
+	if old != nil {
+		oldRec = old.rec
+	}
+	next.rec = nil
+	if next.named != nil {
+		rec, err := encodeRecord(next.named)
+		if err != nil {
+			return fmt.Errorf("%w: %w", ErrInvalid, err)
+		}
+		next.rec = rec
+	}
+	if bytes.Equal(next.rec, oldRec) {
+		return nil
+	}
+	if next.rec == nil {
+		return s.table.DeleteNamed(mac)
+	}
+	for _, name := range next.named.names() {
+		if !s.stored[name] {
+			if err := s.table.SetDNSName(nameKey(name), name); err != nil {
+				return err
+			}
+			s.stored[name] = true
+		}
+	}
+	return s.table.SetNamed(mac, next.rec)
+}
+
+// count moves the devices' references from old's names to next's, once
+// next is installed. A name no device uses any more is forgotten and its
+// stored copy removed; onNames hears of every change of the set.
+func (s *State) count(old, next *device) error {
+	var before, after []string
+	if old != nil {
+		before = old.named.names()
+	}
+	if next != nil && !next.empty() {
+		after = next.named.names()
+	}
+	if slices.Equal(before, after) {
+		return nil
+	}
+	changed := false
+	for _, name := range after {
+		if s.refs[name]++; s.refs[name] == 1 {
+			changed = true
+		}
+	}
+	var errs []error
+	for _, name := range before {
+		if s.refs[name]--; s.refs[name] > 0 {
+			continue
+		}
+		changed = true
+		delete(s.refs, name)
+		delete(s.resolved, name)
+		if s.stored[name] {
+			errs = append(errs, s.table.DeleteDNSName(nameKey(name)))
+			delete(s.stored, name)
+		}
+	}
+	if changed && s.onNames != nil {
+		s.onNames(s.namesLocked())
+	}
+	return errors.Join(errs...)
+}
+
+func (s *State) namesLocked() []string {
+	out := make([]string, 0, len(s.refs))
+	for name := range s.refs {
+		out = append(out, name)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// OnNames registers f to hear the DNS names the devices' policies use:
+// at once, and again whenever the set changes. f is called with the
+// state locked: it must not call back into the state.
+func (s *State) OnNames(f func(names []string)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.onNames = f
+	f(s.namesLocked())
+}
+
+// Resolved returns the addresses installed for each name: after an
+// adoption, those an earlier enforcer installed.
+func (s *State) Resolved() map[string][]netip.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make(map[string][]netip.Addr, len(s.resolved))
+	for name, a := range s.resolved {
+		out[name] = slices.Clone(a)
+	}
+	return out
+}
+
+// SetResolved installs addrs as the addresses of name: every device whose
+// policy names it gets its rules rebuilt, through a fresh slot as for any
+// rule change. The resolver calls it with each new answer; when it fails
+// it does not call, and the last addresses stay (fail static). A name no
+// device uses is ignored. A device whose rules cannot be written keeps its
+// old ones, and the error is returned.
+func (s *State) SetResolved(name string, addrs []netip.Addr) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.refs[name] == 0 {
+		return nil
+	}
+	addrs = slices.Clone(addrs)
+	slices.SortFunc(addrs, netip.Addr.Compare)
+	addrs = slices.Compact(addrs)
+	s.resolved[name] = addrs
+	keys := make([]string, 0, len(s.devices))
+	for key, d := range s.devices {
+		if d.named != nil && d.named.uses(name) {
+			keys = append(keys, key)
+		}
+	}
+	slices.Sort(keys)
+	var errs []error
+	for _, key := range keys {
+		old := s.devices[key]
+		next := old.clone()
+		var leftOut int
+		next.allow, leftOut = expand(next.named, s.resolved, xdp.MaxRules-len(next.blocks))
+		if leftOut > 0 {
+			s.log.Warn("addresses of DNS-named peers left out: the device's rules are full", "device", key, "policy", next.named.policy, "left_out", leftOut)
+		}
+		if slices.Equal(next.allow, old.allow) {
+			continue
+		}
+		mac, err := net.ParseMAC(key)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if err := s.commit(mac, old, next); err != nil {
+			errs = append(errs, fmt.Errorf("device %s: %w", key, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// NamedPeer is what a policy's DNS-named peer has installed on this
+// enforcer.
+type NamedPeer struct {
+	Policy, Name string
+	// Devices is the number of devices the policy applies to here.
+	Devices int
+	// Addrs are the installed addresses; Resolved is false before any
+	// answer (nothing installed).
+	Addrs    []netip.Addr
+	Resolved bool
+}
+
+// NamedPeers returns every (policy, name) pair the devices' policies use,
+// sorted.
+func (s *State) NamedPeers() []NamedPeer {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	type pk struct{ policy, name string }
+	count := map[pk]int{}
+	for _, d := range s.devices {
+		for _, name := range d.named.names() {
+			count[pk{d.named.policy, name}]++
+		}
+	}
+	out := make([]NamedPeer, 0, len(count))
+	for k, n := range count {
+		a, ok := s.resolved[k.name]
+		out = append(out, NamedPeer{Policy: k.policy, Name: k.name, Devices: n, Addrs: slices.Clone(a), Resolved: ok})
+	}
+	slices.SortFunc(out, func(a, b NamedPeer) int {
+		if c := strings.Compare(a.Policy, b.Policy); c != 0 {
+			return c
+		}
+		return strings.Compare(a.Name, b.Name)
+	})
+	return out
 }

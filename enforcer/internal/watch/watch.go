@@ -1,9 +1,9 @@
 // Package watch follows the coordinators' decision log: it streams
 // DecisionService.WatchDecisions from the applied index on any replica,
 // rotating through the replicas on failure, hands each entry to the applier
-// in index order, reports the applied index through
-// ClusterService.ReportMemberStatus, and raises an alarm when no coordinator
-// has answered for a while. It never opens anything: without a control
+// in index order, reports the applied index (and what was installed for
+// DNS-named policy peers) through ClusterService.ReportMemberStatus, and
+// raises an alarm when no coordinator has answered for a while. It never opens anything: without a control
 // plane the last applied state stays enforced (fail-static).
 package watch
 
@@ -62,6 +62,9 @@ type Config struct {
 	// CA): every coordinator connection is mutual TLS with it. Empty means
 	// plaintext, which the daemon allows only on loopback or with --dev.
 	TLS grpcx.TLSFiles
+	// ResolvedPeers, if set, gives what each member status report says was
+	// installed for DNS-named policy peers.
+	ResolvedPeers func() []*medmeshv1.ResolvedPeer
 }
 
 // DefaultConfig returns production defaults.
@@ -406,12 +409,16 @@ func (w *Watcher) report(ctx context.Context) {
 	}
 	rctx, cancel := context.WithTimeout(ctx, w.cfg.ReportInterval)
 	defer cancel()
-	_, err := medmeshv1.NewClusterServiceClient(w.conns[i]).ReportMemberStatus(rctx, &medmeshv1.ReportMemberStatusRequest{
+	req := &medmeshv1.ReportMemberStatusRequest{
 		Member: &medmeshv1.Member{
 			Id: w.cfg.ID, Role: "enforcer", ApiAddr: w.cfg.APIAddr, State: "alive", Version: w.cfg.Version,
 			AppliedIndex: w.reportedIndex(), LastSeen: timestamppb.Now(), Health: health,
 		},
-	})
+	}
+	if w.cfg.ResolvedPeers != nil {
+		req.ResolvedPeers = w.cfg.ResolvedPeers()
+	}
+	_, err := medmeshv1.NewClusterServiceClient(w.conns[i]).ReportMemberStatus(rctx, req)
 	if err != nil {
 		if ctx.Err() == nil {
 			w.log.Debug("report member status", "coordinator", w.cfg.Coordinators[i], "err", err)

@@ -30,3 +30,15 @@ const BPFFS = "/sys/fs/bpf"
 
 // Counter is a packet and byte count.
 type Counter struct{ Packets, Bytes uint64 }
+
+// What the enforcer keeps, beside the program's maps, about devices whose
+// policy names peers by DNS name (see SetNamed and SetDNSName).
+const (
+	// MaxNamedRecord bounds a device's record of its DNS-named rules.
+	MaxNamedRecord = 1598
+	// MaxDNSName is the longest DNS name (RFC 1035, without the final dot).
+	MaxDNSName = 253
+)
+
+// NameKey identifies a stored DNS name: the first 16 bytes of its SHA-256.
+type NameKey [16]byte

@@ -52,6 +52,10 @@ type Datapath struct {
 	metaMu  sync.Mutex
 	applied uint64 // as written to the meta map
 	gen     uint64 // policy generation, as written to the meta map
+
+	// named and dnsNames hold what DNS-named rules were expanded from
+	// (named_linux.go); the program never reads them.
+	named, dnsNames *ebpf.Map
 }
 
 // mmapArray is a BPF array map created with BPF_F_MMAPABLE, written
@@ -231,7 +235,7 @@ func Load(cfg Config) (*Datapath, error) {
 		return nil, fmt.Errorf("lookup meta: %w", err)
 	}
 	d.applied, d.gen = m.AppliedIndex, m.Generation
-	for _, step := range []func() error{d.mapMemory, d.adoptSlots, d.adoptDevices, d.invalidate} {
+	for _, step := range []func() error{d.mapMemory, d.adoptSlots, d.adoptDevices, d.openNamed, d.invalidate} {
 		if err := step(); err != nil {
 			d.Close()
 			return nil, err
@@ -436,6 +440,11 @@ func (d *Datapath) Close() error {
 	}
 	for _, m := range []interface{ close() error }{d.devMem, d.peerMem, d.rulesMem, d.slotsMem, d.metaMem} {
 		errs = append(errs, m.close())
+	}
+	for _, m := range []*ebpf.Map{d.named, d.dnsNames} {
+		if m != nil {
+			errs = append(errs, m.Close())
+		}
 	}
 	errs = append(errs, d.objs.Close())
 	return errors.Join(errs...)

@@ -44,3 +44,9 @@ func (d *Datapath) Verdicts() ([NumVerdicts]Counter, error) {
 	return [NumVerdicts]Counter{}, ErrNotLinux
 }
 func (d *Datapath) CacheStats() (hits, misses uint64, err error) { return 0, 0, ErrNotLinux }
+func (d *Datapath) SetNamed(net.HardwareAddr, []byte) error      { return ErrNotLinux }
+func (d *Datapath) DeleteNamed(net.HardwareAddr) error           { return ErrNotLinux }
+func (d *Datapath) NamedRecords() (map[string][]byte, error)     { return nil, ErrNotLinux }
+func (d *Datapath) SetDNSName(NameKey, string) error             { return ErrNotLinux }
+func (d *Datapath) DeleteDNSName(NameKey) error                  { return ErrNotLinux }
+func (d *Datapath) DNSNames() (map[NameKey]string, error)        { return nil, ErrNotLinux }

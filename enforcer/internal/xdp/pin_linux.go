@@ -59,13 +59,13 @@ func under(p string) bool {
 }
 
 // PinNames are the names Load and Attach pin in a pin directory: one per
-// map of the program, and the XDP link.
+// map of the program, the maps of DNS-named rules, and the XDP link.
 func PinNames() ([]string, error) {
 	spec, err := loadEnforcer()
 	if err != nil {
 		return nil, fmt.Errorf("load enforcer spec: %w", err)
 	}
-	names := []string{linkPin}
+	names := []string{linkPin, namedDevicesMap, dnsNamesMap}
 	for _, m := range spec.Maps {
 		names = append(names, m.Name) // Load pins every map by its name
 	}

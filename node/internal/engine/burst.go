@@ -93,6 +93,33 @@ func (b *burst) describe() string {
 	return s.String()
 }
 
+// alertListed bounds the peers and services an alert lists; the counts
+// go on (medmeshv1.Alert.peers, services).
+const alertListed = 64
+
+// fill lists the burst's peers and services in the alert, sorted, for the
+// coordinator's incidents (a scan's victims join the scanner's incident).
+func (b *burst) fill(a *medmeshv1.Alert) {
+	peers := make([]netip.Addr, 0, len(b.peers))
+	for p := range b.peers {
+		peers = append(peers, p)
+	}
+	slices.SortFunc(peers, netip.Addr.Compare)
+	a.Peers, a.PeerCount = a.Peers[:0], uint32(len(peers))
+	for _, p := range peers[:min(len(peers), alertListed)] {
+		a.Peers = append(a.Peers, p.String())
+	}
+	ports := make([]uint32, 0, len(b.ports))
+	for p := range b.ports {
+		ports = append(ports, p)
+	}
+	slices.Sort(ports)
+	a.Services, a.ServiceCount = a.Services[:0], uint32(len(ports))
+	for _, p := range ports[:min(len(ports), alertListed)] {
+		a.Services = append(a.Services, &medmeshv1.Service{Protocol: p >> 16, Port: p & 0xffff})
+	}
+}
+
 func deviation(f score.Factor) bool { return f == score.NewPeer || f == score.NewPort }
 
 // openBurst returns the device's burst if its window is still open at ns.
@@ -164,6 +191,9 @@ func (e *Engine) scanStarts(ds *devState, self netip.Addr, f *score.Flow, a *med
 	if a.Scan != nil {
 		a.Scan.FoldedAlerts = uint32(b.folded)
 	}
+	if len(a.Peers) == 0 { // a scan alert lists what its finding counted
+		b.fill(a)
+	}
 }
 
 func (e *Engine) newBurst(ds *devState, self netip.Addr, ns int64) *burst {
@@ -190,6 +220,7 @@ func (e *Engine) flushBurst(addr netip.Addr) {
 	}
 	a := b.held
 	a.Summary += fmt.Sprintf("; within %v: %s", e.cfg.Scan.Window, b.describe())
+	b.fill(a)
 	e.emit(a)
 }
 

@@ -655,8 +655,9 @@ func (e *Engine) ImportBaseline(pb *medmeshv1.Baseline) error {
 
 // evidence is what an alert carries besides its score.
 type evidence struct {
-	scan  *medmeshv1.ScanEvidence
-	login *medmeshv1.LoginEvidence
+	scan    *medmeshv1.ScanEvidence
+	finding *scan.Finding // the scan behind scan, listed in the alert
+	login   *medmeshv1.LoginEvidence
 	// once: the caller decides the alert is new (a detector that reports
 	// once per window); the per-device, kind and peer suppression does
 	// not apply.
@@ -701,7 +702,12 @@ func (e *Engine) raise(d *identity.Device, ds *devState, f *score.Flow, src, dst
 	}
 	class, _ := d.Class()
 	risk := e.res.RiskScore()
+	dir := medmeshv1.Direction_DIRECTION_INBOUND
+	if f.Outbound {
+		dir = medmeshv1.Direction_DIRECTION_OUTBOUND
+	}
 	a := &medmeshv1.Alert{
+		Direction:   dir,
 		SensorId:    e.cfg.SensorID,
 		DeviceMac:   d.Name(),
 		Kind:        top.Factor.String(),
@@ -715,6 +721,9 @@ func (e *Engine) raise(d *identity.Device, ds *devState, f *score.Flow, src, dst
 		State:       medmeshv1.AlertState_ALERT_STATE_OPEN,
 		Scan:        ev.scan,
 		Login:       ev.login,
+	}
+	if ev.finding != nil {
+		listScan(a, ev.finding)
 	}
 	if ds.maxRisk == nil || risk.GetScore() > ds.maxRisk.GetScore() {
 		ds.maxRisk = risk

@@ -553,7 +553,7 @@ func TestScanFoldsIntoScan(t *testing.T) {
 	}
 	ev := sc.GetScan()
 	if ev == nil || !slices.Equal(ev.GetPatterns(), []string{"vertical"}) || ev.GetProbes() != 24 || ev.GetRefused() != 24 ||
-		ev.GetHosts() != 1 || len(ev.GetServiceNames()) != 12 || ev.GetFoldedAlerts() != 22 || ev.GetWindowSeconds() != 1 {
+		ev.GetHosts() != 1 || ev.GetServices() != 24 || ev.GetFoldedAlerts() != 22 || ev.GetWindowSeconds() != 1 {
 		t.Errorf("scan evidence %v", ev)
 	}
 	if len(victim) != 0 {
@@ -565,6 +565,14 @@ func TestScanFoldsIntoScan(t *testing.T) {
 				t.Errorf("the scanned pump carries risk %d, want 0: a victim is not an attacker", d.GetRisk().GetScore())
 			}
 		}
+	}
+	// The same, structured, for the coordinator's incidents: the victim
+	// and the ports, and the scanner as the flow's initiator.
+	if a := scanner[1]; a.GetDirection() != medmeshv1.Direction_DIRECTION_OUTBOUND ||
+		len(a.GetPeers()) != 1 || a.GetPeers()[0] != ipPump2.String() || a.GetPeerCount() != 1 ||
+		a.GetServiceCount() != 24 || len(a.GetServices()) != 24 || a.GetServices()[0].GetPort() != 1 || a.GetServices()[0].GetProtocol() != 6 {
+		t.Errorf("scan lists direction %v, peers %v (%d), %d services (%d listed, first %v)", a.GetDirection(),
+			a.GetPeers(), a.GetPeerCount(), a.GetServiceCount(), len(a.GetServices()), a.GetServices()[:min(1, len(a.GetServices()))])
 	}
 
 	// Later, the second pump contacts a new peer: raised at once. A

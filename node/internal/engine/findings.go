@@ -31,7 +31,7 @@ func (e *Engine) probe(d *identity.Device, ds *devState, f *score.Flow, p scan.P
 	if e.res.Score < e.scorer.Threshold() {
 		return
 	}
-	e.raise(d, ds, f, src, dst, sport, dport, p.Proto, &evidence{once: true, scan: scanEvidence(fi)})
+	e.raise(d, ds, f, src, dst, sport, dport, p.Proto, &evidence{once: true, scan: scanEvidence(fi), finding: fi})
 }
 
 // arp counts an ARP request or reply sent by device d.
@@ -47,7 +47,7 @@ func (e *Engine) arp(d *identity.Device, a *detect.ARP, ns int64) {
 	ds := e.state(d)
 	class, _ := d.Class()
 	f := score.Flow{Peer: a.TargetIP, Names: d, Outbound: true, TimeNs: ns, Class: class}
-	e.raise(d, ds, &f, a.SenderIP, a.TargetIP, 0, 0, 0, &evidence{once: true, scan: scanEvidence(fi)})
+	e.raise(d, ds, &f, a.SenderIP, a.TargetIP, 0, 0, 0, &evidence{once: true, scan: scanEvidence(fi), finding: fi})
 }
 
 func scanEvidence(fi *scan.Finding) *medmeshv1.ScanEvidence {
@@ -57,7 +57,17 @@ func scanEvidence(fi *scan.Finding) *medmeshv1.ScanEvidence {
 		Refused: uint32(fi.Refused), Unanswered: uint32(fi.Unanswered), HalfOpen: uint32(fi.HalfOpen),
 		Open: uint32(fi.Open), Pending: uint32(fi.Pending),
 		ArpAsked: uint32(fi.ARPAsked), ArpAnswered: uint32(fi.ARPAnswered),
-		Peers: fi.PeerList, ServiceNames: fi.SvcList, WindowSeconds: uint32(fi.Window.Seconds()),
+		WindowSeconds: uint32(fi.Window.Seconds()),
+	}
+}
+
+// listScan lists what a scan probed in its alert, as the coordinator's
+// incidents read it: the hosts (its victims) and services, at most 64.
+func listScan(a *medmeshv1.Alert, fi *scan.Finding) {
+	a.Peers, a.PeerCount = fi.PeerNames(scan.ListMax), uint32(fi.Hosts)
+	a.Services, a.ServiceCount = nil, uint32(fi.Ports)
+	for _, s := range fi.Services {
+		a.Services = append(a.Services, &medmeshv1.Service{Protocol: uint32(s.Proto), Port: uint32(s.Port)})
 	}
 }
 

@@ -194,13 +194,28 @@ type Alert struct {
 	AcknowledgeTime *timestamppb.Timestamp `protobuf:"bytes,17,opt,name=acknowledge_time,json=acknowledgeTime,proto3" json:"acknowledge_time,omitempty"`
 	// Output only.
 	AcknowledgeNote string `protobuf:"bytes,18,opt,name=acknowledge_note,json=acknowledgeNote,proto3" json:"acknowledge_note,omitempty"`
+	// 19-29: detector evidence.
 	// What the detector counted, for the kinds that carry it ("scan"):
-	// addresses, ports and counts only.
+	// counts only; the hosts and services probed are peers and services.
 	Scan *ScanEvidence `protobuf:"bytes,19,opt,name=scan,proto3" json:"scan,omitempty"`
 	// The login behind a credential alert ("default_credentials",
 	// "cleartext_credentials", "failed_login_burst"): the protocol and the
 	// account, never the password.
-	Login         *LoginEvidence `protobuf:"bytes,20,opt,name=login,proto3" json:"login,omitempty"`
+	Login *LoginEvidence `protobuf:"bytes,20,opt,name=login,proto3" json:"login,omitempty"`
+	// Output only. The incident this alert folded into (IncidentService).
+	IncidentId string `protobuf:"bytes,30,opt,name=incident_id,json=incidentId,proto3" json:"incident_id,omitempty"`
+	// Whether the device initiated the alert's flow (OUTBOUND) or accepted it
+	// (INBOUND); UNSPECIFIED when the alert is not about one flow's direction.
+	// Incidents tell a scanner from its victims by it.
+	Direction Direction `protobuf:"varint,31,opt,name=direction,proto3,enum=medmesh.v1.Direction" json:"direction,omitempty"`
+	// For an alert that folds many flows (a scan): the peer addresses touched,
+	// sorted, at most 64, and how many there were.
+	Peers     []string `protobuf:"bytes,32,rep,name=peers,proto3" json:"peers,omitempty"`
+	PeerCount uint32   `protobuf:"varint,33,opt,name=peer_count,json=peerCount,proto3" json:"peer_count,omitempty"`
+	// For an alert that folds many flows: the services touched (protocol and
+	// port; app empty), sorted, at most 64, and how many there were.
+	Services      []*Service `protobuf:"bytes,34,rep,name=services,proto3" json:"services,omitempty"`
+	ServiceCount  uint32     `protobuf:"varint,35,opt,name=service_count,json=serviceCount,proto3" json:"service_count,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -375,6 +390,48 @@ func (x *Alert) GetLogin() *LoginEvidence {
 	return nil
 }
 
+func (x *Alert) GetIncidentId() string {
+	if x != nil {
+		return x.IncidentId
+	}
+	return ""
+}
+
+func (x *Alert) GetDirection() Direction {
+	if x != nil {
+		return x.Direction
+	}
+	return Direction_DIRECTION_UNSPECIFIED
+}
+
+func (x *Alert) GetPeers() []string {
+	if x != nil {
+		return x.Peers
+	}
+	return nil
+}
+
+func (x *Alert) GetPeerCount() uint32 {
+	if x != nil {
+		return x.PeerCount
+	}
+	return 0
+}
+
+func (x *Alert) GetServices() []*Service {
+	if x != nil {
+		return x.Services
+	}
+	return nil
+}
+
+func (x *Alert) GetServiceCount() uint32 {
+	if x != nil {
+		return x.ServiceCount
+	}
+	return 0
+}
+
 // ScanEvidence is what one device did within a scan alert's window, up to
 // the probe that made it a scan. A probe is a connection that carried no
 // payload.
@@ -386,7 +443,8 @@ type ScanEvidence struct {
 	// How it probed: "tcp_syn" (half-open), "tcp_connect", "udp", "icmp",
 	// "arp".
 	Methods []string `protobuf:"bytes,2,rep,name=methods,proto3" json:"methods,omitempty"`
-	// Distinct (host, protocol, port) probes, hosts and services.
+	// Distinct (host, protocol, port) probes, hosts and services (the
+	// alert's peer_count and service_count count the same).
 	Probes   uint32 `protobuf:"varint,3,opt,name=probes,proto3" json:"probes,omitempty"`
 	Hosts    uint32 `protobuf:"varint,4,opt,name=hosts,proto3" json:"hosts,omitempty"`
 	Services uint32 `protobuf:"varint,5,opt,name=services,proto3" json:"services,omitempty"`
@@ -401,15 +459,11 @@ type ScanEvidence struct {
 	// ARP sweep: addresses asked for, and how many answered.
 	ArpAsked    uint32 `protobuf:"varint,11,opt,name=arp_asked,json=arpAsked,proto3" json:"arp_asked,omitempty"`
 	ArpAnswered uint32 `protobuf:"varint,12,opt,name=arp_answered,json=arpAnswered,proto3" json:"arp_answered,omitempty"`
-	// Hosts (addresses) and services ("tcp/22") touched, sorted, at most 12
-	// each; the counts above say how many there were.
-	Peers        []string `protobuf:"bytes,13,rep,name=peers,proto3" json:"peers,omitempty"`
-	ServiceNames []string `protobuf:"bytes,14,rep,name=service_names,json=serviceNames,proto3" json:"service_names,omitempty"`
 	// The window the counts are from.
-	WindowSeconds uint32 `protobuf:"varint,15,opt,name=window_seconds,json=windowSeconds,proto3" json:"window_seconds,omitempty"`
+	WindowSeconds uint32 `protobuf:"varint,13,opt,name=window_seconds,json=windowSeconds,proto3" json:"window_seconds,omitempty"`
 	// Deviation alerts (new_peer, new_port) of the device and of the hosts
 	// it probed folded into this one until it was raised.
-	FoldedAlerts  uint32 `protobuf:"varint,16,opt,name=folded_alerts,json=foldedAlerts,proto3" json:"folded_alerts,omitempty"`
+	FoldedAlerts  uint32 `protobuf:"varint,14,opt,name=folded_alerts,json=foldedAlerts,proto3" json:"folded_alerts,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -526,20 +580,6 @@ func (x *ScanEvidence) GetArpAnswered() uint32 {
 		return x.ArpAnswered
 	}
 	return 0
-}
-
-func (x *ScanEvidence) GetPeers() []string {
-	if x != nil {
-		return x.Peers
-	}
-	return nil
-}
-
-func (x *ScanEvidence) GetServiceNames() []string {
-	if x != nil {
-		return x.ServiceNames
-	}
-	return nil
 }
 
 func (x *ScanEvidence) GetWindowSeconds() uint32 {
@@ -1172,14 +1212,14 @@ var File_medmesh_v1_alert_proto protoreflect.FileDescriptor
 const file_medmesh_v1_alert_proto_rawDesc = "" +
 	"\n" +
 	"\x16medmesh/v1/alert.proto\x12\n" +
-	"medmesh.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17medmesh/v1/common.proto\"\x81\x01\n" +
+	"medmesh.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17medmesh/v1/common.proto\x1a\x17medmesh/v1/device.proto\"\x81\x01\n" +
 	"\aFlowRef\x12\x10\n" +
 	"\x03src\x18\x01 \x01(\tR\x03src\x12\x10\n" +
 	"\x03dst\x18\x02 \x01(\tR\x03dst\x12\x14\n" +
 	"\x05sport\x18\x03 \x01(\rR\x05sport\x12\x14\n" +
 	"\x05dport\x18\x04 \x01(\rR\x05dport\x12\x14\n" +
 	"\x05proto\x18\x05 \x01(\rR\x05proto\x12\x10\n" +
-	"\x03app\x18\x06 \x01(\tR\x03app\"\xab\x06\n" +
+	"\x03app\x18\x06 \x01(\tR\x03app\"\x8c\b\n" +
 	"\x05Alert\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\tsensor_id\x18\x02 \x01(\tR\bsensorId\x12\x1d\n" +
@@ -1205,7 +1245,15 @@ const file_medmesh_v1_alert_proto_rawDesc = "" +
 	"\x10acknowledge_time\x18\x11 \x01(\v2\x1a.google.protobuf.TimestampR\x0facknowledgeTime\x12)\n" +
 	"\x10acknowledge_note\x18\x12 \x01(\tR\x0facknowledgeNote\x12,\n" +
 	"\x04scan\x18\x13 \x01(\v2\x18.medmesh.v1.ScanEvidenceR\x04scan\x12/\n" +
-	"\x05login\x18\x14 \x01(\v2\x19.medmesh.v1.LoginEvidenceR\x05login\"\xda\x03\n" +
+	"\x05login\x18\x14 \x01(\v2\x19.medmesh.v1.LoginEvidenceR\x05login\x12\x1f\n" +
+	"\vincident_id\x18\x1e \x01(\tR\n" +
+	"incidentId\x123\n" +
+	"\tdirection\x18\x1f \x01(\x0e2\x15.medmesh.v1.DirectionR\tdirection\x12\x14\n" +
+	"\x05peers\x18  \x03(\tR\x05peers\x12\x1d\n" +
+	"\n" +
+	"peer_count\x18! \x01(\rR\tpeerCount\x12/\n" +
+	"\bservices\x18\" \x03(\v2\x13.medmesh.v1.ServiceR\bservices\x12#\n" +
+	"\rservice_count\x18# \x01(\rR\fserviceCount\"\x9f\x03\n" +
 	"\fScanEvidence\x12\x1a\n" +
 	"\bpatterns\x18\x01 \x03(\tR\bpatterns\x12\x18\n" +
 	"\amethods\x18\x02 \x03(\tR\amethods\x12\x16\n" +
@@ -1221,11 +1269,9 @@ const file_medmesh_v1_alert_proto_rawDesc = "" +
 	"\apending\x18\n" +
 	" \x01(\rR\apending\x12\x1b\n" +
 	"\tarp_asked\x18\v \x01(\rR\barpAsked\x12!\n" +
-	"\farp_answered\x18\f \x01(\rR\varpAnswered\x12\x14\n" +
-	"\x05peers\x18\r \x03(\tR\x05peers\x12#\n" +
-	"\rservice_names\x18\x0e \x03(\tR\fserviceNames\x12%\n" +
-	"\x0ewindow_seconds\x18\x0f \x01(\rR\rwindowSeconds\x12#\n" +
-	"\rfolded_alerts\x18\x10 \x01(\rR\ffoldedAlerts\"\x9f\x02\n" +
+	"\farp_answered\x18\f \x01(\rR\varpAnswered\x12%\n" +
+	"\x0ewindow_seconds\x18\r \x01(\rR\rwindowSeconds\x12#\n" +
+	"\rfolded_alerts\x18\x0e \x01(\rR\ffoldedAlerts\"\x9f\x02\n" +
 	"\rLoginEvidence\x12\x1a\n" +
 	"\bprotocol\x18\x01 \x01(\tR\bprotocol\x12\x16\n" +
 	"\x06method\x18\x02 \x01(\tR\x06method\x12\x18\n" +
@@ -1315,8 +1361,10 @@ var file_medmesh_v1_alert_proto_goTypes = []any{
 	(DeviceClass)(0),                 // 14: medmesh.v1.DeviceClass
 	(Tier)(0),                        // 15: medmesh.v1.Tier
 	(*timestamppb.Timestamp)(nil),    // 16: google.protobuf.Timestamp
-	(ReadConsistency)(0),             // 17: medmesh.v1.ReadConsistency
-	(*ReadInfo)(nil),                 // 18: medmesh.v1.ReadInfo
+	(Direction)(0),                   // 17: medmesh.v1.Direction
+	(*Service)(nil),                  // 18: medmesh.v1.Service
+	(ReadConsistency)(0),             // 19: medmesh.v1.ReadConsistency
+	(*ReadInfo)(nil),                 // 20: medmesh.v1.ReadInfo
 }
 var file_medmesh_v1_alert_proto_depIdxs = []int32{
 	13, // 0: medmesh.v1.Alert.risk:type_name -> medmesh.v1.RiskScore
@@ -1329,28 +1377,30 @@ var file_medmesh_v1_alert_proto_depIdxs = []int32{
 	16, // 7: medmesh.v1.Alert.acknowledge_time:type_name -> google.protobuf.Timestamp
 	3,  // 8: medmesh.v1.Alert.scan:type_name -> medmesh.v1.ScanEvidence
 	4,  // 9: medmesh.v1.Alert.login:type_name -> medmesh.v1.LoginEvidence
-	0,  // 10: medmesh.v1.ListAlertsRequest.state:type_name -> medmesh.v1.AlertState
-	17, // 11: medmesh.v1.ListAlertsRequest.consistency:type_name -> medmesh.v1.ReadConsistency
-	2,  // 12: medmesh.v1.ListAlertsResponse.alerts:type_name -> medmesh.v1.Alert
-	18, // 13: medmesh.v1.ListAlertsResponse.read_info:type_name -> medmesh.v1.ReadInfo
-	17, // 14: medmesh.v1.GetAlertRequest.consistency:type_name -> medmesh.v1.ReadConsistency
-	2,  // 15: medmesh.v1.GetAlertResponse.alert:type_name -> medmesh.v1.Alert
-	18, // 16: medmesh.v1.GetAlertResponse.read_info:type_name -> medmesh.v1.ReadInfo
-	2,  // 17: medmesh.v1.AcknowledgeAlertResponse.alert:type_name -> medmesh.v1.Alert
-	2,  // 18: medmesh.v1.WatchAlertsResponse.alert:type_name -> medmesh.v1.Alert
-	5,  // 19: medmesh.v1.AlertService.ListAlerts:input_type -> medmesh.v1.ListAlertsRequest
-	7,  // 20: medmesh.v1.AlertService.GetAlert:input_type -> medmesh.v1.GetAlertRequest
-	9,  // 21: medmesh.v1.AlertService.AcknowledgeAlert:input_type -> medmesh.v1.AcknowledgeAlertRequest
-	11, // 22: medmesh.v1.AlertService.WatchAlerts:input_type -> medmesh.v1.WatchAlertsRequest
-	6,  // 23: medmesh.v1.AlertService.ListAlerts:output_type -> medmesh.v1.ListAlertsResponse
-	8,  // 24: medmesh.v1.AlertService.GetAlert:output_type -> medmesh.v1.GetAlertResponse
-	10, // 25: medmesh.v1.AlertService.AcknowledgeAlert:output_type -> medmesh.v1.AcknowledgeAlertResponse
-	12, // 26: medmesh.v1.AlertService.WatchAlerts:output_type -> medmesh.v1.WatchAlertsResponse
-	23, // [23:27] is the sub-list for method output_type
-	19, // [19:23] is the sub-list for method input_type
-	19, // [19:19] is the sub-list for extension type_name
-	19, // [19:19] is the sub-list for extension extendee
-	0,  // [0:19] is the sub-list for field type_name
+	17, // 10: medmesh.v1.Alert.direction:type_name -> medmesh.v1.Direction
+	18, // 11: medmesh.v1.Alert.services:type_name -> medmesh.v1.Service
+	0,  // 12: medmesh.v1.ListAlertsRequest.state:type_name -> medmesh.v1.AlertState
+	19, // 13: medmesh.v1.ListAlertsRequest.consistency:type_name -> medmesh.v1.ReadConsistency
+	2,  // 14: medmesh.v1.ListAlertsResponse.alerts:type_name -> medmesh.v1.Alert
+	20, // 15: medmesh.v1.ListAlertsResponse.read_info:type_name -> medmesh.v1.ReadInfo
+	19, // 16: medmesh.v1.GetAlertRequest.consistency:type_name -> medmesh.v1.ReadConsistency
+	2,  // 17: medmesh.v1.GetAlertResponse.alert:type_name -> medmesh.v1.Alert
+	20, // 18: medmesh.v1.GetAlertResponse.read_info:type_name -> medmesh.v1.ReadInfo
+	2,  // 19: medmesh.v1.AcknowledgeAlertResponse.alert:type_name -> medmesh.v1.Alert
+	2,  // 20: medmesh.v1.WatchAlertsResponse.alert:type_name -> medmesh.v1.Alert
+	5,  // 21: medmesh.v1.AlertService.ListAlerts:input_type -> medmesh.v1.ListAlertsRequest
+	7,  // 22: medmesh.v1.AlertService.GetAlert:input_type -> medmesh.v1.GetAlertRequest
+	9,  // 23: medmesh.v1.AlertService.AcknowledgeAlert:input_type -> medmesh.v1.AcknowledgeAlertRequest
+	11, // 24: medmesh.v1.AlertService.WatchAlerts:input_type -> medmesh.v1.WatchAlertsRequest
+	6,  // 25: medmesh.v1.AlertService.ListAlerts:output_type -> medmesh.v1.ListAlertsResponse
+	8,  // 26: medmesh.v1.AlertService.GetAlert:output_type -> medmesh.v1.GetAlertResponse
+	10, // 27: medmesh.v1.AlertService.AcknowledgeAlert:output_type -> medmesh.v1.AcknowledgeAlertResponse
+	12, // 28: medmesh.v1.AlertService.WatchAlerts:output_type -> medmesh.v1.WatchAlertsResponse
+	25, // [25:29] is the sub-list for method output_type
+	21, // [21:25] is the sub-list for method input_type
+	21, // [21:21] is the sub-list for extension type_name
+	21, // [21:21] is the sub-list for extension extendee
+	0,  // [0:21] is the sub-list for field type_name
 }
 
 func init() { file_medmesh_v1_alert_proto_init() }
@@ -1359,6 +1409,7 @@ func file_medmesh_v1_alert_proto_init() {
 		return
 	}
 	file_medmesh_v1_common_proto_init()
+	file_medmesh_v1_device_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{

@@ -604,8 +604,12 @@ func (x *TransferLeadershipResponse) GetNewLeader() string {
 
 // ReportMemberStatusRequest is a sensor's or enforcer's heartbeat.
 type ReportMemberStatusRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Member        *Member                `protobuf:"bytes,1,opt,name=member,proto3" json:"member,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Member *Member                `protobuf:"bytes,1,opt,name=member,proto3" json:"member,omitempty"`
+	// Enforcers only: what they installed for every DNS-named peer of the
+	// policies they enforce (enforcer_id and report_time are ignored). Each
+	// report replaces the enforcer's previous one; at most 10,000.
+	ResolvedPeers []*ResolvedPeer `protobuf:"bytes,2,rep,name=resolved_peers,json=resolvedPeers,proto3" json:"resolved_peers,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -643,6 +647,13 @@ func (*ReportMemberStatusRequest) Descriptor() ([]byte, []int) {
 func (x *ReportMemberStatusRequest) GetMember() *Member {
 	if x != nil {
 		return x.Member
+	}
+	return nil
+}
+
+func (x *ReportMemberStatusRequest) GetResolvedPeers() []*ResolvedPeer {
+	if x != nil {
+		return x.ResolvedPeers
 	}
 	return nil
 }
@@ -689,7 +700,7 @@ var File_medmesh_v1_cluster_proto protoreflect.FileDescriptor
 const file_medmesh_v1_cluster_proto_rawDesc = "" +
 	"\n" +
 	"\x18medmesh/v1/cluster.proto\x12\n" +
-	"medmesh.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17medmesh/v1/common.proto\"\xf1\x02\n" +
+	"medmesh.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17medmesh/v1/common.proto\x1a\x17medmesh/v1/policy.proto\"\xf1\x02\n" +
 	"\x06Member\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04role\x18\x02 \x01(\tR\x04role\x12\x19\n" +
@@ -730,9 +741,10 @@ const file_medmesh_v1_cluster_proto_rawDesc = "" +
 	"\ttarget_id\x18\x01 \x01(\tR\btargetId\";\n" +
 	"\x1aTransferLeadershipResponse\x12\x1d\n" +
 	"\n" +
-	"new_leader\x18\x01 \x01(\tR\tnewLeader\"G\n" +
+	"new_leader\x18\x01 \x01(\tR\tnewLeader\"\x88\x01\n" +
 	"\x19ReportMemberStatusRequest\x12*\n" +
-	"\x06member\x18\x01 \x01(\v2\x12.medmesh.v1.MemberR\x06member\"\x1c\n" +
+	"\x06member\x18\x01 \x01(\v2\x12.medmesh.v1.MemberR\x06member\x12?\n" +
+	"\x0eresolved_peers\x18\x02 \x03(\v2\x18.medmesh.v1.ResolvedPeerR\rresolvedPeers\"\x1c\n" +
 	"\x1aReportMemberStatusResponse2\xdc\x03\n" +
 	"\x0eClusterService\x12]\n" +
 	"\x10GetClusterStatus\x12#.medmesh.v1.GetClusterStatusRequest\x1a$.medmesh.v1.GetClusterStatusResponse\x12N\n" +
@@ -769,6 +781,7 @@ var file_medmesh_v1_cluster_proto_goTypes = []any{
 	(*timestamppb.Timestamp)(nil),      // 11: google.protobuf.Timestamp
 	(ReadConsistency)(0),               // 12: medmesh.v1.ReadConsistency
 	(*ReadInfo)(nil),                   // 13: medmesh.v1.ReadInfo
+	(*ResolvedPeer)(nil),               // 14: medmesh.v1.ResolvedPeer
 }
 var file_medmesh_v1_cluster_proto_depIdxs = []int32{
 	11, // 0: medmesh.v1.Member.last_seen:type_name -> google.protobuf.Timestamp
@@ -776,21 +789,22 @@ var file_medmesh_v1_cluster_proto_depIdxs = []int32{
 	0,  // 2: medmesh.v1.GetClusterStatusResponse.members:type_name -> medmesh.v1.Member
 	13, // 3: medmesh.v1.GetClusterStatusResponse.read_info:type_name -> medmesh.v1.ReadInfo
 	0,  // 4: medmesh.v1.ReportMemberStatusRequest.member:type_name -> medmesh.v1.Member
-	1,  // 5: medmesh.v1.ClusterService.GetClusterStatus:input_type -> medmesh.v1.GetClusterStatusRequest
-	3,  // 6: medmesh.v1.ClusterService.JoinCluster:input_type -> medmesh.v1.JoinClusterRequest
-	5,  // 7: medmesh.v1.ClusterService.RemoveMember:input_type -> medmesh.v1.RemoveMemberRequest
-	7,  // 8: medmesh.v1.ClusterService.TransferLeadership:input_type -> medmesh.v1.TransferLeadershipRequest
-	9,  // 9: medmesh.v1.ClusterService.ReportMemberStatus:input_type -> medmesh.v1.ReportMemberStatusRequest
-	2,  // 10: medmesh.v1.ClusterService.GetClusterStatus:output_type -> medmesh.v1.GetClusterStatusResponse
-	4,  // 11: medmesh.v1.ClusterService.JoinCluster:output_type -> medmesh.v1.JoinClusterResponse
-	6,  // 12: medmesh.v1.ClusterService.RemoveMember:output_type -> medmesh.v1.RemoveMemberResponse
-	8,  // 13: medmesh.v1.ClusterService.TransferLeadership:output_type -> medmesh.v1.TransferLeadershipResponse
-	10, // 14: medmesh.v1.ClusterService.ReportMemberStatus:output_type -> medmesh.v1.ReportMemberStatusResponse
-	10, // [10:15] is the sub-list for method output_type
-	5,  // [5:10] is the sub-list for method input_type
-	5,  // [5:5] is the sub-list for extension type_name
-	5,  // [5:5] is the sub-list for extension extendee
-	0,  // [0:5] is the sub-list for field type_name
+	14, // 5: medmesh.v1.ReportMemberStatusRequest.resolved_peers:type_name -> medmesh.v1.ResolvedPeer
+	1,  // 6: medmesh.v1.ClusterService.GetClusterStatus:input_type -> medmesh.v1.GetClusterStatusRequest
+	3,  // 7: medmesh.v1.ClusterService.JoinCluster:input_type -> medmesh.v1.JoinClusterRequest
+	5,  // 8: medmesh.v1.ClusterService.RemoveMember:input_type -> medmesh.v1.RemoveMemberRequest
+	7,  // 9: medmesh.v1.ClusterService.TransferLeadership:input_type -> medmesh.v1.TransferLeadershipRequest
+	9,  // 10: medmesh.v1.ClusterService.ReportMemberStatus:input_type -> medmesh.v1.ReportMemberStatusRequest
+	2,  // 11: medmesh.v1.ClusterService.GetClusterStatus:output_type -> medmesh.v1.GetClusterStatusResponse
+	4,  // 12: medmesh.v1.ClusterService.JoinCluster:output_type -> medmesh.v1.JoinClusterResponse
+	6,  // 13: medmesh.v1.ClusterService.RemoveMember:output_type -> medmesh.v1.RemoveMemberResponse
+	8,  // 14: medmesh.v1.ClusterService.TransferLeadership:output_type -> medmesh.v1.TransferLeadershipResponse
+	10, // 15: medmesh.v1.ClusterService.ReportMemberStatus:output_type -> medmesh.v1.ReportMemberStatusResponse
+	11, // [11:16] is the sub-list for method output_type
+	6,  // [6:11] is the sub-list for method input_type
+	6,  // [6:6] is the sub-list for extension type_name
+	6,  // [6:6] is the sub-list for extension extendee
+	0,  // [0:6] is the sub-list for field type_name
 }
 
 func init() { file_medmesh_v1_cluster_proto_init() }
@@ -799,6 +813,7 @@ func file_medmesh_v1_cluster_proto_init() {
 		return
 	}
 	file_medmesh_v1_common_proto_init()
+	file_medmesh_v1_policy_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{

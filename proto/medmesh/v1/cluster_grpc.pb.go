@@ -43,7 +43,8 @@ type ClusterServiceClient interface {
 	// TransferLeadership asks the leader to hand leadership to another voter.
 	TransferLeadership(ctx context.Context, in *TransferLeadershipRequest, opts ...grpc.CallOption) (*TransferLeadershipResponse, error)
 	// ReportMemberStatus is how sensors and enforcers report their health and,
-	// for enforcers, their applied decision index. Not replicated through Raft.
+	// for enforcers, their applied decision index and the addresses they
+	// installed for DNS-named policy peers. Not replicated through Raft.
 	ReportMemberStatus(ctx context.Context, in *ReportMemberStatusRequest, opts ...grpc.CallOption) (*ReportMemberStatusResponse, error)
 }
 
@@ -122,7 +123,8 @@ type ClusterServiceServer interface {
 	// TransferLeadership asks the leader to hand leadership to another voter.
 	TransferLeadership(context.Context, *TransferLeadershipRequest) (*TransferLeadershipResponse, error)
 	// ReportMemberStatus is how sensors and enforcers report their health and,
-	// for enforcers, their applied decision index. Not replicated through Raft.
+	// for enforcers, their applied decision index and the addresses they
+	// installed for DNS-named policy peers. Not replicated through Raft.
 	ReportMemberStatus(context.Context, *ReportMemberStatusRequest) (*ReportMemberStatusResponse, error)
 	mustEmbedUnimplementedClusterServiceServer()
 }

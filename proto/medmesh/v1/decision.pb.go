@@ -194,7 +194,11 @@ type Decision struct {
 	// Output only.
 	ReviewTime *timestamppb.Timestamp `protobuf:"bytes,16,opt,name=review_time,json=reviewTime,proto3" json:"review_time,omitempty"`
 	// Output only. Index of the approving or rejecting entry.
-	ReviewIndex   uint64 `protobuf:"varint,17,opt,name=review_index,json=reviewIndex,proto3" json:"review_index,omitempty"`
+	ReviewIndex uint64 `protobuf:"varint,17,opt,name=review_index,json=reviewIndex,proto3" json:"review_index,omitempty"`
+	// Output only. For automatic decisions: the incident whose alert
+	// triggered it (IncidentService). A rule decides at most once per
+	// incident.
+	IncidentId    string `protobuf:"bytes,18,opt,name=incident_id,json=incidentId,proto3" json:"incident_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -346,6 +350,13 @@ func (x *Decision) GetReviewIndex() uint64 {
 		return x.ReviewIndex
 	}
 	return 0
+}
+
+func (x *Decision) GetIncidentId() string {
+	if x != nil {
+		return x.IncidentId
+	}
+	return ""
 }
 
 // ListDecisionsRequest lists decisions.
@@ -866,7 +877,7 @@ var File_medmesh_v1_decision_proto protoreflect.FileDescriptor
 const file_medmesh_v1_decision_proto_rawDesc = "" +
 	"\n" +
 	"\x19medmesh/v1/decision.proto\x12\n" +
-	"medmesh.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17medmesh/v1/common.proto\x1a\x17medmesh/v1/policy.proto\"\xec\x04\n" +
+	"medmesh.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17medmesh/v1/common.proto\x1a\x17medmesh/v1/policy.proto\"\x8d\x05\n" +
 	"\bDecision\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
 	"\x05index\x18\x02 \x01(\x04R\x05index\x122\n" +
@@ -889,7 +900,9 @@ const file_medmesh_v1_decision_proto_rawDesc = "" +
 	"reviewedBy\x12;\n" +
 	"\vreview_time\x18\x10 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"reviewTime\x12!\n" +
-	"\freview_index\x18\x11 \x01(\x04R\vreviewIndex\"\xe1\x01\n" +
+	"\freview_index\x18\x11 \x01(\x04R\vreviewIndex\x12\x1f\n" +
+	"\vincident_id\x18\x12 \x01(\tR\n" +
+	"incidentId\"\xe1\x01\n" +
 	"\x14ListDecisionsRequest\x12\x1b\n" +
 	"\tpage_size\x18\x01 \x01(\x05R\bpageSize\x12\x1d\n" +
 	"\n" +

@@ -196,7 +196,12 @@ type Rule_PeerCidr struct {
 }
 
 type Rule_PeerDnsName struct {
-	// A DNS name the sensors resolve for the enforcers.
+	// A DNS name. Each enforcer resolves it (its --resolver, or the
+	// system's) and installs the addresses of the answer, asking again
+	// when the answer's TTL runs out (held between the enforcer's floor and
+	// ceiling, 30 s and 1 h by default). Before the first answer nothing
+	// is installed for it; when DNS fails the last answer stays.
+	// GetPolicyResponse.resolved_peers shows what each enforcer installed.
 	PeerDnsName string `protobuf:"bytes,3,opt,name=peer_dns_name,json=peerDnsName,proto3,oneof"`
 }
 
@@ -588,9 +593,15 @@ func (x *GetPolicyRequest) GetConsistency() ReadConsistency {
 
 // GetPolicyResponse holds a policy.
 type GetPolicyResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Policy        *Policy                `protobuf:"bytes,1,opt,name=policy,proto3" json:"policy,omitempty"`
-	ReadInfo      *ReadInfo              `protobuf:"bytes,2,opt,name=read_info,json=readInfo,proto3" json:"read_info,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Policy   *Policy                `protobuf:"bytes,1,opt,name=policy,proto3" json:"policy,omitempty"`
+	ReadInfo *ReadInfo              `protobuf:"bytes,2,opt,name=read_info,json=readInfo,proto3" json:"read_info,omitempty"`
+	// What each enforcer installed for the policy's DNS-named peers, from
+	// the enforcers' last status reports, by enforcer and name. Reports are
+	// kept in the leader's memory, not replicated: a stale read on a
+	// follower, or a new leader before the enforcers' next report (every
+	// few seconds), shows none.
+	ResolvedPeers []*ResolvedPeer `protobuf:"bytes,3,rep,name=resolved_peers,json=resolvedPeers,proto3" json:"resolved_peers,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -639,6 +650,155 @@ func (x *GetPolicyResponse) GetReadInfo() *ReadInfo {
 	return nil
 }
 
+func (x *GetPolicyResponse) GetResolvedPeers() []*ResolvedPeer {
+	if x != nil {
+		return x.ResolvedPeers
+	}
+	return nil
+}
+
+// ResolvedPeer is what one enforcer installed for one DNS-named peer of a
+// policy: one allow rule per address of the name's last good answer.
+type ResolvedPeer struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The enforcer that resolved it.
+	EnforcerId string `protobuf:"bytes,1,opt,name=enforcer_id,json=enforcerId,proto3" json:"enforcer_id,omitempty"`
+	// The policy's name.
+	Policy string `protobuf:"bytes,2,opt,name=policy,proto3" json:"policy,omitempty"`
+	// The DNS name, lower case, without the final dot.
+	DnsName string `protobuf:"bytes,3,opt,name=dns_name,json=dnsName,proto3" json:"dns_name,omitempty"`
+	// The installed addresses, sorted. Empty: none, either because the name
+	// has no address or, without resolve_time, because no answer arrived yet.
+	Addresses []string `protobuf:"bytes,4,rep,name=addresses,proto3" json:"addresses,omitempty"`
+	// When the installed answer arrived. Absent: no answer since the
+	// enforcer started (addresses, if any, were installed before a restart).
+	ResolveTime *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=resolve_time,json=resolveTime,proto3" json:"resolve_time,omitempty"`
+	// The answer's TTL as the DNS server gave it, in seconds.
+	TtlSeconds uint32 `protobuf:"varint,6,opt,name=ttl_seconds,json=ttlSeconds,proto3" json:"ttl_seconds,omitempty"`
+	// When the enforcer asks again: the answer's TTL held between its floor
+	// and ceiling; sooner after a failure.
+	RefreshTime *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=refresh_time,json=refreshTime,proto3" json:"refresh_time,omitempty"`
+	// The last resolution's error, when it failed: the addresses are then
+	// an earlier answer's, kept (fail static).
+	Error string `protobuf:"bytes,8,opt,name=error,proto3" json:"error,omitempty"`
+	// Addresses of the answer that were not installed (beyond the
+	// enforcer's bound per name).
+	AddressesLeftOut uint32 `protobuf:"varint,9,opt,name=addresses_left_out,json=addressesLeftOut,proto3" json:"addresses_left_out,omitempty"`
+	// Devices on this enforcer the policy applies to.
+	Devices uint32 `protobuf:"varint,10,opt,name=devices,proto3" json:"devices,omitempty"`
+	// When the coordinator received the report. Output only.
+	ReportTime    *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=report_time,json=reportTime,proto3" json:"report_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResolvedPeer) Reset() {
+	*x = ResolvedPeer{}
+	mi := &file_medmesh_v1_policy_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResolvedPeer) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResolvedPeer) ProtoMessage() {}
+
+func (x *ResolvedPeer) ProtoReflect() protoreflect.Message {
+	mi := &file_medmesh_v1_policy_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResolvedPeer.ProtoReflect.Descriptor instead.
+func (*ResolvedPeer) Descriptor() ([]byte, []int) {
+	return file_medmesh_v1_policy_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *ResolvedPeer) GetEnforcerId() string {
+	if x != nil {
+		return x.EnforcerId
+	}
+	return ""
+}
+
+func (x *ResolvedPeer) GetPolicy() string {
+	if x != nil {
+		return x.Policy
+	}
+	return ""
+}
+
+func (x *ResolvedPeer) GetDnsName() string {
+	if x != nil {
+		return x.DnsName
+	}
+	return ""
+}
+
+func (x *ResolvedPeer) GetAddresses() []string {
+	if x != nil {
+		return x.Addresses
+	}
+	return nil
+}
+
+func (x *ResolvedPeer) GetResolveTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ResolveTime
+	}
+	return nil
+}
+
+func (x *ResolvedPeer) GetTtlSeconds() uint32 {
+	if x != nil {
+		return x.TtlSeconds
+	}
+	return 0
+}
+
+func (x *ResolvedPeer) GetRefreshTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RefreshTime
+	}
+	return nil
+}
+
+func (x *ResolvedPeer) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *ResolvedPeer) GetAddressesLeftOut() uint32 {
+	if x != nil {
+		return x.AddressesLeftOut
+	}
+	return 0
+}
+
+func (x *ResolvedPeer) GetDevices() uint32 {
+	if x != nil {
+		return x.Devices
+	}
+	return 0
+}
+
+func (x *ResolvedPeer) GetReportTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ReportTime
+	}
+	return nil
+}
+
 // ListPoliciesRequest lists policies.
 type ListPoliciesRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -654,7 +814,7 @@ type ListPoliciesRequest struct {
 
 func (x *ListPoliciesRequest) Reset() {
 	*x = ListPoliciesRequest{}
-	mi := &file_medmesh_v1_policy_proto_msgTypes[6]
+	mi := &file_medmesh_v1_policy_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -666,7 +826,7 @@ func (x *ListPoliciesRequest) String() string {
 func (*ListPoliciesRequest) ProtoMessage() {}
 
 func (x *ListPoliciesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_v1_policy_proto_msgTypes[6]
+	mi := &file_medmesh_v1_policy_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -679,7 +839,7 @@ func (x *ListPoliciesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPoliciesRequest.ProtoReflect.Descriptor instead.
 func (*ListPoliciesRequest) Descriptor() ([]byte, []int) {
-	return file_medmesh_v1_policy_proto_rawDescGZIP(), []int{6}
+	return file_medmesh_v1_policy_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ListPoliciesRequest) GetPageSize() int32 {
@@ -722,7 +882,7 @@ type ListPoliciesResponse struct {
 
 func (x *ListPoliciesResponse) Reset() {
 	*x = ListPoliciesResponse{}
-	mi := &file_medmesh_v1_policy_proto_msgTypes[7]
+	mi := &file_medmesh_v1_policy_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -734,7 +894,7 @@ func (x *ListPoliciesResponse) String() string {
 func (*ListPoliciesResponse) ProtoMessage() {}
 
 func (x *ListPoliciesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_v1_policy_proto_msgTypes[7]
+	mi := &file_medmesh_v1_policy_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -747,7 +907,7 @@ func (x *ListPoliciesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPoliciesResponse.ProtoReflect.Descriptor instead.
 func (*ListPoliciesResponse) Descriptor() ([]byte, []int) {
-	return file_medmesh_v1_policy_proto_rawDescGZIP(), []int{7}
+	return file_medmesh_v1_policy_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ListPoliciesResponse) GetPolicies() []*Policy {
@@ -794,7 +954,7 @@ type DeletePolicyRequest struct {
 
 func (x *DeletePolicyRequest) Reset() {
 	*x = DeletePolicyRequest{}
-	mi := &file_medmesh_v1_policy_proto_msgTypes[8]
+	mi := &file_medmesh_v1_policy_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -806,7 +966,7 @@ func (x *DeletePolicyRequest) String() string {
 func (*DeletePolicyRequest) ProtoMessage() {}
 
 func (x *DeletePolicyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_v1_policy_proto_msgTypes[8]
+	mi := &file_medmesh_v1_policy_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -819,7 +979,7 @@ func (x *DeletePolicyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeletePolicyRequest.ProtoReflect.Descriptor instead.
 func (*DeletePolicyRequest) Descriptor() ([]byte, []int) {
-	return file_medmesh_v1_policy_proto_rawDescGZIP(), []int{8}
+	return file_medmesh_v1_policy_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *DeletePolicyRequest) GetName() string {
@@ -868,7 +1028,7 @@ type DeletePolicyResponse struct {
 
 func (x *DeletePolicyResponse) Reset() {
 	*x = DeletePolicyResponse{}
-	mi := &file_medmesh_v1_policy_proto_msgTypes[9]
+	mi := &file_medmesh_v1_policy_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -880,7 +1040,7 @@ func (x *DeletePolicyResponse) String() string {
 func (*DeletePolicyResponse) ProtoMessage() {}
 
 func (x *DeletePolicyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_v1_policy_proto_msgTypes[9]
+	mi := &file_medmesh_v1_policy_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -893,7 +1053,7 @@ func (x *DeletePolicyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeletePolicyResponse.ProtoReflect.Descriptor instead.
 func (*DeletePolicyResponse) Descriptor() ([]byte, []int) {
-	return file_medmesh_v1_policy_proto_rawDescGZIP(), []int{9}
+	return file_medmesh_v1_policy_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *DeletePolicyResponse) GetIndex() uint64 {
@@ -929,7 +1089,7 @@ type ActivatePolicyRequest struct {
 
 func (x *ActivatePolicyRequest) Reset() {
 	*x = ActivatePolicyRequest{}
-	mi := &file_medmesh_v1_policy_proto_msgTypes[10]
+	mi := &file_medmesh_v1_policy_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -941,7 +1101,7 @@ func (x *ActivatePolicyRequest) String() string {
 func (*ActivatePolicyRequest) ProtoMessage() {}
 
 func (x *ActivatePolicyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_v1_policy_proto_msgTypes[10]
+	mi := &file_medmesh_v1_policy_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -954,7 +1114,7 @@ func (x *ActivatePolicyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ActivatePolicyRequest.ProtoReflect.Descriptor instead.
 func (*ActivatePolicyRequest) Descriptor() ([]byte, []int) {
-	return file_medmesh_v1_policy_proto_rawDescGZIP(), []int{10}
+	return file_medmesh_v1_policy_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ActivatePolicyRequest) GetName() string {
@@ -1006,7 +1166,7 @@ type ActivatePolicyResponse struct {
 
 func (x *ActivatePolicyResponse) Reset() {
 	*x = ActivatePolicyResponse{}
-	mi := &file_medmesh_v1_policy_proto_msgTypes[11]
+	mi := &file_medmesh_v1_policy_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1018,7 +1178,7 @@ func (x *ActivatePolicyResponse) String() string {
 func (*ActivatePolicyResponse) ProtoMessage() {}
 
 func (x *ActivatePolicyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_v1_policy_proto_msgTypes[11]
+	mi := &file_medmesh_v1_policy_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1031,7 +1191,7 @@ func (x *ActivatePolicyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ActivatePolicyResponse.ProtoReflect.Descriptor instead.
 func (*ActivatePolicyResponse) Descriptor() ([]byte, []int) {
-	return file_medmesh_v1_policy_proto_rawDescGZIP(), []int{11}
+	return file_medmesh_v1_policy_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ActivatePolicyResponse) GetPolicy() *Policy {
@@ -1068,7 +1228,7 @@ type GeneratePolicyRequest struct {
 
 func (x *GeneratePolicyRequest) Reset() {
 	*x = GeneratePolicyRequest{}
-	mi := &file_medmesh_v1_policy_proto_msgTypes[12]
+	mi := &file_medmesh_v1_policy_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1080,7 +1240,7 @@ func (x *GeneratePolicyRequest) String() string {
 func (*GeneratePolicyRequest) ProtoMessage() {}
 
 func (x *GeneratePolicyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_v1_policy_proto_msgTypes[12]
+	mi := &file_medmesh_v1_policy_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1093,7 +1253,7 @@ func (x *GeneratePolicyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GeneratePolicyRequest.ProtoReflect.Descriptor instead.
 func (*GeneratePolicyRequest) Descriptor() ([]byte, []int) {
-	return file_medmesh_v1_policy_proto_rawDescGZIP(), []int{12}
+	return file_medmesh_v1_policy_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *GeneratePolicyRequest) GetDeviceMac() string {
@@ -1121,7 +1281,7 @@ type GeneratePolicyResponse struct {
 
 func (x *GeneratePolicyResponse) Reset() {
 	*x = GeneratePolicyResponse{}
-	mi := &file_medmesh_v1_policy_proto_msgTypes[13]
+	mi := &file_medmesh_v1_policy_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1133,7 +1293,7 @@ func (x *GeneratePolicyResponse) String() string {
 func (*GeneratePolicyResponse) ProtoMessage() {}
 
 func (x *GeneratePolicyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_v1_policy_proto_msgTypes[13]
+	mi := &file_medmesh_v1_policy_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1146,7 +1306,7 @@ func (x *GeneratePolicyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GeneratePolicyResponse.ProtoReflect.Descriptor instead.
 func (*GeneratePolicyResponse) Descriptor() ([]byte, []int) {
-	return file_medmesh_v1_policy_proto_rawDescGZIP(), []int{13}
+	return file_medmesh_v1_policy_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *GeneratePolicyResponse) GetPolicy() *Policy {
@@ -1176,7 +1336,7 @@ type SimulatePolicyRequest struct {
 
 func (x *SimulatePolicyRequest) Reset() {
 	*x = SimulatePolicyRequest{}
-	mi := &file_medmesh_v1_policy_proto_msgTypes[14]
+	mi := &file_medmesh_v1_policy_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1188,7 +1348,7 @@ func (x *SimulatePolicyRequest) String() string {
 func (*SimulatePolicyRequest) ProtoMessage() {}
 
 func (x *SimulatePolicyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_v1_policy_proto_msgTypes[14]
+	mi := &file_medmesh_v1_policy_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1201,7 +1361,7 @@ func (x *SimulatePolicyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SimulatePolicyRequest.ProtoReflect.Descriptor instead.
 func (*SimulatePolicyRequest) Descriptor() ([]byte, []int) {
-	return file_medmesh_v1_policy_proto_rawDescGZIP(), []int{14}
+	return file_medmesh_v1_policy_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *SimulatePolicyRequest) GetPolicy() *Policy {
@@ -1228,7 +1388,7 @@ type SimulatePolicyResponse struct {
 
 func (x *SimulatePolicyResponse) Reset() {
 	*x = SimulatePolicyResponse{}
-	mi := &file_medmesh_v1_policy_proto_msgTypes[15]
+	mi := &file_medmesh_v1_policy_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1240,7 +1400,7 @@ func (x *SimulatePolicyResponse) String() string {
 func (*SimulatePolicyResponse) ProtoMessage() {}
 
 func (x *SimulatePolicyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_v1_policy_proto_msgTypes[15]
+	mi := &file_medmesh_v1_policy_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1253,7 +1413,7 @@ func (x *SimulatePolicyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SimulatePolicyResponse.ProtoReflect.Descriptor instead.
 func (*SimulatePolicyResponse) Descriptor() ([]byte, []int) {
-	return file_medmesh_v1_policy_proto_rawDescGZIP(), []int{15}
+	return file_medmesh_v1_policy_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *SimulatePolicyResponse) GetSimulation() *Simulation {
@@ -1277,7 +1437,7 @@ type SimulatedFlow struct {
 
 func (x *SimulatedFlow) Reset() {
 	*x = SimulatedFlow{}
-	mi := &file_medmesh_v1_policy_proto_msgTypes[16]
+	mi := &file_medmesh_v1_policy_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1289,7 +1449,7 @@ func (x *SimulatedFlow) String() string {
 func (*SimulatedFlow) ProtoMessage() {}
 
 func (x *SimulatedFlow) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_v1_policy_proto_msgTypes[16]
+	mi := &file_medmesh_v1_policy_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1302,7 +1462,7 @@ func (x *SimulatedFlow) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SimulatedFlow.ProtoReflect.Descriptor instead.
 func (*SimulatedFlow) Descriptor() ([]byte, []int) {
-	return file_medmesh_v1_policy_proto_rawDescGZIP(), []int{16}
+	return file_medmesh_v1_policy_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *SimulatedFlow) GetFlow() *FlowSummary {
@@ -1340,7 +1500,7 @@ type Simulation struct {
 
 func (x *Simulation) Reset() {
 	*x = Simulation{}
-	mi := &file_medmesh_v1_policy_proto_msgTypes[17]
+	mi := &file_medmesh_v1_policy_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1352,7 +1512,7 @@ func (x *Simulation) String() string {
 func (*Simulation) ProtoMessage() {}
 
 func (x *Simulation) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_v1_policy_proto_msgTypes[17]
+	mi := &file_medmesh_v1_policy_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1365,7 +1525,7 @@ func (x *Simulation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Simulation.ProtoReflect.Descriptor instead.
 func (*Simulation) Descriptor() ([]byte, []int) {
-	return file_medmesh_v1_policy_proto_rawDescGZIP(), []int{17}
+	return file_medmesh_v1_policy_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Simulation) GetFlowsTotal() uint64 {
@@ -1409,7 +1569,7 @@ type ExportPolicyMudRequest struct {
 
 func (x *ExportPolicyMudRequest) Reset() {
 	*x = ExportPolicyMudRequest{}
-	mi := &file_medmesh_v1_policy_proto_msgTypes[18]
+	mi := &file_medmesh_v1_policy_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1421,7 +1581,7 @@ func (x *ExportPolicyMudRequest) String() string {
 func (*ExportPolicyMudRequest) ProtoMessage() {}
 
 func (x *ExportPolicyMudRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_v1_policy_proto_msgTypes[18]
+	mi := &file_medmesh_v1_policy_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1434,7 +1594,7 @@ func (x *ExportPolicyMudRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExportPolicyMudRequest.ProtoReflect.Descriptor instead.
 func (*ExportPolicyMudRequest) Descriptor() ([]byte, []int) {
-	return file_medmesh_v1_policy_proto_rawDescGZIP(), []int{18}
+	return file_medmesh_v1_policy_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ExportPolicyMudRequest) GetName() string {
@@ -1462,7 +1622,7 @@ type ExportPolicyMudResponse struct {
 
 func (x *ExportPolicyMudResponse) Reset() {
 	*x = ExportPolicyMudResponse{}
-	mi := &file_medmesh_v1_policy_proto_msgTypes[19]
+	mi := &file_medmesh_v1_policy_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1474,7 +1634,7 @@ func (x *ExportPolicyMudResponse) String() string {
 func (*ExportPolicyMudResponse) ProtoMessage() {}
 
 func (x *ExportPolicyMudResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_v1_policy_proto_msgTypes[19]
+	mi := &file_medmesh_v1_policy_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1487,7 +1647,7 @@ func (x *ExportPolicyMudResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExportPolicyMudResponse.ProtoReflect.Descriptor instead.
 func (*ExportPolicyMudResponse) Descriptor() ([]byte, []int) {
-	return file_medmesh_v1_policy_proto_rawDescGZIP(), []int{19}
+	return file_medmesh_v1_policy_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ExportPolicyMudResponse) GetMudJson() string {
@@ -1512,7 +1672,7 @@ type ImportPolicyMudRequest struct {
 
 func (x *ImportPolicyMudRequest) Reset() {
 	*x = ImportPolicyMudRequest{}
-	mi := &file_medmesh_v1_policy_proto_msgTypes[20]
+	mi := &file_medmesh_v1_policy_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1524,7 +1684,7 @@ func (x *ImportPolicyMudRequest) String() string {
 func (*ImportPolicyMudRequest) ProtoMessage() {}
 
 func (x *ImportPolicyMudRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_v1_policy_proto_msgTypes[20]
+	mi := &file_medmesh_v1_policy_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1537,7 +1697,7 @@ func (x *ImportPolicyMudRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportPolicyMudRequest.ProtoReflect.Descriptor instead.
 func (*ImportPolicyMudRequest) Descriptor() ([]byte, []int) {
-	return file_medmesh_v1_policy_proto_rawDescGZIP(), []int{20}
+	return file_medmesh_v1_policy_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ImportPolicyMudRequest) GetDeviceMac() string {
@@ -1573,7 +1733,7 @@ type ImportPolicyMudResponse struct {
 
 func (x *ImportPolicyMudResponse) Reset() {
 	*x = ImportPolicyMudResponse{}
-	mi := &file_medmesh_v1_policy_proto_msgTypes[21]
+	mi := &file_medmesh_v1_policy_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1585,7 +1745,7 @@ func (x *ImportPolicyMudResponse) String() string {
 func (*ImportPolicyMudResponse) ProtoMessage() {}
 
 func (x *ImportPolicyMudResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_v1_policy_proto_msgTypes[21]
+	mi := &file_medmesh_v1_policy_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1598,7 +1758,7 @@ func (x *ImportPolicyMudResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportPolicyMudResponse.ProtoReflect.Descriptor instead.
 func (*ImportPolicyMudResponse) Descriptor() ([]byte, []int) {
-	return file_medmesh_v1_policy_proto_rawDescGZIP(), []int{21}
+	return file_medmesh_v1_policy_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ImportPolicyMudResponse) GetPolicy() *Policy {
@@ -1646,7 +1806,7 @@ type AuditRecord struct {
 
 func (x *AuditRecord) Reset() {
 	*x = AuditRecord{}
-	mi := &file_medmesh_v1_policy_proto_msgTypes[22]
+	mi := &file_medmesh_v1_policy_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1658,7 +1818,7 @@ func (x *AuditRecord) String() string {
 func (*AuditRecord) ProtoMessage() {}
 
 func (x *AuditRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_v1_policy_proto_msgTypes[22]
+	mi := &file_medmesh_v1_policy_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1671,7 +1831,7 @@ func (x *AuditRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditRecord.ProtoReflect.Descriptor instead.
 func (*AuditRecord) Descriptor() ([]byte, []int) {
-	return file_medmesh_v1_policy_proto_rawDescGZIP(), []int{22}
+	return file_medmesh_v1_policy_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *AuditRecord) GetIndex() uint64 {
@@ -1758,7 +1918,7 @@ type ListAuditRecordsRequest struct {
 
 func (x *ListAuditRecordsRequest) Reset() {
 	*x = ListAuditRecordsRequest{}
-	mi := &file_medmesh_v1_policy_proto_msgTypes[23]
+	mi := &file_medmesh_v1_policy_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1770,7 +1930,7 @@ func (x *ListAuditRecordsRequest) String() string {
 func (*ListAuditRecordsRequest) ProtoMessage() {}
 
 func (x *ListAuditRecordsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_v1_policy_proto_msgTypes[23]
+	mi := &file_medmesh_v1_policy_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1783,7 +1943,7 @@ func (x *ListAuditRecordsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditRecordsRequest.ProtoReflect.Descriptor instead.
 func (*ListAuditRecordsRequest) Descriptor() ([]byte, []int) {
-	return file_medmesh_v1_policy_proto_rawDescGZIP(), []int{23}
+	return file_medmesh_v1_policy_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ListAuditRecordsRequest) GetPageSize() int32 {
@@ -1826,7 +1986,7 @@ type ListAuditRecordsResponse struct {
 
 func (x *ListAuditRecordsResponse) Reset() {
 	*x = ListAuditRecordsResponse{}
-	mi := &file_medmesh_v1_policy_proto_msgTypes[24]
+	mi := &file_medmesh_v1_policy_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1838,7 +1998,7 @@ func (x *ListAuditRecordsResponse) String() string {
 func (*ListAuditRecordsResponse) ProtoMessage() {}
 
 func (x *ListAuditRecordsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_v1_policy_proto_msgTypes[24]
+	mi := &file_medmesh_v1_policy_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1851,7 +2011,7 @@ func (x *ListAuditRecordsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditRecordsResponse.ProtoReflect.Descriptor instead.
 func (*ListAuditRecordsResponse) Descriptor() ([]byte, []int) {
-	return file_medmesh_v1_policy_proto_rawDescGZIP(), []int{24}
+	return file_medmesh_v1_policy_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ListAuditRecordsResponse) GetRecords() []*AuditRecord {
@@ -1925,10 +2085,27 @@ const file_medmesh_v1_policy_proto_rawDesc = "" +
 	"\x05index\x18\x02 \x01(\x04R\x05index\"e\n" +
 	"\x10GetPolicyRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12=\n" +
-	"\vconsistency\x18\x02 \x01(\x0e2\x1b.medmesh.v1.ReadConsistencyR\vconsistency\"r\n" +
+	"\vconsistency\x18\x02 \x01(\x0e2\x1b.medmesh.v1.ReadConsistencyR\vconsistency\"\xb3\x01\n" +
 	"\x11GetPolicyResponse\x12*\n" +
 	"\x06policy\x18\x01 \x01(\v2\x12.medmesh.v1.PolicyR\x06policy\x121\n" +
-	"\tread_info\x18\x02 \x01(\v2\x14.medmesh.v1.ReadInfoR\breadInfo\"\xaf\x01\n" +
+	"\tread_info\x18\x02 \x01(\v2\x14.medmesh.v1.ReadInfoR\breadInfo\x12?\n" +
+	"\x0eresolved_peers\x18\x03 \x03(\v2\x18.medmesh.v1.ResolvedPeerR\rresolvedPeers\"\xba\x03\n" +
+	"\fResolvedPeer\x12\x1f\n" +
+	"\venforcer_id\x18\x01 \x01(\tR\n" +
+	"enforcerId\x12\x16\n" +
+	"\x06policy\x18\x02 \x01(\tR\x06policy\x12\x19\n" +
+	"\bdns_name\x18\x03 \x01(\tR\adnsName\x12\x1c\n" +
+	"\taddresses\x18\x04 \x03(\tR\taddresses\x12=\n" +
+	"\fresolve_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\vresolveTime\x12\x1f\n" +
+	"\vttl_seconds\x18\x06 \x01(\rR\n" +
+	"ttlSeconds\x12=\n" +
+	"\frefresh_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\vrefreshTime\x12\x14\n" +
+	"\x05error\x18\b \x01(\tR\x05error\x12,\n" +
+	"\x12addresses_left_out\x18\t \x01(\rR\x10addressesLeftOut\x12\x18\n" +
+	"\adevices\x18\n" +
+	" \x01(\rR\adevices\x12;\n" +
+	"\vreport_time\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"reportTime\"\xaf\x01\n" +
 	"\x13ListPoliciesRequest\x12\x1b\n" +
 	"\tpage_size\x18\x01 \x01(\x05R\bpageSize\x12\x1d\n" +
 	"\n" +
@@ -2056,7 +2233,7 @@ func file_medmesh_v1_policy_proto_rawDescGZIP() []byte {
 }
 
 var file_medmesh_v1_policy_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_medmesh_v1_policy_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
+var file_medmesh_v1_policy_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
 var file_medmesh_v1_policy_proto_goTypes = []any{
 	(PolicyMode)(0),                  // 0: medmesh.v1.PolicyMode
 	(*Rule)(nil),                     // 1: medmesh.v1.Rule
@@ -2065,86 +2242,91 @@ var file_medmesh_v1_policy_proto_goTypes = []any{
 	(*PutPolicyResponse)(nil),        // 4: medmesh.v1.PutPolicyResponse
 	(*GetPolicyRequest)(nil),         // 5: medmesh.v1.GetPolicyRequest
 	(*GetPolicyResponse)(nil),        // 6: medmesh.v1.GetPolicyResponse
-	(*ListPoliciesRequest)(nil),      // 7: medmesh.v1.ListPoliciesRequest
-	(*ListPoliciesResponse)(nil),     // 8: medmesh.v1.ListPoliciesResponse
-	(*DeletePolicyRequest)(nil),      // 9: medmesh.v1.DeletePolicyRequest
-	(*DeletePolicyResponse)(nil),     // 10: medmesh.v1.DeletePolicyResponse
-	(*ActivatePolicyRequest)(nil),    // 11: medmesh.v1.ActivatePolicyRequest
-	(*ActivatePolicyResponse)(nil),   // 12: medmesh.v1.ActivatePolicyResponse
-	(*GeneratePolicyRequest)(nil),    // 13: medmesh.v1.GeneratePolicyRequest
-	(*GeneratePolicyResponse)(nil),   // 14: medmesh.v1.GeneratePolicyResponse
-	(*SimulatePolicyRequest)(nil),    // 15: medmesh.v1.SimulatePolicyRequest
-	(*SimulatePolicyResponse)(nil),   // 16: medmesh.v1.SimulatePolicyResponse
-	(*SimulatedFlow)(nil),            // 17: medmesh.v1.SimulatedFlow
-	(*Simulation)(nil),               // 18: medmesh.v1.Simulation
-	(*ExportPolicyMudRequest)(nil),   // 19: medmesh.v1.ExportPolicyMudRequest
-	(*ExportPolicyMudResponse)(nil),  // 20: medmesh.v1.ExportPolicyMudResponse
-	(*ImportPolicyMudRequest)(nil),   // 21: medmesh.v1.ImportPolicyMudRequest
-	(*ImportPolicyMudResponse)(nil),  // 22: medmesh.v1.ImportPolicyMudResponse
-	(*AuditRecord)(nil),              // 23: medmesh.v1.AuditRecord
-	(*ListAuditRecordsRequest)(nil),  // 24: medmesh.v1.ListAuditRecordsRequest
-	(*ListAuditRecordsResponse)(nil), // 25: medmesh.v1.ListAuditRecordsResponse
-	(Direction)(0),                   // 26: medmesh.v1.Direction
-	(DeviceClass)(0),                 // 27: medmesh.v1.DeviceClass
-	(*timestamppb.Timestamp)(nil),    // 28: google.protobuf.Timestamp
-	(ReadConsistency)(0),             // 29: medmesh.v1.ReadConsistency
-	(*ReadInfo)(nil),                 // 30: medmesh.v1.ReadInfo
-	(*FlowSummary)(nil),              // 31: medmesh.v1.FlowSummary
+	(*ResolvedPeer)(nil),             // 7: medmesh.v1.ResolvedPeer
+	(*ListPoliciesRequest)(nil),      // 8: medmesh.v1.ListPoliciesRequest
+	(*ListPoliciesResponse)(nil),     // 9: medmesh.v1.ListPoliciesResponse
+	(*DeletePolicyRequest)(nil),      // 10: medmesh.v1.DeletePolicyRequest
+	(*DeletePolicyResponse)(nil),     // 11: medmesh.v1.DeletePolicyResponse
+	(*ActivatePolicyRequest)(nil),    // 12: medmesh.v1.ActivatePolicyRequest
+	(*ActivatePolicyResponse)(nil),   // 13: medmesh.v1.ActivatePolicyResponse
+	(*GeneratePolicyRequest)(nil),    // 14: medmesh.v1.GeneratePolicyRequest
+	(*GeneratePolicyResponse)(nil),   // 15: medmesh.v1.GeneratePolicyResponse
+	(*SimulatePolicyRequest)(nil),    // 16: medmesh.v1.SimulatePolicyRequest
+	(*SimulatePolicyResponse)(nil),   // 17: medmesh.v1.SimulatePolicyResponse
+	(*SimulatedFlow)(nil),            // 18: medmesh.v1.SimulatedFlow
+	(*Simulation)(nil),               // 19: medmesh.v1.Simulation
+	(*ExportPolicyMudRequest)(nil),   // 20: medmesh.v1.ExportPolicyMudRequest
+	(*ExportPolicyMudResponse)(nil),  // 21: medmesh.v1.ExportPolicyMudResponse
+	(*ImportPolicyMudRequest)(nil),   // 22: medmesh.v1.ImportPolicyMudRequest
+	(*ImportPolicyMudResponse)(nil),  // 23: medmesh.v1.ImportPolicyMudResponse
+	(*AuditRecord)(nil),              // 24: medmesh.v1.AuditRecord
+	(*ListAuditRecordsRequest)(nil),  // 25: medmesh.v1.ListAuditRecordsRequest
+	(*ListAuditRecordsResponse)(nil), // 26: medmesh.v1.ListAuditRecordsResponse
+	(Direction)(0),                   // 27: medmesh.v1.Direction
+	(DeviceClass)(0),                 // 28: medmesh.v1.DeviceClass
+	(*timestamppb.Timestamp)(nil),    // 29: google.protobuf.Timestamp
+	(ReadConsistency)(0),             // 30: medmesh.v1.ReadConsistency
+	(*ReadInfo)(nil),                 // 31: medmesh.v1.ReadInfo
+	(*FlowSummary)(nil),              // 32: medmesh.v1.FlowSummary
 }
 var file_medmesh_v1_policy_proto_depIdxs = []int32{
-	26, // 0: medmesh.v1.Rule.direction:type_name -> medmesh.v1.Direction
-	27, // 1: medmesh.v1.Policy.device_class:type_name -> medmesh.v1.DeviceClass
+	27, // 0: medmesh.v1.Rule.direction:type_name -> medmesh.v1.Direction
+	28, // 1: medmesh.v1.Policy.device_class:type_name -> medmesh.v1.DeviceClass
 	1,  // 2: medmesh.v1.Policy.rules:type_name -> medmesh.v1.Rule
 	0,  // 3: medmesh.v1.Policy.mode:type_name -> medmesh.v1.PolicyMode
-	28, // 4: medmesh.v1.Policy.create_time:type_name -> google.protobuf.Timestamp
-	28, // 5: medmesh.v1.Policy.update_time:type_name -> google.protobuf.Timestamp
+	29, // 4: medmesh.v1.Policy.create_time:type_name -> google.protobuf.Timestamp
+	29, // 5: medmesh.v1.Policy.update_time:type_name -> google.protobuf.Timestamp
 	2,  // 6: medmesh.v1.PutPolicyRequest.policy:type_name -> medmesh.v1.Policy
 	2,  // 7: medmesh.v1.PutPolicyResponse.policy:type_name -> medmesh.v1.Policy
-	29, // 8: medmesh.v1.GetPolicyRequest.consistency:type_name -> medmesh.v1.ReadConsistency
+	30, // 8: medmesh.v1.GetPolicyRequest.consistency:type_name -> medmesh.v1.ReadConsistency
 	2,  // 9: medmesh.v1.GetPolicyResponse.policy:type_name -> medmesh.v1.Policy
-	30, // 10: medmesh.v1.GetPolicyResponse.read_info:type_name -> medmesh.v1.ReadInfo
-	29, // 11: medmesh.v1.ListPoliciesRequest.consistency:type_name -> medmesh.v1.ReadConsistency
-	2,  // 12: medmesh.v1.ListPoliciesResponse.policies:type_name -> medmesh.v1.Policy
-	30, // 13: medmesh.v1.ListPoliciesResponse.read_info:type_name -> medmesh.v1.ReadInfo
-	0,  // 14: medmesh.v1.ActivatePolicyRequest.mode:type_name -> medmesh.v1.PolicyMode
-	2,  // 15: medmesh.v1.ActivatePolicyResponse.policy:type_name -> medmesh.v1.Policy
-	0,  // 16: medmesh.v1.GeneratePolicyRequest.mode:type_name -> medmesh.v1.PolicyMode
-	2,  // 17: medmesh.v1.GeneratePolicyResponse.policy:type_name -> medmesh.v1.Policy
-	18, // 18: medmesh.v1.GeneratePolicyResponse.simulation:type_name -> medmesh.v1.Simulation
-	2,  // 19: medmesh.v1.SimulatePolicyRequest.policy:type_name -> medmesh.v1.Policy
-	18, // 20: medmesh.v1.SimulatePolicyResponse.simulation:type_name -> medmesh.v1.Simulation
-	31, // 21: medmesh.v1.SimulatedFlow.flow:type_name -> medmesh.v1.FlowSummary
-	17, // 22: medmesh.v1.Simulation.dropped:type_name -> medmesh.v1.SimulatedFlow
-	2,  // 23: medmesh.v1.ImportPolicyMudResponse.policy:type_name -> medmesh.v1.Policy
-	28, // 24: medmesh.v1.AuditRecord.time:type_name -> google.protobuf.Timestamp
-	29, // 25: medmesh.v1.ListAuditRecordsRequest.consistency:type_name -> medmesh.v1.ReadConsistency
-	23, // 26: medmesh.v1.ListAuditRecordsResponse.records:type_name -> medmesh.v1.AuditRecord
-	30, // 27: medmesh.v1.ListAuditRecordsResponse.read_info:type_name -> medmesh.v1.ReadInfo
-	3,  // 28: medmesh.v1.PolicyService.PutPolicy:input_type -> medmesh.v1.PutPolicyRequest
-	5,  // 29: medmesh.v1.PolicyService.GetPolicy:input_type -> medmesh.v1.GetPolicyRequest
-	7,  // 30: medmesh.v1.PolicyService.ListPolicies:input_type -> medmesh.v1.ListPoliciesRequest
-	9,  // 31: medmesh.v1.PolicyService.DeletePolicy:input_type -> medmesh.v1.DeletePolicyRequest
-	11, // 32: medmesh.v1.PolicyService.ActivatePolicy:input_type -> medmesh.v1.ActivatePolicyRequest
-	13, // 33: medmesh.v1.PolicyService.GeneratePolicy:input_type -> medmesh.v1.GeneratePolicyRequest
-	15, // 34: medmesh.v1.PolicyService.SimulatePolicy:input_type -> medmesh.v1.SimulatePolicyRequest
-	19, // 35: medmesh.v1.PolicyService.ExportPolicyMud:input_type -> medmesh.v1.ExportPolicyMudRequest
-	21, // 36: medmesh.v1.PolicyService.ImportPolicyMud:input_type -> medmesh.v1.ImportPolicyMudRequest
-	24, // 37: medmesh.v1.PolicyService.ListAuditRecords:input_type -> medmesh.v1.ListAuditRecordsRequest
-	4,  // 38: medmesh.v1.PolicyService.PutPolicy:output_type -> medmesh.v1.PutPolicyResponse
-	6,  // 39: medmesh.v1.PolicyService.GetPolicy:output_type -> medmesh.v1.GetPolicyResponse
-	8,  // 40: medmesh.v1.PolicyService.ListPolicies:output_type -> medmesh.v1.ListPoliciesResponse
-	10, // 41: medmesh.v1.PolicyService.DeletePolicy:output_type -> medmesh.v1.DeletePolicyResponse
-	12, // 42: medmesh.v1.PolicyService.ActivatePolicy:output_type -> medmesh.v1.ActivatePolicyResponse
-	14, // 43: medmesh.v1.PolicyService.GeneratePolicy:output_type -> medmesh.v1.GeneratePolicyResponse
-	16, // 44: medmesh.v1.PolicyService.SimulatePolicy:output_type -> medmesh.v1.SimulatePolicyResponse
-	20, // 45: medmesh.v1.PolicyService.ExportPolicyMud:output_type -> medmesh.v1.ExportPolicyMudResponse
-	22, // 46: medmesh.v1.PolicyService.ImportPolicyMud:output_type -> medmesh.v1.ImportPolicyMudResponse
-	25, // 47: medmesh.v1.PolicyService.ListAuditRecords:output_type -> medmesh.v1.ListAuditRecordsResponse
-	38, // [38:48] is the sub-list for method output_type
-	28, // [28:38] is the sub-list for method input_type
-	28, // [28:28] is the sub-list for extension type_name
-	28, // [28:28] is the sub-list for extension extendee
-	0,  // [0:28] is the sub-list for field type_name
+	31, // 10: medmesh.v1.GetPolicyResponse.read_info:type_name -> medmesh.v1.ReadInfo
+	7,  // 11: medmesh.v1.GetPolicyResponse.resolved_peers:type_name -> medmesh.v1.ResolvedPeer
+	29, // 12: medmesh.v1.ResolvedPeer.resolve_time:type_name -> google.protobuf.Timestamp
+	29, // 13: medmesh.v1.ResolvedPeer.refresh_time:type_name -> google.protobuf.Timestamp
+	29, // 14: medmesh.v1.ResolvedPeer.report_time:type_name -> google.protobuf.Timestamp
+	30, // 15: medmesh.v1.ListPoliciesRequest.consistency:type_name -> medmesh.v1.ReadConsistency
+	2,  // 16: medmesh.v1.ListPoliciesResponse.policies:type_name -> medmesh.v1.Policy
+	31, // 17: medmesh.v1.ListPoliciesResponse.read_info:type_name -> medmesh.v1.ReadInfo
+	0,  // 18: medmesh.v1.ActivatePolicyRequest.mode:type_name -> medmesh.v1.PolicyMode
+	2,  // 19: medmesh.v1.ActivatePolicyResponse.policy:type_name -> medmesh.v1.Policy
+	0,  // 20: medmesh.v1.GeneratePolicyRequest.mode:type_name -> medmesh.v1.PolicyMode
+	2,  // 21: medmesh.v1.GeneratePolicyResponse.policy:type_name -> medmesh.v1.Policy
+	19, // 22: medmesh.v1.GeneratePolicyResponse.simulation:type_name -> medmesh.v1.Simulation
+	2,  // 23: medmesh.v1.SimulatePolicyRequest.policy:type_name -> medmesh.v1.Policy
+	19, // 24: medmesh.v1.SimulatePolicyResponse.simulation:type_name -> medmesh.v1.Simulation
+	32, // 25: medmesh.v1.SimulatedFlow.flow:type_name -> medmesh.v1.FlowSummary
+	18, // 26: medmesh.v1.Simulation.dropped:type_name -> medmesh.v1.SimulatedFlow
+	2,  // 27: medmesh.v1.ImportPolicyMudResponse.policy:type_name -> medmesh.v1.Policy
+	29, // 28: medmesh.v1.AuditRecord.time:type_name -> google.protobuf.Timestamp
+	30, // 29: medmesh.v1.ListAuditRecordsRequest.consistency:type_name -> medmesh.v1.ReadConsistency
+	24, // 30: medmesh.v1.ListAuditRecordsResponse.records:type_name -> medmesh.v1.AuditRecord
+	31, // 31: medmesh.v1.ListAuditRecordsResponse.read_info:type_name -> medmesh.v1.ReadInfo
+	3,  // 32: medmesh.v1.PolicyService.PutPolicy:input_type -> medmesh.v1.PutPolicyRequest
+	5,  // 33: medmesh.v1.PolicyService.GetPolicy:input_type -> medmesh.v1.GetPolicyRequest
+	8,  // 34: medmesh.v1.PolicyService.ListPolicies:input_type -> medmesh.v1.ListPoliciesRequest
+	10, // 35: medmesh.v1.PolicyService.DeletePolicy:input_type -> medmesh.v1.DeletePolicyRequest
+	12, // 36: medmesh.v1.PolicyService.ActivatePolicy:input_type -> medmesh.v1.ActivatePolicyRequest
+	14, // 37: medmesh.v1.PolicyService.GeneratePolicy:input_type -> medmesh.v1.GeneratePolicyRequest
+	16, // 38: medmesh.v1.PolicyService.SimulatePolicy:input_type -> medmesh.v1.SimulatePolicyRequest
+	20, // 39: medmesh.v1.PolicyService.ExportPolicyMud:input_type -> medmesh.v1.ExportPolicyMudRequest
+	22, // 40: medmesh.v1.PolicyService.ImportPolicyMud:input_type -> medmesh.v1.ImportPolicyMudRequest
+	25, // 41: medmesh.v1.PolicyService.ListAuditRecords:input_type -> medmesh.v1.ListAuditRecordsRequest
+	4,  // 42: medmesh.v1.PolicyService.PutPolicy:output_type -> medmesh.v1.PutPolicyResponse
+	6,  // 43: medmesh.v1.PolicyService.GetPolicy:output_type -> medmesh.v1.GetPolicyResponse
+	9,  // 44: medmesh.v1.PolicyService.ListPolicies:output_type -> medmesh.v1.ListPoliciesResponse
+	11, // 45: medmesh.v1.PolicyService.DeletePolicy:output_type -> medmesh.v1.DeletePolicyResponse
+	13, // 46: medmesh.v1.PolicyService.ActivatePolicy:output_type -> medmesh.v1.ActivatePolicyResponse
+	15, // 47: medmesh.v1.PolicyService.GeneratePolicy:output_type -> medmesh.v1.GeneratePolicyResponse
+	17, // 48: medmesh.v1.PolicyService.SimulatePolicy:output_type -> medmesh.v1.SimulatePolicyResponse
+	21, // 49: medmesh.v1.PolicyService.ExportPolicyMud:output_type -> medmesh.v1.ExportPolicyMudResponse
+	23, // 50: medmesh.v1.PolicyService.ImportPolicyMud:output_type -> medmesh.v1.ImportPolicyMudResponse
+	26, // 51: medmesh.v1.PolicyService.ListAuditRecords:output_type -> medmesh.v1.ListAuditRecordsResponse
+	42, // [42:52] is the sub-list for method output_type
+	32, // [32:42] is the sub-list for method input_type
+	32, // [32:32] is the sub-list for extension type_name
+	32, // [32:32] is the sub-list for extension extendee
+	0,  // [0:32] is the sub-list for field type_name
 }
 
 func init() { file_medmesh_v1_policy_proto_init() }
@@ -2163,14 +2345,14 @@ func file_medmesh_v1_policy_proto_init() {
 		(*Policy_DeviceClass)(nil),
 	}
 	file_medmesh_v1_policy_proto_msgTypes[2].OneofWrappers = []any{}
-	file_medmesh_v1_policy_proto_msgTypes[8].OneofWrappers = []any{}
+	file_medmesh_v1_policy_proto_msgTypes[9].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_medmesh_v1_policy_proto_rawDesc), len(file_medmesh_v1_policy_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   25,
+			NumMessages:   26,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -270,7 +270,12 @@ type PutRuleRequest struct {
 	// The audit actor is always the caller's certificate identity.
 	Actor string `protobuf:"bytes,3,opt,name=actor,proto3" json:"actor,omitempty"`
 	// Why.
-	Reason        string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	Reason string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	// Optional: the client's id for this request, as in
+	// PutPolicyRequest.request_id: a retry with the same id (after
+	// UNAVAILABLE, UNKNOWN or a timeout) never applies twice and gets the
+	// first attempt's response. Empty: no deduplication (older clients).
+	RequestId     string `protobuf:"bytes,5,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -329,6 +334,13 @@ func (x *PutRuleRequest) GetActor() string {
 func (x *PutRuleRequest) GetReason() string {
 	if x != nil {
 		return x.Reason
+	}
+	return ""
+}
+
+func (x *PutRuleRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
 	}
 	return ""
 }
@@ -395,8 +407,10 @@ type DeleteRuleRequest struct {
 	// Compare-and-set on the stored version, as in PutRuleRequest.
 	ExpectedVersion *uint64 `protobuf:"varint,2,opt,name=expected_version,json=expectedVersion,proto3,oneof" json:"expected_version,omitempty"`
 	// As in PutRuleRequest.
-	Actor         string `protobuf:"bytes,3,opt,name=actor,proto3" json:"actor,omitempty"`
-	Reason        string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	Actor  string `protobuf:"bytes,3,opt,name=actor,proto3" json:"actor,omitempty"`
+	Reason string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	// As in PutRuleRequest.
+	RequestId     string `protobuf:"bytes,5,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -455,6 +469,13 @@ func (x *DeleteRuleRequest) GetActor() string {
 func (x *DeleteRuleRequest) GetReason() string {
 	if x != nil {
 		return x.Reason
+	}
+	return ""
+}
+
+func (x *DeleteRuleRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
 	}
 	return ""
 }
@@ -530,21 +551,25 @@ const file_medmesh_v1_rule_proto_rawDesc = "" +
 	"\vconsistency\x18\x01 \x01(\x0e2\x1b.medmesh.v1.ReadConsistencyR\vconsistency\"v\n" +
 	"\x11ListRulesResponse\x12.\n" +
 	"\x05rules\x18\x01 \x03(\v2\x18.medmesh.v1.ResponseRuleR\x05rules\x121\n" +
-	"\tread_info\x18\x02 \x01(\v2\x14.medmesh.v1.ReadInfoR\breadInfo\"\xb1\x01\n" +
+	"\tread_info\x18\x02 \x01(\v2\x14.medmesh.v1.ReadInfoR\breadInfo\"\xd0\x01\n" +
 	"\x0ePutRuleRequest\x12,\n" +
 	"\x04rule\x18\x01 \x01(\v2\x18.medmesh.v1.ResponseRuleR\x04rule\x12.\n" +
 	"\x10expected_version\x18\x02 \x01(\x04H\x00R\x0fexpectedVersion\x88\x01\x01\x12\x14\n" +
 	"\x05actor\x18\x03 \x01(\tR\x05actor\x12\x16\n" +
-	"\x06reason\x18\x04 \x01(\tR\x06reasonB\x13\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x05 \x01(\tR\trequestIdB\x13\n" +
 	"\x11_expected_version\"U\n" +
 	"\x0fPutRuleResponse\x12,\n" +
 	"\x04rule\x18\x01 \x01(\v2\x18.medmesh.v1.ResponseRuleR\x04rule\x12\x14\n" +
-	"\x05index\x18\x02 \x01(\x04R\x05index\"\x9a\x01\n" +
+	"\x05index\x18\x02 \x01(\x04R\x05index\"\xb9\x01\n" +
 	"\x11DeleteRuleRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12.\n" +
 	"\x10expected_version\x18\x02 \x01(\x04H\x00R\x0fexpectedVersion\x88\x01\x01\x12\x14\n" +
 	"\x05actor\x18\x03 \x01(\tR\x05actor\x12\x16\n" +
-	"\x06reason\x18\x04 \x01(\tR\x06reasonB\x13\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x05 \x01(\tR\trequestIdB\x13\n" +
 	"\x11_expected_version\"*\n" +
 	"\x12DeleteRuleResponse\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x04R\x05index2\xe8\x01\n" +

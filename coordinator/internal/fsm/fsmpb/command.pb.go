@@ -1655,6 +1655,7 @@ type SnapshotItem struct {
 	//	*SnapshotItem_Bounds
 	//	*SnapshotItem_PendingCause
 	//	*SnapshotItem_Rule
+	//	*SnapshotItem_Incident
 	Item          isSnapshotItem_Item `protobuf_oneof:"item"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1823,6 +1824,15 @@ func (x *SnapshotItem) GetRule() *v1.ResponseRule {
 	return nil
 }
 
+func (x *SnapshotItem) GetIncident() *v1.Incident {
+	if x != nil {
+		if x, ok := x.Item.(*SnapshotItem_Incident); ok {
+			return x.Incident
+		}
+	}
+	return nil
+}
+
 type isSnapshotItem_Item interface {
 	isSnapshotItem_Item()
 }
@@ -1886,6 +1896,12 @@ type SnapshotItem_Rule struct {
 	Rule *v1.ResponseRule `protobuf:"bytes,50,opt,name=rule,proto3,oneof"`
 }
 
+type SnapshotItem_Incident struct {
+	// 70-79: incidents (issue 17 point 1). The indexes over them (open,
+	// closed, by device, by change) are rebuilt on restore.
+	Incident *v1.Incident `protobuf:"bytes,70,opt,name=incident,proto3,oneof"`
+}
+
 func (*SnapshotItem_Meta) isSnapshotItem_Item() {}
 
 func (*SnapshotItem_Device) isSnapshotItem_Item() {}
@@ -1913,6 +1929,8 @@ func (*SnapshotItem_Bounds) isSnapshotItem_Item() {}
 func (*SnapshotItem_PendingCause) isSnapshotItem_Item() {}
 
 func (*SnapshotItem_Rule) isSnapshotItem_Item() {}
+
+func (*SnapshotItem_Incident) isSnapshotItem_Item() {}
 
 // Bounds is the bookkeeping of retention: what was evicted and where the
 // audit chain stands. The audit window's records follow as audit items.
@@ -2245,8 +2263,10 @@ type DedupEntry struct {
 	Alert    *v1.Alert    `protobuf:"bytes,8,opt,name=alert,proto3" json:"alert,omitempty"`
 	// The FSM's error, if the request failed: its kind (a sentinel's name) and
 	// its message.
-	ErrorKind     string `protobuf:"bytes,9,opt,name=error_kind,json=errorKind,proto3" json:"error_kind,omitempty"`
-	Error         string `protobuf:"bytes,10,opt,name=error,proto3" json:"error,omitempty"`
+	ErrorKind string `protobuf:"bytes,9,opt,name=error_kind,json=errorKind,proto3" json:"error_kind,omitempty"`
+	Error     string `protobuf:"bytes,10,opt,name=error,proto3" json:"error,omitempty"`
+	// A rule put's or delete's result.
+	Rule          *v1.ResponseRule `protobuf:"bytes,11,opt,name=rule,proto3" json:"rule,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2351,11 +2371,18 @@ func (x *DedupEntry) GetError() string {
 	return ""
 }
 
+func (x *DedupEntry) GetRule() *v1.ResponseRule {
+	if x != nil {
+		return x.Rule
+	}
+	return nil
+}
+
 var File_medmesh_fsm_v1_command_proto protoreflect.FileDescriptor
 
 const file_medmesh_fsm_v1_command_proto_rawDesc = "" +
 	"\n" +
-	"\x1cmedmesh/fsm/v1/command.proto\x12\x0emedmesh.fsm.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16medmesh/v1/alert.proto\x1a\x19medmesh/v1/decision.proto\x1a\x17medmesh/v1/device.proto\x1a\x17medmesh/v1/policy.proto\x1a\x15medmesh/v1/rule.proto\x1a\x17medmesh/v1/sensor.proto\"\x89\n" +
+	"\x1cmedmesh/fsm/v1/command.proto\x12\x0emedmesh.fsm.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16medmesh/v1/alert.proto\x1a\x19medmesh/v1/decision.proto\x1a\x17medmesh/v1/device.proto\x1a\x19medmesh/v1/incident.proto\x1a\x17medmesh/v1/policy.proto\x1a\x15medmesh/v1/rule.proto\x1a\x17medmesh/v1/sensor.proto\"\x89\n" +
 	"\n" +
 	"\aCommand\x12.\n" +
 	"\x04time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x127\n" +
@@ -2479,7 +2506,7 @@ const file_medmesh_fsm_v1_command_proto_rawDesc = "" +
 	"\x11_expected_version\"Q\n" +
 	"\tRulesSeed\x12.\n" +
 	"\x05rules\x18\x01 \x03(\v2\x18.medmesh.v1.ResponseRuleR\x05rules\x12\x14\n" +
-	"\x05actor\x18\x02 \x01(\tR\x05actor\"\xf0\x05\n" +
+	"\x05actor\x18\x02 \x01(\tR\x05actor\"\xa4\x06\n" +
 	"\fSnapshotItem\x122\n" +
 	"\x04meta\x18\x01 \x01(\v2\x1c.medmesh.fsm.v1.SnapshotMetaH\x00R\x04meta\x12,\n" +
 	"\x06device\x18\x02 \x01(\v2\x12.medmesh.v1.DeviceH\x00R\x06device\x12,\n" +
@@ -2496,7 +2523,8 @@ const file_medmesh_fsm_v1_command_proto_rawDesc = "" +
 	"\x05dedup\x18( \x01(\v2\x1a.medmesh.fsm.v1.DedupEntryH\x00R\x05dedup\x120\n" +
 	"\x06bounds\x18< \x01(\v2\x16.medmesh.fsm.v1.BoundsH\x00R\x06bounds\x12C\n" +
 	"\rpending_cause\x18= \x01(\v2\x1c.medmesh.fsm.v1.PendingCauseH\x00R\fpendingCause\x12.\n" +
-	"\x04rule\x182 \x01(\v2\x18.medmesh.v1.ResponseRuleH\x00R\x04ruleB\x06\n" +
+	"\x04rule\x182 \x01(\v2\x18.medmesh.v1.ResponseRuleH\x00R\x04rule\x122\n" +
+	"\bincident\x18F \x01(\v2\x14.medmesh.v1.IncidentH\x00R\bincidentB\x06\n" +
 	"\x04item\"\x90\x02\n" +
 	"\x06Bounds\x12\x1d\n" +
 	"\n" +
@@ -2520,7 +2548,7 @@ const file_medmesh_fsm_v1_command_proto_rawDesc = "" +
 	"\vDeviceFlows\x12\x1d\n" +
 	"\n" +
 	"device_mac\x18\x01 \x01(\tR\tdeviceMac\x125\n" +
-	"\tsummaries\x18\x02 \x03(\v2\x17.medmesh.v1.FlowSummaryR\tsummaries\"\x8d\x03\n" +
+	"\tsummaries\x18\x02 \x03(\v2\x17.medmesh.v1.FlowSummaryR\tsummaries\"\xbb\x03\n" +
 	"\n" +
 	"DedupEntry\x127\n" +
 	"\arequest\x18\x01 \x01(\v2\x1d.medmesh.fsm.v1.ClientRequestR\arequest\x12\x14\n" +
@@ -2534,7 +2562,8 @@ const file_medmesh_fsm_v1_command_proto_rawDesc = "" +
 	"\n" +
 	"error_kind\x18\t \x01(\tR\terrorKind\x12\x14\n" +
 	"\x05error\x18\n" +
-	" \x01(\tR\x05errorBAZ?github.com/medmesh/medmesh/coordinator/internal/fsm/fsmpb;fsmpbb\x06proto3"
+	" \x01(\tR\x05error\x12,\n" +
+	"\x04rule\x18\v \x01(\v2\x18.medmesh.v1.ResponseRuleR\x04ruleBAZ?github.com/medmesh/medmesh/coordinator/internal/fsm/fsmpb;fsmpbb\x06proto3"
 
 var (
 	file_medmesh_fsm_v1_command_proto_rawDescOnce sync.Once
@@ -2588,6 +2617,7 @@ var file_medmesh_fsm_v1_command_proto_goTypes = []any{
 	(*v1.SensorRecord)(nil),       // 35: medmesh.v1.SensorRecord
 	(*v1.ResponseRule)(nil),       // 36: medmesh.v1.ResponseRule
 	(*v1.AuditRecord)(nil),        // 37: medmesh.v1.AuditRecord
+	(*v1.Incident)(nil),           // 38: medmesh.v1.Incident
 }
 var file_medmesh_fsm_v1_command_proto_depIdxs = []int32{
 	27, // 0: medmesh.fsm.v1.Command.time:type_name -> google.protobuf.Timestamp
@@ -2635,19 +2665,21 @@ var file_medmesh_fsm_v1_command_proto_depIdxs = []int32{
 	21, // 42: medmesh.fsm.v1.SnapshotItem.bounds:type_name -> medmesh.fsm.v1.Bounds
 	22, // 43: medmesh.fsm.v1.SnapshotItem.pending_cause:type_name -> medmesh.fsm.v1.PendingCause
 	36, // 44: medmesh.fsm.v1.SnapshotItem.rule:type_name -> medmesh.v1.ResponseRule
-	27, // 45: medmesh.fsm.v1.Bounds.decisions_compacted:type_name -> google.protobuf.Timestamp
-	34, // 46: medmesh.fsm.v1.DeviceFlows.summaries:type_name -> medmesh.v1.FlowSummary
-	1,  // 47: medmesh.fsm.v1.DedupEntry.request:type_name -> medmesh.fsm.v1.ClientRequest
-	27, // 48: medmesh.fsm.v1.DedupEntry.time:type_name -> google.protobuf.Timestamp
-	28, // 49: medmesh.fsm.v1.DedupEntry.device:type_name -> medmesh.v1.Device
-	29, // 50: medmesh.fsm.v1.DedupEntry.policy:type_name -> medmesh.v1.Policy
-	31, // 51: medmesh.fsm.v1.DedupEntry.decision:type_name -> medmesh.v1.Decision
-	32, // 52: medmesh.fsm.v1.DedupEntry.alert:type_name -> medmesh.v1.Alert
-	53, // [53:53] is the sub-list for method output_type
-	53, // [53:53] is the sub-list for method input_type
-	53, // [53:53] is the sub-list for extension type_name
-	53, // [53:53] is the sub-list for extension extendee
-	0,  // [0:53] is the sub-list for field type_name
+	38, // 45: medmesh.fsm.v1.SnapshotItem.incident:type_name -> medmesh.v1.Incident
+	27, // 46: medmesh.fsm.v1.Bounds.decisions_compacted:type_name -> google.protobuf.Timestamp
+	34, // 47: medmesh.fsm.v1.DeviceFlows.summaries:type_name -> medmesh.v1.FlowSummary
+	1,  // 48: medmesh.fsm.v1.DedupEntry.request:type_name -> medmesh.fsm.v1.ClientRequest
+	27, // 49: medmesh.fsm.v1.DedupEntry.time:type_name -> google.protobuf.Timestamp
+	28, // 50: medmesh.fsm.v1.DedupEntry.device:type_name -> medmesh.v1.Device
+	29, // 51: medmesh.fsm.v1.DedupEntry.policy:type_name -> medmesh.v1.Policy
+	31, // 52: medmesh.fsm.v1.DedupEntry.decision:type_name -> medmesh.v1.Decision
+	32, // 53: medmesh.fsm.v1.DedupEntry.alert:type_name -> medmesh.v1.Alert
+	36, // 54: medmesh.fsm.v1.DedupEntry.rule:type_name -> medmesh.v1.ResponseRule
+	55, // [55:55] is the sub-list for method output_type
+	55, // [55:55] is the sub-list for method input_type
+	55, // [55:55] is the sub-list for extension type_name
+	55, // [55:55] is the sub-list for extension extendee
+	0,  // [0:55] is the sub-list for field type_name
 }
 
 func init() { file_medmesh_fsm_v1_command_proto_init() }
@@ -2693,6 +2725,7 @@ func file_medmesh_fsm_v1_command_proto_init() {
 		(*SnapshotItem_Bounds)(nil),
 		(*SnapshotItem_PendingCause)(nil),
 		(*SnapshotItem_Rule)(nil),
+		(*SnapshotItem_Incident)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
