@@ -57,7 +57,7 @@ func scanEvidence(fi *scan.Finding) *medmeshv1.ScanEvidence {
 		Refused: uint32(fi.Refused), Unanswered: uint32(fi.Unanswered), HalfOpen: uint32(fi.HalfOpen),
 		Open: uint32(fi.Open), Pending: uint32(fi.Pending),
 		ArpAsked: uint32(fi.ARPAsked), ArpAnswered: uint32(fi.ARPAnswered),
-		Peers: fi.PeerList, ServiceNames: fi.SvcList, WindowSeconds: uint32(fi.Window.Seconds()),
+		Peers: fi.PeerNames(scan.SummaryMax), ServiceNames: fi.ServiceNames(scan.SummaryMax), WindowSeconds: uint32(fi.Window.Seconds()),
 	}
 }
 

@@ -185,15 +185,29 @@ type Finding struct {
 	ARPAsked, ARPAnswered int
 	// TopHost is the host probed on most ports; TopService the service
 	// probed on most hosts.
-	TopHost           netip.Addr
-	TopHostPorts      int
-	TopService        string
-	TopServiceHosts   int
-	PeerList, SvcList []string // sorted, at most ListMax each
+	TopHost         netip.Addr
+	TopHostPorts    int
+	TopService      string
+	TopServiceHosts int
+	// The hosts and services probed, sorted, at most ListMax each.
+	Peers    []netip.Addr
+	Services []Service
 }
 
-// ListMax bounds the hosts and services a Finding names.
-const ListMax = 12
+// Service is a protocol and port (0 for ICMP).
+type Service struct {
+	Proto uint8
+	Port  uint16
+}
+
+func (s Service) String() string { return svcName(svc(s.Proto, s.Port)) }
+
+// ListMax bounds the hosts and services a Finding lists; String names
+// the first SummaryMax.
+const (
+	ListMax    = 64
+	SummaryMax = 12
+)
 
 type key struct {
 	host  netip.Addr
@@ -474,9 +488,7 @@ func (d *Detector) finding(src netip.Addr, w *window, pat []string, ns int64) *F
 			f.TopHost, f.TopHostPorts = h, hosts[h]
 		}
 	}
-	for _, p := range peers[:min(len(peers), ListMax)] {
-		f.PeerList = append(f.PeerList, p.String())
-	}
+	f.Peers = peers[:min(len(peers), ListMax):min(len(peers), ListMax)]
 	svcs := make([]uint32, 0, len(svcHosts))
 	for s := range svcHosts {
 		svcs = append(svcs, s)
@@ -488,7 +500,7 @@ func (d *Detector) finding(src netip.Addr, w *window, pat []string, ns int64) *F
 		}
 	}
 	for _, s := range svcs[:min(len(svcs), ListMax)] {
-		f.SvcList = append(f.SvcList, svcName(s))
+		f.Services = append(f.Services, Service{uint8(s >> 16), uint16(s)})
 	}
 	return f
 }
@@ -539,9 +551,27 @@ func (f *Finding) String() string {
 			fmt.Fprintf(&b, ", +%d", total-len(l))
 		}
 	}
-	list("hosts", f.PeerList, f.Hosts)
-	list("services", f.SvcList, f.Ports)
+	list("hosts", f.PeerNames(SummaryMax), f.Hosts)
+	list("services", f.ServiceNames(SummaryMax), f.Ports)
 	return b.String()
+}
+
+// PeerNames are the first n hosts of the finding, as text.
+func (f *Finding) PeerNames(n int) []string {
+	var out []string
+	for _, p := range f.Peers[:min(n, len(f.Peers))] {
+		out = append(out, p.String())
+	}
+	return out
+}
+
+// ServiceNames are the first n services of the finding: "tcp/22", "icmp".
+func (f *Finding) ServiceNames(n int) []string {
+	var out []string
+	for _, s := range f.Services[:min(n, len(f.Services))] {
+		out = append(out, s.String())
+	}
+	return out
 }
 
 // plural is "1 host", "2 hosts", "3 addresses".

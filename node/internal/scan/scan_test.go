@@ -151,8 +151,8 @@ func TestHorizontalAndSessions(t *testing.T) {
 	if f == nil || !slices.Equal(f.Patterns, []string{"horizontal"}) || f.TopService != "tcp/23" || f.TopServiceHosts != 24 || f.Refused != 24 {
 		t.Fatalf("horizontal finding %+v", f)
 	}
-	if len(f.PeerList) != ListMax || f.PeerList[0] != "10.1.1.0" || !strings.Contains(f.String(), ", +12") {
-		t.Errorf("peer list %v / %q", f.PeerList, f.String())
+	if len(f.Peers) != 24 || f.Peers[0] != host(0) || len(f.PeerNames(SummaryMax)) != SummaryMax || !strings.Contains(f.String(), ", +12") {
+		t.Errorf("peers %v / %q", f.Peers, f.String())
 	}
 }
 
