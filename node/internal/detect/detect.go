@@ -55,7 +55,7 @@ const (
 	FieldMQTTUser           = "mqtt.user"
 	FieldFriendlyName       = "device.friendly_name" // SSDP / mDNS
 	FieldModel              = "device.model"
-	FieldSNMPCommunity      = "snmp.community" // reported masked, see Credential
+	FieldSNMPCommunity      = "snmp.community" // reported masked: the community is a password
 
 	FieldHTTPServer      = "http.server"       // HTTP response Server header
 	FieldSSDPServer      = "ssdp.server"       // SSDP SERVER header (OS, UPnP and product)

@@ -71,7 +71,7 @@ func fastPath(tb testing.TB, devices, records int) (*Engine, []flow.Record) {
 // allocates nothing (issue 4 acceptance 7).
 func TestFastPathAllocs(t *testing.T) {
 	e, recs := fastPath(t, 64, 4096)
-	for i := range recs { // warm the fan-out and volume state
+	for i := range recs { // warm the scan and volume state
 		e.HandleFlow(&recs[i])
 	}
 	i := 0
