@@ -112,7 +112,16 @@ FUZZ_TARGETS := ./node/replay:FuzzCaptureReader \
 	./node/internal/detect:FuzzSNMP \
 	./node/internal/detect:FuzzDHCP \
 	./node/internal/detect:FuzzHL7 \
-	./node/internal/identity:FuzzProductStrings
+	./node/internal/identity:FuzzProductStrings \
+	./node/internal/creds:FuzzParse \
+	./node/internal/detect:FuzzTelnet \
+	./node/internal/detect:FuzzFTP \
+	./node/internal/detect:FuzzHTTPForm \
+	./node/internal/detect:FuzzMQTT \
+	./node/internal/detect:FuzzVNC \
+	./node/internal/detect:FuzzSSH \
+	./node/internal/detect:FuzzARP
+
 FUZZTIME ?= 5s
 
 fuzz: ## Run each fuzz target in FUZZ_TARGETS for FUZZTIME (5s): every parser of outside input

@@ -153,7 +153,7 @@ func TestAttackForgedSensorCannotLowerTier(t *testing.T) {
 	if d.GetTier() != medmeshv1.Tier_TIER_LIFE_CRITICAL || d.GetDeviceClass() != medmeshv1.DeviceClass_DEVICE_CLASS_INFUSION_PUMP {
 		t.Fatalf("pump re-tiered by a sensor: tier %v class %v", d.GetTier(), d.GetDeviceClass())
 	}
-	if _, err := sensorReport(t, evil, "s-evil", alertRecord(2, pumpMAC, "fan_out", 99)); err != nil {
+	if _, err := sensorReport(t, evil, "s-evil", alertRecord(2, pumpMAC, "scan", 99)); err != nil {
 		t.Fatalf("s-evil alert: %v", err)
 	}
 	var q *medmeshv1.Decision
@@ -295,7 +295,7 @@ func TestAttackSelfApproval(t *testing.T) {
 
 	// A decision caused by sensor/s-icu's alert may be reviewed by
 	// approver/s-icu: the same name in another role is another identity.
-	if _, err := sensorReport(t, icu, "s-icu", alertRecord(2, pumpMAC, "fan_out", 95)); err != nil {
+	if _, err := sensorReport(t, icu, "s-icu", alertRecord(2, pumpMAC, "scan", 95)); err != nil {
 		t.Fatal(err)
 	}
 	var q *medmeshv1.Decision

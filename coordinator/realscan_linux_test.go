@@ -151,24 +151,24 @@ func TestDefaultRulesOnRealScan(t *testing.T) {
 		seq++
 		recs = append(recs, &medmeshv1.SensorRecord{Seq: seq, Record: &medmeshv1.SensorRecord_Device{Device: &medmeshv1.DeviceObservation{Device: d}}})
 	}
-	fanOut := map[string]bool{}
+	scans := map[string]bool{}
 	for _, al := range a.AlertRecords() {
 		seq++
 		recs = append(recs, &medmeshv1.SensorRecord{Seq: seq, Record: &medmeshv1.SensorRecord_Alert{Alert: al}})
-		if al.GetKind() == "fan_out" {
-			fanOut[al.GetDeviceMac()] = true
+		if al.GetKind() == "scan" {
+			scans[al.GetDeviceMac()] = true
 			t.Logf("sensor alert %s: %s %s score %d: %s", al.GetId(), al.GetDeviceMac(), al.GetKind(), al.GetRisk().GetScore(), al.GetSummary())
 		}
 	}
-	// A scan folds into its fan_out alert: per scanning device, the first
+	// A scan folds into its scan alert: per scanning device, the first
 	// probe's new_peer (raised before anything tells it is a scan) and one
-	// fan_out, nothing about the probed devices (393 alerts before).
+	// scan, nothing about the probed devices (393 alerts before issue 16).
 	t.Logf("the sensor raised %d alerts from %d devices", len(a.AlertRecords()), len(a.DeviceRecords()))
 	if n := len(a.AlertRecords()); n > 4 {
 		t.Errorf("the sensor raised %d alerts for two scans, want at most 2 per scanning device", n)
 	}
-	if !fanOut[ws.MAC] || !fanOut[pump.MAC] {
-		t.Fatalf("the sensor raised no fan_out alert for the scanning devices: %v", fanOut)
+	if !scans[ws.MAC] || !scans[pump.MAC] {
+		t.Fatalf("the sensor raised no scan alert for the scanning devices: %v", scans)
 	}
 
 	cl := newCluster(t, 3, nil)

@@ -176,7 +176,7 @@ func TestRetriedRuleWritesAcrossLeaderKillApplyOnce(t *testing.T) {
 		return err
 	}
 	for i := 0; i < puts; i++ {
-		req := &medmeshv1.PutRuleRequest{Rule: &medmeshv1.ResponseRule{Name: name, Kinds: []string{"fan_out"}, MinScore: uint32(10 + i),
+		req := &medmeshv1.PutRuleRequest{Rule: &medmeshv1.ResponseRule{Name: name, Kinds: []string{"scan"}, MinScore: uint32(10 + i),
 			Action: medmeshv1.DecisionAction_DECISION_ACTION_NOTIFY}, Actor: "test", RequestId: fmt.Sprintf("rule-%d", i)}
 		put := func(ctx context.Context, cc *grpc.ClientConn) (*medmeshv1.PutRuleResponse, error) {
 			return medmeshv1.NewRuleServiceClient(cc).PutRule(ctx, req)

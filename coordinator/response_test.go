@@ -49,8 +49,8 @@ func TestResponseEngine(t *testing.T) {
 		&medmeshv1.Device{Mac: ws, DeviceClass: medmeshv1.DeviceClass_DEVICE_CLASS_IT_WORKSTATION, Tier: medmeshv1.Tier_TIER_NON_CLINICAL, IpAddresses: []string{"10.1.0.10"}},
 		&medmeshv1.Device{Mac: pump, DeviceClass: medmeshv1.DeviceClass_DEVICE_CLASS_INFUSION_PUMP, Tier: medmeshv1.Tier_TIER_LIFE_CRITICAL, IpAddresses: []string{"10.1.0.20"}})
 	scan := func(id, mac, src string) *medmeshv1.Alert {
-		return &medmeshv1.Alert{Id: id, SensorId: "s1", DeviceMac: mac, Kind: "fan_out",
-			Risk: &medmeshv1.RiskScore{Score: 95, Factors: []*medmeshv1.RiskFactor{{Name: "fan_out", Weight: 95}}},
+		return &medmeshv1.Alert{Id: id, SensorId: "s1", DeviceMac: mac, Kind: "scan",
+			Risk: &medmeshv1.RiskScore{Score: 95, Factors: []*medmeshv1.RiskFactor{{Name: "scan", Weight: 95}}},
 			Flow: &medmeshv1.FlowRef{Src: src, Dst: "10.1.0.99", Proto: 6, Dport: 22}}
 	}
 	// Through a follower: the sensor may reach any replica.

@@ -47,10 +47,10 @@ func TestIncidentsCommands(t *testing.T) {
 		dev(nurse, ipN, medmeshv1.DeviceClass_DEVICE_CLASS_NURSE_CALL),
 		dev(ws, ipW, medmeshv1.DeviceClass_DEVICE_CLASS_IT_WORKSTATION),
 		dev(pump, ipP, medmeshv1.DeviceClass_DEVICE_CLASS_INFUSION_PUMP),
-		alert(nurse, "fan_out", 100, out, ipN, ipP, 23, "", ipW, ipP),
+		alert(nurse, "scan", 100, out, ipN, ipP, 23, "", ipW, ipP),
 		alert(ws, "default_credentials", 80, in, ipN, ipW, 23, "telnet"),
 		alert(nurse, "external_destination", 85, out, ipN, "203.0.113.9", 8443, ""),
-		alert(pump, "fan_out", 100, out, ipP, ipW, 22, "", ipW),
+		alert(pump, "scan", 100, out, ipP, ipW, 22, "", ipW),
 	)
 
 	list := func(args ...string) []*medmeshv1.Incident {

@@ -54,10 +54,12 @@ func newRulesCmd(o *opFlags) *cobra.Command {
 		Use:   "put [FILE|-]",
 		Short: "Create or replace a response rule from its JSON (a file, or stdin)",
 		Long: "Create or replace a response rule. The rule is read as protobuf JSON, e.g.\n" +
-			`  {"name": "quarantine-scanner", "kinds": ["fan_out"], "min_score": 50, "action": "DECISION_ACTION_QUARANTINE"}` + "\n" +
+			`  {"name": "quarantine-scanner", "kinds": ["scan"], "min_score": 50, "action": "DECISION_ACTION_QUARANTINE"}` + "\n" +
 			"Kinds are the alert kinds sensors emit: known_bad_destination, default_credentials,\n" +
-			"cleartext_credentials, protocol_misuse, fan_out, external_destination, new_peer, new_port,\n" +
-			"volume_anomaly. With --expected-version the write is a compare-and-set (0: must not exist yet).",
+			"cleartext_credentials, protocol_misuse, cleartext_phi, failed_login_burst, scan,\n" +
+			"external_destination, new_peer, new_port, volume_anomaly. A cluster seeded before the sensors\n" +
+			"named scans \"scan\" keeps quarantine-scanner on fan_out: put it again with kinds [\"scan\"].\n" +
+			"With --expected-version the write is a compare-and-set (0: must not exist yet).",
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			src := "-"

@@ -3,6 +3,7 @@ package main
 import (
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -20,11 +21,11 @@ func TestRulesListPutDelete(t *testing.T) {
 		_, out, _ = runCLI(t, "rules", "list", "--addr", addr)
 		return strings.Contains(out, "quarantine-scanner")
 	}, "default rules not seeded: %s", out)
-	if !strings.Contains(out, "fan_out") || !strings.Contains(out, "quarantine") {
+	if !regexp.MustCompile(`quarantine-scanner\s+scan\s+50\s`).MatchString(out) {
 		t.Fatalf("rules list:\n%s", out)
 	}
 	file := filepath.Join(t.TempDir(), "r.json")
-	doc := `{"name": "quarantine-scanner", "kinds": ["fan_out"], "min_score": 70, "action": "DECISION_ACTION_QUARANTINE"}`
+	doc := `{"name": "quarantine-scanner", "kinds": ["scan"], "min_score": 70, "action": "DECISION_ACTION_QUARANTINE"}`
 	if err := os.WriteFile(file, []byte(doc), 0o600); err != nil {
 		t.Fatal(err)
 	}

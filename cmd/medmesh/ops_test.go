@@ -461,7 +461,7 @@ func TestWriteRetriesWithOneRequestID(t *testing.T) {
 func TestRuleWritesRetryWithOneRequestID(t *testing.T) {
 	f, addr := startFake(t)
 	file := filepath.Join(t.TempDir(), "r.json")
-	if err := os.WriteFile(file, []byte(`{"name": "quarantine-scanner", "kinds": ["fan_out"], "action": "DECISION_ACTION_QUARANTINE"}`), 0o600); err != nil {
+	if err := os.WriteFile(file, []byte(`{"name": "quarantine-scanner", "kinds": ["scan"], "action": "DECISION_ACTION_QUARANTINE"}`), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	for _, tc := range []struct {

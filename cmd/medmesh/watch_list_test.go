@@ -94,8 +94,8 @@ func reportBatch(t *testing.T, conn *grpc.ClientConn, sensor string, seq uint64,
 	for i := range n {
 		mac := fmt.Sprintf("02:00:00:00:%02x:%02x", seq%256, i)
 		req.Records = append(req.Records, &medmeshv1.SensorRecord{Seq: seq + uint64(i), Record: &medmeshv1.SensorRecord_Alert{Alert: &medmeshv1.Alert{
-			SensorId: sensor, DeviceMac: mac, Kind: "fan_out",
-			Risk: &medmeshv1.RiskScore{Score: 95, Factors: []*medmeshv1.RiskFactor{{Name: "fan_out", Weight: 95}}},
+			SensorId: sensor, DeviceMac: mac, Kind: "scan",
+			Risk: &medmeshv1.RiskScore{Score: 95, Factors: []*medmeshv1.RiskFactor{{Name: "scan", Weight: 95}}},
 			Flow: &medmeshv1.FlowRef{Src: fmt.Sprintf("10.9.%d.%d", seq%256, i), Dst: "10.9.255.1", Proto: 6, Dport: 22}}}})
 	}
 	if err := stream.Send(req); err != nil {

@@ -217,12 +217,59 @@ func checkAlert(f string, a *medmeshv1.Alert) error {
 			return err
 		}
 	}
+	if err := checkEvidence(f, a); err != nil {
+		return err
+	}
 	return checkEnum(f+".state", a.GetState())
 }
 
 // maxAlertList bounds an alert's peers and services: a sensor lists at
 // most 64 and counts the rest.
 const maxAlertList = 64
+
+// checkEvidence bounds an alert's scan and login evidence: list lengths
+// and text lengths.
+func checkEvidence(f string, a *medmeshv1.Alert) error {
+	texts := func(field string, list []string, ip bool) error {
+		if len(list) > maxAlertList {
+			return invalid(field, "more than %d entries", maxAlertList)
+		}
+		for i, s := range list {
+			if len(s) > maxTextField {
+				return invalid(fmt.Sprintf("%s[%d]", field, i), "longer than %d bytes", maxTextField)
+			}
+			if ip {
+				if err := checkIP(fmt.Sprintf("%s[%d]", field, i), s); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	}
+	if sc := a.GetScan(); sc != nil {
+		for _, c := range []struct {
+			field string
+			list  []string
+			ip    bool
+		}{{".scan.patterns", sc.GetPatterns(), false}, {".scan.methods", sc.GetMethods(), false}} {
+			if err := texts(f+c.field, c.list, c.ip); err != nil {
+				return err
+			}
+		}
+	}
+	if l := a.GetLogin(); l != nil {
+		for _, c := range []struct{ field, s string }{{".login.protocol", l.GetProtocol()}, {".login.method", l.GetMethod()},
+			{".login.account", l.GetAccount()}, {".login.outcome", l.GetOutcome()}} {
+			if len(c.s) > maxTextField {
+				return invalid(f+c.field, "longer than %d bytes", maxTextField)
+			}
+		}
+		if err := texts(f+".login.accounts", l.GetAccounts(), false); err != nil {
+			return err
+		}
+	}
+	return nil
+}
 
 func checkFlowSummary(f string, s *medmeshv1.FlowSummary) error {
 	if err := optionalMAC(f+".device_mac", &s.DeviceMac); err != nil {

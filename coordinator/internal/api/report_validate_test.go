@@ -31,7 +31,9 @@ func goodReport() *medmeshv1.ReportRequest {
 			DeviceMac: "02:00:00:00:00:07", Kind: "scan", Risk: &medmeshv1.RiskScore{Score: 80},
 			Flow:      &medmeshv1.FlowRef{Src: "10.1.0.7", Dst: "10.9.0.9", Sport: 40000, Dport: 22, Proto: 6},
 			Direction: out, Peers: []string{"10.9.0.8", "10.9.0.9"}, PeerCount: 2,
-			Services: []*medmeshv1.Service{{Protocol: 6, Port: 22}, {Protocol: 6, Port: 23}}, ServiceCount: 2}}},
+			Services: []*medmeshv1.Service{{Protocol: 6, Port: 22}, {Protocol: 6, Port: 23}}, ServiceCount: 2,
+			Scan:  &medmeshv1.ScanEvidence{Patterns: []string{"vertical"}, Methods: []string{"tcp_syn"}},
+			Login: &medmeshv1.LoginEvidence{Protocol: "telnet", Account: "admin", Accounts: []string{"admin"}}}}},
 	}}
 }
 
@@ -73,6 +75,15 @@ func TestValidateReportRejectsOutOfRange(t *testing.T) {
 			r.Records[3].GetAlert().Peers = make([]string, maxAlertList+1)
 		},
 		"records[3]": func(r *medmeshv1.ReportRequest) { r.Records[3].Record = nil },
+		"records[3].alert.scan.methods": func(r *medmeshv1.ReportRequest) {
+			r.Records[3].GetAlert().Scan.Methods = make([]string, maxAlertList+1)
+		},
+		"records[3].alert.login.account": func(r *medmeshv1.ReportRequest) {
+			r.Records[3].GetAlert().Login.Account = strings.Repeat("a", 5000)
+		},
+		"records[3].alert.login.accounts[0]": func(r *medmeshv1.ReportRequest) {
+			r.Records[3].GetAlert().Login.Accounts[0] = strings.Repeat("a", 5000)
+		},
 		"records[3].alert.risk.factors[0].weight": func(r *medmeshv1.ReportRequest) {
 			r.Records[3].GetAlert().Risk.Factors = []*medmeshv1.RiskFactor{{Weight: -5}}
 		},

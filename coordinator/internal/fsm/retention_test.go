@@ -33,7 +33,7 @@ func (c *clockLog) at(days int, cmd *fsmpb.Command) *Result {
 }
 
 func alertCmd(id, mac string) *fsmpb.Command {
-	return &fsmpb.Command{Command: &fsmpb.Command_AlertIngest{AlertIngest: &fsmpb.AlertIngest{Alert: &medmeshv1.Alert{Id: id, DeviceMac: mac, Kind: "fan_out"}}}}
+	return &fsmpb.Command{Command: &fsmpb.Command_AlertIngest{AlertIngest: &fsmpb.AlertIngest{Alert: &medmeshv1.Alert{Id: id, DeviceMac: mac, Kind: "scan"}}}}
 }
 
 func decisionCmd(id, mac string, action medmeshv1.DecisionAction, peer string) *fsmpb.Command {
@@ -207,7 +207,7 @@ func TestTwoPersonRuleSurvivesAlertEviction(t *testing.T) {
 	c := &clockLog{t: t, f: New()}
 	const mac = "02:00:00:00:00:06"
 	c.at(0, &fsmpb.Command{Command: &fsmpb.Command_SensorBatch{SensorBatch: &fsmpb.SensorBatch{Reports: []*fsmpb.SensorReport{{
-		SensorId: "s1", Records: []*medmeshv1.SensorRecord{{Seq: 1, Record: &medmeshv1.SensorRecord_Alert{Alert: &medmeshv1.Alert{Id: "s1/1", DeviceMac: mac, Kind: "fan_out"}}}},
+		SensorId: "s1", Records: []*medmeshv1.SensorRecord{{Seq: 1, Record: &medmeshv1.SensorRecord_Alert{Alert: &medmeshv1.Alert{Id: "s1/1", DeviceMac: mac, Kind: "scan"}}}},
 	}}}}})
 	d := decisionCmd("p1", mac, medmeshv1.DecisionAction_DECISION_ACTION_QUARANTINE, "")
 	d.GetDecisionCreate().Decision.AlertId = "s1/1"

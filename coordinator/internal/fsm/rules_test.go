@@ -65,7 +65,7 @@ func TestRulesSeedOnceAndAudited(t *testing.T) {
 	if got := ruleNames(l.f); len(got) != len(names)-1 {
 		t.Fatalf("second seed changed the table: %v", got)
 	}
-	r := &medmeshv1.ResponseRule{Name: "quarantine-scanner", Kinds: []string{"fan_out"}, MinScore: 70, Action: medmeshv1.DecisionAction_DECISION_ACTION_QUARANTINE}
+	r := &medmeshv1.ResponseRule{Name: "quarantine-scanner", Kinds: []string{"scan"}, MinScore: 70, Action: medmeshv1.DecisionAction_DECISION_ACTION_QUARANTINE}
 	if res := l.apply(putRule(r, u64(7))); !errors.Is(res.Err, ErrVersionMismatch) {
 		t.Fatalf("stale CAS: %v", res.Err)
 	}
@@ -102,7 +102,7 @@ func TestRulesDecideInsideApply(t *testing.T) {
 
 	check := func(mac string, want medmeshv1.DecisionState) {
 		t.Helper()
-		res := l.ok(alertIngest("s1/"+mac, mac, "fan_out", 100))
+		res := l.ok(alertIngest("s1/"+mac, mac, "scan", 100))
 		ds, _, _ := l.f.ListDecisions(res.Index-1, 100, func(*medmeshv1.Decision) bool { return true })
 		var q *medmeshv1.Decision
 		for _, d := range ds {
@@ -120,7 +120,7 @@ func TestRulesDecideInsideApply(t *testing.T) {
 			t.Fatalf("%s: %d decisions", mac, len(ds))
 		}
 		before := len(l.f.st.decisions)
-		l.ok(alertIngest("s1/"+mac, mac, "fan_out", 100)) // a retried report
+		l.ok(alertIngest("s1/"+mac, mac, "scan", 100)) // a retried report
 		if len(l.f.st.decisions) != before {
 			t.Fatal("a retried alert decided again")
 		}

@@ -51,7 +51,7 @@ var soakKinds = []struct {
 	weight int
 }{
 	{"new_peer", 30}, {"new_port", 20}, {"external_destination", 12}, {"volume_anomaly", 10},
-	{"fan_out", 8}, {"cleartext_credentials", 6}, {"protocol_misuse", 5},
+	{"scan", 8}, {"cleartext_credentials", 6}, {"protocol_misuse", 5},
 	{"default_credentials", 5}, {"known_bad_destination", 4},
 }
 

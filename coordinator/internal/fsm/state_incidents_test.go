@@ -96,9 +96,9 @@ func al(id, mac, kind string, score uint32, dir medmeshv1.Direction, src, dst st
 		Flow: &medmeshv1.FlowRef{Src: src, Dst: dst, Sport: 40000, Dport: dport, Proto: 6, App: app}}
 }
 
-// scanOf is a fan_out alert of mac (at src) that probed peers.
+// scanOf is a scan alert of mac (at src) that probed peers.
 func scanOf(id, mac, src string, peers ...string) *medmeshv1.Alert {
-	a := al(id, mac, "fan_out", 95, out, src, peers[len(peers)-1], 23, "")
+	a := al(id, mac, "scan", 95, out, src, peers[len(peers)-1], 23, "")
 	a.Peers, a.PeerCount = peers, uint32(len(peers))
 	a.Services, a.ServiceCount = []*medmeshv1.Service{{Protocol: 6, Port: 22}, {Protocol: 6, Port: 23}}, 2
 	return a

@@ -168,7 +168,7 @@ func TestRequestTableSurvivesSnapshotRestore(t *testing.T) {
 	l.ok(upsert("s1", pump(mac1)))
 	first := l.ok(withRequest(putPolicy(policy("p", mac1), nil), "operator/bob", "req-1"))
 	failed := l.apply(withRequest(putPolicy(policy("p", mac1), u64(9)), "operator/bob", "cas-1"))
-	rule := &medmeshv1.ResponseRule{Name: "r", Kinds: []string{"fan_out"}, Action: medmeshv1.DecisionAction_DECISION_ACTION_NOTIFY}
+	rule := &medmeshv1.ResponseRule{Name: "r", Kinds: []string{"scan"}, Action: medmeshv1.DecisionAction_DECISION_ACTION_NOTIFY}
 	rulePut := l.ok(withRequest(putRule(rule, nil), "approver/carol", "rule-1"))
 	snap, err := l.f.Snapshot()
 	if err != nil {

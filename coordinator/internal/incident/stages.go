@@ -54,7 +54,7 @@ func enterprise(tacticID, tactic, techniqueID, technique string) *medmeshv1.Atta
 // cleartext_phi).
 var table = []Mapping{
 	{
-		Kinds:  []string{"scan", "fan_out"},
+		Kinds:  []string{"scan", "fan_out"}, // fan_out: what sensors before issue 17 named a scan
 		Stage:  medmeshv1.IncidentStage_INCIDENT_STAGE_RECONNAISSANCE,
 		Attack: ics("TA0102", "Discovery", "T0846", "Remote System Discovery"),
 		Note: "a device reaching many peers or ports it never used: a horizontal sweep is T0846; ICS has no " +

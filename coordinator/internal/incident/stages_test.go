@@ -11,7 +11,7 @@ import (
 // sensorKinds are the alert kinds the sensors emit: node/internal/score's
 // factors and the detectors' kinds (issue 17 point 2).
 var sensorKinds = []string{
-	"known_bad_destination", "default_credentials", "cleartext_credentials", "protocol_misuse", "fan_out",
+	"known_bad_destination", "default_credentials", "cleartext_credentials", "protocol_misuse",
 	"external_destination", "new_peer", "new_port", "volume_anomaly",
 	"scan", "failed_login_burst", "cleartext_phi",
 }

@@ -56,16 +56,19 @@ func matches(r *medmeshv1.ResponseRule, a *medmeshv1.Alert, class medmeshv1.Devi
 
 // DefaultRules is the shipped rule table, written against the alert kinds
 // the sensors emit (node/internal/score: known_bad_destination,
-// default_credentials, cleartext_credentials, protocol_misuse, fan_out,
-// external_destination, new_peer, new_port, volume_anomaly):
+// default_credentials, cleartext_credentials, protocol_misuse,
+// cleartext_phi, failed_login_burst, scan, external_destination, new_peer,
+// new_port, volume_anomaly):
 //   - notify on anything scored 40 or more;
-//   - quarantine a device that scans (fan_out: more distinct peers or ports
-//     within a window than any device of a hospital needs);
+//   - quarantine a device that scans (scan: many ports of one host, one
+//     port of many hosts, or many addresses swept, by connections that
+//     carried nothing, within a window);
 //   - quarantine a device that misuses a clinical protocol with a very high
 //     score;
 //   - block the peer of a known-bad destination, or of a high-scoring
 //     external destination or new peer;
-//   - enforce the policy of a device logging in with default credentials.
+//   - enforce the policy of a device that accepted a login with default
+//     credentials.
 //
 // Against a life-critical device, or one whose tier is unknown, all but
 // NOTIFY wait for an operator's approval.
@@ -79,8 +82,8 @@ func DefaultRules() []*medmeshv1.ResponseRule {
 	return []*medmeshv1.ResponseRule{
 		{Name: "notify-medium", MinScore: 40, Action: notify,
 			Description: "tell people about every alert scored 40 or more"},
-		{Name: "quarantine-scanner", Kinds: []string{"fan_out"}, MinScore: 50, Action: quarantine,
-			Description: "isolate a device scanning its neighbours (fan_out)"},
+		{Name: "quarantine-scanner", Kinds: []string{"scan"}, MinScore: 50, Action: quarantine,
+			Description: "isolate a device scanning its neighbours (scan)"},
 		{Name: "quarantine-protocol-misuse", Kinds: []string{"protocol_misuse"}, MinScore: 90, Action: quarantine,
 			Description: "isolate a device speaking a clinical protocol it has no business speaking, with a very high score"},
 		{Name: "block-known-bad", Kinds: []string{"known_bad_destination"}, MinScore: 80, Action: block,

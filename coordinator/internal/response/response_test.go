@@ -54,7 +54,7 @@ func TestEvaluateDefaults(t *testing.T) {
 		{"medium: notify only", alert("new_peer", 50, ws, nonclin), []want{{notify, "notify-medium"}}},
 		{"high new peer: block", alert("new_peer", 85, ws, nonclin), []want{{block, "block-suspicious-peer"}, {notify, "notify-medium"}}},
 		{"known bad: block", alert("known_bad_destination", 80, ws, nonclin), []want{{block, "block-known-bad"}, {notify, "notify-medium"}}},
-		{"fan-out: quarantine", alert("fan_out", 50, ws, nonclin), []want{{notify, "notify-medium"}, {quarantine, "quarantine-scanner"}}},
+		{"scan: quarantine", alert("scan", 50, ws, nonclin), []want{{notify, "notify-medium"}, {quarantine, "quarantine-scanner"}}},
 		{"default credentials: enforce", alert("default_credentials", 70, ws, nonclin), []want{{enforce, "enforce-on-default-credentials"}, {notify, "notify-medium"}}},
 	}
 	for _, c := range cases {
@@ -83,7 +83,7 @@ func TestEvaluateDefaults(t *testing.T) {
 func TestStoreClassDecidesMatching(t *testing.T) {
 	rules := []*medmeshv1.ResponseRule{{Name: "ws-only", DeviceClasses: []medmeshv1.DeviceClass{medmeshv1.DeviceClass_DEVICE_CLASS_IT_WORKSTATION},
 		Action: medmeshv1.DecisionAction_DECISION_ACTION_QUARANTINE}}
-	a := alert("fan_out", 90, medmeshv1.DeviceClass_DEVICE_CLASS_IT_WORKSTATION, medmeshv1.Tier_TIER_NON_CLINICAL)
+	a := alert("scan", 90, medmeshv1.DeviceClass_DEVICE_CLASS_IT_WORKSTATION, medmeshv1.Tier_TIER_NON_CLINICAL)
 	if got := Evaluate(rules, a, nil); len(got) != 1 {
 		t.Fatalf("alert's class: %v", got)
 	}

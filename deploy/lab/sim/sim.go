@@ -186,8 +186,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 
 // ScanPorts are the TCP ports the compromised device probes on each host:
 // the ports a real scanner's short list tries first, medical ones (DICOM,
-// HL7) included. They are more than a sensor's fan-out threshold of
-// distinct ports in a window (32), as any real port scan is.
+// HL7) included: 40 ports of each host, more than the 24 distinct ports of
+// one host within a window that a sensor calls a vertical scan, as any
+// real port scan is.
 func ScanPorts() []int {
 	return []int{
 		21, 22, 23, 25, 53, 80, 104, 110, 111, 135, 139, 143, 161, 389, 443, 445,

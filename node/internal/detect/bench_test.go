@@ -49,14 +49,14 @@ func BenchmarkInspect(b *testing.B) {
 			}
 			s := flow.Sample{Flow: c.tu, Dir: dir, WireLen: uint16(len(c.p)), Payload: c.p[:min(len(c.p), datapathSnap)]}
 			var st State
-			if d := Inspect(&st, &s); (d.App == "") != (c.name[:min(4, len(c.name))] == "miss") && c.name != AppFTP {
+			if d := Inspect(&st, &s, testDefaults); (d.App == "") != (c.name[:min(4, len(c.name))] == "miss") && c.name != AppFTP {
 				b.Fatalf("%s: app %q", c.name, d.App)
 			}
 			b.ReportAllocs()
 			b.SetBytes(int64(len(s.Payload)))
 			for b.Loop() {
 				st = State{}
-				Inspect(&st, &s)
+				Inspect(&st, &s, testDefaults)
 			}
 		})
 	}

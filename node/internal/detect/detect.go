@@ -9,14 +9,24 @@
 //
 // A sample is the first bytes of a packet (up to 512 from the datapath), so
 // a field is reported only when it ends inside the sample; a value cut by
-// the sample end is dropped (a cut Basic authorization becomes a Credential
+// the sample end is dropped (a cut Basic authorization becomes a Login
 // marked Partial). The datapath samples 512 rather than 128 bytes because in
 // a single-segment HL7 message the UDI (PRT-16, OBX-18) usually lies near
 // byte 400, and a DICOM association's user-information item and a TLS
 // ClientHello's SNI often lie past byte 128.
+//
+// Logins (Telnet, FTP, HTTP Basic and form posts, MQTT CONNECT, SNMP
+// community strings, VNC, and SSH banners) are followed to the server's
+// answer. A password seen in cleartext is compared with the factory
+// defaults (Defaults) while the sample is inspected, and the copies the
+// detectors made of it are wiped: a Login carries the protocol, the
+// account and what was found, never the password.
 package detect
 
 import (
+	"strconv"
+	"strings"
+
 	"github.com/medmesh/medmesh/node/flow"
 )
 
@@ -45,7 +55,7 @@ const (
 	FieldMQTTUser           = "mqtt.user"
 	FieldFriendlyName       = "device.friendly_name" // SSDP / mDNS
 	FieldModel              = "device.model"
-	FieldSNMPCommunity      = "snmp.community" // reported masked, see Credential
+	FieldSNMPCommunity      = "snmp.community" // reported masked: the community is a password
 
 	FieldHTTPServer      = "http.server"       // HTTP response Server header
 	FieldSSDPServer      = "ssdp.server"       // SSDP SERVER header (OS, UPnP and product)
@@ -71,6 +81,8 @@ const (
 	FieldHL7SoftwareVer = "hl7.software_version" // SFT-2, its version or release
 	FieldNTPMode        = "ntp.mode"             // "client", "server", ...
 	FieldLDAPOperation  = "ldap.operation"       // e.g. "bind_request", "search_result_done"
+	FieldSSHBanner      = "ssh.banner"           // the software line of an SSH identification string
+	FieldVNCVersion     = "vnc.version"          // RFB protocol version, e.g. "3.8"
 )
 
 // App names returned in Detection.App.
@@ -93,12 +105,14 @@ const (
 	AppNTP    = "ntp"
 	AppSyslog = "syslog"
 	AppLDAP   = "ldap"
+	AppSSH    = "ssh"
+	AppVNC    = "vnc"
 )
 
 // Apps returns every application protocol the package detects.
 func Apps() []string {
 	return []string{AppHL7, AppDICOM, AppDHCP, AppDHCPv6, AppDNS, AppHTTP, AppTLS, AppMQTT,
-		AppModbus, AppBACnet, AppSSDP, AppMDNS, AppTelnet, AppFTP, AppSNMP, AppNTP, AppSyslog, AppLDAP}
+		AppModbus, AppBACnet, AppSSDP, AppMDNS, AppTelnet, AppFTP, AppSNMP, AppSSH, AppVNC, AppNTP, AppSyslog, AppLDAP}
 }
 
 // Field is one named value extracted from a sample.
@@ -107,24 +121,107 @@ type Field struct {
 	Value string
 }
 
-// Credential is a login seen in cleartext. Secret is kept only long enough to
-// compare it with the default-credential list; it is never logged or stored
-// and Credential.String masks it.
-type Credential struct {
-	Protocol string // "http", "telnet", "ftp", "mqtt", "snmp"
-	User     string
-	Secret   string
-	// Partial is set when the sample ended inside the credential: User or
-	// Secret may be cut short, so Secret must not be compared with default
-	// credentials. The login itself was still sent in cleartext.
-	Partial bool
+// Outcome is what the server answered to a login.
+type Outcome uint8
+
+// Outcomes.
+const (
+	// NotSeen: no answer was seen (the flow ended, or the answer fell
+	// outside the samples).
+	NotSeen Outcome = iota
+	Accepted
+	Refused
+	// NoAnswer: a message that asks for no answer (an SNMP notification),
+	// so not a login attempt, though it carries the community string.
+	NoAnswer
+)
+
+var outcomeNames = [...]string{NotSeen: "not_seen", Accepted: "accepted", Refused: "refused", NoAnswer: "no_answer"}
+
+// String is the outcome's stable machine name.
+func (o Outcome) String() string {
+	if int(o) < len(outcomeNames) {
+		return outcomeNames[o]
+	}
+	return "outcome(" + strconv.Itoa(int(o)) + ")"
 }
 
-// String masks the secret.
-func (c Credential) String() string { return c.Protocol + " user " + c.User + " (secret masked)" }
+// Login is a login seen on the wire and what became of it. It never holds
+// the password: a cleartext password is compared with the defaults while
+// the sample is inspected, and wiped.
+type Login struct {
+	Protocol string // "telnet", "ftp", "http", "mqtt", "snmp", "vnc", "ssh"
+	// Method is how the login was made where a protocol has several:
+	// "basic" and "form" (HTTP), "none" and "vnc-auth" (VNC), "banner"
+	// (SSH: only the banner was seen); "" otherwise.
+	Method string
+	User   string // the account; "" when the login has none (SNMP, VNC)
+	// Cleartext: the password crossed the network in clear (not for VNC,
+	// whose password check is a DES challenge-response, nor SSH).
+	Cleartext bool
+	// Default: the password is a factory default of the account, or the
+	// service asked for none (VNC security type None, FTP accepting a user
+	// without a password). With Inferred (SSH), the server's banner names
+	// a model that ships with the account: the login itself is encrypted.
+	Default  bool
+	Inferred bool
+	// NoPassword: the service let the client in without asking for one.
+	NoPassword bool
+	// Partial is set when the sample ended inside the credential: the
+	// account or the password may be cut short, so the password was not
+	// compared with the defaults. It was still sent in cleartext.
+	Partial bool
+	Outcome Outcome
+	// Subject is the direction whose sender the login is a finding about:
+	// Rev, the responder that accepts the login, except for an SNMP
+	// notification, or an SNMP response seen without its request (Fwd, the
+	// agent that sent it).
+	Subject flow.Dir
+}
 
-// GoString masks the secret too, so %#v cannot print it.
-func (c Credential) GoString() string { return "detect.Credential{" + c.String() + "}" }
+// String describes the login for people: "telnet user admin (default
+// password, accepted)".
+func (l Login) String() string {
+	s := l.Protocol + " login"
+	if l.User != "" {
+		s = l.Protocol + " user " + l.User
+	} else if l.Protocol == AppSNMP {
+		s = "snmp community"
+	}
+	var notes []string
+	switch {
+	case l.Inferred:
+		notes = append(notes, "model ships with this account; login not visible")
+	case l.NoPassword:
+		notes = append(notes, "no password asked")
+	case l.Default:
+		notes = append(notes, "default password")
+	case l.Partial:
+		notes = append(notes, "cut by the sample")
+	}
+	if l.Method != "" && l.Method != "banner" && l.Method != "none" {
+		notes = append(notes, l.Method)
+	}
+	if !l.Inferred {
+		notes = append(notes, l.Outcome.String())
+	}
+	return s + " (" + strings.Join(notes, ", ") + ")"
+}
+
+// Defaults knows factory-default credentials (node/internal/creds).
+type Defaults interface {
+	// Password reports whether secret is a factory-default password of
+	// account for protocol. It must not keep secret.
+	Password(protocol, account string, secret []byte) bool
+	// Banner returns the default account of the model a server banner
+	// names, for protocols whose login cannot be seen (SSH).
+	Banner(protocol, banner string) (account string, ok bool)
+}
+
+// isDefault asks def about secret; nil def knows no defaults.
+func isDefault(def Defaults, protocol, account string, secret []byte) bool {
+	return def != nil && def.Password(protocol, account, secret)
+}
 
 // DNSAnswer maps a name to an address from a DNS response.
 type DNSAnswer struct {
@@ -136,12 +233,13 @@ type DNSAnswer struct {
 type Detection struct {
 	// App is the lower-case application protocol ("hl7", "dicom", "dhcp",
 	// "dns", "http", "tls", "mqtt", "modbus", "bacnet", "ssdp", "mdns",
-	// "telnet", "ftp", "snmp", "ntp", "syslog", "ldap"), or "" when nothing
-	// matched.
-	App         string
-	Fields      []Field
-	Credentials []Credential
-	Answers     []DNSAnswer
+	// "telnet", "ftp", "snmp", "ssh", "vnc", "ntp", "syslog", "ldap"), or "" when
+	// nothing matched.
+	App    string
+	Fields []Field
+	// Logins completed by this sample: answered, or given up on.
+	Logins  []Login
+	Answers []DNSAnswer
 }
 
 // Field returns the first value of the named field, or "".
@@ -167,9 +265,11 @@ const (
 )
 
 // State is a flow's detection state. The zero value is ready to use; it is
-// small (32 bytes) and holds no payload bytes. A Telnet or FTP flow adds a
-// 68-byte login buffer holding at most the typed user name and password,
-// the password wiped once the login completes.
+// small (32 bytes) and holds no payload bytes. A flow that carries a login
+// adds a login state: for Telnet and FTP at most the typed user name and
+// password, the password wiped once it was compared with the defaults;
+// for every protocol the login awaiting the server's answer, without its
+// password.
 type State struct {
 	app  string
 	more bool
@@ -179,7 +279,7 @@ type State struct {
 	// ftpBanner is set when the responder greeted with a 220 reply.
 	ftpBanner bool
 	hl7UDI    bool
-	// login holds the bounded Telnet/FTP login buffers; nil for other flows.
+	// login is the flow's login state; nil until a login starts.
 	login *login
 }
 
@@ -187,13 +287,26 @@ type State struct {
 func (s *State) App() string { return s.app }
 
 // WantMore reports whether further payload samples of this flow would help
-// (for example a Telnet or FTP login spread over many small packets). The
-// datapath may raise the flow's sample budget when it is true.
+// (for example a Telnet or FTP login spread over many small packets, or a
+// login whose answer is still due). The datapath may raise the flow's
+// sample budget when it is true.
 func (s *State) WantMore() bool { return s.more }
 
+// End is called when the flow ends: it returns the login still awaiting
+// its answer, if any, with Outcome NotSeen.
+func (s *State) End() (Login, bool) {
+	if s == nil || s.login == nil || !s.login.waiting {
+		return Login{}, false
+	}
+	l := s.login.pending
+	s.login.waiting, s.login.pending = false, Login{}
+	return l, true
+}
+
 // Inspect runs the detectors over one payload sample of a flow and returns
-// what it found in this sample. It never retains payload.
-func Inspect(st *State, s *flow.Sample) Detection {
+// what it found in this sample. It never retains payload. def, which may
+// be nil, says which cleartext passwords are factory defaults.
+func Inspect(st *State, s *flow.Sample, def Defaults) Detection {
 	var d Detection
 	if st == nil || s == nil || len(s.Payload) == 0 {
 		return d
@@ -201,7 +314,7 @@ func Inspect(st *State, s *flow.Sample) Detection {
 	if st.n < 255 {
 		st.n++
 	}
-	in := sample{p: s.Payload, wire: int(s.WireLen), dir: s.Dir, t: s.Flow}
+	in := sample{p: s.Payload, wire: int(s.WireLen), dir: s.Dir, t: s.Flow, def: def}
 	if in.wire < len(in.p) {
 		in.wire = len(in.p)
 	}
@@ -223,6 +336,7 @@ type sample struct {
 	wire int // payload length on the wire, >= len(p)
 	dir  flow.Dir
 	t    flow.Tuple
+	def  Defaults
 }
 
 // complete reports whether p holds the whole payload.
@@ -243,9 +357,11 @@ func classify(st *State, s *sample, d *Detection) {
 		case hl7(st, s, d, true),
 			dicom(s, d),
 			tlsHello(s, d),
-			mqtt(s, d),
+			ssh(st, s, d),
+			vnc(st, s, d),
+			mqtt(st, s, d),
 			modbus(s, d),
-			httpMsg(s, d, AppHTTP),
+			httpMsg(st, s, d, AppHTTP),
 			telnet(st, s, d),
 			ftp(st, s, d),
 			ldap(s, d),
@@ -255,8 +371,8 @@ func classify(st *State, s *sample, d *Detection) {
 	case protoUDP:
 		switch {
 		case bacnet(s, d),
-			snmp(s, d),
-			httpMsg(s, d, AppSSDP),
+			snmp(st, s, d),
+			httpMsg(st, s, d, AppSSDP),
 			dhcp4Sample(s, d),
 			dhcp6(s.p, s.complete(), s.port(546) || s.port(547), d),
 			ntp(s, d),
@@ -278,11 +394,19 @@ func extract(st *State, s *sample, d *Detection) {
 	case AppTLS:
 		tlsHello(s, &e)
 	case AppMQTT:
-		mqtt(s, &e)
+		if !mqtt(st, s, &e) {
+			mqttConnack(st, s, &e)
+		}
 	case AppModbus:
 		modbus(s, &e)
 	case AppHTTP, AppSSDP:
-		httpMsg(s, &e, st.app)
+		if !httpMsg(st, s, &e, st.app) {
+			formBody(st, s, &e)
+		}
+	case AppSSH:
+		ssh(st, s, &e)
+	case AppVNC:
+		vnc(st, s, &e)
 	case AppTelnet:
 		telnet(st, s, &e)
 	case AppFTP:
@@ -290,7 +414,7 @@ func extract(st *State, s *sample, d *Detection) {
 	case AppBACnet:
 		bacnet(s, &e)
 	case AppSNMP:
-		snmp(s, &e)
+		snmp(st, s, &e)
 	case AppDHCP:
 		dhcp4Sample(s, &e)
 	case AppDHCPv6:
@@ -311,6 +435,9 @@ func extract(st *State, s *sample, d *Detection) {
 }
 
 func wantMore(st *State) bool {
+	if st.login != nil && st.login.waiting && st.n < maxLoginSamples {
+		return true // the server's answer is due
+	}
 	switch st.app {
 	case AppTelnet, AppFTP:
 		return st.login != nil && !st.login.done && st.n < maxLoginSamples

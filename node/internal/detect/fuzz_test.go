@@ -19,10 +19,10 @@ var (
 		FieldModel, FieldSNMPCommunity, FieldHTTPServer, FieldSSDPServer, FieldSSDPUSN, FieldSSDPSearch, FieldMDNSService,
 		FieldTelnetUser, FieldFTPUser, FieldModbusUnit, FieldBACnetFunction, FieldSNMPVersion, FieldDHCPMessageType, FieldTLSVersion,
 		FieldDHCPServerID, FieldDHCPRouter, FieldDHCPDNSServers, FieldDHCPNTPServers, FieldSNMPSysDescr, FieldSNMPSysName,
-		FieldHL7Software, FieldHL7SoftwareVer, FieldNTPMode, FieldLDAPOperation)
+		FieldHL7Software, FieldHL7SoftwareVer, FieldNTPMode, FieldLDAPOperation, FieldSSHBanner, FieldVNCVersion)
 	vocabulary = setOf(FieldDHCPClientID, FieldDHCPFingerprint, FieldDHCPMessageType, FieldSNMPCommunity,
 		FieldSNMPVersion, FieldModbusUnit, FieldBACnetFunction, FieldTLSVersion,
-		FieldDHCPServerID, FieldDHCPRouter, FieldDHCPDNSServers, FieldDHCPNTPServers, FieldNTPMode, FieldLDAPOperation)
+		FieldDHCPServerID, FieldDHCPRouter, FieldDHCPDNSServers, FieldDHCPNTPServers, FieldNTPMode, FieldLDAPOperation, FieldVNCVersion)
 )
 
 func setOf(names ...string) map[string]bool {
@@ -39,7 +39,7 @@ func checkDetection(t *testing.T, d Detection, in []byte) {
 	if d.App != "" && !strings.Contains(" "+strings.Join(Apps(), " ")+" ", " "+d.App+" ") {
 		t.Fatalf("unknown app %q", d.App)
 	}
-	if d.App == "" && (len(d.Fields) > 0 || len(d.Credentials) > 0 || len(d.Answers) > 0) {
+	if d.App == "" && (len(d.Fields) > 0 || len(d.Logins) > 0 || len(d.Answers) > 0) {
 		t.Fatalf("findings without an app: %+v", d)
 	}
 	for _, f := range d.Fields {
@@ -53,13 +53,8 @@ func checkDetection(t *testing.T, d Detection, in []byte) {
 			t.Fatalf("field %s = %q longer than the %d-byte input", f.Name, f.Value, len(in))
 		}
 	}
-	for _, c := range d.Credentials {
-		if len(c.User) > len(in) || len(c.Secret) > len(in) || len(c.User) > maxValue || len(c.Secret) > 255 {
-			t.Fatalf("credential longer than its input: user %d secret %d bytes, input %d", len(c.User), len(c.Secret), len(in))
-		}
-		if strings.Contains(c.String(), c.Secret) && len(c.Secret) > 8 {
-			t.Fatalf("String leaks the secret")
-		}
+	for _, l := range d.Logins {
+		checkLogin(t, l, in)
 	}
 	if len(d.Answers) > maxAnswers {
 		t.Fatalf("%d answers", len(d.Answers))
@@ -74,6 +69,72 @@ func checkDetection(t *testing.T, d Detection, in []byte) {
 	}
 }
 
+// checkLogin asserts what every reported login keeps to.
+func checkLogin(t *testing.T, l Login, in []byte) {
+	t.Helper()
+	if !strings.Contains(" "+strings.Join(Apps(), " ")+" ", " "+l.Protocol+" ") {
+		t.Fatalf("login protocol %q", l.Protocol)
+	}
+	if len(l.User) > maxValue || !l.Inferred && len(l.User) > len(in) || l.User != "" && !printable([]byte(l.User)) {
+		t.Fatalf("login user %q from a %d-byte input", l.User, len(in))
+	}
+	if l.Outcome > NoAnswer || l.Subject > flow.Rev || l.Partial && l.Default && !l.NoPassword {
+		t.Fatalf("login %#v", l)
+	}
+}
+
+// fuzzExchange feeds data to one flow as a sequence of samples: each
+// starts with a byte whose top bit is the direction (set: responder) and
+// whose low 7 bits are the sample length; a length past the end takes the
+// rest. It checks every detection, and that End leaves no login behind.
+func fuzzExchange(t *testing.T, tu flow.Tuple, data []byte) {
+	var st State
+	all := data
+	for len(data) > 0 {
+		h := data[0]
+		data = data[1:]
+		n := min(int(h&0x7f), len(data))
+		dir := flow.Fwd
+		if h&0x80 != 0 {
+			dir = flow.Rev
+		}
+		p := data[:n]
+		data = data[n:]
+		s := flow.Sample{Flow: tu, Dir: dir, WireLen: uint16(len(p)), Payload: p}
+		d := Inspect(&st, &s, testDefaults)
+		checkDetection(t, d, all)
+		if st.login != nil && (st.login.nu > maxLogin || st.login.np > maxLogin) {
+			t.Fatal("login buffer overflow")
+		}
+	}
+	if l, ok := st.End(); ok {
+		checkLogin(t, l, all)
+	}
+	if _, ok := st.End(); ok {
+		t.Fatal("End reported the same login twice")
+	}
+}
+
+// exchange frames samples for fuzzExchange.
+func exchange(steps ...step) []byte {
+	var out []byte
+	for _, s := range steps {
+		for p := []byte(s.p); ; {
+			n := min(len(p), 0x7f)
+			h := byte(n)
+			if s.dir == flow.Rev {
+				h |= 0x80
+			}
+			out = append(out, h)
+			out = append(out, p[:n]...)
+			if p = p[n:]; len(p) == 0 {
+				break
+			}
+		}
+	}
+	return out
+}
+
 // fuzzInspect feeds data as a first sample, as a later sample of a flow
 // already classified as app, in both directions, and cut to 128 bytes.
 func fuzzInspect(t *testing.T, tu flow.Tuple, app string, data []byte) {
@@ -81,11 +142,11 @@ func fuzzInspect(t *testing.T, tu flow.Tuple, app string, data []byte) {
 		for _, dir := range []flow.Dir{flow.Fwd, flow.Rev} {
 			s := flow.Sample{Flow: tu, Dir: dir, WireLen: uint16(min(len(data), 65535)), Payload: data[:cut]}
 			var st State
-			d := Inspect(&st, &s)
+			d := Inspect(&st, &s, testDefaults)
 			checkDetection(t, d, data)
 			known := State{app: app}
 			for range 3 {
-				d = Inspect(&known, &s)
+				d = Inspect(&known, &s, testDefaults)
 				checkDetection(t, d, data)
 				if len(data) > 0 && d.App != app {
 					t.Fatalf("known flow app %q, want %q", d.App, app)
@@ -143,7 +204,12 @@ func FuzzMQTT(f *testing.F) {
 	f.Add([]byte("\x10\x2a\x00\x04MQTT\x04\xc2\x00\x3c\x00\x08pump-007\x00\x05admin\x00\x0bsecret-pass"))
 	f.Add([]byte("\x10\x20\x00\x04MQTT\x05\xc6\x00\x3c\x00\x00\x01a\x00\x00\x01t\x00\x01p\x00\x01u\x00\x01s"))
 	f.Add([]byte("\x10\x10\x00\x06MQIsdp\x03\x02\x00\x3c\x00\x02id"))
-	f.Fuzz(func(t *testing.T, b []byte) { fuzzInspect(t, tuple(protoTCP, 40000, 1883), AppMQTT, b) })
+	f.Add(exchange(step{flow.Fwd, "\x10\x2a\x00\x04MQTT\x04\xc2\x00\x3c\x00\x08pump-007\x00\x05admin\x00\x0bsecret-pass"}, step{flow.Rev, "\x20\x02\x00\x05"}))
+	f.Add(exchange(step{flow.Fwd, "\x10\x1a\x00\x04MQTT\x05\x82\x00\x3c\x00\x00\x01a\x00\x05admin"}, step{flow.Rev, "\x20\x03\x00\x86\x00"}))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		fuzzInspect(t, tuple(protoTCP, 40000, 1883), AppMQTT, b)
+		fuzzExchange(t, tuple(protoTCP, 40000, 1883), b)
+	})
 }
 
 func FuzzModbus(f *testing.F) {
@@ -156,14 +222,25 @@ func FuzzTelnet(f *testing.F) {
 	f.Add([]byte{iac, 0xfd, 0x18, iac, 0xfa, 0x18, 1, iac, se, 'l', 'o', 'g', 'i', 'n', ':', ' '})
 	f.Add([]byte("Password: "))
 	f.Add([]byte("root\r\n"))
-	f.Fuzz(func(t *testing.T, b []byte) { fuzzInspect(t, tuple(protoTCP, 40000, 23), AppTelnet, b) })
+	f.Add(exchange(step{flow.Rev, "\r\nconsole\r\nlogin: "}, step{flow.Fwd, "admin\r\n"}, step{flow.Rev, "Password: "},
+		step{flow.Fwd, "admin\r\n"}, step{flow.Rev, "\r\nLogin incorrect\r\nlogin: "}, step{flow.Fwd, "root\r"}, step{flow.Rev, "Password:"},
+		step{flow.Fwd, "root\r"}, step{flow.Rev, "Last login: today\r\n$ "}))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		fuzzInspect(t, tuple(protoTCP, 40000, 23), AppTelnet, b)
+		fuzzExchange(t, tuple(protoTCP, 40000, 23), b)
+	})
 }
 
 func FuzzFTP(f *testing.F) {
 	f.Add([]byte("220 (vsFTPd 3.0.3)\r\n"))
 	f.Add([]byte("USER anonymous\r\n"))
 	f.Add([]byte("PASS x@\r\n"))
-	f.Fuzz(func(t *testing.T, b []byte) { fuzzInspect(t, tuple(protoTCP, 40000, 21), AppFTP, b) })
+	f.Add(exchange(step{flow.Rev, "220 FTP\r\n"}, step{flow.Fwd, "USER anonymous\r\n"}, step{flow.Rev, "331 Password\r\n"},
+		step{flow.Fwd, "PASS x@\r\n"}, step{flow.Rev, "530 No\r\n"}, step{flow.Fwd, "USER ftp\r\n"}, step{flow.Rev, "230 OK\r\n"}))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		fuzzInspect(t, tuple(protoTCP, 40000, 21), AppFTP, b)
+		fuzzExchange(t, tuple(protoTCP, 40000, 21), b)
+	})
 }
 
 func FuzzBACnet(f *testing.F) {
@@ -177,7 +254,59 @@ func FuzzSNMP(f *testing.F) {
 	f.Add([]byte{0x30, 0x81, 0x05, 2, 1, 3, 0x30, 0})
 	f.Add(snmpResponse("public", oidSysDescr, "Linux pump 4.19.0 #1 SMP armv7l, Version 2.4.1"))
 	f.Add(snmpResponse("private", oidSysName, "R1.lab.local"))
-	f.Fuzz(func(t *testing.T, b []byte) { fuzzInspect(t, tuple(protoUDP, 40000, 161), AppSNMP, b) })
+	f.Add(exchange(step{flow.Fwd, snmpMsg("public", pduGet)}, step{flow.Rev, snmpMsg("public", pduResponse)}, step{flow.Fwd, snmpMsg("x", pduTrapV2)}))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		fuzzInspect(t, tuple(protoUDP, 40000, 161), AppSNMP, b)
+		fuzzExchange(t, tuple(protoUDP, 40000, 161), b)
+	})
+}
+
+// FuzzHTTPForm: request and response sequences with Basic authorizations
+// and form posts, through one flow.
+func FuzzHTTPForm(f *testing.F) {
+	post := "POST /login HTTP/1.1\r\nContent-Type: application/x-www-form-urlencoded\r\n\r\n"
+	f.Add(exchange(step{flow.Fwd, post + "username=admin&password=admin"}, step{flow.Rev, "HTTP/1.1 302 Found\r\nLocation: /home\r\n\r\n"}))
+	f.Add(exchange(step{flow.Fwd, post}, step{flow.Fwd, "user=a%41&pwd=%zz&pass=x+y"}, step{flow.Rev, "HTTP/1.1 303 x\r\nLocation: /login\r\n\r\n"}))
+	f.Add(exchange(step{flow.Fwd, "GET / HTTP/1.1\r\nAuthorization: Basic YWRtaW46YWRtaW4=\r\n\r\n"}, step{flow.Rev, "HTTP/1.1 401 No\r\n\r\n"}))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		fuzzExchange(t, tuple(protoTCP, 40000, 80), b)
+		fuzzInspect(t, tuple(protoTCP, 40000, 80), AppHTTP, b)
+	})
+}
+
+// FuzzVNC: RFB version, security and result exchanges.
+func FuzzVNC(f *testing.F) {
+	ch := strings.Repeat("c", 16)
+	f.Add(exchange(step{flow.Rev, "RFB 003.008\n"}, step{flow.Fwd, "RFB 003.008\n"}, step{flow.Rev, "\x02\x01\x02"}, step{flow.Fwd, "\x01"}, step{flow.Rev, "\x00\x00\x00\x00"}))
+	f.Add(exchange(step{flow.Rev, "RFB 003.003\n"}, step{flow.Fwd, "RFB 003.003\n"}, step{flow.Rev, "\x00\x00\x00\x02" + ch}, step{flow.Fwd, ch}, step{flow.Rev, "\x00\x00\x00\x01"}))
+	f.Add(exchange(step{flow.Rev, "RFB 003.007\n"}, step{flow.Fwd, "RFB 003.007\n"}, step{flow.Rev, "\x00\x00\x00\x03err"}))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		fuzzExchange(t, tuple(protoTCP, 40000, 5900), b)
+		fuzzInspect(t, tuple(protoTCP, 40000, 5900), AppVNC, b)
+	})
+}
+
+// FuzzSSH: identification strings from either side.
+func FuzzSSH(f *testing.F) {
+	f.Add(exchange(step{flow.Rev, "SSH-2.0-OpenSSH_7.9p1 Raspbian-10\r\n"}, step{flow.Fwd, "SSH-2.0-x\r\n"}, step{flow.Rev, "\x00\x00\x01\x14"}))
+	f.Add([]byte("SSH-1.99-Cisco-1.25\r\n"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		fuzzExchange(t, tuple(protoTCP, 40000, 22), b)
+		fuzzInspect(t, tuple(protoTCP, 40000, 22), AppSSH, b)
+	})
+}
+
+// FuzzARP: ParseARP never panics and decodes only Ethernet/IPv4 requests
+// and replies.
+func FuzzARP(f *testing.F) {
+	f.Add([]byte{0, 1, 8, 0, 6, 4, 0, 1, 2, 0, 0, 0, 0, 0x42, 10, 1, 0, 66, 0, 0, 0, 0, 0, 0, 10, 1, 1, 5})
+	f.Add([]byte{0, 1, 8, 0, 6, 4, 0, 2})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		a, ok := ParseARP(b)
+		if ok && (len(b) < 28 || !a.SenderIP.Is4() || !a.TargetIP.Is4() || (a.Op == 2) != (b[7] == 2)) {
+			t.Fatalf("ParseARP(%x) = %+v", b, a)
+		}
+	})
 }
 
 // fuzzDiscover also runs Discover, which sees whole datagrams.

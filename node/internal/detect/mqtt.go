@@ -3,9 +3,12 @@ package detect
 // MQTT CONNECT (MQTT 3.1 "MQIsdp", 3.1.1 and 5.0 "MQTT"): fixed header
 // 0x10, remaining length, protocol name, level, flags, keep-alive,
 // (v5 properties), then client id, will topic and payload, user name and
-// password, each as a length-prefixed string.
+// password, each as a length-prefixed string. The broker's CONNACK answers
+// the login: return code 0 lets it in, 4 (bad user name or password) and
+// 5 (not authorized), or v5 reason codes 0x86, 0x87 and 0x8c, turn it
+// down; other codes are not about the credentials.
 
-func mqtt(s *sample, d *Detection) bool {
+func mqtt(st *State, s *sample, d *Detection) bool {
 	p := s.p
 	if len(p) < 12 || p[0] != 0x10 {
 		return false
@@ -66,18 +69,66 @@ func mqtt(s *sample, d *Detection) bool {
 	var user, pass []byte
 	if flags&0x80 != 0 {
 		if user, i, ok = mqttString(p, i); !ok {
+			mqttLogin(st, s, Login{Protocol: AppMQTT, Cleartext: flags&0x40 != 0, Partial: true, Subject: other(s.dir)}, d)
 			return true
 		}
 		d.add(FieldMQTTUser, text(user, maxValue))
 	}
-	if flags&0x40 != 0 {
+	x := Login{Protocol: AppMQTT, User: text(user, maxValue), Subject: other(s.dir)}
+	switch {
+	case flags&0x40 != 0:
+		x.Cleartext = true
 		if pass, _, ok = mqttString(p, i); ok {
-			d.Credentials = append(d.Credentials, Credential{Protocol: AppMQTT, User: text(user, maxValue), Secret: string(pass)})
+			x.Default = isDefault(s.def, AppMQTT, x.User, pass)
 		} else {
-			d.Credentials = append(d.Credentials, Credential{Protocol: AppMQTT, User: text(user, maxValue), Partial: true})
+			x.Partial = true
 		}
+	case flags&0x80 != 0:
+		// A user name without a password: a broker that accepts it asks
+		// for none.
+		x.NoPassword = true
+		x.Default = isDefault(s.def, AppMQTT, x.User, nil)
+	default:
+		return true // an anonymous client: no login
 	}
+	mqttLogin(st, s, x, d)
 	return true
+}
+
+func mqttLogin(st *State, s *sample, x Login, d *Detection) {
+	if st == nil {
+		d.Logins = append(d.Logins, x)
+		return
+	}
+	l := st.auth()
+	l.client = s.dir // the client sends CONNECT
+	l.sent(x, d)
+}
+
+// mqttConnack reads the broker's CONNACK, answering a waiting login.
+func mqttConnack(st *State, s *sample, d *Detection) {
+	l := st.login
+	if l == nil || !l.waiting || s.dir == l.client {
+		return
+	}
+	p := s.p
+	if len(p) < 4 || p[0] != 0x20 {
+		l.unanswered(d)
+		return
+	}
+	rl, n, ok := varint(p[1:])
+	if !ok || rl < 2 || 1+n+1 >= len(p) {
+		l.unanswered(d)
+		return
+	}
+	switch rc := p[1+n+1]; rc {
+	case 0:
+		l.answer(Accepted, d)
+	case 4, 5, 0x86, 0x87, 0x8c:
+		l.answer(Refused, d)
+	default:
+		l.answer(NotSeen, d)
+	}
 }
 
 func hasAt(p []byte, i int, s string) bool {

@@ -39,7 +39,7 @@ type pcapFlow struct {
 	n       [2]int // payload packets per direction
 	sampled int
 	fields  []Field
-	creds   []Credential
+	logins  []Login
 	answers []DNSAnswer
 }
 
@@ -174,11 +174,16 @@ func replay(t testing.TB, path string, snap int) (flows []*pcapFlow, disc []Dete
 		}
 		smp := flow.Sample{Flow: fl.t, Dir: dir, Index: uint8(min(idx, 255)), TimeNs: ci.Timestamp.UnixNano(),
 			WireLen: uint16(min(len(payload), 65535)), Payload: payload[:min(len(payload), snap)]}
-		det := Inspect(&fl.st, &smp)
+		det := Inspect(&fl.st, &smp, testDefaults)
 		fl.sampled++
 		fl.fields = append(fl.fields, det.Fields...)
-		fl.creds = append(fl.creds, det.Credentials...)
+		fl.logins = append(fl.logins, det.Logins...)
 		fl.answers = append(fl.answers, det.Answers...)
+	}
+	for _, fl := range flows { // the capture ends: logins still awaiting an answer
+		if l, ok := fl.st.End(); ok {
+			fl.logins = append(fl.logins, l)
+		}
 	}
 	return flows, disc
 }
@@ -295,10 +300,7 @@ func TestHL7NoPatientData(t *testing.T) {
 			flows, disc := replay(t, file, snap)
 			var out strings.Builder
 			for _, f := range flows {
-				fmt.Fprintf(&out, "%s %#v %#v %#v\n", f.st.App(), f.fields, f.creds, f.answers)
-				for _, c := range f.creds {
-					out.WriteString(c.User + c.Secret)
-				}
+				fmt.Fprintf(&out, "%s %#v %#v %#v\n", f.st.App(), f.fields, f.logins, f.answers)
 			}
 			fmt.Fprintf(&out, "%#v", disc)
 			for _, p := range patient {
@@ -444,37 +446,72 @@ func TestNDPIAgreement(t *testing.T) {
 	}
 }
 
-// TestCaptureCredentials checks the cleartext logins in the nDPI captures.
-func TestCaptureCredentials(t *testing.T) {
+// TestCaptureLogins checks the logins in the nDPI captures, followed to
+// the server's answer, and that no password reaches what the detectors
+// return.
+func TestCaptureLogins(t *testing.T) {
 	dir := testutil.Captures(t, "ndpi")
+	rev := flow.Rev
 	for _, tc := range []struct {
-		file, app, user, secret string
-		partial                 bool
+		file    string
+		want    []Login
+		secrets []string
 	}{
 		// The base64 of "test:fail2" starts at byte 123 of the request,
-		// inside a 512-byte sample.
-		{"http_auth.pcap", AppHTTP, "test", "fail2", false},
-		{"telnet.pcap", AppTelnet, "fake", "user", false},
-		{"ftp.pcap", AppFTP, "anonymous", "NcFTP@", false},
+		// inside a 512-byte sample; the server answers 401.
+		{"http_auth.pcap", []Login{{Protocol: AppHTTP, Method: "basic", User: "test", Cleartext: true, Outcome: Refused, Subject: rev}},
+			[]string{"fail2", "dGVzdDpmYWlsMg"}},
+		// "fake" / "user", typed one line at a time; "Last login:" follows.
+		{"telnet.pcap", []Login{{Protocol: AppTelnet, User: "fake", Cleartext: true, Outcome: Accepted, Subject: rev}}, nil},
+		// Anonymous FTP: any password is the account's default.
+		{"ftp.pcap", []Login{{Protocol: AppFTP, User: "anonymous", Cleartext: true, Default: true, Outcome: Accepted, Subject: rev}},
+			[]string{"NcFTP@"}},
+		// A CONNECT the broker accepts; an Azure IoT Hub CONNECT with a
+		// shared access signature, whose answer is not in the capture.
+		{"mqtt.pcap", []Login{
+			{Protocol: AppMQTT, User: "02D5050223D3", Cleartext: true, Outcome: Accepted, Subject: rev},
+			{Protocol: AppMQTT, User: "iotazewpmlithub.azure-devices.net/P47775ID170W2120/?api-version=2018-06-30", Cleartext: true, Subject: rev},
+		}, []string{"SharedAccessSignature", "KU4UiBTfWe"}},
 	} {
 		t.Run(tc.file, func(t *testing.T) {
 			flows, _ := replay(t, filepath.Join(dir, tc.file), datapathSnap)
-			var creds []Credential
+			var got []Login
 			for _, f := range flows {
-				creds = append(creds, f.creds...)
+				got = append(got, f.logins...)
 			}
-			if len(creds) != 1 {
-				t.Fatalf("credentials %v, want one", creds)
+			if !slices.Equal(got, tc.want) {
+				t.Fatalf("logins\n%#v\nwant\n%#v", got, tc.want)
 			}
-			c := creds[0]
-			if c.Protocol != tc.app || c.User != tc.user || c.Secret != tc.secret || c.Partial != tc.partial {
-				t.Fatalf("credential %s/%q partial=%v, want %s/%q partial=%v", c, c.User, c.Partial, tc.app, tc.user, tc.partial)
+			out := fmt.Sprintf("%#v %v %+v", got, got, got)
+			for _, f := range flows {
+				out += fmt.Sprintf("%#v", f.fields)
 			}
-			want := tc.app + " user " + tc.user + " (secret masked)"
-			if got := fmt.Sprintf("%v|%+v|%s", c, c, c); got != want+"|"+want+"|"+want {
-				t.Fatalf("credential formatting %q, want the masked form %q", got, want)
+			for _, s := range tc.secrets {
+				if strings.Contains(out, s) {
+					t.Fatalf("the password %q reached the detector output: %s", s, out)
+				}
 			}
 		})
+	}
+}
+
+// TestCaptureSNMPCommunities: in snmp.pcap, "public" is answered by its
+// agents (a default community accepted); "public2c" rides on traps;
+// "adsl" on responses whose requests the capture lacks.
+func TestCaptureSNMPCommunities(t *testing.T) {
+	flows, _ := replay(t, filepath.Join(testutil.Captures(t, "ndpi"), "snmp.pcap"), datapathSnap)
+	count := map[string]int{}
+	for _, f := range flows {
+		for _, l := range f.logins {
+			if l.Protocol != AppSNMP || l.User != "" || !l.Cleartext {
+				t.Fatalf("flow %v: login %#v", f.t, l)
+			}
+			count[fmt.Sprintf("default=%v %v", l.Default, l.Outcome)]++
+		}
+	}
+	t.Logf("SNMP logins by kind: %v", count)
+	if count["default=true accepted"] == 0 || count["default=false no_answer"] == 0 || count["default=false accepted"] == 0 {
+		t.Fatalf("want accepted default communities, non-default traps and accepted non-default communities: %v", count)
 	}
 }
 
@@ -514,22 +551,6 @@ func TestCaptureFields(t *testing.T) {
 				t.Fatalf("%s values %q, want %q among them", tc.field, all, tc.want)
 			}
 		})
-	}
-	// SNMP communities are credentials, the MQTT password too.
-	for file, proto := range map[string]string{"snmp.pcap": AppSNMP, "mqtt.pcap": AppMQTT} {
-		flows, _ := replay(t, filepath.Join(dir, file), datapathSnap)
-		n := 0
-		for _, f := range flows {
-			for _, c := range f.creds {
-				if c.Protocol != proto || c.Secret == "" && !c.Partial {
-					t.Errorf("%s: credential %v with secret of %d bytes", file, c, len(c.Secret))
-				}
-				n++
-			}
-		}
-		if n == 0 {
-			t.Errorf("%s: no credential", file)
-		}
 	}
 	// DNS responses seen as discovery events map addresses to names.
 	_, disc := replay(t, filepath.Join(dir, "dns.pcap"), datapathSnap)

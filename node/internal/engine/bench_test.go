@@ -35,8 +35,7 @@ func (c cpuClock) report(b *testing.B, unit string) {
 func fastPath(tb testing.TB, devices, records int) (*Engine, []flow.Record) {
 	tb.Helper()
 	c := testConfig()
-	c.Score.FanOutWindow = time.Minute
-	c.Score.FanOutPeers = 64
+	c.Scan.Window = time.Minute
 	e := newEngine(tb, c)
 	mk := func(i int, ts int64) flow.Record {
 		d := i % devices
@@ -46,9 +45,13 @@ func fastPath(tb testing.TB, devices, records int) (*Engine, []flow.Record) {
 		if i%4 == 3 {
 			peer, peerMAC, port, proto = ipDNS, macDNS, 53, 17
 		}
-		return flow.Record{Src: ip, Dst: peer, SrcPort: uint16(30000 + i%20000), DstPort: port, Proto: proto,
+		r := flow.Record{Src: ip, Dst: peer, SrcPort: uint16(30000 + i%20000), DstPort: port, Proto: proto,
 			FwdPackets: 4, FwdBytes: 900, RevPackets: 3, RevBytes: 400, FirstNs: ts - 1000, LastNs: ts,
 			SrcMAC: mac, DstMAC: peerMAC, EndReason: "fin"}
+		if proto == 6 { // a whole connection, as the datapath records it
+			r.FwdTCPFlags, r.RevTCPFlags = 0x02|0x10|0x01, 0x02|0x10|0x01
+		}
+		return r
 	}
 	// Learn for the window, then freeze.
 	for i := range 20 * devices {
@@ -68,7 +71,7 @@ func fastPath(tb testing.TB, devices, records int) (*Engine, []flow.Record) {
 // allocates nothing (issue 4 acceptance 7).
 func TestFastPathAllocs(t *testing.T) {
 	e, recs := fastPath(t, 64, 4096)
-	for i := range recs { // warm the fan-out and volume state
+	for i := range recs { // warm the scan and volume state
 		e.HandleFlow(&recs[i])
 	}
 	i := 0

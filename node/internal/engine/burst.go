@@ -13,22 +13,26 @@ import (
 
 // A scan reaches many peers and ports outside the baselines, each of
 // which alone would raise a new_peer or new_port alert, at the scanner and
-// at every device it probes. A burst folds them: within one fan-out window
+// at every device it probes. A burst folds them: within one scan window
 // from a device's first deviation alert, the first is raised at once (an
 // isolated new peer is reported without delay), later ones from or to the
-// device are held and folded into one. If the device's fan_out alert
-// follows in the window, the burst goes into it (the alert the default
-// rule quarantine-scanner fires on) with its counts and the peers and
-// ports touched; otherwise the held alert is raised once the window ends.
-// Only addresses and ports are kept, never payload.
+// device are held and folded into one. If the device's scan alert follows
+// in the window, the burst goes into it (the alert the default rule
+// quarantine-scanner fires on); otherwise the held alert is raised once
+// the window ends, with its counts and the peers and ports touched. Only
+// addresses and ports are kept, never payload.
 type burst struct {
 	dev     *devState
 	start   int64 // window start, ns
-	scanned bool  // fan_out raised in this window: later deviations fold into it
+	scanned bool  // scan raised in this window: later deviations fold into it
 	held    *medmeshv1.Alert
-	folded  int // deviation alerts folded, the first raised one excluded
-	peers   map[netip.Addr]struct{}
-	ports   map[uint32]struct{}
+	// answer: the held alert is an ICMP flow the device sent to answer; it
+	// is dropped if that peer turns out to be a scanner (the device's
+	// stack answering a probe with an error).
+	answer netip.Addr
+	folded int // deviation alerts folded, the first raised one excluded
+	peers  map[netip.Addr]struct{}
+	ports  map[uint32]struct{}
 }
 
 // burstListed bounds the peers and ports a summary names; the counts are
@@ -121,7 +125,7 @@ func deviation(f score.Factor) bool { return f == score.NewPeer || f == score.Ne
 // openBurst returns the device's burst if its window is still open at ns.
 func (e *Engine) openBurst(addr netip.Addr, ns int64) *burst {
 	b := e.bursts[addr]
-	if b == nil || ns-b.start >= int64(e.cfg.Score.FanOutWindow) || ns < b.start {
+	if b == nil || ns-b.start >= int64(e.cfg.Scan.Window) || ns < b.start {
 		return nil
 	}
 	return b
@@ -145,7 +149,14 @@ func (e *Engine) foldDeviation(ds *devState, self netip.Addr, f *score.Flow) (*b
 	b := e.openBurst(self, f.TimeNs)
 	if b == nil || b.dev != ds {
 		e.flushBurst(self)
-		e.touchBurst(e.newBurst(ds, self, f.TimeNs), f)
+		nb := e.newBurst(ds, self, f.TimeNs)
+		e.touchBurst(nb, f)
+		if f.Outbound && isICMP(f.Proto) {
+			// Maybe an error sent back to a scanner whose probes are not
+			// counted yet: held until the window ends.
+			nb.answer = f.Peer
+			return nb, true
+		}
 		return nil, false
 	}
 	b.folded++
@@ -165,7 +176,7 @@ func (e *Engine) touchBurst(b *burst, f *score.Flow) {
 }
 
 // scanStarts folds the open burst of d (state ds, own address self) into
-// its fan_out alert a; later deviations in the window fold into a too.
+// its scan alert a; later deviations in the window fold into a too.
 func (e *Engine) scanStarts(ds *devState, self netip.Addr, f *score.Flow, a *medmeshv1.Alert) {
 	b := e.openBurst(self, f.TimeNs)
 	if b == nil || b.dev != ds {
@@ -174,14 +185,21 @@ func (e *Engine) scanStarts(ds *devState, self netip.Addr, f *score.Flow, a *med
 	}
 	b.scanned, b.held = true, nil
 	e.touchBurst(b, f)
-	a.Summary += "; " + b.describe()
-	b.fill(a)
+	if b.folded > 0 {
+		a.Summary += fmt.Sprintf("; %d new_peer/new_port alerts folded in", b.folded)
+	}
+	if a.Scan != nil {
+		a.Scan.FoldedAlerts = uint32(b.folded)
+	}
+	if len(a.Peers) == 0 { // a scan alert lists what its finding counted
+		b.fill(a)
+	}
 }
 
 func (e *Engine) newBurst(ds *devState, self netip.Addr, ns int64) *burst {
 	b := &burst{dev: ds, start: ns, peers: make(map[netip.Addr]struct{}), ports: make(map[uint32]struct{})}
 	e.bursts[self] = b
-	e.nextFlush = min(e.nextFlush, ns+int64(e.cfg.Score.FanOutWindow))
+	e.nextFlush = min(e.nextFlush, ns+int64(e.cfg.Scan.Window))
 	return b
 }
 
@@ -196,8 +214,12 @@ func (e *Engine) flushBurst(addr netip.Addr) {
 	if b.held == nil {
 		return
 	}
+	if b.answer.IsValid() && b.folded == 0 && e.scans.Suspect(b.answer, e.clock) {
+		e.metrics.probesIgnored.Inc() // the device's answer to a scan
+		return
+	}
 	a := b.held
-	a.Summary += fmt.Sprintf("; within %v: %s", e.cfg.Score.FanOutWindow, b.describe())
+	a.Summary += fmt.Sprintf("; within %v: %s", e.cfg.Scan.Window, b.describe())
 	b.fill(a)
 	e.emit(a)
 }
@@ -208,7 +230,7 @@ func (e *Engine) flushDue() {
 	if len(e.bursts) == 0 || e.clock < e.nextFlush {
 		return
 	}
-	w := int64(e.cfg.Score.FanOutWindow)
+	w := int64(e.cfg.Scan.Window)
 	e.nextFlush = int64(^uint64(0) >> 1)
 	var due []netip.Addr
 	for addr, b := range e.bursts {

@@ -18,10 +18,12 @@ import (
 	"github.com/medmesh/medmesh/internal/names"
 	"github.com/medmesh/medmesh/node/flow"
 	"github.com/medmesh/medmesh/node/internal/baseline"
+	"github.com/medmesh/medmesh/node/internal/creds"
 	"github.com/medmesh/medmesh/node/internal/detect"
 	"github.com/medmesh/medmesh/node/internal/identity"
 	"github.com/medmesh/medmesh/node/internal/infra"
 	"github.com/medmesh/medmesh/node/internal/oui"
+	"github.com/medmesh/medmesh/node/internal/scan"
 	"github.com/medmesh/medmesh/node/internal/score"
 	medmeshv1 "github.com/medmesh/medmesh/proto/medmesh/v1"
 	"github.com/prometheus/client_golang/prometheus"
@@ -60,6 +62,16 @@ type Config struct {
 	Infra    infra.Config
 	Baseline baseline.Config
 	Score    score.Config
+	// Scan is scan detection: its window also bounds how long the
+	// deviation alerts of a device are held and folded (burst.go).
+	Scan scan.Config
+	// Defaults are the factory-default credentials cleartext logins are
+	// compared with; nil: the list medmesh ships (node/internal/creds).
+	Defaults detect.Defaults
+	// FailedLogins refused logins from one source to one service within
+	// FailedLoginWindow raise one failed_login_burst alert.
+	FailedLogins      int
+	FailedLoginWindow time.Duration
 	// MaxFlows bounds the per-flow detection states held at once.
 	MaxFlows int
 	// MaxAlerts and MaxDetections bound what Alerts and Detections keep.
@@ -84,15 +96,18 @@ func DefaultConfig() Config {
 	ic := identity.DefaultConfig()
 	ic.Vendor = oui.Lookup
 	return Config{
-		SensorID:      "sensor",
-		Mode:          Learn,
-		Identity:      ic,
-		Infra:         infra.DefaultConfig(),
-		Baseline:      baseline.DefaultConfig(),
-		Score:         score.DefaultConfig(),
-		MaxFlows:      1 << 18,
-		MaxAlerts:     1 << 16,
-		MaxDetections: 1 << 16,
+		SensorID:          "sensor",
+		Mode:              Learn,
+		Identity:          ic,
+		Infra:             infra.DefaultConfig(),
+		Baseline:          baseline.DefaultConfig(),
+		Score:             score.DefaultConfig(),
+		Scan:              scan.DefaultConfig(),
+		FailedLogins:      5,
+		FailedLoginWindow: time.Minute,
+		MaxFlows:          1 << 18,
+		MaxAlerts:         1 << 16,
+		MaxDetections:     1 << 16,
 	}
 }
 
@@ -109,6 +124,12 @@ func (c Config) validate() error {
 	}
 	if err := c.Baseline.Validate(); err != nil {
 		errs = append(errs, err)
+	}
+	if err := c.Scan.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if c.FailedLogins < 2 || c.FailedLoginWindow <= 0 {
+		errs = append(errs, fmt.Errorf("failed logins %d must be 2 or more within a positive window (%v)", c.FailedLogins, c.FailedLoginWindow))
 	}
 	return errors.Join(errs...)
 }
@@ -138,10 +159,11 @@ type detKey struct {
 
 // Engine implements flow.Handler. Its methods are safe for concurrent use.
 type Engine struct {
-	cfg     Config
-	log     *slog.Logger
-	metrics *metrics
-	scorer  *score.Scorer
+	cfg      Config
+	log      *slog.Logger
+	metrics  *metrics
+	scorer   *score.Scorer
+	defaults detect.Defaults
 
 	mu         sync.Mutex
 	mode       Mode
@@ -158,6 +180,8 @@ type Engine struct {
 	alerted    map[alertKey]struct{}
 	bursts     map[netip.Addr]*burst // by the device address they fold alerts about
 	nextFlush  int64                 // no burst window ends before, ns
+	scans      *scan.Detector
+	failures   map[failKey]*failures
 	dets       []Detection
 	detSeen    map[detKey]struct{}
 	detCounts  map[string]uint64
@@ -196,6 +220,18 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Engine, erro
 	if err != nil {
 		return nil, err
 	}
+	sd, err := scan.New(cfg.Scan)
+	if err != nil {
+		return nil, err
+	}
+	def := cfg.Defaults
+	if def == nil {
+		l, err := creds.Builtin()
+		if err != nil {
+			return nil, fmt.Errorf("default credentials: %w", err)
+		}
+		def = l
+	}
 	m, err := newMetrics(reg)
 	if err != nil {
 		return nil, err
@@ -204,7 +240,8 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Engine, erro
 		log = slog.New(slog.DiscardHandler)
 	}
 	return &Engine{
-		cfg: cfg, log: log, metrics: m, scorer: sc,
+		cfg: cfg, log: log, metrics: m, scorer: sc, defaults: def, scans: sd,
+		failures:  make(map[failKey]*failures),
 		mode:      cfg.Mode,
 		inv:       inv,
 		infra:     im,
@@ -250,18 +287,24 @@ func attached(d *identity.Device) *devState {
 
 // HandleFlow sets rec.App from the flow's detection state, updates the
 // devices at both ends, feeds their learners and scores the flow for each.
+// A flow that carried no payload is evidence for scan detection about its
+// initiator, and says nothing about the device it reached.
 func (e *Engine) HandleFlow(rec *flow.Record) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.tick(rec.LastNs)
 	t := rec.Tuple()
+	var st *detect.State // the flow's state, when the flow ended
+	payload := false     // a flow state exists once a payload sample was seen
 	if len(e.flows) > 0 {
-		if st := e.flows[t]; st != nil {
-			if a := st.App(); a != "" {
+		if fs := e.flows[t]; fs != nil {
+			payload = true
+			if a := fs.App(); a != "" {
 				rec.App = a
 			}
 			if rec.EndReason != "" && rec.EndReason != "active" {
 				delete(e.flows, t)
+				st = fs
 			}
 		}
 	}
@@ -276,17 +319,29 @@ func (e *Engine) HandleFlow(rec *flow.Record) {
 	if svc := infra.Classify(rec.Proto, port, rec.App); svc != infra.None && (answered || svc == infra.Syslog) {
 		e.infra.Served(rec.Dst, rec.Src, svc, rec.Proto, port)
 	}
+	var p scan.Probe
+	if o, method, ok := scan.Classify(rec, payload); ok {
+		p = scan.Probe{Src: rec.Src, Dst: rec.Dst, Proto: rec.Proto, Port: port, Outcome: o, Method: method, TimeNs: rec.FirstNs}
+	}
 	if src != nil {
-		e.side(src, rec.Dst, rec.Proto, port, rec.App, true, answered, bytes, rec.LastNs, rec)
+		e.side(src, rec.Dst, rec.Proto, port, rec.App, true, answered, bytes, rec.LastNs, rec, &p)
 	}
 	if dst != nil && dst != src {
-		e.side(dst, rec.Src, rec.Proto, port, rec.App, false, answered, bytes, rec.LastNs, rec)
+		e.side(dst, rec.Src, rec.Proto, port, rec.App, false, answered, bytes, rec.LastNs, rec, &p)
+	}
+	if st != nil {
+		if l, ok := st.End(); ok { // the flow ended before the server answered
+			e.record(rec.LastNs, t, &detect.Detection{App: st.App(), Logins: []detect.Login{l}})
+			e.login(&l, t, src, dst, rec.LastNs)
+		}
 	}
 	e.metrics.records.Inc()
 }
 
+// side scores the flow for one of its devices. p is what scan detection
+// makes of the flow (zero Outcome: nothing).
 func (e *Engine) side(d *identity.Device, peer netip.Addr, proto uint8, port uint16, app string,
-	outbound, answered bool, bytes uint64, timeNs int64, rec *flow.Record) {
+	outbound, answered bool, bytes uint64, timeNs int64, rec *flow.Record, p *scan.Probe) {
 	tr := identity.Traffic{Peer: peer, Proto: proto, Port: port, App: app, Outbound: outbound, Answered: answered}
 	d.ObserveTraffic(&tr)
 	ds := e.state(d)
@@ -318,14 +373,46 @@ func (e *Engine) side(d *identity.Device, peer netip.Addr, proto uint8, port uin
 			f.Baseline, f.ClassBaseline = e.classBaseline(class), true
 		}
 	}
+	if p.Outcome != 0 {
+		switch {
+		case !outbound && p.Outcome != scan.Session:
+			// A connection that carried nothing: refused, unanswered or
+			// opened and closed by the peer. The device did nothing; the
+			// peer is the one to judge.
+			e.metrics.probesIgnored.Inc()
+			return
+		case outbound && isICMP(proto) && e.scans.Suspect(peer, timeNs):
+			// An error the device's stack sent back to a scanner (port
+			// unreachable): its answer, not its behaviour.
+			e.metrics.probesIgnored.Inc()
+			return
+		case outbound && (p.Outcome != scan.Session || e.scans.Following(p.Src, p.TimeNs)) && !inBaseline(&f):
+			e.probe(d, ds, &f, *p, rec.Src, rec.Dst, rec.SrcPort, rec.DstPort)
+		}
+	}
 	e.scorer.ScoreFlow(ds.tracker, &f, &e.res)
 	if e.res.Score >= e.scorer.Threshold() {
-		e.raise(d, ds, &f, rec.Src, rec.Dst, rec.SrcPort, rec.DstPort, rec.Proto)
+		e.raise(d, ds, &f, rec.Src, rec.Dst, rec.SrcPort, rec.DstPort, rec.Proto, nil)
 	}
 }
 
+func isICMP(proto uint8) bool { return proto == 1 || proto == 58 }
+
+// inBaseline reports whether f matches its baseline exactly.
+func inBaseline(f *score.Flow) bool {
+	if f.Baseline == nil {
+		return false
+	}
+	dir := baseline.Inbound
+	if f.Outbound {
+		dir = baseline.Outbound
+	}
+	return f.Baseline.Lookup(baseline.Key{Peer: f.Peer, Proto: f.Proto, Port: f.Port, Dir: dir}) == baseline.Exact
+}
+
 // HandleBaselineMiss scores a flow the datapath found outside a device's
-// installed baseline, as soon as it starts.
+// installed baseline, as soon as it starts. For the device that opened it,
+// the start counts towards scan detection before its outcome is known.
 func (e *Engine) HandleBaselineMiss(m *flow.BaselineMiss) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -358,20 +445,31 @@ func (e *Engine) HandleBaselineMiss(m *flow.BaselineMiss) {
 	if ds.learner != nil {
 		return // still learning: the datapath's baseline is stale
 	}
+	if !m.DeviceIsSrc && e.scans.Probing(peer, m.TimeNs) || m.DeviceIsSrc && isICMP(m.Flow.Proto) && e.scans.Suspect(peer, m.TimeNs) {
+		// A victim of an active scan, or its stack's error back to the
+		// scanner.
+		e.metrics.probesIgnored.Inc()
+		return
+	}
 	f.Baseline = ds.base
 	if f.Baseline == nil {
 		f.Baseline, f.ClassBaseline = e.classBaseline(class), true
 	}
+	t := m.Flow
+	if m.DeviceIsSrc {
+		e.probe(d, ds, &f, scan.Probe{Src: t.Src, Dst: t.Dst, Proto: t.Proto, Port: port, Outcome: scan.Pending, TimeNs: m.TimeNs},
+			t.Src, t.Dst, t.SrcPort, t.DstPort)
+	}
 	e.metrics.misses.Inc()
 	e.scorer.ScoreFlow(ds.tracker, &f, &e.res)
 	if e.res.Score >= e.scorer.Threshold() {
-		t := m.Flow
-		e.raise(d, ds, &f, t.Src, t.Dst, t.SrcPort, t.DstPort, t.Proto)
+		e.raise(d, ds, &f, t.Src, t.Dst, t.SrcPort, t.DstPort, t.Proto, nil)
 	}
 }
 
 // HandleSample runs the detectors over a payload sample, records the named
-// fields on the devices they describe and scores any cleartext login.
+// fields on the devices they describe, scores logins and checks a flow
+// that turns out to carry HL7 or DICOM against the baseline.
 func (e *Engine) HandleSample(s *flow.Sample) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -386,7 +484,7 @@ func (e *Engine) HandleSample(s *flow.Sample) {
 		e.flows[s.Flow] = st
 	}
 	known := st.App() != ""
-	det := detect.Inspect(st, s)
+	det := detect.Inspect(st, s, e.defaults)
 	if !known && st.App() != "" {
 		e.countApp(st.App())
 	}
@@ -399,7 +497,7 @@ func (e *Engine) HandleSample(s *flow.Sample) {
 	} else {
 		e.inv.ObserveTTL(s.SrcMAC, s.Flow.Src, s.Flow.Dst, s.TTL, s.TimeNs)
 	}
-	if det.App == "" && len(det.Fields) == 0 && len(det.Credentials) == 0 {
+	if det.App == "" && len(det.Fields) == 0 && len(det.Logins) == 0 {
 		return
 	}
 	t := s.Flow
@@ -425,30 +523,17 @@ func (e *Engine) HandleSample(s *flow.Sample) {
 		}
 	}
 	e.record(s.TimeNs, t, &det)
-	if len(det.Credentials) == 0 {
-		return
+	if !known && (det.App == detect.AppHL7 || det.App == detect.AppDICOM) {
+		e.phi(t, det.App, initiator, responder, s.TimeNs)
 	}
-	// A login is a finding about the service that accepts it; a service
-	// outside the campus has no device here, so the client carries it.
-	d, peerAddr, outbound := responder, t.Src, false
-	if d == nil {
-		d, peerAddr, outbound = initiator, t.Dst, true
-	}
-	if d == nil {
-		return
-	}
-	ds := e.state(d)
-	class, _ := d.Class()
-	f := score.Flow{Peer: peerAddr, Names: d, Proto: t.Proto, Port: t.DstPort,
-		App: det.App, Outbound: outbound, TimeNs: s.TimeNs, Class: class}
-	e.scorer.ScoreCredentials(det.Credentials, peerAddr.String(), &e.res)
-	if e.res.Score >= e.scorer.Threshold() {
-		e.raise(d, ds, &f, t.Src, t.Dst, t.SrcPort, t.DstPort, t.Proto)
+	for i := range det.Logins {
+		e.login(&det.Logins[i], t, initiator, responder, s.TimeNs)
 	}
 }
 
 // HandleDiscovery decodes DHCP, DNS, ARP and ND packets into device
-// identity: addresses, host names, fingerprints and peer names.
+// identity: addresses, host names, fingerprints and peer names. ARP
+// requests and replies count towards sweep detection.
 func (e *Engine) HandleDiscovery(disc *flow.Discovery) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -457,6 +542,11 @@ func (e *Engine) HandleDiscovery(disc *flow.Discovery) {
 	case flow.DiscoveryARP:
 		if a, ok := detect.ParseARP(disc.Data); ok {
 			e.inv.ObserveARP(a, disc.TimeNs)
+			// ARP counts towards sweep detection for a device the
+			// inventory already holds; ARP alone makes no device.
+			if d := e.inv.Lookup(identity.Key{MAC: a.SenderMAC}); d != nil {
+				e.arp(d, &a, disc.TimeNs)
+			}
 		}
 		return
 	case flow.DiscoveryND:
@@ -646,21 +736,39 @@ func (e *Engine) ImportBaseline(pb *medmeshv1.Baseline) error {
 	return nil
 }
 
-func (e *Engine) raise(d *identity.Device, ds *devState, f *score.Flow, src, dst netip.Addr, sport, dport uint16, proto uint8) {
+// evidence is what an alert carries besides its score.
+type evidence struct {
+	scan    *medmeshv1.ScanEvidence
+	finding *scan.Finding // the scan behind scan, listed in the alert
+	login   *medmeshv1.LoginEvidence
+	// once: the caller decides the alert is new (a detector that reports
+	// once per window); the per-device, kind and peer suppression does
+	// not apply.
+	once bool
+	// noPeer: the finding is about the device, whatever peer showed it.
+	noPeer bool
+}
+
+func (e *Engine) raise(d *identity.Device, ds *devState, f *score.Flow, src, dst netip.Addr, sport, dport uint16, proto uint8, ev *evidence) {
 	top, ok := e.res.Top()
 	if !ok {
 		return
 	}
-	k := alertKey{dev: d, factor: top.Factor}
-	if top.Factor != score.FanOut && top.Factor != score.VolumeAnomaly {
-		k.peer, k.proto, k.port = f.Peer, f.Proto, f.Port
+	if ev == nil {
+		ev = &evidence{}
 	}
-	if _, dup := e.alerted[k]; dup {
-		e.metrics.suppressed.Inc()
-		return
-	}
-	if len(e.alerted) < 4*e.cfg.MaxAlerts {
-		e.alerted[k] = struct{}{}
+	if !ev.once {
+		k := alertKey{dev: d, factor: top.Factor}
+		if top.Factor != score.VolumeAnomaly && !ev.noPeer {
+			k.peer, k.proto, k.port = f.Peer, f.Proto, f.Port
+		}
+		if _, dup := e.alerted[k]; dup {
+			e.metrics.suppressed.Inc()
+			return
+		}
+		if len(e.alerted) < 4*e.cfg.MaxAlerts {
+			e.alerted[k] = struct{}{}
+		}
 	}
 	self := src
 	if !f.Outbound {
@@ -688,12 +796,17 @@ func (e *Engine) raise(d *identity.Device, ds *devState, f *score.Flow, src, dst
 		Kind:        top.Factor.String(),
 		Risk:        risk,
 		Summary:     fmt.Sprintf("%s %s scored %d: %s", names.Enum(class), d.Name(), e.res.Score, top.Detail),
-		Flow:        &medmeshv1.FlowRef{Src: src.String(), Dst: dst.String(), Sport: uint32(sport), Dport: uint32(dport), Proto: uint32(proto), App: f.App},
+		Flow:        &medmeshv1.FlowRef{Src: addrString(src), Dst: addrString(dst), Sport: uint32(sport), Dport: uint32(dport), Proto: uint32(proto), App: f.App},
 		PeerName:    f.PeerName(),
 		DeviceClass: class,
 		Tier:        d.Tier(),
 		DetectTime:  timestamppb.New(time.Unix(0, f.TimeNs).UTC()),
 		State:       medmeshv1.AlertState_ALERT_STATE_OPEN,
+		Scan:        ev.scan,
+		Login:       ev.login,
+	}
+	if ev.finding != nil {
+		listScan(a, ev.finding)
 	}
 	if ds.maxRisk == nil || risk.GetScore() > ds.maxRisk.GetScore() {
 		ds.maxRisk = risk
@@ -702,10 +815,18 @@ func (e *Engine) raise(d *identity.Device, ds *devState, f *score.Flow, src, dst
 		hold.held = a
 		return
 	}
-	if top.Factor == score.FanOut {
+	if top.Factor == score.Scan {
 		e.scanStarts(ds, self, f, a)
 	}
 	e.emit(a)
+}
+
+// addrString is "" for an address not set.
+func addrString(a netip.Addr) string {
+	if !a.IsValid() {
+		return ""
+	}
+	return a.String()
 }
 
 // emit numbers alert a and hands it on.

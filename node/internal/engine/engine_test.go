@@ -55,8 +55,7 @@ func testConfig() Config {
 	c.Identity.Vendor = testVendor
 	c.Baseline.Window = 10 * time.Second
 	c.Baseline.Slot = time.Second
-	c.Score.FanOutWindow = time.Second
-	c.Score.FanOutPeers = 20
+	c.Scan.Window = time.Second
 	return c
 }
 
@@ -77,6 +76,21 @@ func record(smac, dmac flow.MAC, src, dst netip.Addr, sport, dport uint16, proto
 	return &flow.Record{Src: src, Dst: dst, SrcPort: sport, DstPort: dport, Proto: proto,
 		FwdPackets: 3, FwdBytes: bytes, RevPackets: 2, RevBytes: bytes / 2, FirstNs: ts - int64(time.Millisecond), LastNs: ts,
 		SrcMAC: smac, DstMAC: dmac, EndReason: "fin"}
+}
+
+// TCP flags as flow records carry them.
+const (
+	synFlag = 0x02
+	rstFlag = 0x04
+	ackFlag = 0x10
+)
+
+// refused is a TCP connection attempt answered by a reset: a probe of a
+// closed port.
+func refused(smac, dmac flow.MAC, src, dst netip.Addr, sport, dport uint16, ts int64) *flow.Record {
+	return &flow.Record{Src: src, Dst: dst, SrcPort: sport, DstPort: dport, Proto: 6,
+		FwdPackets: 1, FwdBytes: 60, RevPackets: 1, RevBytes: 40, FirstNs: ts - int64(time.Millisecond), LastNs: ts,
+		SrcMAC: smac, DstMAC: dmac, EndReason: "rst", FwdTCPFlags: synFlag, RevTCPFlags: rstFlag | ackFlag}
 }
 
 // pumpDay is the pump's normal behaviour from..to: an HL7 message to the
@@ -164,7 +178,7 @@ func TestBaselineInjectedBehaviour(t *testing.T) {
 	e.HandleFlow(record(macPump, macSrv, ipPump, ipSrv, 41002, 445, 6, 9000, at(32*time.Second)))
 	for i := range 40 {
 		peer := netip.AddrFrom4([4]byte{10, 1, 9, byte(i + 1)})
-		e.HandleFlow(record(macPump, macGW, ipPump, peer, uint16(42000+i), 22, 6, 60, at(33*time.Second+time.Duration(i)*time.Millisecond)))
+		e.HandleFlow(refused(macPump, macGW, ipPump, peer, uint16(42000+i), 22, at(33*time.Second+time.Duration(i)*time.Millisecond)))
 	}
 
 	alerts := alertsOf(e, macPump.String())
@@ -175,7 +189,7 @@ func TestBaselineInjectedBehaviour(t *testing.T) {
 	}{
 		{ipExfil.String(), "external_destination", []string{"external_destination", "new_peer", "new_port"}},
 		{ipSrv.String(), "new_peer", []string{"new_peer", "new_port"}},
-		{"", "fan_out", []string{"fan_out", "new_peer", "new_port"}},
+		{"", "scan", []string{"scan"}},
 	}
 	for _, w := range want {
 		var found *medmeshv1.Alert
@@ -233,6 +247,12 @@ func TestClassBaseline(t *testing.T) {
 	}
 }
 
+// httpAnswer is the server's response to a request of t.
+func httpAnswer(t flow.Tuple, smac, dmac flow.MAC, ts int64, status int) *flow.Sample {
+	p := []byte(fmt.Sprintf("HTTP/1.1 %d X\r\nServer: pumpd\r\n\r\n", status))
+	return &flow.Sample{Flow: t, Dir: flow.Rev, SrcMAC: smac, DstMAC: dmac, TimeNs: ts, WireLen: uint16(len(p)), Payload: p}
+}
+
 func httpSample(t flow.Tuple, smac, dmac flow.MAC, ts int64, user, pass string) *flow.Sample {
 	p := []byte("GET /config HTTP/1.1\r\nHost: " + t.Dst.String() + "\r\nAuthorization: Basic " +
 		base64.StdEncoding.EncodeToString([]byte(user+":"+pass)) + "\r\n\r\n")
@@ -250,9 +270,12 @@ func TestCredentials(t *testing.T) {
 	// HTTP Basic with a personal password: cleartext only.
 	t1 := flow.Tuple{Src: ws, Dst: ipSrv, SrcPort: 50000, DstPort: 80, Proto: 6}
 	e.HandleSample(httpSample(t1, wsMAC, macSrv, at(0), "alice", "Tr0ub4dor&3"))
-	// HTTP Basic admin:admin to the pump's web server: default credentials.
+	e.HandleSample(httpAnswer(t1, macSrv, wsMAC, at(0)+1, 401))
+	// HTTP Basic admin:admin to the pump's web server, accepted: default
+	// credentials.
 	t2 := flow.Tuple{Src: ws, Dst: ipPump, SrcPort: 50001, DstPort: 80, Proto: 6}
 	e.HandleSample(httpSample(t2, wsMAC, macPump, at(time.Second), "admin", "admin"))
+	e.HandleSample(httpAnswer(t2, macPump, wsMAC, at(time.Second)+1, 200))
 	// Telnet root:root: the server negotiates, prompts, the client types.
 	t3 := flow.Tuple{Src: ws, Dst: ipHL7, SrcPort: 50002, DstPort: 23, Proto: 6}
 	steps := []struct {
@@ -332,8 +355,9 @@ func scenario(t testing.TB) []byte {
 		e.HandleFlow(record(macPump, macGW, ipPump, netip.AddrFrom4([4]byte{203, 0, 113, byte(i)}), uint16(43000+i), 443, 6, uint64(100*i), at(15*time.Second+time.Duration(i)*time.Millisecond)))
 	}
 	ws := netip.MustParseAddr("10.1.0.77")
-	e.HandleSample(httpSample(flow.Tuple{Src: ws, Dst: ipPump, SrcPort: 50001, DstPort: 80, Proto: 6},
-		flow.MAC{0, 0x50, 0x56, 0, 0, 0x77}, macPump, at(16*time.Second), "admin", "admin"))
+	web := flow.Tuple{Src: ws, Dst: ipPump, SrcPort: 50001, DstPort: 80, Proto: 6}
+	e.HandleSample(httpSample(web, flow.MAC{0, 0x50, 0x56, 0, 0, 0x77}, macPump, at(16*time.Second), "admin", "admin"))
+	e.HandleSample(httpAnswer(web, macPump, flow.MAC{0, 0x50, 0x56, 0, 0, 0x77}, at(16*time.Second)+1, 200))
 	var out bytes.Buffer
 	if err := e.Report().WriteJSON(&out); err != nil {
 		t.Fatal(err)
@@ -499,43 +523,57 @@ func TestAlertSeqBase(t *testing.T) {
 	}
 }
 
-// TestScanFoldsIntoFanOut is issue 16 point 2: a scan raises one fan_out
-// alert per device and window, carrying what it touched, instead of one
-// new_peer alert per probed peer and port at the scanner and its victims;
-// an isolated new peer is still reported at once.
-func TestScanFoldsIntoFanOut(t *testing.T) {
+// TestScanFoldsIntoScan is issue 16 point 2 and issue 17 point 2: a scan
+// raises one scan alert per device and window, carrying what it touched,
+// instead of one new_peer alert per probed peer and port at the scanner
+// and its victims; an isolated new peer is still reported at once.
+func TestScanFoldsIntoScan(t *testing.T) {
 	e := newEngine(t, testConfig())
 	pumpDay(e, macPump, ipPump, 0, 12*time.Second)
 	pumpDay(e, macPump2, ipPump2, 0, 12*time.Second)
 	e.FreezeAll()
 	e.SetMode(Score)
 
-	// The pump probes 40 ports of the other pump within 400 ms (fan-out
-	// window 1 s, more than 32 ports is a scan).
+	// The pump probes 40 ports of the other pump within 400 ms (scan
+	// window 1 s; 24 ports of one host is a vertical scan); each is
+	// refused.
 	for i := range 40 {
-		e.HandleFlow(record(macPump, macPump2, ipPump, ipPump2, uint16(50000+i), uint16(i+1), 6, 60,
+		e.HandleFlow(refused(macPump, macPump2, ipPump, ipPump2, uint16(50000+i), uint16(i+1),
 			at(20*time.Second+time.Duration(i)*10*time.Millisecond)))
 	}
 	pumpDay(e, macPump, ipPump, 21*time.Second, 23*time.Second) // the window ends
 	scanner, victim := alertsOf(e, macPump.String()), alertsOf(e, macPump2.String())
-	if len(scanner) != 2 || scanner[0].GetKind() != "new_peer" || scanner[1].GetKind() != "fan_out" {
-		t.Fatalf("scanner alerts = %v, want the first probe's new_peer, then one fan_out", scanner)
+	if len(scanner) != 2 || scanner[0].GetKind() != "new_peer" || scanner[1].GetKind() != "scan" {
+		t.Fatalf("scanner alerts = %v, want the first probe's new_peer, then one scan", scanner)
 	}
-	fo := scanner[1].GetSummary()
-	for _, w := range []string{"more than 32 distinct ports", "alerts folded", "1 peers (" + ipPump2.String() + ")", "33 ports (tcp/1, tcp/2,"} {
-		if !strings.Contains(fo, w) {
-			t.Errorf("fan_out summary %q lacks %q", fo, w)
+	sc := scanner[1]
+	for _, w := range []string{"vertical scan (tcp_syn): 24 probes of 1 host on 24 services", "24 refused", "services of " + ipPump2.String(),
+		"hosts " + ipPump2.String(), "services tcp/1, tcp/2,", "22 new_peer/new_port alerts folded in"} {
+		if !strings.Contains(sc.GetSummary(), w) {
+			t.Errorf("scan summary %q lacks %q", sc.GetSummary(), w)
 		}
 	}
+	ev := sc.GetScan()
+	if ev == nil || !slices.Equal(ev.GetPatterns(), []string{"vertical"}) || ev.GetProbes() != 24 || ev.GetRefused() != 24 ||
+		ev.GetHosts() != 1 || ev.GetServices() != 24 || ev.GetFoldedAlerts() != 22 || ev.GetWindowSeconds() != 1 {
+		t.Errorf("scan evidence %v", ev)
+	}
 	if len(victim) != 0 {
-		t.Fatalf("the scanned pump raised %d alerts, want them folded into the scanner's: %v", len(victim), victim)
+		t.Fatalf("the scanned pump raised %d alerts, want none: %v", len(victim), victim)
+	}
+	if r := e.Devices(); len(r) > 0 {
+		for _, d := range r {
+			if d.GetMac() == macPump2.String() && d.GetRisk().GetScore() != 0 {
+				t.Errorf("the scanned pump carries risk %d, want 0: a victim is not an attacker", d.GetRisk().GetScore())
+			}
+		}
 	}
 	// The same, structured, for the coordinator's incidents: the victim
 	// and the ports, and the scanner as the flow's initiator.
 	if a := scanner[1]; a.GetDirection() != medmeshv1.Direction_DIRECTION_OUTBOUND ||
 		len(a.GetPeers()) != 1 || a.GetPeers()[0] != ipPump2.String() || a.GetPeerCount() != 1 ||
-		a.GetServiceCount() != 33 || len(a.GetServices()) != 33 || a.GetServices()[0].GetPort() != 1 || a.GetServices()[0].GetProtocol() != 6 {
-		t.Errorf("fan_out lists direction %v, peers %v (%d), %d services (%d listed, first %v)", a.GetDirection(),
+		a.GetServiceCount() != 24 || len(a.GetServices()) != 24 || a.GetServices()[0].GetPort() != 1 || a.GetServices()[0].GetProtocol() != 6 {
+		t.Errorf("scan lists direction %v, peers %v (%d), %d services (%d listed, first %v)", a.GetDirection(),
 			a.GetPeers(), a.GetPeerCount(), a.GetServiceCount(), len(a.GetServices()), a.GetServices()[:min(1, len(a.GetServices()))])
 	}
 

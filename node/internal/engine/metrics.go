@@ -17,6 +17,7 @@ type metrics struct {
 	installErrors prometheus.Counter
 	flowsDropped  prometheus.Counter
 	suppressed    prometheus.Counter
+	probesIgnored prometheus.Counter
 	alerts        *prometheus.CounterVec
 	detections    *prometheus.CounterVec
 }
@@ -37,6 +38,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "medmesh_sensor_detect_flows_dropped_total", Help: "Samples not inspected because the flow-state table was full."}),
 		suppressed: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "medmesh_sensor_alerts_suppressed_total", Help: "Alerts not raised again for the same device, kind and peer."}),
+		probesIgnored: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "medmesh_sensor_probes_not_scored_total", Help: "Flows that carried nothing, not scored against the device they reached (scan victims)."}),
 		alerts: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "medmesh_sensor_alerts_total", Help: "Alerts raised, by kind."}, []string{"kind"}),
 		detections: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -47,7 +50,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}
 	var errs []error
 	for _, c := range []prometheus.Collector{m.records, m.misses, m.devices, m.frozen, m.installErrors,
-		m.flowsDropped, m.suppressed, m.alerts, m.detections} {
+		m.flowsDropped, m.suppressed, m.probesIgnored, m.alerts, m.detections} {
 		if err := reg.Register(c); err != nil {
 			errs = append(errs, err)
 		}

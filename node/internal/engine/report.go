@@ -25,8 +25,8 @@ type Field struct {
 }
 
 // Detection is one detector finding: the flow, the application protocol
-// and the named fields. Cleartext logins appear as "PROTOCOL user NAME";
-// their secrets are never kept.
+// and the named fields. Logins appear as "PROTOCOL user NAME (what was
+// found, outcome)"; their passwords are never kept.
 type Detection struct {
 	TimeNs int64    `json:"time_ns"`
 	Src    string   `json:"src"`
@@ -75,12 +75,8 @@ func (e *Engine) record(timeNs int64, t flow.Tuple, det *detect.Detection) {
 		}
 	}
 	var logins []string
-	for _, c := range det.Credentials {
-		l := c.Protocol + " user " + c.User
-		if c.User == "" {
-			l = c.Protocol + " login"
-		}
-		if e.firstSeen(detKey{flow: t, name: "login", value: l}) {
+	for _, c := range det.Logins {
+		if l := c.String(); e.firstSeen(detKey{flow: t, name: "login", value: l}) {
 			logins = append(logins, l)
 		}
 	}

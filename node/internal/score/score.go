@@ -12,7 +12,6 @@ import (
 	"math"
 	"net/netip"
 	"strings"
-	"time"
 
 	"github.com/medmesh/medmesh/internal/names"
 	"github.com/medmesh/medmesh/node/internal/baseline"
@@ -23,13 +22,16 @@ import (
 // Factor is one named reason a score is above zero.
 type Factor uint8
 
-// The factors, in the order they are reported.
+// The factors, in the order they are reported: the first hit of a score
+// names its alert's kind.
 const (
 	KnownBad Factor = iota
 	DefaultCredentials
 	CleartextCredentials
 	ProtocolMisuse
-	FanOut
+	CleartextPHI
+	FailedLoginBurst
+	Scan
 	ExternalDestination
 	NewPeer
 	NewPort
@@ -42,7 +44,9 @@ var factorNames = [numFactors]string{
 	DefaultCredentials:   "default_credentials",
 	CleartextCredentials: "cleartext_credentials",
 	ProtocolMisuse:       "protocol_misuse",
-	FanOut:               "fan_out",
+	CleartextPHI:         "cleartext_phi",
+	FailedLoginBurst:     "failed_login_burst",
+	Scan:                 "scan",
 	ExternalDestination:  "external_destination",
 	NewPeer:              "new_peer",
 	NewPort:              "new_port",
@@ -59,50 +63,6 @@ func (f Factor) String() string {
 
 // Factors lists every factor name.
 func Factors() []string { return append([]string(nil), factorNames[:]...) }
-
-// Credential is a user name and secret pair.
-type Credential struct {
-	User, Secret string
-}
-
-// defaultCredentialList is the built-in list of factory logins.
-var defaultCredentialList = []Credential{
-	{"admin", "admin"}, {"admin", "password"}, {"admin", "1234"}, {"admin", "12345"},
-	{"admin", ""}, {"admin", "admin123"}, {"administrator", "administrator"},
-	{"root", "root"}, {"root", "toor"}, {"root", ""}, {"root", "password"}, {"root", "12345"},
-	{"user", "user"}, {"guest", "guest"}, {"test", "test"}, {"service", "service"},
-	{"support", "support"}, {"tech", "tech"}, {"operator", "operator"}, {"manager", "manager"},
-	{"cisco", "cisco"}, {"ubnt", "ubnt"}, {"pi", "raspberry"}, {"anonymous", ""},
-	{"public", ""}, {"private", ""}, // SNMP communities, reported with empty user
-	{"", "public"}, {"", "private"},
-}
-
-// BuiltinCredentials returns a copy of the built-in default-credential list.
-func BuiltinCredentials() []Credential { return append([]Credential(nil), defaultCredentialList...) }
-
-// ParseCredentials reads a credential file: one "user:secret" per line,
-// "#" comments and blank lines ignored. main reads the file; this parses.
-func ParseCredentials(r io.Reader) ([]Credential, error) {
-	var out []Credential
-	sc := bufio.NewScanner(r)
-	n := 0
-	for sc.Scan() {
-		n++
-		line := strings.TrimSpace(sc.Text())
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		u, s, ok := strings.Cut(line, ":")
-		if !ok {
-			return nil, fmt.Errorf("credentials line %d: want user:secret", n)
-		}
-		out = append(out, Credential{User: u, Secret: s})
-	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("read credentials: %w", err)
-	}
-	return out, nil
-}
 
 // ParseKnownBad reads a known-bad destination list: one CIDR prefix,
 // address or DNS name per line, "#" comments and blank lines ignored.
@@ -130,15 +90,6 @@ type Config struct {
 	AlertThreshold uint32
 	// VolumeZ is the z-score above which a slot's volume is anomalous.
 	VolumeZ float64
-	// FanOutWindow, FanOutPeers, FanOutPorts: a device that contacts more
-	// distinct peers, or distinct ports of one protocol, than these within
-	// the window is scanning.
-	FanOutWindow time.Duration
-	FanOutPeers  int
-	FanOutPorts  int
-	// Credentials are the default logins; BuiltinCredentials() plus any
-	// read from the operator's file.
-	Credentials []Credential
 	// KnownBad lists known-bad destinations: CIDR prefixes, addresses, or
 	// DNS names (a name matches itself and its subdomains).
 	KnownBad []string
@@ -152,10 +103,12 @@ func DefaultConfig() Config {
 	return Config{
 		Weights: map[string]float64{
 			"known_bad_destination": 80,
-			"default_credentials":   45,
+			"default_credentials":   60,
 			"cleartext_credentials": 50,
 			"protocol_misuse":       45,
-			"fan_out":               50,
+			"cleartext_phi":         40,
+			"failed_login_burst":    50,
+			"scan":                  60,
 			"external_destination":  30,
 			"new_peer":              25,
 			"new_port":              25,
@@ -163,10 +116,6 @@ func DefaultConfig() Config {
 		},
 		AlertThreshold: 50,
 		VolumeZ:        4,
-		FanOutWindow:   time.Minute,
-		FanOutPeers:    64,
-		FanOutPorts:    32,
-		Credentials:    BuiltinCredentials(),
 	}
 }
 
@@ -190,9 +139,6 @@ func (c Config) validate() error {
 	if c.VolumeZ <= 0 {
 		errs = append(errs, fmt.Errorf("volume z %v must be positive", c.VolumeZ))
 	}
-	if c.FanOutWindow <= 0 || c.FanOutPeers <= 0 || c.FanOutPorts <= 0 {
-		errs = append(errs, errors.New("fan-out window, peers and ports must be positive"))
-	}
 	return errors.Join(errs...)
 }
 
@@ -201,7 +147,6 @@ func (c Config) validate() error {
 type Scorer struct {
 	cfg      Config
 	weight   [numFactors]float64
-	creds    map[Credential]struct{}
 	badNets  []netip.Prefix
 	badNames []string
 }
@@ -211,12 +156,9 @@ func New(cfg Config) (*Scorer, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, fmt.Errorf("score config: %w", err)
 	}
-	s := &Scorer{cfg: cfg, creds: make(map[Credential]struct{}, len(cfg.Credentials))}
+	s := &Scorer{cfg: cfg}
 	for i, n := range factorNames {
 		s.weight[i] = cfg.Weights[n]
-	}
-	for _, c := range cfg.Credentials {
-		s.creds[c] = struct{}{}
 	}
 	for _, b := range cfg.KnownBad {
 		b = strings.TrimSpace(b)
@@ -294,13 +236,9 @@ func (r *Result) RiskScore() *medmeshv1.RiskScore {
 	return rs
 }
 
-// Tracker is one device's scoring state: its fan-out window and the volume
-// of its current slot. Not safe for concurrent use.
+// Tracker is one device's scoring state: the volume of its current slot.
+// Not safe for concurrent use.
 type Tracker struct {
-	winStart  int64
-	peers     map[netip.Addr]struct{}
-	ports     map[uint32]struct{}
-	scanned   bool // fan-out already reported in this window
 	slotIdx   int64
 	slotBytes float64
 	slotFlows float64
@@ -309,7 +247,7 @@ type Tracker struct {
 
 // NewTracker returns an empty tracker.
 func NewTracker() *Tracker {
-	return &Tracker{peers: make(map[netip.Addr]struct{}), ports: make(map[uint32]struct{}), slotIdx: math.MinInt64}
+	return &Tracker{slotIdx: math.MinInt64}
 }
 
 // Flow is one flow (or the start of one) as seen from a device.
@@ -422,9 +360,6 @@ func (s *Scorer) ScoreFlow(t *Tracker, f *Flow, r *Result) {
 		r.add(KnownBad, s.weight[KnownBad], peerLabel(f)+" is on the known-bad list")
 	}
 	s.misuse(f, r)
-	if f.Baseline == nil {
-		s.fanOut(t, f, r)
-	}
 	if b := f.Baseline; b != nil {
 		scope := "baseline"
 		if f.ClassBaseline {
@@ -437,9 +372,11 @@ func (s *Scorer) ScoreFlow(t *Tracker, f *Flow, r *Result) {
 		m := b.Lookup(baseline.Key{Peer: f.Peer, Proto: f.Proto, Port: f.Port, Dir: dir})
 		if m != baseline.Exact {
 			dev := s.deviation(f)
-			// A scan reaches peers and ports outside the baseline: only
-			// those count towards fan-out once a baseline exists.
-			s.fanOut(t, f, r)
+			if (m == baseline.NewPeer || m == baseline.NewPeerService) && (f.App == "hl7" || f.App == "dicom") &&
+				(f.Outbound || s.External(f.Peer)) {
+				r.add(CleartextPHI, s.weight[CleartextPHI], strings.ToUpper(f.App)+" without TLS "+dir.String()+" with "+
+					peerLabel(f)+", a peer not in the "+scope)
+			}
 			if f.Outbound && s.External(f.Peer) {
 				r.add(ExternalDestination, s.weight[ExternalDestination], peerLabel(f)+" is external and not in the "+scope)
 			}
@@ -502,34 +439,6 @@ func (s *Scorer) misuse(f *Flow, r *Result) {
 	}
 }
 
-func (s *Scorer) fanOut(t *Tracker, f *Flow, r *Result) {
-	if !f.Outbound {
-		return
-	}
-	if f.TimeNs-t.winStart >= int64(s.cfg.FanOutWindow) || f.TimeNs < t.winStart {
-		clear(t.peers)
-		clear(t.ports)
-		t.winStart, t.scanned = f.TimeNs, false
-	}
-	if t.scanned {
-		return
-	}
-	if len(t.peers) <= s.cfg.FanOutPeers {
-		t.peers[f.Peer] = struct{}{}
-	}
-	if len(t.ports) <= s.cfg.FanOutPorts {
-		t.ports[uint32(f.Proto)<<16|uint32(f.Port)] = struct{}{}
-	}
-	switch {
-	case len(t.peers) > s.cfg.FanOutPeers:
-		t.scanned = true
-		r.add(FanOut, s.weight[FanOut], fmt.Sprintf("more than %d distinct peers within %v", s.cfg.FanOutPeers, s.cfg.FanOutWindow))
-	case len(t.ports) > s.cfg.FanOutPorts:
-		t.scanned = true
-		r.add(FanOut, s.weight[FanOut], fmt.Sprintf("more than %d distinct ports within %v", s.cfg.FanOutPorts, s.cfg.FanOutWindow))
-	}
-}
-
 func (s *Scorer) volume(t *Tracker, b *baseline.Baseline, f *Flow, r *Result) {
 	idx := f.TimeNs / int64(b.Slot)
 	if idx != t.slotIdx {
@@ -558,38 +467,78 @@ func (s *Scorer) volume(t *Tracker, b *baseline.Baseline, f *Flow, r *Result) {
 		t.slotBytes, t.slotFlows, z, v.Bytes.Mean, v.Flows.Mean))
 }
 
-// ScoreCredentials scores cleartext logins seen in one flow with peer into
-// r (reset first). The secret is compared with the default list and never
-// copied into the result.
-func (s *Scorer) ScoreCredentials(creds []detect.Credential, peer string, r *Result) {
+// ScoreLogin scores one login seen in a flow with peer into r (reset
+// first); peerIsServer says the peer is the service (the alert is about
+// the client, the service being off the campus). A password sent in
+// cleartext is a finding whatever the answer; a factory default (or no
+// password at all) is one when the service let the login in. A login
+// inferred from an SSH banner is scored at the alert threshold: worth
+// telling, not proof. The login carries no password, so none can reach
+// the result.
+func (s *Scorer) ScoreLogin(l *detect.Login, peer string, peerIsServer bool, r *Result) {
 	r.Reset()
-	if len(creds) == 0 {
-		return
+	what := l.Protocol + " login for user " + quote(l.User)
+	switch {
+	case l.Protocol == detect.AppSNMP:
+		what = "snmp community string"
+	case l.User == "":
+		what = l.Protocol + " login"
 	}
-	c := creds[0]
-	what := c.Protocol + " login for user " + quote(c.User)
-	if c.User == "" {
-		what = c.Protocol + " login"
-		if c.Protocol == "snmp" {
-			what = "snmp community string"
-		}
+	if l.Method == "form" || l.Method == "basic" {
+		what = strings.Replace(what, " login", " "+l.Method+" login", 1)
 	}
-	r.add(CleartextCredentials, s.weight[CleartextCredentials], what+" in cleartext with "+peer)
-	for _, c := range creds {
-		if c.Partial {
-			continue
+	var answer string
+	switch l.Outcome {
+	case detect.Accepted:
+		answer = ", accepted"
+	case detect.Refused:
+		answer = ", refused"
+	case detect.NotSeen:
+		answer = "; the answer was not seen"
+	case detect.NoAnswer:
+		answer = " (a notification: no login)"
+	}
+	if l.Cleartext {
+		d := what + " in cleartext with " + peer + answer
+		if l.Default && l.Outcome != detect.Accepted {
+			d += "; the password is a factory default"
 		}
-		if _, ok := s.creds[Credential{c.User, c.Secret}]; ok {
-			d := c.Protocol + " user " + quote(c.User) + " logs in with a default password"
-			if c.User == "" {
-				d = c.Protocol + " uses a default secret"
-				if c.Protocol == "snmp" {
-					d = "snmp uses a default community string"
-				}
-			}
-			r.add(DefaultCredentials, s.weight[DefaultCredentials], d)
-			break
+		r.add(CleartextCredentials, s.weight[CleartextCredentials], d)
+	}
+	// who is the service, from: the client.
+	who, from := l.Protocol, " from "+peer
+	if peerIsServer {
+		who, from = l.Protocol+" server "+peer, ""
+	}
+	w := s.weight[DefaultCredentials]
+	switch {
+	case !l.Default:
+	case l.Inferred:
+		if w > 0 {
+			r.add(DefaultCredentials, min(w, float64(s.cfg.AlertThreshold)), who+": its banner names a model that ships with account "+
+				quote(l.User)+" and a published password; the login is encrypted: whether it was used cannot be seen")
 		}
+	case l.Outcome != detect.Accepted:
+	case l.NoPassword && l.Method == "none":
+		r.add(DefaultCredentials, w, who+" let a client"+from+" in without a password (security type None)")
+	case l.NoPassword:
+		r.add(DefaultCredentials, w, who+" let user "+quote(l.User)+from+" in without a password")
+	case l.Protocol == detect.AppSNMP:
+		r.add(DefaultCredentials, w, "snmp agent"+strings.TrimPrefix(who, "snmp")+" answered a factory-default community string"+from)
+	case l.User == "":
+		r.add(DefaultCredentials, w, who+" accepted a factory-default password"+from)
+	default:
+		r.add(DefaultCredentials, w, who+" accepted user "+quote(l.User)+from+" with a factory-default password")
+	}
+	r.finish()
+}
+
+// ScoreFinding scores a finding a detector made on its own (a scan, a
+// burst of failed logins) into r (reset first): one factor, its weight.
+func (s *Scorer) ScoreFinding(f Factor, detail string, r *Result) {
+	r.Reset()
+	if f < numFactors {
+		r.add(f, s.weight[f], detail)
 	}
 	r.finish()
 }

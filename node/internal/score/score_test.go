@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/medmesh/medmesh/node/flow"
 	"github.com/medmesh/medmesh/node/internal/baseline"
 	"github.com/medmesh/medmesh/node/internal/detect"
 	medmeshv1 "github.com/medmesh/medmesh/proto/medmesh/v1"
@@ -19,9 +20,6 @@ func (n peerNames) PeerName(a netip.Addr) string { return n[a] }
 func newScorer(t testing.TB, mod func(*Config)) *Scorer {
 	t.Helper()
 	c := DefaultConfig()
-	c.FanOutWindow = time.Second
-	c.FanOutPeers = 10
-	c.FanOutPorts = 10
 	if mod != nil {
 		mod(&c)
 	}
@@ -81,7 +79,15 @@ func TestScoreFlowFactors(t *testing.T) {
 			Flow{Peer: ext, Names: peerNames{ext: "c2.evil.example"}, Proto: 6, Port: 443, Outbound: true},
 			[]string{"known_bad_destination", "external_destination", "new_peer", "new_port"}, 100},
 		{"known bad by prefix", func(c *Config) { c.KnownBad = []string{"198.51.100.0/24"} },
-			Flow{Peer: ext, Proto: 6, Port: 2575, App: "hl7", Outbound: true}, []string{"known_bad_destination", "external_destination", "new_peer"}, 100},
+			Flow{Peer: ext, Proto: 6, Port: 2575, App: "hl7", Outbound: true}, []string{"known_bad_destination", "cleartext_phi", "external_destination", "new_peer"}, 100},
+		{"HL7 to a peer not in the baseline", nil, Flow{Peer: netip.MustParseAddr("10.0.0.77"), Proto: 6, Port: 2575, App: "hl7", Outbound: true},
+			[]string{"cleartext_phi", "new_peer"}, 65},
+		{"HL7 to the baseline's peer on another port", nil, Flow{Peer: hl7Engine, Proto: 6, Port: 2576, App: "hl7", Outbound: true},
+			[]string{"new_port"}, 25},
+		{"DICOM from a new campus client", nil, Flow{Peer: netip.MustParseAddr("10.0.0.78"), Proto: 6, Port: 104, App: "dicom"},
+			[]string{"new_peer", "new_port"}, 50},
+		{"HL7 from an external client", nil, Flow{Peer: ext, Proto: 6, Port: 2575, App: "hl7"},
+			[]string{"cleartext_phi", "new_peer", "new_port"}, 90},
 		{"DICOM from a pump", nil, Flow{Peer: hl7Engine, Proto: 6, Port: 104, App: "dicom", Outbound: true, Class: medmeshv1.DeviceClass_DEVICE_CLASS_INFUSION_PUMP},
 			[]string{"protocol_misuse", "new_port"}, 70},
 		{"DICOM from a modality", nil, Flow{Peer: hl7Engine, Proto: 6, Port: 104, App: "dicom", Outbound: true, Class: medmeshv1.DeviceClass_DEVICE_CLASS_IMAGING_MODALITY},
@@ -135,33 +141,6 @@ func TestExternalDetailNamesPeer(t *testing.T) {
 	}
 }
 
-func TestFanOut(t *testing.T) {
-	s := newScorer(t, nil)
-	tr := NewTracker()
-	var r Result
-	fired := 0
-	for i := range 30 {
-		f := Flow{Peer: netip.AddrFrom4([4]byte{10, 5, 0, byte(i)}), Proto: 6, Port: 22, Outbound: true,
-			TimeNs: start + int64(i)*int64(time.Millisecond)}
-		s.ScoreFlow(tr, &f, &r)
-		if slices.Contains(hitNames(&r), "fan_out") {
-			fired++
-			if i != 10 {
-				t.Errorf("fan-out fired at peer %d, want at the 11th", i)
-			}
-		}
-	}
-	if fired != 1 {
-		t.Errorf("fan-out fired %d times in one window, want 1", fired)
-	}
-	// A new window starts afresh.
-	f := Flow{Peer: netip.AddrFrom4([4]byte{10, 5, 1, 1}), Proto: 6, Port: 22, Outbound: true, TimeNs: start + int64(2*time.Second)}
-	s.ScoreFlow(tr, &f, &r)
-	if len(r.Hits) != 0 {
-		t.Errorf("first flow of a new window scored %v", r.Hits)
-	}
-}
-
 func TestVolumeAnomaly(t *testing.T) {
 	s := newScorer(t, nil)
 	b := pumpBaseline(t)
@@ -190,42 +169,46 @@ func TestVolumeAnomaly(t *testing.T) {
 	}
 }
 
-func TestCredentials(t *testing.T) {
-	s := newScorer(t, func(c *Config) { c.Credentials = append(c.Credentials, Credential{"biomed", "biomed"}) })
+func TestScoreLogin(t *testing.T) {
+	s := newScorer(t, nil)
 	var r Result
+	const peer = "10.0.0.9"
+	rev := flow.Rev
 	cases := []struct {
-		creds []detect.Credential
+		login detect.Login
 		want  []string
+		score uint32
 	}{
-		{[]detect.Credential{{Protocol: "telnet", User: "root", Secret: "root"}}, []string{"default_credentials", "cleartext_credentials"}},
-		{[]detect.Credential{{Protocol: "http", User: "biomed", Secret: "biomed"}}, []string{"default_credentials", "cleartext_credentials"}},
-		{[]detect.Credential{{Protocol: "ftp", User: "root", Secret: "ro", Partial: true}}, []string{"cleartext_credentials"}},
-		{[]detect.Credential{{Protocol: "snmp", Secret: "public"}}, []string{"default_credentials", "cleartext_credentials"}},
-		{[]detect.Credential{{Protocol: "http", User: "alice", Secret: "correct horse"}}, []string{"cleartext_credentials"}},
+		{detect.Login{Protocol: "telnet", User: "admin", Cleartext: true, Default: true, Outcome: detect.Accepted, Subject: rev},
+			[]string{"default_credentials", "cleartext_credentials"}, 100},
+		{detect.Login{Protocol: "telnet", User: "admin", Cleartext: true, Default: true, Outcome: detect.Refused, Subject: rev},
+			[]string{"cleartext_credentials"}, 50},
+		{detect.Login{Protocol: "http", Method: "form", User: "admin", Cleartext: true, Default: true, Outcome: detect.NotSeen, Subject: rev},
+			[]string{"cleartext_credentials"}, 50},
+		{detect.Login{Protocol: "ftp", User: "root", Cleartext: true, Partial: true, Subject: rev}, []string{"cleartext_credentials"}, 50},
+		{detect.Login{Protocol: "snmp", Cleartext: true, Default: true, Outcome: detect.Accepted, Subject: rev},
+			[]string{"default_credentials", "cleartext_credentials"}, 100},
+		{detect.Login{Protocol: "http", User: "alice", Cleartext: true, Outcome: detect.Accepted, Subject: rev}, []string{"cleartext_credentials"}, 50},
+		{detect.Login{Protocol: "vnc", Method: "none", NoPassword: true, Default: true, Outcome: detect.Accepted, Subject: rev},
+			[]string{"default_credentials"}, 60},
+		{detect.Login{Protocol: "vnc", Method: "vnc-auth", Outcome: detect.Accepted, Subject: rev}, nil, 0},
+		{detect.Login{Protocol: "ssh", Method: "banner", User: "pi", Default: true, Inferred: true, Subject: rev},
+			[]string{"default_credentials"}, 50},
 	}
 	for _, c := range cases {
-		s.ScoreCredentials(c.creds, "10.0.0.9", &r)
-		if got := hitNames(&r); !slices.Equal(got, c.want) {
-			t.Errorf("%v: hits %v, want %v", c.creds[0], got, c.want)
+		s.ScoreLogin(&c.login, peer, false, &r)
+		if got := hitNames(&r); !slices.Equal(got, c.want) || r.Score != c.score {
+			t.Errorf("%v: hits %v score %d, want %v %d", c.login, got, r.Score, c.want, c.score)
 		}
 		for _, h := range r.Hits {
-			if c.creds[0].Secret != "" && strings.Contains(h.Detail, c.creds[0].Secret) && !strings.Contains(c.creds[0].User, c.creds[0].Secret) {
-				t.Errorf("detail %q contains the secret", h.Detail)
+			if h.Detail == "" || !strings.Contains(h.Detail, c.login.Protocol) {
+				t.Errorf("%v: detail %q", c.login, h.Detail)
 			}
 		}
 	}
-}
-
-func TestParseCredentials(t *testing.T) {
-	got, err := ParseCredentials(strings.NewReader("# vendor defaults\nbiomed:biomed\n\nsvc:\n"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !slices.Equal(got, []Credential{{"biomed", "biomed"}, {"svc", ""}}) {
-		t.Errorf("parsed %v", got)
-	}
-	if _, err := ParseCredentials(strings.NewReader("nocolon\n")); err == nil {
-		t.Error("line without colon accepted")
+	s.ScoreFinding(Scan, "vertical scan", &r)
+	if h, ok := r.Top(); !ok || h.Factor != Scan || r.Score != 60 || h.Detail != "vertical scan" {
+		t.Fatalf("scan finding: %+v", r)
 	}
 }
 

@@ -194,7 +194,14 @@ type Alert struct {
 	AcknowledgeTime *timestamppb.Timestamp `protobuf:"bytes,17,opt,name=acknowledge_time,json=acknowledgeTime,proto3" json:"acknowledge_time,omitempty"`
 	// Output only.
 	AcknowledgeNote string `protobuf:"bytes,18,opt,name=acknowledge_note,json=acknowledgeNote,proto3" json:"acknowledge_note,omitempty"`
-	// 19-29: detector evidence (the detectors' fields).
+	// 19-29: detector evidence.
+	// What the detector counted, for the kinds that carry it ("scan"):
+	// counts only; the hosts and services probed are peers and services.
+	Scan *ScanEvidence `protobuf:"bytes,19,opt,name=scan,proto3" json:"scan,omitempty"`
+	// The login behind a credential alert ("default_credentials",
+	// "cleartext_credentials", "failed_login_burst"): the protocol and the
+	// account, never the password.
+	Login *LoginEvidence `protobuf:"bytes,20,opt,name=login,proto3" json:"login,omitempty"`
 	// Output only. The incident this alert folded into (IncidentService).
 	IncidentId string `protobuf:"bytes,30,opt,name=incident_id,json=incidentId,proto3" json:"incident_id,omitempty"`
 	// Whether the device initiated the alert's flow (OUTBOUND) or accepted it
@@ -369,6 +376,20 @@ func (x *Alert) GetAcknowledgeNote() string {
 	return ""
 }
 
+func (x *Alert) GetScan() *ScanEvidence {
+	if x != nil {
+		return x.Scan
+	}
+	return nil
+}
+
+func (x *Alert) GetLogin() *LoginEvidence {
+	if x != nil {
+		return x.Login
+	}
+	return nil
+}
+
 func (x *Alert) GetIncidentId() string {
 	if x != nil {
 		return x.IncidentId
@@ -411,6 +432,289 @@ func (x *Alert) GetServiceCount() uint32 {
 	return 0
 }
 
+// ScanEvidence is what one device did within a scan alert's window, up to
+// the probe that made it a scan. A probe is a connection that carried no
+// payload.
+type ScanEvidence struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "vertical" (many ports of one host), "horizontal" (one port of many
+	// hosts), "mixed", "arp_sweep".
+	Patterns []string `protobuf:"bytes,1,rep,name=patterns,proto3" json:"patterns,omitempty"`
+	// How it probed: "tcp_syn" (half-open), "tcp_connect", "udp", "icmp",
+	// "arp".
+	Methods []string `protobuf:"bytes,2,rep,name=methods,proto3" json:"methods,omitempty"`
+	// Distinct (host, protocol, port) probes, hosts and services (the
+	// alert's peer_count and service_count count the same).
+	Probes   uint32 `protobuf:"varint,3,opt,name=probes,proto3" json:"probes,omitempty"`
+	Hosts    uint32 `protobuf:"varint,4,opt,name=hosts,proto3" json:"hosts,omitempty"`
+	Services uint32 `protobuf:"varint,5,opt,name=services,proto3" json:"services,omitempty"`
+	// Probes by outcome: refused (reset), unanswered, half-open (accepted,
+	// then reset by the scanner), open (connected, closed without data),
+	// pending (flows just started, outside the device's baseline).
+	Refused    uint32 `protobuf:"varint,6,opt,name=refused,proto3" json:"refused,omitempty"`
+	Unanswered uint32 `protobuf:"varint,7,opt,name=unanswered,proto3" json:"unanswered,omitempty"`
+	HalfOpen   uint32 `protobuf:"varint,8,opt,name=half_open,json=halfOpen,proto3" json:"half_open,omitempty"`
+	Open       uint32 `protobuf:"varint,9,opt,name=open,proto3" json:"open,omitempty"`
+	Pending    uint32 `protobuf:"varint,10,opt,name=pending,proto3" json:"pending,omitempty"`
+	// ARP sweep: addresses asked for, and how many answered.
+	ArpAsked    uint32 `protobuf:"varint,11,opt,name=arp_asked,json=arpAsked,proto3" json:"arp_asked,omitempty"`
+	ArpAnswered uint32 `protobuf:"varint,12,opt,name=arp_answered,json=arpAnswered,proto3" json:"arp_answered,omitempty"`
+	// The window the counts are from.
+	WindowSeconds uint32 `protobuf:"varint,13,opt,name=window_seconds,json=windowSeconds,proto3" json:"window_seconds,omitempty"`
+	// Deviation alerts (new_peer, new_port) of the device and of the hosts
+	// it probed folded into this one until it was raised.
+	FoldedAlerts  uint32 `protobuf:"varint,14,opt,name=folded_alerts,json=foldedAlerts,proto3" json:"folded_alerts,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ScanEvidence) Reset() {
+	*x = ScanEvidence{}
+	mi := &file_medmesh_v1_alert_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ScanEvidence) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ScanEvidence) ProtoMessage() {}
+
+func (x *ScanEvidence) ProtoReflect() protoreflect.Message {
+	mi := &file_medmesh_v1_alert_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ScanEvidence.ProtoReflect.Descriptor instead.
+func (*ScanEvidence) Descriptor() ([]byte, []int) {
+	return file_medmesh_v1_alert_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *ScanEvidence) GetPatterns() []string {
+	if x != nil {
+		return x.Patterns
+	}
+	return nil
+}
+
+func (x *ScanEvidence) GetMethods() []string {
+	if x != nil {
+		return x.Methods
+	}
+	return nil
+}
+
+func (x *ScanEvidence) GetProbes() uint32 {
+	if x != nil {
+		return x.Probes
+	}
+	return 0
+}
+
+func (x *ScanEvidence) GetHosts() uint32 {
+	if x != nil {
+		return x.Hosts
+	}
+	return 0
+}
+
+func (x *ScanEvidence) GetServices() uint32 {
+	if x != nil {
+		return x.Services
+	}
+	return 0
+}
+
+func (x *ScanEvidence) GetRefused() uint32 {
+	if x != nil {
+		return x.Refused
+	}
+	return 0
+}
+
+func (x *ScanEvidence) GetUnanswered() uint32 {
+	if x != nil {
+		return x.Unanswered
+	}
+	return 0
+}
+
+func (x *ScanEvidence) GetHalfOpen() uint32 {
+	if x != nil {
+		return x.HalfOpen
+	}
+	return 0
+}
+
+func (x *ScanEvidence) GetOpen() uint32 {
+	if x != nil {
+		return x.Open
+	}
+	return 0
+}
+
+func (x *ScanEvidence) GetPending() uint32 {
+	if x != nil {
+		return x.Pending
+	}
+	return 0
+}
+
+func (x *ScanEvidence) GetArpAsked() uint32 {
+	if x != nil {
+		return x.ArpAsked
+	}
+	return 0
+}
+
+func (x *ScanEvidence) GetArpAnswered() uint32 {
+	if x != nil {
+		return x.ArpAnswered
+	}
+	return 0
+}
+
+func (x *ScanEvidence) GetWindowSeconds() uint32 {
+	if x != nil {
+		return x.WindowSeconds
+	}
+	return 0
+}
+
+func (x *ScanEvidence) GetFoldedAlerts() uint32 {
+	if x != nil {
+		return x.FoldedAlerts
+	}
+	return 0
+}
+
+// LoginEvidence is a login a sensor saw: never the password.
+type LoginEvidence struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "telnet", "ftp", "http", "mqtt", "snmp", "vnc", "ssh".
+	Protocol string `protobuf:"bytes,1,opt,name=protocol,proto3" json:"protocol,omitempty"`
+	// "basic" or "form" (HTTP), "none" or "vnc-auth" (VNC), "banner" (SSH:
+	// only the server's banner was seen), or "".
+	Method string `protobuf:"bytes,2,opt,name=method,proto3" json:"method,omitempty"`
+	// The account; "" when the login has none (an SNMP community, VNC).
+	Account string `protobuf:"bytes,3,opt,name=account,proto3" json:"account,omitempty"`
+	// The password is a factory default of the account (or none was asked;
+	// for "banner", the model ships with the account).
+	DefaultPassword bool `protobuf:"varint,4,opt,name=default_password,json=defaultPassword,proto3" json:"default_password,omitempty"`
+	// The password crossed the network in cleartext.
+	Cleartext bool `protobuf:"varint,5,opt,name=cleartext,proto3" json:"cleartext,omitempty"`
+	// "accepted", "refused", "not_seen", "no_answer" (an SNMP notification).
+	Outcome string `protobuf:"bytes,6,opt,name=outcome,proto3" json:"outcome,omitempty"`
+	// failed_login_burst: refused logins within the window, and up to 8 of
+	// the accounts tried.
+	Attempts      uint32   `protobuf:"varint,7,opt,name=attempts,proto3" json:"attempts,omitempty"`
+	Accounts      []string `protobuf:"bytes,8,rep,name=accounts,proto3" json:"accounts,omitempty"`
+	WindowSeconds uint32   `protobuf:"varint,9,opt,name=window_seconds,json=windowSeconds,proto3" json:"window_seconds,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LoginEvidence) Reset() {
+	*x = LoginEvidence{}
+	mi := &file_medmesh_v1_alert_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LoginEvidence) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LoginEvidence) ProtoMessage() {}
+
+func (x *LoginEvidence) ProtoReflect() protoreflect.Message {
+	mi := &file_medmesh_v1_alert_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LoginEvidence.ProtoReflect.Descriptor instead.
+func (*LoginEvidence) Descriptor() ([]byte, []int) {
+	return file_medmesh_v1_alert_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *LoginEvidence) GetProtocol() string {
+	if x != nil {
+		return x.Protocol
+	}
+	return ""
+}
+
+func (x *LoginEvidence) GetMethod() string {
+	if x != nil {
+		return x.Method
+	}
+	return ""
+}
+
+func (x *LoginEvidence) GetAccount() string {
+	if x != nil {
+		return x.Account
+	}
+	return ""
+}
+
+func (x *LoginEvidence) GetDefaultPassword() bool {
+	if x != nil {
+		return x.DefaultPassword
+	}
+	return false
+}
+
+func (x *LoginEvidence) GetCleartext() bool {
+	if x != nil {
+		return x.Cleartext
+	}
+	return false
+}
+
+func (x *LoginEvidence) GetOutcome() string {
+	if x != nil {
+		return x.Outcome
+	}
+	return ""
+}
+
+func (x *LoginEvidence) GetAttempts() uint32 {
+	if x != nil {
+		return x.Attempts
+	}
+	return 0
+}
+
+func (x *LoginEvidence) GetAccounts() []string {
+	if x != nil {
+		return x.Accounts
+	}
+	return nil
+}
+
+func (x *LoginEvidence) GetWindowSeconds() uint32 {
+	if x != nil {
+		return x.WindowSeconds
+	}
+	return 0
+}
+
 // ListAlertsRequest lists alerts.
 type ListAlertsRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -426,7 +730,7 @@ type ListAlertsRequest struct {
 
 func (x *ListAlertsRequest) Reset() {
 	*x = ListAlertsRequest{}
-	mi := &file_medmesh_v1_alert_proto_msgTypes[2]
+	mi := &file_medmesh_v1_alert_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -438,7 +742,7 @@ func (x *ListAlertsRequest) String() string {
 func (*ListAlertsRequest) ProtoMessage() {}
 
 func (x *ListAlertsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_v1_alert_proto_msgTypes[2]
+	mi := &file_medmesh_v1_alert_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -451,7 +755,7 @@ func (x *ListAlertsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAlertsRequest.ProtoReflect.Descriptor instead.
 func (*ListAlertsRequest) Descriptor() ([]byte, []int) {
-	return file_medmesh_v1_alert_proto_rawDescGZIP(), []int{2}
+	return file_medmesh_v1_alert_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ListAlertsRequest) GetPageSize() int32 {
@@ -508,7 +812,7 @@ type ListAlertsResponse struct {
 
 func (x *ListAlertsResponse) Reset() {
 	*x = ListAlertsResponse{}
-	mi := &file_medmesh_v1_alert_proto_msgTypes[3]
+	mi := &file_medmesh_v1_alert_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -520,7 +824,7 @@ func (x *ListAlertsResponse) String() string {
 func (*ListAlertsResponse) ProtoMessage() {}
 
 func (x *ListAlertsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_v1_alert_proto_msgTypes[3]
+	mi := &file_medmesh_v1_alert_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -533,7 +837,7 @@ func (x *ListAlertsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAlertsResponse.ProtoReflect.Descriptor instead.
 func (*ListAlertsResponse) Descriptor() ([]byte, []int) {
-	return file_medmesh_v1_alert_proto_rawDescGZIP(), []int{3}
+	return file_medmesh_v1_alert_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ListAlertsResponse) GetAlerts() []*Alert {
@@ -569,7 +873,7 @@ type GetAlertRequest struct {
 
 func (x *GetAlertRequest) Reset() {
 	*x = GetAlertRequest{}
-	mi := &file_medmesh_v1_alert_proto_msgTypes[4]
+	mi := &file_medmesh_v1_alert_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -581,7 +885,7 @@ func (x *GetAlertRequest) String() string {
 func (*GetAlertRequest) ProtoMessage() {}
 
 func (x *GetAlertRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_v1_alert_proto_msgTypes[4]
+	mi := &file_medmesh_v1_alert_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -594,7 +898,7 @@ func (x *GetAlertRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAlertRequest.ProtoReflect.Descriptor instead.
 func (*GetAlertRequest) Descriptor() ([]byte, []int) {
-	return file_medmesh_v1_alert_proto_rawDescGZIP(), []int{4}
+	return file_medmesh_v1_alert_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *GetAlertRequest) GetId() string {
@@ -622,7 +926,7 @@ type GetAlertResponse struct {
 
 func (x *GetAlertResponse) Reset() {
 	*x = GetAlertResponse{}
-	mi := &file_medmesh_v1_alert_proto_msgTypes[5]
+	mi := &file_medmesh_v1_alert_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -634,7 +938,7 @@ func (x *GetAlertResponse) String() string {
 func (*GetAlertResponse) ProtoMessage() {}
 
 func (x *GetAlertResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_v1_alert_proto_msgTypes[5]
+	mi := &file_medmesh_v1_alert_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -647,7 +951,7 @@ func (x *GetAlertResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAlertResponse.ProtoReflect.Descriptor instead.
 func (*GetAlertResponse) Descriptor() ([]byte, []int) {
-	return file_medmesh_v1_alert_proto_rawDescGZIP(), []int{5}
+	return file_medmesh_v1_alert_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *GetAlertResponse) GetAlert() *Alert {
@@ -685,7 +989,7 @@ type AcknowledgeAlertRequest struct {
 
 func (x *AcknowledgeAlertRequest) Reset() {
 	*x = AcknowledgeAlertRequest{}
-	mi := &file_medmesh_v1_alert_proto_msgTypes[6]
+	mi := &file_medmesh_v1_alert_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -697,7 +1001,7 @@ func (x *AcknowledgeAlertRequest) String() string {
 func (*AcknowledgeAlertRequest) ProtoMessage() {}
 
 func (x *AcknowledgeAlertRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_v1_alert_proto_msgTypes[6]
+	mi := &file_medmesh_v1_alert_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -710,7 +1014,7 @@ func (x *AcknowledgeAlertRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AcknowledgeAlertRequest.ProtoReflect.Descriptor instead.
 func (*AcknowledgeAlertRequest) Descriptor() ([]byte, []int) {
-	return file_medmesh_v1_alert_proto_rawDescGZIP(), []int{6}
+	return file_medmesh_v1_alert_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *AcknowledgeAlertRequest) GetId() string {
@@ -751,7 +1055,7 @@ type AcknowledgeAlertResponse struct {
 
 func (x *AcknowledgeAlertResponse) Reset() {
 	*x = AcknowledgeAlertResponse{}
-	mi := &file_medmesh_v1_alert_proto_msgTypes[7]
+	mi := &file_medmesh_v1_alert_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -763,7 +1067,7 @@ func (x *AcknowledgeAlertResponse) String() string {
 func (*AcknowledgeAlertResponse) ProtoMessage() {}
 
 func (x *AcknowledgeAlertResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_v1_alert_proto_msgTypes[7]
+	mi := &file_medmesh_v1_alert_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -776,7 +1080,7 @@ func (x *AcknowledgeAlertResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AcknowledgeAlertResponse.ProtoReflect.Descriptor instead.
 func (*AcknowledgeAlertResponse) Descriptor() ([]byte, []int) {
-	return file_medmesh_v1_alert_proto_rawDescGZIP(), []int{7}
+	return file_medmesh_v1_alert_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *AcknowledgeAlertResponse) GetAlert() *Alert {
@@ -799,7 +1103,7 @@ type WatchAlertsRequest struct {
 
 func (x *WatchAlertsRequest) Reset() {
 	*x = WatchAlertsRequest{}
-	mi := &file_medmesh_v1_alert_proto_msgTypes[8]
+	mi := &file_medmesh_v1_alert_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -811,7 +1115,7 @@ func (x *WatchAlertsRequest) String() string {
 func (*WatchAlertsRequest) ProtoMessage() {}
 
 func (x *WatchAlertsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_v1_alert_proto_msgTypes[8]
+	mi := &file_medmesh_v1_alert_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -824,7 +1128,7 @@ func (x *WatchAlertsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchAlertsRequest.ProtoReflect.Descriptor instead.
 func (*WatchAlertsRequest) Descriptor() ([]byte, []int) {
-	return file_medmesh_v1_alert_proto_rawDescGZIP(), []int{8}
+	return file_medmesh_v1_alert_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *WatchAlertsRequest) GetFromIndex() uint64 {
@@ -854,7 +1158,7 @@ type WatchAlertsResponse struct {
 
 func (x *WatchAlertsResponse) Reset() {
 	*x = WatchAlertsResponse{}
-	mi := &file_medmesh_v1_alert_proto_msgTypes[9]
+	mi := &file_medmesh_v1_alert_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -866,7 +1170,7 @@ func (x *WatchAlertsResponse) String() string {
 func (*WatchAlertsResponse) ProtoMessage() {}
 
 func (x *WatchAlertsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_v1_alert_proto_msgTypes[9]
+	mi := &file_medmesh_v1_alert_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -879,7 +1183,7 @@ func (x *WatchAlertsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchAlertsResponse.ProtoReflect.Descriptor instead.
 func (*WatchAlertsResponse) Descriptor() ([]byte, []int) {
-	return file_medmesh_v1_alert_proto_rawDescGZIP(), []int{9}
+	return file_medmesh_v1_alert_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *WatchAlertsResponse) GetAlert() *Alert {
@@ -915,7 +1219,7 @@ const file_medmesh_v1_alert_proto_rawDesc = "" +
 	"\x05sport\x18\x03 \x01(\rR\x05sport\x12\x14\n" +
 	"\x05dport\x18\x04 \x01(\rR\x05dport\x12\x14\n" +
 	"\x05proto\x18\x05 \x01(\rR\x05proto\x12\x10\n" +
-	"\x03app\x18\x06 \x01(\tR\x03app\"\xad\a\n" +
+	"\x03app\x18\x06 \x01(\tR\x03app\"\x8c\b\n" +
 	"\x05Alert\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\tsensor_id\x18\x02 \x01(\tR\bsensorId\x12\x1d\n" +
@@ -939,7 +1243,9 @@ const file_medmesh_v1_alert_proto_rawDesc = "" +
 	"\x05state\x18\x0f \x01(\x0e2\x16.medmesh.v1.AlertStateR\x05state\x12'\n" +
 	"\x0facknowledged_by\x18\x10 \x01(\tR\x0eacknowledgedBy\x12E\n" +
 	"\x10acknowledge_time\x18\x11 \x01(\v2\x1a.google.protobuf.TimestampR\x0facknowledgeTime\x12)\n" +
-	"\x10acknowledge_note\x18\x12 \x01(\tR\x0facknowledgeNote\x12\x1f\n" +
+	"\x10acknowledge_note\x18\x12 \x01(\tR\x0facknowledgeNote\x12,\n" +
+	"\x04scan\x18\x13 \x01(\v2\x18.medmesh.v1.ScanEvidenceR\x04scan\x12/\n" +
+	"\x05login\x18\x14 \x01(\v2\x19.medmesh.v1.LoginEvidenceR\x05login\x12\x1f\n" +
 	"\vincident_id\x18\x1e \x01(\tR\n" +
 	"incidentId\x123\n" +
 	"\tdirection\x18\x1f \x01(\x0e2\x15.medmesh.v1.DirectionR\tdirection\x12\x14\n" +
@@ -947,7 +1253,35 @@ const file_medmesh_v1_alert_proto_rawDesc = "" +
 	"\n" +
 	"peer_count\x18! \x01(\rR\tpeerCount\x12/\n" +
 	"\bservices\x18\" \x03(\v2\x13.medmesh.v1.ServiceR\bservices\x12#\n" +
-	"\rservice_count\x18# \x01(\rR\fserviceCount\"\xf8\x01\n" +
+	"\rservice_count\x18# \x01(\rR\fserviceCount\"\x9f\x03\n" +
+	"\fScanEvidence\x12\x1a\n" +
+	"\bpatterns\x18\x01 \x03(\tR\bpatterns\x12\x18\n" +
+	"\amethods\x18\x02 \x03(\tR\amethods\x12\x16\n" +
+	"\x06probes\x18\x03 \x01(\rR\x06probes\x12\x14\n" +
+	"\x05hosts\x18\x04 \x01(\rR\x05hosts\x12\x1a\n" +
+	"\bservices\x18\x05 \x01(\rR\bservices\x12\x18\n" +
+	"\arefused\x18\x06 \x01(\rR\arefused\x12\x1e\n" +
+	"\n" +
+	"unanswered\x18\a \x01(\rR\n" +
+	"unanswered\x12\x1b\n" +
+	"\thalf_open\x18\b \x01(\rR\bhalfOpen\x12\x12\n" +
+	"\x04open\x18\t \x01(\rR\x04open\x12\x18\n" +
+	"\apending\x18\n" +
+	" \x01(\rR\apending\x12\x1b\n" +
+	"\tarp_asked\x18\v \x01(\rR\barpAsked\x12!\n" +
+	"\farp_answered\x18\f \x01(\rR\varpAnswered\x12%\n" +
+	"\x0ewindow_seconds\x18\r \x01(\rR\rwindowSeconds\x12#\n" +
+	"\rfolded_alerts\x18\x0e \x01(\rR\ffoldedAlerts\"\x9f\x02\n" +
+	"\rLoginEvidence\x12\x1a\n" +
+	"\bprotocol\x18\x01 \x01(\tR\bprotocol\x12\x16\n" +
+	"\x06method\x18\x02 \x01(\tR\x06method\x12\x18\n" +
+	"\aaccount\x18\x03 \x01(\tR\aaccount\x12)\n" +
+	"\x10default_password\x18\x04 \x01(\bR\x0fdefaultPassword\x12\x1c\n" +
+	"\tcleartext\x18\x05 \x01(\bR\tcleartext\x12\x18\n" +
+	"\aoutcome\x18\x06 \x01(\tR\aoutcome\x12\x1a\n" +
+	"\battempts\x18\a \x01(\rR\battempts\x12\x1a\n" +
+	"\baccounts\x18\b \x03(\tR\baccounts\x12%\n" +
+	"\x0ewindow_seconds\x18\t \x01(\rR\rwindowSeconds\"\xf8\x01\n" +
 	"\x11ListAlertsRequest\x12\x1b\n" +
 	"\tpage_size\x18\x01 \x01(\x05R\bpageSize\x12\x1d\n" +
 	"\n" +
@@ -1008,61 +1342,65 @@ func file_medmesh_v1_alert_proto_rawDescGZIP() []byte {
 }
 
 var file_medmesh_v1_alert_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_medmesh_v1_alert_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_medmesh_v1_alert_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_medmesh_v1_alert_proto_goTypes = []any{
 	(AlertState)(0),                  // 0: medmesh.v1.AlertState
 	(*FlowRef)(nil),                  // 1: medmesh.v1.FlowRef
 	(*Alert)(nil),                    // 2: medmesh.v1.Alert
-	(*ListAlertsRequest)(nil),        // 3: medmesh.v1.ListAlertsRequest
-	(*ListAlertsResponse)(nil),       // 4: medmesh.v1.ListAlertsResponse
-	(*GetAlertRequest)(nil),          // 5: medmesh.v1.GetAlertRequest
-	(*GetAlertResponse)(nil),         // 6: medmesh.v1.GetAlertResponse
-	(*AcknowledgeAlertRequest)(nil),  // 7: medmesh.v1.AcknowledgeAlertRequest
-	(*AcknowledgeAlertResponse)(nil), // 8: medmesh.v1.AcknowledgeAlertResponse
-	(*WatchAlertsRequest)(nil),       // 9: medmesh.v1.WatchAlertsRequest
-	(*WatchAlertsResponse)(nil),      // 10: medmesh.v1.WatchAlertsResponse
-	(*RiskScore)(nil),                // 11: medmesh.v1.RiskScore
-	(DeviceClass)(0),                 // 12: medmesh.v1.DeviceClass
-	(Tier)(0),                        // 13: medmesh.v1.Tier
-	(*timestamppb.Timestamp)(nil),    // 14: google.protobuf.Timestamp
-	(Direction)(0),                   // 15: medmesh.v1.Direction
-	(*Service)(nil),                  // 16: medmesh.v1.Service
-	(ReadConsistency)(0),             // 17: medmesh.v1.ReadConsistency
-	(*ReadInfo)(nil),                 // 18: medmesh.v1.ReadInfo
+	(*ScanEvidence)(nil),             // 3: medmesh.v1.ScanEvidence
+	(*LoginEvidence)(nil),            // 4: medmesh.v1.LoginEvidence
+	(*ListAlertsRequest)(nil),        // 5: medmesh.v1.ListAlertsRequest
+	(*ListAlertsResponse)(nil),       // 6: medmesh.v1.ListAlertsResponse
+	(*GetAlertRequest)(nil),          // 7: medmesh.v1.GetAlertRequest
+	(*GetAlertResponse)(nil),         // 8: medmesh.v1.GetAlertResponse
+	(*AcknowledgeAlertRequest)(nil),  // 9: medmesh.v1.AcknowledgeAlertRequest
+	(*AcknowledgeAlertResponse)(nil), // 10: medmesh.v1.AcknowledgeAlertResponse
+	(*WatchAlertsRequest)(nil),       // 11: medmesh.v1.WatchAlertsRequest
+	(*WatchAlertsResponse)(nil),      // 12: medmesh.v1.WatchAlertsResponse
+	(*RiskScore)(nil),                // 13: medmesh.v1.RiskScore
+	(DeviceClass)(0),                 // 14: medmesh.v1.DeviceClass
+	(Tier)(0),                        // 15: medmesh.v1.Tier
+	(*timestamppb.Timestamp)(nil),    // 16: google.protobuf.Timestamp
+	(Direction)(0),                   // 17: medmesh.v1.Direction
+	(*Service)(nil),                  // 18: medmesh.v1.Service
+	(ReadConsistency)(0),             // 19: medmesh.v1.ReadConsistency
+	(*ReadInfo)(nil),                 // 20: medmesh.v1.ReadInfo
 }
 var file_medmesh_v1_alert_proto_depIdxs = []int32{
-	11, // 0: medmesh.v1.Alert.risk:type_name -> medmesh.v1.RiskScore
+	13, // 0: medmesh.v1.Alert.risk:type_name -> medmesh.v1.RiskScore
 	1,  // 1: medmesh.v1.Alert.flow:type_name -> medmesh.v1.FlowRef
-	12, // 2: medmesh.v1.Alert.device_class:type_name -> medmesh.v1.DeviceClass
-	13, // 3: medmesh.v1.Alert.tier:type_name -> medmesh.v1.Tier
-	14, // 4: medmesh.v1.Alert.detect_time:type_name -> google.protobuf.Timestamp
-	14, // 5: medmesh.v1.Alert.create_time:type_name -> google.protobuf.Timestamp
+	14, // 2: medmesh.v1.Alert.device_class:type_name -> medmesh.v1.DeviceClass
+	15, // 3: medmesh.v1.Alert.tier:type_name -> medmesh.v1.Tier
+	16, // 4: medmesh.v1.Alert.detect_time:type_name -> google.protobuf.Timestamp
+	16, // 5: medmesh.v1.Alert.create_time:type_name -> google.protobuf.Timestamp
 	0,  // 6: medmesh.v1.Alert.state:type_name -> medmesh.v1.AlertState
-	14, // 7: medmesh.v1.Alert.acknowledge_time:type_name -> google.protobuf.Timestamp
-	15, // 8: medmesh.v1.Alert.direction:type_name -> medmesh.v1.Direction
-	16, // 9: medmesh.v1.Alert.services:type_name -> medmesh.v1.Service
-	0,  // 10: medmesh.v1.ListAlertsRequest.state:type_name -> medmesh.v1.AlertState
-	17, // 11: medmesh.v1.ListAlertsRequest.consistency:type_name -> medmesh.v1.ReadConsistency
-	2,  // 12: medmesh.v1.ListAlertsResponse.alerts:type_name -> medmesh.v1.Alert
-	18, // 13: medmesh.v1.ListAlertsResponse.read_info:type_name -> medmesh.v1.ReadInfo
-	17, // 14: medmesh.v1.GetAlertRequest.consistency:type_name -> medmesh.v1.ReadConsistency
-	2,  // 15: medmesh.v1.GetAlertResponse.alert:type_name -> medmesh.v1.Alert
-	18, // 16: medmesh.v1.GetAlertResponse.read_info:type_name -> medmesh.v1.ReadInfo
-	2,  // 17: medmesh.v1.AcknowledgeAlertResponse.alert:type_name -> medmesh.v1.Alert
-	2,  // 18: medmesh.v1.WatchAlertsResponse.alert:type_name -> medmesh.v1.Alert
-	3,  // 19: medmesh.v1.AlertService.ListAlerts:input_type -> medmesh.v1.ListAlertsRequest
-	5,  // 20: medmesh.v1.AlertService.GetAlert:input_type -> medmesh.v1.GetAlertRequest
-	7,  // 21: medmesh.v1.AlertService.AcknowledgeAlert:input_type -> medmesh.v1.AcknowledgeAlertRequest
-	9,  // 22: medmesh.v1.AlertService.WatchAlerts:input_type -> medmesh.v1.WatchAlertsRequest
-	4,  // 23: medmesh.v1.AlertService.ListAlerts:output_type -> medmesh.v1.ListAlertsResponse
-	6,  // 24: medmesh.v1.AlertService.GetAlert:output_type -> medmesh.v1.GetAlertResponse
-	8,  // 25: medmesh.v1.AlertService.AcknowledgeAlert:output_type -> medmesh.v1.AcknowledgeAlertResponse
-	10, // 26: medmesh.v1.AlertService.WatchAlerts:output_type -> medmesh.v1.WatchAlertsResponse
-	23, // [23:27] is the sub-list for method output_type
-	19, // [19:23] is the sub-list for method input_type
-	19, // [19:19] is the sub-list for extension type_name
-	19, // [19:19] is the sub-list for extension extendee
-	0,  // [0:19] is the sub-list for field type_name
+	16, // 7: medmesh.v1.Alert.acknowledge_time:type_name -> google.protobuf.Timestamp
+	3,  // 8: medmesh.v1.Alert.scan:type_name -> medmesh.v1.ScanEvidence
+	4,  // 9: medmesh.v1.Alert.login:type_name -> medmesh.v1.LoginEvidence
+	17, // 10: medmesh.v1.Alert.direction:type_name -> medmesh.v1.Direction
+	18, // 11: medmesh.v1.Alert.services:type_name -> medmesh.v1.Service
+	0,  // 12: medmesh.v1.ListAlertsRequest.state:type_name -> medmesh.v1.AlertState
+	19, // 13: medmesh.v1.ListAlertsRequest.consistency:type_name -> medmesh.v1.ReadConsistency
+	2,  // 14: medmesh.v1.ListAlertsResponse.alerts:type_name -> medmesh.v1.Alert
+	20, // 15: medmesh.v1.ListAlertsResponse.read_info:type_name -> medmesh.v1.ReadInfo
+	19, // 16: medmesh.v1.GetAlertRequest.consistency:type_name -> medmesh.v1.ReadConsistency
+	2,  // 17: medmesh.v1.GetAlertResponse.alert:type_name -> medmesh.v1.Alert
+	20, // 18: medmesh.v1.GetAlertResponse.read_info:type_name -> medmesh.v1.ReadInfo
+	2,  // 19: medmesh.v1.AcknowledgeAlertResponse.alert:type_name -> medmesh.v1.Alert
+	2,  // 20: medmesh.v1.WatchAlertsResponse.alert:type_name -> medmesh.v1.Alert
+	5,  // 21: medmesh.v1.AlertService.ListAlerts:input_type -> medmesh.v1.ListAlertsRequest
+	7,  // 22: medmesh.v1.AlertService.GetAlert:input_type -> medmesh.v1.GetAlertRequest
+	9,  // 23: medmesh.v1.AlertService.AcknowledgeAlert:input_type -> medmesh.v1.AcknowledgeAlertRequest
+	11, // 24: medmesh.v1.AlertService.WatchAlerts:input_type -> medmesh.v1.WatchAlertsRequest
+	6,  // 25: medmesh.v1.AlertService.ListAlerts:output_type -> medmesh.v1.ListAlertsResponse
+	8,  // 26: medmesh.v1.AlertService.GetAlert:output_type -> medmesh.v1.GetAlertResponse
+	10, // 27: medmesh.v1.AlertService.AcknowledgeAlert:output_type -> medmesh.v1.AcknowledgeAlertResponse
+	12, // 28: medmesh.v1.AlertService.WatchAlerts:output_type -> medmesh.v1.WatchAlertsResponse
+	25, // [25:29] is the sub-list for method output_type
+	21, // [21:25] is the sub-list for method input_type
+	21, // [21:21] is the sub-list for extension type_name
+	21, // [21:21] is the sub-list for extension extendee
+	0,  // [0:21] is the sub-list for field type_name
 }
 
 func init() { file_medmesh_v1_alert_proto_init() }
@@ -1078,7 +1416,7 @@ func file_medmesh_v1_alert_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_medmesh_v1_alert_proto_rawDesc), len(file_medmesh_v1_alert_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   10,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

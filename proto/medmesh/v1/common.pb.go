@@ -374,7 +374,7 @@ func (x *ReadInfo) GetStaleness() *durationpb.Duration {
 type RiskFactor struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Stable machine name, e.g. "new_peer", "external_destination",
-	// "default_credentials", "volume_anomaly", "fan_out".
+	// "default_credentials", "volume_anomaly", "scan".
 	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	// Points this factor contributed to the score (0-100 in total).
 	Weight float64 `protobuf:"fixed64,2,opt,name=weight,proto3" json:"weight,omitempty"`

@@ -29,7 +29,7 @@ type ResponseRule struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Required: 1-64 of [a-z0-9_.-], starting with a letter or digit.
 	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	// Alert kinds that match, as sensors emit them ("fan_out",
+	// Alert kinds that match, as sensors emit them ("scan",
 	// "default_credentials", ...).
 	Kinds []string `protobuf:"bytes,2,rep,name=kinds,proto3" json:"kinds,omitempty"`
 	// Lowest risk score that matches (0-100).
