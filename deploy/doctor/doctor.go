@@ -18,7 +18,6 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/features"
-	"golang.org/x/sys/unix"
 )
 
 // Status of one check.
@@ -83,22 +82,6 @@ func Failed(rs []Result) bool {
 // XDP through bpf_link in 5.9.
 var minKernel = [2]int{5, 9}
 
-func kernel() Result {
-	var u unix.Utsname
-	if err := unix.Uname(&u); err != nil {
-		return Result{"kernel", Fail, err.Error(), ""}
-	}
-	rel := unix.ByteSliceToString(u.Release[:])
-	maj, min, ok := parseRelease(rel)
-	switch {
-	case !ok:
-		return Result{"kernel", Warn, "cannot read version " + rel, "run a Linux kernel 5.9 or newer (6.1+ recommended)"}
-	case maj < minKernel[0] || maj == minKernel[0] && min < minKernel[1]:
-		return Result{"kernel", Fail, rel + " is older than 5.9", "upgrade to a kernel 5.9 or newer (Debian 12's 6.1 works): CAP_BPF, ring buffers and XDP links need it"}
-	}
-	return Result{"kernel", OK, rel, ""}
-}
-
 func parseRelease(rel string) (int, int, bool) {
 	parts := strings.SplitN(rel, ".", 3)
 	if len(parts) < 2 {
@@ -127,7 +110,7 @@ func btf(path string) Result {
 func xdp(ifname string) Result {
 	if err := features.HaveProgramType(ebpf.XDP); err != nil {
 		fix := "run as root (or with CAP_BPF): the check loads a small XDP program"
-		if !errors.Is(err, unix.EPERM) {
+		if !errors.Is(err, os.ErrPermission) {
 			fix = "enable CONFIG_XDP_SOCKETS/CONFIG_BPF_SYSCALL in the kernel"
 		}
 		return Result{"xdp", Fail, "the kernel does not load XDP programs: " + err.Error(), fix}
@@ -175,21 +158,6 @@ func bpffs(mountinfo string) Result {
 	}
 	return Result{"bpffs", Fail, "no bpf file system at /sys/fs/bpf: enforcers cannot pin their program and maps (they would stop enforcing when they exit)",
 		"mount -t bpf bpf /sys/fs/bpf (systemd mounts it at boot; in a container, mount the host's /sys/fs/bpf)"}
-}
-
-// clock asks the kernel (adjtimex) whether the clock is synchronised:
-// Raft leases and certificate checks need it.
-func clock() Result {
-	var tx unix.Timex
-	state, err := unix.Adjtimex(&tx)
-	if err != nil {
-		return Result{"clock", Warn, "adjtimex: " + err.Error(), ""}
-	}
-	if state == unix.TIME_ERROR || tx.Status&unix.STA_UNSYNC != 0 {
-		return Result{"clock", Warn, "the kernel says the clock is not synchronised (no NTP daemon disciplines it)",
-			"install and enable an NTP client: apt-get install chrony (or systemctl enable --now systemd-timesyncd)"}
-	}
-	return Result{"clock", OK, fmt.Sprintf("synchronised, estimated error %d µs", tx.Esterror), ""}
 }
 
 func ports(ps []int) []Result {
