@@ -179,10 +179,12 @@ bench-mesh: ## Gossip convergence, failure detection, reporting throughput
 		$(GO) test -count=1 -timeout 15m -run '^TestBenchReporting$$' -v ./node/internal/reporter/
 	@cat bin/bench-mesh-gossip.md bin/bench-mesh-report.md
 
-demo: deps build ## As root: bring up the campus lab and run the compromised-device scenario live
+demo: deps build ## As root: bring up the campus lab and run the compromised-device and compromised-pump scenarios live
 	@if [ "$$(id -u)" != 0 ]; then echo "demo: the campus lab needs root (network namespaces, veth, XDP): run it as root, or sudo make demo"; exit 1; fi
 	$(BIN) lab up
 	$(BIN) lab run --scenario compromised-device --view
+	@echo; echo "Now an infusion pump (life-critical) is compromised: its decisions wait for a second person."
+	$(BIN) lab run --scenario compromised-pump --view
 	@echo
 	@echo "The campus lab is still running; the coordinator API is on this host at 127.0.0.1:7400, mutual TLS only."
 	@echo "  eval \"\$$($(BIN) lab env)\"        # MEDMESH_ADDR and MEDMESH_TLS_* for the lab's approver certificate"
@@ -190,7 +192,8 @@ demo: deps build ## As root: bring up the campus lab and run the compromised-dev
 	@echo "  $(BIN) alerts list; $(BIN) decisions list; $(BIN) cluster status"
 	@echo "  grpcurl -cacert \$$MEDMESH_TLS_CA -cert \$$MEDMESH_TLS_CERT -key \$$MEDMESH_TLS_KEY 127.0.0.1:7400 list"
 	@echo "  $(BIN) lab status            # namespaces, processes and their logs"
-	@echo "  $(BIN) lab run --scenario compromised-device -o json"
+	@echo "  $(BIN) lab run --scenario compromised-device -o json   # jq .class_policy"
+	@echo "  $(BIN) policies get class/it-workstation"
 	@echo "Remove everything with: make demo-down"
 
 demo-down: ## Remove everything demo started

@@ -344,14 +344,17 @@ type DeviceTraffic struct {
 	LifeCritical bool   `json:"life_critical"`
 	ToEnforcer   uint64 `json:"to_enforcer"`
 	Dropped      uint64 `json:"dropped"`
+	// Approved: a second person approved an enforcing decision on the
+	// device (the two-person rule), so its enforcer may drop its traffic.
+	Approved bool `json:"approved,omitempty"`
 }
 
 // CheckLifeCritical reports life-critical devices whose traffic an enforcer
-// dropped.
+// dropped without an approved decision: nothing automatic may drop them.
 func CheckLifeCritical(tr []DeviceTraffic) []string {
 	var v []string
 	for _, t := range tr {
-		if t.LifeCritical && t.Dropped > 0 {
+		if t.LifeCritical && t.Dropped > 0 && !t.Approved {
 			v = append(v, fmt.Sprintf("life-critical %s: %d of %d packets dropped by its enforcer", t.Device, t.Dropped, t.ToEnforcer))
 		}
 	}

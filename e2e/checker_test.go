@@ -119,6 +119,11 @@ func TestStateCheckers(t *testing.T) {
 	if v := CheckLifeCritical(tr); len(v) != 1 || !strings.Contains(v[0], "pump1") {
 		t.Fatalf("life-critical drop not reported: %v", v)
 	}
+	// After a second person approved its quarantine, its drops are no violation.
+	tr[0].Approved = true
+	if v := CheckLifeCritical(tr); len(v) != 0 {
+		t.Fatalf("approved life-critical drop reported: %v", v)
+	}
 }
 
 func TestFailoverTime(t *testing.T) {

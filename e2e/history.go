@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -462,7 +463,7 @@ func (r *Runner) Run(ctx context.Context, h History) HistoryReport {
 
 	check("replicas-equal", r.checkReplicas(ctx))
 	check("alerts-exactly-once", r.checkAlerts(ctx))
-	check("life-critical-never-dropped", r.checkTraffic())
+	check("life-critical-never-dropped", r.checkTraffic(ctx))
 	return rep
 }
 
@@ -857,13 +858,35 @@ func (r *Runner) alertIDs(ctx context.Context, c grpc.ClientConnInterface) ([]st
 }
 
 // checkTraffic reads the enforcers' per-device counters (lab.Traffic):
-// life-critical devices' traffic is never dropped.
-func (r *Runner) checkTraffic() []string {
+// life-critical devices' traffic is never dropped, unless a second person
+// approved an enforcing decision on the device (the compromised-pump
+// scenario does).
+func (r *Runner) checkTraffic(ctx context.Context) []string {
 	tr, err := r.Lab.Traffic()
 	if err != nil {
 		return []string{fmt.Sprintf("traffic counters: %v", err)}
 	}
-	return CheckLifeCritical(toDeviceTraffic(tr))
+	dt := toDeviceTraffic(tr)
+	if !slices.ContainsFunc(dt, func(t DeviceTraffic) bool { return t.LifeCritical && t.Dropped > 0 }) {
+		return nil
+	}
+	ds, err := listDecisions(ctx, medmeshv1.NewDecisionServiceClient(r.Conn(0)), medmeshv1.ReadConsistency_READ_CONSISTENCY_LINEARIZABLE)
+	if err != nil {
+		return []string{fmt.Sprintf("life-critical drops, and no decisions to check them against: %v", err)}
+	}
+	approved := map[string]bool{}
+	for _, d := range ds {
+		if d.GetState() == medmeshv1.DecisionState_DECISION_STATE_APPROVED && d.GetTargetDecisionId() != "" &&
+			d.GetAction() != medmeshv1.DecisionAction_DECISION_ACTION_NOTIFY {
+			approved[strings.ToLower(d.GetDeviceMac())] = true
+		}
+	}
+	for i := range dt {
+		if d, ok := r.Lab.Config().Device(dt[i].Device); ok {
+			dt[i].Approved = approved[strings.ToLower(d.MAC)]
+		}
+	}
+	return CheckLifeCritical(dt)
 }
 
 func toDeviceTraffic(tr []lab.Traffic) []DeviceTraffic {

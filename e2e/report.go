@@ -61,8 +61,12 @@ type Report struct {
 	ScenarioIncidents int     `json:"scenario_incidents"`
 	// ScenarioStory is the compromised device's incident: its stages and
 	// the actions its rules decided.
-	ScenarioStory string   `json:"scenario_story,omitempty"`
-	Notes         []string `json:"notes,omitempty"`
+	ScenarioStory string `json:"scenario_story,omitempty"`
+	// ClassPolicy is the class-policy phase: the drops at the workstation's
+	// enforcer. PumpScenario is compromised-pump: pending, approved, dropped.
+	ClassPolicy  string   `json:"class_policy,omitempty"`
+	PumpScenario string   `json:"pump_scenario,omitempty"`
+	Notes        []string `json:"notes,omitempty"`
 }
 
 // Violations lists every history's violations, prefixed by its name.
@@ -100,6 +104,12 @@ func (r *Report) WriteSummary(w io.Writer) {
 	fmt.Fprintf(w, "compromised-device scenario: %d alerts, %d decisions, %d incidents, detection-to-drop %s\n", r.ScenarioAlerts, r.ScenarioDecisions, r.ScenarioIncidents, ms(r.DetectionToDropMs))
 	if r.ScenarioStory != "" {
 		fmt.Fprintf(w, "its incident: %s\n", r.ScenarioStory)
+	}
+	if r.ClassPolicy != "" {
+		fmt.Fprintf(w, "class policy: %s\n", r.ClassPolicy)
+	}
+	if r.PumpScenario != "" {
+		fmt.Fprintf(w, "compromised-pump scenario: %s\n", r.PumpScenario)
 	}
 	for _, n := range r.Notes {
 		fmt.Fprintf(w, "note: %s\n", n)

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -244,20 +245,29 @@ func newLabRunCmd(f *labFlags) *cobra.Command {
 	c := &cobra.Command{
 		Use:   "run --scenario NAME",
 		Short: "Run a scenario on the running lab and print its outcome",
-		Long: "Run a scenario on the running lab and print its outcome. With -o json the outcome has\n" +
-			"totals (devices_found, alerts, decisions, incidents, enforcer_drops, life_critical_drops) and\n" +
-			"detection_to_drop_ms (-1: no drop seen) at the top level, besides per-device traffic.",
+		Long: "Run a scenario on the running lab and print its outcome.\n\n" +
+			"  compromised-device  the nurse call station scans its floor, logs into a console with\n" +
+			"                      default credentials and exfiltrates: the default rules quarantine it.\n" +
+			"                      Then a class policy for IT workstations (class/it-workstation, enforce\n" +
+			"                      mode) drops a workstation's datagrams to the PACS while its HTTPS passes.\n" +
+			"  compromised-pump    an infusion pump (life-critical) does the same: its decisions wait for\n" +
+			"                      approval and nothing of it is dropped; the lab's approver (a second\n" +
+			"                      identity) approves them and the pump's packets are dropped.\n\n" +
+			"With -o json the outcome has totals (devices_found, alerts, decisions, incidents,\n" +
+			"enforcer_drops, life_critical_drops) and detection_to_drop_ms (-1: no drop seen) at the\n" +
+			"top level, besides per-device traffic, class_policy (compromised-device) and pump\n" +
+			"(compromised-pump: the pending decisions, the approvals, the drops before and after).",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if scenario == "" {
-				return usagef("--scenario is required (known: %s)", lab.ScenarioCompromisedDevice)
+				return usagef("--scenario is required (known: %s)", strings.Join(lab.Scenarios(), ", "))
 			}
 			l, err := f.lab(cmd.ErrOrStderr())
 			if err != nil {
 				return err
 			}
-			if scenario != lab.ScenarioCompromisedDevice {
-				return fmt.Errorf("unknown scenario %q (known: %s)", scenario, lab.ScenarioCompromisedDevice)
+			if !slices.Contains(lab.Scenarios(), scenario) {
+				return usagef("unknown scenario %q (known: %s)", scenario, strings.Join(lab.Scenarios(), ", "))
 			}
 			if addr == "" {
 				addr = l.Config().CoordinatorTargets()
@@ -278,7 +288,7 @@ func newLabRunCmd(f *labFlags) *cobra.Command {
 			obs := lab.NewObserver(l, conn)
 			w := cmd.OutOrStdout()
 			if view {
-				title := fmt.Sprintf("medmesh lab: scenario %s (device %s)", scenario, l.Config().Compromised)
+				title := fmt.Sprintf("medmesh lab: scenario %s", scenario)
 				opts.Progress = func(s lab.Snapshot) { lab.Render(w, s, title) }
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
@@ -294,7 +304,7 @@ func newLabRunCmd(f *labFlags) *cobra.Command {
 		},
 	}
 	fl := c.Flags()
-	fl.StringVar(&scenario, "scenario", "", "scenario to run: "+lab.ScenarioCompromisedDevice)
+	fl.StringVar(&scenario, "scenario", "", "scenario to run: "+strings.Join(lab.Scenarios(), ", "))
 	fl.StringVar(&addr, "addr", "", "coordinator API address(es) (default: the lab's three coordinators)")
 	fl.BoolVar(&view, "view", false, "live terminal view while the scenario runs")
 	fl.DurationVar(&opts.BaselineTimeout, "baseline-timeout", opts.BaselineTimeout, "wait at most this long for the device's baseline to freeze (0: do not wait)")
@@ -325,6 +335,29 @@ func printOutcome(w io.Writer, o lab.ScenarioOutcome) error {
 		fmt.Fprintf(w, "  detection-to-drop latency: %.0f ms\n", o.DetectionToDropMs)
 	} else {
 		fmt.Fprintln(w, "  detection-to-drop latency: no drop observed")
+	}
+	if c := o.ClassPolicy; c != nil {
+		fmt.Fprintf(w, "  class policy %s (enforce) for class %s: %d decisions, one per device of the class\n", c.Policy, c.Class, c.Decisions)
+		fmt.Fprintf(w, "    %s (classified %s): %d datagrams to %s (denied): %d packets dropped at its enforcer\n",
+			c.Device, orNone(c.DeviceClass), c.DeniedSent, c.DeniedTarget, c.Dropped)
+		fmt.Fprintf(w, "    %s: tcp to %s (allowed) connected=%v, %d packets passed; first drop %.0f ms after the activation\n",
+			c.Device, c.AllowedTarget, c.AllowedOK, c.Passed, c.ActivationToDropMs)
+	}
+	if p := o.Pump; p != nil {
+		fmt.Fprintf(w, "  %s is life-critical: %d decisions waited for approval; its packets dropped meanwhile: %d\n", o.Device, len(p.Pending), p.DroppedWhilePending)
+		fmt.Fprintln(w, "  pending (JSON, as -o json prints them in .pump.pending):")
+		if err := printJSON(w, p.Pending); err != nil {
+			return err
+		}
+		fmt.Fprintln(w, "  approvals (.pump.approved):")
+		if err := printJSON(w, p.Approved); err != nil {
+			return err
+		}
+		fmt.Fprintf(w, "  after approval by %s: %d packets of %s dropped", orNone(p.Approver), p.DroppedAfterApproval, o.Device)
+		if p.ApprovalToDropMs >= 0 {
+			fmt.Fprintf(w, ", the first %.0f ms after the approval", p.ApprovalToDropMs)
+		}
+		fmt.Fprintln(w)
 	}
 	for _, n := range o.Notes {
 		fmt.Fprintf(w, "  note: %s\n", n)
@@ -437,4 +470,11 @@ func newLabSimCmd() *cobra.Command {
 	fl.DurationVar(&over.Interval, "interval", 2*time.Second, "time between rounds of device traffic")
 	fl.IntVar(&over.Rounds, "rounds", 0, "rounds to run (0: until interrupted)")
 	return c
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "none"
+	}
+	return s
 }

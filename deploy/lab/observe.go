@@ -38,6 +38,7 @@ type AlertView struct {
 
 // DecisionView is a decision with the Raft index that committed it.
 type DecisionView struct {
+	ID     string `json:"id"`
 	Index  uint64 `json:"index"`
 	Device string `json:"device"`
 	Action string `json:"action"`
@@ -46,6 +47,10 @@ type DecisionView struct {
 	Actor  string `json:"actor"`
 	Reason string `json:"reason"`
 	Create int64  `json:"create_ns,omitempty"`
+	// Target is the decision an approval or rejection reviews; ReviewedBy
+	// who reviewed this one.
+	Target     string `json:"target,omitempty"`
+	ReviewedBy string `json:"reviewed_by,omitempty"`
 }
 
 // IncidentView is an incident: a device's alerts folded into one story.
@@ -96,6 +101,7 @@ type Observer struct {
 	dec  medmeshv1.DecisionServiceClient
 	inc  medmeshv1.IncidentServiceClient
 	sens medmeshv1.SensorServiceClient
+	pol  medmeshv1.PolicyServiceClient
 	// names maps lab MACs to device names.
 	names map[string]string
 }
@@ -113,8 +119,15 @@ func NewObserver(l *Lab, conn grpc.ClientConnInterface) *Observer {
 		o.dec = medmeshv1.NewDecisionServiceClient(conn)
 		o.inc = medmeshv1.NewIncidentServiceClient(conn)
 		o.sens = medmeshv1.NewSensorServiceClient(conn)
+		o.pol = medmeshv1.NewPolicyServiceClient(conn)
 	}
 	return o
+}
+
+func (o *Observer) decisionView(d *medmeshv1.Decision) DecisionView {
+	return DecisionView{ID: d.GetId(), Index: d.GetIndex(), Device: o.name(d.GetDeviceMac()), Action: names.Enum(d.GetAction()),
+		State: names.Enum(d.GetState()), Rule: d.GetRule(), Actor: d.GetActor(), Reason: d.GetReason(), Create: d.GetCreateTime().AsTime().UnixNano(),
+		Target: d.GetTargetDecisionId(), ReviewedBy: d.GetReviewedBy()}
 }
 
 func (o *Observer) name(mac string) string {
@@ -178,8 +191,7 @@ func (o *Observer) poll(ctx context.Context, s *Snapshot) error {
 		return fmt.Errorf("list decisions: %w", err)
 	}
 	for _, d := range ds.GetDecisions() {
-		s.Decisions = append(s.Decisions, DecisionView{Index: d.GetIndex(), Device: o.name(d.GetDeviceMac()), Action: names.Enum(d.GetAction()),
-			State: names.Enum(d.GetState()), Rule: d.GetRule(), Actor: d.GetActor(), Reason: d.GetReason(), Create: d.GetCreateTime().AsTime().UnixNano()})
+		s.Decisions = append(s.Decisions, o.decisionView(d))
 	}
 	incs, err := o.inc.ListIncidents(ctx, &medmeshv1.ListIncidentsRequest{PageSize: 1000})
 	if err != nil {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -23,6 +24,11 @@ func (l *Lab) RunCompromised(ctx context.Context, exfilFor time.Duration) (sim.O
 	if !ok {
 		return sim.Outcome{}, fmt.Errorf("compromised device %q is not in the lab", l.cfg.Compromised)
 	}
+	return l.runAttack(ctx, d, exfilFor)
+}
+
+// runAttack runs the attack generator in device d's namespace.
+func (l *Lab) runAttack(ctx context.Context, d DeviceInfo, exfilFor time.Duration) (sim.Outcome, error) {
 	b, err := json.Marshal(l.CompromisedConfig(d, exfilFor))
 	if err != nil {
 		return sim.Outcome{}, err
@@ -54,8 +60,8 @@ func lastLine(s string) string {
 
 // RunScenario runs a scenario on the running lab and reports its outcome.
 func (l *Lab) RunScenario(ctx context.Context, name string, obs *Observer, opts ScenarioOptions) (ScenarioOutcome, error) {
-	if name != ScenarioCompromisedDevice {
-		return ScenarioOutcome{}, fmt.Errorf("unknown scenario %q (known: %s)", name, ScenarioCompromisedDevice)
+	if !slices.Contains(Scenarios(), name) {
+		return ScenarioOutcome{}, fmt.Errorf("unknown scenario %q (known: %s)", name, strings.Join(Scenarios(), ", "))
 	}
 	st, err := ReadState(l.cfg.StateDir)
 	if err != nil {
@@ -65,8 +71,11 @@ func (l *Lab) RunScenario(ctx context.Context, name string, obs *Observer, opts 
 		return ScenarioOutcome{}, fmt.Errorf("the lab is not up (no complete state in %s): run `medmesh lab up`", l.cfg.StateDir)
 	}
 	d, ok := l.cfg.Device(l.cfg.Compromised)
+	if name == ScenarioCompromisedPump {
+		d, ok = l.cfg.pump()
+	}
 	if !ok {
-		return ScenarioOutcome{}, fmt.Errorf("compromised device %q is not in the lab", l.cfg.Compromised)
+		return ScenarioOutcome{}, fmt.Errorf("scenario %s: its device is not in the lab", name)
 	}
 	out := ScenarioOutcome{Scenario: name, Device: d.Name, MAC: strings.ToLower(d.MAC), IP: d.IP, DetectionToDropMs: -1}
 	for role, why := range st.Skipped {
@@ -147,7 +156,7 @@ func (l *Lab) RunScenario(ctx context.Context, name string, obs *Observer, opts 
 	}()
 	phase.Store(fmt.Sprintf("phase 2/3: %s scans floor %d, logs in with admin/admin, sends data to %s for %s",
 		d.Name, d.Floor, InternetIP, opts.ExfilFor))
-	out.Attack, err = l.RunCompromised(ctx, opts.ExfilFor)
+	out.Attack, err = l.runAttack(ctx, d, opts.ExfilFor)
 	phase.Store("phase 3/3: waiting for alerts and decisions to settle")
 	// 3. Let alerts and decisions arrive.
 	if err == nil && opts.Settle > 0 {
@@ -171,6 +180,31 @@ func (l *Lab) RunScenario(ctx context.Context, name string, obs *Observer, opts 
 	}
 	snap := obs.Snapshot(ctx)
 	out.record(before, after, snap)
+	switch name {
+	case ScenarioCompromisedDevice:
+		if !opts.SkipClassPolicy {
+			phase.Store("phase 4/4: a class policy for IT workstations, in enforce mode, drops a workstation's denied packets")
+			progress()
+			cp, err := l.classPolicy(ctx, obs)
+			out.ClassPolicy = &cp
+			if err != nil {
+				out.Notes = append(out.Notes, "class policy: "+err.Error())
+			}
+		}
+	case ScenarioCompromisedPump:
+		// Nothing of the pump may be dropped while its decisions wait.
+		pc := PumpOutcome{ApprovalToDropMs: -1}
+		phase.Store("phase 4/5: " + d.Name + " is life-critical: its decisions wait for a second person; the lab's approver approves")
+		progress()
+		err := l.approvePump(ctx, d, obs, opts, before, &pc)
+		out.Pump = &pc
+		if err != nil {
+			out.Notes = append(out.Notes, "pump: "+err.Error())
+		}
+		snap = obs.Snapshot(ctx)
+		out.DevicesFound, out.Alerts, out.Decisions, out.Incidents = snap.Devices, snap.Alerts, snap.Decisions, snap.Incidents
+		out.Totals.Alerts, out.Totals.Decisions, out.Totals.Incidents = len(snap.Alerts), len(snap.Decisions), len(snap.Incidents)
+	}
 	if opts.Progress != nil {
 		snap.Phase = "done"
 		opts.Progress(snap)

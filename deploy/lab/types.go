@@ -76,8 +76,23 @@ type Traffic struct {
 	Dropped      uint64 `json:"dropped"`
 }
 
-// ScenarioCompromisedDevice is the one scenario the lab knows so far.
-const ScenarioCompromisedDevice = "compromised-device"
+// The lab's scenarios.
+const (
+	// ScenarioCompromisedDevice: the configured device (a nurse call
+	// station) scans its floor, logs into a console with default
+	// credentials and exfiltrates; the default rules quarantine it at once.
+	// Then a class policy for IT workstations, in enforce mode, drops a
+	// workstation's denied packets while its allowed traffic passes.
+	ScenarioCompromisedDevice = "compromised-device"
+	// ScenarioCompromisedPump: an infusion pump (life-critical) does the
+	// same; its decisions wait for approval and nothing of it is dropped
+	// until the lab's approver, a second identity, approves; then its
+	// packets are dropped.
+	ScenarioCompromisedPump = "compromised-pump"
+)
+
+// Scenarios lists the scenarios `medmesh lab run` knows.
+func Scenarios() []string { return []string{ScenarioCompromisedDevice, ScenarioCompromisedPump} }
 
 // ScenarioOptions tunes a scenario run.
 type ScenarioOptions struct {
@@ -91,6 +106,9 @@ type ScenarioOptions struct {
 	Settle time.Duration
 	// Progress, if set, gets a snapshot about every second.
 	Progress func(Snapshot)
+	// SkipClassPolicy leaves out the class-policy phase of
+	// compromised-device (repeated runs that measure detection-to-drop).
+	SkipClassPolicy bool
 }
 
 // DefaultScenarioOptions suit the demo.
@@ -118,8 +136,53 @@ type ScenarioOutcome struct {
 	Totals Totals `json:"totals"`
 	// First external packet of the compromised device to the first packet
 	// its enforcer dropped (tc counters polled every 10 ms); -1 if none.
-	DetectionToDropMs float64  `json:"detection_to_drop_ms"`
-	Notes             []string `json:"notes,omitempty"`
+	DetectionToDropMs float64 `json:"detection_to_drop_ms"`
+	// ClassPolicy is the class-policy phase of compromised-device.
+	ClassPolicy *ClassPolicyOutcome `json:"class_policy,omitempty"`
+	// Pump is the approval phase of compromised-pump.
+	Pump  *PumpOutcome `json:"pump,omitempty"`
+	Notes []string     `json:"notes,omitempty"`
+}
+
+// ClassPolicyOutcome is what a class policy in enforce mode did at a
+// workstation's enforcer: denied datagrams sent and dropped (the
+// enforcer's per-device counters), an allowed connection made.
+type ClassPolicyOutcome struct {
+	Policy      string `json:"policy"`
+	Class       string `json:"class"`
+	Device      string `json:"device"`
+	DeviceClass string `json:"device_class"` // as the coordinators classified it
+	Decisions   int    `json:"decisions"`    // one per device of the class
+	// Denied: datagrams the device sent to a peer the policy does not
+	// allow, and how many of its packets the enforcer dropped meanwhile.
+	DeniedTarget string `json:"denied_target"`
+	DeniedSent   int    `json:"denied_sent"`
+	Dropped      uint64 `json:"dropped"`
+	// Allowed: a TCP connection to a peer the policy allows, and the
+	// device's packets the enforcer let through meanwhile.
+	AllowedTarget string `json:"allowed_target"`
+	AllowedOK     bool   `json:"allowed_ok"`
+	Passed        uint64 `json:"passed"`
+	// ActivationToDropMs: from the activation's commit to the first denied
+	// datagram dropped (probes every 50 ms).
+	ActivationToDropMs float64 `json:"activation_to_drop_ms"`
+}
+
+// PumpOutcome is the approval phase of compromised-pump.
+type PumpOutcome struct {
+	// Pending are the pump's enforcing decisions that waited for approval.
+	Pending []DecisionView `json:"pending"`
+	// DroppedWhilePending: the pump's packets its enforcer dropped from the
+	// start of the attack until the approval (must be 0).
+	DroppedWhilePending uint64 `json:"dropped_while_pending"`
+	// Approver is the identity that approved; the decisions' causes (the
+	// response engine and the sensor that alerted) may not.
+	Approver string `json:"approver"`
+	// Approved are the approvals, new decisions that target the pending ones.
+	Approved []DecisionView `json:"approved"`
+	// After approval the pump attacks again: its packets dropped then.
+	DroppedAfterApproval uint64  `json:"dropped_after_approval"`
+	ApprovalToDropMs     float64 `json:"approval_to_drop_ms"`
 }
 
 // Totals are a scenario's counts: what the coordinators found and decided,
