@@ -182,14 +182,12 @@ func (l *Lab) RunScenario(ctx context.Context, name string, obs *Observer, opts 
 	out.record(before, after, snap)
 	switch name {
 	case ScenarioCompromisedDevice:
-		if !opts.SkipClassPolicy {
-			phase.Store("phase 4/4: a class policy for IT workstations, in enforce mode, drops a workstation's denied packets")
-			progress()
-			cp, err := l.classPolicy(ctx, obs)
-			out.ClassPolicy = &cp
-			if err != nil {
-				out.Notes = append(out.Notes, "class policy: "+err.Error())
-			}
+		phase.Store("phase 4/4: a class policy for IT workstations, in enforce mode, drops a workstation's denied packets")
+		progress()
+		cp, err := l.classPolicy(ctx, obs)
+		out.ClassPolicy = &cp
+		if err != nil {
+			out.Notes = append(out.Notes, "class policy: "+err.Error())
 		}
 	case ScenarioCompromisedPump:
 		// Nothing of the pump may be dropped while its decisions wait.

@@ -106,9 +106,6 @@ type ScenarioOptions struct {
 	Settle time.Duration
 	// Progress, if set, gets a snapshot about every second.
 	Progress func(Snapshot)
-	// SkipClassPolicy leaves out the class-policy phase of
-	// compromised-device (repeated runs that measure detection-to-drop).
-	SkipClassPolicy bool
 }
 
 // DefaultScenarioOptions suit the demo.
