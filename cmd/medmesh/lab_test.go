@@ -5,6 +5,8 @@ import (
 	"errors"
 	"strings"
 	"testing"
+
+	"github.com/medmesh/medmesh/deploy/lab"
 )
 
 func runLab(t *testing.T, args ...string) (string, int) {
@@ -38,13 +40,43 @@ func TestLabCLIUsage(t *testing.T) {
 		{[]string{"lab", "status", "-o", "yaml", "--state-dir", dir}, exitUsage, "want table or json"},
 		{[]string{"lab", "status", "--state-dir", dir}, 0, "lab: down"},
 		{[]string{"lab", "status", "-o", "json", "--state-dir", dir}, 0, `"up": false`},
-		{[]string{"lab", "run", "--scenario", "meteor-strike", "--state-dir", dir}, exitFailure, "unknown scenario"},
+		{[]string{"lab", "run", "--scenario", "meteor-strike", "--state-dir", dir}, exitUsage, "known: compromised-device, compromised-pump"},
 		{[]string{"lab", "sim", "--config", "{"}, exitUsage, "--config"},
 		{[]string{"lab", "roam", "pump1", "--state-dir", dir}, exitUsage, "--floor is required"},
 	} {
 		out, code := runLab(t, tc.args...)
 		if code != tc.code || !strings.Contains(out, tc.want) {
 			t.Errorf("%v: exit %d, output %q; want exit %d containing %q", tc.args, code, out, tc.code, tc.want)
+		}
+	}
+}
+
+// TestPrintOutcomeTellsApprovalAndClassPolicy: the text outcome shows the
+// class policy's drops and, for the pump, the pending decisions and their
+// approvals as the JSON -o json prints.
+func TestPrintOutcomeTellsApprovalAndClassPolicy(t *testing.T) {
+	o := lab.ScenarioOutcome{Scenario: lab.ScenarioCompromisedPump, Device: "pump1", DetectionToDropMs: -1,
+		ClassPolicy: &lab.ClassPolicyOutcome{Policy: lab.ClassPolicyName, Class: "it-workstation", Device: "ws1", DeviceClass: "it-workstation",
+			Decisions: 2, DeniedTarget: "10.98.0.11:9999", DeniedSent: 20, Dropped: 20, AllowedTarget: "203.0.113.10:443", AllowedOK: true, Passed: 21},
+		Pump: &lab.PumpOutcome{
+			Pending:              []lab.DecisionView{{ID: "r-1", Index: 50, Device: "pump1", Action: "quarantine", State: "pending-approval", Rule: "quarantine-scanner", Actor: "response-engine"}},
+			Approver:             "approver/lab-approver",
+			Approved:             []lab.DecisionView{{ID: "d-2", Index: 54, Device: "pump1", Action: "quarantine", State: "approved", Actor: "approver/lab-approver", Target: "r-1"}},
+			DroppedAfterApproval: 56, ApprovalToDropMs: 318,
+		}}
+	var b bytes.Buffer
+	if err := printOutcome(&b, o); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"ws1 (classified it-workstation): 20 datagrams to 10.98.0.11:9999 (denied): 20 packets dropped at its enforcer",
+		"connected=true, 21 packets passed",
+		"1 decisions waited for approval; its packets dropped meanwhile: 0",
+		`"state": "pending-approval"`, `"target": "r-1"`,
+		"after approval by approver/lab-approver: 56 packets of pump1 dropped, the first 318 ms after the approval",
+	} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("outcome lacks %q:\n%s", want, b.String())
 		}
 	}
 }
