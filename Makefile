@@ -206,7 +206,7 @@ scenario-latency: build ## As root, under the lab lock: RUNS (default 20) compro
 	done; \
 	$(BIN) lab down >/dev/null; \
 	sort -n $$out | awk -v n=$$n 'function rank(p) { i = p * m; return (i == int(i)) ? int(i) : int(i) + 1 } \
-		$$1 >= 0 { v[++m] = $$1 } \
+		$$1 != -1 { v[++m] = $$1 } \
 		END { if (m == 0) { print "no run saw a drop"; exit 1 } \
 			printf "detection_to_drop_ms over %d runs (%d without a drop): p50 %.0f ms, p99 %.0f ms, min %.0f, max %.0f\n", \
 				m, n - m, v[rank(0.50)], v[rank(0.99)], v[1], v[m] }'
