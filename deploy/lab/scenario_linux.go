@@ -192,7 +192,7 @@ func (l *Lab) RunScenario(ctx context.Context, name string, obs *Observer, opts 
 	case ScenarioCompromisedPump:
 		// Nothing of the pump may be dropped while its decisions wait.
 		pc := PumpOutcome{ApprovalToDropMs: -1}
-		phase.Store("phase 4/5: " + d.Name + " is life-critical: its decisions wait for a second person; the lab's approver approves")
+		phase.Store("phase 4/4: " + d.Name + " is life-critical: its decisions wait for a second person; the lab's approver approves")
 		progress()
 		err := l.approvePump(ctx, d, obs, opts, before, &pc)
 		out.Pump = &pc
