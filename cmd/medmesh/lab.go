@@ -331,9 +331,12 @@ func printOutcome(w io.Writer, o lab.ScenarioOutcome) error {
 		return err
 	}
 	fmt.Fprintf(w, "  packets dropped by the enforcers: %d, of life-critical devices: %d\n", o.Totals.EnforcerDrops, o.Totals.LifeCriticalDrops)
-	if o.DetectionToDropMs >= 0 {
+	switch {
+	case o.Pump != nil:
+		// The pump's drops wait for the approval: told below.
+	case o.DetectionToDropMs >= 0:
 		fmt.Fprintf(w, "  detection-to-drop latency: %.0f ms\n", o.DetectionToDropMs)
-	} else {
+	default:
 		fmt.Fprintln(w, "  detection-to-drop latency: no drop observed")
 	}
 	if c := o.ClassPolicy; c != nil {
