@@ -265,9 +265,9 @@ type service struct {
 
 var services = []service{
 	{"hl7", sim.KindHL7Engine, "00:0c:29:98:00:0a", "Mirth Connect", "NextGen Healthcare|4.5.0|Mirth Connect|b1"}, // VMware: an engine in a VM
-	{"pacs", sim.KindPACS, "94:40:c9:98:00:0b", "", ""},                                                            // Hewlett Packard Enterprise
-	{"dhcp", sim.KindDHCPDNS, "00:0c:29:98:00:0c", "", ""},                                                         // VMware
-	{"ntp", sim.KindNTP, "ec:46:70:98:00:0d", "", ""},                                                              // Meinberg
+	{"pacs", sim.KindPACS, "94:40:c9:98:00:0b", "", ""},                                                           // Hewlett Packard Enterprise
+	{"dhcp", sim.KindDHCPDNS, "00:0c:29:98:00:0c", "", ""},                                                        // VMware
+	{"ntp", sim.KindNTP, "ec:46:70:98:00:0d", "", ""},                                                             // Meinberg
 	{"central", sim.KindCentral, "f8:bc:12:98:00:0e", "PIC iX", "Philips|C.02|PIC iX|b2"},                         // Dell server
 }
 
