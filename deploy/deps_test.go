@@ -36,6 +36,7 @@ var providedBy = map[string]string{
 	"pmacctd":     "pmacct",
 	"ndpiReader":  "libndpi-bin",
 	"jq":          "jq",
+	"git":         "git",
 	"openssl":     "openssl",
 }
 
@@ -52,26 +53,28 @@ var notPackaged = map[string]string{
 // call: "file:function" of the call -> the programs it can run. A new such
 // call fails the test until it is listed here.
 var indirect = map[string][]string{
-	"node/sensor/capture_bench_linux_test.go:TestCaptureBench": {"tcpreplay", "ip", "softflowd", "pmacctd", "ndpiReader"},
-	"node/sensor/capture_bench_linux_test.go:func":             {"ip"},
-	"node/gossip/netns_linux_test.go:sh":                       {"ip", "nft"},
-	"node/internal/xdp/netns_linux_test.go:sh":                 {"ip", "nft"},
-	"enforcer/enforcer_linux_test.go:sh":                       {"ip", "nft"},
-	"enforcer/propagation_bench_test.go:hostCoordinators":      {"medmesh"}, // the test binary itself (os.Args[0])
-	"deploy/lab/scenario_linux.go:RunCompromised":              {"medmesh"},
-	"deploy/lab/proc_linux.go:spawn":                           {"medmesh"},
-	"deploy/lab/up_linux.go:probe":                             {"medmesh"},
-	"e2e/benchcoord/medmesh.go:startMedmesh":                   {"medmesh"},
-	"e2e/benchcoord/medmesh.go:cli":                            {"medmesh"},
-	"e2e/benchcoord/proc.go:startProc":                         {"etcd", "medmesh"},
-	"cmd/medmesh/readme_linux_test.go:func":                    {"ip", "bash", "medmesh", "jq"}, // the README's commands
-	"cmd/medmesh/crossbuild_test.go:func":                      {"go"},
-	"risk/sbom_bench_test.go:runOSVScanner":                    {"osv-scanner"},
-	"deploy/package/build.go:run":                              {"medmesh"}, // gen-man, completion
-	"deploy/package/package_test.go:output":                    {"dpkg-deb"},
-	"deploy/package/package_test.go:requireTool":               {"dpkg-deb", "lintian", "mmdebstrap", "chroot", "setpriv", "nsenter"},
-	"deploy/doctor/doctor_test.go:TestNoBpffsNamesTheFix":      {"medmesh"}, // the test binary itself, in a new mount namespace
-	"deploy/package/package_test.go:func":                      {"medmesh"}, // enforcer --uninstall
+	"node/sensor/capture_bench_linux_test.go:TestCaptureBench":          {"tcpreplay", "ip", "softflowd", "pmacctd", "ndpiReader"},
+	"node/sensor/capture_bench_linux_test.go:func":                      {"ip"},
+	"node/gossip/netns_linux_test.go:sh":                                {"ip", "nft"},
+	"node/internal/xdp/netns_linux_test.go:sh":                          {"ip", "nft"},
+	"enforcer/enforcer_linux_test.go:sh":                                {"ip", "nft"},
+	"enforcer/propagation_bench_test.go:hostCoordinators":               {"medmesh"}, // the test binary itself (os.Args[0])
+	"deploy/lab/scenario_linux.go:runAttack":                            {"medmesh"}, // lab sim in a device namespace
+	"cmd/medmesh/upgrade_test.go:start":                                 {"medmesh"}, // the previous and the current release
+	"cmd/medmesh/upgrade_test.go:TestRollingUpgradeFromPreviousRelease": {"medmesh"},
+	"deploy/lab/proc_linux.go:spawn":                                    {"medmesh"},
+	"deploy/lab/up_linux.go:probe":                                      {"medmesh"},
+	"e2e/benchcoord/medmesh.go:startMedmesh":                            {"medmesh"},
+	"e2e/benchcoord/medmesh.go:cli":                                     {"medmesh"},
+	"e2e/benchcoord/proc.go:startProc":                                  {"etcd", "medmesh"},
+	"cmd/medmesh/readme_linux_test.go:func":                             {"ip", "bash", "medmesh", "jq"}, // the README's commands
+	"cmd/medmesh/crossbuild_test.go:func":                               {"go"},
+	"risk/sbom_bench_test.go:runOSVScanner":                             {"osv-scanner"},
+	"deploy/package/build.go:run":                                       {"medmesh"}, // gen-man, completion
+	"deploy/package/package_test.go:output":                             {"dpkg-deb"},
+	"deploy/package/package_test.go:requireTool":                        {"dpkg-deb", "lintian", "mmdebstrap", "chroot", "setpriv", "nsenter"},
+	"deploy/doctor/doctor_linux_test.go:TestNoBpffsNamesTheFix":         {"medmesh"}, // the test binary itself, in a new mount namespace
+	"deploy/package/package_test.go:func":                               {"medmesh"}, // enforcer --uninstall
 }
 
 func readDeps(t *testing.T) []string {
