@@ -26,6 +26,7 @@ import (
 	"github.com/medmesh/medmesh/coordinator/internal/api"
 	"github.com/medmesh/medmesh/coordinator/internal/auditlog"
 	"github.com/medmesh/medmesh/coordinator/internal/fsm"
+	"github.com/medmesh/medmesh/coordinator/internal/raftlog"
 	"github.com/medmesh/medmesh/internal/authz"
 	"github.com/medmesh/medmesh/internal/grpcx"
 )
@@ -39,7 +40,7 @@ type Coordinator struct {
 	fsm       *fsm.FSM
 	audit     *auditlog.Store
 	raft      *raft.Raft
-	store     *logStore
+	store     *raftlog.Store
 	snaps     *raft.FileSnapshotStore
 	layer     *streamLayer
 	transport *raft.NetworkTransport
@@ -97,8 +98,8 @@ func (c *Coordinator) open(reg prometheus.Registerer) error {
 		Name: "raft", Level: hclog.LevelFromString(cfg.RaftLogLevel),
 	})
 	// raft-wal fsyncs every append; a raft-boltdb store left by an older
-	// version is migrated into it first (logstore.go).
-	store, err := openLogStore(c.ctx, cfg.DataDir, hl, c.log)
+	// version is migrated into it first (internal/raftlog).
+	store, err := raftlog.Open(c.ctx, cfg.DataDir, hl, c.log)
 	if err != nil {
 		return fmt.Errorf("open raft store: %w", err)
 	}

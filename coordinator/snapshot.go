@@ -23,6 +23,7 @@ import (
 	"github.com/medmesh/medmesh/coordinator/internal/auditlog"
 	"github.com/medmesh/medmesh/coordinator/internal/backup"
 	"github.com/medmesh/medmesh/coordinator/internal/fsm"
+	"github.com/medmesh/medmesh/coordinator/internal/raftlog"
 	medmeshv1 "github.com/medmesh/medmesh/proto/medmesh/v1"
 )
 
@@ -356,7 +357,7 @@ func restoreStaged(r io.Reader, o RestoreOptions, stage string) (*RestoreResult,
 	// cluster's terms never run backwards past the restored log position.
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	store, err := openLogStore(ctx, o.DataDir, hl, o.Log)
+	store, err := raftlog.Open(ctx, o.DataDir, hl, o.Log)
 	if err != nil {
 		return nil, fmt.Errorf("restore: raft store: %w", err)
 	}

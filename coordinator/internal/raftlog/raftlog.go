@@ -1,4 +1,7 @@
-package coordinator
+// Package raftlog is a coordinator's Raft log and stable store on disk:
+// hashicorp/raft-wal (one fdatasync per append), and the one-time migration
+// of a data directory written by raft-boltdb into it.
+package raftlog
 
 import (
 	"bytes"
@@ -47,9 +50,9 @@ const (
 	migrateBatchB = 1 << 20 // bytes of log data per WAL append while migrating
 )
 
-// logStore is a raft-wal WAL: Raft's LogStore, StableStore and
+// Store is a raft-wal WAL: Raft's LogStore, StableStore and
 // MonotonicLogStore.
-type logStore struct {
+type Store struct {
 	*wal.WAL
 }
 
@@ -58,7 +61,7 @@ type logStore struct {
 // they sit in the unsealed tail segment (the first 64 MiB of a log).
 // Raft expects ErrLogNotFound for a compacted entry, and sends a follower
 // that needs one a snapshot then; this restores that.
-func (s *logStore) GetLog(index uint64, l *raft.Log) error {
+func (s *Store) GetLog(index uint64, l *raft.Log) error {
 	first, err := s.WAL.FirstIndex()
 	if err != nil {
 		return err
@@ -69,8 +72,8 @@ func (s *logStore) GetLog(index uint64, l *raft.Log) error {
 	return s.WAL.GetLog(index, l)
 }
 
-// openWAL opens (creating if need be) the WAL in dir.
-func openWAL(dir string, hl hclog.Logger) (*logStore, error) {
+// OpenWAL opens (creating if need be) the WAL in dir.
+func OpenWAL(dir string, hl hclog.Logger) (*Store, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("create wal dir: %w", err)
 	}
@@ -94,16 +97,16 @@ func openWAL(dir string, hl hclog.Logger) (*logStore, error) {
 	if err != nil {
 		return nil, errors.Join(fmt.Errorf("open wal %s: %w", dir, err), meta.Close())
 	}
-	return &logStore{WAL: w}, nil
+	return &Store{WAL: w}, nil
 }
 
-// openLogStore migrates a raft-boltdb store in dataDir if there is one and
-// opens the WAL.
-func openLogStore(ctx context.Context, dataDir string, hl hclog.Logger, log *slog.Logger) (*logStore, error) {
+// Open migrates a raft-boltdb store in dataDir if there is one and opens
+// the WAL.
+func Open(ctx context.Context, dataDir string, hl hclog.Logger, log *slog.Logger) (*Store, error) {
 	if err := migrateBolt(ctx, dataDir, hl, log); err != nil {
 		return nil, fmt.Errorf("migrate %s to raft-wal: %w", filepath.Join(dataDir, boltFile), err)
 	}
-	return openWAL(filepath.Join(dataDir, walDir), hl)
+	return OpenWAL(filepath.Join(dataDir, walDir), hl)
 }
 
 // migrateBolt moves a raft-boltdb store into a new WAL, once (see the
@@ -189,7 +192,7 @@ func openBolt(path string) (*raftboltdb.BoltStore, error) {
 // copyToWAL copies every log entry and the stable keys Raft writes from
 // bolt into a new WAL in dir. keys counts the stable keys bolt held.
 func copyToWAL(ctx context.Context, dir string, bolt *raftboltdb.BoltStore, hl hclog.Logger, log *slog.Logger) (first, last uint64, keys int, err error) {
-	w, err := openWAL(dir, hl)
+	w, err := OpenWAL(dir, hl)
 	if err != nil {
 		return 0, 0, 0, err
 	}
@@ -255,7 +258,7 @@ func (s *presentStable) GetUint64(k []byte) (uint64, error) {
 // sameLog checks that the WAL in dir holds exactly bolt's log entries and
 // stable keys.
 func sameLog(ctx context.Context, dir string, bolt *raftboltdb.BoltStore, hl hclog.Logger) (err error) {
-	w, err := openWAL(dir, hl)
+	w, err := OpenWAL(dir, hl)
 	if err != nil {
 		return err
 	}

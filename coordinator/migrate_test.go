@@ -16,8 +16,25 @@ import (
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 	"go.etcd.io/bbolt"
 
+	"github.com/medmesh/medmesh/coordinator/internal/raftlog"
 	medmeshv1 "github.com/medmesh/medmesh/proto/medmesh/v1"
 )
+
+// The data directory's Raft files, as docs/architecture.md documents them.
+const (
+	boltFile     = "raft.db"
+	boltMigrated = "raft.db.migrated"
+	walDir       = "raft/wal"
+	walMigrating = "raft/wal.migrating"
+)
+
+// openBolt opens a raft-boltdb store read-only.
+func openBolt(path string) (*raftboltdb.BoltStore, error) {
+	return raftboltdb.New(raftboltdb.Options{
+		Path:        path,
+		BoltOptions: &bbolt.Options{Timeout: time.Second, ReadOnly: true},
+	})
+}
 
 // boltFixture runs a real single-node coordinator, writes 240 policies, 30
 // devices (sensor batches) and a decision through it, stops it and turns
@@ -55,7 +72,7 @@ func boltFixture(t *testing.T) (*cluster, *node, [32]byte, uint64) {
 	n.stop(false)
 
 	dir := n.cfg.DataDir
-	w, err := openWAL(filepath.Join(dir, walDir), hclog.NewNullLogger())
+	w, err := raftlog.OpenWAL(filepath.Join(dir, walDir), hclog.NewNullLogger())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -228,7 +245,7 @@ func TestMigrateRecoversFromCrash(t *testing.T) {
 		t.Fatal(err)
 	}
 	bl, _ := b.LastIndex()
-	part, err := openWAL(filepath.Join(dir, walMigrating), hclog.NewNullLogger())
+	part, err := raftlog.OpenWAL(filepath.Join(dir, walMigrating), hclog.NewNullLogger())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -258,7 +275,7 @@ func TestMigrateRecoversFromCrash(t *testing.T) {
 		t.Fatalf("raft.db ends at %d, want %d", bl, last)
 	}
 
-	s, err := openLogStore(ctx, dir, hclog.NewNullLogger(), log)
+	s, err := raftlog.Open(ctx, dir, hclog.NewNullLogger(), log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -283,7 +300,7 @@ func TestMigrateRecoversFromCrash(t *testing.T) {
 	if err := os.Rename(filepath.Join(dir, boltMigrated), filepath.Join(dir, boltFile)); err != nil {
 		t.Fatal(err)
 	}
-	s, err = openLogStore(ctx, dir, hclog.NewNullLogger(), log)
+	s, err = raftlog.Open(ctx, dir, hclog.NewNullLogger(), log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -301,7 +318,7 @@ func TestMigrateRecoversFromCrash(t *testing.T) {
 	if err := os.Rename(filepath.Join(dir, boltMigrated), filepath.Join(dir, boltFile)); err != nil {
 		t.Fatal(err)
 	}
-	if s, err := openLogStore(ctx, dir, hclog.NewNullLogger(), log); err == nil {
+	if s, err := raftlog.Open(ctx, dir, hclog.NewNullLogger(), log); err == nil {
 		s.Close()
 		t.Fatal("opened a WAL that does not hold raft.db's log, beside raft.db")
 	} else if !strings.Contains(err.Error(), "both") {
@@ -313,7 +330,7 @@ func TestMigrateRecoversFromCrash(t *testing.T) {
 // TestLogStoreIsMonotonic: the store chain Raft sees (LogCache, earlyStore,
 // WAL) tells Raft that the log accepts no gaps.
 func TestLogStoreIsMonotonic(t *testing.T) {
-	s, err := openWAL(t.TempDir(), hclog.NewNullLogger())
+	s, err := raftlog.OpenWAL(t.TempDir(), hclog.NewNullLogger())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -344,7 +361,7 @@ func TestMigrateCompactedAndEmpty(t *testing.T) {
 	if err := b.Close(); err != nil {
 		t.Fatal(err)
 	}
-	s, err := openLogStore(context.Background(), dir, hclog.NewNullLogger(), testLogger())
+	s, err := raftlog.Open(context.Background(), dir, hclog.NewNullLogger(), testLogger())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -380,7 +397,7 @@ func TestMigrateCompactedAndEmpty(t *testing.T) {
 	if err := e.Close(); err != nil {
 		t.Fatal(err)
 	}
-	es, err := openLogStore(context.Background(), empty, hclog.NewNullLogger(), testLogger())
+	es, err := raftlog.Open(context.Background(), empty, hclog.NewNullLogger(), testLogger())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -393,105 +410,4 @@ func TestMigrateCompactedAndEmpty(t *testing.T) {
 		t.Errorf("empty raft.db migrated to existing state %v (%v)", has, err)
 	}
 	mustExist(t, empty, map[string]bool{boltFile: false, boltMigrated: true, walDir: true})
-}
-
-// TestWALInUse: a second open of a WAL in use fails after about a second
-// (raft-wal alone would wait for ever on its meta file's lock).
-func TestWALInUse(t *testing.T) {
-	dir := t.TempDir()
-	s, err := openWAL(dir, hclog.NewNullLogger())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	start := time.Now()
-	if s2, err := openWAL(dir, hclog.NewNullLogger()); err == nil {
-		s2.Close()
-		t.Fatal("opened a WAL in use")
-	}
-	if d := time.Since(start); d > 5*time.Second {
-		t.Errorf("second open failed after %v", d)
-	}
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
-	s3, err := openWAL(dir, hclog.NewNullLogger())
-	if err != nil {
-		t.Fatalf("reopen after close: %v", err)
-	}
-	s3.Close()
-}
-
-// TestCompactedEntriesAreGone: after Raft deletes the head of the log, its
-// entries read as not found, so a follower that needs them gets a
-// snapshot (TestFollowerCatchesUpThroughSnapshot relies on it).
-func TestCompactedEntriesAreGone(t *testing.T) {
-	s, err := openWAL(t.TempDir(), hclog.NewNullLogger())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	for i := uint64(1); i <= 50; i++ {
-		if err := s.StoreLog(&raft.Log{Index: i, Term: 1, Type: raft.LogCommand, Data: []byte("x")}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := s.DeleteRange(1, 40); err != nil {
-		t.Fatal(err)
-	}
-	var l raft.Log
-	if err := s.GetLog(40, &l); !errors.Is(err, raft.ErrLogNotFound) {
-		t.Errorf("compacted entry 40: %v, want ErrLogNotFound", err)
-	}
-	if err := s.GetLog(41, &l); err != nil || l.Index != 41 {
-		t.Errorf("entry 41: %+v, %v", l, err)
-	}
-}
-
-// TestTailTruncationSurvivesRestart: a follower whose uncommitted tail
-// Raft truncates (a deposed leader's entries) must reopen its log. raft-wal
-// v0.4.0 marked the tail segment sealed without writing its index block, so
-// the next start panicked in raft.NewRaft with "sealed segment has no index
-// block" (hashicorp/raft-wal#31, fixed in v0.4.1; seen here in
-// TestLinearizablePoliciesUnderFaults).
-func TestTailTruncationSurvivesRestart(t *testing.T) {
-	dir := t.TempDir()
-	s, err := openWAL(dir, hclog.NewNullLogger())
-	if err != nil {
-		t.Fatal(err)
-	}
-	var logs []*raft.Log
-	for i := uint64(1); i <= 10; i++ {
-		logs = append(logs, &raft.Log{Index: i, Term: 1, Type: raft.LogCommand, Data: []byte{byte(i)}})
-	}
-	if err := s.StoreLogs(logs); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.DeleteRange(8, 10); err != nil { // the conflicting tail
-		t.Fatal(err)
-	}
-	if err := s.StoreLogs([]*raft.Log{{Index: 8, Term: 2, Type: raft.LogCommand, Data: []byte("new")}}); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
-	s, err = openWAL(dir, hclog.NewNullLogger())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	last, err := s.LastIndex()
-	if err != nil || last != 8 {
-		t.Fatalf("last index after restart = %d, %v; want 8", last, err)
-	}
-	for i := uint64(1); i <= 8; i++ {
-		var l raft.Log
-		if err := s.GetLog(i, &l); err != nil {
-			t.Fatalf("entry %d after restart: %v", i, err)
-		}
-		if i == 8 && (l.Term != 2 || string(l.Data) != "new") {
-			t.Fatalf("entry 8 = term %d %q, want the new leader's", l.Term, l.Data)
-		}
-	}
 }
