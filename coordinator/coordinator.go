@@ -27,6 +27,7 @@ import (
 	"github.com/medmesh/medmesh/coordinator/internal/auditlog"
 	"github.com/medmesh/medmesh/coordinator/internal/fsm"
 	"github.com/medmesh/medmesh/coordinator/internal/raftlog"
+	"github.com/medmesh/medmesh/coordinator/internal/raftnet"
 	"github.com/medmesh/medmesh/internal/authz"
 	"github.com/medmesh/medmesh/internal/grpcx"
 )
@@ -42,7 +43,7 @@ type Coordinator struct {
 	raft      *raft.Raft
 	store     *raftlog.Store
 	snaps     *raft.FileSnapshotStore
-	layer     *streamLayer
+	layer     *raftnet.StreamLayer
 	transport *raft.NetworkTransport
 	api       *api.Server
 	metrics   *metrics
@@ -51,7 +52,7 @@ type Coordinator struct {
 	leaderGen   atomic.Uint64 // incremented on every leadership change
 	leaderReady atomic.Uint64 // generation whose post-election barrier is applied (0 = none)
 
-	notices *commitNotices // tells followers of commits at once
+	notices *raftnet.CommitNotices // tells followers of commits at once
 
 	connMu sync.Mutex
 	conns  map[string]*grpc.ClientConn
@@ -117,13 +118,13 @@ func (c *Coordinator) open(reg prometheus.Registerer) error {
 		return fmt.Errorf("open snapshot store: %w", err)
 	}
 	c.snaps = snaps
-	var tl *raftTLS
+	var tl *raftnet.TLS
 	if cfg.TLS.Enabled() {
-		if tl, err = newRaftTLS(cfg.TLS); err != nil {
+		if tl, err = raftnet.NewTLS(cfg.TLS); err != nil {
 			return err
 		}
 	}
-	layer, err := newStreamLayer(cfg.RaftAddr, tl, c.log)
+	layer, err := raftnet.NewStreamLayer(cfg.RaftAddr, tl, c.log)
 	if err != nil {
 		return fmt.Errorf("listen raft on %s: %w", cfg.RaftAddr, err)
 	}
@@ -131,8 +132,8 @@ func (c *Coordinator) open(reg prometheus.Registerer) error {
 	c.transport = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
 		Stream: layer, MaxPool: 4, Timeout: 5 * time.Second, Logger: hl,
 	})
-	c.notices = &commitNotices{trans: c.transport, peers: map[raft.ServerID]*noticePeer{}, spawn: c.spawn}
-	logs, err := raft.NewLogCache(1024, earlyStore{store, c.notices})
+	c.notices = raftnet.NewCommitNotices(c.transport, c.spawn)
+	logs, err := raft.NewLogCache(1024, c.notices.LogStore(store))
 	if err != nil {
 		return fmt.Errorf("log cache: %w", err)
 	}
@@ -157,12 +158,12 @@ func (c *Coordinator) open(reg prometheus.Registerer) error {
 	if err := raft.ValidateConfig(rc); err != nil {
 		return fmt.Errorf("raft config: %w", err)
 	}
-	r, err := raft.NewRaft(rc, noticeFSM{c.fsm, c.notices}, logs, store, snaps, noticeTransport{noPipelineTransport{c.transport}, c.notices})
+	r, err := raft.NewRaft(rc, c.notices.FSM(c.fsm), logs, store, snaps, c.notices.Transport(c.transport))
 	if err != nil {
 		return fmt.Errorf("start raft: %w", err)
 	}
 	c.raft = r
-	c.notices.start(r)
+	c.notices.Start(r)
 	c.api, err = api.New(c, cfg.API, c.log)
 	if err != nil {
 		return err

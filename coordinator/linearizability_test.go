@@ -151,9 +151,9 @@ func (cl *cluster) nemesis(ctx context.Context, t *testing.T, log func(string)) 
 			log(fmt.Sprintf("restart %s", leader.cfg.ID))
 		} else {
 			log(fmt.Sprintf("partition leader %s", leader.cfg.ID))
-			leader.c.layer.setIsolated(true)
+			leader.c.layer.SetIsolated(true)
 			time.Sleep(time.Duration(300+rnd.IntN(500)) * time.Millisecond)
-			leader.c.layer.setIsolated(false)
+			leader.c.layer.SetIsolated(false)
 			log(fmt.Sprintf("heal %s", leader.cfg.ID))
 		}
 	}
@@ -272,7 +272,7 @@ func TestLinearizablePoliciesUnderFaults(t *testing.T) {
 		if !n.up {
 			n.start()
 		}
-		n.c.layer.setIsolated(false)
+		n.c.layer.SetIsolated(false)
 	}
 	cl.waitReady()
 

@@ -34,10 +34,10 @@ func newMetrics(reg prometheus.Registerer, c *Coordinator) (*metrics, error) {
 	}, func() float64 { return float64(c.fsm.RuleDecisions()) })
 	notices := prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "medmesh_coordinator_commit_notices_total", Help: "Commit notices sent to followers: AppendEntries without entries that tell a follower the commit index as soon as an entry commits.", ConstLabels: labels,
-	}, func() float64 { return float64(c.notices.count.Load()) })
+	}, func() float64 { return float64(c.notices.Sent()) })
 	early := prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "medmesh_coordinator_early_appends_total", Help: "New entries the leader sent to a follower while writing them to its own log, acknowledged (the follower then answers Raft's own AppendEntries without a write).", ConstLabels: labels,
-	}, func() float64 { return float64(c.notices.early.Load()) })
+	}, func() float64 { return float64(c.notices.EarlyAppends()) })
 	applied := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "medmesh_coordinator_applied_index", Help: "Last Raft index applied to the FSM.", ConstLabels: labels,
 	}, func() float64 { return float64(c.fsm.AppliedIndex()) })

@@ -327,23 +327,6 @@ func TestMigrateRecoversFromCrash(t *testing.T) {
 	mustExist(t, dir, map[string]bool{boltFile: true, boltMigrated: false, walDir: true})
 }
 
-// TestLogStoreIsMonotonic: the store chain Raft sees (LogCache, earlyStore,
-// WAL) tells Raft that the log accepts no gaps.
-func TestLogStoreIsMonotonic(t *testing.T) {
-	s, err := raftlog.OpenWAL(t.TempDir(), hclog.NewNullLogger())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	logs, err := raft.NewLogCache(16, earlyStore{s, nil})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !logs.IsMonotonic() {
-		t.Fatal("raft sees a log store that allows gaps")
-	}
-}
-
 // TestMigrateCompactedAndEmpty: a raft-boltdb log compacted after a
 // snapshot (the usual case) keeps its first index in the WAL; an empty
 // raft.db (a node that never joined) migrates to an empty WAL that Raft

@@ -1,9 +1,12 @@
-package coordinator
+package raftnet
 
 import (
 	"testing"
 
+	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
+
+	"github.com/medmesh/medmesh/coordinator/internal/raftlog"
 )
 
 func command(index, term uint64) *raft.Log {
@@ -90,5 +93,22 @@ func TestEarlyAppendRefused(t *testing.T) {
 	n.appendEarly([]*raft.Log{command(12, 3)})
 	if got := rs.take(); len(got) != 1 || got[0].PrevLogEntry != 11 {
 		t.Fatalf("after Raft's own append proved 11: %+v, want one early append after 11", got)
+	}
+}
+
+// TestLogStoreIsMonotonic: the store chain Raft sees (LogCache, earlyStore,
+// WAL) tells Raft that the log accepts no gaps.
+func TestLogStoreIsMonotonic(t *testing.T) {
+	s, err := raftlog.OpenWAL(t.TempDir(), hclog.NewNullLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	logs, err := raft.NewLogCache(16, earlyStore{s, nil})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !logs.IsMonotonic() {
+		t.Fatal("raft sees a log store that allows gaps")
 	}
 }

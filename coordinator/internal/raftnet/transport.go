@@ -1,4 +1,9 @@
-package coordinator
+// Package raftnet is how a coordinator's Raft talks to its peers: the TCP
+// stream layer (mutual TLS between coordinators, and a switch that cuts a
+// node off for fault-injection tests), the NetworkTransport without
+// pipelining, commit notices that tell followers of a commit at once, and
+// early appends that replicate entries while the leader writes them.
+package raftnet
 
 import (
 	"context"
@@ -15,11 +20,11 @@ import (
 	"github.com/medmesh/medmesh/internal/pki"
 )
 
-// streamLayer is the Raft TCP stream layer, mutual TLS between coordinators
+// StreamLayer is the Raft TCP stream layer, mutual TLS between coordinators
 // when the coordinator has certificates. It can cut this node off from
 // every Raft peer (a network partition), which the fault-injection tests
 // use.
-type streamLayer struct {
+type StreamLayer struct {
 	ln        net.Listener // a *tlsListener with TLS
 	advertise net.Addr
 	// client is the TLS configuration of outgoing connections; nil means
@@ -36,16 +41,16 @@ type streamLayer struct {
 	conns    map[*trackedConn]struct{}
 }
 
-var _ raft.StreamLayer = (*streamLayer)(nil)
+var _ raft.StreamLayer = (*StreamLayer)(nil)
 
-// raftTLS is the TLS of the Raft transport: both ends must hold a
+// TLS is the TLS of the Raft transport: both ends must hold a
 // coordinator certificate of the campus CA.
-type raftTLS struct {
+type TLS struct {
 	server, client *tls.Config
 }
 
-// newRaftTLS builds the Raft transport's TLS from the coordinator's files.
-func newRaftTLS(files pki.Files) (*raftTLS, error) {
+// NewTLS builds the Raft transport's TLS from the coordinator's files.
+func NewTLS(files pki.Files) (*TLS, error) {
 	srv, err := pki.ServerConfig(files, pki.ServerOptions{RequireClientCert: true, Roles: []pki.Role{pki.RoleCoordinator}})
 	if err != nil {
 		return nil, fmt.Errorf("raft tls: %w", err)
@@ -54,21 +59,21 @@ func newRaftTLS(files pki.Files) (*raftTLS, error) {
 	if err != nil {
 		return nil, fmt.Errorf("raft tls: %w", err)
 	}
-	return &raftTLS{server: srv, client: cli}, nil
+	return &TLS{server: srv, client: cli}, nil
 }
 
 // handshakeTimeout bounds the TLS handshake of an accepted Raft connection,
 // so a peer that connects and says nothing holds nothing for long.
 const handshakeTimeout = 5 * time.Second
 
-// newStreamLayer listens on bind; with tl, every connection in and out is
+// NewStreamLayer listens on bind; with tl, every connection in and out is
 // mutual TLS. log (may be nil) hears of refused handshakes.
-func newStreamLayer(bind string, tl *raftTLS, log *slog.Logger) (*streamLayer, error) {
+func NewStreamLayer(bind string, tl *TLS, log *slog.Logger) (*StreamLayer, error) {
 	ln, err := net.Listen("tcp", bind)
 	if err != nil {
 		return nil, err
 	}
-	s := &streamLayer{ln: ln, advertise: ln.Addr(), conns: map[*trackedConn]struct{}{}}
+	s := &StreamLayer{ln: ln, advertise: ln.Addr(), conns: map[*trackedConn]struct{}{}}
 	if a, ok := ln.Addr().(*net.TCPAddr); ok && !a.IP.IsUnspecified() {
 		s.local = &net.TCPAddr{IP: a.IP}
 	}
@@ -88,7 +93,7 @@ var errIsolated = errors.New("raft transport isolated")
 // net.ErrClosed, even for a connection the listener accepted while Close
 // ran (track refuses it), so the transport never serves a connection that
 // nothing would close.
-func (s *streamLayer) Accept() (net.Conn, error) {
+func (s *StreamLayer) Accept() (net.Conn, error) {
 	for {
 		c, err := s.ln.Accept()
 		if err != nil {
@@ -103,13 +108,13 @@ func (s *streamLayer) Accept() (net.Conn, error) {
 	}
 }
 
-func (s *streamLayer) isClosed() bool {
+func (s *StreamLayer) isClosed() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.closed
 }
 
-func (s *streamLayer) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
+func (s *StreamLayer) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
 	s.mu.Lock()
 	iso, closed := s.isolated, s.closed
 	s.mu.Unlock()
@@ -148,7 +153,7 @@ func (s *streamLayer) Dial(addr raft.ServerAddress, timeout time.Duration) (net.
 	return nil, errIsolated
 }
 
-func (s *streamLayer) track(c net.Conn) *trackedConn {
+func (s *StreamLayer) track(c net.Conn) *trackedConn {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.isolated || s.closed {
@@ -163,7 +168,7 @@ func (s *streamLayer) track(c net.Conn) *trackedConn {
 // Close stops accepting and dialing and closes every open Raft connection:
 // the transport does not close the connections it accepted, and a stopped
 // node must not keep serving them. Idempotent.
-func (s *streamLayer) Close() error {
+func (s *StreamLayer) Close() error {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -183,10 +188,10 @@ func (s *streamLayer) Close() error {
 	}
 	return err
 }
-func (s *streamLayer) Addr() net.Addr { return s.advertise }
+func (s *StreamLayer) Addr() net.Addr { return s.advertise }
 
-// setIsolated cuts (or restores) every Raft connection of this node.
-func (s *streamLayer) setIsolated(iso bool) {
+// SetIsolated cuts (or restores) every Raft connection of this node.
+func (s *StreamLayer) SetIsolated(iso bool) {
 	s.mu.Lock()
 	s.isolated = iso
 	var cs []*trackedConn
@@ -298,7 +303,7 @@ func (l *tlsListener) Close() error {
 
 type trackedConn struct {
 	net.Conn
-	l    *streamLayer
+	l    *StreamLayer
 	once sync.Once
 }
 

@@ -1,15 +1,13 @@
-package coordinator
+package raftnet
 
 import (
 	"sync"
 	"sync/atomic"
 
 	"github.com/hashicorp/raft"
-
-	"github.com/medmesh/medmesh/coordinator/internal/fsm"
 )
 
-// commitNotices tells followers the leader's commit index as soon as an
+// CommitNotices tells followers the leader's commit index as soon as an
 // entry commits, the way etcd's raft broadcasts a commit, so that watchers
 // served by a follower see a decision about one round trip after those
 // served by the leader.
@@ -44,11 +42,11 @@ import (
 //
 // A notice is best effort: a lost one costs nothing but the latency Raft
 // had without it. Its response is not fed back to Raft.
-type commitNotices struct {
-	trans noticeSender
+type CommitNotices struct {
+	trans AppendEntriesSender
 
 	mu    sync.Mutex
-	raft  raftView // set once Raft runs
+	raft  RaftView // set once Raft runs
 	want  uint64   // the highest commit index asked to be announced
 	peers map[raft.ServerID]*noticePeer
 	spawn func(func())  // runs a sender goroutine tracked by the coordinator
@@ -56,24 +54,52 @@ type commitNotices struct {
 	early atomic.Uint64 // early appends acknowledged (see earlyStore)
 }
 
-// noticeSender sends an AppendEntries RPC (the NetworkTransport).
-type noticeSender interface {
+// AppendEntriesSender sends an AppendEntries RPC (the NetworkTransport).
+type AppendEntriesSender interface {
 	AppendEntries(raft.ServerID, raft.ServerAddress, *raft.AppendEntriesRequest, *raft.AppendEntriesResponse) error
 }
 
-// raftView is what notices read of the local Raft (*raft.Raft).
-type raftView interface {
+// RaftView is what notices read of the local Raft (*raft.Raft).
+type RaftView interface {
 	CommitIndex() uint64
 	CurrentTerm() uint64
 	State() raft.RaftState
 }
 
-// start lets notices flow once Raft runs.
-func (n *commitNotices) start(r raftView) {
+// NewCommitNotices makes the commit notices of a Raft node that sends its
+// AppendEntries through trans (the NetworkTransport itself, not the
+// Transport that wraps it) and runs each sender goroutine with spawn.
+func NewCommitNotices(trans AppendEntriesSender, spawn func(func())) *CommitNotices {
+	return &CommitNotices{trans: trans, peers: map[raft.ServerID]*noticePeer{}, spawn: spawn}
+}
+
+// Start lets notices flow once Raft runs.
+func (n *CommitNotices) Start(r RaftView) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	n.raft = r
 }
+
+// Sent is the number of commit notices sent.
+func (n *CommitNotices) Sent() uint64 { return n.count.Load() }
+
+// EarlyAppends is the number of early appends followers acknowledged.
+func (n *CommitNotices) EarlyAppends() uint64 { return n.early.Load() }
+
+// Transport is the Raft transport over t: pipeline replication off (see
+// noPipelineTransport), and every successful AppendEntries recorded for
+// the notices.
+func (n *CommitNotices) Transport(t *raft.NetworkTransport) raft.Transport {
+	return noticeTransport{noPipelineTransport{t}, n}
+}
+
+// FSM is f, announcing each entry's commit before applying it (see
+// noticeFSM).
+func (n *CommitNotices) FSM(f raft.FSM) raft.FSM { return noticeFSM{f, n} }
+
+// LogStore is s, sending the leader's new entries early to caught-up
+// followers (see earlyStore).
+func (n *CommitNotices) LogStore(s raft.LogStore) raft.LogStore { return earlyStore{s, n} }
 
 // noticePeer is what the last successful AppendEntries to one follower
 // proved, and the notice state for it.
@@ -91,7 +117,7 @@ type noticePeer struct {
 
 // observe records what a successful AppendEntries to a follower proved.
 // Heartbeats (no PrevLogEntry, no entries) prove nothing and are ignored.
-func (n *commitNotices) observe(id raft.ServerID, target raft.ServerAddress, args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) {
+func (n *CommitNotices) observe(id raft.ServerID, target raft.ServerAddress, args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) {
 	if !resp.Success || resp.Term != args.Term || (args.PrevLogEntry == 0 && len(args.Entries) == 0) {
 		return
 	}
@@ -118,7 +144,7 @@ func (n *commitNotices) observe(id raft.ServerID, target raft.ServerAddress, arg
 
 // announce asks for the commit index (at least index) to reach every
 // follower now. noticeFSM calls it for every entry applied.
-func (n *commitNotices) announce(index uint64) {
+func (n *CommitNotices) announce(index uint64) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if index <= n.want {
@@ -131,7 +157,7 @@ func (n *commitNotices) announce(index uint64) {
 }
 
 // kick starts a sender for p if it has something to announce. n.mu held.
-func (n *commitNotices) kick(id raft.ServerID, p *noticePeer) {
+func (n *CommitNotices) kick(id raft.ServerID, p *noticePeer) {
 	if p.busy || n.raft == nil || min(n.want, p.match) <= p.sent || n.raft.CurrentTerm() != p.term {
 		return
 	}
@@ -140,14 +166,14 @@ func (n *commitNotices) kick(id raft.ServerID, p *noticePeer) {
 }
 
 // send announces to one follower until it has the latest asked for.
-func (n *commitNotices) send(id raft.ServerID, p *noticePeer) {
+func (n *CommitNotices) send(id raft.ServerID, p *noticePeer) {
 	for {
 		n.mu.Lock()
 		r, want := n.raft, n.want
 		rec := *p
 		n.mu.Unlock()
 		// The record first, then the commit index, then the term: see the
-		// safety argument on commitNotices.
+		// safety argument on CommitNotices.
 		commit := min(r.CommitIndex(), want, rec.match)
 		if commit <= rec.sent || r.CurrentTerm() != rec.term {
 			n.mu.Lock()
@@ -188,7 +214,7 @@ func (n *commitNotices) send(id raft.ServerID, p *noticePeer) {
 // replication off (see noPipelineTransport) and commit notices.
 type noticeTransport struct {
 	noPipelineTransport
-	notices *commitNotices
+	notices *CommitNotices
 }
 
 func (t noticeTransport) AppendEntries(id raft.ServerID, target raft.ServerAddress, args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) error {
@@ -207,8 +233,8 @@ func (t noticeTransport) AppendEntries(id raft.ServerID, target raft.ServerAddre
 // decision wakes every watch stream this replica serves, which would
 // otherwise run first.
 type noticeFSM struct {
-	*fsm.FSM
-	notices *commitNotices
+	raft.FSM
+	notices *CommitNotices
 }
 
 func (f noticeFSM) Apply(l *raft.Log) any {

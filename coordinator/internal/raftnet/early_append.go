@@ -1,4 +1,4 @@
-package coordinator
+package raftnet
 
 import (
 	"github.com/hashicorp/raft"
@@ -15,7 +15,7 @@ import (
 // as it counts itself towards the commit only once its own write is
 // durable, which hashicorp/raft's dispatchLogs does (commitment.match runs
 // after StoreLogs). So the leader's log store, earlyStore, first hands the
-// entries to commitNotices.appendEarly, which sends each caught-up follower
+// entries to CommitNotices.appendEarly, which sends each caught-up follower
 // an AppendEntries with them, and then writes them itself. The follower
 // writes and acknowledges as for any AppendEntries. When Raft's own
 // AppendEntries with the same entries arrives, the follower finds them in
@@ -48,7 +48,7 @@ import (
 // entries go to the followers as they are written here.
 type earlyStore struct {
 	raft.LogStore
-	notices *commitNotices
+	notices *CommitNotices
 }
 
 func (s earlyStore) StoreLogs(logs []*raft.Log) error {
@@ -75,7 +75,7 @@ var _ raft.MonotonicLogStore = earlyStore{}
 // appendEarly sends logs to every caught-up follower, if this node leads
 // in the logs' term. It returns at once; the sends run in goroutines, at
 // most one per follower.
-func (n *commitNotices) appendEarly(logs []*raft.Log) {
+func (n *CommitNotices) appendEarly(logs []*raft.Log) {
 	if len(logs) == 0 {
 		return
 	}

@@ -1,4 +1,4 @@
-package coordinator
+package raftnet
 
 import (
 	"sync"
@@ -47,7 +47,7 @@ func (s *recordingSender) take() []raft.AppendEntriesRequest {
 	return out
 }
 
-func newTestNotices() (*commitNotices, *fakeRaft, *recordingSender) {
+func newTestNotices() (*CommitNotices, *fakeRaft, *recordingSender) {
 	fr, rs := &fakeRaft{}, &recordingSender{}
 	spawn := func(f func()) {
 		rs.wg.Add(1)
@@ -56,8 +56,8 @@ func newTestNotices() (*commitNotices, *fakeRaft, *recordingSender) {
 			f()
 		}()
 	}
-	n := &commitNotices{trans: rs, peers: map[raft.ServerID]*noticePeer{}, spawn: spawn}
-	n.start(fr)
+	n := NewCommitNotices(rs, spawn)
+	n.Start(fr)
 	return n, fr, rs
 }
 
