@@ -151,7 +151,7 @@ bench-datapath: ## XDP sensor program vs bare XDP_PASS (prog.Benchmark)
 	$(GO) test -count=1 -run '^$$' -bench '^BenchmarkDatapath$$' -benchtime 1x ./node/internal/xdp/
 
 bench-capture: ## medmesh vs softflowd, pmacctd, ndpiReader on a veth pair
-	MEDMESH_BENCH_CAPTURE=1 $(GO) test -count=1 -timeout 10m -run '^TestCaptureBench$$' -v ./node/sensor/
+	MEDMESH_BENCH_CAPTURE=1 $(GO) test -count=1 -timeout 10m -run '^TestCaptureBench$$' -v ./node/datapath/
 
 # osv-scanner, the peer of bench-risk, needs Go 1.27 to build: the go command
 # fetches that approved toolchain from the module proxy for this install only.

@@ -23,9 +23,9 @@ import (
 
 	"github.com/medmesh/medmesh/internal/admin"
 	"github.com/medmesh/medmesh/internal/pki"
+	"github.com/medmesh/medmesh/node/datapath"
 	"github.com/medmesh/medmesh/node/gossip"
 	"github.com/medmesh/medmesh/node/mesh"
-	"github.com/medmesh/medmesh/node/sensor"
 )
 
 // nodeOptions are the flags of `medmesh node`.
@@ -70,10 +70,10 @@ func newNodeCmd() *cobra.Command {
 	f := cmd.Flags()
 	f.StringVar(&o.id, "id", "", "sensor id, unique in the mesh")
 	f.StringVar(&o.iface, "iface", "", "interface to capture on (required)")
-	f.StringVar(&o.mode, "mode", sensor.ModePassive, "tap (mirror port: drop after accounting) or passive (pass frames on)")
+	f.StringVar(&o.mode, "mode", datapath.ModePassive, "tap (mirror port: drop after accounting) or passive (pass frames on)")
 	f.BoolVar(&o.debug, "debug", false, "debug logging and the full verifier log if the program fails to load")
 	f.BoolVar(&o.generic, "generic", false, "attach in generic (skb) mode even if the driver has native XDP")
-	f.Uint32Var(&o.flows, "flows", sensor.DefaultConfig().FlowEntries, "flow table size")
+	f.Uint32Var(&o.flows, "flows", datapath.DefaultConfig().FlowEntries, "flow table size")
 	f.StringVar(&o.admin, "admin", admin.SensorAddr, "admin listener: /metrics, /healthz, /readyz (empty: none)")
 	f.BoolVar(&o.pprof, "pprof", false, "also serve /debug/pprof/ on the admin listener")
 	f.StringSliceVar(&o.coordinator, "coordinator", nil, "coordinator API addresses, comma-separated (any replica)")
@@ -99,7 +99,7 @@ func runNode(ctx context.Context, o nodeOptions, stderr io.Writer) error {
 	if o.iface == "" {
 		return usagef("node: --iface is required")
 	}
-	if o.mode != sensor.ModeTap && o.mode != sensor.ModePassive {
+	if o.mode != datapath.ModeTap && o.mode != datapath.ModePassive {
 		return usagef("node: --mode %q: want tap or passive", o.mode)
 	}
 	level := slog.LevelInfo

@@ -23,6 +23,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/medmesh/medmesh/internal/grpcx"
+	"github.com/medmesh/medmesh/node/datapath"
 	"github.com/medmesh/medmesh/node/flow"
 	"github.com/medmesh/medmesh/node/gossip"
 	"github.com/medmesh/medmesh/node/internal/baseline"
@@ -31,13 +32,12 @@ import (
 	"github.com/medmesh/medmesh/node/internal/reporter"
 	"github.com/medmesh/medmesh/node/internal/spool"
 	"github.com/medmesh/medmesh/node/internal/xdp"
-	"github.com/medmesh/medmesh/node/sensor"
 	medmeshv1 "github.com/medmesh/medmesh/proto/medmesh/v1"
 )
 
 // Config configures a sensor node.
 type Config struct {
-	Sensor sensor.Config
+	Sensor datapath.Config
 	// Floor and Zone are where the sensor is; its devices get them.
 	Floor, Zone string
 	// Coordinators lists the coordinators' API addresses. Empty runs the
@@ -71,7 +71,7 @@ type Config struct {
 // DefaultConfig returns a passive sensor learning for seven days.
 func DefaultConfig() Config {
 	return Config{
-		Sensor:       sensor.DefaultConfig(),
+		Sensor:       datapath.DefaultConfig(),
 		LearnWindow:  baseline.DefaultConfig().Window,
 		SyncInterval: 5 * time.Second,
 	}
@@ -103,7 +103,7 @@ type node struct {
 	alerts chan *medmeshv1.Alert
 
 	mu        sync.Mutex
-	bmap      sensor.BaselineMap
+	bmap      datapath.BaselineMap
 	sentDev   map[string]*medmeshv1.Device
 	sentBase  map[string]uint64
 	seenHere  map[string]bool
@@ -194,7 +194,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, reg prometheus.Regis
 	sc := cfg.Sensor
 	sc.LogFlows = len(cfg.Coordinators) == 0 && sc.LogFlows
 	sc.Records = records
-	sc.Baselines = func(m sensor.BaselineMap) {
+	sc.Baselines = func(m datapath.BaselineMap) {
 		n.mu.Lock()
 		n.bmap = m
 		n.mu.Unlock()
@@ -202,7 +202,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, reg prometheus.Regis
 			cfg.Attached()
 		}
 	}
-	err = sensor.Run(ctx, sc, log, reg, n.eng)
+	err = datapath.Run(ctx, sc, log, reg, n.eng)
 	close(records)
 	cancel()
 	wg.Wait() // before the deferred closes of reporter and spool

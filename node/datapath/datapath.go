@@ -1,7 +1,7 @@
-// Package sensor runs the sensor datapath on one interface: it loads and
+// Package datapath runs a sensor's XDP datapath on one interface: it loads and
 // attaches the XDP program, reads its ring buffer into a flow.Handler,
 // expires flows into records, exports metrics, and detaches on exit.
-package sensor
+package datapath
 
 import (
 	"context"

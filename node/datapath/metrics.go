@@ -1,4 +1,4 @@
-package sensor
+package datapath
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
