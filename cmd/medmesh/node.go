@@ -23,9 +23,9 @@ import (
 
 	"github.com/medmesh/medmesh/internal/admin"
 	"github.com/medmesh/medmesh/internal/pki"
+	"github.com/medmesh/medmesh/node"
 	"github.com/medmesh/medmesh/node/datapath"
 	"github.com/medmesh/medmesh/node/gossip"
-	"github.com/medmesh/medmesh/node/mesh"
 )
 
 // nodeOptions are the flags of `medmesh node`.
@@ -144,7 +144,7 @@ func runNode(ctx context.Context, o nodeOptions, stderr io.Writer) error {
 			return err
 		}
 	}
-	cfg := mesh.DefaultConfig()
+	cfg := node.DefaultConfig()
 	cfg.TLS = o.tls
 	sc := &cfg.Sensor
 	sc.Iface, sc.Mode, sc.ID, sc.Debug = o.iface, o.mode, o.id, o.debug
@@ -166,7 +166,7 @@ func runNode(ctx context.Context, o nodeOptions, stderr io.Writer) error {
 		}
 		cfg.Gossip = gc
 	}
-	if err := mesh.Run(ctx, cfg, log, reg); err != nil {
+	if err := node.Run(ctx, cfg, log, reg); err != nil {
 		return fmt.Errorf("node: %w", err)
 	}
 	return nil

@@ -1,4 +1,4 @@
-// Package mesh runs a whole sensor node: the XDP datapath, the engine
+// Package node runs a whole sensor node: the XDP datapath, the engine
 // (detectors, identity, baselines, scoring), gossip with the other sensors,
 // and reliable reporting to the coordinators. It only wires the parts the
 // node's other packages build.
@@ -6,7 +6,7 @@
 // Gossip is a hint only: a sighting of a device at another sensor makes this
 // one fetch the device's baseline from the coordinators, nothing more.
 // Nothing is enforced or deleted because of gossip state.
-package mesh
+package node
 
 import (
 	"context"
