@@ -215,13 +215,6 @@ func (w *Watcher) healthLocked(now time.Time) string {
 	return h
 }
 
-// Alarmed reports whether the control-plane alarm is raised.
-func (w *Watcher) Alarmed() bool {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.alarmed
-}
-
 func (w *Watcher) contact() {
 	w.mu.Lock()
 	defer w.mu.Unlock()

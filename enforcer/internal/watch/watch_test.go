@@ -20,6 +20,13 @@ import (
 	medmeshv1 "github.com/medmesh/medmesh/proto/medmesh/v1"
 )
 
+// Alarmed reports whether the control-plane alarm is raised.
+func (w *Watcher) Alarmed() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.alarmed
+}
+
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // memApplier records what it applies.

@@ -371,16 +371,6 @@ func ensureBPFFS(dir string) error {
 	return nil
 }
 
-// Program is the verdict program.
-func (d *Datapath) Program() *ebpf.Program { return d.objs.Enforce }
-
-// MissProgram is the verdict program with every cache lookup forced to
-// miss: the benchmarks measure the slow path with it. Never attach it.
-func (d *Datapath) MissProgram() *ebpf.Program { return d.objs.EnforceMiss }
-
-// PassProgram is a bare XDP_PASS program, the benchmark baseline.
-func (d *Datapath) PassProgram() *ebpf.Program { return d.objs.Pass }
-
 // Slots is the number of rule slots.
 func (d *Datapath) Slots() uint32 { return d.slots }
 
