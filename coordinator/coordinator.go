@@ -250,12 +250,6 @@ func (c *Coordinator) Close() error {
 	return c.closeErr
 }
 
-// kill stops the node abruptly, as a crash would (no leadership transfer).
-func (c *Coordinator) kill() error {
-	c.closeOnce.Do(func() { c.closeErr = c.shutdown(false) })
-	return c.closeErr
-}
-
 func (c *Coordinator) shutdown(transfer bool) error {
 	c.cancel()
 	var errs []error

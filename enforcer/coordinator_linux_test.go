@@ -4,11 +4,17 @@ package enforcer_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -33,15 +39,19 @@ type coordNode struct {
 }
 
 // TestLeaderKilledWhileDecisionsStream is issue 6's third acceptance point:
-// three real coordinators (Raft, bolt stores with fsync, gRPC) and an
-// enforcer watcher feeding real BPF maps. Policies are activated and changed
-// in a loop; the leader is killed mid-stream (its gRPC server stopped,
-// breaking its streams, and Raft killed without a leadership transfer, as
-// kill -9 would). The enforcer must end with every committed decision
-// applied once, in index order, none skipped.
+// three real coordinators (Raft, raft-wal stores with fsync, gRPC), each a
+// process of its own, and an enforcer watcher feeding real BPF maps.
+// Policies are activated and changed in a loop; the leader's process is
+// killed mid-stream with SIGKILL (its streams break, and Raft dies without
+// a leadership transfer). The enforcer must end with every committed
+// decision applied once, in index order, none skipped.
 func TestLeaderKilledWhileDecisionsStream(t *testing.T) {
 	testutil.RequireRoot(t)
-	nodes, apis := startCoordinators(t, 3)
+	nodes := startCoordinatorProcesses(t, 3)
+	var apis []string
+	for _, n := range nodes {
+		apis = append(apis, n.api)
+	}
 	quiet := slog.New(slog.DiscardHandler)
 
 	// The enforcer side: watcher -> state -> loaded BPF maps.
@@ -125,13 +135,11 @@ func TestLeaderKilledWhileDecisionsStream(t *testing.T) {
 	put(0, true)
 	for i := 1; i <= 60; i++ {
 		if i == 20 {
+			leader := leaderAPI(t, conns, nodes)
 			for _, n := range nodes {
-				if n.up && n.c.IsLeader() {
-					n.up = false
-					n.gs.Stop() // its streams and API break at once
-					n.c.Kill()  // and Raft dies with it: no leadership transfer
-					t.Logf("leader %s killed after %d writes", n.c.ID(), i)
-					break // leadership moved: the next leader stays up
+				if n.up && n.api == leader {
+					n.kill(t) // its streams and API break at once, and Raft dies with it: no leadership transfer
+					t.Logf("leader %s killed after %d writes", n.api, i)
 				}
 			}
 		}
@@ -198,9 +206,47 @@ func TestLeaderKilledWhileDecisionsStream(t *testing.T) {
 	}
 }
 
-// startCoordinators starts n in-process coordinators (real Raft with bolt
-// stores and fsync, real gRPC on loopback), with Raft timers shrunk to a few
-// hundred milliseconds, and waits until they are ready.
+// testCoordinatorConfig is coordinator i of the cluster whose API
+// addresses are apis: real Raft with raft-wal stores and fsync, its timers
+// shrunk to a few hundred milliseconds.
+func testCoordinatorConfig(i int, apis []string, raftAddr, dataDir string) coordinator.Config {
+	cfg := coordinator.DefaultConfig()
+	cfg.ID, cfg.DataDir, cfg.APIAddr = fmt.Sprintf("c%d", i+1), dataDir, apis[i]
+	cfg.RaftAddr = raftAddr
+	if len(apis) > 1 {
+		cfg.BootstrapExpect, cfg.Join = len(apis), apis
+	}
+	cfg.HeartbeatTimeout, cfg.ElectionTimeout = 250*time.Millisecond, 250*time.Millisecond
+	cfg.LeaderLeaseTimeout, cfg.CommitTimeout = 120*time.Millisecond, 5*time.Millisecond
+	cfg.ApplyTimeout = 3 * time.Second
+	cfg.JoinInterval, cfg.RaftLogLevel = 50*time.Millisecond, "off"
+	cfg.API.WatchHeartbeat = 100 * time.Millisecond
+	return cfg
+}
+
+// serveCoordinator starts the coordinator of cfg with a plaintext gRPC
+// server on its API address (loopback).
+func serveCoordinator(cfg coordinator.Config) (*coordinator.Coordinator, *grpc.Server, error) {
+	c, err := coordinator.New(cfg, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
+	if err != nil {
+		return nil, nil, err
+	}
+	lis, err := net.Listen("tcp", cfg.APIAddr)
+	if err != nil {
+		return nil, nil, errors.Join(err, c.Close())
+	}
+	gs := grpc.NewServer(coordinator.LoopbackServerOptions()...)
+	c.Register(gs)
+	go gs.Serve(lis)
+	if err := c.Start(context.Background()); err != nil {
+		gs.Stop()
+		return nil, nil, errors.Join(err, c.Close())
+	}
+	return c, gs, nil
+}
+
+// startCoordinators starts n in-process coordinators (testCoordinatorConfig,
+// real gRPC on loopback) and waits until they are ready.
 func startCoordinators(t testing.TB, n int) ([]*coordNode, []string) {
 	t.Helper()
 	base := t.TempDir()
@@ -208,32 +254,11 @@ func startCoordinators(t testing.TB, n int) ([]*coordNode, []string) {
 	for range n {
 		apis = append(apis, fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t)))
 	}
-	quiet := slog.New(slog.DiscardHandler)
 	nodes := make([]*coordNode, n)
 	for i := range nodes {
-		cfg := coordinator.DefaultConfig()
-		cfg.ID, cfg.DataDir, cfg.APIAddr = fmt.Sprintf("c%d", i+1), filepath.Join(base, fmt.Sprint(i)), apis[i]
-		cfg.RaftAddr = fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t))
-		if n > 1 {
-			cfg.BootstrapExpect, cfg.Join = n, apis
-		}
-		cfg.HeartbeatTimeout, cfg.ElectionTimeout = 250*time.Millisecond, 250*time.Millisecond
-		cfg.LeaderLeaseTimeout, cfg.CommitTimeout = 120*time.Millisecond, 5*time.Millisecond
-		cfg.ApplyTimeout = 3 * time.Second
-		cfg.JoinInterval, cfg.RaftLogLevel = 50*time.Millisecond, "off"
-		cfg.API.WatchHeartbeat = 100 * time.Millisecond
-		c, err := coordinator.New(cfg, quiet, prometheus.NewRegistry())
+		raftAddr := fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t))
+		c, gs, err := serveCoordinator(testCoordinatorConfig(i, apis, raftAddr, filepath.Join(base, fmt.Sprint(i))))
 		if err != nil {
-			t.Fatal(err)
-		}
-		lis, err := net.Listen("tcp", apis[i])
-		if err != nil {
-			t.Fatal(err)
-		}
-		gs := grpc.NewServer(coordinator.LoopbackServerOptions()...)
-		c.Register(gs)
-		go gs.Serve(lis)
-		if err := c.Start(context.Background()); err != nil {
 			t.Fatal(err)
 		}
 		nodes[i] = &coordNode{c: c, gs: gs, api: apis[i], up: true}
@@ -255,6 +280,146 @@ func startCoordinators(t testing.TB, n int) ([]*coordNode, []string) {
 		return true
 	}, "coordinators ready")
 	return nodes, apis
+}
+
+// coordProcEnv, set to "NODE RAFT-ADDR DATA-DIR API-ADDR...", makes the
+// test binary a coordinator process (TestCoordinatorProcess).
+const coordProcEnv = "MEDMESH_TEST_COORDINATOR_PROCESS"
+
+// TestCoordinatorProcess is not a test but one coordinator process of
+// startCoordinatorProcesses: with coordProcEnv set, it runs coordinator
+// NODE as startCoordinators runs one, until its stdin closes or it is
+// killed.
+func TestCoordinatorProcess(t *testing.T) {
+	v, ok := os.LookupEnv(coordProcEnv)
+	if !ok {
+		t.Skip("skipped: only a coordinator process of TestLeaderKilledWhileDecisionsStream")
+	}
+	f := strings.Fields(v)
+	if len(f) < 4 {
+		t.Fatalf("%s=%q: want node, raft address, data dir, API addresses", coordProcEnv, v)
+	}
+	i, err := strconv.Atoi(f[0])
+	if err != nil || i < 0 || i >= len(f)-3 {
+		t.Fatalf("%s=%q: node %q is not one of the API addresses", coordProcEnv, v, f[0])
+	}
+	c, gs, err := serveCoordinator(testCoordinatorConfig(i, f[3:], f[1], f[2]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	defer gs.Stop()
+	fmt.Println("COORDINATOR SERVING")
+	io.Copy(io.Discard, os.Stdin)
+}
+
+// coordProc is a coordinator process.
+type coordProc struct {
+	api   string
+	cmd   *exec.Cmd
+	stdin io.Closer
+	up    bool
+}
+
+// kill kills the process with SIGKILL, as a crash would.
+func (p *coordProc) kill(t testing.TB) {
+	t.Helper()
+	p.up = false
+	if err := p.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	_ = p.cmd.Wait()
+}
+
+// startCoordinatorProcesses starts n coordinators, each a process of its
+// own running the test binary as TestCoordinatorProcess, and waits until
+// every one knows a leader that has registered its API address.
+func startCoordinatorProcesses(t testing.TB, n int) []*coordProc {
+	t.Helper()
+	base := t.TempDir()
+	var apis []string
+	for range n {
+		apis = append(apis, fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t)))
+	}
+	procs := make([]*coordProc, n)
+	for i := range procs {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestCoordinatorProcess$", "-test.count=1")
+		cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%d 127.0.0.1:%d %s %s", coordProcEnv,
+			i, testutil.FreePort(t), filepath.Join(base, fmt.Sprint(i)), strings.Join(apis, " ")))
+		cmd.Stderr = os.Stderr
+		stdin, err := cmd.StdinPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		stdout, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		go io.Copy(io.Discard, stdout)
+		p := &coordProc{api: apis[i], cmd: cmd, stdin: stdin, up: true}
+		procs[i] = p
+		t.Cleanup(func() {
+			if !p.up {
+				return
+			}
+			p.stdin.Close() // a graceful stop
+			done := make(chan error, 1)
+			go func() { done <- p.cmd.Wait() }()
+			select {
+			case <-done:
+			case <-time.After(30 * time.Second):
+				p.cmd.Process.Kill()
+				<-done
+			}
+		})
+	}
+	conns := make([]*grpc.ClientConn, n)
+	for i, a := range apis {
+		cc, err := grpc.NewClient(a, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cc.Close()
+		conns[i] = cc
+	}
+	testutil.Eventually(t, 30*time.Second, 20*time.Millisecond, func() bool {
+		for _, cc := range conns {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			st, err := medmeshv1.NewClusterServiceClient(cc).GetClusterStatus(ctx, &medmeshv1.GetClusterStatusRequest{})
+			cancel()
+			if err != nil || st.GetLeaderApiAddr() == "" {
+				return false
+			}
+		}
+		return true
+	}, "coordinator processes ready")
+	return procs
+}
+
+// leaderAPI is the API address of the leader as a live coordinator knows
+// it; conns[i] is connected to procs[i].
+func leaderAPI(t testing.TB, conns []*grpc.ClientConn, procs []*coordProc) string {
+	t.Helper()
+	var leader string
+	testutil.Eventually(t, 10*time.Second, 20*time.Millisecond, func() bool {
+		for i, p := range procs {
+			if !p.up {
+				continue
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			st, err := medmeshv1.NewClusterServiceClient(conns[i]).GetClusterStatus(ctx, &medmeshv1.GetClusterStatusRequest{})
+			cancel()
+			if err == nil && st.GetLeaderApiAddr() != "" {
+				leader = st.GetLeaderApiAddr()
+				return true
+			}
+		}
+		return false
+	}, "a live coordinator knows the leader")
+	return leader
 }
 
 // reportDevice has a sensor report mac through conn: policies belong to
