@@ -174,7 +174,7 @@ bench-enforcer: ## Enforcer program vs XDP_PASS; decision propagation vs etcd wa
 bench-mesh: ## Gossip convergence, failure detection, reporting throughput
 	@mkdir -p bin
 	MEDMESH_BENCH=1 MEDMESH_BENCH_OUT=$(CURDIR)/bin/bench-mesh-gossip.md \
-		$(GO) test -count=1 -timeout 10m -run '^TestBenchMesh$$' -v ./e2e/benchmesh/
+		$(GO) test -count=1 -timeout 10m -run '^TestBenchMesh$$' -v ./node/gossip/
 	MEDMESH_BENCH=1 MEDMESH_BENCH_OUT=$(CURDIR)/bin/bench-mesh-report.md \
 		$(GO) test -count=1 -timeout 15m -run '^TestBenchReporting$$' -v ./node/internal/reporter/
 	@cat bin/bench-mesh-gossip.md bin/bench-mesh-report.md

@@ -709,25 +709,6 @@ func (g *Gossip) Close() error {
 	return errors.Join(errs...)
 }
 
-// Kill stops without leaving: the others must detect the failure. For
-// tests and benchmarks of failure detection.
-func (g *Gossip) Kill() error {
-	g.mu.Lock()
-	if g.closed {
-		g.mu.Unlock()
-		return nil
-	}
-	g.closed = true
-	g.mu.Unlock()
-	g.cancel()
-	err := g.ml.Shutdown()
-	g.wg.Wait()
-	if err != nil {
-		return fmt.Errorf("gossip shutdown: %w", err)
-	}
-	return nil
-}
-
 // delegate implements memberlist.Delegate. Its methods never block: they
 // copy buffers and hand them to the inbox goroutine.
 type delegate Gossip

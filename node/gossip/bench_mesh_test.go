@@ -1,4 +1,4 @@
-package benchmesh
+package gossip
 
 import (
 	"fmt"
@@ -9,15 +9,17 @@ import (
 
 	"github.com/medmesh/medmesh/internal/testutil"
 	"github.com/medmesh/medmesh/node/flow"
-	"github.com/medmesh/medmesh/node/gossip"
 )
 
-// TestBenchMesh measures, for N = 8, 32 and 64 members on loopback with
-// the production (LAN) timers: join convergence, failure detection of a
-// member killed without leaving next to memberlist's configured bound,
-// and gossip bytes per second per member, idle and with one device
-// sighting per member per second. Run with MEDMESH_BENCH=1 (make
-// bench-mesh); MEDMESH_BENCH_OUT names a file for the markdown table.
+// TestBenchMesh measures, for N = 8, 32 and 64 in-process members on
+// loopback with the production (LAN) timers: join convergence, failure
+// detection of a member killed without leaving next to memberlist's
+// configured bound, and gossip bytes per second per member, idle and with
+// one device sighting per member per second. Run with MEDMESH_BENCH=1
+// (make bench-mesh); MEDMESH_BENCH_OUT names a file for the markdown
+// table. The reporting-path measurement (100 sensors into three real
+// coordinators) lives next to the reporter it drives, in
+// node/internal/reporter.
 func TestBenchMesh(t *testing.T) {
 	if os.Getenv("MEDMESH_BENCH") == "" {
 		t.Skip("skipped: benchmark; run with MEDMESH_BENCH=1 (make bench-mesh)")
@@ -35,7 +37,7 @@ func TestBenchMesh(t *testing.T) {
 		t.Log(row)
 		rows = append(rows, row)
 	}
-	cfg := gossip.DefaultConfig()
+	cfg := DefaultConfig()
 	rows = append(rows, fmt.Sprintf("\nTimers: probe interval %v, probe timeout %v, gossip interval %v, suspicion multiplier %d, push/pull %v; AES-GCM keyring and label on; bytes counted on every UDP packet and TCP stream byte sent (window %v).",
 		cfg.ProbeInterval, cfg.ProbeTimeout, cfg.GossipInterval, cfg.SuspicionMult, cfg.PushPullInterval, window))
 	if la, err := os.ReadFile("/proc/loadavg"); err == nil {
@@ -57,7 +59,7 @@ type gossipResult struct {
 
 func benchGossip(t *testing.T, n int, window time.Duration) gossipResult {
 	var res gossipResult
-	var gs []*gossip.Gossip
+	var gs []*Gossip
 	defer func() {
 		for _, g := range gs {
 			g.Close()
@@ -65,7 +67,7 @@ func benchGossip(t *testing.T, n int, window time.Duration) gossipResult {
 	}()
 	begin := time.Now()
 	for i := range n {
-		cfg := gossip.DefaultConfig()
+		cfg := DefaultConfig()
 		cfg.NodeName = fmt.Sprintf("s%03d", i)
 		cfg.BindAddr, cfg.BindPort = "127.0.0.1", 0
 		cfg.Keys = [][]byte{[]byte("0123456789abcdef0123456789abcdef")}
@@ -76,13 +78,13 @@ func benchGossip(t *testing.T, n int, window time.Duration) gossipResult {
 		if i > 0 {
 			cfg.Join = []string{gs[0].Addr()}
 		}
-		g, err := gossip.New(cfg, nil, nil)
+		g, err := New(cfg, nil, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
 		gs = append(gs, g)
 	}
-	allSee := func(want int, members []*gossip.Gossip) func() bool {
+	allSee := func(want int, members []*Gossip) func() bool {
 		return func() bool {
 			for _, g := range members {
 				if g.NumAlive() != want {
@@ -127,8 +129,8 @@ func benchGossip(t *testing.T, n int, window time.Duration) gossipResult {
 	}
 	testutil.Eventually(t, 120*time.Second, 5*time.Millisecond, allSee(n-1, rest), "killed member not detected with %d members", n)
 	res.detect = time.Since(killed)
-	cfg := gossip.DefaultConfig()
-	res.boundMin = gossip.SuspicionTimeout(cfg.SuspicionMult, n, cfg.ProbeInterval)
+	cfg := DefaultConfig()
+	res.boundMin = SuspicionTimeout(cfg.SuspicionMult, n, cfg.ProbeInterval)
 	res.boundMax = 6 * res.boundMin // memberlist's SuspicionMaxTimeoutMult (LAN profile)
 	t.Logf("n=%d converge=%v detect=%v bound=%v..%v idle=%.0fB/s sightings=%.0fB/s",
 		n, res.converge, res.detect, res.boundMin, res.boundMax, res.idleBps, res.sightBps)
