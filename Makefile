@@ -2,6 +2,8 @@
 SHELL := /bin/bash
 GO ?= go
 BIN := bin/medmesh
+# The lab and the benchmarks' client: not part of a deployment (make install).
+LAB_BIN := bin/medmesh-lab
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 # Tests run one package at a time per core; privileged tests share the host.
@@ -29,8 +31,9 @@ deps: ## Install the Debian packages of deploy/deps.txt that are missing (root; 
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$${missing[@]}" >/dev/null; \
 	echo "deps: installed $${missing[*]}"
 
-build: ## Build bin/medmesh
+build: ## Build bin/medmesh and bin/medmesh-lab (the campus lab, simulators, bench write)
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/medmesh
+	$(GO) build -o $(LAB_BIN) ./cmd/medmesh-lab
 
 PREFIX ?= /usr/local
 
@@ -145,7 +148,7 @@ bench-coordinator: ## medmesh vs etcd write throughput and p99 (3 nodes each, lo
 	@command -v etcd >/dev/null || { echo "bench-coordinator: installing etcd-server"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends etcd-server >/dev/null; }
 	@$(MAKE) --no-print-directory build
-	$(GO) run ./e2e/benchcoord -bin $(BIN) $(BENCHCOORD_FLAGS)
+	$(GO) run ./e2e/benchcoord -bin $(BIN) -lab-bin $(LAB_BIN) $(BENCHCOORD_FLAGS)
 
 bench-datapath: ## XDP sensor program vs bare XDP_PASS (prog.Benchmark)
 	$(GO) test -count=1 -run '^$$' -bench '^BenchmarkDatapath$$' -benchtime 1x ./node/internal/xdp/
@@ -181,18 +184,18 @@ bench-mesh: ## Gossip convergence, failure detection, reporting throughput
 
 demo: deps build ## As root: bring up the campus lab and run the compromised-device and compromised-pump scenarios live
 	@if [ "$$(id -u)" != 0 ]; then echo "demo: the campus lab needs root (network namespaces, veth, XDP): run it as root, or sudo make demo"; exit 1; fi
-	$(BIN) lab up
-	$(BIN) lab run --scenario compromised-device --view
+	$(LAB_BIN) up
+	$(LAB_BIN) run --scenario compromised-device --view
 	@echo; echo "Now an infusion pump (life-critical) is compromised: its decisions wait for a second person."
-	$(BIN) lab run --scenario compromised-pump --view
+	$(LAB_BIN) run --scenario compromised-pump --view
 	@echo
 	@echo "The campus lab is still running; the coordinator API is on this host at 127.0.0.1:7400, mutual TLS only."
-	@echo "  eval \"\$$($(BIN) lab env)\"        # MEDMESH_ADDR and MEDMESH_TLS_* for the lab's approver certificate"
+	@echo "  eval \"\$$($(LAB_BIN) env)\"        # MEDMESH_ADDR and MEDMESH_TLS_* for the lab's approver certificate"
 	@echo "  $(BIN) devices list          # the simulated devices and their classes"
 	@echo "  $(BIN) alerts list; $(BIN) decisions list; $(BIN) cluster status"
 	@echo "  grpcurl -cacert \$$MEDMESH_TLS_CA -cert \$$MEDMESH_TLS_CERT -key \$$MEDMESH_TLS_KEY 127.0.0.1:7400 list"
-	@echo "  $(BIN) lab status            # namespaces, processes and their logs"
-	@echo "  $(BIN) lab run --scenario compromised-device -o json   # jq .class_policy"
+	@echo "  $(LAB_BIN) status            # namespaces, processes and their logs"
+	@echo "  $(LAB_BIN) run --scenario compromised-device -o json   # jq .class_policy"
 	@echo "  $(BIN) policies get class/it-workstation"
 	@echo "Remove everything with: make demo-down"
 
@@ -200,11 +203,11 @@ scenario-latency: build ## As root, under the lab lock: RUNS (default 20) compro
 	@if [ "$$(id -u)" != 0 ]; then echo "scenario-latency: the campus lab needs root"; exit 1; fi
 	@n=$(or $(RUNS),20); out=bin/scenario-latency.txt; : > $$out; \
 	for i in $$(seq 1 $$n); do \
-		$(BIN) lab down >/dev/null && $(BIN) lab up >/dev/null || exit 1; \
-		v=$$($(BIN) lab run --scenario compromised-device --baseline-timeout 2m -o json | sed -n 's/^  "detection_to_drop_ms": \(.*\),$$/\1/p'); \
+		$(LAB_BIN) down >/dev/null && $(LAB_BIN) up >/dev/null || exit 1; \
+		v=$$($(LAB_BIN) run --scenario compromised-device --baseline-timeout 2m -o json | sed -n 's/^  "detection_to_drop_ms": \(.*\),$$/\1/p'); \
 		echo "run $$i/$$n: detection_to_drop_ms $${v:--1}"; echo "$${v:--1}" >> $$out; \
 	done; \
-	$(BIN) lab down >/dev/null; \
+	$(LAB_BIN) down >/dev/null; \
 	sort -n $$out | awk -v n=$$n 'function rank(p) { i = p * m; return (i == int(i)) ? int(i) : int(i) + 1 } \
 		$$1 != -1 { v[++m] = $$1 } \
 		END { if (m == 0) { print "no run saw a drop"; exit 1 } \
@@ -212,7 +215,7 @@ scenario-latency: build ## As root, under the lab lock: RUNS (default 20) compro
 				m, n - m, v[rank(0.50)], v[rank(0.99)], v[1], v[m] }'
 
 demo-down: ## Remove everything demo started
-	@if [ -x $(BIN) ]; then $(BIN) lab down; else $(GO) run ./cmd/medmesh lab down; fi
+	@if [ -x $(LAB_BIN) ]; then $(LAB_BIN) down; else $(GO) run ./cmd/medmesh-lab down; fi
 
 e2e: ## Chaos harness, bounded set (root): every nemesis once, every checker, report in e2e/reports; the lab inventory
 	@if [ "$$(id -u)" != 0 ]; then echo "e2e: skipped: the campus lab needs root"; exit 0; fi; \

@@ -42,9 +42,10 @@ var providedBy = map[string]string{
 
 // notPackaged are programs that come from elsewhere, with the reason.
 var notPackaged = map[string]string{
-	"go":      "the Go toolchain, a prerequisite (README)",
-	"medmesh": "this repository's own binary (make build)",
-	"bash":    "Debian essential; the Makefile's shell",
+	"go":          "the Go toolchain, a prerequisite (README)",
+	"medmesh":     "this repository's own binary (make build)",
+	"medmesh-lab": "this repository's lab binary (make build)",
+	"bash":        "Debian essential; the Makefile's shell",
 	// make bench-risk installs it into bin/ from the Go module proxy.
 	"osv-scanner": "peer tool of BenchmarkSBOMMatch (go install, make bench-risk)",
 }
@@ -58,17 +59,17 @@ var indirect = map[string][]string{
 	"node/gossip/netns_linux_test.go:sh":                                {"ip", "nft"},
 	"node/internal/xdp/netns_linux_test.go:sh":                          {"ip", "nft"},
 	"enforcer/enforcer_linux_test.go:sh":                                {"ip", "nft"},
-	"enforcer/propagation_bench_test.go:hostCoordinators":               {"medmesh"}, // the test binary itself (os.Args[0])
-	"enforcer/coordinator_linux_test.go:startCoordinatorProcesses":      {"medmesh"}, // the test binary itself (os.Args[0])
-	"deploy/lab/scenario_linux.go:runAttack":                            {"medmesh"}, // lab sim in a device namespace
-	"cmd/medmesh/upgrade_test.go:start":                                 {"medmesh"}, // the previous and the current release
+	"enforcer/propagation_bench_test.go:hostCoordinators":               {"medmesh"},     // the test binary itself (os.Args[0])
+	"enforcer/coordinator_linux_test.go:startCoordinatorProcesses":      {"medmesh"},     // the test binary itself (os.Args[0])
+	"deploy/lab/scenario_linux.go:runAttack":                            {"medmesh-lab"}, // medmesh-lab sim in a device namespace
+	"cmd/medmesh/upgrade_test.go:start":                                 {"medmesh"},     // the previous and the current release
 	"cmd/medmesh/upgrade_test.go:TestRollingUpgradeFromPreviousRelease": {"medmesh"},
-	"deploy/lab/proc_linux.go:spawn":                                    {"medmesh"},
+	"deploy/lab/proc_linux.go:spawn":                                    {"medmesh", "medmesh-lab"},
 	"deploy/lab/up_linux.go:probe":                                      {"medmesh"},
 	"e2e/benchcoord/medmesh.go:startMedmesh":                            {"medmesh"},
-	"e2e/benchcoord/medmesh.go:cli":                                     {"medmesh"},
+	"e2e/benchcoord/medmesh.go:cli":                                     {"medmesh", "medmesh-lab"},
 	"e2e/benchcoord/proc.go:startProc":                                  {"etcd", "medmesh"},
-	"cmd/medmesh/readme_linux_test.go:func":                             {"ip", "bash", "medmesh", "jq"}, // the README's commands
+	"cmd/medmesh/readme_linux_test.go:func":                             {"ip", "bash", "medmesh", "medmesh-lab", "jq"}, // the README's commands
 	"cmd/medmesh/crossbuild_test.go:func":                               {"go"},
 	"risk/sbom_bench_test.go:runOSVScanner":                             {"osv-scanner"},
 	"deploy/package/build.go:run":                                       {"medmesh"}, // gen-man, completion

@@ -31,7 +31,7 @@ func campus(t *testing.T) (*lab.Lab, bool) {
 	t.Helper()
 	testutil.RequireRoot(t)
 	cfg := lab.DefaultConfig()
-	cfg.Binary = medmeshBin
+	cfg.Binary, cfg.LabBinary = medmeshBin, labBin
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	l, err := lab.Open(cfg, log)
 	if err != nil {

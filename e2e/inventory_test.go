@@ -110,7 +110,7 @@ func TestLabInventory(t *testing.T) {
 	cfg.Prefix = fmt.Sprintf("i%04d-", pid%10000)
 	cfg.Octet = 240
 	cfg.StateDir = filepath.Join(t.TempDir(), "lab")
-	cfg.Binary = medmeshBin
+	cfg.Binary, cfg.LabBinary = medmeshBin, labBin
 	cfg.APIPort = testutil.FreePort(t)
 	cfg.PinDir = fmt.Sprintf("/sys/fs/bpf/mminv%d", pid)
 	cfg.PinGlobs = []string{cfg.PinDir}

@@ -23,7 +23,9 @@ import (
 	"github.com/medmesh/medmesh/internal/testutil"
 )
 
-var medmeshBin string
+// The binaries the lab runs: medmesh (coordinators, sensors, enforcers)
+// and medmesh-lab (simulators, the compromised device).
+var medmeshBin, labBin string
 
 func TestMain(m *testing.M) {
 	code := func() int {
@@ -37,12 +39,14 @@ func TestMain(m *testing.M) {
 			return 1
 		}
 		defer os.RemoveAll(dir)
-		medmeshBin = filepath.Join(dir, "medmesh")
-		build := exec.Command("go", "build", "-o", medmeshBin, "../cmd/medmesh")
-		build.Stdout, build.Stderr = os.Stdout, os.Stderr
-		if err := build.Run(); err != nil {
-			fmt.Println("e2e: build medmesh:", err)
-			return 1
+		medmeshBin, labBin = filepath.Join(dir, "medmesh"), filepath.Join(dir, "medmesh-lab")
+		for bin, pkg := range map[string]string{medmeshBin: "../cmd/medmesh", labBin: "../cmd/medmesh-lab"} {
+			build := exec.Command("go", "build", "-o", bin, pkg)
+			build.Stdout, build.Stderr = os.Stdout, os.Stderr
+			if err := build.Run(); err != nil {
+				fmt.Printf("e2e: build %s: %v\n", filepath.Base(bin), err)
+				return 1
+			}
 		}
 		return m.Run()
 	}()
@@ -59,7 +63,7 @@ func simLab(t *testing.T) *lab.Lab {
 	cfg.Prefix = fmt.Sprintf("x%04d-", pid%10000)
 	cfg.Octet = 176 + 16*(pid%4) // 176-224; deploy/lab tests use 112-160
 	cfg.StateDir = filepath.Join(t.TempDir(), "lab")
-	cfg.Binary = medmeshBin
+	cfg.Binary, cfg.LabBinary = medmeshBin, labBin
 	cfg.APIPort = testutil.FreePort(t)
 	cfg.PinGlobs = nil
 	cfg.Components = false

@@ -1,6 +1,7 @@
-// Command medmesh is the one binary of medmesh: coordinator, sensor node,
-// enforcer, replay, lab and the operator CLI. This package parses flags and
-// wires components together; it holds no domain logic.
+// Command medmesh is the one binary of a medmesh deployment: coordinator,
+// sensor node, enforcer, replay and the operator CLI. The campus lab and
+// the coordinator benchmark are medmesh-lab (cmd/medmesh-lab). This package
+// parses flags and wires components together; it holds no domain logic.
 package main
 
 import (
@@ -43,7 +44,6 @@ func newRootCmd() *cobra.Command {
 		needLinux(withConfig(newNodeCmd(), func() any { return new(nodeConfig) }), "the sensor node needs Linux (XDP)"),
 		needLinux(withConfig(newEnforcerCmd(), func() any { return new(enforcerConfig) }), "the enforcer needs Linux (XDP)"),
 		needLinux(newReplayCmd(), "replay needs Linux (it runs the sensor's XDP program)"),
-		needLinux(newLabCmd(), "the lab needs Linux (network namespaces, veth, tc, XDP)"),
 		newTLSCmd(),
 		newKeygenCmd(),
 		newAuditCmd(),

@@ -45,7 +45,7 @@ type opFlags struct {
 }
 
 // addOperatorCommands adds the operator commands (cluster, devices, policies,
-// decisions, rules, alerts, incidents, bench), all talking to the
+// decisions, rules, alerts, incidents), all talking to the
 // coordinator's gRPC API.
 func addOperatorCommands(root *cobra.Command) {
 	o := &opFlags{}
@@ -57,7 +57,6 @@ func addOperatorCommands(root *cobra.Command) {
 		newRulesCmd(o),
 		newAlertsCmd(o),
 		newIncidentsCmd(o),
-		newBenchCmd(o),
 	} {
 		o.register(c)
 		root.AddCommand(c)

@@ -221,7 +221,6 @@ func TestUsageErrorsExit2(t *testing.T) {
 		{"policies", "list", "-o", "yaml"},
 		{"devices", "list", "--class", "toaster"},
 		{"cluster", "status", "--addr", "no-port"},
-		{"bench", "write", "--n", "0"},
 		{"decisions", "approve", "d1"}, // --reason is required
 		{"policies", "activate", "p1", "--mode", "enforce"},
 		{"policies", "activate", "p1", "--reason", "r", "--mode", "block"},
@@ -369,38 +368,6 @@ func TestDecisionsWatchResumes(t *testing.T) {
 	}
 	if strings.Count(stderr, "resuming after index") != 2 {
 		t.Fatalf("stderr %q", stderr)
-	}
-}
-
-func TestBenchWrite(t *testing.T) {
-	f, addr := startFake(t)
-	code, stdout, stderr := runCLI(t, "bench", "write", "--addr", addr, "--n", "60", "--concurrency", "4", "--value-size", "300", "-o", "json")
-	if code != 0 {
-		t.Fatalf("exit %d: %s", code, stderr)
-	}
-	var res map[string]float64
-	if err := json.Unmarshal([]byte(stdout), &res); err != nil {
-		t.Fatalf("%v\n%s", err, stdout)
-	}
-	for _, k := range []string{"ok", "failed", "ops_per_sec", "p50_ms", "p99_ms"} {
-		if _, ok := res[k]; !ok {
-			t.Errorf("result lacks %q: %s", k, stdout)
-		}
-	}
-	if res["ok"] != 60 || res["failed"] != 0 || res["ops_per_sec"] <= 0 || res["p99_ms"] < res["p50_ms"] || res["p50_ms"] <= 0 {
-		t.Fatalf("result %s", stdout)
-	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	names := map[string]bool{}
-	for _, p := range f.puts {
-		names[p.GetPolicy().GetName()] = true
-		if len(p.GetPolicy().GetDescription()) != 300 {
-			t.Fatalf("description %d bytes, want 300", len(p.GetPolicy().GetDescription()))
-		}
-	}
-	if len(names) != 60 {
-		t.Fatalf("%d distinct names, want 60", len(names))
 	}
 }
 

@@ -23,8 +23,6 @@ func TestDaemonsNeedLinux(t *testing.T) {
 		{[]string{"enforcer", "--id", "e1", "--iface", "eth0", "--coordinator", "127.0.0.1:7400"}, "the enforcer needs Linux (XDP)"},
 		{[]string{"enforcer", "--id", "e1", "--uninstall"}, "the enforcer needs Linux (XDP)"},
 		{[]string{"replay", "--pcap", "capture.pcap"}, "replay needs Linux (it runs the sensor's XDP program)"},
-		{[]string{"lab", "up"}, "the lab needs Linux (network namespaces, veth, tc, XDP)"},
-		{[]string{"lab", "status"}, "the lab needs Linux (network namespaces, veth, tc, XDP)"},
 	} {
 		code, stdout, stderr := runCLI(t, tc.args...)
 		want := "medmesh: " + tc.want + "; this build is for darwin"

@@ -147,8 +147,10 @@ func TestREADMECommands(t *testing.T) {
 	}
 
 	bin := t.TempDir()
-	if out, err := exec.Command("go", "build", "-o", filepath.Join(bin, "medmesh"), ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
+	for name, pkg := range map[string]string{"medmesh": ".", "medmesh-lab": "../medmesh-lab"} {
+		if out, err := exec.Command("go", "build", "-o", filepath.Join(bin, name), pkg).CombinedOutput(); err != nil {
+			t.Fatalf("go build %s: %v\n%s", name, err, out)
+		}
 	}
 	env := append(os.Environ(), "PATH="+bin+string(os.PathListSeparator)+os.Getenv("PATH"), "MEDMESH_ADDR=")
 
@@ -255,7 +257,7 @@ func TestREADMECommands(t *testing.T) {
 	}
 
 	t.Run("lab", func(t *testing.T) {
-		out, err := shell(context.Background(), root, "medmesh lab status -o json", false).Output()
+		out, err := shell(context.Background(), root, "medmesh-lab status -o json", false).Output()
 		var st struct {
 			Up bool `json:"up"`
 		}
@@ -283,7 +285,7 @@ func evalLine(cmd string) (string, bool) {
 }
 
 // parseExports reads `export K=V` lines, V bare or single-quoted as
-// medmesh's shellQuote writes it, into K=V environment entries.
+// medmesh-lab's shellQuote writes it, into K=V environment entries.
 func parseExports(out string) ([]string, error) {
 	var env []string
 	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {

@@ -66,7 +66,7 @@ func (l *Lab) Restart(name string) (Proc, error) {
 		if err := kill(p.PID, p.Start, 3*time.Second); err != nil {
 			return Proc{}, err
 		}
-		np, err := spawn(l.cfg.StateDir, l.cfg.Prefix, l.cfg.Binary, l.cfg.Env, p.Name, p.Role, p.Netns, p.Args)
+		np, err := spawn(l.cfg.StateDir, l.cfg.Prefix, l.cfg.binary(p.Role), l.cfg.Env, p.Name, p.Role, p.Netns, p.Args)
 		if err != nil {
 			return Proc{}, err
 		}

@@ -79,8 +79,12 @@ type Config struct {
 	Floors []Floor
 	// StateDir holds the state file, logs and coordinator data.
 	StateDir string
-	// Binary is the medmesh executable started for simulators and components.
+	// Binary is the medmesh executable the components run (coordinator,
+	// node, enforcer).
 	Binary string
+	// LabBinary is the medmesh-lab executable the simulators and the
+	// compromised device run (`medmesh-lab sim`).
+	LabBinary string
 	// Env is added to every started process's environment.
 	Env []string
 	// APIPort is the coordinators' API port on 127.0.0.1..3 (Raft +1, admin +3).
@@ -105,13 +109,16 @@ type Config struct {
 }
 
 // DefaultConfig is the campus of the demo: two floors, three coordinators.
+// The running executable is the lab binary (medmesh-lab), and medmesh is
+// expected beside it (make build puts both in bin/).
 func DefaultConfig() Config {
 	exe, _ := os.Executable()
 	return Config{
 		Prefix:      "mm-",
 		Octet:       96,
 		StateDir:    "/run/medmesh-lab",
-		Binary:      exe,
+		Binary:      filepath.Join(filepath.Dir(exe), "medmesh"),
+		LabBinary:   exe,
 		APIPort:     7400,
 		LearnWindow: 45 * time.Second,
 		Floors: []Floor{
@@ -154,6 +161,9 @@ func (c Config) validate() error {
 	if c.Binary == "" {
 		errs = append(errs, errors.New("binary is empty"))
 	}
+	if c.LabBinary == "" {
+		errs = append(errs, errors.New("lab binary is empty"))
+	}
 	if c.APIPort <= 0 || c.APIPort > 65535-3 {
 		errs = append(errs, fmt.Errorf("api port %d out of range", c.APIPort))
 	}
@@ -182,6 +192,21 @@ func (c Config) validate() error {
 		errs = append(errs, fmt.Errorf("compromised device %q is not in the lab", c.Compromised))
 	}
 	return errors.Join(errs...)
+}
+
+// Process roles in the state file; simulators run the lab binary, the
+// components medmesh.
+const (
+	roleService = "service"
+	roleDevice  = "device"
+)
+
+// binary is the executable a process of role runs.
+func (c Config) binary(role string) string {
+	if role == roleService || role == roleDevice {
+		return c.LabBinary
+	}
+	return c.Binary
 }
 
 // Addressing plan. Floors and devices are numbered from 1.

@@ -27,9 +27,9 @@ import (
 	"github.com/medmesh/medmesh/internal/testutil"
 )
 
-// The test binary stands in for the medmesh binary: with helperEnv set it
-// runs `lab sim --config JSON` and knows no component commands, like a
-// medmesh whose components are not built.
+// The test binary stands in for both binaries: with helperEnv set it runs
+// `sim --config JSON`, as medmesh-lab does, and knows no component
+// commands, like a medmesh whose components are not built.
 const helperEnv = "MEDMESH_LAB_TEST_HELPER"
 
 func TestMain(m *testing.M) {
@@ -40,13 +40,13 @@ func TestMain(m *testing.M) {
 }
 
 func helperMain(args []string) int {
-	if len(args) < 2 || args[0] != "lab" || args[1] != "sim" {
+	if len(args) < 1 || args[0] != "sim" {
 		fmt.Fprintln(os.Stderr, "helper: unknown command", args)
 		return 2
 	}
 	fs := flag.NewFlagSet("sim", flag.ContinueOnError)
 	js := fs.String("config", "", "")
-	if err := fs.Parse(args[2:]); err != nil {
+	if err := fs.Parse(args[1:]); err != nil {
 		return 2
 	}
 	var cfg sim.Config
@@ -81,7 +81,7 @@ func testConfig(t *testing.T) Config {
 	cfg.Prefix = fmt.Sprintf("t%04d-", pid%10000)
 	cfg.Octet = 112 + 16*(pid%4) // 112-160; the e2e harness uses 176-224
 	cfg.StateDir = filepath.Join(t.TempDir(), "lab")
-	cfg.Binary = os.Args[0]
+	cfg.Binary, cfg.LabBinary = os.Args[0], os.Args[0]
 	cfg.Env = []string{helperEnv + "=1"}
 	cfg.APIPort = testutil.FreePort(t)
 	cfg.PinGlobs = []string{filepath.Join(t.TempDir(), "medmesh-pins*")}
@@ -421,7 +421,7 @@ func TestDownRemovesPartialLab(t *testing.T) {
 
 func TestConfigValidate(t *testing.T) {
 	good := DefaultConfig()
-	good.Binary = "/bin/true"
+	good.Binary, good.LabBinary = "/bin/true", "/bin/true"
 	if err := good.validate(); err != nil {
 		t.Fatalf("default config: %v", err)
 	}
@@ -435,7 +435,7 @@ func TestConfigValidate(t *testing.T) {
 		"compromised":    func(c *Config) { c.Compromised = "nope" },
 	} {
 		c := DefaultConfig()
-		c.Binary = "/bin/true"
+		c.Binary, c.LabBinary = "/bin/true", "/bin/true"
 		c.Floors = []Floor{{Devices: append([]Device(nil), c.Floors[0].Devices...)}, {Devices: append([]Device(nil), c.Floors[1].Devices...)}}
 		mut(&c)
 		if err := c.validate(); err == nil {
@@ -526,9 +526,9 @@ func TestFailedUpRemovesWhatItBuilt(t *testing.T) {
 		{
 			// The topology is built (namespaces, links, nftables) when
 			// the first simulator cannot be started.
-			name:    "binary missing",
-			mod:     func(t *testing.T, c *Config) { c.Binary = filepath.Join(t.TempDir(), "no-such-medmesh") },
-			wantErr: []string{"no-such-medmesh"},
+			name:    "lab binary missing",
+			mod:     func(t *testing.T, c *Config) { c.LabBinary = filepath.Join(t.TempDir(), "no-such-medmesh-lab") },
+			wantErr: []string{"no-such-medmesh-lab"},
 		},
 		{
 			// The core services are up and serving when a device

@@ -101,7 +101,7 @@ func fakeObserver(t *testing.T) (*Lab, *Observer) {
 	t.Cleanup(func() { conn.Close() })
 
 	cfg := DefaultConfig()
-	cfg.Binary = "/bin/true"
+	cfg.Binary, cfg.LabBinary = "/bin/true", "/bin/true"
 	l, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
@@ -145,7 +145,7 @@ func TestObserverReadsTheAPI(t *testing.T) {
 
 // TestScenarioTotals records a scenario's end from the observer's snapshot of
 // the API and two reads of the enforcer counters, and checks the totals a
-// script reads from `lab run -o json`.
+// script reads from `medmesh-lab run -o json`.
 func TestScenarioTotals(t *testing.T) {
 	_, obs := fakeObserver(t)
 	snap := obs.Snapshot(context.Background())

@@ -33,7 +33,7 @@ func (l *Lab) runAttack(ctx context.Context, d DeviceInfo, exfilFor time.Duratio
 	if err != nil {
 		return sim.Outcome{}, err
 	}
-	cmd := exec.CommandContext(ctx, l.cfg.Binary, "lab", "sim", "--config", string(b))
+	cmd := exec.CommandContext(ctx, l.cfg.LabBinary, "sim", "--config", string(b))
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	cmd.Env = append(append(os.Environ(), EnvMarker+"="+l.cfg.Prefix), l.cfg.Env...)
@@ -68,7 +68,7 @@ func (l *Lab) RunScenario(ctx context.Context, name string, obs *Observer, opts 
 		return ScenarioOutcome{}, err
 	}
 	if st == nil || !st.Complete {
-		return ScenarioOutcome{}, fmt.Errorf("the lab is not up (no complete state in %s): run `medmesh lab up`", l.cfg.StateDir)
+		return ScenarioOutcome{}, fmt.Errorf("the lab is not up (no complete state in %s): run `medmesh-lab up`", l.cfg.StateDir)
 	}
 	d, ok := l.cfg.Device(l.cfg.Compromised)
 	if name == ScenarioCompromisedPump {

@@ -50,7 +50,7 @@ type ProcStatus struct {
 	Alive bool `json:"alive"`
 }
 
-// Status is the state of a lab as `medmesh lab status` shows it.
+// Status is the state of a lab as `medmesh-lab status` shows it.
 type Status struct {
 	Up         bool              `json:"up"`
 	Complete   bool              `json:"complete"`
@@ -91,7 +91,7 @@ const (
 	ScenarioCompromisedPump = "compromised-pump"
 )
 
-// Scenarios lists the scenarios `medmesh lab run` knows.
+// Scenarios lists the scenarios `medmesh-lab run` knows.
 func Scenarios() []string { return []string{ScenarioCompromisedDevice, ScenarioCompromisedPump} }
 
 // ScenarioOptions tunes a scenario run.
@@ -113,7 +113,7 @@ func DefaultScenarioOptions() ScenarioOptions {
 	return ScenarioOptions{BaselineTimeout: 3 * time.Minute, ExfilFor: 10 * time.Second, Settle: 5 * time.Second}
 }
 
-// ScenarioOutcome is what `medmesh lab run -o json` prints.
+// ScenarioOutcome is what `medmesh-lab run -o json` prints.
 type ScenarioOutcome struct {
 	Scenario       string         `json:"scenario"`
 	Device         string         `json:"device"`

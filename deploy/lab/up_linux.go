@@ -153,7 +153,7 @@ func (l *Lab) healthy(st *State) bool {
 }
 
 func (l *Lab) spawn(st *State, name, role, ns string, args []string) error {
-	p, err := spawn(l.cfg.StateDir, l.cfg.Prefix, l.cfg.Binary, l.cfg.Env, name, role, ns, args)
+	p, err := spawn(l.cfg.StateDir, l.cfg.Prefix, l.cfg.binary(role), l.cfg.Env, name, role, ns, args)
 	if err != nil {
 		return err
 	}
@@ -165,18 +165,18 @@ func (l *Lab) startAll(ctx context.Context, st *State) error {
 	c := l.cfg
 	if c.Simulators {
 		for i, s := range services {
-			if err := l.startSim(st, s.name, "service", c.nsService(s.name), l.serviceConfig(s, c.ServiceIP(i).String())); err != nil {
+			if err := l.startSim(st, s.name, roleService, c.nsService(s.name), l.serviceConfig(s, c.ServiceIP(i).String())); err != nil {
 				return err
 			}
 		}
-		if err := l.startSim(st, "inet", "service", c.nsService("inet"), l.serviceConfig(service{name: "inet", kind: sim.KindInternet}, InternetIP.String())); err != nil {
+		if err := l.startSim(st, "inet", roleService, c.nsService("inet"), l.serviceConfig(service{name: "inet", kind: sim.KindInternet}, InternetIP.String())); err != nil {
 			return err
 		}
 		if err := waitServing(ctx, st, 10*time.Second); err != nil {
 			return err
 		}
 		for _, d := range c.Devices() {
-			if err := l.startSim(st, d.Name, "device", d.Namespace, l.DeviceConfig(d)); err != nil {
+			if err := l.startSim(st, d.Name, roleDevice, d.Namespace, l.DeviceConfig(d)); err != nil {
 				return err
 			}
 		}
@@ -326,7 +326,7 @@ func (l *Lab) startSim(st *State, name, role, ns string, cfg sim.Config) error {
 	if err != nil {
 		return err
 	}
-	return l.spawn(st, name, role, ns, []string{"lab", "sim", "--config", string(b)})
+	return l.spawn(st, name, role, ns, []string{"sim", "--config", string(b)})
 }
 
 func (l *Lab) serviceConfig(s service, ip string) sim.Config {
@@ -395,7 +395,7 @@ func (l *Lab) CompromisedConfig(d DeviceInfo, exfilFor time.Duration) sim.Config
 func waitServing(ctx context.Context, st *State, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	for _, p := range st.Procs {
-		if p.Role != "service" && p.Role != "device" {
+		if p.Role != roleService && p.Role != roleDevice {
 			continue
 		}
 		for {

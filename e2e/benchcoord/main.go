@@ -24,6 +24,7 @@ import (
 
 type config struct {
 	bin         string
+	labBin      string
 	etcdBin     string
 	n           int
 	valueSize   int
@@ -46,7 +47,8 @@ func main() {
 func run() int {
 	var cfg config
 	var concs string
-	flag.StringVar(&cfg.bin, "bin", "bin/medmesh", "medmesh binary")
+	flag.StringVar(&cfg.bin, "bin", "bin/medmesh", "medmesh binary (the coordinators)")
+	flag.StringVar(&cfg.labBin, "lab-bin", "bin/medmesh-lab", "medmesh-lab binary (the bench write client)")
 	flag.StringVar(&cfg.etcdBin, "etcd", "etcd", "etcd binary")
 	flag.IntVar(&cfg.n, "n", 2000, "writes per run")
 	flag.IntVar(&cfg.valueSize, "value-size", 256, "approximate bytes of each record's padding")
@@ -145,7 +147,7 @@ func bench(ctx context.Context, cfg config, log *slog.Logger) (err error) {
 		if withTLS {
 			name = "medmesh-tls"
 		}
-		mc, err := startMedmesh(ctx, cfg.bin, filepath.Join(dir, name), 3, withTLS, cfg.startupWait, log)
+		mc, err := startMedmesh(ctx, cfg.bin, cfg.labBin, filepath.Join(dir, name), 3, withTLS, cfg.startupWait, log)
 		if err != nil {
 			return fmt.Errorf("%s: %w", name, err)
 		}

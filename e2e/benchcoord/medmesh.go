@@ -20,6 +20,7 @@ import (
 // node, started the way an operator starts one.
 type medmeshCluster struct {
 	bin       string
+	labBin    string // medmesh-lab: bench write
 	procs     []*proc
 	apis      []string
 	leaderAPI string   // from the last cluster status
@@ -52,9 +53,11 @@ func makePKI(dir string, n int) (coords [][]string, client []string, err error) 
 
 // startMedmesh starts an n-node cluster; with withTLS every connection
 // (Raft, API, forwarding, the CLI) is mutual TLS.
-func startMedmesh(ctx context.Context, bin, dir string, n int, withTLS bool, timeout time.Duration, log *slog.Logger) (*medmeshCluster, error) {
-	if _, err := os.Stat(bin); err != nil {
-		return nil, fmt.Errorf("binary: %w (run make build)", err)
+func startMedmesh(ctx context.Context, bin, labBin, dir string, n int, withTLS bool, timeout time.Duration, log *slog.Logger) (*medmeshCluster, error) {
+	for _, b := range []string{bin, labBin} {
+		if _, err := os.Stat(b); err != nil {
+			return nil, fmt.Errorf("binary: %w (run make build)", err)
+		}
 	}
 	help, _ := exec.CommandContext(ctx, bin, "coordinator", "--help").CombinedOutput()
 	hasAdmin := bytes.Contains(help, []byte("--admin"))
@@ -68,7 +71,7 @@ func startMedmesh(ctx context.Context, bin, dir string, n int, withTLS bool, tim
 	if err != nil {
 		return nil, err
 	}
-	mc := &medmeshCluster{bin: bin}
+	mc := &medmeshCluster{bin: bin, labBin: labBin}
 	for i := range n {
 		mc.apis = append(mc.apis, "127.0.0.1:"+strconv.Itoa(ports[i]))
 	}
@@ -121,7 +124,7 @@ func startMedmesh(ctx context.Context, bin, dir string, n int, withTLS bool, tim
 // ready asks api for the cluster status through the CLI: a leader and n
 // coordinators.
 func (mc *medmeshCluster) ready(ctx context.Context, api string, n int) error {
-	out, err := mc.cli(ctx, 3*time.Second, "cluster", "status", "-o", "json", "--addr", api, "--timeout", "2s")
+	out, err := mc.cli(ctx, mc.bin, 3*time.Second, "cluster", "status", "-o", "json", "--addr", api, "--timeout", "2s")
 	if err != nil {
 		return err
 	}
@@ -161,26 +164,28 @@ func (mc *medmeshCluster) useLeader(ctx context.Context) error {
 	return nil
 }
 
-func (mc *medmeshCluster) cli(ctx context.Context, timeout time.Duration, args ...string) ([]byte, error) {
+// cli runs bin (medmesh or medmesh-lab) with args and the client's TLS
+// flags, and returns its stdout.
+func (mc *medmeshCluster) cli(ctx context.Context, bin string, timeout time.Duration, args ...string) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, mc.bin, append(args, mc.clientTLS...)...)
+	cmd := exec.CommandContext(ctx, bin, append(args, mc.clientTLS...)...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	if err != nil {
-		return nil, fmt.Errorf("medmesh %s: %w: %s", args[0], err, strings.TrimSpace(stderr.String()))
+		return nil, fmt.Errorf("%s %s: %w: %s", filepath.Base(bin), args[0], err, strings.TrimSpace(stderr.String()))
 	}
 	return out, nil
 }
 
-// writeBench runs `medmesh bench write` against every node's address.
+// writeBench runs `medmesh-lab bench write` against every node's address.
 func (mc *medmeshCluster) writeBench(ctx context.Context, n, conc, valueSize int, maxTime time.Duration, prefix string) (result, error) {
 	target := mc.target
 	if target == "" {
 		target = strings.Join(mc.apis, ",")
 	}
-	out, err := mc.cli(ctx, maxTime+30*time.Second, "bench", "write",
+	out, err := mc.cli(ctx, mc.labBin, maxTime+30*time.Second, "bench", "write",
 		"--addr", target,
 		"--n", strconv.Itoa(n), "--concurrency", strconv.Itoa(conc),
 		"--value-size", strconv.Itoa(valueSize), "--max-time", maxTime.String(),

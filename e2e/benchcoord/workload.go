@@ -14,7 +14,7 @@ import (
 	medmeshv1 "github.com/medmesh/medmesh/proto/medmesh/v1"
 )
 
-// result matches the JSON `medmesh bench write -o json` prints.
+// result matches the JSON `medmesh-lab bench write -o json` prints.
 type result struct {
 	OK         int     `json:"ok"`
 	Failed     int     `json:"failed"`
@@ -29,7 +29,7 @@ type result struct {
 
 // benchPolicy is the record both systems store: for medmesh the PutPolicy
 // payload, for etcd its protobuf encoding as the value, so both write the
-// same bytes. It mirrors cmd/medmesh's bench write.
+// same bytes. It mirrors cmd/medmesh-lab's bench write.
 func benchPolicy(name string, valueSize int) *medmeshv1.Policy {
 	return &medmeshv1.Policy{
 		Name:    name,

@@ -19,7 +19,8 @@ import (
 	medmeshv1 "github.com/medmesh/medmesh/proto/medmesh/v1"
 )
 
-// benchResult is what `bench write` prints; e2e/benchcoord reads it.
+// benchResult is what `medmesh-lab bench write` prints; e2e/benchcoord
+// reads it.
 type benchResult struct {
 	OK          int     `json:"ok"`
 	Failed      int     `json:"failed"`
@@ -34,11 +35,13 @@ type benchResult struct {
 	FirstError  string  `json:"first_error,omitempty"`
 }
 
-func newBenchCmd(o *opFlags) *cobra.Command {
+func newBenchCmd() *cobra.Command {
+	o := &clientFlags{}
 	c := &cobra.Command{
 		Use:   "bench",
 		Short: "Benchmark the coordinator",
 	}
+	o.register(c)
 	var (
 		n, conc, size int
 		maxTime       time.Duration
@@ -131,7 +134,7 @@ func benchWrite(ctx context.Context, conn *grpc.ClientConn, timeout time.Duratio
 						Description: pad,
 					},
 					Actor:     "bench",
-					Reason:    "medmesh bench write",
+					Reason:    "medmesh-lab bench write",
 					RequestId: run + "-" + strconv.Itoa(i),
 				}
 				cctx, cancel := context.WithTimeout(ctx, timeout)

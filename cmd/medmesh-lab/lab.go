@@ -21,15 +21,28 @@ import (
 	"github.com/medmesh/medmesh/internal/pki"
 )
 
+// labFlags are the flags of the lab commands (--medmesh is up's alone).
 type labFlags struct {
 	stateDir string
 	output   string
 	verbose  bool
+	medmesh  string
+}
+
+func (f *labFlags) register(c *cobra.Command) *cobra.Command {
+	fl := c.Flags()
+	fl.StringVar(&f.stateDir, "state-dir", lab.DefaultConfig().StateDir, "state file, logs and coordinator data")
+	fl.StringVarP(&f.output, "output", "o", "table", "output format: table or json")
+	fl.BoolVarP(&f.verbose, "verbose", "v", false, "log progress")
+	return c
 }
 
 func (f *labFlags) config() lab.Config {
 	cfg := lab.DefaultConfig()
 	cfg.StateDir = f.stateDir
+	if f.medmesh != "" {
+		cfg.Binary = f.medmesh
+	}
 	return cfg
 }
 
@@ -48,25 +61,14 @@ func (f *labFlags) lab(w io.Writer) (*lab.Lab, error) {
 	return lab.Open(f.config(), f.logger(w))
 }
 
-func newLabCmd() *cobra.Command {
+// newLabCmds are the campus lab's commands: coordinators, floors of
+// simulated devices, sensors and enforcers in network namespaces.
+func newLabCmds() []*cobra.Command {
 	f := &labFlags{}
-	c := &cobra.Command{
-		Use:   "lab",
-		Short: "The campus lab: coordinators, floors of simulated devices, sensors and enforcers in network namespaces",
-		Long: `medmesh lab builds a hospital campus on this host out of network namespaces (root only):
-a core with HL7, PACS, DHCP/DNS, NTP and a central station, an "internet" host, two floors of
-simulated medical devices, a sensor per floor and one on the core services' segment fed by
-mirrored traffic, an inline enforcer per floor (the floor's gateway), and three coordinators on
-the host with the API at 127.0.0.1:7400. Every connection is
-mutual TLS with certificates of a CA the lab makes at 'lab up'; talk to it with
-  eval "$(medmesh lab env)"`,
+	return []*cobra.Command{
+		f.register(newLabUpCmd(f)), f.register(newLabDownCmd(f)), f.register(newLabStatusCmd(f)),
+		f.register(newLabRunCmd(f)), f.register(newLabRoamCmd(f)), newLabSimCmd(), f.register(newLabEnvCmd(f)),
 	}
-	pf := c.PersistentFlags()
-	pf.StringVar(&f.stateDir, "state-dir", lab.DefaultConfig().StateDir, "state file, logs and coordinator data")
-	pf.StringVarP(&f.output, "output", "o", "table", "output format: table or json")
-	pf.BoolVarP(&f.verbose, "verbose", "v", false, "log progress")
-	c.AddCommand(newLabUpCmd(f), newLabDownCmd(f), newLabStatusCmd(f), newLabRunCmd(f), newLabRoamCmd(f), newLabSimCmd(), newLabEnvCmd(f))
-	return c
 }
 
 func newLabUpCmd(f *labFlags) *cobra.Command {
@@ -86,12 +88,13 @@ func newLabUpCmd(f *labFlags) *cobra.Command {
 				return usagef("-o %q: want table or json", f.output)
 			}
 			if _, err := l.Up(cmd.Context()); err != nil {
-				return fmt.Errorf("lab up: %w (remove what was built with `medmesh lab down`)", err)
+				return fmt.Errorf("lab up: %w (remove what was built with `medmesh-lab down`)", err)
 			}
 			return printStatus(cmd.OutOrStdout(), l, f.output)
 		},
 	}
 	c.Flags().BoolVar(&noComponents, "no-components", false, "start only the topology and simulators, no coordinators, sensors or enforcers")
+	c.Flags().StringVar(&f.medmesh, "medmesh", lab.DefaultConfig().Binary, "the medmesh binary the coordinators, sensors and enforcers run")
 	return c
 }
 
@@ -99,7 +102,7 @@ func newLabEnvCmd(f *labFlags) *cobra.Command {
 	role := string(pki.RoleApprover)
 	c := &cobra.Command{
 		Use:   "env",
-		Short: "Print the shell exports that point the CLI at the lab with a lab certificate: eval \"$(medmesh lab env)\"",
+		Short: "Print the shell exports that point the CLI at the lab with a lab certificate: eval \"$(medmesh-lab env)\"",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			r, err := pki.ParseRole(role)
@@ -112,7 +115,7 @@ func newLabEnvCmd(f *labFlags) *cobra.Command {
 				return usageError{err}
 			}
 			if _, err := os.Stat(files.CertFile); err != nil {
-				return fmt.Errorf("no lab certificate at %s: is the lab up? (medmesh lab up)", files.CertFile)
+				return fmt.Errorf("no lab certificate at %s: is the lab up? (medmesh-lab up)", files.CertFile)
 			}
 			w := cmd.OutOrStdout()
 			for _, kv := range [][2]string{
@@ -227,7 +230,7 @@ func printStatus(w io.Writer, l *lab.Lab, output string) error {
 	for role, why := range st.Skipped {
 		fmt.Fprintf(w, "not started: %s: %s\n", role, why)
 	}
-	fmt.Fprintf(w, "coordinator API on the host: %s, mutual TLS: eval \"$(medmesh lab env)\", then medmesh cluster status ...\n", st.API)
+	fmt.Fprintf(w, "coordinator API on the host: %s, mutual TLS: eval \"$(medmesh-lab env)\", then medmesh cluster status ...\n", st.API)
 	return nil
 }
 
@@ -278,7 +281,7 @@ func newLabRunCmd(f *labFlags) *cobra.Command {
 				return err
 			}
 			if _, err := os.Stat(cc.TLS.CertFile); err != nil {
-				return fmt.Errorf("no lab certificate at %s: is the lab up? (medmesh lab up)", cc.TLS.CertFile)
+				return fmt.Errorf("no lab certificate at %s: is the lab up? (medmesh-lab up)", cc.TLS.CertFile)
 			}
 			conn, err := grpcx.Dial(addr, cc, nil)
 			if err != nil {
@@ -397,8 +400,9 @@ func newLabRoamCmd(f *labFlags) *cobra.Command {
 	return c
 }
 
-// newLabSimCmd runs one simulator; the lab starts it inside a namespace
-// with --config, people with --kind and the address flags.
+// newLabSimCmd runs one simulator, or the compromised device's attack; the
+// lab starts it inside a namespace with --config, people with --kind and
+// the address flags.
 func newLabSimCmd() *cobra.Command {
 	var js, kind, id string
 	var over sim.Config

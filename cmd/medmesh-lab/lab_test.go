@@ -36,13 +36,15 @@ func TestLabCLIUsage(t *testing.T) {
 		code int
 		want string
 	}{
-		{[]string{"lab", "run", "--state-dir", dir}, exitUsage, "--scenario is required"},
-		{[]string{"lab", "status", "-o", "yaml", "--state-dir", dir}, exitUsage, "want table or json"},
-		{[]string{"lab", "status", "--state-dir", dir}, 0, "lab: down"},
-		{[]string{"lab", "status", "-o", "json", "--state-dir", dir}, 0, `"up": false`},
-		{[]string{"lab", "run", "--scenario", "meteor-strike", "--state-dir", dir}, exitUsage, "known: compromised-device, compromised-pump"},
-		{[]string{"lab", "sim", "--config", "{"}, exitUsage, "--config"},
-		{[]string{"lab", "roam", "pump1", "--state-dir", dir}, exitUsage, "--floor is required"},
+		{[]string{"run", "--state-dir", dir}, exitUsage, "--scenario is required"},
+		{[]string{"status", "-o", "yaml", "--state-dir", dir}, exitUsage, "want table or json"},
+		{[]string{"status", "--state-dir", dir}, 0, "lab: down"},
+		{[]string{"status", "-o", "json", "--state-dir", dir}, 0, `"up": false`},
+		{[]string{"run", "--scenario", "meteor-strike", "--state-dir", dir}, exitUsage, "known: compromised-device, compromised-pump"},
+		{[]string{"sim", "--config", "{"}, exitUsage, "--config"},
+		{[]string{"roam", "pump1", "--state-dir", dir}, exitUsage, "--floor is required"},
+		{[]string{"bench", "write", "--n", "0"}, exitUsage, "--n and --concurrency must be positive"},
+		{[]string{"frobnicate"}, exitUsage, "unknown command"},
 	} {
 		out, code := runLab(t, tc.args...)
 		if code != tc.code || !strings.Contains(out, tc.want) {
@@ -77,6 +79,20 @@ func TestPrintOutcomeTellsApprovalAndClassPolicy(t *testing.T) {
 	} {
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("outcome lacks %q:\n%s", want, b.String())
+		}
+	}
+}
+
+// TestLabNeedsLinux plays a darwin build: the lab commands fail before
+// doing anything, saying so.
+func TestLabNeedsLinux(t *testing.T) {
+	old := goos
+	goos = "darwin"
+	t.Cleanup(func() { goos = old })
+	for _, args := range [][]string{{"up"}, {"status"}, {"env"}, {"sim", "--kind", "pump", "--id", "p1"}} {
+		out, code := runLab(t, args...)
+		if want := "the lab needs Linux (network namespaces, veth, tc, XDP); this build is for darwin"; code != exitFailure || !strings.Contains(out, want) {
+			t.Errorf("%v: exit %d, output %q; want exit %d and %q", args, code, out, exitFailure, want)
 		}
 	}
 }
