@@ -190,6 +190,14 @@ func TestSnapshotSaveRestoreNewCluster(t *testing.T) {
 	// Writable, and every replica's trail verifies (what `medmesh audit
 	// verify --data-dir` runs).
 	put(t, ncl.nodes[2], "after-restore", "v")
+	// The write is committed on a quorum when put returns; wait until every
+	// replica has applied it before stopping them.
+	nl = ncl.leader()
+	for _, n := range ncl.nodes {
+		testutil.Eventually(t, 10*time.Second, 20*time.Millisecond, func() bool {
+			return n.c.FSM().AppliedIndex() >= nl.c.FSM().AppliedIndex()
+		}, "%s did not apply the write after restore", n.cfg.ID)
+	}
 	for _, n := range ncl.nodes {
 		n.stop(false)
 		rep, err := VerifyAudit(n.cfg.DataDir)
