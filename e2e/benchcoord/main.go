@@ -108,6 +108,7 @@ type row struct {
 // system is a running cluster the workload can be sent to.
 type system interface {
 	writeBench(ctx context.Context, n, conc, valueSize int, maxTime time.Duration, prefix string) (result, error)
+	processes() []*proc
 	Close()
 }
 
@@ -191,9 +192,13 @@ func bench(ctx context.Context, cfg config, log *slog.Logger) (err error) {
 				if ctx.Err() != nil {
 					return ctx.Err()
 				}
+				cpu0 := cpuTime(systems[name].processes())
 				res, err := systems[name].writeBench(ctx, cfg.n, c, cfg.valueSize, cfg.maxTime, fmt.Sprintf("bench/r%d/c%d", round, c))
 				if err != nil {
 					return fmt.Errorf("%s concurrency %d: %w", name, c, err)
+				}
+				if res.OK > 0 {
+					res.ServerCPUms = float64((cpuTime(systems[name].processes()) - cpu0).Microseconds()) / 1000 / float64(res.OK)
 				}
 				log.Info(name, "round", round+1, "concurrency", c, "ok", res.OK, "failed", res.Failed+res.NotRun,
 					"ops_per_sec", res.OpsPerSec, "p99_ms", res.P99ms)
@@ -244,11 +249,12 @@ func median(rs []result) *result {
 		return (v[len(v)/2-1] + v[len(v)/2]) / 2
 	}
 	out := result{
-		OpsPerSec: med(func(r result) float64 { return r.OpsPerSec }),
-		P50ms:     med(func(r result) float64 { return r.P50ms }),
-		P99ms:     med(func(r result) float64 { return r.P99ms }),
-		MaxMs:     med(func(r result) float64 { return r.MaxMs }),
-		ElapsedMs: med(func(r result) float64 { return r.ElapsedMs }),
+		OpsPerSec:   med(func(r result) float64 { return r.OpsPerSec }),
+		P50ms:       med(func(r result) float64 { return r.P50ms }),
+		P99ms:       med(func(r result) float64 { return r.P99ms }),
+		MaxMs:       med(func(r result) float64 { return r.MaxMs }),
+		ServerCPUms: med(func(r result) float64 { return r.ServerCPUms }),
+		ElapsedMs:   med(func(r result) float64 { return r.ElapsedMs }),
 	}
 	for _, r := range rs {
 		out.OK += r.OK
@@ -277,6 +283,11 @@ func printTable(w *os.File, cfg config, rows []row) {
 	}
 	tw.Flush()
 	fmt.Fprintln(w, "\nthroughput ratio = medmesh/etcd (higher is better for medmesh); p99 ratio = medmesh/etcd (lower is better)")
+	fmt.Fprint(w, "server CPU per write (ms, the three processes; medmesh/etcd):")
+	for _, r := range rows {
+		fmt.Fprintf(w, "  c%d %s/%s", r.Concurrency, f(r.Medmesh, func(x *result) float64 { return x.ServerCPUms }, 2), f(r.Etcd, func(x *result) float64 { return x.ServerCPUms }, 2))
+	}
+	fmt.Fprintln(w)
 	if cfg.baseline != "" {
 		fmt.Fprintf(w, "\n%s vs the baseline %s (plaintext), same run:\n\n", cfg.bin, cfg.baseline)
 		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)

@@ -208,3 +208,5 @@ func (mc *medmeshCluster) Close() {
 		p.stop(15 * time.Second)
 	}
 }
+
+func (mc *medmeshCluster) processes() []*proc { return mc.procs }
