@@ -156,6 +156,8 @@ func pairedPropagation(b *testing.B, n int) {
 		b.ReportMetric(float64(s.serverCPU.Microseconds())/1000/propagationSamples, s.name+"-"+s.server+"-cpu-ms")
 	}
 	ml, tl, el := plain.report(b, "medmesh-"), withTLS.report(b, "medmesh-tls-"), e.latencies()
+	b.ReportMetric(quantileMS(e.writes, 0.50), "etcd3-write-p50-ms")
+	b.ReportMetric(quantileMS(e.writes, 0.99), "etcd3-write-p99-ms")
 	mp50, mp99 := quantileMS(ml, 0.50), quantileMS(ml, 0.99)
 	tp50, tp99 := quantileMS(tl, 0.50), quantileMS(tl, 0.99)
 	ep50, ep99 := quantileMS(el, 0.50), quantileMS(el, 0.99)
@@ -501,6 +503,7 @@ func (r *raftRun) report(b *testing.B, prefix string) []time.Duration {
 	defer r.mu.Unlock()
 	slices.Sort(r.writes)
 	b.ReportMetric(float64(r.writes[len(r.writes)/2].Microseconds())/1000, prefix+"write-p50-ms")
+	b.ReportMetric(quantileMS(r.writes, 0.99), prefix+"write-p99-ms")
 	slices.Sort(r.delivered)
 	b.ReportMetric(float64(r.delivered[len(r.delivered)/2].Microseconds())/1000, prefix+"delivered-p50-ms")
 	b.ReportMetric(float64(r.delivered[min(len(r.delivered)-1, len(r.delivered)*99/100)].Microseconds())/1000, prefix+"delivered-p99-ms")
@@ -584,6 +587,29 @@ func TestCoordinatorHost(t *testing.T) {
 	io.Copy(io.Discard, os.Stdin)
 }
 
+// coordProfileEnv names a directory: each coordinator process of
+// BenchmarkPropagation then writes its CPU, block and mutex profiles there
+// when it stops, named after the sub-benchmark, the cluster (plain or tls)
+// and the node (go tool pprof enforcer.test <file>).
+const coordProfileEnv = "MEDMESH_BENCH_PROFILE"
+
+// coordProfileFlags returns the profiling flags of coordinator process i,
+// none unless coordProfileEnv is set.
+func coordProfileFlags(b *testing.B, tls *benchPKI, i int) []string {
+	dir, ok := os.LookupEnv(coordProfileEnv)
+	if !ok || dir == "" {
+		return nil
+	}
+	cluster := "plain"
+	if tls != nil {
+		cluster = "tls"
+	}
+	name := strings.NewReplacer("/", "_", "=", "").Replace(b.Name())
+	base := filepath.Join(dir, fmt.Sprintf("%s-%s-c%d", name, cluster, i+1))
+	return []string{"-test.cpuprofile=" + base + ".cpu", "-test.blockprofile=" + base + ".block",
+		"-test.blockprofilerate=10000", "-test.mutexprofile=" + base + ".mutex", "-test.outputdir=" + dir}
+}
+
 // hostCoordinators starts three coordinator processes (with mutual TLS
 // when tls is not nil) and returns their API addresses, the leader's
 // first, and their process ids.
@@ -596,7 +622,7 @@ func hostCoordinators(b *testing.B, tls *benchPKI) ([]string, []int) {
 		apis = append(apis, fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(b)))
 	}
 	for i := range n {
-		cmd := exec.Command(os.Args[0], "-test.run=^TestCoordinatorHost$", "-test.count=1")
+		cmd := exec.Command(os.Args[0], append([]string{"-test.run=^TestCoordinatorHost$", "-test.count=1"}, coordProfileFlags(b, tls, i)...)...)
 		cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%d 127.0.0.1:%d %s %s", coordHostEnv,
 			i, testutil.FreePort(b), filepath.Join(dir, fmt.Sprint(i)), strings.Join(apis, " ")))
 		if tls != nil {
@@ -734,6 +760,7 @@ type etcdRun struct {
 
 	writer *clientv3.Client
 	got    atomic.Int64
+	writes []time.Duration // each put's latency (answered once the leader applied it)
 
 	mu  sync.Mutex
 	lat []time.Duration
@@ -784,7 +811,9 @@ func startEtcdRun(b *testing.B, members, n int) *etcdRun {
 // before the put, and waits until every watcher has seen it.
 func (r *etcdRun) sample(b *testing.B, i int) {
 	pctx, pcancel := context.WithTimeout(context.Background(), 10*time.Second)
-	_, err := r.writer.Put(pctx, etcdKey, strconv.FormatInt(time.Now().UnixNano(), 10))
+	t0 := time.Now()
+	_, err := r.writer.Put(pctx, etcdKey, strconv.FormatInt(t0.UnixNano(), 10))
+	r.writes = append(r.writes, time.Since(t0))
 	pcancel()
 	if err != nil {
 		b.Fatal(err)

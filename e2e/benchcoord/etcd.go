@@ -136,3 +136,5 @@ func (ec *etcdCluster) Close() {
 		p.stop(10 * time.Second)
 	}
 }
+
+func (ec *etcdCluster) processes() []*proc { return ec.procs }

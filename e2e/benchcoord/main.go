@@ -38,6 +38,7 @@ type config struct {
 	target      string
 	rounds      int
 	tls         bool
+	baseline    string
 }
 
 func main() {
@@ -62,6 +63,7 @@ func run() int {
 	flag.StringVar(&cfg.target, "target", "all", "where clients send writes: all (every node's address) or leader")
 	flag.IntVar(&cfg.rounds, "rounds", 3, "rounds; the table shows each figure's median")
 	flag.BoolVar(&cfg.tls, "tls", true, "also run a medmesh cluster with mutual TLS on every connection and report TLS/plaintext")
+	flag.StringVar(&cfg.baseline, "baseline-bin", "", "also run a plaintext cluster of this medmesh binary (an earlier build; the same -lab-bin client) and report -bin/baseline, to measure a change in the same run")
 	flag.Parse()
 	if cfg.rounds <= 0 || cfg.n <= 0 {
 		fmt.Fprintln(os.Stderr, "benchcoord: -rounds and -n must be positive")
@@ -96,14 +98,17 @@ type row struct {
 	Medmesh       *result  `json:"medmesh,omitempty"`
 	Etcd          *result  `json:"etcd,omitempty"`
 	MedmeshTLS    *result  `json:"medmesh_tls,omitempty"`
+	Baseline      *result  `json:"baseline,omitempty"`
 	MedmeshRounds []result `json:"medmesh_rounds,omitempty"`
 	EtcdRounds    []result `json:"etcd_rounds,omitempty"`
 	TLSRounds     []result `json:"medmesh_tls_rounds,omitempty"`
+	BaseRounds    []result `json:"baseline_rounds,omitempty"`
 }
 
 // system is a running cluster the workload can be sent to.
 type system interface {
 	writeBench(ctx context.Context, n, conc, valueSize int, maxTime time.Duration, prefix string) (result, error)
+	processes() []*proc
 	Close()
 }
 
@@ -159,6 +164,19 @@ func bench(ctx context.Context, cfg config, log *slog.Logger) (err error) {
 			}
 		}
 	}
+	if cfg.baseline != "" && !cfg.skipMedmesh {
+		mc, err := startMedmesh(ctx, cfg.baseline, cfg.labBin, filepath.Join(dir, "baseline"), 3, false, cfg.startupWait, log)
+		if err != nil {
+			return fmt.Errorf("baseline: %w", err)
+		}
+		systems["baseline"] = mc
+		names = append(names, "baseline")
+		if cfg.target == "leader" {
+			if err := mc.useLeader(ctx); err != nil {
+				return fmt.Errorf("baseline: %w", err)
+			}
+		}
+	}
 	rows := make([]row, len(cfg.concs))
 	// Both clusters run throughout but only one takes writes at a time; the
 	// two measurements of a pair are taken back to back, in alternating
@@ -174,9 +192,13 @@ func bench(ctx context.Context, cfg config, log *slog.Logger) (err error) {
 				if ctx.Err() != nil {
 					return ctx.Err()
 				}
+				cpu0 := cpuTime(systems[name].processes())
 				res, err := systems[name].writeBench(ctx, cfg.n, c, cfg.valueSize, cfg.maxTime, fmt.Sprintf("bench/r%d/c%d", round, c))
 				if err != nil {
 					return fmt.Errorf("%s concurrency %d: %w", name, c, err)
+				}
+				if res.OK > 0 {
+					res.ServerCPUms = float64((cpuTime(systems[name].processes()) - cpu0).Microseconds()) / 1000 / float64(res.OK)
 				}
 				log.Info(name, "round", round+1, "concurrency", c, "ok", res.OK, "failed", res.Failed+res.NotRun,
 					"ops_per_sec", res.OpsPerSec, "p99_ms", res.P99ms)
@@ -185,6 +207,8 @@ func bench(ctx context.Context, cfg config, log *slog.Logger) (err error) {
 					rows[i].EtcdRounds = append(rows[i].EtcdRounds, res)
 				case "medmesh-tls":
 					rows[i].TLSRounds = append(rows[i].TLSRounds, res)
+				case "baseline":
+					rows[i].BaseRounds = append(rows[i].BaseRounds, res)
 				default:
 					rows[i].MedmeshRounds = append(rows[i].MedmeshRounds, res)
 				}
@@ -195,6 +219,7 @@ func bench(ctx context.Context, cfg config, log *slog.Logger) (err error) {
 		rows[i].Etcd = median(rows[i].EtcdRounds)
 		rows[i].Medmesh = median(rows[i].MedmeshRounds)
 		rows[i].MedmeshTLS = median(rows[i].TLSRounds)
+		rows[i].Baseline = median(rows[i].BaseRounds)
 	}
 	printTable(os.Stdout, cfg, rows)
 	if cfg.jsonOut != "" {
@@ -224,11 +249,12 @@ func median(rs []result) *result {
 		return (v[len(v)/2-1] + v[len(v)/2]) / 2
 	}
 	out := result{
-		OpsPerSec: med(func(r result) float64 { return r.OpsPerSec }),
-		P50ms:     med(func(r result) float64 { return r.P50ms }),
-		P99ms:     med(func(r result) float64 { return r.P99ms }),
-		MaxMs:     med(func(r result) float64 { return r.MaxMs }),
-		ElapsedMs: med(func(r result) float64 { return r.ElapsedMs }),
+		OpsPerSec:   med(func(r result) float64 { return r.OpsPerSec }),
+		P50ms:       med(func(r result) float64 { return r.P50ms }),
+		P99ms:       med(func(r result) float64 { return r.P99ms }),
+		MaxMs:       med(func(r result) float64 { return r.MaxMs }),
+		ServerCPUms: med(func(r result) float64 { return r.ServerCPUms }),
+		ElapsedMs:   med(func(r result) float64 { return r.ElapsedMs }),
 	}
 	for _, r := range rs {
 		out.OK += r.OK
@@ -257,6 +283,27 @@ func printTable(w *os.File, cfg config, rows []row) {
 	}
 	tw.Flush()
 	fmt.Fprintln(w, "\nthroughput ratio = medmesh/etcd (higher is better for medmesh); p99 ratio = medmesh/etcd (lower is better)")
+	fmt.Fprint(w, "server CPU per write (ms, the three processes; medmesh/etcd):")
+	for _, r := range rows {
+		fmt.Fprintf(w, "  c%d %s/%s", r.Concurrency, f(r.Medmesh, func(x *result) float64 { return x.ServerCPUms }, 2), f(r.Etcd, func(x *result) float64 { return x.ServerCPUms }, 2))
+	}
+	fmt.Fprintln(w)
+	if cfg.baseline != "" {
+		fmt.Fprintf(w, "\n%s vs the baseline %s (plaintext), same run:\n\n", cfg.bin, cfg.baseline)
+		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprintln(tw, "concurrency\tops/s\tbaseline ops/s\tthroughput ratio\tbaseline/etcd throughput\tp99 ms\tbaseline p99 ms\tp99 ratio\tfailed m/b\t")
+		for _, r := range rows {
+			m, b := r.Medmesh, r.Baseline
+			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s/%s\t\n", r.Concurrency,
+				f(m, func(x *result) float64 { return x.OpsPerSec }, 0), f(b, func(x *result) float64 { return x.OpsPerSec }, 0),
+				ratio(m, b, func(x *result) float64 { return x.OpsPerSec }),
+				ratio(b, r.Etcd, func(x *result) float64 { return x.OpsPerSec }),
+				f(m, func(x *result) float64 { return x.P99ms }, 2), f(b, func(x *result) float64 { return x.P99ms }, 2),
+				ratio(m, b, func(x *result) float64 { return x.P99ms }),
+				failed(m), failed(b))
+		}
+		tw.Flush()
+	}
 	if !cfg.tls {
 		return
 	}

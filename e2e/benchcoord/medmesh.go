@@ -117,7 +117,10 @@ func startMedmesh(ctx context.Context, bin, labBin, dir string, n int, withTLS b
 		mc.Close()
 		return nil, err
 	}
-	log.Info("medmesh cluster ready", "nodes", n, "api", strings.Join(mc.apis, ","), "tls", withTLS, "took", time.Since(t0).Round(time.Millisecond))
+	// pick_first: a client given every address sends to the first, so
+	// whether that is the leader decides if writes are forwarded.
+	log.Info("medmesh cluster ready", "nodes", n, "api", strings.Join(mc.apis, ","), "tls", withTLS,
+		"leader", mc.leaderAPI, "first_is_leader", mc.leaderAPI == mc.apis[0], "took", time.Since(t0).Round(time.Millisecond))
 	return mc, nil
 }
 
@@ -205,3 +208,5 @@ func (mc *medmeshCluster) Close() {
 		p.stop(15 * time.Second)
 	}
 }
+
+func (mc *medmeshCluster) processes() []*proc { return mc.procs }

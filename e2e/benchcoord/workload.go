@@ -25,6 +25,9 @@ type result struct {
 	MaxMs      float64 `json:"max_ms"`
 	ElapsedMs  float64 `json:"elapsed_ms"`
 	FirstError string  `json:"first_error,omitempty"`
+	// ServerCPUms is the CPU time the cluster's processes used per
+	// successful write (benchcoord measures it around the run).
+	ServerCPUms float64 `json:"server_cpu_ms_per_write,omitempty"`
 }
 
 // benchPolicy is the record both systems store: for medmesh the PutPolicy

@@ -242,8 +242,13 @@ func readSnapshot(r io.Reader) (*state, error) {
 }
 
 // rebuildDerived rebuilds what the state derives from its replicated
-// parts: the address index of devices and the incidents' indexes.
+// parts: the address index of devices, the index of active policies and
+// the incidents' indexes.
 func (s *state) rebuildDerived() {
+	s.active = newActivePolicies()
+	for _, p := range s.policies {
+		s.active.add(p)
+	}
 	for _, mac := range sortedKeys(s.devices) {
 		s.indexDeviceIPs(nil, s.devices[mac])
 	}

@@ -20,6 +20,7 @@ type state struct {
 
 	devices    map[string]*medmeshv1.Device
 	policies   map[string]*medmeshv1.Policy
+	active     activePolicies        // derived from policies (state_classes.go)
 	decisions  []*medmeshv1.Decision // by index
 	decisionAt map[string]int        // id -> position in decisions
 	alerts     []*medmeshv1.Alert    // by index, from position alertBase
@@ -77,6 +78,7 @@ func newState() *state {
 	return &state{
 		devices:    map[string]*medmeshv1.Device{},
 		policies:   map[string]*medmeshv1.Policy{},
+		active:     newActivePolicies(),
 		decisionAt: map[string]int{},
 		alertAt:    map[string]int{},
 		baselines:  map[string]*medmeshv1.Baseline{},

@@ -33,22 +33,79 @@ func classPolicy(p *medmeshv1.Policy) bool {
 	return p.GetDeviceMac() == "" && p.GetDeviceClass() != medmeshv1.DeviceClass_DEVICE_CLASS_UNSPECIFIED
 }
 
-// policyIndex is, in one pass over the policies by name, the MACs with an
-// active policy of their own and the class policy in force for each class.
-func (s *state) policyIndex() (own map[string]bool, byClass map[medmeshv1.DeviceClass]*medmeshv1.Policy) {
-	own = map[string]bool{}
-	byClass = map[medmeshv1.DeviceClass]*medmeshv1.Policy{}
-	for _, name := range sortedKeys(s.policies) {
-		p := s.policies[name]
-		switch {
-		case !p.GetActive():
-		case p.GetDeviceMac() != "":
-			own[p.GetDeviceMac()] = true
-		case classPolicy(p) && byClass[p.GetDeviceClass()] == nil:
-			byClass[p.GetDeviceClass()] = p
+// activePolicies indexes the active policies for the class rules above:
+// the MACs with an active policy of their own (how many), and the names of
+// each class's active class policies. It is derived from the policies,
+// kept in step by setPolicy and rebuilt on restore, so that a write or a
+// device's classification costs no pass over every policy.
+type activePolicies struct {
+	own     map[string]int
+	byClass map[medmeshv1.DeviceClass]map[string]struct{}
+}
+
+func newActivePolicies() activePolicies {
+	return activePolicies{own: map[string]int{}, byClass: map[medmeshv1.DeviceClass]map[string]struct{}{}}
+}
+
+// add counts p if it is active; remove uncounts it.
+func (a *activePolicies) add(p *medmeshv1.Policy)    { a.count(p, 1) }
+func (a *activePolicies) remove(p *medmeshv1.Policy) { a.count(p, -1) }
+
+func (a *activePolicies) count(p *medmeshv1.Policy, n int) {
+	switch {
+	case !p.GetActive():
+	case p.GetDeviceMac() != "":
+		mac := p.GetDeviceMac()
+		if a.own[mac] += n; a.own[mac] <= 0 {
+			delete(a.own, mac)
+		}
+	case classPolicy(p):
+		names := a.byClass[p.GetDeviceClass()]
+		if n > 0 {
+			if names == nil {
+				names = map[string]struct{}{}
+				a.byClass[p.GetDeviceClass()] = names
+			}
+			names[p.GetName()] = struct{}{}
+			return
+		}
+		delete(names, p.GetName())
+		if len(names) == 0 {
+			delete(a.byClass, p.GetDeviceClass())
 		}
 	}
-	return own, byClass
+}
+
+// setPolicy stores p under name (nil deletes it) and keeps the index of
+// active policies in step.
+func (s *state) setPolicy(name string, p *medmeshv1.Policy) {
+	if old := s.policies[name]; old != nil {
+		s.active.remove(old)
+	}
+	if p == nil {
+		delete(s.policies, name)
+		return
+	}
+	s.policies[name] = p
+	s.active.add(p)
+}
+
+// hasOwnPolicy reports whether device mac has an active policy of its own.
+func (s *state) hasOwnPolicy(mac string) bool { return s.active.own[mac] > 0 }
+
+// classPolicyInForce is the active policy of class c in force: the first
+// by name; nil for none.
+func (s *state) classPolicyInForce(c medmeshv1.DeviceClass) *medmeshv1.Policy {
+	first := ""
+	for name := range s.active.byClass[c] {
+		if first == "" || name < first {
+			first = name
+		}
+	}
+	if first == "" {
+		return nil
+	}
+	return s.policies[first]
 }
 
 // classView maps each known device of one of classes, without an active
@@ -59,17 +116,16 @@ func (s *state) classView(classes []medmeshv1.DeviceClass) map[string]string {
 	if len(classes) == 0 {
 		return out
 	}
-	own, byClass := s.policyIndex()
+	inForce := map[medmeshv1.DeviceClass]string{}
+	for _, c := range classes {
+		inForce[c] = s.classPolicyInForce(c).GetName()
+	}
 	for mac, d := range s.devices {
-		c := d.GetDeviceClass()
-		if own[mac] || c == medmeshv1.DeviceClass_DEVICE_CLASS_UNSPECIFIED {
+		name, ok := inForce[d.GetDeviceClass()]
+		if !ok || d.GetDeviceClass() == medmeshv1.DeviceClass_DEVICE_CLASS_UNSPECIFIED || s.hasOwnPolicy(mac) {
 			continue
 		}
-		for _, want := range classes {
-			if c == want {
-				out[mac] = byClass[c].GetName()
-			}
-		}
+		out[mac] = name
 	}
 	return out
 }
@@ -80,11 +136,10 @@ func (s *state) deviceView(mac string) map[string]string {
 	if d == nil {
 		return map[string]string{}
 	}
-	own, byClass := s.policyIndex()
-	if own[mac] || d.GetDeviceClass() == medmeshv1.DeviceClass_DEVICE_CLASS_UNSPECIFIED {
+	if s.hasOwnPolicy(mac) || d.GetDeviceClass() == medmeshv1.DeviceClass_DEVICE_CLASS_UNSPECIFIED {
 		return map[string]string{}
 	}
-	return map[string]string{mac: byClass[d.GetDeviceClass()].GetName()}
+	return map[string]string{mac: s.classPolicyInForce(d.GetDeviceClass()).GetName()}
 }
 
 // policyClasses are the classes the given policies (nil allowed) are
@@ -126,7 +181,6 @@ func (s *state) reconcileClasses(index uint64, now *timestamppb.Timestamp, t tri
 		}
 	}
 	var out []*medmeshv1.Decision
-	own, _ := s.policyIndex()
 	for _, mac := range sortedKeys(after) {
 		was, is := before[mac], after[mac]
 		id := s.freshID(t.id + "/" + mac)
@@ -134,7 +188,7 @@ func (s *state) reconcileClasses(index uint64, now *timestamppb.Timestamp, t tri
 		switch {
 		case is != "" && (is != was || is == changed):
 			d = s.applyPolicyDecision(id, mac, s.policies[is], t.actor, t.reason, t.twoPerson)
-		case is == "" && was != "" && !own[mac]:
+		case is == "" && was != "" && !s.hasOwnPolicy(mac):
 			d = &medmeshv1.Decision{
 				Id:        id,
 				Action:    medmeshv1.DecisionAction_DECISION_ACTION_REMOVE_POLICY,

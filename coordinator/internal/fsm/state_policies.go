@@ -49,9 +49,14 @@ func (s *state) applyPolicyPut(index uint64, now *timestamppb.Timestamp, c *fsmp
 		p.CreateTime = old.CreateTime
 	}
 	p.Revision, p.UpdateTime, p.UpdatedBy = index, now, c.GetActor()
-	classes := s.policyClasses(old, p)
+	// A put keeps the policy's activation, so only an active policy's
+	// change can move a device to another class policy.
+	var classes []medmeshv1.DeviceClass
+	if old.GetActive() {
+		classes = s.policyClasses(old, p)
+	}
 	before := s.classView(classes)
-	s.policies[p.Name] = p
+	s.setPolicy(p.Name, p)
 	s.appendAudit(index, now, c.GetActor(), "policy.put", "policy/"+p.Name, c.GetReason(), "", "", c.GetComment())
 	res := &Result{Policy: p}
 	if p.Active && !classPolicy(p) {
@@ -75,9 +80,12 @@ func (s *state) applyPolicyDelete(index uint64, now *timestamppb.Timestamp, c *f
 	if err := checkVersion(c.GetName(), old, c.ExpectedVersion); err != nil {
 		return &Result{Err: err}
 	}
-	classes := s.policyClasses(old)
+	var classes []medmeshv1.DeviceClass
+	if old.Active {
+		classes = s.policyClasses(old)
+	}
 	before := s.classView(classes)
-	delete(s.policies, c.GetName())
+	s.setPolicy(c.GetName(), nil)
 	s.appendAudit(index, now, c.GetActor(), "policy.delete", "policy/"+c.GetName(), c.GetReason(), "", "", c.GetComment())
 	res := &Result{Policy: old}
 	if old.Active && !classPolicy(old) {
@@ -120,7 +128,7 @@ func (s *state) applyPolicyActivate(index uint64, now *timestamppb.Timestamp, c 
 	p.Revision, p.UpdateTime, p.UpdatedBy = index, now, c.GetActor()
 	classes := s.policyClasses(p)
 	before := s.classView(classes)
-	s.policies[p.Name] = p
+	s.setPolicy(p.Name, p)
 	s.appendAudit(index, now, c.GetActor(), "policy.activate", "policy/"+p.Name, c.GetReason(), "", "", c.GetComment())
 	res := &Result{Policy: p}
 	if !classPolicy(p) {
