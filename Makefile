@@ -120,7 +120,8 @@ FUZZ_TARGETS := ./node/replay:FuzzCaptureReader \
 	./node/internal/detect:FuzzMQTT \
 	./node/internal/detect:FuzzVNC \
 	./node/internal/detect:FuzzSSH \
-	./node/internal/detect:FuzzARP
+	./node/internal/detect:FuzzARP \
+	./coordinator/internal/posture:FuzzUDIDI
 
 FUZZTIME ?= 5s
 
