@@ -3,9 +3,9 @@ package main
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sort"
 	"strconv"
-	"slices"
 	"strings"
 
 	"github.com/spf13/cobra"
