@@ -36,16 +36,19 @@ const (
 	LabelUDIDI   = "udi_di"
 )
 
-// Identity is what risk matching knows of a device: vendor and model from
-// the sensors (OUI, DHCP, SSDP, HL7, DICOM identifiers), the UDI-DI of the
-// first HL7 UDI it sent, and the operator's labels above, which win. This
-// is the one place the inventory maps onto risk.Device.
+// Identity is what risk matching knows of a device: vendor, model and
+// firmware (as its version) from the sensors (OUI, DHCP, SSDP, SNMP, HL7,
+// DICOM, HTTP identifiers), the UDI-DI of the first HL7 UDI it sent, and
+// the operator's labels above, which win. The inventory has no OS field:
+// the OS comes from the label only. This is the one place the inventory
+// maps onto risk.Device.
 func Identity(d *medmeshv1.Device) risk.Device {
 	r := risk.Device{
-		MAC:    d.GetMac(),
-		Name:   d.GetHostname(),
-		Vendor: strings.TrimSpace(d.GetVendor()),
-		Model:  strings.TrimSpace(d.GetModel()),
+		MAC:     d.GetMac(),
+		Name:    d.GetHostname(),
+		Vendor:  strings.TrimSpace(d.GetVendor()),
+		Model:   strings.TrimSpace(d.GetModel()),
+		Version: strings.TrimSpace(d.GetFirmware()),
 	}
 	if ips := d.GetIpAddresses(); len(ips) > 0 {
 		r.IP = ips[0]

@@ -37,12 +37,16 @@ func FuzzUDIDI(f *testing.F) {
 }
 
 func TestIdentityLabelsWin(t *testing.T) {
-	d := &medmeshv1.Device{Mac: "02:00:00:00:00:01", Vendor: "BD", Model: "from DHCP", IpAddresses: []string{"10.0.0.5"},
+	d := &medmeshv1.Device{Mac: "02:00:00:00:00:01", Vendor: "BD", Model: "from DHCP", Firmware: "9.5", IpAddresses: []string{"10.0.0.5"},
 		Identifiers: &medmeshv1.Identifiers{Hl7Udis: []string{"junk", "(01)10885403801512"}},
 		Labels:      map[string]string{"model": " Alaris 8015 PC unit ", "version": "9.7", "os": "Windows CE 6.0"}}
 	id := Identity(d)
 	if id.Vendor != "BD" || id.Model != "Alaris 8015 PC unit" || id.Version != "9.7" || id.OS != "Windows CE 6.0" || id.UDIDI != "10885403801512" || id.IP != "10.0.0.5" {
 		t.Fatalf("identity %+v", id)
+	}
+	delete(d.Labels, "version")
+	if id := Identity(d); id.Version != "9.5" {
+		t.Fatalf("without a version label the firmware is the version: %+v", id)
 	}
 }
 
