@@ -121,7 +121,8 @@ FUZZ_TARGETS := ./node/replay:FuzzCaptureReader \
 	./node/internal/detect:FuzzVNC \
 	./node/internal/detect:FuzzSSH \
 	./node/internal/detect:FuzzARP \
-	./coordinator/internal/posture:FuzzUDIDI
+	./coordinator/internal/posture:FuzzUDIDI \
+	./coordinator/internal/api:FuzzRiskTokens
 
 FUZZTIME ?= 5s
 

@@ -387,19 +387,9 @@ func (s *Server) ListFindings(ctx context.Context, req *medmeshv1.ListFindingsRe
 			return nil, err
 		}
 	}
-	// The token is the last (device, finding position) returned.
-	afterMAC, afterPos := "", -1
-	if tok := req.GetPageToken(); tok != "" {
-		k, err := decodeToken(tok)
-		if err != nil {
-			return nil, err
-		}
-		m, p, ok := strings.Cut(k, "#")
-		pos, perr := strconv.Atoi(p)
-		if !ok || perr != nil || pos < 0 {
-			return nil, invalid("page_token", "malformed")
-		}
-		afterMAC, afterPos = m, pos
+	afterMAC, afterPos, err := decodeFindingsToken(req.GetPageToken())
+	if err != nil {
+		return nil, err
 	}
 	if resp, done, err := route(ctx, s, medmeshv1.RiskService_ListFindings_FullMethodName, kindRead, req, &medmeshv1.ListFindingsResponse{}); done {
 		return resp, err
@@ -425,6 +415,38 @@ func (s *Server) ListFindings(ctx context.Context, req *medmeshv1.ListFindingsRe
 		}
 	}
 	return resp, nil
+}
+
+// decodeFindingsToken reads a ListFindings page token: the last (device,
+// finding position) returned; empty: from the start (position -1).
+func decodeFindingsToken(tok string) (string, int, error) {
+	if tok == "" {
+		return "", -1, nil
+	}
+	k, err := decodeToken(tok)
+	if err != nil {
+		return "", 0, err
+	}
+	m, p, ok := strings.Cut(k, "#")
+	pos, perr := strconv.Atoi(p)
+	if !ok || perr != nil || pos < 0 {
+		return "", 0, invalid("page_token", "malformed")
+	}
+	return m, pos, nil
+}
+
+// decodePostureToken reads a WatchFindings resume token: (index, mac).
+func decodePostureToken(tok string) (uint64, string, error) {
+	k, err := decodeToken(tok)
+	if err != nil {
+		return 0, "", err
+	}
+	i, m, ok := strings.Cut(k, "/")
+	v, perr := strconv.ParseUint(i, 10, 64)
+	if !ok || perr != nil {
+		return 0, "", invalid("resume_token", "malformed")
+	}
+	return v, m, nil
 }
 
 // GetPosture returns one device's posture.
@@ -475,16 +497,10 @@ func (s *Server) Top(ctx context.Context, req *medmeshv1.TopRequest) (*medmeshv1
 func (s *Server) WatchFindings(req *medmeshv1.WatchFindingsRequest, stream medmeshv1.RiskService_WatchFindingsServer) error {
 	idx, mac := req.GetFromIndex(), ""
 	if tok := req.GetResumeToken(); tok != "" {
-		k, err := decodeToken(tok)
-		if err != nil {
+		var err error
+		if idx, mac, err = decodePostureToken(tok); err != nil {
 			return err
 		}
-		i, m, ok := strings.Cut(k, "/")
-		v, perr := strconv.ParseUint(i, 10, 64)
-		if !ok || perr != nil {
-			return invalid("resume_token", "malformed")
-		}
-		idx, mac = v, m
 	}
 	f := s.b.FSM()
 	ctx := stream.Context()
