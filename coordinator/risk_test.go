@@ -45,8 +45,19 @@ func writeTestBundle(t *testing.T, dirs ...string) (string, string) {
 }
 
 // importBundle uploads a file through RiskService.ImportBundle in 64 KiB
-// chunks.
+// chunks, again (with the same request id) while the cluster answers
+// UNAVAILABLE, as the CLI does: an election on the loaded test machine.
 func importBundle(ctx context.Context, conn *grpc.ClientConn, path, requestID string) (*medmeshv1.ImportBundleResponse, error) {
+	for end := time.Now().Add(10 * time.Second); ; {
+		resp, err := importBundleOnce(ctx, conn, path, requestID)
+		if status.Code(err) != codes.Unavailable || time.Now().After(end) {
+			return resp, err
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func importBundleOnce(ctx context.Context, conn *grpc.ClientConn, path, requestID string) (*medmeshv1.ImportBundleResponse, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
