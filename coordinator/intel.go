@@ -51,6 +51,9 @@ type intelStore struct {
 	intel  *risk.Intel // the loaded bundle, or nil
 	loaded string      // its digest
 	failed string      // why the active bundle is not loaded ("" when it is)
+	// admitted is the bundle last admitted (checked and loaded on
+	// receipt), kept so that activating it does not load it again.
+	admitted *risk.Intel
 }
 
 func newIntelStore(dataDir string, key ed25519.PublicKey) (*intelStore, error) {
@@ -98,6 +101,9 @@ func (s *intelStore) admitBundle(tmp string) (*risk.Intel, int64, error) {
 	if err := os.Rename(tmp, s.path(blobBundle, in.Digest())); err != nil {
 		return nil, 0, err
 	}
+	s.mu.Lock()
+	s.admitted = in
+	s.mu.Unlock()
 	return in, st.Size(), nil
 }
 
@@ -138,6 +144,16 @@ func (s *intelStore) current(digest string) *risk.Intel {
 // load makes digest's bundle (held in the store) the loaded one.
 func (s *intelStore) load(digest string) (*risk.Intel, error) {
 	if in := s.current(digest); in != nil {
+		return in, nil
+	}
+	s.mu.Lock()
+	in := s.admitted
+	s.admitted = nil
+	s.mu.Unlock()
+	if in != nil && in.Digest() == digest {
+		s.mu.Lock()
+		s.intel, s.loaded, s.failed = in, digest, ""
+		s.mu.Unlock()
 		return in, nil
 	}
 	in, err := risk.Load(s.path(blobBundle, digest), s.key)
