@@ -348,6 +348,7 @@ func (c *Coordinator) runAssessor() {
 	a := &assessor{c: c, pending: map[string]bool{}}
 	retry := time.NewTimer(time.Hour)
 	retry.Stop()
+	backoff := time.Second
 	idle := time.NewTicker(500 * time.Millisecond) // only to notice leadership changes
 	defer idle.Stop()
 	for {
@@ -363,8 +364,13 @@ func (c *Coordinator) runAssessor() {
 			}
 		}
 		if err := a.step(); err != nil {
-			c.log.Warn("risk assessment", "err", err)
-			retry.Reset(time.Second)
+			// A blob no peer has yet, a bundle this replica's key refuses:
+			// try again, less often the longer it lasts.
+			c.log.Warn("risk assessment", "err", err, "retry in", backoff)
+			retry.Reset(backoff)
+			backoff = min(2*backoff, 30*time.Second)
+		} else {
+			backoff = time.Second
 		}
 	}
 }
