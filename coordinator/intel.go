@@ -358,8 +358,11 @@ func (c *Coordinator) runAssessor() {
 		case <-c.fsm.RiskChanged():
 		case <-retry.C:
 		case <-idle.C:
-			if a.gen == c.leaderReady.Load() && !a.all && len(a.pending) == 0 {
-				// Blobs still missing are retried by the retry timer.
+			gen := c.leaderGen.Load()
+			newLeader := c.IsLeader() && c.leaderReady.Load() == gen && a.gen != gen
+			if !newLeader {
+				// Nothing to do until something is applied; blobs still
+				// missing are retried by the retry timer.
 				continue
 			}
 		}
