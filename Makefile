@@ -123,7 +123,9 @@ FUZZ_TARGETS := ./node/replay:FuzzCaptureReader \
 	./node/internal/detect:FuzzMQTT \
 	./node/internal/detect:FuzzVNC \
 	./node/internal/detect:FuzzSSH \
-	./node/internal/detect:FuzzARP
+	./node/internal/detect:FuzzARP \
+	./coordinator/internal/posture:FuzzUDIDI \
+	./coordinator/internal/api:FuzzRiskTokens
 
 FUZZTIME ?= 5s
 
@@ -189,10 +191,15 @@ demo: deps build ## As root: bring up the campus lab and run the compromised-dev
 	@echo; echo "Now an infusion pump (life-critical) is compromised: its decisions wait for a second person."
 	$(LAB_BIN) run --scenario compromised-pump --view
 	@echo
+	@echo "Risk posture: the devices to act on first (lab up imported a signed bundle of CISA advisories, KEV,"
+	@echo "endoflife.date and the recall/GUDID fixtures; the lab's CMDB gave the devices their identities):"
+	eval "$$($(BIN) lab env)" && $(BIN) risk top && $(BIN) intel status | tail -n 3
+	@echo
 	@echo "The campus lab is still running; the coordinator API is on this host at 127.0.0.1:7400, mutual TLS only."
 	@echo "  eval \"\$$($(LAB_BIN) env)\"        # MEDMESH_ADDR and MEDMESH_TLS_* for the lab's approver certificate"
 	@echo "  $(BIN) devices list          # the simulated devices and their classes"
 	@echo "  $(BIN) alerts list; $(BIN) decisions list; $(BIN) cluster status"
+	@echo "  $(BIN) risk device 98:e7:43:00:01:0e; $(BIN) risk findings --kind kev; $(BIN) intel status"
 	@echo "  grpcurl -cacert \$$MEDMESH_TLS_CA -cert \$$MEDMESH_TLS_CERT -key \$$MEDMESH_TLS_KEY 127.0.0.1:7400 list"
 	@echo "  $(LAB_BIN) status            # namespaces, processes and their logs"
 	@echo "  $(LAB_BIN) run --scenario compromised-device -o json   # jq .class_policy"

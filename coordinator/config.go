@@ -1,6 +1,7 @@
 package coordinator
 
 import (
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"net"
@@ -59,6 +60,13 @@ type Config struct {
 	// RaftLogLevel is hashicorp/raft's log level ("error", "warn", "info").
 	RaftLogLevel string
 
+	// IntelKey, when set, is the ed25519 public key every intelligence
+	// bundle must be signed with: unsigned bundles are refused.
+	IntelKey ed25519.PublicKey
+	// IntelMaxAge is the age past which IntelStatus marks a source stale
+	// (default 30 days). Stale data is still used.
+	IntelMaxAge time.Duration
+
 	// API tunes the gRPC services.
 	API api.Config
 	// Dial opens a client connection to another coordinator's API (writes
@@ -83,6 +91,7 @@ func DefaultConfig() Config {
 		ApplyTimeout:       10 * time.Second,
 		JoinInterval:       500 * time.Millisecond,
 		RaftLogLevel:       "warn",
+		IntelMaxAge:        30 * 24 * time.Hour,
 		API:                api.DefaultConfig(),
 	}
 }

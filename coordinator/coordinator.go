@@ -46,6 +46,7 @@ type Coordinator struct {
 	layer     *raftnet.StreamLayer
 	transport *raft.NetworkTransport
 	api       *api.Server
+	intel     *intelStore
 	metrics   *metrics
 
 	notify      chan bool
@@ -113,6 +114,10 @@ func (c *Coordinator) open(reg prometheus.Registerer) error {
 	}
 	c.audit = audit
 	c.fsm.SetAuditStore(audit)
+	// Bundles and SBOMs, kept out of Raft (intel.go).
+	if c.intel, err = newIntelStore(cfg.DataDir, cfg.IntelKey); err != nil {
+		return err
+	}
 	snaps, err := raft.NewFileSnapshotStoreWithLogger(cfg.DataDir, 2, hl)
 	if err != nil {
 		return fmt.Errorf("open snapshot store: %w", err)
@@ -174,6 +179,8 @@ func (c *Coordinator) open(reg prometheus.Registerer) error {
 	}
 	c.wg.Add(1)
 	go c.watchLeadership()
+	c.wg.Add(1)
+	go c.runAssessor()
 	return nil
 }
 

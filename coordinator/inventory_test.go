@@ -16,7 +16,7 @@ import (
 )
 
 // report sends one batch of device observations as sensor s.
-func report(t *testing.T, n *node, sensor string, seq uint64, devs ...*medmeshv1.Device) {
+func report(t testing.TB, n *node, sensor string, seq uint64, devs ...*medmeshv1.Device) {
 	t.Helper()
 	stream, err := medmeshv1.NewSensorServiceClient(n.conn).Report(ctxT(t, 5*time.Second))
 	if err != nil {

@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/proto"
+
 	"github.com/medmesh/medmesh/deploy/lab"
 	"github.com/medmesh/medmesh/internal/names"
 	"github.com/medmesh/medmesh/internal/testutil"
@@ -296,11 +298,93 @@ func pumpScenario(t *testing.T, l *lab.Lab, r *Runner, rep *Report) {
 // TestBoundedChaos is `make e2e`: the compromised-device scenario (with
 // its class policy), then one history per nemesis, every checker after
 // each, then the compromised-pump scenario.
+
+// riskPosture checks what `make demo` shows with `medmesh risk top`: the
+// lab's devices, matched against the bundle lab up imported, have a
+// KEV-listed vulnerability, an end-of-life OS, a recall and default
+// credentials, each a factor of its device's score with its explanation,
+// and every replica commits the same postures.
+func riskPosture(t *testing.T, l *lab.Lab, r *Runner, rep *Report) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	want := map[string]string{"kev": "", "end_of_life": "", "recall": "", "default_credentials": ""}
+	var top *medmeshv1.TopResponse
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		var err error
+		top, err = medmeshv1.NewRiskServiceClient(r.Conn(0)).Top(ctx, &medmeshv1.TopRequest{N: 100})
+		for k := range want {
+			want[k] = ""
+		}
+		if err == nil {
+			for _, p := range top.GetPostures() {
+				for _, f := range p.GetScore().GetFactors() {
+					if _, ok := want[f.GetName()]; ok && f.GetWeight() > 0 && f.GetDetail() != "" && want[f.GetName()] == "" {
+						want[f.GetName()] = p.GetHostname() + " " + p.GetDeviceMac() + ": " + f.GetDetail()
+					}
+				}
+			}
+		}
+		missing := []string{}
+		for k, v := range want {
+			if v == "" {
+				missing = append(missing, k)
+			}
+		}
+		if len(missing) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("risk top after %s lacks %v (err %v): %v", 90*time.Second, missing, err, top)
+			rep.Notes = append(rep.Notes, "risk posture: missing "+strings.Join(missing, ", "))
+			return
+		}
+		time.Sleep(time.Second)
+	}
+	for _, k := range []string{"kev", "end_of_life", "recall", "default_credentials"} {
+		t.Logf("risk top: %s: %s", k, want[k])
+	}
+	rep.Notes = append(rep.Notes, fmt.Sprintf("risk top: %d devices scored; KEV, end of life, recall and default credentials each explained", len(top.GetPostures())))
+	// Every coordinator serves the same postures from its own state (a
+	// follower may lag by an entry for a moment).
+	same := func() (bool, string) {
+		var ref []*medmeshv1.DevicePosture
+		for i := range 3 {
+			resp, err := medmeshv1.NewRiskServiceClient(r.Conn(i)).Top(ctx, &medmeshv1.TopRequest{N: 100, Consistency: medmeshv1.ReadConsistency_READ_CONSISTENCY_STALE})
+			if err != nil {
+				return false, fmt.Sprintf("coordinator %d: %v", i+1, err)
+			}
+			if i == 0 {
+				ref = resp.GetPostures()
+				continue
+			}
+			if !slices.EqualFunc(ref, resp.GetPostures(), func(a, b *medmeshv1.DevicePosture) bool { return proto.Equal(a, b) }) {
+				return false, fmt.Sprintf("coordinator %d differs from coordinator 1", i+1)
+			}
+		}
+		return true, ""
+	}
+	for end := time.Now().Add(15 * time.Second); ; {
+		ok, why := same()
+		if ok {
+			break
+		}
+		if time.Now().After(end) {
+			t.Errorf("risk postures: %s", why)
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// TestBoundedChaos is `make e2e`: the compromised-device scenario, then
+// one history per nemesis, every checker after each.
 func TestBoundedChaos(t *testing.T) {
 	l, r, rep := newRun(t)
 	defer finish(t, rep)
 	only := os.Getenv("MEDMESH_E2E_ONLY") // debugging: a subset of histories, no scenario
 	if only == "" {
+		riskPosture(t, l, r, rep)
 		scenario(t, l, r, rep)
 	}
 	ctx := context.Background()

@@ -27,3 +27,29 @@ func WriteBundle(w io.Writer, dirs []string, created time.Time, key ed25519.Priv
 	}
 	return len(m.Files), bundle.Write(w, m, raw, sig, files)
 }
+
+// WriteArchive writes the loaded bundle as a .tar.gz that loads to the
+// same digest: its manifest.json as it was read (or as computed for a
+// plain directory), its signature when it has one, and every listed file.
+// Coordinators keep and pass bundles between them in this form.
+func (in *Intel) WriteArchive(w io.Writer) error {
+	return bundle.Write(w, in.b.Manifest, in.b.Raw, in.b.Sig, in.filesByPath())
+}
+
+func (in *Intel) filesByPath() map[string][]byte {
+	out := make(map[string][]byte, len(in.b.Manifest.Files))
+	for _, f := range in.b.Manifest.Files {
+		out[f.Path] = in.b.Read(f.Path)
+	}
+	return out
+}
+
+// Created is when the bundle's manifest says it was made (zero when it
+// does not say, as for a plain directory).
+func (in *Intel) Created() time.Time {
+	t, _ := parseDate(in.b.Manifest.Created)
+	return t
+}
+
+// FileCount is the number of files the manifest lists.
+func (in *Intel) FileCount() int { return len(in.b.Manifest.Files) }

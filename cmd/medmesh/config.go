@@ -50,6 +50,8 @@ type coordinatorConfig struct {
 	TLSCert         *string   `toml:"tls-cert"`
 	TLSKey          *string   `toml:"tls-key"`
 	LogLevel        *string   `toml:"log-level"`
+	IntelKey        *string   `toml:"intel-key"`
+	IntelMaxAge     *duration `toml:"intel-max-age"`
 }
 
 // nodeConfig is the file of `medmesh node`.

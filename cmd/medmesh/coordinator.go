@@ -20,6 +20,7 @@ import (
 	"github.com/medmesh/medmesh/internal/admin"
 	"github.com/medmesh/medmesh/internal/grpcx"
 	"github.com/medmesh/medmesh/internal/pki"
+	"github.com/medmesh/medmesh/risk"
 )
 
 // coordinatorOptions are the flags of `medmesh coordinator`.
@@ -30,6 +31,8 @@ type coordinatorOptions struct {
 	join                          []string
 	tls                           pki.Files
 	logLevel                      string
+	intelKey                      string
+	intelMaxAge                   time.Duration
 }
 
 func newCoordinatorCmd() *cobra.Command {
@@ -59,6 +62,8 @@ func newCoordinatorCmd() *cobra.Command {
 	f.StringSliceVar(&o.join, "join", nil, "API addresses of other coordinators, comma-separated")
 	addDaemonTLSFlags(cmd, &o.tls, "a coordinator certificate (with this host's --ip)")
 	f.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	f.StringVar(&o.intelKey, "intel-key", "", "ed25519 public key (PEM, medmesh intel keygen) every intelligence bundle must be signed with; unsigned bundles are refused")
+	f.DurationVar(&o.intelMaxAge, "intel-max-age", 30*24*time.Hour, "intel status marks bundle sources older than this as stale (they are still used)")
 	return cmd
 }
 
@@ -107,6 +112,16 @@ func runCoordinator(ctx context.Context, o coordinatorOptions, stderr io.Writer,
 	cfg.TLS = tlsFiles
 	cfg.ID, cfg.DataDir, cfg.APIAddr, cfg.RaftAddr = o.id, o.dataDir, o.api, o.raft
 	cfg.Dev, cfg.BootstrapExpect = o.dev, o.bootstrapExpect
+	if o.intelKey != "" {
+		k, err := risk.ReadPublicKey(o.intelKey)
+		if err != nil {
+			return usagef("--intel-key: %v", err)
+		}
+		cfg.IntelKey = k
+	}
+	if o.intelMaxAge > 0 {
+		cfg.IntelMaxAge = o.intelMaxAge
+	}
 	for _, j := range o.join {
 		if j = strings.TrimSpace(j); j != "" {
 			cfg.Join = append(cfg.Join, j)

@@ -163,12 +163,19 @@ func newIntelStatusCmd() *cobra.Command {
 	var path, keyFile, output string
 	var maxAge time.Duration
 	cmd := &cobra.Command{
-		Use:   "status --intel PATH [--max-age 720h]",
-		Short: "Show every source of a bundle with its date and age; warn past --max-age (never refuse)",
-		Args:  cobra.NoArgs,
+		Use:   "status [--intel PATH] [--max-age 720h]",
+		Short: "Show every source of a bundle (the cluster's active one, or PATH) with its date and age; warn past --max-age (never refuse)",
+		Long: "Without --intel, status asks the coordinators (--addr) for the active bundle, every source in it\n" +
+			"with its date and age, the SBOMs attached to device models and how many devices are assessed.\n" +
+			"With --intel it reads a bundle file or directory here. Sources older than --max-age are marked;\n" +
+			"assessments still use them.",
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if output != "table" && output != "json" {
+				return usagef("status: -o %q: want table or json", output)
+			}
 			if path == "" {
-				return usagef("status: --intel is required (the cluster form comes with the coordinator's RiskService)")
+				return intelStatusCluster(cmd, output, maxAge)
 			}
 			in, err := loadIntel(path, keyFile)
 			if err != nil {

@@ -48,11 +48,12 @@ func newRootCmd() *cobra.Command {
 		newKeygenCmd(),
 		newAuditCmd(),
 		newSnapshotCmd(),
-		newIntelCmd(),
-		newRiskCmd(),
 		newGenManCmd(),
 		newDoctorCmd(),
 	)
+	intelCmd, riskCmd := newIntelCmd(), newRiskCmd()
+	root.AddCommand(intelCmd, riskCmd)
+	addRiskClusterCommands(root, riskCmd, intelCmd)
 	addOperatorCommands(root)
 	root.InitDefaultHelpCmd()
 	root.InitDefaultCompletionCmd()

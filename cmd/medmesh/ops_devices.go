@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -116,18 +117,29 @@ func newDevicesCmd(o *opFlags) *cobra.Command {
 // never lower a device's safety tier).
 func newDevicesSetCmd(o *opFlags) *cobra.Command {
 	var class, tier, reason, actor string
+	var labels []string
 	set := &cobra.Command{
 		Use:   "set MAC",
-		Short: "Set a device's class and/or tier (audited with your certificate identity)",
-		Long: "Set a device's class and/or tier. Sensors can raise a device's tier but never\n" +
+		Short: "Set a device's class, tier and/or labels (audited with your certificate identity)",
+		Long: "Set a device's class, tier and/or labels. Sensors can raise a device's tier but never\n" +
 			"lower it; this operator change, recorded in the audit trail under the identity\n" +
 			"of your certificate, can. --tier unspecified removes an earlier override: the\n" +
-			"tier then follows the class.",
+			"tier then follows the class. --label KEY=VALUE sets a label (an empty VALUE removes\n" +
+			"it); the labels vendor, model, version, os and udi_di give risk matching the\n" +
+			"identity your CMDB holds, and win over what the sensors derived.",
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			f := cmd.Flags()
-			if !f.Changed("class") && !f.Changed("tier") {
-				return usagef("devices set: give --class, --tier or both")
+			if !f.Changed("class") && !f.Changed("tier") && len(labels) == 0 {
+				return usagef("devices set: give --class, --tier, --label or several")
+			}
+			set := map[string]string{}
+			for _, l := range labels {
+				k, v, ok := strings.Cut(l, "=")
+				if !ok || strings.TrimSpace(k) == "" {
+					return usagef("devices set: --label %q: want KEY=VALUE", l)
+				}
+				set[strings.TrimSpace(k)] = v
 			}
 			if reason == "" {
 				return usagef("devices set: --reason is required (it is recorded in the audit trail)")
@@ -149,6 +161,27 @@ func newDevicesSetCmd(o *opFlags) *cobra.Command {
 				dev.Tier, paths = medmeshv1.Tier(n), append(paths, "tier")
 			}
 			return o.write(cmd, func(ctx context.Context, conn *grpc.ClientConn, requestID string) error {
+				if len(set) > 0 {
+					// Labels are replaced as a whole: merge into the current ones.
+					cur, err := medmeshv1.NewInventoryServiceClient(conn).GetDevice(ctx, &medmeshv1.GetDeviceRequest{Mac: args[0]})
+					if err != nil {
+						return err
+					}
+					dev.Labels = map[string]string{}
+					for k, v := range cur.GetDevice().GetLabels() {
+						dev.Labels[k] = v
+					}
+					for k, v := range set {
+						if v == "" {
+							delete(dev.Labels, k)
+						} else {
+							dev.Labels[k] = v
+						}
+					}
+					if !slices.Contains(paths, "labels") {
+						paths = append(paths, "labels")
+					}
+				}
 				resp, err := medmeshv1.NewInventoryServiceClient(conn).UpdateDevice(ctx, &medmeshv1.UpdateDeviceRequest{
 					Device: dev, UpdateMask: &fieldmaskpb.FieldMask{Paths: paths}, Actor: actor, Reason: reason, RequestId: requestID,
 				})
@@ -167,6 +200,7 @@ func newDevicesSetCmd(o *opFlags) *cobra.Command {
 	sf.StringVar(&tier, "tier", "", "tier: life-critical, clinical, non-clinical, or unspecified to follow the class")
 	sf.StringVar(&reason, "reason", "", "why (required; recorded in the audit trail)")
 	sf.StringVar(&actor, "actor", "", "a comment on who asked (the audit actor is your certificate's identity)")
+	sf.StringArrayVar(&labels, "label", nil, "KEY=VALUE label to set (repeatable; an empty VALUE removes KEY)")
 	return set
 }
 

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -114,6 +115,8 @@ func reportBatch(t *testing.T, conn *grpc.ClientConn, sensor string, seq uint64,
 type record struct {
 	ID    string `json:"id"`
 	Index string `json:"index"`
+	// A device posture's (risk watch): many share an index.
+	DeviceMac string `json:"device_mac"`
 }
 
 // runWatch runs a watch verb in process until it printed want records (or
@@ -189,7 +192,46 @@ func TestWatchMatchesList(t *testing.T) {
 	reportBatch(t, conn, "s2", 1, 55)
 	reportBatch(t, conn, "s1", 41, 3)
 
+	// Devices that send HL7 in clear: the leader commits their postures
+	// (cleartext_phi_protocol) without any bundle, in one batch.
+	rs, err := medmeshv1.NewSensorServiceClient(conn).Report(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	devReq := &medmeshv1.ReportRequest{SensorId: "s3"}
+	for i := range 5 {
+		devReq.Records = append(devReq.Records, &medmeshv1.SensorRecord{Seq: uint64(i + 1), Record: &medmeshv1.SensorRecord_Device{Device: &medmeshv1.DeviceObservation{
+			Device: &medmeshv1.Device{Mac: fmt.Sprintf("02:00:00:00:ee:%02x", i), Protocols: []string{"hl7"}}}}})
+	}
+	if err := rs.Send(devReq); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rs.Recv(); err != nil {
+		t.Fatal(err)
+	}
+	_ = rs.CloseSend()
+
 	list := func(verb string) []record {
+		if verb == "risk" {
+			// The postures top lists, in commit order: what watch sends.
+			code, stdout, stderr := runCLI(t, "risk", "top", "-n", "1000", "-o", "json")
+			if code != 0 {
+				t.Fatalf("risk top: exit %d: %s", code, stderr)
+			}
+			var resp struct {
+				Postures []record `json:"postures"`
+			}
+			if err := json.Unmarshal([]byte(stdout), &resp); err != nil {
+				t.Fatal(err)
+			}
+			slices.SortFunc(resp.Postures, func(a, b record) int {
+				if c := cmp.Compare(len(a.Index), len(b.Index)); c != 0 {
+					return c
+				}
+				return cmp.Or(strings.Compare(a.Index, b.Index), strings.Compare(a.DeviceMac, b.DeviceMac))
+			})
+			return resp.Postures
+		}
 		code, stdout, stderr := runCLI(t, verb, "list", "-o", "json")
 		if code != 0 {
 			t.Fatalf("%s list: exit %d: %s", verb, code, stderr)
@@ -213,9 +255,11 @@ func TestWatchMatchesList(t *testing.T) {
 		return len(decisions) > 0 && len(decisions) == prev
 	}, "decisions settle; have %d", len(decisions))
 
+	testutil.Eventually(t, 15*time.Second, 50*time.Millisecond, func() bool { return len(list("risk")) == 5 }, "five postures committed")
+
 	verbs := watchVerbs(newRootCmd())
 	tested := map[string]bool{}
-	for _, verb := range []string{"alerts", "decisions", "incidents"} {
+	for _, verb := range []string{"alerts", "decisions", "incidents", "risk"} {
 		t.Run(verb, func(t *testing.T) {
 			want := list(verb)
 			if verb == "alerts" {

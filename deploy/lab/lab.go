@@ -60,6 +60,11 @@ type Device struct {
 	// Home is the floor whose name its namespace carries, when the device
 	// roamed away from it; 0 means its current floor.
 	Home int `json:"home,omitempty"`
+	// Identity is what the lab's CMDB says the device is: Up sets it as
+	// the device's vendor, model, version, os and udi_di labels, which
+	// risk matching reads (risk.go). Real products of the shared CISA
+	// advisories and the risk fixtures.
+	Identity *Identity `json:"identity,omitempty"`
 }
 
 // Floor is one floor: a bridge, its devices, a sensor and an enforcer.
@@ -106,6 +111,9 @@ type Config struct {
 	// enforcer); empty: the enforcer's default, /sys/fs/bpf/medmesh/eN.
 	// A lab beside another sets its own, and PinGlobs to match.
 	PinDir string
+	// IntelDirs are the source directories of the intelligence bundle Up
+	// imports; empty: IntelSources finds the shared data and fixtures.
+	IntelDirs []string
 }
 
 // DefaultConfig is the campus of the demo: two floors, three coordinators.
@@ -123,11 +131,11 @@ func DefaultConfig() Config {
 		LearnWindow: 45 * time.Second,
 		Floors: []Floor{
 			{Devices: []Device{
-				{Name: "pump1", Kind: sim.KindPump, MAC: "58:46:e1:00:01:0a", LifeCritical: true},       // Baxter
-				{Name: "monitor1", Kind: sim.KindMonitor, MAC: "00:09:5c:00:01:0b", LifeCritical: true}, // Philips Medical
-				{Name: "modality1", Kind: sim.KindModality, MAC: "44:4b:5d:00:01:0c", Console: true},    // GE Healthcare
-				{Name: "nursecall1", Kind: sim.KindNurseCall, MAC: "00:14:b8:00:01:0d"},                 // Hill-Rom
-				{Name: "ws1", Kind: sim.KindWorkstation, MAC: "98:e7:43:00:01:0e"},                      // Dell
+				{Name: "pump1", Kind: sim.KindPump, MAC: "58:46:e1:00:01:0a", LifeCritical: true, Identity: labIdentities["pump1"]},          // Baxter
+				{Name: "monitor1", Kind: sim.KindMonitor, MAC: "00:09:5c:00:01:0b", LifeCritical: true, Identity: labIdentities["monitor1"]}, // Philips Medical
+				{Name: "modality1", Kind: sim.KindModality, MAC: "44:4b:5d:00:01:0c", Console: true, Identity: labIdentities["modality1"]},   // GE Healthcare
+				{Name: "nursecall1", Kind: sim.KindNurseCall, MAC: "00:14:b8:00:01:0d"},                                                      // Hill-Rom
+				{Name: "ws1", Kind: sim.KindWorkstation, MAC: "98:e7:43:00:01:0e", Identity: labIdentities["ws1"]},                           // Dell
 			}},
 			{Devices: []Device{
 				{Name: "pump2", Kind: sim.KindPump, MAC: "00:12:21:00:02:0a", LifeCritical: true},       // B. Braun

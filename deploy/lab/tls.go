@@ -111,7 +111,7 @@ func (c Config) makePKI() error {
 	if err := os.WriteFile(c.GossipKeyFile(), []byte(base64.StdEncoding.EncodeToString(k)+"\n"), 0o600); err != nil {
 		return fmt.Errorf("lab gossip key: %w", err)
 	}
-	return nil
+	return c.makeIntelKey()
 }
 
 // tlsArgs are a daemon's TLS flags for the lab identity name.

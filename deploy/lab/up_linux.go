@@ -71,6 +71,13 @@ func (l *Lab) build(ctx context.Context, st *State) error {
 	if err := l.waitReporting(ctx, st, 60*time.Second); err != nil {
 		return err
 	}
+	if slices.ContainsFunc(st.Procs, func(p Proc) bool { return p.Role == "coordinator" }) {
+		// Risk posture: not a reason to fail Up (the rest of the lab works
+		// without it); `medmesh risk top` then shows what sensors saw.
+		if err := l.provisionRisk(ctx, 90*time.Second); err != nil {
+			l.log.Warn("lab risk posture not provisioned", "err", err)
+		}
+	}
 	st.Complete = true
 	return writeState(l.cfg.StateDir, st)
 }
@@ -291,6 +298,7 @@ func (l *Lab) startCoordinator(st *State, p probed, i int) error {
 		"--bootstrap-expect", "3", "--join", strings.Join(join, ",")}
 	args = append(args, c.tlsArgs(fmt.Sprintf("c%d", i))...)
 	args = p.opt(args, "--admin", fmt.Sprintf("%s:%d", host, c.APIPort+3))
+	args = p.opt(args, "--intel-key", c.IntelPublicKey())
 	return l.spawn(st, fmt.Sprintf("c%d", i), "coordinator", "", args)
 }
 

@@ -77,6 +77,18 @@ func AuthzTable() authz.Table {
 		medmeshv1.RuleService_PutRule_FullMethodName:    approvers,
 		medmeshv1.RuleService_DeleteRule_FullMethodName: approvers,
 
+		// Risk posture: importing a bundle or an SBOM changes what every
+		// device is assessed against (audited); reading is a viewer's.
+		// FetchBlob passes bundles and SBOMs between coordinators only.
+		medmeshv1.RiskService_ImportBundle_FullMethodName:  operators,
+		medmeshv1.RiskService_ImportSBOM_FullMethodName:    operators,
+		medmeshv1.RiskService_IntelStatus_FullMethodName:   readers,
+		medmeshv1.RiskService_ListFindings_FullMethodName:  readers,
+		medmeshv1.RiskService_GetPosture_FullMethodName:    readers,
+		medmeshv1.RiskService_Top_FullMethodName:           readers,
+		medmeshv1.RiskService_WatchFindings_FullMethodName: readers,
+		medmeshv1.RiskService_FetchBlob_FullMethodName:     {pki.RoleCoordinator},
+
 		medmeshv1.SensorService_Report_FullMethodName: {pki.RoleSensor},
 		// A baseline is read data: people may read it too (the lab's
 		// scenario waits for a device's baseline to freeze).

@@ -124,6 +124,7 @@ type Server struct {
 	medmeshv1.UnimplementedSensorServiceServer
 	medmeshv1.UnimplementedRuleServiceServer
 	medmeshv1.UnimplementedIncidentServiceServer
+	medmeshv1.UnimplementedRiskServiceServer
 
 	b       Backend
 	cfg     Config
@@ -132,6 +133,7 @@ type Server struct {
 	members *memberTable
 	// resolved holds the enforcers' reports of DNS-named peers.
 	resolved *resolvedTable
+	risk    RiskBackend // nil: RiskService is unimplemented
 }
 
 // New returns the services over b. Close stops the sensor batcher.
@@ -140,6 +142,7 @@ func New(b Backend, cfg Config, log *slog.Logger) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{b: b, cfg: cfg, log: log, members: newMemberTable(), resolved: newResolvedTable()}
+	s.risk, _ = b.(RiskBackend)
 	s.batch = newBatcher(cfg.BatchMaxRecords, cfg.BatchMaxDelay, b.Apply)
 	return s, nil
 }
@@ -157,6 +160,7 @@ func (s *Server) Register(g *grpc.Server) {
 	medmeshv1.RegisterSensorServiceServer(g, s)
 	medmeshv1.RegisterRuleServiceServer(g, s)
 	medmeshv1.RegisterIncidentServiceServer(g, s)
+	medmeshv1.RegisterRiskServiceServer(g, s)
 }
 
 // ServiceNames lists the registered services' full names (for health).
@@ -170,6 +174,7 @@ func ServiceNames() []string {
 		medmeshv1.SensorService_ServiceDesc.ServiceName,
 		medmeshv1.RuleService_ServiceDesc.ServiceName,
 		medmeshv1.IncidentService_ServiceDesc.ServiceName,
+		medmeshv1.RiskService_ServiceDesc.ServiceName,
 	}
 }
 

@@ -46,6 +46,10 @@ type Result struct {
 	Decisions []*medmeshv1.Decision
 	Alert     *medmeshv1.Alert
 	Rule      *medmeshv1.ResponseRule
+	// Intel is the bundle an IntelActivate made active.
+	Intel *medmeshv1.IntelBundle
+	// SBOM is the attachment an SBOMAttach made.
+	SBOM *medmeshv1.SBOMAttachment
 	// Acks holds, for a sensor batch, each sensor's last applied seq.
 	Acks map[string]uint64
 	// Duplicate: the command's client request was applied before, at
@@ -66,6 +70,11 @@ type FSM struct {
 	st      *state
 	changed chan struct{} // closed and replaced after every apply
 	audit   AuditStore    // nil: the trail is kept in the state's window only
+
+	// Risk changes collected for the leader's assessor (state_risk.go).
+	riskDirty map[string]bool
+	riskAll   bool
+	riskCh    chan struct{}
 }
 
 // AuditStore is where the FSM writes the audit chain as it applies the log
@@ -99,7 +108,7 @@ var _ raft.FSM = (*FSM)(nil)
 
 // New returns an empty FSM.
 func New() *FSM {
-	return &FSM{st: newState(), changed: make(chan struct{})}
+	return &FSM{st: newState(), changed: make(chan struct{}), riskCh: make(chan struct{}, 1)}
 }
 
 // Apply applies one committed log entry.
@@ -117,6 +126,7 @@ func (f *FSM) Apply(l *raft.Log) any {
 	defer f.mu.Unlock()
 	res := f.st.apply(l.Index, &cmd)
 	f.writeAuditLocked(l.Index)
+	f.collectRiskLocked()
 	f.st.applied = l.Index
 	f.notifyLocked()
 	return res
@@ -209,6 +219,8 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 		}
 	}
 	f.st = st
+	st.riskAll = true // everything may have changed
+	f.collectRiskLocked()
 	f.notifyLocked()
 	return nil
 }

@@ -430,7 +430,17 @@ func randomLog(seed uint64, n int) []*fsmpb.Command {
 		case 7:
 			c = &fsmpb.Command{Command: &fsmpb.Command_FlowSummaries{FlowSummaries: &fsmpb.FlowSummaries{Summaries: []*medmeshv1.FlowSummary{{DeviceMac: mac, Flows: uint64(i)}}}}}
 		default:
-			c = &fsmpb.Command{Command: &fsmpb.Command_ServerRegister{ServerRegister: &fsmpb.ServerRegister{Id: fmt.Sprintf("c%d", rnd.IntN(3)), ApiAddr: fmt.Sprint(i)}}}
+			switch rnd.IntN(4) {
+			case 0: // risk posture: a bundle, an SBOM, findings
+				c = activateIntel([]string{digestA, digestB}[rnd.IntN(2)])
+			case 1:
+				c = &fsmpb.Command{Command: &fsmpb.Command_SbomAttach{SbomAttach: &fsmpb.SBOMAttach{Actor: "a",
+					Attachment: &medmeshv1.SBOMAttachment{Vendor: "v", Model: fmt.Sprint(rnd.IntN(3)), Digest: digestA}}}}
+			case 2:
+				c = findingsPut(postureOf(mac, []string{digestA, digestB}[rnd.IntN(2)], rnd.IntN(4)))
+			default:
+				c = &fsmpb.Command{Command: &fsmpb.Command_ServerRegister{ServerRegister: &fsmpb.ServerRegister{Id: fmt.Sprintf("c%d", rnd.IntN(3)), ApiAddr: fmt.Sprint(i)}}}
+			}
 		}
 		if _, operator := c.Command.(*fsmpb.Command_SensorBatch); !operator && rnd.IntN(3) == 0 {
 			// Client request ids from a small pool: some commands are

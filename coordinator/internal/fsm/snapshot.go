@@ -116,6 +116,9 @@ func (s *state) write(w io.Writer) error {
 			return err
 		}
 	}
+	if err := s.risk.write(put); err != nil {
+		return err
+	}
 	for _, r := range s.requests.all() {
 		if err := put(&fsmpb.SnapshotItem{Item: &fsmpb.SnapshotItem_Dedup{Dedup: r.item()}}); err != nil {
 			return err
@@ -229,6 +232,13 @@ func readSnapshot(r io.Reader) (*state, error) {
 			st.sensorSeq[x.SensorSeq.GetSensorId()] = x.SensorSeq.GetSeq()
 		case *fsmpb.SnapshotItem_Flows:
 			st.flows[x.Flows.GetDeviceMac()] = x.Flows.GetSummaries()
+		case *fsmpb.SnapshotItem_Intel:
+			st.risk.intel = x.Intel
+		case *fsmpb.SnapshotItem_Sbom:
+			a := x.Sbom
+			st.risk.sboms[SBOMKey(a.GetVendor(), a.GetModel(), a.GetVersion())] = a
+		case *fsmpb.SnapshotItem_Posture:
+			st.risk.postures[x.Posture.GetDeviceMac()] = x.Posture
 		case *fsmpb.SnapshotItem_Dedup:
 			r, err := requestFromItem(x.Dedup)
 			if err != nil {

@@ -63,6 +63,14 @@ type state struct {
 	rules       []*medmeshv1.ResponseRule
 	rulesSeeded bool
 
+	// risk is the risk posture (state_risk.go).
+	risk riskState
+	// riskDirty and riskAll are what the command being applied changed
+	// that the risk assessment reads; FSM.Apply moves them to the FSM for
+	// the leader's assessor. Not replicated state.
+	riskDirty map[string]bool
+	riskAll   bool
+
 	// ruleDecisions counts the decisions rules made since this process
 	// started (a metric; not replicated, not in snapshots).
 	ruleDecisions uint64
@@ -91,6 +99,7 @@ func newState() *state {
 		retention:    DefaultRetention(),
 		inc:          newIncidentStore(),
 		deviceIPs:    map[string][]string{},
+		risk:         newRiskState(),
 	}
 }
 
@@ -121,6 +130,7 @@ func (s *state) shallowCopy() *state {
 		rulesSeeded:  s.rulesSeeded,
 
 		ruleDecisions: s.ruleDecisions,
+		risk:          s.risk.copy(),
 	}
 	for k, v := range s.pendingCause {
 		c.pendingCause[k] = v
@@ -227,6 +237,12 @@ func (s *state) dispatch(index uint64, now *timestamppb.Timestamp, cmd *fsmpb.Co
 		res = s.applyRuleDelete(index, now, c.RuleDelete)
 	case *fsmpb.Command_RulesSeed:
 		res = s.applyRulesSeed(index, now, c.RulesSeed)
+	case *fsmpb.Command_IntelActivate:
+		res = s.applyIntelActivate(index, now, c.IntelActivate)
+	case *fsmpb.Command_SbomAttach:
+		res = s.applySBOMAttach(index, now, c.SbomAttach)
+	case *fsmpb.Command_FindingsPut:
+		res = s.applyFindingsPut(index, c.FindingsPut)
 	case *fsmpb.Command_ServerDeregister:
 		delete(s.servers, c.ServerDeregister.GetId())
 		res = &Result{}

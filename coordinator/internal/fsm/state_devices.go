@@ -120,6 +120,7 @@ func (s *state) applyDeviceUpsert(index uint64, now *timestamppb.Timestamp, sens
 // state_classes.go).
 func (s *state) storeDevice(index uint64, now *timestamppb.Timestamp, old, d *medmeshv1.Device, t trigger) []*medmeshv1.Decision {
 	s.indexDeviceIPs(old, d)
+	s.markRisk(d.Mac)
 	if old != nil && old.GetDeviceClass() == d.GetDeviceClass() {
 		s.devices[d.Mac] = d
 		return nil

@@ -79,6 +79,8 @@ type Bundle struct {
 	// Raw is manifest.json as stored (computed for a plain directory).
 	Raw    []byte
 	Signed bool
+	// Sig is manifest.json.sig as stored (nil when unsigned).
+	Sig []byte
 	// Computed is true when the manifest was computed from a plain
 	// directory rather than read from the bundle.
 	Computed bool
@@ -142,6 +144,9 @@ func check(files map[string][]byte, key ed25519.PublicKey) (*Bundle, error) {
 	delete(files, ManifestName)
 	delete(files, SignatureName)
 	b := &Bundle{files: files, Signed: signed}
+	if signed {
+		b.Sig = sig
+	}
 	if !ok {
 		if signed {
 			return nil, refuse(ManifestName, "missing, but %s is there", SignatureName)

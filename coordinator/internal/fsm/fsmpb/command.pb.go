@@ -55,6 +55,9 @@ type Command struct {
 	//	*Command_RulePut
 	//	*Command_RuleDelete
 	//	*Command_RulesSeed
+	//	*Command_IntelActivate
+	//	*Command_SbomAttach
+	//	*Command_FindingsPut
 	Command       isCommand_Command `protobuf_oneof:"command"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -264,6 +267,33 @@ func (x *Command) GetRulesSeed() *RulesSeed {
 	return nil
 }
 
+func (x *Command) GetIntelActivate() *IntelActivate {
+	if x != nil {
+		if x, ok := x.Command.(*Command_IntelActivate); ok {
+			return x.IntelActivate
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetSbomAttach() *SBOMAttach {
+	if x != nil {
+		if x, ok := x.Command.(*Command_SbomAttach); ok {
+			return x.SbomAttach
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetFindingsPut() *FindingsPut {
+	if x != nil {
+		if x, ok := x.Command.(*Command_FindingsPut); ok {
+			return x.FindingsPut
+		}
+	}
+	return nil
+}
+
 type isCommand_Command interface {
 	isCommand_Command()
 }
@@ -337,6 +367,19 @@ type Command_RulesSeed struct {
 	RulesSeed *RulesSeed `protobuf:"bytes,52,opt,name=rules_seed,json=rulesSeed,proto3,oneof"`
 }
 
+type Command_IntelActivate struct {
+	// 80-89: risk posture (issue 18).
+	IntelActivate *IntelActivate `protobuf:"bytes,80,opt,name=intel_activate,json=intelActivate,proto3,oneof"`
+}
+
+type Command_SbomAttach struct {
+	SbomAttach *SBOMAttach `protobuf:"bytes,81,opt,name=sbom_attach,json=sbomAttach,proto3,oneof"`
+}
+
+type Command_FindingsPut struct {
+	FindingsPut *FindingsPut `protobuf:"bytes,82,opt,name=findings_put,json=findingsPut,proto3,oneof"`
+}
+
 func (*Command_DeviceUpsert) isCommand_Command() {}
 
 func (*Command_DeviceUpdate) isCommand_Command() {}
@@ -370,6 +413,12 @@ func (*Command_RulePut) isCommand_Command() {}
 func (*Command_RuleDelete) isCommand_Command() {}
 
 func (*Command_RulesSeed) isCommand_Command() {}
+
+func (*Command_IntelActivate) isCommand_Command() {}
+
+func (*Command_SbomAttach) isCommand_Command() {}
+
+func (*Command_FindingsPut) isCommand_Command() {}
 
 // ClientRequest names one client request: the caller's verified identity
 // (role/name) and the id the client chose, unique per identity.
@@ -1636,6 +1685,201 @@ func (x *RulesSeed) GetActor() string {
 	return ""
 }
 
+// IntelActivate makes a bundle the active one. The bundle itself stays out
+// of Raft: every coordinator keeps it content-addressed in its data
+// directory by digest and fetches it from a peer when it lacks it. The
+// leader checked it (manifest, signature, every source) before proposing.
+type IntelActivate struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// digest, signed, created, files, size and name; activated_by,
+	// activate_time and index are set on apply.
+	Bundle        *v1.IntelBundle `protobuf:"bytes,1,opt,name=bundle,proto3" json:"bundle,omitempty"`
+	Actor         string          `protobuf:"bytes,2,opt,name=actor,proto3" json:"actor,omitempty"`
+	Reason        string          `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	Comment       string          `protobuf:"bytes,4,opt,name=comment,proto3" json:"comment,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IntelActivate) Reset() {
+	*x = IntelActivate{}
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IntelActivate) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IntelActivate) ProtoMessage() {}
+
+func (x *IntelActivate) ProtoReflect() protoreflect.Message {
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IntelActivate.ProtoReflect.Descriptor instead.
+func (*IntelActivate) Descriptor() ([]byte, []int) {
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *IntelActivate) GetBundle() *v1.IntelBundle {
+	if x != nil {
+		return x.Bundle
+	}
+	return nil
+}
+
+func (x *IntelActivate) GetActor() string {
+	if x != nil {
+		return x.Actor
+	}
+	return ""
+}
+
+func (x *IntelActivate) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *IntelActivate) GetComment() string {
+	if x != nil {
+		return x.Comment
+	}
+	return ""
+}
+
+// SBOMAttach attaches an SBOM (kept out of Raft like bundles) to a device
+// model and version, replacing the one attached before.
+type SBOMAttach struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// vendor, model, version, digest, format, components, size and name;
+	// attached_by, attach_time and index are set on apply.
+	Attachment    *v1.SBOMAttachment `protobuf:"bytes,1,opt,name=attachment,proto3" json:"attachment,omitempty"`
+	Actor         string             `protobuf:"bytes,2,opt,name=actor,proto3" json:"actor,omitempty"`
+	Reason        string             `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	Comment       string             `protobuf:"bytes,4,opt,name=comment,proto3" json:"comment,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SBOMAttach) Reset() {
+	*x = SBOMAttach{}
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SBOMAttach) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SBOMAttach) ProtoMessage() {}
+
+func (x *SBOMAttach) ProtoReflect() protoreflect.Message {
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SBOMAttach.ProtoReflect.Descriptor instead.
+func (*SBOMAttach) Descriptor() ([]byte, []int) {
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *SBOMAttach) GetAttachment() *v1.SBOMAttachment {
+	if x != nil {
+		return x.Attachment
+	}
+	return nil
+}
+
+func (x *SBOMAttach) GetActor() string {
+	if x != nil {
+		return x.Actor
+	}
+	return ""
+}
+
+func (x *SBOMAttach) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *SBOMAttach) GetComment() string {
+	if x != nil {
+		return x.Comment
+	}
+	return ""
+}
+
+// FindingsPut replaces the postures of the devices it names, each
+// wholesale. The leader computed them from the device, the active bundle
+// and its model's SBOM; a posture assessed against a bundle that is no
+// longer active, or for a device that is gone, is skipped (the leader
+// assesses again from what is committed).
+type FindingsPut struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Postures      []*v1.DevicePosture    `protobuf:"bytes,1,rep,name=postures,proto3" json:"postures,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FindingsPut) Reset() {
+	*x = FindingsPut{}
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FindingsPut) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FindingsPut) ProtoMessage() {}
+
+func (x *FindingsPut) ProtoReflect() protoreflect.Message {
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FindingsPut.ProtoReflect.Descriptor instead.
+func (*FindingsPut) Descriptor() ([]byte, []int) {
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *FindingsPut) GetPostures() []*v1.DevicePosture {
+	if x != nil {
+		return x.Postures
+	}
+	return nil
+}
+
 // SnapshotItem is one length-delimited record of an FSM snapshot stream.
 type SnapshotItem struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1656,6 +1900,9 @@ type SnapshotItem struct {
 	//	*SnapshotItem_PendingCause
 	//	*SnapshotItem_Rule
 	//	*SnapshotItem_Incident
+	//	*SnapshotItem_Intel
+	//	*SnapshotItem_Sbom
+	//	*SnapshotItem_Posture
 	Item          isSnapshotItem_Item `protobuf_oneof:"item"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1663,7 +1910,7 @@ type SnapshotItem struct {
 
 func (x *SnapshotItem) Reset() {
 	*x = SnapshotItem{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[20]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1675,7 +1922,7 @@ func (x *SnapshotItem) String() string {
 func (*SnapshotItem) ProtoMessage() {}
 
 func (x *SnapshotItem) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[20]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1688,7 +1935,7 @@ func (x *SnapshotItem) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotItem.ProtoReflect.Descriptor instead.
 func (*SnapshotItem) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{20}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *SnapshotItem) GetItem() isSnapshotItem_Item {
@@ -1833,6 +2080,33 @@ func (x *SnapshotItem) GetIncident() *v1.Incident {
 	return nil
 }
 
+func (x *SnapshotItem) GetIntel() *v1.IntelBundle {
+	if x != nil {
+		if x, ok := x.Item.(*SnapshotItem_Intel); ok {
+			return x.Intel
+		}
+	}
+	return nil
+}
+
+func (x *SnapshotItem) GetSbom() *v1.SBOMAttachment {
+	if x != nil {
+		if x, ok := x.Item.(*SnapshotItem_Sbom); ok {
+			return x.Sbom
+		}
+	}
+	return nil
+}
+
+func (x *SnapshotItem) GetPosture() *v1.DevicePosture {
+	if x != nil {
+		if x, ok := x.Item.(*SnapshotItem_Posture); ok {
+			return x.Posture
+		}
+	}
+	return nil
+}
+
 type isSnapshotItem_Item interface {
 	isSnapshotItem_Item()
 }
@@ -1902,6 +2176,19 @@ type SnapshotItem_Incident struct {
 	Incident *v1.Incident `protobuf:"bytes,70,opt,name=incident,proto3,oneof"`
 }
 
+type SnapshotItem_Intel struct {
+	// 80-89: risk posture (issue 18).
+	Intel *v1.IntelBundle `protobuf:"bytes,80,opt,name=intel,proto3,oneof"`
+}
+
+type SnapshotItem_Sbom struct {
+	Sbom *v1.SBOMAttachment `protobuf:"bytes,81,opt,name=sbom,proto3,oneof"`
+}
+
+type SnapshotItem_Posture struct {
+	Posture *v1.DevicePosture `protobuf:"bytes,82,opt,name=posture,proto3,oneof"`
+}
+
 func (*SnapshotItem_Meta) isSnapshotItem_Item() {}
 
 func (*SnapshotItem_Device) isSnapshotItem_Item() {}
@@ -1932,6 +2219,12 @@ func (*SnapshotItem_Rule) isSnapshotItem_Item() {}
 
 func (*SnapshotItem_Incident) isSnapshotItem_Item() {}
 
+func (*SnapshotItem_Intel) isSnapshotItem_Item() {}
+
+func (*SnapshotItem_Sbom) isSnapshotItem_Item() {}
+
+func (*SnapshotItem_Posture) isSnapshotItem_Item() {}
+
 // Bounds is the bookkeeping of retention: what was evicted and where the
 // audit chain stands. The audit window's records follow as audit items.
 type Bounds struct {
@@ -1952,7 +2245,7 @@ type Bounds struct {
 
 func (x *Bounds) Reset() {
 	*x = Bounds{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[21]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1964,7 +2257,7 @@ func (x *Bounds) String() string {
 func (*Bounds) ProtoMessage() {}
 
 func (x *Bounds) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[21]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1977,7 +2270,7 @@ func (x *Bounds) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Bounds.ProtoReflect.Descriptor instead.
 func (*Bounds) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{21}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *Bounds) GetAlertBase() uint64 {
@@ -2035,7 +2328,7 @@ type PendingCause struct {
 
 func (x *PendingCause) Reset() {
 	*x = PendingCause{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[22]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2047,7 +2340,7 @@ func (x *PendingCause) String() string {
 func (*PendingCause) ProtoMessage() {}
 
 func (x *PendingCause) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[22]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2060,7 +2353,7 @@ func (x *PendingCause) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PendingCause.ProtoReflect.Descriptor instead.
 func (*PendingCause) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{22}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *PendingCause) GetDecisionId() string {
@@ -2090,7 +2383,7 @@ type SnapshotMeta struct {
 
 func (x *SnapshotMeta) Reset() {
 	*x = SnapshotMeta{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[23]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2102,7 +2395,7 @@ func (x *SnapshotMeta) String() string {
 func (*SnapshotMeta) ProtoMessage() {}
 
 func (x *SnapshotMeta) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[23]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2115,7 +2408,7 @@ func (x *SnapshotMeta) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotMeta.ProtoReflect.Descriptor instead.
 func (*SnapshotMeta) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{23}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *SnapshotMeta) GetFormat() uint32 {
@@ -2150,7 +2443,7 @@ type SensorSeq struct {
 
 func (x *SensorSeq) Reset() {
 	*x = SensorSeq{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[24]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2162,7 +2455,7 @@ func (x *SensorSeq) String() string {
 func (*SensorSeq) ProtoMessage() {}
 
 func (x *SensorSeq) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[24]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2175,7 +2468,7 @@ func (x *SensorSeq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SensorSeq.ProtoReflect.Descriptor instead.
 func (*SensorSeq) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{24}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *SensorSeq) GetSensorId() string {
@@ -2203,7 +2496,7 @@ type DeviceFlows struct {
 
 func (x *DeviceFlows) Reset() {
 	*x = DeviceFlows{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[25]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2215,7 +2508,7 @@ func (x *DeviceFlows) String() string {
 func (*DeviceFlows) ProtoMessage() {}
 
 func (x *DeviceFlows) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[25]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2228,7 +2521,7 @@ func (x *DeviceFlows) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeviceFlows.ProtoReflect.Descriptor instead.
 func (*DeviceFlows) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{25}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *DeviceFlows) GetDeviceMac() string {
@@ -2266,14 +2559,17 @@ type DedupEntry struct {
 	ErrorKind string `protobuf:"bytes,9,opt,name=error_kind,json=errorKind,proto3" json:"error_kind,omitempty"`
 	Error     string `protobuf:"bytes,10,opt,name=error,proto3" json:"error,omitempty"`
 	// A rule put's or delete's result.
-	Rule          *v1.ResponseRule `protobuf:"bytes,11,opt,name=rule,proto3" json:"rule,omitempty"`
+	Rule *v1.ResponseRule `protobuf:"bytes,11,opt,name=rule,proto3" json:"rule,omitempty"`
+	// 80-89: risk posture results.
+	Intel         *v1.IntelBundle    `protobuf:"bytes,80,opt,name=intel,proto3" json:"intel,omitempty"`
+	Sbom          *v1.SBOMAttachment `protobuf:"bytes,81,opt,name=sbom,proto3" json:"sbom,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *DedupEntry) Reset() {
 	*x = DedupEntry{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[26]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2285,7 +2581,7 @@ func (x *DedupEntry) String() string {
 func (*DedupEntry) ProtoMessage() {}
 
 func (x *DedupEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[26]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2298,7 +2594,7 @@ func (x *DedupEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DedupEntry.ProtoReflect.Descriptor instead.
 func (*DedupEntry) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{26}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *DedupEntry) GetRequest() *ClientRequest {
@@ -2378,12 +2674,25 @@ func (x *DedupEntry) GetRule() *v1.ResponseRule {
 	return nil
 }
 
+func (x *DedupEntry) GetIntel() *v1.IntelBundle {
+	if x != nil {
+		return x.Intel
+	}
+	return nil
+}
+
+func (x *DedupEntry) GetSbom() *v1.SBOMAttachment {
+	if x != nil {
+		return x.Sbom
+	}
+	return nil
+}
+
 var File_medmesh_fsm_v1_command_proto protoreflect.FileDescriptor
 
 const file_medmesh_fsm_v1_command_proto_rawDesc = "" +
 	"\n" +
-	"\x1cmedmesh/fsm/v1/command.proto\x12\x0emedmesh.fsm.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16medmesh/v1/alert.proto\x1a\x19medmesh/v1/decision.proto\x1a\x17medmesh/v1/device.proto\x1a\x19medmesh/v1/incident.proto\x1a\x17medmesh/v1/policy.proto\x1a\x15medmesh/v1/rule.proto\x1a\x17medmesh/v1/sensor.proto\"\x89\n" +
-	"\n" +
+	"\x1cmedmesh/fsm/v1/command.proto\x12\x0emedmesh.fsm.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16medmesh/v1/alert.proto\x1a\x19medmesh/v1/decision.proto\x1a\x17medmesh/v1/device.proto\x1a\x19medmesh/v1/incident.proto\x1a\x17medmesh/v1/policy.proto\x1a\x15medmesh/v1/risk.proto\x1a\x15medmesh/v1/rule.proto\x1a\x17medmesh/v1/sensor.proto\"\xd2\v\n" +
 	"\aCommand\x12.\n" +
 	"\x04time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x127\n" +
 	"\arequest\x18\x03 \x01(\v2\x1d.medmesh.fsm.v1.ClientRequestR\arequest\x12C\n" +
@@ -2407,7 +2716,11 @@ const file_medmesh_fsm_v1_command_proto_rawDesc = "" +
 	"\vrule_delete\x183 \x01(\v2\x1a.medmesh.fsm.v1.RuleDeleteH\x00R\n" +
 	"ruleDelete\x12:\n" +
 	"\n" +
-	"rules_seed\x184 \x01(\v2\x19.medmesh.fsm.v1.RulesSeedH\x00R\trulesSeedB\t\n" +
+	"rules_seed\x184 \x01(\v2\x19.medmesh.fsm.v1.RulesSeedH\x00R\trulesSeed\x12F\n" +
+	"\x0eintel_activate\x18P \x01(\v2\x1d.medmesh.fsm.v1.IntelActivateH\x00R\rintelActivate\x12=\n" +
+	"\vsbom_attach\x18Q \x01(\v2\x1a.medmesh.fsm.v1.SBOMAttachH\x00R\n" +
+	"sbomAttach\x12@\n" +
+	"\ffindings_put\x18R \x01(\v2\x1b.medmesh.fsm.v1.FindingsPutH\x00R\vfindingsPutB\t\n" +
 	"\acommandJ\x04\b\x02\x10\x03J\x04\b\x04\x10\n" +
 	"\";\n" +
 	"\rClientRequest\x12\x1a\n" +
@@ -2506,7 +2819,22 @@ const file_medmesh_fsm_v1_command_proto_rawDesc = "" +
 	"\x11_expected_version\"Q\n" +
 	"\tRulesSeed\x12.\n" +
 	"\x05rules\x18\x01 \x03(\v2\x18.medmesh.v1.ResponseRuleR\x05rules\x12\x14\n" +
-	"\x05actor\x18\x02 \x01(\tR\x05actor\"\xa4\x06\n" +
+	"\x05actor\x18\x02 \x01(\tR\x05actor\"\x88\x01\n" +
+	"\rIntelActivate\x12/\n" +
+	"\x06bundle\x18\x01 \x01(\v2\x17.medmesh.v1.IntelBundleR\x06bundle\x12\x14\n" +
+	"\x05actor\x18\x02 \x01(\tR\x05actor\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\x12\x18\n" +
+	"\acomment\x18\x04 \x01(\tR\acomment\"\x90\x01\n" +
+	"\n" +
+	"SBOMAttach\x12:\n" +
+	"\n" +
+	"attachment\x18\x01 \x01(\v2\x1a.medmesh.v1.SBOMAttachmentR\n" +
+	"attachment\x12\x14\n" +
+	"\x05actor\x18\x02 \x01(\tR\x05actor\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\x12\x18\n" +
+	"\acomment\x18\x04 \x01(\tR\acomment\"D\n" +
+	"\vFindingsPut\x125\n" +
+	"\bpostures\x18\x01 \x03(\v2\x19.medmesh.v1.DevicePostureR\bpostures\"\xbe\a\n" +
 	"\fSnapshotItem\x122\n" +
 	"\x04meta\x18\x01 \x01(\v2\x1c.medmesh.fsm.v1.SnapshotMetaH\x00R\x04meta\x12,\n" +
 	"\x06device\x18\x02 \x01(\v2\x12.medmesh.v1.DeviceH\x00R\x06device\x12,\n" +
@@ -2524,7 +2852,10 @@ const file_medmesh_fsm_v1_command_proto_rawDesc = "" +
 	"\x06bounds\x18< \x01(\v2\x16.medmesh.fsm.v1.BoundsH\x00R\x06bounds\x12C\n" +
 	"\rpending_cause\x18= \x01(\v2\x1c.medmesh.fsm.v1.PendingCauseH\x00R\fpendingCause\x12.\n" +
 	"\x04rule\x182 \x01(\v2\x18.medmesh.v1.ResponseRuleH\x00R\x04rule\x122\n" +
-	"\bincident\x18F \x01(\v2\x14.medmesh.v1.IncidentH\x00R\bincidentB\x06\n" +
+	"\bincident\x18F \x01(\v2\x14.medmesh.v1.IncidentH\x00R\bincident\x12/\n" +
+	"\x05intel\x18P \x01(\v2\x17.medmesh.v1.IntelBundleH\x00R\x05intel\x120\n" +
+	"\x04sbom\x18Q \x01(\v2\x1a.medmesh.v1.SBOMAttachmentH\x00R\x04sbom\x125\n" +
+	"\aposture\x18R \x01(\v2\x19.medmesh.v1.DevicePostureH\x00R\apostureB\x06\n" +
 	"\x04item\"\x90\x02\n" +
 	"\x06Bounds\x12\x1d\n" +
 	"\n" +
@@ -2548,7 +2879,7 @@ const file_medmesh_fsm_v1_command_proto_rawDesc = "" +
 	"\vDeviceFlows\x12\x1d\n" +
 	"\n" +
 	"device_mac\x18\x01 \x01(\tR\tdeviceMac\x125\n" +
-	"\tsummaries\x18\x02 \x03(\v2\x17.medmesh.v1.FlowSummaryR\tsummaries\"\xbb\x03\n" +
+	"\tsummaries\x18\x02 \x03(\v2\x17.medmesh.v1.FlowSummaryR\tsummaries\"\x9a\x04\n" +
 	"\n" +
 	"DedupEntry\x127\n" +
 	"\arequest\x18\x01 \x01(\v2\x1d.medmesh.fsm.v1.ClientRequestR\arequest\x12\x14\n" +
@@ -2563,7 +2894,9 @@ const file_medmesh_fsm_v1_command_proto_rawDesc = "" +
 	"error_kind\x18\t \x01(\tR\terrorKind\x12\x14\n" +
 	"\x05error\x18\n" +
 	" \x01(\tR\x05error\x12,\n" +
-	"\x04rule\x18\v \x01(\v2\x18.medmesh.v1.ResponseRuleR\x04ruleBAZ?github.com/medmesh/medmesh/coordinator/internal/fsm/fsmpb;fsmpbb\x06proto3"
+	"\x04rule\x18\v \x01(\v2\x18.medmesh.v1.ResponseRuleR\x04rule\x12-\n" +
+	"\x05intel\x18P \x01(\v2\x17.medmesh.v1.IntelBundleR\x05intel\x12.\n" +
+	"\x04sbom\x18Q \x01(\v2\x1a.medmesh.v1.SBOMAttachmentR\x04sbomBAZ?github.com/medmesh/medmesh/coordinator/internal/fsm/fsmpb;fsmpbb\x06proto3"
 
 var (
 	file_medmesh_fsm_v1_command_proto_rawDescOnce sync.Once
@@ -2577,7 +2910,7 @@ func file_medmesh_fsm_v1_command_proto_rawDescGZIP() []byte {
 	return file_medmesh_fsm_v1_command_proto_rawDescData
 }
 
-var file_medmesh_fsm_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
+var file_medmesh_fsm_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
 var file_medmesh_fsm_v1_command_proto_goTypes = []any{
 	(*Command)(nil),               // 0: medmesh.fsm.v1.Command
 	(*ClientRequest)(nil),         // 1: medmesh.fsm.v1.ClientRequest
@@ -2599,28 +2932,34 @@ var file_medmesh_fsm_v1_command_proto_goTypes = []any{
 	(*RulePut)(nil),               // 17: medmesh.fsm.v1.RulePut
 	(*RuleDelete)(nil),            // 18: medmesh.fsm.v1.RuleDelete
 	(*RulesSeed)(nil),             // 19: medmesh.fsm.v1.RulesSeed
-	(*SnapshotItem)(nil),          // 20: medmesh.fsm.v1.SnapshotItem
-	(*Bounds)(nil),                // 21: medmesh.fsm.v1.Bounds
-	(*PendingCause)(nil),          // 22: medmesh.fsm.v1.PendingCause
-	(*SnapshotMeta)(nil),          // 23: medmesh.fsm.v1.SnapshotMeta
-	(*SensorSeq)(nil),             // 24: medmesh.fsm.v1.SensorSeq
-	(*DeviceFlows)(nil),           // 25: medmesh.fsm.v1.DeviceFlows
-	(*DedupEntry)(nil),            // 26: medmesh.fsm.v1.DedupEntry
-	(*timestamppb.Timestamp)(nil), // 27: google.protobuf.Timestamp
-	(*v1.Device)(nil),             // 28: medmesh.v1.Device
-	(*v1.Policy)(nil),             // 29: medmesh.v1.Policy
-	(v1.PolicyMode)(0),            // 30: medmesh.v1.PolicyMode
-	(*v1.Decision)(nil),           // 31: medmesh.v1.Decision
-	(*v1.Alert)(nil),              // 32: medmesh.v1.Alert
-	(*v1.Baseline)(nil),           // 33: medmesh.v1.Baseline
-	(*v1.FlowSummary)(nil),        // 34: medmesh.v1.FlowSummary
-	(*v1.SensorRecord)(nil),       // 35: medmesh.v1.SensorRecord
-	(*v1.ResponseRule)(nil),       // 36: medmesh.v1.ResponseRule
-	(*v1.AuditRecord)(nil),        // 37: medmesh.v1.AuditRecord
-	(*v1.Incident)(nil),           // 38: medmesh.v1.Incident
+	(*IntelActivate)(nil),         // 20: medmesh.fsm.v1.IntelActivate
+	(*SBOMAttach)(nil),            // 21: medmesh.fsm.v1.SBOMAttach
+	(*FindingsPut)(nil),           // 22: medmesh.fsm.v1.FindingsPut
+	(*SnapshotItem)(nil),          // 23: medmesh.fsm.v1.SnapshotItem
+	(*Bounds)(nil),                // 24: medmesh.fsm.v1.Bounds
+	(*PendingCause)(nil),          // 25: medmesh.fsm.v1.PendingCause
+	(*SnapshotMeta)(nil),          // 26: medmesh.fsm.v1.SnapshotMeta
+	(*SensorSeq)(nil),             // 27: medmesh.fsm.v1.SensorSeq
+	(*DeviceFlows)(nil),           // 28: medmesh.fsm.v1.DeviceFlows
+	(*DedupEntry)(nil),            // 29: medmesh.fsm.v1.DedupEntry
+	(*timestamppb.Timestamp)(nil), // 30: google.protobuf.Timestamp
+	(*v1.Device)(nil),             // 31: medmesh.v1.Device
+	(*v1.Policy)(nil),             // 32: medmesh.v1.Policy
+	(v1.PolicyMode)(0),            // 33: medmesh.v1.PolicyMode
+	(*v1.Decision)(nil),           // 34: medmesh.v1.Decision
+	(*v1.Alert)(nil),              // 35: medmesh.v1.Alert
+	(*v1.Baseline)(nil),           // 36: medmesh.v1.Baseline
+	(*v1.FlowSummary)(nil),        // 37: medmesh.v1.FlowSummary
+	(*v1.SensorRecord)(nil),       // 38: medmesh.v1.SensorRecord
+	(*v1.ResponseRule)(nil),       // 39: medmesh.v1.ResponseRule
+	(*v1.IntelBundle)(nil),        // 40: medmesh.v1.IntelBundle
+	(*v1.SBOMAttachment)(nil),     // 41: medmesh.v1.SBOMAttachment
+	(*v1.DevicePosture)(nil),      // 42: medmesh.v1.DevicePosture
+	(*v1.AuditRecord)(nil),        // 43: medmesh.v1.AuditRecord
+	(*v1.Incident)(nil),           // 44: medmesh.v1.Incident
 }
 var file_medmesh_fsm_v1_command_proto_depIdxs = []int32{
-	27, // 0: medmesh.fsm.v1.Command.time:type_name -> google.protobuf.Timestamp
+	30, // 0: medmesh.fsm.v1.Command.time:type_name -> google.protobuf.Timestamp
 	1,  // 1: medmesh.fsm.v1.Command.request:type_name -> medmesh.fsm.v1.ClientRequest
 	2,  // 2: medmesh.fsm.v1.Command.device_upsert:type_name -> medmesh.fsm.v1.DeviceUpsert
 	3,  // 3: medmesh.fsm.v1.Command.device_update:type_name -> medmesh.fsm.v1.DeviceUpdate
@@ -2639,47 +2978,58 @@ var file_medmesh_fsm_v1_command_proto_depIdxs = []int32{
 	17, // 16: medmesh.fsm.v1.Command.rule_put:type_name -> medmesh.fsm.v1.RulePut
 	18, // 17: medmesh.fsm.v1.Command.rule_delete:type_name -> medmesh.fsm.v1.RuleDelete
 	19, // 18: medmesh.fsm.v1.Command.rules_seed:type_name -> medmesh.fsm.v1.RulesSeed
-	28, // 19: medmesh.fsm.v1.DeviceUpsert.device:type_name -> medmesh.v1.Device
-	28, // 20: medmesh.fsm.v1.DeviceUpdate.device:type_name -> medmesh.v1.Device
-	29, // 21: medmesh.fsm.v1.PolicyPut.policy:type_name -> medmesh.v1.Policy
-	30, // 22: medmesh.fsm.v1.PolicyActivate.mode:type_name -> medmesh.v1.PolicyMode
-	31, // 23: medmesh.fsm.v1.DecisionCreate.decision:type_name -> medmesh.v1.Decision
-	32, // 24: medmesh.fsm.v1.AlertIngest.alert:type_name -> medmesh.v1.Alert
-	33, // 25: medmesh.fsm.v1.BaselinePut.baseline:type_name -> medmesh.v1.Baseline
-	34, // 26: medmesh.fsm.v1.FlowSummaries.summaries:type_name -> medmesh.v1.FlowSummary
-	35, // 27: medmesh.fsm.v1.SensorReport.records:type_name -> medmesh.v1.SensorRecord
-	13, // 28: medmesh.fsm.v1.SensorBatch.reports:type_name -> medmesh.fsm.v1.SensorReport
-	36, // 29: medmesh.fsm.v1.RulePut.rule:type_name -> medmesh.v1.ResponseRule
-	36, // 30: medmesh.fsm.v1.RulesSeed.rules:type_name -> medmesh.v1.ResponseRule
-	23, // 31: medmesh.fsm.v1.SnapshotItem.meta:type_name -> medmesh.fsm.v1.SnapshotMeta
-	28, // 32: medmesh.fsm.v1.SnapshotItem.device:type_name -> medmesh.v1.Device
-	29, // 33: medmesh.fsm.v1.SnapshotItem.policy:type_name -> medmesh.v1.Policy
-	31, // 34: medmesh.fsm.v1.SnapshotItem.decision:type_name -> medmesh.v1.Decision
-	32, // 35: medmesh.fsm.v1.SnapshotItem.alert:type_name -> medmesh.v1.Alert
-	33, // 36: medmesh.fsm.v1.SnapshotItem.baseline:type_name -> medmesh.v1.Baseline
-	37, // 37: medmesh.fsm.v1.SnapshotItem.audit:type_name -> medmesh.v1.AuditRecord
-	24, // 38: medmesh.fsm.v1.SnapshotItem.sensor_seq:type_name -> medmesh.fsm.v1.SensorSeq
-	25, // 39: medmesh.fsm.v1.SnapshotItem.flows:type_name -> medmesh.fsm.v1.DeviceFlows
-	15, // 40: medmesh.fsm.v1.SnapshotItem.server:type_name -> medmesh.fsm.v1.ServerRegister
-	26, // 41: medmesh.fsm.v1.SnapshotItem.dedup:type_name -> medmesh.fsm.v1.DedupEntry
-	21, // 42: medmesh.fsm.v1.SnapshotItem.bounds:type_name -> medmesh.fsm.v1.Bounds
-	22, // 43: medmesh.fsm.v1.SnapshotItem.pending_cause:type_name -> medmesh.fsm.v1.PendingCause
-	36, // 44: medmesh.fsm.v1.SnapshotItem.rule:type_name -> medmesh.v1.ResponseRule
-	38, // 45: medmesh.fsm.v1.SnapshotItem.incident:type_name -> medmesh.v1.Incident
-	27, // 46: medmesh.fsm.v1.Bounds.decisions_compacted:type_name -> google.protobuf.Timestamp
-	34, // 47: medmesh.fsm.v1.DeviceFlows.summaries:type_name -> medmesh.v1.FlowSummary
-	1,  // 48: medmesh.fsm.v1.DedupEntry.request:type_name -> medmesh.fsm.v1.ClientRequest
-	27, // 49: medmesh.fsm.v1.DedupEntry.time:type_name -> google.protobuf.Timestamp
-	28, // 50: medmesh.fsm.v1.DedupEntry.device:type_name -> medmesh.v1.Device
-	29, // 51: medmesh.fsm.v1.DedupEntry.policy:type_name -> medmesh.v1.Policy
-	31, // 52: medmesh.fsm.v1.DedupEntry.decision:type_name -> medmesh.v1.Decision
-	32, // 53: medmesh.fsm.v1.DedupEntry.alert:type_name -> medmesh.v1.Alert
-	36, // 54: medmesh.fsm.v1.DedupEntry.rule:type_name -> medmesh.v1.ResponseRule
-	55, // [55:55] is the sub-list for method output_type
-	55, // [55:55] is the sub-list for method input_type
-	55, // [55:55] is the sub-list for extension type_name
-	55, // [55:55] is the sub-list for extension extendee
-	0,  // [0:55] is the sub-list for field type_name
+	20, // 19: medmesh.fsm.v1.Command.intel_activate:type_name -> medmesh.fsm.v1.IntelActivate
+	21, // 20: medmesh.fsm.v1.Command.sbom_attach:type_name -> medmesh.fsm.v1.SBOMAttach
+	22, // 21: medmesh.fsm.v1.Command.findings_put:type_name -> medmesh.fsm.v1.FindingsPut
+	31, // 22: medmesh.fsm.v1.DeviceUpsert.device:type_name -> medmesh.v1.Device
+	31, // 23: medmesh.fsm.v1.DeviceUpdate.device:type_name -> medmesh.v1.Device
+	32, // 24: medmesh.fsm.v1.PolicyPut.policy:type_name -> medmesh.v1.Policy
+	33, // 25: medmesh.fsm.v1.PolicyActivate.mode:type_name -> medmesh.v1.PolicyMode
+	34, // 26: medmesh.fsm.v1.DecisionCreate.decision:type_name -> medmesh.v1.Decision
+	35, // 27: medmesh.fsm.v1.AlertIngest.alert:type_name -> medmesh.v1.Alert
+	36, // 28: medmesh.fsm.v1.BaselinePut.baseline:type_name -> medmesh.v1.Baseline
+	37, // 29: medmesh.fsm.v1.FlowSummaries.summaries:type_name -> medmesh.v1.FlowSummary
+	38, // 30: medmesh.fsm.v1.SensorReport.records:type_name -> medmesh.v1.SensorRecord
+	13, // 31: medmesh.fsm.v1.SensorBatch.reports:type_name -> medmesh.fsm.v1.SensorReport
+	39, // 32: medmesh.fsm.v1.RulePut.rule:type_name -> medmesh.v1.ResponseRule
+	39, // 33: medmesh.fsm.v1.RulesSeed.rules:type_name -> medmesh.v1.ResponseRule
+	40, // 34: medmesh.fsm.v1.IntelActivate.bundle:type_name -> medmesh.v1.IntelBundle
+	41, // 35: medmesh.fsm.v1.SBOMAttach.attachment:type_name -> medmesh.v1.SBOMAttachment
+	42, // 36: medmesh.fsm.v1.FindingsPut.postures:type_name -> medmesh.v1.DevicePosture
+	26, // 37: medmesh.fsm.v1.SnapshotItem.meta:type_name -> medmesh.fsm.v1.SnapshotMeta
+	31, // 38: medmesh.fsm.v1.SnapshotItem.device:type_name -> medmesh.v1.Device
+	32, // 39: medmesh.fsm.v1.SnapshotItem.policy:type_name -> medmesh.v1.Policy
+	34, // 40: medmesh.fsm.v1.SnapshotItem.decision:type_name -> medmesh.v1.Decision
+	35, // 41: medmesh.fsm.v1.SnapshotItem.alert:type_name -> medmesh.v1.Alert
+	36, // 42: medmesh.fsm.v1.SnapshotItem.baseline:type_name -> medmesh.v1.Baseline
+	43, // 43: medmesh.fsm.v1.SnapshotItem.audit:type_name -> medmesh.v1.AuditRecord
+	27, // 44: medmesh.fsm.v1.SnapshotItem.sensor_seq:type_name -> medmesh.fsm.v1.SensorSeq
+	28, // 45: medmesh.fsm.v1.SnapshotItem.flows:type_name -> medmesh.fsm.v1.DeviceFlows
+	15, // 46: medmesh.fsm.v1.SnapshotItem.server:type_name -> medmesh.fsm.v1.ServerRegister
+	29, // 47: medmesh.fsm.v1.SnapshotItem.dedup:type_name -> medmesh.fsm.v1.DedupEntry
+	24, // 48: medmesh.fsm.v1.SnapshotItem.bounds:type_name -> medmesh.fsm.v1.Bounds
+	25, // 49: medmesh.fsm.v1.SnapshotItem.pending_cause:type_name -> medmesh.fsm.v1.PendingCause
+	39, // 50: medmesh.fsm.v1.SnapshotItem.rule:type_name -> medmesh.v1.ResponseRule
+	44, // 51: medmesh.fsm.v1.SnapshotItem.incident:type_name -> medmesh.v1.Incident
+	40, // 52: medmesh.fsm.v1.SnapshotItem.intel:type_name -> medmesh.v1.IntelBundle
+	41, // 53: medmesh.fsm.v1.SnapshotItem.sbom:type_name -> medmesh.v1.SBOMAttachment
+	42, // 54: medmesh.fsm.v1.SnapshotItem.posture:type_name -> medmesh.v1.DevicePosture
+	30, // 55: medmesh.fsm.v1.Bounds.decisions_compacted:type_name -> google.protobuf.Timestamp
+	37, // 56: medmesh.fsm.v1.DeviceFlows.summaries:type_name -> medmesh.v1.FlowSummary
+	1,  // 57: medmesh.fsm.v1.DedupEntry.request:type_name -> medmesh.fsm.v1.ClientRequest
+	30, // 58: medmesh.fsm.v1.DedupEntry.time:type_name -> google.protobuf.Timestamp
+	31, // 59: medmesh.fsm.v1.DedupEntry.device:type_name -> medmesh.v1.Device
+	32, // 60: medmesh.fsm.v1.DedupEntry.policy:type_name -> medmesh.v1.Policy
+	34, // 61: medmesh.fsm.v1.DedupEntry.decision:type_name -> medmesh.v1.Decision
+	35, // 62: medmesh.fsm.v1.DedupEntry.alert:type_name -> medmesh.v1.Alert
+	39, // 63: medmesh.fsm.v1.DedupEntry.rule:type_name -> medmesh.v1.ResponseRule
+	40, // 64: medmesh.fsm.v1.DedupEntry.intel:type_name -> medmesh.v1.IntelBundle
+	41, // 65: medmesh.fsm.v1.DedupEntry.sbom:type_name -> medmesh.v1.SBOMAttachment
+	66, // [66:66] is the sub-list for method output_type
+	66, // [66:66] is the sub-list for method input_type
+	66, // [66:66] is the sub-list for extension type_name
+	66, // [66:66] is the sub-list for extension extendee
+	0,  // [0:66] is the sub-list for field type_name
 }
 
 func init() { file_medmesh_fsm_v1_command_proto_init() }
@@ -2705,12 +3055,15 @@ func file_medmesh_fsm_v1_command_proto_init() {
 		(*Command_RulePut)(nil),
 		(*Command_RuleDelete)(nil),
 		(*Command_RulesSeed)(nil),
+		(*Command_IntelActivate)(nil),
+		(*Command_SbomAttach)(nil),
+		(*Command_FindingsPut)(nil),
 	}
 	file_medmesh_fsm_v1_command_proto_msgTypes[4].OneofWrappers = []any{}
 	file_medmesh_fsm_v1_command_proto_msgTypes[5].OneofWrappers = []any{}
 	file_medmesh_fsm_v1_command_proto_msgTypes[17].OneofWrappers = []any{}
 	file_medmesh_fsm_v1_command_proto_msgTypes[18].OneofWrappers = []any{}
-	file_medmesh_fsm_v1_command_proto_msgTypes[20].OneofWrappers = []any{
+	file_medmesh_fsm_v1_command_proto_msgTypes[23].OneofWrappers = []any{
 		(*SnapshotItem_Meta)(nil),
 		(*SnapshotItem_Device)(nil),
 		(*SnapshotItem_Policy)(nil),
@@ -2726,6 +3079,9 @@ func file_medmesh_fsm_v1_command_proto_init() {
 		(*SnapshotItem_PendingCause)(nil),
 		(*SnapshotItem_Rule)(nil),
 		(*SnapshotItem_Incident)(nil),
+		(*SnapshotItem_Intel)(nil),
+		(*SnapshotItem_Sbom)(nil),
+		(*SnapshotItem_Posture)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -2733,7 +3089,7 @@ func file_medmesh_fsm_v1_command_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_medmesh_fsm_v1_command_proto_rawDesc), len(file_medmesh_fsm_v1_command_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   27,
+			NumMessages:   30,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
