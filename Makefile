@@ -193,7 +193,7 @@ demo: deps build ## As root: bring up the campus lab and run the compromised-dev
 	@echo
 	@echo "Risk posture: the devices to act on first (lab up imported a signed bundle of CISA advisories, KEV,"
 	@echo "endoflife.date and the recall/GUDID fixtures; the lab's CMDB gave the devices their identities):"
-	eval "$$($(BIN) lab env)" && $(BIN) risk top && $(BIN) intel status | tail -n 3
+	eval "$$($(LAB_BIN) env)" && $(BIN) risk top && $(BIN) intel status | tail -n 3
 	@echo
 	@echo "The campus lab is still running; the coordinator API is on this host at 127.0.0.1:7400, mutual TLS only."
 	@echo "  eval \"\$$($(LAB_BIN) env)\"        # MEDMESH_ADDR and MEDMESH_TLS_* for the lab's approver certificate"
