@@ -267,6 +267,13 @@ func TestDecisionsLifeCriticalWaitAndReview(t *testing.T) {
 	if len(page) != 6 {
 		t.Fatalf("decision log has %d entries, want 6", len(page))
 	}
+	// A nil filter keeps every decision (it used to panic).
+	if all, _, _ := l.f.ListDecisions(0, 100, nil); len(all) != len(page) {
+		t.Fatalf("nil filter listed %d decisions, want %d", len(all), len(page))
+	}
+	if devs, _, total, _ := l.f.ListDevices("", 100, nil); len(devs) == 0 || total != len(devs) {
+		t.Fatalf("nil filter listed %d of %d devices", len(devs), total)
+	}
 }
 
 func TestAlertsBaselinesFlowsAndSensorBatchExactlyOnce(t *testing.T) {
@@ -295,7 +302,7 @@ func TestAlertsBaselinesFlowsAndSensorBatchExactlyOnce(t *testing.T) {
 		t.Fatalf("acks = %v", r.Acks)
 	}
 	h1, _ := l.f.Hash()
-	alerts, _, _, _ := l.f.ListAlerts(0, 100, func(*medmeshv1.Alert) bool { return true })
+	alerts, _, _, _ := l.f.ListAlerts(0, 100, nil) // nil keeps every alert
 	// A retry of records 5..8 changes nothing; 9..12 are new.
 	r = l.ok(batch("s1", 5, 8))
 	if r.Acks["s1"] != 8 {

@@ -58,7 +58,11 @@ func (f *FSM) Alert(id string) *medmeshv1.Alert {
 // the last one returned, whether more match, and the applied index.
 // Positions count every alert ever committed, so they stay valid when old
 // alerts are evicted; a position before the oldest kept alert starts there.
+// A nil keep keeps every one.
 func (f *FSM) ListAlerts(pos uint64, limit int, keep func(*medmeshv1.Alert) bool) (page []*medmeshv1.Alert, last uint64, more bool, index uint64) {
+	if keep == nil {
+		keep = keepAll[*medmeshv1.Alert]
+	}
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	as, base := f.st.alerts, f.st.alertBase

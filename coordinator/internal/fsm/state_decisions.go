@@ -162,7 +162,11 @@ func (f *FSM) Decision(id string) *medmeshv1.Decision {
 // keep, by index. One entry can append several decisions (a class policy,
 // one per device) and callers resume after the last index they got, so a
 // page never ends inside an index: it may hold more than limit.
+// A nil keep keeps every one.
 func (f *FSM) ListDecisions(after uint64, limit int, keep func(*medmeshv1.Decision) bool) (page []*medmeshv1.Decision, more bool, index uint64) {
+	if keep == nil {
+		keep = keepAll[*medmeshv1.Decision]
+	}
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	ds := f.st.decisions

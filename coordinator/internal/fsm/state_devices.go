@@ -211,7 +211,11 @@ func (f *FSM) Device(mac string) *medmeshv1.Device {
 
 // ListDevices returns up to limit devices with mac > after that match keep,
 // ordered by mac, the total number matching, and the applied index.
+// A nil keep keeps every one.
 func (f *FSM) ListDevices(after string, limit int, keep func(*medmeshv1.Device) bool) (page []*medmeshv1.Device, more bool, total int, index uint64) {
+	if keep == nil {
+		keep = keepAll[*medmeshv1.Device]
+	}
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	keys := sortedKeys(f.st.devices)
@@ -281,3 +285,6 @@ func sortedKeys[V any](m map[string]V) []string {
 	sort.Strings(keys)
 	return keys
 }
+
+// keepAll is the filter of a List call given none.
+func keepAll[T any](T) bool { return true }
