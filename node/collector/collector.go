@@ -141,7 +141,7 @@ func (c *Collector) register(reg prometheus.Registerer) error {
 		counter("unknown_template_total", "Messages with data of a template not (or no longer) known.", func(s Stats) uint64 { return s.Unknown }),
 		counter("records_total", "One-way flow records decoded.", func(s Stats) uint64 { return s.Records }),
 		counter("lost_total", "Data records (IPFIX) or export packets (NetFlow v9) the exporters' sequence numbers say were lost.", func(s Stats) uint64 { return s.Lost }),
-		counter("templates_refused_total", "Templates not kept: cache full, or records of zero length.", func(s Stats) uint64 { return s.TemplatesRefused }),
+		counter("templates_refused_total", "Templates not kept: cache full, a field of length 0, or too many fields.", func(s Stats) uint64 { return s.TemplatesRefused }),
 		counter("exporters_refused_total", "Messages from exporters beyond the exporter limit.", func(s Stats) uint64 { return s.ExportersRefused }),
 	} {
 		if err := reg.Register(m); err != nil {

@@ -76,8 +76,8 @@ type Stats struct {
 	// Lost is what the exporters' sequence numbers say never arrived:
 	// data records for IPFIX, export packets for NetFlow v9.
 	Lost uint64
-	// TemplatesRefused counts templates not kept (cache full or
-	// zero-length records); TemplatesWithdrawn IPFIX withdrawals.
+	// TemplatesRefused counts templates not kept (cache full, a field
+	// of length 0, too many fields); TemplatesWithdrawn IPFIX withdrawals.
 	TemplatesRefused, TemplatesWithdrawn uint64
 	// ExportersRefused counts messages from exporters beyond MaxExporters.
 	ExportersRefused uint64

@@ -3,6 +3,7 @@ package collector
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/netsampler/goflow2/v2/decoders/netflow"
@@ -11,9 +12,12 @@ import (
 // Template errors. A refused template is counted and its data sets stay
 // undecoded: they are as good as data for a template never received.
 var (
-	errTemplateFull  = errors.New("template cache full for this exporter")
-	errTemplateEmpty = errors.New("template describes records of zero length")
+	errTemplateFull   = errors.New("template cache full for this exporter")
+	errTemplateFields = fmt.Errorf("template has a field of length 0 or more than %d fields", maxFields)
 )
+
+// maxFields bounds the fields of a template: exporters use a few dozen.
+const maxFields = 512
 
 type templateKey struct {
 	version uint16
@@ -48,19 +52,6 @@ func newTemplates(max int, ttl time.Duration) *templates {
 	return &templates{max: max, ttl: ttl, m: make(map[templateKey]templateEntry)}
 }
 
-// fixedAndVariable returns the byte length of a field list's fixed-length
-// fields and whether any field has variable length (RFC 7011 section 7).
-func fixedAndVariable(fields []netflow.Field) (fixed int, variable bool) {
-	for _, f := range fields {
-		if f.Length == 0xffff {
-			variable = true
-			continue
-		}
-		fixed += int(f.Length)
-	}
-	return fixed, variable
-}
-
 // fields returns the scope and non-scope fields of a template, and whether
 // it is a withdrawal (a template record with no fields, RFC 7011 8.1).
 func fields(tmpl any) (all []netflow.Field, withdrawal bool) {
@@ -76,8 +67,11 @@ func fields(tmpl any) (all []netflow.Field, withdrawal bool) {
 }
 
 // AddTemplate implements netflow.NetFlowTemplateSystem. A template with
-// no fields withdraws the template of that id. A template whose records
-// would take no bytes is refused: a data set of it would never end.
+// no fields withdraws the template of that id. A template with a field of
+// length 0 is refused: were all its fields so, goflow2 would read a data
+// set of it forever (its loop consumes nothing), and with one
+// variable-length field, each byte of data would be a record of all the
+// template's values.
 func (ts *templates) AddTemplate(version uint16, domain uint32, id uint16, tmpl any) error {
 	k := templateKey{version, domain, id}
 	fs, withdrawal := fields(tmpl)
@@ -86,9 +80,13 @@ func (ts *templates) AddTemplate(version uint16, domain uint32, id uint16, tmpl 
 		ts.withdrawn++
 		return nil
 	}
-	if fixed, variable := fixedAndVariable(fs); fixed == 0 && !variable {
+	if len(fs) > maxFields || slices.ContainsFunc(fs, func(f netflow.Field) bool { return f.Length == 0 }) {
+		// Every field of a record then takes a byte at least, so what a
+		// data set decodes into is bounded by its own size: a template
+		// of thousands of empty fields would make each byte of data a
+		// record of thousands of values.
 		ts.refused++
-		return fmt.Errorf("template %d: %w", id, errTemplateEmpty)
+		return fmt.Errorf("template %d: %w", id, errTemplateFields)
 	}
 	if _, ok := ts.m[k]; !ok && len(ts.m) >= ts.max {
 		ts.expire()
