@@ -254,6 +254,8 @@ func (s *state) dispatch(index uint64, now *timestamppb.Timestamp, cmd *fsmpb.Co
 		res = s.applySinkDelete(index, now, c.SinkDelete)
 	case *fsmpb.Command_SinkProgress:
 		res = s.applySinkProgress(c.SinkProgress)
+	case *fsmpb.Command_SinkAlert:
+		res = s.applySinkAlert(index, now, c.SinkAlert.GetAlert())
 	case *fsmpb.Command_ServerDeregister:
 		delete(s.servers, c.ServerDeregister.GetId())
 		res = &Result{}

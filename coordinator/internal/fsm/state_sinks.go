@@ -9,7 +9,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/medmesh/medmesh/coordinator/internal/fsm/fsmpb"
-	"github.com/medmesh/medmesh/coordinator/internal/sink"
+	"github.com/medmesh/medmesh/internal/sinkcfg"
 	medmeshv1 "github.com/medmesh/medmesh/proto/medmesh/v1"
 )
 
@@ -43,7 +43,7 @@ func (s *state) putSink(v *medmeshv1.Sink) {
 
 func (s *state) applySinkPut(index uint64, now *timestamppb.Timestamp, c *fsmpb.SinkPut) *Result {
 	in := c.GetSink()
-	if err := sink.Validate(in); err != nil {
+	if err := sinkcfg.Validate(in); err != nil {
 		return &Result{Err: fmt.Errorf("%v: %w", err, ErrInvalid)}
 	}
 	_, old := s.sink(in.GetName())
@@ -100,6 +100,24 @@ func (s *state) applySinkProgress(c *fsmpb.SinkProgress) *Result {
 		s.putSink(v)
 	}
 	return &Result{}
+}
+
+// applySinkAlert commits an alert about the sinks: like a sensor's, but
+// with no device, no incident and no response; an id committed before is
+// a no-op.
+func (s *state) applySinkAlert(index uint64, now *timestamppb.Timestamp, in *medmeshv1.Alert) *Result {
+	if in.GetId() == "" || in.GetKind() != sinkcfg.KindStuck {
+		return &Result{Err: fmt.Errorf("sink alert: an id and kind %s are required: %w", sinkcfg.KindStuck, ErrInvalid)}
+	}
+	if pos, dup := s.alertAt[in.GetId()]; dup {
+		return &Result{Alert: s.alerts[pos-int(s.alertBase)]}
+	}
+	a := proto.CloneOf(in)
+	a.Index, a.CreateTime, a.State = index, now, medmeshv1.AlertState_ALERT_STATE_OPEN
+	a.DeviceMac, a.IncidentId, a.AcknowledgedBy, a.AcknowledgeTime, a.AcknowledgeNote = "", "", "", nil, ""
+	s.alertAt[a.Id] = int(s.alertBase) + len(s.alerts)
+	s.alerts = append(s.alerts, a)
+	return &Result{Alert: a}
 }
 
 // Sinks returns the sinks by name (shared, immutable) and the applied

@@ -61,6 +61,7 @@ type Command struct {
 	//	*Command_SinkPut
 	//	*Command_SinkDelete
 	//	*Command_SinkProgress
+	//	*Command_SinkAlert
 	Command       isCommand_Command `protobuf_oneof:"command"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -324,6 +325,15 @@ func (x *Command) GetSinkProgress() *SinkProgress {
 	return nil
 }
 
+func (x *Command) GetSinkAlert() *SinkAlert {
+	if x != nil {
+		if x, ok := x.Command.(*Command_SinkAlert); ok {
+			return x.SinkAlert
+		}
+	}
+	return nil
+}
+
 type isCommand_Command interface {
 	isCommand_Command()
 }
@@ -423,6 +433,10 @@ type Command_SinkProgress struct {
 	SinkProgress *SinkProgress `protobuf:"bytes,102,opt,name=sink_progress,json=sinkProgress,proto3,oneof"`
 }
 
+type Command_SinkAlert struct {
+	SinkAlert *SinkAlert `protobuf:"bytes,103,opt,name=sink_alert,json=sinkAlert,proto3,oneof"`
+}
+
 func (*Command_DeviceUpsert) isCommand_Command() {}
 
 func (*Command_DeviceUpdate) isCommand_Command() {}
@@ -468,6 +482,8 @@ func (*Command_SinkPut) isCommand_Command() {}
 func (*Command_SinkDelete) isCommand_Command() {}
 
 func (*Command_SinkProgress) isCommand_Command() {}
+
+func (*Command_SinkAlert) isCommand_Command() {}
 
 // ClientRequest names one client request: the caller's verified identity
 // (role/name) and the id the client chose, unique per identity.
@@ -3035,11 +3051,58 @@ func (x *SinkPosition) GetAuditSeq() uint64 {
 	return 0
 }
 
+// SinkAlert is an alert the leader raises about its sinks (sink_stuck): it
+// is committed like a sensor's alert but belongs to no device, so it folds
+// into no incident and no response rule acts on it.
+type SinkAlert struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Alert         *v1.Alert              `protobuf:"bytes,1,opt,name=alert,proto3" json:"alert,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SinkAlert) Reset() {
+	*x = SinkAlert{}
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SinkAlert) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SinkAlert) ProtoMessage() {}
+
+func (x *SinkAlert) ProtoReflect() protoreflect.Message {
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SinkAlert.ProtoReflect.Descriptor instead.
+func (*SinkAlert) Descriptor() ([]byte, []int) {
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *SinkAlert) GetAlert() *v1.Alert {
+	if x != nil {
+		return x.Alert
+	}
+	return nil
+}
+
 var File_medmesh_fsm_v1_command_proto protoreflect.FileDescriptor
 
 const file_medmesh_fsm_v1_command_proto_rawDesc = "" +
 	"\n" +
-	"\x1cmedmesh/fsm/v1/command.proto\x12\x0emedmesh.fsm.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16medmesh/v1/alert.proto\x1a\x19medmesh/v1/decision.proto\x1a\x17medmesh/v1/device.proto\x1a\x19medmesh/v1/incident.proto\x1a\x17medmesh/v1/policy.proto\x1a\x15medmesh/v1/risk.proto\x1a\x15medmesh/v1/rule.proto\x1a\x17medmesh/v1/sensor.proto\x1a\x15medmesh/v1/sink.proto\"\x8c\r\n" +
+	"\x1cmedmesh/fsm/v1/command.proto\x12\x0emedmesh.fsm.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16medmesh/v1/alert.proto\x1a\x19medmesh/v1/decision.proto\x1a\x17medmesh/v1/device.proto\x1a\x19medmesh/v1/incident.proto\x1a\x17medmesh/v1/policy.proto\x1a\x15medmesh/v1/risk.proto\x1a\x15medmesh/v1/rule.proto\x1a\x17medmesh/v1/sensor.proto\x1a\x15medmesh/v1/sink.proto\"\xc8\r\n" +
 	"\aCommand\x12.\n" +
 	"\x04time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x127\n" +
 	"\arequest\x18\x03 \x01(\v2\x1d.medmesh.fsm.v1.ClientRequestR\arequest\x12C\n" +
@@ -3071,7 +3134,9 @@ const file_medmesh_fsm_v1_command_proto_rawDesc = "" +
 	"\bsink_put\x18d \x01(\v2\x17.medmesh.fsm.v1.SinkPutH\x00R\asinkPut\x12=\n" +
 	"\vsink_delete\x18e \x01(\v2\x1a.medmesh.fsm.v1.SinkDeleteH\x00R\n" +
 	"sinkDelete\x12C\n" +
-	"\rsink_progress\x18f \x01(\v2\x1c.medmesh.fsm.v1.SinkProgressH\x00R\fsinkProgressB\t\n" +
+	"\rsink_progress\x18f \x01(\v2\x1c.medmesh.fsm.v1.SinkProgressH\x00R\fsinkProgress\x12:\n" +
+	"\n" +
+	"sink_alert\x18g \x01(\v2\x19.medmesh.fsm.v1.SinkAlertH\x00R\tsinkAlertB\t\n" +
 	"\acommandJ\x04\b\x02\x10\x03J\x04\b\x04\x10\n" +
 	"\";\n" +
 	"\rClientRequest\x12\x1a\n" +
@@ -3271,7 +3336,9 @@ const file_medmesh_fsm_v1_command_proto_rawDesc = "" +
 	"\fSinkPosition\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12%\n" +
 	"\x0ealert_position\x18\x02 \x01(\x04R\ralertPosition\x12\x1b\n" +
-	"\taudit_seq\x18\x03 \x01(\x04R\bauditSeqBAZ?github.com/medmesh/medmesh/coordinator/internal/fsm/fsmpb;fsmpbb\x06proto3"
+	"\taudit_seq\x18\x03 \x01(\x04R\bauditSeq\"4\n" +
+	"\tSinkAlert\x12'\n" +
+	"\x05alert\x18\x01 \x01(\v2\x11.medmesh.v1.AlertR\x05alertBAZ?github.com/medmesh/medmesh/coordinator/internal/fsm/fsmpb;fsmpbb\x06proto3"
 
 var (
 	file_medmesh_fsm_v1_command_proto_rawDescOnce sync.Once
@@ -3285,7 +3352,7 @@ func file_medmesh_fsm_v1_command_proto_rawDescGZIP() []byte {
 	return file_medmesh_fsm_v1_command_proto_rawDescData
 }
 
-var file_medmesh_fsm_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
+var file_medmesh_fsm_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
 var file_medmesh_fsm_v1_command_proto_goTypes = []any{
 	(*Command)(nil),               // 0: medmesh.fsm.v1.Command
 	(*ClientRequest)(nil),         // 1: medmesh.fsm.v1.ClientRequest
@@ -3321,25 +3388,26 @@ var file_medmesh_fsm_v1_command_proto_goTypes = []any{
 	(*SinkDelete)(nil),            // 31: medmesh.fsm.v1.SinkDelete
 	(*SinkProgress)(nil),          // 32: medmesh.fsm.v1.SinkProgress
 	(*SinkPosition)(nil),          // 33: medmesh.fsm.v1.SinkPosition
-	(*timestamppb.Timestamp)(nil), // 34: google.protobuf.Timestamp
-	(*v1.Device)(nil),             // 35: medmesh.v1.Device
-	(*v1.Policy)(nil),             // 36: medmesh.v1.Policy
-	(v1.PolicyMode)(0),            // 37: medmesh.v1.PolicyMode
-	(*v1.Decision)(nil),           // 38: medmesh.v1.Decision
-	(*v1.Alert)(nil),              // 39: medmesh.v1.Alert
-	(*v1.Baseline)(nil),           // 40: medmesh.v1.Baseline
-	(*v1.FlowSummary)(nil),        // 41: medmesh.v1.FlowSummary
-	(*v1.SensorRecord)(nil),       // 42: medmesh.v1.SensorRecord
-	(*v1.ResponseRule)(nil),       // 43: medmesh.v1.ResponseRule
-	(*v1.IntelBundle)(nil),        // 44: medmesh.v1.IntelBundle
-	(*v1.SBOMAttachment)(nil),     // 45: medmesh.v1.SBOMAttachment
-	(*v1.DevicePosture)(nil),      // 46: medmesh.v1.DevicePosture
-	(*v1.AuditRecord)(nil),        // 47: medmesh.v1.AuditRecord
-	(*v1.Incident)(nil),           // 48: medmesh.v1.Incident
-	(*v1.Sink)(nil),               // 49: medmesh.v1.Sink
+	(*SinkAlert)(nil),             // 34: medmesh.fsm.v1.SinkAlert
+	(*timestamppb.Timestamp)(nil), // 35: google.protobuf.Timestamp
+	(*v1.Device)(nil),             // 36: medmesh.v1.Device
+	(*v1.Policy)(nil),             // 37: medmesh.v1.Policy
+	(v1.PolicyMode)(0),            // 38: medmesh.v1.PolicyMode
+	(*v1.Decision)(nil),           // 39: medmesh.v1.Decision
+	(*v1.Alert)(nil),              // 40: medmesh.v1.Alert
+	(*v1.Baseline)(nil),           // 41: medmesh.v1.Baseline
+	(*v1.FlowSummary)(nil),        // 42: medmesh.v1.FlowSummary
+	(*v1.SensorRecord)(nil),       // 43: medmesh.v1.SensorRecord
+	(*v1.ResponseRule)(nil),       // 44: medmesh.v1.ResponseRule
+	(*v1.IntelBundle)(nil),        // 45: medmesh.v1.IntelBundle
+	(*v1.SBOMAttachment)(nil),     // 46: medmesh.v1.SBOMAttachment
+	(*v1.DevicePosture)(nil),      // 47: medmesh.v1.DevicePosture
+	(*v1.AuditRecord)(nil),        // 48: medmesh.v1.AuditRecord
+	(*v1.Incident)(nil),           // 49: medmesh.v1.Incident
+	(*v1.Sink)(nil),               // 50: medmesh.v1.Sink
 }
 var file_medmesh_fsm_v1_command_proto_depIdxs = []int32{
-	34, // 0: medmesh.fsm.v1.Command.time:type_name -> google.protobuf.Timestamp
+	35, // 0: medmesh.fsm.v1.Command.time:type_name -> google.protobuf.Timestamp
 	1,  // 1: medmesh.fsm.v1.Command.request:type_name -> medmesh.fsm.v1.ClientRequest
 	2,  // 2: medmesh.fsm.v1.Command.device_upsert:type_name -> medmesh.fsm.v1.DeviceUpsert
 	3,  // 3: medmesh.fsm.v1.Command.device_update:type_name -> medmesh.fsm.v1.DeviceUpdate
@@ -3364,59 +3432,61 @@ var file_medmesh_fsm_v1_command_proto_depIdxs = []int32{
 	30, // 22: medmesh.fsm.v1.Command.sink_put:type_name -> medmesh.fsm.v1.SinkPut
 	31, // 23: medmesh.fsm.v1.Command.sink_delete:type_name -> medmesh.fsm.v1.SinkDelete
 	32, // 24: medmesh.fsm.v1.Command.sink_progress:type_name -> medmesh.fsm.v1.SinkProgress
-	35, // 25: medmesh.fsm.v1.DeviceUpsert.device:type_name -> medmesh.v1.Device
-	35, // 26: medmesh.fsm.v1.DeviceUpdate.device:type_name -> medmesh.v1.Device
-	36, // 27: medmesh.fsm.v1.PolicyPut.policy:type_name -> medmesh.v1.Policy
-	37, // 28: medmesh.fsm.v1.PolicyActivate.mode:type_name -> medmesh.v1.PolicyMode
-	38, // 29: medmesh.fsm.v1.DecisionCreate.decision:type_name -> medmesh.v1.Decision
-	39, // 30: medmesh.fsm.v1.AlertIngest.alert:type_name -> medmesh.v1.Alert
-	40, // 31: medmesh.fsm.v1.BaselinePut.baseline:type_name -> medmesh.v1.Baseline
-	41, // 32: medmesh.fsm.v1.FlowSummaries.summaries:type_name -> medmesh.v1.FlowSummary
-	42, // 33: medmesh.fsm.v1.SensorReport.records:type_name -> medmesh.v1.SensorRecord
-	13, // 34: medmesh.fsm.v1.SensorBatch.reports:type_name -> medmesh.fsm.v1.SensorReport
-	43, // 35: medmesh.fsm.v1.RulePut.rule:type_name -> medmesh.v1.ResponseRule
-	43, // 36: medmesh.fsm.v1.RulesSeed.rules:type_name -> medmesh.v1.ResponseRule
-	44, // 37: medmesh.fsm.v1.IntelActivate.bundle:type_name -> medmesh.v1.IntelBundle
-	45, // 38: medmesh.fsm.v1.SBOMAttach.attachment:type_name -> medmesh.v1.SBOMAttachment
-	46, // 39: medmesh.fsm.v1.FindingsPut.postures:type_name -> medmesh.v1.DevicePosture
-	26, // 40: medmesh.fsm.v1.SnapshotItem.meta:type_name -> medmesh.fsm.v1.SnapshotMeta
-	35, // 41: medmesh.fsm.v1.SnapshotItem.device:type_name -> medmesh.v1.Device
-	36, // 42: medmesh.fsm.v1.SnapshotItem.policy:type_name -> medmesh.v1.Policy
-	38, // 43: medmesh.fsm.v1.SnapshotItem.decision:type_name -> medmesh.v1.Decision
-	39, // 44: medmesh.fsm.v1.SnapshotItem.alert:type_name -> medmesh.v1.Alert
-	40, // 45: medmesh.fsm.v1.SnapshotItem.baseline:type_name -> medmesh.v1.Baseline
-	47, // 46: medmesh.fsm.v1.SnapshotItem.audit:type_name -> medmesh.v1.AuditRecord
-	27, // 47: medmesh.fsm.v1.SnapshotItem.sensor_seq:type_name -> medmesh.fsm.v1.SensorSeq
-	28, // 48: medmesh.fsm.v1.SnapshotItem.flows:type_name -> medmesh.fsm.v1.DeviceFlows
-	15, // 49: medmesh.fsm.v1.SnapshotItem.server:type_name -> medmesh.fsm.v1.ServerRegister
-	29, // 50: medmesh.fsm.v1.SnapshotItem.dedup:type_name -> medmesh.fsm.v1.DedupEntry
-	24, // 51: medmesh.fsm.v1.SnapshotItem.bounds:type_name -> medmesh.fsm.v1.Bounds
-	25, // 52: medmesh.fsm.v1.SnapshotItem.pending_cause:type_name -> medmesh.fsm.v1.PendingCause
-	43, // 53: medmesh.fsm.v1.SnapshotItem.rule:type_name -> medmesh.v1.ResponseRule
-	48, // 54: medmesh.fsm.v1.SnapshotItem.incident:type_name -> medmesh.v1.Incident
-	44, // 55: medmesh.fsm.v1.SnapshotItem.intel:type_name -> medmesh.v1.IntelBundle
-	45, // 56: medmesh.fsm.v1.SnapshotItem.sbom:type_name -> medmesh.v1.SBOMAttachment
-	46, // 57: medmesh.fsm.v1.SnapshotItem.posture:type_name -> medmesh.v1.DevicePosture
-	49, // 58: medmesh.fsm.v1.SnapshotItem.sink:type_name -> medmesh.v1.Sink
-	34, // 59: medmesh.fsm.v1.Bounds.decisions_compacted:type_name -> google.protobuf.Timestamp
-	41, // 60: medmesh.fsm.v1.DeviceFlows.summaries:type_name -> medmesh.v1.FlowSummary
-	1,  // 61: medmesh.fsm.v1.DedupEntry.request:type_name -> medmesh.fsm.v1.ClientRequest
-	34, // 62: medmesh.fsm.v1.DedupEntry.time:type_name -> google.protobuf.Timestamp
-	35, // 63: medmesh.fsm.v1.DedupEntry.device:type_name -> medmesh.v1.Device
-	36, // 64: medmesh.fsm.v1.DedupEntry.policy:type_name -> medmesh.v1.Policy
-	38, // 65: medmesh.fsm.v1.DedupEntry.decision:type_name -> medmesh.v1.Decision
-	39, // 66: medmesh.fsm.v1.DedupEntry.alert:type_name -> medmesh.v1.Alert
-	43, // 67: medmesh.fsm.v1.DedupEntry.rule:type_name -> medmesh.v1.ResponseRule
-	44, // 68: medmesh.fsm.v1.DedupEntry.intel:type_name -> medmesh.v1.IntelBundle
-	45, // 69: medmesh.fsm.v1.DedupEntry.sbom:type_name -> medmesh.v1.SBOMAttachment
-	49, // 70: medmesh.fsm.v1.DedupEntry.sink:type_name -> medmesh.v1.Sink
-	49, // 71: medmesh.fsm.v1.SinkPut.sink:type_name -> medmesh.v1.Sink
-	33, // 72: medmesh.fsm.v1.SinkProgress.positions:type_name -> medmesh.fsm.v1.SinkPosition
-	73, // [73:73] is the sub-list for method output_type
-	73, // [73:73] is the sub-list for method input_type
-	73, // [73:73] is the sub-list for extension type_name
-	73, // [73:73] is the sub-list for extension extendee
-	0,  // [0:73] is the sub-list for field type_name
+	34, // 25: medmesh.fsm.v1.Command.sink_alert:type_name -> medmesh.fsm.v1.SinkAlert
+	36, // 26: medmesh.fsm.v1.DeviceUpsert.device:type_name -> medmesh.v1.Device
+	36, // 27: medmesh.fsm.v1.DeviceUpdate.device:type_name -> medmesh.v1.Device
+	37, // 28: medmesh.fsm.v1.PolicyPut.policy:type_name -> medmesh.v1.Policy
+	38, // 29: medmesh.fsm.v1.PolicyActivate.mode:type_name -> medmesh.v1.PolicyMode
+	39, // 30: medmesh.fsm.v1.DecisionCreate.decision:type_name -> medmesh.v1.Decision
+	40, // 31: medmesh.fsm.v1.AlertIngest.alert:type_name -> medmesh.v1.Alert
+	41, // 32: medmesh.fsm.v1.BaselinePut.baseline:type_name -> medmesh.v1.Baseline
+	42, // 33: medmesh.fsm.v1.FlowSummaries.summaries:type_name -> medmesh.v1.FlowSummary
+	43, // 34: medmesh.fsm.v1.SensorReport.records:type_name -> medmesh.v1.SensorRecord
+	13, // 35: medmesh.fsm.v1.SensorBatch.reports:type_name -> medmesh.fsm.v1.SensorReport
+	44, // 36: medmesh.fsm.v1.RulePut.rule:type_name -> medmesh.v1.ResponseRule
+	44, // 37: medmesh.fsm.v1.RulesSeed.rules:type_name -> medmesh.v1.ResponseRule
+	45, // 38: medmesh.fsm.v1.IntelActivate.bundle:type_name -> medmesh.v1.IntelBundle
+	46, // 39: medmesh.fsm.v1.SBOMAttach.attachment:type_name -> medmesh.v1.SBOMAttachment
+	47, // 40: medmesh.fsm.v1.FindingsPut.postures:type_name -> medmesh.v1.DevicePosture
+	26, // 41: medmesh.fsm.v1.SnapshotItem.meta:type_name -> medmesh.fsm.v1.SnapshotMeta
+	36, // 42: medmesh.fsm.v1.SnapshotItem.device:type_name -> medmesh.v1.Device
+	37, // 43: medmesh.fsm.v1.SnapshotItem.policy:type_name -> medmesh.v1.Policy
+	39, // 44: medmesh.fsm.v1.SnapshotItem.decision:type_name -> medmesh.v1.Decision
+	40, // 45: medmesh.fsm.v1.SnapshotItem.alert:type_name -> medmesh.v1.Alert
+	41, // 46: medmesh.fsm.v1.SnapshotItem.baseline:type_name -> medmesh.v1.Baseline
+	48, // 47: medmesh.fsm.v1.SnapshotItem.audit:type_name -> medmesh.v1.AuditRecord
+	27, // 48: medmesh.fsm.v1.SnapshotItem.sensor_seq:type_name -> medmesh.fsm.v1.SensorSeq
+	28, // 49: medmesh.fsm.v1.SnapshotItem.flows:type_name -> medmesh.fsm.v1.DeviceFlows
+	15, // 50: medmesh.fsm.v1.SnapshotItem.server:type_name -> medmesh.fsm.v1.ServerRegister
+	29, // 51: medmesh.fsm.v1.SnapshotItem.dedup:type_name -> medmesh.fsm.v1.DedupEntry
+	24, // 52: medmesh.fsm.v1.SnapshotItem.bounds:type_name -> medmesh.fsm.v1.Bounds
+	25, // 53: medmesh.fsm.v1.SnapshotItem.pending_cause:type_name -> medmesh.fsm.v1.PendingCause
+	44, // 54: medmesh.fsm.v1.SnapshotItem.rule:type_name -> medmesh.v1.ResponseRule
+	49, // 55: medmesh.fsm.v1.SnapshotItem.incident:type_name -> medmesh.v1.Incident
+	45, // 56: medmesh.fsm.v1.SnapshotItem.intel:type_name -> medmesh.v1.IntelBundle
+	46, // 57: medmesh.fsm.v1.SnapshotItem.sbom:type_name -> medmesh.v1.SBOMAttachment
+	47, // 58: medmesh.fsm.v1.SnapshotItem.posture:type_name -> medmesh.v1.DevicePosture
+	50, // 59: medmesh.fsm.v1.SnapshotItem.sink:type_name -> medmesh.v1.Sink
+	35, // 60: medmesh.fsm.v1.Bounds.decisions_compacted:type_name -> google.protobuf.Timestamp
+	42, // 61: medmesh.fsm.v1.DeviceFlows.summaries:type_name -> medmesh.v1.FlowSummary
+	1,  // 62: medmesh.fsm.v1.DedupEntry.request:type_name -> medmesh.fsm.v1.ClientRequest
+	35, // 63: medmesh.fsm.v1.DedupEntry.time:type_name -> google.protobuf.Timestamp
+	36, // 64: medmesh.fsm.v1.DedupEntry.device:type_name -> medmesh.v1.Device
+	37, // 65: medmesh.fsm.v1.DedupEntry.policy:type_name -> medmesh.v1.Policy
+	39, // 66: medmesh.fsm.v1.DedupEntry.decision:type_name -> medmesh.v1.Decision
+	40, // 67: medmesh.fsm.v1.DedupEntry.alert:type_name -> medmesh.v1.Alert
+	44, // 68: medmesh.fsm.v1.DedupEntry.rule:type_name -> medmesh.v1.ResponseRule
+	45, // 69: medmesh.fsm.v1.DedupEntry.intel:type_name -> medmesh.v1.IntelBundle
+	46, // 70: medmesh.fsm.v1.DedupEntry.sbom:type_name -> medmesh.v1.SBOMAttachment
+	50, // 71: medmesh.fsm.v1.DedupEntry.sink:type_name -> medmesh.v1.Sink
+	50, // 72: medmesh.fsm.v1.SinkPut.sink:type_name -> medmesh.v1.Sink
+	33, // 73: medmesh.fsm.v1.SinkProgress.positions:type_name -> medmesh.fsm.v1.SinkPosition
+	40, // 74: medmesh.fsm.v1.SinkAlert.alert:type_name -> medmesh.v1.Alert
+	75, // [75:75] is the sub-list for method output_type
+	75, // [75:75] is the sub-list for method input_type
+	75, // [75:75] is the sub-list for extension type_name
+	75, // [75:75] is the sub-list for extension extendee
+	0,  // [0:75] is the sub-list for field type_name
 }
 
 func init() { file_medmesh_fsm_v1_command_proto_init() }
@@ -3448,6 +3518,7 @@ func file_medmesh_fsm_v1_command_proto_init() {
 		(*Command_SinkPut)(nil),
 		(*Command_SinkDelete)(nil),
 		(*Command_SinkProgress)(nil),
+		(*Command_SinkAlert)(nil),
 	}
 	file_medmesh_fsm_v1_command_proto_msgTypes[4].OneofWrappers = []any{}
 	file_medmesh_fsm_v1_command_proto_msgTypes[5].OneofWrappers = []any{}
@@ -3482,7 +3553,7 @@ func file_medmesh_fsm_v1_command_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_medmesh_fsm_v1_command_proto_rawDesc), len(file_medmesh_fsm_v1_command_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   34,
+			NumMessages:   35,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -1,12 +1,7 @@
-// Package sink delivers committed events (alerts and audit records) to
-// outbound sinks: syslog receivers (RFC 5424 over TCP or TLS with RFC 5425
-// octet-counting framing, CEF or OCSF payloads) and webhooks (HTTP POST of
-// JSON, HMAC-SHA256 signed, optional mutual TLS, a ServiceNow Import Set
-// mode). The leader runs one worker per sink off the Raft apply path; the
-// positions each worker delivered are committed through Raft in batches,
-// so a new leader resumes where the old one stopped, and every event
-// carries a stable id (alert/ID, audit/SEQ) for receivers to deduplicate.
-package sink
+// Package sinkcfg checks outbound sink configurations (medmesh.v1.Sink):
+// the coordinators' FSM and API validate with it, and `medmesh sinks put`
+// parses its file with it.
+package sinkcfg
 
 import (
 	"errors"
@@ -23,6 +18,9 @@ import (
 
 	medmeshv1 "github.com/medmesh/medmesh/proto/medmesh/v1"
 )
+
+// KindStuck is the alert kind a stuck sink raises.
+const KindStuck = "sink_stuck"
 
 // Event kinds a sink can select.
 const (
