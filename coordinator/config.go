@@ -71,8 +71,11 @@ type Config struct {
 	// as stuck and raises a sink_stuck alert (default 5 minutes);
 	// SinkCommitInterval how often the leader commits the sinks'
 	// delivered positions (default 500ms).
+	// SinkBackoffMax caps the backoff between delivery attempts (default
+	// 30s).
 	SinkStuckAfter     time.Duration
 	SinkCommitInterval time.Duration
+	SinkBackoffMax     time.Duration
 	// Version is medmesh's version, in the events sinks send.
 	Version string
 

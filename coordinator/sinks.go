@@ -25,6 +25,9 @@ func (c *Coordinator) newSinkRunner() *sink.Runner {
 	if c.cfg.SinkStuckAfter > 0 {
 		o.StuckAfter = c.cfg.SinkStuckAfter
 	}
+	if c.cfg.SinkBackoffMax > 0 {
+		o.BackoffMax = c.cfg.SinkBackoffMax
+	}
 	if c.cfg.SinkCommitInterval > 0 {
 		o.CommitInterval = c.cfg.SinkCommitInterval
 	}

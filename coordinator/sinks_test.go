@@ -221,36 +221,59 @@ func TestCEFEscapingAgainstTheSpecParser(t *testing.T) {
 	}
 }
 
-// selfSignedTLS writes a CA and a server certificate for 127.0.0.1.
-func selfSignedTLS(t *testing.T, dir string) (ca, cert, key string) {
+// sinkCA is a throwaway CA that issues certificates for 127.0.0.1.
+type sinkCA struct {
+	t    *testing.T
+	dir  string
+	cert *x509.Certificate
+	key  *ecdsa.PrivateKey
+	file string
+	n    int64
+}
+
+func newSinkCA(t *testing.T, dir string) *sinkCA {
 	t.Helper()
-	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "sink test CA"}, NotBefore: time.Now().Add(-time.Hour),
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "sink test CA"}, NotBefore: time.Now().Add(-time.Hour),
 		NotAfter: time.Now().Add(24 * time.Hour), IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
 	if err != nil {
 		t.Fatal(err)
 	}
-	caCert, _ := x509.ParseCertificate(caDER)
-	srvKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	srvTmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "127.0.0.1"}, NotBefore: time.Now().Add(-time.Hour),
-		NotAfter: time.Now().Add(24 * time.Hour), IPAddresses: []net.IP{net.ParseIP("127.0.0.1")},
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
-	srvDER, err := x509.CreateCertificate(rand.Reader, srvTmpl, caCert, &srvKey.PublicKey, caKey)
+	cert, _ := x509.ParseCertificate(der)
+	ca := &sinkCA{t: t, dir: dir, cert: cert, key: key, file: filepath.Join(dir, "ca.pem"), n: 1}
+	writePEM(t, ca.file, "CERTIFICATE", der)
+	return ca
+}
+
+func writePEM(t *testing.T, path, typ string, der []byte) {
+	t.Helper()
+	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// issue writes a certificate and key named name: a server certificate
+// for 127.0.0.1, or a client one.
+func (ca *sinkCA) issue(name string, server bool) (certFile, keyFile string) {
+	t := ca.t
+	t.Helper()
+	ca.n++
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(ca.n), Subject: pkix.Name{CommonName: name}, NotBefore: time.Now().Add(-time.Hour),
+		NotAfter: time.Now().Add(24 * time.Hour), KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
+	if server {
+		tmpl.IPAddresses, tmpl.ExtKeyUsage = []net.IP{net.ParseIP("127.0.0.1")}, []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
 	if err != nil {
 		t.Fatal(err)
 	}
-	keyDER, _ := x509.MarshalECPrivateKey(srvKey)
-	ca, cert, key = filepath.Join(dir, "ca.pem"), filepath.Join(dir, "server.pem"), filepath.Join(dir, "server.key")
-	for _, f := range []struct {
-		path, typ string
-		der       []byte
-	}{{ca, "CERTIFICATE", caDER}, {cert, "CERTIFICATE", srvDER}, {key, "EC PRIVATE KEY", keyDER}} {
-		if err := os.WriteFile(f.path, pem.EncodeToMemory(&pem.Block{Type: f.typ, Bytes: f.der}), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return ca, cert, key
+	keyDER, _ := x509.MarshalECPrivateKey(key)
+	certFile, keyFile = filepath.Join(ca.dir, name+".pem"), filepath.Join(ca.dir, name+".key")
+	writePEM(t, certFile, "CERTIFICATE", der)
+	writePEM(t, keyFile, "EC PRIVATE KEY", keyDER)
+	return certFile, keyFile
 }
 
 // startRsyslog runs Debian's rsyslogd on loopback: imtcp with the gtls
@@ -262,7 +285,9 @@ func startRsyslog(t *testing.T) (addr, caFile, out string) {
 		t.Skip("skipped: rsyslogd not installed (Debian rsyslog and rsyslog-gnutls, deploy/deps.txt)")
 	}
 	dir := t.TempDir()
-	ca, cert, key := selfSignedTLS(t, dir)
+	tca := newSinkCA(t, dir)
+	ca := tca.file
+	cert, key := tca.issue("rsyslog", true)
 	port := testutil.FreePort(t)
 	out = filepath.Join(dir, "received.log")
 	conf := filepath.Join(dir, "rsyslog.conf")

@@ -121,3 +121,27 @@ func TestSinkTableAndProgress(t *testing.T) {
 		t.Fatal("hash ignores a sink's position")
 	}
 }
+
+// TestSinkAlertOpensNoIncident: the leader's sink_stuck alert is committed
+// once per id, belongs to no device and no incident, and makes no decision.
+func TestSinkAlertOpensNoIncident(t *testing.T) {
+	l := newLog(t)
+	l.ok(seed())
+	cmd := func(kind string) *fsmpb.Command {
+		return &fsmpb.Command{Command: &fsmpb.Command_SinkAlert{SinkAlert: &fsmpb.SinkAlert{Alert: &medmeshv1.Alert{
+			Id: "sink-stuck/siem/3-9", Kind: kind, DeviceMac: mac1, Risk: &medmeshv1.RiskScore{Score: 100}, Summary: "sink siem is stuck",
+		}}}}
+	}
+	if r := l.apply(cmd("scan")); !errors.Is(r.Err, ErrInvalid) {
+		t.Fatalf("a sink alert of another kind: %v", r.Err)
+	}
+	decisions := len(l.f.st.decisions)
+	r := l.ok(cmd("sink_stuck"))
+	if r.Alert.GetIndex() != r.Index || r.Alert.GetDeviceMac() != "" || r.Alert.GetIncidentId() != "" {
+		t.Fatalf("sink alert %v", r.Alert)
+	}
+	l.ok(cmd("sink_stuck"))
+	if l.f.AlertEnd() != 1 || len(l.f.st.inc.byID) != 0 || len(l.f.st.decisions) != decisions {
+		t.Fatalf("alerts %d, incidents %d, decisions %d -> %d", l.f.AlertEnd(), len(l.f.st.inc.byID), decisions, len(l.f.st.decisions))
+	}
+}

@@ -38,7 +38,7 @@ func OCSF(e Event, host, version string) ([]byte, error) {
 			"category_uid": 2, "category_name": "Findings",
 			"activity_id": 1, "activity_name": "Create", "type_uid": 200401,
 			"time": t, "severity_id": sev, "severity": ocsfSeverityName(sev),
-			"status_id": 1, "status": "New",
+			"status_id": 1, "status": "New", "is_alert": true,
 			"message":  title,
 			"metadata": meta,
 			"finding_info": map[string]any{

@@ -319,7 +319,8 @@ func (w *worker) advance(e Event, sent bool) {
 }
 
 // failed records a failed attempt; a sink failing for StuckAfter is stuck
-// and raises one sink_stuck alert per episode.
+// and raises one sink_stuck alert per position it is stuck at (whichever
+// coordinator leads).
 func (r *Runner) failed(ctx context.Context, w *worker, err error) {
 	w.mu.Lock()
 	w.failures++
@@ -333,13 +334,15 @@ func (r *Runner) failed(ctx context.Context, w *worker, err error) {
 	if raise {
 		w.stuck = true
 	}
-	since := w.failingSince
+	since, apos, aseq := w.failingSince, w.alertPos, w.auditSeq
 	w.mu.Unlock()
 	if !raise || r.opts.Raise == nil {
 		return
 	}
 	a := &medmeshv1.Alert{
-		Id:       fmt.Sprintf("sink-stuck/%s/%d", w.name, since.UnixMilli()),
+		// Named by where the sink is stuck, so a new leader stuck at the
+		// same place raises the same alert (committed once).
+		Id:       fmt.Sprintf("sink-stuck/%s/%d-%d", w.name, apos, aseq),
 		SensorId: "coordinator/" + r.opts.Host,
 		Kind:     sinkcfg.KindStuck,
 		Risk:     &medmeshv1.RiskScore{Score: 60},
