@@ -267,3 +267,43 @@ func sinkMetric(t *testing.T, n *node, name string) float64 {
 	t.Fatalf("metric %s not exported", name)
 	return 0
 }
+
+// TestSlowSinkDoesNotSlowWrites: a receiver that never answers holds its
+// sink's worker, not Raft: sensor reports commit at their usual pace while
+// the sink's backlog grows.
+func TestSlowSinkDoesNotSlowWrites(t *testing.T) {
+	release := make(chan struct{})
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { <-release })}
+	go srv.Serve(lis)
+	defer srv.Close()
+	defer close(release)
+	cl := newCluster(t, 3, nil)
+	lead := cl.leader()
+	ctx := ctxT(t, 30*time.Second)
+	if _, err := medmeshv1.NewSinkServiceClient(lead.conn).PutSink(ctx, &medmeshv1.PutSinkRequest{Sink: &medmeshv1.Sink{
+		Name: "slow", Kind: medmeshv1.SinkKind_SINK_KIND_WEBHOOK, Url: "http://" + lis.Addr().String() + "/",
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	const pump = "00:1b:44:11:3a:b7"
+	var worst time.Duration
+	for i := uint64(1); i <= 20; i++ {
+		start := time.Now()
+		if _, err := sensorReport(t, lead.conn, "s-icu", alertRecord(i, pump, "new_peer", 10)); err != nil {
+			t.Fatal(err)
+		}
+		worst = max(worst, time.Since(start))
+	}
+	if worst > 2*time.Second {
+		t.Errorf("a report took %v with a stalled sink", worst)
+	}
+	st, err := medmeshv1.NewSinkServiceClient(lead.conn).GetSinkStatus(ctx, &medmeshv1.GetSinkStatusRequest{})
+	if err != nil || len(st.GetSinks()) != 1 || st.GetSinks()[0].GetBacklog() < 20 {
+		t.Fatalf("status with a stalled receiver: %v %v", st, err)
+	}
+	t.Logf("slowest of 20 reports with the sink stalled: %v; backlog %d", worst, st.GetSinks()[0].GetBacklog())
+}
