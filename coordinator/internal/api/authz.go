@@ -89,6 +89,17 @@ func AuthzTable() authz.Table {
 		medmeshv1.RiskService_WatchFindings_FullMethodName: readers,
 		medmeshv1.RiskService_FetchBlob_FullMethodName:     {pki.RoleCoordinator},
 
+		// Outbound sinks send alerts and the audit trail off the cluster:
+		// adding or changing one is an approver's act (audited), like a
+		// response rule. A webhook URL may carry a token in its path, so
+		// sinks are shown to operators and approvers, not viewers; an
+		// operator may send a test event to a configured sink.
+		medmeshv1.SinkService_ListSinks_FullMethodName:     operators,
+		medmeshv1.SinkService_PutSink_FullMethodName:       approvers,
+		medmeshv1.SinkService_DeleteSink_FullMethodName:    approvers,
+		medmeshv1.SinkService_TestSink_FullMethodName:      operators,
+		medmeshv1.SinkService_GetSinkStatus_FullMethodName: operators,
+
 		medmeshv1.SensorService_Report_FullMethodName: {pki.RoleSensor},
 		// A baseline is read data: people may read it too (the lab's
 		// scenario waits for a device's baseline to freeze).

@@ -48,6 +48,8 @@ type Result struct {
 	Rule      *medmeshv1.ResponseRule
 	// Intel is the bundle an IntelActivate made active.
 	Intel *medmeshv1.IntelBundle
+	// Sink is the sink a SinkPut stored or a SinkDelete removed.
+	Sink *medmeshv1.Sink
 	// SBOM is the attachment an SBOMAttach made.
 	SBOM *medmeshv1.SBOMAttachment
 	// Acks holds, for a sensor batch, each sensor's last applied seq.

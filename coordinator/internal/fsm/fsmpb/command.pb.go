@@ -58,6 +58,10 @@ type Command struct {
 	//	*Command_IntelActivate
 	//	*Command_SbomAttach
 	//	*Command_FindingsPut
+	//	*Command_SinkPut
+	//	*Command_SinkDelete
+	//	*Command_SinkProgress
+	//	*Command_SinkAlert
 	Command       isCommand_Command `protobuf_oneof:"command"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -294,6 +298,42 @@ func (x *Command) GetFindingsPut() *FindingsPut {
 	return nil
 }
 
+func (x *Command) GetSinkPut() *SinkPut {
+	if x != nil {
+		if x, ok := x.Command.(*Command_SinkPut); ok {
+			return x.SinkPut
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetSinkDelete() *SinkDelete {
+	if x != nil {
+		if x, ok := x.Command.(*Command_SinkDelete); ok {
+			return x.SinkDelete
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetSinkProgress() *SinkProgress {
+	if x != nil {
+		if x, ok := x.Command.(*Command_SinkProgress); ok {
+			return x.SinkProgress
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetSinkAlert() *SinkAlert {
+	if x != nil {
+		if x, ok := x.Command.(*Command_SinkAlert); ok {
+			return x.SinkAlert
+		}
+	}
+	return nil
+}
+
 type isCommand_Command interface {
 	isCommand_Command()
 }
@@ -380,6 +420,23 @@ type Command_FindingsPut struct {
 	FindingsPut *FindingsPut `protobuf:"bytes,82,opt,name=findings_put,json=findingsPut,proto3,oneof"`
 }
 
+type Command_SinkPut struct {
+	// 100-109: outbound sinks (issue 20).
+	SinkPut *SinkPut `protobuf:"bytes,100,opt,name=sink_put,json=sinkPut,proto3,oneof"`
+}
+
+type Command_SinkDelete struct {
+	SinkDelete *SinkDelete `protobuf:"bytes,101,opt,name=sink_delete,json=sinkDelete,proto3,oneof"`
+}
+
+type Command_SinkProgress struct {
+	SinkProgress *SinkProgress `protobuf:"bytes,102,opt,name=sink_progress,json=sinkProgress,proto3,oneof"`
+}
+
+type Command_SinkAlert struct {
+	SinkAlert *SinkAlert `protobuf:"bytes,103,opt,name=sink_alert,json=sinkAlert,proto3,oneof"`
+}
+
 func (*Command_DeviceUpsert) isCommand_Command() {}
 
 func (*Command_DeviceUpdate) isCommand_Command() {}
@@ -419,6 +476,14 @@ func (*Command_IntelActivate) isCommand_Command() {}
 func (*Command_SbomAttach) isCommand_Command() {}
 
 func (*Command_FindingsPut) isCommand_Command() {}
+
+func (*Command_SinkPut) isCommand_Command() {}
+
+func (*Command_SinkDelete) isCommand_Command() {}
+
+func (*Command_SinkProgress) isCommand_Command() {}
+
+func (*Command_SinkAlert) isCommand_Command() {}
 
 // ClientRequest names one client request: the caller's verified identity
 // (role/name) and the id the client chose, unique per identity.
@@ -1903,6 +1968,7 @@ type SnapshotItem struct {
 	//	*SnapshotItem_Intel
 	//	*SnapshotItem_Sbom
 	//	*SnapshotItem_Posture
+	//	*SnapshotItem_Sink
 	Item          isSnapshotItem_Item `protobuf_oneof:"item"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -2107,6 +2173,15 @@ func (x *SnapshotItem) GetPosture() *v1.DevicePosture {
 	return nil
 }
 
+func (x *SnapshotItem) GetSink() *v1.Sink {
+	if x != nil {
+		if x, ok := x.Item.(*SnapshotItem_Sink); ok {
+			return x.Sink
+		}
+	}
+	return nil
+}
+
 type isSnapshotItem_Item interface {
 	isSnapshotItem_Item()
 }
@@ -2189,6 +2264,11 @@ type SnapshotItem_Posture struct {
 	Posture *v1.DevicePosture `protobuf:"bytes,82,opt,name=posture,proto3,oneof"`
 }
 
+type SnapshotItem_Sink struct {
+	// 100-109: outbound sinks (issue 20), with their delivered positions.
+	Sink *v1.Sink `protobuf:"bytes,100,opt,name=sink,proto3,oneof"`
+}
+
 func (*SnapshotItem_Meta) isSnapshotItem_Item() {}
 
 func (*SnapshotItem_Device) isSnapshotItem_Item() {}
@@ -2224,6 +2304,8 @@ func (*SnapshotItem_Intel) isSnapshotItem_Item() {}
 func (*SnapshotItem_Sbom) isSnapshotItem_Item() {}
 
 func (*SnapshotItem_Posture) isSnapshotItem_Item() {}
+
+func (*SnapshotItem_Sink) isSnapshotItem_Item() {}
 
 // Bounds is the bookkeeping of retention: what was evicted and where the
 // audit chain stands. The audit window's records follow as audit items.
@@ -2561,8 +2643,10 @@ type DedupEntry struct {
 	// A rule put's or delete's result.
 	Rule *v1.ResponseRule `protobuf:"bytes,11,opt,name=rule,proto3" json:"rule,omitempty"`
 	// 80-89: risk posture results.
-	Intel         *v1.IntelBundle    `protobuf:"bytes,80,opt,name=intel,proto3" json:"intel,omitempty"`
-	Sbom          *v1.SBOMAttachment `protobuf:"bytes,81,opt,name=sbom,proto3" json:"sbom,omitempty"`
+	Intel *v1.IntelBundle    `protobuf:"bytes,80,opt,name=intel,proto3" json:"intel,omitempty"`
+	Sbom  *v1.SBOMAttachment `protobuf:"bytes,81,opt,name=sbom,proto3" json:"sbom,omitempty"`
+	// 100-109: a sink put's or delete's result.
+	Sink          *v1.Sink `protobuf:"bytes,100,opt,name=sink,proto3" json:"sink,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2688,11 +2772,337 @@ func (x *DedupEntry) GetSbom() *v1.SBOMAttachment {
 	return nil
 }
 
+func (x *DedupEntry) GetSink() *v1.Sink {
+	if x != nil {
+		return x.Sink
+	}
+	return nil
+}
+
+// SinkPut creates or replaces an outbound sink (audited).
+type SinkPut struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	Sink            *v1.Sink               `protobuf:"bytes,1,opt,name=sink,proto3" json:"sink,omitempty"`
+	ExpectedVersion *uint64                `protobuf:"varint,2,opt,name=expected_version,json=expectedVersion,proto3,oneof" json:"expected_version,omitempty"`
+	Actor           string                 `protobuf:"bytes,3,opt,name=actor,proto3" json:"actor,omitempty"`
+	Reason          string                 `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	Comment         string                 `protobuf:"bytes,5,opt,name=comment,proto3" json:"comment,omitempty"`
+	// A new sink starts at the current end of the alerts and the audit
+	// trail unless this is set.
+	StartAtBeginning bool `protobuf:"varint,6,opt,name=start_at_beginning,json=startAtBeginning,proto3" json:"start_at_beginning,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *SinkPut) Reset() {
+	*x = SinkPut{}
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SinkPut) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SinkPut) ProtoMessage() {}
+
+func (x *SinkPut) ProtoReflect() protoreflect.Message {
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SinkPut.ProtoReflect.Descriptor instead.
+func (*SinkPut) Descriptor() ([]byte, []int) {
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *SinkPut) GetSink() *v1.Sink {
+	if x != nil {
+		return x.Sink
+	}
+	return nil
+}
+
+func (x *SinkPut) GetExpectedVersion() uint64 {
+	if x != nil && x.ExpectedVersion != nil {
+		return *x.ExpectedVersion
+	}
+	return 0
+}
+
+func (x *SinkPut) GetActor() string {
+	if x != nil {
+		return x.Actor
+	}
+	return ""
+}
+
+func (x *SinkPut) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *SinkPut) GetComment() string {
+	if x != nil {
+		return x.Comment
+	}
+	return ""
+}
+
+func (x *SinkPut) GetStartAtBeginning() bool {
+	if x != nil {
+		return x.StartAtBeginning
+	}
+	return false
+}
+
+// SinkDelete removes an outbound sink (audited).
+type SinkDelete struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	Name            string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	ExpectedVersion *uint64                `protobuf:"varint,2,opt,name=expected_version,json=expectedVersion,proto3,oneof" json:"expected_version,omitempty"`
+	Actor           string                 `protobuf:"bytes,3,opt,name=actor,proto3" json:"actor,omitempty"`
+	Reason          string                 `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	Comment         string                 `protobuf:"bytes,5,opt,name=comment,proto3" json:"comment,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *SinkDelete) Reset() {
+	*x = SinkDelete{}
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SinkDelete) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SinkDelete) ProtoMessage() {}
+
+func (x *SinkDelete) ProtoReflect() protoreflect.Message {
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SinkDelete.ProtoReflect.Descriptor instead.
+func (*SinkDelete) Descriptor() ([]byte, []int) {
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *SinkDelete) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *SinkDelete) GetExpectedVersion() uint64 {
+	if x != nil && x.ExpectedVersion != nil {
+		return *x.ExpectedVersion
+	}
+	return 0
+}
+
+func (x *SinkDelete) GetActor() string {
+	if x != nil {
+		return x.Actor
+	}
+	return ""
+}
+
+func (x *SinkDelete) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *SinkDelete) GetComment() string {
+	if x != nil {
+		return x.Comment
+	}
+	return ""
+}
+
+// SinkProgress is the leader's batch of delivered positions: positions only
+// move forward, and a sink deleted meanwhile is skipped. Not audited (it
+// would feed the sinks their own progress).
+type SinkProgress struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Positions     []*SinkPosition        `protobuf:"bytes,1,rep,name=positions,proto3" json:"positions,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SinkProgress) Reset() {
+	*x = SinkProgress{}
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SinkProgress) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SinkProgress) ProtoMessage() {}
+
+func (x *SinkProgress) ProtoReflect() protoreflect.Message {
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SinkProgress.ProtoReflect.Descriptor instead.
+func (*SinkProgress) Descriptor() ([]byte, []int) {
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *SinkProgress) GetPositions() []*SinkPosition {
+	if x != nil {
+		return x.Positions
+	}
+	return nil
+}
+
+// SinkPosition is how far one sink has delivered.
+type SinkPosition struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	AlertPosition uint64                 `protobuf:"varint,2,opt,name=alert_position,json=alertPosition,proto3" json:"alert_position,omitempty"`
+	AuditSeq      uint64                 `protobuf:"varint,3,opt,name=audit_seq,json=auditSeq,proto3" json:"audit_seq,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SinkPosition) Reset() {
+	*x = SinkPosition{}
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SinkPosition) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SinkPosition) ProtoMessage() {}
+
+func (x *SinkPosition) ProtoReflect() protoreflect.Message {
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SinkPosition.ProtoReflect.Descriptor instead.
+func (*SinkPosition) Descriptor() ([]byte, []int) {
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *SinkPosition) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *SinkPosition) GetAlertPosition() uint64 {
+	if x != nil {
+		return x.AlertPosition
+	}
+	return 0
+}
+
+func (x *SinkPosition) GetAuditSeq() uint64 {
+	if x != nil {
+		return x.AuditSeq
+	}
+	return 0
+}
+
+// SinkAlert is an alert the leader raises about its sinks (sink_stuck): it
+// is committed like a sensor's alert but belongs to no device, so it folds
+// into no incident and no response rule acts on it.
+type SinkAlert struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Alert         *v1.Alert              `protobuf:"bytes,1,opt,name=alert,proto3" json:"alert,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SinkAlert) Reset() {
+	*x = SinkAlert{}
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SinkAlert) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SinkAlert) ProtoMessage() {}
+
+func (x *SinkAlert) ProtoReflect() protoreflect.Message {
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SinkAlert.ProtoReflect.Descriptor instead.
+func (*SinkAlert) Descriptor() ([]byte, []int) {
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *SinkAlert) GetAlert() *v1.Alert {
+	if x != nil {
+		return x.Alert
+	}
+	return nil
+}
+
 var File_medmesh_fsm_v1_command_proto protoreflect.FileDescriptor
 
 const file_medmesh_fsm_v1_command_proto_rawDesc = "" +
 	"\n" +
-	"\x1cmedmesh/fsm/v1/command.proto\x12\x0emedmesh.fsm.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16medmesh/v1/alert.proto\x1a\x19medmesh/v1/decision.proto\x1a\x17medmesh/v1/device.proto\x1a\x19medmesh/v1/incident.proto\x1a\x17medmesh/v1/policy.proto\x1a\x15medmesh/v1/risk.proto\x1a\x15medmesh/v1/rule.proto\x1a\x17medmesh/v1/sensor.proto\"\xd2\v\n" +
+	"\x1cmedmesh/fsm/v1/command.proto\x12\x0emedmesh.fsm.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16medmesh/v1/alert.proto\x1a\x19medmesh/v1/decision.proto\x1a\x17medmesh/v1/device.proto\x1a\x19medmesh/v1/incident.proto\x1a\x17medmesh/v1/policy.proto\x1a\x15medmesh/v1/risk.proto\x1a\x15medmesh/v1/rule.proto\x1a\x17medmesh/v1/sensor.proto\x1a\x15medmesh/v1/sink.proto\"\xc8\r\n" +
 	"\aCommand\x12.\n" +
 	"\x04time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x127\n" +
 	"\arequest\x18\x03 \x01(\v2\x1d.medmesh.fsm.v1.ClientRequestR\arequest\x12C\n" +
@@ -2720,7 +3130,13 @@ const file_medmesh_fsm_v1_command_proto_rawDesc = "" +
 	"\x0eintel_activate\x18P \x01(\v2\x1d.medmesh.fsm.v1.IntelActivateH\x00R\rintelActivate\x12=\n" +
 	"\vsbom_attach\x18Q \x01(\v2\x1a.medmesh.fsm.v1.SBOMAttachH\x00R\n" +
 	"sbomAttach\x12@\n" +
-	"\ffindings_put\x18R \x01(\v2\x1b.medmesh.fsm.v1.FindingsPutH\x00R\vfindingsPutB\t\n" +
+	"\ffindings_put\x18R \x01(\v2\x1b.medmesh.fsm.v1.FindingsPutH\x00R\vfindingsPut\x124\n" +
+	"\bsink_put\x18d \x01(\v2\x17.medmesh.fsm.v1.SinkPutH\x00R\asinkPut\x12=\n" +
+	"\vsink_delete\x18e \x01(\v2\x1a.medmesh.fsm.v1.SinkDeleteH\x00R\n" +
+	"sinkDelete\x12C\n" +
+	"\rsink_progress\x18f \x01(\v2\x1c.medmesh.fsm.v1.SinkProgressH\x00R\fsinkProgress\x12:\n" +
+	"\n" +
+	"sink_alert\x18g \x01(\v2\x19.medmesh.fsm.v1.SinkAlertH\x00R\tsinkAlertB\t\n" +
 	"\acommandJ\x04\b\x02\x10\x03J\x04\b\x04\x10\n" +
 	"\";\n" +
 	"\rClientRequest\x12\x1a\n" +
@@ -2834,7 +3250,7 @@ const file_medmesh_fsm_v1_command_proto_rawDesc = "" +
 	"\x06reason\x18\x03 \x01(\tR\x06reason\x12\x18\n" +
 	"\acomment\x18\x04 \x01(\tR\acomment\"D\n" +
 	"\vFindingsPut\x125\n" +
-	"\bpostures\x18\x01 \x03(\v2\x19.medmesh.v1.DevicePostureR\bpostures\"\xbe\a\n" +
+	"\bpostures\x18\x01 \x03(\v2\x19.medmesh.v1.DevicePostureR\bpostures\"\xe6\a\n" +
 	"\fSnapshotItem\x122\n" +
 	"\x04meta\x18\x01 \x01(\v2\x1c.medmesh.fsm.v1.SnapshotMetaH\x00R\x04meta\x12,\n" +
 	"\x06device\x18\x02 \x01(\v2\x12.medmesh.v1.DeviceH\x00R\x06device\x12,\n" +
@@ -2855,7 +3271,8 @@ const file_medmesh_fsm_v1_command_proto_rawDesc = "" +
 	"\bincident\x18F \x01(\v2\x14.medmesh.v1.IncidentH\x00R\bincident\x12/\n" +
 	"\x05intel\x18P \x01(\v2\x17.medmesh.v1.IntelBundleH\x00R\x05intel\x120\n" +
 	"\x04sbom\x18Q \x01(\v2\x1a.medmesh.v1.SBOMAttachmentH\x00R\x04sbom\x125\n" +
-	"\aposture\x18R \x01(\v2\x19.medmesh.v1.DevicePostureH\x00R\apostureB\x06\n" +
+	"\aposture\x18R \x01(\v2\x19.medmesh.v1.DevicePostureH\x00R\aposture\x12&\n" +
+	"\x04sink\x18d \x01(\v2\x10.medmesh.v1.SinkH\x00R\x04sinkB\x06\n" +
 	"\x04item\"\x90\x02\n" +
 	"\x06Bounds\x12\x1d\n" +
 	"\n" +
@@ -2879,7 +3296,7 @@ const file_medmesh_fsm_v1_command_proto_rawDesc = "" +
 	"\vDeviceFlows\x12\x1d\n" +
 	"\n" +
 	"device_mac\x18\x01 \x01(\tR\tdeviceMac\x125\n" +
-	"\tsummaries\x18\x02 \x03(\v2\x17.medmesh.v1.FlowSummaryR\tsummaries\"\x9a\x04\n" +
+	"\tsummaries\x18\x02 \x03(\v2\x17.medmesh.v1.FlowSummaryR\tsummaries\"\xc0\x04\n" +
 	"\n" +
 	"DedupEntry\x127\n" +
 	"\arequest\x18\x01 \x01(\v2\x1d.medmesh.fsm.v1.ClientRequestR\arequest\x12\x14\n" +
@@ -2896,7 +3313,32 @@ const file_medmesh_fsm_v1_command_proto_rawDesc = "" +
 	" \x01(\tR\x05error\x12,\n" +
 	"\x04rule\x18\v \x01(\v2\x18.medmesh.v1.ResponseRuleR\x04rule\x12-\n" +
 	"\x05intel\x18P \x01(\v2\x17.medmesh.v1.IntelBundleR\x05intel\x12.\n" +
-	"\x04sbom\x18Q \x01(\v2\x1a.medmesh.v1.SBOMAttachmentR\x04sbomBAZ?github.com/medmesh/medmesh/coordinator/internal/fsm/fsmpb;fsmpbb\x06proto3"
+	"\x04sbom\x18Q \x01(\v2\x1a.medmesh.v1.SBOMAttachmentR\x04sbom\x12$\n" +
+	"\x04sink\x18d \x01(\v2\x10.medmesh.v1.SinkR\x04sink\"\xea\x01\n" +
+	"\aSinkPut\x12$\n" +
+	"\x04sink\x18\x01 \x01(\v2\x10.medmesh.v1.SinkR\x04sink\x12.\n" +
+	"\x10expected_version\x18\x02 \x01(\x04H\x00R\x0fexpectedVersion\x88\x01\x01\x12\x14\n" +
+	"\x05actor\x18\x03 \x01(\tR\x05actor\x12\x16\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\x12\x18\n" +
+	"\acomment\x18\x05 \x01(\tR\acomment\x12,\n" +
+	"\x12start_at_beginning\x18\x06 \x01(\bR\x10startAtBeginningB\x13\n" +
+	"\x11_expected_version\"\xad\x01\n" +
+	"\n" +
+	"SinkDelete\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12.\n" +
+	"\x10expected_version\x18\x02 \x01(\x04H\x00R\x0fexpectedVersion\x88\x01\x01\x12\x14\n" +
+	"\x05actor\x18\x03 \x01(\tR\x05actor\x12\x16\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\x12\x18\n" +
+	"\acomment\x18\x05 \x01(\tR\acommentB\x13\n" +
+	"\x11_expected_version\"J\n" +
+	"\fSinkProgress\x12:\n" +
+	"\tpositions\x18\x01 \x03(\v2\x1c.medmesh.fsm.v1.SinkPositionR\tpositions\"f\n" +
+	"\fSinkPosition\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12%\n" +
+	"\x0ealert_position\x18\x02 \x01(\x04R\ralertPosition\x12\x1b\n" +
+	"\taudit_seq\x18\x03 \x01(\x04R\bauditSeq\"4\n" +
+	"\tSinkAlert\x12'\n" +
+	"\x05alert\x18\x01 \x01(\v2\x11.medmesh.v1.AlertR\x05alertBAZ?github.com/medmesh/medmesh/coordinator/internal/fsm/fsmpb;fsmpbb\x06proto3"
 
 var (
 	file_medmesh_fsm_v1_command_proto_rawDescOnce sync.Once
@@ -2910,7 +3352,7 @@ func file_medmesh_fsm_v1_command_proto_rawDescGZIP() []byte {
 	return file_medmesh_fsm_v1_command_proto_rawDescData
 }
 
-var file_medmesh_fsm_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
+var file_medmesh_fsm_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
 var file_medmesh_fsm_v1_command_proto_goTypes = []any{
 	(*Command)(nil),               // 0: medmesh.fsm.v1.Command
 	(*ClientRequest)(nil),         // 1: medmesh.fsm.v1.ClientRequest
@@ -2942,24 +3384,30 @@ var file_medmesh_fsm_v1_command_proto_goTypes = []any{
 	(*SensorSeq)(nil),             // 27: medmesh.fsm.v1.SensorSeq
 	(*DeviceFlows)(nil),           // 28: medmesh.fsm.v1.DeviceFlows
 	(*DedupEntry)(nil),            // 29: medmesh.fsm.v1.DedupEntry
-	(*timestamppb.Timestamp)(nil), // 30: google.protobuf.Timestamp
-	(*v1.Device)(nil),             // 31: medmesh.v1.Device
-	(*v1.Policy)(nil),             // 32: medmesh.v1.Policy
-	(v1.PolicyMode)(0),            // 33: medmesh.v1.PolicyMode
-	(*v1.Decision)(nil),           // 34: medmesh.v1.Decision
-	(*v1.Alert)(nil),              // 35: medmesh.v1.Alert
-	(*v1.Baseline)(nil),           // 36: medmesh.v1.Baseline
-	(*v1.FlowSummary)(nil),        // 37: medmesh.v1.FlowSummary
-	(*v1.SensorRecord)(nil),       // 38: medmesh.v1.SensorRecord
-	(*v1.ResponseRule)(nil),       // 39: medmesh.v1.ResponseRule
-	(*v1.IntelBundle)(nil),        // 40: medmesh.v1.IntelBundle
-	(*v1.SBOMAttachment)(nil),     // 41: medmesh.v1.SBOMAttachment
-	(*v1.DevicePosture)(nil),      // 42: medmesh.v1.DevicePosture
-	(*v1.AuditRecord)(nil),        // 43: medmesh.v1.AuditRecord
-	(*v1.Incident)(nil),           // 44: medmesh.v1.Incident
+	(*SinkPut)(nil),               // 30: medmesh.fsm.v1.SinkPut
+	(*SinkDelete)(nil),            // 31: medmesh.fsm.v1.SinkDelete
+	(*SinkProgress)(nil),          // 32: medmesh.fsm.v1.SinkProgress
+	(*SinkPosition)(nil),          // 33: medmesh.fsm.v1.SinkPosition
+	(*SinkAlert)(nil),             // 34: medmesh.fsm.v1.SinkAlert
+	(*timestamppb.Timestamp)(nil), // 35: google.protobuf.Timestamp
+	(*v1.Device)(nil),             // 36: medmesh.v1.Device
+	(*v1.Policy)(nil),             // 37: medmesh.v1.Policy
+	(v1.PolicyMode)(0),            // 38: medmesh.v1.PolicyMode
+	(*v1.Decision)(nil),           // 39: medmesh.v1.Decision
+	(*v1.Alert)(nil),              // 40: medmesh.v1.Alert
+	(*v1.Baseline)(nil),           // 41: medmesh.v1.Baseline
+	(*v1.FlowSummary)(nil),        // 42: medmesh.v1.FlowSummary
+	(*v1.SensorRecord)(nil),       // 43: medmesh.v1.SensorRecord
+	(*v1.ResponseRule)(nil),       // 44: medmesh.v1.ResponseRule
+	(*v1.IntelBundle)(nil),        // 45: medmesh.v1.IntelBundle
+	(*v1.SBOMAttachment)(nil),     // 46: medmesh.v1.SBOMAttachment
+	(*v1.DevicePosture)(nil),      // 47: medmesh.v1.DevicePosture
+	(*v1.AuditRecord)(nil),        // 48: medmesh.v1.AuditRecord
+	(*v1.Incident)(nil),           // 49: medmesh.v1.Incident
+	(*v1.Sink)(nil),               // 50: medmesh.v1.Sink
 }
 var file_medmesh_fsm_v1_command_proto_depIdxs = []int32{
-	30, // 0: medmesh.fsm.v1.Command.time:type_name -> google.protobuf.Timestamp
+	35, // 0: medmesh.fsm.v1.Command.time:type_name -> google.protobuf.Timestamp
 	1,  // 1: medmesh.fsm.v1.Command.request:type_name -> medmesh.fsm.v1.ClientRequest
 	2,  // 2: medmesh.fsm.v1.Command.device_upsert:type_name -> medmesh.fsm.v1.DeviceUpsert
 	3,  // 3: medmesh.fsm.v1.Command.device_update:type_name -> medmesh.fsm.v1.DeviceUpdate
@@ -2981,55 +3429,64 @@ var file_medmesh_fsm_v1_command_proto_depIdxs = []int32{
 	20, // 19: medmesh.fsm.v1.Command.intel_activate:type_name -> medmesh.fsm.v1.IntelActivate
 	21, // 20: medmesh.fsm.v1.Command.sbom_attach:type_name -> medmesh.fsm.v1.SBOMAttach
 	22, // 21: medmesh.fsm.v1.Command.findings_put:type_name -> medmesh.fsm.v1.FindingsPut
-	31, // 22: medmesh.fsm.v1.DeviceUpsert.device:type_name -> medmesh.v1.Device
-	31, // 23: medmesh.fsm.v1.DeviceUpdate.device:type_name -> medmesh.v1.Device
-	32, // 24: medmesh.fsm.v1.PolicyPut.policy:type_name -> medmesh.v1.Policy
-	33, // 25: medmesh.fsm.v1.PolicyActivate.mode:type_name -> medmesh.v1.PolicyMode
-	34, // 26: medmesh.fsm.v1.DecisionCreate.decision:type_name -> medmesh.v1.Decision
-	35, // 27: medmesh.fsm.v1.AlertIngest.alert:type_name -> medmesh.v1.Alert
-	36, // 28: medmesh.fsm.v1.BaselinePut.baseline:type_name -> medmesh.v1.Baseline
-	37, // 29: medmesh.fsm.v1.FlowSummaries.summaries:type_name -> medmesh.v1.FlowSummary
-	38, // 30: medmesh.fsm.v1.SensorReport.records:type_name -> medmesh.v1.SensorRecord
-	13, // 31: medmesh.fsm.v1.SensorBatch.reports:type_name -> medmesh.fsm.v1.SensorReport
-	39, // 32: medmesh.fsm.v1.RulePut.rule:type_name -> medmesh.v1.ResponseRule
-	39, // 33: medmesh.fsm.v1.RulesSeed.rules:type_name -> medmesh.v1.ResponseRule
-	40, // 34: medmesh.fsm.v1.IntelActivate.bundle:type_name -> medmesh.v1.IntelBundle
-	41, // 35: medmesh.fsm.v1.SBOMAttach.attachment:type_name -> medmesh.v1.SBOMAttachment
-	42, // 36: medmesh.fsm.v1.FindingsPut.postures:type_name -> medmesh.v1.DevicePosture
-	26, // 37: medmesh.fsm.v1.SnapshotItem.meta:type_name -> medmesh.fsm.v1.SnapshotMeta
-	31, // 38: medmesh.fsm.v1.SnapshotItem.device:type_name -> medmesh.v1.Device
-	32, // 39: medmesh.fsm.v1.SnapshotItem.policy:type_name -> medmesh.v1.Policy
-	34, // 40: medmesh.fsm.v1.SnapshotItem.decision:type_name -> medmesh.v1.Decision
-	35, // 41: medmesh.fsm.v1.SnapshotItem.alert:type_name -> medmesh.v1.Alert
-	36, // 42: medmesh.fsm.v1.SnapshotItem.baseline:type_name -> medmesh.v1.Baseline
-	43, // 43: medmesh.fsm.v1.SnapshotItem.audit:type_name -> medmesh.v1.AuditRecord
-	27, // 44: medmesh.fsm.v1.SnapshotItem.sensor_seq:type_name -> medmesh.fsm.v1.SensorSeq
-	28, // 45: medmesh.fsm.v1.SnapshotItem.flows:type_name -> medmesh.fsm.v1.DeviceFlows
-	15, // 46: medmesh.fsm.v1.SnapshotItem.server:type_name -> medmesh.fsm.v1.ServerRegister
-	29, // 47: medmesh.fsm.v1.SnapshotItem.dedup:type_name -> medmesh.fsm.v1.DedupEntry
-	24, // 48: medmesh.fsm.v1.SnapshotItem.bounds:type_name -> medmesh.fsm.v1.Bounds
-	25, // 49: medmesh.fsm.v1.SnapshotItem.pending_cause:type_name -> medmesh.fsm.v1.PendingCause
-	39, // 50: medmesh.fsm.v1.SnapshotItem.rule:type_name -> medmesh.v1.ResponseRule
-	44, // 51: medmesh.fsm.v1.SnapshotItem.incident:type_name -> medmesh.v1.Incident
-	40, // 52: medmesh.fsm.v1.SnapshotItem.intel:type_name -> medmesh.v1.IntelBundle
-	41, // 53: medmesh.fsm.v1.SnapshotItem.sbom:type_name -> medmesh.v1.SBOMAttachment
-	42, // 54: medmesh.fsm.v1.SnapshotItem.posture:type_name -> medmesh.v1.DevicePosture
-	30, // 55: medmesh.fsm.v1.Bounds.decisions_compacted:type_name -> google.protobuf.Timestamp
-	37, // 56: medmesh.fsm.v1.DeviceFlows.summaries:type_name -> medmesh.v1.FlowSummary
-	1,  // 57: medmesh.fsm.v1.DedupEntry.request:type_name -> medmesh.fsm.v1.ClientRequest
-	30, // 58: medmesh.fsm.v1.DedupEntry.time:type_name -> google.protobuf.Timestamp
-	31, // 59: medmesh.fsm.v1.DedupEntry.device:type_name -> medmesh.v1.Device
-	32, // 60: medmesh.fsm.v1.DedupEntry.policy:type_name -> medmesh.v1.Policy
-	34, // 61: medmesh.fsm.v1.DedupEntry.decision:type_name -> medmesh.v1.Decision
-	35, // 62: medmesh.fsm.v1.DedupEntry.alert:type_name -> medmesh.v1.Alert
-	39, // 63: medmesh.fsm.v1.DedupEntry.rule:type_name -> medmesh.v1.ResponseRule
-	40, // 64: medmesh.fsm.v1.DedupEntry.intel:type_name -> medmesh.v1.IntelBundle
-	41, // 65: medmesh.fsm.v1.DedupEntry.sbom:type_name -> medmesh.v1.SBOMAttachment
-	66, // [66:66] is the sub-list for method output_type
-	66, // [66:66] is the sub-list for method input_type
-	66, // [66:66] is the sub-list for extension type_name
-	66, // [66:66] is the sub-list for extension extendee
-	0,  // [0:66] is the sub-list for field type_name
+	30, // 22: medmesh.fsm.v1.Command.sink_put:type_name -> medmesh.fsm.v1.SinkPut
+	31, // 23: medmesh.fsm.v1.Command.sink_delete:type_name -> medmesh.fsm.v1.SinkDelete
+	32, // 24: medmesh.fsm.v1.Command.sink_progress:type_name -> medmesh.fsm.v1.SinkProgress
+	34, // 25: medmesh.fsm.v1.Command.sink_alert:type_name -> medmesh.fsm.v1.SinkAlert
+	36, // 26: medmesh.fsm.v1.DeviceUpsert.device:type_name -> medmesh.v1.Device
+	36, // 27: medmesh.fsm.v1.DeviceUpdate.device:type_name -> medmesh.v1.Device
+	37, // 28: medmesh.fsm.v1.PolicyPut.policy:type_name -> medmesh.v1.Policy
+	38, // 29: medmesh.fsm.v1.PolicyActivate.mode:type_name -> medmesh.v1.PolicyMode
+	39, // 30: medmesh.fsm.v1.DecisionCreate.decision:type_name -> medmesh.v1.Decision
+	40, // 31: medmesh.fsm.v1.AlertIngest.alert:type_name -> medmesh.v1.Alert
+	41, // 32: medmesh.fsm.v1.BaselinePut.baseline:type_name -> medmesh.v1.Baseline
+	42, // 33: medmesh.fsm.v1.FlowSummaries.summaries:type_name -> medmesh.v1.FlowSummary
+	43, // 34: medmesh.fsm.v1.SensorReport.records:type_name -> medmesh.v1.SensorRecord
+	13, // 35: medmesh.fsm.v1.SensorBatch.reports:type_name -> medmesh.fsm.v1.SensorReport
+	44, // 36: medmesh.fsm.v1.RulePut.rule:type_name -> medmesh.v1.ResponseRule
+	44, // 37: medmesh.fsm.v1.RulesSeed.rules:type_name -> medmesh.v1.ResponseRule
+	45, // 38: medmesh.fsm.v1.IntelActivate.bundle:type_name -> medmesh.v1.IntelBundle
+	46, // 39: medmesh.fsm.v1.SBOMAttach.attachment:type_name -> medmesh.v1.SBOMAttachment
+	47, // 40: medmesh.fsm.v1.FindingsPut.postures:type_name -> medmesh.v1.DevicePosture
+	26, // 41: medmesh.fsm.v1.SnapshotItem.meta:type_name -> medmesh.fsm.v1.SnapshotMeta
+	36, // 42: medmesh.fsm.v1.SnapshotItem.device:type_name -> medmesh.v1.Device
+	37, // 43: medmesh.fsm.v1.SnapshotItem.policy:type_name -> medmesh.v1.Policy
+	39, // 44: medmesh.fsm.v1.SnapshotItem.decision:type_name -> medmesh.v1.Decision
+	40, // 45: medmesh.fsm.v1.SnapshotItem.alert:type_name -> medmesh.v1.Alert
+	41, // 46: medmesh.fsm.v1.SnapshotItem.baseline:type_name -> medmesh.v1.Baseline
+	48, // 47: medmesh.fsm.v1.SnapshotItem.audit:type_name -> medmesh.v1.AuditRecord
+	27, // 48: medmesh.fsm.v1.SnapshotItem.sensor_seq:type_name -> medmesh.fsm.v1.SensorSeq
+	28, // 49: medmesh.fsm.v1.SnapshotItem.flows:type_name -> medmesh.fsm.v1.DeviceFlows
+	15, // 50: medmesh.fsm.v1.SnapshotItem.server:type_name -> medmesh.fsm.v1.ServerRegister
+	29, // 51: medmesh.fsm.v1.SnapshotItem.dedup:type_name -> medmesh.fsm.v1.DedupEntry
+	24, // 52: medmesh.fsm.v1.SnapshotItem.bounds:type_name -> medmesh.fsm.v1.Bounds
+	25, // 53: medmesh.fsm.v1.SnapshotItem.pending_cause:type_name -> medmesh.fsm.v1.PendingCause
+	44, // 54: medmesh.fsm.v1.SnapshotItem.rule:type_name -> medmesh.v1.ResponseRule
+	49, // 55: medmesh.fsm.v1.SnapshotItem.incident:type_name -> medmesh.v1.Incident
+	45, // 56: medmesh.fsm.v1.SnapshotItem.intel:type_name -> medmesh.v1.IntelBundle
+	46, // 57: medmesh.fsm.v1.SnapshotItem.sbom:type_name -> medmesh.v1.SBOMAttachment
+	47, // 58: medmesh.fsm.v1.SnapshotItem.posture:type_name -> medmesh.v1.DevicePosture
+	50, // 59: medmesh.fsm.v1.SnapshotItem.sink:type_name -> medmesh.v1.Sink
+	35, // 60: medmesh.fsm.v1.Bounds.decisions_compacted:type_name -> google.protobuf.Timestamp
+	42, // 61: medmesh.fsm.v1.DeviceFlows.summaries:type_name -> medmesh.v1.FlowSummary
+	1,  // 62: medmesh.fsm.v1.DedupEntry.request:type_name -> medmesh.fsm.v1.ClientRequest
+	35, // 63: medmesh.fsm.v1.DedupEntry.time:type_name -> google.protobuf.Timestamp
+	36, // 64: medmesh.fsm.v1.DedupEntry.device:type_name -> medmesh.v1.Device
+	37, // 65: medmesh.fsm.v1.DedupEntry.policy:type_name -> medmesh.v1.Policy
+	39, // 66: medmesh.fsm.v1.DedupEntry.decision:type_name -> medmesh.v1.Decision
+	40, // 67: medmesh.fsm.v1.DedupEntry.alert:type_name -> medmesh.v1.Alert
+	44, // 68: medmesh.fsm.v1.DedupEntry.rule:type_name -> medmesh.v1.ResponseRule
+	45, // 69: medmesh.fsm.v1.DedupEntry.intel:type_name -> medmesh.v1.IntelBundle
+	46, // 70: medmesh.fsm.v1.DedupEntry.sbom:type_name -> medmesh.v1.SBOMAttachment
+	50, // 71: medmesh.fsm.v1.DedupEntry.sink:type_name -> medmesh.v1.Sink
+	50, // 72: medmesh.fsm.v1.SinkPut.sink:type_name -> medmesh.v1.Sink
+	33, // 73: medmesh.fsm.v1.SinkProgress.positions:type_name -> medmesh.fsm.v1.SinkPosition
+	40, // 74: medmesh.fsm.v1.SinkAlert.alert:type_name -> medmesh.v1.Alert
+	75, // [75:75] is the sub-list for method output_type
+	75, // [75:75] is the sub-list for method input_type
+	75, // [75:75] is the sub-list for extension type_name
+	75, // [75:75] is the sub-list for extension extendee
+	0,  // [0:75] is the sub-list for field type_name
 }
 
 func init() { file_medmesh_fsm_v1_command_proto_init() }
@@ -3058,6 +3515,10 @@ func file_medmesh_fsm_v1_command_proto_init() {
 		(*Command_IntelActivate)(nil),
 		(*Command_SbomAttach)(nil),
 		(*Command_FindingsPut)(nil),
+		(*Command_SinkPut)(nil),
+		(*Command_SinkDelete)(nil),
+		(*Command_SinkProgress)(nil),
+		(*Command_SinkAlert)(nil),
 	}
 	file_medmesh_fsm_v1_command_proto_msgTypes[4].OneofWrappers = []any{}
 	file_medmesh_fsm_v1_command_proto_msgTypes[5].OneofWrappers = []any{}
@@ -3082,14 +3543,17 @@ func file_medmesh_fsm_v1_command_proto_init() {
 		(*SnapshotItem_Intel)(nil),
 		(*SnapshotItem_Sbom)(nil),
 		(*SnapshotItem_Posture)(nil),
+		(*SnapshotItem_Sink)(nil),
 	}
+	file_medmesh_fsm_v1_command_proto_msgTypes[30].OneofWrappers = []any{}
+	file_medmesh_fsm_v1_command_proto_msgTypes[31].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_medmesh_fsm_v1_command_proto_rawDesc), len(file_medmesh_fsm_v1_command_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   30,
+			NumMessages:   35,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
