@@ -150,13 +150,13 @@ func printComplianceReport(w io.Writer, rep *medmeshv1.ComplianceReport) error {
 	fmt.Fprintf(w, "\n%d devices: %d classified, %d identified, %d assessed, %d observed, %d with an MDS2\n\n",
 		c.GetDevices(), c.GetClassified(), c.GetIdentified(), c.GetAssessed(), c.GetObserved(), c.GetWithMds2())
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "CONTROL\tCITATION\tSTATUS\tMET\tUNMET\tNOT EVIDENCED\tN/A")
+	fmt.Fprintln(tw, "CONTROL\tSTATUS\tMET\tUNMET\tNOT EVIDENCED\tN/A")
 	for _, s := range rep.GetControls() {
 		title := s.GetControl().GetTitle()
 		if s.GetControl().GetProposed() {
 			title += " (proposed)"
 		}
-		fmt.Fprintf(tw, "%s %s\t%s\t%s\t%d\t%d\t%d\t%d\n", s.GetControl().GetId(), title, s.GetControl().GetCitation(),
+		fmt.Fprintf(tw, "%s %s\t%s\t%d\t%d\t%d\t%d\n", s.GetControl().GetId(), title,
 			strings.ToLower(strings.TrimPrefix(s.GetStatus().String(), "CONTROL_STATUS_")), s.GetMet(), s.GetUnmet(), s.GetNotEvidenced(), s.GetNotApplicable())
 	}
 	if err := tw.Flush(); err != nil {
