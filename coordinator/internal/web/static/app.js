@@ -13,7 +13,21 @@ function newRequestId() {
   return crypto.randomUUID();
 }
 
+// rpc calls a method; while the cluster elects a leader (UNAVAILABLE) it
+// retries a few times with backoff: reads are idempotent and every write
+// carries a request id, which the coordinators apply at most once.
 export async function rpc(service, method, body = {}) {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await rpcOnce(service, method, body);
+    } catch (e) {
+      if (e.code !== "unavailable" || attempt >= 5) throw e;
+      await new Promise((res) => setTimeout(res, 200 * 2 ** attempt));
+    }
+  }
+}
+
+async function rpcOnce(service, method, body) {
   const r = await fetch(`medmesh.v1.${service}/${method}`, {
     method: "POST",
     credentials: "same-origin",
@@ -65,7 +79,11 @@ function stream(service, method, body, onMessage) {
       }
     }
   };
-  const done = run().catch((e) => { if (e.name !== "AbortError") status(`live updates stopped: ${e.message}`, true); });
+  const done = run().catch((e) => {
+    if (e.name === "AbortError") return;
+    window.medmeshStreamError = String(e.stack || e);
+    status(`live updates stopped: ${e.message}`, true);
+  });
   return { stop: () => ctl.abort(), done };
 }
 
@@ -87,7 +105,7 @@ const zone = Intl.DateTimeFormat().resolvedOptions().timeZone;
 function when(ts) {
   if (!ts) return "";
   const d = new Date(ts);
-  const s = d.toLocaleString(undefined, { dateStyle: "medium", timeStyle: "medium", timeZoneName: "short" });
+  const s = d.toLocaleString(undefined, { year: "numeric", month: "short", day: "numeric", hour: "2-digit", minute: "2-digit", second: "2-digit", timeZoneName: "short" });
   return el("time", { datetime: d.toISOString(), title: zone }, s);
 }
 
@@ -219,7 +237,7 @@ async function generate(d, out) {
   const steps = el("div", {});
   const sim = el("div", {}, simulationView(gen.simulation || {}));
   out.replaceChildren(el("h3", {}, `Generated policy ${policy.name}`),
-    el("pre", {}, (policy.rules || []).map((r) => `${r.name || ""} ${r.peerCidr || r.peerDnsName || "any"} ${r.port || ""}/${r.protocol || ""}`).join("\n")),
+    el("pre", {}, (policy.rules || []).map((r) => `${enumText(r.direction, "DIRECTION_")} ${r.peerCidr || r.peerDnsName || "any peer"} port ${r.portMin || "any"}${r.portMax && r.portMax !== r.portMin ? "-" + r.portMax : ""} protocol ${r.protocol || "any"}`).join("\n")),
     el("button", { id: "simulate", type: "button", onclick: () => guarded(async () => {
       const s = await rpc("PolicyService", "SimulatePolicy", { policy, deviceMac: d.mac });
       sim.replaceChildren(simulationView(s.simulation || {}));
@@ -236,7 +254,7 @@ async function generate(d, out) {
     el("button", { id: "enforce", type: "button", onclick: () => guarded(async () => {
       const a = await rpc("PolicyService", "ActivatePolicy", { name: policy.name, mode: "POLICY_MODE_ENFORCE", reason: "enforce from the console", requestId: newRequestId() });
       const state = a.policy && a.policy.mode;
-      steps.replaceChildren(el("p", { id: "enforce-result" }, `Enforce requested: decision ${a.decisionId || ""} (${enumText(state, "POLICY_MODE_")}). A life-critical device's decision waits for a second approver.`));
+      steps.replaceChildren(el("p", { id: "enforce-result", "data-decision": a.decisionId || "" }, `Enforce requested: decision ${a.decisionId || ""} (${enumText(state, "POLICY_MODE_")}). A life-critical device's decision waits for a second approver.`));
       status("enforce requested");
     }) }, "Enforce"),
     steps);
@@ -334,7 +352,8 @@ async function route() {
   await guarded(async () => {
     await fn(params);
     status("");
-    window.medmeshLastRender = { path, ms: performance.now() - t0 };
+    window.medmeshLastRender = { path, ms: performance.now() - t0, at: performance.now() };
+    window.medmeshRenders = (window.medmeshRenders || 0) + 1;
     document.body.dataset.ready = path;
   });
   $("#main").focus();
