@@ -105,6 +105,10 @@ func runCoordinator(ctx context.Context, o coordinatorOptions, stderr io.Writer,
 		return err
 	}
 
+	if err := checkWebFlags(o); err != nil {
+		return err
+	}
+
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 

@@ -20,16 +20,13 @@ import (
 // coordinator runs without certificates. It returns a function that stops
 // it; a listener that fails later reports on errc.
 func startWeb(o coordinatorOptions, c *coordinator.Coordinator, log *slog.Logger, errc chan<- error) (func(), error) {
+	if err := checkWebFlags(o); err != nil {
+		return nil, err
+	}
 	if o.webAddr == "" {
-		if o.webOrigin != "" {
-			return nil, usagef("--web-origin needs --web-addr")
-		}
 		return func() {}, nil
 	}
 	plaintext := !o.tls.Enabled()
-	if plaintext && !grpcx.AllLoopback(o.webAddr) {
-		return nil, usagef("--web-addr %s is not loopback: the console needs the coordinator's certificate (--tls-*) to serve HTTPS", o.webAddr)
-	}
 	mux, closeConsole, err := c.WebMux(coordinator.WebConfig{Origin: o.webOrigin, Insecure: plaintext})
 	if err != nil {
 		return nil, usagef("web console: %v", err)
@@ -70,4 +67,19 @@ func startWeb(o coordinatorOptions, c *coordinator.Coordinator, log *slog.Logger
 		closeConsole()
 		_ = hs.Shutdown(ctx)
 	}, nil
+}
+
+// checkWebFlags refuses --web-origin without --web-addr, and a plaintext
+// console off loopback (even with --dev: passwords cross it).
+func checkWebFlags(o coordinatorOptions) error {
+	if o.webAddr == "" {
+		if o.webOrigin != "" {
+			return usagef("--web-origin needs --web-addr")
+		}
+		return nil
+	}
+	if !o.tls.Enabled() && !grpcx.AllLoopback(o.webAddr) {
+		return usagef("--web-addr %s is not loopback: the console needs the coordinator's certificate (--tls-*) to serve HTTPS", o.webAddr)
+	}
+	return nil
 }
