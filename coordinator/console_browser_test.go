@@ -284,6 +284,13 @@ func TestConsoleInBrowser(t *testing.T) {
 			t.Fatalf("%s approving the decision: %q", who, result)
 		}
 	}
+	// The operator acknowledges the live alert: audited as operator/otto.
+	run("otto acknowledges", chromedp.Navigate(origin+"/#/alerts"), ready("alerts"),
+		chromedp.Click(css(`button[aria-label="Acknowledge alert s9/1"]`)),
+		poll(`document.getElementById("alert-s9/1").textContent.includes("acknowledged")`), shot("07-acknowledged"))
+	if a := cl.leader().c.FSM().Alert("s9/1"); a.GetAcknowledgedBy() != "operator/otto" {
+		t.Fatalf("alert acknowledged by %q, want operator/otto", a.GetAcknowledgedBy())
+	}
 	run("bob approves", logout, login("bob"), chromedp.Navigate(origin+"/#/approvals"), ready("approvals"),
 		chromedp.Click(approve),
 		poll(`document.querySelector("#approval-result") && document.querySelector("#approval-result").textContent.includes("approved")`),
