@@ -39,6 +39,7 @@ var providedBy = map[string]string{
 	"git":         "git",
 	"openssl":     "openssl",
 	"rsyslogd":    "rsyslog",
+	"chromium":    "chromium",
 }
 
 // notPackaged are programs that come from elsewhere, with the reason.

@@ -52,6 +52,8 @@ type Result struct {
 	Sink *medmeshv1.Sink
 	// SBOM is the attachment an SBOMAttach made.
 	SBOM *medmeshv1.SBOMAttachment
+	// Account is the account an account command stored or touched.
+	Account *medmeshv1.Account
 	// Acks holds, for a sensor batch, each sensor's last applied seq.
 	Acks map[string]uint64
 	// Duplicate: the command's client request was applied before, at

@@ -124,6 +124,9 @@ func (s *state) write(w io.Writer) error {
 	if err := s.risk.write(put); err != nil {
 		return err
 	}
+	if err := s.accounts.write(put); err != nil {
+		return err
+	}
 	for _, r := range s.requests.all() {
 		if err := put(&fsmpb.SnapshotItem{Item: &fsmpb.SnapshotItem_Dedup{Dedup: r.item()}}); err != nil {
 			return err
@@ -246,6 +249,10 @@ func readSnapshot(r io.Reader) (*state, error) {
 			st.risk.sboms[SBOMKey(a.GetVendor(), a.GetModel(), a.GetVersion())] = a
 		case *fsmpb.SnapshotItem_Posture:
 			st.risk.postures[x.Posture.GetDeviceMac()] = x.Posture
+		case *fsmpb.SnapshotItem_Account:
+			st.accounts.byName[x.Account.GetAccount().GetName()] = x.Account
+		case *fsmpb.SnapshotItem_Session:
+			st.accounts.sessions[string(x.Session.GetHash())] = x.Session
 		case *fsmpb.SnapshotItem_Dedup:
 			r, err := requestFromItem(x.Dedup)
 			if err != nil {

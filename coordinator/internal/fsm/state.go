@@ -75,6 +75,10 @@ type state struct {
 	riskDirty map[string]bool
 	riskAll   bool
 
+	// accounts holds the console's accounts and sessions
+	// (state_accounts.go).
+	accounts accountState
+
 	// ruleDecisions counts the decisions rules made since this process
 	// started (a metric; not replicated, not in snapshots).
 	ruleDecisions uint64
@@ -104,6 +108,7 @@ func newState() *state {
 		inc:          newIncidentStore(),
 		deviceIPs:    map[string][]string{},
 		risk:         newRiskState(),
+		accounts:     newAccountState(),
 	}
 }
 
@@ -136,6 +141,7 @@ func (s *state) shallowCopy() *state {
 
 		ruleDecisions: s.ruleDecisions,
 		risk:          s.risk.copy(),
+		accounts:      s.accounts.copy(),
 	}
 	for k, v := range s.pendingCause {
 		c.pendingCause[k] = v
@@ -256,6 +262,14 @@ func (s *state) dispatch(index uint64, now *timestamppb.Timestamp, cmd *fsmpb.Co
 		res = s.applySinkProgress(c.SinkProgress)
 	case *fsmpb.Command_SinkAlert:
 		res = s.applySinkAlert(index, now, c.SinkAlert.GetAlert())
+	case *fsmpb.Command_AccountPut:
+		res = s.applyAccountPut(index, now, c.AccountPut)
+	case *fsmpb.Command_AccountDelete:
+		res = s.applyAccountDelete(index, now, c.AccountDelete)
+	case *fsmpb.Command_AccountLogin:
+		res = s.applyAccountLogin(index, now, c.AccountLogin)
+	case *fsmpb.Command_SessionEnd:
+		res = s.applySessionEnd(index, now, c.SessionEnd)
 	case *fsmpb.Command_ServerDeregister:
 		delete(s.servers, c.ServerDeregister.GetId())
 		res = &Result{}

@@ -62,6 +62,10 @@ type Command struct {
 	//	*Command_SinkDelete
 	//	*Command_SinkProgress
 	//	*Command_SinkAlert
+	//	*Command_AccountPut
+	//	*Command_AccountDelete
+	//	*Command_AccountLogin
+	//	*Command_SessionEnd
 	Command       isCommand_Command `protobuf_oneof:"command"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -334,6 +338,42 @@ func (x *Command) GetSinkAlert() *SinkAlert {
 	return nil
 }
 
+func (x *Command) GetAccountPut() *AccountPut {
+	if x != nil {
+		if x, ok := x.Command.(*Command_AccountPut); ok {
+			return x.AccountPut
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetAccountDelete() *AccountDelete {
+	if x != nil {
+		if x, ok := x.Command.(*Command_AccountDelete); ok {
+			return x.AccountDelete
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetAccountLogin() *AccountLogin {
+	if x != nil {
+		if x, ok := x.Command.(*Command_AccountLogin); ok {
+			return x.AccountLogin
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetSessionEnd() *SessionEnd {
+	if x != nil {
+		if x, ok := x.Command.(*Command_SessionEnd); ok {
+			return x.SessionEnd
+		}
+	}
+	return nil
+}
+
 type isCommand_Command interface {
 	isCommand_Command()
 }
@@ -437,6 +477,23 @@ type Command_SinkAlert struct {
 	SinkAlert *SinkAlert `protobuf:"bytes,103,opt,name=sink_alert,json=sinkAlert,proto3,oneof"`
 }
 
+type Command_AccountPut struct {
+	// 120-129: console accounts and sessions (issue 21).
+	AccountPut *AccountPut `protobuf:"bytes,120,opt,name=account_put,json=accountPut,proto3,oneof"`
+}
+
+type Command_AccountDelete struct {
+	AccountDelete *AccountDelete `protobuf:"bytes,121,opt,name=account_delete,json=accountDelete,proto3,oneof"`
+}
+
+type Command_AccountLogin struct {
+	AccountLogin *AccountLogin `protobuf:"bytes,122,opt,name=account_login,json=accountLogin,proto3,oneof"`
+}
+
+type Command_SessionEnd struct {
+	SessionEnd *SessionEnd `protobuf:"bytes,123,opt,name=session_end,json=sessionEnd,proto3,oneof"`
+}
+
 func (*Command_DeviceUpsert) isCommand_Command() {}
 
 func (*Command_DeviceUpdate) isCommand_Command() {}
@@ -484,6 +541,14 @@ func (*Command_SinkDelete) isCommand_Command() {}
 func (*Command_SinkProgress) isCommand_Command() {}
 
 func (*Command_SinkAlert) isCommand_Command() {}
+
+func (*Command_AccountPut) isCommand_Command() {}
+
+func (*Command_AccountDelete) isCommand_Command() {}
+
+func (*Command_AccountLogin) isCommand_Command() {}
+
+func (*Command_SessionEnd) isCommand_Command() {}
 
 // ClientRequest names one client request: the caller's verified identity
 // (role/name) and the id the client chose, unique per identity.
@@ -1945,6 +2010,415 @@ func (x *FindingsPut) GetPostures() []*v1.DevicePosture {
 	return nil
 }
 
+// AccountPut creates or changes a console account. The leader hashed a
+// new password (argon2id, PHC string) before proposing: the password itself
+// is never in the log.
+type AccountPut struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Account *v1.Account            `protobuf:"bytes,1,opt,name=account,proto3" json:"account,omitempty"`
+	// Empty: keep the stored hash (a role change).
+	PasswordHash    string  `protobuf:"bytes,2,opt,name=password_hash,json=passwordHash,proto3" json:"password_hash,omitempty"`
+	ExpectedVersion *uint64 `protobuf:"varint,3,opt,name=expected_version,json=expectedVersion,proto3,oneof" json:"expected_version,omitempty"`
+	Actor           string  `protobuf:"bytes,4,opt,name=actor,proto3" json:"actor,omitempty"`
+	Reason          string  `protobuf:"bytes,5,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *AccountPut) Reset() {
+	*x = AccountPut{}
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AccountPut) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AccountPut) ProtoMessage() {}
+
+func (x *AccountPut) ProtoReflect() protoreflect.Message {
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AccountPut.ProtoReflect.Descriptor instead.
+func (*AccountPut) Descriptor() ([]byte, []int) {
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *AccountPut) GetAccount() *v1.Account {
+	if x != nil {
+		return x.Account
+	}
+	return nil
+}
+
+func (x *AccountPut) GetPasswordHash() string {
+	if x != nil {
+		return x.PasswordHash
+	}
+	return ""
+}
+
+func (x *AccountPut) GetExpectedVersion() uint64 {
+	if x != nil && x.ExpectedVersion != nil {
+		return *x.ExpectedVersion
+	}
+	return 0
+}
+
+func (x *AccountPut) GetActor() string {
+	if x != nil {
+		return x.Actor
+	}
+	return ""
+}
+
+func (x *AccountPut) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+// AccountDelete removes an account and its sessions.
+type AccountDelete struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Actor         string                 `protobuf:"bytes,2,opt,name=actor,proto3" json:"actor,omitempty"`
+	Reason        string                 `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AccountDelete) Reset() {
+	*x = AccountDelete{}
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AccountDelete) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AccountDelete) ProtoMessage() {}
+
+func (x *AccountDelete) ProtoReflect() protoreflect.Message {
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AccountDelete.ProtoReflect.Descriptor instead.
+func (*AccountDelete) Descriptor() ([]byte, []int) {
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *AccountDelete) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *AccountDelete) GetActor() string {
+	if x != nil {
+		return x.Actor
+	}
+	return ""
+}
+
+func (x *AccountDelete) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+// AccountLogin records one login attempt whose password the leader
+// checked: a failure counts towards the lock-out; a success opens the
+// session (refused while the account is locked out).
+type AccountLogin struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Name    string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Success bool                   `protobuf:"varint,2,opt,name=success,proto3" json:"success,omitempty"`
+	// SHA-256 of the session token (successes only).
+	SessionHash []byte `protobuf:"bytes,3,opt,name=session_hash,json=sessionHash,proto3" json:"session_hash,omitempty"`
+	// The coordinator that checked the password (audited as the actor of a
+	// failure: no identity was verified).
+	Actor string `protobuf:"bytes,4,opt,name=actor,proto3" json:"actor,omitempty"`
+	// The client address, audited.
+	Source        string `protobuf:"bytes,5,opt,name=source,proto3" json:"source,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AccountLogin) Reset() {
+	*x = AccountLogin{}
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AccountLogin) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AccountLogin) ProtoMessage() {}
+
+func (x *AccountLogin) ProtoReflect() protoreflect.Message {
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AccountLogin.ProtoReflect.Descriptor instead.
+func (*AccountLogin) Descriptor() ([]byte, []int) {
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *AccountLogin) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *AccountLogin) GetSuccess() bool {
+	if x != nil {
+		return x.Success
+	}
+	return false
+}
+
+func (x *AccountLogin) GetSessionHash() []byte {
+	if x != nil {
+		return x.SessionHash
+	}
+	return nil
+}
+
+func (x *AccountLogin) GetActor() string {
+	if x != nil {
+		return x.Actor
+	}
+	return ""
+}
+
+func (x *AccountLogin) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+// SessionEnd ends a session (logout).
+type SessionEnd struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	SessionHash   []byte                 `protobuf:"bytes,1,opt,name=session_hash,json=sessionHash,proto3" json:"session_hash,omitempty"`
+	Actor         string                 `protobuf:"bytes,2,opt,name=actor,proto3" json:"actor,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SessionEnd) Reset() {
+	*x = SessionEnd{}
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SessionEnd) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SessionEnd) ProtoMessage() {}
+
+func (x *SessionEnd) ProtoReflect() protoreflect.Message {
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SessionEnd.ProtoReflect.Descriptor instead.
+func (*SessionEnd) Descriptor() ([]byte, []int) {
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *SessionEnd) GetSessionHash() []byte {
+	if x != nil {
+		return x.SessionHash
+	}
+	return nil
+}
+
+func (x *SessionEnd) GetActor() string {
+	if x != nil {
+		return x.Actor
+	}
+	return ""
+}
+
+// AccountRecord is an account with its password hash: replicated state
+// that no API returns.
+type AccountRecord struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Account       *v1.Account            `protobuf:"bytes,1,opt,name=account,proto3" json:"account,omitempty"`
+	PasswordHash  string                 `protobuf:"bytes,2,opt,name=password_hash,json=passwordHash,proto3" json:"password_hash,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AccountRecord) Reset() {
+	*x = AccountRecord{}
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AccountRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AccountRecord) ProtoMessage() {}
+
+func (x *AccountRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AccountRecord.ProtoReflect.Descriptor instead.
+func (*AccountRecord) Descriptor() ([]byte, []int) {
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *AccountRecord) GetAccount() *v1.Account {
+	if x != nil {
+		return x.Account
+	}
+	return nil
+}
+
+func (x *AccountRecord) GetPasswordHash() string {
+	if x != nil {
+		return x.PasswordHash
+	}
+	return ""
+}
+
+// Session is an open console session, keyed by its token's hash.
+type Session struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Hash  []byte                 `protobuf:"bytes,1,opt,name=hash,proto3" json:"hash,omitempty"`
+	// ROLE/NAME.
+	Identity      string                 `protobuf:"bytes,2,opt,name=identity,proto3" json:"identity,omitempty"`
+	Account       string                 `protobuf:"bytes,3,opt,name=account,proto3" json:"account,omitempty"`
+	CreateTime    *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	ExpireTime    *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Session) Reset() {
+	*x = Session{}
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Session) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Session) ProtoMessage() {}
+
+func (x *Session) ProtoReflect() protoreflect.Message {
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Session.ProtoReflect.Descriptor instead.
+func (*Session) Descriptor() ([]byte, []int) {
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *Session) GetHash() []byte {
+	if x != nil {
+		return x.Hash
+	}
+	return nil
+}
+
+func (x *Session) GetIdentity() string {
+	if x != nil {
+		return x.Identity
+	}
+	return ""
+}
+
+func (x *Session) GetAccount() string {
+	if x != nil {
+		return x.Account
+	}
+	return ""
+}
+
+func (x *Session) GetCreateTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreateTime
+	}
+	return nil
+}
+
+func (x *Session) GetExpireTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpireTime
+	}
+	return nil
+}
+
 // SnapshotItem is one length-delimited record of an FSM snapshot stream.
 type SnapshotItem struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1969,6 +2443,8 @@ type SnapshotItem struct {
 	//	*SnapshotItem_Sbom
 	//	*SnapshotItem_Posture
 	//	*SnapshotItem_Sink
+	//	*SnapshotItem_Account
+	//	*SnapshotItem_Session
 	Item          isSnapshotItem_Item `protobuf_oneof:"item"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1976,7 +2452,7 @@ type SnapshotItem struct {
 
 func (x *SnapshotItem) Reset() {
 	*x = SnapshotItem{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[23]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1988,7 +2464,7 @@ func (x *SnapshotItem) String() string {
 func (*SnapshotItem) ProtoMessage() {}
 
 func (x *SnapshotItem) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[23]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2001,7 +2477,7 @@ func (x *SnapshotItem) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotItem.ProtoReflect.Descriptor instead.
 func (*SnapshotItem) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{23}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *SnapshotItem) GetItem() isSnapshotItem_Item {
@@ -2182,6 +2658,24 @@ func (x *SnapshotItem) GetSink() *v1.Sink {
 	return nil
 }
 
+func (x *SnapshotItem) GetAccount() *AccountRecord {
+	if x != nil {
+		if x, ok := x.Item.(*SnapshotItem_Account); ok {
+			return x.Account
+		}
+	}
+	return nil
+}
+
+func (x *SnapshotItem) GetSession() *Session {
+	if x != nil {
+		if x, ok := x.Item.(*SnapshotItem_Session); ok {
+			return x.Session
+		}
+	}
+	return nil
+}
+
 type isSnapshotItem_Item interface {
 	isSnapshotItem_Item()
 }
@@ -2269,6 +2763,15 @@ type SnapshotItem_Sink struct {
 	Sink *v1.Sink `protobuf:"bytes,100,opt,name=sink,proto3,oneof"`
 }
 
+type SnapshotItem_Account struct {
+	// 120-129: console accounts and sessions (issue 21).
+	Account *AccountRecord `protobuf:"bytes,120,opt,name=account,proto3,oneof"`
+}
+
+type SnapshotItem_Session struct {
+	Session *Session `protobuf:"bytes,121,opt,name=session,proto3,oneof"`
+}
+
 func (*SnapshotItem_Meta) isSnapshotItem_Item() {}
 
 func (*SnapshotItem_Device) isSnapshotItem_Item() {}
@@ -2307,6 +2810,10 @@ func (*SnapshotItem_Posture) isSnapshotItem_Item() {}
 
 func (*SnapshotItem_Sink) isSnapshotItem_Item() {}
 
+func (*SnapshotItem_Account) isSnapshotItem_Item() {}
+
+func (*SnapshotItem_Session) isSnapshotItem_Item() {}
+
 // Bounds is the bookkeeping of retention: what was evicted and where the
 // audit chain stands. The audit window's records follow as audit items.
 type Bounds struct {
@@ -2327,7 +2834,7 @@ type Bounds struct {
 
 func (x *Bounds) Reset() {
 	*x = Bounds{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[24]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2339,7 +2846,7 @@ func (x *Bounds) String() string {
 func (*Bounds) ProtoMessage() {}
 
 func (x *Bounds) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[24]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2352,7 +2859,7 @@ func (x *Bounds) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Bounds.ProtoReflect.Descriptor instead.
 func (*Bounds) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{24}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *Bounds) GetAlertBase() uint64 {
@@ -2410,7 +2917,7 @@ type PendingCause struct {
 
 func (x *PendingCause) Reset() {
 	*x = PendingCause{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[25]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2422,7 +2929,7 @@ func (x *PendingCause) String() string {
 func (*PendingCause) ProtoMessage() {}
 
 func (x *PendingCause) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[25]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2435,7 +2942,7 @@ func (x *PendingCause) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PendingCause.ProtoReflect.Descriptor instead.
 func (*PendingCause) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{25}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *PendingCause) GetDecisionId() string {
@@ -2465,7 +2972,7 @@ type SnapshotMeta struct {
 
 func (x *SnapshotMeta) Reset() {
 	*x = SnapshotMeta{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[26]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2477,7 +2984,7 @@ func (x *SnapshotMeta) String() string {
 func (*SnapshotMeta) ProtoMessage() {}
 
 func (x *SnapshotMeta) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[26]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2490,7 +2997,7 @@ func (x *SnapshotMeta) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotMeta.ProtoReflect.Descriptor instead.
 func (*SnapshotMeta) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{26}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *SnapshotMeta) GetFormat() uint32 {
@@ -2525,7 +3032,7 @@ type SensorSeq struct {
 
 func (x *SensorSeq) Reset() {
 	*x = SensorSeq{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[27]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2537,7 +3044,7 @@ func (x *SensorSeq) String() string {
 func (*SensorSeq) ProtoMessage() {}
 
 func (x *SensorSeq) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[27]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2550,7 +3057,7 @@ func (x *SensorSeq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SensorSeq.ProtoReflect.Descriptor instead.
 func (*SensorSeq) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{27}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *SensorSeq) GetSensorId() string {
@@ -2578,7 +3085,7 @@ type DeviceFlows struct {
 
 func (x *DeviceFlows) Reset() {
 	*x = DeviceFlows{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[28]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2590,7 +3097,7 @@ func (x *DeviceFlows) String() string {
 func (*DeviceFlows) ProtoMessage() {}
 
 func (x *DeviceFlows) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[28]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2603,7 +3110,7 @@ func (x *DeviceFlows) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeviceFlows.ProtoReflect.Descriptor instead.
 func (*DeviceFlows) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{28}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *DeviceFlows) GetDeviceMac() string {
@@ -2646,14 +3153,16 @@ type DedupEntry struct {
 	Intel *v1.IntelBundle    `protobuf:"bytes,80,opt,name=intel,proto3" json:"intel,omitempty"`
 	Sbom  *v1.SBOMAttachment `protobuf:"bytes,81,opt,name=sbom,proto3" json:"sbom,omitempty"`
 	// 100-109: a sink put's or delete's result.
-	Sink          *v1.Sink `protobuf:"bytes,100,opt,name=sink,proto3" json:"sink,omitempty"`
+	Sink *v1.Sink `protobuf:"bytes,100,opt,name=sink,proto3" json:"sink,omitempty"`
+	// 120-129: an account put's result.
+	Account       *v1.Account `protobuf:"bytes,120,opt,name=account,proto3" json:"account,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *DedupEntry) Reset() {
 	*x = DedupEntry{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[29]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2665,7 +3174,7 @@ func (x *DedupEntry) String() string {
 func (*DedupEntry) ProtoMessage() {}
 
 func (x *DedupEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[29]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2678,7 +3187,7 @@ func (x *DedupEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DedupEntry.ProtoReflect.Descriptor instead.
 func (*DedupEntry) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{29}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *DedupEntry) GetRequest() *ClientRequest {
@@ -2779,6 +3288,13 @@ func (x *DedupEntry) GetSink() *v1.Sink {
 	return nil
 }
 
+func (x *DedupEntry) GetAccount() *v1.Account {
+	if x != nil {
+		return x.Account
+	}
+	return nil
+}
+
 // SinkPut creates or replaces an outbound sink (audited).
 type SinkPut struct {
 	state           protoimpl.MessageState `protogen:"open.v1"`
@@ -2796,7 +3312,7 @@ type SinkPut struct {
 
 func (x *SinkPut) Reset() {
 	*x = SinkPut{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[30]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2808,7 +3324,7 @@ func (x *SinkPut) String() string {
 func (*SinkPut) ProtoMessage() {}
 
 func (x *SinkPut) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[30]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2821,7 +3337,7 @@ func (x *SinkPut) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SinkPut.ProtoReflect.Descriptor instead.
 func (*SinkPut) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{30}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *SinkPut) GetSink() *v1.Sink {
@@ -2880,7 +3396,7 @@ type SinkDelete struct {
 
 func (x *SinkDelete) Reset() {
 	*x = SinkDelete{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[31]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2892,7 +3408,7 @@ func (x *SinkDelete) String() string {
 func (*SinkDelete) ProtoMessage() {}
 
 func (x *SinkDelete) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[31]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2905,7 +3421,7 @@ func (x *SinkDelete) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SinkDelete.ProtoReflect.Descriptor instead.
 func (*SinkDelete) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{31}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *SinkDelete) GetName() string {
@@ -2955,7 +3471,7 @@ type SinkProgress struct {
 
 func (x *SinkProgress) Reset() {
 	*x = SinkProgress{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[32]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2967,7 +3483,7 @@ func (x *SinkProgress) String() string {
 func (*SinkProgress) ProtoMessage() {}
 
 func (x *SinkProgress) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[32]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2980,7 +3496,7 @@ func (x *SinkProgress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SinkProgress.ProtoReflect.Descriptor instead.
 func (*SinkProgress) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{32}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *SinkProgress) GetPositions() []*SinkPosition {
@@ -3002,7 +3518,7 @@ type SinkPosition struct {
 
 func (x *SinkPosition) Reset() {
 	*x = SinkPosition{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[33]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3014,7 +3530,7 @@ func (x *SinkPosition) String() string {
 func (*SinkPosition) ProtoMessage() {}
 
 func (x *SinkPosition) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[33]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3027,7 +3543,7 @@ func (x *SinkPosition) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SinkPosition.ProtoReflect.Descriptor instead.
 func (*SinkPosition) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{33}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *SinkPosition) GetName() string {
@@ -3063,7 +3579,7 @@ type SinkAlert struct {
 
 func (x *SinkAlert) Reset() {
 	*x = SinkAlert{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[34]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3075,7 +3591,7 @@ func (x *SinkAlert) String() string {
 func (*SinkAlert) ProtoMessage() {}
 
 func (x *SinkAlert) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[34]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3088,7 +3604,7 @@ func (x *SinkAlert) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SinkAlert.ProtoReflect.Descriptor instead.
 func (*SinkAlert) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{34}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *SinkAlert) GetAlert() *v1.Alert {
@@ -3102,7 +3618,7 @@ var File_medmesh_fsm_v1_command_proto protoreflect.FileDescriptor
 
 const file_medmesh_fsm_v1_command_proto_rawDesc = "" +
 	"\n" +
-	"\x1cmedmesh/fsm/v1/command.proto\x12\x0emedmesh.fsm.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16medmesh/v1/alert.proto\x1a\x19medmesh/v1/decision.proto\x1a\x17medmesh/v1/device.proto\x1a\x19medmesh/v1/incident.proto\x1a\x17medmesh/v1/policy.proto\x1a\x15medmesh/v1/risk.proto\x1a\x15medmesh/v1/rule.proto\x1a\x17medmesh/v1/sensor.proto\x1a\x15medmesh/v1/sink.proto\"\xc8\r\n" +
+	"\x1cmedmesh/fsm/v1/command.proto\x12\x0emedmesh.fsm.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18medmesh/v1/account.proto\x1a\x16medmesh/v1/alert.proto\x1a\x19medmesh/v1/decision.proto\x1a\x17medmesh/v1/device.proto\x1a\x19medmesh/v1/incident.proto\x1a\x17medmesh/v1/policy.proto\x1a\x15medmesh/v1/risk.proto\x1a\x15medmesh/v1/rule.proto\x1a\x17medmesh/v1/sensor.proto\x1a\x15medmesh/v1/sink.proto\"\xd3\x0f\n" +
 	"\aCommand\x12.\n" +
 	"\x04time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x127\n" +
 	"\arequest\x18\x03 \x01(\v2\x1d.medmesh.fsm.v1.ClientRequestR\arequest\x12C\n" +
@@ -3136,7 +3652,13 @@ const file_medmesh_fsm_v1_command_proto_rawDesc = "" +
 	"sinkDelete\x12C\n" +
 	"\rsink_progress\x18f \x01(\v2\x1c.medmesh.fsm.v1.SinkProgressH\x00R\fsinkProgress\x12:\n" +
 	"\n" +
-	"sink_alert\x18g \x01(\v2\x19.medmesh.fsm.v1.SinkAlertH\x00R\tsinkAlertB\t\n" +
+	"sink_alert\x18g \x01(\v2\x19.medmesh.fsm.v1.SinkAlertH\x00R\tsinkAlert\x12=\n" +
+	"\vaccount_put\x18x \x01(\v2\x1a.medmesh.fsm.v1.AccountPutH\x00R\n" +
+	"accountPut\x12F\n" +
+	"\x0eaccount_delete\x18y \x01(\v2\x1d.medmesh.fsm.v1.AccountDeleteH\x00R\raccountDelete\x12C\n" +
+	"\raccount_login\x18z \x01(\v2\x1c.medmesh.fsm.v1.AccountLoginH\x00R\faccountLogin\x12=\n" +
+	"\vsession_end\x18{ \x01(\v2\x1a.medmesh.fsm.v1.SessionEndH\x00R\n" +
+	"sessionEndB\t\n" +
 	"\acommandJ\x04\b\x02\x10\x03J\x04\b\x04\x10\n" +
 	"\";\n" +
 	"\rClientRequest\x12\x1a\n" +
@@ -3250,7 +3772,40 @@ const file_medmesh_fsm_v1_command_proto_rawDesc = "" +
 	"\x06reason\x18\x03 \x01(\tR\x06reason\x12\x18\n" +
 	"\acomment\x18\x04 \x01(\tR\acomment\"D\n" +
 	"\vFindingsPut\x125\n" +
-	"\bpostures\x18\x01 \x03(\v2\x19.medmesh.v1.DevicePostureR\bpostures\"\xe6\a\n" +
+	"\bpostures\x18\x01 \x03(\v2\x19.medmesh.v1.DevicePostureR\bpostures\"\xd3\x01\n" +
+	"\n" +
+	"AccountPut\x12-\n" +
+	"\aaccount\x18\x01 \x01(\v2\x13.medmesh.v1.AccountR\aaccount\x12#\n" +
+	"\rpassword_hash\x18\x02 \x01(\tR\fpasswordHash\x12.\n" +
+	"\x10expected_version\x18\x03 \x01(\x04H\x00R\x0fexpectedVersion\x88\x01\x01\x12\x14\n" +
+	"\x05actor\x18\x04 \x01(\tR\x05actor\x12\x16\n" +
+	"\x06reason\x18\x05 \x01(\tR\x06reasonB\x13\n" +
+	"\x11_expected_version\"Q\n" +
+	"\rAccountDelete\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
+	"\x05actor\x18\x02 \x01(\tR\x05actor\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\"\x8d\x01\n" +
+	"\fAccountLogin\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
+	"\asuccess\x18\x02 \x01(\bR\asuccess\x12!\n" +
+	"\fsession_hash\x18\x03 \x01(\fR\vsessionHash\x12\x14\n" +
+	"\x05actor\x18\x04 \x01(\tR\x05actor\x12\x16\n" +
+	"\x06source\x18\x05 \x01(\tR\x06source\"E\n" +
+	"\n" +
+	"SessionEnd\x12!\n" +
+	"\fsession_hash\x18\x01 \x01(\fR\vsessionHash\x12\x14\n" +
+	"\x05actor\x18\x02 \x01(\tR\x05actor\"c\n" +
+	"\rAccountRecord\x12-\n" +
+	"\aaccount\x18\x01 \x01(\v2\x13.medmesh.v1.AccountR\aaccount\x12#\n" +
+	"\rpassword_hash\x18\x02 \x01(\tR\fpasswordHash\"\xcd\x01\n" +
+	"\aSession\x12\x12\n" +
+	"\x04hash\x18\x01 \x01(\fR\x04hash\x12\x1a\n" +
+	"\bidentity\x18\x02 \x01(\tR\bidentity\x12\x18\n" +
+	"\aaccount\x18\x03 \x01(\tR\aaccount\x12;\n" +
+	"\vcreate_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"createTime\x12;\n" +
+	"\vexpire_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"expireTime\"\xd6\b\n" +
 	"\fSnapshotItem\x122\n" +
 	"\x04meta\x18\x01 \x01(\v2\x1c.medmesh.fsm.v1.SnapshotMetaH\x00R\x04meta\x12,\n" +
 	"\x06device\x18\x02 \x01(\v2\x12.medmesh.v1.DeviceH\x00R\x06device\x12,\n" +
@@ -3272,7 +3827,9 @@ const file_medmesh_fsm_v1_command_proto_rawDesc = "" +
 	"\x05intel\x18P \x01(\v2\x17.medmesh.v1.IntelBundleH\x00R\x05intel\x120\n" +
 	"\x04sbom\x18Q \x01(\v2\x1a.medmesh.v1.SBOMAttachmentH\x00R\x04sbom\x125\n" +
 	"\aposture\x18R \x01(\v2\x19.medmesh.v1.DevicePostureH\x00R\aposture\x12&\n" +
-	"\x04sink\x18d \x01(\v2\x10.medmesh.v1.SinkH\x00R\x04sinkB\x06\n" +
+	"\x04sink\x18d \x01(\v2\x10.medmesh.v1.SinkH\x00R\x04sink\x129\n" +
+	"\aaccount\x18x \x01(\v2\x1d.medmesh.fsm.v1.AccountRecordH\x00R\aaccount\x123\n" +
+	"\asession\x18y \x01(\v2\x17.medmesh.fsm.v1.SessionH\x00R\asessionB\x06\n" +
 	"\x04item\"\x90\x02\n" +
 	"\x06Bounds\x12\x1d\n" +
 	"\n" +
@@ -3296,7 +3853,7 @@ const file_medmesh_fsm_v1_command_proto_rawDesc = "" +
 	"\vDeviceFlows\x12\x1d\n" +
 	"\n" +
 	"device_mac\x18\x01 \x01(\tR\tdeviceMac\x125\n" +
-	"\tsummaries\x18\x02 \x03(\v2\x17.medmesh.v1.FlowSummaryR\tsummaries\"\xc0\x04\n" +
+	"\tsummaries\x18\x02 \x03(\v2\x17.medmesh.v1.FlowSummaryR\tsummaries\"\xef\x04\n" +
 	"\n" +
 	"DedupEntry\x127\n" +
 	"\arequest\x18\x01 \x01(\v2\x1d.medmesh.fsm.v1.ClientRequestR\arequest\x12\x14\n" +
@@ -3314,7 +3871,8 @@ const file_medmesh_fsm_v1_command_proto_rawDesc = "" +
 	"\x04rule\x18\v \x01(\v2\x18.medmesh.v1.ResponseRuleR\x04rule\x12-\n" +
 	"\x05intel\x18P \x01(\v2\x17.medmesh.v1.IntelBundleR\x05intel\x12.\n" +
 	"\x04sbom\x18Q \x01(\v2\x1a.medmesh.v1.SBOMAttachmentR\x04sbom\x12$\n" +
-	"\x04sink\x18d \x01(\v2\x10.medmesh.v1.SinkR\x04sink\"\xea\x01\n" +
+	"\x04sink\x18d \x01(\v2\x10.medmesh.v1.SinkR\x04sink\x12-\n" +
+	"\aaccount\x18x \x01(\v2\x13.medmesh.v1.AccountR\aaccount\"\xea\x01\n" +
 	"\aSinkPut\x12$\n" +
 	"\x04sink\x18\x01 \x01(\v2\x10.medmesh.v1.SinkR\x04sink\x12.\n" +
 	"\x10expected_version\x18\x02 \x01(\x04H\x00R\x0fexpectedVersion\x88\x01\x01\x12\x14\n" +
@@ -3352,7 +3910,7 @@ func file_medmesh_fsm_v1_command_proto_rawDescGZIP() []byte {
 	return file_medmesh_fsm_v1_command_proto_rawDescData
 }
 
-var file_medmesh_fsm_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
+var file_medmesh_fsm_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 41)
 var file_medmesh_fsm_v1_command_proto_goTypes = []any{
 	(*Command)(nil),               // 0: medmesh.fsm.v1.Command
 	(*ClientRequest)(nil),         // 1: medmesh.fsm.v1.ClientRequest
@@ -3377,37 +3935,44 @@ var file_medmesh_fsm_v1_command_proto_goTypes = []any{
 	(*IntelActivate)(nil),         // 20: medmesh.fsm.v1.IntelActivate
 	(*SBOMAttach)(nil),            // 21: medmesh.fsm.v1.SBOMAttach
 	(*FindingsPut)(nil),           // 22: medmesh.fsm.v1.FindingsPut
-	(*SnapshotItem)(nil),          // 23: medmesh.fsm.v1.SnapshotItem
-	(*Bounds)(nil),                // 24: medmesh.fsm.v1.Bounds
-	(*PendingCause)(nil),          // 25: medmesh.fsm.v1.PendingCause
-	(*SnapshotMeta)(nil),          // 26: medmesh.fsm.v1.SnapshotMeta
-	(*SensorSeq)(nil),             // 27: medmesh.fsm.v1.SensorSeq
-	(*DeviceFlows)(nil),           // 28: medmesh.fsm.v1.DeviceFlows
-	(*DedupEntry)(nil),            // 29: medmesh.fsm.v1.DedupEntry
-	(*SinkPut)(nil),               // 30: medmesh.fsm.v1.SinkPut
-	(*SinkDelete)(nil),            // 31: medmesh.fsm.v1.SinkDelete
-	(*SinkProgress)(nil),          // 32: medmesh.fsm.v1.SinkProgress
-	(*SinkPosition)(nil),          // 33: medmesh.fsm.v1.SinkPosition
-	(*SinkAlert)(nil),             // 34: medmesh.fsm.v1.SinkAlert
-	(*timestamppb.Timestamp)(nil), // 35: google.protobuf.Timestamp
-	(*v1.Device)(nil),             // 36: medmesh.v1.Device
-	(*v1.Policy)(nil),             // 37: medmesh.v1.Policy
-	(v1.PolicyMode)(0),            // 38: medmesh.v1.PolicyMode
-	(*v1.Decision)(nil),           // 39: medmesh.v1.Decision
-	(*v1.Alert)(nil),              // 40: medmesh.v1.Alert
-	(*v1.Baseline)(nil),           // 41: medmesh.v1.Baseline
-	(*v1.FlowSummary)(nil),        // 42: medmesh.v1.FlowSummary
-	(*v1.SensorRecord)(nil),       // 43: medmesh.v1.SensorRecord
-	(*v1.ResponseRule)(nil),       // 44: medmesh.v1.ResponseRule
-	(*v1.IntelBundle)(nil),        // 45: medmesh.v1.IntelBundle
-	(*v1.SBOMAttachment)(nil),     // 46: medmesh.v1.SBOMAttachment
-	(*v1.DevicePosture)(nil),      // 47: medmesh.v1.DevicePosture
-	(*v1.AuditRecord)(nil),        // 48: medmesh.v1.AuditRecord
-	(*v1.Incident)(nil),           // 49: medmesh.v1.Incident
-	(*v1.Sink)(nil),               // 50: medmesh.v1.Sink
+	(*AccountPut)(nil),            // 23: medmesh.fsm.v1.AccountPut
+	(*AccountDelete)(nil),         // 24: medmesh.fsm.v1.AccountDelete
+	(*AccountLogin)(nil),          // 25: medmesh.fsm.v1.AccountLogin
+	(*SessionEnd)(nil),            // 26: medmesh.fsm.v1.SessionEnd
+	(*AccountRecord)(nil),         // 27: medmesh.fsm.v1.AccountRecord
+	(*Session)(nil),               // 28: medmesh.fsm.v1.Session
+	(*SnapshotItem)(nil),          // 29: medmesh.fsm.v1.SnapshotItem
+	(*Bounds)(nil),                // 30: medmesh.fsm.v1.Bounds
+	(*PendingCause)(nil),          // 31: medmesh.fsm.v1.PendingCause
+	(*SnapshotMeta)(nil),          // 32: medmesh.fsm.v1.SnapshotMeta
+	(*SensorSeq)(nil),             // 33: medmesh.fsm.v1.SensorSeq
+	(*DeviceFlows)(nil),           // 34: medmesh.fsm.v1.DeviceFlows
+	(*DedupEntry)(nil),            // 35: medmesh.fsm.v1.DedupEntry
+	(*SinkPut)(nil),               // 36: medmesh.fsm.v1.SinkPut
+	(*SinkDelete)(nil),            // 37: medmesh.fsm.v1.SinkDelete
+	(*SinkProgress)(nil),          // 38: medmesh.fsm.v1.SinkProgress
+	(*SinkPosition)(nil),          // 39: medmesh.fsm.v1.SinkPosition
+	(*SinkAlert)(nil),             // 40: medmesh.fsm.v1.SinkAlert
+	(*timestamppb.Timestamp)(nil), // 41: google.protobuf.Timestamp
+	(*v1.Device)(nil),             // 42: medmesh.v1.Device
+	(*v1.Policy)(nil),             // 43: medmesh.v1.Policy
+	(v1.PolicyMode)(0),            // 44: medmesh.v1.PolicyMode
+	(*v1.Decision)(nil),           // 45: medmesh.v1.Decision
+	(*v1.Alert)(nil),              // 46: medmesh.v1.Alert
+	(*v1.Baseline)(nil),           // 47: medmesh.v1.Baseline
+	(*v1.FlowSummary)(nil),        // 48: medmesh.v1.FlowSummary
+	(*v1.SensorRecord)(nil),       // 49: medmesh.v1.SensorRecord
+	(*v1.ResponseRule)(nil),       // 50: medmesh.v1.ResponseRule
+	(*v1.IntelBundle)(nil),        // 51: medmesh.v1.IntelBundle
+	(*v1.SBOMAttachment)(nil),     // 52: medmesh.v1.SBOMAttachment
+	(*v1.DevicePosture)(nil),      // 53: medmesh.v1.DevicePosture
+	(*v1.Account)(nil),            // 54: medmesh.v1.Account
+	(*v1.AuditRecord)(nil),        // 55: medmesh.v1.AuditRecord
+	(*v1.Incident)(nil),           // 56: medmesh.v1.Incident
+	(*v1.Sink)(nil),               // 57: medmesh.v1.Sink
 }
 var file_medmesh_fsm_v1_command_proto_depIdxs = []int32{
-	35, // 0: medmesh.fsm.v1.Command.time:type_name -> google.protobuf.Timestamp
+	41, // 0: medmesh.fsm.v1.Command.time:type_name -> google.protobuf.Timestamp
 	1,  // 1: medmesh.fsm.v1.Command.request:type_name -> medmesh.fsm.v1.ClientRequest
 	2,  // 2: medmesh.fsm.v1.Command.device_upsert:type_name -> medmesh.fsm.v1.DeviceUpsert
 	3,  // 3: medmesh.fsm.v1.Command.device_update:type_name -> medmesh.fsm.v1.DeviceUpdate
@@ -3429,64 +3994,75 @@ var file_medmesh_fsm_v1_command_proto_depIdxs = []int32{
 	20, // 19: medmesh.fsm.v1.Command.intel_activate:type_name -> medmesh.fsm.v1.IntelActivate
 	21, // 20: medmesh.fsm.v1.Command.sbom_attach:type_name -> medmesh.fsm.v1.SBOMAttach
 	22, // 21: medmesh.fsm.v1.Command.findings_put:type_name -> medmesh.fsm.v1.FindingsPut
-	30, // 22: medmesh.fsm.v1.Command.sink_put:type_name -> medmesh.fsm.v1.SinkPut
-	31, // 23: medmesh.fsm.v1.Command.sink_delete:type_name -> medmesh.fsm.v1.SinkDelete
-	32, // 24: medmesh.fsm.v1.Command.sink_progress:type_name -> medmesh.fsm.v1.SinkProgress
-	34, // 25: medmesh.fsm.v1.Command.sink_alert:type_name -> medmesh.fsm.v1.SinkAlert
-	36, // 26: medmesh.fsm.v1.DeviceUpsert.device:type_name -> medmesh.v1.Device
-	36, // 27: medmesh.fsm.v1.DeviceUpdate.device:type_name -> medmesh.v1.Device
-	37, // 28: medmesh.fsm.v1.PolicyPut.policy:type_name -> medmesh.v1.Policy
-	38, // 29: medmesh.fsm.v1.PolicyActivate.mode:type_name -> medmesh.v1.PolicyMode
-	39, // 30: medmesh.fsm.v1.DecisionCreate.decision:type_name -> medmesh.v1.Decision
-	40, // 31: medmesh.fsm.v1.AlertIngest.alert:type_name -> medmesh.v1.Alert
-	41, // 32: medmesh.fsm.v1.BaselinePut.baseline:type_name -> medmesh.v1.Baseline
-	42, // 33: medmesh.fsm.v1.FlowSummaries.summaries:type_name -> medmesh.v1.FlowSummary
-	43, // 34: medmesh.fsm.v1.SensorReport.records:type_name -> medmesh.v1.SensorRecord
-	13, // 35: medmesh.fsm.v1.SensorBatch.reports:type_name -> medmesh.fsm.v1.SensorReport
-	44, // 36: medmesh.fsm.v1.RulePut.rule:type_name -> medmesh.v1.ResponseRule
-	44, // 37: medmesh.fsm.v1.RulesSeed.rules:type_name -> medmesh.v1.ResponseRule
-	45, // 38: medmesh.fsm.v1.IntelActivate.bundle:type_name -> medmesh.v1.IntelBundle
-	46, // 39: medmesh.fsm.v1.SBOMAttach.attachment:type_name -> medmesh.v1.SBOMAttachment
-	47, // 40: medmesh.fsm.v1.FindingsPut.postures:type_name -> medmesh.v1.DevicePosture
-	26, // 41: medmesh.fsm.v1.SnapshotItem.meta:type_name -> medmesh.fsm.v1.SnapshotMeta
-	36, // 42: medmesh.fsm.v1.SnapshotItem.device:type_name -> medmesh.v1.Device
-	37, // 43: medmesh.fsm.v1.SnapshotItem.policy:type_name -> medmesh.v1.Policy
-	39, // 44: medmesh.fsm.v1.SnapshotItem.decision:type_name -> medmesh.v1.Decision
-	40, // 45: medmesh.fsm.v1.SnapshotItem.alert:type_name -> medmesh.v1.Alert
-	41, // 46: medmesh.fsm.v1.SnapshotItem.baseline:type_name -> medmesh.v1.Baseline
-	48, // 47: medmesh.fsm.v1.SnapshotItem.audit:type_name -> medmesh.v1.AuditRecord
-	27, // 48: medmesh.fsm.v1.SnapshotItem.sensor_seq:type_name -> medmesh.fsm.v1.SensorSeq
-	28, // 49: medmesh.fsm.v1.SnapshotItem.flows:type_name -> medmesh.fsm.v1.DeviceFlows
-	15, // 50: medmesh.fsm.v1.SnapshotItem.server:type_name -> medmesh.fsm.v1.ServerRegister
-	29, // 51: medmesh.fsm.v1.SnapshotItem.dedup:type_name -> medmesh.fsm.v1.DedupEntry
-	24, // 52: medmesh.fsm.v1.SnapshotItem.bounds:type_name -> medmesh.fsm.v1.Bounds
-	25, // 53: medmesh.fsm.v1.SnapshotItem.pending_cause:type_name -> medmesh.fsm.v1.PendingCause
-	44, // 54: medmesh.fsm.v1.SnapshotItem.rule:type_name -> medmesh.v1.ResponseRule
-	49, // 55: medmesh.fsm.v1.SnapshotItem.incident:type_name -> medmesh.v1.Incident
-	45, // 56: medmesh.fsm.v1.SnapshotItem.intel:type_name -> medmesh.v1.IntelBundle
-	46, // 57: medmesh.fsm.v1.SnapshotItem.sbom:type_name -> medmesh.v1.SBOMAttachment
-	47, // 58: medmesh.fsm.v1.SnapshotItem.posture:type_name -> medmesh.v1.DevicePosture
-	50, // 59: medmesh.fsm.v1.SnapshotItem.sink:type_name -> medmesh.v1.Sink
-	35, // 60: medmesh.fsm.v1.Bounds.decisions_compacted:type_name -> google.protobuf.Timestamp
-	42, // 61: medmesh.fsm.v1.DeviceFlows.summaries:type_name -> medmesh.v1.FlowSummary
-	1,  // 62: medmesh.fsm.v1.DedupEntry.request:type_name -> medmesh.fsm.v1.ClientRequest
-	35, // 63: medmesh.fsm.v1.DedupEntry.time:type_name -> google.protobuf.Timestamp
-	36, // 64: medmesh.fsm.v1.DedupEntry.device:type_name -> medmesh.v1.Device
-	37, // 65: medmesh.fsm.v1.DedupEntry.policy:type_name -> medmesh.v1.Policy
-	39, // 66: medmesh.fsm.v1.DedupEntry.decision:type_name -> medmesh.v1.Decision
-	40, // 67: medmesh.fsm.v1.DedupEntry.alert:type_name -> medmesh.v1.Alert
-	44, // 68: medmesh.fsm.v1.DedupEntry.rule:type_name -> medmesh.v1.ResponseRule
-	45, // 69: medmesh.fsm.v1.DedupEntry.intel:type_name -> medmesh.v1.IntelBundle
-	46, // 70: medmesh.fsm.v1.DedupEntry.sbom:type_name -> medmesh.v1.SBOMAttachment
-	50, // 71: medmesh.fsm.v1.DedupEntry.sink:type_name -> medmesh.v1.Sink
-	50, // 72: medmesh.fsm.v1.SinkPut.sink:type_name -> medmesh.v1.Sink
-	33, // 73: medmesh.fsm.v1.SinkProgress.positions:type_name -> medmesh.fsm.v1.SinkPosition
-	40, // 74: medmesh.fsm.v1.SinkAlert.alert:type_name -> medmesh.v1.Alert
-	75, // [75:75] is the sub-list for method output_type
-	75, // [75:75] is the sub-list for method input_type
-	75, // [75:75] is the sub-list for extension type_name
-	75, // [75:75] is the sub-list for extension extendee
-	0,  // [0:75] is the sub-list for field type_name
+	36, // 22: medmesh.fsm.v1.Command.sink_put:type_name -> medmesh.fsm.v1.SinkPut
+	37, // 23: medmesh.fsm.v1.Command.sink_delete:type_name -> medmesh.fsm.v1.SinkDelete
+	38, // 24: medmesh.fsm.v1.Command.sink_progress:type_name -> medmesh.fsm.v1.SinkProgress
+	40, // 25: medmesh.fsm.v1.Command.sink_alert:type_name -> medmesh.fsm.v1.SinkAlert
+	23, // 26: medmesh.fsm.v1.Command.account_put:type_name -> medmesh.fsm.v1.AccountPut
+	24, // 27: medmesh.fsm.v1.Command.account_delete:type_name -> medmesh.fsm.v1.AccountDelete
+	25, // 28: medmesh.fsm.v1.Command.account_login:type_name -> medmesh.fsm.v1.AccountLogin
+	26, // 29: medmesh.fsm.v1.Command.session_end:type_name -> medmesh.fsm.v1.SessionEnd
+	42, // 30: medmesh.fsm.v1.DeviceUpsert.device:type_name -> medmesh.v1.Device
+	42, // 31: medmesh.fsm.v1.DeviceUpdate.device:type_name -> medmesh.v1.Device
+	43, // 32: medmesh.fsm.v1.PolicyPut.policy:type_name -> medmesh.v1.Policy
+	44, // 33: medmesh.fsm.v1.PolicyActivate.mode:type_name -> medmesh.v1.PolicyMode
+	45, // 34: medmesh.fsm.v1.DecisionCreate.decision:type_name -> medmesh.v1.Decision
+	46, // 35: medmesh.fsm.v1.AlertIngest.alert:type_name -> medmesh.v1.Alert
+	47, // 36: medmesh.fsm.v1.BaselinePut.baseline:type_name -> medmesh.v1.Baseline
+	48, // 37: medmesh.fsm.v1.FlowSummaries.summaries:type_name -> medmesh.v1.FlowSummary
+	49, // 38: medmesh.fsm.v1.SensorReport.records:type_name -> medmesh.v1.SensorRecord
+	13, // 39: medmesh.fsm.v1.SensorBatch.reports:type_name -> medmesh.fsm.v1.SensorReport
+	50, // 40: medmesh.fsm.v1.RulePut.rule:type_name -> medmesh.v1.ResponseRule
+	50, // 41: medmesh.fsm.v1.RulesSeed.rules:type_name -> medmesh.v1.ResponseRule
+	51, // 42: medmesh.fsm.v1.IntelActivate.bundle:type_name -> medmesh.v1.IntelBundle
+	52, // 43: medmesh.fsm.v1.SBOMAttach.attachment:type_name -> medmesh.v1.SBOMAttachment
+	53, // 44: medmesh.fsm.v1.FindingsPut.postures:type_name -> medmesh.v1.DevicePosture
+	54, // 45: medmesh.fsm.v1.AccountPut.account:type_name -> medmesh.v1.Account
+	54, // 46: medmesh.fsm.v1.AccountRecord.account:type_name -> medmesh.v1.Account
+	41, // 47: medmesh.fsm.v1.Session.create_time:type_name -> google.protobuf.Timestamp
+	41, // 48: medmesh.fsm.v1.Session.expire_time:type_name -> google.protobuf.Timestamp
+	32, // 49: medmesh.fsm.v1.SnapshotItem.meta:type_name -> medmesh.fsm.v1.SnapshotMeta
+	42, // 50: medmesh.fsm.v1.SnapshotItem.device:type_name -> medmesh.v1.Device
+	43, // 51: medmesh.fsm.v1.SnapshotItem.policy:type_name -> medmesh.v1.Policy
+	45, // 52: medmesh.fsm.v1.SnapshotItem.decision:type_name -> medmesh.v1.Decision
+	46, // 53: medmesh.fsm.v1.SnapshotItem.alert:type_name -> medmesh.v1.Alert
+	47, // 54: medmesh.fsm.v1.SnapshotItem.baseline:type_name -> medmesh.v1.Baseline
+	55, // 55: medmesh.fsm.v1.SnapshotItem.audit:type_name -> medmesh.v1.AuditRecord
+	33, // 56: medmesh.fsm.v1.SnapshotItem.sensor_seq:type_name -> medmesh.fsm.v1.SensorSeq
+	34, // 57: medmesh.fsm.v1.SnapshotItem.flows:type_name -> medmesh.fsm.v1.DeviceFlows
+	15, // 58: medmesh.fsm.v1.SnapshotItem.server:type_name -> medmesh.fsm.v1.ServerRegister
+	35, // 59: medmesh.fsm.v1.SnapshotItem.dedup:type_name -> medmesh.fsm.v1.DedupEntry
+	30, // 60: medmesh.fsm.v1.SnapshotItem.bounds:type_name -> medmesh.fsm.v1.Bounds
+	31, // 61: medmesh.fsm.v1.SnapshotItem.pending_cause:type_name -> medmesh.fsm.v1.PendingCause
+	50, // 62: medmesh.fsm.v1.SnapshotItem.rule:type_name -> medmesh.v1.ResponseRule
+	56, // 63: medmesh.fsm.v1.SnapshotItem.incident:type_name -> medmesh.v1.Incident
+	51, // 64: medmesh.fsm.v1.SnapshotItem.intel:type_name -> medmesh.v1.IntelBundle
+	52, // 65: medmesh.fsm.v1.SnapshotItem.sbom:type_name -> medmesh.v1.SBOMAttachment
+	53, // 66: medmesh.fsm.v1.SnapshotItem.posture:type_name -> medmesh.v1.DevicePosture
+	57, // 67: medmesh.fsm.v1.SnapshotItem.sink:type_name -> medmesh.v1.Sink
+	27, // 68: medmesh.fsm.v1.SnapshotItem.account:type_name -> medmesh.fsm.v1.AccountRecord
+	28, // 69: medmesh.fsm.v1.SnapshotItem.session:type_name -> medmesh.fsm.v1.Session
+	41, // 70: medmesh.fsm.v1.Bounds.decisions_compacted:type_name -> google.protobuf.Timestamp
+	48, // 71: medmesh.fsm.v1.DeviceFlows.summaries:type_name -> medmesh.v1.FlowSummary
+	1,  // 72: medmesh.fsm.v1.DedupEntry.request:type_name -> medmesh.fsm.v1.ClientRequest
+	41, // 73: medmesh.fsm.v1.DedupEntry.time:type_name -> google.protobuf.Timestamp
+	42, // 74: medmesh.fsm.v1.DedupEntry.device:type_name -> medmesh.v1.Device
+	43, // 75: medmesh.fsm.v1.DedupEntry.policy:type_name -> medmesh.v1.Policy
+	45, // 76: medmesh.fsm.v1.DedupEntry.decision:type_name -> medmesh.v1.Decision
+	46, // 77: medmesh.fsm.v1.DedupEntry.alert:type_name -> medmesh.v1.Alert
+	50, // 78: medmesh.fsm.v1.DedupEntry.rule:type_name -> medmesh.v1.ResponseRule
+	51, // 79: medmesh.fsm.v1.DedupEntry.intel:type_name -> medmesh.v1.IntelBundle
+	52, // 80: medmesh.fsm.v1.DedupEntry.sbom:type_name -> medmesh.v1.SBOMAttachment
+	57, // 81: medmesh.fsm.v1.DedupEntry.sink:type_name -> medmesh.v1.Sink
+	54, // 82: medmesh.fsm.v1.DedupEntry.account:type_name -> medmesh.v1.Account
+	57, // 83: medmesh.fsm.v1.SinkPut.sink:type_name -> medmesh.v1.Sink
+	39, // 84: medmesh.fsm.v1.SinkProgress.positions:type_name -> medmesh.fsm.v1.SinkPosition
+	46, // 85: medmesh.fsm.v1.SinkAlert.alert:type_name -> medmesh.v1.Alert
+	86, // [86:86] is the sub-list for method output_type
+	86, // [86:86] is the sub-list for method input_type
+	86, // [86:86] is the sub-list for extension type_name
+	86, // [86:86] is the sub-list for extension extendee
+	0,  // [0:86] is the sub-list for field type_name
 }
 
 func init() { file_medmesh_fsm_v1_command_proto_init() }
@@ -3519,12 +4095,17 @@ func file_medmesh_fsm_v1_command_proto_init() {
 		(*Command_SinkDelete)(nil),
 		(*Command_SinkProgress)(nil),
 		(*Command_SinkAlert)(nil),
+		(*Command_AccountPut)(nil),
+		(*Command_AccountDelete)(nil),
+		(*Command_AccountLogin)(nil),
+		(*Command_SessionEnd)(nil),
 	}
 	file_medmesh_fsm_v1_command_proto_msgTypes[4].OneofWrappers = []any{}
 	file_medmesh_fsm_v1_command_proto_msgTypes[5].OneofWrappers = []any{}
 	file_medmesh_fsm_v1_command_proto_msgTypes[17].OneofWrappers = []any{}
 	file_medmesh_fsm_v1_command_proto_msgTypes[18].OneofWrappers = []any{}
-	file_medmesh_fsm_v1_command_proto_msgTypes[23].OneofWrappers = []any{
+	file_medmesh_fsm_v1_command_proto_msgTypes[23].OneofWrappers = []any{}
+	file_medmesh_fsm_v1_command_proto_msgTypes[29].OneofWrappers = []any{
 		(*SnapshotItem_Meta)(nil),
 		(*SnapshotItem_Device)(nil),
 		(*SnapshotItem_Policy)(nil),
@@ -3544,16 +4125,18 @@ func file_medmesh_fsm_v1_command_proto_init() {
 		(*SnapshotItem_Sbom)(nil),
 		(*SnapshotItem_Posture)(nil),
 		(*SnapshotItem_Sink)(nil),
+		(*SnapshotItem_Account)(nil),
+		(*SnapshotItem_Session)(nil),
 	}
-	file_medmesh_fsm_v1_command_proto_msgTypes[30].OneofWrappers = []any{}
-	file_medmesh_fsm_v1_command_proto_msgTypes[31].OneofWrappers = []any{}
+	file_medmesh_fsm_v1_command_proto_msgTypes[36].OneofWrappers = []any{}
+	file_medmesh_fsm_v1_command_proto_msgTypes[37].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_medmesh_fsm_v1_command_proto_rawDesc), len(file_medmesh_fsm_v1_command_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   35,
+			NumMessages:   41,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
