@@ -298,7 +298,9 @@ func median(d []procRun, f func(procRun) float64) float64 {
 // system) and peak RSS of each process, medians of MEDMESH_BENCH_ROUNDS
 // rounds (default 3), the three commands alternating. MEDMESH_BIN names
 // the medmesh binary (default: build ../cmd/medmesh); osv-scanner is taken
-// from PATH (make bench-risk installs it in bin/); MEDMESH_BENCH_CORPUS
+// from PATH (make bench-risk installs it in bin/); MEDMESH_BASELINE_BIN, a
+// second medmesh binary (main's, say), is run on the 10,000 devices in
+// each round too and must print the same bytes; MEDMESH_BENCH_CORPUS
 // keeps the corpus in that directory. Run with -benchtime 1x.
 func BenchmarkRiskAssess(b *testing.B) {
 	rounds := 3
@@ -323,12 +325,20 @@ func BenchmarkRiskAssess(b *testing.B) {
 	for _, p := range c.sboms {
 		scannerArgs = append(scannerArgs, "-L", p)
 	}
-	var full, sboms, scanner []procRun
+	baseline := os.Getenv("MEDMESH_BASELINE_BIN")
+	var full, sboms, scanner, base []procRun
 	b.ResetTimer()
 	for range b.N {
 		for r := range rounds {
 			fullOut, sbomOut, peerOut := filepath.Join(dir, "full.json"), filepath.Join(dir, "sboms.json"), filepath.Join(dir, "osv-scanner.json")
 			full = append(full, assess(c.bundle, c.inventory, fullOut))
+			if baseline != "" {
+				baseOut := filepath.Join(dir, "baseline.json")
+				base = append(base, runMeasured(b, baseOut, nil, []int{0}, baseline, "risk", "assess", "--intel", c.bundle, "--inventory", c.inventory, "-o", "json", "--at", "2026-12-01"))
+				if !sameFile(b, fullOut, baseOut) {
+					b.Fatalf("%s and the baseline %s print different assessments of the same inventory", bin, baseline)
+				}
+			}
 			sboms = append(sboms, assess(c.osvBundle, c.sbomOnly, sbomOut))
 			if peerErr == nil {
 				// osv-scanner exits 1 when it finds vulnerabilities.
@@ -360,6 +370,9 @@ func BenchmarkRiskAssess(b *testing.B) {
 	for i := range full {
 		line := fmt.Sprintf("round %d: assess 10,000 %.2fs wall %.2fs cpu %.0f MiB; 200 SBOMs %.2fs wall %.2fs cpu %.0f MiB",
 			i+1, wall(full[i]), cpu(full[i]), rss(full[i]), wall(sboms[i]), cpu(sboms[i]), rss(sboms[i]))
+		if i < len(base) {
+			line += fmt.Sprintf("; baseline assess 10,000 %.2fs wall %.2fs cpu %.0f MiB", wall(base[i]), cpu(base[i]), rss(base[i]))
+		}
 		if i < len(scanner) {
 			line += fmt.Sprintf("; osv-scanner %.2fs wall %.2fs cpu %.0f MiB", wall(scanner[i]), cpu(scanner[i]), rss(scanner[i]))
 		}
@@ -371,6 +384,14 @@ func BenchmarkRiskAssess(b *testing.B) {
 	b.ReportMetric(median(sboms, wall), "sboms-wall-s")
 	b.ReportMetric(median(sboms, cpu), "sboms-cpu-s")
 	b.ReportMetric(median(sboms, rss), "sboms-maxrss-MiB")
+	if len(base) > 0 {
+		b.ReportMetric(median(base, wall), "baseline-assess-wall-s")
+		b.ReportMetric(median(base, cpu), "baseline-assess-cpu-s")
+		b.ReportMetric(median(base, rss), "baseline-assess-maxrss-MiB")
+		b.ReportMetric(medianRatio(base, full, wall), "baseline/medmesh-wall")
+		b.ReportMetric(medianRatio(base, full, cpu), "baseline/medmesh-cpu")
+		b.ReportMetric(medianRatio(base, full, rss), "baseline/medmesh-maxrss")
+	}
 	if peerErr != nil {
 		b.Logf("osv-scanner not on PATH, no peer comparison: %v (make bench-risk installs it)", peerErr)
 		return
@@ -378,15 +399,29 @@ func BenchmarkRiskAssess(b *testing.B) {
 	b.ReportMetric(median(scanner, wall), "osv-scanner-wall-s")
 	b.ReportMetric(median(scanner, cpu), "osv-scanner-cpu-s")
 	b.ReportMetric(median(scanner, rss), "osv-scanner-maxrss-MiB")
-	// Ratios per round (each round runs both), then their median.
-	ratio := func(f func(procRun) float64) float64 {
-		rs := make([]procRun, len(scanner))
-		for i := range scanner {
-			rs[i] = procRun{wall: time.Duration(f(scanner[i]) / f(sboms[i]) * float64(time.Second))}
-		}
-		return median(rs, wall)
+	b.ReportMetric(medianRatio(scanner, sboms, wall), "osv-scanner/medmesh-wall")
+	b.ReportMetric(medianRatio(scanner, sboms, cpu), "osv-scanner/medmesh-cpu")
+	b.ReportMetric(medianRatio(scanner, sboms, rss), "osv-scanner/medmesh-maxrss")
+}
+
+// medianRatio is the median over rounds of f(num)/f(den), each round
+// having run both.
+func medianRatio(num, den []procRun, f func(procRun) float64) float64 {
+	rs := make([]procRun, len(num))
+	for i := range num {
+		rs[i] = procRun{wall: time.Duration(f(num[i]) / f(den[i]) * float64(time.Second))}
 	}
-	b.ReportMetric(ratio(wall), "osv-scanner/medmesh-wall")
-	b.ReportMetric(ratio(cpu), "osv-scanner/medmesh-cpu")
-	b.ReportMetric(ratio(rss), "osv-scanner/medmesh-maxrss")
+	return median(rs, func(r procRun) float64 { return r.wall.Seconds() })
+}
+
+func sameFile(b *testing.B, x, y string) bool {
+	dx, err := os.ReadFile(x)
+	if err != nil {
+		b.Fatal(err)
+	}
+	dy, err := os.ReadFile(y)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return bytes.Equal(dx, dy)
 }
