@@ -52,6 +52,8 @@ type Result struct {
 	Sink *medmeshv1.Sink
 	// SBOM is the attachment an SBOMAttach made.
 	SBOM *medmeshv1.SBOMAttachment
+	// Import is the diff a DeviceImport made.
+	Import *medmeshv1.ImportDevicesResponse
 	// Acks holds, for a sensor batch, each sensor's last applied seq.
 	Acks map[string]uint64
 	// Duplicate: the command's client request was applied before, at

@@ -62,6 +62,7 @@ type Command struct {
 	//	*Command_SinkDelete
 	//	*Command_SinkProgress
 	//	*Command_SinkAlert
+	//	*Command_DeviceImport
 	Command       isCommand_Command `protobuf_oneof:"command"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -334,6 +335,15 @@ func (x *Command) GetSinkAlert() *SinkAlert {
 	return nil
 }
 
+func (x *Command) GetDeviceImport() *DeviceImport {
+	if x != nil {
+		if x, ok := x.Command.(*Command_DeviceImport); ok {
+			return x.DeviceImport
+		}
+	}
+	return nil
+}
+
 type isCommand_Command interface {
 	isCommand_Command()
 }
@@ -437,6 +447,11 @@ type Command_SinkAlert struct {
 	SinkAlert *SinkAlert `protobuf:"bytes,103,opt,name=sink_alert,json=sinkAlert,proto3,oneof"`
 }
 
+type Command_DeviceImport struct {
+	// 110-119: asset import (issue 20).
+	DeviceImport *DeviceImport `protobuf:"bytes,110,opt,name=device_import,json=deviceImport,proto3,oneof"`
+}
+
 func (*Command_DeviceUpsert) isCommand_Command() {}
 
 func (*Command_DeviceUpdate) isCommand_Command() {}
@@ -484,6 +499,8 @@ func (*Command_SinkDelete) isCommand_Command() {}
 func (*Command_SinkProgress) isCommand_Command() {}
 
 func (*Command_SinkAlert) isCommand_Command() {}
+
+func (*Command_DeviceImport) isCommand_Command() {}
 
 // ClientRequest names one client request: the caller's verified identity
 // (role/name) and the id the client chose, unique per identity.
@@ -672,6 +689,87 @@ func (x *DeviceUpdate) GetComment() string {
 	return ""
 }
 
+// DeviceImport merges asset register records into the inventory (see
+// medmesh.v1.InventoryService.ImportDevices): records are matched to devices
+// and merged in order against the state at apply time.
+type DeviceImport struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// MACs normalised, IPs canonical, locations checked by the API.
+	Records []*v1.AssetRecord `protobuf:"bytes,1,rep,name=records,proto3" json:"records,omitempty"`
+	Actor   string            `protobuf:"bytes,2,opt,name=actor,proto3" json:"actor,omitempty"`
+	Reason  string            `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	Comment string            `protobuf:"bytes,4,opt,name=comment,proto3" json:"comment,omitempty"`
+	// Where the records came from (a file name): in the audit comment.
+	Source        string `protobuf:"bytes,5,opt,name=source,proto3" json:"source,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeviceImport) Reset() {
+	*x = DeviceImport{}
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeviceImport) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeviceImport) ProtoMessage() {}
+
+func (x *DeviceImport) ProtoReflect() protoreflect.Message {
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeviceImport.ProtoReflect.Descriptor instead.
+func (*DeviceImport) Descriptor() ([]byte, []int) {
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *DeviceImport) GetRecords() []*v1.AssetRecord {
+	if x != nil {
+		return x.Records
+	}
+	return nil
+}
+
+func (x *DeviceImport) GetActor() string {
+	if x != nil {
+		return x.Actor
+	}
+	return ""
+}
+
+func (x *DeviceImport) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *DeviceImport) GetComment() string {
+	if x != nil {
+		return x.Comment
+	}
+	return ""
+}
+
+func (x *DeviceImport) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
 // PolicyPut creates or replaces a policy.
 type PolicyPut struct {
 	state           protoimpl.MessageState `protogen:"open.v1"`
@@ -696,7 +794,7 @@ type PolicyPut struct {
 
 func (x *PolicyPut) Reset() {
 	*x = PolicyPut{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[4]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -708,7 +806,7 @@ func (x *PolicyPut) String() string {
 func (*PolicyPut) ProtoMessage() {}
 
 func (x *PolicyPut) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[4]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -721,7 +819,7 @@ func (x *PolicyPut) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicyPut.ProtoReflect.Descriptor instead.
 func (*PolicyPut) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{4}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *PolicyPut) GetPolicy() *v1.Policy {
@@ -798,7 +896,7 @@ type PolicyDelete struct {
 
 func (x *PolicyDelete) Reset() {
 	*x = PolicyDelete{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[5]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -810,7 +908,7 @@ func (x *PolicyDelete) String() string {
 func (*PolicyDelete) ProtoMessage() {}
 
 func (x *PolicyDelete) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[5]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -823,7 +921,7 @@ func (x *PolicyDelete) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicyDelete.ProtoReflect.Descriptor instead.
 func (*PolicyDelete) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{5}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *PolicyDelete) GetName() string {
@@ -888,7 +986,7 @@ type PolicyActivate struct {
 
 func (x *PolicyActivate) Reset() {
 	*x = PolicyActivate{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[6]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -900,7 +998,7 @@ func (x *PolicyActivate) String() string {
 func (*PolicyActivate) ProtoMessage() {}
 
 func (x *PolicyActivate) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[6]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -913,7 +1011,7 @@ func (x *PolicyActivate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicyActivate.ProtoReflect.Descriptor instead.
 func (*PolicyActivate) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{6}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *PolicyActivate) GetName() string {
@@ -985,7 +1083,7 @@ type DecisionCreate struct {
 
 func (x *DecisionCreate) Reset() {
 	*x = DecisionCreate{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[7]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -997,7 +1095,7 @@ func (x *DecisionCreate) String() string {
 func (*DecisionCreate) ProtoMessage() {}
 
 func (x *DecisionCreate) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[7]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1010,7 +1108,7 @@ func (x *DecisionCreate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DecisionCreate.ProtoReflect.Descriptor instead.
 func (*DecisionCreate) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{7}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *DecisionCreate) GetDecision() *v1.Decision {
@@ -1049,7 +1147,7 @@ type DecisionReview struct {
 
 func (x *DecisionReview) Reset() {
 	*x = DecisionReview{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[8]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1061,7 +1159,7 @@ func (x *DecisionReview) String() string {
 func (*DecisionReview) ProtoMessage() {}
 
 func (x *DecisionReview) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[8]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1074,7 +1172,7 @@ func (x *DecisionReview) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DecisionReview.ProtoReflect.Descriptor instead.
 func (*DecisionReview) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{8}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *DecisionReview) GetTargetId() string {
@@ -1136,7 +1234,7 @@ type AlertIngest struct {
 
 func (x *AlertIngest) Reset() {
 	*x = AlertIngest{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[9]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1148,7 +1246,7 @@ func (x *AlertIngest) String() string {
 func (*AlertIngest) ProtoMessage() {}
 
 func (x *AlertIngest) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[9]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1161,7 +1259,7 @@ func (x *AlertIngest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AlertIngest.ProtoReflect.Descriptor instead.
 func (*AlertIngest) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{9}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *AlertIngest) GetAlert() *v1.Alert {
@@ -1186,7 +1284,7 @@ type AlertAck struct {
 
 func (x *AlertAck) Reset() {
 	*x = AlertAck{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[10]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1198,7 +1296,7 @@ func (x *AlertAck) String() string {
 func (*AlertAck) ProtoMessage() {}
 
 func (x *AlertAck) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[10]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1211,7 +1309,7 @@ func (x *AlertAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AlertAck.ProtoReflect.Descriptor instead.
 func (*AlertAck) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{10}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *AlertAck) GetId() string {
@@ -1252,7 +1350,7 @@ type BaselinePut struct {
 
 func (x *BaselinePut) Reset() {
 	*x = BaselinePut{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[11]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1264,7 +1362,7 @@ func (x *BaselinePut) String() string {
 func (*BaselinePut) ProtoMessage() {}
 
 func (x *BaselinePut) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[11]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1277,7 +1375,7 @@ func (x *BaselinePut) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BaselinePut.ProtoReflect.Descriptor instead.
 func (*BaselinePut) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{11}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *BaselinePut) GetBaseline() *v1.Baseline {
@@ -1297,7 +1395,7 @@ type FlowSummaries struct {
 
 func (x *FlowSummaries) Reset() {
 	*x = FlowSummaries{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[12]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1309,7 +1407,7 @@ func (x *FlowSummaries) String() string {
 func (*FlowSummaries) ProtoMessage() {}
 
 func (x *FlowSummaries) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[12]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1322,7 +1420,7 @@ func (x *FlowSummaries) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FlowSummaries.ProtoReflect.Descriptor instead.
 func (*FlowSummaries) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{12}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *FlowSummaries) GetSummaries() []*v1.FlowSummary {
@@ -1343,7 +1441,7 @@ type SensorReport struct {
 
 func (x *SensorReport) Reset() {
 	*x = SensorReport{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[13]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1355,7 +1453,7 @@ func (x *SensorReport) String() string {
 func (*SensorReport) ProtoMessage() {}
 
 func (x *SensorReport) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[13]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1368,7 +1466,7 @@ func (x *SensorReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SensorReport.ProtoReflect.Descriptor instead.
 func (*SensorReport) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{13}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *SensorReport) GetSensorId() string {
@@ -1396,7 +1494,7 @@ type SensorBatch struct {
 
 func (x *SensorBatch) Reset() {
 	*x = SensorBatch{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[14]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1408,7 +1506,7 @@ func (x *SensorBatch) String() string {
 func (*SensorBatch) ProtoMessage() {}
 
 func (x *SensorBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[14]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1421,7 +1519,7 @@ func (x *SensorBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SensorBatch.ProtoReflect.Descriptor instead.
 func (*SensorBatch) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{14}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *SensorBatch) GetReports() []*SensorReport {
@@ -1443,7 +1541,7 @@ type ServerRegister struct {
 
 func (x *ServerRegister) Reset() {
 	*x = ServerRegister{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[15]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1455,7 +1553,7 @@ func (x *ServerRegister) String() string {
 func (*ServerRegister) ProtoMessage() {}
 
 func (x *ServerRegister) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[15]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1468,7 +1566,7 @@ func (x *ServerRegister) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServerRegister.ProtoReflect.Descriptor instead.
 func (*ServerRegister) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{15}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ServerRegister) GetId() string {
@@ -1502,7 +1600,7 @@ type ServerDeregister struct {
 
 func (x *ServerDeregister) Reset() {
 	*x = ServerDeregister{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[16]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1514,7 +1612,7 @@ func (x *ServerDeregister) String() string {
 func (*ServerDeregister) ProtoMessage() {}
 
 func (x *ServerDeregister) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[16]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1527,7 +1625,7 @@ func (x *ServerDeregister) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServerDeregister.ProtoReflect.Descriptor instead.
 func (*ServerDeregister) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{16}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ServerDeregister) GetId() string {
@@ -1553,7 +1651,7 @@ type RulePut struct {
 
 func (x *RulePut) Reset() {
 	*x = RulePut{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[17]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1565,7 +1663,7 @@ func (x *RulePut) String() string {
 func (*RulePut) ProtoMessage() {}
 
 func (x *RulePut) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[17]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1578,7 +1676,7 @@ func (x *RulePut) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RulePut.ProtoReflect.Descriptor instead.
 func (*RulePut) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{17}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *RulePut) GetRule() *v1.ResponseRule {
@@ -1630,7 +1728,7 @@ type RuleDelete struct {
 
 func (x *RuleDelete) Reset() {
 	*x = RuleDelete{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[18]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1642,7 +1740,7 @@ func (x *RuleDelete) String() string {
 func (*RuleDelete) ProtoMessage() {}
 
 func (x *RuleDelete) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[18]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1655,7 +1753,7 @@ func (x *RuleDelete) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RuleDelete.ProtoReflect.Descriptor instead.
 func (*RuleDelete) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{18}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *RuleDelete) GetName() string {
@@ -1708,7 +1806,7 @@ type RulesSeed struct {
 
 func (x *RulesSeed) Reset() {
 	*x = RulesSeed{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[19]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1720,7 +1818,7 @@ func (x *RulesSeed) String() string {
 func (*RulesSeed) ProtoMessage() {}
 
 func (x *RulesSeed) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[19]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1733,7 +1831,7 @@ func (x *RulesSeed) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RulesSeed.ProtoReflect.Descriptor instead.
 func (*RulesSeed) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{19}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *RulesSeed) GetRules() []*v1.ResponseRule {
@@ -1768,7 +1866,7 @@ type IntelActivate struct {
 
 func (x *IntelActivate) Reset() {
 	*x = IntelActivate{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[20]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1780,7 +1878,7 @@ func (x *IntelActivate) String() string {
 func (*IntelActivate) ProtoMessage() {}
 
 func (x *IntelActivate) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[20]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1793,7 +1891,7 @@ func (x *IntelActivate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IntelActivate.ProtoReflect.Descriptor instead.
 func (*IntelActivate) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{20}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *IntelActivate) GetBundle() *v1.IntelBundle {
@@ -1840,7 +1938,7 @@ type SBOMAttach struct {
 
 func (x *SBOMAttach) Reset() {
 	*x = SBOMAttach{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[21]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1852,7 +1950,7 @@ func (x *SBOMAttach) String() string {
 func (*SBOMAttach) ProtoMessage() {}
 
 func (x *SBOMAttach) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[21]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1865,7 +1963,7 @@ func (x *SBOMAttach) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SBOMAttach.ProtoReflect.Descriptor instead.
 func (*SBOMAttach) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{21}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *SBOMAttach) GetAttachment() *v1.SBOMAttachment {
@@ -1910,7 +2008,7 @@ type FindingsPut struct {
 
 func (x *FindingsPut) Reset() {
 	*x = FindingsPut{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[22]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1922,7 +2020,7 @@ func (x *FindingsPut) String() string {
 func (*FindingsPut) ProtoMessage() {}
 
 func (x *FindingsPut) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[22]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1935,7 +2033,7 @@ func (x *FindingsPut) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FindingsPut.ProtoReflect.Descriptor instead.
 func (*FindingsPut) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{22}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *FindingsPut) GetPostures() []*v1.DevicePosture {
@@ -1976,7 +2074,7 @@ type SnapshotItem struct {
 
 func (x *SnapshotItem) Reset() {
 	*x = SnapshotItem{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[23]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1988,7 +2086,7 @@ func (x *SnapshotItem) String() string {
 func (*SnapshotItem) ProtoMessage() {}
 
 func (x *SnapshotItem) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[23]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2001,7 +2099,7 @@ func (x *SnapshotItem) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotItem.ProtoReflect.Descriptor instead.
 func (*SnapshotItem) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{23}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *SnapshotItem) GetItem() isSnapshotItem_Item {
@@ -2327,7 +2425,7 @@ type Bounds struct {
 
 func (x *Bounds) Reset() {
 	*x = Bounds{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[24]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2339,7 +2437,7 @@ func (x *Bounds) String() string {
 func (*Bounds) ProtoMessage() {}
 
 func (x *Bounds) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[24]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2352,7 +2450,7 @@ func (x *Bounds) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Bounds.ProtoReflect.Descriptor instead.
 func (*Bounds) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{24}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *Bounds) GetAlertBase() uint64 {
@@ -2410,7 +2508,7 @@ type PendingCause struct {
 
 func (x *PendingCause) Reset() {
 	*x = PendingCause{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[25]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2422,7 +2520,7 @@ func (x *PendingCause) String() string {
 func (*PendingCause) ProtoMessage() {}
 
 func (x *PendingCause) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[25]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2435,7 +2533,7 @@ func (x *PendingCause) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PendingCause.ProtoReflect.Descriptor instead.
 func (*PendingCause) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{25}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *PendingCause) GetDecisionId() string {
@@ -2465,7 +2563,7 @@ type SnapshotMeta struct {
 
 func (x *SnapshotMeta) Reset() {
 	*x = SnapshotMeta{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[26]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2477,7 +2575,7 @@ func (x *SnapshotMeta) String() string {
 func (*SnapshotMeta) ProtoMessage() {}
 
 func (x *SnapshotMeta) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[26]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2490,7 +2588,7 @@ func (x *SnapshotMeta) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotMeta.ProtoReflect.Descriptor instead.
 func (*SnapshotMeta) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{26}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *SnapshotMeta) GetFormat() uint32 {
@@ -2525,7 +2623,7 @@ type SensorSeq struct {
 
 func (x *SensorSeq) Reset() {
 	*x = SensorSeq{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[27]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2537,7 +2635,7 @@ func (x *SensorSeq) String() string {
 func (*SensorSeq) ProtoMessage() {}
 
 func (x *SensorSeq) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[27]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2550,7 +2648,7 @@ func (x *SensorSeq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SensorSeq.ProtoReflect.Descriptor instead.
 func (*SensorSeq) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{27}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *SensorSeq) GetSensorId() string {
@@ -2578,7 +2676,7 @@ type DeviceFlows struct {
 
 func (x *DeviceFlows) Reset() {
 	*x = DeviceFlows{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[28]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2590,7 +2688,7 @@ func (x *DeviceFlows) String() string {
 func (*DeviceFlows) ProtoMessage() {}
 
 func (x *DeviceFlows) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[28]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2603,7 +2701,7 @@ func (x *DeviceFlows) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeviceFlows.ProtoReflect.Descriptor instead.
 func (*DeviceFlows) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{28}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *DeviceFlows) GetDeviceMac() string {
@@ -2646,14 +2744,16 @@ type DedupEntry struct {
 	Intel *v1.IntelBundle    `protobuf:"bytes,80,opt,name=intel,proto3" json:"intel,omitempty"`
 	Sbom  *v1.SBOMAttachment `protobuf:"bytes,81,opt,name=sbom,proto3" json:"sbom,omitempty"`
 	// 100-109: a sink put's or delete's result.
-	Sink          *v1.Sink `protobuf:"bytes,100,opt,name=sink,proto3" json:"sink,omitempty"`
+	Sink *v1.Sink `protobuf:"bytes,100,opt,name=sink,proto3" json:"sink,omitempty"`
+	// 110-119: asset import results.
+	Import        *v1.ImportDevicesResponse `protobuf:"bytes,110,opt,name=import,proto3" json:"import,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *DedupEntry) Reset() {
 	*x = DedupEntry{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[29]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2665,7 +2765,7 @@ func (x *DedupEntry) String() string {
 func (*DedupEntry) ProtoMessage() {}
 
 func (x *DedupEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[29]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2678,7 +2778,7 @@ func (x *DedupEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DedupEntry.ProtoReflect.Descriptor instead.
 func (*DedupEntry) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{29}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *DedupEntry) GetRequest() *ClientRequest {
@@ -2779,6 +2879,13 @@ func (x *DedupEntry) GetSink() *v1.Sink {
 	return nil
 }
 
+func (x *DedupEntry) GetImport() *v1.ImportDevicesResponse {
+	if x != nil {
+		return x.Import
+	}
+	return nil
+}
+
 // SinkPut creates or replaces an outbound sink (audited).
 type SinkPut struct {
 	state           protoimpl.MessageState `protogen:"open.v1"`
@@ -2796,7 +2903,7 @@ type SinkPut struct {
 
 func (x *SinkPut) Reset() {
 	*x = SinkPut{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[30]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2808,7 +2915,7 @@ func (x *SinkPut) String() string {
 func (*SinkPut) ProtoMessage() {}
 
 func (x *SinkPut) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[30]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2821,7 +2928,7 @@ func (x *SinkPut) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SinkPut.ProtoReflect.Descriptor instead.
 func (*SinkPut) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{30}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *SinkPut) GetSink() *v1.Sink {
@@ -2880,7 +2987,7 @@ type SinkDelete struct {
 
 func (x *SinkDelete) Reset() {
 	*x = SinkDelete{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[31]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2892,7 +2999,7 @@ func (x *SinkDelete) String() string {
 func (*SinkDelete) ProtoMessage() {}
 
 func (x *SinkDelete) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[31]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2905,7 +3012,7 @@ func (x *SinkDelete) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SinkDelete.ProtoReflect.Descriptor instead.
 func (*SinkDelete) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{31}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *SinkDelete) GetName() string {
@@ -2955,7 +3062,7 @@ type SinkProgress struct {
 
 func (x *SinkProgress) Reset() {
 	*x = SinkProgress{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[32]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2967,7 +3074,7 @@ func (x *SinkProgress) String() string {
 func (*SinkProgress) ProtoMessage() {}
 
 func (x *SinkProgress) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[32]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2980,7 +3087,7 @@ func (x *SinkProgress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SinkProgress.ProtoReflect.Descriptor instead.
 func (*SinkProgress) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{32}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *SinkProgress) GetPositions() []*SinkPosition {
@@ -3002,7 +3109,7 @@ type SinkPosition struct {
 
 func (x *SinkPosition) Reset() {
 	*x = SinkPosition{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[33]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3014,7 +3121,7 @@ func (x *SinkPosition) String() string {
 func (*SinkPosition) ProtoMessage() {}
 
 func (x *SinkPosition) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[33]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3027,7 +3134,7 @@ func (x *SinkPosition) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SinkPosition.ProtoReflect.Descriptor instead.
 func (*SinkPosition) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{33}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *SinkPosition) GetName() string {
@@ -3063,7 +3170,7 @@ type SinkAlert struct {
 
 func (x *SinkAlert) Reset() {
 	*x = SinkAlert{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[34]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3075,7 +3182,7 @@ func (x *SinkAlert) String() string {
 func (*SinkAlert) ProtoMessage() {}
 
 func (x *SinkAlert) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[34]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3088,7 +3195,7 @@ func (x *SinkAlert) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SinkAlert.ProtoReflect.Descriptor instead.
 func (*SinkAlert) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{34}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *SinkAlert) GetAlert() *v1.Alert {
@@ -3102,7 +3209,7 @@ var File_medmesh_fsm_v1_command_proto protoreflect.FileDescriptor
 
 const file_medmesh_fsm_v1_command_proto_rawDesc = "" +
 	"\n" +
-	"\x1cmedmesh/fsm/v1/command.proto\x12\x0emedmesh.fsm.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16medmesh/v1/alert.proto\x1a\x19medmesh/v1/decision.proto\x1a\x17medmesh/v1/device.proto\x1a\x19medmesh/v1/incident.proto\x1a\x17medmesh/v1/policy.proto\x1a\x15medmesh/v1/risk.proto\x1a\x15medmesh/v1/rule.proto\x1a\x17medmesh/v1/sensor.proto\x1a\x15medmesh/v1/sink.proto\"\xc8\r\n" +
+	"\x1cmedmesh/fsm/v1/command.proto\x12\x0emedmesh.fsm.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16medmesh/v1/alert.proto\x1a\x16medmesh/v1/asset.proto\x1a\x19medmesh/v1/decision.proto\x1a\x17medmesh/v1/device.proto\x1a\x19medmesh/v1/incident.proto\x1a\x17medmesh/v1/policy.proto\x1a\x15medmesh/v1/risk.proto\x1a\x15medmesh/v1/rule.proto\x1a\x17medmesh/v1/sensor.proto\x1a\x15medmesh/v1/sink.proto\"\x8d\x0e\n" +
 	"\aCommand\x12.\n" +
 	"\x04time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x127\n" +
 	"\arequest\x18\x03 \x01(\v2\x1d.medmesh.fsm.v1.ClientRequestR\arequest\x12C\n" +
@@ -3136,7 +3243,8 @@ const file_medmesh_fsm_v1_command_proto_rawDesc = "" +
 	"sinkDelete\x12C\n" +
 	"\rsink_progress\x18f \x01(\v2\x1c.medmesh.fsm.v1.SinkProgressH\x00R\fsinkProgress\x12:\n" +
 	"\n" +
-	"sink_alert\x18g \x01(\v2\x19.medmesh.fsm.v1.SinkAlertH\x00R\tsinkAlertB\t\n" +
+	"sink_alert\x18g \x01(\v2\x19.medmesh.fsm.v1.SinkAlertH\x00R\tsinkAlert\x12C\n" +
+	"\rdevice_import\x18n \x01(\v2\x1c.medmesh.fsm.v1.DeviceImportH\x00R\fdeviceImportB\t\n" +
 	"\acommandJ\x04\b\x02\x10\x03J\x04\b\x04\x10\n" +
 	"\";\n" +
 	"\rClientRequest\x12\x1a\n" +
@@ -3150,7 +3258,13 @@ const file_medmesh_fsm_v1_command_proto_rawDesc = "" +
 	"\x05paths\x18\x02 \x03(\tR\x05paths\x12\x14\n" +
 	"\x05actor\x18\x03 \x01(\tR\x05actor\x12\x16\n" +
 	"\x06reason\x18\x04 \x01(\tR\x06reason\x12\x18\n" +
-	"\acomment\x18\x05 \x01(\tR\acomment\"\xa7\x02\n" +
+	"\acomment\x18\x05 \x01(\tR\acomment\"\xa1\x01\n" +
+	"\fDeviceImport\x121\n" +
+	"\arecords\x18\x01 \x03(\v2\x17.medmesh.v1.AssetRecordR\arecords\x12\x14\n" +
+	"\x05actor\x18\x02 \x01(\tR\x05actor\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\x12\x18\n" +
+	"\acomment\x18\x04 \x01(\tR\acomment\x12\x16\n" +
+	"\x06source\x18\x05 \x01(\tR\x06source\"\xa7\x02\n" +
 	"\tPolicyPut\x12*\n" +
 	"\x06policy\x18\x01 \x01(\v2\x12.medmesh.v1.PolicyR\x06policy\x12.\n" +
 	"\x10expected_version\x18\x02 \x01(\x04H\x00R\x0fexpectedVersion\x88\x01\x01\x12\x14\n" +
@@ -3296,7 +3410,7 @@ const file_medmesh_fsm_v1_command_proto_rawDesc = "" +
 	"\vDeviceFlows\x12\x1d\n" +
 	"\n" +
 	"device_mac\x18\x01 \x01(\tR\tdeviceMac\x125\n" +
-	"\tsummaries\x18\x02 \x03(\v2\x17.medmesh.v1.FlowSummaryR\tsummaries\"\xc0\x04\n" +
+	"\tsummaries\x18\x02 \x03(\v2\x17.medmesh.v1.FlowSummaryR\tsummaries\"\xfb\x04\n" +
 	"\n" +
 	"DedupEntry\x127\n" +
 	"\arequest\x18\x01 \x01(\v2\x1d.medmesh.fsm.v1.ClientRequestR\arequest\x12\x14\n" +
@@ -3314,7 +3428,8 @@ const file_medmesh_fsm_v1_command_proto_rawDesc = "" +
 	"\x04rule\x18\v \x01(\v2\x18.medmesh.v1.ResponseRuleR\x04rule\x12-\n" +
 	"\x05intel\x18P \x01(\v2\x17.medmesh.v1.IntelBundleR\x05intel\x12.\n" +
 	"\x04sbom\x18Q \x01(\v2\x1a.medmesh.v1.SBOMAttachmentR\x04sbom\x12$\n" +
-	"\x04sink\x18d \x01(\v2\x10.medmesh.v1.SinkR\x04sink\"\xea\x01\n" +
+	"\x04sink\x18d \x01(\v2\x10.medmesh.v1.SinkR\x04sink\x129\n" +
+	"\x06import\x18n \x01(\v2!.medmesh.v1.ImportDevicesResponseR\x06import\"\xea\x01\n" +
 	"\aSinkPut\x12$\n" +
 	"\x04sink\x18\x01 \x01(\v2\x10.medmesh.v1.SinkR\x04sink\x12.\n" +
 	"\x10expected_version\x18\x02 \x01(\x04H\x00R\x0fexpectedVersion\x88\x01\x01\x12\x14\n" +
@@ -3352,141 +3467,147 @@ func file_medmesh_fsm_v1_command_proto_rawDescGZIP() []byte {
 	return file_medmesh_fsm_v1_command_proto_rawDescData
 }
 
-var file_medmesh_fsm_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
+var file_medmesh_fsm_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
 var file_medmesh_fsm_v1_command_proto_goTypes = []any{
-	(*Command)(nil),               // 0: medmesh.fsm.v1.Command
-	(*ClientRequest)(nil),         // 1: medmesh.fsm.v1.ClientRequest
-	(*DeviceUpsert)(nil),          // 2: medmesh.fsm.v1.DeviceUpsert
-	(*DeviceUpdate)(nil),          // 3: medmesh.fsm.v1.DeviceUpdate
-	(*PolicyPut)(nil),             // 4: medmesh.fsm.v1.PolicyPut
-	(*PolicyDelete)(nil),          // 5: medmesh.fsm.v1.PolicyDelete
-	(*PolicyActivate)(nil),        // 6: medmesh.fsm.v1.PolicyActivate
-	(*DecisionCreate)(nil),        // 7: medmesh.fsm.v1.DecisionCreate
-	(*DecisionReview)(nil),        // 8: medmesh.fsm.v1.DecisionReview
-	(*AlertIngest)(nil),           // 9: medmesh.fsm.v1.AlertIngest
-	(*AlertAck)(nil),              // 10: medmesh.fsm.v1.AlertAck
-	(*BaselinePut)(nil),           // 11: medmesh.fsm.v1.BaselinePut
-	(*FlowSummaries)(nil),         // 12: medmesh.fsm.v1.FlowSummaries
-	(*SensorReport)(nil),          // 13: medmesh.fsm.v1.SensorReport
-	(*SensorBatch)(nil),           // 14: medmesh.fsm.v1.SensorBatch
-	(*ServerRegister)(nil),        // 15: medmesh.fsm.v1.ServerRegister
-	(*ServerDeregister)(nil),      // 16: medmesh.fsm.v1.ServerDeregister
-	(*RulePut)(nil),               // 17: medmesh.fsm.v1.RulePut
-	(*RuleDelete)(nil),            // 18: medmesh.fsm.v1.RuleDelete
-	(*RulesSeed)(nil),             // 19: medmesh.fsm.v1.RulesSeed
-	(*IntelActivate)(nil),         // 20: medmesh.fsm.v1.IntelActivate
-	(*SBOMAttach)(nil),            // 21: medmesh.fsm.v1.SBOMAttach
-	(*FindingsPut)(nil),           // 22: medmesh.fsm.v1.FindingsPut
-	(*SnapshotItem)(nil),          // 23: medmesh.fsm.v1.SnapshotItem
-	(*Bounds)(nil),                // 24: medmesh.fsm.v1.Bounds
-	(*PendingCause)(nil),          // 25: medmesh.fsm.v1.PendingCause
-	(*SnapshotMeta)(nil),          // 26: medmesh.fsm.v1.SnapshotMeta
-	(*SensorSeq)(nil),             // 27: medmesh.fsm.v1.SensorSeq
-	(*DeviceFlows)(nil),           // 28: medmesh.fsm.v1.DeviceFlows
-	(*DedupEntry)(nil),            // 29: medmesh.fsm.v1.DedupEntry
-	(*SinkPut)(nil),               // 30: medmesh.fsm.v1.SinkPut
-	(*SinkDelete)(nil),            // 31: medmesh.fsm.v1.SinkDelete
-	(*SinkProgress)(nil),          // 32: medmesh.fsm.v1.SinkProgress
-	(*SinkPosition)(nil),          // 33: medmesh.fsm.v1.SinkPosition
-	(*SinkAlert)(nil),             // 34: medmesh.fsm.v1.SinkAlert
-	(*timestamppb.Timestamp)(nil), // 35: google.protobuf.Timestamp
-	(*v1.Device)(nil),             // 36: medmesh.v1.Device
-	(*v1.Policy)(nil),             // 37: medmesh.v1.Policy
-	(v1.PolicyMode)(0),            // 38: medmesh.v1.PolicyMode
-	(*v1.Decision)(nil),           // 39: medmesh.v1.Decision
-	(*v1.Alert)(nil),              // 40: medmesh.v1.Alert
-	(*v1.Baseline)(nil),           // 41: medmesh.v1.Baseline
-	(*v1.FlowSummary)(nil),        // 42: medmesh.v1.FlowSummary
-	(*v1.SensorRecord)(nil),       // 43: medmesh.v1.SensorRecord
-	(*v1.ResponseRule)(nil),       // 44: medmesh.v1.ResponseRule
-	(*v1.IntelBundle)(nil),        // 45: medmesh.v1.IntelBundle
-	(*v1.SBOMAttachment)(nil),     // 46: medmesh.v1.SBOMAttachment
-	(*v1.DevicePosture)(nil),      // 47: medmesh.v1.DevicePosture
-	(*v1.AuditRecord)(nil),        // 48: medmesh.v1.AuditRecord
-	(*v1.Incident)(nil),           // 49: medmesh.v1.Incident
-	(*v1.Sink)(nil),               // 50: medmesh.v1.Sink
+	(*Command)(nil),                  // 0: medmesh.fsm.v1.Command
+	(*ClientRequest)(nil),            // 1: medmesh.fsm.v1.ClientRequest
+	(*DeviceUpsert)(nil),             // 2: medmesh.fsm.v1.DeviceUpsert
+	(*DeviceUpdate)(nil),             // 3: medmesh.fsm.v1.DeviceUpdate
+	(*DeviceImport)(nil),             // 4: medmesh.fsm.v1.DeviceImport
+	(*PolicyPut)(nil),                // 5: medmesh.fsm.v1.PolicyPut
+	(*PolicyDelete)(nil),             // 6: medmesh.fsm.v1.PolicyDelete
+	(*PolicyActivate)(nil),           // 7: medmesh.fsm.v1.PolicyActivate
+	(*DecisionCreate)(nil),           // 8: medmesh.fsm.v1.DecisionCreate
+	(*DecisionReview)(nil),           // 9: medmesh.fsm.v1.DecisionReview
+	(*AlertIngest)(nil),              // 10: medmesh.fsm.v1.AlertIngest
+	(*AlertAck)(nil),                 // 11: medmesh.fsm.v1.AlertAck
+	(*BaselinePut)(nil),              // 12: medmesh.fsm.v1.BaselinePut
+	(*FlowSummaries)(nil),            // 13: medmesh.fsm.v1.FlowSummaries
+	(*SensorReport)(nil),             // 14: medmesh.fsm.v1.SensorReport
+	(*SensorBatch)(nil),              // 15: medmesh.fsm.v1.SensorBatch
+	(*ServerRegister)(nil),           // 16: medmesh.fsm.v1.ServerRegister
+	(*ServerDeregister)(nil),         // 17: medmesh.fsm.v1.ServerDeregister
+	(*RulePut)(nil),                  // 18: medmesh.fsm.v1.RulePut
+	(*RuleDelete)(nil),               // 19: medmesh.fsm.v1.RuleDelete
+	(*RulesSeed)(nil),                // 20: medmesh.fsm.v1.RulesSeed
+	(*IntelActivate)(nil),            // 21: medmesh.fsm.v1.IntelActivate
+	(*SBOMAttach)(nil),               // 22: medmesh.fsm.v1.SBOMAttach
+	(*FindingsPut)(nil),              // 23: medmesh.fsm.v1.FindingsPut
+	(*SnapshotItem)(nil),             // 24: medmesh.fsm.v1.SnapshotItem
+	(*Bounds)(nil),                   // 25: medmesh.fsm.v1.Bounds
+	(*PendingCause)(nil),             // 26: medmesh.fsm.v1.PendingCause
+	(*SnapshotMeta)(nil),             // 27: medmesh.fsm.v1.SnapshotMeta
+	(*SensorSeq)(nil),                // 28: medmesh.fsm.v1.SensorSeq
+	(*DeviceFlows)(nil),              // 29: medmesh.fsm.v1.DeviceFlows
+	(*DedupEntry)(nil),               // 30: medmesh.fsm.v1.DedupEntry
+	(*SinkPut)(nil),                  // 31: medmesh.fsm.v1.SinkPut
+	(*SinkDelete)(nil),               // 32: medmesh.fsm.v1.SinkDelete
+	(*SinkProgress)(nil),             // 33: medmesh.fsm.v1.SinkProgress
+	(*SinkPosition)(nil),             // 34: medmesh.fsm.v1.SinkPosition
+	(*SinkAlert)(nil),                // 35: medmesh.fsm.v1.SinkAlert
+	(*timestamppb.Timestamp)(nil),    // 36: google.protobuf.Timestamp
+	(*v1.Device)(nil),                // 37: medmesh.v1.Device
+	(*v1.AssetRecord)(nil),           // 38: medmesh.v1.AssetRecord
+	(*v1.Policy)(nil),                // 39: medmesh.v1.Policy
+	(v1.PolicyMode)(0),               // 40: medmesh.v1.PolicyMode
+	(*v1.Decision)(nil),              // 41: medmesh.v1.Decision
+	(*v1.Alert)(nil),                 // 42: medmesh.v1.Alert
+	(*v1.Baseline)(nil),              // 43: medmesh.v1.Baseline
+	(*v1.FlowSummary)(nil),           // 44: medmesh.v1.FlowSummary
+	(*v1.SensorRecord)(nil),          // 45: medmesh.v1.SensorRecord
+	(*v1.ResponseRule)(nil),          // 46: medmesh.v1.ResponseRule
+	(*v1.IntelBundle)(nil),           // 47: medmesh.v1.IntelBundle
+	(*v1.SBOMAttachment)(nil),        // 48: medmesh.v1.SBOMAttachment
+	(*v1.DevicePosture)(nil),         // 49: medmesh.v1.DevicePosture
+	(*v1.AuditRecord)(nil),           // 50: medmesh.v1.AuditRecord
+	(*v1.Incident)(nil),              // 51: medmesh.v1.Incident
+	(*v1.Sink)(nil),                  // 52: medmesh.v1.Sink
+	(*v1.ImportDevicesResponse)(nil), // 53: medmesh.v1.ImportDevicesResponse
 }
 var file_medmesh_fsm_v1_command_proto_depIdxs = []int32{
-	35, // 0: medmesh.fsm.v1.Command.time:type_name -> google.protobuf.Timestamp
+	36, // 0: medmesh.fsm.v1.Command.time:type_name -> google.protobuf.Timestamp
 	1,  // 1: medmesh.fsm.v1.Command.request:type_name -> medmesh.fsm.v1.ClientRequest
 	2,  // 2: medmesh.fsm.v1.Command.device_upsert:type_name -> medmesh.fsm.v1.DeviceUpsert
 	3,  // 3: medmesh.fsm.v1.Command.device_update:type_name -> medmesh.fsm.v1.DeviceUpdate
-	4,  // 4: medmesh.fsm.v1.Command.policy_put:type_name -> medmesh.fsm.v1.PolicyPut
-	5,  // 5: medmesh.fsm.v1.Command.policy_delete:type_name -> medmesh.fsm.v1.PolicyDelete
-	6,  // 6: medmesh.fsm.v1.Command.policy_activate:type_name -> medmesh.fsm.v1.PolicyActivate
-	7,  // 7: medmesh.fsm.v1.Command.decision_create:type_name -> medmesh.fsm.v1.DecisionCreate
-	8,  // 8: medmesh.fsm.v1.Command.decision_review:type_name -> medmesh.fsm.v1.DecisionReview
-	9,  // 9: medmesh.fsm.v1.Command.alert_ingest:type_name -> medmesh.fsm.v1.AlertIngest
-	10, // 10: medmesh.fsm.v1.Command.alert_ack:type_name -> medmesh.fsm.v1.AlertAck
-	11, // 11: medmesh.fsm.v1.Command.baseline_put:type_name -> medmesh.fsm.v1.BaselinePut
-	12, // 12: medmesh.fsm.v1.Command.flow_summaries:type_name -> medmesh.fsm.v1.FlowSummaries
-	14, // 13: medmesh.fsm.v1.Command.sensor_batch:type_name -> medmesh.fsm.v1.SensorBatch
-	15, // 14: medmesh.fsm.v1.Command.server_register:type_name -> medmesh.fsm.v1.ServerRegister
-	16, // 15: medmesh.fsm.v1.Command.server_deregister:type_name -> medmesh.fsm.v1.ServerDeregister
-	17, // 16: medmesh.fsm.v1.Command.rule_put:type_name -> medmesh.fsm.v1.RulePut
-	18, // 17: medmesh.fsm.v1.Command.rule_delete:type_name -> medmesh.fsm.v1.RuleDelete
-	19, // 18: medmesh.fsm.v1.Command.rules_seed:type_name -> medmesh.fsm.v1.RulesSeed
-	20, // 19: medmesh.fsm.v1.Command.intel_activate:type_name -> medmesh.fsm.v1.IntelActivate
-	21, // 20: medmesh.fsm.v1.Command.sbom_attach:type_name -> medmesh.fsm.v1.SBOMAttach
-	22, // 21: medmesh.fsm.v1.Command.findings_put:type_name -> medmesh.fsm.v1.FindingsPut
-	30, // 22: medmesh.fsm.v1.Command.sink_put:type_name -> medmesh.fsm.v1.SinkPut
-	31, // 23: medmesh.fsm.v1.Command.sink_delete:type_name -> medmesh.fsm.v1.SinkDelete
-	32, // 24: medmesh.fsm.v1.Command.sink_progress:type_name -> medmesh.fsm.v1.SinkProgress
-	34, // 25: medmesh.fsm.v1.Command.sink_alert:type_name -> medmesh.fsm.v1.SinkAlert
-	36, // 26: medmesh.fsm.v1.DeviceUpsert.device:type_name -> medmesh.v1.Device
-	36, // 27: medmesh.fsm.v1.DeviceUpdate.device:type_name -> medmesh.v1.Device
-	37, // 28: medmesh.fsm.v1.PolicyPut.policy:type_name -> medmesh.v1.Policy
-	38, // 29: medmesh.fsm.v1.PolicyActivate.mode:type_name -> medmesh.v1.PolicyMode
-	39, // 30: medmesh.fsm.v1.DecisionCreate.decision:type_name -> medmesh.v1.Decision
-	40, // 31: medmesh.fsm.v1.AlertIngest.alert:type_name -> medmesh.v1.Alert
-	41, // 32: medmesh.fsm.v1.BaselinePut.baseline:type_name -> medmesh.v1.Baseline
-	42, // 33: medmesh.fsm.v1.FlowSummaries.summaries:type_name -> medmesh.v1.FlowSummary
-	43, // 34: medmesh.fsm.v1.SensorReport.records:type_name -> medmesh.v1.SensorRecord
-	13, // 35: medmesh.fsm.v1.SensorBatch.reports:type_name -> medmesh.fsm.v1.SensorReport
-	44, // 36: medmesh.fsm.v1.RulePut.rule:type_name -> medmesh.v1.ResponseRule
-	44, // 37: medmesh.fsm.v1.RulesSeed.rules:type_name -> medmesh.v1.ResponseRule
-	45, // 38: medmesh.fsm.v1.IntelActivate.bundle:type_name -> medmesh.v1.IntelBundle
-	46, // 39: medmesh.fsm.v1.SBOMAttach.attachment:type_name -> medmesh.v1.SBOMAttachment
-	47, // 40: medmesh.fsm.v1.FindingsPut.postures:type_name -> medmesh.v1.DevicePosture
-	26, // 41: medmesh.fsm.v1.SnapshotItem.meta:type_name -> medmesh.fsm.v1.SnapshotMeta
-	36, // 42: medmesh.fsm.v1.SnapshotItem.device:type_name -> medmesh.v1.Device
-	37, // 43: medmesh.fsm.v1.SnapshotItem.policy:type_name -> medmesh.v1.Policy
-	39, // 44: medmesh.fsm.v1.SnapshotItem.decision:type_name -> medmesh.v1.Decision
-	40, // 45: medmesh.fsm.v1.SnapshotItem.alert:type_name -> medmesh.v1.Alert
-	41, // 46: medmesh.fsm.v1.SnapshotItem.baseline:type_name -> medmesh.v1.Baseline
-	48, // 47: medmesh.fsm.v1.SnapshotItem.audit:type_name -> medmesh.v1.AuditRecord
-	27, // 48: medmesh.fsm.v1.SnapshotItem.sensor_seq:type_name -> medmesh.fsm.v1.SensorSeq
-	28, // 49: medmesh.fsm.v1.SnapshotItem.flows:type_name -> medmesh.fsm.v1.DeviceFlows
-	15, // 50: medmesh.fsm.v1.SnapshotItem.server:type_name -> medmesh.fsm.v1.ServerRegister
-	29, // 51: medmesh.fsm.v1.SnapshotItem.dedup:type_name -> medmesh.fsm.v1.DedupEntry
-	24, // 52: medmesh.fsm.v1.SnapshotItem.bounds:type_name -> medmesh.fsm.v1.Bounds
-	25, // 53: medmesh.fsm.v1.SnapshotItem.pending_cause:type_name -> medmesh.fsm.v1.PendingCause
-	44, // 54: medmesh.fsm.v1.SnapshotItem.rule:type_name -> medmesh.v1.ResponseRule
-	49, // 55: medmesh.fsm.v1.SnapshotItem.incident:type_name -> medmesh.v1.Incident
-	45, // 56: medmesh.fsm.v1.SnapshotItem.intel:type_name -> medmesh.v1.IntelBundle
-	46, // 57: medmesh.fsm.v1.SnapshotItem.sbom:type_name -> medmesh.v1.SBOMAttachment
-	47, // 58: medmesh.fsm.v1.SnapshotItem.posture:type_name -> medmesh.v1.DevicePosture
-	50, // 59: medmesh.fsm.v1.SnapshotItem.sink:type_name -> medmesh.v1.Sink
-	35, // 60: medmesh.fsm.v1.Bounds.decisions_compacted:type_name -> google.protobuf.Timestamp
-	42, // 61: medmesh.fsm.v1.DeviceFlows.summaries:type_name -> medmesh.v1.FlowSummary
-	1,  // 62: medmesh.fsm.v1.DedupEntry.request:type_name -> medmesh.fsm.v1.ClientRequest
-	35, // 63: medmesh.fsm.v1.DedupEntry.time:type_name -> google.protobuf.Timestamp
-	36, // 64: medmesh.fsm.v1.DedupEntry.device:type_name -> medmesh.v1.Device
-	37, // 65: medmesh.fsm.v1.DedupEntry.policy:type_name -> medmesh.v1.Policy
-	39, // 66: medmesh.fsm.v1.DedupEntry.decision:type_name -> medmesh.v1.Decision
-	40, // 67: medmesh.fsm.v1.DedupEntry.alert:type_name -> medmesh.v1.Alert
-	44, // 68: medmesh.fsm.v1.DedupEntry.rule:type_name -> medmesh.v1.ResponseRule
-	45, // 69: medmesh.fsm.v1.DedupEntry.intel:type_name -> medmesh.v1.IntelBundle
-	46, // 70: medmesh.fsm.v1.DedupEntry.sbom:type_name -> medmesh.v1.SBOMAttachment
-	50, // 71: medmesh.fsm.v1.DedupEntry.sink:type_name -> medmesh.v1.Sink
-	50, // 72: medmesh.fsm.v1.SinkPut.sink:type_name -> medmesh.v1.Sink
-	33, // 73: medmesh.fsm.v1.SinkProgress.positions:type_name -> medmesh.fsm.v1.SinkPosition
-	40, // 74: medmesh.fsm.v1.SinkAlert.alert:type_name -> medmesh.v1.Alert
-	75, // [75:75] is the sub-list for method output_type
-	75, // [75:75] is the sub-list for method input_type
-	75, // [75:75] is the sub-list for extension type_name
-	75, // [75:75] is the sub-list for extension extendee
-	0,  // [0:75] is the sub-list for field type_name
+	5,  // 4: medmesh.fsm.v1.Command.policy_put:type_name -> medmesh.fsm.v1.PolicyPut
+	6,  // 5: medmesh.fsm.v1.Command.policy_delete:type_name -> medmesh.fsm.v1.PolicyDelete
+	7,  // 6: medmesh.fsm.v1.Command.policy_activate:type_name -> medmesh.fsm.v1.PolicyActivate
+	8,  // 7: medmesh.fsm.v1.Command.decision_create:type_name -> medmesh.fsm.v1.DecisionCreate
+	9,  // 8: medmesh.fsm.v1.Command.decision_review:type_name -> medmesh.fsm.v1.DecisionReview
+	10, // 9: medmesh.fsm.v1.Command.alert_ingest:type_name -> medmesh.fsm.v1.AlertIngest
+	11, // 10: medmesh.fsm.v1.Command.alert_ack:type_name -> medmesh.fsm.v1.AlertAck
+	12, // 11: medmesh.fsm.v1.Command.baseline_put:type_name -> medmesh.fsm.v1.BaselinePut
+	13, // 12: medmesh.fsm.v1.Command.flow_summaries:type_name -> medmesh.fsm.v1.FlowSummaries
+	15, // 13: medmesh.fsm.v1.Command.sensor_batch:type_name -> medmesh.fsm.v1.SensorBatch
+	16, // 14: medmesh.fsm.v1.Command.server_register:type_name -> medmesh.fsm.v1.ServerRegister
+	17, // 15: medmesh.fsm.v1.Command.server_deregister:type_name -> medmesh.fsm.v1.ServerDeregister
+	18, // 16: medmesh.fsm.v1.Command.rule_put:type_name -> medmesh.fsm.v1.RulePut
+	19, // 17: medmesh.fsm.v1.Command.rule_delete:type_name -> medmesh.fsm.v1.RuleDelete
+	20, // 18: medmesh.fsm.v1.Command.rules_seed:type_name -> medmesh.fsm.v1.RulesSeed
+	21, // 19: medmesh.fsm.v1.Command.intel_activate:type_name -> medmesh.fsm.v1.IntelActivate
+	22, // 20: medmesh.fsm.v1.Command.sbom_attach:type_name -> medmesh.fsm.v1.SBOMAttach
+	23, // 21: medmesh.fsm.v1.Command.findings_put:type_name -> medmesh.fsm.v1.FindingsPut
+	31, // 22: medmesh.fsm.v1.Command.sink_put:type_name -> medmesh.fsm.v1.SinkPut
+	32, // 23: medmesh.fsm.v1.Command.sink_delete:type_name -> medmesh.fsm.v1.SinkDelete
+	33, // 24: medmesh.fsm.v1.Command.sink_progress:type_name -> medmesh.fsm.v1.SinkProgress
+	35, // 25: medmesh.fsm.v1.Command.sink_alert:type_name -> medmesh.fsm.v1.SinkAlert
+	4,  // 26: medmesh.fsm.v1.Command.device_import:type_name -> medmesh.fsm.v1.DeviceImport
+	37, // 27: medmesh.fsm.v1.DeviceUpsert.device:type_name -> medmesh.v1.Device
+	37, // 28: medmesh.fsm.v1.DeviceUpdate.device:type_name -> medmesh.v1.Device
+	38, // 29: medmesh.fsm.v1.DeviceImport.records:type_name -> medmesh.v1.AssetRecord
+	39, // 30: medmesh.fsm.v1.PolicyPut.policy:type_name -> medmesh.v1.Policy
+	40, // 31: medmesh.fsm.v1.PolicyActivate.mode:type_name -> medmesh.v1.PolicyMode
+	41, // 32: medmesh.fsm.v1.DecisionCreate.decision:type_name -> medmesh.v1.Decision
+	42, // 33: medmesh.fsm.v1.AlertIngest.alert:type_name -> medmesh.v1.Alert
+	43, // 34: medmesh.fsm.v1.BaselinePut.baseline:type_name -> medmesh.v1.Baseline
+	44, // 35: medmesh.fsm.v1.FlowSummaries.summaries:type_name -> medmesh.v1.FlowSummary
+	45, // 36: medmesh.fsm.v1.SensorReport.records:type_name -> medmesh.v1.SensorRecord
+	14, // 37: medmesh.fsm.v1.SensorBatch.reports:type_name -> medmesh.fsm.v1.SensorReport
+	46, // 38: medmesh.fsm.v1.RulePut.rule:type_name -> medmesh.v1.ResponseRule
+	46, // 39: medmesh.fsm.v1.RulesSeed.rules:type_name -> medmesh.v1.ResponseRule
+	47, // 40: medmesh.fsm.v1.IntelActivate.bundle:type_name -> medmesh.v1.IntelBundle
+	48, // 41: medmesh.fsm.v1.SBOMAttach.attachment:type_name -> medmesh.v1.SBOMAttachment
+	49, // 42: medmesh.fsm.v1.FindingsPut.postures:type_name -> medmesh.v1.DevicePosture
+	27, // 43: medmesh.fsm.v1.SnapshotItem.meta:type_name -> medmesh.fsm.v1.SnapshotMeta
+	37, // 44: medmesh.fsm.v1.SnapshotItem.device:type_name -> medmesh.v1.Device
+	39, // 45: medmesh.fsm.v1.SnapshotItem.policy:type_name -> medmesh.v1.Policy
+	41, // 46: medmesh.fsm.v1.SnapshotItem.decision:type_name -> medmesh.v1.Decision
+	42, // 47: medmesh.fsm.v1.SnapshotItem.alert:type_name -> medmesh.v1.Alert
+	43, // 48: medmesh.fsm.v1.SnapshotItem.baseline:type_name -> medmesh.v1.Baseline
+	50, // 49: medmesh.fsm.v1.SnapshotItem.audit:type_name -> medmesh.v1.AuditRecord
+	28, // 50: medmesh.fsm.v1.SnapshotItem.sensor_seq:type_name -> medmesh.fsm.v1.SensorSeq
+	29, // 51: medmesh.fsm.v1.SnapshotItem.flows:type_name -> medmesh.fsm.v1.DeviceFlows
+	16, // 52: medmesh.fsm.v1.SnapshotItem.server:type_name -> medmesh.fsm.v1.ServerRegister
+	30, // 53: medmesh.fsm.v1.SnapshotItem.dedup:type_name -> medmesh.fsm.v1.DedupEntry
+	25, // 54: medmesh.fsm.v1.SnapshotItem.bounds:type_name -> medmesh.fsm.v1.Bounds
+	26, // 55: medmesh.fsm.v1.SnapshotItem.pending_cause:type_name -> medmesh.fsm.v1.PendingCause
+	46, // 56: medmesh.fsm.v1.SnapshotItem.rule:type_name -> medmesh.v1.ResponseRule
+	51, // 57: medmesh.fsm.v1.SnapshotItem.incident:type_name -> medmesh.v1.Incident
+	47, // 58: medmesh.fsm.v1.SnapshotItem.intel:type_name -> medmesh.v1.IntelBundle
+	48, // 59: medmesh.fsm.v1.SnapshotItem.sbom:type_name -> medmesh.v1.SBOMAttachment
+	49, // 60: medmesh.fsm.v1.SnapshotItem.posture:type_name -> medmesh.v1.DevicePosture
+	52, // 61: medmesh.fsm.v1.SnapshotItem.sink:type_name -> medmesh.v1.Sink
+	36, // 62: medmesh.fsm.v1.Bounds.decisions_compacted:type_name -> google.protobuf.Timestamp
+	44, // 63: medmesh.fsm.v1.DeviceFlows.summaries:type_name -> medmesh.v1.FlowSummary
+	1,  // 64: medmesh.fsm.v1.DedupEntry.request:type_name -> medmesh.fsm.v1.ClientRequest
+	36, // 65: medmesh.fsm.v1.DedupEntry.time:type_name -> google.protobuf.Timestamp
+	37, // 66: medmesh.fsm.v1.DedupEntry.device:type_name -> medmesh.v1.Device
+	39, // 67: medmesh.fsm.v1.DedupEntry.policy:type_name -> medmesh.v1.Policy
+	41, // 68: medmesh.fsm.v1.DedupEntry.decision:type_name -> medmesh.v1.Decision
+	42, // 69: medmesh.fsm.v1.DedupEntry.alert:type_name -> medmesh.v1.Alert
+	46, // 70: medmesh.fsm.v1.DedupEntry.rule:type_name -> medmesh.v1.ResponseRule
+	47, // 71: medmesh.fsm.v1.DedupEntry.intel:type_name -> medmesh.v1.IntelBundle
+	48, // 72: medmesh.fsm.v1.DedupEntry.sbom:type_name -> medmesh.v1.SBOMAttachment
+	52, // 73: medmesh.fsm.v1.DedupEntry.sink:type_name -> medmesh.v1.Sink
+	53, // 74: medmesh.fsm.v1.DedupEntry.import:type_name -> medmesh.v1.ImportDevicesResponse
+	52, // 75: medmesh.fsm.v1.SinkPut.sink:type_name -> medmesh.v1.Sink
+	34, // 76: medmesh.fsm.v1.SinkProgress.positions:type_name -> medmesh.fsm.v1.SinkPosition
+	42, // 77: medmesh.fsm.v1.SinkAlert.alert:type_name -> medmesh.v1.Alert
+	78, // [78:78] is the sub-list for method output_type
+	78, // [78:78] is the sub-list for method input_type
+	78, // [78:78] is the sub-list for extension type_name
+	78, // [78:78] is the sub-list for extension extendee
+	0,  // [0:78] is the sub-list for field type_name
 }
 
 func init() { file_medmesh_fsm_v1_command_proto_init() }
@@ -3519,12 +3640,13 @@ func file_medmesh_fsm_v1_command_proto_init() {
 		(*Command_SinkDelete)(nil),
 		(*Command_SinkProgress)(nil),
 		(*Command_SinkAlert)(nil),
+		(*Command_DeviceImport)(nil),
 	}
-	file_medmesh_fsm_v1_command_proto_msgTypes[4].OneofWrappers = []any{}
 	file_medmesh_fsm_v1_command_proto_msgTypes[5].OneofWrappers = []any{}
-	file_medmesh_fsm_v1_command_proto_msgTypes[17].OneofWrappers = []any{}
+	file_medmesh_fsm_v1_command_proto_msgTypes[6].OneofWrappers = []any{}
 	file_medmesh_fsm_v1_command_proto_msgTypes[18].OneofWrappers = []any{}
-	file_medmesh_fsm_v1_command_proto_msgTypes[23].OneofWrappers = []any{
+	file_medmesh_fsm_v1_command_proto_msgTypes[19].OneofWrappers = []any{}
+	file_medmesh_fsm_v1_command_proto_msgTypes[24].OneofWrappers = []any{
 		(*SnapshotItem_Meta)(nil),
 		(*SnapshotItem_Device)(nil),
 		(*SnapshotItem_Policy)(nil),
@@ -3545,15 +3667,15 @@ func file_medmesh_fsm_v1_command_proto_init() {
 		(*SnapshotItem_Posture)(nil),
 		(*SnapshotItem_Sink)(nil),
 	}
-	file_medmesh_fsm_v1_command_proto_msgTypes[30].OneofWrappers = []any{}
 	file_medmesh_fsm_v1_command_proto_msgTypes[31].OneofWrappers = []any{}
+	file_medmesh_fsm_v1_command_proto_msgTypes[32].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_medmesh_fsm_v1_command_proto_rawDesc), len(file_medmesh_fsm_v1_command_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   35,
+			NumMessages:   36,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
