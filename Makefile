@@ -110,6 +110,9 @@ FUZZ_TARGETS := ./node/replay:FuzzCaptureReader \
 	./enforcer/internal/state:FuzzDecodeRecord \
 	./cmd/medmesh:FuzzParseConfig \
 	./coordinator/internal/api:FuzzIncidentToken \
+	./integrations/assetfile:FuzzReadCSV \
+	./integrations/assetfile:FuzzReadJSONL \
+	./integrations/assetfile:FuzzReadFHIR \
 	./node/internal/detect:FuzzNeighbor \
 	./node/internal/detect:FuzzNTP \
 	./node/internal/detect:FuzzSyslog \
