@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
 	"fmt"
 	"io"
 	"os"
@@ -128,7 +129,7 @@ func newDevicesImportCmd(o *opFlags) *cobra.Command {
 						Records: recs[i:min(i+importChunk, len(recs))], DryRun: dryRun, Source: source, Actor: actor, Reason: reason,
 					}
 					if !dryRun {
-						req.RequestId = fmt.Sprintf("%s-%d", requestID, i/importChunk)
+						req.RequestId = chunkRequestID(requestID, i/importChunk)
 					}
 					resp, err := cl.ImportDevices(ctx, req)
 					if err != nil {
@@ -195,4 +196,15 @@ func printImport(w io.Writer, records int, r *medmeshv1.ImportDevicesResponse) e
 		return t.flush()
 	}
 	return nil
+}
+
+// chunkRequestID is the request id of an import's nth request: the
+// invocation's id for the first, one derived from it for the others (so a
+// retried invocation repeats every chunk's id, and ids stay short).
+func chunkRequestID(id string, n int) string {
+	if n == 0 {
+		return id
+	}
+	sum := sha256.Sum256([]byte(id))
+	return fmt.Sprintf("%x-%d", sum[:16], n)
 }

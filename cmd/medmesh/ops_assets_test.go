@@ -141,7 +141,7 @@ func TestDevicesImportCSVAndJSONL(t *testing.T) {
 		t.Fatalf("viewer imports: exit %d %s", code, stderr)
 	}
 
-	out = c.cli(alice, "devices", "import", fixtureCSV, "--reason", "biomed register 2026-12", "-o", "json")
+	out = c.cli(alice, "devices", "import", fixtureCSV, "--reason", "biomed register 2026-12", "-o", "json", "--request-id", "cmdb-2026-12")
 	var resp struct {
 		Changes        []map[string]any `json:"changes"`
 		Conflicts      []map[string]any `json:"conflicts"`
@@ -172,6 +172,17 @@ func TestDevicesImportCSVAndJSONL(t *testing.T) {
 			!strings.Contains(audit, "biomed register 2026-12") || !strings.Contains(audit, "biomed.csv (csv)") {
 			t.Errorf("audit of %s:\n%s", mac, audit)
 		}
+	}
+
+	// A retry of the same invocation (its request id) gets the first
+	// answer and applies nothing again.
+	audited := c.cli(alice, "policies", "audit", "-o", "json")
+	again := c.cli(alice, "devices", "import", fixtureCSV, "--reason", "biomed register 2026-12", "-o", "json", "--request-id", "cmdb-2026-12")
+	if again != out {
+		t.Errorf("retry answered differently:\n%s\n%s", out, again)
+	}
+	if now := c.cli(alice, "policies", "audit", "-o", "json"); now != audited {
+		t.Errorf("a retried import was audited again")
 	}
 
 	// The CMDB's JSON Lines export says the same: nothing more changes.
