@@ -89,12 +89,7 @@ func (s *state) matchRecord(r *medmeshv1.AssetRecord) (mac, why string) {
 	if s.devices["ip:"+r.GetIp()] != nil {
 		return "ip:" + r.GetIp(), ""
 	}
-	var found []string
-	for _, k := range sortedKeys(s.devices) {
-		if slices.Contains(s.devices[k].GetIpAddresses(), r.GetIp()) {
-			found = append(found, k)
-		}
-	}
+	found := s.deviceIPs[canonIP(r.GetIp())] // sorted MACs
 	switch len(found) {
 	case 0:
 		return "", "no device with this IP address"
