@@ -93,6 +93,11 @@ func newDevicesImportCmd(o *opFlags) *cobra.Command {
 			"--dry-run shows the changes and conflicts and changes nothing.",
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			switch format {
+			case "", "csv", "jsonl", "fhir":
+			default:
+				return usagef("devices import: --format %q: want csv, jsonl or fhir", format)
+			}
 			var data []byte
 			var err error
 			if args[0] == "-" {
@@ -102,11 +107,6 @@ func newDevicesImportCmd(o *opFlags) *cobra.Command {
 			}
 			if err != nil {
 				return err
-			}
-			switch format {
-			case "", "csv", "jsonl", "fhir":
-			default:
-				return usagef("devices import: --format %q: want csv, jsonl or fhir", format)
 			}
 			recs, f, err := assetfile.Read(data, assetfile.Format(format))
 			if err != nil {
