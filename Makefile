@@ -111,6 +111,9 @@ FUZZ_TARGETS := ./node/replay:FuzzCaptureReader \
 	./enforcer/internal/state:FuzzDecodeRecord \
 	./cmd/medmesh:FuzzParseConfig \
 	./coordinator/internal/api:FuzzIncidentToken \
+	./integrations/assetfile:FuzzReadCSV \
+	./integrations/assetfile:FuzzReadJSONL \
+	./integrations/assetfile:FuzzReadFHIR \
 	./node/internal/detect:FuzzNeighbor \
 	./node/internal/detect:FuzzNTP \
 	./node/internal/detect:FuzzSyslog \
@@ -192,6 +195,10 @@ bench-mesh: ## Gossip convergence, failure detection, reporting throughput
 		$(GO) test -count=1 -timeout 15m -run '^TestBenchReporting$$' -v ./node/internal/reporter/
 	@cat bin/bench-mesh-gossip.md bin/bench-mesh-report.md
 
+# The device the compromised-device scenario takes over (deploy/lab
+# DefaultConfig's Compromised, nursecall1).
+DEMO_COMPROMISED_MAC := 00:14:b8:00:01:0d
+
 demo: deps build ## As root: bring up the campus lab and run the compromised-device and compromised-pump scenarios live
 	@if [ "$$(id -u)" != 0 ]; then echo "demo: the campus lab needs root (network namespaces, veth, XDP): run it as root, or sudo make demo"; exit 1; fi
 	$(LAB_BIN) up
@@ -204,6 +211,11 @@ demo: deps build ## As root: bring up the campus lab and run the compromised-dev
 	@echo "Risk posture: the devices to act on first (lab up imported a signed bundle of CISA advisories, KEV,"
 	@echo "endoflife.date and the recall/GUDID fixtures; the lab's CMDB gave the devices their identities):"
 	eval "$$($(LAB_BIN) env)" && $(BIN) risk top && $(BIN) intel status | tail -n 3
+	@echo
+	@echo "The compromised device ($(DEMO_COMPROMISED_MAC)) as a FHIR R4 Device, from medmesh devices export --format fhir"
+	@echo "(a coordinator started with --fhir-addr serves the same at GET /fhir/Device?identifier=MAC):"
+	eval "$$($(LAB_BIN) env)" && $(BIN) devices export --format fhir | \
+		jq --arg mac $(DEMO_COMPROMISED_MAC) '.entry[].resource | select(any(.identifier[]?; .value == $$mac))'
 	@echo
 	@echo "The campus lab is still running; the coordinator API is on this host at 127.0.0.1:7400, mutual TLS only."
 	@echo "  eval \"\$$($(LAB_BIN) env)\"        # MEDMESH_ADDR and MEDMESH_TLS_* for the lab's approver certificate"

@@ -7,10 +7,12 @@ package coordinator
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -25,12 +27,14 @@ import (
 
 	"github.com/medmesh/medmesh/coordinator/internal/api"
 	"github.com/medmesh/medmesh/coordinator/internal/auditlog"
+	"github.com/medmesh/medmesh/coordinator/internal/fhirapi"
 	"github.com/medmesh/medmesh/coordinator/internal/fsm"
 	"github.com/medmesh/medmesh/coordinator/internal/raftlog"
 	"github.com/medmesh/medmesh/coordinator/internal/raftnet"
 	"github.com/medmesh/medmesh/coordinator/internal/sink"
 	"github.com/medmesh/medmesh/internal/authz"
 	"github.com/medmesh/medmesh/internal/grpcx"
+	"github.com/medmesh/medmesh/internal/pki"
 )
 
 // Coordinator is one Raft replica with its API services.
@@ -353,3 +357,12 @@ func (w *slogWriter) Write(p []byte) (int, error) {
 	w.log.Log(context.Background(), lvl, line)
 	return len(p), nil
 }
+
+// FHIRHandler serves the inventory read-only as FHIR R4 Device resources
+// (GET /fhir/Device, /fhir/Device/{id}) to callers whose client
+// certificate's role may read the inventory. Serve it with FHIRTLSConfig.
+func (c *Coordinator) FHIRHandler() http.Handler { return fhirapi.New(c.api, api.AuthzTable()) }
+
+// FHIRTLSConfig is the FHIR listener's TLS: this coordinator's certificate,
+// a client certificate of the campus CA required.
+func FHIRTLSConfig(f pki.Files) (*tls.Config, error) { return fhirapi.TLSConfig(f) }

@@ -42,6 +42,7 @@ type coordinatorConfig struct {
 	API             *string   `toml:"api"`
 	Raft            *string   `toml:"raft"`
 	Admin           *string   `toml:"admin"`
+	FHIRAddr        *string   `toml:"fhir-addr"`
 	Pprof           *bool     `toml:"pprof"`
 	Dev             *bool     `toml:"dev"`
 	BootstrapExpect *int      `toml:"bootstrap-expect"`

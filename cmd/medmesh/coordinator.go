@@ -2,10 +2,13 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"strings"
@@ -26,6 +29,7 @@ import (
 // coordinatorOptions are the flags of `medmesh coordinator`.
 type coordinatorOptions struct {
 	id, dataDir, api, raft, admin string
+	fhirAddr                      string
 	dev, pprof                    bool
 	bootstrapExpect               int
 	join                          []string
@@ -58,6 +62,7 @@ func newCoordinatorCmd() *cobra.Command {
 	f.StringVar(&o.raft, "raft", "127.0.0.1:7401", "Raft transport listen and advertise address")
 	f.StringVar(&o.admin, "admin", admin.DefaultAddr, "admin listener: /metrics, /healthz, /readyz (empty: none)")
 	f.BoolVar(&o.pprof, "pprof", false, "also serve /debug/pprof/ on the admin listener")
+	f.StringVar(&o.fhirAddr, "fhir-addr", "", "HTTPS listener of the read-only FHIR R4 endpoint (GET /fhir/Device); needs the TLS flags, and callers a client certificate whose role may read the inventory (empty: none)")
 	f.BoolVar(&o.dev, "dev", false, "single node that bootstraps itself, data in a temporary directory")
 	f.IntVar(&o.bootstrapExpect, "bootstrap-expect", 0, "number of coordinators that form a new cluster")
 	f.StringSliceVar(&o.join, "join", nil, "API addresses of other coordinators, comma-separated")
@@ -97,6 +102,9 @@ func runCoordinator(ctx context.Context, o coordinatorOptions, stderr io.Writer,
 		return usagef("--dev is a single node: drop --bootstrap-expect and --join")
 	case o.bootstrapExpect > 1 && len(o.join) == 0:
 		return usagef("--bootstrap-expect %d needs --join", o.bootstrapExpect)
+	}
+	if o.fhirAddr != "" && !o.tls.Enabled() {
+		return usagef("--fhir-addr needs --tls-ca, --tls-cert and --tls-key: the FHIR endpoint requires client certificates")
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level})).With("component", "coordinator", "id", o.id)
 	// Plaintext only with --dev or on loopback: the API, Raft and every
@@ -166,11 +174,23 @@ func runCoordinator(ctx context.Context, o coordinatorOptions, stderr io.Writer,
 			return errors.Join(err, c.Close())
 		}
 	}
-	closeAdmin := func(ctx context.Context) error {
-		if adm == nil {
-			return nil
+	fhirSrv, err := startFHIR(o.fhirAddr, tlsFiles, c, log)
+	if err != nil {
+		srv.Stop(context.Background())
+		if adm != nil {
+			err = errors.Join(err, adm.Close(context.Background()))
 		}
-		return adm.Close(ctx)
+		return errors.Join(err, c.Close())
+	}
+	closeAdmin := func(ctx context.Context) error {
+		var err error
+		if fhirSrv != nil {
+			err = fhirSrv.Shutdown(ctx)
+		}
+		if adm == nil {
+			return err
+		}
+		return errors.Join(err, adm.Close(ctx))
 	}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve() }()
@@ -230,4 +250,29 @@ loop:
 	err = c.Close()
 	srv.Stop(shutdownCtx)
 	return errors.Join(runErr, err, closeAdmin(shutdownCtx))
+}
+
+// startFHIR serves the FHIR endpoint on addr with the coordinator's TLS,
+// client certificates required; nil without an address.
+func startFHIR(addr string, files pki.Files, c *coordinator.Coordinator, log *slog.Logger) (*http.Server, error) {
+	if addr == "" {
+		return nil, nil
+	}
+	tc, err := coordinator.FHIRTLSConfig(files)
+	if err != nil {
+		return nil, fmt.Errorf("fhir listener: %w", err)
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("fhir listener: %w", err)
+	}
+	hs := &http.Server{Handler: c.FHIRHandler(), TLSConfig: tc, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: time.Minute,
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
+	go func() {
+		if err := hs.Serve(tls.NewListener(ln, tc)); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("fhir listener stopped", "err", err)
+		}
+	}()
+	log.Info("fhir endpoint serving", "addr", ln.Addr().String())
+	return hs, nil
 }

@@ -19,7 +19,7 @@ import (
 func newDevicesCmd(o *opFlags) *cobra.Command {
 	c := &cobra.Command{
 		Use:   "devices",
-		Short: "List and show the device inventory; set a device's class and tier",
+		Short: "List and show the device inventory; set a device's class and tier; import and export asset data",
 	}
 	var (
 		class, tier, floor, zone string
@@ -108,7 +108,7 @@ func newDevicesCmd(o *opFlags) *cobra.Command {
 			})
 		},
 	}
-	c.AddCommand(list, get, newDevicesSetCmd(o))
+	c.AddCommand(list, get, newDevicesSetCmd(o), newDevicesImportCmd(o), newDevicesExportCmd(o))
 	return c
 }
 
@@ -225,6 +225,17 @@ func printDevice(w interface{ Write([]byte) (int, error) }, d *medmeshv1.Device)
 		t.row("site", d.GetSite())
 		t.row("enforcement", "advisory: no inline enforcer on its path; a gateway or NAC acts on its decisions")
 		t.row("absent evidence", strings.Join(d.GetAbsentEvidence(), ", "))
+	}
+	if a := d.GetAsset(); a != nil {
+		for _, f := range []struct{ k, v string }{
+			{"asset manufacturer", a.GetManufacturer()}, {"asset model", a.GetModel()}, {"asset version", a.GetVersion()},
+			{"serial", a.GetSerial()}, {"udi", a.GetUdi()}, {"udi-di", a.GetUdiDi()}, {"owner", a.GetOwner()},
+			{"asset record", a.GetRecordId()}, {"asset criticality", names.Enum(a.GetCriticality())},
+		} {
+			if f.v != "" && (f.k != "asset criticality" || a.GetCriticality() != 0) {
+				t.row(f.k, f.v)
+			}
+		}
 	}
 	keys := make([]string, 0, len(d.GetLabels()))
 	for k := range d.GetLabels() {

@@ -230,6 +230,9 @@ func TestUsageErrorsExit2(t *testing.T) {
 		{"alerts", "ack", "a1", "a2"},        // cobra.ExactArgs
 		{"policies", "get", "--addr", "x:1"}, // cobra.ExactArgs with flags
 		{"completion", "bash", "extra"},      // cobra's own commands too
+		{"devices", "export", "--format", "csv"},
+		{"devices", "import", "README.md", "--format", "xml"},
+		{"devices", "import"},
 	} {
 		code, _, stderr := runCLI(t, args...)
 		if code != exitUsage {

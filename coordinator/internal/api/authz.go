@@ -41,6 +41,9 @@ func AuthzTable() authz.Table {
 		medmeshv1.InventoryService_GetDevice_FullMethodName:    readers,
 		medmeshv1.InventoryService_WatchDevices_FullMethodName: readers,
 		medmeshv1.InventoryService_UpdateDevice_FullMethodName: operators,
+		// An asset import may raise tiers and fills asset records
+		// (audited); its dry run is the same call.
+		medmeshv1.InventoryService_ImportDevices_FullMethodName: operators,
 
 		medmeshv1.PolicyService_PutPolicy_FullMethodName:        operators,
 		medmeshv1.PolicyService_GetPolicy_FullMethodName:        readers,

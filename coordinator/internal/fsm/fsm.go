@@ -54,6 +54,8 @@ type Result struct {
 	SBOM *medmeshv1.SBOMAttachment
 	// Account is the account an account command stored or touched.
 	Account *medmeshv1.Account
+	// Import is the diff a DeviceImport made.
+	Import *medmeshv1.ImportDevicesResponse
 	// Acks holds, for a sensor batch, each sensor's last applied seq.
 	Acks map[string]uint64
 	// Duplicate: the command's client request was applied before, at

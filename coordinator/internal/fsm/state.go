@@ -219,6 +219,8 @@ func (s *state) dispatch(index uint64, now *timestamppb.Timestamp, cmd *fsmpb.Co
 		res = s.applyDeviceUpsert(index, now, c.DeviceUpsert.GetSensorId(), c.DeviceUpsert.GetDevice())
 	case *fsmpb.Command_DeviceUpdate:
 		res = s.applyDeviceUpdate(index, now, c.DeviceUpdate)
+	case *fsmpb.Command_DeviceImport:
+		res = s.applyDeviceImport(index, now, c.DeviceImport)
 	case *fsmpb.Command_PolicyPut:
 		res = s.applyPolicyPut(index, now, c.PolicyPut)
 	case *fsmpb.Command_PolicyDelete:

@@ -62,6 +62,9 @@ func (s *state) applyDeviceUpsert(index uint64, now *timestamppb.Timestamp, sens
 	if t := safety.TierForClass(d.DeviceClass); !d.TierOverridden && (old == nil || !safety.Lowers(d.Tier, t)) {
 		d.Tier = t
 	}
+	if !d.TierOverridden {
+		assetFloor(d)
+	}
 	if loc := obs.GetLocation(); loc != nil {
 		if d.Location == nil {
 			d.Location = &medmeshv1.Location{}
@@ -201,6 +204,7 @@ func (s *state) applyDeviceUpdate(index uint64, now *timestamppb.Timestamp, c *f
 	}
 	if !d.TierOverridden {
 		d.Tier = safety.TierForClass(d.DeviceClass)
+		assetFloor(d)
 	}
 	d.Revision = index
 	// The audit record of the change comes before those of the decisions

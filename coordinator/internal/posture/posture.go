@@ -64,6 +64,22 @@ func Identity(d *medmeshv1.Device) risk.Device {
 	if loc := d.GetLocation(); loc != nil {
 		r.Location = strings.Trim(strings.Join([]string{loc.GetBuilding(), loc.GetFloor(), loc.GetZone()}, " "), " ")
 	}
+	// The asset register (medmesh devices import) fills what the network
+	// did not show; an import never stores a value the network contradicts.
+	a := d.GetAsset()
+	for dst, v := range map[*string]string{&r.Vendor: a.GetManufacturer(), &r.Model: a.GetModel(), &r.Version: a.GetVersion(),
+		&r.Serial: a.GetSerial(), &r.Owner: a.GetOwner()} {
+		if *dst == "" {
+			*dst = strings.TrimSpace(v)
+		}
+	}
+	if r.UDIDI == "" {
+		if di, ok := UDIDI(a.GetUdi()); ok {
+			r.UDIDI = di
+		} else if di, ok := UDIDI(a.GetUdiDi()); ok {
+			r.UDIDI = di
+		}
+	}
 	labels := d.GetLabels()
 	for key, dst := range map[string]*string{LabelVendor: &r.Vendor, LabelModel: &r.Model, LabelVersion: &r.Version, LabelOS: &r.OS, LabelUDIDI: &r.UDIDI} {
 		if v := strings.TrimSpace(labels[key]); v != "" {

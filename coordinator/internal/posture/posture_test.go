@@ -163,3 +163,20 @@ func TestCredentialFindingsFromAlerts(t *testing.T) {
 		}
 	}
 }
+
+// The asset register fills what the network did not show, and labels
+// still win over both.
+func TestIdentityFromAssetRecord(t *testing.T) {
+	d := &medmeshv1.Device{Mac: "02:00:00:00:00:02", Vendor: "Baxter", Asset: &medmeshv1.Asset{
+		Manufacturer: "ignored: the network's vendor wins", Model: "Sigma Spectrum", Version: "8.00.01", Serial: "SN1", Owner: "Biomed",
+		UdiDi: "00085412609128",
+	}}
+	id := Identity(d)
+	if id.Vendor != "Baxter" || id.Model != "Sigma Spectrum" || id.Version != "8.00.01" || id.Serial != "SN1" || id.Owner != "Biomed" || id.UDIDI != "00085412609128" {
+		t.Fatalf("identity %+v", id)
+	}
+	d.Labels = map[string]string{"model": "Spectrum IQ"}
+	if id := Identity(d); id.Model != "Spectrum IQ" {
+		t.Fatalf("a label lost to the asset record: %+v", id)
+	}
+}

@@ -496,8 +496,11 @@ type Device struct {
 	// through flow export, "mac", "oui", "dhcp", "dns", "payload", "hl7",
 	// "dicom", "credentials", "ttl".
 	AbsentEvidence []string `protobuf:"bytes,132,rep,name=absent_evidence,json=absentEvidence,proto3" json:"absent_evidence,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// What the asset register says (medmesh devices import); only fields the
+	// network does not contradict. (Numbers 110-119 are this feature's.)
+	Asset         *Asset `protobuf:"bytes,110,opt,name=asset,proto3" json:"asset,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Device) Reset() {
@@ -694,6 +697,13 @@ func (x *Device) GetAdvisory() bool {
 func (x *Device) GetAbsentEvidence() []string {
 	if x != nil {
 		return x.AbsentEvidence
+	}
+	return nil
+}
+
+func (x *Device) GetAsset() *Asset {
+	if x != nil {
+		return x.Asset
 	}
 	return nil
 }
@@ -1264,7 +1274,7 @@ var File_medmesh_v1_device_proto protoreflect.FileDescriptor
 const file_medmesh_v1_device_proto_rawDesc = "" +
 	"\n" +
 	"\x17medmesh/v1/device.proto\x12\n" +
-	"medmesh.v1\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17medmesh/v1/common.proto\"h\n" +
+	"medmesh.v1\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16medmesh/v1/asset.proto\x1a\x17medmesh/v1/common.proto\"h\n" +
 	"\bLocation\x12\x16\n" +
 	"\x06campus\x18\x01 \x01(\tR\x06campus\x12\x1a\n" +
 	"\bbuilding\x18\x02 \x01(\tR\bbuilding\x12\x14\n" +
@@ -1299,7 +1309,7 @@ const file_medmesh_v1_device_proto_rawDesc = "" +
 	"\fssdp_servers\x18\x10 \x03(\tR\vssdpServers\x12$\n" +
 	"\x0esnmp_sys_descr\x18\x11 \x01(\tR\fsnmpSysDescr\x12\"\n" +
 	"\rsnmp_sys_name\x18\x12 \x01(\tR\vsnmpSysName\x12!\n" +
-	"\fhl7_software\x18\x13 \x03(\tR\vhl7Software\"\x82\b\n" +
+	"\fhl7_software\x18\x13 \x03(\tR\vhl7Software\"\xab\b\n" +
 	"\x06Device\x12\x10\n" +
 	"\x03mac\x18\x01 \x01(\tR\x03mac\x12!\n" +
 	"\fip_addresses\x18\x02 \x03(\tR\vipAddresses\x12\x16\n" +
@@ -1326,7 +1336,8 @@ const file_medmesh_v1_device_proto_rawDesc = "" +
 	"\bfirmware\x18\x15 \x01(\tR\bfirmware\x12\x13\n" +
 	"\x04site\x18\x82\x01 \x01(\tR\x04site\x12\x1b\n" +
 	"\badvisory\x18\x83\x01 \x01(\bR\badvisory\x12(\n" +
-	"\x0fabsent_evidence\x18\x84\x01 \x03(\tR\x0eabsentEvidence\x1a9\n" +
+	"\x0fabsent_evidence\x18\x84\x01 \x03(\tR\x0eabsentEvidence\x12'\n" +
+	"\x05asset\x18n \x01(\v2\x11.medmesh.v1.AssetR\x05asset\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xd6\x03\n" +
@@ -1374,12 +1385,13 @@ const file_medmesh_v1_device_proto_rawDesc = "" +
 	"\x06device\x18\x01 \x01(\v2\x12.medmesh.v1.DeviceR\x06device\x12\x18\n" +
 	"\adeleted\x18\x02 \x01(\bR\adeleted\x12\x14\n" +
 	"\x05index\x18\x03 \x01(\x04R\x05index\x12!\n" +
-	"\fresume_token\x18\x04 \x01(\tR\vresumeToken2\xd4\x02\n" +
+	"\fresume_token\x18\x04 \x01(\tR\vresumeToken2\xaa\x03\n" +
 	"\x10InventoryService\x12N\n" +
 	"\vListDevices\x12\x1e.medmesh.v1.ListDevicesRequest\x1a\x1f.medmesh.v1.ListDevicesResponse\x12H\n" +
 	"\tGetDevice\x12\x1c.medmesh.v1.GetDeviceRequest\x1a\x1d.medmesh.v1.GetDeviceResponse\x12Q\n" +
 	"\fUpdateDevice\x12\x1f.medmesh.v1.UpdateDeviceRequest\x1a .medmesh.v1.UpdateDeviceResponse\x12S\n" +
-	"\fWatchDevices\x12\x1f.medmesh.v1.WatchDevicesRequest\x1a .medmesh.v1.WatchDevicesResponse0\x01B7Z5github.com/medmesh/medmesh/proto/medmesh/v1;medmeshv1b\x06proto3"
+	"\fWatchDevices\x12\x1f.medmesh.v1.WatchDevicesRequest\x1a .medmesh.v1.WatchDevicesResponse0\x01\x12T\n" +
+	"\rImportDevices\x12 .medmesh.v1.ImportDevicesRequest\x1a!.medmesh.v1.ImportDevicesResponseB7Z5github.com/medmesh/medmesh/proto/medmesh/v1;medmeshv1b\x06proto3"
 
 var (
 	file_medmesh_v1_device_proto_rawDescOnce sync.Once
@@ -1414,9 +1426,12 @@ var file_medmesh_v1_device_proto_goTypes = []any{
 	(Tier)(0),                     // 16: medmesh.v1.Tier
 	(*timestamppb.Timestamp)(nil), // 17: google.protobuf.Timestamp
 	(*RiskScore)(nil),             // 18: medmesh.v1.RiskScore
-	(ReadConsistency)(0),          // 19: medmesh.v1.ReadConsistency
-	(*ReadInfo)(nil),              // 20: medmesh.v1.ReadInfo
-	(*fieldmaskpb.FieldMask)(nil), // 21: google.protobuf.FieldMask
+	(*Asset)(nil),                 // 19: medmesh.v1.Asset
+	(ReadConsistency)(0),          // 20: medmesh.v1.ReadConsistency
+	(*ReadInfo)(nil),              // 21: medmesh.v1.ReadInfo
+	(*fieldmaskpb.FieldMask)(nil), // 22: google.protobuf.FieldMask
+	(*ImportDevicesRequest)(nil),  // 23: medmesh.v1.ImportDevicesRequest
+	(*ImportDevicesResponse)(nil), // 24: medmesh.v1.ImportDevicesResponse
 }
 var file_medmesh_v1_device_proto_depIdxs = []int32{
 	15, // 0: medmesh.v1.Device.device_class:type_name -> medmesh.v1.DeviceClass
@@ -1429,32 +1444,35 @@ var file_medmesh_v1_device_proto_depIdxs = []int32{
 	17, // 7: medmesh.v1.Device.first_seen:type_name -> google.protobuf.Timestamp
 	17, // 8: medmesh.v1.Device.last_seen:type_name -> google.protobuf.Timestamp
 	18, // 9: medmesh.v1.Device.risk:type_name -> medmesh.v1.RiskScore
-	15, // 10: medmesh.v1.ListDevicesRequest.device_class:type_name -> medmesh.v1.DeviceClass
-	16, // 11: medmesh.v1.ListDevicesRequest.tier:type_name -> medmesh.v1.Tier
-	14, // 12: medmesh.v1.ListDevicesRequest.labels:type_name -> medmesh.v1.ListDevicesRequest.LabelsEntry
-	19, // 13: medmesh.v1.ListDevicesRequest.consistency:type_name -> medmesh.v1.ReadConsistency
-	4,  // 14: medmesh.v1.ListDevicesResponse.devices:type_name -> medmesh.v1.Device
-	20, // 15: medmesh.v1.ListDevicesResponse.read_info:type_name -> medmesh.v1.ReadInfo
-	19, // 16: medmesh.v1.GetDeviceRequest.consistency:type_name -> medmesh.v1.ReadConsistency
-	4,  // 17: medmesh.v1.GetDeviceResponse.device:type_name -> medmesh.v1.Device
-	20, // 18: medmesh.v1.GetDeviceResponse.read_info:type_name -> medmesh.v1.ReadInfo
-	4,  // 19: medmesh.v1.UpdateDeviceRequest.device:type_name -> medmesh.v1.Device
-	21, // 20: medmesh.v1.UpdateDeviceRequest.update_mask:type_name -> google.protobuf.FieldMask
-	4,  // 21: medmesh.v1.UpdateDeviceResponse.device:type_name -> medmesh.v1.Device
-	4,  // 22: medmesh.v1.WatchDevicesResponse.device:type_name -> medmesh.v1.Device
-	5,  // 23: medmesh.v1.InventoryService.ListDevices:input_type -> medmesh.v1.ListDevicesRequest
-	7,  // 24: medmesh.v1.InventoryService.GetDevice:input_type -> medmesh.v1.GetDeviceRequest
-	9,  // 25: medmesh.v1.InventoryService.UpdateDevice:input_type -> medmesh.v1.UpdateDeviceRequest
-	11, // 26: medmesh.v1.InventoryService.WatchDevices:input_type -> medmesh.v1.WatchDevicesRequest
-	6,  // 27: medmesh.v1.InventoryService.ListDevices:output_type -> medmesh.v1.ListDevicesResponse
-	8,  // 28: medmesh.v1.InventoryService.GetDevice:output_type -> medmesh.v1.GetDeviceResponse
-	10, // 29: medmesh.v1.InventoryService.UpdateDevice:output_type -> medmesh.v1.UpdateDeviceResponse
-	12, // 30: medmesh.v1.InventoryService.WatchDevices:output_type -> medmesh.v1.WatchDevicesResponse
-	27, // [27:31] is the sub-list for method output_type
-	23, // [23:27] is the sub-list for method input_type
-	23, // [23:23] is the sub-list for extension type_name
-	23, // [23:23] is the sub-list for extension extendee
-	0,  // [0:23] is the sub-list for field type_name
+	19, // 10: medmesh.v1.Device.asset:type_name -> medmesh.v1.Asset
+	15, // 11: medmesh.v1.ListDevicesRequest.device_class:type_name -> medmesh.v1.DeviceClass
+	16, // 12: medmesh.v1.ListDevicesRequest.tier:type_name -> medmesh.v1.Tier
+	14, // 13: medmesh.v1.ListDevicesRequest.labels:type_name -> medmesh.v1.ListDevicesRequest.LabelsEntry
+	20, // 14: medmesh.v1.ListDevicesRequest.consistency:type_name -> medmesh.v1.ReadConsistency
+	4,  // 15: medmesh.v1.ListDevicesResponse.devices:type_name -> medmesh.v1.Device
+	21, // 16: medmesh.v1.ListDevicesResponse.read_info:type_name -> medmesh.v1.ReadInfo
+	20, // 17: medmesh.v1.GetDeviceRequest.consistency:type_name -> medmesh.v1.ReadConsistency
+	4,  // 18: medmesh.v1.GetDeviceResponse.device:type_name -> medmesh.v1.Device
+	21, // 19: medmesh.v1.GetDeviceResponse.read_info:type_name -> medmesh.v1.ReadInfo
+	4,  // 20: medmesh.v1.UpdateDeviceRequest.device:type_name -> medmesh.v1.Device
+	22, // 21: medmesh.v1.UpdateDeviceRequest.update_mask:type_name -> google.protobuf.FieldMask
+	4,  // 22: medmesh.v1.UpdateDeviceResponse.device:type_name -> medmesh.v1.Device
+	4,  // 23: medmesh.v1.WatchDevicesResponse.device:type_name -> medmesh.v1.Device
+	5,  // 24: medmesh.v1.InventoryService.ListDevices:input_type -> medmesh.v1.ListDevicesRequest
+	7,  // 25: medmesh.v1.InventoryService.GetDevice:input_type -> medmesh.v1.GetDeviceRequest
+	9,  // 26: medmesh.v1.InventoryService.UpdateDevice:input_type -> medmesh.v1.UpdateDeviceRequest
+	11, // 27: medmesh.v1.InventoryService.WatchDevices:input_type -> medmesh.v1.WatchDevicesRequest
+	23, // 28: medmesh.v1.InventoryService.ImportDevices:input_type -> medmesh.v1.ImportDevicesRequest
+	6,  // 29: medmesh.v1.InventoryService.ListDevices:output_type -> medmesh.v1.ListDevicesResponse
+	8,  // 30: medmesh.v1.InventoryService.GetDevice:output_type -> medmesh.v1.GetDeviceResponse
+	10, // 31: medmesh.v1.InventoryService.UpdateDevice:output_type -> medmesh.v1.UpdateDeviceResponse
+	12, // 32: medmesh.v1.InventoryService.WatchDevices:output_type -> medmesh.v1.WatchDevicesResponse
+	24, // 33: medmesh.v1.InventoryService.ImportDevices:output_type -> medmesh.v1.ImportDevicesResponse
+	29, // [29:34] is the sub-list for method output_type
+	24, // [24:29] is the sub-list for method input_type
+	24, // [24:24] is the sub-list for extension type_name
+	24, // [24:24] is the sub-list for extension extendee
+	0,  // [0:24] is the sub-list for field type_name
 }
 
 func init() { file_medmesh_v1_device_proto_init() }
@@ -1462,6 +1480,7 @@ func file_medmesh_v1_device_proto_init() {
 	if File_medmesh_v1_device_proto != nil {
 		return
 	}
+	file_medmesh_v1_asset_proto_init()
 	file_medmesh_v1_common_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{

@@ -19,10 +19,11 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	InventoryService_ListDevices_FullMethodName  = "/medmesh.v1.InventoryService/ListDevices"
-	InventoryService_GetDevice_FullMethodName    = "/medmesh.v1.InventoryService/GetDevice"
-	InventoryService_UpdateDevice_FullMethodName = "/medmesh.v1.InventoryService/UpdateDevice"
-	InventoryService_WatchDevices_FullMethodName = "/medmesh.v1.InventoryService/WatchDevices"
+	InventoryService_ListDevices_FullMethodName   = "/medmesh.v1.InventoryService/ListDevices"
+	InventoryService_GetDevice_FullMethodName     = "/medmesh.v1.InventoryService/GetDevice"
+	InventoryService_UpdateDevice_FullMethodName  = "/medmesh.v1.InventoryService/UpdateDevice"
+	InventoryService_WatchDevices_FullMethodName  = "/medmesh.v1.InventoryService/WatchDevices"
+	InventoryService_ImportDevices_FullMethodName = "/medmesh.v1.InventoryService/ImportDevices"
 )
 
 // InventoryServiceClient is the client API for InventoryService service.
@@ -41,6 +42,11 @@ type InventoryServiceClient interface {
 	UpdateDevice(ctx context.Context, in *UpdateDeviceRequest, opts ...grpc.CallOption) (*UpdateDeviceResponse, error)
 	// WatchDevices streams device changes in commit order, from a resume token.
 	WatchDevices(ctx context.Context, in *WatchDevicesRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchDevicesResponse], error)
+	// ImportDevices merges asset register data (CMDB, biomed) into the
+	// inventory: every change audited, conflicts with what the network shows
+	// reported and not applied, a tier only ever raised. dry_run returns the
+	// diff without changing anything.
+	ImportDevices(ctx context.Context, in *ImportDevicesRequest, opts ...grpc.CallOption) (*ImportDevicesResponse, error)
 }
 
 type inventoryServiceClient struct {
@@ -100,6 +106,16 @@ func (c *inventoryServiceClient) WatchDevices(ctx context.Context, in *WatchDevi
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type InventoryService_WatchDevicesClient = grpc.ServerStreamingClient[WatchDevicesResponse]
 
+func (c *inventoryServiceClient) ImportDevices(ctx context.Context, in *ImportDevicesRequest, opts ...grpc.CallOption) (*ImportDevicesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ImportDevicesResponse)
+	err := c.cc.Invoke(ctx, InventoryService_ImportDevices_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // InventoryServiceServer is the server API for InventoryService service.
 // All implementations must embed UnimplementedInventoryServiceServer
 // for forward compatibility.
@@ -116,6 +132,11 @@ type InventoryServiceServer interface {
 	UpdateDevice(context.Context, *UpdateDeviceRequest) (*UpdateDeviceResponse, error)
 	// WatchDevices streams device changes in commit order, from a resume token.
 	WatchDevices(*WatchDevicesRequest, grpc.ServerStreamingServer[WatchDevicesResponse]) error
+	// ImportDevices merges asset register data (CMDB, biomed) into the
+	// inventory: every change audited, conflicts with what the network shows
+	// reported and not applied, a tier only ever raised. dry_run returns the
+	// diff without changing anything.
+	ImportDevices(context.Context, *ImportDevicesRequest) (*ImportDevicesResponse, error)
 	mustEmbedUnimplementedInventoryServiceServer()
 }
 
@@ -137,6 +158,9 @@ func (UnimplementedInventoryServiceServer) UpdateDevice(context.Context, *Update
 }
 func (UnimplementedInventoryServiceServer) WatchDevices(*WatchDevicesRequest, grpc.ServerStreamingServer[WatchDevicesResponse]) error {
 	return status.Error(codes.Unimplemented, "method WatchDevices not implemented")
+}
+func (UnimplementedInventoryServiceServer) ImportDevices(context.Context, *ImportDevicesRequest) (*ImportDevicesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ImportDevices not implemented")
 }
 func (UnimplementedInventoryServiceServer) mustEmbedUnimplementedInventoryServiceServer() {}
 func (UnimplementedInventoryServiceServer) testEmbeddedByValue()                          {}
@@ -224,6 +248,24 @@ func _InventoryService_WatchDevices_Handler(srv interface{}, stream grpc.ServerS
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type InventoryService_WatchDevicesServer = grpc.ServerStreamingServer[WatchDevicesResponse]
 
+func _InventoryService_ImportDevices_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ImportDevicesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(InventoryServiceServer).ImportDevices(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: InventoryService_ImportDevices_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(InventoryServiceServer).ImportDevices(ctx, req.(*ImportDevicesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // InventoryService_ServiceDesc is the grpc.ServiceDesc for InventoryService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -242,6 +284,10 @@ var InventoryService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "UpdateDevice",
 			Handler:    _InventoryService_UpdateDevice_Handler,
+		},
+		{
+			MethodName: "ImportDevices",
+			Handler:    _InventoryService_ImportDevices_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -66,6 +66,7 @@ type Command struct {
 	//	*Command_AccountDelete
 	//	*Command_AccountLogin
 	//	*Command_SessionEnd
+	//	*Command_DeviceImport
 	Command       isCommand_Command `protobuf_oneof:"command"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -374,6 +375,15 @@ func (x *Command) GetSessionEnd() *SessionEnd {
 	return nil
 }
 
+func (x *Command) GetDeviceImport() *DeviceImport {
+	if x != nil {
+		if x, ok := x.Command.(*Command_DeviceImport); ok {
+			return x.DeviceImport
+		}
+	}
+	return nil
+}
+
 type isCommand_Command interface {
 	isCommand_Command()
 }
@@ -494,6 +504,11 @@ type Command_SessionEnd struct {
 	SessionEnd *SessionEnd `protobuf:"bytes,123,opt,name=session_end,json=sessionEnd,proto3,oneof"`
 }
 
+type Command_DeviceImport struct {
+	// 110-119: asset import (issue 20).
+	DeviceImport *DeviceImport `protobuf:"bytes,110,opt,name=device_import,json=deviceImport,proto3,oneof"`
+}
+
 func (*Command_DeviceUpsert) isCommand_Command() {}
 
 func (*Command_DeviceUpdate) isCommand_Command() {}
@@ -549,6 +564,8 @@ func (*Command_AccountDelete) isCommand_Command() {}
 func (*Command_AccountLogin) isCommand_Command() {}
 
 func (*Command_SessionEnd) isCommand_Command() {}
+
+func (*Command_DeviceImport) isCommand_Command() {}
 
 // ClientRequest names one client request: the caller's verified identity
 // (role/name) and the id the client chose, unique per identity.
@@ -737,6 +754,87 @@ func (x *DeviceUpdate) GetComment() string {
 	return ""
 }
 
+// DeviceImport merges asset register records into the inventory (see
+// medmesh.v1.InventoryService.ImportDevices): records are matched to devices
+// and merged in order against the state at apply time.
+type DeviceImport struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// MACs normalised, IPs canonical, locations checked by the API.
+	Records []*v1.AssetRecord `protobuf:"bytes,1,rep,name=records,proto3" json:"records,omitempty"`
+	Actor   string            `protobuf:"bytes,2,opt,name=actor,proto3" json:"actor,omitempty"`
+	Reason  string            `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	Comment string            `protobuf:"bytes,4,opt,name=comment,proto3" json:"comment,omitempty"`
+	// Where the records came from (a file name): in the audit comment.
+	Source        string `protobuf:"bytes,5,opt,name=source,proto3" json:"source,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeviceImport) Reset() {
+	*x = DeviceImport{}
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeviceImport) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeviceImport) ProtoMessage() {}
+
+func (x *DeviceImport) ProtoReflect() protoreflect.Message {
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeviceImport.ProtoReflect.Descriptor instead.
+func (*DeviceImport) Descriptor() ([]byte, []int) {
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *DeviceImport) GetRecords() []*v1.AssetRecord {
+	if x != nil {
+		return x.Records
+	}
+	return nil
+}
+
+func (x *DeviceImport) GetActor() string {
+	if x != nil {
+		return x.Actor
+	}
+	return ""
+}
+
+func (x *DeviceImport) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *DeviceImport) GetComment() string {
+	if x != nil {
+		return x.Comment
+	}
+	return ""
+}
+
+func (x *DeviceImport) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
 // PolicyPut creates or replaces a policy.
 type PolicyPut struct {
 	state           protoimpl.MessageState `protogen:"open.v1"`
@@ -761,7 +859,7 @@ type PolicyPut struct {
 
 func (x *PolicyPut) Reset() {
 	*x = PolicyPut{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[4]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -773,7 +871,7 @@ func (x *PolicyPut) String() string {
 func (*PolicyPut) ProtoMessage() {}
 
 func (x *PolicyPut) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[4]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -786,7 +884,7 @@ func (x *PolicyPut) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicyPut.ProtoReflect.Descriptor instead.
 func (*PolicyPut) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{4}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *PolicyPut) GetPolicy() *v1.Policy {
@@ -863,7 +961,7 @@ type PolicyDelete struct {
 
 func (x *PolicyDelete) Reset() {
 	*x = PolicyDelete{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[5]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -875,7 +973,7 @@ func (x *PolicyDelete) String() string {
 func (*PolicyDelete) ProtoMessage() {}
 
 func (x *PolicyDelete) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[5]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -888,7 +986,7 @@ func (x *PolicyDelete) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicyDelete.ProtoReflect.Descriptor instead.
 func (*PolicyDelete) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{5}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *PolicyDelete) GetName() string {
@@ -953,7 +1051,7 @@ type PolicyActivate struct {
 
 func (x *PolicyActivate) Reset() {
 	*x = PolicyActivate{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[6]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -965,7 +1063,7 @@ func (x *PolicyActivate) String() string {
 func (*PolicyActivate) ProtoMessage() {}
 
 func (x *PolicyActivate) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[6]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -978,7 +1076,7 @@ func (x *PolicyActivate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicyActivate.ProtoReflect.Descriptor instead.
 func (*PolicyActivate) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{6}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *PolicyActivate) GetName() string {
@@ -1050,7 +1148,7 @@ type DecisionCreate struct {
 
 func (x *DecisionCreate) Reset() {
 	*x = DecisionCreate{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[7]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1062,7 +1160,7 @@ func (x *DecisionCreate) String() string {
 func (*DecisionCreate) ProtoMessage() {}
 
 func (x *DecisionCreate) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[7]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1075,7 +1173,7 @@ func (x *DecisionCreate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DecisionCreate.ProtoReflect.Descriptor instead.
 func (*DecisionCreate) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{7}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *DecisionCreate) GetDecision() *v1.Decision {
@@ -1114,7 +1212,7 @@ type DecisionReview struct {
 
 func (x *DecisionReview) Reset() {
 	*x = DecisionReview{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[8]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1126,7 +1224,7 @@ func (x *DecisionReview) String() string {
 func (*DecisionReview) ProtoMessage() {}
 
 func (x *DecisionReview) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[8]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1139,7 +1237,7 @@ func (x *DecisionReview) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DecisionReview.ProtoReflect.Descriptor instead.
 func (*DecisionReview) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{8}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *DecisionReview) GetTargetId() string {
@@ -1201,7 +1299,7 @@ type AlertIngest struct {
 
 func (x *AlertIngest) Reset() {
 	*x = AlertIngest{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[9]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1213,7 +1311,7 @@ func (x *AlertIngest) String() string {
 func (*AlertIngest) ProtoMessage() {}
 
 func (x *AlertIngest) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[9]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1226,7 +1324,7 @@ func (x *AlertIngest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AlertIngest.ProtoReflect.Descriptor instead.
 func (*AlertIngest) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{9}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *AlertIngest) GetAlert() *v1.Alert {
@@ -1251,7 +1349,7 @@ type AlertAck struct {
 
 func (x *AlertAck) Reset() {
 	*x = AlertAck{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[10]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1263,7 +1361,7 @@ func (x *AlertAck) String() string {
 func (*AlertAck) ProtoMessage() {}
 
 func (x *AlertAck) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[10]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1276,7 +1374,7 @@ func (x *AlertAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AlertAck.ProtoReflect.Descriptor instead.
 func (*AlertAck) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{10}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *AlertAck) GetId() string {
@@ -1317,7 +1415,7 @@ type BaselinePut struct {
 
 func (x *BaselinePut) Reset() {
 	*x = BaselinePut{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[11]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1329,7 +1427,7 @@ func (x *BaselinePut) String() string {
 func (*BaselinePut) ProtoMessage() {}
 
 func (x *BaselinePut) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[11]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1342,7 +1440,7 @@ func (x *BaselinePut) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BaselinePut.ProtoReflect.Descriptor instead.
 func (*BaselinePut) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{11}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *BaselinePut) GetBaseline() *v1.Baseline {
@@ -1362,7 +1460,7 @@ type FlowSummaries struct {
 
 func (x *FlowSummaries) Reset() {
 	*x = FlowSummaries{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[12]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1374,7 +1472,7 @@ func (x *FlowSummaries) String() string {
 func (*FlowSummaries) ProtoMessage() {}
 
 func (x *FlowSummaries) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[12]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1387,7 +1485,7 @@ func (x *FlowSummaries) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FlowSummaries.ProtoReflect.Descriptor instead.
 func (*FlowSummaries) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{12}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *FlowSummaries) GetSummaries() []*v1.FlowSummary {
@@ -1408,7 +1506,7 @@ type SensorReport struct {
 
 func (x *SensorReport) Reset() {
 	*x = SensorReport{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[13]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1420,7 +1518,7 @@ func (x *SensorReport) String() string {
 func (*SensorReport) ProtoMessage() {}
 
 func (x *SensorReport) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[13]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1433,7 +1531,7 @@ func (x *SensorReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SensorReport.ProtoReflect.Descriptor instead.
 func (*SensorReport) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{13}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *SensorReport) GetSensorId() string {
@@ -1461,7 +1559,7 @@ type SensorBatch struct {
 
 func (x *SensorBatch) Reset() {
 	*x = SensorBatch{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[14]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1473,7 +1571,7 @@ func (x *SensorBatch) String() string {
 func (*SensorBatch) ProtoMessage() {}
 
 func (x *SensorBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[14]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1486,7 +1584,7 @@ func (x *SensorBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SensorBatch.ProtoReflect.Descriptor instead.
 func (*SensorBatch) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{14}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *SensorBatch) GetReports() []*SensorReport {
@@ -1508,7 +1606,7 @@ type ServerRegister struct {
 
 func (x *ServerRegister) Reset() {
 	*x = ServerRegister{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[15]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1520,7 +1618,7 @@ func (x *ServerRegister) String() string {
 func (*ServerRegister) ProtoMessage() {}
 
 func (x *ServerRegister) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[15]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1533,7 +1631,7 @@ func (x *ServerRegister) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServerRegister.ProtoReflect.Descriptor instead.
 func (*ServerRegister) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{15}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ServerRegister) GetId() string {
@@ -1567,7 +1665,7 @@ type ServerDeregister struct {
 
 func (x *ServerDeregister) Reset() {
 	*x = ServerDeregister{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[16]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1579,7 +1677,7 @@ func (x *ServerDeregister) String() string {
 func (*ServerDeregister) ProtoMessage() {}
 
 func (x *ServerDeregister) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[16]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1592,7 +1690,7 @@ func (x *ServerDeregister) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServerDeregister.ProtoReflect.Descriptor instead.
 func (*ServerDeregister) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{16}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ServerDeregister) GetId() string {
@@ -1618,7 +1716,7 @@ type RulePut struct {
 
 func (x *RulePut) Reset() {
 	*x = RulePut{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[17]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1630,7 +1728,7 @@ func (x *RulePut) String() string {
 func (*RulePut) ProtoMessage() {}
 
 func (x *RulePut) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[17]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1643,7 +1741,7 @@ func (x *RulePut) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RulePut.ProtoReflect.Descriptor instead.
 func (*RulePut) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{17}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *RulePut) GetRule() *v1.ResponseRule {
@@ -1695,7 +1793,7 @@ type RuleDelete struct {
 
 func (x *RuleDelete) Reset() {
 	*x = RuleDelete{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[18]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1707,7 +1805,7 @@ func (x *RuleDelete) String() string {
 func (*RuleDelete) ProtoMessage() {}
 
 func (x *RuleDelete) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[18]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1720,7 +1818,7 @@ func (x *RuleDelete) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RuleDelete.ProtoReflect.Descriptor instead.
 func (*RuleDelete) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{18}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *RuleDelete) GetName() string {
@@ -1773,7 +1871,7 @@ type RulesSeed struct {
 
 func (x *RulesSeed) Reset() {
 	*x = RulesSeed{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[19]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1785,7 +1883,7 @@ func (x *RulesSeed) String() string {
 func (*RulesSeed) ProtoMessage() {}
 
 func (x *RulesSeed) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[19]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1798,7 +1896,7 @@ func (x *RulesSeed) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RulesSeed.ProtoReflect.Descriptor instead.
 func (*RulesSeed) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{19}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *RulesSeed) GetRules() []*v1.ResponseRule {
@@ -1833,7 +1931,7 @@ type IntelActivate struct {
 
 func (x *IntelActivate) Reset() {
 	*x = IntelActivate{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[20]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1845,7 +1943,7 @@ func (x *IntelActivate) String() string {
 func (*IntelActivate) ProtoMessage() {}
 
 func (x *IntelActivate) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[20]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1858,7 +1956,7 @@ func (x *IntelActivate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IntelActivate.ProtoReflect.Descriptor instead.
 func (*IntelActivate) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{20}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *IntelActivate) GetBundle() *v1.IntelBundle {
@@ -1905,7 +2003,7 @@ type SBOMAttach struct {
 
 func (x *SBOMAttach) Reset() {
 	*x = SBOMAttach{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[21]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1917,7 +2015,7 @@ func (x *SBOMAttach) String() string {
 func (*SBOMAttach) ProtoMessage() {}
 
 func (x *SBOMAttach) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[21]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1930,7 +2028,7 @@ func (x *SBOMAttach) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SBOMAttach.ProtoReflect.Descriptor instead.
 func (*SBOMAttach) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{21}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *SBOMAttach) GetAttachment() *v1.SBOMAttachment {
@@ -1975,7 +2073,7 @@ type FindingsPut struct {
 
 func (x *FindingsPut) Reset() {
 	*x = FindingsPut{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[22]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1987,7 +2085,7 @@ func (x *FindingsPut) String() string {
 func (*FindingsPut) ProtoMessage() {}
 
 func (x *FindingsPut) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[22]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2000,7 +2098,7 @@ func (x *FindingsPut) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FindingsPut.ProtoReflect.Descriptor instead.
 func (*FindingsPut) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{22}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *FindingsPut) GetPostures() []*v1.DevicePosture {
@@ -2027,7 +2125,7 @@ type AccountPut struct {
 
 func (x *AccountPut) Reset() {
 	*x = AccountPut{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[23]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2039,7 +2137,7 @@ func (x *AccountPut) String() string {
 func (*AccountPut) ProtoMessage() {}
 
 func (x *AccountPut) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[23]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2052,7 +2150,7 @@ func (x *AccountPut) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AccountPut.ProtoReflect.Descriptor instead.
 func (*AccountPut) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{23}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *AccountPut) GetAccount() *v1.Account {
@@ -2102,7 +2200,7 @@ type AccountDelete struct {
 
 func (x *AccountDelete) Reset() {
 	*x = AccountDelete{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[24]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2114,7 +2212,7 @@ func (x *AccountDelete) String() string {
 func (*AccountDelete) ProtoMessage() {}
 
 func (x *AccountDelete) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[24]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2127,7 +2225,7 @@ func (x *AccountDelete) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AccountDelete.ProtoReflect.Descriptor instead.
 func (*AccountDelete) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{24}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *AccountDelete) GetName() string {
@@ -2171,7 +2269,7 @@ type AccountLogin struct {
 
 func (x *AccountLogin) Reset() {
 	*x = AccountLogin{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[25]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2183,7 +2281,7 @@ func (x *AccountLogin) String() string {
 func (*AccountLogin) ProtoMessage() {}
 
 func (x *AccountLogin) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[25]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2196,7 +2294,7 @@ func (x *AccountLogin) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AccountLogin.ProtoReflect.Descriptor instead.
 func (*AccountLogin) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{25}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *AccountLogin) GetName() string {
@@ -2245,7 +2343,7 @@ type SessionEnd struct {
 
 func (x *SessionEnd) Reset() {
 	*x = SessionEnd{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[26]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2257,7 +2355,7 @@ func (x *SessionEnd) String() string {
 func (*SessionEnd) ProtoMessage() {}
 
 func (x *SessionEnd) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[26]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2270,7 +2368,7 @@ func (x *SessionEnd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionEnd.ProtoReflect.Descriptor instead.
 func (*SessionEnd) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{26}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *SessionEnd) GetSessionHash() []byte {
@@ -2299,7 +2397,7 @@ type AccountRecord struct {
 
 func (x *AccountRecord) Reset() {
 	*x = AccountRecord{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[27]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2311,7 +2409,7 @@ func (x *AccountRecord) String() string {
 func (*AccountRecord) ProtoMessage() {}
 
 func (x *AccountRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[27]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2324,7 +2422,7 @@ func (x *AccountRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AccountRecord.ProtoReflect.Descriptor instead.
 func (*AccountRecord) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{27}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *AccountRecord) GetAccount() *v1.Account {
@@ -2356,7 +2454,7 @@ type Session struct {
 
 func (x *Session) Reset() {
 	*x = Session{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[28]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2368,7 +2466,7 @@ func (x *Session) String() string {
 func (*Session) ProtoMessage() {}
 
 func (x *Session) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[28]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2381,7 +2479,7 @@ func (x *Session) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Session.ProtoReflect.Descriptor instead.
 func (*Session) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{28}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *Session) GetHash() []byte {
@@ -2452,7 +2550,7 @@ type SnapshotItem struct {
 
 func (x *SnapshotItem) Reset() {
 	*x = SnapshotItem{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[29]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2464,7 +2562,7 @@ func (x *SnapshotItem) String() string {
 func (*SnapshotItem) ProtoMessage() {}
 
 func (x *SnapshotItem) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[29]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2477,7 +2575,7 @@ func (x *SnapshotItem) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotItem.ProtoReflect.Descriptor instead.
 func (*SnapshotItem) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{29}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *SnapshotItem) GetItem() isSnapshotItem_Item {
@@ -2834,7 +2932,7 @@ type Bounds struct {
 
 func (x *Bounds) Reset() {
 	*x = Bounds{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[30]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2846,7 +2944,7 @@ func (x *Bounds) String() string {
 func (*Bounds) ProtoMessage() {}
 
 func (x *Bounds) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[30]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2859,7 +2957,7 @@ func (x *Bounds) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Bounds.ProtoReflect.Descriptor instead.
 func (*Bounds) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{30}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *Bounds) GetAlertBase() uint64 {
@@ -2917,7 +3015,7 @@ type PendingCause struct {
 
 func (x *PendingCause) Reset() {
 	*x = PendingCause{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[31]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2929,7 +3027,7 @@ func (x *PendingCause) String() string {
 func (*PendingCause) ProtoMessage() {}
 
 func (x *PendingCause) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[31]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2942,7 +3040,7 @@ func (x *PendingCause) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PendingCause.ProtoReflect.Descriptor instead.
 func (*PendingCause) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{31}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *PendingCause) GetDecisionId() string {
@@ -2972,7 +3070,7 @@ type SnapshotMeta struct {
 
 func (x *SnapshotMeta) Reset() {
 	*x = SnapshotMeta{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[32]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2984,7 +3082,7 @@ func (x *SnapshotMeta) String() string {
 func (*SnapshotMeta) ProtoMessage() {}
 
 func (x *SnapshotMeta) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[32]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2997,7 +3095,7 @@ func (x *SnapshotMeta) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotMeta.ProtoReflect.Descriptor instead.
 func (*SnapshotMeta) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{32}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *SnapshotMeta) GetFormat() uint32 {
@@ -3032,7 +3130,7 @@ type SensorSeq struct {
 
 func (x *SensorSeq) Reset() {
 	*x = SensorSeq{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[33]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3044,7 +3142,7 @@ func (x *SensorSeq) String() string {
 func (*SensorSeq) ProtoMessage() {}
 
 func (x *SensorSeq) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[33]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3057,7 +3155,7 @@ func (x *SensorSeq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SensorSeq.ProtoReflect.Descriptor instead.
 func (*SensorSeq) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{33}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *SensorSeq) GetSensorId() string {
@@ -3085,7 +3183,7 @@ type DeviceFlows struct {
 
 func (x *DeviceFlows) Reset() {
 	*x = DeviceFlows{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[34]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3097,7 +3195,7 @@ func (x *DeviceFlows) String() string {
 func (*DeviceFlows) ProtoMessage() {}
 
 func (x *DeviceFlows) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[34]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3110,7 +3208,7 @@ func (x *DeviceFlows) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeviceFlows.ProtoReflect.Descriptor instead.
 func (*DeviceFlows) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{34}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *DeviceFlows) GetDeviceMac() string {
@@ -3155,14 +3253,16 @@ type DedupEntry struct {
 	// 100-109: a sink put's or delete's result.
 	Sink *v1.Sink `protobuf:"bytes,100,opt,name=sink,proto3" json:"sink,omitempty"`
 	// 120-129: an account put's result.
-	Account       *v1.Account `protobuf:"bytes,120,opt,name=account,proto3" json:"account,omitempty"`
+	Account *v1.Account `protobuf:"bytes,120,opt,name=account,proto3" json:"account,omitempty"`
+	// 110-119: asset import results.
+	Import        *v1.ImportDevicesResponse `protobuf:"bytes,110,opt,name=import,proto3" json:"import,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *DedupEntry) Reset() {
 	*x = DedupEntry{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[35]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3174,7 +3274,7 @@ func (x *DedupEntry) String() string {
 func (*DedupEntry) ProtoMessage() {}
 
 func (x *DedupEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[35]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3187,7 +3287,7 @@ func (x *DedupEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DedupEntry.ProtoReflect.Descriptor instead.
 func (*DedupEntry) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{35}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *DedupEntry) GetRequest() *ClientRequest {
@@ -3295,6 +3395,13 @@ func (x *DedupEntry) GetAccount() *v1.Account {
 	return nil
 }
 
+func (x *DedupEntry) GetImport() *v1.ImportDevicesResponse {
+	if x != nil {
+		return x.Import
+	}
+	return nil
+}
+
 // SinkPut creates or replaces an outbound sink (audited).
 type SinkPut struct {
 	state           protoimpl.MessageState `protogen:"open.v1"`
@@ -3312,7 +3419,7 @@ type SinkPut struct {
 
 func (x *SinkPut) Reset() {
 	*x = SinkPut{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[36]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3324,7 +3431,7 @@ func (x *SinkPut) String() string {
 func (*SinkPut) ProtoMessage() {}
 
 func (x *SinkPut) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[36]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3337,7 +3444,7 @@ func (x *SinkPut) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SinkPut.ProtoReflect.Descriptor instead.
 func (*SinkPut) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{36}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *SinkPut) GetSink() *v1.Sink {
@@ -3396,7 +3503,7 @@ type SinkDelete struct {
 
 func (x *SinkDelete) Reset() {
 	*x = SinkDelete{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[37]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3408,7 +3515,7 @@ func (x *SinkDelete) String() string {
 func (*SinkDelete) ProtoMessage() {}
 
 func (x *SinkDelete) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[37]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3421,7 +3528,7 @@ func (x *SinkDelete) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SinkDelete.ProtoReflect.Descriptor instead.
 func (*SinkDelete) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{37}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *SinkDelete) GetName() string {
@@ -3471,7 +3578,7 @@ type SinkProgress struct {
 
 func (x *SinkProgress) Reset() {
 	*x = SinkProgress{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[38]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3483,7 +3590,7 @@ func (x *SinkProgress) String() string {
 func (*SinkProgress) ProtoMessage() {}
 
 func (x *SinkProgress) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[38]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3496,7 +3603,7 @@ func (x *SinkProgress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SinkProgress.ProtoReflect.Descriptor instead.
 func (*SinkProgress) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{38}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *SinkProgress) GetPositions() []*SinkPosition {
@@ -3518,7 +3625,7 @@ type SinkPosition struct {
 
 func (x *SinkPosition) Reset() {
 	*x = SinkPosition{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[39]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3530,7 +3637,7 @@ func (x *SinkPosition) String() string {
 func (*SinkPosition) ProtoMessage() {}
 
 func (x *SinkPosition) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[39]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3543,7 +3650,7 @@ func (x *SinkPosition) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SinkPosition.ProtoReflect.Descriptor instead.
 func (*SinkPosition) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{39}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *SinkPosition) GetName() string {
@@ -3579,7 +3686,7 @@ type SinkAlert struct {
 
 func (x *SinkAlert) Reset() {
 	*x = SinkAlert{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[40]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3591,7 +3698,7 @@ func (x *SinkAlert) String() string {
 func (*SinkAlert) ProtoMessage() {}
 
 func (x *SinkAlert) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[40]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3604,7 +3711,7 @@ func (x *SinkAlert) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SinkAlert.ProtoReflect.Descriptor instead.
 func (*SinkAlert) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{40}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *SinkAlert) GetAlert() *v1.Alert {
@@ -3618,7 +3725,7 @@ var File_medmesh_fsm_v1_command_proto protoreflect.FileDescriptor
 
 const file_medmesh_fsm_v1_command_proto_rawDesc = "" +
 	"\n" +
-	"\x1cmedmesh/fsm/v1/command.proto\x12\x0emedmesh.fsm.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18medmesh/v1/account.proto\x1a\x16medmesh/v1/alert.proto\x1a\x19medmesh/v1/decision.proto\x1a\x17medmesh/v1/device.proto\x1a\x19medmesh/v1/incident.proto\x1a\x17medmesh/v1/policy.proto\x1a\x15medmesh/v1/risk.proto\x1a\x15medmesh/v1/rule.proto\x1a\x17medmesh/v1/sensor.proto\x1a\x15medmesh/v1/sink.proto\"\xd3\x0f\n" +
+	"\x1cmedmesh/fsm/v1/command.proto\x12\x0emedmesh.fsm.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18medmesh/v1/account.proto\x1a\x16medmesh/v1/alert.proto\x1a\x16medmesh/v1/asset.proto\x1a\x19medmesh/v1/decision.proto\x1a\x17medmesh/v1/device.proto\x1a\x19medmesh/v1/incident.proto\x1a\x17medmesh/v1/policy.proto\x1a\x15medmesh/v1/risk.proto\x1a\x15medmesh/v1/rule.proto\x1a\x17medmesh/v1/sensor.proto\x1a\x15medmesh/v1/sink.proto\"\x98\x10\n" +
 	"\aCommand\x12.\n" +
 	"\x04time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x127\n" +
 	"\arequest\x18\x03 \x01(\v2\x1d.medmesh.fsm.v1.ClientRequestR\arequest\x12C\n" +
@@ -3658,7 +3765,8 @@ const file_medmesh_fsm_v1_command_proto_rawDesc = "" +
 	"\x0eaccount_delete\x18y \x01(\v2\x1d.medmesh.fsm.v1.AccountDeleteH\x00R\raccountDelete\x12C\n" +
 	"\raccount_login\x18z \x01(\v2\x1c.medmesh.fsm.v1.AccountLoginH\x00R\faccountLogin\x12=\n" +
 	"\vsession_end\x18{ \x01(\v2\x1a.medmesh.fsm.v1.SessionEndH\x00R\n" +
-	"sessionEndB\t\n" +
+	"sessionEnd\x12C\n" +
+	"\rdevice_import\x18n \x01(\v2\x1c.medmesh.fsm.v1.DeviceImportH\x00R\fdeviceImportB\t\n" +
 	"\acommandJ\x04\b\x02\x10\x03J\x04\b\x04\x10\n" +
 	"\";\n" +
 	"\rClientRequest\x12\x1a\n" +
@@ -3672,7 +3780,13 @@ const file_medmesh_fsm_v1_command_proto_rawDesc = "" +
 	"\x05paths\x18\x02 \x03(\tR\x05paths\x12\x14\n" +
 	"\x05actor\x18\x03 \x01(\tR\x05actor\x12\x16\n" +
 	"\x06reason\x18\x04 \x01(\tR\x06reason\x12\x18\n" +
-	"\acomment\x18\x05 \x01(\tR\acomment\"\xa7\x02\n" +
+	"\acomment\x18\x05 \x01(\tR\acomment\"\xa1\x01\n" +
+	"\fDeviceImport\x121\n" +
+	"\arecords\x18\x01 \x03(\v2\x17.medmesh.v1.AssetRecordR\arecords\x12\x14\n" +
+	"\x05actor\x18\x02 \x01(\tR\x05actor\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\x12\x18\n" +
+	"\acomment\x18\x04 \x01(\tR\acomment\x12\x16\n" +
+	"\x06source\x18\x05 \x01(\tR\x06source\"\xa7\x02\n" +
 	"\tPolicyPut\x12*\n" +
 	"\x06policy\x18\x01 \x01(\v2\x12.medmesh.v1.PolicyR\x06policy\x12.\n" +
 	"\x10expected_version\x18\x02 \x01(\x04H\x00R\x0fexpectedVersion\x88\x01\x01\x12\x14\n" +
@@ -3853,7 +3967,7 @@ const file_medmesh_fsm_v1_command_proto_rawDesc = "" +
 	"\vDeviceFlows\x12\x1d\n" +
 	"\n" +
 	"device_mac\x18\x01 \x01(\tR\tdeviceMac\x125\n" +
-	"\tsummaries\x18\x02 \x03(\v2\x17.medmesh.v1.FlowSummaryR\tsummaries\"\xef\x04\n" +
+	"\tsummaries\x18\x02 \x03(\v2\x17.medmesh.v1.FlowSummaryR\tsummaries\"\xaa\x05\n" +
 	"\n" +
 	"DedupEntry\x127\n" +
 	"\arequest\x18\x01 \x01(\v2\x1d.medmesh.fsm.v1.ClientRequestR\arequest\x12\x14\n" +
@@ -3872,7 +3986,8 @@ const file_medmesh_fsm_v1_command_proto_rawDesc = "" +
 	"\x05intel\x18P \x01(\v2\x17.medmesh.v1.IntelBundleR\x05intel\x12.\n" +
 	"\x04sbom\x18Q \x01(\v2\x1a.medmesh.v1.SBOMAttachmentR\x04sbom\x12$\n" +
 	"\x04sink\x18d \x01(\v2\x10.medmesh.v1.SinkR\x04sink\x12-\n" +
-	"\aaccount\x18x \x01(\v2\x13.medmesh.v1.AccountR\aaccount\"\xea\x01\n" +
+	"\aaccount\x18x \x01(\v2\x13.medmesh.v1.AccountR\aaccount\x129\n" +
+	"\x06import\x18n \x01(\v2!.medmesh.v1.ImportDevicesResponseR\x06import\"\xea\x01\n" +
 	"\aSinkPut\x12$\n" +
 	"\x04sink\x18\x01 \x01(\v2\x10.medmesh.v1.SinkR\x04sink\x12.\n" +
 	"\x10expected_version\x18\x02 \x01(\x04H\x00R\x0fexpectedVersion\x88\x01\x01\x12\x14\n" +
@@ -3910,159 +4025,165 @@ func file_medmesh_fsm_v1_command_proto_rawDescGZIP() []byte {
 	return file_medmesh_fsm_v1_command_proto_rawDescData
 }
 
-var file_medmesh_fsm_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 41)
+var file_medmesh_fsm_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 42)
 var file_medmesh_fsm_v1_command_proto_goTypes = []any{
-	(*Command)(nil),               // 0: medmesh.fsm.v1.Command
-	(*ClientRequest)(nil),         // 1: medmesh.fsm.v1.ClientRequest
-	(*DeviceUpsert)(nil),          // 2: medmesh.fsm.v1.DeviceUpsert
-	(*DeviceUpdate)(nil),          // 3: medmesh.fsm.v1.DeviceUpdate
-	(*PolicyPut)(nil),             // 4: medmesh.fsm.v1.PolicyPut
-	(*PolicyDelete)(nil),          // 5: medmesh.fsm.v1.PolicyDelete
-	(*PolicyActivate)(nil),        // 6: medmesh.fsm.v1.PolicyActivate
-	(*DecisionCreate)(nil),        // 7: medmesh.fsm.v1.DecisionCreate
-	(*DecisionReview)(nil),        // 8: medmesh.fsm.v1.DecisionReview
-	(*AlertIngest)(nil),           // 9: medmesh.fsm.v1.AlertIngest
-	(*AlertAck)(nil),              // 10: medmesh.fsm.v1.AlertAck
-	(*BaselinePut)(nil),           // 11: medmesh.fsm.v1.BaselinePut
-	(*FlowSummaries)(nil),         // 12: medmesh.fsm.v1.FlowSummaries
-	(*SensorReport)(nil),          // 13: medmesh.fsm.v1.SensorReport
-	(*SensorBatch)(nil),           // 14: medmesh.fsm.v1.SensorBatch
-	(*ServerRegister)(nil),        // 15: medmesh.fsm.v1.ServerRegister
-	(*ServerDeregister)(nil),      // 16: medmesh.fsm.v1.ServerDeregister
-	(*RulePut)(nil),               // 17: medmesh.fsm.v1.RulePut
-	(*RuleDelete)(nil),            // 18: medmesh.fsm.v1.RuleDelete
-	(*RulesSeed)(nil),             // 19: medmesh.fsm.v1.RulesSeed
-	(*IntelActivate)(nil),         // 20: medmesh.fsm.v1.IntelActivate
-	(*SBOMAttach)(nil),            // 21: medmesh.fsm.v1.SBOMAttach
-	(*FindingsPut)(nil),           // 22: medmesh.fsm.v1.FindingsPut
-	(*AccountPut)(nil),            // 23: medmesh.fsm.v1.AccountPut
-	(*AccountDelete)(nil),         // 24: medmesh.fsm.v1.AccountDelete
-	(*AccountLogin)(nil),          // 25: medmesh.fsm.v1.AccountLogin
-	(*SessionEnd)(nil),            // 26: medmesh.fsm.v1.SessionEnd
-	(*AccountRecord)(nil),         // 27: medmesh.fsm.v1.AccountRecord
-	(*Session)(nil),               // 28: medmesh.fsm.v1.Session
-	(*SnapshotItem)(nil),          // 29: medmesh.fsm.v1.SnapshotItem
-	(*Bounds)(nil),                // 30: medmesh.fsm.v1.Bounds
-	(*PendingCause)(nil),          // 31: medmesh.fsm.v1.PendingCause
-	(*SnapshotMeta)(nil),          // 32: medmesh.fsm.v1.SnapshotMeta
-	(*SensorSeq)(nil),             // 33: medmesh.fsm.v1.SensorSeq
-	(*DeviceFlows)(nil),           // 34: medmesh.fsm.v1.DeviceFlows
-	(*DedupEntry)(nil),            // 35: medmesh.fsm.v1.DedupEntry
-	(*SinkPut)(nil),               // 36: medmesh.fsm.v1.SinkPut
-	(*SinkDelete)(nil),            // 37: medmesh.fsm.v1.SinkDelete
-	(*SinkProgress)(nil),          // 38: medmesh.fsm.v1.SinkProgress
-	(*SinkPosition)(nil),          // 39: medmesh.fsm.v1.SinkPosition
-	(*SinkAlert)(nil),             // 40: medmesh.fsm.v1.SinkAlert
-	(*timestamppb.Timestamp)(nil), // 41: google.protobuf.Timestamp
-	(*v1.Device)(nil),             // 42: medmesh.v1.Device
-	(*v1.Policy)(nil),             // 43: medmesh.v1.Policy
-	(v1.PolicyMode)(0),            // 44: medmesh.v1.PolicyMode
-	(*v1.Decision)(nil),           // 45: medmesh.v1.Decision
-	(*v1.Alert)(nil),              // 46: medmesh.v1.Alert
-	(*v1.Baseline)(nil),           // 47: medmesh.v1.Baseline
-	(*v1.FlowSummary)(nil),        // 48: medmesh.v1.FlowSummary
-	(*v1.SensorRecord)(nil),       // 49: medmesh.v1.SensorRecord
-	(*v1.ResponseRule)(nil),       // 50: medmesh.v1.ResponseRule
-	(*v1.IntelBundle)(nil),        // 51: medmesh.v1.IntelBundle
-	(*v1.SBOMAttachment)(nil),     // 52: medmesh.v1.SBOMAttachment
-	(*v1.DevicePosture)(nil),      // 53: medmesh.v1.DevicePosture
-	(*v1.Account)(nil),            // 54: medmesh.v1.Account
-	(*v1.AuditRecord)(nil),        // 55: medmesh.v1.AuditRecord
-	(*v1.Incident)(nil),           // 56: medmesh.v1.Incident
-	(*v1.Sink)(nil),               // 57: medmesh.v1.Sink
+	(*Command)(nil),                  // 0: medmesh.fsm.v1.Command
+	(*ClientRequest)(nil),            // 1: medmesh.fsm.v1.ClientRequest
+	(*DeviceUpsert)(nil),             // 2: medmesh.fsm.v1.DeviceUpsert
+	(*DeviceUpdate)(nil),             // 3: medmesh.fsm.v1.DeviceUpdate
+	(*DeviceImport)(nil),             // 4: medmesh.fsm.v1.DeviceImport
+	(*PolicyPut)(nil),                // 5: medmesh.fsm.v1.PolicyPut
+	(*PolicyDelete)(nil),             // 6: medmesh.fsm.v1.PolicyDelete
+	(*PolicyActivate)(nil),           // 7: medmesh.fsm.v1.PolicyActivate
+	(*DecisionCreate)(nil),           // 8: medmesh.fsm.v1.DecisionCreate
+	(*DecisionReview)(nil),           // 9: medmesh.fsm.v1.DecisionReview
+	(*AlertIngest)(nil),              // 10: medmesh.fsm.v1.AlertIngest
+	(*AlertAck)(nil),                 // 11: medmesh.fsm.v1.AlertAck
+	(*BaselinePut)(nil),              // 12: medmesh.fsm.v1.BaselinePut
+	(*FlowSummaries)(nil),            // 13: medmesh.fsm.v1.FlowSummaries
+	(*SensorReport)(nil),             // 14: medmesh.fsm.v1.SensorReport
+	(*SensorBatch)(nil),              // 15: medmesh.fsm.v1.SensorBatch
+	(*ServerRegister)(nil),           // 16: medmesh.fsm.v1.ServerRegister
+	(*ServerDeregister)(nil),         // 17: medmesh.fsm.v1.ServerDeregister
+	(*RulePut)(nil),                  // 18: medmesh.fsm.v1.RulePut
+	(*RuleDelete)(nil),               // 19: medmesh.fsm.v1.RuleDelete
+	(*RulesSeed)(nil),                // 20: medmesh.fsm.v1.RulesSeed
+	(*IntelActivate)(nil),            // 21: medmesh.fsm.v1.IntelActivate
+	(*SBOMAttach)(nil),               // 22: medmesh.fsm.v1.SBOMAttach
+	(*FindingsPut)(nil),              // 23: medmesh.fsm.v1.FindingsPut
+	(*AccountPut)(nil),               // 24: medmesh.fsm.v1.AccountPut
+	(*AccountDelete)(nil),            // 25: medmesh.fsm.v1.AccountDelete
+	(*AccountLogin)(nil),             // 26: medmesh.fsm.v1.AccountLogin
+	(*SessionEnd)(nil),               // 27: medmesh.fsm.v1.SessionEnd
+	(*AccountRecord)(nil),            // 28: medmesh.fsm.v1.AccountRecord
+	(*Session)(nil),                  // 29: medmesh.fsm.v1.Session
+	(*SnapshotItem)(nil),             // 30: medmesh.fsm.v1.SnapshotItem
+	(*Bounds)(nil),                   // 31: medmesh.fsm.v1.Bounds
+	(*PendingCause)(nil),             // 32: medmesh.fsm.v1.PendingCause
+	(*SnapshotMeta)(nil),             // 33: medmesh.fsm.v1.SnapshotMeta
+	(*SensorSeq)(nil),                // 34: medmesh.fsm.v1.SensorSeq
+	(*DeviceFlows)(nil),              // 35: medmesh.fsm.v1.DeviceFlows
+	(*DedupEntry)(nil),               // 36: medmesh.fsm.v1.DedupEntry
+	(*SinkPut)(nil),                  // 37: medmesh.fsm.v1.SinkPut
+	(*SinkDelete)(nil),               // 38: medmesh.fsm.v1.SinkDelete
+	(*SinkProgress)(nil),             // 39: medmesh.fsm.v1.SinkProgress
+	(*SinkPosition)(nil),             // 40: medmesh.fsm.v1.SinkPosition
+	(*SinkAlert)(nil),                // 41: medmesh.fsm.v1.SinkAlert
+	(*timestamppb.Timestamp)(nil),    // 42: google.protobuf.Timestamp
+	(*v1.Device)(nil),                // 43: medmesh.v1.Device
+	(*v1.AssetRecord)(nil),           // 44: medmesh.v1.AssetRecord
+	(*v1.Policy)(nil),                // 45: medmesh.v1.Policy
+	(v1.PolicyMode)(0),               // 46: medmesh.v1.PolicyMode
+	(*v1.Decision)(nil),              // 47: medmesh.v1.Decision
+	(*v1.Alert)(nil),                 // 48: medmesh.v1.Alert
+	(*v1.Baseline)(nil),              // 49: medmesh.v1.Baseline
+	(*v1.FlowSummary)(nil),           // 50: medmesh.v1.FlowSummary
+	(*v1.SensorRecord)(nil),          // 51: medmesh.v1.SensorRecord
+	(*v1.ResponseRule)(nil),          // 52: medmesh.v1.ResponseRule
+	(*v1.IntelBundle)(nil),           // 53: medmesh.v1.IntelBundle
+	(*v1.SBOMAttachment)(nil),        // 54: medmesh.v1.SBOMAttachment
+	(*v1.DevicePosture)(nil),         // 55: medmesh.v1.DevicePosture
+	(*v1.Account)(nil),               // 56: medmesh.v1.Account
+	(*v1.AuditRecord)(nil),           // 57: medmesh.v1.AuditRecord
+	(*v1.Incident)(nil),              // 58: medmesh.v1.Incident
+	(*v1.Sink)(nil),                  // 59: medmesh.v1.Sink
+	(*v1.ImportDevicesResponse)(nil), // 60: medmesh.v1.ImportDevicesResponse
 }
 var file_medmesh_fsm_v1_command_proto_depIdxs = []int32{
-	41, // 0: medmesh.fsm.v1.Command.time:type_name -> google.protobuf.Timestamp
+	42, // 0: medmesh.fsm.v1.Command.time:type_name -> google.protobuf.Timestamp
 	1,  // 1: medmesh.fsm.v1.Command.request:type_name -> medmesh.fsm.v1.ClientRequest
 	2,  // 2: medmesh.fsm.v1.Command.device_upsert:type_name -> medmesh.fsm.v1.DeviceUpsert
 	3,  // 3: medmesh.fsm.v1.Command.device_update:type_name -> medmesh.fsm.v1.DeviceUpdate
-	4,  // 4: medmesh.fsm.v1.Command.policy_put:type_name -> medmesh.fsm.v1.PolicyPut
-	5,  // 5: medmesh.fsm.v1.Command.policy_delete:type_name -> medmesh.fsm.v1.PolicyDelete
-	6,  // 6: medmesh.fsm.v1.Command.policy_activate:type_name -> medmesh.fsm.v1.PolicyActivate
-	7,  // 7: medmesh.fsm.v1.Command.decision_create:type_name -> medmesh.fsm.v1.DecisionCreate
-	8,  // 8: medmesh.fsm.v1.Command.decision_review:type_name -> medmesh.fsm.v1.DecisionReview
-	9,  // 9: medmesh.fsm.v1.Command.alert_ingest:type_name -> medmesh.fsm.v1.AlertIngest
-	10, // 10: medmesh.fsm.v1.Command.alert_ack:type_name -> medmesh.fsm.v1.AlertAck
-	11, // 11: medmesh.fsm.v1.Command.baseline_put:type_name -> medmesh.fsm.v1.BaselinePut
-	12, // 12: medmesh.fsm.v1.Command.flow_summaries:type_name -> medmesh.fsm.v1.FlowSummaries
-	14, // 13: medmesh.fsm.v1.Command.sensor_batch:type_name -> medmesh.fsm.v1.SensorBatch
-	15, // 14: medmesh.fsm.v1.Command.server_register:type_name -> medmesh.fsm.v1.ServerRegister
-	16, // 15: medmesh.fsm.v1.Command.server_deregister:type_name -> medmesh.fsm.v1.ServerDeregister
-	17, // 16: medmesh.fsm.v1.Command.rule_put:type_name -> medmesh.fsm.v1.RulePut
-	18, // 17: medmesh.fsm.v1.Command.rule_delete:type_name -> medmesh.fsm.v1.RuleDelete
-	19, // 18: medmesh.fsm.v1.Command.rules_seed:type_name -> medmesh.fsm.v1.RulesSeed
-	20, // 19: medmesh.fsm.v1.Command.intel_activate:type_name -> medmesh.fsm.v1.IntelActivate
-	21, // 20: medmesh.fsm.v1.Command.sbom_attach:type_name -> medmesh.fsm.v1.SBOMAttach
-	22, // 21: medmesh.fsm.v1.Command.findings_put:type_name -> medmesh.fsm.v1.FindingsPut
-	36, // 22: medmesh.fsm.v1.Command.sink_put:type_name -> medmesh.fsm.v1.SinkPut
-	37, // 23: medmesh.fsm.v1.Command.sink_delete:type_name -> medmesh.fsm.v1.SinkDelete
-	38, // 24: medmesh.fsm.v1.Command.sink_progress:type_name -> medmesh.fsm.v1.SinkProgress
-	40, // 25: medmesh.fsm.v1.Command.sink_alert:type_name -> medmesh.fsm.v1.SinkAlert
-	23, // 26: medmesh.fsm.v1.Command.account_put:type_name -> medmesh.fsm.v1.AccountPut
-	24, // 27: medmesh.fsm.v1.Command.account_delete:type_name -> medmesh.fsm.v1.AccountDelete
-	25, // 28: medmesh.fsm.v1.Command.account_login:type_name -> medmesh.fsm.v1.AccountLogin
-	26, // 29: medmesh.fsm.v1.Command.session_end:type_name -> medmesh.fsm.v1.SessionEnd
-	42, // 30: medmesh.fsm.v1.DeviceUpsert.device:type_name -> medmesh.v1.Device
-	42, // 31: medmesh.fsm.v1.DeviceUpdate.device:type_name -> medmesh.v1.Device
-	43, // 32: medmesh.fsm.v1.PolicyPut.policy:type_name -> medmesh.v1.Policy
-	44, // 33: medmesh.fsm.v1.PolicyActivate.mode:type_name -> medmesh.v1.PolicyMode
-	45, // 34: medmesh.fsm.v1.DecisionCreate.decision:type_name -> medmesh.v1.Decision
-	46, // 35: medmesh.fsm.v1.AlertIngest.alert:type_name -> medmesh.v1.Alert
-	47, // 36: medmesh.fsm.v1.BaselinePut.baseline:type_name -> medmesh.v1.Baseline
-	48, // 37: medmesh.fsm.v1.FlowSummaries.summaries:type_name -> medmesh.v1.FlowSummary
-	49, // 38: medmesh.fsm.v1.SensorReport.records:type_name -> medmesh.v1.SensorRecord
-	13, // 39: medmesh.fsm.v1.SensorBatch.reports:type_name -> medmesh.fsm.v1.SensorReport
-	50, // 40: medmesh.fsm.v1.RulePut.rule:type_name -> medmesh.v1.ResponseRule
-	50, // 41: medmesh.fsm.v1.RulesSeed.rules:type_name -> medmesh.v1.ResponseRule
-	51, // 42: medmesh.fsm.v1.IntelActivate.bundle:type_name -> medmesh.v1.IntelBundle
-	52, // 43: medmesh.fsm.v1.SBOMAttach.attachment:type_name -> medmesh.v1.SBOMAttachment
-	53, // 44: medmesh.fsm.v1.FindingsPut.postures:type_name -> medmesh.v1.DevicePosture
-	54, // 45: medmesh.fsm.v1.AccountPut.account:type_name -> medmesh.v1.Account
-	54, // 46: medmesh.fsm.v1.AccountRecord.account:type_name -> medmesh.v1.Account
-	41, // 47: medmesh.fsm.v1.Session.create_time:type_name -> google.protobuf.Timestamp
-	41, // 48: medmesh.fsm.v1.Session.expire_time:type_name -> google.protobuf.Timestamp
-	32, // 49: medmesh.fsm.v1.SnapshotItem.meta:type_name -> medmesh.fsm.v1.SnapshotMeta
-	42, // 50: medmesh.fsm.v1.SnapshotItem.device:type_name -> medmesh.v1.Device
-	43, // 51: medmesh.fsm.v1.SnapshotItem.policy:type_name -> medmesh.v1.Policy
-	45, // 52: medmesh.fsm.v1.SnapshotItem.decision:type_name -> medmesh.v1.Decision
-	46, // 53: medmesh.fsm.v1.SnapshotItem.alert:type_name -> medmesh.v1.Alert
-	47, // 54: medmesh.fsm.v1.SnapshotItem.baseline:type_name -> medmesh.v1.Baseline
-	55, // 55: medmesh.fsm.v1.SnapshotItem.audit:type_name -> medmesh.v1.AuditRecord
-	33, // 56: medmesh.fsm.v1.SnapshotItem.sensor_seq:type_name -> medmesh.fsm.v1.SensorSeq
-	34, // 57: medmesh.fsm.v1.SnapshotItem.flows:type_name -> medmesh.fsm.v1.DeviceFlows
-	15, // 58: medmesh.fsm.v1.SnapshotItem.server:type_name -> medmesh.fsm.v1.ServerRegister
-	35, // 59: medmesh.fsm.v1.SnapshotItem.dedup:type_name -> medmesh.fsm.v1.DedupEntry
-	30, // 60: medmesh.fsm.v1.SnapshotItem.bounds:type_name -> medmesh.fsm.v1.Bounds
-	31, // 61: medmesh.fsm.v1.SnapshotItem.pending_cause:type_name -> medmesh.fsm.v1.PendingCause
-	50, // 62: medmesh.fsm.v1.SnapshotItem.rule:type_name -> medmesh.v1.ResponseRule
-	56, // 63: medmesh.fsm.v1.SnapshotItem.incident:type_name -> medmesh.v1.Incident
-	51, // 64: medmesh.fsm.v1.SnapshotItem.intel:type_name -> medmesh.v1.IntelBundle
-	52, // 65: medmesh.fsm.v1.SnapshotItem.sbom:type_name -> medmesh.v1.SBOMAttachment
-	53, // 66: medmesh.fsm.v1.SnapshotItem.posture:type_name -> medmesh.v1.DevicePosture
-	57, // 67: medmesh.fsm.v1.SnapshotItem.sink:type_name -> medmesh.v1.Sink
-	27, // 68: medmesh.fsm.v1.SnapshotItem.account:type_name -> medmesh.fsm.v1.AccountRecord
-	28, // 69: medmesh.fsm.v1.SnapshotItem.session:type_name -> medmesh.fsm.v1.Session
-	41, // 70: medmesh.fsm.v1.Bounds.decisions_compacted:type_name -> google.protobuf.Timestamp
-	48, // 71: medmesh.fsm.v1.DeviceFlows.summaries:type_name -> medmesh.v1.FlowSummary
-	1,  // 72: medmesh.fsm.v1.DedupEntry.request:type_name -> medmesh.fsm.v1.ClientRequest
-	41, // 73: medmesh.fsm.v1.DedupEntry.time:type_name -> google.protobuf.Timestamp
-	42, // 74: medmesh.fsm.v1.DedupEntry.device:type_name -> medmesh.v1.Device
-	43, // 75: medmesh.fsm.v1.DedupEntry.policy:type_name -> medmesh.v1.Policy
-	45, // 76: medmesh.fsm.v1.DedupEntry.decision:type_name -> medmesh.v1.Decision
-	46, // 77: medmesh.fsm.v1.DedupEntry.alert:type_name -> medmesh.v1.Alert
-	50, // 78: medmesh.fsm.v1.DedupEntry.rule:type_name -> medmesh.v1.ResponseRule
-	51, // 79: medmesh.fsm.v1.DedupEntry.intel:type_name -> medmesh.v1.IntelBundle
-	52, // 80: medmesh.fsm.v1.DedupEntry.sbom:type_name -> medmesh.v1.SBOMAttachment
-	57, // 81: medmesh.fsm.v1.DedupEntry.sink:type_name -> medmesh.v1.Sink
-	54, // 82: medmesh.fsm.v1.DedupEntry.account:type_name -> medmesh.v1.Account
-	57, // 83: medmesh.fsm.v1.SinkPut.sink:type_name -> medmesh.v1.Sink
-	39, // 84: medmesh.fsm.v1.SinkProgress.positions:type_name -> medmesh.fsm.v1.SinkPosition
-	46, // 85: medmesh.fsm.v1.SinkAlert.alert:type_name -> medmesh.v1.Alert
-	86, // [86:86] is the sub-list for method output_type
-	86, // [86:86] is the sub-list for method input_type
-	86, // [86:86] is the sub-list for extension type_name
-	86, // [86:86] is the sub-list for extension extendee
-	0,  // [0:86] is the sub-list for field type_name
+	5,  // 4: medmesh.fsm.v1.Command.policy_put:type_name -> medmesh.fsm.v1.PolicyPut
+	6,  // 5: medmesh.fsm.v1.Command.policy_delete:type_name -> medmesh.fsm.v1.PolicyDelete
+	7,  // 6: medmesh.fsm.v1.Command.policy_activate:type_name -> medmesh.fsm.v1.PolicyActivate
+	8,  // 7: medmesh.fsm.v1.Command.decision_create:type_name -> medmesh.fsm.v1.DecisionCreate
+	9,  // 8: medmesh.fsm.v1.Command.decision_review:type_name -> medmesh.fsm.v1.DecisionReview
+	10, // 9: medmesh.fsm.v1.Command.alert_ingest:type_name -> medmesh.fsm.v1.AlertIngest
+	11, // 10: medmesh.fsm.v1.Command.alert_ack:type_name -> medmesh.fsm.v1.AlertAck
+	12, // 11: medmesh.fsm.v1.Command.baseline_put:type_name -> medmesh.fsm.v1.BaselinePut
+	13, // 12: medmesh.fsm.v1.Command.flow_summaries:type_name -> medmesh.fsm.v1.FlowSummaries
+	15, // 13: medmesh.fsm.v1.Command.sensor_batch:type_name -> medmesh.fsm.v1.SensorBatch
+	16, // 14: medmesh.fsm.v1.Command.server_register:type_name -> medmesh.fsm.v1.ServerRegister
+	17, // 15: medmesh.fsm.v1.Command.server_deregister:type_name -> medmesh.fsm.v1.ServerDeregister
+	18, // 16: medmesh.fsm.v1.Command.rule_put:type_name -> medmesh.fsm.v1.RulePut
+	19, // 17: medmesh.fsm.v1.Command.rule_delete:type_name -> medmesh.fsm.v1.RuleDelete
+	20, // 18: medmesh.fsm.v1.Command.rules_seed:type_name -> medmesh.fsm.v1.RulesSeed
+	21, // 19: medmesh.fsm.v1.Command.intel_activate:type_name -> medmesh.fsm.v1.IntelActivate
+	22, // 20: medmesh.fsm.v1.Command.sbom_attach:type_name -> medmesh.fsm.v1.SBOMAttach
+	23, // 21: medmesh.fsm.v1.Command.findings_put:type_name -> medmesh.fsm.v1.FindingsPut
+	37, // 22: medmesh.fsm.v1.Command.sink_put:type_name -> medmesh.fsm.v1.SinkPut
+	38, // 23: medmesh.fsm.v1.Command.sink_delete:type_name -> medmesh.fsm.v1.SinkDelete
+	39, // 24: medmesh.fsm.v1.Command.sink_progress:type_name -> medmesh.fsm.v1.SinkProgress
+	41, // 25: medmesh.fsm.v1.Command.sink_alert:type_name -> medmesh.fsm.v1.SinkAlert
+	24, // 26: medmesh.fsm.v1.Command.account_put:type_name -> medmesh.fsm.v1.AccountPut
+	25, // 27: medmesh.fsm.v1.Command.account_delete:type_name -> medmesh.fsm.v1.AccountDelete
+	26, // 28: medmesh.fsm.v1.Command.account_login:type_name -> medmesh.fsm.v1.AccountLogin
+	27, // 29: medmesh.fsm.v1.Command.session_end:type_name -> medmesh.fsm.v1.SessionEnd
+	4,  // 30: medmesh.fsm.v1.Command.device_import:type_name -> medmesh.fsm.v1.DeviceImport
+	43, // 31: medmesh.fsm.v1.DeviceUpsert.device:type_name -> medmesh.v1.Device
+	43, // 32: medmesh.fsm.v1.DeviceUpdate.device:type_name -> medmesh.v1.Device
+	44, // 33: medmesh.fsm.v1.DeviceImport.records:type_name -> medmesh.v1.AssetRecord
+	45, // 34: medmesh.fsm.v1.PolicyPut.policy:type_name -> medmesh.v1.Policy
+	46, // 35: medmesh.fsm.v1.PolicyActivate.mode:type_name -> medmesh.v1.PolicyMode
+	47, // 36: medmesh.fsm.v1.DecisionCreate.decision:type_name -> medmesh.v1.Decision
+	48, // 37: medmesh.fsm.v1.AlertIngest.alert:type_name -> medmesh.v1.Alert
+	49, // 38: medmesh.fsm.v1.BaselinePut.baseline:type_name -> medmesh.v1.Baseline
+	50, // 39: medmesh.fsm.v1.FlowSummaries.summaries:type_name -> medmesh.v1.FlowSummary
+	51, // 40: medmesh.fsm.v1.SensorReport.records:type_name -> medmesh.v1.SensorRecord
+	14, // 41: medmesh.fsm.v1.SensorBatch.reports:type_name -> medmesh.fsm.v1.SensorReport
+	52, // 42: medmesh.fsm.v1.RulePut.rule:type_name -> medmesh.v1.ResponseRule
+	52, // 43: medmesh.fsm.v1.RulesSeed.rules:type_name -> medmesh.v1.ResponseRule
+	53, // 44: medmesh.fsm.v1.IntelActivate.bundle:type_name -> medmesh.v1.IntelBundle
+	54, // 45: medmesh.fsm.v1.SBOMAttach.attachment:type_name -> medmesh.v1.SBOMAttachment
+	55, // 46: medmesh.fsm.v1.FindingsPut.postures:type_name -> medmesh.v1.DevicePosture
+	56, // 47: medmesh.fsm.v1.AccountPut.account:type_name -> medmesh.v1.Account
+	56, // 48: medmesh.fsm.v1.AccountRecord.account:type_name -> medmesh.v1.Account
+	42, // 49: medmesh.fsm.v1.Session.create_time:type_name -> google.protobuf.Timestamp
+	42, // 50: medmesh.fsm.v1.Session.expire_time:type_name -> google.protobuf.Timestamp
+	33, // 51: medmesh.fsm.v1.SnapshotItem.meta:type_name -> medmesh.fsm.v1.SnapshotMeta
+	43, // 52: medmesh.fsm.v1.SnapshotItem.device:type_name -> medmesh.v1.Device
+	45, // 53: medmesh.fsm.v1.SnapshotItem.policy:type_name -> medmesh.v1.Policy
+	47, // 54: medmesh.fsm.v1.SnapshotItem.decision:type_name -> medmesh.v1.Decision
+	48, // 55: medmesh.fsm.v1.SnapshotItem.alert:type_name -> medmesh.v1.Alert
+	49, // 56: medmesh.fsm.v1.SnapshotItem.baseline:type_name -> medmesh.v1.Baseline
+	57, // 57: medmesh.fsm.v1.SnapshotItem.audit:type_name -> medmesh.v1.AuditRecord
+	34, // 58: medmesh.fsm.v1.SnapshotItem.sensor_seq:type_name -> medmesh.fsm.v1.SensorSeq
+	35, // 59: medmesh.fsm.v1.SnapshotItem.flows:type_name -> medmesh.fsm.v1.DeviceFlows
+	16, // 60: medmesh.fsm.v1.SnapshotItem.server:type_name -> medmesh.fsm.v1.ServerRegister
+	36, // 61: medmesh.fsm.v1.SnapshotItem.dedup:type_name -> medmesh.fsm.v1.DedupEntry
+	31, // 62: medmesh.fsm.v1.SnapshotItem.bounds:type_name -> medmesh.fsm.v1.Bounds
+	32, // 63: medmesh.fsm.v1.SnapshotItem.pending_cause:type_name -> medmesh.fsm.v1.PendingCause
+	52, // 64: medmesh.fsm.v1.SnapshotItem.rule:type_name -> medmesh.v1.ResponseRule
+	58, // 65: medmesh.fsm.v1.SnapshotItem.incident:type_name -> medmesh.v1.Incident
+	53, // 66: medmesh.fsm.v1.SnapshotItem.intel:type_name -> medmesh.v1.IntelBundle
+	54, // 67: medmesh.fsm.v1.SnapshotItem.sbom:type_name -> medmesh.v1.SBOMAttachment
+	55, // 68: medmesh.fsm.v1.SnapshotItem.posture:type_name -> medmesh.v1.DevicePosture
+	59, // 69: medmesh.fsm.v1.SnapshotItem.sink:type_name -> medmesh.v1.Sink
+	28, // 70: medmesh.fsm.v1.SnapshotItem.account:type_name -> medmesh.fsm.v1.AccountRecord
+	29, // 71: medmesh.fsm.v1.SnapshotItem.session:type_name -> medmesh.fsm.v1.Session
+	42, // 72: medmesh.fsm.v1.Bounds.decisions_compacted:type_name -> google.protobuf.Timestamp
+	50, // 73: medmesh.fsm.v1.DeviceFlows.summaries:type_name -> medmesh.v1.FlowSummary
+	1,  // 74: medmesh.fsm.v1.DedupEntry.request:type_name -> medmesh.fsm.v1.ClientRequest
+	42, // 75: medmesh.fsm.v1.DedupEntry.time:type_name -> google.protobuf.Timestamp
+	43, // 76: medmesh.fsm.v1.DedupEntry.device:type_name -> medmesh.v1.Device
+	45, // 77: medmesh.fsm.v1.DedupEntry.policy:type_name -> medmesh.v1.Policy
+	47, // 78: medmesh.fsm.v1.DedupEntry.decision:type_name -> medmesh.v1.Decision
+	48, // 79: medmesh.fsm.v1.DedupEntry.alert:type_name -> medmesh.v1.Alert
+	52, // 80: medmesh.fsm.v1.DedupEntry.rule:type_name -> medmesh.v1.ResponseRule
+	53, // 81: medmesh.fsm.v1.DedupEntry.intel:type_name -> medmesh.v1.IntelBundle
+	54, // 82: medmesh.fsm.v1.DedupEntry.sbom:type_name -> medmesh.v1.SBOMAttachment
+	59, // 83: medmesh.fsm.v1.DedupEntry.sink:type_name -> medmesh.v1.Sink
+	56, // 84: medmesh.fsm.v1.DedupEntry.account:type_name -> medmesh.v1.Account
+	60, // 85: medmesh.fsm.v1.DedupEntry.import:type_name -> medmesh.v1.ImportDevicesResponse
+	59, // 86: medmesh.fsm.v1.SinkPut.sink:type_name -> medmesh.v1.Sink
+	40, // 87: medmesh.fsm.v1.SinkProgress.positions:type_name -> medmesh.fsm.v1.SinkPosition
+	48, // 88: medmesh.fsm.v1.SinkAlert.alert:type_name -> medmesh.v1.Alert
+	89, // [89:89] is the sub-list for method output_type
+	89, // [89:89] is the sub-list for method input_type
+	89, // [89:89] is the sub-list for extension type_name
+	89, // [89:89] is the sub-list for extension extendee
+	0,  // [0:89] is the sub-list for field type_name
 }
 
 func init() { file_medmesh_fsm_v1_command_proto_init() }
@@ -4099,13 +4220,14 @@ func file_medmesh_fsm_v1_command_proto_init() {
 		(*Command_AccountDelete)(nil),
 		(*Command_AccountLogin)(nil),
 		(*Command_SessionEnd)(nil),
+		(*Command_DeviceImport)(nil),
 	}
-	file_medmesh_fsm_v1_command_proto_msgTypes[4].OneofWrappers = []any{}
 	file_medmesh_fsm_v1_command_proto_msgTypes[5].OneofWrappers = []any{}
-	file_medmesh_fsm_v1_command_proto_msgTypes[17].OneofWrappers = []any{}
+	file_medmesh_fsm_v1_command_proto_msgTypes[6].OneofWrappers = []any{}
 	file_medmesh_fsm_v1_command_proto_msgTypes[18].OneofWrappers = []any{}
-	file_medmesh_fsm_v1_command_proto_msgTypes[23].OneofWrappers = []any{}
-	file_medmesh_fsm_v1_command_proto_msgTypes[29].OneofWrappers = []any{
+	file_medmesh_fsm_v1_command_proto_msgTypes[19].OneofWrappers = []any{}
+	file_medmesh_fsm_v1_command_proto_msgTypes[24].OneofWrappers = []any{}
+	file_medmesh_fsm_v1_command_proto_msgTypes[30].OneofWrappers = []any{
 		(*SnapshotItem_Meta)(nil),
 		(*SnapshotItem_Device)(nil),
 		(*SnapshotItem_Policy)(nil),
@@ -4128,15 +4250,15 @@ func file_medmesh_fsm_v1_command_proto_init() {
 		(*SnapshotItem_Account)(nil),
 		(*SnapshotItem_Session)(nil),
 	}
-	file_medmesh_fsm_v1_command_proto_msgTypes[36].OneofWrappers = []any{}
 	file_medmesh_fsm_v1_command_proto_msgTypes[37].OneofWrappers = []any{}
+	file_medmesh_fsm_v1_command_proto_msgTypes[38].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_medmesh_fsm_v1_command_proto_rawDesc), len(file_medmesh_fsm_v1_command_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   41,
+			NumMessages:   42,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
