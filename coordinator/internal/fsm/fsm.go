@@ -50,6 +50,9 @@ type Result struct {
 	Intel *medmeshv1.IntelBundle
 	// SBOM is the attachment an SBOMAttach made.
 	SBOM *medmeshv1.SBOMAttachment
+	// Exception is the exception an ExceptionAccept or ExceptionRevoke
+	// made or ended.
+	Exception *medmeshv1.RiskException
 	// Acks holds, for a sensor batch, each sensor's last applied seq.
 	Acks map[string]uint64
 	// Duplicate: the command's client request was applied before, at

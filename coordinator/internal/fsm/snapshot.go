@@ -119,6 +119,9 @@ func (s *state) write(w io.Writer) error {
 	if err := s.risk.write(put); err != nil {
 		return err
 	}
+	if err := s.comp.write(put); err != nil {
+		return err
+	}
 	for _, r := range s.requests.all() {
 		if err := put(&fsmpb.SnapshotItem{Item: &fsmpb.SnapshotItem_Dedup{Dedup: r.item()}}); err != nil {
 			return err
@@ -239,6 +242,10 @@ func readSnapshot(r io.Reader) (*state, error) {
 			st.risk.sboms[SBOMKey(a.GetVendor(), a.GetModel(), a.GetVersion())] = a
 		case *fsmpb.SnapshotItem_Posture:
 			st.risk.postures[x.Posture.GetDeviceMac()] = x.Posture
+		case *fsmpb.SnapshotItem_Exception:
+			st.comp.exceptions[x.Exception.GetId()] = x.Exception
+		case *fsmpb.SnapshotItem_Trend:
+			st.comp.trend = append(st.comp.trend, x.Trend) // written oldest first
 		case *fsmpb.SnapshotItem_Dedup:
 			r, err := requestFromItem(x.Dedup)
 			if err != nil {

@@ -71,6 +71,10 @@ type state struct {
 	riskDirty map[string]bool
 	riskAll   bool
 
+	// comp is the compliance state: risk exceptions and the daily trend
+	// (state_compliance.go).
+	comp complianceState
+
 	// ruleDecisions counts the decisions rules made since this process
 	// started (a metric; not replicated, not in snapshots).
 	ruleDecisions uint64
@@ -100,6 +104,7 @@ func newState() *state {
 		inc:          newIncidentStore(),
 		deviceIPs:    map[string][]string{},
 		risk:         newRiskState(),
+		comp:         newComplianceState(),
 	}
 }
 
@@ -131,6 +136,7 @@ func (s *state) shallowCopy() *state {
 
 		ruleDecisions: s.ruleDecisions,
 		risk:          s.risk.copy(),
+		comp:          s.comp.copy(),
 	}
 	for k, v := range s.pendingCause {
 		c.pendingCause[k] = v
@@ -202,6 +208,7 @@ func (s *state) apply(index uint64, cmd *fsmpb.Command) *Result {
 // dispatch applies one command. A command that fails changes nothing.
 func (s *state) dispatch(index uint64, now *timestamppb.Timestamp, cmd *fsmpb.Command) *Result {
 	s.closeIncidents(index, now)
+	s.expireExceptions(index, now)
 	var res *Result
 	switch c := cmd.Command.(type) {
 	case *fsmpb.Command_DeviceUpsert:
@@ -243,6 +250,14 @@ func (s *state) dispatch(index uint64, now *timestamppb.Timestamp, cmd *fsmpb.Co
 		res = s.applySBOMAttach(index, now, c.SbomAttach)
 	case *fsmpb.Command_FindingsPut:
 		res = s.applyFindingsPut(index, c.FindingsPut)
+	case *fsmpb.Command_ExceptionAccept:
+		res = s.applyExceptionAccept(index, now, c.ExceptionAccept)
+	case *fsmpb.Command_ExceptionRevoke:
+		res = s.applyExceptionRevoke(index, now, c.ExceptionRevoke)
+	case *fsmpb.Command_TrendRecord:
+		res = s.applyTrendRecord(index, now, c.TrendRecord)
+	case *fsmpb.Command_ExceptionsExpire:
+		res = &Result{} // expired above
 	case *fsmpb.Command_ServerDeregister:
 		delete(s.servers, c.ServerDeregister.GetId())
 		res = &Result{}

@@ -58,6 +58,10 @@ type Command struct {
 	//	*Command_IntelActivate
 	//	*Command_SbomAttach
 	//	*Command_FindingsPut
+	//	*Command_ExceptionAccept
+	//	*Command_ExceptionRevoke
+	//	*Command_TrendRecord
+	//	*Command_ExceptionsExpire
 	Command       isCommand_Command `protobuf_oneof:"command"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -294,6 +298,42 @@ func (x *Command) GetFindingsPut() *FindingsPut {
 	return nil
 }
 
+func (x *Command) GetExceptionAccept() *ExceptionAccept {
+	if x != nil {
+		if x, ok := x.Command.(*Command_ExceptionAccept); ok {
+			return x.ExceptionAccept
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetExceptionRevoke() *ExceptionRevoke {
+	if x != nil {
+		if x, ok := x.Command.(*Command_ExceptionRevoke); ok {
+			return x.ExceptionRevoke
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetTrendRecord() *TrendRecord {
+	if x != nil {
+		if x, ok := x.Command.(*Command_TrendRecord); ok {
+			return x.TrendRecord
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetExceptionsExpire() *ExceptionsExpire {
+	if x != nil {
+		if x, ok := x.Command.(*Command_ExceptionsExpire); ok {
+			return x.ExceptionsExpire
+		}
+	}
+	return nil
+}
+
 type isCommand_Command interface {
 	isCommand_Command()
 }
@@ -380,6 +420,23 @@ type Command_FindingsPut struct {
 	FindingsPut *FindingsPut `protobuf:"bytes,82,opt,name=findings_put,json=findingsPut,proto3,oneof"`
 }
 
+type Command_ExceptionAccept struct {
+	// 90-99: compliance exceptions and trend (issue 19).
+	ExceptionAccept *ExceptionAccept `protobuf:"bytes,90,opt,name=exception_accept,json=exceptionAccept,proto3,oneof"`
+}
+
+type Command_ExceptionRevoke struct {
+	ExceptionRevoke *ExceptionRevoke `protobuf:"bytes,91,opt,name=exception_revoke,json=exceptionRevoke,proto3,oneof"`
+}
+
+type Command_TrendRecord struct {
+	TrendRecord *TrendRecord `protobuf:"bytes,92,opt,name=trend_record,json=trendRecord,proto3,oneof"`
+}
+
+type Command_ExceptionsExpire struct {
+	ExceptionsExpire *ExceptionsExpire `protobuf:"bytes,93,opt,name=exceptions_expire,json=exceptionsExpire,proto3,oneof"`
+}
+
 func (*Command_DeviceUpsert) isCommand_Command() {}
 
 func (*Command_DeviceUpdate) isCommand_Command() {}
@@ -419,6 +476,14 @@ func (*Command_IntelActivate) isCommand_Command() {}
 func (*Command_SbomAttach) isCommand_Command() {}
 
 func (*Command_FindingsPut) isCommand_Command() {}
+
+func (*Command_ExceptionAccept) isCommand_Command() {}
+
+func (*Command_ExceptionRevoke) isCommand_Command() {}
+
+func (*Command_TrendRecord) isCommand_Command() {}
+
+func (*Command_ExceptionsExpire) isCommand_Command() {}
 
 // ClientRequest names one client request: the caller's verified identity
 // (role/name) and the id the client chose, unique per identity.
@@ -1880,6 +1945,227 @@ func (x *FindingsPut) GetPostures() []*v1.DevicePosture {
 	return nil
 }
 
+// ExceptionAccept accepts a remediation action or finding as a risk
+// exception. The leader checked the caller is an approver; apply checks the
+// expiry is after the entry's leader time.
+type ExceptionAccept struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// target_kind, target, owner, reason, expire_time; id, state,
+	// accepted_by, accept_time and index are set on apply.
+	Exception     *v1.RiskException `protobuf:"bytes,1,opt,name=exception,proto3" json:"exception,omitempty"`
+	Actor         string            `protobuf:"bytes,2,opt,name=actor,proto3" json:"actor,omitempty"`
+	Comment       string            `protobuf:"bytes,3,opt,name=comment,proto3" json:"comment,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExceptionAccept) Reset() {
+	*x = ExceptionAccept{}
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExceptionAccept) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExceptionAccept) ProtoMessage() {}
+
+func (x *ExceptionAccept) ProtoReflect() protoreflect.Message {
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExceptionAccept.ProtoReflect.Descriptor instead.
+func (*ExceptionAccept) Descriptor() ([]byte, []int) {
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *ExceptionAccept) GetException() *v1.RiskException {
+	if x != nil {
+		return x.Exception
+	}
+	return nil
+}
+
+func (x *ExceptionAccept) GetActor() string {
+	if x != nil {
+		return x.Actor
+	}
+	return ""
+}
+
+func (x *ExceptionAccept) GetComment() string {
+	if x != nil {
+		return x.Comment
+	}
+	return ""
+}
+
+// ExceptionRevoke ends an exception in force.
+type ExceptionRevoke struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Actor         string                 `protobuf:"bytes,2,opt,name=actor,proto3" json:"actor,omitempty"`
+	Reason        string                 `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	Comment       string                 `protobuf:"bytes,4,opt,name=comment,proto3" json:"comment,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExceptionRevoke) Reset() {
+	*x = ExceptionRevoke{}
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExceptionRevoke) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExceptionRevoke) ProtoMessage() {}
+
+func (x *ExceptionRevoke) ProtoReflect() protoreflect.Message {
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExceptionRevoke.ProtoReflect.Descriptor instead.
+func (*ExceptionRevoke) Descriptor() ([]byte, []int) {
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *ExceptionRevoke) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *ExceptionRevoke) GetActor() string {
+	if x != nil {
+		return x.Actor
+	}
+	return ""
+}
+
+func (x *ExceptionRevoke) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *ExceptionRevoke) GetComment() string {
+	if x != nil {
+		return x.Comment
+	}
+	return ""
+}
+
+// TrendRecord records the day's compliance point, computed by the leader
+// from committed state. Its day is the entry's leader time (UTC); a day
+// that has a point keeps it. At most MaxTrendDays days are kept.
+type TrendRecord struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Point         *v1.TrendPoint         `protobuf:"bytes,1,opt,name=point,proto3" json:"point,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TrendRecord) Reset() {
+	*x = TrendRecord{}
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TrendRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TrendRecord) ProtoMessage() {}
+
+func (x *TrendRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TrendRecord.ProtoReflect.Descriptor instead.
+func (*TrendRecord) Descriptor() ([]byte, []int) {
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *TrendRecord) GetPoint() *v1.TrendPoint {
+	if x != nil {
+		return x.Point
+	}
+	return nil
+}
+
+// ExceptionsExpire carries no data: the leader proposes it when an
+// exception's expiry passed so that the expiry is applied (and audited) at
+// a leader time even when nothing else is written. Every command expires
+// what is due before it applies.
+type ExceptionsExpire struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExceptionsExpire) Reset() {
+	*x = ExceptionsExpire{}
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExceptionsExpire) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExceptionsExpire) ProtoMessage() {}
+
+func (x *ExceptionsExpire) ProtoReflect() protoreflect.Message {
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExceptionsExpire.ProtoReflect.Descriptor instead.
+func (*ExceptionsExpire) Descriptor() ([]byte, []int) {
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{26}
+}
+
 // SnapshotItem is one length-delimited record of an FSM snapshot stream.
 type SnapshotItem struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1903,6 +2189,8 @@ type SnapshotItem struct {
 	//	*SnapshotItem_Intel
 	//	*SnapshotItem_Sbom
 	//	*SnapshotItem_Posture
+	//	*SnapshotItem_Exception
+	//	*SnapshotItem_Trend
 	Item          isSnapshotItem_Item `protobuf_oneof:"item"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1910,7 +2198,7 @@ type SnapshotItem struct {
 
 func (x *SnapshotItem) Reset() {
 	*x = SnapshotItem{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[23]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1922,7 +2210,7 @@ func (x *SnapshotItem) String() string {
 func (*SnapshotItem) ProtoMessage() {}
 
 func (x *SnapshotItem) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[23]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1935,7 +2223,7 @@ func (x *SnapshotItem) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotItem.ProtoReflect.Descriptor instead.
 func (*SnapshotItem) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{23}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *SnapshotItem) GetItem() isSnapshotItem_Item {
@@ -2107,6 +2395,24 @@ func (x *SnapshotItem) GetPosture() *v1.DevicePosture {
 	return nil
 }
 
+func (x *SnapshotItem) GetException() *v1.RiskException {
+	if x != nil {
+		if x, ok := x.Item.(*SnapshotItem_Exception); ok {
+			return x.Exception
+		}
+	}
+	return nil
+}
+
+func (x *SnapshotItem) GetTrend() *v1.TrendPoint {
+	if x != nil {
+		if x, ok := x.Item.(*SnapshotItem_Trend); ok {
+			return x.Trend
+		}
+	}
+	return nil
+}
+
 type isSnapshotItem_Item interface {
 	isSnapshotItem_Item()
 }
@@ -2189,6 +2495,15 @@ type SnapshotItem_Posture struct {
 	Posture *v1.DevicePosture `protobuf:"bytes,82,opt,name=posture,proto3,oneof"`
 }
 
+type SnapshotItem_Exception struct {
+	// 90-99: compliance (issue 19).
+	Exception *v1.RiskException `protobuf:"bytes,90,opt,name=exception,proto3,oneof"`
+}
+
+type SnapshotItem_Trend struct {
+	Trend *v1.TrendPoint `protobuf:"bytes,91,opt,name=trend,proto3,oneof"`
+}
+
 func (*SnapshotItem_Meta) isSnapshotItem_Item() {}
 
 func (*SnapshotItem_Device) isSnapshotItem_Item() {}
@@ -2225,6 +2540,10 @@ func (*SnapshotItem_Sbom) isSnapshotItem_Item() {}
 
 func (*SnapshotItem_Posture) isSnapshotItem_Item() {}
 
+func (*SnapshotItem_Exception) isSnapshotItem_Item() {}
+
+func (*SnapshotItem_Trend) isSnapshotItem_Item() {}
+
 // Bounds is the bookkeeping of retention: what was evicted and where the
 // audit chain stands. The audit window's records follow as audit items.
 type Bounds struct {
@@ -2245,7 +2564,7 @@ type Bounds struct {
 
 func (x *Bounds) Reset() {
 	*x = Bounds{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[24]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2257,7 +2576,7 @@ func (x *Bounds) String() string {
 func (*Bounds) ProtoMessage() {}
 
 func (x *Bounds) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[24]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2270,7 +2589,7 @@ func (x *Bounds) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Bounds.ProtoReflect.Descriptor instead.
 func (*Bounds) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{24}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *Bounds) GetAlertBase() uint64 {
@@ -2328,7 +2647,7 @@ type PendingCause struct {
 
 func (x *PendingCause) Reset() {
 	*x = PendingCause{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[25]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2340,7 +2659,7 @@ func (x *PendingCause) String() string {
 func (*PendingCause) ProtoMessage() {}
 
 func (x *PendingCause) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[25]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2353,7 +2672,7 @@ func (x *PendingCause) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PendingCause.ProtoReflect.Descriptor instead.
 func (*PendingCause) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{25}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *PendingCause) GetDecisionId() string {
@@ -2383,7 +2702,7 @@ type SnapshotMeta struct {
 
 func (x *SnapshotMeta) Reset() {
 	*x = SnapshotMeta{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[26]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2395,7 +2714,7 @@ func (x *SnapshotMeta) String() string {
 func (*SnapshotMeta) ProtoMessage() {}
 
 func (x *SnapshotMeta) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[26]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2408,7 +2727,7 @@ func (x *SnapshotMeta) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotMeta.ProtoReflect.Descriptor instead.
 func (*SnapshotMeta) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{26}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *SnapshotMeta) GetFormat() uint32 {
@@ -2443,7 +2762,7 @@ type SensorSeq struct {
 
 func (x *SensorSeq) Reset() {
 	*x = SensorSeq{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[27]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2455,7 +2774,7 @@ func (x *SensorSeq) String() string {
 func (*SensorSeq) ProtoMessage() {}
 
 func (x *SensorSeq) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[27]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2468,7 +2787,7 @@ func (x *SensorSeq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SensorSeq.ProtoReflect.Descriptor instead.
 func (*SensorSeq) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{27}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *SensorSeq) GetSensorId() string {
@@ -2496,7 +2815,7 @@ type DeviceFlows struct {
 
 func (x *DeviceFlows) Reset() {
 	*x = DeviceFlows{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[28]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2508,7 +2827,7 @@ func (x *DeviceFlows) String() string {
 func (*DeviceFlows) ProtoMessage() {}
 
 func (x *DeviceFlows) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[28]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2521,7 +2840,7 @@ func (x *DeviceFlows) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeviceFlows.ProtoReflect.Descriptor instead.
 func (*DeviceFlows) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{28}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *DeviceFlows) GetDeviceMac() string {
@@ -2561,15 +2880,17 @@ type DedupEntry struct {
 	// A rule put's or delete's result.
 	Rule *v1.ResponseRule `protobuf:"bytes,11,opt,name=rule,proto3" json:"rule,omitempty"`
 	// 80-89: risk posture results.
-	Intel         *v1.IntelBundle    `protobuf:"bytes,80,opt,name=intel,proto3" json:"intel,omitempty"`
-	Sbom          *v1.SBOMAttachment `protobuf:"bytes,81,opt,name=sbom,proto3" json:"sbom,omitempty"`
+	Intel *v1.IntelBundle    `protobuf:"bytes,80,opt,name=intel,proto3" json:"intel,omitempty"`
+	Sbom  *v1.SBOMAttachment `protobuf:"bytes,81,opt,name=sbom,proto3" json:"sbom,omitempty"`
+	// 90-99: compliance results.
+	Exception     *v1.RiskException `protobuf:"bytes,90,opt,name=exception,proto3" json:"exception,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *DedupEntry) Reset() {
 	*x = DedupEntry{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[29]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2581,7 +2902,7 @@ func (x *DedupEntry) String() string {
 func (*DedupEntry) ProtoMessage() {}
 
 func (x *DedupEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[29]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2594,7 +2915,7 @@ func (x *DedupEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DedupEntry.ProtoReflect.Descriptor instead.
 func (*DedupEntry) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{29}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *DedupEntry) GetRequest() *ClientRequest {
@@ -2688,11 +3009,18 @@ func (x *DedupEntry) GetSbom() *v1.SBOMAttachment {
 	return nil
 }
 
+func (x *DedupEntry) GetException() *v1.RiskException {
+	if x != nil {
+		return x.Exception
+	}
+	return nil
+}
+
 var File_medmesh_fsm_v1_command_proto protoreflect.FileDescriptor
 
 const file_medmesh_fsm_v1_command_proto_rawDesc = "" +
 	"\n" +
-	"\x1cmedmesh/fsm/v1/command.proto\x12\x0emedmesh.fsm.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16medmesh/v1/alert.proto\x1a\x19medmesh/v1/decision.proto\x1a\x17medmesh/v1/device.proto\x1a\x19medmesh/v1/incident.proto\x1a\x17medmesh/v1/policy.proto\x1a\x15medmesh/v1/risk.proto\x1a\x15medmesh/v1/rule.proto\x1a\x17medmesh/v1/sensor.proto\"\xd2\v\n" +
+	"\x1cmedmesh/fsm/v1/command.proto\x12\x0emedmesh.fsm.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16medmesh/v1/alert.proto\x1a%medmesh/v1/compliance_exception.proto\x1a\x19medmesh/v1/decision.proto\x1a\x17medmesh/v1/device.proto\x1a\x19medmesh/v1/incident.proto\x1a\x17medmesh/v1/policy.proto\x1a\x15medmesh/v1/risk.proto\x1a\x15medmesh/v1/rule.proto\x1a\x17medmesh/v1/sensor.proto\"\x81\x0e\n" +
 	"\aCommand\x12.\n" +
 	"\x04time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x127\n" +
 	"\arequest\x18\x03 \x01(\v2\x1d.medmesh.fsm.v1.ClientRequestR\arequest\x12C\n" +
@@ -2720,7 +3048,11 @@ const file_medmesh_fsm_v1_command_proto_rawDesc = "" +
 	"\x0eintel_activate\x18P \x01(\v2\x1d.medmesh.fsm.v1.IntelActivateH\x00R\rintelActivate\x12=\n" +
 	"\vsbom_attach\x18Q \x01(\v2\x1a.medmesh.fsm.v1.SBOMAttachH\x00R\n" +
 	"sbomAttach\x12@\n" +
-	"\ffindings_put\x18R \x01(\v2\x1b.medmesh.fsm.v1.FindingsPutH\x00R\vfindingsPutB\t\n" +
+	"\ffindings_put\x18R \x01(\v2\x1b.medmesh.fsm.v1.FindingsPutH\x00R\vfindingsPut\x12L\n" +
+	"\x10exception_accept\x18Z \x01(\v2\x1f.medmesh.fsm.v1.ExceptionAcceptH\x00R\x0fexceptionAccept\x12L\n" +
+	"\x10exception_revoke\x18[ \x01(\v2\x1f.medmesh.fsm.v1.ExceptionRevokeH\x00R\x0fexceptionRevoke\x12@\n" +
+	"\ftrend_record\x18\\ \x01(\v2\x1b.medmesh.fsm.v1.TrendRecordH\x00R\vtrendRecord\x12O\n" +
+	"\x11exceptions_expire\x18] \x01(\v2 .medmesh.fsm.v1.ExceptionsExpireH\x00R\x10exceptionsExpireB\t\n" +
 	"\acommandJ\x04\b\x02\x10\x03J\x04\b\x04\x10\n" +
 	"\";\n" +
 	"\rClientRequest\x12\x1a\n" +
@@ -2834,7 +3166,19 @@ const file_medmesh_fsm_v1_command_proto_rawDesc = "" +
 	"\x06reason\x18\x03 \x01(\tR\x06reason\x12\x18\n" +
 	"\acomment\x18\x04 \x01(\tR\acomment\"D\n" +
 	"\vFindingsPut\x125\n" +
-	"\bpostures\x18\x01 \x03(\v2\x19.medmesh.v1.DevicePostureR\bpostures\"\xbe\a\n" +
+	"\bpostures\x18\x01 \x03(\v2\x19.medmesh.v1.DevicePostureR\bpostures\"z\n" +
+	"\x0fExceptionAccept\x127\n" +
+	"\texception\x18\x01 \x01(\v2\x19.medmesh.v1.RiskExceptionR\texception\x12\x14\n" +
+	"\x05actor\x18\x02 \x01(\tR\x05actor\x12\x18\n" +
+	"\acomment\x18\x03 \x01(\tR\acomment\"i\n" +
+	"\x0fExceptionRevoke\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
+	"\x05actor\x18\x02 \x01(\tR\x05actor\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\x12\x18\n" +
+	"\acomment\x18\x04 \x01(\tR\acomment\";\n" +
+	"\vTrendRecord\x12,\n" +
+	"\x05point\x18\x01 \x01(\v2\x16.medmesh.v1.TrendPointR\x05point\"\x12\n" +
+	"\x10ExceptionsExpire\"\xa9\b\n" +
 	"\fSnapshotItem\x122\n" +
 	"\x04meta\x18\x01 \x01(\v2\x1c.medmesh.fsm.v1.SnapshotMetaH\x00R\x04meta\x12,\n" +
 	"\x06device\x18\x02 \x01(\v2\x12.medmesh.v1.DeviceH\x00R\x06device\x12,\n" +
@@ -2855,7 +3199,9 @@ const file_medmesh_fsm_v1_command_proto_rawDesc = "" +
 	"\bincident\x18F \x01(\v2\x14.medmesh.v1.IncidentH\x00R\bincident\x12/\n" +
 	"\x05intel\x18P \x01(\v2\x17.medmesh.v1.IntelBundleH\x00R\x05intel\x120\n" +
 	"\x04sbom\x18Q \x01(\v2\x1a.medmesh.v1.SBOMAttachmentH\x00R\x04sbom\x125\n" +
-	"\aposture\x18R \x01(\v2\x19.medmesh.v1.DevicePostureH\x00R\apostureB\x06\n" +
+	"\aposture\x18R \x01(\v2\x19.medmesh.v1.DevicePostureH\x00R\aposture\x129\n" +
+	"\texception\x18Z \x01(\v2\x19.medmesh.v1.RiskExceptionH\x00R\texception\x12.\n" +
+	"\x05trend\x18[ \x01(\v2\x16.medmesh.v1.TrendPointH\x00R\x05trendB\x06\n" +
 	"\x04item\"\x90\x02\n" +
 	"\x06Bounds\x12\x1d\n" +
 	"\n" +
@@ -2879,7 +3225,7 @@ const file_medmesh_fsm_v1_command_proto_rawDesc = "" +
 	"\vDeviceFlows\x12\x1d\n" +
 	"\n" +
 	"device_mac\x18\x01 \x01(\tR\tdeviceMac\x125\n" +
-	"\tsummaries\x18\x02 \x03(\v2\x17.medmesh.v1.FlowSummaryR\tsummaries\"\x9a\x04\n" +
+	"\tsummaries\x18\x02 \x03(\v2\x17.medmesh.v1.FlowSummaryR\tsummaries\"\xd3\x04\n" +
 	"\n" +
 	"DedupEntry\x127\n" +
 	"\arequest\x18\x01 \x01(\v2\x1d.medmesh.fsm.v1.ClientRequestR\arequest\x12\x14\n" +
@@ -2896,7 +3242,8 @@ const file_medmesh_fsm_v1_command_proto_rawDesc = "" +
 	" \x01(\tR\x05error\x12,\n" +
 	"\x04rule\x18\v \x01(\v2\x18.medmesh.v1.ResponseRuleR\x04rule\x12-\n" +
 	"\x05intel\x18P \x01(\v2\x17.medmesh.v1.IntelBundleR\x05intel\x12.\n" +
-	"\x04sbom\x18Q \x01(\v2\x1a.medmesh.v1.SBOMAttachmentR\x04sbomBAZ?github.com/medmesh/medmesh/coordinator/internal/fsm/fsmpb;fsmpbb\x06proto3"
+	"\x04sbom\x18Q \x01(\v2\x1a.medmesh.v1.SBOMAttachmentR\x04sbom\x127\n" +
+	"\texception\x18Z \x01(\v2\x19.medmesh.v1.RiskExceptionR\texceptionBAZ?github.com/medmesh/medmesh/coordinator/internal/fsm/fsmpb;fsmpbb\x06proto3"
 
 var (
 	file_medmesh_fsm_v1_command_proto_rawDescOnce sync.Once
@@ -2910,7 +3257,7 @@ func file_medmesh_fsm_v1_command_proto_rawDescGZIP() []byte {
 	return file_medmesh_fsm_v1_command_proto_rawDescData
 }
 
-var file_medmesh_fsm_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
+var file_medmesh_fsm_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
 var file_medmesh_fsm_v1_command_proto_goTypes = []any{
 	(*Command)(nil),               // 0: medmesh.fsm.v1.Command
 	(*ClientRequest)(nil),         // 1: medmesh.fsm.v1.ClientRequest
@@ -2935,31 +3282,37 @@ var file_medmesh_fsm_v1_command_proto_goTypes = []any{
 	(*IntelActivate)(nil),         // 20: medmesh.fsm.v1.IntelActivate
 	(*SBOMAttach)(nil),            // 21: medmesh.fsm.v1.SBOMAttach
 	(*FindingsPut)(nil),           // 22: medmesh.fsm.v1.FindingsPut
-	(*SnapshotItem)(nil),          // 23: medmesh.fsm.v1.SnapshotItem
-	(*Bounds)(nil),                // 24: medmesh.fsm.v1.Bounds
-	(*PendingCause)(nil),          // 25: medmesh.fsm.v1.PendingCause
-	(*SnapshotMeta)(nil),          // 26: medmesh.fsm.v1.SnapshotMeta
-	(*SensorSeq)(nil),             // 27: medmesh.fsm.v1.SensorSeq
-	(*DeviceFlows)(nil),           // 28: medmesh.fsm.v1.DeviceFlows
-	(*DedupEntry)(nil),            // 29: medmesh.fsm.v1.DedupEntry
-	(*timestamppb.Timestamp)(nil), // 30: google.protobuf.Timestamp
-	(*v1.Device)(nil),             // 31: medmesh.v1.Device
-	(*v1.Policy)(nil),             // 32: medmesh.v1.Policy
-	(v1.PolicyMode)(0),            // 33: medmesh.v1.PolicyMode
-	(*v1.Decision)(nil),           // 34: medmesh.v1.Decision
-	(*v1.Alert)(nil),              // 35: medmesh.v1.Alert
-	(*v1.Baseline)(nil),           // 36: medmesh.v1.Baseline
-	(*v1.FlowSummary)(nil),        // 37: medmesh.v1.FlowSummary
-	(*v1.SensorRecord)(nil),       // 38: medmesh.v1.SensorRecord
-	(*v1.ResponseRule)(nil),       // 39: medmesh.v1.ResponseRule
-	(*v1.IntelBundle)(nil),        // 40: medmesh.v1.IntelBundle
-	(*v1.SBOMAttachment)(nil),     // 41: medmesh.v1.SBOMAttachment
-	(*v1.DevicePosture)(nil),      // 42: medmesh.v1.DevicePosture
-	(*v1.AuditRecord)(nil),        // 43: medmesh.v1.AuditRecord
-	(*v1.Incident)(nil),           // 44: medmesh.v1.Incident
+	(*ExceptionAccept)(nil),       // 23: medmesh.fsm.v1.ExceptionAccept
+	(*ExceptionRevoke)(nil),       // 24: medmesh.fsm.v1.ExceptionRevoke
+	(*TrendRecord)(nil),           // 25: medmesh.fsm.v1.TrendRecord
+	(*ExceptionsExpire)(nil),      // 26: medmesh.fsm.v1.ExceptionsExpire
+	(*SnapshotItem)(nil),          // 27: medmesh.fsm.v1.SnapshotItem
+	(*Bounds)(nil),                // 28: medmesh.fsm.v1.Bounds
+	(*PendingCause)(nil),          // 29: medmesh.fsm.v1.PendingCause
+	(*SnapshotMeta)(nil),          // 30: medmesh.fsm.v1.SnapshotMeta
+	(*SensorSeq)(nil),             // 31: medmesh.fsm.v1.SensorSeq
+	(*DeviceFlows)(nil),           // 32: medmesh.fsm.v1.DeviceFlows
+	(*DedupEntry)(nil),            // 33: medmesh.fsm.v1.DedupEntry
+	(*timestamppb.Timestamp)(nil), // 34: google.protobuf.Timestamp
+	(*v1.Device)(nil),             // 35: medmesh.v1.Device
+	(*v1.Policy)(nil),             // 36: medmesh.v1.Policy
+	(v1.PolicyMode)(0),            // 37: medmesh.v1.PolicyMode
+	(*v1.Decision)(nil),           // 38: medmesh.v1.Decision
+	(*v1.Alert)(nil),              // 39: medmesh.v1.Alert
+	(*v1.Baseline)(nil),           // 40: medmesh.v1.Baseline
+	(*v1.FlowSummary)(nil),        // 41: medmesh.v1.FlowSummary
+	(*v1.SensorRecord)(nil),       // 42: medmesh.v1.SensorRecord
+	(*v1.ResponseRule)(nil),       // 43: medmesh.v1.ResponseRule
+	(*v1.IntelBundle)(nil),        // 44: medmesh.v1.IntelBundle
+	(*v1.SBOMAttachment)(nil),     // 45: medmesh.v1.SBOMAttachment
+	(*v1.DevicePosture)(nil),      // 46: medmesh.v1.DevicePosture
+	(*v1.RiskException)(nil),      // 47: medmesh.v1.RiskException
+	(*v1.TrendPoint)(nil),         // 48: medmesh.v1.TrendPoint
+	(*v1.AuditRecord)(nil),        // 49: medmesh.v1.AuditRecord
+	(*v1.Incident)(nil),           // 50: medmesh.v1.Incident
 }
 var file_medmesh_fsm_v1_command_proto_depIdxs = []int32{
-	30, // 0: medmesh.fsm.v1.Command.time:type_name -> google.protobuf.Timestamp
+	34, // 0: medmesh.fsm.v1.Command.time:type_name -> google.protobuf.Timestamp
 	1,  // 1: medmesh.fsm.v1.Command.request:type_name -> medmesh.fsm.v1.ClientRequest
 	2,  // 2: medmesh.fsm.v1.Command.device_upsert:type_name -> medmesh.fsm.v1.DeviceUpsert
 	3,  // 3: medmesh.fsm.v1.Command.device_update:type_name -> medmesh.fsm.v1.DeviceUpdate
@@ -2981,55 +3334,64 @@ var file_medmesh_fsm_v1_command_proto_depIdxs = []int32{
 	20, // 19: medmesh.fsm.v1.Command.intel_activate:type_name -> medmesh.fsm.v1.IntelActivate
 	21, // 20: medmesh.fsm.v1.Command.sbom_attach:type_name -> medmesh.fsm.v1.SBOMAttach
 	22, // 21: medmesh.fsm.v1.Command.findings_put:type_name -> medmesh.fsm.v1.FindingsPut
-	31, // 22: medmesh.fsm.v1.DeviceUpsert.device:type_name -> medmesh.v1.Device
-	31, // 23: medmesh.fsm.v1.DeviceUpdate.device:type_name -> medmesh.v1.Device
-	32, // 24: medmesh.fsm.v1.PolicyPut.policy:type_name -> medmesh.v1.Policy
-	33, // 25: medmesh.fsm.v1.PolicyActivate.mode:type_name -> medmesh.v1.PolicyMode
-	34, // 26: medmesh.fsm.v1.DecisionCreate.decision:type_name -> medmesh.v1.Decision
-	35, // 27: medmesh.fsm.v1.AlertIngest.alert:type_name -> medmesh.v1.Alert
-	36, // 28: medmesh.fsm.v1.BaselinePut.baseline:type_name -> medmesh.v1.Baseline
-	37, // 29: medmesh.fsm.v1.FlowSummaries.summaries:type_name -> medmesh.v1.FlowSummary
-	38, // 30: medmesh.fsm.v1.SensorReport.records:type_name -> medmesh.v1.SensorRecord
-	13, // 31: medmesh.fsm.v1.SensorBatch.reports:type_name -> medmesh.fsm.v1.SensorReport
-	39, // 32: medmesh.fsm.v1.RulePut.rule:type_name -> medmesh.v1.ResponseRule
-	39, // 33: medmesh.fsm.v1.RulesSeed.rules:type_name -> medmesh.v1.ResponseRule
-	40, // 34: medmesh.fsm.v1.IntelActivate.bundle:type_name -> medmesh.v1.IntelBundle
-	41, // 35: medmesh.fsm.v1.SBOMAttach.attachment:type_name -> medmesh.v1.SBOMAttachment
-	42, // 36: medmesh.fsm.v1.FindingsPut.postures:type_name -> medmesh.v1.DevicePosture
-	26, // 37: medmesh.fsm.v1.SnapshotItem.meta:type_name -> medmesh.fsm.v1.SnapshotMeta
-	31, // 38: medmesh.fsm.v1.SnapshotItem.device:type_name -> medmesh.v1.Device
-	32, // 39: medmesh.fsm.v1.SnapshotItem.policy:type_name -> medmesh.v1.Policy
-	34, // 40: medmesh.fsm.v1.SnapshotItem.decision:type_name -> medmesh.v1.Decision
-	35, // 41: medmesh.fsm.v1.SnapshotItem.alert:type_name -> medmesh.v1.Alert
-	36, // 42: medmesh.fsm.v1.SnapshotItem.baseline:type_name -> medmesh.v1.Baseline
-	43, // 43: medmesh.fsm.v1.SnapshotItem.audit:type_name -> medmesh.v1.AuditRecord
-	27, // 44: medmesh.fsm.v1.SnapshotItem.sensor_seq:type_name -> medmesh.fsm.v1.SensorSeq
-	28, // 45: medmesh.fsm.v1.SnapshotItem.flows:type_name -> medmesh.fsm.v1.DeviceFlows
-	15, // 46: medmesh.fsm.v1.SnapshotItem.server:type_name -> medmesh.fsm.v1.ServerRegister
-	29, // 47: medmesh.fsm.v1.SnapshotItem.dedup:type_name -> medmesh.fsm.v1.DedupEntry
-	24, // 48: medmesh.fsm.v1.SnapshotItem.bounds:type_name -> medmesh.fsm.v1.Bounds
-	25, // 49: medmesh.fsm.v1.SnapshotItem.pending_cause:type_name -> medmesh.fsm.v1.PendingCause
-	39, // 50: medmesh.fsm.v1.SnapshotItem.rule:type_name -> medmesh.v1.ResponseRule
-	44, // 51: medmesh.fsm.v1.SnapshotItem.incident:type_name -> medmesh.v1.Incident
-	40, // 52: medmesh.fsm.v1.SnapshotItem.intel:type_name -> medmesh.v1.IntelBundle
-	41, // 53: medmesh.fsm.v1.SnapshotItem.sbom:type_name -> medmesh.v1.SBOMAttachment
-	42, // 54: medmesh.fsm.v1.SnapshotItem.posture:type_name -> medmesh.v1.DevicePosture
-	30, // 55: medmesh.fsm.v1.Bounds.decisions_compacted:type_name -> google.protobuf.Timestamp
-	37, // 56: medmesh.fsm.v1.DeviceFlows.summaries:type_name -> medmesh.v1.FlowSummary
-	1,  // 57: medmesh.fsm.v1.DedupEntry.request:type_name -> medmesh.fsm.v1.ClientRequest
-	30, // 58: medmesh.fsm.v1.DedupEntry.time:type_name -> google.protobuf.Timestamp
-	31, // 59: medmesh.fsm.v1.DedupEntry.device:type_name -> medmesh.v1.Device
-	32, // 60: medmesh.fsm.v1.DedupEntry.policy:type_name -> medmesh.v1.Policy
-	34, // 61: medmesh.fsm.v1.DedupEntry.decision:type_name -> medmesh.v1.Decision
-	35, // 62: medmesh.fsm.v1.DedupEntry.alert:type_name -> medmesh.v1.Alert
-	39, // 63: medmesh.fsm.v1.DedupEntry.rule:type_name -> medmesh.v1.ResponseRule
-	40, // 64: medmesh.fsm.v1.DedupEntry.intel:type_name -> medmesh.v1.IntelBundle
-	41, // 65: medmesh.fsm.v1.DedupEntry.sbom:type_name -> medmesh.v1.SBOMAttachment
-	66, // [66:66] is the sub-list for method output_type
-	66, // [66:66] is the sub-list for method input_type
-	66, // [66:66] is the sub-list for extension type_name
-	66, // [66:66] is the sub-list for extension extendee
-	0,  // [0:66] is the sub-list for field type_name
+	23, // 22: medmesh.fsm.v1.Command.exception_accept:type_name -> medmesh.fsm.v1.ExceptionAccept
+	24, // 23: medmesh.fsm.v1.Command.exception_revoke:type_name -> medmesh.fsm.v1.ExceptionRevoke
+	25, // 24: medmesh.fsm.v1.Command.trend_record:type_name -> medmesh.fsm.v1.TrendRecord
+	26, // 25: medmesh.fsm.v1.Command.exceptions_expire:type_name -> medmesh.fsm.v1.ExceptionsExpire
+	35, // 26: medmesh.fsm.v1.DeviceUpsert.device:type_name -> medmesh.v1.Device
+	35, // 27: medmesh.fsm.v1.DeviceUpdate.device:type_name -> medmesh.v1.Device
+	36, // 28: medmesh.fsm.v1.PolicyPut.policy:type_name -> medmesh.v1.Policy
+	37, // 29: medmesh.fsm.v1.PolicyActivate.mode:type_name -> medmesh.v1.PolicyMode
+	38, // 30: medmesh.fsm.v1.DecisionCreate.decision:type_name -> medmesh.v1.Decision
+	39, // 31: medmesh.fsm.v1.AlertIngest.alert:type_name -> medmesh.v1.Alert
+	40, // 32: medmesh.fsm.v1.BaselinePut.baseline:type_name -> medmesh.v1.Baseline
+	41, // 33: medmesh.fsm.v1.FlowSummaries.summaries:type_name -> medmesh.v1.FlowSummary
+	42, // 34: medmesh.fsm.v1.SensorReport.records:type_name -> medmesh.v1.SensorRecord
+	13, // 35: medmesh.fsm.v1.SensorBatch.reports:type_name -> medmesh.fsm.v1.SensorReport
+	43, // 36: medmesh.fsm.v1.RulePut.rule:type_name -> medmesh.v1.ResponseRule
+	43, // 37: medmesh.fsm.v1.RulesSeed.rules:type_name -> medmesh.v1.ResponseRule
+	44, // 38: medmesh.fsm.v1.IntelActivate.bundle:type_name -> medmesh.v1.IntelBundle
+	45, // 39: medmesh.fsm.v1.SBOMAttach.attachment:type_name -> medmesh.v1.SBOMAttachment
+	46, // 40: medmesh.fsm.v1.FindingsPut.postures:type_name -> medmesh.v1.DevicePosture
+	47, // 41: medmesh.fsm.v1.ExceptionAccept.exception:type_name -> medmesh.v1.RiskException
+	48, // 42: medmesh.fsm.v1.TrendRecord.point:type_name -> medmesh.v1.TrendPoint
+	30, // 43: medmesh.fsm.v1.SnapshotItem.meta:type_name -> medmesh.fsm.v1.SnapshotMeta
+	35, // 44: medmesh.fsm.v1.SnapshotItem.device:type_name -> medmesh.v1.Device
+	36, // 45: medmesh.fsm.v1.SnapshotItem.policy:type_name -> medmesh.v1.Policy
+	38, // 46: medmesh.fsm.v1.SnapshotItem.decision:type_name -> medmesh.v1.Decision
+	39, // 47: medmesh.fsm.v1.SnapshotItem.alert:type_name -> medmesh.v1.Alert
+	40, // 48: medmesh.fsm.v1.SnapshotItem.baseline:type_name -> medmesh.v1.Baseline
+	49, // 49: medmesh.fsm.v1.SnapshotItem.audit:type_name -> medmesh.v1.AuditRecord
+	31, // 50: medmesh.fsm.v1.SnapshotItem.sensor_seq:type_name -> medmesh.fsm.v1.SensorSeq
+	32, // 51: medmesh.fsm.v1.SnapshotItem.flows:type_name -> medmesh.fsm.v1.DeviceFlows
+	15, // 52: medmesh.fsm.v1.SnapshotItem.server:type_name -> medmesh.fsm.v1.ServerRegister
+	33, // 53: medmesh.fsm.v1.SnapshotItem.dedup:type_name -> medmesh.fsm.v1.DedupEntry
+	28, // 54: medmesh.fsm.v1.SnapshotItem.bounds:type_name -> medmesh.fsm.v1.Bounds
+	29, // 55: medmesh.fsm.v1.SnapshotItem.pending_cause:type_name -> medmesh.fsm.v1.PendingCause
+	43, // 56: medmesh.fsm.v1.SnapshotItem.rule:type_name -> medmesh.v1.ResponseRule
+	50, // 57: medmesh.fsm.v1.SnapshotItem.incident:type_name -> medmesh.v1.Incident
+	44, // 58: medmesh.fsm.v1.SnapshotItem.intel:type_name -> medmesh.v1.IntelBundle
+	45, // 59: medmesh.fsm.v1.SnapshotItem.sbom:type_name -> medmesh.v1.SBOMAttachment
+	46, // 60: medmesh.fsm.v1.SnapshotItem.posture:type_name -> medmesh.v1.DevicePosture
+	47, // 61: medmesh.fsm.v1.SnapshotItem.exception:type_name -> medmesh.v1.RiskException
+	48, // 62: medmesh.fsm.v1.SnapshotItem.trend:type_name -> medmesh.v1.TrendPoint
+	34, // 63: medmesh.fsm.v1.Bounds.decisions_compacted:type_name -> google.protobuf.Timestamp
+	41, // 64: medmesh.fsm.v1.DeviceFlows.summaries:type_name -> medmesh.v1.FlowSummary
+	1,  // 65: medmesh.fsm.v1.DedupEntry.request:type_name -> medmesh.fsm.v1.ClientRequest
+	34, // 66: medmesh.fsm.v1.DedupEntry.time:type_name -> google.protobuf.Timestamp
+	35, // 67: medmesh.fsm.v1.DedupEntry.device:type_name -> medmesh.v1.Device
+	36, // 68: medmesh.fsm.v1.DedupEntry.policy:type_name -> medmesh.v1.Policy
+	38, // 69: medmesh.fsm.v1.DedupEntry.decision:type_name -> medmesh.v1.Decision
+	39, // 70: medmesh.fsm.v1.DedupEntry.alert:type_name -> medmesh.v1.Alert
+	43, // 71: medmesh.fsm.v1.DedupEntry.rule:type_name -> medmesh.v1.ResponseRule
+	44, // 72: medmesh.fsm.v1.DedupEntry.intel:type_name -> medmesh.v1.IntelBundle
+	45, // 73: medmesh.fsm.v1.DedupEntry.sbom:type_name -> medmesh.v1.SBOMAttachment
+	47, // 74: medmesh.fsm.v1.DedupEntry.exception:type_name -> medmesh.v1.RiskException
+	75, // [75:75] is the sub-list for method output_type
+	75, // [75:75] is the sub-list for method input_type
+	75, // [75:75] is the sub-list for extension type_name
+	75, // [75:75] is the sub-list for extension extendee
+	0,  // [0:75] is the sub-list for field type_name
 }
 
 func init() { file_medmesh_fsm_v1_command_proto_init() }
@@ -3058,12 +3420,16 @@ func file_medmesh_fsm_v1_command_proto_init() {
 		(*Command_IntelActivate)(nil),
 		(*Command_SbomAttach)(nil),
 		(*Command_FindingsPut)(nil),
+		(*Command_ExceptionAccept)(nil),
+		(*Command_ExceptionRevoke)(nil),
+		(*Command_TrendRecord)(nil),
+		(*Command_ExceptionsExpire)(nil),
 	}
 	file_medmesh_fsm_v1_command_proto_msgTypes[4].OneofWrappers = []any{}
 	file_medmesh_fsm_v1_command_proto_msgTypes[5].OneofWrappers = []any{}
 	file_medmesh_fsm_v1_command_proto_msgTypes[17].OneofWrappers = []any{}
 	file_medmesh_fsm_v1_command_proto_msgTypes[18].OneofWrappers = []any{}
-	file_medmesh_fsm_v1_command_proto_msgTypes[23].OneofWrappers = []any{
+	file_medmesh_fsm_v1_command_proto_msgTypes[27].OneofWrappers = []any{
 		(*SnapshotItem_Meta)(nil),
 		(*SnapshotItem_Device)(nil),
 		(*SnapshotItem_Policy)(nil),
@@ -3082,6 +3448,8 @@ func file_medmesh_fsm_v1_command_proto_init() {
 		(*SnapshotItem_Intel)(nil),
 		(*SnapshotItem_Sbom)(nil),
 		(*SnapshotItem_Posture)(nil),
+		(*SnapshotItem_Exception)(nil),
+		(*SnapshotItem_Trend)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -3089,7 +3457,7 @@ func file_medmesh_fsm_v1_command_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_medmesh_fsm_v1_command_proto_rawDesc), len(file_medmesh_fsm_v1_command_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   30,
+			NumMessages:   34,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
