@@ -66,6 +66,13 @@ type Config struct {
 	// IntelMaxAge is the age past which IntelStatus marks a source stale
 	// (default 30 days). Stale data is still used.
 	IntelMaxAge time.Duration
+	// ComplianceTick is how often the leader checks whether the day's
+	// compliance trend point is recorded and whether a risk exception's
+	// expiry passed (default 1 minute).
+	ComplianceTick time.Duration
+	// Clock is the leader's clock for the compliance trend and exception
+	// expiry; nil is time.Now. Tests compress days with it.
+	Clock func() time.Time
 
 	// API tunes the gRPC services.
 	API api.Config
@@ -92,6 +99,7 @@ func DefaultConfig() Config {
 		JoinInterval:       500 * time.Millisecond,
 		RaftLogLevel:       "warn",
 		IntelMaxAge:        30 * 24 * time.Hour,
+		ComplianceTick:     time.Minute,
 		API:                api.DefaultConfig(),
 	}
 }

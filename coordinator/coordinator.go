@@ -181,6 +181,8 @@ func (c *Coordinator) open(reg prometheus.Registerer) error {
 	go c.watchLeadership()
 	c.wg.Add(1)
 	go c.runAssessor()
+	c.wg.Add(1)
+	go c.runComplianceClock()
 	return nil
 }
 

@@ -89,6 +89,16 @@ func AuthzTable() authz.Table {
 		medmeshv1.RiskService_WatchFindings_FullMethodName: readers,
 		medmeshv1.RiskService_FetchBlob_FullMethodName:     {pki.RoleCoordinator},
 
+		// Compliance: reading reports, exceptions and the trend is a
+		// viewer's. Accepting or revoking a risk exception takes work off
+		// (or puts it back on) the plan an auditor reads: approvers only,
+		// audited with owner, reason and expiry.
+		medmeshv1.ComplianceService_GetReport_FullMethodName:       readers,
+		medmeshv1.ComplianceService_ListExceptions_FullMethodName:  readers,
+		medmeshv1.ComplianceService_GetTrend_FullMethodName:        readers,
+		medmeshv1.ComplianceService_AcceptException_FullMethodName: approvers,
+		medmeshv1.ComplianceService_RevokeException_FullMethodName: approvers,
+
 		medmeshv1.SensorService_Report_FullMethodName: {pki.RoleSensor},
 		// A baseline is read data: people may read it too (the lab's
 		// scenario waits for a device's baseline to freeze).

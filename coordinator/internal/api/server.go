@@ -125,6 +125,7 @@ type Server struct {
 	medmeshv1.UnimplementedRuleServiceServer
 	medmeshv1.UnimplementedIncidentServiceServer
 	medmeshv1.UnimplementedRiskServiceServer
+	medmeshv1.UnimplementedComplianceServiceServer
 
 	b       Backend
 	cfg     Config
@@ -161,6 +162,7 @@ func (s *Server) Register(g *grpc.Server) {
 	medmeshv1.RegisterRuleServiceServer(g, s)
 	medmeshv1.RegisterIncidentServiceServer(g, s)
 	medmeshv1.RegisterRiskServiceServer(g, s)
+	medmeshv1.RegisterComplianceServiceServer(g, s)
 }
 
 // ServiceNames lists the registered services' full names (for health).
@@ -175,6 +177,7 @@ func ServiceNames() []string {
 		medmeshv1.RuleService_ServiceDesc.ServiceName,
 		medmeshv1.IncidentService_ServiceDesc.ServiceName,
 		medmeshv1.RiskService_ServiceDesc.ServiceName,
+		medmeshv1.ComplianceService_ServiceDesc.ServiceName,
 	}
 }
 
