@@ -38,6 +38,7 @@ var providedBy = map[string]string{
 	"jq":          "jq",
 	"git":         "git",
 	"openssl":     "openssl",
+	"chromium":    "chromium", // compliance report PDF (--print-to-pdf) and the report's browser test
 }
 
 // notPackaged are programs that come from elsewhere, with the reason.
