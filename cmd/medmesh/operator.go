@@ -57,6 +57,7 @@ func addOperatorCommands(root *cobra.Command) {
 		newRulesCmd(o),
 		newAlertsCmd(o),
 		newIncidentsCmd(o),
+		newComplianceCmd(o),
 	} {
 		o.register(c)
 		root.AddCommand(c)
