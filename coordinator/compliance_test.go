@@ -1,0 +1,115 @@
+package coordinator
+
+import (
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/medmesh/medmesh/internal/pki"
+	"github.com/medmesh/medmesh/internal/testutil"
+	medmeshv1 "github.com/medmesh/medmesh/proto/medmesh/v1"
+)
+
+// fakeClock is a leader clock a test moves forward: days pass in
+// milliseconds.
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *fakeClock) now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *fakeClock) add(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
+}
+
+// TestComplianceExceptionsAndTrendCompressedTime: a real coordinator
+// over mutual TLS whose leader clock runs days in milliseconds. An
+// approver accepts an exception (a retry with its request id applies
+// once; operators are refused), the leader expires it when its expiry
+// passes in leader time, and every step is in the audit trail; the
+// leader records one trend point per day, and the report carries both.
+func TestComplianceExceptionsAndTrendCompressedTime(t *testing.T) {
+	clk := &fakeClock{t: time.Now()}
+	cp := newCampusWith(t, func(c *Config) { c.Clock, c.ComplianceTick = clk.now, 20*time.Millisecond })
+	approver := medmeshv1.NewComplianceServiceClient(cp.as(pki.RoleApprover, "carol"))
+	operator := medmeshv1.NewComplianceServiceClient(cp.as(pki.RoleOperator, "oscar"))
+	viewer := medmeshv1.NewComplianceServiceClient(cp.as(pki.RoleViewer, "vera"))
+	ctx := ctxT(t, 60*time.Second)
+
+	// Day 1's point is recorded by the leader from committed state.
+	testutil.Eventually(t, 10*time.Second, 20*time.Millisecond, func() bool { return cp.c.FSM().HasTrendDay(clk.now().UTC().Format(time.DateOnly)) }, "no trend point for day 1")
+
+	req := &medmeshv1.AcceptExceptionRequest{
+		TargetKind: medmeshv1.ExceptionTargetKind_EXCEPTION_TARGET_KIND_ACTION, Target: "patch:B. Braun/Space@1.2.5",
+		Owner: "biomed", Reason: "vendor validation pending", ExpireTime: timestamppb.New(clk.now().Add(36 * time.Hour)), RequestId: "exc-accept-1",
+	}
+	if _, err := operator.AcceptException(ctx, req); status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("operator accepting an exception: %v", err)
+	}
+	first, err := approver.AcceptException(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := approver.AcceptException(ctx, req)
+	if err != nil || again.GetException().GetId() != first.GetException().GetId() {
+		t.Fatalf("retry: %v %v", again, err)
+	}
+	list, err := viewer.ListExceptions(ctx, &medmeshv1.ListExceptionsRequest{ActiveOnly: true})
+	if err != nil || len(list.GetExceptions()) != 1 {
+		t.Fatalf("in force: %v %v", list, err)
+	}
+	id := first.GetException().GetId()
+
+	// Two days pass in leader time: the exception expires, and a point is
+	// recorded for each day the leader saw.
+	for range 2 {
+		clk.add(24 * time.Hour)
+		day := clk.now().UTC().Format(time.DateOnly)
+		testutil.Eventually(t, 10*time.Second, 20*time.Millisecond, func() bool { return cp.c.FSM().HasTrendDay(day) }, "no trend point for %s", day)
+	}
+	testutil.Eventually(t, 10*time.Second, 20*time.Millisecond, func() bool {
+		l, err := viewer.ListExceptions(ctx, &medmeshv1.ListExceptionsRequest{})
+		return err == nil && len(l.GetExceptions()) == 1 && l.GetExceptions()[0].GetState() == medmeshv1.ExceptionState_EXCEPTION_STATE_EXPIRED
+	}, "exception %s did not expire", id)
+	if l, _ := viewer.ListExceptions(ctx, &medmeshv1.ListExceptionsRequest{ActiveOnly: true}); len(l.GetExceptions()) != 0 {
+		t.Fatalf("expired exception still listed in force: %v", l)
+	}
+
+	audit, err := medmeshv1.NewPolicyServiceClient(cp.as(pki.RoleViewer, "vera")).ListAuditRecords(ctx, &medmeshv1.ListAuditRecordsRequest{Resource: "exception/" + id, PageSize: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var steps []string
+	for _, r := range audit.GetRecords() {
+		steps = append(steps, r.GetAction()+" by "+r.GetActor())
+	}
+	if got := strings.Join(steps, "; "); got != "exception.accept by approver/carol; exception.expire by leader" {
+		t.Fatalf("audit trail of %s: %s", id, got)
+	}
+	if r := audit.GetRecords()[1]; r.GetTime().AsTime().Before(req.GetExpireTime().AsTime()) {
+		t.Fatalf("expired at %v, before its expiry %v", r.GetTime().AsTime(), req.GetExpireTime().AsTime())
+	}
+
+	trend, err := viewer.GetTrend(ctx, &medmeshv1.GetTrendRequest{})
+	if err != nil || len(trend.GetPoints()) != 3 {
+		t.Fatalf("trend: %v %v", trend, err)
+	}
+	if p := trend.GetPoints(); p[0].GetExceptionsActive() != 0 || p[1].GetExceptionsActive() != 1 || p[2].GetExceptionsActive() != 0 {
+		t.Fatalf("trend exceptions: %v", trend.GetPoints())
+	}
+	rep, err := viewer.GetReport(ctx, &medmeshv1.GetComplianceReportRequest{Framework: medmeshv1.ComplianceFramework_COMPLIANCE_FRAMEWORK_HIPAA})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := rep.GetReport()
+	if r.GetRaftIndex() == 0 || len(r.GetTrend()) != 3 || len(r.GetExceptions()) != 1 || r.GetExceptions()[0].GetState() != medmeshv1.ExceptionState_EXCEPTION_STATE_EXPIRED {
+		t.Fatalf("report index %d, %d points, exceptions %v", r.GetRaftIndex(), len(r.GetTrend()), r.GetExceptions())
+	}
+}
