@@ -98,6 +98,7 @@ FUZZ_TARGETS := ./node/replay:FuzzCaptureReader \
 	./risk/internal/version:FuzzConstraint \
 	./risk/internal/bundle:FuzzManifest \
 	./risk:FuzzInventory \
+	./compliance/internal/mds2:FuzzParse \
 	./risk:FuzzSourceFile \
 	./risk/internal/sbom:FuzzParse \
 	./risk/internal/osv:FuzzParseRecord \

@@ -974,8 +974,11 @@ type ControlSummary struct {
 	// The campus-wide result (for per_device=false controls, the result;
 	// otherwise UNMET when any device is unmet).
 	Status ControlStatus `protobuf:"varint,6,opt,name=status,proto3,enum=medmesh.v1.ControlStatus" json:"status,omitempty"`
-	// Campus-wide evidence (per_device=false controls).
-	Evidence      []*ComplianceEvidence `protobuf:"bytes,7,rep,name=evidence,proto3" json:"evidence,omitempty"`
+	// Campus-wide evidence (from the control's campus rules, e.g. inventory
+	// coverage, medmesh's audit trail).
+	Evidence []*ComplianceEvidence `protobuf:"bytes,7,rep,name=evidence,proto3" json:"evidence,omitempty"`
+	// What the campus rules could not evidence, and why.
+	Detail        string `protobuf:"bytes,8,opt,name=detail,proto3" json:"detail,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1057,6 +1060,13 @@ func (x *ControlSummary) GetEvidence() []*ComplianceEvidence {
 		return x.Evidence
 	}
 	return nil
+}
+
+func (x *ControlSummary) GetDetail() string {
+	if x != nil {
+		return x.Detail
+	}
+	return ""
 }
 
 // ComplianceReport is the campus's compliance as computed at one moment.
@@ -1321,7 +1331,7 @@ const file_medmesh_v1_compliance_proto_rawDesc = "" +
 	"\vDeviceCount\x12$\n" +
 	"\x04tier\x18\x01 \x01(\x0e2\x10.medmesh.v1.TierR\x04tier\x12\x18\n" +
 	"\aposture\x18\x02 \x01(\tR\aposture\x12\x18\n" +
-	"\adevices\x18\x03 \x01(\rR\adevices\"\xac\x02\n" +
+	"\adevices\x18\x03 \x01(\rR\adevices\"\xc4\x02\n" +
 	"\x0eControlSummary\x127\n" +
 	"\acontrol\x18\x01 \x01(\v2\x1d.medmesh.v1.ComplianceControlR\acontrol\x12\x10\n" +
 	"\x03met\x18\x02 \x01(\rR\x03met\x12\x14\n" +
@@ -1329,7 +1339,8 @@ const file_medmesh_v1_compliance_proto_rawDesc = "" +
 	"\rnot_evidenced\x18\x04 \x01(\rR\fnotEvidenced\x12%\n" +
 	"\x0enot_applicable\x18\x05 \x01(\rR\rnotApplicable\x121\n" +
 	"\x06status\x18\x06 \x01(\x0e2\x19.medmesh.v1.ControlStatusR\x06status\x12:\n" +
-	"\bevidence\x18\a \x03(\v2\x1e.medmesh.v1.ComplianceEvidenceR\bevidence\"\x8e\a\n" +
+	"\bevidence\x18\a \x03(\v2\x1e.medmesh.v1.ComplianceEvidenceR\bevidence\x12\x16\n" +
+	"\x06detail\x18\b \x01(\tR\x06detail\"\x8e\a\n" +
 	"\x10ComplianceReport\x12?\n" +
 	"\rgenerate_time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\fgenerateTime\x12=\n" +
 	"\tframework\x18\x02 \x01(\x0e2\x1f.medmesh.v1.ComplianceFrameworkR\tframework\x12;\n" +
