@@ -1,11 +1,13 @@
 package coordinator
 
 import (
+	"cmp"
 	"context"
 	"time"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/medmesh/medmesh/compliance"
 	compreport "github.com/medmesh/medmesh/compliance/report"
 	"github.com/medmesh/medmesh/coordinator/internal/fsm"
 	"github.com/medmesh/medmesh/coordinator/internal/fsm/fsmpb"
@@ -68,22 +70,52 @@ func (c *Coordinator) complianceStep() error {
 	return err
 }
 
-// complianceReport is the report the trend point is computed from: every
-// device's committed posture band and the campus risk. Control counts
-// come from compliance.Evaluate once the coordinator serves it
-// (ComplianceBackend); until then they are zero.
-func (c *Coordinator) complianceReport(ctx context.Context, fw medmeshv1.ComplianceFramework) (*medmeshv1.ComplianceReport, uint64, error) {
-	ps, idx := c.fsm.Postures()
-	devs := c.fsm.Devices()
-	score := map[string]uint32{}
-	for _, p := range ps {
-		score[p.GetDeviceMac()] = p.GetScore().GetScore()
+// complianceReport evaluates the committed state with compliance.Evaluate:
+// every device with its alerts still kept, its committed posture and its
+// device policy's mode, against the active bundle.
+func (c *Coordinator) complianceReport(_ context.Context, fw medmeshv1.ComplianceFramework) (*medmeshv1.ComplianceReport, uint64, error) {
+	f := c.fsm
+	idx := f.AppliedIndex()
+	alerts := map[string][]*medmeshv1.Alert{}
+	for pos := uint64(0); ; {
+		page, first, _ := f.AlertsFrom(pos, 4096)
+		for _, a := range page {
+			if m := a.GetDeviceMac(); m != "" {
+				alerts[m] = append(alerts[m], a)
+			}
+		}
+		if len(page) == 0 {
+			break
+		}
+		pos = first + uint64(len(page))
 	}
-	rep := &medmeshv1.ComplianceReport{Framework: fw, RaftIndex: idx, Coverage: &medmeshv1.ComplianceCoverage{Devices: uint32(len(devs))}, Plan: &medmeshv1.RemediationPlan{}}
-	for _, d := range devs {
-		s := score[d.GetMac()]
-		rep.Plan.CampusRisk += float64(s)
-		rep.Devices = append(rep.Devices, &medmeshv1.DeviceCompliance{DeviceMac: d.GetMac(), RiskScore: s, Posture: compreport.Band(s)})
+	sensors := map[string]string{}
+	for m, as := range alerts {
+		sensors[m] = as[len(as)-1].GetSensorId()
+	}
+	var in compliance.Input
+	for _, d := range f.Devices() {
+		mode := ""
+		if p := f.Policy("device/" + d.GetMac()); p != nil {
+			switch p.GetMode() {
+			case medmeshv1.PolicyMode_POLICY_MODE_ENFORCE:
+				mode = "enforce"
+			case medmeshv1.PolicyMode_POLICY_MODE_MONITOR:
+				mode = "monitor"
+			}
+		}
+		in.Devices = append(in.Devices, compliance.Device{
+			Device: d, Alerts: alerts[d.GetMac()], Posture: f.Posture(d.GetMac()), Policy: mode, PolicyKnown: true,
+			Source: cmp.Or(sensors[d.GetMac()], "sensor"),
+		})
+	}
+	in.Framework, in.Now, in.RaftIndex = fw, c.clock(), idx
+	if b := f.ActiveIntel(); b != nil {
+		in.BundleDigest, in.BundleDate = b.GetDigest(), b.GetCreated().AsTime()
+	}
+	rep, err := compliance.Evaluate(in)
+	if err != nil {
+		return nil, 0, err
 	}
 	return rep, idx, nil
 }

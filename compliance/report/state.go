@@ -114,18 +114,3 @@ func Point(r *medmeshv1.ComplianceReport, exceptions []*medmeshv1.RiskException,
 	return p
 }
 
-// Band is a risk score's posture band: "critical" (>= 70), "high"
-// (>= 40), "medium" (>= 15), "low" (> 0), "none".
-func Band(score uint32) string {
-	switch {
-	case score >= 70:
-		return "critical"
-	case score >= 40:
-		return "high"
-	case score >= 15:
-		return "medium"
-	case score > 0:
-		return "low"
-	}
-	return "none"
-}
