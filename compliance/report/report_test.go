@@ -29,8 +29,8 @@ var now = time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)
 func campus() (*medmeshv1.ComplianceReport, []*medmeshv1.RiskException, []*medmeshv1.TrendPoint) {
 	r := &medmeshv1.ComplianceReport{
 		GenerateTime: timestamppb.New(now), RaftIndex: 4242, BundleDigest: strings.Repeat("ab", 32), BundleDate: timestamppb.New(now.AddDate(0, 0, -3)),
-		Coverage:      &medmeshv1.ComplianceCoverage{Devices: 4, Classified: 4, Identified: 3, Assessed: 3, Observed: 4},
-		ControlsMet:   5, ControlsUnmet: 3, ControlsNotEvidenced: 2,
+		Coverage:    &medmeshv1.ComplianceCoverage{Devices: 4, Classified: 4, Identified: 3, Assessed: 3, Observed: 4},
+		ControlsMet: 5, ControlsUnmet: 3, ControlsNotEvidenced: 2,
 		Controls: []*medmeshv1.ControlSummary{{Control: &medmeshv1.ComplianceControl{Id: "hipaa-164.312(e)", Citation: "45 CFR 164.312(e)(1)", Title: "Transmission security <script>"}, Unmet: 2, Met: 2, Status: medmeshv1.ControlStatus_CONTROL_STATUS_UNMET}},
 		Devices: []*medmeshv1.DeviceCompliance{
 			{DeviceMac: "00:00:00:00:00:01", RiskScore: 82, Posture: "critical", Tier: medmeshv1.Tier_TIER_LIFE_CRITICAL, Results: []*medmeshv1.ControlResult{{ControlId: "hipaa-164.312(e)", Status: medmeshv1.ControlStatus_CONTROL_STATUS_UNMET, Evidence: []*medmeshv1.ComplianceEvidence{{Text: "HL7 in clear", Source: "tapirx/hl7.pcap"}}}}},

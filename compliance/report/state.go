@@ -113,4 +113,3 @@ func Point(r *medmeshv1.ComplianceReport, exceptions []*medmeshv1.RiskException,
 	}
 	return p
 }
-
