@@ -10,6 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
+	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	compreport "github.com/medmesh/medmesh/compliance/report"
@@ -33,7 +34,7 @@ func newComplianceCmd(o *opFlags) *cobra.Command {
 			"a remediation action or a finding off the plan until their expiry; an expired exception's\n" +
 			"action is back in the plan. The leader records one trend point a day (90 days kept).",
 	}
-	var framework, format, out string
+	var framework, format, out, from string
 	rep := &cobra.Command{
 		Use:   "report",
 		Short: "Write the campus compliance report (HTML, JSON or PDF)",
@@ -55,41 +56,33 @@ func newComplianceCmd(o *opFlags) *cobra.Command {
 			if format == "pdf" && compreport.ChromiumPath() == "" {
 				return compreport.ErrNoChromium
 			}
+			if from != "" {
+				if cmd.Flags().Changed("framework") {
+					return fmt.Errorf("--from renders a saved report: its framework is the one it was made for")
+				}
+				b, err := os.ReadFile(from)
+				if err != nil {
+					return err
+				}
+				var r medmeshv1.ComplianceReport
+				if err := protojson.Unmarshal(b, &r); err != nil {
+					return fmt.Errorf("%s: not a JSON compliance report: %v", from, err)
+				}
+				return writeReport(cmd, &r, format, out)
+			}
 			return o.call(cmd, func(ctx context.Context, conn *grpc.ClientConn) error {
 				resp, err := medmeshv1.NewComplianceServiceClient(conn).GetReport(ctx, &medmeshv1.GetComplianceReportRequest{Framework: fw})
 				if err != nil {
 					return err
 				}
-				r := resp.GetReport()
-				if format == "pdf" {
-					pctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-					defer cancel()
-					return compreport.PDF(pctx, r, out)
-				}
-				var w io.Writer = cmd.OutOrStdout()
-				if out != "" {
-					f, err := os.Create(out)
-					if err != nil {
-						return err
-					}
-					defer f.Close()
-					w = f
-				}
-				if format == "json" {
-					b, err := compreport.JSON(r)
-					if err != nil {
-						return err
-					}
-					_, err = w.Write(append(b, '\n'))
-					return err
-				}
-				return compreport.HTML(w, r)
+				return writeReport(cmd, resp.GetReport(), format, out)
 			})
 		},
 	}
 	rep.Flags().StringVar(&framework, "framework", "all", "hipaa, hicp, proposed-2025 or all")
 	rep.Flags().StringVar(&format, "format", "html", "html, json or pdf")
 	rep.Flags().StringVar(&out, "out", "", "write to FILE (default stdout; required for pdf)")
+	rep.Flags().StringVar(&from, "from", "", "render a report saved with --format json instead of asking the cluster (the same figures)")
 
 	exc := &cobra.Command{Use: "exceptions", Short: "List, accept and revoke risk exceptions"}
 	var activeOnly bool
@@ -228,4 +221,31 @@ func parseExpiry(s string, now time.Time) (time.Time, error) {
 		return time.Time{}, fmt.Errorf("--expires %q: want a duration (720h) or an RFC 3339 time", s)
 	}
 	return t, nil
+}
+
+// writeReport writes r as html, json or pdf to out (stdout when empty).
+func writeReport(cmd *cobra.Command, r *medmeshv1.ComplianceReport, format, out string) error {
+	if format == "pdf" {
+		ctx, cancel := context.WithTimeout(cmd.Context(), 2*time.Minute)
+		defer cancel()
+		return compreport.PDF(ctx, r, out)
+	}
+	var w io.Writer = cmd.OutOrStdout()
+	if out != "" {
+		f, err := os.Create(out)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		w = f
+	}
+	if format == "json" {
+		b, err := compreport.JSON(r)
+		if err != nil {
+			return err
+		}
+		_, err = w.Write(append(b, '\n'))
+		return err
+	}
+	return compreport.HTML(w, r)
 }

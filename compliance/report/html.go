@@ -185,7 +185,7 @@ Intelligence bundle: {{if .R.BundleDigest}}dated {{ts .R.BundleDate}}, sha256 {{
 {{if .R.Plan.Method}}<p>{{.R.Plan.Method}}</p>{{end}}
 {{if .R.Plan.Actions}}<table><tr><th>#</th><th>Action</th><th>Devices</th><th>Effort</th><th>Risk drop</th><th>Why here</th></tr>
 {{range .R.Plan.Actions}}<tr><td>{{.Rank}}</td><td>{{.Title}}<br><small>{{.Id}}</small></td><td>{{len .DeviceMacs}}</td><td>{{.Effort}}</td><td>{{printf "%.0f" .ExpectedRiskDrop}}</td><td>{{.Explanation}}</td></tr>{{end}}</table>{{else}}<p>No open action.</p>{{end}}
-{{if .R.ExceptedActions}}<p>Left out of the plan by an exception in force (<span data-figure="excepted-actions">{{index .S "excepted-actions"}}</span>): {{range $i, $a := .R.ExceptedActions}}{{if $i}}, {{end}}{{$a.Id}}{{end}}.</p>{{end}}
+<p>Actions left out of the plan by an exception in force: <span data-figure="excepted-actions">{{index .S "excepted-actions"}}</span>{{range $i, $a := .R.ExceptedActions}}{{if $i}},{{else}}:{{end}} {{$a.Id}}{{end}}.{{if .R.ExceptedFindings}} Findings accepted: {{range $i, $f := .R.ExceptedFindings}}{{if $i}}, {{end}}{{$f}}{{end}}.{{end}}</p>
 
 <h2>Risk exceptions</h2>
 {{if .R.Exceptions}}<table><tr><th>Id</th><th>Accepts</th><th>Owner</th><th>Reason</th><th>Accepted</th><th>Expires</th><th>State</th></tr>

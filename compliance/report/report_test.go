@@ -123,11 +123,27 @@ func TestHTMLInChromium(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	figures := checkInChromium(t, file, want)
+	if figures["actions"] != "2" || figures["excepted-actions"] != "1" || figures["raft-index"] != "4242" {
+		t.Errorf("figures %v", figures)
+	}
+}
+
+// loadInChromium loads the page at file in headless Chromium and returns
+// its figures (data-figure), the problems it logged (console errors and
+// warnings, exceptions, failed loads, a wrong title) and every URL it
+// requested.
+func loadInChromium(t *testing.T, file string) (figures map[string]string, problems, requests []string, err error) {
+	t.Helper()
+	bin := ChromiumPath()
+	if bin == "" {
+		t.Fatal("chromium is not installed")
+	}
+	dir := t.TempDir()
 	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(bin), chromedp.NoSandbox, chromedp.UserDataDir(filepath.Join(dir, "profile")))
 	actx, cancel := chromedp.NewExecAllocator(context.Background(), opts...)
 	defer cancel()
 	var mu sync.Mutex
-	var problems, requests []string
 	listen := func(ev any) {
 		mu.Lock()
 		defer mu.Unlock()
@@ -153,20 +169,31 @@ func TestHTMLInChromium(t *testing.T) {
 	ctx, cancel = context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
 	if err := chromedp.Do(ctx, chromedp.Navigate("file://"+file)); err != nil {
-		t.Fatal(err)
+		return nil, nil, nil, err
 	}
 	title, err := chromedp.Run(ctx, chromedp.Title())
 	if err != nil {
-		t.Fatal(err)
+		return nil, nil, nil, err
 	}
-	figures, err := chromedp.Run(ctx, chromedp.Evaluate[map[string]string](`Object.fromEntries([...document.querySelectorAll('[data-figure]')].map(e => [e.dataset.figure, e.textContent.trim()]))`))
+	figures, err = chromedp.Run(ctx, chromedp.Evaluate[map[string]string](`Object.fromEntries([...document.querySelectorAll('[data-figure]')].map(e => [e.dataset.figure, e.textContent.trim()]))`))
 	if err != nil {
-		t.Fatal(err)
+		return nil, nil, nil, err
 	}
 	mu.Lock()
 	defer mu.Unlock()
 	if title != "medmesh compliance report" {
-		t.Fatalf("title %q", title)
+		problems = append(problems, "title "+title)
+	}
+	return figures, problems, requests, nil
+}
+
+// checkInChromium fails on a problem, a request for anything but the
+// page, or a figure unlike want's.
+func checkInChromium(t *testing.T, file string, want map[string]string) map[string]string {
+	t.Helper()
+	figures, problems, requests, err := loadInChromium(t, file)
+	if err != nil {
+		t.Fatal(err)
 	}
 	if len(problems) > 0 {
 		t.Fatalf("the page logged problems: %v", problems)
@@ -184,8 +211,31 @@ func TestHTMLInChromium(t *testing.T) {
 			t.Errorf("figure %s: page %q, JSON %q", k, figures[k], v)
 		}
 	}
-	if figures["actions"] != "2" || figures["excepted-actions"] != "1" || figures["raft-index"] != "4242" {
-		t.Errorf("figures %v", figures)
+	return figures
+}
+
+// TestChromiumCheckSeesProblems: the check is not blind: a page with a
+// console error, an exception and an external image is caught.
+func TestChromiumCheckSeesProblems(t *testing.T) {
+	if ChromiumPath() == "" {
+		t.Skip("chromium is not installed")
+	}
+	file := filepath.Join(t.TempDir(), "bad.html")
+	os.WriteFile(file, []byte(`<!DOCTYPE html><html><head><title>medmesh compliance report</title></head><body><img src="http://127.0.0.1:9/x.png"><script>console.error("boom"); undefinedCall();</script></body></html>`), 0o644)
+	_, problems, requests, err := loadInChromium(t, file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	joined := strings.Join(problems, "; ")
+	if !strings.Contains(joined, "console error") || !strings.Contains(joined, "exception") {
+		t.Fatalf("problems seen: %q", joined)
+	}
+	external := false
+	for _, u := range requests {
+		external = external || strings.HasPrefix(u, "http://127.0.0.1:9/")
+	}
+	if !external {
+		t.Fatalf("the external request was not seen: %v", requests)
 	}
 }
 
@@ -211,4 +261,29 @@ func TestPDF(t *testing.T) {
 	if !bytes.HasPrefix(b, []byte("%PDF-")) || len(b) < 2000 {
 		t.Fatalf("not a PDF: %d bytes", len(b))
 	}
+}
+
+// TestDemoReportInChromium checks the report make demo wrote
+// (MEDMESH_DEMO_REPORT names demo-report.html; demo-report.json beside it
+// is the report it was rendered from, fetched from the lab's cluster):
+// it loads in headless Chromium with no console error and no request but
+// itself, and its figures equal the JSON report's.
+func TestDemoReportInChromium(t *testing.T) {
+	html := os.Getenv("MEDMESH_DEMO_REPORT")
+	if html == "" {
+		t.Skip("MEDMESH_DEMO_REPORT is not set: make demo sets it to the demo-report.html it wrote")
+	}
+	js, err := os.ReadFile(strings.TrimSuffix(html, ".html") + ".json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r medmeshv1.ComplianceReport
+	if err := protojson.Unmarshal(js, &r); err != nil {
+		t.Fatal(err)
+	}
+	abs, err := filepath.Abs(html)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkInChromium(t, abs, Summary(&r))
 }
