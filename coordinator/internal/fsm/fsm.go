@@ -53,6 +53,8 @@ type Result struct {
 	// Exception is the exception an ExceptionAccept or ExceptionRevoke
 	// made or ended.
 	Exception *medmeshv1.RiskException
+	// MDS2 is the attachment an MDS2Attach made.
+	MDS2 *medmeshv1.MDS2Attachment
 	// Acks holds, for a sensor batch, each sensor's last applied seq.
 	Acks map[string]uint64
 	// Duplicate: the command's client request was applied before, at

@@ -246,6 +246,8 @@ func readSnapshot(r io.Reader) (*state, error) {
 			st.comp.exceptions[x.Exception.GetId()] = x.Exception
 		case *fsmpb.SnapshotItem_Trend:
 			st.comp.trend = append(st.comp.trend, x.Trend) // written oldest first
+		case *fsmpb.SnapshotItem_Mds2:
+			st.comp.mds2[MDS2Key(x.Mds2.GetManufacturer(), x.Mds2.GetModel())] = x.Mds2
 		case *fsmpb.SnapshotItem_Dedup:
 			r, err := requestFromItem(x.Dedup)
 			if err != nil {

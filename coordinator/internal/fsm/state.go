@@ -256,6 +256,8 @@ func (s *state) dispatch(index uint64, now *timestamppb.Timestamp, cmd *fsmpb.Co
 		res = s.applyExceptionRevoke(index, now, c.ExceptionRevoke)
 	case *fsmpb.Command_TrendRecord:
 		res = s.applyTrendRecord(index, now, c.TrendRecord)
+	case *fsmpb.Command_Mds2Attach:
+		res = s.applyMDS2Attach(index, now, c.Mds2Attach)
 	case *fsmpb.Command_ExceptionsExpire:
 		res = &Result{} // expired above
 	case *fsmpb.Command_ServerDeregister:

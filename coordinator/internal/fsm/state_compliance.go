@@ -34,18 +34,61 @@ const (
 type complianceState struct {
 	exceptions map[string]*medmeshv1.RiskException
 	trend      []*medmeshv1.TrendPoint
+	mds2       map[string]*medmeshv1.MDS2Attachment // by MDS2Key
 }
 
 func newComplianceState() complianceState {
-	return complianceState{exceptions: map[string]*medmeshv1.RiskException{}}
+	return complianceState{exceptions: map[string]*medmeshv1.RiskException{}, mds2: map[string]*medmeshv1.MDS2Attachment{}}
 }
 
 func (c complianceState) copy() complianceState {
-	n := complianceState{exceptions: make(map[string]*medmeshv1.RiskException, len(c.exceptions)), trend: c.trend}
+	n := complianceState{exceptions: make(map[string]*medmeshv1.RiskException, len(c.exceptions)), trend: c.trend, mds2: make(map[string]*medmeshv1.MDS2Attachment, len(c.mds2))}
 	for k, v := range c.exceptions {
 		n.exceptions[k] = v
 	}
+	for k, v := range c.mds2 {
+		n.mds2[k] = v
+	}
 	return n
+}
+
+// MDS2Key is how an MDS2 attachment is keyed: manufacturer and model,
+// case-folded and trimmed.
+func MDS2Key(manufacturer, model string) string { return SBOMKey(manufacturer, model, "") }
+
+// MaxMDS2Answers bounds the answers one attachment keeps (the HN 1-2019
+// form has about 200 questions).
+const MaxMDS2Answers = 1000
+
+func (s *state) applyMDS2Attach(index uint64, now *timestamppb.Timestamp, c *fsmpb.MDS2Attach) *Result {
+	a := c.GetAttachment()
+	if strings.TrimSpace(a.GetManufacturer()) == "" || strings.TrimSpace(a.GetModel()) == "" {
+		return &Result{Err: fmt.Errorf("mds2 attachment: manufacturer and model are required: %w", ErrInvalid)}
+	}
+	if !isDigest(a.GetDigest()) {
+		return &Result{Err: fmt.Errorf("mds2 digest %q: want 64 lower-case hex digits: %w", a.GetDigest(), ErrInvalid)}
+	}
+	if len(a.GetAnswers()) > MaxMDS2Answers {
+		return &Result{Err: fmt.Errorf("mds2 attachment: %d answers, at most %d: %w", len(a.GetAnswers()), MaxMDS2Answers, ErrInvalid)}
+	}
+	na := proto.CloneOf(a)
+	na.AttachedBy, na.AttachTime, na.Index = c.GetActor(), now, index
+	s.comp.mds2[MDS2Key(a.GetManufacturer(), a.GetModel())] = na
+	s.appendAudit(index, now, c.GetActor(), "mds2.attach", "mds2/"+strings.TrimSpace(a.GetManufacturer())+"/"+strings.TrimSpace(a.GetModel()), c.GetReason(), "", "",
+		joinComment(c.GetComment(), fmt.Sprintf("%q, sha256 %s, %d answers", na.GetName(), na.GetDigest(), len(na.GetAnswers()))))
+	return &Result{MDS2: na}
+}
+
+// MDS2s lists the MDS2 attachments by manufacturer and model, and the
+// applied index.
+func (f *FSM) MDS2s() ([]*medmeshv1.MDS2Attachment, uint64) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	out := make([]*medmeshv1.MDS2Attachment, 0, len(f.st.comp.mds2))
+	for _, k := range sortedKeys(f.st.comp.mds2) {
+		out = append(out, f.st.comp.mds2[k])
+	}
+	return out, f.st.applied
 }
 
 func (c complianceState) write(put func(*fsmpb.SnapshotItem) error) error {
@@ -56,6 +99,11 @@ func (c complianceState) write(put func(*fsmpb.SnapshotItem) error) error {
 	}
 	for _, p := range c.trend {
 		if err := put(&fsmpb.SnapshotItem{Item: &fsmpb.SnapshotItem_Trend{Trend: p}}); err != nil {
+			return err
+		}
+	}
+	for _, k := range sortedKeys(c.mds2) {
+		if err := put(&fsmpb.SnapshotItem{Item: &fsmpb.SnapshotItem_Mds2{Mds2: c.mds2[k]}}); err != nil {
 			return err
 		}
 	}

@@ -228,3 +228,48 @@ func checkRoundTrip(t *testing.T, l *log) {
 		t.Fatal("the state hash does not cover the compliance state")
 	}
 }
+
+// TestMDS2Attach: an MDS2 form's answers attach to a model (case-folded),
+// replace the one before, are audited, refused without a model or with a
+// bad digest, and survive a snapshot.
+func TestMDS2Attach(t *testing.T) {
+	l := newLog(t)
+	att := func(model, digest string, n int) *fsmpb.Command {
+		a := &medmeshv1.MDS2Attachment{Name: "pump.xlsx", Digest: digest, Manufacturer: "B. Braun", Model: model}
+		for i := range n {
+			a.Answers = append(a.Answers, &medmeshv1.MDS2Answer{Id: "TXCF-" + string(rune('1'+i)), Answer: "No"})
+		}
+		return &fsmpb.Command{Command: &fsmpb.Command_Mds2Attach{Mds2Attach: &fsmpb.MDS2Attach{Attachment: a, Actor: "operator/alice", Reason: "vendor MDS2 2026"}}}
+	}
+	if r := l.apply(att("", digestA, 1)); !errors.Is(r.Err, ErrInvalid) {
+		t.Fatalf("without a model: %v", r.Err)
+	}
+	if r := l.apply(att("Space", "x", 1)); !errors.Is(r.Err, ErrInvalid) {
+		t.Fatalf("bad digest: %v", r.Err)
+	}
+	l.ok(att("Space", digestA, 2))
+	r := l.ok(att("SPACE ", digestB, 3))
+	ms, _ := l.f.MDS2s()
+	if len(ms) != 1 || ms[0].GetDigest() != digestB || len(ms[0].GetAnswers()) != 3 || ms[0].GetIndex() != r.Index || ms[0].GetAttachedBy() != "operator/alice" {
+		t.Fatalf("attachments %v", ms)
+	}
+	recs, _, _, _ := l.f.ListAudit(0, 100, "mds2/B. Braun/Space")
+	if len(recs) != 1 || recs[0].GetAction() != "mds2.attach" {
+		t.Fatalf("audit %v", recs)
+	}
+	snap, _ := l.f.Snapshot()
+	sink := &memSink{failAfter: -1}
+	if err := snap.Persist(sink); err != nil {
+		t.Fatal(err)
+	}
+	g := New()
+	if err := g.Restore(io.NopCloser(bytes.NewReader(sink.Bytes()))); err != nil {
+		t.Fatal(err)
+	}
+	gm, _ := g.MDS2s()
+	h1, _ := l.f.Hash()
+	h2, _ := g.Hash()
+	if h1 != h2 || len(gm) != 1 || !proto.Equal(gm[0], ms[0]) {
+		t.Fatal("MDS2 attachment lost in a snapshot")
+	}
+}

@@ -434,6 +434,192 @@ func (x *TrendPoint) GetIndex() uint64 {
 	return 0
 }
 
+// MDS2Answer is one answered question of an MDS2 form.
+type MDS2Answer struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The question id, e.g. "TXCF-2".
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// "Yes", "No", "N/A", "See Note" or "other".
+	Answer string `protobuf:"bytes,2,opt,name=answer,proto3" json:"answer,omitempty"`
+	// The answer cell as written, and the vendor's note.
+	Text          string `protobuf:"bytes,3,opt,name=text,proto3" json:"text,omitempty"`
+	Note          string `protobuf:"bytes,4,opt,name=note,proto3" json:"note,omitempty"`
+	Question      string `protobuf:"bytes,5,opt,name=question,proto3" json:"question,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MDS2Answer) Reset() {
+	*x = MDS2Answer{}
+	mi := &file_medmesh_v1_compliance_exception_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MDS2Answer) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MDS2Answer) ProtoMessage() {}
+
+func (x *MDS2Answer) ProtoReflect() protoreflect.Message {
+	mi := &file_medmesh_v1_compliance_exception_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MDS2Answer.ProtoReflect.Descriptor instead.
+func (*MDS2Answer) Descriptor() ([]byte, []int) {
+	return file_medmesh_v1_compliance_exception_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *MDS2Answer) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *MDS2Answer) GetAnswer() string {
+	if x != nil {
+		return x.Answer
+	}
+	return ""
+}
+
+func (x *MDS2Answer) GetText() string {
+	if x != nil {
+		return x.Text
+	}
+	return ""
+}
+
+func (x *MDS2Answer) GetNote() string {
+	if x != nil {
+		return x.Note
+	}
+	return ""
+}
+
+func (x *MDS2Answer) GetQuestion() string {
+	if x != nil {
+		return x.Question
+	}
+	return ""
+}
+
+// MDS2Attachment is a device model's Manufacturer Disclosure Statement for
+// Medical Device Security (ANSI/NEMA HN 1-2019) as imported: its answers,
+// replicated so that every coordinator evaluates compliance with them.
+type MDS2Attachment struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The workbook's file name and SHA-256.
+	Name   string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Digest string `protobuf:"bytes,2,opt,name=digest,proto3" json:"digest,omitempty"`
+	// DOC-1 and DOC-3 of the form, or what the importer named.
+	Manufacturer string        `protobuf:"bytes,3,opt,name=manufacturer,proto3" json:"manufacturer,omitempty"`
+	Model        string        `protobuf:"bytes,4,opt,name=model,proto3" json:"model,omitempty"`
+	Answers      []*MDS2Answer `protobuf:"bytes,5,rep,name=answers,proto3" json:"answers,omitempty"`
+	// Set on apply.
+	AttachedBy    string                 `protobuf:"bytes,6,opt,name=attached_by,json=attachedBy,proto3" json:"attached_by,omitempty"`
+	AttachTime    *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=attach_time,json=attachTime,proto3" json:"attach_time,omitempty"`
+	Index         uint64                 `protobuf:"varint,8,opt,name=index,proto3" json:"index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MDS2Attachment) Reset() {
+	*x = MDS2Attachment{}
+	mi := &file_medmesh_v1_compliance_exception_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MDS2Attachment) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MDS2Attachment) ProtoMessage() {}
+
+func (x *MDS2Attachment) ProtoReflect() protoreflect.Message {
+	mi := &file_medmesh_v1_compliance_exception_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MDS2Attachment.ProtoReflect.Descriptor instead.
+func (*MDS2Attachment) Descriptor() ([]byte, []int) {
+	return file_medmesh_v1_compliance_exception_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *MDS2Attachment) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *MDS2Attachment) GetDigest() string {
+	if x != nil {
+		return x.Digest
+	}
+	return ""
+}
+
+func (x *MDS2Attachment) GetManufacturer() string {
+	if x != nil {
+		return x.Manufacturer
+	}
+	return ""
+}
+
+func (x *MDS2Attachment) GetModel() string {
+	if x != nil {
+		return x.Model
+	}
+	return ""
+}
+
+func (x *MDS2Attachment) GetAnswers() []*MDS2Answer {
+	if x != nil {
+		return x.Answers
+	}
+	return nil
+}
+
+func (x *MDS2Attachment) GetAttachedBy() string {
+	if x != nil {
+		return x.AttachedBy
+	}
+	return ""
+}
+
+func (x *MDS2Attachment) GetAttachTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.AttachTime
+	}
+	return nil
+}
+
+func (x *MDS2Attachment) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
 var File_medmesh_v1_compliance_exception_proto protoreflect.FileDescriptor
 
 const file_medmesh_v1_compliance_exception_proto_rawDesc = "" +
@@ -479,7 +665,25 @@ const file_medmesh_v1_compliance_exception_proto_rawDesc = "" +
 	"\x0econtrols_unmet\x18\v \x01(\rR\rcontrolsUnmet\x124\n" +
 	"\x16controls_not_evidenced\x18\f \x01(\rR\x14controlsNotEvidenced\x12+\n" +
 	"\x11exceptions_active\x18\r \x01(\rR\x10exceptionsActive\x12\x14\n" +
-	"\x05index\x18\x0e \x01(\x04R\x05index*\x81\x01\n" +
+	"\x05index\x18\x0e \x01(\x04R\x05index\"x\n" +
+	"\n" +
+	"MDS2Answer\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
+	"\x06answer\x18\x02 \x01(\tR\x06answer\x12\x12\n" +
+	"\x04text\x18\x03 \x01(\tR\x04text\x12\x12\n" +
+	"\x04note\x18\x04 \x01(\tR\x04note\x12\x1a\n" +
+	"\bquestion\x18\x05 \x01(\tR\bquestion\"\x9c\x02\n" +
+	"\x0eMDS2Attachment\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
+	"\x06digest\x18\x02 \x01(\tR\x06digest\x12\"\n" +
+	"\fmanufacturer\x18\x03 \x01(\tR\fmanufacturer\x12\x14\n" +
+	"\x05model\x18\x04 \x01(\tR\x05model\x120\n" +
+	"\aanswers\x18\x05 \x03(\v2\x16.medmesh.v1.MDS2AnswerR\aanswers\x12\x1f\n" +
+	"\vattached_by\x18\x06 \x01(\tR\n" +
+	"attachedBy\x12;\n" +
+	"\vattach_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"attachTime\x12\x14\n" +
+	"\x05index\x18\b \x01(\x04R\x05index*\x81\x01\n" +
 	"\x13ExceptionTargetKind\x12%\n" +
 	"!EXCEPTION_TARGET_KIND_UNSPECIFIED\x10\x00\x12 \n" +
 	"\x1cEXCEPTION_TARGET_KIND_ACTION\x10\x01\x12!\n" +
@@ -503,26 +707,30 @@ func file_medmesh_v1_compliance_exception_proto_rawDescGZIP() []byte {
 }
 
 var file_medmesh_v1_compliance_exception_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_medmesh_v1_compliance_exception_proto_msgTypes = make([]protoimpl.MessageInfo, 2)
+var file_medmesh_v1_compliance_exception_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
 var file_medmesh_v1_compliance_exception_proto_goTypes = []any{
 	(ExceptionTargetKind)(0),      // 0: medmesh.v1.ExceptionTargetKind
 	(ExceptionState)(0),           // 1: medmesh.v1.ExceptionState
 	(*RiskException)(nil),         // 2: medmesh.v1.RiskException
 	(*TrendPoint)(nil),            // 3: medmesh.v1.TrendPoint
-	(*timestamppb.Timestamp)(nil), // 4: google.protobuf.Timestamp
+	(*MDS2Answer)(nil),            // 4: medmesh.v1.MDS2Answer
+	(*MDS2Attachment)(nil),        // 5: medmesh.v1.MDS2Attachment
+	(*timestamppb.Timestamp)(nil), // 6: google.protobuf.Timestamp
 }
 var file_medmesh_v1_compliance_exception_proto_depIdxs = []int32{
 	0, // 0: medmesh.v1.RiskException.target_kind:type_name -> medmesh.v1.ExceptionTargetKind
-	4, // 1: medmesh.v1.RiskException.expire_time:type_name -> google.protobuf.Timestamp
+	6, // 1: medmesh.v1.RiskException.expire_time:type_name -> google.protobuf.Timestamp
 	1, // 2: medmesh.v1.RiskException.state:type_name -> medmesh.v1.ExceptionState
-	4, // 3: medmesh.v1.RiskException.accept_time:type_name -> google.protobuf.Timestamp
-	4, // 4: medmesh.v1.RiskException.end_time:type_name -> google.protobuf.Timestamp
-	4, // 5: medmesh.v1.TrendPoint.record_time:type_name -> google.protobuf.Timestamp
-	6, // [6:6] is the sub-list for method output_type
-	6, // [6:6] is the sub-list for method input_type
-	6, // [6:6] is the sub-list for extension type_name
-	6, // [6:6] is the sub-list for extension extendee
-	0, // [0:6] is the sub-list for field type_name
+	6, // 3: medmesh.v1.RiskException.accept_time:type_name -> google.protobuf.Timestamp
+	6, // 4: medmesh.v1.RiskException.end_time:type_name -> google.protobuf.Timestamp
+	6, // 5: medmesh.v1.TrendPoint.record_time:type_name -> google.protobuf.Timestamp
+	4, // 6: medmesh.v1.MDS2Attachment.answers:type_name -> medmesh.v1.MDS2Answer
+	6, // 7: medmesh.v1.MDS2Attachment.attach_time:type_name -> google.protobuf.Timestamp
+	8, // [8:8] is the sub-list for method output_type
+	8, // [8:8] is the sub-list for method input_type
+	8, // [8:8] is the sub-list for extension type_name
+	8, // [8:8] is the sub-list for extension extendee
+	0, // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_medmesh_v1_compliance_exception_proto_init() }
@@ -536,7 +744,7 @@ func file_medmesh_v1_compliance_exception_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_medmesh_v1_compliance_exception_proto_rawDesc), len(file_medmesh_v1_compliance_exception_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   2,
+			NumMessages:   4,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -556,6 +556,278 @@ func (x *GetTrendResponse) GetIndex() uint64 {
 	return 0
 }
 
+type ImportMDS2Request struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// In the first message only.
+	Header        *ImportMDS2Request_Header `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	Chunk         []byte                    `protobuf:"bytes,2,opt,name=chunk,proto3" json:"chunk,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ImportMDS2Request) Reset() {
+	*x = ImportMDS2Request{}
+	mi := &file_medmesh_v1_compliance_service_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ImportMDS2Request) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ImportMDS2Request) ProtoMessage() {}
+
+func (x *ImportMDS2Request) ProtoReflect() protoreflect.Message {
+	mi := &file_medmesh_v1_compliance_service_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ImportMDS2Request.ProtoReflect.Descriptor instead.
+func (*ImportMDS2Request) Descriptor() ([]byte, []int) {
+	return file_medmesh_v1_compliance_service_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *ImportMDS2Request) GetHeader() *ImportMDS2Request_Header {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *ImportMDS2Request) GetChunk() []byte {
+	if x != nil {
+		return x.Chunk
+	}
+	return nil
+}
+
+type ImportMDS2Response struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Attachment    *MDS2Attachment        `protobuf:"bytes,1,opt,name=attachment,proto3" json:"attachment,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ImportMDS2Response) Reset() {
+	*x = ImportMDS2Response{}
+	mi := &file_medmesh_v1_compliance_service_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ImportMDS2Response) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ImportMDS2Response) ProtoMessage() {}
+
+func (x *ImportMDS2Response) ProtoReflect() protoreflect.Message {
+	mi := &file_medmesh_v1_compliance_service_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ImportMDS2Response.ProtoReflect.Descriptor instead.
+func (*ImportMDS2Response) Descriptor() ([]byte, []int) {
+	return file_medmesh_v1_compliance_service_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *ImportMDS2Response) GetAttachment() *MDS2Attachment {
+	if x != nil {
+		return x.Attachment
+	}
+	return nil
+}
+
+type ListMDS2Request struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListMDS2Request) Reset() {
+	*x = ListMDS2Request{}
+	mi := &file_medmesh_v1_compliance_service_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListMDS2Request) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListMDS2Request) ProtoMessage() {}
+
+func (x *ListMDS2Request) ProtoReflect() protoreflect.Message {
+	mi := &file_medmesh_v1_compliance_service_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListMDS2Request.ProtoReflect.Descriptor instead.
+func (*ListMDS2Request) Descriptor() ([]byte, []int) {
+	return file_medmesh_v1_compliance_service_proto_rawDescGZIP(), []int{12}
+}
+
+type ListMDS2Response struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Attachments   []*MDS2Attachment      `protobuf:"bytes,1,rep,name=attachments,proto3" json:"attachments,omitempty"`
+	Index         uint64                 `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListMDS2Response) Reset() {
+	*x = ListMDS2Response{}
+	mi := &file_medmesh_v1_compliance_service_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListMDS2Response) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListMDS2Response) ProtoMessage() {}
+
+func (x *ListMDS2Response) ProtoReflect() protoreflect.Message {
+	mi := &file_medmesh_v1_compliance_service_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListMDS2Response.ProtoReflect.Descriptor instead.
+func (*ListMDS2Response) Descriptor() ([]byte, []int) {
+	return file_medmesh_v1_compliance_service_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *ListMDS2Response) GetAttachments() []*MDS2Attachment {
+	if x != nil {
+		return x.Attachments
+	}
+	return nil
+}
+
+func (x *ListMDS2Response) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+type ImportMDS2Request_Header struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The file name (for messages and the report).
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Override the form's DOC-1 manufacturer and DOC-3 model (to match
+	// the inventory's spelling).
+	Manufacturer  string `protobuf:"bytes,2,opt,name=manufacturer,proto3" json:"manufacturer,omitempty"`
+	Model         string `protobuf:"bytes,3,opt,name=model,proto3" json:"model,omitempty"`
+	Reason        string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	RequestId     string `protobuf:"bytes,5,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	Comment       string `protobuf:"bytes,6,opt,name=comment,proto3" json:"comment,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ImportMDS2Request_Header) Reset() {
+	*x = ImportMDS2Request_Header{}
+	mi := &file_medmesh_v1_compliance_service_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ImportMDS2Request_Header) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ImportMDS2Request_Header) ProtoMessage() {}
+
+func (x *ImportMDS2Request_Header) ProtoReflect() protoreflect.Message {
+	mi := &file_medmesh_v1_compliance_service_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ImportMDS2Request_Header.ProtoReflect.Descriptor instead.
+func (*ImportMDS2Request_Header) Descriptor() ([]byte, []int) {
+	return file_medmesh_v1_compliance_service_proto_rawDescGZIP(), []int{10, 0}
+}
+
+func (x *ImportMDS2Request_Header) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ImportMDS2Request_Header) GetManufacturer() string {
+	if x != nil {
+		return x.Manufacturer
+	}
+	return ""
+}
+
+func (x *ImportMDS2Request_Header) GetModel() string {
+	if x != nil {
+		return x.Model
+	}
+	return ""
+}
+
+func (x *ImportMDS2Request_Header) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *ImportMDS2Request_Header) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *ImportMDS2Request_Header) GetComment() string {
+	if x != nil {
+		return x.Comment
+	}
+	return ""
+}
+
 var File_medmesh_v1_compliance_service_proto protoreflect.FileDescriptor
 
 const file_medmesh_v1_compliance_service_proto_rawDesc = "" +
@@ -599,13 +871,35 @@ const file_medmesh_v1_compliance_service_proto_rawDesc = "" +
 	"\x04days\x18\x01 \x01(\rR\x04days\"X\n" +
 	"\x10GetTrendResponse\x12.\n" +
 	"\x06points\x18\x01 \x03(\v2\x16.medmesh.v1.TrendPointR\x06points\x12\x14\n" +
-	"\x05index\x18\x02 \x01(\x04R\x05index2\xc9\x03\n" +
+	"\x05index\x18\x02 \x01(\x04R\x05index\"\x91\x02\n" +
+	"\x11ImportMDS2Request\x12<\n" +
+	"\x06header\x18\x01 \x01(\v2$.medmesh.v1.ImportMDS2Request.HeaderR\x06header\x12\x14\n" +
+	"\x05chunk\x18\x02 \x01(\fR\x05chunk\x1a\xa7\x01\n" +
+	"\x06Header\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\"\n" +
+	"\fmanufacturer\x18\x02 \x01(\tR\fmanufacturer\x12\x14\n" +
+	"\x05model\x18\x03 \x01(\tR\x05model\x12\x16\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x05 \x01(\tR\trequestId\x12\x18\n" +
+	"\acomment\x18\x06 \x01(\tR\acomment\"P\n" +
+	"\x12ImportMDS2Response\x12:\n" +
+	"\n" +
+	"attachment\x18\x01 \x01(\v2\x1a.medmesh.v1.MDS2AttachmentR\n" +
+	"attachment\"\x11\n" +
+	"\x0fListMDS2Request\"f\n" +
+	"\x10ListMDS2Response\x12<\n" +
+	"\vattachments\x18\x01 \x03(\v2\x1a.medmesh.v1.MDS2AttachmentR\vattachments\x12\x14\n" +
+	"\x05index\x18\x02 \x01(\x04R\x05index2\xdf\x04\n" +
 	"\x11ComplianceService\x12\\\n" +
 	"\tGetReport\x12&.medmesh.v1.GetComplianceReportRequest\x1a'.medmesh.v1.GetComplianceReportResponse\x12Z\n" +
 	"\x0fAcceptException\x12\".medmesh.v1.AcceptExceptionRequest\x1a#.medmesh.v1.AcceptExceptionResponse\x12Z\n" +
 	"\x0fRevokeException\x12\".medmesh.v1.RevokeExceptionRequest\x1a#.medmesh.v1.RevokeExceptionResponse\x12W\n" +
 	"\x0eListExceptions\x12!.medmesh.v1.ListExceptionsRequest\x1a\".medmesh.v1.ListExceptionsResponse\x12E\n" +
-	"\bGetTrend\x12\x1b.medmesh.v1.GetTrendRequest\x1a\x1c.medmesh.v1.GetTrendResponseB7Z5github.com/medmesh/medmesh/proto/medmesh/v1;medmeshv1b\x06proto3"
+	"\bGetTrend\x12\x1b.medmesh.v1.GetTrendRequest\x1a\x1c.medmesh.v1.GetTrendResponse\x12M\n" +
+	"\n" +
+	"ImportMDS2\x12\x1d.medmesh.v1.ImportMDS2Request\x1a\x1e.medmesh.v1.ImportMDS2Response(\x01\x12E\n" +
+	"\bListMDS2\x12\x1b.medmesh.v1.ListMDS2Request\x1a\x1c.medmesh.v1.ListMDS2ResponseB7Z5github.com/medmesh/medmesh/proto/medmesh/v1;medmeshv1b\x06proto3"
 
 var (
 	file_medmesh_v1_compliance_service_proto_rawDescOnce sync.Once
@@ -619,7 +913,7 @@ func file_medmesh_v1_compliance_service_proto_rawDescGZIP() []byte {
 	return file_medmesh_v1_compliance_service_proto_rawDescData
 }
 
-var file_medmesh_v1_compliance_service_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_medmesh_v1_compliance_service_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_medmesh_v1_compliance_service_proto_goTypes = []any{
 	(*GetComplianceReportRequest)(nil),  // 0: medmesh.v1.GetComplianceReportRequest
 	(*GetComplianceReportResponse)(nil), // 1: medmesh.v1.GetComplianceReportResponse
@@ -631,37 +925,50 @@ var file_medmesh_v1_compliance_service_proto_goTypes = []any{
 	(*ListExceptionsResponse)(nil),      // 7: medmesh.v1.ListExceptionsResponse
 	(*GetTrendRequest)(nil),             // 8: medmesh.v1.GetTrendRequest
 	(*GetTrendResponse)(nil),            // 9: medmesh.v1.GetTrendResponse
-	(ComplianceFramework)(0),            // 10: medmesh.v1.ComplianceFramework
-	(*ComplianceReport)(nil),            // 11: medmesh.v1.ComplianceReport
-	(ExceptionTargetKind)(0),            // 12: medmesh.v1.ExceptionTargetKind
-	(*timestamppb.Timestamp)(nil),       // 13: google.protobuf.Timestamp
-	(*RiskException)(nil),               // 14: medmesh.v1.RiskException
-	(*TrendPoint)(nil),                  // 15: medmesh.v1.TrendPoint
+	(*ImportMDS2Request)(nil),           // 10: medmesh.v1.ImportMDS2Request
+	(*ImportMDS2Response)(nil),          // 11: medmesh.v1.ImportMDS2Response
+	(*ListMDS2Request)(nil),             // 12: medmesh.v1.ListMDS2Request
+	(*ListMDS2Response)(nil),            // 13: medmesh.v1.ListMDS2Response
+	(*ImportMDS2Request_Header)(nil),    // 14: medmesh.v1.ImportMDS2Request.Header
+	(ComplianceFramework)(0),            // 15: medmesh.v1.ComplianceFramework
+	(*ComplianceReport)(nil),            // 16: medmesh.v1.ComplianceReport
+	(ExceptionTargetKind)(0),            // 17: medmesh.v1.ExceptionTargetKind
+	(*timestamppb.Timestamp)(nil),       // 18: google.protobuf.Timestamp
+	(*RiskException)(nil),               // 19: medmesh.v1.RiskException
+	(*TrendPoint)(nil),                  // 20: medmesh.v1.TrendPoint
+	(*MDS2Attachment)(nil),              // 21: medmesh.v1.MDS2Attachment
 }
 var file_medmesh_v1_compliance_service_proto_depIdxs = []int32{
-	10, // 0: medmesh.v1.GetComplianceReportRequest.framework:type_name -> medmesh.v1.ComplianceFramework
-	11, // 1: medmesh.v1.GetComplianceReportResponse.report:type_name -> medmesh.v1.ComplianceReport
-	12, // 2: medmesh.v1.AcceptExceptionRequest.target_kind:type_name -> medmesh.v1.ExceptionTargetKind
-	13, // 3: medmesh.v1.AcceptExceptionRequest.expire_time:type_name -> google.protobuf.Timestamp
-	14, // 4: medmesh.v1.AcceptExceptionResponse.exception:type_name -> medmesh.v1.RiskException
-	14, // 5: medmesh.v1.RevokeExceptionResponse.exception:type_name -> medmesh.v1.RiskException
-	14, // 6: medmesh.v1.ListExceptionsResponse.exceptions:type_name -> medmesh.v1.RiskException
-	15, // 7: medmesh.v1.GetTrendResponse.points:type_name -> medmesh.v1.TrendPoint
-	0,  // 8: medmesh.v1.ComplianceService.GetReport:input_type -> medmesh.v1.GetComplianceReportRequest
-	2,  // 9: medmesh.v1.ComplianceService.AcceptException:input_type -> medmesh.v1.AcceptExceptionRequest
-	4,  // 10: medmesh.v1.ComplianceService.RevokeException:input_type -> medmesh.v1.RevokeExceptionRequest
-	6,  // 11: medmesh.v1.ComplianceService.ListExceptions:input_type -> medmesh.v1.ListExceptionsRequest
-	8,  // 12: medmesh.v1.ComplianceService.GetTrend:input_type -> medmesh.v1.GetTrendRequest
-	1,  // 13: medmesh.v1.ComplianceService.GetReport:output_type -> medmesh.v1.GetComplianceReportResponse
-	3,  // 14: medmesh.v1.ComplianceService.AcceptException:output_type -> medmesh.v1.AcceptExceptionResponse
-	5,  // 15: medmesh.v1.ComplianceService.RevokeException:output_type -> medmesh.v1.RevokeExceptionResponse
-	7,  // 16: medmesh.v1.ComplianceService.ListExceptions:output_type -> medmesh.v1.ListExceptionsResponse
-	9,  // 17: medmesh.v1.ComplianceService.GetTrend:output_type -> medmesh.v1.GetTrendResponse
-	13, // [13:18] is the sub-list for method output_type
-	8,  // [8:13] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	15, // 0: medmesh.v1.GetComplianceReportRequest.framework:type_name -> medmesh.v1.ComplianceFramework
+	16, // 1: medmesh.v1.GetComplianceReportResponse.report:type_name -> medmesh.v1.ComplianceReport
+	17, // 2: medmesh.v1.AcceptExceptionRequest.target_kind:type_name -> medmesh.v1.ExceptionTargetKind
+	18, // 3: medmesh.v1.AcceptExceptionRequest.expire_time:type_name -> google.protobuf.Timestamp
+	19, // 4: medmesh.v1.AcceptExceptionResponse.exception:type_name -> medmesh.v1.RiskException
+	19, // 5: medmesh.v1.RevokeExceptionResponse.exception:type_name -> medmesh.v1.RiskException
+	19, // 6: medmesh.v1.ListExceptionsResponse.exceptions:type_name -> medmesh.v1.RiskException
+	20, // 7: medmesh.v1.GetTrendResponse.points:type_name -> medmesh.v1.TrendPoint
+	14, // 8: medmesh.v1.ImportMDS2Request.header:type_name -> medmesh.v1.ImportMDS2Request.Header
+	21, // 9: medmesh.v1.ImportMDS2Response.attachment:type_name -> medmesh.v1.MDS2Attachment
+	21, // 10: medmesh.v1.ListMDS2Response.attachments:type_name -> medmesh.v1.MDS2Attachment
+	0,  // 11: medmesh.v1.ComplianceService.GetReport:input_type -> medmesh.v1.GetComplianceReportRequest
+	2,  // 12: medmesh.v1.ComplianceService.AcceptException:input_type -> medmesh.v1.AcceptExceptionRequest
+	4,  // 13: medmesh.v1.ComplianceService.RevokeException:input_type -> medmesh.v1.RevokeExceptionRequest
+	6,  // 14: medmesh.v1.ComplianceService.ListExceptions:input_type -> medmesh.v1.ListExceptionsRequest
+	8,  // 15: medmesh.v1.ComplianceService.GetTrend:input_type -> medmesh.v1.GetTrendRequest
+	10, // 16: medmesh.v1.ComplianceService.ImportMDS2:input_type -> medmesh.v1.ImportMDS2Request
+	12, // 17: medmesh.v1.ComplianceService.ListMDS2:input_type -> medmesh.v1.ListMDS2Request
+	1,  // 18: medmesh.v1.ComplianceService.GetReport:output_type -> medmesh.v1.GetComplianceReportResponse
+	3,  // 19: medmesh.v1.ComplianceService.AcceptException:output_type -> medmesh.v1.AcceptExceptionResponse
+	5,  // 20: medmesh.v1.ComplianceService.RevokeException:output_type -> medmesh.v1.RevokeExceptionResponse
+	7,  // 21: medmesh.v1.ComplianceService.ListExceptions:output_type -> medmesh.v1.ListExceptionsResponse
+	9,  // 22: medmesh.v1.ComplianceService.GetTrend:output_type -> medmesh.v1.GetTrendResponse
+	11, // 23: medmesh.v1.ComplianceService.ImportMDS2:output_type -> medmesh.v1.ImportMDS2Response
+	13, // 24: medmesh.v1.ComplianceService.ListMDS2:output_type -> medmesh.v1.ListMDS2Response
+	18, // [18:25] is the sub-list for method output_type
+	11, // [11:18] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_medmesh_v1_compliance_service_proto_init() }
@@ -677,7 +984,7 @@ func file_medmesh_v1_compliance_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_medmesh_v1_compliance_service_proto_rawDesc), len(file_medmesh_v1_compliance_service_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   10,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -24,6 +24,8 @@ const (
 	ComplianceService_RevokeException_FullMethodName = "/medmesh.v1.ComplianceService/RevokeException"
 	ComplianceService_ListExceptions_FullMethodName  = "/medmesh.v1.ComplianceService/ListExceptions"
 	ComplianceService_GetTrend_FullMethodName        = "/medmesh.v1.ComplianceService/GetTrend"
+	ComplianceService_ImportMDS2_FullMethodName      = "/medmesh.v1.ComplianceService/ImportMDS2"
+	ComplianceService_ListMDS2_FullMethodName        = "/medmesh.v1.ComplianceService/ListMDS2"
 )
 
 // ComplianceServiceClient is the client API for ComplianceService service.
@@ -47,6 +49,12 @@ type ComplianceServiceClient interface {
 	ListExceptions(ctx context.Context, in *ListExceptionsRequest, opts ...grpc.CallOption) (*ListExceptionsResponse, error)
 	// GetTrend returns the daily points, oldest first (at most 90 days).
 	GetTrend(ctx context.Context, in *GetTrendRequest, opts ...grpc.CallOption) (*GetTrendResponse, error)
+	// ImportMDS2 uploads an MDS2 workbook (.xlsx) in chunks, the first
+	// with the header; its answers are attached to the device model it
+	// names (replacing the one attached before), audited.
+	ImportMDS2(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[ImportMDS2Request, ImportMDS2Response], error)
+	// ListMDS2 lists the attached MDS2 forms by manufacturer and model.
+	ListMDS2(ctx context.Context, in *ListMDS2Request, opts ...grpc.CallOption) (*ListMDS2Response, error)
 }
 
 type complianceServiceClient struct {
@@ -107,6 +115,29 @@ func (c *complianceServiceClient) GetTrend(ctx context.Context, in *GetTrendRequ
 	return out, nil
 }
 
+func (c *complianceServiceClient) ImportMDS2(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[ImportMDS2Request, ImportMDS2Response], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &ComplianceService_ServiceDesc.Streams[0], ComplianceService_ImportMDS2_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[ImportMDS2Request, ImportMDS2Response]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type ComplianceService_ImportMDS2Client = grpc.ClientStreamingClient[ImportMDS2Request, ImportMDS2Response]
+
+func (c *complianceServiceClient) ListMDS2(ctx context.Context, in *ListMDS2Request, opts ...grpc.CallOption) (*ListMDS2Response, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListMDS2Response)
+	err := c.cc.Invoke(ctx, ComplianceService_ListMDS2_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ComplianceServiceServer is the server API for ComplianceService service.
 // All implementations must embed UnimplementedComplianceServiceServer
 // for forward compatibility.
@@ -128,6 +159,12 @@ type ComplianceServiceServer interface {
 	ListExceptions(context.Context, *ListExceptionsRequest) (*ListExceptionsResponse, error)
 	// GetTrend returns the daily points, oldest first (at most 90 days).
 	GetTrend(context.Context, *GetTrendRequest) (*GetTrendResponse, error)
+	// ImportMDS2 uploads an MDS2 workbook (.xlsx) in chunks, the first
+	// with the header; its answers are attached to the device model it
+	// names (replacing the one attached before), audited.
+	ImportMDS2(grpc.ClientStreamingServer[ImportMDS2Request, ImportMDS2Response]) error
+	// ListMDS2 lists the attached MDS2 forms by manufacturer and model.
+	ListMDS2(context.Context, *ListMDS2Request) (*ListMDS2Response, error)
 	mustEmbedUnimplementedComplianceServiceServer()
 }
 
@@ -152,6 +189,12 @@ func (UnimplementedComplianceServiceServer) ListExceptions(context.Context, *Lis
 }
 func (UnimplementedComplianceServiceServer) GetTrend(context.Context, *GetTrendRequest) (*GetTrendResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetTrend not implemented")
+}
+func (UnimplementedComplianceServiceServer) ImportMDS2(grpc.ClientStreamingServer[ImportMDS2Request, ImportMDS2Response]) error {
+	return status.Error(codes.Unimplemented, "method ImportMDS2 not implemented")
+}
+func (UnimplementedComplianceServiceServer) ListMDS2(context.Context, *ListMDS2Request) (*ListMDS2Response, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListMDS2 not implemented")
 }
 func (UnimplementedComplianceServiceServer) mustEmbedUnimplementedComplianceServiceServer() {}
 func (UnimplementedComplianceServiceServer) testEmbeddedByValue()                           {}
@@ -264,6 +307,31 @@ func _ComplianceService_GetTrend_Handler(srv interface{}, ctx context.Context, d
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ComplianceService_ImportMDS2_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(ComplianceServiceServer).ImportMDS2(&grpc.GenericServerStream[ImportMDS2Request, ImportMDS2Response]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type ComplianceService_ImportMDS2Server = grpc.ClientStreamingServer[ImportMDS2Request, ImportMDS2Response]
+
+func _ComplianceService_ListMDS2_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListMDS2Request)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ComplianceServiceServer).ListMDS2(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ComplianceService_ListMDS2_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ComplianceServiceServer).ListMDS2(ctx, req.(*ListMDS2Request))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // ComplianceService_ServiceDesc is the grpc.ServiceDesc for ComplianceService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -291,7 +359,17 @@ var ComplianceService_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "GetTrend",
 			Handler:    _ComplianceService_GetTrend_Handler,
 		},
+		{
+			MethodName: "ListMDS2",
+			Handler:    _ComplianceService_ListMDS2_Handler,
+		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "ImportMDS2",
+			Handler:       _ComplianceService_ImportMDS2_Handler,
+			ClientStreams: true,
+		},
+	},
 	Metadata: "medmesh/v1/compliance_service.proto",
 }

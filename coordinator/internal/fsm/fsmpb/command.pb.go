@@ -62,6 +62,7 @@ type Command struct {
 	//	*Command_ExceptionRevoke
 	//	*Command_TrendRecord
 	//	*Command_ExceptionsExpire
+	//	*Command_Mds2Attach
 	Command       isCommand_Command `protobuf_oneof:"command"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -334,6 +335,15 @@ func (x *Command) GetExceptionsExpire() *ExceptionsExpire {
 	return nil
 }
 
+func (x *Command) GetMds2Attach() *MDS2Attach {
+	if x != nil {
+		if x, ok := x.Command.(*Command_Mds2Attach); ok {
+			return x.Mds2Attach
+		}
+	}
+	return nil
+}
+
 type isCommand_Command interface {
 	isCommand_Command()
 }
@@ -437,6 +447,10 @@ type Command_ExceptionsExpire struct {
 	ExceptionsExpire *ExceptionsExpire `protobuf:"bytes,93,opt,name=exceptions_expire,json=exceptionsExpire,proto3,oneof"`
 }
 
+type Command_Mds2Attach struct {
+	Mds2Attach *MDS2Attach `protobuf:"bytes,94,opt,name=mds2_attach,json=mds2Attach,proto3,oneof"`
+}
+
 func (*Command_DeviceUpsert) isCommand_Command() {}
 
 func (*Command_DeviceUpdate) isCommand_Command() {}
@@ -484,6 +498,8 @@ func (*Command_ExceptionRevoke) isCommand_Command() {}
 func (*Command_TrendRecord) isCommand_Command() {}
 
 func (*Command_ExceptionsExpire) isCommand_Command() {}
+
+func (*Command_Mds2Attach) isCommand_Command() {}
 
 // ClientRequest names one client request: the caller's verified identity
 // (role/name) and the id the client chose, unique per identity.
@@ -2166,6 +2182,77 @@ func (*ExceptionsExpire) Descriptor() ([]byte, []int) {
 	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{26}
 }
 
+// MDS2Attach attaches an MDS2 form's answers to a device model (by
+// manufacturer and model, case-folded), replacing the one before. The
+// leader parsed the workbook.
+type MDS2Attach struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Attachment    *v1.MDS2Attachment     `protobuf:"bytes,1,opt,name=attachment,proto3" json:"attachment,omitempty"`
+	Actor         string                 `protobuf:"bytes,2,opt,name=actor,proto3" json:"actor,omitempty"`
+	Reason        string                 `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	Comment       string                 `protobuf:"bytes,4,opt,name=comment,proto3" json:"comment,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MDS2Attach) Reset() {
+	*x = MDS2Attach{}
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MDS2Attach) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MDS2Attach) ProtoMessage() {}
+
+func (x *MDS2Attach) ProtoReflect() protoreflect.Message {
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MDS2Attach.ProtoReflect.Descriptor instead.
+func (*MDS2Attach) Descriptor() ([]byte, []int) {
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *MDS2Attach) GetAttachment() *v1.MDS2Attachment {
+	if x != nil {
+		return x.Attachment
+	}
+	return nil
+}
+
+func (x *MDS2Attach) GetActor() string {
+	if x != nil {
+		return x.Actor
+	}
+	return ""
+}
+
+func (x *MDS2Attach) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *MDS2Attach) GetComment() string {
+	if x != nil {
+		return x.Comment
+	}
+	return ""
+}
+
 // SnapshotItem is one length-delimited record of an FSM snapshot stream.
 type SnapshotItem struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -2191,6 +2278,7 @@ type SnapshotItem struct {
 	//	*SnapshotItem_Posture
 	//	*SnapshotItem_Exception
 	//	*SnapshotItem_Trend
+	//	*SnapshotItem_Mds2
 	Item          isSnapshotItem_Item `protobuf_oneof:"item"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -2198,7 +2286,7 @@ type SnapshotItem struct {
 
 func (x *SnapshotItem) Reset() {
 	*x = SnapshotItem{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[27]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2210,7 +2298,7 @@ func (x *SnapshotItem) String() string {
 func (*SnapshotItem) ProtoMessage() {}
 
 func (x *SnapshotItem) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[27]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2223,7 +2311,7 @@ func (x *SnapshotItem) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotItem.ProtoReflect.Descriptor instead.
 func (*SnapshotItem) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{27}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *SnapshotItem) GetItem() isSnapshotItem_Item {
@@ -2413,6 +2501,15 @@ func (x *SnapshotItem) GetTrend() *v1.TrendPoint {
 	return nil
 }
 
+func (x *SnapshotItem) GetMds2() *v1.MDS2Attachment {
+	if x != nil {
+		if x, ok := x.Item.(*SnapshotItem_Mds2); ok {
+			return x.Mds2
+		}
+	}
+	return nil
+}
+
 type isSnapshotItem_Item interface {
 	isSnapshotItem_Item()
 }
@@ -2504,6 +2601,10 @@ type SnapshotItem_Trend struct {
 	Trend *v1.TrendPoint `protobuf:"bytes,91,opt,name=trend,proto3,oneof"`
 }
 
+type SnapshotItem_Mds2 struct {
+	Mds2 *v1.MDS2Attachment `protobuf:"bytes,92,opt,name=mds2,proto3,oneof"`
+}
+
 func (*SnapshotItem_Meta) isSnapshotItem_Item() {}
 
 func (*SnapshotItem_Device) isSnapshotItem_Item() {}
@@ -2544,6 +2645,8 @@ func (*SnapshotItem_Exception) isSnapshotItem_Item() {}
 
 func (*SnapshotItem_Trend) isSnapshotItem_Item() {}
 
+func (*SnapshotItem_Mds2) isSnapshotItem_Item() {}
+
 // Bounds is the bookkeeping of retention: what was evicted and where the
 // audit chain stands. The audit window's records follow as audit items.
 type Bounds struct {
@@ -2564,7 +2667,7 @@ type Bounds struct {
 
 func (x *Bounds) Reset() {
 	*x = Bounds{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[28]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2576,7 +2679,7 @@ func (x *Bounds) String() string {
 func (*Bounds) ProtoMessage() {}
 
 func (x *Bounds) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[28]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2589,7 +2692,7 @@ func (x *Bounds) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Bounds.ProtoReflect.Descriptor instead.
 func (*Bounds) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{28}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *Bounds) GetAlertBase() uint64 {
@@ -2647,7 +2750,7 @@ type PendingCause struct {
 
 func (x *PendingCause) Reset() {
 	*x = PendingCause{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[29]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2659,7 +2762,7 @@ func (x *PendingCause) String() string {
 func (*PendingCause) ProtoMessage() {}
 
 func (x *PendingCause) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[29]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2672,7 +2775,7 @@ func (x *PendingCause) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PendingCause.ProtoReflect.Descriptor instead.
 func (*PendingCause) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{29}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *PendingCause) GetDecisionId() string {
@@ -2702,7 +2805,7 @@ type SnapshotMeta struct {
 
 func (x *SnapshotMeta) Reset() {
 	*x = SnapshotMeta{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[30]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2714,7 +2817,7 @@ func (x *SnapshotMeta) String() string {
 func (*SnapshotMeta) ProtoMessage() {}
 
 func (x *SnapshotMeta) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[30]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2727,7 +2830,7 @@ func (x *SnapshotMeta) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotMeta.ProtoReflect.Descriptor instead.
 func (*SnapshotMeta) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{30}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *SnapshotMeta) GetFormat() uint32 {
@@ -2762,7 +2865,7 @@ type SensorSeq struct {
 
 func (x *SensorSeq) Reset() {
 	*x = SensorSeq{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[31]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2774,7 +2877,7 @@ func (x *SensorSeq) String() string {
 func (*SensorSeq) ProtoMessage() {}
 
 func (x *SensorSeq) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[31]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2787,7 +2890,7 @@ func (x *SensorSeq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SensorSeq.ProtoReflect.Descriptor instead.
 func (*SensorSeq) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{31}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *SensorSeq) GetSensorId() string {
@@ -2815,7 +2918,7 @@ type DeviceFlows struct {
 
 func (x *DeviceFlows) Reset() {
 	*x = DeviceFlows{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[32]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2827,7 +2930,7 @@ func (x *DeviceFlows) String() string {
 func (*DeviceFlows) ProtoMessage() {}
 
 func (x *DeviceFlows) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[32]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2840,7 +2943,7 @@ func (x *DeviceFlows) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeviceFlows.ProtoReflect.Descriptor instead.
 func (*DeviceFlows) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{32}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *DeviceFlows) GetDeviceMac() string {
@@ -2883,14 +2986,15 @@ type DedupEntry struct {
 	Intel *v1.IntelBundle    `protobuf:"bytes,80,opt,name=intel,proto3" json:"intel,omitempty"`
 	Sbom  *v1.SBOMAttachment `protobuf:"bytes,81,opt,name=sbom,proto3" json:"sbom,omitempty"`
 	// 90-99: compliance results.
-	Exception     *v1.RiskException `protobuf:"bytes,90,opt,name=exception,proto3" json:"exception,omitempty"`
+	Exception     *v1.RiskException  `protobuf:"bytes,90,opt,name=exception,proto3" json:"exception,omitempty"`
+	Mds2          *v1.MDS2Attachment `protobuf:"bytes,91,opt,name=mds2,proto3" json:"mds2,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *DedupEntry) Reset() {
 	*x = DedupEntry{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[33]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2902,7 +3006,7 @@ func (x *DedupEntry) String() string {
 func (*DedupEntry) ProtoMessage() {}
 
 func (x *DedupEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[33]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2915,7 +3019,7 @@ func (x *DedupEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DedupEntry.ProtoReflect.Descriptor instead.
 func (*DedupEntry) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{33}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *DedupEntry) GetRequest() *ClientRequest {
@@ -3016,11 +3120,18 @@ func (x *DedupEntry) GetException() *v1.RiskException {
 	return nil
 }
 
+func (x *DedupEntry) GetMds2() *v1.MDS2Attachment {
+	if x != nil {
+		return x.Mds2
+	}
+	return nil
+}
+
 var File_medmesh_fsm_v1_command_proto protoreflect.FileDescriptor
 
 const file_medmesh_fsm_v1_command_proto_rawDesc = "" +
 	"\n" +
-	"\x1cmedmesh/fsm/v1/command.proto\x12\x0emedmesh.fsm.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16medmesh/v1/alert.proto\x1a%medmesh/v1/compliance_exception.proto\x1a\x19medmesh/v1/decision.proto\x1a\x17medmesh/v1/device.proto\x1a\x19medmesh/v1/incident.proto\x1a\x17medmesh/v1/policy.proto\x1a\x15medmesh/v1/risk.proto\x1a\x15medmesh/v1/rule.proto\x1a\x17medmesh/v1/sensor.proto\"\x81\x0e\n" +
+	"\x1cmedmesh/fsm/v1/command.proto\x12\x0emedmesh.fsm.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16medmesh/v1/alert.proto\x1a%medmesh/v1/compliance_exception.proto\x1a\x19medmesh/v1/decision.proto\x1a\x17medmesh/v1/device.proto\x1a\x19medmesh/v1/incident.proto\x1a\x17medmesh/v1/policy.proto\x1a\x15medmesh/v1/risk.proto\x1a\x15medmesh/v1/rule.proto\x1a\x17medmesh/v1/sensor.proto\"\xc0\x0e\n" +
 	"\aCommand\x12.\n" +
 	"\x04time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x127\n" +
 	"\arequest\x18\x03 \x01(\v2\x1d.medmesh.fsm.v1.ClientRequestR\arequest\x12C\n" +
@@ -3052,7 +3163,9 @@ const file_medmesh_fsm_v1_command_proto_rawDesc = "" +
 	"\x10exception_accept\x18Z \x01(\v2\x1f.medmesh.fsm.v1.ExceptionAcceptH\x00R\x0fexceptionAccept\x12L\n" +
 	"\x10exception_revoke\x18[ \x01(\v2\x1f.medmesh.fsm.v1.ExceptionRevokeH\x00R\x0fexceptionRevoke\x12@\n" +
 	"\ftrend_record\x18\\ \x01(\v2\x1b.medmesh.fsm.v1.TrendRecordH\x00R\vtrendRecord\x12O\n" +
-	"\x11exceptions_expire\x18] \x01(\v2 .medmesh.fsm.v1.ExceptionsExpireH\x00R\x10exceptionsExpireB\t\n" +
+	"\x11exceptions_expire\x18] \x01(\v2 .medmesh.fsm.v1.ExceptionsExpireH\x00R\x10exceptionsExpire\x12=\n" +
+	"\vmds2_attach\x18^ \x01(\v2\x1a.medmesh.fsm.v1.MDS2AttachH\x00R\n" +
+	"mds2AttachB\t\n" +
 	"\acommandJ\x04\b\x02\x10\x03J\x04\b\x04\x10\n" +
 	"\";\n" +
 	"\rClientRequest\x12\x1a\n" +
@@ -3178,7 +3291,15 @@ const file_medmesh_fsm_v1_command_proto_rawDesc = "" +
 	"\acomment\x18\x04 \x01(\tR\acomment\";\n" +
 	"\vTrendRecord\x12,\n" +
 	"\x05point\x18\x01 \x01(\v2\x16.medmesh.v1.TrendPointR\x05point\"\x12\n" +
-	"\x10ExceptionsExpire\"\xa9\b\n" +
+	"\x10ExceptionsExpire\"\x90\x01\n" +
+	"\n" +
+	"MDS2Attach\x12:\n" +
+	"\n" +
+	"attachment\x18\x01 \x01(\v2\x1a.medmesh.v1.MDS2AttachmentR\n" +
+	"attachment\x12\x14\n" +
+	"\x05actor\x18\x02 \x01(\tR\x05actor\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\x12\x18\n" +
+	"\acomment\x18\x04 \x01(\tR\acomment\"\xdb\b\n" +
 	"\fSnapshotItem\x122\n" +
 	"\x04meta\x18\x01 \x01(\v2\x1c.medmesh.fsm.v1.SnapshotMetaH\x00R\x04meta\x12,\n" +
 	"\x06device\x18\x02 \x01(\v2\x12.medmesh.v1.DeviceH\x00R\x06device\x12,\n" +
@@ -3201,7 +3322,8 @@ const file_medmesh_fsm_v1_command_proto_rawDesc = "" +
 	"\x04sbom\x18Q \x01(\v2\x1a.medmesh.v1.SBOMAttachmentH\x00R\x04sbom\x125\n" +
 	"\aposture\x18R \x01(\v2\x19.medmesh.v1.DevicePostureH\x00R\aposture\x129\n" +
 	"\texception\x18Z \x01(\v2\x19.medmesh.v1.RiskExceptionH\x00R\texception\x12.\n" +
-	"\x05trend\x18[ \x01(\v2\x16.medmesh.v1.TrendPointH\x00R\x05trendB\x06\n" +
+	"\x05trend\x18[ \x01(\v2\x16.medmesh.v1.TrendPointH\x00R\x05trend\x120\n" +
+	"\x04mds2\x18\\ \x01(\v2\x1a.medmesh.v1.MDS2AttachmentH\x00R\x04mds2B\x06\n" +
 	"\x04item\"\x90\x02\n" +
 	"\x06Bounds\x12\x1d\n" +
 	"\n" +
@@ -3225,7 +3347,7 @@ const file_medmesh_fsm_v1_command_proto_rawDesc = "" +
 	"\vDeviceFlows\x12\x1d\n" +
 	"\n" +
 	"device_mac\x18\x01 \x01(\tR\tdeviceMac\x125\n" +
-	"\tsummaries\x18\x02 \x03(\v2\x17.medmesh.v1.FlowSummaryR\tsummaries\"\xd3\x04\n" +
+	"\tsummaries\x18\x02 \x03(\v2\x17.medmesh.v1.FlowSummaryR\tsummaries\"\x83\x05\n" +
 	"\n" +
 	"DedupEntry\x127\n" +
 	"\arequest\x18\x01 \x01(\v2\x1d.medmesh.fsm.v1.ClientRequestR\arequest\x12\x14\n" +
@@ -3243,7 +3365,8 @@ const file_medmesh_fsm_v1_command_proto_rawDesc = "" +
 	"\x04rule\x18\v \x01(\v2\x18.medmesh.v1.ResponseRuleR\x04rule\x12-\n" +
 	"\x05intel\x18P \x01(\v2\x17.medmesh.v1.IntelBundleR\x05intel\x12.\n" +
 	"\x04sbom\x18Q \x01(\v2\x1a.medmesh.v1.SBOMAttachmentR\x04sbom\x127\n" +
-	"\texception\x18Z \x01(\v2\x19.medmesh.v1.RiskExceptionR\texceptionBAZ?github.com/medmesh/medmesh/coordinator/internal/fsm/fsmpb;fsmpbb\x06proto3"
+	"\texception\x18Z \x01(\v2\x19.medmesh.v1.RiskExceptionR\texception\x12.\n" +
+	"\x04mds2\x18[ \x01(\v2\x1a.medmesh.v1.MDS2AttachmentR\x04mds2BAZ?github.com/medmesh/medmesh/coordinator/internal/fsm/fsmpb;fsmpbb\x06proto3"
 
 var (
 	file_medmesh_fsm_v1_command_proto_rawDescOnce sync.Once
@@ -3257,7 +3380,7 @@ func file_medmesh_fsm_v1_command_proto_rawDescGZIP() []byte {
 	return file_medmesh_fsm_v1_command_proto_rawDescData
 }
 
-var file_medmesh_fsm_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
+var file_medmesh_fsm_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
 var file_medmesh_fsm_v1_command_proto_goTypes = []any{
 	(*Command)(nil),               // 0: medmesh.fsm.v1.Command
 	(*ClientRequest)(nil),         // 1: medmesh.fsm.v1.ClientRequest
@@ -3286,33 +3409,35 @@ var file_medmesh_fsm_v1_command_proto_goTypes = []any{
 	(*ExceptionRevoke)(nil),       // 24: medmesh.fsm.v1.ExceptionRevoke
 	(*TrendRecord)(nil),           // 25: medmesh.fsm.v1.TrendRecord
 	(*ExceptionsExpire)(nil),      // 26: medmesh.fsm.v1.ExceptionsExpire
-	(*SnapshotItem)(nil),          // 27: medmesh.fsm.v1.SnapshotItem
-	(*Bounds)(nil),                // 28: medmesh.fsm.v1.Bounds
-	(*PendingCause)(nil),          // 29: medmesh.fsm.v1.PendingCause
-	(*SnapshotMeta)(nil),          // 30: medmesh.fsm.v1.SnapshotMeta
-	(*SensorSeq)(nil),             // 31: medmesh.fsm.v1.SensorSeq
-	(*DeviceFlows)(nil),           // 32: medmesh.fsm.v1.DeviceFlows
-	(*DedupEntry)(nil),            // 33: medmesh.fsm.v1.DedupEntry
-	(*timestamppb.Timestamp)(nil), // 34: google.protobuf.Timestamp
-	(*v1.Device)(nil),             // 35: medmesh.v1.Device
-	(*v1.Policy)(nil),             // 36: medmesh.v1.Policy
-	(v1.PolicyMode)(0),            // 37: medmesh.v1.PolicyMode
-	(*v1.Decision)(nil),           // 38: medmesh.v1.Decision
-	(*v1.Alert)(nil),              // 39: medmesh.v1.Alert
-	(*v1.Baseline)(nil),           // 40: medmesh.v1.Baseline
-	(*v1.FlowSummary)(nil),        // 41: medmesh.v1.FlowSummary
-	(*v1.SensorRecord)(nil),       // 42: medmesh.v1.SensorRecord
-	(*v1.ResponseRule)(nil),       // 43: medmesh.v1.ResponseRule
-	(*v1.IntelBundle)(nil),        // 44: medmesh.v1.IntelBundle
-	(*v1.SBOMAttachment)(nil),     // 45: medmesh.v1.SBOMAttachment
-	(*v1.DevicePosture)(nil),      // 46: medmesh.v1.DevicePosture
-	(*v1.RiskException)(nil),      // 47: medmesh.v1.RiskException
-	(*v1.TrendPoint)(nil),         // 48: medmesh.v1.TrendPoint
-	(*v1.AuditRecord)(nil),        // 49: medmesh.v1.AuditRecord
-	(*v1.Incident)(nil),           // 50: medmesh.v1.Incident
+	(*MDS2Attach)(nil),            // 27: medmesh.fsm.v1.MDS2Attach
+	(*SnapshotItem)(nil),          // 28: medmesh.fsm.v1.SnapshotItem
+	(*Bounds)(nil),                // 29: medmesh.fsm.v1.Bounds
+	(*PendingCause)(nil),          // 30: medmesh.fsm.v1.PendingCause
+	(*SnapshotMeta)(nil),          // 31: medmesh.fsm.v1.SnapshotMeta
+	(*SensorSeq)(nil),             // 32: medmesh.fsm.v1.SensorSeq
+	(*DeviceFlows)(nil),           // 33: medmesh.fsm.v1.DeviceFlows
+	(*DedupEntry)(nil),            // 34: medmesh.fsm.v1.DedupEntry
+	(*timestamppb.Timestamp)(nil), // 35: google.protobuf.Timestamp
+	(*v1.Device)(nil),             // 36: medmesh.v1.Device
+	(*v1.Policy)(nil),             // 37: medmesh.v1.Policy
+	(v1.PolicyMode)(0),            // 38: medmesh.v1.PolicyMode
+	(*v1.Decision)(nil),           // 39: medmesh.v1.Decision
+	(*v1.Alert)(nil),              // 40: medmesh.v1.Alert
+	(*v1.Baseline)(nil),           // 41: medmesh.v1.Baseline
+	(*v1.FlowSummary)(nil),        // 42: medmesh.v1.FlowSummary
+	(*v1.SensorRecord)(nil),       // 43: medmesh.v1.SensorRecord
+	(*v1.ResponseRule)(nil),       // 44: medmesh.v1.ResponseRule
+	(*v1.IntelBundle)(nil),        // 45: medmesh.v1.IntelBundle
+	(*v1.SBOMAttachment)(nil),     // 46: medmesh.v1.SBOMAttachment
+	(*v1.DevicePosture)(nil),      // 47: medmesh.v1.DevicePosture
+	(*v1.RiskException)(nil),      // 48: medmesh.v1.RiskException
+	(*v1.TrendPoint)(nil),         // 49: medmesh.v1.TrendPoint
+	(*v1.MDS2Attachment)(nil),     // 50: medmesh.v1.MDS2Attachment
+	(*v1.AuditRecord)(nil),        // 51: medmesh.v1.AuditRecord
+	(*v1.Incident)(nil),           // 52: medmesh.v1.Incident
 }
 var file_medmesh_fsm_v1_command_proto_depIdxs = []int32{
-	34, // 0: medmesh.fsm.v1.Command.time:type_name -> google.protobuf.Timestamp
+	35, // 0: medmesh.fsm.v1.Command.time:type_name -> google.protobuf.Timestamp
 	1,  // 1: medmesh.fsm.v1.Command.request:type_name -> medmesh.fsm.v1.ClientRequest
 	2,  // 2: medmesh.fsm.v1.Command.device_upsert:type_name -> medmesh.fsm.v1.DeviceUpsert
 	3,  // 3: medmesh.fsm.v1.Command.device_update:type_name -> medmesh.fsm.v1.DeviceUpdate
@@ -3338,60 +3463,64 @@ var file_medmesh_fsm_v1_command_proto_depIdxs = []int32{
 	24, // 23: medmesh.fsm.v1.Command.exception_revoke:type_name -> medmesh.fsm.v1.ExceptionRevoke
 	25, // 24: medmesh.fsm.v1.Command.trend_record:type_name -> medmesh.fsm.v1.TrendRecord
 	26, // 25: medmesh.fsm.v1.Command.exceptions_expire:type_name -> medmesh.fsm.v1.ExceptionsExpire
-	35, // 26: medmesh.fsm.v1.DeviceUpsert.device:type_name -> medmesh.v1.Device
-	35, // 27: medmesh.fsm.v1.DeviceUpdate.device:type_name -> medmesh.v1.Device
-	36, // 28: medmesh.fsm.v1.PolicyPut.policy:type_name -> medmesh.v1.Policy
-	37, // 29: medmesh.fsm.v1.PolicyActivate.mode:type_name -> medmesh.v1.PolicyMode
-	38, // 30: medmesh.fsm.v1.DecisionCreate.decision:type_name -> medmesh.v1.Decision
-	39, // 31: medmesh.fsm.v1.AlertIngest.alert:type_name -> medmesh.v1.Alert
-	40, // 32: medmesh.fsm.v1.BaselinePut.baseline:type_name -> medmesh.v1.Baseline
-	41, // 33: medmesh.fsm.v1.FlowSummaries.summaries:type_name -> medmesh.v1.FlowSummary
-	42, // 34: medmesh.fsm.v1.SensorReport.records:type_name -> medmesh.v1.SensorRecord
-	13, // 35: medmesh.fsm.v1.SensorBatch.reports:type_name -> medmesh.fsm.v1.SensorReport
-	43, // 36: medmesh.fsm.v1.RulePut.rule:type_name -> medmesh.v1.ResponseRule
-	43, // 37: medmesh.fsm.v1.RulesSeed.rules:type_name -> medmesh.v1.ResponseRule
-	44, // 38: medmesh.fsm.v1.IntelActivate.bundle:type_name -> medmesh.v1.IntelBundle
-	45, // 39: medmesh.fsm.v1.SBOMAttach.attachment:type_name -> medmesh.v1.SBOMAttachment
-	46, // 40: medmesh.fsm.v1.FindingsPut.postures:type_name -> medmesh.v1.DevicePosture
-	47, // 41: medmesh.fsm.v1.ExceptionAccept.exception:type_name -> medmesh.v1.RiskException
-	48, // 42: medmesh.fsm.v1.TrendRecord.point:type_name -> medmesh.v1.TrendPoint
-	30, // 43: medmesh.fsm.v1.SnapshotItem.meta:type_name -> medmesh.fsm.v1.SnapshotMeta
-	35, // 44: medmesh.fsm.v1.SnapshotItem.device:type_name -> medmesh.v1.Device
-	36, // 45: medmesh.fsm.v1.SnapshotItem.policy:type_name -> medmesh.v1.Policy
-	38, // 46: medmesh.fsm.v1.SnapshotItem.decision:type_name -> medmesh.v1.Decision
-	39, // 47: medmesh.fsm.v1.SnapshotItem.alert:type_name -> medmesh.v1.Alert
-	40, // 48: medmesh.fsm.v1.SnapshotItem.baseline:type_name -> medmesh.v1.Baseline
-	49, // 49: medmesh.fsm.v1.SnapshotItem.audit:type_name -> medmesh.v1.AuditRecord
-	31, // 50: medmesh.fsm.v1.SnapshotItem.sensor_seq:type_name -> medmesh.fsm.v1.SensorSeq
-	32, // 51: medmesh.fsm.v1.SnapshotItem.flows:type_name -> medmesh.fsm.v1.DeviceFlows
-	15, // 52: medmesh.fsm.v1.SnapshotItem.server:type_name -> medmesh.fsm.v1.ServerRegister
-	33, // 53: medmesh.fsm.v1.SnapshotItem.dedup:type_name -> medmesh.fsm.v1.DedupEntry
-	28, // 54: medmesh.fsm.v1.SnapshotItem.bounds:type_name -> medmesh.fsm.v1.Bounds
-	29, // 55: medmesh.fsm.v1.SnapshotItem.pending_cause:type_name -> medmesh.fsm.v1.PendingCause
-	43, // 56: medmesh.fsm.v1.SnapshotItem.rule:type_name -> medmesh.v1.ResponseRule
-	50, // 57: medmesh.fsm.v1.SnapshotItem.incident:type_name -> medmesh.v1.Incident
-	44, // 58: medmesh.fsm.v1.SnapshotItem.intel:type_name -> medmesh.v1.IntelBundle
-	45, // 59: medmesh.fsm.v1.SnapshotItem.sbom:type_name -> medmesh.v1.SBOMAttachment
-	46, // 60: medmesh.fsm.v1.SnapshotItem.posture:type_name -> medmesh.v1.DevicePosture
-	47, // 61: medmesh.fsm.v1.SnapshotItem.exception:type_name -> medmesh.v1.RiskException
-	48, // 62: medmesh.fsm.v1.SnapshotItem.trend:type_name -> medmesh.v1.TrendPoint
-	34, // 63: medmesh.fsm.v1.Bounds.decisions_compacted:type_name -> google.protobuf.Timestamp
-	41, // 64: medmesh.fsm.v1.DeviceFlows.summaries:type_name -> medmesh.v1.FlowSummary
-	1,  // 65: medmesh.fsm.v1.DedupEntry.request:type_name -> medmesh.fsm.v1.ClientRequest
-	34, // 66: medmesh.fsm.v1.DedupEntry.time:type_name -> google.protobuf.Timestamp
-	35, // 67: medmesh.fsm.v1.DedupEntry.device:type_name -> medmesh.v1.Device
-	36, // 68: medmesh.fsm.v1.DedupEntry.policy:type_name -> medmesh.v1.Policy
-	38, // 69: medmesh.fsm.v1.DedupEntry.decision:type_name -> medmesh.v1.Decision
-	39, // 70: medmesh.fsm.v1.DedupEntry.alert:type_name -> medmesh.v1.Alert
-	43, // 71: medmesh.fsm.v1.DedupEntry.rule:type_name -> medmesh.v1.ResponseRule
-	44, // 72: medmesh.fsm.v1.DedupEntry.intel:type_name -> medmesh.v1.IntelBundle
-	45, // 73: medmesh.fsm.v1.DedupEntry.sbom:type_name -> medmesh.v1.SBOMAttachment
-	47, // 74: medmesh.fsm.v1.DedupEntry.exception:type_name -> medmesh.v1.RiskException
-	75, // [75:75] is the sub-list for method output_type
-	75, // [75:75] is the sub-list for method input_type
-	75, // [75:75] is the sub-list for extension type_name
-	75, // [75:75] is the sub-list for extension extendee
-	0,  // [0:75] is the sub-list for field type_name
+	27, // 26: medmesh.fsm.v1.Command.mds2_attach:type_name -> medmesh.fsm.v1.MDS2Attach
+	36, // 27: medmesh.fsm.v1.DeviceUpsert.device:type_name -> medmesh.v1.Device
+	36, // 28: medmesh.fsm.v1.DeviceUpdate.device:type_name -> medmesh.v1.Device
+	37, // 29: medmesh.fsm.v1.PolicyPut.policy:type_name -> medmesh.v1.Policy
+	38, // 30: medmesh.fsm.v1.PolicyActivate.mode:type_name -> medmesh.v1.PolicyMode
+	39, // 31: medmesh.fsm.v1.DecisionCreate.decision:type_name -> medmesh.v1.Decision
+	40, // 32: medmesh.fsm.v1.AlertIngest.alert:type_name -> medmesh.v1.Alert
+	41, // 33: medmesh.fsm.v1.BaselinePut.baseline:type_name -> medmesh.v1.Baseline
+	42, // 34: medmesh.fsm.v1.FlowSummaries.summaries:type_name -> medmesh.v1.FlowSummary
+	43, // 35: medmesh.fsm.v1.SensorReport.records:type_name -> medmesh.v1.SensorRecord
+	13, // 36: medmesh.fsm.v1.SensorBatch.reports:type_name -> medmesh.fsm.v1.SensorReport
+	44, // 37: medmesh.fsm.v1.RulePut.rule:type_name -> medmesh.v1.ResponseRule
+	44, // 38: medmesh.fsm.v1.RulesSeed.rules:type_name -> medmesh.v1.ResponseRule
+	45, // 39: medmesh.fsm.v1.IntelActivate.bundle:type_name -> medmesh.v1.IntelBundle
+	46, // 40: medmesh.fsm.v1.SBOMAttach.attachment:type_name -> medmesh.v1.SBOMAttachment
+	47, // 41: medmesh.fsm.v1.FindingsPut.postures:type_name -> medmesh.v1.DevicePosture
+	48, // 42: medmesh.fsm.v1.ExceptionAccept.exception:type_name -> medmesh.v1.RiskException
+	49, // 43: medmesh.fsm.v1.TrendRecord.point:type_name -> medmesh.v1.TrendPoint
+	50, // 44: medmesh.fsm.v1.MDS2Attach.attachment:type_name -> medmesh.v1.MDS2Attachment
+	31, // 45: medmesh.fsm.v1.SnapshotItem.meta:type_name -> medmesh.fsm.v1.SnapshotMeta
+	36, // 46: medmesh.fsm.v1.SnapshotItem.device:type_name -> medmesh.v1.Device
+	37, // 47: medmesh.fsm.v1.SnapshotItem.policy:type_name -> medmesh.v1.Policy
+	39, // 48: medmesh.fsm.v1.SnapshotItem.decision:type_name -> medmesh.v1.Decision
+	40, // 49: medmesh.fsm.v1.SnapshotItem.alert:type_name -> medmesh.v1.Alert
+	41, // 50: medmesh.fsm.v1.SnapshotItem.baseline:type_name -> medmesh.v1.Baseline
+	51, // 51: medmesh.fsm.v1.SnapshotItem.audit:type_name -> medmesh.v1.AuditRecord
+	32, // 52: medmesh.fsm.v1.SnapshotItem.sensor_seq:type_name -> medmesh.fsm.v1.SensorSeq
+	33, // 53: medmesh.fsm.v1.SnapshotItem.flows:type_name -> medmesh.fsm.v1.DeviceFlows
+	15, // 54: medmesh.fsm.v1.SnapshotItem.server:type_name -> medmesh.fsm.v1.ServerRegister
+	34, // 55: medmesh.fsm.v1.SnapshotItem.dedup:type_name -> medmesh.fsm.v1.DedupEntry
+	29, // 56: medmesh.fsm.v1.SnapshotItem.bounds:type_name -> medmesh.fsm.v1.Bounds
+	30, // 57: medmesh.fsm.v1.SnapshotItem.pending_cause:type_name -> medmesh.fsm.v1.PendingCause
+	44, // 58: medmesh.fsm.v1.SnapshotItem.rule:type_name -> medmesh.v1.ResponseRule
+	52, // 59: medmesh.fsm.v1.SnapshotItem.incident:type_name -> medmesh.v1.Incident
+	45, // 60: medmesh.fsm.v1.SnapshotItem.intel:type_name -> medmesh.v1.IntelBundle
+	46, // 61: medmesh.fsm.v1.SnapshotItem.sbom:type_name -> medmesh.v1.SBOMAttachment
+	47, // 62: medmesh.fsm.v1.SnapshotItem.posture:type_name -> medmesh.v1.DevicePosture
+	48, // 63: medmesh.fsm.v1.SnapshotItem.exception:type_name -> medmesh.v1.RiskException
+	49, // 64: medmesh.fsm.v1.SnapshotItem.trend:type_name -> medmesh.v1.TrendPoint
+	50, // 65: medmesh.fsm.v1.SnapshotItem.mds2:type_name -> medmesh.v1.MDS2Attachment
+	35, // 66: medmesh.fsm.v1.Bounds.decisions_compacted:type_name -> google.protobuf.Timestamp
+	42, // 67: medmesh.fsm.v1.DeviceFlows.summaries:type_name -> medmesh.v1.FlowSummary
+	1,  // 68: medmesh.fsm.v1.DedupEntry.request:type_name -> medmesh.fsm.v1.ClientRequest
+	35, // 69: medmesh.fsm.v1.DedupEntry.time:type_name -> google.protobuf.Timestamp
+	36, // 70: medmesh.fsm.v1.DedupEntry.device:type_name -> medmesh.v1.Device
+	37, // 71: medmesh.fsm.v1.DedupEntry.policy:type_name -> medmesh.v1.Policy
+	39, // 72: medmesh.fsm.v1.DedupEntry.decision:type_name -> medmesh.v1.Decision
+	40, // 73: medmesh.fsm.v1.DedupEntry.alert:type_name -> medmesh.v1.Alert
+	44, // 74: medmesh.fsm.v1.DedupEntry.rule:type_name -> medmesh.v1.ResponseRule
+	45, // 75: medmesh.fsm.v1.DedupEntry.intel:type_name -> medmesh.v1.IntelBundle
+	46, // 76: medmesh.fsm.v1.DedupEntry.sbom:type_name -> medmesh.v1.SBOMAttachment
+	48, // 77: medmesh.fsm.v1.DedupEntry.exception:type_name -> medmesh.v1.RiskException
+	50, // 78: medmesh.fsm.v1.DedupEntry.mds2:type_name -> medmesh.v1.MDS2Attachment
+	79, // [79:79] is the sub-list for method output_type
+	79, // [79:79] is the sub-list for method input_type
+	79, // [79:79] is the sub-list for extension type_name
+	79, // [79:79] is the sub-list for extension extendee
+	0,  // [0:79] is the sub-list for field type_name
 }
 
 func init() { file_medmesh_fsm_v1_command_proto_init() }
@@ -3424,12 +3553,13 @@ func file_medmesh_fsm_v1_command_proto_init() {
 		(*Command_ExceptionRevoke)(nil),
 		(*Command_TrendRecord)(nil),
 		(*Command_ExceptionsExpire)(nil),
+		(*Command_Mds2Attach)(nil),
 	}
 	file_medmesh_fsm_v1_command_proto_msgTypes[4].OneofWrappers = []any{}
 	file_medmesh_fsm_v1_command_proto_msgTypes[5].OneofWrappers = []any{}
 	file_medmesh_fsm_v1_command_proto_msgTypes[17].OneofWrappers = []any{}
 	file_medmesh_fsm_v1_command_proto_msgTypes[18].OneofWrappers = []any{}
-	file_medmesh_fsm_v1_command_proto_msgTypes[27].OneofWrappers = []any{
+	file_medmesh_fsm_v1_command_proto_msgTypes[28].OneofWrappers = []any{
 		(*SnapshotItem_Meta)(nil),
 		(*SnapshotItem_Device)(nil),
 		(*SnapshotItem_Policy)(nil),
@@ -3450,6 +3580,7 @@ func file_medmesh_fsm_v1_command_proto_init() {
 		(*SnapshotItem_Posture)(nil),
 		(*SnapshotItem_Exception)(nil),
 		(*SnapshotItem_Trend)(nil),
+		(*SnapshotItem_Mds2)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -3457,7 +3588,7 @@ func file_medmesh_fsm_v1_command_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_medmesh_fsm_v1_command_proto_rawDesc), len(file_medmesh_fsm_v1_command_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   34,
+			NumMessages:   35,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
