@@ -109,6 +109,10 @@ func (c *Coordinator) complianceReport(_ context.Context, fw medmeshv1.Complianc
 			Source: cmp.Or(sensors[d.GetMac()], "sensor"),
 		})
 	}
+	ms, _ := f.MDS2s()
+	for _, a := range ms {
+		in.MDS2 = append(in.MDS2, mds2Form(a))
+	}
 	in.Framework, in.Now, in.RaftIndex = fw, c.clock(), idx
 	if b := f.ActiveIntel(); b != nil {
 		in.BundleDigest, in.BundleDate = b.GetDigest(), b.GetCreated().AsTime()
@@ -124,3 +128,18 @@ func (c *Coordinator) complianceReport(_ context.Context, fw medmeshv1.Complianc
 func (c *Coordinator) EvaluateCompliance(ctx context.Context, fw medmeshv1.ComplianceFramework) (*medmeshv1.ComplianceReport, uint64, error) {
 	return c.complianceReport(ctx, fw)
 }
+
+// mds2Form is an attached MDS2's answers as compliance reads them.
+func mds2Form(a *medmeshv1.MDS2Attachment) *compliance.MDS2 {
+	f := &compliance.MDS2{Name: a.GetName(), Manufacturer: a.GetManufacturer(), Model: a.GetModel(), Items: map[string]compliance.MDS2Item{}}
+	for _, x := range a.GetAnswers() {
+		it := compliance.MDS2Item{ID: x.GetId(), Question: x.GetQuestion(), Text: x.GetText(), Note: x.GetNote()}
+		setString(&it.Answer, x.GetAnswer())
+		f.Items[x.GetId()] = it
+	}
+	return f
+}
+
+// setString sets a string-kinded value (the MDS2 answer's type is the
+// compliance package's own).
+func setString[S ~string](p *S, v string) { *p = S(v) }

@@ -1,6 +1,7 @@
 package coordinator
 
 import (
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -10,6 +11,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/medmesh/medmesh/coordinator/internal/fsm/fsmpb"
 	"github.com/medmesh/medmesh/internal/pki"
 	"github.com/medmesh/medmesh/internal/testutil"
 	medmeshv1 "github.com/medmesh/medmesh/proto/medmesh/v1"
@@ -111,5 +113,89 @@ func TestComplianceExceptionsAndTrendCompressedTime(t *testing.T) {
 	r := rep.GetReport()
 	if r.GetRaftIndex() == 0 || len(r.GetTrend()) != 3 || len(r.GetExceptions()) != 1 || r.GetExceptions()[0].GetState() != medmeshv1.ExceptionState_EXCEPTION_STATE_EXPIRED {
 		t.Fatalf("report index %d, %d points, exceptions %v", r.GetRaftIndex(), len(r.GetTrend()), r.GetExceptions())
+	}
+}
+
+// TestImportMDS2: an operator uploads an MDS2 workbook (the fixture in the
+// HN 1-2019 layout) in chunks; a viewer may not; its answers attach to the
+// model and a device of that model is evaluated with them.
+func TestImportMDS2(t *testing.T) {
+	cp := newCampus(t)
+	ctx := ctxT(t, 60*time.Second)
+	b, err := os.ReadFile("../compliance/internal/mds2/testdata/acme-infuser-3000.xlsx")
+	if err != nil {
+		t.Fatal(err)
+	}
+	upload := func(c medmeshv1.ComplianceServiceClient, reqID string) (*medmeshv1.ImportMDS2Response, error) {
+		st, err := c.ImportMDS2(ctx)
+		if err != nil {
+			return nil, err
+		}
+		for i := 0; i < len(b); i += 4096 {
+			m := &medmeshv1.ImportMDS2Request{Chunk: b[i:min(i+4096, len(b))]}
+			if i == 0 {
+				m.Header = &medmeshv1.ImportMDS2Request_Header{Name: "acme-infuser-3000.xlsx", Reason: "vendor MDS2", RequestId: reqID}
+			}
+			if err := st.Send(m); err != nil {
+				return nil, err
+			}
+		}
+		return st.CloseAndRecv()
+	}
+	if _, err := upload(medmeshv1.NewComplianceServiceClient(cp.as(pki.RoleViewer, "vera")), "m0"); status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("viewer import: %v", err)
+	}
+	op := medmeshv1.NewComplianceServiceClient(cp.as(pki.RoleOperator, "oscar"))
+	resp, err := upload(op, "m1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := resp.GetAttachment()
+	if a.GetManufacturer() != "Acme Medical" || a.GetModel() != "Infuser 3000" || len(a.GetAnswers()) < 10 || a.GetAttachedBy() != "operator/oscar" {
+		t.Fatalf("attachment %s/%s, %d answers, by %s", a.GetManufacturer(), a.GetModel(), len(a.GetAnswers()), a.GetAttachedBy())
+	}
+	again, err := upload(op, "m1")
+	if err != nil || again.GetAttachment().GetIndex() != a.GetIndex() {
+		t.Fatalf("retry applied again: %v %v", again, err)
+	}
+	txcf := ""
+	for _, x := range a.GetAnswers() {
+		if x.GetId() == "TXCF-2" {
+			txcf = x.GetAnswer()
+		}
+	}
+	if txcf != "No" {
+		t.Fatalf("TXCF-2 answer %q, want No", txcf)
+	}
+	bad, err := op.ImportMDS2(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad.Send(&medmeshv1.ImportMDS2Request{Header: &medmeshv1.ImportMDS2Request_Header{Name: "not.xlsx"}, Chunk: []byte("not a workbook")})
+	if _, err := bad.CloseAndRecv(); status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "not.xlsx") {
+		t.Fatalf("a broken workbook: %v", err)
+	}
+
+	// A device of that model is evaluated with the vendor's answers.
+	if _, err := cp.c.Apply(ctx, &fsmpb.Command{Time: timestamppb.Now(), Command: &fsmpb.Command_DeviceUpsert{DeviceUpsert: &fsmpb.DeviceUpsert{SensorId: "s1",
+		Device: &medmeshv1.Device{Mac: "02:00:00:00:30:01", Vendor: "Acme Medical", Model: "Infuser 3000", DeviceClass: medmeshv1.DeviceClass_DEVICE_CLASS_INFUSION_PUMP, IpAddresses: []string{"10.1.0.9"}}}}}); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := medmeshv1.NewComplianceServiceClient(cp.as(pki.RoleViewer, "vera")).GetReport(ctx, &medmeshv1.GetComplianceReportRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := rep.GetReport()
+	if r.GetCoverage().GetWithMds2() != 1 || len(r.GetDevices()) != 1 || r.GetDevices()[0].GetMds2() == "" {
+		t.Fatalf("report: coverage %v, devices %v", r.GetCoverage(), r.GetDevices())
+	}
+	mds2Evidence := false
+	for _, res := range r.GetDevices()[0].GetResults() {
+		for _, e := range res.GetEvidence() {
+			mds2Evidence = mds2Evidence || e.GetKind() == "mds2"
+		}
+	}
+	if !mds2Evidence {
+		t.Fatal("no control rests on the MDS2's answers")
 	}
 }

@@ -98,6 +98,10 @@ func AuthzTable() authz.Table {
 		medmeshv1.ComplianceService_GetTrend_FullMethodName:        readers,
 		medmeshv1.ComplianceService_AcceptException_FullMethodName: approvers,
 		medmeshv1.ComplianceService_RevokeException_FullMethodName: approvers,
+		// An MDS2 is vendor evidence, like an SBOM: operators import it
+		// (audited).
+		medmeshv1.ComplianceService_ImportMDS2_FullMethodName: operators,
+		medmeshv1.ComplianceService_ListMDS2_FullMethodName:   readers,
 
 		medmeshv1.SensorService_Report_FullMethodName: {pki.RoleSensor},
 		// A baseline is read data: people may read it too (the lab's

@@ -1,13 +1,22 @@
 package api
 
 import (
+	"bytes"
+	"cmp"
 	"context"
+	"crypto/sha256"
+	"fmt"
+	"maps"
+	"os"
+	"slices"
 	"strings"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/medmesh/medmesh/compliance"
 	"github.com/medmesh/medmesh/compliance/report"
 	"github.com/medmesh/medmesh/coordinator/internal/fsm"
 	"github.com/medmesh/medmesh/coordinator/internal/fsm/fsmpb"
@@ -156,4 +165,97 @@ func (s *Server) GetTrend(ctx context.Context, req *medmeshv1.GetTrendRequest) (
 		pts = pts[len(pts)-n:]
 	}
 	return &medmeshv1.GetTrendResponse{Points: pts, Index: idx}, nil
+}
+
+// maxMDS2Upload bounds an MDS2 workbook upload.
+const maxMDS2Upload = 16 << 20
+
+// ImportMDS2 receives an MDS2 workbook, reads its answers and attaches
+// them to the device model it names, audited.
+func (s *Server) ImportMDS2(stream medmeshv1.ComplianceService_ImportMDS2Server) error {
+	ctx := stream.Context()
+	rb, err := s.riskBackend()
+	if err != nil {
+		return err
+	}
+	first, err := stream.Recv()
+	if err != nil {
+		return err
+	}
+	h := first.GetHeader()
+	if h == nil {
+		return invalid("header", "required in the first message")
+	}
+	for _, f := range []struct{ n, v string }{{"name", h.GetName()}, {"manufacturer", h.GetManufacturer()}, {"model", h.GetModel()}, {"reason", h.GetReason()}} {
+		if err := checkText("header."+f.n, f.v); err != nil {
+			return err
+		}
+	}
+	who, comment, err := author(ctx, h.GetComment())
+	if err != nil {
+		return err
+	}
+	creq, err := clientRequest(who, h.GetRequestId())
+	if err != nil {
+		return err
+	}
+	tmp, err := receive(rb, first, stream.Recv, maxMDS2Upload)
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp)
+	b, err := os.ReadFile(tmp)
+	if err != nil {
+		return status.Errorf(codes.Internal, "upload: %v", err)
+	}
+	name := cmp.Or(strings.TrimSpace(h.GetName()), "mds2.xlsx")
+	form, err := compliance.ParseMDS2(bytes.NewReader(b), name)
+	if err != nil {
+		return status.Errorf(codes.InvalidArgument, "%s: %v", name, err)
+	}
+	a := &medmeshv1.MDS2Attachment{
+		Name: name, Digest: fmt.Sprintf("%x", sha256.Sum256(b)),
+		Manufacturer: cmp.Or(strings.TrimSpace(h.GetManufacturer()), strings.TrimSpace(form.Manufacturer)),
+		Model:        cmp.Or(strings.TrimSpace(h.GetModel()), strings.TrimSpace(form.Model)),
+	}
+	if a.Manufacturer == "" || a.Model == "" {
+		return status.Errorf(codes.InvalidArgument, "%s: the form names no manufacturer (DOC-1) or model (DOC-3): give header.manufacturer and header.model", name)
+	}
+	for _, id := range slices.Sorted(maps.Keys(form.Items)) {
+		it := form.Items[id]
+		a.Answers = append(a.Answers, &medmeshv1.MDS2Answer{Id: it.ID, Answer: string(it.Answer), Text: it.Text, Note: it.Note, Question: it.Question})
+	}
+	resp, done, err := forwardUpload(ctx, s, tmp,
+		func(ctx context.Context, conn *grpc.ClientConn) (grpc.ClientStreamingClient[medmeshv1.ImportMDS2Request, medmeshv1.ImportMDS2Response], error) {
+			return medmeshv1.NewComplianceServiceClient(conn).ImportMDS2(ctx)
+		},
+		func(chunk []byte, first bool) *medmeshv1.ImportMDS2Request {
+			m := &medmeshv1.ImportMDS2Request{Chunk: chunk}
+			if first {
+				m.Header = h
+			}
+			return m
+		})
+	if done {
+		if err != nil {
+			return err
+		}
+		return stream.SendAndClose(resp)
+	}
+	res, err := s.apply(ctx, &fsmpb.Command{Request: creq, Command: &fsmpb.Command_Mds2Attach{Mds2Attach: &fsmpb.MDS2Attach{
+		Attachment: a, Actor: who.String(), Reason: h.GetReason(), Comment: comment,
+	}}})
+	if err != nil {
+		return err
+	}
+	return stream.SendAndClose(&medmeshv1.ImportMDS2Response{Attachment: res.MDS2})
+}
+
+// ListMDS2 lists the attached MDS2 forms.
+func (s *Server) ListMDS2(ctx context.Context, req *medmeshv1.ListMDS2Request) (*medmeshv1.ListMDS2Response, error) {
+	if resp, done, err := route(ctx, s, medmeshv1.ComplianceService_ListMDS2_FullMethodName, kindRead, req, &medmeshv1.ListMDS2Response{}); done {
+		return resp, err
+	}
+	ms, idx := s.b.FSM().MDS2s()
+	return &medmeshv1.ListMDS2Response{Attachments: ms, Index: idx}, nil
 }
