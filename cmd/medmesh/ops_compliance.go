@@ -1,10 +1,12 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -13,6 +15,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/medmesh/medmesh/compliance"
 	compreport "github.com/medmesh/medmesh/compliance/report"
 	medmeshv1 "github.com/medmesh/medmesh/proto/medmesh/v1"
 )
@@ -202,7 +205,86 @@ func newComplianceCmd(o *opFlags) *cobra.Command {
 		},
 	}
 	trend.Flags().Uint32Var(&days, "days", 0, "at most this many recent days (0: all kept)")
-	c.AddCommand(rep, exc, trend)
+	c.AddCommand(rep, exc, trend, newMDS2Cmd(o))
+	return c
+}
+
+func newMDS2Cmd(o *opFlags) *cobra.Command {
+	c := &cobra.Command{Use: "mds2", Short: "Import and list device models' MDS2 forms (ANSI/NEMA HN 1-2019)"}
+	var manufacturer, model, reason, actor string
+	imp := &cobra.Command{
+		Use:   "import FILE.xlsx",
+		Short: "Attach an MDS2 workbook's answers to its device model (operators; audited)",
+		Long: "import reads FILE (an MDS2 workbook in the ANSI/NEMA HN 1-2019 layout) here, uploads it, and\n" +
+			"the coordinator attaches its answers to the model the form names (DOC-1 manufacturer, DOC-3\n" +
+			"model; --manufacturer and --model override them to match the inventory's spelling), replacing\n" +
+			"the one before. Compliance reports use the answers as evidence (e.g. \"vendor states no\n" +
+			"transmission encryption\" and HL7 in clear seen: confirmed).",
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if _, err := compliance.ReadMDS2(args[0]); err != nil {
+				return err
+			}
+			data, err := os.ReadFile(args[0])
+			if err != nil {
+				return err
+			}
+			return o.write(cmd, func(ctx context.Context, conn *grpc.ClientConn, requestID string) error {
+				st, err := medmeshv1.NewComplianceServiceClient(conn).ImportMDS2(ctx)
+				if err != nil {
+					return err
+				}
+				hdr := &medmeshv1.ImportMDS2Request_Header{Name: filepath.Base(args[0]), Manufacturer: manufacturer, Model: model, Reason: reason, RequestId: requestID, Comment: actor}
+				if err := upload(bytes.NewReader(data), func(chunk []byte, first bool) error {
+					m := &medmeshv1.ImportMDS2Request{Chunk: chunk}
+					if first {
+						m.Header = hdr
+					}
+					return st.Send(m)
+				}); err != nil {
+					return err
+				}
+				resp, err := st.CloseAndRecv()
+				if err != nil {
+					return err
+				}
+				w := cmd.OutOrStdout()
+				if o.json() {
+					return printProto(w, resp)
+				}
+				a := resp.GetAttachment()
+				fmt.Fprintf(w, "attached %s (%d answers, sha256 %s) to %s %s at index %d\n", a.GetName(), len(a.GetAnswers()), a.GetDigest(), a.GetManufacturer(), a.GetModel(), a.GetIndex())
+				return nil
+			})
+		},
+	}
+	imp.Flags().StringVar(&manufacturer, "manufacturer", "", "device manufacturer as devices name it (default: the form's DOC-1)")
+	imp.Flags().StringVar(&model, "model", "", "device model as devices name it (default: the form's DOC-3)")
+	imp.Flags().StringVar(&reason, "reason", "", "why (recorded in the audit trail)")
+	imp.Flags().StringVar(&actor, "actor", defaultActor(), "a comment on who makes the change (the audit actor is your certificate's identity)")
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List the attached MDS2 forms",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return o.call(cmd, func(ctx context.Context, conn *grpc.ClientConn) error {
+				resp, err := medmeshv1.NewComplianceServiceClient(conn).ListMDS2(ctx, &medmeshv1.ListMDS2Request{})
+				if err != nil {
+					return err
+				}
+				w := cmd.OutOrStdout()
+				if o.json() {
+					return printProto(w, resp)
+				}
+				t := newTable(w, "MANUFACTURER", "MODEL", "FILE", "ANSWERS", "ATTACHED BY", "ATTACHED")
+				for _, a := range resp.GetAttachments() {
+					t.row(a.GetManufacturer(), a.GetModel(), a.GetName(), len(a.GetAnswers()), a.GetAttachedBy(), ts(a.GetAttachTime()))
+				}
+				return t.flush()
+			})
+		},
+	}
+	c.AddCommand(imp, list)
 	return c
 }
 
