@@ -52,7 +52,7 @@ func newRootCmd() *cobra.Command {
 		newDoctorCmd(),
 	)
 	intelCmd, riskCmd := newIntelCmd(), newRiskCmd()
-	root.AddCommand(intelCmd, riskCmd)
+	root.AddCommand(intelCmd, riskCmd, newComplianceCmd())
 	addRiskClusterCommands(root, riskCmd, intelCmd)
 	addOperatorCommands(root)
 	root.InitDefaultHelpCmd()
