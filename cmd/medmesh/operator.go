@@ -57,7 +57,6 @@ func addOperatorCommands(root *cobra.Command) {
 		newRulesCmd(o),
 		newAlertsCmd(o),
 		newIncidentsCmd(o),
-		newComplianceCmd(o),
 	} {
 		o.register(c)
 		root.AddCommand(c)

@@ -28,15 +28,16 @@ var frameworks = map[string]medmeshv1.ComplianceFramework{
 	"proposed-2025": medmeshv1.ComplianceFramework_COMPLIANCE_FRAMEWORK_PROPOSED_2025,
 }
 
-func newComplianceCmd(o *opFlags) *cobra.Command {
-	c := &cobra.Command{
-		Use:   "compliance",
-		Short: "Compliance reports, risk exceptions and the daily trend from the cluster",
-		Long: "Reports are computed on the coordinator from committed state, stamped with the Raft index\n" +
-			"and the active intelligence bundle's date. Risk exceptions (approvers only, audited) take\n" +
-			"a remediation action or a finding off the plan until their expiry; an expired exception's\n" +
-			"action is back in the plan. The leader records one trend point a day (90 days kept).",
-	}
+// addComplianceClusterCommands adds the cluster forms (report,
+// exceptions, trend, mds2) to the compliance command, beside the offline
+// assess.
+func addComplianceClusterCommands(c *cobra.Command) {
+	o := &opFlags{}
+	c.Long = "assess evaluates offline (no cluster). The other commands ask the coordinators: reports are\n" +
+		"computed from committed state, stamped with the Raft index and the active intelligence bundle's\n" +
+		"date. Risk exceptions (approvers only, audited) take a remediation action or a finding off the\n" +
+		"plan until their expiry; an expired exception's action is back in the plan. The leader records\n" +
+		"one trend point a day (90 days kept). MDS2 workbooks attach vendor answers to device models."
 	var framework, format, out, from string
 	rep := &cobra.Command{
 		Use:   "report",
@@ -206,7 +207,7 @@ func newComplianceCmd(o *opFlags) *cobra.Command {
 	}
 	trend.Flags().Uint32Var(&days, "days", 0, "at most this many recent days (0: all kept)")
 	c.AddCommand(rep, exc, trend, newMDS2Cmd(o))
-	return c
+	o.register(c)
 }
 
 func newMDS2Cmd(o *opFlags) *cobra.Command {

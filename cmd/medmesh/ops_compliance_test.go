@@ -99,6 +99,13 @@ func TestComplianceCLIAgainstACoordinator(t *testing.T) {
 	if code != 0 || strings.Contains(out, id) {
 		t.Fatalf("revoked exception still in force: %s", out)
 	}
+	code, out, stderr = runCLI(t, "compliance", "mds2", "import", "../../compliance/internal/mds2/testdata/acme-infuser-3000.xlsx", addr, "--reason", "vendor MDS2")
+	if code != 0 || !strings.Contains(out, "to Acme Medical Infuser 3000") {
+		t.Fatalf("mds2 import: %d %s %s", code, out, stderr)
+	}
+	if code, out, _ := runCLI(t, "compliance", "mds2", "list", addr); code != 0 || !strings.Contains(out, "acme-infuser-3000.xlsx") {
+		t.Fatalf("mds2 list: %d %s", code, out)
+	}
 	if code, out, _ := runCLI(t, "compliance", "trend", addr); code != 0 || !strings.Contains(out, "DAY") {
 		t.Fatalf("trend: %d %s", code, out)
 	}
