@@ -14,6 +14,13 @@ import (
 	medmeshv1 "github.com/medmesh/medmesh/proto/medmesh/v1"
 )
 
+func (c *Coordinator) trendRefresh() time.Duration {
+	if c.cfg.TrendRefresh > 0 {
+		return c.cfg.TrendRefresh
+	}
+	return time.Hour
+}
+
 func (c *Coordinator) clock() time.Time {
 	if c.cfg.Clock != nil {
 		return c.cfg.Clock()
@@ -24,8 +31,9 @@ func (c *Coordinator) clock() time.Time {
 // runComplianceClock is the leader's compliance clock: every tick it
 // proposes ExceptionsExpire when an exception in force reached its expiry
 // (so the expiry is applied and audited at a leader time even when
-// nothing else is written), and TrendRecord when the day (UTC, leader
-// time) has no trend point yet, computed from the committed state.
+// nothing else is written), and TrendRecord, computed from the committed
+// state, when the day (UTC, leader time) has no trend point yet or its
+// point is older than TrendRefresh: a day's point is its latest state.
 func (c *Coordinator) runComplianceClock() {
 	defer c.wg.Done()
 	tick := c.cfg.ComplianceTick
@@ -58,7 +66,7 @@ func (c *Coordinator) complianceStep() error {
 			return err
 		}
 	}
-	if c.fsm.HasTrendDay(fsm.TrendDay(now)) {
+	if p := c.fsm.TrendPointOf(fsm.TrendDay(now)); p != nil && now.Sub(p.GetRecordTime().AsTime()) < c.trendRefresh() {
 		return nil
 	}
 	rep, _, err := c.complianceReport(ctx, medmeshv1.ComplianceFramework_COMPLIANCE_FRAMEWORK_UNSPECIFIED)

@@ -70,6 +70,10 @@ type Config struct {
 	// compliance trend point is recorded and whether a risk exception's
 	// expiry passed (default 1 minute).
 	ComplianceTick time.Duration
+	// TrendRefresh is how old the day's trend point may get before the
+	// leader records it again (default 1 hour): one point a day, its
+	// latest state.
+	TrendRefresh time.Duration
 	// Clock is the leader's clock for the compliance trend and exception
 	// expiry; nil is time.Now. Tests compress days with it.
 	Clock func() time.Time
@@ -100,6 +104,7 @@ func DefaultConfig() Config {
 		RaftLogLevel:       "warn",
 		IntelMaxAge:        30 * 24 * time.Hour,
 		ComplianceTick:     time.Minute,
+		TrendRefresh:       time.Hour,
 		API:                api.DefaultConfig(),
 	}
 }

@@ -172,7 +172,7 @@ Intelligence bundle: {{if .R.BundleDigest}}dated {{ts .R.BundleDate}}, sha256 {{
 <span hidden data-figure="posture-critical">{{index .S "posture-critical"}}</span><span hidden data-figure="posture-high">{{index .S "posture-high"}}</span><span hidden data-figure="posture-medium">{{index .S "posture-medium"}}</span><span hidden data-figure="posture-low">{{index .S "posture-low"}}</span><span hidden data-figure="posture-none">{{index .S "posture-none"}}</span></figure>
 <figure><figcaption>Controls</figcaption>{{.ControlChart}}</figure>
 </div>
-<figure><figcaption>Risk and controls over the last <span data-figure="trend-days">{{index .S "trend-days"}}</span> days</figcaption>{{if .R.Trend}}{{.TrendChart}}{{else}}<p>No trend recorded yet: the leader records one point a day.</p>{{end}}</figure>
+<figure><figcaption>Risk and controls over time: <span data-figure="trend-days">{{index .S "trend-days"}}</span> day(s) recorded (one point a day, its latest state; 90 days kept)</figcaption>{{if .R.Trend}}{{.TrendChart}}{{else}}<p>No trend recorded yet: the leader records one point a day.</p>{{end}}</figure>
 
 {{if .DeviceCounts}}<h2>Devices by tier and posture</h2>
 <table><tr><th>Tier</th><th>Posture</th><th>Devices</th></tr>{{range .DeviceCounts}}<tr><td>{{lower .Tier}}</td><td>{{.Posture}}</td><td>{{.Devices}}</td></tr>{{end}}</table>{{end}}

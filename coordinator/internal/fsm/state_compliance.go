@@ -219,22 +219,23 @@ func (s *state) expireExceptions(index uint64, now *timestamppb.Timestamp) {
 }
 
 // applyTrendRecord stores the day's point, the day being the entry's
-// leader time in UTC. A day that has a point keeps it; points more than
-// MaxTrendDays before the newest day are dropped.
+// leader time in UTC, replacing the day's earlier point (a day has one
+// point: its latest); points more than MaxTrendDays before the newest
+// day are dropped.
 func (s *state) applyTrendRecord(index uint64, now *timestamppb.Timestamp, c *fsmpb.TrendRecord) *Result {
 	if c.GetPoint() == nil {
 		return &Result{Err: fmt.Errorf("trend record without a point: %w", ErrInvalid)}
 	}
 	day := TrendDay(now.AsTime())
 	pos := sort.Search(len(s.comp.trend), func(i int) bool { return s.comp.trend[i].GetDay() >= day })
-	if pos < len(s.comp.trend) && s.comp.trend[pos].GetDay() == day {
-		return &Result{}
-	}
 	p := proto.CloneOf(c.GetPoint())
 	p.Day, p.RecordTime, p.Index = day, now, index
 	trend := make([]*medmeshv1.TrendPoint, 0, len(s.comp.trend)+1)
 	trend = append(trend, s.comp.trend[:pos]...)
 	trend = append(trend, p)
+	if pos < len(s.comp.trend) && s.comp.trend[pos].GetDay() == day {
+		pos++ // the day's point is replaced: it shows the day's latest state
+	}
 	trend = append(trend, s.comp.trend[pos:]...)
 	newest, _ := time.Parse(time.DateOnly, trend[len(trend)-1].GetDay())
 	oldest := TrendDay(newest.AddDate(0, 0, -(MaxTrendDays - 1)))
@@ -278,11 +279,17 @@ func (f *FSM) Trend() ([]*medmeshv1.TrendPoint, uint64) {
 	return append([]*medmeshv1.TrendPoint(nil), f.st.comp.trend...), f.st.applied
 }
 
-// HasTrendDay reports whether day ("YYYY-MM-DD") has a point.
-func (f *FSM) HasTrendDay(day string) bool {
+// TrendPointOf is the point of day ("YYYY-MM-DD"), or nil.
+func (f *FSM) TrendPointOf(day string) *medmeshv1.TrendPoint {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	t := f.st.comp.trend
 	i := sort.Search(len(t), func(i int) bool { return t[i].GetDay() >= day })
-	return i < len(t) && t[i].GetDay() == day
+	if i < len(t) && t[i].GetDay() == day {
+		return t[i]
+	}
+	return nil
 }
+
+// HasTrendDay reports whether day ("YYYY-MM-DD") has a point.
+func (f *FSM) HasTrendDay(day string) bool { return f.TrendPointOf(day) != nil }

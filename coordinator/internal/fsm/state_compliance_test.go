@@ -136,7 +136,7 @@ func TestExceptionLifecycle(t *testing.T) {
 	checkRoundTrip(t, l)
 }
 
-// TestTrendBoundedDaily: one point a day (the first of a day wins), the
+// TestTrendBoundedDaily: one point a day (the day's latest record), the
 // day from leader time, at most MaxTrendDays kept; 120 days compressed.
 func TestTrendBoundedDaily(t *testing.T) {
 	l := newLog(t)
@@ -145,8 +145,8 @@ func TestTrendBoundedDaily(t *testing.T) {
 		return at(&fsmpb.Command{Command: &fsmpb.Command_TrendRecord{TrendRecord: &fsmpb.TrendRecord{Point: &medmeshv1.TrendPoint{Day: "1999-01-01", Devices: 10, ControlsMet: met}}}}, t0)
 	}
 	for d := range 120 {
-		l.ok(rec(day0.AddDate(0, 0, d), uint32(d)))
-		l.ok(rec(day0.AddDate(0, 0, d).Add(10*time.Minute), 9999)) // same UTC day: ignored
+		l.ok(rec(day0.AddDate(0, 0, d), 9999))
+		l.ok(rec(day0.AddDate(0, 0, d).Add(10*time.Minute), uint32(d))) // same UTC day: replaces
 	}
 	pts, _ := l.f.Trend()
 	if len(pts) != MaxTrendDays {
@@ -157,17 +157,18 @@ func TestTrendBoundedDaily(t *testing.T) {
 	}
 	for i, p := range pts {
 		if p.GetControlsMet() != uint32(30+i) || p.GetIndex() == 0 {
-			t.Fatalf("point %d (%s): met %d index %d: the first record of a day must win", i, p.GetDay(), p.GetControlsMet(), p.GetIndex())
+			t.Fatalf("point %d (%s): met %d index %d: the day's latest record must be kept", i, p.GetDay(), p.GetControlsMet(), p.GetIndex())
 		}
 	}
 	if !l.f.HasTrendDay("2026-04-30") || l.f.HasTrendDay("2026-01-30") {
 		t.Fatal("HasTrendDay")
 	}
-	// A late (earlier-day) record within the window is inserted in order.
-	l.ok(rec(time.Date(2026, 3, 15, 12, 0, 0, 0, time.UTC), 1)) // exists: kept
+	// A record stamped with an earlier day (a new leader whose clock is
+	// behind) replaces that day in place, keeping the order.
+	l.ok(rec(time.Date(2026, 3, 15, 12, 0, 0, 0, time.UTC), 1))
 	pts2, _ := l.f.Trend()
-	if len(pts2) != MaxTrendDays || !proto.Equal(pts2[43], pts[43]) {
-		t.Fatal("an existing day was replaced")
+	if len(pts2) != MaxTrendDays || pts2[43].GetDay() != "2026-03-15" || pts2[43].GetControlsMet() != 1 || !proto.Equal(pts2[44], pts[44]) {
+		t.Fatalf("late record: %v", pts2[43])
 	}
 	checkRoundTrip(t, l)
 }

@@ -2096,8 +2096,8 @@ func (x *ExceptionRevoke) GetComment() string {
 }
 
 // TrendRecord records the day's compliance point, computed by the leader
-// from committed state. Its day is the entry's leader time (UTC); a day
-// that has a point keeps it. At most MaxTrendDays days are kept.
+// from committed state. Its day is the entry's leader time (UTC); it
+// replaces the day's earlier point. At most MaxTrendDays days are kept.
 type TrendRecord struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Point         *v1.TrendPoint         `protobuf:"bytes,1,opt,name=point,proto3" json:"point,omitempty"`
