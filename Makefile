@@ -126,7 +126,8 @@ FUZZ_TARGETS := ./node/replay:FuzzCaptureReader \
 	./node/internal/detect:FuzzSSH \
 	./node/internal/detect:FuzzARP \
 	./coordinator/internal/posture:FuzzUDIDI \
-	./coordinator/internal/api:FuzzRiskTokens
+	./coordinator/internal/api:FuzzRiskTokens \
+	./node/collector:FuzzDecode
 
 FUZZTIME ?= 5s
 

@@ -23,6 +23,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/medmesh/medmesh/internal/grpcx"
+	"github.com/medmesh/medmesh/node/collector"
 	"github.com/medmesh/medmesh/node/datapath"
 	"github.com/medmesh/medmesh/node/flow"
 	"github.com/medmesh/medmesh/node/gossip"
@@ -38,6 +39,11 @@ import (
 // Config configures a sensor node.
 type Config struct {
 	Sensor datapath.Config
+	// Collect, when Collect.Addr is set, also receives IPFIX and NetFlow
+	// v9 from exporters (routers, VPN concentrators, gateways) that see
+	// devices no capture of this sensor does; their flows go through the
+	// same engine. With no Sensor.Iface, the node only collects.
+	Collect collector.Config
 	// Floor and Zone are where the sensor is; its devices get them.
 	Floor, Zone string
 	// Coordinators lists the coordinators' API addresses. Empty runs the
@@ -72,6 +78,7 @@ type Config struct {
 func DefaultConfig() Config {
 	return Config{
 		Sensor:       datapath.DefaultConfig(),
+		Collect:      collector.DefaultConfig(),
 		LearnWindow:  baseline.DefaultConfig().Window,
 		SyncInterval: 5 * time.Second,
 	}
@@ -81,6 +88,9 @@ func (c *Config) validate() error {
 	var errs []error
 	if c.Sensor.ID == "" {
 		errs = append(errs, errors.New("sensor id is required"))
+	}
+	if c.Sensor.Iface == "" && c.Collect.Addr == "" {
+		errs = append(errs, errors.New("an interface to capture on or an address to collect flow export on is required"))
 	}
 	if len(c.Coordinators) > 0 && c.SpoolDir == "" {
 		errs = append(errs, errors.New("a spool directory is required with coordinators"))
@@ -190,6 +200,40 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, reg prometheus.Regis
 	wg.Add(2)
 	go func() { defer wg.Done(); n.consume(records) }()
 	go func() { defer wg.Done(); n.sync(ctx) }()
+
+	collectErr := make(chan error, 1)
+	if cfg.Collect.Addr != "" {
+		c, err := collector.Listen(cfg.Collect, log.With("component", "collector"), reg)
+		if err != nil {
+			close(records)
+			return err
+		}
+		log.Info("collecting flow export", "addr", c.Addr().String())
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			// Collected flows enter the engine where captured ones do.
+			err := c.Serve(ctx, n.eng)
+			if err != nil {
+				log.Error("collector stopped", "err", err)
+			}
+			collectErr <- err
+		}()
+	}
+	if cfg.Sensor.Iface == "" {
+		// A collector-only node: ready once its socket is bound.
+		if cfg.Attached != nil {
+			cfg.Attached()
+		}
+		select {
+		case <-ctx.Done():
+		case err = <-collectErr:
+		}
+		close(records)
+		cancel()
+		wg.Wait()
+		return err
+	}
 
 	sc := cfg.Sensor
 	sc.LogFlows = len(cfg.Coordinators) == 0 && sc.LogFlows

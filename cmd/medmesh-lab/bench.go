@@ -97,7 +97,7 @@ func newBenchCmd() *cobra.Command {
 	f.IntVar(&size, "value-size", 256, "approximate bytes of each policy's description")
 	f.DurationVar(&maxTime, "max-time", 5*time.Minute, "stop issuing writes after this long")
 	f.StringVar(&prefix, "prefix", "", "policy name prefix (default bench/<unique>)")
-	c.AddCommand(write)
+	c.AddCommand(write, newBenchFloorCmd(o))
 	return c
 }
 

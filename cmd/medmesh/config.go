@@ -78,6 +78,8 @@ type nodeConfig struct {
 	Floor         *int      `toml:"floor"`
 	Zone          *string   `toml:"zone"`
 	Infra         *[]string `toml:"infra"`
+	Collect       *string   `toml:"collect"`
+	CollectSite   *[]string `toml:"collect-site"`
 }
 
 // enforcerConfig is the file of `medmesh enforcer`.

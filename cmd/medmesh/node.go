@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -24,6 +25,7 @@ import (
 	"github.com/medmesh/medmesh/internal/admin"
 	"github.com/medmesh/medmesh/internal/pki"
 	"github.com/medmesh/medmesh/node"
+	"github.com/medmesh/medmesh/node/collector"
 	"github.com/medmesh/medmesh/node/datapath"
 	"github.com/medmesh/medmesh/node/gossip"
 )
@@ -37,6 +39,8 @@ type nodeOptions struct {
 	gossip, zone, spoolDir string
 	gossipKeyFile, campus  string
 	infra                  []string
+	collect                string
+	collectSite            []string
 	floor                  int
 	learnWindow            time.Duration
 	dev                    bool
@@ -47,7 +51,7 @@ func newNodeCmd() *cobra.Command {
 	o := nodeOptions{}
 	cmd := &cobra.Command{
 		Use:   "node",
-		Short: "Run a sensor: XDP flow capture on one interface",
+		Short: "Run a sensor: XDP flow capture on one interface, and/or IPFIX and NetFlow v9 collection",
 		Long: "Run the sensor datapath on --iface. tap mode is for a dedicated mirror port (frames are\n" +
 			"dropped after accounting); passive mode passes every frame on. The sensor identifies\n" +
 			"devices and protocols, learns per-device baselines over --learn-window, scores every flow,\n" +
@@ -55,6 +59,12 @@ func newNodeCmd() *cobra.Command {
 			"(spooled on disk while none is reachable). Without --coordinator it logs flows and alerts.\n" +
 			"With --gossip it joins the sensor mesh; a device first seen at another sensor is scored\n" +
 			"with the baseline the coordinators replicated.\n" +
+			"\n" +
+			"With --collect ADDR it also receives IPFIX and NetFlow v9 over UDP from routers, VPN\n" +
+			"concentrators and gateways that see devices at home or at remote sites; their flows go\n" +
+			"through the same identity, baselines and scoring, under a site named by the exporter\n" +
+			"(--collect-site ADDRESS=NAME, else its address), and decisions about those devices are\n" +
+			"advisory (no inline enforcer on their path). Without --iface the node only collects.\n" +
 			"\n" +
 			"Security: coordinator connections are mutual TLS with a sensor certificate named as --id\n" +
 			"(--tls-ca, --tls-cert, --tls-key); without them the node starts only if every coordinator\n" +
@@ -69,7 +79,7 @@ func newNodeCmd() *cobra.Command {
 	}
 	f := cmd.Flags()
 	f.StringVar(&o.id, "id", "", "sensor id, unique in the mesh")
-	f.StringVar(&o.iface, "iface", "", "interface to capture on (required)")
+	f.StringVar(&o.iface, "iface", "", "interface to capture on (required unless --collect)")
 	f.StringVar(&o.mode, "mode", datapath.ModePassive, "tap (mirror port: drop after accounting) or passive (pass frames on)")
 	f.BoolVar(&o.debug, "debug", false, "debug logging and the full verifier log if the program fails to load")
 	f.BoolVar(&o.generic, "generic", false, "attach in generic (skb) mode even if the driver has native XDP")
@@ -87,6 +97,8 @@ func newNodeCmd() *cobra.Command {
 	_ = f.MarkDeprecated("gossip-label", "use --campus")
 	f.BoolVar(&o.dev, "dev", false, "lab/development: allow plaintext to non-loopback coordinators and unencrypted gossip")
 	addDaemonTLSFlags(cmd, &o.tls, "a sensor certificate named as --id,")
+	f.StringVar(&o.collect, "collect", "", "UDP address to collect IPFIX and NetFlow v9 on, host:port (e.g. 0.0.0.0:4739); empty: none")
+	f.StringArrayVar(&o.collectSite, "collect-site", nil, "name an exporter's site, ADDRESS=NAME (repeatable); an exporter not named is the site of its address")
 	f.IntVar(&o.floor, "floor", 0, "floor of this sensor (0: unset)")
 	f.StringVar(&o.zone, "zone", "", "zone of this sensor, e.g. icu")
 	f.StringArrayVar(&o.infra, "infra", nil, "a campus infrastructure server, SERVICE=ADDRESS or SERVICE=PREFIX (dhcp, dns, ntp, syslog,\n"+
@@ -96,8 +108,8 @@ func newNodeCmd() *cobra.Command {
 }
 
 func runNode(ctx context.Context, o nodeOptions, stderr io.Writer) error {
-	if o.iface == "" {
-		return usagef("node: --iface is required")
+	if o.iface == "" && o.collect == "" {
+		return usagef("node: --iface or --collect is required")
 	}
 	if o.mode != datapath.ModeTap && o.mode != datapath.ModePassive {
 		return usagef("node: --mode %q: want tap or passive", o.mode)
@@ -155,6 +167,17 @@ func runNode(ctx context.Context, o nodeOptions, stderr io.Writer) error {
 	}
 	cfg.SpoolDir = o.spoolDir
 	cfg.Infra = o.infra
+	cfg.Collect.Addr = o.collect
+	for _, s := range o.collectSite {
+		a, name, err := collector.ParseSite(s)
+		if err != nil {
+			return usagef("node: --collect-site: %v", err)
+		}
+		if cfg.Collect.Sites == nil {
+			cfg.Collect.Sites = map[netip.Addr]string{}
+		}
+		cfg.Collect.Sites[a] = name
+	}
 	cfg.Attached = func() { attached.Store(true) }
 	if cfg.SpoolDir == "" {
 		cfg.SpoolDir = filepath.Join("/var/lib/medmesh", o.id, "spool")

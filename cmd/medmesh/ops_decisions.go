@@ -156,6 +156,10 @@ func decisionRow(t *table, d *medmeshv1.Decision) {
 	if d.GetPolicy() != nil {
 		target = d.GetPolicy().GetName()
 	}
-	t.row(d.GetIndex(), d.GetId(), names.Enum(d.GetAction()), names.Enum(d.GetState()), d.GetDeviceMac(),
+	state := names.Enum(d.GetState())
+	if d.GetAdvisory() {
+		state += " (advisory)" // no inline enforcer: for a gateway or NAC
+	}
+	t.row(d.GetIndex(), d.GetId(), names.Enum(d.GetAction()), state, d.GetDeviceMac(),
 		names.Enum(d.GetTier()), target, d.GetActor(), truncate(d.GetReason(), 40), ts(d.GetCreateTime()))
 }

@@ -70,11 +70,11 @@ func newDevicesCmd(o *opFlags) *cobra.Command {
 					return printProto(w, &medmeshv1.ListDevicesResponse{Devices: devs, NextPageToken: next,
 						TotalSize: last.GetTotalSize(), ReadInfo: last.GetReadInfo()})
 				}
-				t := newTable(w, "MAC", "IP", "VENDOR", "MODEL", "FIRMWARE", "CLASS", "TIER", "FLOOR", "ZONE", "RISK", "LAST SEEN")
+				t := newTable(w, "MAC", "IP", "VENDOR", "MODEL", "FIRMWARE", "CLASS", "TIER", "FLOOR", "ZONE", "SITE", "RISK", "LAST SEEN")
 				for _, d := range devs {
 					t.row(d.GetMac(), strings.Join(d.GetIpAddresses(), ","), d.GetVendor(), d.GetModel(), d.GetFirmware(),
 						names.Enum(d.GetDeviceClass()), names.Enum(d.GetTier()), d.GetLocation().GetFloor(),
-						d.GetLocation().GetZone(), d.GetRisk().GetScore(), ts(d.GetLastSeen()))
+						d.GetLocation().GetZone(), d.GetSite(), d.GetRisk().GetScore(), ts(d.GetLastSeen()))
 				}
 				return t.flush()
 			})
@@ -220,6 +220,12 @@ func printDevice(w interface{ Write([]byte) (int, error) }, d *medmeshv1.Device)
 	}
 	t.row("tier", tier)
 	t.row("location", strings.Trim(strings.Join([]string{loc.GetCampus(), loc.GetBuilding(), loc.GetFloor(), loc.GetZone()}, "/"), "/"))
+	if d.GetSite() != "" || d.GetAdvisory() {
+		// Seen through flow export (medmesh node --collect).
+		t.row("site", d.GetSite())
+		t.row("enforcement", "advisory: no inline enforcer on its path; a gateway or NAC acts on its decisions")
+		t.row("absent evidence", strings.Join(d.GetAbsentEvidence(), ", "))
+	}
 	keys := make([]string, 0, len(d.GetLabels()))
 	for k := range d.GetLabels() {
 		keys = append(keys, k)

@@ -81,6 +81,9 @@ type Record struct {
 	// Baseline is the in-kernel baseline verdict for the flow's device:
 	// "" (no baseline installed), "in" or "out".
 	Baseline string `json:"baseline,omitempty"`
+	// Site is set on records collected from flow export (IPFIX, NetFlow
+	// v9): the site named by the exporter. Captured flows have none.
+	Site string `json:"site,omitempty"`
 }
 
 // Tuple returns the record's initiator-oriented tuple.

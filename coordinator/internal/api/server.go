@@ -134,7 +134,7 @@ type Server struct {
 	members *memberTable
 	// resolved holds the enforcers' reports of DNS-named peers.
 	resolved *resolvedTable
-	risk    RiskBackend // nil: RiskService is unimplemented
+	risk     RiskBackend // nil: RiskService is unimplemented
 }
 
 // New returns the services over b. Close stops the sensor batcher.

@@ -23,6 +23,9 @@ func (s *state) appendDecision(index uint64, now *timestamppb.Timestamp, d *medm
 	class := medmeshv1.DeviceClass_DEVICE_CLASS_UNSPECIFIED
 	if dev := s.devices[d.GetDeviceMac()]; dev != nil {
 		d.Tier, class = dev.GetTier(), dev.GetDeviceClass()
+		// No inline enforcer on the path of a device seen through flow
+		// export: the decision is advice for a gateway or NAC.
+		d.Advisory, d.Site = dev.GetAdvisory(), dev.GetSite()
 	} else if automatic {
 		d.Tier = medmeshv1.Tier_TIER_UNSPECIFIED
 	}

@@ -104,6 +104,15 @@ func (s *state) applyDeviceUpsert(index uint64, now *timestamppb.Timestamp, sens
 	if obs.GetRisk() != nil {
 		d.Risk = obs.GetRisk()
 	}
+	// Seen through flow export: the site is where the exporter says;
+	// advisory stays once set (no enforcer was ever on the path), and an
+	// observation can only mark a device advisory, never clear it, so its
+	// decisions keep reaching the gateway that can act.
+	setIf(&d.Site, obs.GetSite())
+	d.Advisory = d.Advisory || obs.GetAdvisory()
+	if ae := obs.GetAbsentEvidence(); len(ae) > 0 {
+		d.AbsentEvidence = slices.Clone(ae)
+	}
 	setIf(&d.LastSensorId, sensorID)
 	d.Revision = index
 	actor := "coordinator"

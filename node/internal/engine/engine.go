@@ -142,6 +142,9 @@ type devState struct {
 	tracker  *score.Tracker
 	maxRisk  *medmeshv1.RiskScore
 	imported bool
+	// site is the exporter's site for a device seen through flow export
+	// (flow.Record.Site); empty for captured devices.
+	site string
 }
 
 type alertKey struct {
@@ -322,6 +325,15 @@ func (e *Engine) HandleFlow(rec *flow.Record) {
 	var p scan.Probe
 	if o, method, ok := scan.Classify(rec, payload); ok {
 		p = scan.Probe{Src: rec.Src, Dst: rec.Dst, Proto: rec.Proto, Port: port, Outcome: o, Method: method, TimeNs: rec.FirstNs}
+	}
+	if rec.Site != "" {
+		// Collected from flow export: the devices are at the exporter's
+		// site, beyond any inline enforcer.
+		for _, d := range []*identity.Device{src, dst} {
+			if d != nil {
+				e.state(d).site = rec.Site
+			}
+		}
 	}
 	if src != nil {
 		e.side(src, rec.Dst, rec.Proto, port, rec.App, true, answered, bytes, rec.LastNs, rec, &p)
@@ -804,6 +816,7 @@ func (e *Engine) raise(d *identity.Device, ds *devState, f *score.Flow, src, dst
 		State:       medmeshv1.AlertState_ALERT_STATE_OPEN,
 		Scan:        ev.scan,
 		Login:       ev.login,
+		Site:        ds.site,
 	}
 	if ev.finding != nil {
 		listScan(a, ev.finding)
@@ -856,10 +869,16 @@ func (e *Engine) Devices() []*medmeshv1.Device {
 	for _, d := range e.inv.Devices() {
 		pb := d.Proto()
 		pb.LastSensorId = e.cfg.SensorID
-		if e.cfg.Floor != "" || e.cfg.Zone != "" {
+		ds := attached(d)
+		switch {
+		case ds != nil && ds.site != "":
+			// Not on this sensor's floor: at the exporter's site.
+			pb.Site, pb.Advisory = ds.site, true
+			pb.AbsentEvidence = absentFromFlows(d.Key().MAC.IsZero())
+		case e.cfg.Floor != "" || e.cfg.Zone != "":
 			pb.Location = &medmeshv1.Location{Floor: e.cfg.Floor, Zone: e.cfg.Zone}
 		}
-		if ds := attached(d); ds != nil && ds.maxRisk != nil {
+		if ds != nil && ds.maxRisk != nil {
 			pb.Risk = ds.maxRisk
 		}
 		out = append(out, pb)
@@ -921,4 +940,16 @@ func (e *Engine) WantMore(t flow.Tuple) bool {
 	defer e.mu.Unlock()
 	st := e.flows[t]
 	return st != nil && st.WantMore()
+}
+
+// absentFromFlows is the evidence flow export cannot carry: no payload
+// (so no detector fields, no logins), no DHCP or DNS exchange, no TTL of
+// the device's own packets, and unless the exporter sends them, no MAC
+// address and so no vendor from the OUI.
+func absentFromFlows(noMAC bool) []string {
+	out := []string{"dhcp", "dns", "payload", "hl7", "dicom", "credentials", "ttl"}
+	if noMAC {
+		out = append([]string{"mac", "oui"}, out...)
+	}
+	return out
 }

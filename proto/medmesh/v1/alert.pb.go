@@ -214,8 +214,11 @@ type Alert struct {
 	PeerCount uint32   `protobuf:"varint,33,opt,name=peer_count,json=peerCount,proto3" json:"peer_count,omitempty"`
 	// For an alert that folds many flows: the services touched (protocol and
 	// port; app empty), sorted, at most 64, and how many there were.
-	Services      []*Service `protobuf:"bytes,34,rep,name=services,proto3" json:"services,omitempty"`
-	ServiceCount  uint32     `protobuf:"varint,35,opt,name=service_count,json=serviceCount,proto3" json:"service_count,omitempty"`
+	Services     []*Service `protobuf:"bytes,34,rep,name=services,proto3" json:"services,omitempty"`
+	ServiceCount uint32     `protobuf:"varint,35,opt,name=service_count,json=serviceCount,proto3" json:"service_count,omitempty"`
+	// For a device seen through flow export: the exporter's site (see
+	// Device.site). The alert rests on what flow records carry.
+	Site          string `protobuf:"bytes,130,opt,name=site,proto3" json:"site,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -430,6 +433,13 @@ func (x *Alert) GetServiceCount() uint32 {
 		return x.ServiceCount
 	}
 	return 0
+}
+
+func (x *Alert) GetSite() string {
+	if x != nil {
+		return x.Site
+	}
+	return ""
 }
 
 // ScanEvidence is what one device did within a scan alert's window, up to
@@ -1219,7 +1229,7 @@ const file_medmesh_v1_alert_proto_rawDesc = "" +
 	"\x05sport\x18\x03 \x01(\rR\x05sport\x12\x14\n" +
 	"\x05dport\x18\x04 \x01(\rR\x05dport\x12\x14\n" +
 	"\x05proto\x18\x05 \x01(\rR\x05proto\x12\x10\n" +
-	"\x03app\x18\x06 \x01(\tR\x03app\"\x8c\b\n" +
+	"\x03app\x18\x06 \x01(\tR\x03app\"\xa1\b\n" +
 	"\x05Alert\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\tsensor_id\x18\x02 \x01(\tR\bsensorId\x12\x1d\n" +
@@ -1253,7 +1263,8 @@ const file_medmesh_v1_alert_proto_rawDesc = "" +
 	"\n" +
 	"peer_count\x18! \x01(\rR\tpeerCount\x12/\n" +
 	"\bservices\x18\" \x03(\v2\x13.medmesh.v1.ServiceR\bservices\x12#\n" +
-	"\rservice_count\x18# \x01(\rR\fserviceCount\"\x9f\x03\n" +
+	"\rservice_count\x18# \x01(\rR\fserviceCount\x12\x13\n" +
+	"\x04site\x18\x82\x01 \x01(\tR\x04site\"\x9f\x03\n" +
 	"\fScanEvidence\x12\x1a\n" +
 	"\bpatterns\x18\x01 \x03(\tR\bpatterns\x12\x18\n" +
 	"\amethods\x18\x02 \x03(\tR\amethods\x12\x16\n" +

@@ -198,7 +198,13 @@ type Decision struct {
 	// Output only. For automatic decisions: the incident whose alert
 	// triggered it (IncidentService). A rule decides at most once per
 	// incident.
-	IncidentId    string `protobuf:"bytes,18,opt,name=incident_id,json=incidentId,proto3" json:"incident_id,omitempty"`
+	IncidentId string `protobuf:"bytes,18,opt,name=incident_id,json=incidentId,proto3" json:"incident_id,omitempty"`
+	// Output only. The device has no inline enforcer on its path (Device.
+	// advisory, a device seen through flow export): no enforcer acts on
+	// this decision for it; a gateway or NAC may, through a webhook.
+	Advisory bool `protobuf:"varint,130,opt,name=advisory,proto3" json:"advisory,omitempty"`
+	// Output only. The device's site when the decision was made (Device.site).
+	Site          string `protobuf:"bytes,131,opt,name=site,proto3" json:"site,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -355,6 +361,20 @@ func (x *Decision) GetReviewIndex() uint64 {
 func (x *Decision) GetIncidentId() string {
 	if x != nil {
 		return x.IncidentId
+	}
+	return ""
+}
+
+func (x *Decision) GetAdvisory() bool {
+	if x != nil {
+		return x.Advisory
+	}
+	return false
+}
+
+func (x *Decision) GetSite() string {
+	if x != nil {
+		return x.Site
 	}
 	return ""
 }
@@ -877,7 +897,7 @@ var File_medmesh_v1_decision_proto protoreflect.FileDescriptor
 const file_medmesh_v1_decision_proto_rawDesc = "" +
 	"\n" +
 	"\x19medmesh/v1/decision.proto\x12\n" +
-	"medmesh.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17medmesh/v1/common.proto\x1a\x17medmesh/v1/policy.proto\"\x8d\x05\n" +
+	"medmesh.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17medmesh/v1/common.proto\x1a\x17medmesh/v1/policy.proto\"\xbf\x05\n" +
 	"\bDecision\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
 	"\x05index\x18\x02 \x01(\x04R\x05index\x122\n" +
@@ -902,7 +922,9 @@ const file_medmesh_v1_decision_proto_rawDesc = "" +
 	"reviewTime\x12!\n" +
 	"\freview_index\x18\x11 \x01(\x04R\vreviewIndex\x12\x1f\n" +
 	"\vincident_id\x18\x12 \x01(\tR\n" +
-	"incidentId\"\xe1\x01\n" +
+	"incidentId\x12\x1b\n" +
+	"\badvisory\x18\x82\x01 \x01(\bR\badvisory\x12\x13\n" +
+	"\x04site\x18\x83\x01 \x01(\tR\x04site\"\xe1\x01\n" +
 	"\x14ListDecisionsRequest\x12\x1b\n" +
 	"\tpage_size\x18\x01 \x01(\x05R\bpageSize\x12\x1d\n" +
 	"\n" +

@@ -481,9 +481,23 @@ type Device struct {
 	// Output only. Firmware or software version, where an identifier revealed
 	// it (DHCP vendor class, SSDP SERVER, SNMP sysDescr, HL7 SFT, DICOM
 	// implementation version name, HTTP Server).
-	Firmware      string `protobuf:"bytes,21,opt,name=firmware,proto3" json:"firmware,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Firmware string `protobuf:"bytes,21,opt,name=firmware,proto3" json:"firmware,omitempty"`
+	// Output only. For a device seen through flow export (IPFIX, NetFlow v9)
+	// rather than a sensor's capture: the site named by the exporter (a VPN
+	// concentrator, a home gateway, a remote clinic's router). Empty for
+	// devices on a captured segment. (Numbers 130+ are this feature's.)
+	Site string `protobuf:"bytes,130,opt,name=site,proto3" json:"site,omitempty"`
+	// Output only. No inline enforcer sits on this device's path (it is
+	// seen only through flow export): decisions about it are advisory, for a
+	// gateway or NAC to act on (through a webhook).
+	Advisory bool `protobuf:"varint,131,opt,name=advisory,proto3" json:"advisory,omitempty"`
+	// Output only. Evidence the sensor could not have about this device, as
+	// opposed to evidence it looked for and did not find: for a device seen
+	// through flow export, "mac", "oui", "dhcp", "dns", "payload", "hl7",
+	// "dicom", "credentials", "ttl".
+	AbsentEvidence []string `protobuf:"bytes,132,rep,name=absent_evidence,json=absentEvidence,proto3" json:"absent_evidence,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Device) Reset() {
@@ -661,6 +675,27 @@ func (x *Device) GetFirmware() string {
 		return x.Firmware
 	}
 	return ""
+}
+
+func (x *Device) GetSite() string {
+	if x != nil {
+		return x.Site
+	}
+	return ""
+}
+
+func (x *Device) GetAdvisory() bool {
+	if x != nil {
+		return x.Advisory
+	}
+	return false
+}
+
+func (x *Device) GetAbsentEvidence() []string {
+	if x != nil {
+		return x.AbsentEvidence
+	}
+	return nil
 }
 
 // ListDevicesRequest lists devices. All filters are ANDed.
@@ -1253,7 +1288,7 @@ const file_medmesh_v1_device_proto_rawDesc = "" +
 	"\fssdp_servers\x18\x10 \x03(\tR\vssdpServers\x12$\n" +
 	"\x0esnmp_sys_descr\x18\x11 \x01(\tR\fsnmpSysDescr\x12\"\n" +
 	"\rsnmp_sys_name\x18\x12 \x01(\tR\vsnmpSysName\x12!\n" +
-	"\fhl7_software\x18\x13 \x03(\tR\vhl7Software\"\xa6\a\n" +
+	"\fhl7_software\x18\x13 \x03(\tR\vhl7Software\"\x82\b\n" +
 	"\x06Device\x12\x10\n" +
 	"\x03mac\x18\x01 \x01(\tR\x03mac\x12!\n" +
 	"\fip_addresses\x18\x02 \x03(\tR\vipAddresses\x12\x16\n" +
@@ -1277,7 +1312,10 @@ const file_medmesh_v1_device_proto_rawDesc = "" +
 	"\x04risk\x18\x12 \x01(\v2\x15.medmesh.v1.RiskScoreR\x04risk\x12$\n" +
 	"\x0elast_sensor_id\x18\x13 \x01(\tR\flastSensorId\x12\x1a\n" +
 	"\brevision\x18\x14 \x01(\x04R\brevision\x12\x1a\n" +
-	"\bfirmware\x18\x15 \x01(\tR\bfirmware\x1a9\n" +
+	"\bfirmware\x18\x15 \x01(\tR\bfirmware\x12\x13\n" +
+	"\x04site\x18\x82\x01 \x01(\tR\x04site\x12\x1b\n" +
+	"\badvisory\x18\x83\x01 \x01(\bR\badvisory\x12(\n" +
+	"\x0fabsent_evidence\x18\x84\x01 \x03(\tR\x0eabsentEvidence\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xc0\x03\n" +
