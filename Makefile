@@ -99,6 +99,7 @@ FUZZ_TARGETS := ./node/replay:FuzzCaptureReader \
 	./risk/internal/bundle:FuzzManifest \
 	./risk:FuzzInventory \
 	./compliance/internal/mds2:FuzzParse \
+	./compliance:FuzzReadInventory \
 	./risk:FuzzSourceFile \
 	./risk/internal/sbom:FuzzParse \
 	./risk/internal/osv:FuzzParseRecord \

@@ -27,6 +27,7 @@ type catalogFile struct {
 		Description string   `json:"description"`
 		Proposed    bool     `json:"proposed"`
 		Rules       []string `json:"rules"`
+		Required    []string `json:"required_rules"`
 		PerDevice   bool     `json:"per_device"`
 	} `json:"controls"`
 }
@@ -98,10 +99,15 @@ func loadCatalog(fsys fs.FS) ([]*medmeshv1.ComplianceControl, error) {
 					return nil, fmt.Errorf("%s: unknown evidence rule %q", where, r)
 				}
 			}
+			for _, r := range c.Required {
+				if !slices.Contains(c.Rules, r) {
+					return nil, fmt.Errorf("%s: required rule %q is not among its rules", where, r)
+				}
+			}
 			ids[c.ID] = name
 			out = append(out, &medmeshv1.ComplianceControl{
 				Id: c.ID, Framework: fw, Citation: c.Citation, Title: c.Title, Proposed: c.Proposed,
-				Description: c.Description, Rules: slices.Clone(c.Rules), PerDevice: c.PerDevice,
+				Description: c.Description, Rules: slices.Clone(c.Rules), RequiredRules: slices.Clone(c.Required), PerDevice: c.PerDevice,
 			})
 		}
 	}

@@ -8,8 +8,9 @@
 // result per device with the evidence, counts over the campus, and the
 // remediation plan (compliance/internal/plan). A control is unmet when any
 // of its rules found adverse evidence, met when none did and some found
-// supporting evidence, not applicable when every rule said so, and not
-// evidenced otherwise, with why. Evaluate is a pure function of its input:
+// supporting evidence (and every rule the control requires did), not
+// applicable when every rule said so, and not evidenced otherwise, with
+// why. Evaluate is a pure function of its input:
 // it serves the coordinator (from committed state) and `medmesh compliance
 // assess` offline alike.
 package compliance
@@ -254,7 +255,7 @@ func evaluateControl(c *medmeshv1.ComplianceControl, d *rules.Device, campus *ru
 	res := &medmeshv1.ControlResult{ControlId: c.GetId()}
 	var adverse, supporting bool
 	var ne, na []string
-	ran := 0
+	ran, undecidedRequired := 0, false
 	for _, name := range c.GetRules() {
 		r := rules.All[name]
 		if r.Campus {
@@ -271,11 +272,14 @@ func evaluateControl(c *medmeshv1.ComplianceControl, d *rules.Device, campus *ru
 		if o.NotApplicable != "" {
 			na = append(na, name+": "+o.NotApplicable)
 		}
+		if slices.Contains(c.GetRequiredRules(), name) && !o.Supporting() {
+			undecidedRequired = true
+		}
 	}
 	switch {
 	case adverse:
 		res.Status = medmeshv1.ControlStatus_CONTROL_STATUS_UNMET
-	case supporting:
+	case supporting && !undecidedRequired:
 		res.Status = medmeshv1.ControlStatus_CONTROL_STATUS_MET
 	case ran > 0 && len(na) == ran:
 		res.Status = medmeshv1.ControlStatus_CONTROL_STATUS_NOT_APPLICABLE

@@ -59,11 +59,12 @@ func TestCatalog(t *testing.T) {
 // unknown field or a duplicate id is refused, naming the file and control.
 func TestCatalogRefusesMistakes(t *testing.T) {
 	for want, body := range map[string]string{
-		`unknown evidence rule "no_such_rule"`: `{"framework":"hicp","controls":[{"id":"hicp-1","citation":"c","title":"t","rules":["no_such_rule"]}]}`,
-		`unknown field "rule"`:                 `{"framework":"hicp","controls":[{"id":"hicp-1","citation":"c","title":"t","rule":["identified"]}]}`,
-		`id also in catalog/a.json`:            `{"framework":"hicp","controls":[{"id":"hicp-1","citation":"c","title":"t","rules":["identified"]},{"id":"hicp-1","citation":"c","title":"t","rules":["identified"]}]}`,
-		`proposed must be true`:                `{"framework":"proposed-2025","controls":[{"id":"proposed-2025-x","citation":"c","title":"t","rules":["identified"]}]}`,
-		`framework "sox"`:                      `{"framework":"sox","controls":[]}`,
+		`unknown evidence rule "no_such_rule"`:                `{"framework":"hicp","controls":[{"id":"hicp-1","citation":"c","title":"t","rules":["no_such_rule"]}]}`,
+		`unknown field "rule"`:                                `{"framework":"hicp","controls":[{"id":"hicp-1","citation":"c","title":"t","rule":["identified"]}]}`,
+		`id also in catalog/a.json`:                           `{"framework":"hicp","controls":[{"id":"hicp-1","citation":"c","title":"t","rules":["identified"]},{"id":"hicp-1","citation":"c","title":"t","rules":["identified"]}]}`,
+		`required rule "segmentation" is not among its rules`: `{"framework":"hicp","controls":[{"id":"hicp-1","citation":"c","title":"t","rules":["identified"],"required_rules":["segmentation"]}]}`,
+		`proposed must be true`:                               `{"framework":"proposed-2025","controls":[{"id":"proposed-2025-x","citation":"c","title":"t","rules":["identified"]}]}`,
+		`framework "sox"`:                                     `{"framework":"sox","controls":[]}`,
 	} {
 		_, err := loadCatalog(fstest.MapFS{"catalog/a.json": {Data: []byte(body)}})
 		if err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "catalog/a.json") {
@@ -241,6 +242,17 @@ func TestReportSummary(t *testing.T) {
 		}
 		if s.GetControl().GetId() == "proposed-2025-segmentation" && s.GetNotEvidenced() != 4 {
 			t.Errorf("segmentation offline %v", s)
+		}
+	}
+	// Network management offline: no communication outside the hospital
+	// is seen, but without the policy state the control is not met.
+	hicp, err := Evaluate(Input{Devices: smallCampus(), Now: now, Framework: medmeshv1.ComplianceFramework_COMPLIANCE_FRAMEWORK_HICP})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range hicp.GetControls() {
+		if s.GetControl().GetId() == "hicp-6" && (s.GetMet() != 0 || s.GetNotEvidenced() != 4) {
+			t.Errorf("hicp-6 offline: %v", s)
 		}
 	}
 	if rep.GetControlsUnmet()+rep.GetControlsMet()+rep.GetControlsNotEvidenced() != 3 {

@@ -1,13 +1,9 @@
 package main
 
 import (
-	"bytes"
 	"cmp"
-	"encoding/json"
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -74,9 +70,9 @@ func newComplianceAssessCmd() *cobra.Command {
 				}
 				at = t
 			}
-			devs, err := readComplianceInventories(inventories)
+			devs, err := compliance.ReadInventories(inventories)
 			if err != nil {
-				return err
+				return usageError{err}
 			}
 			in := compliance.Input{Framework: fw, Now: at}
 			var intel *risk.Intel
@@ -142,88 +138,6 @@ func bundleDate(in *risk.Intel, now time.Time) time.Time {
 	return newest
 }
 
-// readComplianceInventories reads replay reports and JSON Lines
-// inventories and joins their devices by MAC.
-func readComplianceInventories(paths []string) ([]compliance.Device, error) {
-	var out []compliance.Device
-	index := map[string]int{}
-	addDevice := func(d compliance.Device) {
-		if i, ok := index[d.Device.GetMac()]; ok {
-			prev := &out[i]
-			for k, v := range d.Device.GetLabels() {
-				if prev.Device.Labels == nil {
-					prev.Device.Labels = map[string]string{}
-				}
-				prev.Device.Labels[k] = v
-			}
-			prev.Alerts = append(prev.Alerts, d.Alerts...)
-			prev.Device.Hostname = cmp.Or(prev.Device.GetHostname(), d.Device.GetHostname())
-			if len(d.Device.GetProtocols()) > 0 && len(prev.Device.GetProtocols()) == 0 {
-				labels := prev.Device.Labels
-				prev.Device, prev.Source = d.Device, d.Source
-				prev.Device.Labels = labels
-			}
-			return
-		}
-		index[d.Device.GetMac()] = len(out)
-		out = append(out, d)
-	}
-	for _, path := range paths {
-		b, err := os.ReadFile(path)
-		if err != nil {
-			return nil, err
-		}
-		var report struct {
-			Devices []json.RawMessage `json:"devices"`
-			Alerts  []json.RawMessage `json:"alerts"`
-		}
-		if json.Unmarshal(b, &report) == nil && report.Devices != nil {
-			source := filepath.Base(path)
-			alerts := map[string][]*medmeshv1.Alert{}
-			for i, raw := range report.Alerts {
-				a := new(medmeshv1.Alert)
-				if err := protojson.Unmarshal(raw, a); err != nil {
-					return nil, usageError{fmt.Errorf("%s: alert %d: %w", path, i+1, err)}
-				}
-				alerts[a.GetDeviceMac()] = append(alerts[a.GetDeviceMac()], a)
-			}
-			for i, raw := range report.Devices {
-				d := new(medmeshv1.Device)
-				if err := protojson.Unmarshal(raw, d); err != nil {
-					return nil, usageError{fmt.Errorf("%s: device %d: %w", path, i+1, err)}
-				}
-				if d.GetMac() == "" {
-					return nil, usageError{fmt.Errorf("%s: device %d has no mac", path, i+1)}
-				}
-				addDevice(compliance.Device{Device: d, Alerts: alerts[d.GetMac()], Source: source})
-			}
-			continue
-		}
-		inv, err := risk.ReadInventory(bytes.NewReader(b))
-		if err != nil {
-			return nil, usageError{fmt.Errorf("%s: neither a replay report (an object with \"devices\") nor JSON Lines: %w", path, err)}
-		}
-		for _, r := range inv {
-			mac := strings.ToLower(r.MAC)
-			if mac == "" {
-				mac = "inventory:" + cmp.Or(r.Name, r.IP, strings.TrimSpace(r.Vendor+" "+r.Model+" "+r.Serial))
-			}
-			labels := map[string]string{}
-			for k, v := range map[string]string{"vendor": r.Vendor, "model": r.Model, "version": r.Version, "os": r.OS, "udi_di": r.UDIDI} {
-				if v != "" {
-					labels[k] = v
-				}
-			}
-			d := &medmeshv1.Device{Mac: mac, Hostname: r.Name, Vendor: r.Vendor, Model: r.Model, Firmware: r.Version, Labels: labels}
-			if r.IP != "" {
-				d.IpAddresses = []string{r.IP}
-			}
-			addDevice(compliance.Device{Device: d})
-		}
-	}
-	return out, nil
-}
-
 func printComplianceReport(w io.Writer, rep *medmeshv1.ComplianceReport) error {
 	c := rep.GetCoverage()
 	fmt.Fprintf(w, "generated %s", rep.GetGenerateTime().AsTime().Format(time.RFC3339))
@@ -236,13 +150,13 @@ func printComplianceReport(w io.Writer, rep *medmeshv1.ComplianceReport) error {
 	fmt.Fprintf(w, "\n%d devices: %d classified, %d identified, %d assessed, %d observed, %d with an MDS2\n\n",
 		c.GetDevices(), c.GetClassified(), c.GetIdentified(), c.GetAssessed(), c.GetObserved(), c.GetWithMds2())
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "CONTROL\tCITATION\tSTATUS\tMET\tUNMET\tNOT EVIDENCED\tN/A")
+	fmt.Fprintln(tw, "CONTROL\tSTATUS\tMET\tUNMET\tNOT EVIDENCED\tN/A")
 	for _, s := range rep.GetControls() {
 		title := s.GetControl().GetTitle()
 		if s.GetControl().GetProposed() {
 			title += " (proposed)"
 		}
-		fmt.Fprintf(tw, "%s %s\t%s\t%s\t%d\t%d\t%d\t%d\n", s.GetControl().GetId(), title, s.GetControl().GetCitation(),
+		fmt.Fprintf(tw, "%s %s\t%s\t%d\t%d\t%d\t%d\n", s.GetControl().GetId(), title,
 			strings.ToLower(strings.TrimPrefix(s.GetStatus().String(), "CONTROL_STATUS_")), s.GetMet(), s.GetUnmet(), s.GetNotEvidenced(), s.GetNotApplicable())
 	}
 	if err := tw.Flush(); err != nil {

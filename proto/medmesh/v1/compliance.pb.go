@@ -225,7 +225,11 @@ type ComplianceControl struct {
 	Rules []string `protobuf:"bytes,7,rep,name=rules,proto3" json:"rules,omitempty"`
 	// Whether the control is evaluated per device (false: campus-wide, e.g.
 	// inventory coverage).
-	PerDevice     bool `protobuf:"varint,8,opt,name=per_device,json=perDevice,proto3" json:"per_device,omitempty"`
+	PerDevice bool `protobuf:"varint,8,opt,name=per_device,json=perDevice,proto3" json:"per_device,omitempty"`
+	// Rules that must find supporting evidence for the control to be met:
+	// when one of them cannot decide, neither can the control (unless
+	// another rule found it unmet).
+	RequiredRules []string `protobuf:"bytes,9,rep,name=required_rules,json=requiredRules,proto3" json:"required_rules,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -314,6 +318,13 @@ func (x *ComplianceControl) GetPerDevice() bool {
 		return x.PerDevice
 	}
 	return false
+}
+
+func (x *ComplianceControl) GetRequiredRules() []string {
+	if x != nil {
+		return x.RequiredRules
+	}
+	return nil
 }
 
 // ComplianceEvidence is one thing medmesh observed (or was told) that a
@@ -1256,7 +1267,7 @@ var File_medmesh_v1_compliance_proto protoreflect.FileDescriptor
 const file_medmesh_v1_compliance_proto_rawDesc = "" +
 	"\n" +
 	"\x1bmedmesh/v1/compliance.proto\x12\n" +
-	"medmesh.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17medmesh/v1/common.proto\x1a%medmesh/v1/compliance_exception.proto\"\x87\x02\n" +
+	"medmesh.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17medmesh/v1/common.proto\x1a%medmesh/v1/compliance_exception.proto\"\xae\x02\n" +
 	"\x11ComplianceControl\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12=\n" +
 	"\tframework\x18\x02 \x01(\x0e2\x1f.medmesh.v1.ComplianceFrameworkR\tframework\x12\x1a\n" +
@@ -1266,7 +1277,8 @@ const file_medmesh_v1_compliance_proto_rawDesc = "" +
 	"\vdescription\x18\x06 \x01(\tR\vdescription\x12\x14\n" +
 	"\x05rules\x18\a \x03(\tR\x05rules\x12\x1d\n" +
 	"\n" +
-	"per_device\x18\b \x01(\bR\tperDevice\"\xe1\x01\n" +
+	"per_device\x18\b \x01(\bR\tperDevice\x12%\n" +
+	"\x0erequired_rules\x18\t \x03(\tR\rrequiredRules\"\xe1\x01\n" +
 	"\x12ComplianceEvidence\x12\x12\n" +
 	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x12\n" +
 	"\x04text\x18\x02 \x01(\tR\x04text\x12\x16\n" +
