@@ -128,7 +128,9 @@ FUZZ_TARGETS := ./node/replay:FuzzCaptureReader \
 	./node/internal/detect:FuzzARP \
 	./coordinator/internal/posture:FuzzUDIDI \
 	./coordinator/internal/api:FuzzRiskTokens \
-	./node/collector:FuzzDecode
+	./node/collector:FuzzDecode \
+	./internal/sinkcfg:FuzzParseConfig
+
 
 FUZZTIME ?= 5s
 
@@ -191,6 +193,8 @@ demo: deps build ## As root: bring up the campus lab and run the compromised-dev
 	@if [ "$$(id -u)" != 0 ]; then echo "demo: the campus lab needs root (network namespaces, veth, XDP): run it as root, or sudo make demo"; exit 1; fi
 	$(LAB_BIN) up
 	$(LAB_BIN) run --scenario compromised-device --view
+	@echo; echo "The SIEM and the ticketing system hear of it: outbound sinks (docs/integrations.md) send every alert."
+	$(LAB_BIN) sinks
 	@echo; echo "Now an infusion pump (life-critical) is compromised: its decisions wait for a second person."
 	$(LAB_BIN) run --scenario compromised-pump --view
 	@echo

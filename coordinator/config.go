@@ -78,6 +78,18 @@ type Config struct {
 	// expiry; nil is time.Now. Tests compress days with it.
 	Clock func() time.Time
 
+	// SinkStuckAfter is how long an outbound sink fails before it counts
+	// as stuck and raises a sink_stuck alert (default 5 minutes);
+	// SinkCommitInterval how often the leader commits the sinks'
+	// delivered positions (default 500ms).
+	// SinkBackoffMax caps the backoff between delivery attempts (default
+	// 30s).
+	SinkStuckAfter     time.Duration
+	SinkCommitInterval time.Duration
+	SinkBackoffMax     time.Duration
+	// Version is medmesh's version, in the events sinks send.
+	Version string
+
 	// API tunes the gRPC services.
 	API api.Config
 	// Dial opens a client connection to another coordinator's API (writes

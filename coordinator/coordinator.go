@@ -28,6 +28,7 @@ import (
 	"github.com/medmesh/medmesh/coordinator/internal/fsm"
 	"github.com/medmesh/medmesh/coordinator/internal/raftlog"
 	"github.com/medmesh/medmesh/coordinator/internal/raftnet"
+	"github.com/medmesh/medmesh/coordinator/internal/sink"
 	"github.com/medmesh/medmesh/internal/authz"
 	"github.com/medmesh/medmesh/internal/grpcx"
 )
@@ -47,6 +48,7 @@ type Coordinator struct {
 	transport *raft.NetworkTransport
 	api       *api.Server
 	intel     *intelStore
+	sinks     *sink.Runner
 	metrics   *metrics
 
 	notify      chan bool
@@ -169,6 +171,7 @@ func (c *Coordinator) open(reg prometheus.Registerer) error {
 	}
 	c.raft = r
 	c.notices.Start(r)
+	c.sinks = c.newSinkRunner()
 	c.api, err = api.New(c, cfg.API, c.log)
 	if err != nil {
 		return err
@@ -183,6 +186,8 @@ func (c *Coordinator) open(reg prometheus.Registerer) error {
 	go c.runAssessor()
 	c.wg.Add(1)
 	go c.runComplianceClock()
+	c.wg.Add(1)
+	go c.runSinks()
 	return nil
 }
 

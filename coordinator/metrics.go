@@ -53,7 +53,7 @@ func newMetrics(reg prometheus.Registerer, c *Coordinator) (*metrics, error) {
 	if reg == nil {
 		return m, nil
 	}
-	for _, col := range []prometheus.Collector{apply, applyErr, changes, responses, notices, early, applied, isLeader} {
+	for _, col := range []prometheus.Collector{apply, applyErr, changes, responses, notices, early, applied, isLeader, newSinkCollector(c)} {
 		if err := reg.Register(col); err != nil {
 			m.unregister()
 			return nil, errors.Join(errors.New("register coordinator metrics"), err)

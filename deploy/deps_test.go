@@ -39,6 +39,7 @@ var providedBy = map[string]string{
 	"git":         "git",
 	"openssl":     "openssl",
 	"chromium":    "chromium", // compliance report PDF (--print-to-pdf) and the report's browser test
+	"rsyslogd":    "rsyslog",
 }
 
 // notPackaged are programs that come from elsewhere, with the reason.

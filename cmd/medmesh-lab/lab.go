@@ -67,7 +67,7 @@ func newLabCmds() []*cobra.Command {
 	f := &labFlags{}
 	return []*cobra.Command{
 		f.register(newLabUpCmd(f)), f.register(newLabDownCmd(f)), f.register(newLabStatusCmd(f)),
-		f.register(newLabRunCmd(f)), f.register(newLabRoamCmd(f)), newLabSimCmd(), f.register(newLabEnvCmd(f)),
+		f.register(newLabRunCmd(f)), f.register(newLabSinksCmd(f)), f.register(newLabRoamCmd(f)), newLabSimCmd(), f.register(newLabEnvCmd(f)),
 	}
 }
 
@@ -369,6 +369,37 @@ func printOutcome(w io.Writer, o lab.ScenarioOutcome) error {
 		fmt.Fprintf(w, "  note: %s\n", n)
 	}
 	return nil
+}
+
+func newLabSinksCmd(f *labFlags) *cobra.Command {
+	timeout := time.Minute
+	c := &cobra.Command{
+		Use:   "sinks",
+		Short: "Show one SIEM line and one webhook for the compromised device (make demo)",
+		Long: "Start a syslog receiver and a webhook receiver on loopback, add a CEF syslog sink and an\n" +
+			"HMAC-signed webhook sink (lab-siem, lab-tickets) from the start of the retained history,\n" +
+			"print the first alert of the compromised device each receives, and remove the sinks.\n" +
+			"Run it after `medmesh-lab run --scenario compromised-device`.",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if f.output != "table" && f.output != "json" {
+				return usagef("-o %q: want table or json", f.output)
+			}
+			res, err := f.config().SinkDemo(cmd.Context(), timeout)
+			if err != nil {
+				return err
+			}
+			w := cmd.OutOrStdout()
+			if f.output == "json" {
+				return printJSON(w, res)
+			}
+			fmt.Fprintf(w, "SIEM (syslog RFC 5424, CEF) line for %s (%s):\n  %s\n", res.Device, res.MAC, res.SyslogLine)
+			fmt.Fprintf(w, "webhook (JSON, %s verified) for %s:\n  %s\n", res.Signature[:min(len(res.Signature), 19)]+"...", res.Device, res.Webhook)
+			return nil
+		},
+	}
+	c.Flags().DurationVar(&timeout, "timeout", timeout, "wait at most this long for both receivers")
+	return c
 }
 
 func newLabRoamCmd(f *labFlags) *cobra.Command {

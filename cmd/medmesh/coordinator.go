@@ -112,6 +112,7 @@ func runCoordinator(ctx context.Context, o coordinatorOptions, stderr io.Writer,
 	cfg.TLS = tlsFiles
 	cfg.ID, cfg.DataDir, cfg.APIAddr, cfg.RaftAddr = o.id, o.dataDir, o.api, o.raft
 	cfg.Dev, cfg.BootstrapExpect = o.dev, o.bootstrapExpect
+	cfg.Version = version // in the events outbound sinks send
 	if o.intelKey != "" {
 		k, err := risk.ReadPublicKey(o.intelKey)
 		if err != nil {

@@ -45,7 +45,7 @@ type opFlags struct {
 }
 
 // addOperatorCommands adds the operator commands (cluster, devices, policies,
-// decisions, rules, alerts, incidents), all talking to the
+// decisions, rules, sinks, alerts, incidents), all talking to the
 // coordinator's gRPC API.
 func addOperatorCommands(root *cobra.Command) {
 	o := &opFlags{}
@@ -55,6 +55,7 @@ func addOperatorCommands(root *cobra.Command) {
 		newPoliciesCmd(o),
 		newDecisionsCmd(o),
 		newRulesCmd(o),
+		newSinksCmd(o),
 		newAlertsCmd(o),
 		newIncidentsCmd(o),
 	} {

@@ -102,6 +102,16 @@ func AuthzTable() authz.Table {
 		// (audited).
 		medmeshv1.ComplianceService_ImportMDS2_FullMethodName: operators,
 		medmeshv1.ComplianceService_ListMDS2_FullMethodName:   readers,
+		// Outbound sinks send alerts and the audit trail off the cluster:
+		// adding or changing one is an approver's act (audited), like a
+		// response rule. A webhook URL may carry a token in its path, so
+		// sinks are shown to operators and approvers, not viewers; an
+		// operator may send a test event to a configured sink.
+		medmeshv1.SinkService_ListSinks_FullMethodName:     operators,
+		medmeshv1.SinkService_PutSink_FullMethodName:       approvers,
+		medmeshv1.SinkService_DeleteSink_FullMethodName:    approvers,
+		medmeshv1.SinkService_TestSink_FullMethodName:      operators,
+		medmeshv1.SinkService_GetSinkStatus_FullMethodName: operators,
 
 		medmeshv1.SensorService_Report_FullMethodName: {pki.RoleSensor},
 		// A baseline is read data: people may read it too (the lab's

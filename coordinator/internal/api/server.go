@@ -126,6 +126,7 @@ type Server struct {
 	medmeshv1.UnimplementedIncidentServiceServer
 	medmeshv1.UnimplementedRiskServiceServer
 	medmeshv1.UnimplementedComplianceServiceServer
+	medmeshv1.UnimplementedSinkServiceServer
 
 	b       Backend
 	cfg     Config
@@ -163,6 +164,7 @@ func (s *Server) Register(g *grpc.Server) {
 	medmeshv1.RegisterIncidentServiceServer(g, s)
 	medmeshv1.RegisterRiskServiceServer(g, s)
 	medmeshv1.RegisterComplianceServiceServer(g, s)
+	medmeshv1.RegisterSinkServiceServer(g, s)
 }
 
 // ServiceNames lists the registered services' full names (for health).
@@ -178,6 +180,7 @@ func ServiceNames() []string {
 		medmeshv1.IncidentService_ServiceDesc.ServiceName,
 		medmeshv1.RiskService_ServiceDesc.ServiceName,
 		medmeshv1.ComplianceService_ServiceDesc.ServiceName,
+		medmeshv1.SinkService_ServiceDesc.ServiceName,
 	}
 }
 

@@ -48,6 +48,8 @@ type Result struct {
 	Rule      *medmeshv1.ResponseRule
 	// Intel is the bundle an IntelActivate made active.
 	Intel *medmeshv1.IntelBundle
+	// Sink is the sink a SinkPut stored or a SinkDelete removed.
+	Sink *medmeshv1.Sink
 	// SBOM is the attachment an SBOMAttach made.
 	SBOM *medmeshv1.SBOMAttachment
 	// Exception is the exception an ExceptionAccept or ExceptionRevoke

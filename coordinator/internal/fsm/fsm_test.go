@@ -437,7 +437,11 @@ func randomLog(seed uint64, n int) []*fsmpb.Command {
 		case 7:
 			c = &fsmpb.Command{Command: &fsmpb.Command_FlowSummaries{FlowSummaries: &fsmpb.FlowSummaries{Summaries: []*medmeshv1.FlowSummary{{DeviceMac: mac, Flows: uint64(i)}}}}}
 		default:
-			switch rnd.IntN(4) {
+			switch rnd.IntN(6) {
+			case 4: // outbound sinks and their delivered positions
+				c = sinkPut(fmt.Sprintf("s%d", rnd.IntN(2)), rnd.IntN(2) == 0)
+			case 5:
+				c = sinkProgress(fmt.Sprintf("s%d", rnd.IntN(2)), uint64(rnd.IntN(i+1)), uint64(rnd.IntN(i+1)))
 			case 0: // risk posture: a bundle, an SBOM, findings
 				c = activateIntel([]string{digestA, digestB}[rnd.IntN(2)])
 			case 1:

@@ -71,6 +71,11 @@ func (s *state) write(w io.Writer) error {
 			return err
 		}
 	}
+	for _, v := range s.sinks {
+		if err := put(&fsmpb.SnapshotItem{Item: &fsmpb.SnapshotItem_Sink{Sink: v}}); err != nil {
+			return err
+		}
+	}
 	for _, k := range sortedKeys(s.devices) {
 		if err := put(&fsmpb.SnapshotItem{Item: &fsmpb.SnapshotItem_Device{Device: s.devices[k]}}); err != nil {
 			return err
@@ -202,6 +207,8 @@ func readSnapshot(r io.Reader) (*state, error) {
 			st.servers[x.Server.GetId()] = x.Server
 		case *fsmpb.SnapshotItem_Rule:
 			st.rules = append(st.rules, x.Rule) // written in name order
+		case *fsmpb.SnapshotItem_Sink:
+			st.sinks = append(st.sinks, x.Sink) // written in name order
 		case *fsmpb.SnapshotItem_Device:
 			st.devices[x.Device.GetMac()] = x.Device
 		case *fsmpb.SnapshotItem_Policy:

@@ -63,6 +63,10 @@ type state struct {
 	rules       []*medmeshv1.ResponseRule
 	rulesSeeded bool
 
+	// sinks is the outbound sink table, ordered by name, with each sink's
+	// delivered positions (state_sinks.go); replaced, never changed in place.
+	sinks []*medmeshv1.Sink
+
 	// risk is the risk posture (state_risk.go).
 	risk riskState
 	// riskDirty and riskAll are what the command being applied changed
@@ -133,6 +137,7 @@ func (s *state) shallowCopy() *state {
 		retention:    s.retention,
 		rules:        s.rules,
 		rulesSeeded:  s.rulesSeeded,
+		sinks:        s.sinks,
 
 		ruleDecisions: s.ruleDecisions,
 		risk:          s.risk.copy(),
@@ -260,6 +265,14 @@ func (s *state) dispatch(index uint64, now *timestamppb.Timestamp, cmd *fsmpb.Co
 		res = s.applyMDS2Attach(index, now, c.Mds2Attach)
 	case *fsmpb.Command_ExceptionsExpire:
 		res = &Result{} // expired above
+	case *fsmpb.Command_SinkPut:
+		res = s.applySinkPut(index, now, c.SinkPut)
+	case *fsmpb.Command_SinkDelete:
+		res = s.applySinkDelete(index, now, c.SinkDelete)
+	case *fsmpb.Command_SinkProgress:
+		res = s.applySinkProgress(c.SinkProgress)
+	case *fsmpb.Command_SinkAlert:
+		res = s.applySinkAlert(index, now, c.SinkAlert.GetAlert())
 	case *fsmpb.Command_ServerDeregister:
 		delete(s.servers, c.ServerDeregister.GetId())
 		res = &Result{}

@@ -63,6 +63,10 @@ type Command struct {
 	//	*Command_TrendRecord
 	//	*Command_ExceptionsExpire
 	//	*Command_Mds2Attach
+	//	*Command_SinkPut
+	//	*Command_SinkDelete
+	//	*Command_SinkProgress
+	//	*Command_SinkAlert
 	Command       isCommand_Command `protobuf_oneof:"command"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -344,6 +348,42 @@ func (x *Command) GetMds2Attach() *MDS2Attach {
 	return nil
 }
 
+func (x *Command) GetSinkPut() *SinkPut {
+	if x != nil {
+		if x, ok := x.Command.(*Command_SinkPut); ok {
+			return x.SinkPut
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetSinkDelete() *SinkDelete {
+	if x != nil {
+		if x, ok := x.Command.(*Command_SinkDelete); ok {
+			return x.SinkDelete
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetSinkProgress() *SinkProgress {
+	if x != nil {
+		if x, ok := x.Command.(*Command_SinkProgress); ok {
+			return x.SinkProgress
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetSinkAlert() *SinkAlert {
+	if x != nil {
+		if x, ok := x.Command.(*Command_SinkAlert); ok {
+			return x.SinkAlert
+		}
+	}
+	return nil
+}
+
 type isCommand_Command interface {
 	isCommand_Command()
 }
@@ -451,6 +491,23 @@ type Command_Mds2Attach struct {
 	Mds2Attach *MDS2Attach `protobuf:"bytes,94,opt,name=mds2_attach,json=mds2Attach,proto3,oneof"`
 }
 
+type Command_SinkPut struct {
+	// 100-109: outbound sinks (issue 20).
+	SinkPut *SinkPut `protobuf:"bytes,100,opt,name=sink_put,json=sinkPut,proto3,oneof"`
+}
+
+type Command_SinkDelete struct {
+	SinkDelete *SinkDelete `protobuf:"bytes,101,opt,name=sink_delete,json=sinkDelete,proto3,oneof"`
+}
+
+type Command_SinkProgress struct {
+	SinkProgress *SinkProgress `protobuf:"bytes,102,opt,name=sink_progress,json=sinkProgress,proto3,oneof"`
+}
+
+type Command_SinkAlert struct {
+	SinkAlert *SinkAlert `protobuf:"bytes,103,opt,name=sink_alert,json=sinkAlert,proto3,oneof"`
+}
+
 func (*Command_DeviceUpsert) isCommand_Command() {}
 
 func (*Command_DeviceUpdate) isCommand_Command() {}
@@ -500,6 +557,14 @@ func (*Command_TrendRecord) isCommand_Command() {}
 func (*Command_ExceptionsExpire) isCommand_Command() {}
 
 func (*Command_Mds2Attach) isCommand_Command() {}
+
+func (*Command_SinkPut) isCommand_Command() {}
+
+func (*Command_SinkDelete) isCommand_Command() {}
+
+func (*Command_SinkProgress) isCommand_Command() {}
+
+func (*Command_SinkAlert) isCommand_Command() {}
 
 // ClientRequest names one client request: the caller's verified identity
 // (role/name) and the id the client chose, unique per identity.
@@ -2279,6 +2344,7 @@ type SnapshotItem struct {
 	//	*SnapshotItem_Exception
 	//	*SnapshotItem_Trend
 	//	*SnapshotItem_Mds2
+	//	*SnapshotItem_Sink
 	Item          isSnapshotItem_Item `protobuf_oneof:"item"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -2510,6 +2576,15 @@ func (x *SnapshotItem) GetMds2() *v1.MDS2Attachment {
 	return nil
 }
 
+func (x *SnapshotItem) GetSink() *v1.Sink {
+	if x != nil {
+		if x, ok := x.Item.(*SnapshotItem_Sink); ok {
+			return x.Sink
+		}
+	}
+	return nil
+}
+
 type isSnapshotItem_Item interface {
 	isSnapshotItem_Item()
 }
@@ -2605,6 +2680,11 @@ type SnapshotItem_Mds2 struct {
 	Mds2 *v1.MDS2Attachment `protobuf:"bytes,92,opt,name=mds2,proto3,oneof"`
 }
 
+type SnapshotItem_Sink struct {
+	// 100-109: outbound sinks (issue 20), with their delivered positions.
+	Sink *v1.Sink `protobuf:"bytes,100,opt,name=sink,proto3,oneof"`
+}
+
 func (*SnapshotItem_Meta) isSnapshotItem_Item() {}
 
 func (*SnapshotItem_Device) isSnapshotItem_Item() {}
@@ -2646,6 +2726,8 @@ func (*SnapshotItem_Exception) isSnapshotItem_Item() {}
 func (*SnapshotItem_Trend) isSnapshotItem_Item() {}
 
 func (*SnapshotItem_Mds2) isSnapshotItem_Item() {}
+
+func (*SnapshotItem_Sink) isSnapshotItem_Item() {}
 
 // Bounds is the bookkeeping of retention: what was evicted and where the
 // audit chain stands. The audit window's records follow as audit items.
@@ -2986,8 +3068,10 @@ type DedupEntry struct {
 	Intel *v1.IntelBundle    `protobuf:"bytes,80,opt,name=intel,proto3" json:"intel,omitempty"`
 	Sbom  *v1.SBOMAttachment `protobuf:"bytes,81,opt,name=sbom,proto3" json:"sbom,omitempty"`
 	// 90-99: compliance results.
-	Exception     *v1.RiskException  `protobuf:"bytes,90,opt,name=exception,proto3" json:"exception,omitempty"`
-	Mds2          *v1.MDS2Attachment `protobuf:"bytes,91,opt,name=mds2,proto3" json:"mds2,omitempty"`
+	Exception *v1.RiskException  `protobuf:"bytes,90,opt,name=exception,proto3" json:"exception,omitempty"`
+	Mds2      *v1.MDS2Attachment `protobuf:"bytes,91,opt,name=mds2,proto3" json:"mds2,omitempty"`
+	// 100-109: a sink put's or delete's result.
+	Sink          *v1.Sink `protobuf:"bytes,100,opt,name=sink,proto3" json:"sink,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3127,11 +3211,337 @@ func (x *DedupEntry) GetMds2() *v1.MDS2Attachment {
 	return nil
 }
 
+func (x *DedupEntry) GetSink() *v1.Sink {
+	if x != nil {
+		return x.Sink
+	}
+	return nil
+}
+
+// SinkPut creates or replaces an outbound sink (audited).
+type SinkPut struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	Sink            *v1.Sink               `protobuf:"bytes,1,opt,name=sink,proto3" json:"sink,omitempty"`
+	ExpectedVersion *uint64                `protobuf:"varint,2,opt,name=expected_version,json=expectedVersion,proto3,oneof" json:"expected_version,omitempty"`
+	Actor           string                 `protobuf:"bytes,3,opt,name=actor,proto3" json:"actor,omitempty"`
+	Reason          string                 `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	Comment         string                 `protobuf:"bytes,5,opt,name=comment,proto3" json:"comment,omitempty"`
+	// A new sink starts at the current end of the alerts and the audit
+	// trail unless this is set.
+	StartAtBeginning bool `protobuf:"varint,6,opt,name=start_at_beginning,json=startAtBeginning,proto3" json:"start_at_beginning,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *SinkPut) Reset() {
+	*x = SinkPut{}
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SinkPut) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SinkPut) ProtoMessage() {}
+
+func (x *SinkPut) ProtoReflect() protoreflect.Message {
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SinkPut.ProtoReflect.Descriptor instead.
+func (*SinkPut) Descriptor() ([]byte, []int) {
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *SinkPut) GetSink() *v1.Sink {
+	if x != nil {
+		return x.Sink
+	}
+	return nil
+}
+
+func (x *SinkPut) GetExpectedVersion() uint64 {
+	if x != nil && x.ExpectedVersion != nil {
+		return *x.ExpectedVersion
+	}
+	return 0
+}
+
+func (x *SinkPut) GetActor() string {
+	if x != nil {
+		return x.Actor
+	}
+	return ""
+}
+
+func (x *SinkPut) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *SinkPut) GetComment() string {
+	if x != nil {
+		return x.Comment
+	}
+	return ""
+}
+
+func (x *SinkPut) GetStartAtBeginning() bool {
+	if x != nil {
+		return x.StartAtBeginning
+	}
+	return false
+}
+
+// SinkDelete removes an outbound sink (audited).
+type SinkDelete struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	Name            string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	ExpectedVersion *uint64                `protobuf:"varint,2,opt,name=expected_version,json=expectedVersion,proto3,oneof" json:"expected_version,omitempty"`
+	Actor           string                 `protobuf:"bytes,3,opt,name=actor,proto3" json:"actor,omitempty"`
+	Reason          string                 `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	Comment         string                 `protobuf:"bytes,5,opt,name=comment,proto3" json:"comment,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *SinkDelete) Reset() {
+	*x = SinkDelete{}
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SinkDelete) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SinkDelete) ProtoMessage() {}
+
+func (x *SinkDelete) ProtoReflect() protoreflect.Message {
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SinkDelete.ProtoReflect.Descriptor instead.
+func (*SinkDelete) Descriptor() ([]byte, []int) {
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *SinkDelete) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *SinkDelete) GetExpectedVersion() uint64 {
+	if x != nil && x.ExpectedVersion != nil {
+		return *x.ExpectedVersion
+	}
+	return 0
+}
+
+func (x *SinkDelete) GetActor() string {
+	if x != nil {
+		return x.Actor
+	}
+	return ""
+}
+
+func (x *SinkDelete) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *SinkDelete) GetComment() string {
+	if x != nil {
+		return x.Comment
+	}
+	return ""
+}
+
+// SinkProgress is the leader's batch of delivered positions: positions only
+// move forward, and a sink deleted meanwhile is skipped. Not audited (it
+// would feed the sinks their own progress).
+type SinkProgress struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Positions     []*SinkPosition        `protobuf:"bytes,1,rep,name=positions,proto3" json:"positions,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SinkProgress) Reset() {
+	*x = SinkProgress{}
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SinkProgress) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SinkProgress) ProtoMessage() {}
+
+func (x *SinkProgress) ProtoReflect() protoreflect.Message {
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SinkProgress.ProtoReflect.Descriptor instead.
+func (*SinkProgress) Descriptor() ([]byte, []int) {
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *SinkProgress) GetPositions() []*SinkPosition {
+	if x != nil {
+		return x.Positions
+	}
+	return nil
+}
+
+// SinkPosition is how far one sink has delivered.
+type SinkPosition struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	AlertPosition uint64                 `protobuf:"varint,2,opt,name=alert_position,json=alertPosition,proto3" json:"alert_position,omitempty"`
+	AuditSeq      uint64                 `protobuf:"varint,3,opt,name=audit_seq,json=auditSeq,proto3" json:"audit_seq,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SinkPosition) Reset() {
+	*x = SinkPosition{}
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SinkPosition) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SinkPosition) ProtoMessage() {}
+
+func (x *SinkPosition) ProtoReflect() protoreflect.Message {
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SinkPosition.ProtoReflect.Descriptor instead.
+func (*SinkPosition) Descriptor() ([]byte, []int) {
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *SinkPosition) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *SinkPosition) GetAlertPosition() uint64 {
+	if x != nil {
+		return x.AlertPosition
+	}
+	return 0
+}
+
+func (x *SinkPosition) GetAuditSeq() uint64 {
+	if x != nil {
+		return x.AuditSeq
+	}
+	return 0
+}
+
+// SinkAlert is an alert the leader raises about its sinks (sink_stuck): it
+// is committed like a sensor's alert but belongs to no device, so it folds
+// into no incident and no response rule acts on it.
+type SinkAlert struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Alert         *v1.Alert              `protobuf:"bytes,1,opt,name=alert,proto3" json:"alert,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SinkAlert) Reset() {
+	*x = SinkAlert{}
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SinkAlert) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SinkAlert) ProtoMessage() {}
+
+func (x *SinkAlert) ProtoReflect() protoreflect.Message {
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SinkAlert.ProtoReflect.Descriptor instead.
+func (*SinkAlert) Descriptor() ([]byte, []int) {
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *SinkAlert) GetAlert() *v1.Alert {
+	if x != nil {
+		return x.Alert
+	}
+	return nil
+}
+
 var File_medmesh_fsm_v1_command_proto protoreflect.FileDescriptor
 
 const file_medmesh_fsm_v1_command_proto_rawDesc = "" +
 	"\n" +
-	"\x1cmedmesh/fsm/v1/command.proto\x12\x0emedmesh.fsm.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16medmesh/v1/alert.proto\x1a%medmesh/v1/compliance_exception.proto\x1a\x19medmesh/v1/decision.proto\x1a\x17medmesh/v1/device.proto\x1a\x19medmesh/v1/incident.proto\x1a\x17medmesh/v1/policy.proto\x1a\x15medmesh/v1/risk.proto\x1a\x15medmesh/v1/rule.proto\x1a\x17medmesh/v1/sensor.proto\"\xc0\x0e\n" +
+	"\x1cmedmesh/fsm/v1/command.proto\x12\x0emedmesh.fsm.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16medmesh/v1/alert.proto\x1a%medmesh/v1/compliance_exception.proto\x1a\x19medmesh/v1/decision.proto\x1a\x17medmesh/v1/device.proto\x1a\x19medmesh/v1/incident.proto\x1a\x17medmesh/v1/policy.proto\x1a\x15medmesh/v1/risk.proto\x1a\x15medmesh/v1/rule.proto\x1a\x17medmesh/v1/sensor.proto\x1a\x15medmesh/v1/sink.proto\"\xb6\x10\n" +
 	"\aCommand\x12.\n" +
 	"\x04time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x127\n" +
 	"\arequest\x18\x03 \x01(\v2\x1d.medmesh.fsm.v1.ClientRequestR\arequest\x12C\n" +
@@ -3165,7 +3575,13 @@ const file_medmesh_fsm_v1_command_proto_rawDesc = "" +
 	"\ftrend_record\x18\\ \x01(\v2\x1b.medmesh.fsm.v1.TrendRecordH\x00R\vtrendRecord\x12O\n" +
 	"\x11exceptions_expire\x18] \x01(\v2 .medmesh.fsm.v1.ExceptionsExpireH\x00R\x10exceptionsExpire\x12=\n" +
 	"\vmds2_attach\x18^ \x01(\v2\x1a.medmesh.fsm.v1.MDS2AttachH\x00R\n" +
-	"mds2AttachB\t\n" +
+	"mds2Attach\x124\n" +
+	"\bsink_put\x18d \x01(\v2\x17.medmesh.fsm.v1.SinkPutH\x00R\asinkPut\x12=\n" +
+	"\vsink_delete\x18e \x01(\v2\x1a.medmesh.fsm.v1.SinkDeleteH\x00R\n" +
+	"sinkDelete\x12C\n" +
+	"\rsink_progress\x18f \x01(\v2\x1c.medmesh.fsm.v1.SinkProgressH\x00R\fsinkProgress\x12:\n" +
+	"\n" +
+	"sink_alert\x18g \x01(\v2\x19.medmesh.fsm.v1.SinkAlertH\x00R\tsinkAlertB\t\n" +
 	"\acommandJ\x04\b\x02\x10\x03J\x04\b\x04\x10\n" +
 	"\";\n" +
 	"\rClientRequest\x12\x1a\n" +
@@ -3299,7 +3715,7 @@ const file_medmesh_fsm_v1_command_proto_rawDesc = "" +
 	"attachment\x12\x14\n" +
 	"\x05actor\x18\x02 \x01(\tR\x05actor\x12\x16\n" +
 	"\x06reason\x18\x03 \x01(\tR\x06reason\x12\x18\n" +
-	"\acomment\x18\x04 \x01(\tR\acomment\"\xdb\b\n" +
+	"\acomment\x18\x04 \x01(\tR\acomment\"\x83\t\n" +
 	"\fSnapshotItem\x122\n" +
 	"\x04meta\x18\x01 \x01(\v2\x1c.medmesh.fsm.v1.SnapshotMetaH\x00R\x04meta\x12,\n" +
 	"\x06device\x18\x02 \x01(\v2\x12.medmesh.v1.DeviceH\x00R\x06device\x12,\n" +
@@ -3323,7 +3739,8 @@ const file_medmesh_fsm_v1_command_proto_rawDesc = "" +
 	"\aposture\x18R \x01(\v2\x19.medmesh.v1.DevicePostureH\x00R\aposture\x129\n" +
 	"\texception\x18Z \x01(\v2\x19.medmesh.v1.RiskExceptionH\x00R\texception\x12.\n" +
 	"\x05trend\x18[ \x01(\v2\x16.medmesh.v1.TrendPointH\x00R\x05trend\x120\n" +
-	"\x04mds2\x18\\ \x01(\v2\x1a.medmesh.v1.MDS2AttachmentH\x00R\x04mds2B\x06\n" +
+	"\x04mds2\x18\\ \x01(\v2\x1a.medmesh.v1.MDS2AttachmentH\x00R\x04mds2\x12&\n" +
+	"\x04sink\x18d \x01(\v2\x10.medmesh.v1.SinkH\x00R\x04sinkB\x06\n" +
 	"\x04item\"\x90\x02\n" +
 	"\x06Bounds\x12\x1d\n" +
 	"\n" +
@@ -3347,7 +3764,7 @@ const file_medmesh_fsm_v1_command_proto_rawDesc = "" +
 	"\vDeviceFlows\x12\x1d\n" +
 	"\n" +
 	"device_mac\x18\x01 \x01(\tR\tdeviceMac\x125\n" +
-	"\tsummaries\x18\x02 \x03(\v2\x17.medmesh.v1.FlowSummaryR\tsummaries\"\x83\x05\n" +
+	"\tsummaries\x18\x02 \x03(\v2\x17.medmesh.v1.FlowSummaryR\tsummaries\"\xa9\x05\n" +
 	"\n" +
 	"DedupEntry\x127\n" +
 	"\arequest\x18\x01 \x01(\v2\x1d.medmesh.fsm.v1.ClientRequestR\arequest\x12\x14\n" +
@@ -3366,7 +3783,32 @@ const file_medmesh_fsm_v1_command_proto_rawDesc = "" +
 	"\x05intel\x18P \x01(\v2\x17.medmesh.v1.IntelBundleR\x05intel\x12.\n" +
 	"\x04sbom\x18Q \x01(\v2\x1a.medmesh.v1.SBOMAttachmentR\x04sbom\x127\n" +
 	"\texception\x18Z \x01(\v2\x19.medmesh.v1.RiskExceptionR\texception\x12.\n" +
-	"\x04mds2\x18[ \x01(\v2\x1a.medmesh.v1.MDS2AttachmentR\x04mds2BAZ?github.com/medmesh/medmesh/coordinator/internal/fsm/fsmpb;fsmpbb\x06proto3"
+	"\x04mds2\x18[ \x01(\v2\x1a.medmesh.v1.MDS2AttachmentR\x04mds2\x12$\n" +
+	"\x04sink\x18d \x01(\v2\x10.medmesh.v1.SinkR\x04sink\"\xea\x01\n" +
+	"\aSinkPut\x12$\n" +
+	"\x04sink\x18\x01 \x01(\v2\x10.medmesh.v1.SinkR\x04sink\x12.\n" +
+	"\x10expected_version\x18\x02 \x01(\x04H\x00R\x0fexpectedVersion\x88\x01\x01\x12\x14\n" +
+	"\x05actor\x18\x03 \x01(\tR\x05actor\x12\x16\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\x12\x18\n" +
+	"\acomment\x18\x05 \x01(\tR\acomment\x12,\n" +
+	"\x12start_at_beginning\x18\x06 \x01(\bR\x10startAtBeginningB\x13\n" +
+	"\x11_expected_version\"\xad\x01\n" +
+	"\n" +
+	"SinkDelete\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12.\n" +
+	"\x10expected_version\x18\x02 \x01(\x04H\x00R\x0fexpectedVersion\x88\x01\x01\x12\x14\n" +
+	"\x05actor\x18\x03 \x01(\tR\x05actor\x12\x16\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\x12\x18\n" +
+	"\acomment\x18\x05 \x01(\tR\acommentB\x13\n" +
+	"\x11_expected_version\"J\n" +
+	"\fSinkProgress\x12:\n" +
+	"\tpositions\x18\x01 \x03(\v2\x1c.medmesh.fsm.v1.SinkPositionR\tpositions\"f\n" +
+	"\fSinkPosition\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12%\n" +
+	"\x0ealert_position\x18\x02 \x01(\x04R\ralertPosition\x12\x1b\n" +
+	"\taudit_seq\x18\x03 \x01(\x04R\bauditSeq\"4\n" +
+	"\tSinkAlert\x12'\n" +
+	"\x05alert\x18\x01 \x01(\v2\x11.medmesh.v1.AlertR\x05alertBAZ?github.com/medmesh/medmesh/coordinator/internal/fsm/fsmpb;fsmpbb\x06proto3"
 
 var (
 	file_medmesh_fsm_v1_command_proto_rawDescOnce sync.Once
@@ -3380,7 +3822,7 @@ func file_medmesh_fsm_v1_command_proto_rawDescGZIP() []byte {
 	return file_medmesh_fsm_v1_command_proto_rawDescData
 }
 
-var file_medmesh_fsm_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
+var file_medmesh_fsm_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 40)
 var file_medmesh_fsm_v1_command_proto_goTypes = []any{
 	(*Command)(nil),               // 0: medmesh.fsm.v1.Command
 	(*ClientRequest)(nil),         // 1: medmesh.fsm.v1.ClientRequest
@@ -3417,27 +3859,33 @@ var file_medmesh_fsm_v1_command_proto_goTypes = []any{
 	(*SensorSeq)(nil),             // 32: medmesh.fsm.v1.SensorSeq
 	(*DeviceFlows)(nil),           // 33: medmesh.fsm.v1.DeviceFlows
 	(*DedupEntry)(nil),            // 34: medmesh.fsm.v1.DedupEntry
-	(*timestamppb.Timestamp)(nil), // 35: google.protobuf.Timestamp
-	(*v1.Device)(nil),             // 36: medmesh.v1.Device
-	(*v1.Policy)(nil),             // 37: medmesh.v1.Policy
-	(v1.PolicyMode)(0),            // 38: medmesh.v1.PolicyMode
-	(*v1.Decision)(nil),           // 39: medmesh.v1.Decision
-	(*v1.Alert)(nil),              // 40: medmesh.v1.Alert
-	(*v1.Baseline)(nil),           // 41: medmesh.v1.Baseline
-	(*v1.FlowSummary)(nil),        // 42: medmesh.v1.FlowSummary
-	(*v1.SensorRecord)(nil),       // 43: medmesh.v1.SensorRecord
-	(*v1.ResponseRule)(nil),       // 44: medmesh.v1.ResponseRule
-	(*v1.IntelBundle)(nil),        // 45: medmesh.v1.IntelBundle
-	(*v1.SBOMAttachment)(nil),     // 46: medmesh.v1.SBOMAttachment
-	(*v1.DevicePosture)(nil),      // 47: medmesh.v1.DevicePosture
-	(*v1.RiskException)(nil),      // 48: medmesh.v1.RiskException
-	(*v1.TrendPoint)(nil),         // 49: medmesh.v1.TrendPoint
-	(*v1.MDS2Attachment)(nil),     // 50: medmesh.v1.MDS2Attachment
-	(*v1.AuditRecord)(nil),        // 51: medmesh.v1.AuditRecord
-	(*v1.Incident)(nil),           // 52: medmesh.v1.Incident
+	(*SinkPut)(nil),               // 35: medmesh.fsm.v1.SinkPut
+	(*SinkDelete)(nil),            // 36: medmesh.fsm.v1.SinkDelete
+	(*SinkProgress)(nil),          // 37: medmesh.fsm.v1.SinkProgress
+	(*SinkPosition)(nil),          // 38: medmesh.fsm.v1.SinkPosition
+	(*SinkAlert)(nil),             // 39: medmesh.fsm.v1.SinkAlert
+	(*timestamppb.Timestamp)(nil), // 40: google.protobuf.Timestamp
+	(*v1.Device)(nil),             // 41: medmesh.v1.Device
+	(*v1.Policy)(nil),             // 42: medmesh.v1.Policy
+	(v1.PolicyMode)(0),            // 43: medmesh.v1.PolicyMode
+	(*v1.Decision)(nil),           // 44: medmesh.v1.Decision
+	(*v1.Alert)(nil),              // 45: medmesh.v1.Alert
+	(*v1.Baseline)(nil),           // 46: medmesh.v1.Baseline
+	(*v1.FlowSummary)(nil),        // 47: medmesh.v1.FlowSummary
+	(*v1.SensorRecord)(nil),       // 48: medmesh.v1.SensorRecord
+	(*v1.ResponseRule)(nil),       // 49: medmesh.v1.ResponseRule
+	(*v1.IntelBundle)(nil),        // 50: medmesh.v1.IntelBundle
+	(*v1.SBOMAttachment)(nil),     // 51: medmesh.v1.SBOMAttachment
+	(*v1.DevicePosture)(nil),      // 52: medmesh.v1.DevicePosture
+	(*v1.RiskException)(nil),      // 53: medmesh.v1.RiskException
+	(*v1.TrendPoint)(nil),         // 54: medmesh.v1.TrendPoint
+	(*v1.MDS2Attachment)(nil),     // 55: medmesh.v1.MDS2Attachment
+	(*v1.AuditRecord)(nil),        // 56: medmesh.v1.AuditRecord
+	(*v1.Incident)(nil),           // 57: medmesh.v1.Incident
+	(*v1.Sink)(nil),               // 58: medmesh.v1.Sink
 }
 var file_medmesh_fsm_v1_command_proto_depIdxs = []int32{
-	35, // 0: medmesh.fsm.v1.Command.time:type_name -> google.protobuf.Timestamp
+	40, // 0: medmesh.fsm.v1.Command.time:type_name -> google.protobuf.Timestamp
 	1,  // 1: medmesh.fsm.v1.Command.request:type_name -> medmesh.fsm.v1.ClientRequest
 	2,  // 2: medmesh.fsm.v1.Command.device_upsert:type_name -> medmesh.fsm.v1.DeviceUpsert
 	3,  // 3: medmesh.fsm.v1.Command.device_update:type_name -> medmesh.fsm.v1.DeviceUpdate
@@ -3464,63 +3912,72 @@ var file_medmesh_fsm_v1_command_proto_depIdxs = []int32{
 	25, // 24: medmesh.fsm.v1.Command.trend_record:type_name -> medmesh.fsm.v1.TrendRecord
 	26, // 25: medmesh.fsm.v1.Command.exceptions_expire:type_name -> medmesh.fsm.v1.ExceptionsExpire
 	27, // 26: medmesh.fsm.v1.Command.mds2_attach:type_name -> medmesh.fsm.v1.MDS2Attach
-	36, // 27: medmesh.fsm.v1.DeviceUpsert.device:type_name -> medmesh.v1.Device
-	36, // 28: medmesh.fsm.v1.DeviceUpdate.device:type_name -> medmesh.v1.Device
-	37, // 29: medmesh.fsm.v1.PolicyPut.policy:type_name -> medmesh.v1.Policy
-	38, // 30: medmesh.fsm.v1.PolicyActivate.mode:type_name -> medmesh.v1.PolicyMode
-	39, // 31: medmesh.fsm.v1.DecisionCreate.decision:type_name -> medmesh.v1.Decision
-	40, // 32: medmesh.fsm.v1.AlertIngest.alert:type_name -> medmesh.v1.Alert
-	41, // 33: medmesh.fsm.v1.BaselinePut.baseline:type_name -> medmesh.v1.Baseline
-	42, // 34: medmesh.fsm.v1.FlowSummaries.summaries:type_name -> medmesh.v1.FlowSummary
-	43, // 35: medmesh.fsm.v1.SensorReport.records:type_name -> medmesh.v1.SensorRecord
-	13, // 36: medmesh.fsm.v1.SensorBatch.reports:type_name -> medmesh.fsm.v1.SensorReport
-	44, // 37: medmesh.fsm.v1.RulePut.rule:type_name -> medmesh.v1.ResponseRule
-	44, // 38: medmesh.fsm.v1.RulesSeed.rules:type_name -> medmesh.v1.ResponseRule
-	45, // 39: medmesh.fsm.v1.IntelActivate.bundle:type_name -> medmesh.v1.IntelBundle
-	46, // 40: medmesh.fsm.v1.SBOMAttach.attachment:type_name -> medmesh.v1.SBOMAttachment
-	47, // 41: medmesh.fsm.v1.FindingsPut.postures:type_name -> medmesh.v1.DevicePosture
-	48, // 42: medmesh.fsm.v1.ExceptionAccept.exception:type_name -> medmesh.v1.RiskException
-	49, // 43: medmesh.fsm.v1.TrendRecord.point:type_name -> medmesh.v1.TrendPoint
-	50, // 44: medmesh.fsm.v1.MDS2Attach.attachment:type_name -> medmesh.v1.MDS2Attachment
-	31, // 45: medmesh.fsm.v1.SnapshotItem.meta:type_name -> medmesh.fsm.v1.SnapshotMeta
-	36, // 46: medmesh.fsm.v1.SnapshotItem.device:type_name -> medmesh.v1.Device
-	37, // 47: medmesh.fsm.v1.SnapshotItem.policy:type_name -> medmesh.v1.Policy
-	39, // 48: medmesh.fsm.v1.SnapshotItem.decision:type_name -> medmesh.v1.Decision
-	40, // 49: medmesh.fsm.v1.SnapshotItem.alert:type_name -> medmesh.v1.Alert
-	41, // 50: medmesh.fsm.v1.SnapshotItem.baseline:type_name -> medmesh.v1.Baseline
-	51, // 51: medmesh.fsm.v1.SnapshotItem.audit:type_name -> medmesh.v1.AuditRecord
-	32, // 52: medmesh.fsm.v1.SnapshotItem.sensor_seq:type_name -> medmesh.fsm.v1.SensorSeq
-	33, // 53: medmesh.fsm.v1.SnapshotItem.flows:type_name -> medmesh.fsm.v1.DeviceFlows
-	15, // 54: medmesh.fsm.v1.SnapshotItem.server:type_name -> medmesh.fsm.v1.ServerRegister
-	34, // 55: medmesh.fsm.v1.SnapshotItem.dedup:type_name -> medmesh.fsm.v1.DedupEntry
-	29, // 56: medmesh.fsm.v1.SnapshotItem.bounds:type_name -> medmesh.fsm.v1.Bounds
-	30, // 57: medmesh.fsm.v1.SnapshotItem.pending_cause:type_name -> medmesh.fsm.v1.PendingCause
-	44, // 58: medmesh.fsm.v1.SnapshotItem.rule:type_name -> medmesh.v1.ResponseRule
-	52, // 59: medmesh.fsm.v1.SnapshotItem.incident:type_name -> medmesh.v1.Incident
-	45, // 60: medmesh.fsm.v1.SnapshotItem.intel:type_name -> medmesh.v1.IntelBundle
-	46, // 61: medmesh.fsm.v1.SnapshotItem.sbom:type_name -> medmesh.v1.SBOMAttachment
-	47, // 62: medmesh.fsm.v1.SnapshotItem.posture:type_name -> medmesh.v1.DevicePosture
-	48, // 63: medmesh.fsm.v1.SnapshotItem.exception:type_name -> medmesh.v1.RiskException
-	49, // 64: medmesh.fsm.v1.SnapshotItem.trend:type_name -> medmesh.v1.TrendPoint
-	50, // 65: medmesh.fsm.v1.SnapshotItem.mds2:type_name -> medmesh.v1.MDS2Attachment
-	35, // 66: medmesh.fsm.v1.Bounds.decisions_compacted:type_name -> google.protobuf.Timestamp
-	42, // 67: medmesh.fsm.v1.DeviceFlows.summaries:type_name -> medmesh.v1.FlowSummary
-	1,  // 68: medmesh.fsm.v1.DedupEntry.request:type_name -> medmesh.fsm.v1.ClientRequest
-	35, // 69: medmesh.fsm.v1.DedupEntry.time:type_name -> google.protobuf.Timestamp
-	36, // 70: medmesh.fsm.v1.DedupEntry.device:type_name -> medmesh.v1.Device
-	37, // 71: medmesh.fsm.v1.DedupEntry.policy:type_name -> medmesh.v1.Policy
-	39, // 72: medmesh.fsm.v1.DedupEntry.decision:type_name -> medmesh.v1.Decision
-	40, // 73: medmesh.fsm.v1.DedupEntry.alert:type_name -> medmesh.v1.Alert
-	44, // 74: medmesh.fsm.v1.DedupEntry.rule:type_name -> medmesh.v1.ResponseRule
-	45, // 75: medmesh.fsm.v1.DedupEntry.intel:type_name -> medmesh.v1.IntelBundle
-	46, // 76: medmesh.fsm.v1.DedupEntry.sbom:type_name -> medmesh.v1.SBOMAttachment
-	48, // 77: medmesh.fsm.v1.DedupEntry.exception:type_name -> medmesh.v1.RiskException
-	50, // 78: medmesh.fsm.v1.DedupEntry.mds2:type_name -> medmesh.v1.MDS2Attachment
-	79, // [79:79] is the sub-list for method output_type
-	79, // [79:79] is the sub-list for method input_type
-	79, // [79:79] is the sub-list for extension type_name
-	79, // [79:79] is the sub-list for extension extendee
-	0,  // [0:79] is the sub-list for field type_name
+	35, // 27: medmesh.fsm.v1.Command.sink_put:type_name -> medmesh.fsm.v1.SinkPut
+	36, // 28: medmesh.fsm.v1.Command.sink_delete:type_name -> medmesh.fsm.v1.SinkDelete
+	37, // 29: medmesh.fsm.v1.Command.sink_progress:type_name -> medmesh.fsm.v1.SinkProgress
+	39, // 30: medmesh.fsm.v1.Command.sink_alert:type_name -> medmesh.fsm.v1.SinkAlert
+	41, // 31: medmesh.fsm.v1.DeviceUpsert.device:type_name -> medmesh.v1.Device
+	41, // 32: medmesh.fsm.v1.DeviceUpdate.device:type_name -> medmesh.v1.Device
+	42, // 33: medmesh.fsm.v1.PolicyPut.policy:type_name -> medmesh.v1.Policy
+	43, // 34: medmesh.fsm.v1.PolicyActivate.mode:type_name -> medmesh.v1.PolicyMode
+	44, // 35: medmesh.fsm.v1.DecisionCreate.decision:type_name -> medmesh.v1.Decision
+	45, // 36: medmesh.fsm.v1.AlertIngest.alert:type_name -> medmesh.v1.Alert
+	46, // 37: medmesh.fsm.v1.BaselinePut.baseline:type_name -> medmesh.v1.Baseline
+	47, // 38: medmesh.fsm.v1.FlowSummaries.summaries:type_name -> medmesh.v1.FlowSummary
+	48, // 39: medmesh.fsm.v1.SensorReport.records:type_name -> medmesh.v1.SensorRecord
+	13, // 40: medmesh.fsm.v1.SensorBatch.reports:type_name -> medmesh.fsm.v1.SensorReport
+	49, // 41: medmesh.fsm.v1.RulePut.rule:type_name -> medmesh.v1.ResponseRule
+	49, // 42: medmesh.fsm.v1.RulesSeed.rules:type_name -> medmesh.v1.ResponseRule
+	50, // 43: medmesh.fsm.v1.IntelActivate.bundle:type_name -> medmesh.v1.IntelBundle
+	51, // 44: medmesh.fsm.v1.SBOMAttach.attachment:type_name -> medmesh.v1.SBOMAttachment
+	52, // 45: medmesh.fsm.v1.FindingsPut.postures:type_name -> medmesh.v1.DevicePosture
+	53, // 46: medmesh.fsm.v1.ExceptionAccept.exception:type_name -> medmesh.v1.RiskException
+	54, // 47: medmesh.fsm.v1.TrendRecord.point:type_name -> medmesh.v1.TrendPoint
+	55, // 48: medmesh.fsm.v1.MDS2Attach.attachment:type_name -> medmesh.v1.MDS2Attachment
+	31, // 49: medmesh.fsm.v1.SnapshotItem.meta:type_name -> medmesh.fsm.v1.SnapshotMeta
+	41, // 50: medmesh.fsm.v1.SnapshotItem.device:type_name -> medmesh.v1.Device
+	42, // 51: medmesh.fsm.v1.SnapshotItem.policy:type_name -> medmesh.v1.Policy
+	44, // 52: medmesh.fsm.v1.SnapshotItem.decision:type_name -> medmesh.v1.Decision
+	45, // 53: medmesh.fsm.v1.SnapshotItem.alert:type_name -> medmesh.v1.Alert
+	46, // 54: medmesh.fsm.v1.SnapshotItem.baseline:type_name -> medmesh.v1.Baseline
+	56, // 55: medmesh.fsm.v1.SnapshotItem.audit:type_name -> medmesh.v1.AuditRecord
+	32, // 56: medmesh.fsm.v1.SnapshotItem.sensor_seq:type_name -> medmesh.fsm.v1.SensorSeq
+	33, // 57: medmesh.fsm.v1.SnapshotItem.flows:type_name -> medmesh.fsm.v1.DeviceFlows
+	15, // 58: medmesh.fsm.v1.SnapshotItem.server:type_name -> medmesh.fsm.v1.ServerRegister
+	34, // 59: medmesh.fsm.v1.SnapshotItem.dedup:type_name -> medmesh.fsm.v1.DedupEntry
+	29, // 60: medmesh.fsm.v1.SnapshotItem.bounds:type_name -> medmesh.fsm.v1.Bounds
+	30, // 61: medmesh.fsm.v1.SnapshotItem.pending_cause:type_name -> medmesh.fsm.v1.PendingCause
+	49, // 62: medmesh.fsm.v1.SnapshotItem.rule:type_name -> medmesh.v1.ResponseRule
+	57, // 63: medmesh.fsm.v1.SnapshotItem.incident:type_name -> medmesh.v1.Incident
+	50, // 64: medmesh.fsm.v1.SnapshotItem.intel:type_name -> medmesh.v1.IntelBundle
+	51, // 65: medmesh.fsm.v1.SnapshotItem.sbom:type_name -> medmesh.v1.SBOMAttachment
+	52, // 66: medmesh.fsm.v1.SnapshotItem.posture:type_name -> medmesh.v1.DevicePosture
+	53, // 67: medmesh.fsm.v1.SnapshotItem.exception:type_name -> medmesh.v1.RiskException
+	54, // 68: medmesh.fsm.v1.SnapshotItem.trend:type_name -> medmesh.v1.TrendPoint
+	55, // 69: medmesh.fsm.v1.SnapshotItem.mds2:type_name -> medmesh.v1.MDS2Attachment
+	58, // 70: medmesh.fsm.v1.SnapshotItem.sink:type_name -> medmesh.v1.Sink
+	40, // 71: medmesh.fsm.v1.Bounds.decisions_compacted:type_name -> google.protobuf.Timestamp
+	47, // 72: medmesh.fsm.v1.DeviceFlows.summaries:type_name -> medmesh.v1.FlowSummary
+	1,  // 73: medmesh.fsm.v1.DedupEntry.request:type_name -> medmesh.fsm.v1.ClientRequest
+	40, // 74: medmesh.fsm.v1.DedupEntry.time:type_name -> google.protobuf.Timestamp
+	41, // 75: medmesh.fsm.v1.DedupEntry.device:type_name -> medmesh.v1.Device
+	42, // 76: medmesh.fsm.v1.DedupEntry.policy:type_name -> medmesh.v1.Policy
+	44, // 77: medmesh.fsm.v1.DedupEntry.decision:type_name -> medmesh.v1.Decision
+	45, // 78: medmesh.fsm.v1.DedupEntry.alert:type_name -> medmesh.v1.Alert
+	49, // 79: medmesh.fsm.v1.DedupEntry.rule:type_name -> medmesh.v1.ResponseRule
+	50, // 80: medmesh.fsm.v1.DedupEntry.intel:type_name -> medmesh.v1.IntelBundle
+	51, // 81: medmesh.fsm.v1.DedupEntry.sbom:type_name -> medmesh.v1.SBOMAttachment
+	53, // 82: medmesh.fsm.v1.DedupEntry.exception:type_name -> medmesh.v1.RiskException
+	55, // 83: medmesh.fsm.v1.DedupEntry.mds2:type_name -> medmesh.v1.MDS2Attachment
+	58, // 84: medmesh.fsm.v1.DedupEntry.sink:type_name -> medmesh.v1.Sink
+	58, // 85: medmesh.fsm.v1.SinkPut.sink:type_name -> medmesh.v1.Sink
+	38, // 86: medmesh.fsm.v1.SinkProgress.positions:type_name -> medmesh.fsm.v1.SinkPosition
+	45, // 87: medmesh.fsm.v1.SinkAlert.alert:type_name -> medmesh.v1.Alert
+	88, // [88:88] is the sub-list for method output_type
+	88, // [88:88] is the sub-list for method input_type
+	88, // [88:88] is the sub-list for extension type_name
+	88, // [88:88] is the sub-list for extension extendee
+	0,  // [0:88] is the sub-list for field type_name
 }
 
 func init() { file_medmesh_fsm_v1_command_proto_init() }
@@ -3554,6 +4011,10 @@ func file_medmesh_fsm_v1_command_proto_init() {
 		(*Command_TrendRecord)(nil),
 		(*Command_ExceptionsExpire)(nil),
 		(*Command_Mds2Attach)(nil),
+		(*Command_SinkPut)(nil),
+		(*Command_SinkDelete)(nil),
+		(*Command_SinkProgress)(nil),
+		(*Command_SinkAlert)(nil),
 	}
 	file_medmesh_fsm_v1_command_proto_msgTypes[4].OneofWrappers = []any{}
 	file_medmesh_fsm_v1_command_proto_msgTypes[5].OneofWrappers = []any{}
@@ -3581,14 +4042,17 @@ func file_medmesh_fsm_v1_command_proto_init() {
 		(*SnapshotItem_Exception)(nil),
 		(*SnapshotItem_Trend)(nil),
 		(*SnapshotItem_Mds2)(nil),
+		(*SnapshotItem_Sink)(nil),
 	}
+	file_medmesh_fsm_v1_command_proto_msgTypes[35].OneofWrappers = []any{}
+	file_medmesh_fsm_v1_command_proto_msgTypes[36].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_medmesh_fsm_v1_command_proto_rawDesc), len(file_medmesh_fsm_v1_command_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   35,
+			NumMessages:   40,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
