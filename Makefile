@@ -11,7 +11,7 @@ TESTFLAGS ?= -count=1 -timeout 20m
 
 .PHONY: help deps build install generate check-generate lint test test-unit fuzz bench \
         bench-coordinator bench-datapath bench-capture bench-enforcer bench-mesh bench-score bench-risk \
-        demo demo-down e2e chaos clean soak scenario-latency
+        demo demo-down console-screenshots e2e chaos clean soak scenario-latency
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -91,6 +91,7 @@ test: deps lint check-generate test-unit fuzz ## Lint, generated-code drift, eve
 
 # Fuzz targets on hostile input, as PACKAGE:TARGET; -fuzz takes one target per run.
 FUZZ_TARGETS := ./node/replay:FuzzCaptureReader \
+	./internal/passwd:FuzzParse \
 	./coordinator/internal/policy:FuzzImportMUD \
 	./coordinator/internal/api:FuzzPolicyJSON \
 	./coordinator/internal/api:FuzzValidateReport \
@@ -166,9 +167,11 @@ bench-capture: ## medmesh vs softflowd, pmacctd, ndpiReader on a veth pair
 # osv-scanner, the peer of bench-risk, needs Go 1.27 to build: the go command
 # fetches that approved toolchain from the module proxy for this install only.
 OSV_SCANNER_VERSION := v2.6.0
-bench-risk: ## SBOM matching: 500-component SBOMs vs a generated OSV database, and osv-scanner offline on the same files
+bench-risk: ## risk assess of 10,000 devices (200 models, 500-component SBOMs) and SBOM matching, each against osv-scanner offline on the same files
 	@command -v osv-scanner >/dev/null || test -x bin/osv-scanner || { echo "bench-risk: installing osv-scanner $(OSV_SCANNER_VERSION) into bin/"; \
 		GOTOOLCHAIN=go1.27.3 GOBIN=$(CURDIR)/bin $(GO) install github.com/google/osv-scanner/v2/cmd/osv-scanner@$(OSV_SCANNER_VERSION); }
+	@$(MAKE) --no-print-directory build
+	MEDMESH_BIN=$(CURDIR)/$(BIN) PATH=$(CURDIR)/bin:$$PATH $(GO) test -count=1 -run '^$$' -bench '^BenchmarkRiskAssess$$' -benchtime 1x -timeout 30m -v ./risk/
 	PATH=$(CURDIR)/bin:$$PATH $(GO) test -count=1 -run '^$$' -bench '^BenchmarkSBOMMatch$$' -benchtime 3x -timeout 20m ./risk/
 
 bench-score: ## Flow scoring and detector cost
@@ -220,6 +223,12 @@ demo: deps build ## As root: bring up the campus lab and run the compromised-dev
 	@echo "  $(LAB_BIN) run --scenario compromised-device -o json   # jq .class_policy"
 	@echo "  $(BIN) policies get class/it-workstation"
 	@echo "Remove everything with: make demo-down"
+	@$(MAKE) --no-print-directory console-screenshots
+
+console-screenshots: ## The web console in headless Chromium on a 3-node test cluster with 10,000 devices: screenshots in bin/console-screenshots, timings in bin/console-perf.txt
+	MEDMESH_SCREENSHOTS=$(CURDIR)/bin/console-screenshots MEDMESH_CONSOLE_PERF=$(CURDIR)/bin/console-perf.txt \
+		$(GO) test -count=1 -run '^TestConsoleInBrowser$$' -v -timeout 10m ./coordinator/ 2>&1 | { grep -vE '^time=|level=' || true; }; exit $${PIPESTATUS[0]}
+	@echo "console screenshots: bin/console-screenshots; timings: $$(cat bin/console-perf.txt)"
 
 scenario-latency: build ## As root, under the lab lock: RUNS (default 20) compromised-device runs, each on a fresh lab; p50/p99 detection-to-drop
 	@if [ "$$(id -u)" != 0 ]; then echo "scenario-latency: the campus lab needs root"; exit 1; fi

@@ -330,7 +330,7 @@ func (c *Coordinator) fetchBlob(ctx context.Context, addr, kind, digest string) 
 // SBOMs (fetching what it lacks from peers), and on the leader keeps every
 // device's committed posture current: it wakes when applied commands
 // changed devices (fsm.TakeRiskChanges), reads the alerts committed since
-// it last looked for external destinations, and assesses again the devices
+// it last looked for external destinations and default credentials, and assesses again the devices
 // whose inputs changed, all of them only when the bundle or an SBOM
 // changed, a snapshot was restored or it became leader.
 type assessor struct {
@@ -339,6 +339,7 @@ type assessor struct {
 	gen      uint64                           // leadership generation it assessed for
 	alertPos uint64                           // next alert position to read
 	ext      map[string][]posture.Destination // by device MAC, from alerts
+	creds    map[string][]posture.Credential  // by device MAC, from default_credentials alerts
 	pending  map[string]bool                  // devices to assess
 	all      bool
 }
@@ -404,7 +405,7 @@ func (a *assessor) step() error {
 	gen := c.leaderGen.Load()
 	if !c.IsLeader() || c.leaderReady.Load() != gen {
 		// Followers keep the blobs; the leader assesses.
-		a.gen, a.all, a.ext, a.alertPos = 0, false, nil, 0
+		a.gen, a.all, a.ext, a.creds, a.alertPos = 0, false, nil, nil, 0
 		clear(a.pending)
 		return errors.Join(errs...)
 	}
@@ -412,7 +413,7 @@ func (a *assessor) step() error {
 		return errors.Join(errs...) // assess once the bundle is here
 	}
 	if a.gen != gen {
-		a.gen, a.all, a.ext, a.alertPos = gen, true, map[string][]posture.Destination{}, 0
+		a.gen, a.all, a.ext, a.creds, a.alertPos = gen, true, map[string][]posture.Destination{}, map[string][]posture.Credential{}, 0
 	}
 	a.readAlerts()
 	if err := a.assess(in); err != nil {
@@ -422,7 +423,9 @@ func (a *assessor) step() error {
 }
 
 // readAlerts folds the alerts committed since the last call into the
-// external destinations of their devices, marking those devices.
+// external destinations and the default credentials seen accepted of their
+// devices, marking those devices. Alerts are read in commit order, so the
+// first alert of a credential is the same on whichever leader reads them.
 func (a *assessor) readAlerts() {
 	f := a.c.fsm
 	for {
@@ -432,6 +435,15 @@ func (a *assessor) readAlerts() {
 			a.alertPos++
 			mac := al.GetDeviceMac()
 			d := f.Device(mac)
+			if cr, ok := posture.CredentialAlert(al, d.GetIpAddresses()); ok {
+				known := slices.ContainsFunc(a.creds[mac], func(x posture.Credential) bool {
+					return x.Protocol == cr.Protocol && x.Port == cr.Port && x.Account == cr.Account && x.Method == cr.Method
+				})
+				if !known && len(a.creds[mac]) < posture.MaxEvidence {
+					a.creds[mac] = append(a.creds[mac], cr)
+					a.pending[mac] = true
+				}
+			}
 			dst, ok := posture.ExternalAlert(al, d.GetIpAddresses())
 			if !ok {
 				continue
@@ -499,12 +511,13 @@ func (a *assessor) assess(in *risk.Intel) error {
 			sbomDigest, sbomPath = s.GetDigest(), c.intel.path(blobSBOM, s.GetDigest())
 		}
 		ext := a.ext[mac]
-		want := posture.InputsOf(d, ext, bundle, sbomDigest).Digest()
+		creds := a.creds[mac]
+		want := posture.InputsOf(d, ext, creds, bundle, sbomDigest).Digest()
 		if p := f.Posture(mac); p != nil && p.GetInputDigest() == want {
 			delete(a.pending, mac)
 			continue
 		}
-		p, err := posture.Assess(in, d, ext, sbomPath, sbomDigest, now)
+		p, err := posture.Assess(in, d, ext, creds, sbomPath, sbomDigest, now)
 		if p == nil {
 			return fmt.Errorf("assess %s: %w", mac, err)
 		}

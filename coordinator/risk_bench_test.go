@@ -86,7 +86,7 @@ func BenchmarkRiskReassessment(b *testing.B) {
 		start = time.Now()
 		at := time.Now()
 		for _, d := range devs {
-			if _, err := posture.Assess(in, d, nil, "", "", at); err != nil {
+			if _, err := posture.Assess(in, d, nil, nil, "", "", at); err != nil {
 				b.Fatal(err)
 			}
 		}

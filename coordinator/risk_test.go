@@ -92,7 +92,8 @@ func riskDevices() []*medmeshv1.Device {
 		{Mac: "02:00:00:00:18:02", Vendor: "BD", Model: "Alaris 8015 PC unit", DeviceClass: medmeshv1.DeviceClass_DEVICE_CLASS_INFUSION_PUMP,
 			Identifiers: &medmeshv1.Identifiers{Hl7Udis: []string{"(01)10885403801512(17)280101(10)A123"}}},
 		// Cleartext HL7 only; nothing in the bundle names it.
-		{Mac: "02:00:00:00:18:03", Vendor: "Acme", Model: "Bedside 1", DeviceClass: medmeshv1.DeviceClass_DEVICE_CLASS_PATIENT_MONITOR, Protocols: []string{"hl7"}},
+		{Mac: "02:00:00:00:18:03", Vendor: "Acme", Model: "Bedside 1", DeviceClass: medmeshv1.DeviceClass_DEVICE_CLASS_PATIENT_MONITOR, Protocols: []string{"hl7"},
+			IpAddresses: []string{"10.0.0.3"}},
 	}
 }
 
@@ -174,7 +175,15 @@ func TestRiskThreeCoordinators(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := stream.Send(&medmeshv1.ReportRequest{SensorId: "s1", Records: []*medmeshv1.SensorRecord{{Seq: 10, Record: &medmeshv1.SensorRecord_Alert{Alert: alert}}}}); err != nil {
+	// And a telnet login into the monitor with its factory-default password.
+	login := &medmeshv1.Alert{DeviceMac: macs[2], Kind: "default_credentials", Summary: `telnet server accepted user "admin" from 10.0.0.9 with a factory-default password`,
+		Flow:  &medmeshv1.FlowRef{Src: "10.0.0.9", Dst: "10.0.0.3", Sport: 40001, Dport: 23, Proto: 6},
+		Login: &medmeshv1.LoginEvidence{Protocol: "telnet", Account: "admin", DefaultPassword: true, Cleartext: true, Outcome: "accepted"},
+		Risk:  &medmeshv1.RiskScore{Score: 60, Factors: []*medmeshv1.RiskFactor{{Name: "default_credentials", Weight: 60}}}}
+	if err := stream.Send(&medmeshv1.ReportRequest{SensorId: "s1", Records: []*medmeshv1.SensorRecord{
+		{Seq: 10, Record: &medmeshv1.SensorRecord_Alert{Alert: alert}},
+		{Seq: 11, Record: &medmeshv1.SensorRecord_Alert{Alert: login}},
+	}}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := stream.Recv(); err != nil {
@@ -187,6 +196,10 @@ func TestRiskThreeCoordinators(t *testing.T) {
 	if ids := findingIDs(pre[macs[2]]); !slices.Contains(ids, "cleartext_phi_protocol:cleartext:hl7") {
 		t.Fatalf("monitor before any bundle: %v", ids)
 	}
+	// The login alert is read once committed: no bundle is needed for it.
+	testutil.Eventually(t, 30*time.Second, 50*time.Millisecond, func() bool {
+		return slices.Contains(findingIDs(leader.c.FSM().Posture(macs[2])), "default_credentials:seen:telnet/23/admin")
+	}, "the monitor's default credential, seen on the wire, is not in its posture before any bundle")
 
 	path, digest := writeTestBundle(t, testIntelDirs...)
 	via := cl.followers()[0]
@@ -239,6 +252,14 @@ func TestRiskThreeCoordinators(t *testing.T) {
 		return f.GetKind() == "external_communication" && slices.ContainsFunc(f.GetEvidence(), func(e string) bool { return strings.Contains(e, "203.0.113.9 (exfil.example) tcp/443") })
 	}) {
 		t.Errorf("pump: no external communication to 203.0.113.9: %v", pump.GetFindings())
+	}
+	// The default credential seen on the wire, explained by its alert.
+	mon := ps[macs[2]]
+	if !slices.ContainsFunc(mon.GetFindings(), func(f *medmeshv1.Finding) bool {
+		return f.GetKind() == "default_credentials" && f.GetConfidence() == "observed" && f.GetAccount() == "admin" &&
+			strings.HasPrefix(f.GetSource(), "sensor alert s1/") && strings.Contains(f.GetSummary(), "accepted account \"admin\"")
+	}) || !slices.ContainsFunc(mon.GetScore().GetFactors(), func(f *medmeshv1.RiskFactor) bool { return f.GetName() == "default_credentials" }) {
+		t.Errorf("monitor: no default credential explained by its alert: %v %v", mon.GetFindings(), mon.GetScore())
 	}
 	if pump.GetIdentity().GetUdiDi() != "10885403801512" {
 		t.Errorf("pump identity %v: UDI-DI not read from the HL7 UDI", pump.GetIdentity())

@@ -79,15 +79,50 @@ func (in *Intel) Assess(d Device, at time.Time) ([]Finding, error) {
 	}
 	out = append(out, in.recallFindings(d, dkeys)...)
 	out = append(out, in.credentialFindings(d, dkeys)...)
-	if d.SBOM != "" && in.sbom != nil {
-		fs, err := in.sbom.MatchSBOM(d)
+	if d.SBOM == "" || in.sbom == nil {
+		sortFindings(out)
+		return out, nil
+	}
+	// An SBOM is shared by every device of its model: a matcher that keeps
+	// its findings sorted most urgent first (OSVMatcher) lends them, and
+	// they are merged with the device's own, not copied and sorted again.
+	if sm, ok := in.sbom.(sortedSBOMMatcher); ok {
+		fs, err := sm.sortedSBOM(d)
 		if err != nil {
 			return nil, fmt.Errorf("sbom %s: %w", d.SBOM, err)
 		}
-		out = append(out, fs...)
+		sortFindings(out)
+		return mergeFindings(out, fs), nil
 	}
+	fs, err := in.sbom.MatchSBOM(d)
+	if err != nil {
+		return nil, fmt.Errorf("sbom %s: %w", d.SBOM, err)
+	}
+	out = append(out, fs...)
 	sortFindings(out)
 	return out, nil
+}
+
+// sortedSBOMMatcher is an SBOMMatcher that can lend its findings of an
+// SBOM, in sortFindings order, for reading only.
+type sortedSBOMMatcher interface {
+	sortedSBOM(d Device) ([]Finding, error)
+}
+
+// mergeFindings merges a and b, each in sortFindings order, into a new
+// slice in that order, taking a's finding first when two compare equal:
+// the same result as sortFindings of a followed by b (a stable sort).
+func mergeFindings(a, b []Finding) []Finding {
+	out := make([]Finding, 0, len(a)+len(b))
+	for len(a) > 0 && len(b) > 0 {
+		if compareFindings(&b[0], &a[0]) < 0 {
+			out, b = append(out, b[0]), b[1:]
+		} else {
+			out, a = append(out, a[0]), a[1:]
+		}
+	}
+	out = append(out, a...)
+	return append(out, b...)
 }
 
 // enrich fills vendor and model from GUDID when the device has a UDI-DI
@@ -479,19 +514,22 @@ var kindRank = map[Kind]int{KindVulnerability: 6, KindRecall: 5, KindDefaultCred
 // sortFindings orders findings most urgent first: unsuppressed before
 // suppressed, then severity, KEV, CVSS, EPSS, confidence, kind, id.
 func sortFindings(fs []Finding) {
-	slices.SortStableFunc(fs, func(a, b Finding) int {
-		return cmp.Or(
-			cmp.Compare(boolRank(a.Suppressed == ""), boolRank(b.Suppressed == ""))*-1,
-			-cmp.Compare(sevRank[a.Severity], sevRank[b.Severity]),
-			-cmp.Compare(boolRank(a.KEV), boolRank(b.KEV)),
-			-cmp.Compare(a.CVSS, b.CVSS),
-			-cmp.Compare(a.EPSS, b.EPSS),
-			-cmp.Compare(confRank[a.Confidence], confRank[b.Confidence]),
-			-cmp.Compare(kindRank[a.Kind], kindRank[b.Kind]),
-			strings.Compare(a.ID, b.ID),
-			strings.Compare(a.Source, b.Source),
-		)
-	})
+	slices.SortStableFunc(fs, func(a, b Finding) int { return compareFindings(&a, &b) })
+}
+
+// compareFindings is sortFindings' order.
+func compareFindings(a, b *Finding) int {
+	return cmp.Or(
+		cmp.Compare(boolRank(a.Suppressed == ""), boolRank(b.Suppressed == ""))*-1,
+		-cmp.Compare(sevRank[a.Severity], sevRank[b.Severity]),
+		-cmp.Compare(boolRank(a.KEV), boolRank(b.KEV)),
+		-cmp.Compare(a.CVSS, b.CVSS),
+		-cmp.Compare(a.EPSS, b.EPSS),
+		-cmp.Compare(confRank[a.Confidence], confRank[b.Confidence]),
+		-cmp.Compare(kindRank[a.Kind], kindRank[b.Kind]),
+		strings.Compare(a.ID, b.ID),
+		strings.Compare(a.Source, b.Source),
+	)
 }
 
 func boolRank(b bool) int {

@@ -283,11 +283,18 @@ func NewOSVMatcherFromFiles(files map[string][]byte, vex ...*sbom.Document) (*OS
 	return NewOSVMatcher(db, vex...), nil
 }
 
-// MatchSBOM returns the vulnerability findings of d's SBOM; a device
-// without one has none. An SBOM that cannot be read is an error naming
-// the file; components that cannot be checked are left out (SBOMFindings
-// returns them with the reason).
+// MatchSBOM returns the vulnerability findings of d's SBOM, most urgent
+// first (Assess's order); a device without one has none. An SBOM that
+// cannot be read is an error naming the file; components that cannot be
+// checked are left out (SBOMFindings returns them with the reason).
 func (m *OSVMatcher) MatchSBOM(d Device) ([]Finding, error) {
+	fs, err := m.sortedSBOM(d)
+	return slices.Clone(fs), err
+}
+
+// sortedSBOM is MatchSBOM without the copy: the findings are shared by
+// every device that names the same SBOM file and must not be changed.
+func (m *OSVMatcher) sortedSBOM(d Device) ([]Finding, error) {
 	if d.SBOM == "" {
 		return nil, nil
 	}
@@ -305,6 +312,7 @@ func (m *OSVMatcher) MatchSBOM(d Device) ([]Finding, error) {
 			return
 		}
 		r.findings, _ = SBOMFindings(doc, m.db, m.vex...)
+		sortFindings(r.findings)
 	})
-	return slices.Clone(r.findings), r.err
+	return r.findings, r.err
 }

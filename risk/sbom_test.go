@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -253,7 +254,8 @@ func TestOSVMatcherFromBundleFiles(t *testing.T) {
 		t.Errorf("device without an SBOM: %v, %v", fs, err)
 	}
 	want := first(SBOMFindings(readSBOM(t, deviceSBOMs[2]), fixtureDB(t), vex))
-	for range 3 { // the same file for many devices of one model
+	sortFindings(want) // the matcher keeps them most urgent first, as Assess lists them
+	for range 3 {      // the same file for many devices of one model
 		got, err := m.MatchSBOM(Device{Model: "Remote Ventilator Monitor Pi", SBOM: filepath.Join(sbomDir, deviceSBOMs[2])})
 		if err != nil {
 			t.Fatal(err)
@@ -337,5 +339,47 @@ func TestLoadedBundleAssessesSBOMs(t *testing.T) {
 	slices.Sort(w)
 	if len(w) == 0 || !slices.Equal(g, w) {
 		t.Errorf("assess via the bundle\n %q\nwant\n %q", g, w)
+	}
+}
+
+// plainMatcher hides OSVMatcher's sorted findings: Assess then copies and
+// sorts, the path of any other SBOMMatcher.
+type plainMatcher struct{ m *OSVMatcher }
+
+func (p plainMatcher) MatchSBOM(d Device) ([]Finding, error) { return p.m.MatchSBOM(d) }
+
+// Assess merges a model's shared, sorted SBOM findings with the device's
+// own findings; the result is exactly what sorting them all gives.
+func TestAssessMergesSBOMFindings(t *testing.T) {
+	base := loadAll(t)
+	db := fixtureDB(t)
+	at := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+	vex := readSBOM(t, "ventilator-monitor.vex.cdx.json")
+	for i, d := range benchInventory(base, 40) {
+		d.OS = "Windows 7 SP1"
+		d.SBOM = filepath.Join(sbomDir, deviceSBOMs[i%len(deviceSBOMs)])
+		merged, sorted := *base, *base
+		merged.UseSBOM(NewOSVMatcher(db, vex))
+		sorted.UseSBOM(plainMatcher{NewOSVMatcher(db, vex)})
+		got, err := merged.Assess(d, at)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, err := sorted.Assess(d, at)
+		if err != nil {
+			t.Fatal(err)
+		}
+		osvN := 0
+		for _, f := range got {
+			if f.Source == SourceOSV {
+				osvN++
+			}
+		}
+		if osvN == 0 || osvN == len(got) {
+			t.Fatalf("device %d: %d findings, %d from the SBOM: want both kinds", i, len(got), osvN)
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("device %d: merged\n %q\nsorted\n %q", i, lines(got), lines(want))
+		}
 	}
 }

@@ -52,6 +52,8 @@ type coordinatorConfig struct {
 	LogLevel        *string   `toml:"log-level"`
 	IntelKey        *string   `toml:"intel-key"`
 	IntelMaxAge     *duration `toml:"intel-max-age"`
+	WebAddr         *string   `toml:"web-addr"`
+	WebOrigin       *string   `toml:"web-origin"`
 }
 
 // nodeConfig is the file of `medmesh node`.

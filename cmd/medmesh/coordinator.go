@@ -33,6 +33,7 @@ type coordinatorOptions struct {
 	logLevel                      string
 	intelKey                      string
 	intelMaxAge                   time.Duration
+	webAddr, webOrigin            string
 }
 
 func newCoordinatorCmd() *cobra.Command {
@@ -63,6 +64,8 @@ func newCoordinatorCmd() *cobra.Command {
 	addDaemonTLSFlags(cmd, &o.tls, "a coordinator certificate (with this host's --ip)")
 	f.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	f.StringVar(&o.intelKey, "intel-key", "", "ed25519 public key (PEM, medmesh intel keygen) every intelligence bundle must be signed with; unsigned bundles are refused")
+	f.StringVar(&o.webAddr, "web-addr", "", "web console listen address, HTTPS with the coordinator's certificate (empty: no console; plaintext only on loopback without certificates)")
+	f.StringVar(&o.webOrigin, "web-origin", "", "the console's external origin behind a reverse proxy, https://HOST[:PORT][/PATH] (default: each request's Host)")
 	f.DurationVar(&o.intelMaxAge, "intel-max-age", 30*24*time.Hour, "intel status marks bundle sources older than this as stale (they are still used)")
 	return cmd
 }
@@ -99,6 +102,10 @@ func runCoordinator(ctx context.Context, o coordinatorOptions, stderr io.Writer,
 	// Plaintext only with --dev or on loopback: the API, Raft and every
 	// coordinator joined.
 	if err := checkDaemonTLS("coordinator", o.tls, o.dev, log, append([]string{o.api, o.raft}, o.join...)...); err != nil {
+		return err
+	}
+
+	if err := checkWebFlags(o); err != nil {
 		return err
 	}
 
@@ -167,6 +174,12 @@ func runCoordinator(ctx context.Context, o coordinatorOptions, stderr io.Writer,
 	}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve() }()
+	stopWeb, err := startWeb(o, c, log, serveErr)
+	if err != nil {
+		srv.Stop(context.Background())
+		return errors.Join(err, c.Close(), closeAdmin(context.Background()))
+	}
+	defer stopWeb()
 	setServing := func(ok bool) {
 		srv.SetServing("", ok)
 		for _, s := range coordinator.ServiceNames() {

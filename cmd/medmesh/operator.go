@@ -58,6 +58,7 @@ func addOperatorCommands(root *cobra.Command) {
 		newSinksCmd(o),
 		newAlertsCmd(o),
 		newIncidentsCmd(o),
+		newAccountsCmd(o),
 	} {
 		o.register(c)
 		root.AddCommand(c)

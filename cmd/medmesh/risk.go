@@ -1,8 +1,10 @@
 package main
 
 import (
+	"bufio"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 	"text/tabwriter"
@@ -69,10 +71,22 @@ func newRiskAssessCmd() *cobra.Command {
 			if err != nil {
 				return usageError{fmt.Errorf("%s: %w", inventory, err)}
 			}
-			var out []deviceAssessment
+			// Each device is written as it is assessed: an inventory of
+			// 10,000 devices need not be held with all its findings.
+			bw := bufio.NewWriterSize(cmd.OutOrStdout(), 1<<16)
+			var emit func(deviceAssessment) error
+			var tw *tabwriter.Writer
+			if output == "json" {
+				enc := json.NewEncoder(bw)
+				emit = func(a deviceAssessment) error { return enc.Encode(a) }
+			} else {
+				tw = newAssessmentTable(bw)
+				emit = func(a deviceAssessment) error { printAssessment(tw, a); return nil }
+			}
 			for _, d := range devices {
 				fs, err := in.Assess(d, at)
 				if err != nil {
+					bw.Flush()
 					return err
 				}
 				a := deviceAssessment{Device: d, Findings: fs}
@@ -82,19 +96,16 @@ func newRiskAssessCmd() *cobra.Command {
 				if !in.SBOMAssessed(d) {
 					a.Notes = append(a.Notes, "sbom "+d.SBOM+" not assessed: the bundle has no OSV records")
 				}
-				out = append(out, a)
-			}
-			w := cmd.OutOrStdout()
-			if output == "json" {
-				enc := json.NewEncoder(w)
-				for _, a := range out {
-					if err := enc.Encode(a); err != nil {
-						return err
-					}
+				if err := emit(a); err != nil {
+					return err
 				}
-				return nil
 			}
-			return printAssessments(w, out)
+			if tw != nil {
+				if err := tw.Flush(); err != nil {
+					return err
+				}
+			}
+			return bw.Flush()
 		},
 	}
 	cmd.Flags().StringVar(&intelPath, "intel", "", "bundle (.tar.gz) or directory laid out by kind")
@@ -105,36 +116,37 @@ func newRiskAssessCmd() *cobra.Command {
 	return cmd
 }
 
-func printAssessments(w interface{ Write([]byte) (int, error) }, as []deviceAssessment) error {
+func newAssessmentTable(w io.Writer) *tabwriter.Writer {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "DEVICE\tKIND\tID\tSEVERITY\tCONFIDENCE\tCVSS\tEPSS\tKEV\tSOURCE\tSUMMARY")
-	for _, a := range as {
-		name := firstNonEmpty(a.Name, a.MAC, a.IP, strings.TrimSpace(a.Vendor+" "+a.Model))
-		if len(a.Findings) == 0 {
-			fmt.Fprintf(tw, "%s\t-\t-\t-\t-\t-\t-\t-\t-\tno findings\n", name)
-		}
-		for _, f := range a.Findings {
-			cvss, epss, kev := "-", "-", "-"
-			if f.CVSS > 0 {
-				cvss = fmt.Sprintf("%.1f", f.CVSS)
-			}
-			if f.EPSS > 0 {
-				epss = fmt.Sprintf("%.3f", f.EPSS)
-			}
-			if f.KEV {
-				kev = "KEV"
-			}
-			sum := f.Summary
-			if f.Suppressed != "" {
-				sum = "SUPPRESSED " + f.Suppressed + "; " + sum
-			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", name, f.Kind, f.ID, f.Severity, f.Confidence, cvss, epss, kev, f.Source, truncateText(sum, 110))
-		}
-		for _, n := range a.Notes {
-			fmt.Fprintf(tw, "%s\tnote\t-\t-\t-\t-\t-\t-\t-\t%s\n", name, n)
-		}
+	return tw
+}
+
+func printAssessment(tw *tabwriter.Writer, a deviceAssessment) {
+	name := firstNonEmpty(a.Name, a.MAC, a.IP, strings.TrimSpace(a.Vendor+" "+a.Model))
+	if len(a.Findings) == 0 {
+		fmt.Fprintf(tw, "%s\t-\t-\t-\t-\t-\t-\t-\t-\tno findings\n", name)
 	}
-	return tw.Flush()
+	for _, f := range a.Findings {
+		cvss, epss, kev := "-", "-", "-"
+		if f.CVSS > 0 {
+			cvss = fmt.Sprintf("%.1f", f.CVSS)
+		}
+		if f.EPSS > 0 {
+			epss = fmt.Sprintf("%.3f", f.EPSS)
+		}
+		if f.KEV {
+			kev = "KEV"
+		}
+		sum := f.Summary
+		if f.Suppressed != "" {
+			sum = "SUPPRESSED " + f.Suppressed + "; " + sum
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", name, f.Kind, f.ID, f.Severity, f.Confidence, cvss, epss, kev, f.Source, truncateText(sum, 110))
+	}
+	for _, n := range a.Notes {
+		fmt.Fprintf(tw, "%s\tnote\t-\t-\t-\t-\t-\t-\t-\t%s\n", name, n)
+	}
 }
 
 func firstNonEmpty(s ...string) string {

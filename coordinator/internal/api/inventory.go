@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"strings"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -23,7 +24,14 @@ func (s *Server) ListDevices(ctx context.Context, req *medmeshv1.ListDevicesRequ
 	if err != nil {
 		return nil, err
 	}
+	q := strings.ToLower(strings.TrimSpace(req.GetQuery()))
+	if len(q) > 128 {
+		return nil, invalid("query", "longer than 128 bytes")
+	}
 	keep := func(d *medmeshv1.Device) bool {
+		if q != "" && !deviceMatches(d, q) {
+			return false
+		}
 		if req.GetDeviceClass() != 0 && d.GetDeviceClass() != req.GetDeviceClass() {
 			return false
 		}
@@ -120,4 +128,20 @@ func (s *Server) UpdateDevice(ctx context.Context, req *medmeshv1.UpdateDeviceRe
 		return nil, err
 	}
 	return &medmeshv1.UpdateDeviceResponse{Device: res.Device}, nil
+}
+
+// deviceMatches reports whether q (lower case) is in the device's MAC, an
+// address, its vendor, model or hostname, ignoring case.
+func deviceMatches(d *medmeshv1.Device, q string) bool {
+	for _, f := range []string{d.GetMac(), d.GetVendor(), d.GetModel(), d.GetHostname()} {
+		if strings.Contains(strings.ToLower(f), q) {
+			return true
+		}
+	}
+	for _, ip := range d.GetIpAddresses() {
+		if strings.Contains(strings.ToLower(ip), q) {
+			return true
+		}
+	}
+	return false
 }

@@ -127,6 +127,7 @@ type Server struct {
 	medmeshv1.UnimplementedRiskServiceServer
 	medmeshv1.UnimplementedComplianceServiceServer
 	medmeshv1.UnimplementedSinkServiceServer
+	medmeshv1.UnimplementedAccountServiceServer
 
 	b       Backend
 	cfg     Config
@@ -165,6 +166,7 @@ func (s *Server) Register(g *grpc.Server) {
 	medmeshv1.RegisterRiskServiceServer(g, s)
 	medmeshv1.RegisterComplianceServiceServer(g, s)
 	medmeshv1.RegisterSinkServiceServer(g, s)
+	medmeshv1.RegisterAccountServiceServer(g, s)
 }
 
 // ServiceNames lists the registered services' full names (for health).
@@ -181,6 +183,7 @@ func ServiceNames() []string {
 		medmeshv1.RiskService_ServiceDesc.ServiceName,
 		medmeshv1.ComplianceService_ServiceDesc.ServiceName,
 		medmeshv1.SinkService_ServiceDesc.ServiceName,
+		medmeshv1.AccountService_ServiceDesc.ServiceName,
 	}
 }
 

@@ -57,6 +57,8 @@ type Result struct {
 	Exception *medmeshv1.RiskException
 	// MDS2 is the attachment an MDS2Attach made.
 	MDS2 *medmeshv1.MDS2Attachment
+	// Account is the account an account command stored or touched.
+	Account *medmeshv1.Account
 	// Acks holds, for a sensor batch, each sensor's last applied seq.
 	Acks map[string]uint64
 	// Duplicate: the command's client request was applied before, at

@@ -100,6 +100,7 @@ func (s *state) prune(now *timestamppb.Timestamp) {
 		s.alertBase += uint64(n)
 	}
 	s.pruneIncidents(now)
+	s.pruneSessions(now)
 	if r.CompactEvery > 0 && (s.compacted == nil || t.Sub(s.compacted.AsTime()) >= r.CompactEvery) {
 		s.compactDecisions(t)
 		s.compacted = now

@@ -127,6 +127,9 @@ func (s *state) write(w io.Writer) error {
 	if err := s.comp.write(put); err != nil {
 		return err
 	}
+	if err := s.accounts.write(put); err != nil {
+		return err
+	}
 	for _, r := range s.requests.all() {
 		if err := put(&fsmpb.SnapshotItem{Item: &fsmpb.SnapshotItem_Dedup{Dedup: r.item()}}); err != nil {
 			return err
@@ -255,6 +258,10 @@ func readSnapshot(r io.Reader) (*state, error) {
 			st.comp.trend = append(st.comp.trend, x.Trend) // written oldest first
 		case *fsmpb.SnapshotItem_Mds2:
 			st.comp.mds2[MDS2Key(x.Mds2.GetManufacturer(), x.Mds2.GetModel())] = x.Mds2
+		case *fsmpb.SnapshotItem_Account:
+			st.accounts.byName[x.Account.GetAccount().GetName()] = x.Account
+		case *fsmpb.SnapshotItem_Session:
+			st.accounts.sessions[string(x.Session.GetHash())] = x.Session
 		case *fsmpb.SnapshotItem_Dedup:
 			r, err := requestFromItem(x.Dedup)
 			if err != nil {

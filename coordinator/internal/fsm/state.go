@@ -78,6 +78,9 @@ type state struct {
 	// comp is the compliance state: risk exceptions and the daily trend
 	// (state_compliance.go).
 	comp complianceState
+	// accounts holds the console's accounts and sessions
+	// (state_accounts.go).
+	accounts accountState
 
 	// ruleDecisions counts the decisions rules made since this process
 	// started (a metric; not replicated, not in snapshots).
@@ -109,6 +112,7 @@ func newState() *state {
 		deviceIPs:    map[string][]string{},
 		risk:         newRiskState(),
 		comp:         newComplianceState(),
+		accounts:     newAccountState(),
 	}
 }
 
@@ -142,6 +146,7 @@ func (s *state) shallowCopy() *state {
 		ruleDecisions: s.ruleDecisions,
 		risk:          s.risk.copy(),
 		comp:          s.comp.copy(),
+		accounts:      s.accounts.copy(),
 	}
 	for k, v := range s.pendingCause {
 		c.pendingCause[k] = v
@@ -273,6 +278,14 @@ func (s *state) dispatch(index uint64, now *timestamppb.Timestamp, cmd *fsmpb.Co
 		res = s.applySinkProgress(c.SinkProgress)
 	case *fsmpb.Command_SinkAlert:
 		res = s.applySinkAlert(index, now, c.SinkAlert.GetAlert())
+	case *fsmpb.Command_AccountPut:
+		res = s.applyAccountPut(index, now, c.AccountPut)
+	case *fsmpb.Command_AccountDelete:
+		res = s.applyAccountDelete(index, now, c.AccountDelete)
+	case *fsmpb.Command_AccountLogin:
+		res = s.applyAccountLogin(index, now, c.AccountLogin)
+	case *fsmpb.Command_SessionEnd:
+		res = s.applySessionEnd(index, now, c.SessionEnd)
 	case *fsmpb.Command_ServerDeregister:
 		delete(s.servers, c.ServerDeregister.GetId())
 		res = &Result{}

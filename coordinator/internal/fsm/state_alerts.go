@@ -27,6 +27,12 @@ func (s *state) applyAlertIngest(index uint64, now *timestamppb.Timestamp, in *m
 	s.alertAt[a.Id] = int(s.alertBase) + len(s.alerts)
 	s.alerts = append(s.alerts, a)
 	s.respond(index, now, a, inc)
+	switch a.GetKind() {
+	case "default_credentials", "external_destination", "known_bad_destination":
+		// Kinds a device's posture reads (coordinator/intel.go): wake
+		// the leader's assessor for the device.
+		s.markRisk(a.GetDeviceMac())
+	}
 	return &Result{Alert: a}
 }
 

@@ -23,7 +23,7 @@ func acceptException(kind medmeshv1.ExceptionTargetKind, target string, expire t
 }
 
 // at stamps a command with a leader time, as the leader does.
-func at(cmd *fsmpb.Command, t time.Time) *fsmpb.Command {
+func stampAt(cmd *fsmpb.Command, t time.Time) *fsmpb.Command {
 	cmd.Time = timestamppb.New(t)
 	return cmd
 }
@@ -44,7 +44,7 @@ func TestExceptionLifecycle(t *testing.T) {
 		"no target":     acceptException(action, " ", day0.Add(time.Hour)),
 		"no kind":       acceptException(medmeshv1.ExceptionTargetKind_EXCEPTION_TARGET_KIND_UNSPECIFIED, "patch:x", day0.Add(time.Hour)),
 	} {
-		if r := l.apply(at(cmd, day0)); !errors.Is(r.Err, ErrInvalid) {
+		if r := l.apply(stampAt(cmd, day0)); !errors.Is(r.Err, ErrInvalid) {
 			t.Fatalf("%s: %v", name, r.Err)
 		}
 	}
@@ -53,25 +53,25 @@ func TestExceptionLifecycle(t *testing.T) {
 	}
 
 	// Accept an action for 3 days, retried once with the same request id.
-	cmd := at(acceptException(action, "patch:B. Braun/Space@1.2.5", day0.Add(72*time.Hour)), day0)
+	cmd := stampAt(acceptException(action, "patch:B. Braun/Space@1.2.5", day0.Add(72*time.Hour)), day0)
 	cmd.Request = &fsmpb.ClientRequest{Identity: "approver/carol", Id: "acc-1"}
 	first := l.ok(cmd)
 	e := first.Exception
 	if e.GetId() == "" || e.GetState() != medmeshv1.ExceptionState_EXCEPTION_STATE_ACTIVE || e.GetAcceptedBy() != "approver/carol" || !e.GetAcceptTime().AsTime().Equal(day0) {
 		t.Fatalf("accepted %v", e)
 	}
-	again := l.ok(at(proto.CloneOf(cmd), day0.Add(time.Second)))
+	again := l.ok(stampAt(proto.CloneOf(cmd), day0.Add(time.Second)))
 	if !again.Duplicate || again.Exception.GetId() != e.GetId() {
 		t.Fatalf("retry: duplicate=%v %v", again.Duplicate, again.Exception)
 	}
-	if r := l.apply(at(acceptException(action, "patch:B. Braun/Space@1.2.5", day0.Add(48*time.Hour)), day0.Add(time.Minute))); !errors.Is(r.Err, ErrFailedPrecondition) {
+	if r := l.apply(stampAt(acceptException(action, "patch:B. Braun/Space@1.2.5", day0.Add(48*time.Hour)), day0.Add(time.Minute))); !errors.Is(r.Err, ErrFailedPrecondition) {
 		t.Fatalf("second exception for the same action: %v", r.Err)
 	}
-	fe := l.ok(at(acceptException(finding, "CVE-2026-0001", day0.Add(30*24*time.Hour)), day0.Add(2*time.Minute))).Exception
+	fe := l.ok(stampAt(acceptException(finding, "CVE-2026-0001", day0.Add(30*24*time.Hour)), day0.Add(2*time.Minute))).Exception
 
 	// Two days later nothing expired; a day after the expiry an unrelated
 	// write (here the leader's ExceptionsExpire) ends it at leader time.
-	l.ok(at(&fsmpb.Command{Command: &fsmpb.Command_ExceptionsExpire{ExceptionsExpire: &fsmpb.ExceptionsExpire{}}}, day0.Add(48*time.Hour)))
+	l.ok(stampAt(&fsmpb.Command{Command: &fsmpb.Command_ExceptionsExpire{ExceptionsExpire: &fsmpb.ExceptionsExpire{}}}, day0.Add(48*time.Hour)))
 	if l.f.ExceptionDue(day0.Add(48 * time.Hour)) {
 		t.Fatal("due before its expiry")
 	}
@@ -79,25 +79,25 @@ func TestExceptionLifecycle(t *testing.T) {
 		t.Fatal("not due at its expiry")
 	}
 	expireAt := day0.Add(73 * time.Hour)
-	l.ok(at(&fsmpb.Command{Command: &fsmpb.Command_ExceptionsExpire{ExceptionsExpire: &fsmpb.ExceptionsExpire{}}}, expireAt))
+	l.ok(stampAt(&fsmpb.Command{Command: &fsmpb.Command_ExceptionsExpire{ExceptionsExpire: &fsmpb.ExceptionsExpire{}}}, expireAt))
 	ex, _ := l.f.Exceptions()
 	if len(ex) != 2 || ex[0].GetId() != e.GetId() || ex[0].GetState() != medmeshv1.ExceptionState_EXCEPTION_STATE_EXPIRED || !ex[0].GetEndTime().AsTime().Equal(expireAt) || ex[1].GetState() != medmeshv1.ExceptionState_EXCEPTION_STATE_ACTIVE {
 		t.Fatalf("after expiry: %v", ex)
 	}
 	// Expired, the action may be accepted again (it reappeared).
-	re := l.ok(at(acceptException(action, "patch:B. Braun/Space@1.2.5", day0.Add(10*24*time.Hour)), expireAt.Add(time.Hour))).Exception
+	re := l.ok(stampAt(acceptException(action, "patch:B. Braun/Space@1.2.5", day0.Add(10*24*time.Hour)), expireAt.Add(time.Hour))).Exception
 	// Revoke the finding's exception; revoking twice or an unknown id fails.
-	if r := l.apply(at(&fsmpb.Command{Command: &fsmpb.Command_ExceptionRevoke{ExceptionRevoke: &fsmpb.ExceptionRevoke{Id: fe.GetId(), Actor: "approver/dan"}}}, expireAt.Add(2*time.Hour))); !errors.Is(r.Err, ErrInvalid) {
+	if r := l.apply(stampAt(&fsmpb.Command{Command: &fsmpb.Command_ExceptionRevoke{ExceptionRevoke: &fsmpb.ExceptionRevoke{Id: fe.GetId(), Actor: "approver/dan"}}}, expireAt.Add(2*time.Hour))); !errors.Is(r.Err, ErrInvalid) {
 		t.Fatalf("revoke without a reason: %v", r.Err)
 	}
-	rv := l.ok(at(&fsmpb.Command{Command: &fsmpb.Command_ExceptionRevoke{ExceptionRevoke: &fsmpb.ExceptionRevoke{Id: fe.GetId(), Actor: "approver/dan", Reason: "patch installed"}}}, expireAt.Add(2*time.Hour))).Exception
+	rv := l.ok(stampAt(&fsmpb.Command{Command: &fsmpb.Command_ExceptionRevoke{ExceptionRevoke: &fsmpb.ExceptionRevoke{Id: fe.GetId(), Actor: "approver/dan", Reason: "patch installed"}}}, expireAt.Add(2*time.Hour))).Exception
 	if rv.GetState() != medmeshv1.ExceptionState_EXCEPTION_STATE_REVOKED || rv.GetEndedBy() != "approver/dan" {
 		t.Fatalf("revoked %v", rv)
 	}
-	if r := l.apply(at(&fsmpb.Command{Command: &fsmpb.Command_ExceptionRevoke{ExceptionRevoke: &fsmpb.ExceptionRevoke{Id: fe.GetId(), Actor: "approver/dan", Reason: "again"}}}, expireAt.Add(3*time.Hour))); !errors.Is(r.Err, ErrFailedPrecondition) {
+	if r := l.apply(stampAt(&fsmpb.Command{Command: &fsmpb.Command_ExceptionRevoke{ExceptionRevoke: &fsmpb.ExceptionRevoke{Id: fe.GetId(), Actor: "approver/dan", Reason: "again"}}}, expireAt.Add(3*time.Hour))); !errors.Is(r.Err, ErrFailedPrecondition) {
 		t.Fatalf("second revoke: %v", r.Err)
 	}
-	if r := l.apply(at(&fsmpb.Command{Command: &fsmpb.Command_ExceptionRevoke{ExceptionRevoke: &fsmpb.ExceptionRevoke{Id: "exc-999", Actor: "approver/dan", Reason: "x"}}}, expireAt.Add(3*time.Hour))); !errors.Is(r.Err, ErrNotFound) {
+	if r := l.apply(stampAt(&fsmpb.Command{Command: &fsmpb.Command_ExceptionRevoke{ExceptionRevoke: &fsmpb.ExceptionRevoke{Id: "exc-999", Actor: "approver/dan", Reason: "x"}}}, expireAt.Add(3*time.Hour))); !errors.Is(r.Err, ErrNotFound) {
 		t.Fatalf("unknown revoke: %v", r.Err)
 	}
 
@@ -129,7 +129,7 @@ func TestExceptionLifecycle(t *testing.T) {
 
 	// Ended exceptions are forgotten EndedExceptionAge after they ended;
 	// the re-accepted one expires on the way (audited).
-	l.ok(at(&fsmpb.Command{Command: &fsmpb.Command_ExceptionsExpire{ExceptionsExpire: &fsmpb.ExceptionsExpire{}}}, expireAt.Add(EndedExceptionAge+3*time.Hour)))
+	l.ok(stampAt(&fsmpb.Command{Command: &fsmpb.Command_ExceptionsExpire{ExceptionsExpire: &fsmpb.ExceptionsExpire{}}}, expireAt.Add(EndedExceptionAge+3*time.Hour)))
 	if ex, _ := l.f.Exceptions(); len(ex) != 1 || ex[0].GetId() != re.GetId() || ex[0].GetState() != medmeshv1.ExceptionState_EXCEPTION_STATE_EXPIRED {
 		t.Fatalf("after the ended ones aged out: %v", ex)
 	}
@@ -142,7 +142,7 @@ func TestTrendBoundedDaily(t *testing.T) {
 	l := newLog(t)
 	day0 := time.Date(2026, 1, 1, 23, 30, 0, 0, time.UTC)
 	rec := func(t0 time.Time, met uint32) *fsmpb.Command {
-		return at(&fsmpb.Command{Command: &fsmpb.Command_TrendRecord{TrendRecord: &fsmpb.TrendRecord{Point: &medmeshv1.TrendPoint{Day: "1999-01-01", Devices: 10, ControlsMet: met}}}}, t0)
+		return stampAt(&fsmpb.Command{Command: &fsmpb.Command_TrendRecord{TrendRecord: &fsmpb.TrendRecord{Point: &medmeshv1.TrendPoint{Day: "1999-01-01", Devices: 10, ControlsMet: met}}}}, t0)
 	}
 	for d := range 120 {
 		l.ok(rec(day0.AddDate(0, 0, d), 9999))

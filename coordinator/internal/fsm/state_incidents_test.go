@@ -619,3 +619,47 @@ func TestIncidentsChangedPages(t *testing.T) {
 		}
 	}
 }
+
+// TestDefaultRulesLoginBurstAndCleartextPHI: the default rules block the
+// other end of a burst of refused logins and the peer of cleartext PHI
+// scored 70 or more; against the pump (life-critical) the same rules only
+// propose, and the block waits for approval.
+func TestDefaultRulesLoginBurstAndCleartextPHI(t *testing.T) {
+	l := newIncLog(t)
+	l.campus()
+	burst := al("s1/1", macWS, "failed_login_burst", 50, out, ipWS, ipBAS, 22, "ssh")
+	burst.Login = &medmeshv1.LoginEvidence{Protocol: "ssh", Outcome: "refused", Attempts: 12, Accounts: []string{"root", "admin"}, WindowSeconds: 60}
+	l.at(time.Second, batch("s1", 1, burst))
+	phi := al("s1/2", macOther, "cleartext_phi", 95, out, ipOther, internet, 2575, "hl7")
+	l.at(time.Second, batch("s1", 2, phi))
+	l.at(time.Second, batch("s1", 3, al("s1/3", macPump, "cleartext_phi", 95, out, ipPump, internet, 2575, "hl7")))
+	l.at(time.Second, batch("s1", 4, al("s1/4", macPump, "failed_login_burst", 50, in, "198.51.100.7", ipPump, 23, "telnet")))
+
+	for _, c := range []struct {
+		alert, rule, peer string
+		state             medmeshv1.DecisionState
+	}{
+		{"s1/1", "block-login-burst", ipBAS + "/32", medmeshv1.DecisionState_DECISION_STATE_EFFECTIVE},
+		{"s1/2", "block-cleartext-phi-peer", internet + "/32", medmeshv1.DecisionState_DECISION_STATE_EFFECTIVE},
+		{"s1/3", "block-cleartext-phi-peer", internet + "/32", medmeshv1.DecisionState_DECISION_STATE_PENDING_APPROVAL},
+	} {
+		inc := l.f.Alert(c.alert).GetIncidentId()
+		var block *medmeshv1.Decision
+		for _, d := range l.decisionsOf(inc) {
+			if d.GetAction() == medmeshv1.DecisionAction_DECISION_ACTION_BLOCK_PEER {
+				block = d
+			}
+		}
+		if block == nil || block.GetRule() != c.rule || block.GetPeerCidr() != c.peer || block.GetState() != c.state {
+			t.Errorf("alert %s: block %v, want rule %s of %s, %v", c.alert, block, c.rule, c.peer, c.state)
+		}
+	}
+	// The pump's login burst joins its incident, whose block is already
+	// standing (pending): a block is not stronger, so nothing new, and
+	// nothing of the pump's is effective before an approver says so.
+	for _, d := range l.decisionsOf(l.f.Alert("s1/4").GetIncidentId()) {
+		if d.GetAction() != medmeshv1.DecisionAction_DECISION_ACTION_NOTIFY && d.GetState() != medmeshv1.DecisionState_DECISION_STATE_PENDING_APPROVAL {
+			t.Errorf("pump decision %v effective without approval", d)
+		}
+	}
+}

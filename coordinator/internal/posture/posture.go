@@ -1,7 +1,8 @@
 // Package posture turns what the coordinator knows of a device into its
 // risk posture: the identity risk matching reads (Identity, the one
 // mapping from the inventory), the findings the sensors' observations give
-// (external communication, cleartext PHI protocols), and the 0-100 score
+// (default credentials a service accepted, external communication,
+// cleartext PHI protocols), and the 0-100 score
 // with the factors that make it (Score). Everything here is a pure
 // function of its arguments: the leader computes a posture, Raft commits
 // it, and every replica stores the same one.
@@ -15,6 +16,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -150,19 +152,75 @@ func ExternalAlert(a *medmeshv1.Alert, deviceIPs []string) (Destination, bool) {
 	return Destination{Addr: addr, Name: a.GetPeerName(), Proto: fl.GetProto(), Port: port, Alert: a.GetId()}, true
 }
 
+// Credential is a factory-default credential a sensor saw a device's
+// service accept (a default_credentials alert): the protocol, the port and
+// the account, never the password (no alert carries one).
+type Credential struct {
+	Protocol string `json:"protocol"`
+	Account  string `json:"account,omitempty"`
+	Method   string `json:"method,omitempty"` // "banner": the model ships with it, the login itself was not seen
+	Port     uint32 `json:"port,omitempty"`
+	Alert    string `json:"alert,omitempty"` // the first alert that showed it
+	Detail   string `json:"detail,omitempty"`
+}
+
+// CredentialAlert says whether an alert shows that the device itself (one
+// of deviceIPs) runs a service with a factory-default credential: a
+// default_credentials alert whose login the device's service accepted
+// (for an SNMP notification, which the agent sends, the device sent it),
+// or, for an SSH banner, whose model ships with a published account. An
+// alert a sensor raised on the client because the service was outside
+// the campus is about the service, not this device, and says no.
+func CredentialAlert(a *medmeshv1.Alert, deviceIPs []string) (Credential, bool) {
+	l, fl := a.GetLogin(), a.GetFlow()
+	if a.GetKind() != "default_credentials" || l == nil || !l.GetDefaultPassword() || fl == nil {
+		return Credential{}, false
+	}
+	banner := l.GetMethod() == "banner"
+	if !banner && l.GetOutcome() != "accepted" && l.GetOutcome() != "no_answer" {
+		return Credential{}, false
+	}
+	service, port := fl.GetDst(), fl.GetDport()
+	if l.GetOutcome() == "no_answer" { // an SNMP notification: the agent sent it
+		service, port = fl.GetSrc(), fl.GetSport()
+	}
+	if !slices.Contains(deviceIPs, service) {
+		return Credential{}, false
+	}
+	return Credential{Protocol: l.GetProtocol(), Account: l.GetAccount(), Method: l.GetMethod(), Port: port, Alert: a.GetId(), Detail: a.GetSummary()}, true
+}
+
+// SortCredentials sorts credentials given in commit order and keeps the
+// first of each protocol, port, account and method: the alert that first
+// showed a credential explains it, and later alerts of the same change
+// nothing.
+func SortCredentials(cs []Credential) []Credential {
+	cs = slices.Clone(cs)
+	slices.SortStableFunc(cs, func(a, b Credential) int {
+		return cmp.Or(strings.Compare(a.Protocol, b.Protocol), cmp.Compare(a.Port, b.Port), strings.Compare(a.Account, b.Account), strings.Compare(a.Method, b.Method))
+	})
+	return slices.CompactFunc(cs, func(a, b Credential) bool {
+		return a.Protocol == b.Protocol && a.Port == b.Port && a.Account == b.Account && a.Method == b.Method
+	})
+}
+
 // MaxEvidence bounds the destinations or services a finding lists.
 const MaxEvidence = 16
 
 // ConfidenceObserved is the confidence of what a sensor saw.
 const ConfidenceObserved = "observed"
 
-// Observed are the findings the sensors' observations give: external
-// communication (ext, sorted and deduplicated here) and cleartext HL7 or
-// DICOM. A sensor decodes HL7 (MLLP) and DICOM only from cleartext
+// Observed are the findings the sensors' observations give: default
+// credentials its services accepted (creds, one finding per protocol,
+// port and account), external communication (ext, sorted and
+// deduplicated here) and cleartext HL7 or DICOM. A sensor decodes HL7 (MLLP) and DICOM only from cleartext
 // payloads (inside TLS it sees "tls"), so a device whose protocols or
 // services include them sent or served PHI protocols unencrypted.
-func Observed(d *medmeshv1.Device, ext []Destination) []*medmeshv1.Finding {
+func Observed(d *medmeshv1.Device, ext []Destination, creds []Credential) []*medmeshv1.Finding {
 	var out []*medmeshv1.Finding
+	for _, c := range SortCredentials(creds) {
+		out = append(out, credentialFinding(c))
+	}
 	if len(ext) > 0 {
 		ds := slices.Clone(ext)
 		slices.SortFunc(ds, func(a, b Destination) int {
@@ -207,6 +265,34 @@ func Observed(d *medmeshv1.Device, ext []Destination) []*medmeshv1.Finding {
 		})
 	}
 	return out
+}
+
+// credentialFinding explains a credential by the alert that showed it.
+// A login seen accepted is "observed"; an SSH banner of a model that ships
+// with a published account is "model": the login is encrypted.
+func credentialFinding(c Credential) *medmeshv1.Finding {
+	acct := "a factory-default password"
+	if c.Account != "" {
+		acct = fmt.Sprintf("account %q with its factory-default password", c.Account)
+	}
+	where := c.Protocol
+	if c.Port != 0 {
+		where = fmt.Sprintf("%s (port %d)", c.Protocol, c.Port)
+	}
+	f := &medmeshv1.Finding{
+		Kind: string(risk.KindDefaultCredentials), Id: "seen:" + c.Protocol + "/" + strconv.Itoa(int(c.Port)) + "/" + c.Account,
+		Source: "sensor alert " + c.Alert, Confidence: ConfidenceObserved, Severity: "high", Protocol: c.Protocol, Account: c.Account,
+		Summary:     fmt.Sprintf("its %s service accepted %s, seen on the wire (alert %s; no password is kept)", where, acct, c.Alert),
+		Remediation: fmt.Sprintf("change the default password on %s, or turn the service off; until then keep the device segmented", where),
+	}
+	if c.Method == "banner" {
+		f.Confidence = "model"
+		f.Summary = fmt.Sprintf("its %s banner names a model that ships with account %q and a published password; the login is encrypted, so whether it is still set cannot be seen (alert %s)", where, c.Account, c.Alert)
+	}
+	if c.Detail != "" {
+		f.Evidence = []string{c.Detail}
+	}
+	return f
 }
 
 // FromRisk is a risk.Finding on the wire.
@@ -421,6 +507,7 @@ type Inputs struct {
 	Class    medmeshv1.DeviceClass `json:"class"`
 	Exposure Exposure              `json:"exposure"`
 	External []Destination         `json:"external,omitempty"`
+	Creds    []Credential          `json:"creds,omitempty"`
 	Apps     []string              `json:"apps,omitempty"`
 	Services []string              `json:"services,omitempty"`
 	Bundle   string                `json:"bundle"`
@@ -434,10 +521,11 @@ func (in Inputs) Digest() string {
 	return hex.EncodeToString(s[:])
 }
 
-// InputsOf gathers a device's inputs. ext must be sorted (Observed does
-// not need it sorted, the digest does).
-func InputsOf(d *medmeshv1.Device, ext []Destination, bundle, sbom string) Inputs {
+// InputsOf gathers a device's inputs: ext in any order, creds in commit
+// order.
+func InputsOf(d *medmeshv1.Device, ext []Destination, creds []Credential, bundle, sbom string) Inputs {
 	in := Inputs{Identity: Identity(d), Tier: d.GetTier(), Class: d.GetDeviceClass(), Exposure: ExposureOf(d, ext), Bundle: bundle, SBOM: sbom}
+	in.Creds = SortCredentials(creds)
 	in.External = slices.Clone(ext)
 	slices.SortFunc(in.External, func(a, b Destination) int {
 		return cmp.Or(strings.Compare(a.Addr, b.Addr), cmp.Compare(a.Proto, b.Proto), cmp.Compare(a.Port, b.Port), strings.Compare(a.Name, b.Name), strings.Compare(a.Alert, b.Alert))
@@ -457,16 +545,16 @@ func InputsOf(d *medmeshv1.Device, ext []Destination, bundle, sbom string) Input
 
 // Assess is a device's posture: the bundle's findings for its identity
 // (intel may be nil: no bundle active), with its model's SBOM at sbomPath
-// when it has one, plus what the sensors observed, sorted most urgent
+// when it has one, plus what the sensors observed (ext, creds), sorted most urgent
 // first, and the score. at is the leader's time (what has reached its end
 // of life). An SBOM that cannot be matched is returned as the error beside
 // a posture without its findings.
-func Assess(intel *risk.Intel, d *medmeshv1.Device, ext []Destination, sbomPath, sbomDigest string, at time.Time) (*medmeshv1.DevicePosture, error) {
+func Assess(intel *risk.Intel, d *medmeshv1.Device, ext []Destination, creds []Credential, sbomPath, sbomDigest string, at time.Time) (*medmeshv1.DevicePosture, error) {
 	bundle := ""
 	if intel != nil {
 		bundle = intel.Digest()
 	}
-	in := InputsOf(d, ext, bundle, sbomDigest)
+	in := InputsOf(d, ext, creds, bundle, sbomDigest)
 	id := in.Identity
 	var fs []*medmeshv1.Finding
 	var sbomErr error
@@ -486,7 +574,7 @@ func Assess(intel *risk.Intel, d *medmeshv1.Device, ext []Destination, sbomPath,
 			fs = append(fs, FromRisk(f))
 		}
 	}
-	fs = append(fs, Observed(d, ext)...)
+	fs = append(fs, Observed(d, ext, creds)...)
 	SortFindings(fs)
 	return &medmeshv1.DevicePosture{
 		DeviceMac: d.GetMac(), Score: Score(fs, d.GetTier(), d.GetDeviceClass(), in.Exposure), Findings: fs,

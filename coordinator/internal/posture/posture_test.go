@@ -2,7 +2,9 @@ package posture
 
 import (
 	"math"
+	"strings"
 	"testing"
+	"time"
 
 	medmeshv1 "github.com/medmesh/medmesh/proto/medmesh/v1"
 )
@@ -89,5 +91,75 @@ func TestScore(t *testing.T) {
 	}
 	if z := Score([]*medmeshv1.Finding{sup}, lc, 0, Exposure{}); z.GetScore() != 0 || len(z.GetFactors()) != 0 {
 		t.Fatalf("only suppressed: %v", z)
+	}
+}
+
+// credAlert is a default_credentials alert as the sensor's engine raises
+// it: on the service that accepted the login, the login's evidence
+// without any password.
+func credAlert(id, mac, src, dst string, sport, dport uint32, l *medmeshv1.LoginEvidence) *medmeshv1.Alert {
+	return &medmeshv1.Alert{Id: id, DeviceMac: mac, Kind: "default_credentials", Login: l,
+		Summary: "telnet server accepted user \"admin\" from " + src + " with a factory-default password",
+		Flow:    &medmeshv1.FlowRef{Src: src, Dst: dst, Sport: sport, Dport: dport, Proto: 6}}
+}
+
+// A default credential seen accepted on the wire becomes a finding of the
+// service's device, explained by its alert, and counts in its score; the
+// client of such a login, a refused login and a login to a service
+// outside the campus give none.
+func TestCredentialFindingsFromAlerts(t *testing.T) {
+	ips := []string{"10.0.0.5"}
+	accepted := &medmeshv1.LoginEvidence{Protocol: "telnet", Account: "admin", DefaultPassword: true, Cleartext: true, Outcome: "accepted"}
+	for name, tc := range map[string]struct {
+		a    *medmeshv1.Alert
+		want bool
+	}{
+		"the device's service accepted": {credAlert("s1/7", "m", "10.0.0.9", "10.0.0.5", 40000, 23, accepted), true},
+		"an SNMP agent's notification":  {credAlert("s1/8", "m", "10.0.0.5", "10.0.0.9", 161, 162, &medmeshv1.LoginEvidence{Protocol: "snmp", DefaultPassword: true, Outcome: "no_answer"}), true},
+		"an SSH banner of a model":      {credAlert("s1/9", "m", "10.0.0.9", "10.0.0.5", 40000, 22, &medmeshv1.LoginEvidence{Protocol: "ssh", Method: "banner", Account: "root", DefaultPassword: true, Outcome: "not_seen"}), true},
+		"the device was the client":     {credAlert("s1/10", "m", "10.0.0.5", "203.0.113.7", 40000, 23, accepted), false},
+		"refused":                       {credAlert("s1/11", "m", "10.0.0.9", "10.0.0.5", 40000, 23, &medmeshv1.LoginEvidence{Protocol: "telnet", Account: "admin", DefaultPassword: true, Outcome: "refused"}), false},
+		"not a default password":        {credAlert("s1/12", "m", "10.0.0.9", "10.0.0.5", 40000, 23, &medmeshv1.LoginEvidence{Protocol: "telnet", Account: "admin", Outcome: "accepted"}), false},
+		"another kind with the same login": {func() *medmeshv1.Alert {
+			a := credAlert("s1/13", "m", "10.0.0.9", "10.0.0.5", 40000, 23, accepted)
+			a.Kind = "cleartext_credentials"
+			return a
+		}(), false},
+	} {
+		_, ok := CredentialAlert(tc.a, ips)
+		if ok != tc.want {
+			t.Errorf("%s: CredentialAlert = %v, want %v", name, ok, tc.want)
+		}
+	}
+
+	d := &medmeshv1.Device{Mac: "02:00:00:00:00:05", IpAddresses: ips, Tier: medmeshv1.Tier_TIER_NON_CLINICAL, DeviceClass: medmeshv1.DeviceClass_DEVICE_CLASS_BUILDING_AUTOMATION}
+	c1, _ := CredentialAlert(credAlert("s1/7", d.Mac, "10.0.0.9", "10.0.0.5", 40000, 23, accepted), ips)
+	again, _ := CredentialAlert(credAlert("s1/30", d.Mac, "10.0.0.8", "10.0.0.5", 40001, 23, accepted), ips)
+	p, err := Assess(nil, d, nil, []Credential{c1, again}, "", "", time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fs := p.GetFindings()
+	if len(fs) != 1 {
+		t.Fatalf("findings %v, want one per protocol, port and account", fs)
+	}
+	f := fs[0]
+	if f.GetKind() != "default_credentials" || f.GetConfidence() != ConfidenceObserved || f.GetAccount() != "admin" || f.GetProtocol() != "telnet" ||
+		f.GetSource() != "sensor alert s1/7" || !strings.Contains(f.GetSummary(), "alert s1/7") || len(f.GetEvidence()) != 1 {
+		t.Errorf("finding %v: want telnet/admin observed, explained by the first alert s1/7", f)
+	}
+	if sc := p.GetScore(); sc.GetScore() == 0 || sc.GetFactors()[0].GetName() != "default_credentials" {
+		t.Errorf("score %v: want the default credential as its factor", sc)
+	}
+	// The inputs' digest sees the credential; a later alert of the same
+	// credential changes nothing.
+	if InputsOf(d, nil, []Credential{c1}, "", "").Digest() != p.GetInputDigest() ||
+		InputsOf(d, nil, nil, "", "").Digest() == p.GetInputDigest() {
+		t.Error("the input digest does not follow the credentials alone")
+	}
+	for _, s := range []string{f.GetSummary(), f.GetRemediation(), strings.Join(f.GetEvidence(), " ")} {
+		if strings.Contains(strings.ToLower(s), "password:") {
+			t.Errorf("a password in %q", s)
+		}
 	}
 }

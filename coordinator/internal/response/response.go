@@ -68,7 +68,15 @@ func matches(r *medmeshv1.ResponseRule, a *medmeshv1.Alert, class medmeshv1.Devi
 //   - block the peer of a known-bad destination, or of a high-scoring
 //     external destination or new peer;
 //   - enforce the policy of a device that accepted a login with default
-//     credentials.
+//     credentials;
+//   - block the other end of a burst of refused logins (the service a
+//     device on the campus tries password after password against, or the
+//     outside address trying them against the device);
+//   - block the peer of HL7 or DICOM sent in cleartext outside the
+//     device's baseline when the alert scores 70 or more: sent to a new
+//     peer on a service the device already uses it scores 65 (with the
+//     default weights) and only notifies; to a new peer on a new service
+//     (90) or outside the hospital (95 and more) it blocks that peer.
 //
 // Against a life-critical device, or one whose tier is unknown, all but
 // NOTIFY wait for an operator's approval.
@@ -92,6 +100,10 @@ func DefaultRules() []*medmeshv1.ResponseRule {
 			Description: "block a high-scoring external destination or new peer"},
 		{Name: "enforce-on-default-credentials", Kinds: []string{"default_credentials"}, MinScore: 60, Action: enforce,
 			Description: "switch the policy of a device accepting default credentials to enforce"},
+		{Name: "block-login-burst", Kinds: []string{"failed_login_burst"}, MinScore: 50, Action: block,
+			Description: "block the other end of a burst of refused logins (password guessing)"},
+		{Name: "block-cleartext-phi-peer", Kinds: []string{"cleartext_phi"}, MinScore: 70, Action: block,
+			Description: "block the peer of HL7 or DICOM sent in cleartext outside the device's baseline, scored 70 or more"},
 	}
 }
 

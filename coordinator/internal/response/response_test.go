@@ -56,6 +56,9 @@ func TestEvaluateDefaults(t *testing.T) {
 		{"known bad: block", alert("known_bad_destination", 80, ws, nonclin), []want{{block, "block-known-bad"}, {notify, "notify-medium"}}},
 		{"scan: quarantine", alert("scan", 50, ws, nonclin), []want{{notify, "notify-medium"}, {quarantine, "quarantine-scanner"}}},
 		{"default credentials: enforce", alert("default_credentials", 70, ws, nonclin), []want{{enforce, "enforce-on-default-credentials"}, {notify, "notify-medium"}}},
+		{"login burst: block the other end", alert("failed_login_burst", 50, ws, nonclin), []want{{block, "block-login-burst"}, {notify, "notify-medium"}}},
+		{"cleartext PHI to a new peer: notify", alert("cleartext_phi", 65, ws, nonclin), []want{{notify, "notify-medium"}}},
+		{"cleartext PHI outside: block", alert("cleartext_phi", 95, ws, nonclin), []want{{block, "block-cleartext-phi-peer"}, {notify, "notify-medium"}}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

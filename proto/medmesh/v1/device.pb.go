@@ -718,7 +718,11 @@ type ListDevicesRequest struct {
 	// Only devices with risk score at least this.
 	MinRiskScore uint32 `protobuf:"varint,8,opt,name=min_risk_score,json=minRiskScore,proto3" json:"min_risk_score,omitempty"`
 	// How the read is served.
-	Consistency   ReadConsistency `protobuf:"varint,9,opt,name=consistency,proto3,enum=medmesh.v1.ReadConsistency" json:"consistency,omitempty"`
+	Consistency ReadConsistency `protobuf:"varint,9,opt,name=consistency,proto3,enum=medmesh.v1.ReadConsistency" json:"consistency,omitempty"`
+	// Only devices whose MAC, an IP address, vendor, model or hostname
+	// contains this text, ignoring case (the console's search box). At
+	// most 128 bytes.
+	Query         string `protobuf:"bytes,10,opt,name=query,proto3" json:"query,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -814,6 +818,13 @@ func (x *ListDevicesRequest) GetConsistency() ReadConsistency {
 		return x.Consistency
 	}
 	return ReadConsistency_READ_CONSISTENCY_UNSPECIFIED
+}
+
+func (x *ListDevicesRequest) GetQuery() string {
+	if x != nil {
+		return x.Query
+	}
+	return ""
 }
 
 // ListDevicesResponse is a page of devices.
@@ -1318,7 +1329,7 @@ const file_medmesh_v1_device_proto_rawDesc = "" +
 	"\x0fabsent_evidence\x18\x84\x01 \x03(\tR\x0eabsentEvidence\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xc0\x03\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xd6\x03\n" +
 	"\x12ListDevicesRequest\x12\x1b\n" +
 	"\tpage_size\x18\x01 \x01(\x05R\bpageSize\x12\x1d\n" +
 	"\n" +
@@ -1329,7 +1340,9 @@ const file_medmesh_v1_device_proto_rawDesc = "" +
 	"\x04zone\x18\x06 \x01(\tR\x04zone\x12B\n" +
 	"\x06labels\x18\a \x03(\v2*.medmesh.v1.ListDevicesRequest.LabelsEntryR\x06labels\x12$\n" +
 	"\x0emin_risk_score\x18\b \x01(\rR\fminRiskScore\x12=\n" +
-	"\vconsistency\x18\t \x01(\x0e2\x1b.medmesh.v1.ReadConsistencyR\vconsistency\x1a9\n" +
+	"\vconsistency\x18\t \x01(\x0e2\x1b.medmesh.v1.ReadConsistencyR\vconsistency\x12\x14\n" +
+	"\x05query\x18\n" +
+	" \x01(\tR\x05query\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xbd\x01\n" +

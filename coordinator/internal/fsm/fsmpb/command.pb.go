@@ -67,6 +67,10 @@ type Command struct {
 	//	*Command_SinkDelete
 	//	*Command_SinkProgress
 	//	*Command_SinkAlert
+	//	*Command_AccountPut
+	//	*Command_AccountDelete
+	//	*Command_AccountLogin
+	//	*Command_SessionEnd
 	Command       isCommand_Command `protobuf_oneof:"command"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -384,6 +388,42 @@ func (x *Command) GetSinkAlert() *SinkAlert {
 	return nil
 }
 
+func (x *Command) GetAccountPut() *AccountPut {
+	if x != nil {
+		if x, ok := x.Command.(*Command_AccountPut); ok {
+			return x.AccountPut
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetAccountDelete() *AccountDelete {
+	if x != nil {
+		if x, ok := x.Command.(*Command_AccountDelete); ok {
+			return x.AccountDelete
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetAccountLogin() *AccountLogin {
+	if x != nil {
+		if x, ok := x.Command.(*Command_AccountLogin); ok {
+			return x.AccountLogin
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetSessionEnd() *SessionEnd {
+	if x != nil {
+		if x, ok := x.Command.(*Command_SessionEnd); ok {
+			return x.SessionEnd
+		}
+	}
+	return nil
+}
+
 type isCommand_Command interface {
 	isCommand_Command()
 }
@@ -508,6 +548,23 @@ type Command_SinkAlert struct {
 	SinkAlert *SinkAlert `protobuf:"bytes,103,opt,name=sink_alert,json=sinkAlert,proto3,oneof"`
 }
 
+type Command_AccountPut struct {
+	// 120-129: console accounts and sessions (issue 21).
+	AccountPut *AccountPut `protobuf:"bytes,120,opt,name=account_put,json=accountPut,proto3,oneof"`
+}
+
+type Command_AccountDelete struct {
+	AccountDelete *AccountDelete `protobuf:"bytes,121,opt,name=account_delete,json=accountDelete,proto3,oneof"`
+}
+
+type Command_AccountLogin struct {
+	AccountLogin *AccountLogin `protobuf:"bytes,122,opt,name=account_login,json=accountLogin,proto3,oneof"`
+}
+
+type Command_SessionEnd struct {
+	SessionEnd *SessionEnd `protobuf:"bytes,123,opt,name=session_end,json=sessionEnd,proto3,oneof"`
+}
+
 func (*Command_DeviceUpsert) isCommand_Command() {}
 
 func (*Command_DeviceUpdate) isCommand_Command() {}
@@ -565,6 +622,14 @@ func (*Command_SinkDelete) isCommand_Command() {}
 func (*Command_SinkProgress) isCommand_Command() {}
 
 func (*Command_SinkAlert) isCommand_Command() {}
+
+func (*Command_AccountPut) isCommand_Command() {}
+
+func (*Command_AccountDelete) isCommand_Command() {}
+
+func (*Command_AccountLogin) isCommand_Command() {}
+
+func (*Command_SessionEnd) isCommand_Command() {}
 
 // ClientRequest names one client request: the caller's verified identity
 // (role/name) and the id the client chose, unique per identity.
@@ -2318,6 +2383,415 @@ func (x *MDS2Attach) GetComment() string {
 	return ""
 }
 
+// AccountPut creates or changes a console account. The leader hashed a
+// new password (argon2id, PHC string) before proposing: the password itself
+// is never in the log.
+type AccountPut struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Account *v1.Account            `protobuf:"bytes,1,opt,name=account,proto3" json:"account,omitempty"`
+	// Empty: keep the stored hash (a role change).
+	PasswordHash    string  `protobuf:"bytes,2,opt,name=password_hash,json=passwordHash,proto3" json:"password_hash,omitempty"`
+	ExpectedVersion *uint64 `protobuf:"varint,3,opt,name=expected_version,json=expectedVersion,proto3,oneof" json:"expected_version,omitempty"`
+	Actor           string  `protobuf:"bytes,4,opt,name=actor,proto3" json:"actor,omitempty"`
+	Reason          string  `protobuf:"bytes,5,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *AccountPut) Reset() {
+	*x = AccountPut{}
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AccountPut) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AccountPut) ProtoMessage() {}
+
+func (x *AccountPut) ProtoReflect() protoreflect.Message {
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AccountPut.ProtoReflect.Descriptor instead.
+func (*AccountPut) Descriptor() ([]byte, []int) {
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *AccountPut) GetAccount() *v1.Account {
+	if x != nil {
+		return x.Account
+	}
+	return nil
+}
+
+func (x *AccountPut) GetPasswordHash() string {
+	if x != nil {
+		return x.PasswordHash
+	}
+	return ""
+}
+
+func (x *AccountPut) GetExpectedVersion() uint64 {
+	if x != nil && x.ExpectedVersion != nil {
+		return *x.ExpectedVersion
+	}
+	return 0
+}
+
+func (x *AccountPut) GetActor() string {
+	if x != nil {
+		return x.Actor
+	}
+	return ""
+}
+
+func (x *AccountPut) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+// AccountDelete removes an account and its sessions.
+type AccountDelete struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Actor         string                 `protobuf:"bytes,2,opt,name=actor,proto3" json:"actor,omitempty"`
+	Reason        string                 `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AccountDelete) Reset() {
+	*x = AccountDelete{}
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AccountDelete) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AccountDelete) ProtoMessage() {}
+
+func (x *AccountDelete) ProtoReflect() protoreflect.Message {
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AccountDelete.ProtoReflect.Descriptor instead.
+func (*AccountDelete) Descriptor() ([]byte, []int) {
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *AccountDelete) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *AccountDelete) GetActor() string {
+	if x != nil {
+		return x.Actor
+	}
+	return ""
+}
+
+func (x *AccountDelete) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+// AccountLogin records one login attempt whose password the leader
+// checked: a failure counts towards the lock-out; a success opens the
+// session (refused while the account is locked out).
+type AccountLogin struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Name    string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Success bool                   `protobuf:"varint,2,opt,name=success,proto3" json:"success,omitempty"`
+	// SHA-256 of the session token (successes only).
+	SessionHash []byte `protobuf:"bytes,3,opt,name=session_hash,json=sessionHash,proto3" json:"session_hash,omitempty"`
+	// The coordinator that checked the password (audited as the actor of a
+	// failure: no identity was verified).
+	Actor string `protobuf:"bytes,4,opt,name=actor,proto3" json:"actor,omitempty"`
+	// The client address, audited.
+	Source        string `protobuf:"bytes,5,opt,name=source,proto3" json:"source,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AccountLogin) Reset() {
+	*x = AccountLogin{}
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AccountLogin) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AccountLogin) ProtoMessage() {}
+
+func (x *AccountLogin) ProtoReflect() protoreflect.Message {
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AccountLogin.ProtoReflect.Descriptor instead.
+func (*AccountLogin) Descriptor() ([]byte, []int) {
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *AccountLogin) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *AccountLogin) GetSuccess() bool {
+	if x != nil {
+		return x.Success
+	}
+	return false
+}
+
+func (x *AccountLogin) GetSessionHash() []byte {
+	if x != nil {
+		return x.SessionHash
+	}
+	return nil
+}
+
+func (x *AccountLogin) GetActor() string {
+	if x != nil {
+		return x.Actor
+	}
+	return ""
+}
+
+func (x *AccountLogin) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+// SessionEnd ends a session (logout).
+type SessionEnd struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	SessionHash   []byte                 `protobuf:"bytes,1,opt,name=session_hash,json=sessionHash,proto3" json:"session_hash,omitempty"`
+	Actor         string                 `protobuf:"bytes,2,opt,name=actor,proto3" json:"actor,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SessionEnd) Reset() {
+	*x = SessionEnd{}
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SessionEnd) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SessionEnd) ProtoMessage() {}
+
+func (x *SessionEnd) ProtoReflect() protoreflect.Message {
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SessionEnd.ProtoReflect.Descriptor instead.
+func (*SessionEnd) Descriptor() ([]byte, []int) {
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *SessionEnd) GetSessionHash() []byte {
+	if x != nil {
+		return x.SessionHash
+	}
+	return nil
+}
+
+func (x *SessionEnd) GetActor() string {
+	if x != nil {
+		return x.Actor
+	}
+	return ""
+}
+
+// AccountRecord is an account with its password hash: replicated state
+// that no API returns.
+type AccountRecord struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Account       *v1.Account            `protobuf:"bytes,1,opt,name=account,proto3" json:"account,omitempty"`
+	PasswordHash  string                 `protobuf:"bytes,2,opt,name=password_hash,json=passwordHash,proto3" json:"password_hash,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AccountRecord) Reset() {
+	*x = AccountRecord{}
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AccountRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AccountRecord) ProtoMessage() {}
+
+func (x *AccountRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AccountRecord.ProtoReflect.Descriptor instead.
+func (*AccountRecord) Descriptor() ([]byte, []int) {
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *AccountRecord) GetAccount() *v1.Account {
+	if x != nil {
+		return x.Account
+	}
+	return nil
+}
+
+func (x *AccountRecord) GetPasswordHash() string {
+	if x != nil {
+		return x.PasswordHash
+	}
+	return ""
+}
+
+// Session is an open console session, keyed by its token's hash.
+type Session struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Hash  []byte                 `protobuf:"bytes,1,opt,name=hash,proto3" json:"hash,omitempty"`
+	// ROLE/NAME.
+	Identity      string                 `protobuf:"bytes,2,opt,name=identity,proto3" json:"identity,omitempty"`
+	Account       string                 `protobuf:"bytes,3,opt,name=account,proto3" json:"account,omitempty"`
+	CreateTime    *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	ExpireTime    *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Session) Reset() {
+	*x = Session{}
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Session) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Session) ProtoMessage() {}
+
+func (x *Session) ProtoReflect() protoreflect.Message {
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Session.ProtoReflect.Descriptor instead.
+func (*Session) Descriptor() ([]byte, []int) {
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *Session) GetHash() []byte {
+	if x != nil {
+		return x.Hash
+	}
+	return nil
+}
+
+func (x *Session) GetIdentity() string {
+	if x != nil {
+		return x.Identity
+	}
+	return ""
+}
+
+func (x *Session) GetAccount() string {
+	if x != nil {
+		return x.Account
+	}
+	return ""
+}
+
+func (x *Session) GetCreateTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreateTime
+	}
+	return nil
+}
+
+func (x *Session) GetExpireTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpireTime
+	}
+	return nil
+}
+
 // SnapshotItem is one length-delimited record of an FSM snapshot stream.
 type SnapshotItem struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -2345,6 +2819,8 @@ type SnapshotItem struct {
 	//	*SnapshotItem_Trend
 	//	*SnapshotItem_Mds2
 	//	*SnapshotItem_Sink
+	//	*SnapshotItem_Account
+	//	*SnapshotItem_Session
 	Item          isSnapshotItem_Item `protobuf_oneof:"item"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -2352,7 +2828,7 @@ type SnapshotItem struct {
 
 func (x *SnapshotItem) Reset() {
 	*x = SnapshotItem{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[28]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2364,7 +2840,7 @@ func (x *SnapshotItem) String() string {
 func (*SnapshotItem) ProtoMessage() {}
 
 func (x *SnapshotItem) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[28]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2377,7 +2853,7 @@ func (x *SnapshotItem) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotItem.ProtoReflect.Descriptor instead.
 func (*SnapshotItem) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{28}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *SnapshotItem) GetItem() isSnapshotItem_Item {
@@ -2585,6 +3061,24 @@ func (x *SnapshotItem) GetSink() *v1.Sink {
 	return nil
 }
 
+func (x *SnapshotItem) GetAccount() *AccountRecord {
+	if x != nil {
+		if x, ok := x.Item.(*SnapshotItem_Account); ok {
+			return x.Account
+		}
+	}
+	return nil
+}
+
+func (x *SnapshotItem) GetSession() *Session {
+	if x != nil {
+		if x, ok := x.Item.(*SnapshotItem_Session); ok {
+			return x.Session
+		}
+	}
+	return nil
+}
+
 type isSnapshotItem_Item interface {
 	isSnapshotItem_Item()
 }
@@ -2685,6 +3179,15 @@ type SnapshotItem_Sink struct {
 	Sink *v1.Sink `protobuf:"bytes,100,opt,name=sink,proto3,oneof"`
 }
 
+type SnapshotItem_Account struct {
+	// 120-129: console accounts and sessions (issue 21).
+	Account *AccountRecord `protobuf:"bytes,120,opt,name=account,proto3,oneof"`
+}
+
+type SnapshotItem_Session struct {
+	Session *Session `protobuf:"bytes,121,opt,name=session,proto3,oneof"`
+}
+
 func (*SnapshotItem_Meta) isSnapshotItem_Item() {}
 
 func (*SnapshotItem_Device) isSnapshotItem_Item() {}
@@ -2729,6 +3232,10 @@ func (*SnapshotItem_Mds2) isSnapshotItem_Item() {}
 
 func (*SnapshotItem_Sink) isSnapshotItem_Item() {}
 
+func (*SnapshotItem_Account) isSnapshotItem_Item() {}
+
+func (*SnapshotItem_Session) isSnapshotItem_Item() {}
+
 // Bounds is the bookkeeping of retention: what was evicted and where the
 // audit chain stands. The audit window's records follow as audit items.
 type Bounds struct {
@@ -2749,7 +3256,7 @@ type Bounds struct {
 
 func (x *Bounds) Reset() {
 	*x = Bounds{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[29]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2761,7 +3268,7 @@ func (x *Bounds) String() string {
 func (*Bounds) ProtoMessage() {}
 
 func (x *Bounds) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[29]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2774,7 +3281,7 @@ func (x *Bounds) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Bounds.ProtoReflect.Descriptor instead.
 func (*Bounds) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{29}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *Bounds) GetAlertBase() uint64 {
@@ -2832,7 +3339,7 @@ type PendingCause struct {
 
 func (x *PendingCause) Reset() {
 	*x = PendingCause{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[30]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2844,7 +3351,7 @@ func (x *PendingCause) String() string {
 func (*PendingCause) ProtoMessage() {}
 
 func (x *PendingCause) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[30]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2857,7 +3364,7 @@ func (x *PendingCause) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PendingCause.ProtoReflect.Descriptor instead.
 func (*PendingCause) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{30}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *PendingCause) GetDecisionId() string {
@@ -2887,7 +3394,7 @@ type SnapshotMeta struct {
 
 func (x *SnapshotMeta) Reset() {
 	*x = SnapshotMeta{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[31]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2899,7 +3406,7 @@ func (x *SnapshotMeta) String() string {
 func (*SnapshotMeta) ProtoMessage() {}
 
 func (x *SnapshotMeta) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[31]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2912,7 +3419,7 @@ func (x *SnapshotMeta) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotMeta.ProtoReflect.Descriptor instead.
 func (*SnapshotMeta) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{31}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *SnapshotMeta) GetFormat() uint32 {
@@ -2947,7 +3454,7 @@ type SensorSeq struct {
 
 func (x *SensorSeq) Reset() {
 	*x = SensorSeq{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[32]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2959,7 +3466,7 @@ func (x *SensorSeq) String() string {
 func (*SensorSeq) ProtoMessage() {}
 
 func (x *SensorSeq) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[32]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2972,7 +3479,7 @@ func (x *SensorSeq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SensorSeq.ProtoReflect.Descriptor instead.
 func (*SensorSeq) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{32}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *SensorSeq) GetSensorId() string {
@@ -3000,7 +3507,7 @@ type DeviceFlows struct {
 
 func (x *DeviceFlows) Reset() {
 	*x = DeviceFlows{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[33]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3012,7 +3519,7 @@ func (x *DeviceFlows) String() string {
 func (*DeviceFlows) ProtoMessage() {}
 
 func (x *DeviceFlows) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[33]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3025,7 +3532,7 @@ func (x *DeviceFlows) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeviceFlows.ProtoReflect.Descriptor instead.
 func (*DeviceFlows) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{33}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *DeviceFlows) GetDeviceMac() string {
@@ -3071,14 +3578,16 @@ type DedupEntry struct {
 	Exception *v1.RiskException  `protobuf:"bytes,90,opt,name=exception,proto3" json:"exception,omitempty"`
 	Mds2      *v1.MDS2Attachment `protobuf:"bytes,91,opt,name=mds2,proto3" json:"mds2,omitempty"`
 	// 100-109: a sink put's or delete's result.
-	Sink          *v1.Sink `protobuf:"bytes,100,opt,name=sink,proto3" json:"sink,omitempty"`
+	Sink *v1.Sink `protobuf:"bytes,100,opt,name=sink,proto3" json:"sink,omitempty"`
+	// 120-129: an account put's result.
+	Account       *v1.Account `protobuf:"bytes,120,opt,name=account,proto3" json:"account,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *DedupEntry) Reset() {
 	*x = DedupEntry{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[34]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3090,7 +3599,7 @@ func (x *DedupEntry) String() string {
 func (*DedupEntry) ProtoMessage() {}
 
 func (x *DedupEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[34]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3103,7 +3612,7 @@ func (x *DedupEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DedupEntry.ProtoReflect.Descriptor instead.
 func (*DedupEntry) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{34}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *DedupEntry) GetRequest() *ClientRequest {
@@ -3218,6 +3727,13 @@ func (x *DedupEntry) GetSink() *v1.Sink {
 	return nil
 }
 
+func (x *DedupEntry) GetAccount() *v1.Account {
+	if x != nil {
+		return x.Account
+	}
+	return nil
+}
+
 // SinkPut creates or replaces an outbound sink (audited).
 type SinkPut struct {
 	state           protoimpl.MessageState `protogen:"open.v1"`
@@ -3235,7 +3751,7 @@ type SinkPut struct {
 
 func (x *SinkPut) Reset() {
 	*x = SinkPut{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[35]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3247,7 +3763,7 @@ func (x *SinkPut) String() string {
 func (*SinkPut) ProtoMessage() {}
 
 func (x *SinkPut) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[35]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3260,7 +3776,7 @@ func (x *SinkPut) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SinkPut.ProtoReflect.Descriptor instead.
 func (*SinkPut) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{35}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *SinkPut) GetSink() *v1.Sink {
@@ -3319,7 +3835,7 @@ type SinkDelete struct {
 
 func (x *SinkDelete) Reset() {
 	*x = SinkDelete{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[36]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3331,7 +3847,7 @@ func (x *SinkDelete) String() string {
 func (*SinkDelete) ProtoMessage() {}
 
 func (x *SinkDelete) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[36]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3344,7 +3860,7 @@ func (x *SinkDelete) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SinkDelete.ProtoReflect.Descriptor instead.
 func (*SinkDelete) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{36}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *SinkDelete) GetName() string {
@@ -3394,7 +3910,7 @@ type SinkProgress struct {
 
 func (x *SinkProgress) Reset() {
 	*x = SinkProgress{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[37]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3406,7 +3922,7 @@ func (x *SinkProgress) String() string {
 func (*SinkProgress) ProtoMessage() {}
 
 func (x *SinkProgress) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[37]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3419,7 +3935,7 @@ func (x *SinkProgress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SinkProgress.ProtoReflect.Descriptor instead.
 func (*SinkProgress) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{37}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *SinkProgress) GetPositions() []*SinkPosition {
@@ -3441,7 +3957,7 @@ type SinkPosition struct {
 
 func (x *SinkPosition) Reset() {
 	*x = SinkPosition{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[38]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3453,7 +3969,7 @@ func (x *SinkPosition) String() string {
 func (*SinkPosition) ProtoMessage() {}
 
 func (x *SinkPosition) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[38]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3466,7 +3982,7 @@ func (x *SinkPosition) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SinkPosition.ProtoReflect.Descriptor instead.
 func (*SinkPosition) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{38}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *SinkPosition) GetName() string {
@@ -3502,7 +4018,7 @@ type SinkAlert struct {
 
 func (x *SinkAlert) Reset() {
 	*x = SinkAlert{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[39]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3514,7 +4030,7 @@ func (x *SinkAlert) String() string {
 func (*SinkAlert) ProtoMessage() {}
 
 func (x *SinkAlert) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[39]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3527,7 +4043,7 @@ func (x *SinkAlert) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SinkAlert.ProtoReflect.Descriptor instead.
 func (*SinkAlert) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{39}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *SinkAlert) GetAlert() *v1.Alert {
@@ -3541,7 +4057,7 @@ var File_medmesh_fsm_v1_command_proto protoreflect.FileDescriptor
 
 const file_medmesh_fsm_v1_command_proto_rawDesc = "" +
 	"\n" +
-	"\x1cmedmesh/fsm/v1/command.proto\x12\x0emedmesh.fsm.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16medmesh/v1/alert.proto\x1a%medmesh/v1/compliance_exception.proto\x1a\x19medmesh/v1/decision.proto\x1a\x17medmesh/v1/device.proto\x1a\x19medmesh/v1/incident.proto\x1a\x17medmesh/v1/policy.proto\x1a\x15medmesh/v1/risk.proto\x1a\x15medmesh/v1/rule.proto\x1a\x17medmesh/v1/sensor.proto\x1a\x15medmesh/v1/sink.proto\"\xb6\x10\n" +
+	"\x1cmedmesh/fsm/v1/command.proto\x12\x0emedmesh.fsm.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18medmesh/v1/account.proto\x1a\x16medmesh/v1/alert.proto\x1a%medmesh/v1/compliance_exception.proto\x1a\x19medmesh/v1/decision.proto\x1a\x17medmesh/v1/device.proto\x1a\x19medmesh/v1/incident.proto\x1a\x17medmesh/v1/policy.proto\x1a\x15medmesh/v1/risk.proto\x1a\x15medmesh/v1/rule.proto\x1a\x17medmesh/v1/sensor.proto\x1a\x15medmesh/v1/sink.proto\"\xc1\x12\n" +
 	"\aCommand\x12.\n" +
 	"\x04time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x127\n" +
 	"\arequest\x18\x03 \x01(\v2\x1d.medmesh.fsm.v1.ClientRequestR\arequest\x12C\n" +
@@ -3581,7 +4097,13 @@ const file_medmesh_fsm_v1_command_proto_rawDesc = "" +
 	"sinkDelete\x12C\n" +
 	"\rsink_progress\x18f \x01(\v2\x1c.medmesh.fsm.v1.SinkProgressH\x00R\fsinkProgress\x12:\n" +
 	"\n" +
-	"sink_alert\x18g \x01(\v2\x19.medmesh.fsm.v1.SinkAlertH\x00R\tsinkAlertB\t\n" +
+	"sink_alert\x18g \x01(\v2\x19.medmesh.fsm.v1.SinkAlertH\x00R\tsinkAlert\x12=\n" +
+	"\vaccount_put\x18x \x01(\v2\x1a.medmesh.fsm.v1.AccountPutH\x00R\n" +
+	"accountPut\x12F\n" +
+	"\x0eaccount_delete\x18y \x01(\v2\x1d.medmesh.fsm.v1.AccountDeleteH\x00R\raccountDelete\x12C\n" +
+	"\raccount_login\x18z \x01(\v2\x1c.medmesh.fsm.v1.AccountLoginH\x00R\faccountLogin\x12=\n" +
+	"\vsession_end\x18{ \x01(\v2\x1a.medmesh.fsm.v1.SessionEndH\x00R\n" +
+	"sessionEndB\t\n" +
 	"\acommandJ\x04\b\x02\x10\x03J\x04\b\x04\x10\n" +
 	"\";\n" +
 	"\rClientRequest\x12\x1a\n" +
@@ -3715,7 +4237,40 @@ const file_medmesh_fsm_v1_command_proto_rawDesc = "" +
 	"attachment\x12\x14\n" +
 	"\x05actor\x18\x02 \x01(\tR\x05actor\x12\x16\n" +
 	"\x06reason\x18\x03 \x01(\tR\x06reason\x12\x18\n" +
-	"\acomment\x18\x04 \x01(\tR\acomment\"\x83\t\n" +
+	"\acomment\x18\x04 \x01(\tR\acomment\"\xd3\x01\n" +
+	"\n" +
+	"AccountPut\x12-\n" +
+	"\aaccount\x18\x01 \x01(\v2\x13.medmesh.v1.AccountR\aaccount\x12#\n" +
+	"\rpassword_hash\x18\x02 \x01(\tR\fpasswordHash\x12.\n" +
+	"\x10expected_version\x18\x03 \x01(\x04H\x00R\x0fexpectedVersion\x88\x01\x01\x12\x14\n" +
+	"\x05actor\x18\x04 \x01(\tR\x05actor\x12\x16\n" +
+	"\x06reason\x18\x05 \x01(\tR\x06reasonB\x13\n" +
+	"\x11_expected_version\"Q\n" +
+	"\rAccountDelete\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
+	"\x05actor\x18\x02 \x01(\tR\x05actor\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\"\x8d\x01\n" +
+	"\fAccountLogin\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
+	"\asuccess\x18\x02 \x01(\bR\asuccess\x12!\n" +
+	"\fsession_hash\x18\x03 \x01(\fR\vsessionHash\x12\x14\n" +
+	"\x05actor\x18\x04 \x01(\tR\x05actor\x12\x16\n" +
+	"\x06source\x18\x05 \x01(\tR\x06source\"E\n" +
+	"\n" +
+	"SessionEnd\x12!\n" +
+	"\fsession_hash\x18\x01 \x01(\fR\vsessionHash\x12\x14\n" +
+	"\x05actor\x18\x02 \x01(\tR\x05actor\"c\n" +
+	"\rAccountRecord\x12-\n" +
+	"\aaccount\x18\x01 \x01(\v2\x13.medmesh.v1.AccountR\aaccount\x12#\n" +
+	"\rpassword_hash\x18\x02 \x01(\tR\fpasswordHash\"\xcd\x01\n" +
+	"\aSession\x12\x12\n" +
+	"\x04hash\x18\x01 \x01(\fR\x04hash\x12\x1a\n" +
+	"\bidentity\x18\x02 \x01(\tR\bidentity\x12\x18\n" +
+	"\aaccount\x18\x03 \x01(\tR\aaccount\x12;\n" +
+	"\vcreate_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"createTime\x12;\n" +
+	"\vexpire_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"expireTime\"\xf3\t\n" +
 	"\fSnapshotItem\x122\n" +
 	"\x04meta\x18\x01 \x01(\v2\x1c.medmesh.fsm.v1.SnapshotMetaH\x00R\x04meta\x12,\n" +
 	"\x06device\x18\x02 \x01(\v2\x12.medmesh.v1.DeviceH\x00R\x06device\x12,\n" +
@@ -3740,7 +4295,9 @@ const file_medmesh_fsm_v1_command_proto_rawDesc = "" +
 	"\texception\x18Z \x01(\v2\x19.medmesh.v1.RiskExceptionH\x00R\texception\x12.\n" +
 	"\x05trend\x18[ \x01(\v2\x16.medmesh.v1.TrendPointH\x00R\x05trend\x120\n" +
 	"\x04mds2\x18\\ \x01(\v2\x1a.medmesh.v1.MDS2AttachmentH\x00R\x04mds2\x12&\n" +
-	"\x04sink\x18d \x01(\v2\x10.medmesh.v1.SinkH\x00R\x04sinkB\x06\n" +
+	"\x04sink\x18d \x01(\v2\x10.medmesh.v1.SinkH\x00R\x04sink\x129\n" +
+	"\aaccount\x18x \x01(\v2\x1d.medmesh.fsm.v1.AccountRecordH\x00R\aaccount\x123\n" +
+	"\asession\x18y \x01(\v2\x17.medmesh.fsm.v1.SessionH\x00R\asessionB\x06\n" +
 	"\x04item\"\x90\x02\n" +
 	"\x06Bounds\x12\x1d\n" +
 	"\n" +
@@ -3764,7 +4321,7 @@ const file_medmesh_fsm_v1_command_proto_rawDesc = "" +
 	"\vDeviceFlows\x12\x1d\n" +
 	"\n" +
 	"device_mac\x18\x01 \x01(\tR\tdeviceMac\x125\n" +
-	"\tsummaries\x18\x02 \x03(\v2\x17.medmesh.v1.FlowSummaryR\tsummaries\"\xa9\x05\n" +
+	"\tsummaries\x18\x02 \x03(\v2\x17.medmesh.v1.FlowSummaryR\tsummaries\"\xd8\x05\n" +
 	"\n" +
 	"DedupEntry\x127\n" +
 	"\arequest\x18\x01 \x01(\v2\x1d.medmesh.fsm.v1.ClientRequestR\arequest\x12\x14\n" +
@@ -3784,7 +4341,8 @@ const file_medmesh_fsm_v1_command_proto_rawDesc = "" +
 	"\x04sbom\x18Q \x01(\v2\x1a.medmesh.v1.SBOMAttachmentR\x04sbom\x127\n" +
 	"\texception\x18Z \x01(\v2\x19.medmesh.v1.RiskExceptionR\texception\x12.\n" +
 	"\x04mds2\x18[ \x01(\v2\x1a.medmesh.v1.MDS2AttachmentR\x04mds2\x12$\n" +
-	"\x04sink\x18d \x01(\v2\x10.medmesh.v1.SinkR\x04sink\"\xea\x01\n" +
+	"\x04sink\x18d \x01(\v2\x10.medmesh.v1.SinkR\x04sink\x12-\n" +
+	"\aaccount\x18x \x01(\v2\x13.medmesh.v1.AccountR\aaccount\"\xea\x01\n" +
 	"\aSinkPut\x12$\n" +
 	"\x04sink\x18\x01 \x01(\v2\x10.medmesh.v1.SinkR\x04sink\x12.\n" +
 	"\x10expected_version\x18\x02 \x01(\x04H\x00R\x0fexpectedVersion\x88\x01\x01\x12\x14\n" +
@@ -3822,7 +4380,7 @@ func file_medmesh_fsm_v1_command_proto_rawDescGZIP() []byte {
 	return file_medmesh_fsm_v1_command_proto_rawDescData
 }
 
-var file_medmesh_fsm_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 40)
+var file_medmesh_fsm_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 46)
 var file_medmesh_fsm_v1_command_proto_goTypes = []any{
 	(*Command)(nil),               // 0: medmesh.fsm.v1.Command
 	(*ClientRequest)(nil),         // 1: medmesh.fsm.v1.ClientRequest
@@ -3852,40 +4410,47 @@ var file_medmesh_fsm_v1_command_proto_goTypes = []any{
 	(*TrendRecord)(nil),           // 25: medmesh.fsm.v1.TrendRecord
 	(*ExceptionsExpire)(nil),      // 26: medmesh.fsm.v1.ExceptionsExpire
 	(*MDS2Attach)(nil),            // 27: medmesh.fsm.v1.MDS2Attach
-	(*SnapshotItem)(nil),          // 28: medmesh.fsm.v1.SnapshotItem
-	(*Bounds)(nil),                // 29: medmesh.fsm.v1.Bounds
-	(*PendingCause)(nil),          // 30: medmesh.fsm.v1.PendingCause
-	(*SnapshotMeta)(nil),          // 31: medmesh.fsm.v1.SnapshotMeta
-	(*SensorSeq)(nil),             // 32: medmesh.fsm.v1.SensorSeq
-	(*DeviceFlows)(nil),           // 33: medmesh.fsm.v1.DeviceFlows
-	(*DedupEntry)(nil),            // 34: medmesh.fsm.v1.DedupEntry
-	(*SinkPut)(nil),               // 35: medmesh.fsm.v1.SinkPut
-	(*SinkDelete)(nil),            // 36: medmesh.fsm.v1.SinkDelete
-	(*SinkProgress)(nil),          // 37: medmesh.fsm.v1.SinkProgress
-	(*SinkPosition)(nil),          // 38: medmesh.fsm.v1.SinkPosition
-	(*SinkAlert)(nil),             // 39: medmesh.fsm.v1.SinkAlert
-	(*timestamppb.Timestamp)(nil), // 40: google.protobuf.Timestamp
-	(*v1.Device)(nil),             // 41: medmesh.v1.Device
-	(*v1.Policy)(nil),             // 42: medmesh.v1.Policy
-	(v1.PolicyMode)(0),            // 43: medmesh.v1.PolicyMode
-	(*v1.Decision)(nil),           // 44: medmesh.v1.Decision
-	(*v1.Alert)(nil),              // 45: medmesh.v1.Alert
-	(*v1.Baseline)(nil),           // 46: medmesh.v1.Baseline
-	(*v1.FlowSummary)(nil),        // 47: medmesh.v1.FlowSummary
-	(*v1.SensorRecord)(nil),       // 48: medmesh.v1.SensorRecord
-	(*v1.ResponseRule)(nil),       // 49: medmesh.v1.ResponseRule
-	(*v1.IntelBundle)(nil),        // 50: medmesh.v1.IntelBundle
-	(*v1.SBOMAttachment)(nil),     // 51: medmesh.v1.SBOMAttachment
-	(*v1.DevicePosture)(nil),      // 52: medmesh.v1.DevicePosture
-	(*v1.RiskException)(nil),      // 53: medmesh.v1.RiskException
-	(*v1.TrendPoint)(nil),         // 54: medmesh.v1.TrendPoint
-	(*v1.MDS2Attachment)(nil),     // 55: medmesh.v1.MDS2Attachment
-	(*v1.AuditRecord)(nil),        // 56: medmesh.v1.AuditRecord
-	(*v1.Incident)(nil),           // 57: medmesh.v1.Incident
-	(*v1.Sink)(nil),               // 58: medmesh.v1.Sink
+	(*AccountPut)(nil),            // 28: medmesh.fsm.v1.AccountPut
+	(*AccountDelete)(nil),         // 29: medmesh.fsm.v1.AccountDelete
+	(*AccountLogin)(nil),          // 30: medmesh.fsm.v1.AccountLogin
+	(*SessionEnd)(nil),            // 31: medmesh.fsm.v1.SessionEnd
+	(*AccountRecord)(nil),         // 32: medmesh.fsm.v1.AccountRecord
+	(*Session)(nil),               // 33: medmesh.fsm.v1.Session
+	(*SnapshotItem)(nil),          // 34: medmesh.fsm.v1.SnapshotItem
+	(*Bounds)(nil),                // 35: medmesh.fsm.v1.Bounds
+	(*PendingCause)(nil),          // 36: medmesh.fsm.v1.PendingCause
+	(*SnapshotMeta)(nil),          // 37: medmesh.fsm.v1.SnapshotMeta
+	(*SensorSeq)(nil),             // 38: medmesh.fsm.v1.SensorSeq
+	(*DeviceFlows)(nil),           // 39: medmesh.fsm.v1.DeviceFlows
+	(*DedupEntry)(nil),            // 40: medmesh.fsm.v1.DedupEntry
+	(*SinkPut)(nil),               // 41: medmesh.fsm.v1.SinkPut
+	(*SinkDelete)(nil),            // 42: medmesh.fsm.v1.SinkDelete
+	(*SinkProgress)(nil),          // 43: medmesh.fsm.v1.SinkProgress
+	(*SinkPosition)(nil),          // 44: medmesh.fsm.v1.SinkPosition
+	(*SinkAlert)(nil),             // 45: medmesh.fsm.v1.SinkAlert
+	(*timestamppb.Timestamp)(nil), // 46: google.protobuf.Timestamp
+	(*v1.Device)(nil),             // 47: medmesh.v1.Device
+	(*v1.Policy)(nil),             // 48: medmesh.v1.Policy
+	(v1.PolicyMode)(0),            // 49: medmesh.v1.PolicyMode
+	(*v1.Decision)(nil),           // 50: medmesh.v1.Decision
+	(*v1.Alert)(nil),              // 51: medmesh.v1.Alert
+	(*v1.Baseline)(nil),           // 52: medmesh.v1.Baseline
+	(*v1.FlowSummary)(nil),        // 53: medmesh.v1.FlowSummary
+	(*v1.SensorRecord)(nil),       // 54: medmesh.v1.SensorRecord
+	(*v1.ResponseRule)(nil),       // 55: medmesh.v1.ResponseRule
+	(*v1.IntelBundle)(nil),        // 56: medmesh.v1.IntelBundle
+	(*v1.SBOMAttachment)(nil),     // 57: medmesh.v1.SBOMAttachment
+	(*v1.DevicePosture)(nil),      // 58: medmesh.v1.DevicePosture
+	(*v1.RiskException)(nil),      // 59: medmesh.v1.RiskException
+	(*v1.TrendPoint)(nil),         // 60: medmesh.v1.TrendPoint
+	(*v1.MDS2Attachment)(nil),     // 61: medmesh.v1.MDS2Attachment
+	(*v1.Account)(nil),            // 62: medmesh.v1.Account
+	(*v1.AuditRecord)(nil),        // 63: medmesh.v1.AuditRecord
+	(*v1.Incident)(nil),           // 64: medmesh.v1.Incident
+	(*v1.Sink)(nil),               // 65: medmesh.v1.Sink
 }
 var file_medmesh_fsm_v1_command_proto_depIdxs = []int32{
-	40, // 0: medmesh.fsm.v1.Command.time:type_name -> google.protobuf.Timestamp
+	46, // 0: medmesh.fsm.v1.Command.time:type_name -> google.protobuf.Timestamp
 	1,  // 1: medmesh.fsm.v1.Command.request:type_name -> medmesh.fsm.v1.ClientRequest
 	2,  // 2: medmesh.fsm.v1.Command.device_upsert:type_name -> medmesh.fsm.v1.DeviceUpsert
 	3,  // 3: medmesh.fsm.v1.Command.device_update:type_name -> medmesh.fsm.v1.DeviceUpdate
@@ -3912,72 +4477,83 @@ var file_medmesh_fsm_v1_command_proto_depIdxs = []int32{
 	25, // 24: medmesh.fsm.v1.Command.trend_record:type_name -> medmesh.fsm.v1.TrendRecord
 	26, // 25: medmesh.fsm.v1.Command.exceptions_expire:type_name -> medmesh.fsm.v1.ExceptionsExpire
 	27, // 26: medmesh.fsm.v1.Command.mds2_attach:type_name -> medmesh.fsm.v1.MDS2Attach
-	35, // 27: medmesh.fsm.v1.Command.sink_put:type_name -> medmesh.fsm.v1.SinkPut
-	36, // 28: medmesh.fsm.v1.Command.sink_delete:type_name -> medmesh.fsm.v1.SinkDelete
-	37, // 29: medmesh.fsm.v1.Command.sink_progress:type_name -> medmesh.fsm.v1.SinkProgress
-	39, // 30: medmesh.fsm.v1.Command.sink_alert:type_name -> medmesh.fsm.v1.SinkAlert
-	41, // 31: medmesh.fsm.v1.DeviceUpsert.device:type_name -> medmesh.v1.Device
-	41, // 32: medmesh.fsm.v1.DeviceUpdate.device:type_name -> medmesh.v1.Device
-	42, // 33: medmesh.fsm.v1.PolicyPut.policy:type_name -> medmesh.v1.Policy
-	43, // 34: medmesh.fsm.v1.PolicyActivate.mode:type_name -> medmesh.v1.PolicyMode
-	44, // 35: medmesh.fsm.v1.DecisionCreate.decision:type_name -> medmesh.v1.Decision
-	45, // 36: medmesh.fsm.v1.AlertIngest.alert:type_name -> medmesh.v1.Alert
-	46, // 37: medmesh.fsm.v1.BaselinePut.baseline:type_name -> medmesh.v1.Baseline
-	47, // 38: medmesh.fsm.v1.FlowSummaries.summaries:type_name -> medmesh.v1.FlowSummary
-	48, // 39: medmesh.fsm.v1.SensorReport.records:type_name -> medmesh.v1.SensorRecord
-	13, // 40: medmesh.fsm.v1.SensorBatch.reports:type_name -> medmesh.fsm.v1.SensorReport
-	49, // 41: medmesh.fsm.v1.RulePut.rule:type_name -> medmesh.v1.ResponseRule
-	49, // 42: medmesh.fsm.v1.RulesSeed.rules:type_name -> medmesh.v1.ResponseRule
-	50, // 43: medmesh.fsm.v1.IntelActivate.bundle:type_name -> medmesh.v1.IntelBundle
-	51, // 44: medmesh.fsm.v1.SBOMAttach.attachment:type_name -> medmesh.v1.SBOMAttachment
-	52, // 45: medmesh.fsm.v1.FindingsPut.postures:type_name -> medmesh.v1.DevicePosture
-	53, // 46: medmesh.fsm.v1.ExceptionAccept.exception:type_name -> medmesh.v1.RiskException
-	54, // 47: medmesh.fsm.v1.TrendRecord.point:type_name -> medmesh.v1.TrendPoint
-	55, // 48: medmesh.fsm.v1.MDS2Attach.attachment:type_name -> medmesh.v1.MDS2Attachment
-	31, // 49: medmesh.fsm.v1.SnapshotItem.meta:type_name -> medmesh.fsm.v1.SnapshotMeta
-	41, // 50: medmesh.fsm.v1.SnapshotItem.device:type_name -> medmesh.v1.Device
-	42, // 51: medmesh.fsm.v1.SnapshotItem.policy:type_name -> medmesh.v1.Policy
-	44, // 52: medmesh.fsm.v1.SnapshotItem.decision:type_name -> medmesh.v1.Decision
-	45, // 53: medmesh.fsm.v1.SnapshotItem.alert:type_name -> medmesh.v1.Alert
-	46, // 54: medmesh.fsm.v1.SnapshotItem.baseline:type_name -> medmesh.v1.Baseline
-	56, // 55: medmesh.fsm.v1.SnapshotItem.audit:type_name -> medmesh.v1.AuditRecord
-	32, // 56: medmesh.fsm.v1.SnapshotItem.sensor_seq:type_name -> medmesh.fsm.v1.SensorSeq
-	33, // 57: medmesh.fsm.v1.SnapshotItem.flows:type_name -> medmesh.fsm.v1.DeviceFlows
-	15, // 58: medmesh.fsm.v1.SnapshotItem.server:type_name -> medmesh.fsm.v1.ServerRegister
-	34, // 59: medmesh.fsm.v1.SnapshotItem.dedup:type_name -> medmesh.fsm.v1.DedupEntry
-	29, // 60: medmesh.fsm.v1.SnapshotItem.bounds:type_name -> medmesh.fsm.v1.Bounds
-	30, // 61: medmesh.fsm.v1.SnapshotItem.pending_cause:type_name -> medmesh.fsm.v1.PendingCause
-	49, // 62: medmesh.fsm.v1.SnapshotItem.rule:type_name -> medmesh.v1.ResponseRule
-	57, // 63: medmesh.fsm.v1.SnapshotItem.incident:type_name -> medmesh.v1.Incident
-	50, // 64: medmesh.fsm.v1.SnapshotItem.intel:type_name -> medmesh.v1.IntelBundle
-	51, // 65: medmesh.fsm.v1.SnapshotItem.sbom:type_name -> medmesh.v1.SBOMAttachment
-	52, // 66: medmesh.fsm.v1.SnapshotItem.posture:type_name -> medmesh.v1.DevicePosture
-	53, // 67: medmesh.fsm.v1.SnapshotItem.exception:type_name -> medmesh.v1.RiskException
-	54, // 68: medmesh.fsm.v1.SnapshotItem.trend:type_name -> medmesh.v1.TrendPoint
-	55, // 69: medmesh.fsm.v1.SnapshotItem.mds2:type_name -> medmesh.v1.MDS2Attachment
-	58, // 70: medmesh.fsm.v1.SnapshotItem.sink:type_name -> medmesh.v1.Sink
-	40, // 71: medmesh.fsm.v1.Bounds.decisions_compacted:type_name -> google.protobuf.Timestamp
-	47, // 72: medmesh.fsm.v1.DeviceFlows.summaries:type_name -> medmesh.v1.FlowSummary
-	1,  // 73: medmesh.fsm.v1.DedupEntry.request:type_name -> medmesh.fsm.v1.ClientRequest
-	40, // 74: medmesh.fsm.v1.DedupEntry.time:type_name -> google.protobuf.Timestamp
-	41, // 75: medmesh.fsm.v1.DedupEntry.device:type_name -> medmesh.v1.Device
-	42, // 76: medmesh.fsm.v1.DedupEntry.policy:type_name -> medmesh.v1.Policy
-	44, // 77: medmesh.fsm.v1.DedupEntry.decision:type_name -> medmesh.v1.Decision
-	45, // 78: medmesh.fsm.v1.DedupEntry.alert:type_name -> medmesh.v1.Alert
-	49, // 79: medmesh.fsm.v1.DedupEntry.rule:type_name -> medmesh.v1.ResponseRule
-	50, // 80: medmesh.fsm.v1.DedupEntry.intel:type_name -> medmesh.v1.IntelBundle
-	51, // 81: medmesh.fsm.v1.DedupEntry.sbom:type_name -> medmesh.v1.SBOMAttachment
-	53, // 82: medmesh.fsm.v1.DedupEntry.exception:type_name -> medmesh.v1.RiskException
-	55, // 83: medmesh.fsm.v1.DedupEntry.mds2:type_name -> medmesh.v1.MDS2Attachment
-	58, // 84: medmesh.fsm.v1.DedupEntry.sink:type_name -> medmesh.v1.Sink
-	58, // 85: medmesh.fsm.v1.SinkPut.sink:type_name -> medmesh.v1.Sink
-	38, // 86: medmesh.fsm.v1.SinkProgress.positions:type_name -> medmesh.fsm.v1.SinkPosition
-	45, // 87: medmesh.fsm.v1.SinkAlert.alert:type_name -> medmesh.v1.Alert
-	88, // [88:88] is the sub-list for method output_type
-	88, // [88:88] is the sub-list for method input_type
-	88, // [88:88] is the sub-list for extension type_name
-	88, // [88:88] is the sub-list for extension extendee
-	0,  // [0:88] is the sub-list for field type_name
+	41, // 27: medmesh.fsm.v1.Command.sink_put:type_name -> medmesh.fsm.v1.SinkPut
+	42, // 28: medmesh.fsm.v1.Command.sink_delete:type_name -> medmesh.fsm.v1.SinkDelete
+	43, // 29: medmesh.fsm.v1.Command.sink_progress:type_name -> medmesh.fsm.v1.SinkProgress
+	45, // 30: medmesh.fsm.v1.Command.sink_alert:type_name -> medmesh.fsm.v1.SinkAlert
+	28, // 31: medmesh.fsm.v1.Command.account_put:type_name -> medmesh.fsm.v1.AccountPut
+	29, // 32: medmesh.fsm.v1.Command.account_delete:type_name -> medmesh.fsm.v1.AccountDelete
+	30, // 33: medmesh.fsm.v1.Command.account_login:type_name -> medmesh.fsm.v1.AccountLogin
+	31, // 34: medmesh.fsm.v1.Command.session_end:type_name -> medmesh.fsm.v1.SessionEnd
+	47, // 35: medmesh.fsm.v1.DeviceUpsert.device:type_name -> medmesh.v1.Device
+	47, // 36: medmesh.fsm.v1.DeviceUpdate.device:type_name -> medmesh.v1.Device
+	48, // 37: medmesh.fsm.v1.PolicyPut.policy:type_name -> medmesh.v1.Policy
+	49, // 38: medmesh.fsm.v1.PolicyActivate.mode:type_name -> medmesh.v1.PolicyMode
+	50, // 39: medmesh.fsm.v1.DecisionCreate.decision:type_name -> medmesh.v1.Decision
+	51, // 40: medmesh.fsm.v1.AlertIngest.alert:type_name -> medmesh.v1.Alert
+	52, // 41: medmesh.fsm.v1.BaselinePut.baseline:type_name -> medmesh.v1.Baseline
+	53, // 42: medmesh.fsm.v1.FlowSummaries.summaries:type_name -> medmesh.v1.FlowSummary
+	54, // 43: medmesh.fsm.v1.SensorReport.records:type_name -> medmesh.v1.SensorRecord
+	13, // 44: medmesh.fsm.v1.SensorBatch.reports:type_name -> medmesh.fsm.v1.SensorReport
+	55, // 45: medmesh.fsm.v1.RulePut.rule:type_name -> medmesh.v1.ResponseRule
+	55, // 46: medmesh.fsm.v1.RulesSeed.rules:type_name -> medmesh.v1.ResponseRule
+	56, // 47: medmesh.fsm.v1.IntelActivate.bundle:type_name -> medmesh.v1.IntelBundle
+	57, // 48: medmesh.fsm.v1.SBOMAttach.attachment:type_name -> medmesh.v1.SBOMAttachment
+	58, // 49: medmesh.fsm.v1.FindingsPut.postures:type_name -> medmesh.v1.DevicePosture
+	59, // 50: medmesh.fsm.v1.ExceptionAccept.exception:type_name -> medmesh.v1.RiskException
+	60, // 51: medmesh.fsm.v1.TrendRecord.point:type_name -> medmesh.v1.TrendPoint
+	61, // 52: medmesh.fsm.v1.MDS2Attach.attachment:type_name -> medmesh.v1.MDS2Attachment
+	62, // 53: medmesh.fsm.v1.AccountPut.account:type_name -> medmesh.v1.Account
+	62, // 54: medmesh.fsm.v1.AccountRecord.account:type_name -> medmesh.v1.Account
+	46, // 55: medmesh.fsm.v1.Session.create_time:type_name -> google.protobuf.Timestamp
+	46, // 56: medmesh.fsm.v1.Session.expire_time:type_name -> google.protobuf.Timestamp
+	37, // 57: medmesh.fsm.v1.SnapshotItem.meta:type_name -> medmesh.fsm.v1.SnapshotMeta
+	47, // 58: medmesh.fsm.v1.SnapshotItem.device:type_name -> medmesh.v1.Device
+	48, // 59: medmesh.fsm.v1.SnapshotItem.policy:type_name -> medmesh.v1.Policy
+	50, // 60: medmesh.fsm.v1.SnapshotItem.decision:type_name -> medmesh.v1.Decision
+	51, // 61: medmesh.fsm.v1.SnapshotItem.alert:type_name -> medmesh.v1.Alert
+	52, // 62: medmesh.fsm.v1.SnapshotItem.baseline:type_name -> medmesh.v1.Baseline
+	63, // 63: medmesh.fsm.v1.SnapshotItem.audit:type_name -> medmesh.v1.AuditRecord
+	38, // 64: medmesh.fsm.v1.SnapshotItem.sensor_seq:type_name -> medmesh.fsm.v1.SensorSeq
+	39, // 65: medmesh.fsm.v1.SnapshotItem.flows:type_name -> medmesh.fsm.v1.DeviceFlows
+	15, // 66: medmesh.fsm.v1.SnapshotItem.server:type_name -> medmesh.fsm.v1.ServerRegister
+	40, // 67: medmesh.fsm.v1.SnapshotItem.dedup:type_name -> medmesh.fsm.v1.DedupEntry
+	35, // 68: medmesh.fsm.v1.SnapshotItem.bounds:type_name -> medmesh.fsm.v1.Bounds
+	36, // 69: medmesh.fsm.v1.SnapshotItem.pending_cause:type_name -> medmesh.fsm.v1.PendingCause
+	55, // 70: medmesh.fsm.v1.SnapshotItem.rule:type_name -> medmesh.v1.ResponseRule
+	64, // 71: medmesh.fsm.v1.SnapshotItem.incident:type_name -> medmesh.v1.Incident
+	56, // 72: medmesh.fsm.v1.SnapshotItem.intel:type_name -> medmesh.v1.IntelBundle
+	57, // 73: medmesh.fsm.v1.SnapshotItem.sbom:type_name -> medmesh.v1.SBOMAttachment
+	58, // 74: medmesh.fsm.v1.SnapshotItem.posture:type_name -> medmesh.v1.DevicePosture
+	59, // 75: medmesh.fsm.v1.SnapshotItem.exception:type_name -> medmesh.v1.RiskException
+	60, // 76: medmesh.fsm.v1.SnapshotItem.trend:type_name -> medmesh.v1.TrendPoint
+	61, // 77: medmesh.fsm.v1.SnapshotItem.mds2:type_name -> medmesh.v1.MDS2Attachment
+	65, // 78: medmesh.fsm.v1.SnapshotItem.sink:type_name -> medmesh.v1.Sink
+	32, // 79: medmesh.fsm.v1.SnapshotItem.account:type_name -> medmesh.fsm.v1.AccountRecord
+	33, // 80: medmesh.fsm.v1.SnapshotItem.session:type_name -> medmesh.fsm.v1.Session
+	46, // 81: medmesh.fsm.v1.Bounds.decisions_compacted:type_name -> google.protobuf.Timestamp
+	53, // 82: medmesh.fsm.v1.DeviceFlows.summaries:type_name -> medmesh.v1.FlowSummary
+	1,  // 83: medmesh.fsm.v1.DedupEntry.request:type_name -> medmesh.fsm.v1.ClientRequest
+	46, // 84: medmesh.fsm.v1.DedupEntry.time:type_name -> google.protobuf.Timestamp
+	47, // 85: medmesh.fsm.v1.DedupEntry.device:type_name -> medmesh.v1.Device
+	48, // 86: medmesh.fsm.v1.DedupEntry.policy:type_name -> medmesh.v1.Policy
+	50, // 87: medmesh.fsm.v1.DedupEntry.decision:type_name -> medmesh.v1.Decision
+	51, // 88: medmesh.fsm.v1.DedupEntry.alert:type_name -> medmesh.v1.Alert
+	55, // 89: medmesh.fsm.v1.DedupEntry.rule:type_name -> medmesh.v1.ResponseRule
+	56, // 90: medmesh.fsm.v1.DedupEntry.intel:type_name -> medmesh.v1.IntelBundle
+	57, // 91: medmesh.fsm.v1.DedupEntry.sbom:type_name -> medmesh.v1.SBOMAttachment
+	59, // 92: medmesh.fsm.v1.DedupEntry.exception:type_name -> medmesh.v1.RiskException
+	61, // 93: medmesh.fsm.v1.DedupEntry.mds2:type_name -> medmesh.v1.MDS2Attachment
+	65, // 94: medmesh.fsm.v1.DedupEntry.sink:type_name -> medmesh.v1.Sink
+	62, // 95: medmesh.fsm.v1.DedupEntry.account:type_name -> medmesh.v1.Account
+	65, // 96: medmesh.fsm.v1.SinkPut.sink:type_name -> medmesh.v1.Sink
+	44, // 97: medmesh.fsm.v1.SinkProgress.positions:type_name -> medmesh.fsm.v1.SinkPosition
+	51, // 98: medmesh.fsm.v1.SinkAlert.alert:type_name -> medmesh.v1.Alert
+	99, // [99:99] is the sub-list for method output_type
+	99, // [99:99] is the sub-list for method input_type
+	99, // [99:99] is the sub-list for extension type_name
+	99, // [99:99] is the sub-list for extension extendee
+	0,  // [0:99] is the sub-list for field type_name
 }
 
 func init() { file_medmesh_fsm_v1_command_proto_init() }
@@ -4015,12 +4591,17 @@ func file_medmesh_fsm_v1_command_proto_init() {
 		(*Command_SinkDelete)(nil),
 		(*Command_SinkProgress)(nil),
 		(*Command_SinkAlert)(nil),
+		(*Command_AccountPut)(nil),
+		(*Command_AccountDelete)(nil),
+		(*Command_AccountLogin)(nil),
+		(*Command_SessionEnd)(nil),
 	}
 	file_medmesh_fsm_v1_command_proto_msgTypes[4].OneofWrappers = []any{}
 	file_medmesh_fsm_v1_command_proto_msgTypes[5].OneofWrappers = []any{}
 	file_medmesh_fsm_v1_command_proto_msgTypes[17].OneofWrappers = []any{}
 	file_medmesh_fsm_v1_command_proto_msgTypes[18].OneofWrappers = []any{}
-	file_medmesh_fsm_v1_command_proto_msgTypes[28].OneofWrappers = []any{
+	file_medmesh_fsm_v1_command_proto_msgTypes[28].OneofWrappers = []any{}
+	file_medmesh_fsm_v1_command_proto_msgTypes[34].OneofWrappers = []any{
 		(*SnapshotItem_Meta)(nil),
 		(*SnapshotItem_Device)(nil),
 		(*SnapshotItem_Policy)(nil),
@@ -4043,16 +4624,18 @@ func file_medmesh_fsm_v1_command_proto_init() {
 		(*SnapshotItem_Trend)(nil),
 		(*SnapshotItem_Mds2)(nil),
 		(*SnapshotItem_Sink)(nil),
+		(*SnapshotItem_Account)(nil),
+		(*SnapshotItem_Session)(nil),
 	}
-	file_medmesh_fsm_v1_command_proto_msgTypes[35].OneofWrappers = []any{}
-	file_medmesh_fsm_v1_command_proto_msgTypes[36].OneofWrappers = []any{}
+	file_medmesh_fsm_v1_command_proto_msgTypes[41].OneofWrappers = []any{}
+	file_medmesh_fsm_v1_command_proto_msgTypes[42].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_medmesh_fsm_v1_command_proto_rawDesc), len(file_medmesh_fsm_v1_command_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   40,
+			NumMessages:   46,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -1,0 +1,308 @@
+package coordinator
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/network"
+	"github.com/chromedp/cdproto/runtime"
+	"github.com/chromedp/chromedp"
+
+	medmeshv1 "github.com/medmesh/medmesh/proto/medmesh/v1"
+)
+
+// consoleDevices is how many devices the browser test seeds: issue 21's
+// 10,000, or MEDMESH_CONSOLE_DEVICES.
+func consoleDevices() int {
+	n := 10000
+	if v := os.Getenv("MEDMESH_CONSOLE_DEVICES"); v != "" {
+		fmt.Sscan(v, &n)
+	}
+	return n
+}
+
+// seedDevices reports n devices as sensor "seed" in batches, plus the
+// infusion pump the test works on, with a frozen baseline and flows.
+func seedDevices(t *testing.T, cl *cluster, count int, pump string) {
+	t.Helper()
+	classes := []medmeshv1.DeviceClass{medmeshv1.DeviceClass_DEVICE_CLASS_IT_WORKSTATION, medmeshv1.DeviceClass_DEVICE_CLASS_PATIENT_MONITOR, medmeshv1.DeviceClass_DEVICE_CLASS_INFUSION_PUMP}
+	seq := uint64(0)
+	var last uint64
+	// send reports one batch to the current leader, again after a failure:
+	// a sensor's records apply exactly once by their seq.
+	send := func(recs []*medmeshv1.SensorRecord) {
+		t.Helper()
+		var err error
+		for range 10 {
+			var st medmeshv1.SensorService_ReportClient
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			st, err = medmeshv1.NewSensorServiceClient(cl.leader().conn).Report(ctx)
+			if err == nil {
+				err = st.Send(&medmeshv1.ReportRequest{SensorId: "seed", Records: recs})
+			}
+			var ack *medmeshv1.ReportResponse
+			if err == nil {
+				ack, err = st.Recv()
+			}
+			cancel()
+			if err == nil {
+				last = ack.GetAckedSeq()
+				return
+			}
+			time.Sleep(500 * time.Millisecond)
+		}
+		t.Fatalf("seed: %v", err)
+	}
+	var batch []*medmeshv1.SensorRecord
+	for i := range count {
+		seq++
+		mac := fmt.Sprintf("02:10:%02x:%02x:%02x:%02x", (i>>24)&0xff, (i>>16)&0xff, (i>>8)&0xff, i&0xff)
+		batch = append(batch, &medmeshv1.SensorRecord{Seq: seq, Record: &medmeshv1.SensorRecord_Device{Device: &medmeshv1.DeviceObservation{Device: &medmeshv1.Device{
+			Mac: mac, DeviceClass: classes[i%len(classes)], ClassConfidence: 0.9, Vendor: []string{"Acme Medical", "Globex", "Initech"}[i%3],
+			IpAddresses: []string{fmt.Sprintf("10.%d.%d.%d", 20+(i>>16)&0xff, (i>>8)&0xff, i&0xff)},
+			Location:    &medmeshv1.Location{Floor: fmt.Sprint(1 + i%8), Zone: []string{"icu", "ward", "er", "lab"}[i%4]}}}}})
+		if len(batch) == 2000 {
+			send(batch)
+			batch = nil
+		}
+	}
+	out := medmeshv1.Direction_DIRECTION_OUTBOUND
+	batch = append(batch,
+		&medmeshv1.SensorRecord{Seq: seq + 1, Record: &medmeshv1.SensorRecord_Device{Device: &medmeshv1.DeviceObservation{Device: &medmeshv1.Device{
+			Mac: pump, DeviceClass: medmeshv1.DeviceClass_DEVICE_CLASS_INFUSION_PUMP, ClassConfidence: 0.99, Vendor: "Baxter", Model: "Sigma Spectrum", IpAddresses: []string{"10.1.0.7"}}}}},
+		&medmeshv1.SensorRecord{Seq: seq + 2, Record: &medmeshv1.SensorRecord_Baseline{Baseline: &medmeshv1.Baseline{
+			DeviceMac: pump, DeviceClass: medmeshv1.DeviceClass_DEVICE_CLASS_INFUSION_PUMP, Version: 1,
+			Entries: []*medmeshv1.BaselineEntry{{PeerCidr: "10.9.0.5/32", Protocol: 6, Port: 2575, App: "hl7", Direction: out}}}}},
+		&medmeshv1.SensorRecord{Seq: seq + 3, Record: &medmeshv1.SensorRecord_FlowSummary{FlowSummary: &medmeshv1.FlowSummary{
+			DeviceMac: pump, DeviceIp: "10.1.0.7", PeerIp: "10.9.0.5", Protocol: 6, Port: 2575, App: "hl7", Direction: out, Flows: 3, WindowSeconds: 60}}},
+		&medmeshv1.SensorRecord{Seq: seq + 4, Record: &medmeshv1.SensorRecord_FlowSummary{FlowSummary: &medmeshv1.FlowSummary{
+			DeviceMac: pump, DeviceIp: "10.1.0.7", PeerIp: "203.0.113.9", Protocol: 6, Port: 443, Direction: out, Flows: 1, WindowSeconds: 60}}})
+	send(batch)
+	if last != seq+4 {
+		t.Fatalf("seed acked %d, want %d", last, seq+4)
+	}
+}
+
+// TestConsoleInBrowser drives the console in real headless Chromium
+// against a real 3-node cluster with 10,000 devices: log in, the
+// inventory's first useful paint and a filtered search (timed in the
+// browser), an alert appearing live, a policy generated, simulated,
+// monitored and enforced, the pending decision refused to its causer, a
+// viewer and an operator and approved by a second approver. No console
+// error or exception, and no request leaves the page's origin.
+// Screenshots go to MEDMESH_SCREENSHOTS (default bin/console-screenshots).
+func TestConsoleInBrowser(t *testing.T) {
+	chromium, err := exec.LookPath("chromium")
+	if err != nil {
+		t.Skip("chromium is not installed (deploy/deps.txt has it: make deps)")
+	}
+	shots := os.Getenv("MEDMESH_SCREENSHOTS")
+	if shots == "" {
+		shots = filepath.Join("..", "bin", "console-screenshots")
+	}
+	if err := os.MkdirAll(shots, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cl := newCluster(t, 3, nil)
+	leader := cl.leader()
+	const pw = "correct horse battery staple"
+	for _, a := range [][2]string{{"ann", "approver"}, {"bob", "approver"}, {"otto", "operator"}, {"vic", "viewer"}} {
+		addAccount(t, leader, a[0], a[1], pw)
+	}
+	pump := "02:00:00:00:00:07"
+	nDev := consoleDevices()
+	seedDevices(t, cl, nDev, pump)
+	// The console of a follower: reads and writes are forwarded as the
+	// person's identity.
+	web := serveWeb(t, cl.followers()[0])
+	origin := web.srv.URL
+
+	actx, cancel := chromedp.NewExecAllocator(context.Background(), append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(chromium), chromedp.NoSandbox, chromedp.WindowSize(1400, 1000))...)
+	defer cancel()
+	ctx, cancel := chromedp.NewContext(actx)
+	defer cancel()
+	ctx, cancel = context.WithTimeout(ctx, 3*time.Minute)
+	defer cancel()
+
+	var mu sync.Mutex
+	var problems []string
+	listen := func(ev any) {
+		mu.Lock()
+		defer mu.Unlock()
+		switch e := ev.(type) {
+		case *runtime.EventExceptionThrown:
+			problems = append(problems, "exception: "+e.ExceptionDetails.Text)
+		case *runtime.EventConsoleAPICalled:
+			if e.Type == runtime.ConsoleAPICalledTypeError || e.Type == runtime.ConsoleAPICalledTypeAssert {
+				var args []string
+				for _, a := range e.Args {
+					args = append(args, string(a.Value))
+				}
+				problems = append(problems, "console error: "+strings.Join(args, " "))
+			}
+		case *network.EventRequestWillBeSent:
+			u := e.Request.URL
+			if !strings.HasPrefix(u, origin+"/") && u != origin && !strings.HasPrefix(u, "data:") {
+				problems = append(problems, "request left the origin: "+u)
+			}
+		}
+	}
+	type step = chromedp.Action[chromedp.Void]
+	run := func(what string, steps ...step) {
+		t.Helper()
+		if err := chromedp.Do(ctx, steps...); err != nil {
+			st, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`location.href + " | ready=" + document.body.dataset.ready + " | login-error=" + document.getElementById("login-error").textContent + " | " + (document.getElementById("status") || {}).textContent + " | " + ((document.getElementById("page") || {}).textContent || "").slice(0, 300)`))
+			mu.Lock()
+			defer mu.Unlock()
+			t.Fatalf("%s: %v\npage: %s\nbrowser: %s", what, err, st, strings.Join(problems, "\n"))
+		}
+	}
+	get := func(what string, a chromedp.Action[string]) string {
+		t.Helper()
+		v, err := chromedp.Run(ctx, a)
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		return v
+	}
+	num := func(what, expr string) float64 {
+		t.Helper()
+		v, err := chromedp.Run(ctx, chromedp.Evaluate[float64](expr))
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		return v
+	}
+	shot := func(name string) step {
+		return chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+			buf, err := chromedp.FullScreenshot(100)(ctx, tg) // 100: PNG
+			if err != nil {
+				return err
+			}
+			return os.WriteFile(filepath.Join(shots, name+".png"), buf, 0o644)
+		})
+	}
+	poll := func(expr string) step {
+		return chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+			_, err := chromedp.Poll[bool](expr, chromedp.WithPollingTimeout(30*time.Second))(ctx, tg)
+			return err
+		})
+	}
+	eval := func(expr string) step {
+		return chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+			_, err := chromedp.Evaluate[chromedp.Void](expr)(ctx, tg)
+			return err
+		})
+	}
+	ready := func(page string) step { return poll(fmt.Sprintf(`document.body.dataset.ready === %q`, page)) }
+	css := func(s string) chromedp.CSS { return chromedp.CSS(s) }
+	login := func(name string) step {
+		return chromedp.Steps(
+			ready("login"),
+			chromedp.SetValue(css("#login-name"), name),
+			chromedp.SetValue(css("#login-password"), pw),
+			chromedp.Click(css(`#login-form button[type="submit"]`)),
+			poll(`document.body.dataset.ready !== "login"`),
+		)
+	}
+	logout := chromedp.Steps(chromedp.Click(css("#logout")), ready("login"))
+
+	run("start", chromedp.Navigate("about:blank"))
+	if err := chromedp.Listen(ctx, listen); err != nil {
+		t.Fatal(err)
+	}
+	run("open and log in", chromedp.Navigate(origin+"/"), ready("login"), shot("01-login"), login("vic"), ready("overview"), shot("02-overview"))
+
+	// Time to first useful paint of the inventory: a fresh page load of
+	// #/inventory until its first page of devices is on screen, measured by
+	// the browser from navigation start.
+	run("inventory", chromedp.Navigate("about:blank"), chromedp.Navigate(origin+"/#/inventory"), ready("inventory"), shot("03-inventory"))
+	firstPaint := num("first paint", `window.medmeshLastRender.at`)
+	count := get("count", chromedp.Text(css("#result-count")))
+	if !strings.HasPrefix(count, fmt.Sprint(nDev+1)+" ") {
+		t.Fatalf("inventory says %q, want %d devices", count, nDev+1)
+	}
+	// A filtered search: the time from submitting the form to the
+	// filtered page on screen.
+	before := num("renders", `window.medmeshRenders`)
+	run("search", chromedp.SetValue(css(`input[name="query"]`), "sigma"),
+		eval(`window.medmeshSearchStart = performance.now(); document.querySelector("form.filters button").click()`),
+		poll(fmt.Sprintf(`window.medmeshRenders > %v`, before)), shot("04-search"))
+	search := num("search", `window.medmeshLastRender.at - window.medmeshSearchStart`)
+	if count := get("count", chromedp.Text(css("#result-count"))); !strings.HasPrefix(count, "1 ") {
+		t.Fatalf("search for the pump: %q", count)
+	}
+	t.Logf("console with %d devices: first useful paint of the inventory %.0f ms, filtered search %.0f ms", nDev+1, firstPaint, search)
+	if f := os.Getenv("MEDMESH_CONSOLE_PERF"); f != "" {
+		_ = os.WriteFile(f, fmt.Appendf(nil, "devices=%d first_paint_ms=%.0f search_ms=%.0f\n", nDev+1, firstPaint, search), 0o644)
+	}
+
+	// An alert appears live on the alerts page.
+	run("alerts page", chromedp.Navigate(origin+"/#/alerts"), ready("alerts"))
+	reportAlerts(t, cl.leader(), "s9", 1, &medmeshv1.Alert{Id: "s9/1", SensorId: "s9", DeviceMac: pump, Kind: "known_bad_destination",
+		Risk: &medmeshv1.RiskScore{Score: 90}, Summary: "the pump contacted a known-bad address",
+		Flow: &medmeshv1.FlowRef{Src: "10.1.0.7", Dst: "203.0.113.9", Proto: 6, Dport: 443}})
+	if err := chromedp.Do(ctx, poll(`document.getElementById("alert-s9/1") !== null`)); err != nil {
+		_ = chromedp.Do(ctx, shot("05-alert-live-failed"))
+		st, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`document.getElementById("status").textContent + " | " + window.medmeshStreamError + " | " + document.getElementById("page").textContent.slice(0, 500)`))
+		t.Fatalf("the alert did not appear live: %v; page: %s", err, st)
+	}
+	run("live alert", shot("05-alert-live"), logout)
+
+	// Generate, simulate, monitor and enforce the pump's policy as an
+	// approver: enforcement of a life-critical device waits for a second one.
+	run("policy flow", login("ann"), chromedp.Navigate(origin+"/#/device?mac="+pump), ready("device"),
+		chromedp.Click(css("#generate")), chromedp.WaitVisible(css("#simulation")),
+		chromedp.Click(css("#simulate")),
+		chromedp.Click(css("#monitor")), chromedp.WaitVisible(css("#monitor-result")),
+		chromedp.Click(css("#enforce")), chromedp.WaitVisible(css("#enforce-result")), shot("06-policy"))
+	if sim := get("simulation", chromedp.Text(css("#simulation"))); !strings.Contains(sim, "1 would be dropped") {
+		t.Fatalf("simulation shown: %q", sim)
+	}
+	id := get("decision id", chromedp.Evaluate[string](`document.getElementById("enforce-result").dataset.decision`))
+	pending := cl.leader().c.FSM().Decision(id)
+	if pending.GetState() != medmeshv1.DecisionState_DECISION_STATE_PENDING_APPROVAL {
+		t.Fatalf("enforcing the life-critical pump's policy: decision %q is %v, want pending approval", id, pending)
+	}
+	approve := css(fmt.Sprintf(`button[data-approve=%q]`, pending.GetId()))
+	for _, who := range []string{"ann", "vic", "otto"} {
+		if who != "ann" {
+			run("log in "+who, logout, login(who))
+		}
+		run(who+" approves", chromedp.Navigate(origin+"/#/approvals"), ready("approvals"),
+			chromedp.Click(approve),
+			poll(`document.querySelector("#approval-result").textContent !== ""`), shot("07-refused-"+who))
+		if result := get("result", chromedp.Text(css("#approval-result"))); !strings.HasPrefix(result, "Refused:") {
+			t.Fatalf("%s approving the decision: %q", who, result)
+		}
+	}
+	// The operator acknowledges the live alert: audited as operator/otto.
+	run("otto acknowledges", chromedp.Navigate(origin+"/#/alerts"), ready("alerts"),
+		chromedp.Click(css(`button[aria-label="Acknowledge alert s9/1"]`)),
+		poll(`document.getElementById("alert-s9/1").textContent.includes("acknowledged")`), shot("07-acknowledged"))
+	if a := cl.leader().c.FSM().Alert("s9/1"); a.GetAcknowledgedBy() != "operator/otto" {
+		t.Fatalf("alert acknowledged by %q, want operator/otto", a.GetAcknowledgedBy())
+	}
+	run("bob approves", logout, login("bob"), chromedp.Navigate(origin+"/#/approvals"), ready("approvals"),
+		chromedp.Click(approve),
+		poll(`document.querySelector("#approval-result") && document.querySelector("#approval-result").textContent.includes("approved")`),
+		shot("08-approved"),
+		chromedp.Navigate(origin+"/#/audit"), ready("audit"), shot("09-audit"),
+		chromedp.Navigate(origin+"/#/policies"), ready("policies"), shot("10-policies"))
+	if d := cl.leader().c.FSM().Decision(pending.GetId()); d.GetState() != medmeshv1.DecisionState_DECISION_STATE_APPROVED || d.GetReviewedBy() != "approver/bob" {
+		t.Fatalf("decision after bob: %v", d)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(problems) > 0 {
+		t.Fatalf("the browser reported:\n%s", strings.Join(problems, "\n"))
+	}
+}

@@ -1,0 +1,409 @@
+// medmesh console: plain ES module, no build step, no third-party code.
+// Every URL is relative, so the console works under a reverse proxy's
+// path. Data comes from the coordinator's gRPC services over the Connect
+// protocol (JSON); every call carries the session's CSRF token.
+
+const $ = (sel) => document.querySelector(sel);
+let me = null; // {identity, role, name, csrf, expires}
+let stopStreams = [];
+
+// ---- calls -------------------------------------------------------------
+
+function newRequestId() {
+  return crypto.randomUUID();
+}
+
+// rpc calls a method; while the cluster elects a leader (UNAVAILABLE) it
+// retries a few times with backoff: reads are idempotent and every write
+// carries a request id, which the coordinators apply at most once.
+export async function rpc(service, method, body = {}) {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await rpcOnce(service, method, body);
+    } catch (e) {
+      if (e.code !== "unavailable" || attempt >= 5) throw e;
+      await new Promise((res) => setTimeout(res, 200 * 2 ** attempt));
+    }
+  }
+}
+
+async function rpcOnce(service, method, body) {
+  const r = await fetch(`medmesh.v1.${service}/${method}`, {
+    method: "POST",
+    credentials: "same-origin",
+    headers: { "Content-Type": "application/json", "Connect-Protocol-Version": "1", "X-CSRF-Token": me ? me.csrf : "" },
+    body: JSON.stringify(body),
+  });
+  const text = await r.text();
+  let data = {};
+  try { data = text ? JSON.parse(text) : {}; } catch { data = { message: text }; }
+  if (r.status === 401) { showLogin(); }
+  if (!r.ok) {
+    const err = new Error(data.message || data.error || `${r.status}`);
+    err.code = data.code || String(r.status);
+    throw err;
+  }
+  return data;
+}
+
+// stream runs a Connect server-streaming call, calling onMessage for each
+// message, until stop() is called or the server ends it.
+function stream(service, method, body, onMessage) {
+  const ctl = new AbortController();
+  const json = new TextEncoder().encode(JSON.stringify(body));
+  const env = new Uint8Array(5 + json.length);
+  new DataView(env.buffer).setUint32(1, json.length);
+  env.set(json, 5);
+  const run = async () => {
+    const r = await fetch(`medmesh.v1.${service}/${method}`, {
+      method: "POST", credentials: "same-origin", signal: ctl.signal,
+      headers: { "Content-Type": "application/connect+json", "Connect-Protocol-Version": "1", "X-CSRF-Token": me.csrf },
+      body: env,
+    });
+    if (!r.ok) throw new Error(`stream ${method}: ${r.status}`);
+    const reader = r.body.getReader();
+    let buf = new Uint8Array(0);
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) return;
+      const nb = new Uint8Array(buf.length + value.length);
+      nb.set(buf); nb.set(value, buf.length); buf = nb;
+      while (buf.length >= 5) {
+        const flags = buf[0];
+        const len = new DataView(buf.buffer, buf.byteOffset).getUint32(1);
+        if (buf.length < 5 + len) break;
+        const msg = JSON.parse(new TextDecoder().decode(buf.subarray(5, 5 + len)));
+        buf = buf.slice(5 + len);
+        if (flags & 2) { if (msg.error) throw new Error(msg.error.message); return; }
+        onMessage(msg);
+      }
+    }
+  };
+  const done = run().catch((e) => {
+    if (e.name === "AbortError") return;
+    window.medmeshStreamError = String(e.stack || e);
+    status(`live updates stopped: ${e.message}`, true);
+  });
+  return { stop: () => ctl.abort(), done };
+}
+
+// ---- rendering helpers -------------------------------------------------
+
+function el(tag, attrs = {}, ...kids) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k === "class") e.className = v;
+    else if (k.startsWith("on")) e.addEventListener(k.slice(2), v);
+    else if (v !== undefined && v !== null && v !== false) e.setAttribute(k, v === true ? "" : v);
+  }
+  for (const k of kids.flat()) if (k !== null && k !== undefined) e.append(k instanceof Node ? k : String(k));
+  return e;
+}
+
+const zone = Intl.DateTimeFormat().resolvedOptions().timeZone;
+// Times in the viewer's local time, with the zone shown.
+function when(ts) {
+  if (!ts) return "";
+  const d = new Date(ts);
+  const s = d.toLocaleString(undefined, { year: "numeric", month: "short", day: "numeric", hour: "2-digit", minute: "2-digit", second: "2-digit", timeZoneName: "short" });
+  return el("time", { datetime: d.toISOString(), title: zone }, s);
+}
+
+function enumText(v, prefix) {
+  if (!v) return "unknown";
+  return String(v).replace(prefix, "").toLowerCase().replaceAll("_", "-");
+}
+
+// Tiers and severities are always text; colour only repeats them.
+function tier(t) {
+  const s = enumText(t, "TIER_");
+  const label = s === "unspecified" || s === "unknown" ? "unknown (treated as life-critical)" : s;
+  return el("span", { class: `badge tier-${s}` }, label);
+}
+
+function severity(score) {
+  const n = score || 0;
+  const s = n >= 80 ? "critical" : n >= 60 ? "high" : n >= 30 ? "medium" : "low";
+  return el("span", { class: `badge sev-${s}` }, `${s} (${n})`);
+}
+
+function table(headers, rows, caption) {
+  return el("table", {},
+    caption ? el("caption", { class: "visually-hidden" }, caption) : null,
+    el("thead", {}, el("tr", {}, headers.map((h) => el("th", { scope: "col" }, h)))),
+    el("tbody", {}, rows));
+}
+
+function status(msg, isError = false) {
+  const s = $("#status");
+  s.textContent = msg;
+  s.className = isError ? "error" : "";
+}
+
+function page(title, ...kids) {
+  const p = $("#page");
+  p.replaceChildren(el("h1", {}, title), ...kids);
+  document.title = `${title} — medmesh`;
+}
+
+async function guarded(fn) {
+  try { await fn(); } catch (e) { status(`${e.code ? e.code + ": " : ""}${e.message}`, true); }
+}
+
+// ---- pages -------------------------------------------------------------
+
+const TIERS = ["TIER_LIFE_CRITICAL", "TIER_CLINICAL", "TIER_NON_CLINICAL"];
+
+async function overview() {
+  const [all, pending, open, cluster, ...byTier] = await Promise.all([
+    rpc("InventoryService", "ListDevices", { pageSize: 1 }),
+    rpc("DecisionService", "ListDecisions", { state: "DECISION_STATE_PENDING_APPROVAL", pageSize: 1000 }),
+    rpc("AlertService", "ListAlerts", { state: "ALERT_STATE_OPEN", pageSize: 1000 }),
+    rpc("ClusterService", "GetClusterStatus", {}),
+    ...TIERS.map((t) => rpc("InventoryService", "ListDevices", { pageSize: 1, tier: t })),
+  ]);
+  const card = (label, n, href) => el("div", { class: "card" }, el("div", { class: "n" }, n), href ? el("a", { href }, label) : label);
+  const members = cluster.members || cluster.servers || [];
+  page("Campus overview",
+    el("div", { class: "cards" },
+      card("devices", all.totalSize || 0, "#/inventory"),
+      ...TIERS.map((t, i) => card(`${enumText(t, "TIER_")} devices`, byTier[i].totalSize || 0, "#/inventory?tier=" + t)),
+      card("open alerts", (open.alerts || []).length + (open.nextPageToken ? "+" : ""), "#/alerts"),
+      card("decisions waiting for approval", (pending.decisions || []).length, "#/approvals"),
+      card("coordinators", members.length || "?", null)),
+  );
+}
+
+async function inventory(params) {
+  const form = el("form", { class: "filters", role: "search" },
+    el("label", {}, "Search (MAC, address, vendor, model, host)", el("input", { name: "query", type: "search", value: params.get("query") || "" })),
+    el("label", {}, "Tier", el("select", { name: "tier" }, el("option", { value: "" }, "any"),
+      TIERS.map((t) => el("option", { value: t, selected: params.get("tier") === t }, enumText(t, "TIER_"))))),
+    el("label", {}, "Floor", el("input", { name: "floor", size: 6, value: params.get("floor") || "" })),
+    el("label", {}, "Zone", el("input", { name: "zone", size: 8, value: params.get("zone") || "" })),
+    el("button", { type: "submit" }, "Filter"));
+  form.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const q = new URLSearchParams();
+    for (const [k, v] of new FormData(form)) if (v) q.set(k, v);
+    location.hash = "#/inventory?" + q.toString();
+  });
+  const req = { pageSize: 50, pageToken: params.get("page") || "" };
+  for (const k of ["query", "tier", "floor", "zone"]) if (params.get(k)) req[k] = params.get(k);
+  const resp = await rpc("InventoryService", "ListDevices", req);
+  const rows = (resp.devices || []).map((d) => el("tr", {},
+    el("td", {}, el("a", { href: "#/device?mac=" + encodeURIComponent(d.mac) }, d.mac)),
+    el("td", {}, (d.ipAddresses || []).join(", ")),
+    el("td", {}, enumText(d.deviceClass, "DEVICE_CLASS_")),
+    el("td", {}, tier(d.tier)),
+    el("td", {}, [d.vendor, d.model].filter(Boolean).join(" ")),
+    el("td", {}, [d.location && d.location.floor, d.location && d.location.zone].filter(Boolean).join(" / ")),
+    el("td", {}, severity(d.risk && d.risk.score))));
+  const next = new URLSearchParams(params);
+  if (resp.nextPageToken) next.set("page", resp.nextPageToken);
+  page("Inventory", form,
+    el("p", { id: "result-count" }, `${resp.totalSize || 0} devices match`),
+    table(["MAC", "Addresses", "Class", "Tier", "Vendor / model", "Floor / zone", "Risk"], rows, "Devices"),
+    resp.nextPageToken ? el("a", { href: "#/inventory?" + next.toString() }, "Next page") : null);
+}
+
+async function device(params) {
+  const mac = params.get("mac");
+  const d = (await rpc("InventoryService", "GetDevice", { mac })).device;
+  const dl = (pairs) => el("dl", {}, pairs.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, v)]));
+  const out = el("div", { id: "policy-flow" });
+  page(`Device ${d.mac}`,
+    dl([["Class", enumText(d.deviceClass, "DEVICE_CLASS_")], ["Tier", tier(d.tier)], ["Vendor", d.vendor || ""], ["Model", d.model || ""],
+      ["Addresses", (d.ipAddresses || []).join(", ")], ["First seen", when(d.firstSeen)], ["Last seen", when(d.lastSeen)],
+      ["Risk", severity(d.risk && d.risk.score)]]),
+    el("h2", {}, "Policy"),
+    el("p", {}, "Generate a policy from the device's baseline, see what it would drop, then run it in monitor mode and finally enforce it (approvers)."),
+    el("button", { id: "generate", type: "button", onclick: () => guarded(() => generate(d, out)) }, "Generate policy"),
+    out);
+}
+
+function simulationView(sim) {
+  const rows = (sim.dropped || []).map((f) => el("tr", {},
+    el("td", {}, f.flow.peerName || f.flow.peerIp), el("td", {}, `${f.flow.port || ""}/${f.flow.protocol || ""}`),
+    el("td", {}, f.flow.flows || 0), el("td", {}, f.verdict || "drop")));
+  return el("div", { id: "simulation" },
+    el("p", {}, `Of ${sim.flowsTotal || 0} recent flows, ${sim.flowsAllowed || 0} allowed and ${sim.flowsDropped || 0} would be dropped.`),
+    rows.length ? table(["Peer", "Port/protocol", "Flows", "Verdict"], rows, "Flows the policy would drop") : el("p", {}, "Nothing would be dropped."));
+}
+
+async function generate(d, out) {
+  const gen = await rpc("PolicyService", "GeneratePolicy", { deviceMac: d.mac, mode: "POLICY_MODE_MONITOR" });
+  const policy = gen.policy;
+  const steps = el("div", {});
+  const sim = el("div", {}, simulationView(gen.simulation || {}));
+  out.replaceChildren(el("h3", {}, `Generated policy ${policy.name}`),
+    el("pre", {}, (policy.rules || []).map((r) => `${enumText(r.direction, "DIRECTION_")} ${r.peerCidr || r.peerDnsName || "any peer"} port ${r.portMin || "any"}${r.portMax && r.portMax !== r.portMin ? "-" + r.portMax : ""} protocol ${r.protocol || "any"}`).join("\n")),
+    el("button", { id: "simulate", type: "button", onclick: () => guarded(async () => {
+      const s = await rpc("PolicyService", "SimulatePolicy", { policy, deviceMac: d.mac });
+      sim.replaceChildren(simulationView(s.simulation || {}));
+      status("simulated");
+    }) }, "Simulate"),
+    sim,
+    el("button", { id: "monitor", type: "button", onclick: () => guarded(async () => {
+      const p = { ...policy, mode: "POLICY_MODE_MONITOR" };
+      await rpc("PolicyService", "PutPolicy", { policy: p, reason: "from the console", requestId: newRequestId() });
+      const a = await rpc("PolicyService", "ActivatePolicy", { name: policy.name, mode: "POLICY_MODE_MONITOR", reason: "monitor from the console", requestId: newRequestId() });
+      steps.replaceChildren(el("p", { id: "monitor-result" }, `Monitoring: decision ${a.decisionId || ""}.`));
+      status("policy in monitor mode");
+    }) }, "Monitor"),
+    el("button", { id: "enforce", type: "button", onclick: () => guarded(async () => {
+      const a = await rpc("PolicyService", "ActivatePolicy", { name: policy.name, mode: "POLICY_MODE_ENFORCE", reason: "enforce from the console", requestId: newRequestId() });
+      const state = a.policy && a.policy.mode;
+      steps.replaceChildren(el("p", { id: "enforce-result", "data-decision": a.decisionId || "" }, `Enforce requested: decision ${a.decisionId || ""} (${enumText(state, "POLICY_MODE_")}). A life-critical device's decision waits for a second approver.`));
+      status("enforce requested");
+    }) }, "Enforce"),
+    steps);
+}
+
+async function alerts() {
+  const resp = await rpc("AlertService", "ListAlerts", { pageSize: 200 });
+  const body = el("tbody", { id: "alert-rows" });
+  const row = (a) => el("tr", { id: "alert-" + a.id },
+    el("td", {}, when(a.createTime)), el("td", {}, severity(a.risk && a.risk.score)), el("td", {}, a.kind),
+    el("td", {}, el("a", { href: "#/device?mac=" + encodeURIComponent(a.deviceMac || "") }, a.deviceMac || "")), el("td", {}, tier(a.tier)),
+    el("td", {}, a.summary || ""), el("td", {}, enumText(a.state, "ALERT_STATE_")),
+    el("td", {}, a.state === "ALERT_STATE_OPEN" && me.role !== "viewer"
+      ? el("button", { type: "button", class: "secondary", "aria-label": `Acknowledge alert ${a.id}`, onclick: () => guarded(async () => {
+        const r = await rpc("AlertService", "AcknowledgeAlert", { id: a.id, note: "acknowledged in the console", requestId: newRequestId() });
+        const fresh = row(r.alert || { ...a, state: "ALERT_STATE_ACKNOWLEDGED" });
+        document.getElementById("alert-" + a.id).replaceWith(fresh);
+        status(`alert ${a.id} acknowledged`);
+      }) }, "Acknowledge")
+      : a.acknowledgedBy || ""));
+  const list = (resp.alerts || []).slice().reverse();
+  body.append(...list.map(row));
+  page("Alerts", el("p", {}, "New alerts appear at the top as they are committed."),
+    el("table", {}, el("thead", {}, el("tr", {}, ["Time", "Severity", "Kind", "Device", "Tier", "Summary", "State", ""].map((h) => el("th", { scope: "col" }, h)))), body));
+  const last = Math.max(0, ...list.map((a) => Number(a.index || 0)));
+  const st = stream("AlertService", "WatchAlerts", { fromIndex: String(last + 1) }, (m) => {
+    if (!m.alert) return;
+    const existing = document.getElementById("alert-" + m.alert.id);
+    const r = row(m.alert);
+    if (existing) existing.replaceWith(r);
+    else { r.classList.add("new"); body.prepend(r); status(`new alert on ${m.alert.deviceMac}`); }
+  });
+  stopStreams.push(st.stop);
+}
+
+async function approvals() {
+  const resp = await rpc("DecisionService", "ListDecisions", { state: "DECISION_STATE_PENDING_APPROVAL", pageSize: 500 });
+  const note = el("p", { id: "approval-result", role: "status" });
+  const act = (d, approve) => guarded(async () => {
+    note.textContent = "";
+    try {
+      const method = approve ? "ApproveDecision" : "RejectDecision";
+      await rpc("DecisionService", method, { id: d.id, reason: `${approve ? "approved" : "rejected"} in the console`, requestId: newRequestId() });
+      note.textContent = `Decision ${d.id} ${approve ? "approved" : "rejected"}.`;
+      await approvals();
+      $("#approval-result").textContent = note.textContent;
+    } catch (e) {
+      note.textContent = `Refused: ${e.message}`;
+      note.className = "error";
+    }
+  });
+  const rows = (resp.decisions || []).map((d) => el("tr", { id: "decision-" + d.id },
+    el("td", {}, when(d.createTime)), el("td", {}, enumText(d.action, "DECISION_ACTION_")),
+    el("td", {}, d.deviceMac || ""), el("td", {}, tier(d.tier)), el("td", {}, d.reason || ""),
+    el("td", {}, d.actor || ""), el("td", {}, d.alertId || ""),
+    el("td", {}, el("button", { type: "button", "data-approve": d.id, onclick: () => act(d, true) }, "Approve"), " ",
+      el("button", { type: "button", class: "secondary", "data-reject": d.id, onclick: () => act(d, false) }, "Reject"))));
+  page("Approvals", el("p", {}, "Life-critical decisions wait for an approver. Two-person rule: the identity that caused a decision cannot approve it; viewers cannot approve."),
+    note, rows.length ? table(["Created", "Action", "Device", "Tier", "Reason", "Caused by", "Alert", ""], rows, "Pending decisions") : el("p", { id: "no-pending" }, "Nothing waits for approval."));
+}
+
+async function policies() {
+  const resp = await rpc("PolicyService", "ListPolicies", {});
+  const rows = (resp.policies || []).map((p) => el("tr", {},
+    el("td", {}, p.name), el("td", {}, p.deviceMac || enumText(p.deviceClass, "DEVICE_CLASS_")), el("td", {}, enumText(p.mode, "POLICY_MODE_")),
+    el("td", {}, p.active ? "active" : "inactive"), el("td", {}, p.version || ""), el("td", {}, p.updatedBy || ""), el("td", {}, when(p.updateTime))));
+  page("Policies", el("p", {}, "To make one, open a device from the inventory and generate its policy."),
+    table(["Name", "Applies to", "Mode", "Active", "Version", "Updated by", "Updated"], rows, "Policies"));
+}
+
+async function audit(params) {
+  const req = { pageSize: 100 };
+  if (params.get("page")) req.pageToken = params.get("page");
+  const resp = await rpc("PolicyService", "ListAuditRecords", req);
+  const rows = (resp.records || []).slice().reverse().map((r) => el("tr", {},
+    el("td", {}, when(r.time)), el("td", {}, r.actor), el("td", {}, r.action), el("td", {}, r.resource), el("td", {}, r.reason || ""), el("td", {}, r.comment || "")));
+  page("Audit trail", table(["Time", "Actor", "Action", "Resource", "Reason", "Comment"], rows, "Audit records"),
+    resp.nextPageToken ? el("a", { href: "#/audit?page=" + encodeURIComponent(resp.nextPageToken) }, "Older records") : null);
+}
+
+const routes = { overview, inventory, device, alerts, approvals, policies, audit };
+
+async function route() {
+  for (const stop of stopStreams) stop();
+  stopStreams = [];
+  if (!me) return;
+  const [path, query] = (location.hash.slice(2) || "overview").split("?");
+  const params = new URLSearchParams(query || "");
+  const fn = routes[path] || overview;
+  for (const a of document.querySelectorAll("nav a")) {
+    if (a.getAttribute("href") === "#/" + path) a.setAttribute("aria-current", "page"); else a.removeAttribute("aria-current");
+  }
+  status("loading…");
+  const t0 = performance.now();
+  await guarded(async () => {
+    await fn(params);
+    status("");
+    window.medmeshLastRender = { path, ms: performance.now() - t0, at: performance.now() };
+    window.medmeshRenders = (window.medmeshRenders || 0) + 1;
+    document.body.dataset.ready = path;
+  });
+  $("#main").focus();
+}
+
+// ---- session -----------------------------------------------------------
+
+function showLogin() {
+  me = null;
+  $("#nav").hidden = true;
+  $("#logout").hidden = true;
+  $("#who").textContent = "";
+  $("#page").replaceChildren();
+  $("#login").hidden = false;
+  document.body.dataset.ready = "login";
+  $("#login-name").focus();
+}
+
+function loggedIn(session) {
+  me = session;
+  $("#login").hidden = true;
+  $("#nav").hidden = false;
+  $("#logout").hidden = false;
+  $("#who").textContent = `Logged in as ${me.identity} · times in ${zone}`;
+  route();
+}
+
+$("#login-form").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  $("#login-error").textContent = "";
+  const r = await fetch("api/login", {
+    method: "POST", credentials: "same-origin", headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ name: $("#login-name").value, password: $("#login-password").value }),
+  });
+  $("#login-password").value = "";
+  const data = await r.json().catch(() => ({}));
+  if (!r.ok) { $("#login-error").textContent = data.error || `login failed (${r.status})`; return; }
+  loggedIn(data);
+});
+
+$("#logout").addEventListener("click", async () => {
+  await fetch("api/logout", { method: "POST", credentials: "same-origin", headers: { "X-CSRF-Token": me ? me.csrf : "" } });
+  for (const stop of stopStreams) stop();
+  showLogin();
+});
+
+window.addEventListener("hashchange", route);
+
+(async () => {
+  const r = await fetch("api/session", { credentials: "same-origin" });
+  const s = r.ok ? await r.json() : {};
+  if (s.identity) loggedIn(s); else showLogin();
+})();
