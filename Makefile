@@ -216,6 +216,12 @@ demo: deps build ## As root: bring up the campus lab and run the compromised-dev
 	@echo "(a coordinator started with --fhir-addr serves the same at GET /fhir/Device?identifier=MAC):"
 	eval "$$($(LAB_BIN) env)" && $(BIN) devices export --format fhir | \
 		jq --arg mac $(DEMO_COMPROMISED_MAC) '.entry[].resource | select(any(.identifier[]?; .value == $$mac))'
+	@echo "Compliance: the campus report from committed state, written to demo-report.html (self-contained;"
+	@echo "rendered from demo-report.json, the report as the cluster served it):"
+	eval "$$($(LAB_BIN) env)" && $(BIN) compliance report --format json --out demo-report.json && \
+		$(BIN) compliance report --from demo-report.json --out demo-report.html && \
+		jq -r '"  Raft index \(.raftIndex): \(.coverage.devices) devices; controls met \(.controlsMet), unmet \(.controlsUnmet), not evidenced \(.controlsNotEvidenced); \(.plan.actions | length) plan actions, first: \(.plan.actions[0].title // "none")"' demo-report.json
+	MEDMESH_DEMO_REPORT=$(CURDIR)/demo-report.html $(GO) test -count=1 -run TestDemoReportInChromium ./compliance/report
 	@echo
 	@echo "The campus lab is still running; the coordinator API is on this host at 127.0.0.1:7400, mutual TLS only."
 	@echo "  eval \"\$$($(LAB_BIN) env)\"        # MEDMESH_ADDR and MEDMESH_TLS_* for the lab's approver certificate"
@@ -223,6 +229,7 @@ demo: deps build ## As root: bring up the campus lab and run the compromised-dev
 	@echo "  $(BIN) alerts list; $(BIN) decisions list; $(BIN) cluster status"
 	@echo "  $(BIN) risk device 98:e7:43:00:01:0e; $(BIN) risk findings --kind kev; $(BIN) intel status"
 	@echo "  grpcurl -cacert \$$MEDMESH_TLS_CA -cert \$$MEDMESH_TLS_CERT -key \$$MEDMESH_TLS_KEY 127.0.0.1:7400 list"
+	@echo "  $(BIN) compliance report --framework hipaa --out report.html; $(BIN) compliance exceptions list; $(BIN) compliance trend"
 	@echo "  $(LAB_BIN) status            # namespaces, processes and their logs"
 	@echo "  $(LAB_BIN) run --scenario compromised-device -o json   # jq .class_policy"
 	@echo "  $(BIN) policies get class/it-workstation"

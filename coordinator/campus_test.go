@@ -35,7 +35,11 @@ type campus struct {
 
 // newCampus starts a single-node coordinator (bootstrapping itself, data
 // kept in a directory so it can restart) over mutual TLS on 127.0.0.1.
-func newCampus(t *testing.T) *campus {
+func newCampus(t *testing.T) *campus { t.Helper(); return newCampusWith(t, nil) }
+
+// newCampusWith is newCampus with tweak applied to the configuration
+// before the coordinator starts.
+func newCampusWith(t *testing.T, tweak func(*Config)) *campus {
 	t.Helper()
 	dir := t.TempDir()
 	ca, err := pki.CreateCA(filepath.Join(dir, "ca"), "test campus", 1, time.Now())
@@ -54,6 +58,9 @@ func newCampus(t *testing.T) *campus {
 		cc := grpcx.DefaultClientConfig()
 		cc.TLS = cp.tls
 		return grpcx.Dial(addr, cc, nil)
+	}
+	if tweak != nil {
+		tweak(&cp.cfg)
 	}
 	cp.start()
 	t.Cleanup(cp.stop)

@@ -66,6 +66,17 @@ type Config struct {
 	// IntelMaxAge is the age past which IntelStatus marks a source stale
 	// (default 30 days). Stale data is still used.
 	IntelMaxAge time.Duration
+	// ComplianceTick is how often the leader checks whether the day's
+	// compliance trend point is recorded and whether a risk exception's
+	// expiry passed (default 1 minute).
+	ComplianceTick time.Duration
+	// TrendRefresh is how old the day's trend point may get before the
+	// leader records it again (default 1 hour): one point a day, its
+	// latest state.
+	TrendRefresh time.Duration
+	// Clock is the leader's clock for the compliance trend and exception
+	// expiry; nil is time.Now. Tests compress days with it.
+	Clock func() time.Time
 
 	// SinkStuckAfter is how long an outbound sink fails before it counts
 	// as stuck and raises a sink_stuck alert (default 5 minutes);
@@ -104,6 +115,8 @@ func DefaultConfig() Config {
 		JoinInterval:       500 * time.Millisecond,
 		RaftLogLevel:       "warn",
 		IntelMaxAge:        30 * 24 * time.Hour,
+		ComplianceTick:     time.Minute,
+		TrendRefresh:       time.Hour,
 		API:                api.DefaultConfig(),
 	}
 }

@@ -189,6 +189,8 @@ func (c *Coordinator) open(reg prometheus.Registerer) error {
 	c.wg.Add(1)
 	go c.runAssessor()
 	c.wg.Add(1)
+	go c.runComplianceClock()
+	c.wg.Add(1)
 	go c.runSinks()
 	return nil
 }

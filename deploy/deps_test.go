@@ -39,7 +39,7 @@ var providedBy = map[string]string{
 	"git":         "git",
 	"openssl":     "openssl",
 	"rsyslogd":    "rsyslog",
-	"chromium":    "chromium",
+	"chromium":    "chromium", // the console's and the compliance report's browser tests, the report's PDF
 }
 
 // notPackaged are programs that come from elsewhere, with the reason.
@@ -56,6 +56,7 @@ var notPackaged = map[string]string{
 // call: "file:function" of the call -> the programs it can run. A new such
 // call fails the test until it is listed here.
 var indirect = map[string][]string{
+	"compliance/report/html.go:PDF":                                     {"chromium"}, // ChromiumPath: chromium on PATH
 	"node/datapath/capture_bench_linux_test.go:TestCaptureBench":        {"tcpreplay", "ip", "softflowd", "pmacctd", "ndpiReader"},
 	"node/datapath/capture_bench_linux_test.go:func":                    {"ip"},
 	"node/gossip/netns_linux_test.go:sh":                                {"ip", "nft"},

@@ -52,8 +52,10 @@ func newRootCmd() *cobra.Command {
 		newDoctorCmd(),
 	)
 	intelCmd, riskCmd := newIntelCmd(), newRiskCmd()
-	root.AddCommand(intelCmd, riskCmd, newComplianceCmd())
+	complianceCmd := newComplianceCmd()
+	root.AddCommand(intelCmd, riskCmd, complianceCmd)
 	addRiskClusterCommands(root, riskCmd, intelCmd)
+	addComplianceClusterCommands(complianceCmd)
 	addOperatorCommands(root)
 	root.InitDefaultHelpCmd()
 	root.InitDefaultCompletionCmd()

@@ -92,6 +92,19 @@ func AuthzTable() authz.Table {
 		medmeshv1.RiskService_WatchFindings_FullMethodName: readers,
 		medmeshv1.RiskService_FetchBlob_FullMethodName:     {pki.RoleCoordinator},
 
+		// Compliance: reading reports, exceptions and the trend is a
+		// viewer's. Accepting or revoking a risk exception takes work off
+		// (or puts it back on) the plan an auditor reads: approvers only,
+		// audited with owner, reason and expiry.
+		medmeshv1.ComplianceService_GetReport_FullMethodName:       readers,
+		medmeshv1.ComplianceService_ListExceptions_FullMethodName:  readers,
+		medmeshv1.ComplianceService_GetTrend_FullMethodName:        readers,
+		medmeshv1.ComplianceService_AcceptException_FullMethodName: approvers,
+		medmeshv1.ComplianceService_RevokeException_FullMethodName: approvers,
+		// An MDS2 is vendor evidence, like an SBOM: operators import it
+		// (audited).
+		medmeshv1.ComplianceService_ImportMDS2_FullMethodName: operators,
+		medmeshv1.ComplianceService_ListMDS2_FullMethodName:   readers,
 		// Outbound sinks send alerts and the audit trail off the cluster:
 		// adding or changing one is an approver's act (audited), like a
 		// response rule. A webhook URL may carry a token in its path, so

@@ -125,6 +125,7 @@ type Server struct {
 	medmeshv1.UnimplementedRuleServiceServer
 	medmeshv1.UnimplementedIncidentServiceServer
 	medmeshv1.UnimplementedRiskServiceServer
+	medmeshv1.UnimplementedComplianceServiceServer
 	medmeshv1.UnimplementedSinkServiceServer
 	medmeshv1.UnimplementedAccountServiceServer
 
@@ -163,6 +164,7 @@ func (s *Server) Register(g *grpc.Server) {
 	medmeshv1.RegisterRuleServiceServer(g, s)
 	medmeshv1.RegisterIncidentServiceServer(g, s)
 	medmeshv1.RegisterRiskServiceServer(g, s)
+	medmeshv1.RegisterComplianceServiceServer(g, s)
 	medmeshv1.RegisterSinkServiceServer(g, s)
 	medmeshv1.RegisterAccountServiceServer(g, s)
 }
@@ -179,6 +181,7 @@ func ServiceNames() []string {
 		medmeshv1.RuleService_ServiceDesc.ServiceName,
 		medmeshv1.IncidentService_ServiceDesc.ServiceName,
 		medmeshv1.RiskService_ServiceDesc.ServiceName,
+		medmeshv1.ComplianceService_ServiceDesc.ServiceName,
 		medmeshv1.SinkService_ServiceDesc.ServiceName,
 		medmeshv1.AccountService_ServiceDesc.ServiceName,
 	}

@@ -52,6 +52,11 @@ type Result struct {
 	Sink *medmeshv1.Sink
 	// SBOM is the attachment an SBOMAttach made.
 	SBOM *medmeshv1.SBOMAttachment
+	// Exception is the exception an ExceptionAccept or ExceptionRevoke
+	// made or ended.
+	Exception *medmeshv1.RiskException
+	// MDS2 is the attachment an MDS2Attach made.
+	MDS2 *medmeshv1.MDS2Attachment
 	// Account is the account an account command stored or touched.
 	Account *medmeshv1.Account
 	// Import is the diff a DeviceImport made.

@@ -124,6 +124,9 @@ func (s *state) write(w io.Writer) error {
 	if err := s.risk.write(put); err != nil {
 		return err
 	}
+	if err := s.comp.write(put); err != nil {
+		return err
+	}
 	if err := s.accounts.write(put); err != nil {
 		return err
 	}
@@ -249,6 +252,12 @@ func readSnapshot(r io.Reader) (*state, error) {
 			st.risk.sboms[SBOMKey(a.GetVendor(), a.GetModel(), a.GetVersion())] = a
 		case *fsmpb.SnapshotItem_Posture:
 			st.risk.postures[x.Posture.GetDeviceMac()] = x.Posture
+		case *fsmpb.SnapshotItem_Exception:
+			st.comp.exceptions[x.Exception.GetId()] = x.Exception
+		case *fsmpb.SnapshotItem_Trend:
+			st.comp.trend = append(st.comp.trend, x.Trend) // written oldest first
+		case *fsmpb.SnapshotItem_Mds2:
+			st.comp.mds2[MDS2Key(x.Mds2.GetManufacturer(), x.Mds2.GetModel())] = x.Mds2
 		case *fsmpb.SnapshotItem_Account:
 			st.accounts.byName[x.Account.GetAccount().GetName()] = x.Account
 		case *fsmpb.SnapshotItem_Session:

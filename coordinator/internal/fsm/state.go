@@ -75,6 +75,9 @@ type state struct {
 	riskDirty map[string]bool
 	riskAll   bool
 
+	// comp is the compliance state: risk exceptions and the daily trend
+	// (state_compliance.go).
+	comp complianceState
 	// accounts holds the console's accounts and sessions
 	// (state_accounts.go).
 	accounts accountState
@@ -108,6 +111,7 @@ func newState() *state {
 		inc:          newIncidentStore(),
 		deviceIPs:    map[string][]string{},
 		risk:         newRiskState(),
+		comp:         newComplianceState(),
 		accounts:     newAccountState(),
 	}
 }
@@ -141,6 +145,7 @@ func (s *state) shallowCopy() *state {
 
 		ruleDecisions: s.ruleDecisions,
 		risk:          s.risk.copy(),
+		comp:          s.comp.copy(),
 		accounts:      s.accounts.copy(),
 	}
 	for k, v := range s.pendingCause {
@@ -213,6 +218,7 @@ func (s *state) apply(index uint64, cmd *fsmpb.Command) *Result {
 // dispatch applies one command. A command that fails changes nothing.
 func (s *state) dispatch(index uint64, now *timestamppb.Timestamp, cmd *fsmpb.Command) *Result {
 	s.closeIncidents(index, now)
+	s.expireExceptions(index, now)
 	var res *Result
 	switch c := cmd.Command.(type) {
 	case *fsmpb.Command_DeviceUpsert:
@@ -256,6 +262,16 @@ func (s *state) dispatch(index uint64, now *timestamppb.Timestamp, cmd *fsmpb.Co
 		res = s.applySBOMAttach(index, now, c.SbomAttach)
 	case *fsmpb.Command_FindingsPut:
 		res = s.applyFindingsPut(index, c.FindingsPut)
+	case *fsmpb.Command_ExceptionAccept:
+		res = s.applyExceptionAccept(index, now, c.ExceptionAccept)
+	case *fsmpb.Command_ExceptionRevoke:
+		res = s.applyExceptionRevoke(index, now, c.ExceptionRevoke)
+	case *fsmpb.Command_TrendRecord:
+		res = s.applyTrendRecord(index, now, c.TrendRecord)
+	case *fsmpb.Command_Mds2Attach:
+		res = s.applyMDS2Attach(index, now, c.Mds2Attach)
+	case *fsmpb.Command_ExceptionsExpire:
+		res = &Result{} // expired above
 	case *fsmpb.Command_SinkPut:
 		res = s.applySinkPut(index, now, c.SinkPut)
 	case *fsmpb.Command_SinkDelete:

@@ -154,7 +154,7 @@ func (r *request) item() *fsmpb.DedupEntry {
 	e := &fsmpb.DedupEntry{
 		Request: r.req, Index: r.index, Time: r.time, Command: r.command,
 		Device: r.res.Device, Policy: r.res.Policy, Decision: r.res.Decision, Alert: r.res.Alert, Rule: r.res.Rule,
-		Intel: r.res.Intel, Sbom: r.res.SBOM, Sink: r.res.Sink, Account: r.res.Account, Import: r.res.Import,
+		Intel: r.res.Intel, Sbom: r.res.SBOM, Exception: r.res.Exception, Mds2: r.res.MDS2, Sink: r.res.Sink, Account: r.res.Account, Import: r.res.Import,
 	}
 	if r.res.Err != nil {
 		e.ErrorKind, e.Error = errorKind(r.res.Err), r.res.Err.Error()
@@ -169,7 +169,7 @@ func requestFromItem(e *fsmpb.DedupEntry) (*request, error) {
 	return &request{
 		key: requestKey(e.GetRequest()), req: e.GetRequest(), index: e.GetIndex(), time: e.GetTime(), command: e.GetCommand(),
 		res: &Result{Index: e.GetIndex(), Device: e.GetDevice(), Policy: e.GetPolicy(), Decision: e.GetDecision(), Alert: e.GetAlert(), Rule: e.GetRule(),
-			Intel: e.GetIntel(), SBOM: e.GetSbom(), Sink: e.GetSink(), Account: e.GetAccount(), Import: e.GetImport(),
+			Intel: e.GetIntel(), SBOM: e.GetSbom(), Exception: e.GetException(), MDS2: e.GetMds2(), Sink: e.GetSink(), Account: e.GetAccount(), Import: e.GetImport(),
 			Err: restoreError(e.GetErrorKind(), e.GetError())},
 	}, nil
 }

@@ -1100,8 +1100,17 @@ type ComplianceReport struct {
 	Devices              []*DeviceCompliance `protobuf:"bytes,11,rep,name=devices,proto3" json:"devices,omitempty"`
 	Plan                 *RemediationPlan    `protobuf:"bytes,12,opt,name=plan,proto3" json:"plan,omitempty"`
 	ControlsNotEvidenced uint32              `protobuf:"varint,13,opt,name=controls_not_evidenced,json=controlsNotEvidenced,proto3" json:"controls_not_evidenced,omitempty"`
-	unknownFields        protoimpl.UnknownFields
-	sizeCache            protoimpl.SizeCache
+	// Every exception, in force first then ended, by id.
+	Exceptions []*RiskException `protobuf:"bytes,50,rep,name=exceptions,proto3" json:"exceptions,omitempty"`
+	// The plan's actions left out because an exception in force accepts
+	// them (an expired or revoked exception puts its action back).
+	ExceptedActions []*RemediationAction `protobuf:"bytes,51,rep,name=excepted_actions,json=exceptedActions,proto3" json:"excepted_actions,omitempty"`
+	// The daily trend, oldest first (at most 90 days).
+	Trend []*TrendPoint `protobuf:"bytes,52,rep,name=trend,proto3" json:"trend,omitempty"`
+	// Findings an exception in force accepts.
+	ExceptedFindings []string `protobuf:"bytes,53,rep,name=excepted_findings,json=exceptedFindings,proto3" json:"excepted_findings,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *ComplianceReport) Reset() {
@@ -1225,12 +1234,40 @@ func (x *ComplianceReport) GetControlsNotEvidenced() uint32 {
 	return 0
 }
 
+func (x *ComplianceReport) GetExceptions() []*RiskException {
+	if x != nil {
+		return x.Exceptions
+	}
+	return nil
+}
+
+func (x *ComplianceReport) GetExceptedActions() []*RemediationAction {
+	if x != nil {
+		return x.ExceptedActions
+	}
+	return nil
+}
+
+func (x *ComplianceReport) GetTrend() []*TrendPoint {
+	if x != nil {
+		return x.Trend
+	}
+	return nil
+}
+
+func (x *ComplianceReport) GetExceptedFindings() []string {
+	if x != nil {
+		return x.ExceptedFindings
+	}
+	return nil
+}
+
 var File_medmesh_v1_compliance_proto protoreflect.FileDescriptor
 
 const file_medmesh_v1_compliance_proto_rawDesc = "" +
 	"\n" +
 	"\x1bmedmesh/v1/compliance.proto\x12\n" +
-	"medmesh.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17medmesh/v1/common.proto\"\xae\x02\n" +
+	"medmesh.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17medmesh/v1/common.proto\x1a%medmesh/v1/compliance_exception.proto\"\xae\x02\n" +
 	"\x11ComplianceControl\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12=\n" +
 	"\tframework\x18\x02 \x01(\x0e2\x1f.medmesh.v1.ComplianceFrameworkR\tframework\x12\x1a\n" +
@@ -1315,7 +1352,7 @@ const file_medmesh_v1_compliance_proto_rawDesc = "" +
 	"\x0enot_applicable\x18\x05 \x01(\rR\rnotApplicable\x121\n" +
 	"\x06status\x18\x06 \x01(\x0e2\x19.medmesh.v1.ControlStatusR\x06status\x12:\n" +
 	"\bevidence\x18\a \x03(\v2\x1e.medmesh.v1.ComplianceEvidenceR\bevidence\x12\x16\n" +
-	"\x06detail\x18\b \x01(\tR\x06detail\"\xae\x05\n" +
+	"\x06detail\x18\b \x01(\tR\x06detail\"\x8e\a\n" +
 	"\x10ComplianceReport\x12?\n" +
 	"\rgenerate_time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\fgenerateTime\x12=\n" +
 	"\tframework\x18\x02 \x01(\x0e2\x1f.medmesh.v1.ComplianceFrameworkR\tframework\x12;\n" +
@@ -1332,7 +1369,13 @@ const file_medmesh_v1_compliance_proto_rawDesc = "" +
 	" \x01(\rR\rcontrolsUnmet\x126\n" +
 	"\adevices\x18\v \x03(\v2\x1c.medmesh.v1.DeviceComplianceR\adevices\x12/\n" +
 	"\x04plan\x18\f \x01(\v2\x1b.medmesh.v1.RemediationPlanR\x04plan\x124\n" +
-	"\x16controls_not_evidenced\x18\r \x01(\rR\x14controlsNotEvidenced*\xa2\x01\n" +
+	"\x16controls_not_evidenced\x18\r \x01(\rR\x14controlsNotEvidenced\x129\n" +
+	"\n" +
+	"exceptions\x182 \x03(\v2\x19.medmesh.v1.RiskExceptionR\n" +
+	"exceptions\x12H\n" +
+	"\x10excepted_actions\x183 \x03(\v2\x1d.medmesh.v1.RemediationActionR\x0fexceptedActions\x12,\n" +
+	"\x05trend\x184 \x03(\v2\x16.medmesh.v1.TrendPointR\x05trend\x12+\n" +
+	"\x11excepted_findings\x185 \x03(\tR\x10exceptedFindings*\xa2\x01\n" +
 	"\x13ComplianceFramework\x12$\n" +
 	" COMPLIANCE_FRAMEWORK_UNSPECIFIED\x10\x00\x12\x1e\n" +
 	"\x1aCOMPLIANCE_FRAMEWORK_HIPAA\x10\x01\x12\x1d\n" +
@@ -1384,6 +1427,8 @@ var file_medmesh_v1_compliance_proto_goTypes = []any{
 	(*timestamppb.Timestamp)(nil), // 13: google.protobuf.Timestamp
 	(DeviceClass)(0),              // 14: medmesh.v1.DeviceClass
 	(Tier)(0),                     // 15: medmesh.v1.Tier
+	(*RiskException)(nil),         // 16: medmesh.v1.RiskException
+	(*TrendPoint)(nil),            // 17: medmesh.v1.TrendPoint
 }
 var file_medmesh_v1_compliance_proto_depIdxs = []int32{
 	0,  // 0: medmesh.v1.ComplianceControl.framework:type_name -> medmesh.v1.ComplianceFramework
@@ -1407,11 +1452,14 @@ var file_medmesh_v1_compliance_proto_depIdxs = []int32{
 	11, // 18: medmesh.v1.ComplianceReport.controls:type_name -> medmesh.v1.ControlSummary
 	6,  // 19: medmesh.v1.ComplianceReport.devices:type_name -> medmesh.v1.DeviceCompliance
 	8,  // 20: medmesh.v1.ComplianceReport.plan:type_name -> medmesh.v1.RemediationPlan
-	21, // [21:21] is the sub-list for method output_type
-	21, // [21:21] is the sub-list for method input_type
-	21, // [21:21] is the sub-list for extension type_name
-	21, // [21:21] is the sub-list for extension extendee
-	0,  // [0:21] is the sub-list for field type_name
+	16, // 21: medmesh.v1.ComplianceReport.exceptions:type_name -> medmesh.v1.RiskException
+	7,  // 22: medmesh.v1.ComplianceReport.excepted_actions:type_name -> medmesh.v1.RemediationAction
+	17, // 23: medmesh.v1.ComplianceReport.trend:type_name -> medmesh.v1.TrendPoint
+	24, // [24:24] is the sub-list for method output_type
+	24, // [24:24] is the sub-list for method input_type
+	24, // [24:24] is the sub-list for extension type_name
+	24, // [24:24] is the sub-list for extension extendee
+	0,  // [0:24] is the sub-list for field type_name
 }
 
 func init() { file_medmesh_v1_compliance_proto_init() }
@@ -1420,6 +1468,7 @@ func file_medmesh_v1_compliance_proto_init() {
 		return
 	}
 	file_medmesh_v1_common_proto_init()
+	file_medmesh_v1_compliance_exception_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{

@@ -58,6 +58,11 @@ type Command struct {
 	//	*Command_IntelActivate
 	//	*Command_SbomAttach
 	//	*Command_FindingsPut
+	//	*Command_ExceptionAccept
+	//	*Command_ExceptionRevoke
+	//	*Command_TrendRecord
+	//	*Command_ExceptionsExpire
+	//	*Command_Mds2Attach
 	//	*Command_SinkPut
 	//	*Command_SinkDelete
 	//	*Command_SinkProgress
@@ -303,6 +308,51 @@ func (x *Command) GetFindingsPut() *FindingsPut {
 	return nil
 }
 
+func (x *Command) GetExceptionAccept() *ExceptionAccept {
+	if x != nil {
+		if x, ok := x.Command.(*Command_ExceptionAccept); ok {
+			return x.ExceptionAccept
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetExceptionRevoke() *ExceptionRevoke {
+	if x != nil {
+		if x, ok := x.Command.(*Command_ExceptionRevoke); ok {
+			return x.ExceptionRevoke
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetTrendRecord() *TrendRecord {
+	if x != nil {
+		if x, ok := x.Command.(*Command_TrendRecord); ok {
+			return x.TrendRecord
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetExceptionsExpire() *ExceptionsExpire {
+	if x != nil {
+		if x, ok := x.Command.(*Command_ExceptionsExpire); ok {
+			return x.ExceptionsExpire
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetMds2Attach() *MDS2Attach {
+	if x != nil {
+		if x, ok := x.Command.(*Command_Mds2Attach); ok {
+			return x.Mds2Attach
+		}
+	}
+	return nil
+}
+
 func (x *Command) GetSinkPut() *SinkPut {
 	if x != nil {
 		if x, ok := x.Command.(*Command_SinkPut); ok {
@@ -470,6 +520,27 @@ type Command_FindingsPut struct {
 	FindingsPut *FindingsPut `protobuf:"bytes,82,opt,name=findings_put,json=findingsPut,proto3,oneof"`
 }
 
+type Command_ExceptionAccept struct {
+	// 90-99: compliance exceptions and trend (issue 19).
+	ExceptionAccept *ExceptionAccept `protobuf:"bytes,90,opt,name=exception_accept,json=exceptionAccept,proto3,oneof"`
+}
+
+type Command_ExceptionRevoke struct {
+	ExceptionRevoke *ExceptionRevoke `protobuf:"bytes,91,opt,name=exception_revoke,json=exceptionRevoke,proto3,oneof"`
+}
+
+type Command_TrendRecord struct {
+	TrendRecord *TrendRecord `protobuf:"bytes,92,opt,name=trend_record,json=trendRecord,proto3,oneof"`
+}
+
+type Command_ExceptionsExpire struct {
+	ExceptionsExpire *ExceptionsExpire `protobuf:"bytes,93,opt,name=exceptions_expire,json=exceptionsExpire,proto3,oneof"`
+}
+
+type Command_Mds2Attach struct {
+	Mds2Attach *MDS2Attach `protobuf:"bytes,94,opt,name=mds2_attach,json=mds2Attach,proto3,oneof"`
+}
+
 type Command_SinkPut struct {
 	// 100-109: outbound sinks (issue 20).
 	SinkPut *SinkPut `protobuf:"bytes,100,opt,name=sink_put,json=sinkPut,proto3,oneof"`
@@ -548,6 +619,16 @@ func (*Command_IntelActivate) isCommand_Command() {}
 func (*Command_SbomAttach) isCommand_Command() {}
 
 func (*Command_FindingsPut) isCommand_Command() {}
+
+func (*Command_ExceptionAccept) isCommand_Command() {}
+
+func (*Command_ExceptionRevoke) isCommand_Command() {}
+
+func (*Command_TrendRecord) isCommand_Command() {}
+
+func (*Command_ExceptionsExpire) isCommand_Command() {}
+
+func (*Command_Mds2Attach) isCommand_Command() {}
 
 func (*Command_SinkPut) isCommand_Command() {}
 
@@ -2108,6 +2189,298 @@ func (x *FindingsPut) GetPostures() []*v1.DevicePosture {
 	return nil
 }
 
+// ExceptionAccept accepts a remediation action or finding as a risk
+// exception. The leader checked the caller is an approver; apply checks the
+// expiry is after the entry's leader time.
+type ExceptionAccept struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// target_kind, target, owner, reason, expire_time; id, state,
+	// accepted_by, accept_time and index are set on apply.
+	Exception     *v1.RiskException `protobuf:"bytes,1,opt,name=exception,proto3" json:"exception,omitempty"`
+	Actor         string            `protobuf:"bytes,2,opt,name=actor,proto3" json:"actor,omitempty"`
+	Comment       string            `protobuf:"bytes,3,opt,name=comment,proto3" json:"comment,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExceptionAccept) Reset() {
+	*x = ExceptionAccept{}
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExceptionAccept) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExceptionAccept) ProtoMessage() {}
+
+func (x *ExceptionAccept) ProtoReflect() protoreflect.Message {
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExceptionAccept.ProtoReflect.Descriptor instead.
+func (*ExceptionAccept) Descriptor() ([]byte, []int) {
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *ExceptionAccept) GetException() *v1.RiskException {
+	if x != nil {
+		return x.Exception
+	}
+	return nil
+}
+
+func (x *ExceptionAccept) GetActor() string {
+	if x != nil {
+		return x.Actor
+	}
+	return ""
+}
+
+func (x *ExceptionAccept) GetComment() string {
+	if x != nil {
+		return x.Comment
+	}
+	return ""
+}
+
+// ExceptionRevoke ends an exception in force.
+type ExceptionRevoke struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Actor         string                 `protobuf:"bytes,2,opt,name=actor,proto3" json:"actor,omitempty"`
+	Reason        string                 `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	Comment       string                 `protobuf:"bytes,4,opt,name=comment,proto3" json:"comment,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExceptionRevoke) Reset() {
+	*x = ExceptionRevoke{}
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExceptionRevoke) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExceptionRevoke) ProtoMessage() {}
+
+func (x *ExceptionRevoke) ProtoReflect() protoreflect.Message {
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExceptionRevoke.ProtoReflect.Descriptor instead.
+func (*ExceptionRevoke) Descriptor() ([]byte, []int) {
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *ExceptionRevoke) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *ExceptionRevoke) GetActor() string {
+	if x != nil {
+		return x.Actor
+	}
+	return ""
+}
+
+func (x *ExceptionRevoke) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *ExceptionRevoke) GetComment() string {
+	if x != nil {
+		return x.Comment
+	}
+	return ""
+}
+
+// TrendRecord records the day's compliance point, computed by the leader
+// from committed state. Its day is the entry's leader time (UTC); it
+// replaces the day's earlier point. At most MaxTrendDays days are kept.
+type TrendRecord struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Point         *v1.TrendPoint         `protobuf:"bytes,1,opt,name=point,proto3" json:"point,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TrendRecord) Reset() {
+	*x = TrendRecord{}
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TrendRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TrendRecord) ProtoMessage() {}
+
+func (x *TrendRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TrendRecord.ProtoReflect.Descriptor instead.
+func (*TrendRecord) Descriptor() ([]byte, []int) {
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *TrendRecord) GetPoint() *v1.TrendPoint {
+	if x != nil {
+		return x.Point
+	}
+	return nil
+}
+
+// ExceptionsExpire carries no data: the leader proposes it when an
+// exception's expiry passed so that the expiry is applied (and audited) at
+// a leader time even when nothing else is written. Every command expires
+// what is due before it applies.
+type ExceptionsExpire struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExceptionsExpire) Reset() {
+	*x = ExceptionsExpire{}
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExceptionsExpire) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExceptionsExpire) ProtoMessage() {}
+
+func (x *ExceptionsExpire) ProtoReflect() protoreflect.Message {
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExceptionsExpire.ProtoReflect.Descriptor instead.
+func (*ExceptionsExpire) Descriptor() ([]byte, []int) {
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{27}
+}
+
+// MDS2Attach attaches an MDS2 form's answers to a device model (by
+// manufacturer and model, case-folded), replacing the one before. The
+// leader parsed the workbook.
+type MDS2Attach struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Attachment    *v1.MDS2Attachment     `protobuf:"bytes,1,opt,name=attachment,proto3" json:"attachment,omitempty"`
+	Actor         string                 `protobuf:"bytes,2,opt,name=actor,proto3" json:"actor,omitempty"`
+	Reason        string                 `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	Comment       string                 `protobuf:"bytes,4,opt,name=comment,proto3" json:"comment,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MDS2Attach) Reset() {
+	*x = MDS2Attach{}
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MDS2Attach) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MDS2Attach) ProtoMessage() {}
+
+func (x *MDS2Attach) ProtoReflect() protoreflect.Message {
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MDS2Attach.ProtoReflect.Descriptor instead.
+func (*MDS2Attach) Descriptor() ([]byte, []int) {
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *MDS2Attach) GetAttachment() *v1.MDS2Attachment {
+	if x != nil {
+		return x.Attachment
+	}
+	return nil
+}
+
+func (x *MDS2Attach) GetActor() string {
+	if x != nil {
+		return x.Actor
+	}
+	return ""
+}
+
+func (x *MDS2Attach) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *MDS2Attach) GetComment() string {
+	if x != nil {
+		return x.Comment
+	}
+	return ""
+}
+
 // AccountPut creates or changes a console account. The leader hashed a
 // new password (argon2id, PHC string) before proposing: the password itself
 // is never in the log.
@@ -2125,7 +2498,7 @@ type AccountPut struct {
 
 func (x *AccountPut) Reset() {
 	*x = AccountPut{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[24]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2137,7 +2510,7 @@ func (x *AccountPut) String() string {
 func (*AccountPut) ProtoMessage() {}
 
 func (x *AccountPut) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[24]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2150,7 +2523,7 @@ func (x *AccountPut) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AccountPut.ProtoReflect.Descriptor instead.
 func (*AccountPut) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{24}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *AccountPut) GetAccount() *v1.Account {
@@ -2200,7 +2573,7 @@ type AccountDelete struct {
 
 func (x *AccountDelete) Reset() {
 	*x = AccountDelete{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[25]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2212,7 +2585,7 @@ func (x *AccountDelete) String() string {
 func (*AccountDelete) ProtoMessage() {}
 
 func (x *AccountDelete) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[25]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2225,7 +2598,7 @@ func (x *AccountDelete) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AccountDelete.ProtoReflect.Descriptor instead.
 func (*AccountDelete) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{25}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *AccountDelete) GetName() string {
@@ -2269,7 +2642,7 @@ type AccountLogin struct {
 
 func (x *AccountLogin) Reset() {
 	*x = AccountLogin{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[26]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2281,7 +2654,7 @@ func (x *AccountLogin) String() string {
 func (*AccountLogin) ProtoMessage() {}
 
 func (x *AccountLogin) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[26]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2294,7 +2667,7 @@ func (x *AccountLogin) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AccountLogin.ProtoReflect.Descriptor instead.
 func (*AccountLogin) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{26}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *AccountLogin) GetName() string {
@@ -2343,7 +2716,7 @@ type SessionEnd struct {
 
 func (x *SessionEnd) Reset() {
 	*x = SessionEnd{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[27]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2355,7 +2728,7 @@ func (x *SessionEnd) String() string {
 func (*SessionEnd) ProtoMessage() {}
 
 func (x *SessionEnd) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[27]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2368,7 +2741,7 @@ func (x *SessionEnd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionEnd.ProtoReflect.Descriptor instead.
 func (*SessionEnd) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{27}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *SessionEnd) GetSessionHash() []byte {
@@ -2397,7 +2770,7 @@ type AccountRecord struct {
 
 func (x *AccountRecord) Reset() {
 	*x = AccountRecord{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[28]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2409,7 +2782,7 @@ func (x *AccountRecord) String() string {
 func (*AccountRecord) ProtoMessage() {}
 
 func (x *AccountRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[28]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2422,7 +2795,7 @@ func (x *AccountRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AccountRecord.ProtoReflect.Descriptor instead.
 func (*AccountRecord) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{28}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *AccountRecord) GetAccount() *v1.Account {
@@ -2454,7 +2827,7 @@ type Session struct {
 
 func (x *Session) Reset() {
 	*x = Session{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[29]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2466,7 +2839,7 @@ func (x *Session) String() string {
 func (*Session) ProtoMessage() {}
 
 func (x *Session) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[29]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2479,7 +2852,7 @@ func (x *Session) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Session.ProtoReflect.Descriptor instead.
 func (*Session) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{29}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *Session) GetHash() []byte {
@@ -2540,6 +2913,9 @@ type SnapshotItem struct {
 	//	*SnapshotItem_Intel
 	//	*SnapshotItem_Sbom
 	//	*SnapshotItem_Posture
+	//	*SnapshotItem_Exception
+	//	*SnapshotItem_Trend
+	//	*SnapshotItem_Mds2
 	//	*SnapshotItem_Sink
 	//	*SnapshotItem_Account
 	//	*SnapshotItem_Session
@@ -2550,7 +2926,7 @@ type SnapshotItem struct {
 
 func (x *SnapshotItem) Reset() {
 	*x = SnapshotItem{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[30]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2562,7 +2938,7 @@ func (x *SnapshotItem) String() string {
 func (*SnapshotItem) ProtoMessage() {}
 
 func (x *SnapshotItem) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[30]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2575,7 +2951,7 @@ func (x *SnapshotItem) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotItem.ProtoReflect.Descriptor instead.
 func (*SnapshotItem) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{30}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *SnapshotItem) GetItem() isSnapshotItem_Item {
@@ -2747,6 +3123,33 @@ func (x *SnapshotItem) GetPosture() *v1.DevicePosture {
 	return nil
 }
 
+func (x *SnapshotItem) GetException() *v1.RiskException {
+	if x != nil {
+		if x, ok := x.Item.(*SnapshotItem_Exception); ok {
+			return x.Exception
+		}
+	}
+	return nil
+}
+
+func (x *SnapshotItem) GetTrend() *v1.TrendPoint {
+	if x != nil {
+		if x, ok := x.Item.(*SnapshotItem_Trend); ok {
+			return x.Trend
+		}
+	}
+	return nil
+}
+
+func (x *SnapshotItem) GetMds2() *v1.MDS2Attachment {
+	if x != nil {
+		if x, ok := x.Item.(*SnapshotItem_Mds2); ok {
+			return x.Mds2
+		}
+	}
+	return nil
+}
+
 func (x *SnapshotItem) GetSink() *v1.Sink {
 	if x != nil {
 		if x, ok := x.Item.(*SnapshotItem_Sink); ok {
@@ -2856,6 +3259,19 @@ type SnapshotItem_Posture struct {
 	Posture *v1.DevicePosture `protobuf:"bytes,82,opt,name=posture,proto3,oneof"`
 }
 
+type SnapshotItem_Exception struct {
+	// 90-99: compliance (issue 19).
+	Exception *v1.RiskException `protobuf:"bytes,90,opt,name=exception,proto3,oneof"`
+}
+
+type SnapshotItem_Trend struct {
+	Trend *v1.TrendPoint `protobuf:"bytes,91,opt,name=trend,proto3,oneof"`
+}
+
+type SnapshotItem_Mds2 struct {
+	Mds2 *v1.MDS2Attachment `protobuf:"bytes,92,opt,name=mds2,proto3,oneof"`
+}
+
 type SnapshotItem_Sink struct {
 	// 100-109: outbound sinks (issue 20), with their delivered positions.
 	Sink *v1.Sink `protobuf:"bytes,100,opt,name=sink,proto3,oneof"`
@@ -2906,6 +3322,12 @@ func (*SnapshotItem_Sbom) isSnapshotItem_Item() {}
 
 func (*SnapshotItem_Posture) isSnapshotItem_Item() {}
 
+func (*SnapshotItem_Exception) isSnapshotItem_Item() {}
+
+func (*SnapshotItem_Trend) isSnapshotItem_Item() {}
+
+func (*SnapshotItem_Mds2) isSnapshotItem_Item() {}
+
 func (*SnapshotItem_Sink) isSnapshotItem_Item() {}
 
 func (*SnapshotItem_Account) isSnapshotItem_Item() {}
@@ -2932,7 +3354,7 @@ type Bounds struct {
 
 func (x *Bounds) Reset() {
 	*x = Bounds{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[31]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2944,7 +3366,7 @@ func (x *Bounds) String() string {
 func (*Bounds) ProtoMessage() {}
 
 func (x *Bounds) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[31]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2957,7 +3379,7 @@ func (x *Bounds) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Bounds.ProtoReflect.Descriptor instead.
 func (*Bounds) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{31}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *Bounds) GetAlertBase() uint64 {
@@ -3015,7 +3437,7 @@ type PendingCause struct {
 
 func (x *PendingCause) Reset() {
 	*x = PendingCause{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[32]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3027,7 +3449,7 @@ func (x *PendingCause) String() string {
 func (*PendingCause) ProtoMessage() {}
 
 func (x *PendingCause) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[32]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3040,7 +3462,7 @@ func (x *PendingCause) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PendingCause.ProtoReflect.Descriptor instead.
 func (*PendingCause) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{32}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *PendingCause) GetDecisionId() string {
@@ -3070,7 +3492,7 @@ type SnapshotMeta struct {
 
 func (x *SnapshotMeta) Reset() {
 	*x = SnapshotMeta{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[33]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3082,7 +3504,7 @@ func (x *SnapshotMeta) String() string {
 func (*SnapshotMeta) ProtoMessage() {}
 
 func (x *SnapshotMeta) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[33]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3095,7 +3517,7 @@ func (x *SnapshotMeta) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotMeta.ProtoReflect.Descriptor instead.
 func (*SnapshotMeta) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{33}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *SnapshotMeta) GetFormat() uint32 {
@@ -3130,7 +3552,7 @@ type SensorSeq struct {
 
 func (x *SensorSeq) Reset() {
 	*x = SensorSeq{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[34]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3142,7 +3564,7 @@ func (x *SensorSeq) String() string {
 func (*SensorSeq) ProtoMessage() {}
 
 func (x *SensorSeq) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[34]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3155,7 +3577,7 @@ func (x *SensorSeq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SensorSeq.ProtoReflect.Descriptor instead.
 func (*SensorSeq) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{34}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *SensorSeq) GetSensorId() string {
@@ -3183,7 +3605,7 @@ type DeviceFlows struct {
 
 func (x *DeviceFlows) Reset() {
 	*x = DeviceFlows{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[35]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3195,7 +3617,7 @@ func (x *DeviceFlows) String() string {
 func (*DeviceFlows) ProtoMessage() {}
 
 func (x *DeviceFlows) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[35]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3208,7 +3630,7 @@ func (x *DeviceFlows) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeviceFlows.ProtoReflect.Descriptor instead.
 func (*DeviceFlows) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{35}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *DeviceFlows) GetDeviceMac() string {
@@ -3250,6 +3672,9 @@ type DedupEntry struct {
 	// 80-89: risk posture results.
 	Intel *v1.IntelBundle    `protobuf:"bytes,80,opt,name=intel,proto3" json:"intel,omitempty"`
 	Sbom  *v1.SBOMAttachment `protobuf:"bytes,81,opt,name=sbom,proto3" json:"sbom,omitempty"`
+	// 90-99: compliance results.
+	Exception *v1.RiskException  `protobuf:"bytes,90,opt,name=exception,proto3" json:"exception,omitempty"`
+	Mds2      *v1.MDS2Attachment `protobuf:"bytes,91,opt,name=mds2,proto3" json:"mds2,omitempty"`
 	// 100-109: a sink put's or delete's result.
 	Sink *v1.Sink `protobuf:"bytes,100,opt,name=sink,proto3" json:"sink,omitempty"`
 	// 120-129: an account put's result.
@@ -3262,7 +3687,7 @@ type DedupEntry struct {
 
 func (x *DedupEntry) Reset() {
 	*x = DedupEntry{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[36]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3274,7 +3699,7 @@ func (x *DedupEntry) String() string {
 func (*DedupEntry) ProtoMessage() {}
 
 func (x *DedupEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[36]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3287,7 +3712,7 @@ func (x *DedupEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DedupEntry.ProtoReflect.Descriptor instead.
 func (*DedupEntry) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{36}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *DedupEntry) GetRequest() *ClientRequest {
@@ -3381,6 +3806,20 @@ func (x *DedupEntry) GetSbom() *v1.SBOMAttachment {
 	return nil
 }
 
+func (x *DedupEntry) GetException() *v1.RiskException {
+	if x != nil {
+		return x.Exception
+	}
+	return nil
+}
+
+func (x *DedupEntry) GetMds2() *v1.MDS2Attachment {
+	if x != nil {
+		return x.Mds2
+	}
+	return nil
+}
+
 func (x *DedupEntry) GetSink() *v1.Sink {
 	if x != nil {
 		return x.Sink
@@ -3419,7 +3858,7 @@ type SinkPut struct {
 
 func (x *SinkPut) Reset() {
 	*x = SinkPut{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[37]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3431,7 +3870,7 @@ func (x *SinkPut) String() string {
 func (*SinkPut) ProtoMessage() {}
 
 func (x *SinkPut) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[37]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3444,7 +3883,7 @@ func (x *SinkPut) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SinkPut.ProtoReflect.Descriptor instead.
 func (*SinkPut) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{37}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *SinkPut) GetSink() *v1.Sink {
@@ -3503,7 +3942,7 @@ type SinkDelete struct {
 
 func (x *SinkDelete) Reset() {
 	*x = SinkDelete{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[38]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3515,7 +3954,7 @@ func (x *SinkDelete) String() string {
 func (*SinkDelete) ProtoMessage() {}
 
 func (x *SinkDelete) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[38]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3528,7 +3967,7 @@ func (x *SinkDelete) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SinkDelete.ProtoReflect.Descriptor instead.
 func (*SinkDelete) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{38}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *SinkDelete) GetName() string {
@@ -3578,7 +4017,7 @@ type SinkProgress struct {
 
 func (x *SinkProgress) Reset() {
 	*x = SinkProgress{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[39]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3590,7 +4029,7 @@ func (x *SinkProgress) String() string {
 func (*SinkProgress) ProtoMessage() {}
 
 func (x *SinkProgress) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[39]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3603,7 +4042,7 @@ func (x *SinkProgress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SinkProgress.ProtoReflect.Descriptor instead.
 func (*SinkProgress) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{39}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *SinkProgress) GetPositions() []*SinkPosition {
@@ -3625,7 +4064,7 @@ type SinkPosition struct {
 
 func (x *SinkPosition) Reset() {
 	*x = SinkPosition{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[40]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3637,7 +4076,7 @@ func (x *SinkPosition) String() string {
 func (*SinkPosition) ProtoMessage() {}
 
 func (x *SinkPosition) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[40]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3650,7 +4089,7 @@ func (x *SinkPosition) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SinkPosition.ProtoReflect.Descriptor instead.
 func (*SinkPosition) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{40}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *SinkPosition) GetName() string {
@@ -3686,7 +4125,7 @@ type SinkAlert struct {
 
 func (x *SinkAlert) Reset() {
 	*x = SinkAlert{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[41]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3698,7 +4137,7 @@ func (x *SinkAlert) String() string {
 func (*SinkAlert) ProtoMessage() {}
 
 func (x *SinkAlert) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[41]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3711,7 +4150,7 @@ func (x *SinkAlert) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SinkAlert.ProtoReflect.Descriptor instead.
 func (*SinkAlert) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{41}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *SinkAlert) GetAlert() *v1.Alert {
@@ -3725,7 +4164,7 @@ var File_medmesh_fsm_v1_command_proto protoreflect.FileDescriptor
 
 const file_medmesh_fsm_v1_command_proto_rawDesc = "" +
 	"\n" +
-	"\x1cmedmesh/fsm/v1/command.proto\x12\x0emedmesh.fsm.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18medmesh/v1/account.proto\x1a\x16medmesh/v1/alert.proto\x1a\x16medmesh/v1/asset.proto\x1a\x19medmesh/v1/decision.proto\x1a\x17medmesh/v1/device.proto\x1a\x19medmesh/v1/incident.proto\x1a\x17medmesh/v1/policy.proto\x1a\x15medmesh/v1/risk.proto\x1a\x15medmesh/v1/rule.proto\x1a\x17medmesh/v1/sensor.proto\x1a\x15medmesh/v1/sink.proto\"\x98\x10\n" +
+	"\x1cmedmesh/fsm/v1/command.proto\x12\x0emedmesh.fsm.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18medmesh/v1/account.proto\x1a\x16medmesh/v1/alert.proto\x1a\x16medmesh/v1/asset.proto\x1a%medmesh/v1/compliance_exception.proto\x1a\x19medmesh/v1/decision.proto\x1a\x17medmesh/v1/device.proto\x1a\x19medmesh/v1/incident.proto\x1a\x17medmesh/v1/policy.proto\x1a\x15medmesh/v1/risk.proto\x1a\x15medmesh/v1/rule.proto\x1a\x17medmesh/v1/sensor.proto\x1a\x15medmesh/v1/sink.proto\"\x86\x13\n" +
 	"\aCommand\x12.\n" +
 	"\x04time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x127\n" +
 	"\arequest\x18\x03 \x01(\v2\x1d.medmesh.fsm.v1.ClientRequestR\arequest\x12C\n" +
@@ -3753,7 +4192,13 @@ const file_medmesh_fsm_v1_command_proto_rawDesc = "" +
 	"\x0eintel_activate\x18P \x01(\v2\x1d.medmesh.fsm.v1.IntelActivateH\x00R\rintelActivate\x12=\n" +
 	"\vsbom_attach\x18Q \x01(\v2\x1a.medmesh.fsm.v1.SBOMAttachH\x00R\n" +
 	"sbomAttach\x12@\n" +
-	"\ffindings_put\x18R \x01(\v2\x1b.medmesh.fsm.v1.FindingsPutH\x00R\vfindingsPut\x124\n" +
+	"\ffindings_put\x18R \x01(\v2\x1b.medmesh.fsm.v1.FindingsPutH\x00R\vfindingsPut\x12L\n" +
+	"\x10exception_accept\x18Z \x01(\v2\x1f.medmesh.fsm.v1.ExceptionAcceptH\x00R\x0fexceptionAccept\x12L\n" +
+	"\x10exception_revoke\x18[ \x01(\v2\x1f.medmesh.fsm.v1.ExceptionRevokeH\x00R\x0fexceptionRevoke\x12@\n" +
+	"\ftrend_record\x18\\ \x01(\v2\x1b.medmesh.fsm.v1.TrendRecordH\x00R\vtrendRecord\x12O\n" +
+	"\x11exceptions_expire\x18] \x01(\v2 .medmesh.fsm.v1.ExceptionsExpireH\x00R\x10exceptionsExpire\x12=\n" +
+	"\vmds2_attach\x18^ \x01(\v2\x1a.medmesh.fsm.v1.MDS2AttachH\x00R\n" +
+	"mds2Attach\x124\n" +
 	"\bsink_put\x18d \x01(\v2\x17.medmesh.fsm.v1.SinkPutH\x00R\asinkPut\x12=\n" +
 	"\vsink_delete\x18e \x01(\v2\x1a.medmesh.fsm.v1.SinkDeleteH\x00R\n" +
 	"sinkDelete\x12C\n" +
@@ -3886,7 +4331,27 @@ const file_medmesh_fsm_v1_command_proto_rawDesc = "" +
 	"\x06reason\x18\x03 \x01(\tR\x06reason\x12\x18\n" +
 	"\acomment\x18\x04 \x01(\tR\acomment\"D\n" +
 	"\vFindingsPut\x125\n" +
-	"\bpostures\x18\x01 \x03(\v2\x19.medmesh.v1.DevicePostureR\bpostures\"\xd3\x01\n" +
+	"\bpostures\x18\x01 \x03(\v2\x19.medmesh.v1.DevicePostureR\bpostures\"z\n" +
+	"\x0fExceptionAccept\x127\n" +
+	"\texception\x18\x01 \x01(\v2\x19.medmesh.v1.RiskExceptionR\texception\x12\x14\n" +
+	"\x05actor\x18\x02 \x01(\tR\x05actor\x12\x18\n" +
+	"\acomment\x18\x03 \x01(\tR\acomment\"i\n" +
+	"\x0fExceptionRevoke\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
+	"\x05actor\x18\x02 \x01(\tR\x05actor\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\x12\x18\n" +
+	"\acomment\x18\x04 \x01(\tR\acomment\";\n" +
+	"\vTrendRecord\x12,\n" +
+	"\x05point\x18\x01 \x01(\v2\x16.medmesh.v1.TrendPointR\x05point\"\x12\n" +
+	"\x10ExceptionsExpire\"\x90\x01\n" +
+	"\n" +
+	"MDS2Attach\x12:\n" +
+	"\n" +
+	"attachment\x18\x01 \x01(\v2\x1a.medmesh.v1.MDS2AttachmentR\n" +
+	"attachment\x12\x14\n" +
+	"\x05actor\x18\x02 \x01(\tR\x05actor\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\x12\x18\n" +
+	"\acomment\x18\x04 \x01(\tR\acomment\"\xd3\x01\n" +
 	"\n" +
 	"AccountPut\x12-\n" +
 	"\aaccount\x18\x01 \x01(\v2\x13.medmesh.v1.AccountR\aaccount\x12#\n" +
@@ -3919,7 +4384,7 @@ const file_medmesh_fsm_v1_command_proto_rawDesc = "" +
 	"\vcreate_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"createTime\x12;\n" +
 	"\vexpire_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"expireTime\"\xd6\b\n" +
+	"expireTime\"\xf3\t\n" +
 	"\fSnapshotItem\x122\n" +
 	"\x04meta\x18\x01 \x01(\v2\x1c.medmesh.fsm.v1.SnapshotMetaH\x00R\x04meta\x12,\n" +
 	"\x06device\x18\x02 \x01(\v2\x12.medmesh.v1.DeviceH\x00R\x06device\x12,\n" +
@@ -3940,7 +4405,10 @@ const file_medmesh_fsm_v1_command_proto_rawDesc = "" +
 	"\bincident\x18F \x01(\v2\x14.medmesh.v1.IncidentH\x00R\bincident\x12/\n" +
 	"\x05intel\x18P \x01(\v2\x17.medmesh.v1.IntelBundleH\x00R\x05intel\x120\n" +
 	"\x04sbom\x18Q \x01(\v2\x1a.medmesh.v1.SBOMAttachmentH\x00R\x04sbom\x125\n" +
-	"\aposture\x18R \x01(\v2\x19.medmesh.v1.DevicePostureH\x00R\aposture\x12&\n" +
+	"\aposture\x18R \x01(\v2\x19.medmesh.v1.DevicePostureH\x00R\aposture\x129\n" +
+	"\texception\x18Z \x01(\v2\x19.medmesh.v1.RiskExceptionH\x00R\texception\x12.\n" +
+	"\x05trend\x18[ \x01(\v2\x16.medmesh.v1.TrendPointH\x00R\x05trend\x120\n" +
+	"\x04mds2\x18\\ \x01(\v2\x1a.medmesh.v1.MDS2AttachmentH\x00R\x04mds2\x12&\n" +
 	"\x04sink\x18d \x01(\v2\x10.medmesh.v1.SinkH\x00R\x04sink\x129\n" +
 	"\aaccount\x18x \x01(\v2\x1d.medmesh.fsm.v1.AccountRecordH\x00R\aaccount\x123\n" +
 	"\asession\x18y \x01(\v2\x17.medmesh.fsm.v1.SessionH\x00R\asessionB\x06\n" +
@@ -3967,7 +4435,7 @@ const file_medmesh_fsm_v1_command_proto_rawDesc = "" +
 	"\vDeviceFlows\x12\x1d\n" +
 	"\n" +
 	"device_mac\x18\x01 \x01(\tR\tdeviceMac\x125\n" +
-	"\tsummaries\x18\x02 \x03(\v2\x17.medmesh.v1.FlowSummaryR\tsummaries\"\xaa\x05\n" +
+	"\tsummaries\x18\x02 \x03(\v2\x17.medmesh.v1.FlowSummaryR\tsummaries\"\x93\x06\n" +
 	"\n" +
 	"DedupEntry\x127\n" +
 	"\arequest\x18\x01 \x01(\v2\x1d.medmesh.fsm.v1.ClientRequestR\arequest\x12\x14\n" +
@@ -3984,7 +4452,9 @@ const file_medmesh_fsm_v1_command_proto_rawDesc = "" +
 	" \x01(\tR\x05error\x12,\n" +
 	"\x04rule\x18\v \x01(\v2\x18.medmesh.v1.ResponseRuleR\x04rule\x12-\n" +
 	"\x05intel\x18P \x01(\v2\x17.medmesh.v1.IntelBundleR\x05intel\x12.\n" +
-	"\x04sbom\x18Q \x01(\v2\x1a.medmesh.v1.SBOMAttachmentR\x04sbom\x12$\n" +
+	"\x04sbom\x18Q \x01(\v2\x1a.medmesh.v1.SBOMAttachmentR\x04sbom\x127\n" +
+	"\texception\x18Z \x01(\v2\x19.medmesh.v1.RiskExceptionR\texception\x12.\n" +
+	"\x04mds2\x18[ \x01(\v2\x1a.medmesh.v1.MDS2AttachmentR\x04mds2\x12$\n" +
 	"\x04sink\x18d \x01(\v2\x10.medmesh.v1.SinkR\x04sink\x12-\n" +
 	"\aaccount\x18x \x01(\v2\x13.medmesh.v1.AccountR\aaccount\x129\n" +
 	"\x06import\x18n \x01(\v2!.medmesh.v1.ImportDevicesResponseR\x06import\"\xea\x01\n" +
@@ -4025,7 +4495,7 @@ func file_medmesh_fsm_v1_command_proto_rawDescGZIP() []byte {
 	return file_medmesh_fsm_v1_command_proto_rawDescData
 }
 
-var file_medmesh_fsm_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 42)
+var file_medmesh_fsm_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 47)
 var file_medmesh_fsm_v1_command_proto_goTypes = []any{
 	(*Command)(nil),                  // 0: medmesh.fsm.v1.Command
 	(*ClientRequest)(nil),            // 1: medmesh.fsm.v1.ClientRequest
@@ -4051,139 +4521,160 @@ var file_medmesh_fsm_v1_command_proto_goTypes = []any{
 	(*IntelActivate)(nil),            // 21: medmesh.fsm.v1.IntelActivate
 	(*SBOMAttach)(nil),               // 22: medmesh.fsm.v1.SBOMAttach
 	(*FindingsPut)(nil),              // 23: medmesh.fsm.v1.FindingsPut
-	(*AccountPut)(nil),               // 24: medmesh.fsm.v1.AccountPut
-	(*AccountDelete)(nil),            // 25: medmesh.fsm.v1.AccountDelete
-	(*AccountLogin)(nil),             // 26: medmesh.fsm.v1.AccountLogin
-	(*SessionEnd)(nil),               // 27: medmesh.fsm.v1.SessionEnd
-	(*AccountRecord)(nil),            // 28: medmesh.fsm.v1.AccountRecord
-	(*Session)(nil),                  // 29: medmesh.fsm.v1.Session
-	(*SnapshotItem)(nil),             // 30: medmesh.fsm.v1.SnapshotItem
-	(*Bounds)(nil),                   // 31: medmesh.fsm.v1.Bounds
-	(*PendingCause)(nil),             // 32: medmesh.fsm.v1.PendingCause
-	(*SnapshotMeta)(nil),             // 33: medmesh.fsm.v1.SnapshotMeta
-	(*SensorSeq)(nil),                // 34: medmesh.fsm.v1.SensorSeq
-	(*DeviceFlows)(nil),              // 35: medmesh.fsm.v1.DeviceFlows
-	(*DedupEntry)(nil),               // 36: medmesh.fsm.v1.DedupEntry
-	(*SinkPut)(nil),                  // 37: medmesh.fsm.v1.SinkPut
-	(*SinkDelete)(nil),               // 38: medmesh.fsm.v1.SinkDelete
-	(*SinkProgress)(nil),             // 39: medmesh.fsm.v1.SinkProgress
-	(*SinkPosition)(nil),             // 40: medmesh.fsm.v1.SinkPosition
-	(*SinkAlert)(nil),                // 41: medmesh.fsm.v1.SinkAlert
-	(*timestamppb.Timestamp)(nil),    // 42: google.protobuf.Timestamp
-	(*v1.Device)(nil),                // 43: medmesh.v1.Device
-	(*v1.AssetRecord)(nil),           // 44: medmesh.v1.AssetRecord
-	(*v1.Policy)(nil),                // 45: medmesh.v1.Policy
-	(v1.PolicyMode)(0),               // 46: medmesh.v1.PolicyMode
-	(*v1.Decision)(nil),              // 47: medmesh.v1.Decision
-	(*v1.Alert)(nil),                 // 48: medmesh.v1.Alert
-	(*v1.Baseline)(nil),              // 49: medmesh.v1.Baseline
-	(*v1.FlowSummary)(nil),           // 50: medmesh.v1.FlowSummary
-	(*v1.SensorRecord)(nil),          // 51: medmesh.v1.SensorRecord
-	(*v1.ResponseRule)(nil),          // 52: medmesh.v1.ResponseRule
-	(*v1.IntelBundle)(nil),           // 53: medmesh.v1.IntelBundle
-	(*v1.SBOMAttachment)(nil),        // 54: medmesh.v1.SBOMAttachment
-	(*v1.DevicePosture)(nil),         // 55: medmesh.v1.DevicePosture
-	(*v1.Account)(nil),               // 56: medmesh.v1.Account
-	(*v1.AuditRecord)(nil),           // 57: medmesh.v1.AuditRecord
-	(*v1.Incident)(nil),              // 58: medmesh.v1.Incident
-	(*v1.Sink)(nil),                  // 59: medmesh.v1.Sink
-	(*v1.ImportDevicesResponse)(nil), // 60: medmesh.v1.ImportDevicesResponse
+	(*ExceptionAccept)(nil),          // 24: medmesh.fsm.v1.ExceptionAccept
+	(*ExceptionRevoke)(nil),          // 25: medmesh.fsm.v1.ExceptionRevoke
+	(*TrendRecord)(nil),              // 26: medmesh.fsm.v1.TrendRecord
+	(*ExceptionsExpire)(nil),         // 27: medmesh.fsm.v1.ExceptionsExpire
+	(*MDS2Attach)(nil),               // 28: medmesh.fsm.v1.MDS2Attach
+	(*AccountPut)(nil),               // 29: medmesh.fsm.v1.AccountPut
+	(*AccountDelete)(nil),            // 30: medmesh.fsm.v1.AccountDelete
+	(*AccountLogin)(nil),             // 31: medmesh.fsm.v1.AccountLogin
+	(*SessionEnd)(nil),               // 32: medmesh.fsm.v1.SessionEnd
+	(*AccountRecord)(nil),            // 33: medmesh.fsm.v1.AccountRecord
+	(*Session)(nil),                  // 34: medmesh.fsm.v1.Session
+	(*SnapshotItem)(nil),             // 35: medmesh.fsm.v1.SnapshotItem
+	(*Bounds)(nil),                   // 36: medmesh.fsm.v1.Bounds
+	(*PendingCause)(nil),             // 37: medmesh.fsm.v1.PendingCause
+	(*SnapshotMeta)(nil),             // 38: medmesh.fsm.v1.SnapshotMeta
+	(*SensorSeq)(nil),                // 39: medmesh.fsm.v1.SensorSeq
+	(*DeviceFlows)(nil),              // 40: medmesh.fsm.v1.DeviceFlows
+	(*DedupEntry)(nil),               // 41: medmesh.fsm.v1.DedupEntry
+	(*SinkPut)(nil),                  // 42: medmesh.fsm.v1.SinkPut
+	(*SinkDelete)(nil),               // 43: medmesh.fsm.v1.SinkDelete
+	(*SinkProgress)(nil),             // 44: medmesh.fsm.v1.SinkProgress
+	(*SinkPosition)(nil),             // 45: medmesh.fsm.v1.SinkPosition
+	(*SinkAlert)(nil),                // 46: medmesh.fsm.v1.SinkAlert
+	(*timestamppb.Timestamp)(nil),    // 47: google.protobuf.Timestamp
+	(*v1.Device)(nil),                // 48: medmesh.v1.Device
+	(*v1.AssetRecord)(nil),           // 49: medmesh.v1.AssetRecord
+	(*v1.Policy)(nil),                // 50: medmesh.v1.Policy
+	(v1.PolicyMode)(0),               // 51: medmesh.v1.PolicyMode
+	(*v1.Decision)(nil),              // 52: medmesh.v1.Decision
+	(*v1.Alert)(nil),                 // 53: medmesh.v1.Alert
+	(*v1.Baseline)(nil),              // 54: medmesh.v1.Baseline
+	(*v1.FlowSummary)(nil),           // 55: medmesh.v1.FlowSummary
+	(*v1.SensorRecord)(nil),          // 56: medmesh.v1.SensorRecord
+	(*v1.ResponseRule)(nil),          // 57: medmesh.v1.ResponseRule
+	(*v1.IntelBundle)(nil),           // 58: medmesh.v1.IntelBundle
+	(*v1.SBOMAttachment)(nil),        // 59: medmesh.v1.SBOMAttachment
+	(*v1.DevicePosture)(nil),         // 60: medmesh.v1.DevicePosture
+	(*v1.RiskException)(nil),         // 61: medmesh.v1.RiskException
+	(*v1.TrendPoint)(nil),            // 62: medmesh.v1.TrendPoint
+	(*v1.MDS2Attachment)(nil),        // 63: medmesh.v1.MDS2Attachment
+	(*v1.Account)(nil),               // 64: medmesh.v1.Account
+	(*v1.AuditRecord)(nil),           // 65: medmesh.v1.AuditRecord
+	(*v1.Incident)(nil),              // 66: medmesh.v1.Incident
+	(*v1.Sink)(nil),                  // 67: medmesh.v1.Sink
+	(*v1.ImportDevicesResponse)(nil), // 68: medmesh.v1.ImportDevicesResponse
 }
 var file_medmesh_fsm_v1_command_proto_depIdxs = []int32{
-	42, // 0: medmesh.fsm.v1.Command.time:type_name -> google.protobuf.Timestamp
-	1,  // 1: medmesh.fsm.v1.Command.request:type_name -> medmesh.fsm.v1.ClientRequest
-	2,  // 2: medmesh.fsm.v1.Command.device_upsert:type_name -> medmesh.fsm.v1.DeviceUpsert
-	3,  // 3: medmesh.fsm.v1.Command.device_update:type_name -> medmesh.fsm.v1.DeviceUpdate
-	5,  // 4: medmesh.fsm.v1.Command.policy_put:type_name -> medmesh.fsm.v1.PolicyPut
-	6,  // 5: medmesh.fsm.v1.Command.policy_delete:type_name -> medmesh.fsm.v1.PolicyDelete
-	7,  // 6: medmesh.fsm.v1.Command.policy_activate:type_name -> medmesh.fsm.v1.PolicyActivate
-	8,  // 7: medmesh.fsm.v1.Command.decision_create:type_name -> medmesh.fsm.v1.DecisionCreate
-	9,  // 8: medmesh.fsm.v1.Command.decision_review:type_name -> medmesh.fsm.v1.DecisionReview
-	10, // 9: medmesh.fsm.v1.Command.alert_ingest:type_name -> medmesh.fsm.v1.AlertIngest
-	11, // 10: medmesh.fsm.v1.Command.alert_ack:type_name -> medmesh.fsm.v1.AlertAck
-	12, // 11: medmesh.fsm.v1.Command.baseline_put:type_name -> medmesh.fsm.v1.BaselinePut
-	13, // 12: medmesh.fsm.v1.Command.flow_summaries:type_name -> medmesh.fsm.v1.FlowSummaries
-	15, // 13: medmesh.fsm.v1.Command.sensor_batch:type_name -> medmesh.fsm.v1.SensorBatch
-	16, // 14: medmesh.fsm.v1.Command.server_register:type_name -> medmesh.fsm.v1.ServerRegister
-	17, // 15: medmesh.fsm.v1.Command.server_deregister:type_name -> medmesh.fsm.v1.ServerDeregister
-	18, // 16: medmesh.fsm.v1.Command.rule_put:type_name -> medmesh.fsm.v1.RulePut
-	19, // 17: medmesh.fsm.v1.Command.rule_delete:type_name -> medmesh.fsm.v1.RuleDelete
-	20, // 18: medmesh.fsm.v1.Command.rules_seed:type_name -> medmesh.fsm.v1.RulesSeed
-	21, // 19: medmesh.fsm.v1.Command.intel_activate:type_name -> medmesh.fsm.v1.IntelActivate
-	22, // 20: medmesh.fsm.v1.Command.sbom_attach:type_name -> medmesh.fsm.v1.SBOMAttach
-	23, // 21: medmesh.fsm.v1.Command.findings_put:type_name -> medmesh.fsm.v1.FindingsPut
-	37, // 22: medmesh.fsm.v1.Command.sink_put:type_name -> medmesh.fsm.v1.SinkPut
-	38, // 23: medmesh.fsm.v1.Command.sink_delete:type_name -> medmesh.fsm.v1.SinkDelete
-	39, // 24: medmesh.fsm.v1.Command.sink_progress:type_name -> medmesh.fsm.v1.SinkProgress
-	41, // 25: medmesh.fsm.v1.Command.sink_alert:type_name -> medmesh.fsm.v1.SinkAlert
-	24, // 26: medmesh.fsm.v1.Command.account_put:type_name -> medmesh.fsm.v1.AccountPut
-	25, // 27: medmesh.fsm.v1.Command.account_delete:type_name -> medmesh.fsm.v1.AccountDelete
-	26, // 28: medmesh.fsm.v1.Command.account_login:type_name -> medmesh.fsm.v1.AccountLogin
-	27, // 29: medmesh.fsm.v1.Command.session_end:type_name -> medmesh.fsm.v1.SessionEnd
-	4,  // 30: medmesh.fsm.v1.Command.device_import:type_name -> medmesh.fsm.v1.DeviceImport
-	43, // 31: medmesh.fsm.v1.DeviceUpsert.device:type_name -> medmesh.v1.Device
-	43, // 32: medmesh.fsm.v1.DeviceUpdate.device:type_name -> medmesh.v1.Device
-	44, // 33: medmesh.fsm.v1.DeviceImport.records:type_name -> medmesh.v1.AssetRecord
-	45, // 34: medmesh.fsm.v1.PolicyPut.policy:type_name -> medmesh.v1.Policy
-	46, // 35: medmesh.fsm.v1.PolicyActivate.mode:type_name -> medmesh.v1.PolicyMode
-	47, // 36: medmesh.fsm.v1.DecisionCreate.decision:type_name -> medmesh.v1.Decision
-	48, // 37: medmesh.fsm.v1.AlertIngest.alert:type_name -> medmesh.v1.Alert
-	49, // 38: medmesh.fsm.v1.BaselinePut.baseline:type_name -> medmesh.v1.Baseline
-	50, // 39: medmesh.fsm.v1.FlowSummaries.summaries:type_name -> medmesh.v1.FlowSummary
-	51, // 40: medmesh.fsm.v1.SensorReport.records:type_name -> medmesh.v1.SensorRecord
-	14, // 41: medmesh.fsm.v1.SensorBatch.reports:type_name -> medmesh.fsm.v1.SensorReport
-	52, // 42: medmesh.fsm.v1.RulePut.rule:type_name -> medmesh.v1.ResponseRule
-	52, // 43: medmesh.fsm.v1.RulesSeed.rules:type_name -> medmesh.v1.ResponseRule
-	53, // 44: medmesh.fsm.v1.IntelActivate.bundle:type_name -> medmesh.v1.IntelBundle
-	54, // 45: medmesh.fsm.v1.SBOMAttach.attachment:type_name -> medmesh.v1.SBOMAttachment
-	55, // 46: medmesh.fsm.v1.FindingsPut.postures:type_name -> medmesh.v1.DevicePosture
-	56, // 47: medmesh.fsm.v1.AccountPut.account:type_name -> medmesh.v1.Account
-	56, // 48: medmesh.fsm.v1.AccountRecord.account:type_name -> medmesh.v1.Account
-	42, // 49: medmesh.fsm.v1.Session.create_time:type_name -> google.protobuf.Timestamp
-	42, // 50: medmesh.fsm.v1.Session.expire_time:type_name -> google.protobuf.Timestamp
-	33, // 51: medmesh.fsm.v1.SnapshotItem.meta:type_name -> medmesh.fsm.v1.SnapshotMeta
-	43, // 52: medmesh.fsm.v1.SnapshotItem.device:type_name -> medmesh.v1.Device
-	45, // 53: medmesh.fsm.v1.SnapshotItem.policy:type_name -> medmesh.v1.Policy
-	47, // 54: medmesh.fsm.v1.SnapshotItem.decision:type_name -> medmesh.v1.Decision
-	48, // 55: medmesh.fsm.v1.SnapshotItem.alert:type_name -> medmesh.v1.Alert
-	49, // 56: medmesh.fsm.v1.SnapshotItem.baseline:type_name -> medmesh.v1.Baseline
-	57, // 57: medmesh.fsm.v1.SnapshotItem.audit:type_name -> medmesh.v1.AuditRecord
-	34, // 58: medmesh.fsm.v1.SnapshotItem.sensor_seq:type_name -> medmesh.fsm.v1.SensorSeq
-	35, // 59: medmesh.fsm.v1.SnapshotItem.flows:type_name -> medmesh.fsm.v1.DeviceFlows
-	16, // 60: medmesh.fsm.v1.SnapshotItem.server:type_name -> medmesh.fsm.v1.ServerRegister
-	36, // 61: medmesh.fsm.v1.SnapshotItem.dedup:type_name -> medmesh.fsm.v1.DedupEntry
-	31, // 62: medmesh.fsm.v1.SnapshotItem.bounds:type_name -> medmesh.fsm.v1.Bounds
-	32, // 63: medmesh.fsm.v1.SnapshotItem.pending_cause:type_name -> medmesh.fsm.v1.PendingCause
-	52, // 64: medmesh.fsm.v1.SnapshotItem.rule:type_name -> medmesh.v1.ResponseRule
-	58, // 65: medmesh.fsm.v1.SnapshotItem.incident:type_name -> medmesh.v1.Incident
-	53, // 66: medmesh.fsm.v1.SnapshotItem.intel:type_name -> medmesh.v1.IntelBundle
-	54, // 67: medmesh.fsm.v1.SnapshotItem.sbom:type_name -> medmesh.v1.SBOMAttachment
-	55, // 68: medmesh.fsm.v1.SnapshotItem.posture:type_name -> medmesh.v1.DevicePosture
-	59, // 69: medmesh.fsm.v1.SnapshotItem.sink:type_name -> medmesh.v1.Sink
-	28, // 70: medmesh.fsm.v1.SnapshotItem.account:type_name -> medmesh.fsm.v1.AccountRecord
-	29, // 71: medmesh.fsm.v1.SnapshotItem.session:type_name -> medmesh.fsm.v1.Session
-	42, // 72: medmesh.fsm.v1.Bounds.decisions_compacted:type_name -> google.protobuf.Timestamp
-	50, // 73: medmesh.fsm.v1.DeviceFlows.summaries:type_name -> medmesh.v1.FlowSummary
-	1,  // 74: medmesh.fsm.v1.DedupEntry.request:type_name -> medmesh.fsm.v1.ClientRequest
-	42, // 75: medmesh.fsm.v1.DedupEntry.time:type_name -> google.protobuf.Timestamp
-	43, // 76: medmesh.fsm.v1.DedupEntry.device:type_name -> medmesh.v1.Device
-	45, // 77: medmesh.fsm.v1.DedupEntry.policy:type_name -> medmesh.v1.Policy
-	47, // 78: medmesh.fsm.v1.DedupEntry.decision:type_name -> medmesh.v1.Decision
-	48, // 79: medmesh.fsm.v1.DedupEntry.alert:type_name -> medmesh.v1.Alert
-	52, // 80: medmesh.fsm.v1.DedupEntry.rule:type_name -> medmesh.v1.ResponseRule
-	53, // 81: medmesh.fsm.v1.DedupEntry.intel:type_name -> medmesh.v1.IntelBundle
-	54, // 82: medmesh.fsm.v1.DedupEntry.sbom:type_name -> medmesh.v1.SBOMAttachment
-	59, // 83: medmesh.fsm.v1.DedupEntry.sink:type_name -> medmesh.v1.Sink
-	56, // 84: medmesh.fsm.v1.DedupEntry.account:type_name -> medmesh.v1.Account
-	60, // 85: medmesh.fsm.v1.DedupEntry.import:type_name -> medmesh.v1.ImportDevicesResponse
-	59, // 86: medmesh.fsm.v1.SinkPut.sink:type_name -> medmesh.v1.Sink
-	40, // 87: medmesh.fsm.v1.SinkProgress.positions:type_name -> medmesh.fsm.v1.SinkPosition
-	48, // 88: medmesh.fsm.v1.SinkAlert.alert:type_name -> medmesh.v1.Alert
-	89, // [89:89] is the sub-list for method output_type
-	89, // [89:89] is the sub-list for method input_type
-	89, // [89:89] is the sub-list for extension type_name
-	89, // [89:89] is the sub-list for extension extendee
-	0,  // [0:89] is the sub-list for field type_name
+	47,  // 0: medmesh.fsm.v1.Command.time:type_name -> google.protobuf.Timestamp
+	1,   // 1: medmesh.fsm.v1.Command.request:type_name -> medmesh.fsm.v1.ClientRequest
+	2,   // 2: medmesh.fsm.v1.Command.device_upsert:type_name -> medmesh.fsm.v1.DeviceUpsert
+	3,   // 3: medmesh.fsm.v1.Command.device_update:type_name -> medmesh.fsm.v1.DeviceUpdate
+	5,   // 4: medmesh.fsm.v1.Command.policy_put:type_name -> medmesh.fsm.v1.PolicyPut
+	6,   // 5: medmesh.fsm.v1.Command.policy_delete:type_name -> medmesh.fsm.v1.PolicyDelete
+	7,   // 6: medmesh.fsm.v1.Command.policy_activate:type_name -> medmesh.fsm.v1.PolicyActivate
+	8,   // 7: medmesh.fsm.v1.Command.decision_create:type_name -> medmesh.fsm.v1.DecisionCreate
+	9,   // 8: medmesh.fsm.v1.Command.decision_review:type_name -> medmesh.fsm.v1.DecisionReview
+	10,  // 9: medmesh.fsm.v1.Command.alert_ingest:type_name -> medmesh.fsm.v1.AlertIngest
+	11,  // 10: medmesh.fsm.v1.Command.alert_ack:type_name -> medmesh.fsm.v1.AlertAck
+	12,  // 11: medmesh.fsm.v1.Command.baseline_put:type_name -> medmesh.fsm.v1.BaselinePut
+	13,  // 12: medmesh.fsm.v1.Command.flow_summaries:type_name -> medmesh.fsm.v1.FlowSummaries
+	15,  // 13: medmesh.fsm.v1.Command.sensor_batch:type_name -> medmesh.fsm.v1.SensorBatch
+	16,  // 14: medmesh.fsm.v1.Command.server_register:type_name -> medmesh.fsm.v1.ServerRegister
+	17,  // 15: medmesh.fsm.v1.Command.server_deregister:type_name -> medmesh.fsm.v1.ServerDeregister
+	18,  // 16: medmesh.fsm.v1.Command.rule_put:type_name -> medmesh.fsm.v1.RulePut
+	19,  // 17: medmesh.fsm.v1.Command.rule_delete:type_name -> medmesh.fsm.v1.RuleDelete
+	20,  // 18: medmesh.fsm.v1.Command.rules_seed:type_name -> medmesh.fsm.v1.RulesSeed
+	21,  // 19: medmesh.fsm.v1.Command.intel_activate:type_name -> medmesh.fsm.v1.IntelActivate
+	22,  // 20: medmesh.fsm.v1.Command.sbom_attach:type_name -> medmesh.fsm.v1.SBOMAttach
+	23,  // 21: medmesh.fsm.v1.Command.findings_put:type_name -> medmesh.fsm.v1.FindingsPut
+	24,  // 22: medmesh.fsm.v1.Command.exception_accept:type_name -> medmesh.fsm.v1.ExceptionAccept
+	25,  // 23: medmesh.fsm.v1.Command.exception_revoke:type_name -> medmesh.fsm.v1.ExceptionRevoke
+	26,  // 24: medmesh.fsm.v1.Command.trend_record:type_name -> medmesh.fsm.v1.TrendRecord
+	27,  // 25: medmesh.fsm.v1.Command.exceptions_expire:type_name -> medmesh.fsm.v1.ExceptionsExpire
+	28,  // 26: medmesh.fsm.v1.Command.mds2_attach:type_name -> medmesh.fsm.v1.MDS2Attach
+	42,  // 27: medmesh.fsm.v1.Command.sink_put:type_name -> medmesh.fsm.v1.SinkPut
+	43,  // 28: medmesh.fsm.v1.Command.sink_delete:type_name -> medmesh.fsm.v1.SinkDelete
+	44,  // 29: medmesh.fsm.v1.Command.sink_progress:type_name -> medmesh.fsm.v1.SinkProgress
+	46,  // 30: medmesh.fsm.v1.Command.sink_alert:type_name -> medmesh.fsm.v1.SinkAlert
+	29,  // 31: medmesh.fsm.v1.Command.account_put:type_name -> medmesh.fsm.v1.AccountPut
+	30,  // 32: medmesh.fsm.v1.Command.account_delete:type_name -> medmesh.fsm.v1.AccountDelete
+	31,  // 33: medmesh.fsm.v1.Command.account_login:type_name -> medmesh.fsm.v1.AccountLogin
+	32,  // 34: medmesh.fsm.v1.Command.session_end:type_name -> medmesh.fsm.v1.SessionEnd
+	4,   // 35: medmesh.fsm.v1.Command.device_import:type_name -> medmesh.fsm.v1.DeviceImport
+	48,  // 36: medmesh.fsm.v1.DeviceUpsert.device:type_name -> medmesh.v1.Device
+	48,  // 37: medmesh.fsm.v1.DeviceUpdate.device:type_name -> medmesh.v1.Device
+	49,  // 38: medmesh.fsm.v1.DeviceImport.records:type_name -> medmesh.v1.AssetRecord
+	50,  // 39: medmesh.fsm.v1.PolicyPut.policy:type_name -> medmesh.v1.Policy
+	51,  // 40: medmesh.fsm.v1.PolicyActivate.mode:type_name -> medmesh.v1.PolicyMode
+	52,  // 41: medmesh.fsm.v1.DecisionCreate.decision:type_name -> medmesh.v1.Decision
+	53,  // 42: medmesh.fsm.v1.AlertIngest.alert:type_name -> medmesh.v1.Alert
+	54,  // 43: medmesh.fsm.v1.BaselinePut.baseline:type_name -> medmesh.v1.Baseline
+	55,  // 44: medmesh.fsm.v1.FlowSummaries.summaries:type_name -> medmesh.v1.FlowSummary
+	56,  // 45: medmesh.fsm.v1.SensorReport.records:type_name -> medmesh.v1.SensorRecord
+	14,  // 46: medmesh.fsm.v1.SensorBatch.reports:type_name -> medmesh.fsm.v1.SensorReport
+	57,  // 47: medmesh.fsm.v1.RulePut.rule:type_name -> medmesh.v1.ResponseRule
+	57,  // 48: medmesh.fsm.v1.RulesSeed.rules:type_name -> medmesh.v1.ResponseRule
+	58,  // 49: medmesh.fsm.v1.IntelActivate.bundle:type_name -> medmesh.v1.IntelBundle
+	59,  // 50: medmesh.fsm.v1.SBOMAttach.attachment:type_name -> medmesh.v1.SBOMAttachment
+	60,  // 51: medmesh.fsm.v1.FindingsPut.postures:type_name -> medmesh.v1.DevicePosture
+	61,  // 52: medmesh.fsm.v1.ExceptionAccept.exception:type_name -> medmesh.v1.RiskException
+	62,  // 53: medmesh.fsm.v1.TrendRecord.point:type_name -> medmesh.v1.TrendPoint
+	63,  // 54: medmesh.fsm.v1.MDS2Attach.attachment:type_name -> medmesh.v1.MDS2Attachment
+	64,  // 55: medmesh.fsm.v1.AccountPut.account:type_name -> medmesh.v1.Account
+	64,  // 56: medmesh.fsm.v1.AccountRecord.account:type_name -> medmesh.v1.Account
+	47,  // 57: medmesh.fsm.v1.Session.create_time:type_name -> google.protobuf.Timestamp
+	47,  // 58: medmesh.fsm.v1.Session.expire_time:type_name -> google.protobuf.Timestamp
+	38,  // 59: medmesh.fsm.v1.SnapshotItem.meta:type_name -> medmesh.fsm.v1.SnapshotMeta
+	48,  // 60: medmesh.fsm.v1.SnapshotItem.device:type_name -> medmesh.v1.Device
+	50,  // 61: medmesh.fsm.v1.SnapshotItem.policy:type_name -> medmesh.v1.Policy
+	52,  // 62: medmesh.fsm.v1.SnapshotItem.decision:type_name -> medmesh.v1.Decision
+	53,  // 63: medmesh.fsm.v1.SnapshotItem.alert:type_name -> medmesh.v1.Alert
+	54,  // 64: medmesh.fsm.v1.SnapshotItem.baseline:type_name -> medmesh.v1.Baseline
+	65,  // 65: medmesh.fsm.v1.SnapshotItem.audit:type_name -> medmesh.v1.AuditRecord
+	39,  // 66: medmesh.fsm.v1.SnapshotItem.sensor_seq:type_name -> medmesh.fsm.v1.SensorSeq
+	40,  // 67: medmesh.fsm.v1.SnapshotItem.flows:type_name -> medmesh.fsm.v1.DeviceFlows
+	16,  // 68: medmesh.fsm.v1.SnapshotItem.server:type_name -> medmesh.fsm.v1.ServerRegister
+	41,  // 69: medmesh.fsm.v1.SnapshotItem.dedup:type_name -> medmesh.fsm.v1.DedupEntry
+	36,  // 70: medmesh.fsm.v1.SnapshotItem.bounds:type_name -> medmesh.fsm.v1.Bounds
+	37,  // 71: medmesh.fsm.v1.SnapshotItem.pending_cause:type_name -> medmesh.fsm.v1.PendingCause
+	57,  // 72: medmesh.fsm.v1.SnapshotItem.rule:type_name -> medmesh.v1.ResponseRule
+	66,  // 73: medmesh.fsm.v1.SnapshotItem.incident:type_name -> medmesh.v1.Incident
+	58,  // 74: medmesh.fsm.v1.SnapshotItem.intel:type_name -> medmesh.v1.IntelBundle
+	59,  // 75: medmesh.fsm.v1.SnapshotItem.sbom:type_name -> medmesh.v1.SBOMAttachment
+	60,  // 76: medmesh.fsm.v1.SnapshotItem.posture:type_name -> medmesh.v1.DevicePosture
+	61,  // 77: medmesh.fsm.v1.SnapshotItem.exception:type_name -> medmesh.v1.RiskException
+	62,  // 78: medmesh.fsm.v1.SnapshotItem.trend:type_name -> medmesh.v1.TrendPoint
+	63,  // 79: medmesh.fsm.v1.SnapshotItem.mds2:type_name -> medmesh.v1.MDS2Attachment
+	67,  // 80: medmesh.fsm.v1.SnapshotItem.sink:type_name -> medmesh.v1.Sink
+	33,  // 81: medmesh.fsm.v1.SnapshotItem.account:type_name -> medmesh.fsm.v1.AccountRecord
+	34,  // 82: medmesh.fsm.v1.SnapshotItem.session:type_name -> medmesh.fsm.v1.Session
+	47,  // 83: medmesh.fsm.v1.Bounds.decisions_compacted:type_name -> google.protobuf.Timestamp
+	55,  // 84: medmesh.fsm.v1.DeviceFlows.summaries:type_name -> medmesh.v1.FlowSummary
+	1,   // 85: medmesh.fsm.v1.DedupEntry.request:type_name -> medmesh.fsm.v1.ClientRequest
+	47,  // 86: medmesh.fsm.v1.DedupEntry.time:type_name -> google.protobuf.Timestamp
+	48,  // 87: medmesh.fsm.v1.DedupEntry.device:type_name -> medmesh.v1.Device
+	50,  // 88: medmesh.fsm.v1.DedupEntry.policy:type_name -> medmesh.v1.Policy
+	52,  // 89: medmesh.fsm.v1.DedupEntry.decision:type_name -> medmesh.v1.Decision
+	53,  // 90: medmesh.fsm.v1.DedupEntry.alert:type_name -> medmesh.v1.Alert
+	57,  // 91: medmesh.fsm.v1.DedupEntry.rule:type_name -> medmesh.v1.ResponseRule
+	58,  // 92: medmesh.fsm.v1.DedupEntry.intel:type_name -> medmesh.v1.IntelBundle
+	59,  // 93: medmesh.fsm.v1.DedupEntry.sbom:type_name -> medmesh.v1.SBOMAttachment
+	61,  // 94: medmesh.fsm.v1.DedupEntry.exception:type_name -> medmesh.v1.RiskException
+	63,  // 95: medmesh.fsm.v1.DedupEntry.mds2:type_name -> medmesh.v1.MDS2Attachment
+	67,  // 96: medmesh.fsm.v1.DedupEntry.sink:type_name -> medmesh.v1.Sink
+	64,  // 97: medmesh.fsm.v1.DedupEntry.account:type_name -> medmesh.v1.Account
+	68,  // 98: medmesh.fsm.v1.DedupEntry.import:type_name -> medmesh.v1.ImportDevicesResponse
+	67,  // 99: medmesh.fsm.v1.SinkPut.sink:type_name -> medmesh.v1.Sink
+	45,  // 100: medmesh.fsm.v1.SinkProgress.positions:type_name -> medmesh.fsm.v1.SinkPosition
+	53,  // 101: medmesh.fsm.v1.SinkAlert.alert:type_name -> medmesh.v1.Alert
+	102, // [102:102] is the sub-list for method output_type
+	102, // [102:102] is the sub-list for method input_type
+	102, // [102:102] is the sub-list for extension type_name
+	102, // [102:102] is the sub-list for extension extendee
+	0,   // [0:102] is the sub-list for field type_name
 }
 
 func init() { file_medmesh_fsm_v1_command_proto_init() }
@@ -4212,6 +4703,11 @@ func file_medmesh_fsm_v1_command_proto_init() {
 		(*Command_IntelActivate)(nil),
 		(*Command_SbomAttach)(nil),
 		(*Command_FindingsPut)(nil),
+		(*Command_ExceptionAccept)(nil),
+		(*Command_ExceptionRevoke)(nil),
+		(*Command_TrendRecord)(nil),
+		(*Command_ExceptionsExpire)(nil),
+		(*Command_Mds2Attach)(nil),
 		(*Command_SinkPut)(nil),
 		(*Command_SinkDelete)(nil),
 		(*Command_SinkProgress)(nil),
@@ -4226,8 +4722,8 @@ func file_medmesh_fsm_v1_command_proto_init() {
 	file_medmesh_fsm_v1_command_proto_msgTypes[6].OneofWrappers = []any{}
 	file_medmesh_fsm_v1_command_proto_msgTypes[18].OneofWrappers = []any{}
 	file_medmesh_fsm_v1_command_proto_msgTypes[19].OneofWrappers = []any{}
-	file_medmesh_fsm_v1_command_proto_msgTypes[24].OneofWrappers = []any{}
-	file_medmesh_fsm_v1_command_proto_msgTypes[30].OneofWrappers = []any{
+	file_medmesh_fsm_v1_command_proto_msgTypes[29].OneofWrappers = []any{}
+	file_medmesh_fsm_v1_command_proto_msgTypes[35].OneofWrappers = []any{
 		(*SnapshotItem_Meta)(nil),
 		(*SnapshotItem_Device)(nil),
 		(*SnapshotItem_Policy)(nil),
@@ -4246,19 +4742,22 @@ func file_medmesh_fsm_v1_command_proto_init() {
 		(*SnapshotItem_Intel)(nil),
 		(*SnapshotItem_Sbom)(nil),
 		(*SnapshotItem_Posture)(nil),
+		(*SnapshotItem_Exception)(nil),
+		(*SnapshotItem_Trend)(nil),
+		(*SnapshotItem_Mds2)(nil),
 		(*SnapshotItem_Sink)(nil),
 		(*SnapshotItem_Account)(nil),
 		(*SnapshotItem_Session)(nil),
 	}
-	file_medmesh_fsm_v1_command_proto_msgTypes[37].OneofWrappers = []any{}
-	file_medmesh_fsm_v1_command_proto_msgTypes[38].OneofWrappers = []any{}
+	file_medmesh_fsm_v1_command_proto_msgTypes[42].OneofWrappers = []any{}
+	file_medmesh_fsm_v1_command_proto_msgTypes[43].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_medmesh_fsm_v1_command_proto_rawDesc), len(file_medmesh_fsm_v1_command_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   42,
+			NumMessages:   47,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
