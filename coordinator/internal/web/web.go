@@ -197,6 +197,10 @@ func csrfToken(tok []byte) string {
 	return base64.RawURLEncoding.EncodeToString(m.Sum(nil))
 }
 
+// sessionCatchUp bounds how long a request waits for this replica to
+// apply a session committed elsewhere.
+const sessionCatchUp = time.Second
+
 // sessionOf returns the request's live session and its token.
 func (c *Console) sessionOf(r *http.Request) (*sessionInfo, bool) {
 	ck, err := r.Cookie(CookieName)
@@ -207,12 +211,31 @@ func (c *Console) sessionOf(r *http.Request) (*sessionInfo, bool) {
 	if err != nil || len(tok) != 32 {
 		return nil, false
 	}
-	s, ok := c.fsm.Session(tokenHash(tok), time.Now())
-	if !ok {
-		return nil, false
+	// A login committed through another coordinator may not be applied
+	// here yet (a request behind a load balancer lands on a follower a few
+	// milliseconds behind): wait up to sessionCatchUp for this replica to
+	// apply more before refusing.
+	var wait <-chan time.Time
+	for {
+		changed := c.fsm.Changed()
+		s, ok := c.fsm.Session(tokenHash(tok), time.Now())
+		if ok {
+			role, name, _ := strings.Cut(s.GetIdentity(), "/")
+			return &sessionInfo{id: pki.Identity{Role: pki.Role(role), Name: name}, token: tok, expire: s.GetExpireTime().AsTime()}, true
+		}
+		if wait == nil {
+			t := time.NewTimer(sessionCatchUp)
+			defer t.Stop()
+			wait = t.C
+		}
+		select {
+		case <-changed:
+		case <-wait:
+			return nil, false
+		case <-r.Context().Done():
+			return nil, false
+		}
 	}
-	role, name, _ := strings.Cut(s.GetIdentity(), "/")
-	return &sessionInfo{id: pki.Identity{Role: pki.Role(role), Name: name}, token: tok, expire: s.GetExpireTime().AsTime()}, true
 }
 
 type sessionInfo struct {
