@@ -133,7 +133,18 @@ FUZZ_TARGETS := ./node/replay:FuzzCaptureReader \
 	./coordinator/internal/posture:FuzzUDIDI \
 	./coordinator/internal/api:FuzzRiskTokens \
 	./node/collector:FuzzDecode \
-	./internal/sinkcfg:FuzzParseConfig
+	./internal/sinkcfg:FuzzParseConfig \
+	./node/internal/detect:FuzzDICOM \
+	./node/internal/detect:FuzzTLS \
+	./node/internal/detect:FuzzHTTP \
+	./node/internal/detect:FuzzSSDP \
+	./node/internal/detect:FuzzModbus \
+	./node/internal/detect:FuzzBACnet \
+	./node/internal/detect:FuzzDHCPv6 \
+	./node/internal/detect:FuzzDNS \
+	./node/internal/detect:FuzzMDNS \
+	./node/internal/xdp:FuzzDecodeEvent \
+	./node/internal/xdp:FuzzProgram
 
 
 FUZZTIME ?= 5s
