@@ -61,6 +61,11 @@ const (
 	maxBytes = 16 << 20
 	maxRows  = 5000
 	maxCell  = 4096
+	// A published MDS2 workbook is a few hundred KiB unpacked; these bound
+	// what a small, highly compressed file can make excelize inflate and
+	// parse (a 10 KiB file could otherwise unpack to tens of MiB of XML).
+	unzipLimit    = 16 << 20
+	unzipXMLLimit = 4 << 20
 )
 
 var idRE = regexp.MustCompile(`^([A-Z]{3,4})-([0-9]{1,2}(?:\.[0-9]{1,2})?)$`)
@@ -77,7 +82,7 @@ func Parse(r io.Reader, name string) (*Form, error) {
 	if len(b) > maxBytes {
 		return nil, fmt.Errorf("mds2 %s: larger than %d bytes", name, maxBytes)
 	}
-	f, err := excelize.OpenReader(bytes.NewReader(b), excelize.Options{UnzipSizeLimit: 64 << 20, UnzipXMLSizeLimit: 32 << 20})
+	f, err := excelize.OpenReader(bytes.NewReader(b), excelize.Options{UnzipSizeLimit: unzipLimit, UnzipXMLSizeLimit: unzipXMLLimit})
 	if err != nil {
 		return nil, fmt.Errorf("mds2 %s: not an Excel workbook: %w", name, err)
 	}
