@@ -2,10 +2,12 @@ package coordinator
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -15,6 +17,7 @@ import (
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 
+	compreport "github.com/medmesh/medmesh/compliance/report"
 	medmeshv1 "github.com/medmesh/medmesh/proto/medmesh/v1"
 )
 
@@ -300,9 +303,71 @@ func TestConsoleInBrowser(t *testing.T) {
 	if d := cl.leader().c.FSM().Decision(pending.GetId()); d.GetState() != medmeshv1.DecisionState_DECISION_STATE_APPROVED || d.GetReviewedBy() != "approver/bob" {
 		t.Fatalf("decision after bob: %v", d)
 	}
+	checkComplianceInBrowser(t, cl, origin, shots, run, get, ready, shot)
 	mu.Lock()
 	defer mu.Unlock()
 	if len(problems) > 0 {
 		t.Fatalf("the browser reported:\n%s", strings.Join(problems, "\n"))
 	}
+}
+
+var figureRE = regexp.MustCompile(`data-figure="([a-z0-9-]+)"[^>]*>([^<]*)<`)
+
+// checkComplianceInBrowser opens the console's compliance page and
+// downloads the report the way its link does (same origin, the session's
+// cookie): the page's figures and the downloaded HTML's figures equal
+// those of GetReport asked over gRPC. The Raft index is left out: it moves
+// between two reads of a live cluster.
+func checkComplianceInBrowser(t *testing.T, cl *cluster, origin, shots string,
+	run func(string, ...chromedp.Action[chromedp.Void]), get func(string, chromedp.Action[string]) string,
+	ready, shot func(string) chromedp.Action[chromedp.Void]) {
+	t.Helper()
+	run("compliance page", chromedp.Navigate(origin+"/#/compliance"), ready("compliance"), shot("11-compliance"))
+	resp, err := medmeshv1.NewComplianceServiceClient(cl.leader().conn).GetReport(context.Background(), &medmeshv1.GetComplianceReportRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := compreport.Summary(resp.GetReport())
+	onPage := get("page figures", chromedp.Evaluate[string](`JSON.stringify(Object.fromEntries([...document.querySelectorAll("#compliance-summary [data-figure]")].map((e) => [e.dataset.figure, e.textContent])))`))
+	var shown map[string]string
+	if err := json.Unmarshal([]byte(onPage), &shown); err != nil || len(shown) == 0 {
+		t.Fatalf("compliance page figures %q: %v", onPage, err)
+	}
+	for k, v := range shown {
+		if want[k] != v {
+			t.Errorf("compliance page shows %s=%s, GetReport says %s", k, v, want[k])
+		}
+	}
+	if get("download attribute", chromedp.Evaluate[string](`String(document.getElementById("report-download").hasAttribute("download"))`)) != "true" {
+		t.Error("the report link is not a download")
+	}
+	raw := get("download", chromedp.Evaluate[string](`fetch(document.getElementById("report-download").href, { credentials: "same-origin" }).then(async (r) => JSON.stringify({ status: r.status, url: r.url, type: r.headers.get("content-type"), disposition: r.headers.get("content-disposition"), body: await r.text() }))`, chromedp.EvalAwaitPromise))
+	var dl struct {
+		Status                 int
+		URL, Type, Disposition string
+		Body                   string
+	}
+	if err := json.Unmarshal([]byte(raw), &dl); err != nil {
+		t.Fatal(err)
+	}
+	if dl.Status != 200 || !strings.HasPrefix(dl.URL, origin+"/") || !strings.HasPrefix(dl.Type, "text/html") || !strings.HasPrefix(dl.Disposition, "attachment; filename=\"medmesh-compliance-all-") {
+		t.Fatalf("report download: status %d, url %s, type %q, disposition %q: %.300s", dl.Status, dl.URL, dl.Type, dl.Disposition, dl.Body)
+	}
+	got := map[string]string{}
+	for _, m := range figureRE.FindAllStringSubmatch(dl.Body, -1) {
+		got[m[1]] = m[2]
+	}
+	for k, v := range want {
+		if k == "raft-index" {
+			continue
+		}
+		if got[k] != v {
+			t.Errorf("downloaded report: %s=%q, GetReport says %q", k, got[k], v)
+		}
+	}
+	// The downloaded report is kept beside the screenshots.
+	if err := os.WriteFile(filepath.Join(shots, "11-compliance-report.html"), []byte(dl.Body), 0o644); err != nil {
+		t.Error(err)
+	}
+	t.Logf("compliance report: page and download agree with GetReport on %d figures", len(want)-1)
 }

@@ -335,7 +335,54 @@ async function audit(params) {
     resp.nextPageToken ? el("a", { href: "#/audit?page=" + encodeURIComponent(resp.nextPageToken) }, "Older records") : null);
 }
 
-const routes = { overview, inventory, device, alerts, approvals, policies, audit };
+const FRAMEWORKS = [["all", "COMPLIANCE_FRAMEWORK_UNSPECIFIED", "every framework"], ["hipaa", "COMPLIANCE_FRAMEWORK_HIPAA", "HIPAA Security Rule"],
+  ["hicp", "COMPLIANCE_FRAMEWORK_HICP", "HHS 405(d) HICP"], ["proposed-2025", "COMPLIANCE_FRAMEWORK_PROPOSED_2025", "2025 proposed rule (not in force)"]];
+
+async function compliance(params) {
+  const name = FRAMEWORKS.some((f) => f[0] === params.get("framework")) ? params.get("framework") : "all";
+  const fw = FRAMEWORKS.find((f) => f[0] === name);
+  const r = (await rpc("ComplianceService", "GetReport", { framework: fw[1] })).report || {};
+  const form = el("form", { class: "filters" },
+    el("label", {}, "Framework", el("select", { name: "framework" },
+      FRAMEWORKS.map((f) => el("option", { value: f[0], selected: f[0] === name }, f[2])))),
+    el("button", { type: "submit" }, "Show"));
+  form.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    location.hash = "#/compliance?framework=" + encodeURIComponent(new FormData(form).get("framework"));
+  });
+  const plan = r.plan || {};
+  const actions = plan.actions || [];
+  const fig = (label, key, n) => el("div", { class: "card" }, el("div", { class: "n", "data-figure": key }, n), label);
+  const statusText = (s) => enumText(s, "CONTROL_STATUS_");
+  const controls = (r.controls || []).map((c) => el("tr", {},
+    el("td", {}, (c.control && c.control.citation) || (c.control && c.control.id) || ""),
+    el("td", {}, (c.control && c.control.title) || "", c.control && c.control.proposed ? " (proposed)" : ""),
+    el("td", {}, el("span", { class: `badge control-${statusText(c.status)}` }, statusText(c.status))),
+    el("td", {}, c.met || 0), el("td", {}, c.unmet || 0), el("td", {}, c.notEvidenced || 0),
+    el("td", {}, c.detail || "")));
+  const rows = actions.map((a) => el("tr", {},
+    el("td", {}, a.rank || ""), el("td", {}, a.title || a.id), el("td", {}, enumText(a.kind, "REMEDIATION_KIND_")),
+    el("td", {}, (a.deviceMacs || []).length), el("td", {}, a.effort || 0),
+    el("td", {}, Math.round(a.expectedRiskDrop || 0))));
+  page("Compliance report", form,
+    el("p", {}, "Generated ", when(r.generateTime), ` at Raft index ${r.raftIndex || 0}`,
+      r.bundleDigest ? ` with intelligence bundle ${r.bundleDigest.slice(0, 12)}` : " without an intelligence bundle", "."),
+    el("div", { class: "cards", id: "compliance-summary" },
+      fig("devices", "devices", (r.coverage && r.coverage.devices) || 0),
+      fig("controls met", "controls-met", r.controlsMet || 0),
+      fig("controls unmet", "controls-unmet", r.controlsUnmet || 0),
+      fig("controls not evidenced", "controls-not-evidenced", r.controlsNotEvidenced || 0),
+      fig("plan actions", "actions", actions.length),
+      fig("campus risk", "campus-risk", Math.round(plan.campusRisk || 0))),
+    el("p", {}, el("a", { id: "report-download", href: "api/compliance-report?framework=" + encodeURIComponent(name), download: "" },
+      "Download the report (one self-contained HTML page, the same as medmesh compliance report --format html)")),
+    el("h2", {}, "Remediation plan, first to do first"),
+    rows.length ? table(["Rank", "Action", "Kind", "Devices", "Effort (points)", "Expected risk drop"], rows, "Remediation plan") : el("p", {}, "No action planned."),
+    el("h2", {}, "Controls"),
+    table(["Citation", "Control", "Status", "Devices met", "Devices unmet", "Devices not evidenced", "Detail"], controls, "Controls"));
+}
+
+const routes = { overview, inventory, device, alerts, approvals, policies, compliance, audit };
 
 async function route() {
   for (const stop of stopStreams) stop();
