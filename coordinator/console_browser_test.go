@@ -17,6 +17,7 @@ import (
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 
+	"github.com/medmesh/medmesh/compliance"
 	compreport "github.com/medmesh/medmesh/compliance/report"
 	medmeshv1 "github.com/medmesh/medmesh/proto/medmesh/v1"
 )
@@ -223,6 +224,7 @@ func TestConsoleInBrowser(t *testing.T) {
 		t.Fatal(err)
 	}
 	run("open and log in", chromedp.Navigate(origin+"/"), ready("login"), shot("01-login"), login("vic"), ready("overview"), shot("02-overview"))
+	checkOverview(t, cl, get)
 
 	// Time to first useful paint of the inventory: a fresh page load of
 	// #/inventory until its first page of devices is on screen, measured by
@@ -370,4 +372,55 @@ func checkComplianceInBrowser(t *testing.T, cl *cluster, origin, shots string,
 		t.Error(err)
 	}
 	t.Logf("compliance report: page and download agree with GetReport on %d figures", len(want)-1)
+}
+
+// checkOverview compares the overview's devices by class and by posture
+// band with ListDevices and RiskService.Top asked over gRPC.
+func checkOverview(t *testing.T, cl *cluster, get func(string, chromedp.Action[string]) string) {
+	t.Helper()
+	raw := get("overview counts", chromedp.Evaluate[string](`JSON.stringify({
+		class: Object.fromEntries([...document.querySelectorAll("tr[data-class]")].map((r) => [r.dataset.class, r.querySelector("td").textContent])),
+		band: Object.fromEntries([...document.querySelectorAll("tr[data-band]")].map((r) => [r.dataset.band, r.querySelector("td").textContent])) })`))
+	var shown struct{ Class, Band map[string]string }
+	if err := json.Unmarshal([]byte(raw), &shown); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	inv := medmeshv1.NewInventoryServiceClient(cl.leader().conn)
+	all, err := inv.ListDevices(ctx, &medmeshv1.ListDevicesRequest{PageSize: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{}
+	for v, name := range medmeshv1.DeviceClass_name {
+		if v == 0 {
+			continue
+		}
+		r, err := inv.ListDevices(ctx, &medmeshv1.ListDevicesRequest{PageSize: 1, DeviceClass: medmeshv1.DeviceClass(v)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.GetTotalSize() > 0 {
+			want[name] = fmt.Sprint(r.GetTotalSize())
+		}
+	}
+	if fmt.Sprint(shown.Class) != fmt.Sprint(want) || len(want) == 0 {
+		t.Errorf("overview devices by class %v, ListDevices says %v", shown.Class, want)
+	}
+	top, err := medmeshv1.NewRiskServiceClient(cl.leader().conn).Top(ctx, &medmeshv1.TopRequest{N: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bands := map[string]int{"critical": 0, "high": 0, "medium": 0, "low": 0}
+	for _, p := range top.GetPostures() {
+		bands[compliance.PostureBand(p.GetScore().GetScore())]++
+	}
+	wantBands := map[string]string{"none": fmt.Sprint(int(all.GetTotalSize()) - len(top.GetPostures()))}
+	for b, n := range bands {
+		wantBands[b] = fmt.Sprint(n)
+	}
+	if len(top.GetPostures()) < 1000 && fmt.Sprint(shown.Band) != fmt.Sprint(wantBands) {
+		t.Errorf("overview devices by posture band %v, RiskService.Top says %v", shown.Band, wantBands)
+	}
+	t.Logf("overview: %d classes and %d posture bands agree with ListDevices and Top", len(want), len(wantBands))
 }

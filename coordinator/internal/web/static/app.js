@@ -154,24 +154,64 @@ async function guarded(fn) {
 
 const TIERS = ["TIER_LIFE_CRITICAL", "TIER_CLINICAL", "TIER_NON_CLINICAL"];
 
+const CLASSES = ["INFUSION_PUMP", "PATIENT_MONITOR", "VENTILATOR", "CENTRAL_STATION", "IMAGING_MODALITY", "PACS", "HL7_INTERFACE_ENGINE",
+  "NURSE_CALL", "BUILDING_AUTOMATION", "NETWORK_INFRASTRUCTURE", "IT_WORKSTATION", "ROUTER", "DHCP_DNS_SERVER", "NTP_SERVER",
+  "SYSLOG_SERVER", "DIRECTORY_SERVER", "UNKNOWN"].map((c) => "DEVICE_CLASS_" + c);
+// Posture bands of a risk score, as the compliance report bands them.
+const BANDS = [["critical", 70], ["high", 40], ["medium", 15], ["low", 1]];
+const TOP_MAX = 1000; // RiskService.Top's most
+
+function band(score) {
+  for (const [b, min] of BANDS) if (score >= min) return b;
+  return "none";
+}
+
 async function overview() {
-  const [all, pending, open, cluster, ...byTier] = await Promise.all([
+  const [all, pending, open, cluster, top, ...counts] = await Promise.all([
     rpc("InventoryService", "ListDevices", { pageSize: 1 }),
     rpc("DecisionService", "ListDecisions", { state: "DECISION_STATE_PENDING_APPROVAL", pageSize: 1000 }),
     rpc("AlertService", "ListAlerts", { state: "ALERT_STATE_OPEN", pageSize: 1000 }),
     rpc("ClusterService", "GetClusterStatus", {}),
+    rpc("RiskService", "Top", { n: TOP_MAX }),
     ...TIERS.map((t) => rpc("InventoryService", "ListDevices", { pageSize: 1, tier: t })),
+    ...CLASSES.map((c) => rpc("InventoryService", "ListDevices", { pageSize: 1, deviceClass: c })),
   ]);
+  const byTier = counts.slice(0, TIERS.length);
+  const byClass = counts.slice(TIERS.length);
+  const total = all.totalSize || 0;
   const card = (label, n, href) => el("div", { class: "card" }, el("div", { class: "n" }, n), href ? el("a", { href }, label) : label);
   const members = cluster.members || cluster.servers || [];
+  // Posture bands: RiskService.Top lists every device with a score above
+  // 0, highest first, at most TOP_MAX; when it is full the lowest band
+  // it reaches may have more ("+") and "none" is at most what is left.
+  const postures = top.postures || [];
+  const full = postures.length >= TOP_MAX;
+  const bandCount = Object.fromEntries(BANDS.map(([b]) => [b, 0]));
+  for (const p of postures) bandCount[band((p.score && p.score.score) || 0)]++;
+  const lowest = full ? band((postures[postures.length - 1].score || {}).score || 0) : null;
+  const bandRows = BANDS.map(([b], i) => {
+    const n = full && BANDS.findIndex((x) => x[0] === lowest) < i ? "?" : bandCount[b] + (b === lowest ? "+" : "");
+    return el("tr", { "data-band": b }, el("th", { scope: "row" }, el("span", { class: `badge sev-${b}` }, b)), el("td", {}, n));
+  });
+  const none = total - postures.length;
+  bandRows.push(el("tr", { "data-band": "none" }, el("th", { scope: "row" }, el("span", { class: "badge" }, "none (no finding, or not assessed)")), el("td", {}, full ? `at most ${none}` : none)));
+  const classRows = CLASSES.map((c, i) => [c, byClass[i].totalSize || 0]).filter(([, n]) => n > 0)
+    .map(([c, n]) => el("tr", { "data-class": c }, el("th", { scope: "row" }, el("a", { href: "#/inventory?class=" + c }, enumText(c, "DEVICE_CLASS_"))), el("td", {}, n)));
+  const unclassified = total - byClass.reduce((sum, r) => sum + (r.totalSize || 0), 0);
+  if (unclassified > 0) classRows.push(el("tr", { "data-class": "DEVICE_CLASS_UNSPECIFIED" }, el("th", { scope: "row" }, "not classified"), el("td", {}, unclassified)));
   page("Campus overview",
     el("div", { class: "cards" },
-      card("devices", all.totalSize || 0, "#/inventory"),
+      card("devices", total, "#/inventory"),
       ...TIERS.map((t, i) => card(`${enumText(t, "TIER_")} devices`, byTier[i].totalSize || 0, "#/inventory?tier=" + t)),
       card("open alerts", (open.alerts || []).length + (open.nextPageToken ? "+" : ""), "#/alerts"),
       card("decisions waiting for approval", (pending.decisions || []).length, "#/approvals"),
       card("coordinators", members.length || "?", null)),
-  );
+    el("div", { class: "cols" },
+      el("section", { "aria-labelledby": "by-class" }, el("h2", { id: "by-class" }, "Devices by class"),
+        table(["Class", "Devices"], classRows, "Devices by class")),
+      el("section", { "aria-labelledby": "by-posture" }, el("h2", { id: "by-posture" }, "Devices by risk posture band"),
+        table(["Band", "Devices"], bandRows, "Devices by risk posture band"),
+        el("p", { class: "muted" }, "Bands of the risk posture score: critical ≥ 70, high ≥ 40, medium ≥ 15, low > 0."))));
 }
 
 async function inventory(params) {
@@ -179,6 +219,8 @@ async function inventory(params) {
     el("label", {}, "Search (MAC, address, vendor, model, host)", el("input", { name: "query", type: "search", value: params.get("query") || "" })),
     el("label", {}, "Tier", el("select", { name: "tier" }, el("option", { value: "" }, "any"),
       TIERS.map((t) => el("option", { value: t, selected: params.get("tier") === t }, enumText(t, "TIER_"))))),
+    el("label", {}, "Class", el("select", { name: "class" }, el("option", { value: "" }, "any"),
+      CLASSES.map((c) => el("option", { value: c, selected: params.get("class") === c }, enumText(c, "DEVICE_CLASS_"))))),
     el("label", {}, "Floor", el("input", { name: "floor", size: 6, value: params.get("floor") || "" })),
     el("label", {}, "Zone", el("input", { name: "zone", size: 8, value: params.get("zone") || "" })),
     el("button", { type: "submit" }, "Filter"));
@@ -190,6 +232,7 @@ async function inventory(params) {
   });
   const req = { pageSize: 50, pageToken: params.get("page") || "" };
   for (const k of ["query", "tier", "floor", "zone"]) if (params.get(k)) req[k] = params.get(k);
+  if (params.get("class")) req.deviceClass = params.get("class");
   const resp = await rpc("InventoryService", "ListDevices", req);
   const rows = (resp.devices || []).map((d) => el("tr", {},
     el("td", {}, el("a", { href: "#/device?mac=" + encodeURIComponent(d.mac) }, d.mac)),
