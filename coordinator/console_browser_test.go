@@ -16,6 +16,8 @@ import (
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/medmesh/medmesh/compliance"
 	compreport "github.com/medmesh/medmesh/compliance/report"
@@ -306,6 +308,10 @@ func TestConsoleInBrowser(t *testing.T) {
 		t.Fatalf("decision after bob: %v", d)
 	}
 	checkComplianceInBrowser(t, cl, origin, shots, run, get, ready, shot)
+	// The overview again, now that the pump has a posture (its external
+	// communication): a band other than none is counted.
+	run("overview again", chromedp.Navigate(origin+"/#/approvals"), ready("approvals"), chromedp.Navigate(origin+"/#/overview"), ready("overview"), shot("12-overview-postures"))
+	checkOverview(t, cl, get)
 	mu.Lock()
 	defer mu.Unlock()
 	if len(problems) > 0 {
@@ -324,8 +330,24 @@ func checkComplianceInBrowser(t *testing.T, cl *cluster, origin, shots string,
 	run func(string, ...chromedp.Action[chromedp.Void]), get func(string, chromedp.Action[string]) string,
 	ready, shot func(string) chromedp.Action[chromedp.Void]) {
 	t.Helper()
+	css := func(s string) chromedp.CSS { return chromedp.CSS(s) }
 	run("compliance page", chromedp.Navigate(origin+"/#/compliance"), ready("compliance"), shot("11-compliance"))
 	resp, err := medmeshv1.NewComplianceServiceClient(cl.leader().conn).GetReport(context.Background(), &medmeshv1.GetComplianceReportRequest{})
+	if status.Code(err) == codes.ResourceExhausted {
+		// A known limit of the compliance API, not of the console: the
+		// report of a large campus (10,000 devices: 24 MB) is more than
+		// the 16 MiB a gRPC message may hold, for the CLI as for the
+		// console. The page must say so, and the download refuse.
+		if msg := get("too large", chromedp.Text(css("#report-too-large"))); !strings.Contains(msg, "larger than one message") {
+			t.Fatalf("compliance page of a report too large: %q", msg)
+		}
+		st := get("download", chromedp.Evaluate[string](`fetch("api/compliance-report", { credentials: "same-origin" }).then((r) => String(r.status))`, chromedp.EvalAwaitPromise))
+		if st == "200" {
+			t.Fatal("the download of a report the API cannot send answered 200")
+		}
+		t.Logf("compliance report NOT checked: GetReport is over the gRPC message limit (%v); the page says so and the download answers %s; run with MEDMESH_CONSOLE_DEVICES=300 for the full check", err, st)
+		return
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -422,5 +444,5 @@ func checkOverview(t *testing.T, cl *cluster, get func(string, chromedp.Action[s
 	if len(top.GetPostures()) < 1000 && fmt.Sprint(shown.Band) != fmt.Sprint(wantBands) {
 		t.Errorf("overview devices by posture band %v, RiskService.Top says %v", shown.Band, wantBands)
 	}
-	t.Logf("overview: %d classes and %d posture bands agree with ListDevices and Top", len(want), len(wantBands))
+	t.Logf("overview: %d classes and posture bands %v agree with ListDevices and Top", len(want), wantBands)
 }

@@ -384,7 +384,6 @@ const FRAMEWORKS = [["all", "COMPLIANCE_FRAMEWORK_UNSPECIFIED", "every framework
 async function compliance(params) {
   const name = FRAMEWORKS.some((f) => f[0] === params.get("framework")) ? params.get("framework") : "all";
   const fw = FRAMEWORKS.find((f) => f[0] === name);
-  const r = (await rpc("ComplianceService", "GetReport", { framework: fw[1] })).report || {};
   const form = el("form", { class: "filters" },
     el("label", {}, "Framework", el("select", { name: "framework" },
       FRAMEWORKS.map((f) => el("option", { value: f[0], selected: f[0] === name }, f[2])))),
@@ -393,6 +392,16 @@ async function compliance(params) {
     ev.preventDefault();
     location.hash = "#/compliance?framework=" + encodeURIComponent(new FormData(form).get("framework"));
   });
+  let r;
+  try {
+    r = (await rpc("ComplianceService", "GetReport", { framework: fw[1] })).report || {};
+  } catch (e) {
+    if (e.code !== "resource_exhausted") throw e;
+    // The report of a large campus is more than one gRPC message may hold.
+    page("Compliance report", form, el("p", { id: "report-too-large", class: "error", role: "alert" },
+      `The cluster cannot send this report: it is larger than one message may be (${e.message}).`));
+    return;
+  }
   const plan = r.plan || {};
   const actions = plan.actions || [];
   const fig = (label, key, n) => el("div", { class: "card" }, el("div", { class: "n", "data-figure": key }, n), label);
