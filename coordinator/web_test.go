@@ -139,6 +139,41 @@ func TestConsoleSecurity(t *testing.T) {
 	}
 	report(t, leader, "s1", 1, &medmeshv1.Device{Mac: "00:11:22:33:44:55", DeviceClass: medmeshv1.DeviceClass_DEVICE_CLASS_INFUSION_PUMP, IpAddresses: []string{"10.1.3.20"}})
 
+	t.Run("report download", func(t *testing.T) {
+		b := newBrowser(t).at(webs[1])
+		get := func(query string, hdr map[string]string) (int, http.Header, string) {
+			t.Helper()
+			req, _ := http.NewRequest(http.MethodGet, b.origin+"/api/compliance-report"+query, nil)
+			for k, v := range hdr {
+				req.Header.Set(k, v)
+			}
+			resp, err := b.c.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			raw, _ := io.ReadAll(resp.Body)
+			return resp.StatusCode, resp.Header, string(raw)
+		}
+		if code, _, _ := get("", nil); code != http.StatusUnauthorized {
+			t.Fatalf("download without a session: %d, want 401", code)
+		}
+		if code := b.login("vic", pw); code != http.StatusOK {
+			t.Fatalf("login: %d", code)
+		}
+		if code, _, _ := get("", map[string]string{"Sec-Fetch-Site": "cross-site"}); code != http.StatusForbidden {
+			t.Fatalf("download from another site: %d, want 403", code)
+		}
+		if code, _, _ := get("?framework=sox", nil); code != http.StatusBadRequest {
+			t.Fatalf("download of an unknown framework: %d, want 400", code)
+		}
+		code, hdr, body := get("?framework=hipaa", map[string]string{"Sec-Fetch-Site": "same-origin"})
+		if code != http.StatusOK || !strings.HasPrefix(hdr.Get("Content-Disposition"), `attachment; filename="medmesh-compliance-hipaa-`) ||
+			!strings.Contains(body, `data-figure="devices">1<`) {
+			t.Fatalf("viewer's download: %d %q %.200s", code, hdr.Get("Content-Disposition"), body)
+		}
+	})
+
 	t.Run("csrf and origin", func(t *testing.T) {
 		b := newBrowser(t).at(webs[0])
 		if code := b.login("otto", pw); code != http.StatusOK {

@@ -32,6 +32,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strings"
 	"time"
@@ -40,7 +41,9 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
 
+	compreport "github.com/medmesh/medmesh/compliance/report"
 	"github.com/medmesh/medmesh/coordinator/internal/fsm"
 	"github.com/medmesh/medmesh/internal/authz"
 	"github.com/medmesh/medmesh/internal/pki"
@@ -90,6 +93,9 @@ type Console struct {
 	grpc   *grpc.Server
 	mux    *http.ServeMux
 	origin *url.URL
+	// calls is the transcoder every RPC goes through (authorization and
+	// audit as the session's identity).
+	calls http.Handler
 }
 
 type idKey struct{}
@@ -118,11 +124,13 @@ func New(cfg Config, svc Services, f *fsm.FSM, log *slog.Logger) (*Console, erro
 	if err != nil {
 		return nil, err
 	}
+	c.calls = tc
 	files := http.FileServerFS(sub)
 	c.mux.Handle("GET /", c.headers(files))
 	c.mux.Handle("POST /api/login", c.headers(http.HandlerFunc(c.login)))
 	c.mux.Handle("POST /api/logout", c.headers(http.HandlerFunc(c.logout)))
 	c.mux.Handle("GET /api/session", c.headers(http.HandlerFunc(c.session)))
+	c.mux.Handle("GET /api/compliance-report", c.headers(http.HandlerFunc(c.complianceReport)))
 	for svc := range c.grpc.GetServiceInfo() {
 		c.mux.Handle("POST /"+svc+"/", c.headers(c.rpc(tc)))
 	}
@@ -433,3 +441,80 @@ type identified struct {
 }
 
 func (s *identified) Context() context.Context { return s.ctx }
+
+// ReportFrameworks are the framework names the report download takes
+// (?framework=), as `medmesh compliance report --framework` spells them.
+var ReportFrameworks = map[string]medmeshv1.ComplianceFramework{
+	"all":           medmeshv1.ComplianceFramework_COMPLIANCE_FRAMEWORK_UNSPECIFIED,
+	"hipaa":         medmeshv1.ComplianceFramework_COMPLIANCE_FRAMEWORK_HIPAA,
+	"hicp":          medmeshv1.ComplianceFramework_COMPLIANCE_FRAMEWORK_HICP,
+	"proposed-2025": medmeshv1.ComplianceFramework_COMPLIANCE_FRAMEWORK_PROPOSED_2025,
+}
+
+// complianceReport serves the self-contained HTML compliance report as a
+// download: the report comes from ComplianceService.GetReport called
+// through the same transcoder as every console call (authorized as the
+// session's identity), rendered as `medmesh compliance report --format
+// html` renders it. A GET with no side effect: the session cookie
+// (SameSite=Strict) is the credential, and a request the browser marks
+// as coming from another site is refused.
+func (c *Console) complianceReport(w http.ResponseWriter, r *http.Request) {
+	if s := r.Header.Get("Sec-Fetch-Site"); s != "" && s != "same-origin" && s != "none" {
+		refuse(w, http.StatusForbidden, "cross-origin request refused")
+		return
+	}
+	s, ok := c.sessionOf(r)
+	if !ok {
+		refuse(w, http.StatusUnauthorized, "not logged in")
+		return
+	}
+	name := r.URL.Query().Get("framework")
+	if name == "" {
+		name = "all"
+	}
+	fw, ok := ReportFrameworks[name]
+	if !ok {
+		refuse(w, http.StatusBadRequest, "framework: want all, hipaa, hicp or proposed-2025")
+		return
+	}
+	body, err := protojson.Marshal(&medmeshv1.GetComplianceReportRequest{Framework: fw})
+	if err != nil {
+		refuse(w, http.StatusInternalServerError, "encoding the request")
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithValue(r.Context(), idKey{}, s.id), time.Minute)
+	defer cancel()
+	in := httptest.NewRequestWithContext(ctx, http.MethodPost, medmeshv1.ComplianceService_GetReport_FullMethodName, strings.NewReader(string(body)))
+	in.Header.Set("Content-Type", "application/json")
+	in.Header.Set("Connect-Protocol-Version", "1")
+	rec := httptest.NewRecorder()
+	c.calls.ServeHTTP(rec, in)
+	if rec.Code != http.StatusOK {
+		var e struct {
+			Code    string `json:"code"`
+			Message string `json:"message"`
+		}
+		_ = json.Unmarshal(rec.Body.Bytes(), &e)
+		code := rec.Code
+		if code < 400 {
+			code = http.StatusBadGateway
+		}
+		refuse(w, code, "compliance report: "+e.Code+": "+e.Message)
+		return
+	}
+	var resp medmeshv1.GetComplianceReportResponse
+	if err := (protojson.UnmarshalOptions{DiscardUnknown: true}).Unmarshal(rec.Body.Bytes(), &resp); err != nil {
+		refuse(w, http.StatusBadGateway, "compliance report: undecodable answer")
+		return
+	}
+	var page strings.Builder
+	if err := compreport.HTML(&page, resp.GetReport()); err != nil {
+		refuse(w, http.StatusInternalServerError, "rendering the report")
+		return
+	}
+	stamp := resp.GetReport().GetGenerateTime().AsTime().UTC().Format("20060102T150405Z")
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.Header().Set("Content-Disposition", `attachment; filename="medmesh-compliance-`+name+`-`+stamp+`.html"`)
+	w.Header().Set("Cache-Control", "no-store")
+	_, _ = io.WriteString(w, page.String())
+}

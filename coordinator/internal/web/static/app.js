@@ -154,24 +154,64 @@ async function guarded(fn) {
 
 const TIERS = ["TIER_LIFE_CRITICAL", "TIER_CLINICAL", "TIER_NON_CLINICAL"];
 
+const CLASSES = ["INFUSION_PUMP", "PATIENT_MONITOR", "VENTILATOR", "CENTRAL_STATION", "IMAGING_MODALITY", "PACS", "HL7_INTERFACE_ENGINE",
+  "NURSE_CALL", "BUILDING_AUTOMATION", "NETWORK_INFRASTRUCTURE", "IT_WORKSTATION", "ROUTER", "DHCP_DNS_SERVER", "NTP_SERVER",
+  "SYSLOG_SERVER", "DIRECTORY_SERVER", "UNKNOWN"].map((c) => "DEVICE_CLASS_" + c);
+// Posture bands of a risk score, as the compliance report bands them.
+const BANDS = [["critical", 70], ["high", 40], ["medium", 15], ["low", 1]];
+const TOP_MAX = 1000; // RiskService.Top's most
+
+function band(score) {
+  for (const [b, min] of BANDS) if (score >= min) return b;
+  return "none";
+}
+
 async function overview() {
-  const [all, pending, open, cluster, ...byTier] = await Promise.all([
+  const [all, pending, open, cluster, top, ...counts] = await Promise.all([
     rpc("InventoryService", "ListDevices", { pageSize: 1 }),
     rpc("DecisionService", "ListDecisions", { state: "DECISION_STATE_PENDING_APPROVAL", pageSize: 1000 }),
     rpc("AlertService", "ListAlerts", { state: "ALERT_STATE_OPEN", pageSize: 1000 }),
     rpc("ClusterService", "GetClusterStatus", {}),
+    rpc("RiskService", "Top", { n: TOP_MAX }),
     ...TIERS.map((t) => rpc("InventoryService", "ListDevices", { pageSize: 1, tier: t })),
+    ...CLASSES.map((c) => rpc("InventoryService", "ListDevices", { pageSize: 1, deviceClass: c })),
   ]);
+  const byTier = counts.slice(0, TIERS.length);
+  const byClass = counts.slice(TIERS.length);
+  const total = all.totalSize || 0;
   const card = (label, n, href) => el("div", { class: "card" }, el("div", { class: "n" }, n), href ? el("a", { href }, label) : label);
   const members = cluster.members || cluster.servers || [];
+  // Posture bands: RiskService.Top lists every device with a score above
+  // 0, highest first, at most TOP_MAX; when it is full the lowest band
+  // it reaches may have more ("+") and "none" is at most what is left.
+  const postures = top.postures || [];
+  const full = postures.length >= TOP_MAX;
+  const bandCount = Object.fromEntries(BANDS.map(([b]) => [b, 0]));
+  for (const p of postures) bandCount[band((p.score && p.score.score) || 0)]++;
+  const lowest = full ? band((postures[postures.length - 1].score || {}).score || 0) : null;
+  const bandRows = BANDS.map(([b], i) => {
+    const n = full && BANDS.findIndex((x) => x[0] === lowest) < i ? "?" : bandCount[b] + (b === lowest ? "+" : "");
+    return el("tr", { "data-band": b }, el("th", { scope: "row" }, el("span", { class: `badge sev-${b}` }, b)), el("td", {}, n));
+  });
+  const none = total - postures.length;
+  bandRows.push(el("tr", { "data-band": "none" }, el("th", { scope: "row" }, el("span", { class: "badge" }, "none (no finding, or not assessed)")), el("td", {}, full ? `at most ${none}` : none)));
+  const classRows = CLASSES.map((c, i) => [c, byClass[i].totalSize || 0]).filter(([, n]) => n > 0)
+    .map(([c, n]) => el("tr", { "data-class": c }, el("th", { scope: "row" }, el("a", { href: "#/inventory?class=" + c }, enumText(c, "DEVICE_CLASS_"))), el("td", {}, n)));
+  const unclassified = total - byClass.reduce((sum, r) => sum + (r.totalSize || 0), 0);
+  if (unclassified > 0) classRows.push(el("tr", { "data-class": "DEVICE_CLASS_UNSPECIFIED" }, el("th", { scope: "row" }, "not classified"), el("td", {}, unclassified)));
   page("Campus overview",
     el("div", { class: "cards" },
-      card("devices", all.totalSize || 0, "#/inventory"),
+      card("devices", total, "#/inventory"),
       ...TIERS.map((t, i) => card(`${enumText(t, "TIER_")} devices`, byTier[i].totalSize || 0, "#/inventory?tier=" + t)),
       card("open alerts", (open.alerts || []).length + (open.nextPageToken ? "+" : ""), "#/alerts"),
       card("decisions waiting for approval", (pending.decisions || []).length, "#/approvals"),
       card("coordinators", members.length || "?", null)),
-  );
+    el("div", { class: "cols" },
+      el("section", { "aria-labelledby": "by-class" }, el("h2", { id: "by-class" }, "Devices by class"),
+        table(["Class", "Devices"], classRows, "Devices by class")),
+      el("section", { "aria-labelledby": "by-posture" }, el("h2", { id: "by-posture" }, "Devices by risk posture band"),
+        table(["Band", "Devices"], bandRows, "Devices by risk posture band"),
+        el("p", { class: "muted" }, "Bands of the risk posture score: critical ≥ 70, high ≥ 40, medium ≥ 15, low > 0."))));
 }
 
 async function inventory(params) {
@@ -179,6 +219,8 @@ async function inventory(params) {
     el("label", {}, "Search (MAC, address, vendor, model, host)", el("input", { name: "query", type: "search", value: params.get("query") || "" })),
     el("label", {}, "Tier", el("select", { name: "tier" }, el("option", { value: "" }, "any"),
       TIERS.map((t) => el("option", { value: t, selected: params.get("tier") === t }, enumText(t, "TIER_"))))),
+    el("label", {}, "Class", el("select", { name: "class" }, el("option", { value: "" }, "any"),
+      CLASSES.map((c) => el("option", { value: c, selected: params.get("class") === c }, enumText(c, "DEVICE_CLASS_"))))),
     el("label", {}, "Floor", el("input", { name: "floor", size: 6, value: params.get("floor") || "" })),
     el("label", {}, "Zone", el("input", { name: "zone", size: 8, value: params.get("zone") || "" })),
     el("button", { type: "submit" }, "Filter"));
@@ -190,6 +232,7 @@ async function inventory(params) {
   });
   const req = { pageSize: 50, pageToken: params.get("page") || "" };
   for (const k of ["query", "tier", "floor", "zone"]) if (params.get(k)) req[k] = params.get(k);
+  if (params.get("class")) req.deviceClass = params.get("class");
   const resp = await rpc("InventoryService", "ListDevices", req);
   const rows = (resp.devices || []).map((d) => el("tr", {},
     el("td", {}, el("a", { href: "#/device?mac=" + encodeURIComponent(d.mac) }, d.mac)),
@@ -335,7 +378,63 @@ async function audit(params) {
     resp.nextPageToken ? el("a", { href: "#/audit?page=" + encodeURIComponent(resp.nextPageToken) }, "Older records") : null);
 }
 
-const routes = { overview, inventory, device, alerts, approvals, policies, audit };
+const FRAMEWORKS = [["all", "COMPLIANCE_FRAMEWORK_UNSPECIFIED", "every framework"], ["hipaa", "COMPLIANCE_FRAMEWORK_HIPAA", "HIPAA Security Rule"],
+  ["hicp", "COMPLIANCE_FRAMEWORK_HICP", "HHS 405(d) HICP"], ["proposed-2025", "COMPLIANCE_FRAMEWORK_PROPOSED_2025", "2025 proposed rule (not in force)"]];
+
+async function compliance(params) {
+  const name = FRAMEWORKS.some((f) => f[0] === params.get("framework")) ? params.get("framework") : "all";
+  const fw = FRAMEWORKS.find((f) => f[0] === name);
+  const form = el("form", { class: "filters" },
+    el("label", {}, "Framework", el("select", { name: "framework" },
+      FRAMEWORKS.map((f) => el("option", { value: f[0], selected: f[0] === name }, f[2])))),
+    el("button", { type: "submit" }, "Show"));
+  form.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    location.hash = "#/compliance?framework=" + encodeURIComponent(new FormData(form).get("framework"));
+  });
+  let r;
+  try {
+    r = (await rpc("ComplianceService", "GetReport", { framework: fw[1] })).report || {};
+  } catch (e) {
+    if (e.code !== "resource_exhausted") throw e;
+    // The report of a large campus is more than one gRPC message may hold.
+    page("Compliance report", form, el("p", { id: "report-too-large", class: "error", role: "alert" },
+      `The cluster cannot send this report: it is larger than one message may be (${e.message}).`));
+    return;
+  }
+  const plan = r.plan || {};
+  const actions = plan.actions || [];
+  const fig = (label, key, n) => el("div", { class: "card" }, el("div", { class: "n", "data-figure": key }, n), label);
+  const statusText = (s) => enumText(s, "CONTROL_STATUS_");
+  const controls = (r.controls || []).map((c) => el("tr", {},
+    el("td", {}, (c.control && c.control.citation) || (c.control && c.control.id) || ""),
+    el("td", {}, (c.control && c.control.title) || "", c.control && c.control.proposed ? " (proposed)" : ""),
+    el("td", {}, el("span", { class: `badge control-${statusText(c.status)}` }, statusText(c.status))),
+    el("td", {}, c.met || 0), el("td", {}, c.unmet || 0), el("td", {}, c.notEvidenced || 0),
+    el("td", {}, c.detail || "")));
+  const rows = actions.map((a) => el("tr", {},
+    el("td", {}, a.rank || ""), el("td", {}, a.title || a.id), el("td", {}, enumText(a.kind, "REMEDIATION_KIND_")),
+    el("td", {}, (a.deviceMacs || []).length), el("td", {}, a.effort || 0),
+    el("td", {}, Math.round(a.expectedRiskDrop || 0))));
+  page("Compliance report", form,
+    el("p", {}, "Generated ", when(r.generateTime), ` at Raft index ${r.raftIndex || 0}`,
+      r.bundleDigest ? ` with intelligence bundle ${r.bundleDigest.slice(0, 12)}` : " without an intelligence bundle", "."),
+    el("div", { class: "cards", id: "compliance-summary" },
+      fig("devices", "devices", (r.coverage && r.coverage.devices) || 0),
+      fig("controls met", "controls-met", r.controlsMet || 0),
+      fig("controls unmet", "controls-unmet", r.controlsUnmet || 0),
+      fig("controls not evidenced", "controls-not-evidenced", r.controlsNotEvidenced || 0),
+      fig("plan actions", "actions", actions.length),
+      fig("campus risk", "campus-risk", Math.round(plan.campusRisk || 0))),
+    el("p", {}, el("a", { id: "report-download", href: "api/compliance-report?framework=" + encodeURIComponent(name), download: "" },
+      "Download the report (one self-contained HTML page, the same as medmesh compliance report --format html)")),
+    el("h2", {}, "Remediation plan, first to do first"),
+    rows.length ? table(["Rank", "Action", "Kind", "Devices", "Effort (points)", "Expected risk drop"], rows, "Remediation plan") : el("p", {}, "No action planned."),
+    el("h2", {}, "Controls"),
+    table(["Citation", "Control", "Status", "Devices met", "Devices unmet", "Devices not evidenced", "Detail"], controls, "Controls"));
+}
+
+const routes = { overview, inventory, device, alerts, approvals, policies, compliance, audit };
 
 async function route() {
   for (const stop of stopStreams) stop();
