@@ -120,7 +120,7 @@ func TestComplianceExceptionsAndTrendCompressedTime(t *testing.T) {
 	if p := trend.GetPoints(); p[0].GetExceptionsActive() != 0 || p[1].GetExceptionsActive() != 1 || p[2].GetExceptionsActive() != 0 {
 		t.Fatalf("trend exceptions: %v", trend.GetPoints())
 	}
-	rep, err := viewer.GetReport(ctx, &medmeshv1.GetComplianceReportRequest{Framework: medmeshv1.ComplianceFramework_COMPLIANCE_FRAMEWORK_HIPAA})
+	rep, err := viewer.GetReport(ctx, &medmeshv1.GetReportRequest{Framework: medmeshv1.ComplianceFramework_COMPLIANCE_FRAMEWORK_HIPAA})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -197,7 +197,7 @@ func TestImportMDS2(t *testing.T) {
 		Device: &medmeshv1.Device{Mac: "02:00:00:00:30:01", Vendor: "Acme Medical", Model: "Infuser 3000", DeviceClass: medmeshv1.DeviceClass_DEVICE_CLASS_INFUSION_PUMP, IpAddresses: []string{"10.1.0.9"}}}}}); err != nil {
 		t.Fatal(err)
 	}
-	rep, err := medmeshv1.NewComplianceServiceClient(cp.as(pki.RoleViewer, "vera")).GetReport(ctx, &medmeshv1.GetComplianceReportRequest{})
+	rep, err := medmeshv1.NewComplianceServiceClient(cp.as(pki.RoleViewer, "vera")).GetReport(ctx, &medmeshv1.GetReportRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}

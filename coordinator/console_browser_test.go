@@ -332,7 +332,7 @@ func checkComplianceInBrowser(t *testing.T, cl *cluster, origin, shots string,
 	t.Helper()
 	css := func(s string) chromedp.CSS { return chromedp.CSS(s) }
 	run("compliance page", chromedp.Navigate(origin+"/#/compliance"), ready("compliance"), shot("11-compliance"))
-	resp, err := medmeshv1.NewComplianceServiceClient(cl.leader().conn).GetReport(context.Background(), &medmeshv1.GetComplianceReportRequest{})
+	resp, err := medmeshv1.NewComplianceServiceClient(cl.leader().conn).GetReport(context.Background(), &medmeshv1.GetReportRequest{})
 	if status.Code(err) == codes.ResourceExhausted {
 		// A known limit of the compliance API, not of the console: the
 		// report of a large campus (10,000 devices: 24 MB) is more than

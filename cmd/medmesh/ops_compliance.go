@@ -75,7 +75,7 @@ func addComplianceClusterCommands(c *cobra.Command) {
 				return writeReport(cmd, &r, format, out)
 			}
 			return o.call(cmd, func(ctx context.Context, conn *grpc.ClientConn) error {
-				resp, err := medmeshv1.NewComplianceServiceClient(conn).GetReport(ctx, &medmeshv1.GetComplianceReportRequest{Framework: fw})
+				resp, err := medmeshv1.NewComplianceServiceClient(conn).GetReport(ctx, &medmeshv1.GetReportRequest{Framework: fw})
 				if err != nil {
 					return err
 				}

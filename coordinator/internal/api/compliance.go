@@ -36,7 +36,7 @@ type ComplianceBackend interface {
 // GetReport evaluates the committed state, stamped with the index it was
 // read at and the active bundle's date, and completes it with the
 // exceptions in force and the trend.
-func (s *Server) GetReport(ctx context.Context, req *medmeshv1.GetComplianceReportRequest) (*medmeshv1.GetComplianceReportResponse, error) {
+func (s *Server) GetReport(ctx context.Context, req *medmeshv1.GetReportRequest) (*medmeshv1.GetReportResponse, error) {
 	if _, ok := medmeshv1.ComplianceFramework_name[int32(req.GetFramework())]; !ok {
 		return nil, invalid("framework", "unknown framework %d", req.GetFramework())
 	}
@@ -44,7 +44,7 @@ func (s *Server) GetReport(ctx context.Context, req *medmeshv1.GetComplianceRepo
 	if !ok {
 		return nil, status.Error(codes.Unimplemented, "this coordinator cannot evaluate compliance")
 	}
-	if resp, done, err := route(ctx, s, medmeshv1.ComplianceService_GetReport_FullMethodName, kindRead, req, &medmeshv1.GetComplianceReportResponse{}); done {
+	if resp, done, err := route(ctx, s, medmeshv1.ComplianceService_GetReport_FullMethodName, kindRead, req, &medmeshv1.GetReportResponse{}); done {
 		return resp, err
 	}
 	rep, idx, err := cb.EvaluateCompliance(ctx, req.GetFramework())
@@ -58,7 +58,7 @@ func (s *Server) GetReport(ctx context.Context, req *medmeshv1.GetComplianceRepo
 	}
 	exc, _ := f.Exceptions()
 	trend, _ := f.Trend()
-	return &medmeshv1.GetComplianceReportResponse{Report: report.ApplyState(rep, exc, trend, time.Now())}, nil
+	return &medmeshv1.GetReportResponse{Report: report.ApplyState(rep, exc, trend, time.Now())}, nil
 }
 
 // AcceptException accepts an action or a finding as a risk exception.

@@ -477,7 +477,7 @@ func (c *Console) complianceReport(w http.ResponseWriter, r *http.Request) {
 		refuse(w, http.StatusBadRequest, "framework: want all, hipaa, hicp or proposed-2025")
 		return
 	}
-	body, err := protojson.Marshal(&medmeshv1.GetComplianceReportRequest{Framework: fw})
+	body, err := protojson.Marshal(&medmeshv1.GetReportRequest{Framework: fw})
 	if err != nil {
 		refuse(w, http.StatusInternalServerError, "encoding the request")
 		return
@@ -502,7 +502,7 @@ func (c *Console) complianceReport(w http.ResponseWriter, r *http.Request) {
 		refuse(w, code, "compliance report: "+e.Code+": "+e.Message)
 		return
 	}
-	var resp medmeshv1.GetComplianceReportResponse
+	var resp medmeshv1.GetReportResponse
 	if err := (protojson.UnmarshalOptions{DiscardUnknown: true}).Unmarshal(rec.Body.Bytes(), &resp); err != nil {
 		refuse(w, http.StatusBadGateway, "compliance report: undecodable answer")
 		return

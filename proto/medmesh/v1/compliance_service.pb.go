@@ -22,7 +22,7 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
-type GetComplianceReportRequest struct {
+type GetReportRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// UNSPECIFIED: every framework.
 	Framework     ComplianceFramework `protobuf:"varint,1,opt,name=framework,proto3,enum=medmesh.v1.ComplianceFramework" json:"framework,omitempty"`
@@ -30,20 +30,20 @@ type GetComplianceReportRequest struct {
 	sizeCache     protoimpl.SizeCache
 }
 
-func (x *GetComplianceReportRequest) Reset() {
-	*x = GetComplianceReportRequest{}
+func (x *GetReportRequest) Reset() {
+	*x = GetReportRequest{}
 	mi := &file_medmesh_v1_compliance_service_proto_msgTypes[0]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *GetComplianceReportRequest) String() string {
+func (x *GetReportRequest) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*GetComplianceReportRequest) ProtoMessage() {}
+func (*GetReportRequest) ProtoMessage() {}
 
-func (x *GetComplianceReportRequest) ProtoReflect() protoreflect.Message {
+func (x *GetReportRequest) ProtoReflect() protoreflect.Message {
 	mi := &file_medmesh_v1_compliance_service_proto_msgTypes[0]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -55,39 +55,39 @@ func (x *GetComplianceReportRequest) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use GetComplianceReportRequest.ProtoReflect.Descriptor instead.
-func (*GetComplianceReportRequest) Descriptor() ([]byte, []int) {
+// Deprecated: Use GetReportRequest.ProtoReflect.Descriptor instead.
+func (*GetReportRequest) Descriptor() ([]byte, []int) {
 	return file_medmesh_v1_compliance_service_proto_rawDescGZIP(), []int{0}
 }
 
-func (x *GetComplianceReportRequest) GetFramework() ComplianceFramework {
+func (x *GetReportRequest) GetFramework() ComplianceFramework {
 	if x != nil {
 		return x.Framework
 	}
 	return ComplianceFramework_COMPLIANCE_FRAMEWORK_UNSPECIFIED
 }
 
-type GetComplianceReportResponse struct {
+type GetReportResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Report        *ComplianceReport      `protobuf:"bytes,1,opt,name=report,proto3" json:"report,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
-func (x *GetComplianceReportResponse) Reset() {
-	*x = GetComplianceReportResponse{}
+func (x *GetReportResponse) Reset() {
+	*x = GetReportResponse{}
 	mi := &file_medmesh_v1_compliance_service_proto_msgTypes[1]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *GetComplianceReportResponse) String() string {
+func (x *GetReportResponse) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*GetComplianceReportResponse) ProtoMessage() {}
+func (*GetReportResponse) ProtoMessage() {}
 
-func (x *GetComplianceReportResponse) ProtoReflect() protoreflect.Message {
+func (x *GetReportResponse) ProtoReflect() protoreflect.Message {
 	mi := &file_medmesh_v1_compliance_service_proto_msgTypes[1]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -99,12 +99,12 @@ func (x *GetComplianceReportResponse) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use GetComplianceReportResponse.ProtoReflect.Descriptor instead.
-func (*GetComplianceReportResponse) Descriptor() ([]byte, []int) {
+// Deprecated: Use GetReportResponse.ProtoReflect.Descriptor instead.
+func (*GetReportResponse) Descriptor() ([]byte, []int) {
 	return file_medmesh_v1_compliance_service_proto_rawDescGZIP(), []int{1}
 }
 
-func (x *GetComplianceReportResponse) GetReport() *ComplianceReport {
+func (x *GetReportResponse) GetReport() *ComplianceReport {
 	if x != nil {
 		return x.Report
 	}
@@ -833,10 +833,10 @@ var File_medmesh_v1_compliance_service_proto protoreflect.FileDescriptor
 const file_medmesh_v1_compliance_service_proto_rawDesc = "" +
 	"\n" +
 	"#medmesh/v1/compliance_service.proto\x12\n" +
-	"medmesh.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bmedmesh/v1/compliance.proto\x1a%medmesh/v1/compliance_exception.proto\"[\n" +
-	"\x1aGetComplianceReportRequest\x12=\n" +
-	"\tframework\x18\x01 \x01(\x0e2\x1f.medmesh.v1.ComplianceFrameworkR\tframework\"S\n" +
-	"\x1bGetComplianceReportResponse\x124\n" +
+	"medmesh.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bmedmesh/v1/compliance.proto\x1a%medmesh/v1/compliance_exception.proto\"Q\n" +
+	"\x10GetReportRequest\x12=\n" +
+	"\tframework\x18\x01 \x01(\x0e2\x1f.medmesh.v1.ComplianceFrameworkR\tframework\"I\n" +
+	"\x11GetReportResponse\x124\n" +
 	"\x06report\x18\x01 \x01(\v2\x1c.medmesh.v1.ComplianceReportR\x06report\"\x96\x02\n" +
 	"\x16AcceptExceptionRequest\x12@\n" +
 	"\vtarget_kind\x18\x01 \x01(\x0e2\x1f.medmesh.v1.ExceptionTargetKindR\n" +
@@ -890,9 +890,9 @@ const file_medmesh_v1_compliance_service_proto_rawDesc = "" +
 	"\x0fListMDS2Request\"f\n" +
 	"\x10ListMDS2Response\x12<\n" +
 	"\vattachments\x18\x01 \x03(\v2\x1a.medmesh.v1.MDS2AttachmentR\vattachments\x12\x14\n" +
-	"\x05index\x18\x02 \x01(\x04R\x05index2\xdf\x04\n" +
-	"\x11ComplianceService\x12\\\n" +
-	"\tGetReport\x12&.medmesh.v1.GetComplianceReportRequest\x1a'.medmesh.v1.GetComplianceReportResponse\x12Z\n" +
+	"\x05index\x18\x02 \x01(\x04R\x05index2\xcb\x04\n" +
+	"\x11ComplianceService\x12H\n" +
+	"\tGetReport\x12\x1c.medmesh.v1.GetReportRequest\x1a\x1d.medmesh.v1.GetReportResponse\x12Z\n" +
 	"\x0fAcceptException\x12\".medmesh.v1.AcceptExceptionRequest\x1a#.medmesh.v1.AcceptExceptionResponse\x12Z\n" +
 	"\x0fRevokeException\x12\".medmesh.v1.RevokeExceptionRequest\x1a#.medmesh.v1.RevokeExceptionResponse\x12W\n" +
 	"\x0eListExceptions\x12!.medmesh.v1.ListExceptionsRequest\x1a\".medmesh.v1.ListExceptionsResponse\x12E\n" +
@@ -915,32 +915,32 @@ func file_medmesh_v1_compliance_service_proto_rawDescGZIP() []byte {
 
 var file_medmesh_v1_compliance_service_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_medmesh_v1_compliance_service_proto_goTypes = []any{
-	(*GetComplianceReportRequest)(nil),  // 0: medmesh.v1.GetComplianceReportRequest
-	(*GetComplianceReportResponse)(nil), // 1: medmesh.v1.GetComplianceReportResponse
-	(*AcceptExceptionRequest)(nil),      // 2: medmesh.v1.AcceptExceptionRequest
-	(*AcceptExceptionResponse)(nil),     // 3: medmesh.v1.AcceptExceptionResponse
-	(*RevokeExceptionRequest)(nil),      // 4: medmesh.v1.RevokeExceptionRequest
-	(*RevokeExceptionResponse)(nil),     // 5: medmesh.v1.RevokeExceptionResponse
-	(*ListExceptionsRequest)(nil),       // 6: medmesh.v1.ListExceptionsRequest
-	(*ListExceptionsResponse)(nil),      // 7: medmesh.v1.ListExceptionsResponse
-	(*GetTrendRequest)(nil),             // 8: medmesh.v1.GetTrendRequest
-	(*GetTrendResponse)(nil),            // 9: medmesh.v1.GetTrendResponse
-	(*ImportMDS2Request)(nil),           // 10: medmesh.v1.ImportMDS2Request
-	(*ImportMDS2Response)(nil),          // 11: medmesh.v1.ImportMDS2Response
-	(*ListMDS2Request)(nil),             // 12: medmesh.v1.ListMDS2Request
-	(*ListMDS2Response)(nil),            // 13: medmesh.v1.ListMDS2Response
-	(*ImportMDS2Request_Header)(nil),    // 14: medmesh.v1.ImportMDS2Request.Header
-	(ComplianceFramework)(0),            // 15: medmesh.v1.ComplianceFramework
-	(*ComplianceReport)(nil),            // 16: medmesh.v1.ComplianceReport
-	(ExceptionTargetKind)(0),            // 17: medmesh.v1.ExceptionTargetKind
-	(*timestamppb.Timestamp)(nil),       // 18: google.protobuf.Timestamp
-	(*RiskException)(nil),               // 19: medmesh.v1.RiskException
-	(*TrendPoint)(nil),                  // 20: medmesh.v1.TrendPoint
-	(*MDS2Attachment)(nil),              // 21: medmesh.v1.MDS2Attachment
+	(*GetReportRequest)(nil),         // 0: medmesh.v1.GetReportRequest
+	(*GetReportResponse)(nil),        // 1: medmesh.v1.GetReportResponse
+	(*AcceptExceptionRequest)(nil),   // 2: medmesh.v1.AcceptExceptionRequest
+	(*AcceptExceptionResponse)(nil),  // 3: medmesh.v1.AcceptExceptionResponse
+	(*RevokeExceptionRequest)(nil),   // 4: medmesh.v1.RevokeExceptionRequest
+	(*RevokeExceptionResponse)(nil),  // 5: medmesh.v1.RevokeExceptionResponse
+	(*ListExceptionsRequest)(nil),    // 6: medmesh.v1.ListExceptionsRequest
+	(*ListExceptionsResponse)(nil),   // 7: medmesh.v1.ListExceptionsResponse
+	(*GetTrendRequest)(nil),          // 8: medmesh.v1.GetTrendRequest
+	(*GetTrendResponse)(nil),         // 9: medmesh.v1.GetTrendResponse
+	(*ImportMDS2Request)(nil),        // 10: medmesh.v1.ImportMDS2Request
+	(*ImportMDS2Response)(nil),       // 11: medmesh.v1.ImportMDS2Response
+	(*ListMDS2Request)(nil),          // 12: medmesh.v1.ListMDS2Request
+	(*ListMDS2Response)(nil),         // 13: medmesh.v1.ListMDS2Response
+	(*ImportMDS2Request_Header)(nil), // 14: medmesh.v1.ImportMDS2Request.Header
+	(ComplianceFramework)(0),         // 15: medmesh.v1.ComplianceFramework
+	(*ComplianceReport)(nil),         // 16: medmesh.v1.ComplianceReport
+	(ExceptionTargetKind)(0),         // 17: medmesh.v1.ExceptionTargetKind
+	(*timestamppb.Timestamp)(nil),    // 18: google.protobuf.Timestamp
+	(*RiskException)(nil),            // 19: medmesh.v1.RiskException
+	(*TrendPoint)(nil),               // 20: medmesh.v1.TrendPoint
+	(*MDS2Attachment)(nil),           // 21: medmesh.v1.MDS2Attachment
 }
 var file_medmesh_v1_compliance_service_proto_depIdxs = []int32{
-	15, // 0: medmesh.v1.GetComplianceReportRequest.framework:type_name -> medmesh.v1.ComplianceFramework
-	16, // 1: medmesh.v1.GetComplianceReportResponse.report:type_name -> medmesh.v1.ComplianceReport
+	15, // 0: medmesh.v1.GetReportRequest.framework:type_name -> medmesh.v1.ComplianceFramework
+	16, // 1: medmesh.v1.GetReportResponse.report:type_name -> medmesh.v1.ComplianceReport
 	17, // 2: medmesh.v1.AcceptExceptionRequest.target_kind:type_name -> medmesh.v1.ExceptionTargetKind
 	18, // 3: medmesh.v1.AcceptExceptionRequest.expire_time:type_name -> google.protobuf.Timestamp
 	19, // 4: medmesh.v1.AcceptExceptionResponse.exception:type_name -> medmesh.v1.RiskException
@@ -950,14 +950,14 @@ var file_medmesh_v1_compliance_service_proto_depIdxs = []int32{
 	14, // 8: medmesh.v1.ImportMDS2Request.header:type_name -> medmesh.v1.ImportMDS2Request.Header
 	21, // 9: medmesh.v1.ImportMDS2Response.attachment:type_name -> medmesh.v1.MDS2Attachment
 	21, // 10: medmesh.v1.ListMDS2Response.attachments:type_name -> medmesh.v1.MDS2Attachment
-	0,  // 11: medmesh.v1.ComplianceService.GetReport:input_type -> medmesh.v1.GetComplianceReportRequest
+	0,  // 11: medmesh.v1.ComplianceService.GetReport:input_type -> medmesh.v1.GetReportRequest
 	2,  // 12: medmesh.v1.ComplianceService.AcceptException:input_type -> medmesh.v1.AcceptExceptionRequest
 	4,  // 13: medmesh.v1.ComplianceService.RevokeException:input_type -> medmesh.v1.RevokeExceptionRequest
 	6,  // 14: medmesh.v1.ComplianceService.ListExceptions:input_type -> medmesh.v1.ListExceptionsRequest
 	8,  // 15: medmesh.v1.ComplianceService.GetTrend:input_type -> medmesh.v1.GetTrendRequest
 	10, // 16: medmesh.v1.ComplianceService.ImportMDS2:input_type -> medmesh.v1.ImportMDS2Request
 	12, // 17: medmesh.v1.ComplianceService.ListMDS2:input_type -> medmesh.v1.ListMDS2Request
-	1,  // 18: medmesh.v1.ComplianceService.GetReport:output_type -> medmesh.v1.GetComplianceReportResponse
+	1,  // 18: medmesh.v1.ComplianceService.GetReport:output_type -> medmesh.v1.GetReportResponse
 	3,  // 19: medmesh.v1.ComplianceService.AcceptException:output_type -> medmesh.v1.AcceptExceptionResponse
 	5,  // 20: medmesh.v1.ComplianceService.RevokeException:output_type -> medmesh.v1.RevokeExceptionResponse
 	7,  // 21: medmesh.v1.ComplianceService.ListExceptions:output_type -> medmesh.v1.ListExceptionsResponse

@@ -39,7 +39,7 @@ type ComplianceServiceClient interface {
 	// GetReport evaluates the committed state against a framework's
 	// controls, stamped with the Raft index it read and the active
 	// intelligence bundle's date.
-	GetReport(ctx context.Context, in *GetComplianceReportRequest, opts ...grpc.CallOption) (*GetComplianceReportResponse, error)
+	GetReport(ctx context.Context, in *GetReportRequest, opts ...grpc.CallOption) (*GetReportResponse, error)
 	// AcceptException accepts a remediation action or a finding as a risk
 	// exception until its expiry (approvers only; audited).
 	AcceptException(ctx context.Context, in *AcceptExceptionRequest, opts ...grpc.CallOption) (*AcceptExceptionResponse, error)
@@ -65,9 +65,9 @@ func NewComplianceServiceClient(cc grpc.ClientConnInterface) ComplianceServiceCl
 	return &complianceServiceClient{cc}
 }
 
-func (c *complianceServiceClient) GetReport(ctx context.Context, in *GetComplianceReportRequest, opts ...grpc.CallOption) (*GetComplianceReportResponse, error) {
+func (c *complianceServiceClient) GetReport(ctx context.Context, in *GetReportRequest, opts ...grpc.CallOption) (*GetReportResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(GetComplianceReportResponse)
+	out := new(GetReportResponse)
 	err := c.cc.Invoke(ctx, ComplianceService_GetReport_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
@@ -149,7 +149,7 @@ type ComplianceServiceServer interface {
 	// GetReport evaluates the committed state against a framework's
 	// controls, stamped with the Raft index it read and the active
 	// intelligence bundle's date.
-	GetReport(context.Context, *GetComplianceReportRequest) (*GetComplianceReportResponse, error)
+	GetReport(context.Context, *GetReportRequest) (*GetReportResponse, error)
 	// AcceptException accepts a remediation action or a finding as a risk
 	// exception until its expiry (approvers only; audited).
 	AcceptException(context.Context, *AcceptExceptionRequest) (*AcceptExceptionResponse, error)
@@ -175,7 +175,7 @@ type ComplianceServiceServer interface {
 // pointer dereference when methods are called.
 type UnimplementedComplianceServiceServer struct{}
 
-func (UnimplementedComplianceServiceServer) GetReport(context.Context, *GetComplianceReportRequest) (*GetComplianceReportResponse, error) {
+func (UnimplementedComplianceServiceServer) GetReport(context.Context, *GetReportRequest) (*GetReportResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetReport not implemented")
 }
 func (UnimplementedComplianceServiceServer) AcceptException(context.Context, *AcceptExceptionRequest) (*AcceptExceptionResponse, error) {
@@ -218,7 +218,7 @@ func RegisterComplianceServiceServer(s grpc.ServiceRegistrar, srv ComplianceServ
 }
 
 func _ComplianceService_GetReport_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(GetComplianceReportRequest)
+	in := new(GetReportRequest)
 	if err := dec(in); err != nil {
 		return nil, err
 	}
@@ -230,7 +230,7 @@ func _ComplianceService_GetReport_Handler(srv interface{}, ctx context.Context, 
 		FullMethod: ComplianceService_GetReport_FullMethodName,
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(ComplianceServiceServer).GetReport(ctx, req.(*GetComplianceReportRequest))
+		return srv.(ComplianceServiceServer).GetReport(ctx, req.(*GetReportRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
