@@ -99,7 +99,10 @@ func TestCollectOnlyNodeReportsRemoteDevices(t *testing.T) {
 	if !slices.ContainsFunc(server.GetServices(), func(s *medmeshv1.Service) bool { return s.GetProtocol() == 6 && s.GetPort() == 6661 }) {
 		t.Errorf("the HL7 server's service (TCP 6661) not shown: %v", server.GetServices())
 	}
-	if _, err := dc.GetDevice(ctx, &medmeshv1.GetDeviceRequest{Mac: "ip:10.0.0.155"}); err != nil {
-		t.Errorf("the HL7 client: %v", err)
-	}
+	// The client may arrive in a later report than the server.
+	var clientErr error
+	testutil.Eventually(t, 15*time.Second, 50*time.Millisecond, func() bool {
+		_, clientErr = dc.GetDevice(ctx, &medmeshv1.GetDeviceRequest{Mac: "ip:10.0.0.155"})
+		return clientErr == nil
+	}, "the HL7 client seen through flow export did not reach the coordinator")
 }
