@@ -128,7 +128,7 @@ func newRun(t *testing.T) (*lab.Lab, *Runner, *Report) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = r.Close() })
-	rep := &Report{Seed: s, Start: time.Now(), DetectionToDropMs: -1}
+	rep := &Report{Seed: s, Start: time.Now(), DetectionToDropMs: -1, DetectionToEnforceMs: -1}
 	if reused {
 		rep.Notes = append(rep.Notes, "ran on the lab that was already up")
 	}
@@ -187,7 +187,7 @@ func scenario(t *testing.T, l *lab.Lab, r *Runner, rep *Report) {
 		rep.Notes = append(rep.Notes, "scenario failed: "+err.Error())
 		return
 	}
-	rep.DetectionToDropMs = out.DetectionToDropMs
+	rep.DetectionToDropMs, rep.DetectionToEnforceMs = out.DetectionToDropMs, out.DetectionToEnforceMs
 	rep.ScenarioAlerts, rep.ScenarioDecisions, rep.ScenarioIncidents = out.Totals.Alerts, out.Totals.Decisions, out.Totals.Incidents
 	rep.Notes = append(rep.Notes, out.Notes...)
 	if out.Totals.LifeCriticalDrops > 0 {
@@ -223,7 +223,11 @@ func scenarioClassPolicy(t *testing.T, out *lab.ScenarioOutcome, rep *Report) {
 		bad = append(bad, "no decision at the activation")
 	}
 	if c.DeniedSent == 0 || c.Dropped < uint64(c.DeniedSent) {
-		bad = append(bad, fmt.Sprintf("%d of %d denied datagrams dropped", c.Dropped, c.DeniedSent))
+		why := fmt.Sprintf("%s's class at the end %q", c.Device, c.ClassAfter)
+		for _, d := range c.Later {
+			why += fmt.Sprintf("; later decision %d %s %s by %s (%s)", d.Index, d.Action, d.State, d.Actor, d.Reason)
+		}
+		bad = append(bad, fmt.Sprintf("%d of %d denied datagrams dropped (%s)", c.Dropped, c.DeniedSent, why))
 	}
 	if !c.AllowedOK || c.Passed == 0 {
 		bad = append(bad, fmt.Sprintf("allowed traffic did not pass (connected=%v, %d passed)", c.AllowedOK, c.Passed))

@@ -3,12 +3,9 @@
 package e2e
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -230,41 +227,22 @@ func (s *sampler) add(epoch time.Time, st *medmeshv1.GetClusterStatusResponse) {
 	}
 }
 
-// enforcerAdmin is where an enforcer serves /metrics inside its namespace
-// (its default admin address; the lab does not override it).
-const enforcerAdmin = "127.0.0.1:7405"
-
 // scrapeApplied reads medmesh_enforcer_applied_index, the highest decision
 // index the enforcer of floor n applied to its datapath, from its metrics
 // inside its namespace.
 func (r *Runner) scrapeApplied(n int) (uint64, error) {
-	var conn net.Conn
-	err := lab.InNamespace(r.Lab.Config().EnforcerNS(n), func() error {
-		c, err := net.DialTimeout("tcp", enforcerAdmin, 500*time.Millisecond)
-		conn = c
-		return err
-	})
+	b, err := r.Lab.Config().EnforcerAdmin(n, "/metrics")
 	if err != nil {
 		return 0, err
 	}
-	defer conn.Close()
-	_ = conn.SetDeadline(time.Now().Add(time.Second))
-	if _, err := io.WriteString(conn, "GET /metrics HTTP/1.0\r\nHost: enforcer\r\n\r\n"); err != nil {
-		return 0, err
-	}
-	sc := bufio.NewScanner(conn)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "medmesh_enforcer_applied_index "); ok {
+	for line := range strings.Lines(string(b)) {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "medmesh_enforcer_applied_index "); ok {
 			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
 			if err != nil {
 				return 0, fmt.Errorf("applied index %q: %w", v, err)
 			}
 			return uint64(f), nil
 		}
-	}
-	if err := sc.Err(); err != nil {
-		return 0, err
 	}
 	return 0, errors.New("no medmesh_enforcer_applied_index in the metrics")
 }

@@ -56,9 +56,11 @@ type Report struct {
 	// DetectionToDropMs is the compromised-device scenario's first external
 	// packet to its enforcer's first drop (-1: not measured).
 	DetectionToDropMs float64 `json:"detection_to_drop_ms"`
-	ScenarioAlerts    int     `json:"scenario_alerts"`
-	ScenarioDecisions int     `json:"scenario_decisions"`
-	ScenarioIncidents int     `json:"scenario_incidents"`
+	// DetectionToEnforceMs: to the decision in the enforcer's datapath.
+	DetectionToEnforceMs float64 `json:"detection_to_enforce_ms"`
+	ScenarioAlerts       int     `json:"scenario_alerts"`
+	ScenarioDecisions    int     `json:"scenario_decisions"`
+	ScenarioIncidents    int     `json:"scenario_incidents"`
 	// ScenarioStory is the compromised device's incident: its stages and
 	// the actions its rules decided.
 	ScenarioStory string `json:"scenario_story,omitempty"`
@@ -101,7 +103,7 @@ func (r *Report) WriteSummary(w io.Writer) {
 	fmt.Fprintf(w, "writes retried with their request id after an unknown outcome: %d (checked by no-duplicated-effects)\n", retried)
 	fmt.Fprintln(w, "W-FAULT: writes called and acknowledged during the fault")
 	fmt.Fprintln(w, "FAILOVER: fault in place -> next acknowledged write; CATCHUP/DATAPATH: heal -> every enforcer at the last decision (cluster status, reported every 5 s / enforcer metrics); 0 = already there at heal")
-	fmt.Fprintf(w, "compromised-device scenario: %d alerts, %d decisions, %d incidents, detection-to-drop %s\n", r.ScenarioAlerts, r.ScenarioDecisions, r.ScenarioIncidents, ms(r.DetectionToDropMs))
+	fmt.Fprintf(w, "compromised-device scenario: %d alerts, %d decisions, %d incidents, detection-to-drop %s, detection-to-enforce %s\n", r.ScenarioAlerts, r.ScenarioDecisions, r.ScenarioIncidents, ms(r.DetectionToDropMs), ms(r.DetectionToEnforceMs))
 	if r.ScenarioStory != "" {
 		fmt.Fprintf(w, "its incident: %s\n", r.ScenarioStory)
 	}

@@ -289,6 +289,10 @@ func (e *Enforcer) Health() string { return e.watcher.Health() }
 // Applied is the applied decision index.
 func (e *Enforcer) Applied() uint64 { return e.state.Applied() }
 
+// RecentApplied returns the last decisions this process put into the
+// datapath, oldest first, each with the time it took effect.
+func (e *Enforcer) RecentApplied() []watch.Applied { return e.watcher.RecentApplied() }
+
 // Devices returns the number of devices the datapath holds an entry for.
 func (e *Enforcer) Devices() int { return e.state.Devices() }
 

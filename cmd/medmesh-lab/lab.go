@@ -342,6 +342,9 @@ func printOutcome(w io.Writer, o lab.ScenarioOutcome) error {
 	default:
 		fmt.Fprintln(w, "  detection-to-drop latency: no drop observed")
 	}
+	if o.Pump == nil && o.DetectionToEnforceMs >= 0 {
+		fmt.Fprintf(w, "  detection-to-enforce latency: %.0f ms (first external packet to the decision in the enforcer's datapath)\n", o.DetectionToEnforceMs)
+	}
 	if c := o.ClassPolicy; c != nil {
 		fmt.Fprintf(w, "  class policy %s (enforce) for class %s: %d decisions, one per device of the class\n", c.Policy, c.Class, c.Decisions)
 		fmt.Fprintf(w, "    %s (classified %s): %d datagrams to %s (denied): %d packets dropped at its enforcer\n",

@@ -2,9 +2,11 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"net/netip"
 	"os"
 	"os/signal"
@@ -113,6 +115,10 @@ func newEnforcerCmd() *cobra.Command {
 				}
 				return nil
 			}, log)
+			adm.Handle("GET /applied", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+				w.Header().Set("Content-Type", "application/json")
+				_ = json.NewEncoder(w).Encode(e.RecentApplied())
+			}))
 			if pprof {
 				adm.EnablePprof()
 			}
@@ -133,7 +139,7 @@ func newEnforcerCmd() *cobra.Command {
 	f.StringVar(&cfg.Interface, "iface", "", "device-facing interface")
 	f.StringVar(&coordinators, "coordinator", "", "coordinator API addresses, comma-separated")
 	f.StringVar(&cfg.PinDir, "pin-dir", "", "bpffs directory for pinned maps and link (default /sys/fs/bpf/medmesh/ID)")
-	f.StringVar(&adminAddr, "admin", admin.EnforcerAddr, "admin listener: /metrics, /healthz, /readyz")
+	f.StringVar(&adminAddr, "admin", admin.EnforcerAddr, "admin listener: /metrics, /healthz, /readyz, /applied (the last decisions applied, with when)")
 	f.BoolVar(&pprof, "pprof", false, "also serve /debug/pprof/ on the admin listener")
 	f.IntVar(&cfg.MaxDevices, "max-devices", cfg.MaxDevices, "devices the maps hold")
 	f.StringSliceVar(&dnsServers, "dns-server", nil, "DNS server a quarantined device may still reach (repeatable)")

@@ -1,17 +1,22 @@
 package lab
 
 import (
+	"bufio"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/medmesh/medmesh/deploy/lab/sim"
+	"github.com/medmesh/medmesh/internal/admin"
 	"github.com/medmesh/medmesh/internal/names"
 	medmeshv1 "github.com/medmesh/medmesh/proto/medmesh/v1"
 )
@@ -167,6 +172,20 @@ func (l *Lab) classPolicy(ctx context.Context, obs *Observer) (ClassPolicyOutcom
 			out.Dropped, out.Passed = t.Dropped, t.Passed
 		}
 	}
+	// What could have lifted the enforcement: every later decision about
+	// the workstation, and the class the coordinators give it now.
+	if ds, err := listDecisions(cctx, obs.dec); err == nil {
+		for _, d := range ds {
+			if strings.EqualFold(d.GetDeviceMac(), ws.MAC) && d.GetIndex() > act.GetDecisionIndex() {
+				out.Later = append(out.Later, obs.decisionView(d))
+			}
+		}
+	}
+	for _, v := range obs.Snapshot(ctx).Devices {
+		if v.Name == ws.Name {
+			out.ClassAfter = v.Class
+		}
+	}
 	return out, nil
 }
 
@@ -275,4 +294,60 @@ func listDecisions(ctx context.Context, dc medmeshv1.DecisionServiceClient) ([]*
 			return out, nil
 		}
 	}
+}
+
+// EnforcerAdmin GETs path from the admin listener of floor n's enforcer,
+// inside its namespace (the enforcer's default admin address: the lab
+// does not override it).
+func (c Config) EnforcerAdmin(n int, path string) ([]byte, error) {
+	var conn net.Conn
+	if err := inNS(c.nsEnforcer(n), func() (err error) {
+		conn, err = net.DialTimeout("tcp", admin.EnforcerAddr, 500*time.Millisecond)
+		return err
+	}); err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(2 * time.Second))
+	if _, err := fmt.Fprintf(conn, "GET %s HTTP/1.0\r\nHost: enforcer\r\n\r\n", path); err != nil {
+		return nil, err
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 8<<20))
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("enforcer %d %s: %s", n, path, resp.Status)
+	}
+	return body, nil
+}
+
+// appliedAt is when floor n's enforcer put the first decision about mac
+// with an enforcing action (not notify) into its datapath, from its
+// GET /applied; zero if it has none.
+func (c Config) appliedAt(n int, mac string) (time.Time, error) {
+	b, err := c.EnforcerAdmin(n, "/applied")
+	if err != nil {
+		return time.Time{}, err
+	}
+	var applied []struct {
+		DeviceMAC string    `json:"device_mac"`
+		Action    string    `json:"action"`
+		Applied   time.Time `json:"applied"`
+	}
+	if err := json.Unmarshal(b, &applied); err != nil {
+		return time.Time{}, fmt.Errorf("enforcer %d /applied: %w", n, err)
+	}
+	notify := names.Enum(medmeshv1.DecisionAction_DECISION_ACTION_NOTIFY)
+	for _, a := range applied {
+		if strings.EqualFold(a.DeviceMAC, mac) && a.Action != notify {
+			return a.Applied, nil
+		}
+	}
+	return time.Time{}, nil
 }

@@ -77,7 +77,7 @@ func (l *Lab) RunScenario(ctx context.Context, name string, obs *Observer, opts 
 	if !ok {
 		return ScenarioOutcome{}, fmt.Errorf("scenario %s: its device is not in the lab", name)
 	}
-	out := ScenarioOutcome{Scenario: name, Device: d.Name, MAC: strings.ToLower(d.MAC), IP: d.IP, DetectionToDropMs: -1}
+	out := ScenarioOutcome{Scenario: name, Device: d.Name, MAC: strings.ToLower(d.MAC), IP: d.IP, DetectionToDropMs: -1, DetectionToEnforceMs: -1}
 	for role, why := range st.Skipped {
 		out.Notes = append(out.Notes, role+": "+why)
 	}
@@ -172,6 +172,14 @@ func (l *Lab) RunScenario(ctx context.Context, name string, obs *Observer, opts 
 	}
 	if !firstDrop.IsZero() && out.Attack.FirstExternalNs > 0 {
 		out.DetectionToDropMs = float64(firstDrop.UnixNano()-out.Attack.FirstExternalNs) / 1e6
+	}
+	if name == ScenarioCompromisedDevice && out.Attack.FirstExternalNs > 0 {
+		switch at, err := l.cfg.appliedAt(d.Floor, d.MAC); {
+		case err != nil:
+			out.Notes = append(out.Notes, "detection-to-enforce: "+err.Error())
+		case !at.IsZero():
+			out.DetectionToEnforceMs = float64(at.UnixNano()-out.Attack.FirstExternalNs) / 1e6
+		}
 	}
 
 	after, err := l.Traffic()

@@ -134,6 +134,14 @@ type ScenarioOutcome struct {
 	// First external packet of the compromised device to the first packet
 	// its enforcer dropped (tc counters polled every 10 ms); -1 if none.
 	DetectionToDropMs float64 `json:"detection_to_drop_ms"`
+	// First external packet of the compromised device to the moment its
+	// floor's enforcer put the first enforcing decision about it into the
+	// datapath (the enforcer's clock, its GET /applied; the lab's processes
+	// share one clock): from then on every packet of the device meets the
+	// decision. The drop above can come later: it also waits for the
+	// device's next packet, and the simulated device uploads 64 KiB every
+	// 100 ms. -1 if none.
+	DetectionToEnforceMs float64 `json:"detection_to_enforce_ms"`
 	// ClassPolicy is the class-policy phase of compromised-device.
 	ClassPolicy *ClassPolicyOutcome `json:"class_policy,omitempty"`
 	// Pump is the approval phase of compromised-pump.
@@ -163,6 +171,12 @@ type ClassPolicyOutcome struct {
 	// ActivationToDropMs: from the activation's commit to the first denied
 	// datagram dropped (probes every 50 ms).
 	ActivationToDropMs float64 `json:"activation_to_drop_ms"`
+	// Later are the decisions about the device committed after the
+	// activation, and ClassAfter its class at the end of the phase: what
+	// could have lifted the enforcement when fewer datagrams were dropped
+	// than sent.
+	Later      []DecisionView `json:"later_decisions,omitempty"`
+	ClassAfter string         `json:"class_after"`
 }
 
 // PumpOutcome is the approval phase of compromised-pump.

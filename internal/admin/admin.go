@@ -81,6 +81,10 @@ func New(addr string, g prometheus.Gatherer, ready func() error, log *slog.Logge
 	}
 }
 
+// Handle serves h at pattern (http.ServeMux syntax) next to /metrics.
+// Call it before Start.
+func (s *Server) Handle(pattern string, h http.Handler) { s.mux.Handle(pattern, h) }
+
 // EnablePprof serves /debug/pprof/ (the --pprof flag). Off by default:
 // profiles expose internals and cost CPU. Call it before Start.
 func (s *Server) EnablePprof() {

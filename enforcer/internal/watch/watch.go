@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -20,6 +21,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/medmesh/medmesh/internal/grpcx"
+	"github.com/medmesh/medmesh/internal/names"
 	medmeshv1 "github.com/medmesh/medmesh/proto/medmesh/v1"
 )
 
@@ -137,7 +139,22 @@ type Watcher struct {
 	caughtUp    uint64 // highest heartbeat applied_index seen
 	heartbeat   bool   // a heartbeat arrived since this process started
 	onApplied   func(d *medmeshv1.Decision, received time.Time)
+	recent      []Applied // the last recentApplied applied decisions, oldest first
 }
+
+// Applied is a decision this enforcer put into its datapath, and when: the
+// moment from which its packets meet it (GET /applied on the admin port).
+type Applied struct {
+	Index     uint64    `json:"index"`
+	ID        string    `json:"id"`
+	DeviceMAC string    `json:"device_mac"`
+	Action    string    `json:"action"`
+	Committed time.Time `json:"committed"` // the decision's leader-stamped commit time
+	Applied   time.Time `json:"applied"`   // this enforcer's clock
+}
+
+// recentApplied bounds the decisions RecentApplied remembers.
+const recentApplied = 64
 
 // streamWindow is the flow-control window of the decision stream: far
 // above a backlog of decisions a catching-up enforcer is sent at once.
@@ -345,12 +362,35 @@ func (w *Watcher) handle(d *medmeshv1.Decision, received time.Time) error {
 			w.m.lag.Observe(time.Since(ct.AsTime()).Seconds())
 		}
 		w.log.Debug("decision applied", "index", d.GetIndex(), "action", d.GetAction(), "device", d.GetDeviceMac())
+		w.remember(d)
 	}
 	w.m.applied.Set(float64(d.GetIndex()))
 	if w.onApplied != nil {
 		w.onApplied(d, received)
 	}
 	return nil
+}
+
+// remember records d as applied now.
+func (w *Watcher) remember(d *medmeshv1.Decision) {
+	a := Applied{Index: d.GetIndex(), ID: d.GetId(), DeviceMAC: d.GetDeviceMac(), Action: names.Enum(d.GetAction()), Applied: time.Now()}
+	if ct := d.GetCreateTime(); ct != nil {
+		a.Committed = ct.AsTime()
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if len(w.recent) == recentApplied {
+		w.recent = append(w.recent[:0], w.recent[1:]...)
+	}
+	w.recent = append(w.recent, a)
+}
+
+// RecentApplied returns the last decisions this process applied, oldest
+// first, each with the time it took effect.
+func (w *Watcher) RecentApplied() []Applied {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return slices.Clone(w.recent)
 }
 
 func (w *Watcher) alarmLoop(ctx context.Context) {

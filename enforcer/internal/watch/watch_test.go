@@ -128,7 +128,19 @@ func TestRotatesWithoutGapOrDuplicate(t *testing.T) {
 	if n := metric(t, reg, "medmesh_enforcer_watch_reconnects_total"); n < 1 {
 		t.Fatalf("reconnects %v, want >= 1", n)
 	}
-	_ = w
+	// GET /applied: the last 64 applied, oldest first, each with its time.
+	recent := w.RecentApplied()
+	if len(recent) != recentApplied {
+		t.Fatalf("recent applied: %d entries, want %d", len(recent), recentApplied)
+	}
+	for i, r := range recent {
+		if want := want[len(want)-recentApplied+i]; r.Index != want || r.Action != "quarantine" || r.Applied.IsZero() {
+			t.Fatalf("recent applied[%d] = %+v, want index %d, quarantine, a time", i, r, want)
+		}
+		if i > 0 && r.Applied.Before(recent[i-1].Applied) {
+			t.Fatalf("recent applied[%d] at %v, before the one before it", i, r.Applied)
+		}
+	}
 }
 
 func TestAlarmWhenNoCoordinator(t *testing.T) {
