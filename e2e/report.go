@@ -103,7 +103,7 @@ func (r *Report) WriteSummary(w io.Writer) {
 	fmt.Fprintf(w, "writes retried with their request id after an unknown outcome: %d (checked by no-duplicated-effects)\n", retried)
 	fmt.Fprintln(w, "W-FAULT: writes called and acknowledged during the fault")
 	fmt.Fprintln(w, "FAILOVER: fault in place -> next acknowledged write; CATCHUP/DATAPATH: heal -> every enforcer at the last decision (cluster status, reported every 5 s / enforcer metrics); 0 = already there at heal")
-	fmt.Fprintf(w, "compromised-device scenario: %d alerts, %d decisions, %d incidents, detection-to-drop %s, detection-to-enforce %s\n", r.ScenarioAlerts, r.ScenarioDecisions, r.ScenarioIncidents, ms(r.DetectionToDropMs), ms(r.DetectionToEnforceMs))
+	fmt.Fprintf(w, "compromised-device scenario: %d alerts, %d decisions, %d incidents, detection-to-drop %s, detection-to-enforce %s\n", r.ScenarioAlerts, r.ScenarioDecisions, r.ScenarioIncidents, ms(r.DetectionToDropMs), signedMs(r.DetectionToEnforceMs))
 	if r.ScenarioStory != "" {
 		fmt.Fprintf(w, "its incident: %s\n", r.ScenarioStory)
 	}
@@ -129,6 +129,15 @@ func (r *Report) WriteSummary(w io.Writer) {
 
 func ms(v float64) string {
 	if v < 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.0fms", v)
+}
+
+// signedMs is ms for a figure that can be negative (the decision was in
+// the datapath before the first external packet); -1 is "not measured".
+func signedMs(v float64) string {
+	if v == -1 {
 		return "-"
 	}
 	return fmt.Sprintf("%.0fms", v)
