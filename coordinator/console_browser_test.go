@@ -34,8 +34,17 @@ func consoleDevices() int {
 	return n
 }
 
+// The devices seedDevices adds to the count it is given: the pump the test
+// works on, its HL7 peer and a recalled pump.
+const (
+	seededExtra  = 3
+	hl7Engine    = "02:00:00:00:09:05"
+	recalledPump = "02:00:00:00:18:02"
+)
+
 // seedDevices reports n devices as sensor "seed" in batches, plus the
-// infusion pump the test works on, with a frozen baseline and flows.
+// infusion pump the test works on, with a frozen baseline and flows, its
+// HL7 peer on another floor and a pump with a recall.
 func seedDevices(t *testing.T, cl *cluster, count int, pump string) {
 	t.Helper()
 	classes := []medmeshv1.DeviceClass{medmeshv1.DeviceClass_DEVICE_CLASS_IT_WORKSTATION, medmeshv1.DeviceClass_DEVICE_CLASS_PATIENT_MONITOR, medmeshv1.DeviceClass_DEVICE_CLASS_INFUSION_PUMP}
@@ -82,17 +91,31 @@ func seedDevices(t *testing.T, cl *cluster, count int, pump string) {
 	out := medmeshv1.Direction_DIRECTION_OUTBOUND
 	batch = append(batch,
 		&medmeshv1.SensorRecord{Seq: seq + 1, Record: &medmeshv1.SensorRecord_Device{Device: &medmeshv1.DeviceObservation{Device: &medmeshv1.Device{
-			Mac: pump, DeviceClass: medmeshv1.DeviceClass_DEVICE_CLASS_INFUSION_PUMP, ClassConfidence: 0.99, Vendor: "Baxter", Model: "Sigma Spectrum", IpAddresses: []string{"10.1.0.7"}}}}},
+			Mac: pump, DeviceClass: medmeshv1.DeviceClass_DEVICE_CLASS_INFUSION_PUMP, ClassConfidence: 0.99, Vendor: "Baxter", Model: "Sigma Spectrum", IpAddresses: []string{"10.1.0.7"},
+			ClassEvidence: []*medmeshv1.Evidence{{Source: "oui", Detail: "IEEE OUI registry: Baxter Healthcare", Weight: 0.3}, {Source: "hl7", Detail: "HL7 sending application PUMP_GW", Weight: 0.69}},
+			Location:      &medmeshv1.Location{Floor: "3", Zone: "icu"}}}}},
 		&medmeshv1.SensorRecord{Seq: seq + 2, Record: &medmeshv1.SensorRecord_Baseline{Baseline: &medmeshv1.Baseline{
 			DeviceMac: pump, DeviceClass: medmeshv1.DeviceClass_DEVICE_CLASS_INFUSION_PUMP, Version: 1,
 			Entries: []*medmeshv1.BaselineEntry{{PeerCidr: "10.9.0.5/32", Protocol: 6, Port: 2575, App: "hl7", Direction: out}}}}},
 		&medmeshv1.SensorRecord{Seq: seq + 3, Record: &medmeshv1.SensorRecord_FlowSummary{FlowSummary: &medmeshv1.FlowSummary{
 			DeviceMac: pump, DeviceIp: "10.1.0.7", PeerIp: "10.9.0.5", Protocol: 6, Port: 2575, App: "hl7", Direction: out, Flows: 3, WindowSeconds: 60}}},
 		&medmeshv1.SensorRecord{Seq: seq + 4, Record: &medmeshv1.SensorRecord_FlowSummary{FlowSummary: &medmeshv1.FlowSummary{
-			DeviceMac: pump, DeviceIp: "10.1.0.7", PeerIp: "203.0.113.9", Protocol: 6, Port: 443, Direction: out, Flows: 1, WindowSeconds: 60}}})
+			DeviceMac: pump, DeviceIp: "10.1.0.7", PeerIp: "203.0.113.9", Protocol: 6, Port: 443, Direction: out, Flows: 1, WindowSeconds: 60}}},
+		// The pump's HL7 peer, in the basement's data centre: the map's
+		// crossing from floor 3.
+		&medmeshv1.SensorRecord{Seq: seq + 5, Record: &medmeshv1.SensorRecord_Device{Device: &medmeshv1.DeviceObservation{Device: &medmeshv1.Device{
+			Mac: hl7Engine, DeviceClass: medmeshv1.DeviceClass_DEVICE_CLASS_HL7_INTERFACE_ENGINE, ClassConfidence: 0.9, Hostname: "hl7-engine", IpAddresses: []string{"10.9.0.5"},
+			Location: &medmeshv1.Location{Floor: "B1", Zone: "data-center"}}}}},
+		// A pump the intelligence bundle's recall fixture names (openFDA
+		// recall through its GUDID UDI-DI), as riskDevices has it.
+		&medmeshv1.SensorRecord{Seq: seq + 6, Record: &medmeshv1.SensorRecord_Device{Device: &medmeshv1.DeviceObservation{Device: &medmeshv1.Device{
+			Mac: recalledPump, DeviceClass: medmeshv1.DeviceClass_DEVICE_CLASS_INFUSION_PUMP, ClassConfidence: 0.95, Vendor: "BD", Model: "Alaris 8015 PC unit", IpAddresses: []string{"10.1.0.8"},
+			ClassEvidence: []*medmeshv1.Evidence{{Source: "oui", Detail: "IEEE OUI registry: Becton Dickinson", Weight: 0.3}, {Source: "hl7", Detail: "HL7 PRT-16 UDI (01)10885403801512", Weight: 0.65}},
+			Identifiers:   &medmeshv1.Identifiers{Hl7Udis: []string{"(01)10885403801512(17)280101(10)A123"}},
+			Location:      &medmeshv1.Location{Floor: "3", Zone: "icu"}}}}})
 	send(batch)
-	if last != seq+4 {
-		t.Fatalf("seed acked %d, want %d", last, seq+4)
+	if last != seq+6 {
+		t.Fatalf("seed acked %d, want %d", last, seq+6)
 	}
 }
 
@@ -234,8 +257,8 @@ func TestConsoleInBrowser(t *testing.T) {
 	run("inventory", chromedp.Navigate("about:blank"), chromedp.Navigate(origin+"/#/inventory"), ready("inventory"), shot("03-inventory"))
 	firstPaint := num("first paint", `window.medmeshLastRender.at`)
 	count := get("count", chromedp.Text(css("#result-count")))
-	if !strings.HasPrefix(count, fmt.Sprint(nDev+1)+" ") {
-		t.Fatalf("inventory says %q, want %d devices", count, nDev+1)
+	if !strings.HasPrefix(count, fmt.Sprint(nDev+seededExtra)+" ") {
+		t.Fatalf("inventory says %q, want %d devices", count, nDev+seededExtra)
 	}
 	// A filtered search: the time from submitting the form to the
 	// filtered page on screen.
@@ -247,9 +270,9 @@ func TestConsoleInBrowser(t *testing.T) {
 	if count := get("count", chromedp.Text(css("#result-count"))); !strings.HasPrefix(count, "1 ") {
 		t.Fatalf("search for the pump: %q", count)
 	}
-	t.Logf("console with %d devices: first useful paint of the inventory %.0f ms, filtered search %.0f ms", nDev+1, firstPaint, search)
+	t.Logf("console with %d devices: first useful paint of the inventory %.0f ms, filtered search %.0f ms", nDev+seededExtra, firstPaint, search)
 	if f := os.Getenv("MEDMESH_CONSOLE_PERF"); f != "" {
-		_ = os.WriteFile(f, fmt.Appendf(nil, "devices=%d first_paint_ms=%.0f search_ms=%.0f\n", nDev+1, firstPaint, search), 0o644)
+		_ = os.WriteFile(f, fmt.Appendf(nil, "devices=%d first_paint_ms=%.0f search_ms=%.0f\n", nDev+seededExtra, firstPaint, search), 0o644)
 	}
 
 	// An alert appears live on the alerts page.

@@ -130,6 +130,12 @@ func AuthzTable() authz.Table {
 		// A baseline is read data: people may read it too (the lab's
 		// scenario waits for a device's baseline to freeze).
 		medmeshv1.SensorService_GetBaseline_FullMethodName: append([]pki.Role{pki.RoleSensor}, readers...),
+
+		// The campus map and a device's traffic are derived read-only from
+		// devices, baselines and flow summaries (no payload): readers.
+		medmeshv1.CampusService_GetCampusMap_FullMethodName:       readers,
+		medmeshv1.CampusService_ListSegmentDevices_FullMethodName: readers,
+		medmeshv1.CampusService_GetDeviceTraffic_FullMethodName:   readers,
 	}
 	maps.Copy(t, grpcx.BuiltinMethods())
 	return t

@@ -128,6 +128,7 @@ type Server struct {
 	medmeshv1.UnimplementedComplianceServiceServer
 	medmeshv1.UnimplementedSinkServiceServer
 	medmeshv1.UnimplementedAccountServiceServer
+	medmeshv1.UnimplementedCampusServiceServer
 
 	b       Backend
 	cfg     Config
@@ -167,6 +168,7 @@ func (s *Server) Register(g *grpc.Server) {
 	medmeshv1.RegisterComplianceServiceServer(g, s)
 	medmeshv1.RegisterSinkServiceServer(g, s)
 	medmeshv1.RegisterAccountServiceServer(g, s)
+	medmeshv1.RegisterCampusServiceServer(g, s)
 }
 
 // ServiceNames lists the registered services' full names (for health).
@@ -184,6 +186,7 @@ func ServiceNames() []string {
 		medmeshv1.ComplianceService_ServiceDesc.ServiceName,
 		medmeshv1.SinkService_ServiceDesc.ServiceName,
 		medmeshv1.AccountService_ServiceDesc.ServiceName,
+		medmeshv1.CampusService_ServiceDesc.ServiceName,
 	}
 }
 
