@@ -148,6 +148,13 @@ func TestConsoleInBrowser(t *testing.T) {
 	pump := "02:00:00:00:00:07"
 	nDev := consoleDevices()
 	seedDevices(t, cl, nDev, pump)
+	// The intelligence bundle (real advisories and the recall fixture):
+	// the recalled pump's page shows its recall.
+	bundle, digest := writeTestBundle(t, testIntelDirs...)
+	if _, err := importBundle(ctxT(t, time.Minute), cl.leader().conn, bundle, "console-bundle"); err != nil {
+		t.Fatal(err)
+	}
+	waitPostures(t, cl, digest, pump, recalledPump)
 	// The console of a follower: reads and writes are forwarded as the
 	// person's identity.
 	web := serveWeb(t, cl.followers()[0])
@@ -274,6 +281,8 @@ func TestConsoleInBrowser(t *testing.T) {
 	if f := os.Getenv("MEDMESH_CONSOLE_PERF"); f != "" {
 		_ = os.WriteFile(f, fmt.Appendf(nil, "devices=%d first_paint_ms=%.0f search_ms=%.0f\n", nDev+seededExtra, firstPaint, search), 0o644)
 	}
+	// The device page and the campus map, as the viewer.
+	checkDevicePagesInBrowser(t, cl, origin, pump, nDev+seededExtra, run, get, ready, shot, poll)
 
 	// An alert appears live on the alerts page.
 	run("alerts page", chromedp.Navigate(origin+"/#/alerts"), ready("alerts"))

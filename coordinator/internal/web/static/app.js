@@ -250,19 +250,156 @@ async function inventory(params) {
     resp.nextPageToken ? el("a", { href: "#/inventory?" + next.toString() }, "Next page") : null);
 }
 
+// optional runs a read that may answer NOT_FOUND (a device not assessed
+// yet): null then, any other error thrown.
+async function optional(service, method, body) {
+  try { return await rpc(service, method, body); } catch (e) { if (e.code === "not_found") return null; throw e; }
+}
+
+const PROTOCOLS = { 1: "icmp", 6: "tcp", 17: "udp", 58: "ipv6-icmp", 132: "sctp" };
+function service(p) {
+  const proto = PROTOCOLS[p.protocol] || (p.protocol ? `proto ${p.protocol}` : "any");
+  return `${proto}${p.port ? "/" + p.port : ""}${p.app ? " " + p.app : ""}`;
+}
+
+// segmentText names a segment in words: "building A / floor 3 / zone icu".
+function segmentText(s) {
+  if (!s) return "";
+  if (s.outside) return "outside the inventory";
+  const parts = [s.campus && `campus ${s.campus}`, s.building && `building ${s.building}`, s.floor && `floor ${s.floor}`, s.zone && `zone ${s.zone}`].filter(Boolean);
+  return parts.length ? parts.join(" / ") : "no location recorded";
+}
+
+function bytes(n) {
+  n = Number(n || 0);
+  if (n < 1024) return `${n} B`;
+  const u = ["KiB", "MiB", "GiB", "TiB"];
+  let i = -1;
+  do { n /= 1024; i++; } while (n >= 1024 && i < u.length - 1);
+  return `${n.toFixed(1)} ${u[i]}`;
+}
+
+function section(id, title, ...kids) {
+  return el("section", { id, "aria-labelledby": id + "-h" }, el("h2", { id: id + "-h" }, title), ...kids);
+}
+
+const IDENTIFIERS = [["dicomAeTitles", "DICOM AE titles"], ["hl7Udis", "HL7 UDIs"], ["hl7SendingApplications", "HL7 sending applications"],
+  ["hl7SendingFacilities", "HL7 sending facilities"], ["hl7Software", "HL7 software"], ["dhcpHostname", "DHCP host name"], ["dhcpVendorClass", "DHCP vendor class"],
+  ["dhcpFingerprint", "DHCP fingerprint"], ["dhcpClientId", "DHCP client id"], ["dhcpFqdn", "DHCP FQDN"], ["mudUrl", "MUD URL"], ["friendlyNames", "SSDP/mDNS names"],
+  ["dicomImplementations", "DICOM implementations"], ["serverNames", "Server names (SNI, Host)"], ["userAgents", "HTTP user agents"], ["httpServers", "HTTP Server headers"],
+  ["ssdpServers", "SSDP SERVER headers"], ["snmpSysDescr", "SNMP sysDescr"], ["snmpSysName", "SNMP sysName"]];
+
+function findingRow(f) {
+  return el("tr", { "data-finding": `${f.kind}:${f.id}` },
+    el("td", {}, el("span", { class: `badge sev-${f.severity || "low"}` }, f.severity || "unrated")),
+    el("td", {}, f.kind), el("td", {}, f.id), el("td", {}, f.summary || ""),
+    el("td", {}, f.confidence || ""), el("td", {}, f.source || ""), el("td", {}, f.suppressed ? `suppressed: ${f.suppressed}` : longText(f.remediation || f.fixedVersion || "")));
+}
+
+// longText shows the first words of a long text and the rest on request.
+function longText(t) {
+  if (t.length <= 120) return t;
+  return el("details", {}, el("summary", {}, t.slice(0, 100) + "…"), t);
+}
+
 async function device(params) {
   const mac = params.get("mac");
-  const d = (await rpc("InventoryService", "GetDevice", { mac })).device;
-  const dl = (pairs) => el("dl", {}, pairs.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, v)]));
+  const [got, traffic, posture] = await Promise.all([
+    rpc("InventoryService", "GetDevice", { mac }),
+    rpc("CampusService", "GetDeviceTraffic", { deviceMac: mac }),
+    optional("RiskService", "GetPosture", { deviceMac: mac }),
+  ]);
+  const d = got.device;
+  const dl = (pairs) => el("dl", {}, pairs.filter(([, v]) => v !== "" && v !== null && v !== undefined).flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, v)]));
   const out = el("div", { id: "policy-flow" });
-  page(`Device ${d.mac}`,
-    dl([["Class", enumText(d.deviceClass, "DEVICE_CLASS_")], ["Tier", tier(d.tier)], ["Vendor", d.vendor || ""], ["Model", d.model || ""],
-      ["Addresses", (d.ipAddresses || []).join(", ")], ["First seen", when(d.firstSeen)], ["Last seen", when(d.lastSeen)],
+  const ids = d.identifiers || {};
+  const idPairs = IDENTIFIERS.map(([k, label]) => [label, Array.isArray(ids[k]) ? ids[k].join(", ") : (ids[k] || "")]);
+  const evidence = (d.classEvidence || []).map((e) => el("tr", { "data-source": e.source },
+    el("td", {}, e.source), el("td", {}, e.detail || ""), el("td", {}, (e.weight || 0).toFixed(2))));
+  const identity = section("identity", "Identity and its evidence",
+    dl([["Class", `${enumText(d.deviceClass, "DEVICE_CLASS_")} (confidence ${Math.round((d.classConfidence || 0) * 100)}%)`],
+      ["Tier", el("span", {}, tier(d.tier), d.tierOverridden ? " (set by an operator)" : "")], ["Vendor", d.vendor || ""], ["Model", d.model || ""],
+      ["Firmware", d.firmware || ""], ["Host name", d.hostname || ""], ["Addresses", (d.ipAddresses || []).join(", ")],
+      ["Location", segmentText(traffic.segment)], ["Site (flow export)", d.site || ""],
+      ["Enforcement", d.advisory ? "advisory only: no inline enforcer on its path (decisions go to a gateway or NAC)" : ""],
+      ["First seen", when(d.firstSeen)], ["Last seen", when(d.lastSeen)], ["Last sensor", d.lastSensorId || ""],
       ["Risk", severity(d.risk && d.risk.score)]]),
-    el("h2", {}, "Policy"),
-    el("p", {}, "Generate a policy from the device's baseline, see what it would drop, then run it in monitor mode and finally enforce it (approvers)."),
-    el("button", { id: "generate", type: "button", onclick: () => guarded(() => generate(d, out)) }, "Generate policy"),
+    el("h3", {}, "Why this class"),
+    evidence.length ? table(["Source", "What was observed", "Weight"], evidence, "Classification evidence") : el("p", {}, "No evidence recorded for this class."),
+    el("h3", {}, "Identifiers seen in its traffic"),
+    idPairs.some(([, v]) => v) ? dl(idPairs) : el("p", {}, "No identifier extracted."),
+    (d.absentEvidence || []).length ? el("p", { id: "absent-evidence" }, "Evidence the sensors could not have about this device: ", d.absentEvidence.join(", "), ".") : null);
+
+  // Baseline peers and protocols, with the recent flows per peer.
+  const peers = traffic.peers || [];
+  const peerRows = peers.map((p) => el("tr", { "data-peer": p.peer },
+    el("td", {}, p.peer, p.peerName ? ` (${p.peerName})` : ""),
+    el("td", {}, p.peerMac ? el("a", { href: "#/device?mac=" + encodeURIComponent(p.peerMac) }, p.peerMac) : "not an inventory device"),
+    el("td", {}, service(p)), el("td", {}, enumText(p.direction, "DIRECTION_")),
+    el("td", {}, p.inBaseline ? "yes" : "no (not learned)"),
+    el("td", {}, p.flows || 0), el("td", {}, `${bytes(p.bytesOut)} / ${bytes(p.bytesIn)}`), el("td", {}, when(p.lastSeen)),
+    el("td", {}, p.crosses ? `yes: ${segmentText(p.peerSegment)}` : "no")));
+  const base = traffic.hasBaseline
+    ? el("p", { id: "baseline-info" }, `${traffic.classBaseline ? "Class baseline (the device has none of its own)" : "Baseline"} version ${traffic.baselineVersion || 0}, frozen `,
+      when(traffic.baselineFreezeTime), traffic.baselineSensorId ? ` by sensor ${traffic.baselineSensorId}` : "", ". Protocols: ",
+      (traffic.baselineProtocols || []).join(", ") || "none named", ".")
+    : el("p", { id: "baseline-info" }, "No frozen baseline yet for this device or its class.");
+  const flowsInfo = traffic.flowSummaries
+    ? el("p", { id: "flows-summary" }, `Recent flows: ${traffic.flowSummaries} flow summaries counting ${traffic.flows || 0} flows since `, when(traffic.flowsSince),
+      " (the coordinators keep each device's latest 1,000 summaries, not single flows).")
+    : el("p", { id: "flows-summary" }, "The coordinators hold no flow summary for this device: the peers below come from its baseline only, with no flow counts.");
+  const peersSection = section("peers", "Baseline peers and recent flows", base, flowsInfo,
+    peerRows.length ? table(["Peer", "Inventory device", "Service", "Direction", "In baseline", "Flows", "Bytes out / in", "Last seen", "Crosses segment"], peerRows, "Peers")
+      : el("p", {}, "No peer known."));
+
+  // Findings and recalls (risk posture).
+  const findings = (posture && posture.posture && posture.posture.findings) || [];
+  const recalls = findings.filter((f) => f.kind === "recall");
+  const others = findings.filter((f) => f.kind !== "recall");
+  const post = posture && posture.posture;
+  const findingsSection = section("findings", "Findings",
+    post ? el("p", {}, `Risk posture ${(post.score && post.score.score) || 0} of 100, assessed `, when(post.assessTime),
+      post.bundleDigest ? ` with intelligence bundle ${post.bundleDigest.slice(0, 12)}` : " without an intelligence bundle", ".",
+      post.truncated ? ` ${post.truncated} more findings not listed.` : "")
+      : el("p", {}, "Not assessed yet."),
+    others.length ? table(["Severity", "Kind", "Id", "Summary", "Confidence", "Source", "Remediation"], others.map(findingRow), "Findings") : el("p", {}, "No finding."));
+  const recallRows = recalls.map((f) => el("tr", { "data-recall": f.recallNumber || f.id },
+    el("td", {}, f.recallNumber || f.id), el("td", {}, f.recallClass || ""), el("td", {}, el("span", { class: `badge sev-${f.severity || "low"}` }, f.severity || "unrated")),
+    el("td", {}, f.product || ""), el("td", {}, f.reason || f.summary || ""), el("td", {}, f.confidence || ""), el("td", {}, f.source || "")));
+  const recallsSection = section("recalls", "Recalls",
+    recallRows.length ? table(["Recall", "Class", "Severity", "Product", "Reason", "Confidence", "Source"], recallRows, "Recalls") : el("p", {}, post ? "No recall matches this device." : "Not assessed yet."));
+
+  // Policy in force and what a generated one would drop.
+  const pol = traffic.policies || [];
+  const polRows = pol.map((p) => el("tr", {}, el("td", {}, p.name), el("td", {}, enumText(p.mode, "POLICY_MODE_")), el("td", {}, p.active ? "active" : "inactive"),
+    el("td", {}, p.version || ""), el("td", {}, p.updatedBy || ""), el("td", {}, when(p.updateTime))));
+  const active = pol.find((p) => p.active);
+  const cp = traffic.classPolicy;
+  const inForce = active ? `Policy ${active.name} is active in ${enumText(active.mode, "POLICY_MODE_")} mode.`
+    : cp ? `No policy of its own is active; its class's policy ${cp.name} applies in ${enumText(cp.mode, "POLICY_MODE_")} mode.`
+      : "No policy applies: the device is not restricted.";
+  const gen = traffic.generated;
+  const dropRows = peers.filter((p) => Number(p.wouldDrop || 0) > 0).map((p) => el("tr", { "data-drop": p.peer },
+    el("td", {}, p.peer, p.peerName ? ` (${p.peerName})` : ""), el("td", {}, service(p)), el("td", {}, enumText(p.direction, "DIRECTION_")),
+    el("td", {}, `${p.wouldDrop} of ${p.flows}`)));
+  const wouldDrop = el("div", { id: "would-drop" },
+    gen ? el("p", {}, `A policy generated from the ${traffic.classBaseline ? "class " : ""}baseline would allow ${gen.flowsAllowed || 0} and drop ${gen.flowsDropped || 0} of the ${gen.flowsTotal || 0} recent flows.`)
+      : el("p", {}, `No policy can be generated: ${traffic.generateError || "no baseline"}.`),
+    dropRows.length ? table(["Peer", "Service", "Direction", "Flows dropped"], dropRows, "Flows a generated policy would drop, per peer") : null);
+  const policySection = section("device-policy", "Policy",
+    el("p", { id: "policy-in-force" }, inForce),
+    polRows.length ? table(["Name", "Mode", "Active", "Version", "Updated by", "Updated"], polRows, "The device's policies") : null,
+    el("h3", {}, "What a generated policy would drop"), wouldDrop,
+    el("h3", {}, "Generate, simulate, monitor, enforce"),
+    el("p", {}, "Generate a policy from the device's baseline, see what it would drop, then run it in monitor mode and finally enforce it (operators generate and monitor; approvers enforce)."),
+    me.role === "viewer" ? el("p", {}, "Viewers can read this page; changing a policy needs an operator or approver.")
+      : el("button", { id: "generate", type: "button", onclick: () => guarded(() => generate(d, out)) }, "Generate policy"),
     out);
+  page(`Device ${d.mac}`,
+    el("nav", { class: "toc", "aria-label": "On this page" }, [["identity", "Identity"], ["peers", "Peers and flows"], ["findings", "Findings"], ["recalls", "Recalls"], ["device-policy", "Policy"]]
+      .map(([id, label]) => el("a", { href: "#" + id, onclick: (ev) => { ev.preventDefault(); document.getElementById(id).scrollIntoView(); document.getElementById(id + "-h").focus(); } }, label))),
+    identity, peersSection, findingsSection, recallsSection, policySection);
+  for (const h of document.querySelectorAll("#page section > h2")) h.tabIndex = -1;
 }
 
 function simulationView(sim) {
@@ -434,7 +571,92 @@ async function compliance(params) {
     table(["Citation", "Control", "Status", "Devices met", "Devices unmet", "Devices not evidenced", "Detail"], controls, "Controls"));
 }
 
-const routes = { overview, inventory, device, alerts, approvals, policies, compliance, audit };
+// ---- campus map ----------------------------------------------------------
+
+function tierCounts(s) {
+  return [["life-critical", s.lifeCritical], ["clinical", s.clinical], ["non-clinical", s.nonClinical], ["unknown tier (treated as life-critical)", s.unknownTier]]
+    .filter(([, n]) => n).map(([t, n]) => `${n} ${t}`).join(", ");
+}
+
+// segmentDevices fills a zone's list with its devices, a page at a time
+// (ListSegmentDevices pages on the server), each with its peers.
+async function segmentDevices(seg, list, more, token = "") {
+  const r = await rpc("CampusService", "ListSegmentDevices", { segment: seg, pageSize: 50, pageToken: token });
+  for (const d of r.devices || []) {
+    const peers = (d.peers || []).map((p) => el("li", { "data-peer": p.peer },
+      `${enumText(p.direction, "DIRECTION_") === "inbound" ? "from" : "to"} `,
+      p.peerMac ? el("a", { href: "#/device?mac=" + encodeURIComponent(p.peerMac) }, p.peer) : p.peer,
+      ` ${service(p)}`, p.flows ? `, ${p.flows} recent flows` : ", baseline only", p.reportedByPeer ? " (as the peer reports it)" : "",
+      p.crosses ? el("strong", {}, ` crosses to ${segmentText(p.peerSegment)}`) : " (same zone)"));
+    list.append(el("li", { "data-mac": d.mac },
+      el("a", { href: "#/device?mac=" + encodeURIComponent(d.mac) }, d.hostname || d.mac), " ", tier(d.tier), " ",
+      enumText(d.deviceClass, "DEVICE_CLASS_"), [d.vendor, d.model].filter(Boolean).length ? ` · ${[d.vendor, d.model].filter(Boolean).join(" ")}` : "",
+      peers.length ? el("ul", { class: "peers", "aria-label": `Peers of ${d.mac}` }, peers) : el("span", { class: "muted" }, " · no peer known"),
+      d.truncatedPeers ? el("span", { class: "muted" }, ` · ${d.truncatedPeers} more peers on its device page`) : ""));
+  }
+  more.replaceChildren();
+  if (r.nextPageToken) {
+    more.append(el("button", { type: "button", class: "secondary", onclick: () => guarded(() => segmentDevices(seg, list, more, r.nextPageToken)) },
+      `More devices (${list.children.length} of ${r.totalSize} shown)`));
+  }
+}
+
+async function campus(params) {
+  const m = await rpc("CampusService", "GetCampusMap", {});
+  const segs = m.segments || [];
+  // Buildings -> floors -> zones, as nested disclosure lists: Tab moves
+  // between them, Enter or Space opens one; a zone's devices load when
+  // it is opened.
+  const group = (arr, key) => { const g = new Map(); for (const x of arr) { const k = key(x); if (!g.has(k)) g.set(k, []); g.get(k).push(x); } return g; };
+  const sum = (arr, f) => arr.reduce((n, x) => n + (x[f] || 0), 0);
+  const counts = (arr) => ({ devices: sum(arr, "devices"), lifeCritical: sum(arr, "lifeCritical"), clinical: sum(arr, "clinical"), nonClinical: sum(arr, "nonClinical"), unknownTier: sum(arr, "unknownTier") });
+  const want = { building: params.get("building") || "", floor: params.get("floor") || "", zone: params.get("zone") || "" };
+  const buildings = group(segs, (s) => [s.segment.campus, s.segment.building].filter(Boolean).join(" / "));
+  const opens = [];
+  const tree = el("ul", { class: "tree", id: "campus-tree", "aria-label": "Buildings, floors and zones" },
+    [...buildings].map(([b, bsegs]) => {
+      const c = counts(bsegs);
+      return el("li", {}, el("details", { open: true },
+        el("summary", {}, b ? `Building ${b}` : "Campus (no building recorded)", ` — ${c.devices} devices: ${tierCounts(c)}`),
+        el("ul", {}, [...group(bsegs, (s) => s.segment.floor || "")].map(([f, fsegs]) => {
+          const fc = counts(fsegs);
+          return el("li", { "data-floor": f }, el("details", { open: want.floor === f && want.zone !== "" ? true : undefined },
+            el("summary", {}, f ? `Floor ${f}` : "No floor recorded", ` — ${fc.devices} devices: ${tierCounts(fc)}`),
+            el("ul", {}, fsegs.map((s) => {
+              const list = el("ul", { class: "devices", "aria-label": `Devices in ${segmentText(s.segment)}` });
+              const more = el("div", {});
+              const det = el("details", { "data-zone": s.segment.zone || "" },
+                el("summary", {}, s.segment.zone ? `Zone ${s.segment.zone}` : "No zone recorded",
+                  ` — ${s.devices} devices: ${tierCounts(s)}; ${s.crossings || 0} crossings`),
+                list, more);
+              let loaded = false;
+              det.addEventListener("toggle", () => {
+                if (!det.open || loaded) return;
+                loaded = true;
+                guarded(async () => { await segmentDevices(s.segment, list, more); det.dataset.loaded = "true"; });
+              });
+              if (want.floor === f && want.zone === (s.segment.zone || "") && want.building === (s.segment.building || "")) opens.push(det);
+              return el("li", {}, det);
+            }))));
+        }))));
+    }));
+  const crossingRows = (m.crossings || []).map((c) => el("tr", { "data-from": segmentText(c.from), "data-to": segmentText(c.to) },
+    el("td", {}, segmentText(c.from)), el("td", {}, segmentText(c.to)), el("td", {}, c.devicePairs || 0),
+    el("td", {}, c.flows || 0), el("td", {}, (c.services || []).join(", ")), el("td", {}, (c.examples || []).join("; "))));
+  page("Campus map",
+    el("p", { id: "campus-summary" }, `${m.devices || 0} devices in ${segs.length} zones. Open a floor, then a zone, to list its devices and their peers. `,
+      "Peers and crossings come from the sensors' frozen baselines and the recent flow summaries the coordinators keep; a flow count of 0 means the baseline allows it and no recent summary counted it."),
+    el("div", { class: "cols" },
+      section("campus-segments", "Floors and zones", tree),
+      section("campus-crossings", "What crosses segments",
+        el("p", {}, "From the side that opens the connection to the side that answers; \"outside the inventory\" is an address no single known device holds.",
+          m.truncatedCrossings ? ` ${m.truncatedCrossings} smaller crossings not listed.` : ""),
+        crossingRows.length ? table(["From", "To", "Device pairs", "Recent flows", "Services", "Examples"], crossingRows, "Traffic crossing segments")
+          : el("p", {}, "Nothing crosses a segment in the baselines or recent flows."))));
+  for (const det of opens) det.open = true;
+}
+
+const routes = { overview, inventory, device, campus, alerts, approvals, policies, compliance, audit };
 
 async function route() {
   for (const stop of stopStreams) stop();
