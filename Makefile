@@ -144,7 +144,10 @@ FUZZ_TARGETS := ./node/replay:FuzzCaptureReader \
 	./node/internal/detect:FuzzDNS \
 	./node/internal/detect:FuzzMDNS \
 	./node/internal/xdp:FuzzDecodeEvent \
-	./node/internal/xdp:FuzzProgram
+	./node/internal/xdp:FuzzProgram \
+	./coordinator/internal/web:FuzzParseRoleMapping \
+	./coordinator/internal/web:FuzzSSOCallback \
+	./coordinator/internal/web:FuzzGroupsClaim
 
 
 FUZZTIME ?= 5s
@@ -258,9 +261,9 @@ demo: deps build ## As root: bring up the campus lab and run the compromised-dev
 	@echo "Remove everything with: make demo-down"
 	@$(MAKE) --no-print-directory console-screenshots
 
-console-screenshots: ## The web console in headless Chromium on a 3-node test cluster with 10,000 devices: screenshots in bin/console-screenshots, timings in bin/console-perf.txt
+console-screenshots: ## The web console in headless Chromium on a 3-node test cluster with 10,000 devices, and single sign-on through a real OpenID provider: screenshots in bin/console-screenshots, timings in bin/console-perf.txt
 	MEDMESH_SCREENSHOTS=$(CURDIR)/bin/console-screenshots MEDMESH_CONSOLE_PERF=$(CURDIR)/bin/console-perf.txt \
-		$(GO) test -count=1 -run '^TestConsoleInBrowser$$' -v -timeout 10m ./coordinator/ 2>&1 | { grep -vE '^time=|level=' || true; }; exit $${PIPESTATUS[0]}
+		$(GO) test -count=1 -run '^(TestConsoleInBrowser|TestConsoleSingleSignOnInBrowser)$$' -v -timeout 12m ./coordinator/ 2>&1 | { grep -vE '^time=|level=' || true; }; exit $${PIPESTATUS[0]}
 	@echo "console screenshots: bin/console-screenshots; timings: $$(cat bin/console-perf.txt)"
 
 scenario-latency: build ## As root, under the lab lock: RUNS (default 20) compromised-device runs, each on a fresh lab; p50/p99 detection-to-drop and -to-enforce

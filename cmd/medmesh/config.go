@@ -55,6 +55,16 @@ type coordinatorConfig struct {
 	IntelMaxAge     *duration `toml:"intel-max-age"`
 	WebAddr         *string   `toml:"web-addr"`
 	WebOrigin       *string   `toml:"web-origin"`
+	OIDCIssuer      *string   `toml:"oidc-issuer"`
+	OIDCClientID    *string   `toml:"oidc-client-id"`
+	OIDCSecretFile  *string   `toml:"oidc-client-secret-file"`
+	OIDCRedirectURL *string   `toml:"oidc-redirect-url"`
+	OIDCRolesClaim  *string   `toml:"oidc-roles-claim"`
+	OIDCRole        *[]string `toml:"oidc-role"`
+	OIDCRolesFile   *string   `toml:"oidc-roles-file"`
+	OIDCCA          *string   `toml:"oidc-ca"`
+	OIDCName        *string   `toml:"oidc-name"`
+	OIDCScopes      *[]string `toml:"oidc-scopes"`
 }
 
 // nodeConfig is the file of `medmesh node`.

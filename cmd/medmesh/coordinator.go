@@ -38,6 +38,7 @@ type coordinatorOptions struct {
 	intelKey                      string
 	intelMaxAge                   time.Duration
 	webAddr, webOrigin            string
+	oidc                          oidcOptions
 }
 
 func newCoordinatorCmd() *cobra.Command {
@@ -71,6 +72,7 @@ func newCoordinatorCmd() *cobra.Command {
 	f.StringVar(&o.intelKey, "intel-key", "", "ed25519 public key (PEM, medmesh intel keygen) every intelligence bundle must be signed with; unsigned bundles are refused")
 	f.StringVar(&o.webAddr, "web-addr", "", "web console listen address, HTTPS with the coordinator's certificate (empty: no console; plaintext only on loopback without certificates)")
 	f.StringVar(&o.webOrigin, "web-origin", "", "the console's external origin behind a reverse proxy, https://HOST[:PORT][/PATH] (default: each request's Host)")
+	addOIDCFlags(f, &o.oidc)
 	f.DurationVar(&o.intelMaxAge, "intel-max-age", 30*24*time.Hour, "intel status marks bundle sources older than this as stale (they are still used)")
 	return cmd
 }

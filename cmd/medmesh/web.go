@@ -27,7 +27,11 @@ func startWeb(o coordinatorOptions, c *coordinator.Coordinator, log *slog.Logger
 		return func() {}, nil
 	}
 	plaintext := !o.tls.Enabled()
-	mux, closeConsole, err := c.WebMux(coordinator.WebConfig{Origin: o.webOrigin, Insecure: plaintext})
+	sso, err := ssoConfig(o)
+	if err != nil {
+		return nil, err
+	}
+	mux, closeConsole, err := c.WebMux(coordinator.WebConfig{Origin: o.webOrigin, Insecure: plaintext, SSO: sso})
 	if err != nil {
 		return nil, usagef("web console: %v", err)
 	}
@@ -69,9 +73,13 @@ func startWeb(o coordinatorOptions, c *coordinator.Coordinator, log *slog.Logger
 	}, nil
 }
 
-// checkWebFlags refuses --web-origin without --web-addr, and a plaintext
-// console off loopback (even with --dev: passwords cross it).
+// checkWebFlags refuses --web-origin or --oidc-* without --web-addr, an
+// incomplete single sign-on, and a plaintext console off loopback (even
+// with --dev: passwords cross it).
 func checkWebFlags(o coordinatorOptions) error {
+	if err := checkOIDCFlags(o); err != nil {
+		return err
+	}
 	if o.webAddr == "" {
 		if o.webOrigin != "" {
 			return usagef("--web-origin needs --web-addr")

@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"errors"
+	"strings"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -56,6 +57,9 @@ func (s *Server) PutAccount(ctx context.Context, req *medmeshv1.PutAccountReques
 	}
 	if err := fsm.ValidateAccount(a); err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	if strings.HasPrefix(a.GetName(), fsm.ExternalNamePrefix) {
+		return nil, invalid("account.name", "names starting with %q are single sign-on identities, not accounts", fsm.ExternalNamePrefix)
 	}
 	if req.GetPassword() != "" {
 		if err := passwd.Check(req.GetPassword()); err != nil {
@@ -183,4 +187,44 @@ func (s *Server) EndSession(ctx context.Context, req *medmeshv1.EndSessionReques
 		return nil, err
 	}
 	return &medmeshv1.EndSessionResponse{Index: res.Index}, nil
+}
+
+// OpenExternalSession records a single sign-on login that the calling
+// coordinator verified (the ID token) and mapped (the role): a refusal is
+// audited, a success opens the session whose token hash the caller chose.
+// Every refusal reads PERMISSION_DENIED to the client.
+func (s *Server) OpenExternalSession(ctx context.Context, req *medmeshv1.OpenExternalSessionRequest) (*medmeshv1.OpenExternalSessionResponse, error) {
+	if req.GetRefused() == "" && len(req.GetSessionHash()) != 32 {
+		return nil, invalid("session_hash", "want the 32-byte SHA-256 of the session token")
+	}
+	login := &fsmpb.ExternalLogin{Role: req.GetRole(), Name: req.GetName(), Issuer: req.GetIssuer(), Subject: req.GetSubject(),
+		Username: req.GetUsername(), Source: req.GetSource(), Refused: req.GetRefused()}
+	if req.GetRefused() == "" {
+		login.SessionHash = req.GetSessionHash()
+	}
+	if err := fsm.ValidateExternalLogin(login); err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	id, err := caller(ctx)
+	if err != nil {
+		return nil, err
+	}
+	creq, err := clientRequest(id, req.GetRequestId())
+	if err != nil {
+		return nil, err
+	}
+	if resp, done, err := route(ctx, s, medmeshv1.AccountService_OpenExternalSession_FullMethodName, kindWrite, req, &medmeshv1.OpenExternalSessionResponse{}); done {
+		return resp, err
+	}
+	login.Actor = id.String()
+	res, err := s.apply(ctx, &fsmpb.Command{Request: creq, Command: &fsmpb.Command_ExternalLogin{ExternalLogin: login}})
+	if err != nil {
+		if status.Code(err) == codes.PermissionDenied {
+			return nil, status.Error(codes.PermissionDenied, "login refused")
+		}
+		return nil, err
+	}
+	a := res.Account
+	return &medmeshv1.OpenExternalSessionResponse{Identity: a.GetRole() + "/" + a.GetName(),
+		ExpireTime: timestamppb.New(a.GetLastLogin().AsTime().Add(fsm.SessionLifetime)), Index: res.Index}, nil
 }

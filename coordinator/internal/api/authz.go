@@ -117,14 +117,17 @@ func AuthzTable() authz.Table {
 		medmeshv1.SinkService_GetSinkStatus_FullMethodName: operators,
 		// Console accounts grant roles, approver included: managing them
 		// is an approver's act (audited), and so is reading them (names and
-		// lock-outs are for who may act on them). Authenticate and
-		// EndSession are the web listener's, which every coordinator runs
-		// and which forwards them to the leader: coordinators only.
-		medmeshv1.AccountService_ListAccounts_FullMethodName:  approvers,
-		medmeshv1.AccountService_PutAccount_FullMethodName:    approvers,
-		medmeshv1.AccountService_DeleteAccount_FullMethodName: approvers,
-		medmeshv1.AccountService_Authenticate_FullMethodName:  {pki.RoleCoordinator},
-		medmeshv1.AccountService_EndSession_FullMethodName:    {pki.RoleCoordinator},
+		// lock-outs are for who may act on them). Authenticate,
+		// EndSession and OpenExternalSession (a single sign-on the web
+		// listener verified) are the web listener's, which every
+		// coordinator runs and which forwards them to the leader:
+		// coordinators only.
+		medmeshv1.AccountService_ListAccounts_FullMethodName:        approvers,
+		medmeshv1.AccountService_PutAccount_FullMethodName:          approvers,
+		medmeshv1.AccountService_DeleteAccount_FullMethodName:       approvers,
+		medmeshv1.AccountService_Authenticate_FullMethodName:        {pki.RoleCoordinator},
+		medmeshv1.AccountService_EndSession_FullMethodName:          {pki.RoleCoordinator},
+		medmeshv1.AccountService_OpenExternalSession_FullMethodName: {pki.RoleCoordinator},
 
 		medmeshv1.SensorService_Report_FullMethodName: {pki.RoleSensor},
 		// A baseline is read data: people may read it too (the lab's

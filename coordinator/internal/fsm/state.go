@@ -288,6 +288,8 @@ func (s *state) dispatch(index uint64, now *timestamppb.Timestamp, cmd *fsmpb.Co
 		res = s.applyAccountLogin(index, now, c.AccountLogin)
 	case *fsmpb.Command_SessionEnd:
 		res = s.applySessionEnd(index, now, c.SessionEnd)
+	case *fsmpb.Command_ExternalLogin:
+		res = s.applyExternalLogin(index, now, c.ExternalLogin)
 	case *fsmpb.Command_ServerDeregister:
 		delete(s.servers, c.ServerDeregister.GetId())
 		res = &Result{}

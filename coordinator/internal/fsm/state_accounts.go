@@ -4,6 +4,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -86,7 +87,7 @@ func accountIdentity(a *medmeshv1.Account) string { return a.GetRole() + "/" + a
 // endSessions ends every session of the account name.
 func (s *state) endSessions(name string) {
 	for _, k := range sortedKeys(s.accounts.sessions) {
-		if s.accounts.sessions[k].GetAccount() == name {
+		if v := s.accounts.sessions[k]; v.GetIssuer() == "" && v.GetAccount() == name {
 			delete(s.accounts.sessions, k)
 		}
 	}
@@ -186,16 +187,17 @@ func (s *state) applyAccountLogin(index uint64, now *timestamppb.Timestamp, c *f
 	s.accounts.byName[a.Name] = &fsmpb.AccountRecord{Account: a, PasswordHash: rec.GetPasswordHash()}
 	s.accounts.sessions[key] = &fsmpb.Session{Hash: c.GetSessionHash(), Identity: accountIdentity(a), Account: a.Name,
 		CreateTime: now, ExpireTime: timestamppb.New(t.Add(SessionLifetime))}
-	s.trimSessions(a.Name)
+	s.trimSessionsOf(a.Name)
 	s.appendAudit(index, now, accountIdentity(a), "account.login", "account/"+a.Name, "", "", "", from+", session "+sessionRef(c.GetSessionHash()))
 	return &Result{Account: a}
 }
 
-// trimSessions ends the oldest sessions of an account beyond the bound.
-func (s *state) trimSessions(name string) {
+// trimSessionsOf ends the oldest sessions of one owner (an account, or a
+// single sign-on person: sessionOwner) beyond the bound.
+func (s *state) trimSessionsOf(owner string) {
 	var mine []*fsmpb.Session
 	for _, k := range sortedKeys(s.accounts.sessions) {
-		if v := s.accounts.sessions[k]; v.GetAccount() == name {
+		if v := s.accounts.sessions[k]; sessionOwner(v) == owner {
 			mine = append(mine, v)
 		}
 	}
@@ -216,7 +218,11 @@ func (s *state) applySessionEnd(index uint64, now *timestamppb.Timestamp, c *fsm
 		return &Result{Err: fmt.Errorf("session: %w", ErrNotFound)}
 	}
 	delete(s.accounts.sessions, string(c.GetSessionHash()))
-	s.appendAudit(index, now, v.GetIdentity(), "account.logout", "account/"+v.GetAccount(), "", "", "", "session "+sessionRef(c.GetSessionHash()))
+	target := v.GetAccount()
+	if v.GetIssuer() != "" {
+		_, target, _ = strings.Cut(v.GetIdentity(), "/")
+	}
+	s.appendAudit(index, now, v.GetIdentity(), "account.logout", "account/"+target, "", "", "", "session "+sessionRef(c.GetSessionHash()))
 	return &Result{}
 }
 
@@ -251,7 +257,8 @@ func (f *FSM) AccountHash(name string) (*medmeshv1.Account, string) {
 }
 
 // Session returns the open session whose token hashes to hash, if it has
-// not expired by now.
+// not expired by now and its account still exists (a single sign-on
+// session has no account: its provider vouched for it at login).
 func (f *FSM) Session(hash []byte, now time.Time) (*fsmpb.Session, bool) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
@@ -259,7 +266,7 @@ func (f *FSM) Session(hash []byte, now time.Time) (*fsmpb.Session, bool) {
 	if !ok || !now.Before(v.GetExpireTime().AsTime()) {
 		return nil, false
 	}
-	if _, live := f.st.accounts.byName[v.GetAccount()]; !live {
+	if _, live := f.st.accounts.byName[v.GetAccount()]; !live && v.GetIssuer() == "" {
 		return nil, false
 	}
 	return v, true

@@ -66,6 +66,7 @@ type Services interface {
 	Register(g *grpc.Server)
 	Authenticate(context.Context, *medmeshv1.AuthenticateRequest) (*medmeshv1.AuthenticateResponse, error)
 	EndSession(context.Context, *medmeshv1.EndSessionRequest) (*medmeshv1.EndSessionResponse, error)
+	OpenExternalSession(context.Context, *medmeshv1.OpenExternalSessionRequest) (*medmeshv1.OpenExternalSessionResponse, error)
 }
 
 // Config configures the console.
@@ -82,6 +83,9 @@ type Config struct {
 	Insecure bool
 	// Table is the authorization table.
 	Table authz.Table
+	// SSO, if set, offers single sign-on through an OpenID provider
+	// besides console accounts.
+	SSO *SSO
 }
 
 // Console serves the web console.
@@ -96,6 +100,8 @@ type Console struct {
 	// calls is the transcoder every RPC goes through (authorization and
 	// audit as the session's identity).
 	calls http.Handler
+	// sso is single sign-on, nil without it.
+	sso *sso
 }
 
 type idKey struct{}
@@ -110,6 +116,22 @@ func New(cfg Config, svc Services, f *fsm.FSM, log *slog.Logger) (*Console, erro
 		}
 		u.Path = strings.TrimSuffix(u.Path, "/")
 		c.origin = u
+	}
+	if cfg.SSO != nil {
+		s, err := newSSO(*cfg.SSO)
+		if err != nil {
+			return nil, err
+		}
+		// Discovery at start: a provider that cannot be reached is said
+		// loudly and tried again; the coordinator and password logins do
+		// not wait for it.
+		if err := s.discover(); err != nil {
+			log.Error("single sign-on unavailable: the OpenID provider cannot be reached; retrying", "err", err, "retry", s.cfg.Retry)
+			go s.keepDiscovering(log)
+		} else {
+			log.Info("single sign-on available", "issuer", s.cfg.Issuer, "redirect", s.cfg.RedirectURL)
+		}
+		c.sso = s
 	}
 	c.grpc = grpc.NewServer(grpc.UnaryInterceptor(c.unary), grpc.StreamInterceptor(c.stream))
 	svc.Register(c.grpc)
@@ -130,6 +152,10 @@ func New(cfg Config, svc Services, f *fsm.FSM, log *slog.Logger) (*Console, erro
 	c.mux.Handle("POST /api/login", c.headers(http.HandlerFunc(c.login)))
 	c.mux.Handle("POST /api/logout", c.headers(http.HandlerFunc(c.logout)))
 	c.mux.Handle("GET /api/session", c.headers(http.HandlerFunc(c.session)))
+	if c.sso != nil {
+		c.mux.Handle("GET /"+LoginPath, c.headers(http.HandlerFunc(c.ssoLogin)))
+		c.mux.Handle("GET /"+CallbackPath, c.headers(http.HandlerFunc(c.ssoCallback)))
+	}
 	c.mux.Handle("GET /api/compliance-report", c.headers(http.HandlerFunc(c.complianceReport)))
 	for svc := range c.grpc.GetServiceInfo() {
 		c.mux.Handle("POST /"+svc+"/", c.headers(c.rpc(tc)))
@@ -142,7 +168,12 @@ func New(cfg Config, svc Services, f *fsm.FSM, log *slog.Logger) (*Console, erro
 func (c *Console) Mux() *http.ServeMux { return c.mux }
 
 // Close stops the in-process server (open streams end).
-func (c *Console) Close() { c.grpc.Stop() }
+func (c *Console) Close() {
+	if c.sso != nil {
+		c.sso.close()
+	}
+	c.grpc.Stop()
+}
 
 // headers sets what every response carries: a CSP that allows nothing
 // from outside the origin, no framing, no sniffing, no caching of data.
@@ -269,6 +300,9 @@ type me struct {
 	Name     string `json:"name"`
 	CSRF     string `json:"csrf"`
 	Expires  string `json:"expires"`
+	// SSO names the OpenID provider the login page offers ("Sign in with
+	// SSO"); empty without single sign-on.
+	SSO string `json:"sso,omitempty"`
 }
 
 func (c *Console) session(w http.ResponseWriter, r *http.Request) {
@@ -276,10 +310,10 @@ func (c *Console) session(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		// 200 with no identity: the page asks before it knows, and a
 		// 401 here would be a console error on every first load.
-		writeJSON(w, http.StatusOK, me{})
+		writeJSON(w, http.StatusOK, me{SSO: c.ssoName()})
 		return
 	}
-	writeJSON(w, http.StatusOK, me{Identity: s.id.String(), Role: string(s.id.Role), Name: s.id.Name, CSRF: csrfToken(s.token), Expires: s.expire.UTC().Format(time.RFC3339)})
+	writeJSON(w, http.StatusOK, me{Identity: s.id.String(), Role: string(s.id.Role), Name: s.id.Name, CSRF: csrfToken(s.token), Expires: s.expire.UTC().Format(time.RFC3339), SSO: c.ssoName()})
 }
 
 func (c *Console) self(ctx context.Context) context.Context {

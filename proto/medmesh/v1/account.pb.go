@@ -691,6 +691,190 @@ func (x *EndSessionResponse) GetIndex() uint64 {
 	return 0
 }
 
+// OpenExternalSessionRequest is one single sign-on login.
+type OpenExternalSessionRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// SHA-256 of the session token the web listener will set as its cookie
+	// (32 bytes).
+	SessionHash []byte `protobuf:"bytes,1,opt,name=session_hash,json=sessionHash,proto3" json:"session_hash,omitempty"`
+	// The role the person's groups map to: "viewer", "operator" or
+	// "approver".
+	Role string `protobuf:"bytes,2,opt,name=role,proto3" json:"role,omitempty"`
+	// The identity name: "oidc." followed by the person's subject (or a
+	// digest of it when it cannot name an identity). Never the name of an
+	// account.
+	Name string `protobuf:"bytes,3,opt,name=name,proto3" json:"name,omitempty"`
+	// The provider's issuer URL and the person's subject there.
+	Issuer  string `protobuf:"bytes,4,opt,name=issuer,proto3" json:"issuer,omitempty"`
+	Subject string `protobuf:"bytes,5,opt,name=subject,proto3" json:"subject,omitempty"`
+	// The person's preferred_username at the provider, for the audit trail.
+	Username string `protobuf:"bytes,6,opt,name=username,proto3" json:"username,omitempty"`
+	// Where the login came from (the client address), for the audit trail.
+	Source string `protobuf:"bytes,7,opt,name=source,proto3" json:"source,omitempty"`
+	// Set when the coordinator refused the login: why. Audited; no session.
+	Refused string `protobuf:"bytes,8,opt,name=refused,proto3" json:"refused,omitempty"`
+	// The client's id for this request: a retry with the same id never
+	// applies twice.
+	RequestId     string `protobuf:"bytes,9,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OpenExternalSessionRequest) Reset() {
+	*x = OpenExternalSessionRequest{}
+	mi := &file_medmesh_v1_account_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OpenExternalSessionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OpenExternalSessionRequest) ProtoMessage() {}
+
+func (x *OpenExternalSessionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_medmesh_v1_account_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OpenExternalSessionRequest.ProtoReflect.Descriptor instead.
+func (*OpenExternalSessionRequest) Descriptor() ([]byte, []int) {
+	return file_medmesh_v1_account_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *OpenExternalSessionRequest) GetSessionHash() []byte {
+	if x != nil {
+		return x.SessionHash
+	}
+	return nil
+}
+
+func (x *OpenExternalSessionRequest) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
+func (x *OpenExternalSessionRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *OpenExternalSessionRequest) GetIssuer() string {
+	if x != nil {
+		return x.Issuer
+	}
+	return ""
+}
+
+func (x *OpenExternalSessionRequest) GetSubject() string {
+	if x != nil {
+		return x.Subject
+	}
+	return ""
+}
+
+func (x *OpenExternalSessionRequest) GetUsername() string {
+	if x != nil {
+		return x.Username
+	}
+	return ""
+}
+
+func (x *OpenExternalSessionRequest) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+func (x *OpenExternalSessionRequest) GetRefused() string {
+	if x != nil {
+		return x.Refused
+	}
+	return ""
+}
+
+func (x *OpenExternalSessionRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+// OpenExternalSessionResponse is the opened session.
+type OpenExternalSessionResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The identity the person acts as: ROLE/NAME.
+	Identity      string                 `protobuf:"bytes,1,opt,name=identity,proto3" json:"identity,omitempty"`
+	ExpireTime    *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
+	Index         uint64                 `protobuf:"varint,3,opt,name=index,proto3" json:"index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OpenExternalSessionResponse) Reset() {
+	*x = OpenExternalSessionResponse{}
+	mi := &file_medmesh_v1_account_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OpenExternalSessionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OpenExternalSessionResponse) ProtoMessage() {}
+
+func (x *OpenExternalSessionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_medmesh_v1_account_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OpenExternalSessionResponse.ProtoReflect.Descriptor instead.
+func (*OpenExternalSessionResponse) Descriptor() ([]byte, []int) {
+	return file_medmesh_v1_account_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *OpenExternalSessionResponse) GetIdentity() string {
+	if x != nil {
+		return x.Identity
+	}
+	return ""
+}
+
+func (x *OpenExternalSessionResponse) GetExpireTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpireTime
+	}
+	return nil
+}
+
+func (x *OpenExternalSessionResponse) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
 var File_medmesh_v1_account_proto protoreflect.FileDescriptor
 
 const file_medmesh_v1_account_proto_rawDesc = "" +
@@ -745,7 +929,23 @@ const file_medmesh_v1_account_proto_rawDesc = "" +
 	"\x11EndSessionRequest\x12!\n" +
 	"\fsession_hash\x18\x01 \x01(\fR\vsessionHash\"*\n" +
 	"\x12EndSessionResponse\x12\x14\n" +
-	"\x05index\x18\x01 \x01(\x04R\x05index2\xa6\x03\n" +
+	"\x05index\x18\x01 \x01(\x04R\x05index\"\x86\x02\n" +
+	"\x1aOpenExternalSessionRequest\x12!\n" +
+	"\fsession_hash\x18\x01 \x01(\fR\vsessionHash\x12\x12\n" +
+	"\x04role\x18\x02 \x01(\tR\x04role\x12\x12\n" +
+	"\x04name\x18\x03 \x01(\tR\x04name\x12\x16\n" +
+	"\x06issuer\x18\x04 \x01(\tR\x06issuer\x12\x18\n" +
+	"\asubject\x18\x05 \x01(\tR\asubject\x12\x1a\n" +
+	"\busername\x18\x06 \x01(\tR\busername\x12\x16\n" +
+	"\x06source\x18\a \x01(\tR\x06source\x12\x18\n" +
+	"\arefused\x18\b \x01(\tR\arefused\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\t \x01(\tR\trequestId\"\x8c\x01\n" +
+	"\x1bOpenExternalSessionResponse\x12\x1a\n" +
+	"\bidentity\x18\x01 \x01(\tR\bidentity\x12;\n" +
+	"\vexpire_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"expireTime\x12\x14\n" +
+	"\x05index\x18\x03 \x01(\x04R\x05index2\x8e\x04\n" +
 	"\x0eAccountService\x12Q\n" +
 	"\fListAccounts\x12\x1f.medmesh.v1.ListAccountsRequest\x1a .medmesh.v1.ListAccountsResponse\x12K\n" +
 	"\n" +
@@ -753,7 +953,8 @@ const file_medmesh_v1_account_proto_rawDesc = "" +
 	"\rDeleteAccount\x12 .medmesh.v1.DeleteAccountRequest\x1a!.medmesh.v1.DeleteAccountResponse\x12Q\n" +
 	"\fAuthenticate\x12\x1f.medmesh.v1.AuthenticateRequest\x1a .medmesh.v1.AuthenticateResponse\x12K\n" +
 	"\n" +
-	"EndSession\x12\x1d.medmesh.v1.EndSessionRequest\x1a\x1e.medmesh.v1.EndSessionResponseB7Z5github.com/medmesh/medmesh/proto/medmesh/v1;medmeshv1b\x06proto3"
+	"EndSession\x12\x1d.medmesh.v1.EndSessionRequest\x1a\x1e.medmesh.v1.EndSessionResponse\x12f\n" +
+	"\x13OpenExternalSession\x12&.medmesh.v1.OpenExternalSessionRequest\x1a'.medmesh.v1.OpenExternalSessionResponseB7Z5github.com/medmesh/medmesh/proto/medmesh/v1;medmeshv1b\x06proto3"
 
 var (
 	file_medmesh_v1_account_proto_rawDescOnce sync.Once
@@ -767,45 +968,50 @@ func file_medmesh_v1_account_proto_rawDescGZIP() []byte {
 	return file_medmesh_v1_account_proto_rawDescData
 }
 
-var file_medmesh_v1_account_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_medmesh_v1_account_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_medmesh_v1_account_proto_goTypes = []any{
-	(*Account)(nil),               // 0: medmesh.v1.Account
-	(*ListAccountsRequest)(nil),   // 1: medmesh.v1.ListAccountsRequest
-	(*ListAccountsResponse)(nil),  // 2: medmesh.v1.ListAccountsResponse
-	(*PutAccountRequest)(nil),     // 3: medmesh.v1.PutAccountRequest
-	(*PutAccountResponse)(nil),    // 4: medmesh.v1.PutAccountResponse
-	(*DeleteAccountRequest)(nil),  // 5: medmesh.v1.DeleteAccountRequest
-	(*DeleteAccountResponse)(nil), // 6: medmesh.v1.DeleteAccountResponse
-	(*AuthenticateRequest)(nil),   // 7: medmesh.v1.AuthenticateRequest
-	(*AuthenticateResponse)(nil),  // 8: medmesh.v1.AuthenticateResponse
-	(*EndSessionRequest)(nil),     // 9: medmesh.v1.EndSessionRequest
-	(*EndSessionResponse)(nil),    // 10: medmesh.v1.EndSessionResponse
-	(*timestamppb.Timestamp)(nil), // 11: google.protobuf.Timestamp
+	(*Account)(nil),                     // 0: medmesh.v1.Account
+	(*ListAccountsRequest)(nil),         // 1: medmesh.v1.ListAccountsRequest
+	(*ListAccountsResponse)(nil),        // 2: medmesh.v1.ListAccountsResponse
+	(*PutAccountRequest)(nil),           // 3: medmesh.v1.PutAccountRequest
+	(*PutAccountResponse)(nil),          // 4: medmesh.v1.PutAccountResponse
+	(*DeleteAccountRequest)(nil),        // 5: medmesh.v1.DeleteAccountRequest
+	(*DeleteAccountResponse)(nil),       // 6: medmesh.v1.DeleteAccountResponse
+	(*AuthenticateRequest)(nil),         // 7: medmesh.v1.AuthenticateRequest
+	(*AuthenticateResponse)(nil),        // 8: medmesh.v1.AuthenticateResponse
+	(*EndSessionRequest)(nil),           // 9: medmesh.v1.EndSessionRequest
+	(*EndSessionResponse)(nil),          // 10: medmesh.v1.EndSessionResponse
+	(*OpenExternalSessionRequest)(nil),  // 11: medmesh.v1.OpenExternalSessionRequest
+	(*OpenExternalSessionResponse)(nil), // 12: medmesh.v1.OpenExternalSessionResponse
+	(*timestamppb.Timestamp)(nil),       // 13: google.protobuf.Timestamp
 }
 var file_medmesh_v1_account_proto_depIdxs = []int32{
-	11, // 0: medmesh.v1.Account.create_time:type_name -> google.protobuf.Timestamp
-	11, // 1: medmesh.v1.Account.update_time:type_name -> google.protobuf.Timestamp
-	11, // 2: medmesh.v1.Account.locked_until:type_name -> google.protobuf.Timestamp
-	11, // 3: medmesh.v1.Account.last_login:type_name -> google.protobuf.Timestamp
+	13, // 0: medmesh.v1.Account.create_time:type_name -> google.protobuf.Timestamp
+	13, // 1: medmesh.v1.Account.update_time:type_name -> google.protobuf.Timestamp
+	13, // 2: medmesh.v1.Account.locked_until:type_name -> google.protobuf.Timestamp
+	13, // 3: medmesh.v1.Account.last_login:type_name -> google.protobuf.Timestamp
 	0,  // 4: medmesh.v1.ListAccountsResponse.accounts:type_name -> medmesh.v1.Account
 	0,  // 5: medmesh.v1.PutAccountRequest.account:type_name -> medmesh.v1.Account
 	0,  // 6: medmesh.v1.PutAccountResponse.account:type_name -> medmesh.v1.Account
-	11, // 7: medmesh.v1.AuthenticateResponse.expire_time:type_name -> google.protobuf.Timestamp
-	1,  // 8: medmesh.v1.AccountService.ListAccounts:input_type -> medmesh.v1.ListAccountsRequest
-	3,  // 9: medmesh.v1.AccountService.PutAccount:input_type -> medmesh.v1.PutAccountRequest
-	5,  // 10: medmesh.v1.AccountService.DeleteAccount:input_type -> medmesh.v1.DeleteAccountRequest
-	7,  // 11: medmesh.v1.AccountService.Authenticate:input_type -> medmesh.v1.AuthenticateRequest
-	9,  // 12: medmesh.v1.AccountService.EndSession:input_type -> medmesh.v1.EndSessionRequest
-	2,  // 13: medmesh.v1.AccountService.ListAccounts:output_type -> medmesh.v1.ListAccountsResponse
-	4,  // 14: medmesh.v1.AccountService.PutAccount:output_type -> medmesh.v1.PutAccountResponse
-	6,  // 15: medmesh.v1.AccountService.DeleteAccount:output_type -> medmesh.v1.DeleteAccountResponse
-	8,  // 16: medmesh.v1.AccountService.Authenticate:output_type -> medmesh.v1.AuthenticateResponse
-	10, // 17: medmesh.v1.AccountService.EndSession:output_type -> medmesh.v1.EndSessionResponse
-	13, // [13:18] is the sub-list for method output_type
-	8,  // [8:13] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	13, // 7: medmesh.v1.AuthenticateResponse.expire_time:type_name -> google.protobuf.Timestamp
+	13, // 8: medmesh.v1.OpenExternalSessionResponse.expire_time:type_name -> google.protobuf.Timestamp
+	1,  // 9: medmesh.v1.AccountService.ListAccounts:input_type -> medmesh.v1.ListAccountsRequest
+	3,  // 10: medmesh.v1.AccountService.PutAccount:input_type -> medmesh.v1.PutAccountRequest
+	5,  // 11: medmesh.v1.AccountService.DeleteAccount:input_type -> medmesh.v1.DeleteAccountRequest
+	7,  // 12: medmesh.v1.AccountService.Authenticate:input_type -> medmesh.v1.AuthenticateRequest
+	9,  // 13: medmesh.v1.AccountService.EndSession:input_type -> medmesh.v1.EndSessionRequest
+	11, // 14: medmesh.v1.AccountService.OpenExternalSession:input_type -> medmesh.v1.OpenExternalSessionRequest
+	2,  // 15: medmesh.v1.AccountService.ListAccounts:output_type -> medmesh.v1.ListAccountsResponse
+	4,  // 16: medmesh.v1.AccountService.PutAccount:output_type -> medmesh.v1.PutAccountResponse
+	6,  // 17: medmesh.v1.AccountService.DeleteAccount:output_type -> medmesh.v1.DeleteAccountResponse
+	8,  // 18: medmesh.v1.AccountService.Authenticate:output_type -> medmesh.v1.AuthenticateResponse
+	10, // 19: medmesh.v1.AccountService.EndSession:output_type -> medmesh.v1.EndSessionResponse
+	12, // 20: medmesh.v1.AccountService.OpenExternalSession:output_type -> medmesh.v1.OpenExternalSessionResponse
+	15, // [15:21] is the sub-list for method output_type
+	9,  // [9:15] is the sub-list for method input_type
+	9,  // [9:9] is the sub-list for extension type_name
+	9,  // [9:9] is the sub-list for extension extendee
+	0,  // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_medmesh_v1_account_proto_init() }
@@ -820,7 +1026,7 @@ func file_medmesh_v1_account_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_medmesh_v1_account_proto_rawDesc), len(file_medmesh_v1_account_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   11,
+			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

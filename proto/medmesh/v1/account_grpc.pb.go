@@ -19,11 +19,12 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	AccountService_ListAccounts_FullMethodName  = "/medmesh.v1.AccountService/ListAccounts"
-	AccountService_PutAccount_FullMethodName    = "/medmesh.v1.AccountService/PutAccount"
-	AccountService_DeleteAccount_FullMethodName = "/medmesh.v1.AccountService/DeleteAccount"
-	AccountService_Authenticate_FullMethodName  = "/medmesh.v1.AccountService/Authenticate"
-	AccountService_EndSession_FullMethodName    = "/medmesh.v1.AccountService/EndSession"
+	AccountService_ListAccounts_FullMethodName        = "/medmesh.v1.AccountService/ListAccounts"
+	AccountService_PutAccount_FullMethodName          = "/medmesh.v1.AccountService/PutAccount"
+	AccountService_DeleteAccount_FullMethodName       = "/medmesh.v1.AccountService/DeleteAccount"
+	AccountService_Authenticate_FullMethodName        = "/medmesh.v1.AccountService/Authenticate"
+	AccountService_EndSession_FullMethodName          = "/medmesh.v1.AccountService/EndSession"
+	AccountService_OpenExternalSession_FullMethodName = "/medmesh.v1.AccountService/OpenExternalSession"
 )
 
 // AccountServiceClient is the client API for AccountService service.
@@ -51,6 +52,14 @@ type AccountServiceClient interface {
 	Authenticate(ctx context.Context, in *AuthenticateRequest, opts ...grpc.CallOption) (*AuthenticateResponse, error)
 	// EndSession ends a session (logout). Coordinators only.
 	EndSession(ctx context.Context, in *EndSessionRequest, opts ...grpc.CallOption) (*EndSessionResponse, error)
+	// OpenExternalSession opens a single sign-on session: the calling
+	// coordinator verified the person's ID token from the hospital's OpenID
+	// provider and mapped the person's groups to a role. The person has no
+	// account; the session carries the identity ROLE/NAME, the provider and
+	// the person's subject there. A login the coordinator refused (no group
+	// mapped to a role) is recorded in the audit trail and opens nothing.
+	// Coordinators only.
+	OpenExternalSession(ctx context.Context, in *OpenExternalSessionRequest, opts ...grpc.CallOption) (*OpenExternalSessionResponse, error)
 }
 
 type accountServiceClient struct {
@@ -111,6 +120,16 @@ func (c *accountServiceClient) EndSession(ctx context.Context, in *EndSessionReq
 	return out, nil
 }
 
+func (c *accountServiceClient) OpenExternalSession(ctx context.Context, in *OpenExternalSessionRequest, opts ...grpc.CallOption) (*OpenExternalSessionResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(OpenExternalSessionResponse)
+	err := c.cc.Invoke(ctx, AccountService_OpenExternalSession_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AccountServiceServer is the server API for AccountService service.
 // All implementations must embed UnimplementedAccountServiceServer
 // for forward compatibility.
@@ -136,6 +155,14 @@ type AccountServiceServer interface {
 	Authenticate(context.Context, *AuthenticateRequest) (*AuthenticateResponse, error)
 	// EndSession ends a session (logout). Coordinators only.
 	EndSession(context.Context, *EndSessionRequest) (*EndSessionResponse, error)
+	// OpenExternalSession opens a single sign-on session: the calling
+	// coordinator verified the person's ID token from the hospital's OpenID
+	// provider and mapped the person's groups to a role. The person has no
+	// account; the session carries the identity ROLE/NAME, the provider and
+	// the person's subject there. A login the coordinator refused (no group
+	// mapped to a role) is recorded in the audit trail and opens nothing.
+	// Coordinators only.
+	OpenExternalSession(context.Context, *OpenExternalSessionRequest) (*OpenExternalSessionResponse, error)
 	mustEmbedUnimplementedAccountServiceServer()
 }
 
@@ -160,6 +187,9 @@ func (UnimplementedAccountServiceServer) Authenticate(context.Context, *Authenti
 }
 func (UnimplementedAccountServiceServer) EndSession(context.Context, *EndSessionRequest) (*EndSessionResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method EndSession not implemented")
+}
+func (UnimplementedAccountServiceServer) OpenExternalSession(context.Context, *OpenExternalSessionRequest) (*OpenExternalSessionResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method OpenExternalSession not implemented")
 }
 func (UnimplementedAccountServiceServer) mustEmbedUnimplementedAccountServiceServer() {}
 func (UnimplementedAccountServiceServer) testEmbeddedByValue()                        {}
@@ -272,6 +302,24 @@ func _AccountService_EndSession_Handler(srv interface{}, ctx context.Context, de
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AccountService_OpenExternalSession_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(OpenExternalSessionRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AccountServiceServer).OpenExternalSession(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AccountService_OpenExternalSession_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AccountServiceServer).OpenExternalSession(ctx, req.(*OpenExternalSessionRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AccountService_ServiceDesc is the grpc.ServiceDesc for AccountService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -298,6 +346,10 @@ var AccountService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "EndSession",
 			Handler:    _AccountService_EndSession_Handler,
+		},
+		{
+			MethodName: "OpenExternalSession",
+			Handler:    _AccountService_OpenExternalSession_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -71,6 +71,7 @@ type Command struct {
 	//	*Command_AccountDelete
 	//	*Command_AccountLogin
 	//	*Command_SessionEnd
+	//	*Command_ExternalLogin
 	//	*Command_DeviceImport
 	Command       isCommand_Command `protobuf_oneof:"command"`
 	unknownFields protoimpl.UnknownFields
@@ -425,6 +426,15 @@ func (x *Command) GetSessionEnd() *SessionEnd {
 	return nil
 }
 
+func (x *Command) GetExternalLogin() *ExternalLogin {
+	if x != nil {
+		if x, ok := x.Command.(*Command_ExternalLogin); ok {
+			return x.ExternalLogin
+		}
+	}
+	return nil
+}
+
 func (x *Command) GetDeviceImport() *DeviceImport {
 	if x != nil {
 		if x, ok := x.Command.(*Command_DeviceImport); ok {
@@ -575,6 +585,11 @@ type Command_SessionEnd struct {
 	SessionEnd *SessionEnd `protobuf:"bytes,123,opt,name=session_end,json=sessionEnd,proto3,oneof"`
 }
 
+type Command_ExternalLogin struct {
+	// 140-149: single sign-on (issue 21, OpenID Connect).
+	ExternalLogin *ExternalLogin `protobuf:"bytes,140,opt,name=external_login,json=externalLogin,proto3,oneof"`
+}
+
 type Command_DeviceImport struct {
 	// 110-119: asset import (issue 20).
 	DeviceImport *DeviceImport `protobuf:"bytes,110,opt,name=device_import,json=deviceImport,proto3,oneof"`
@@ -645,6 +660,8 @@ func (*Command_AccountDelete) isCommand_Command() {}
 func (*Command_AccountLogin) isCommand_Command() {}
 
 func (*Command_SessionEnd) isCommand_Command() {}
+
+func (*Command_ExternalLogin) isCommand_Command() {}
 
 func (*Command_DeviceImport) isCommand_Command() {}
 
@@ -2758,6 +2775,126 @@ func (x *SessionEnd) GetActor() string {
 	return ""
 }
 
+// ExternalLogin records a single sign-on login: a coordinator verified an
+// ID token of an OpenID provider and mapped the person's groups to a role.
+// The person has no account: the session carries the identity, the
+// provider (issuer) and the person's subject there. A refused login (no
+// group mapped to a role) is audited and opens nothing.
+type ExternalLogin struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// SHA-256 of the session token (successes only).
+	SessionHash []byte `protobuf:"bytes,1,opt,name=session_hash,json=sessionHash,proto3" json:"session_hash,omitempty"`
+	// The identity the person acts as: ROLE/NAME.
+	Role string `protobuf:"bytes,2,opt,name=role,proto3" json:"role,omitempty"`
+	Name string `protobuf:"bytes,3,opt,name=name,proto3" json:"name,omitempty"`
+	// The provider's issuer URL and the person's subject there.
+	Issuer  string `protobuf:"bytes,4,opt,name=issuer,proto3" json:"issuer,omitempty"`
+	Subject string `protobuf:"bytes,5,opt,name=subject,proto3" json:"subject,omitempty"`
+	// The person's name at the provider (preferred_username), audited.
+	Username string `protobuf:"bytes,6,opt,name=username,proto3" json:"username,omitempty"`
+	// The coordinator that verified the ID token.
+	Actor string `protobuf:"bytes,7,opt,name=actor,proto3" json:"actor,omitempty"`
+	// The client address, audited.
+	Source string `protobuf:"bytes,8,opt,name=source,proto3" json:"source,omitempty"`
+	// Set when the coordinator refused the login: why (audited).
+	Refused       string `protobuf:"bytes,9,opt,name=refused,proto3" json:"refused,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExternalLogin) Reset() {
+	*x = ExternalLogin{}
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExternalLogin) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExternalLogin) ProtoMessage() {}
+
+func (x *ExternalLogin) ProtoReflect() protoreflect.Message {
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExternalLogin.ProtoReflect.Descriptor instead.
+func (*ExternalLogin) Descriptor() ([]byte, []int) {
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *ExternalLogin) GetSessionHash() []byte {
+	if x != nil {
+		return x.SessionHash
+	}
+	return nil
+}
+
+func (x *ExternalLogin) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
+func (x *ExternalLogin) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ExternalLogin) GetIssuer() string {
+	if x != nil {
+		return x.Issuer
+	}
+	return ""
+}
+
+func (x *ExternalLogin) GetSubject() string {
+	if x != nil {
+		return x.Subject
+	}
+	return ""
+}
+
+func (x *ExternalLogin) GetUsername() string {
+	if x != nil {
+		return x.Username
+	}
+	return ""
+}
+
+func (x *ExternalLogin) GetActor() string {
+	if x != nil {
+		return x.Actor
+	}
+	return ""
+}
+
+func (x *ExternalLogin) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+func (x *ExternalLogin) GetRefused() string {
+	if x != nil {
+		return x.Refused
+	}
+	return ""
+}
+
 // AccountRecord is an account with its password hash: replicated state
 // that no API returns.
 type AccountRecord struct {
@@ -2770,7 +2907,7 @@ type AccountRecord struct {
 
 func (x *AccountRecord) Reset() {
 	*x = AccountRecord{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[33]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2782,7 +2919,7 @@ func (x *AccountRecord) String() string {
 func (*AccountRecord) ProtoMessage() {}
 
 func (x *AccountRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[33]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2795,7 +2932,7 @@ func (x *AccountRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AccountRecord.ProtoReflect.Descriptor instead.
 func (*AccountRecord) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{33}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *AccountRecord) GetAccount() *v1.Account {
@@ -2817,17 +2954,21 @@ type Session struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Hash  []byte                 `protobuf:"bytes,1,opt,name=hash,proto3" json:"hash,omitempty"`
 	// ROLE/NAME.
-	Identity      string                 `protobuf:"bytes,2,opt,name=identity,proto3" json:"identity,omitempty"`
-	Account       string                 `protobuf:"bytes,3,opt,name=account,proto3" json:"account,omitempty"`
-	CreateTime    *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
-	ExpireTime    *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
+	Identity   string                 `protobuf:"bytes,2,opt,name=identity,proto3" json:"identity,omitempty"`
+	Account    string                 `protobuf:"bytes,3,opt,name=account,proto3" json:"account,omitempty"`
+	CreateTime *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	ExpireTime *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
+	// A single sign-on session (no account): the OpenID provider's issuer
+	// and the person's subject there.
+	Issuer        string `protobuf:"bytes,6,opt,name=issuer,proto3" json:"issuer,omitempty"`
+	Subject       string `protobuf:"bytes,7,opt,name=subject,proto3" json:"subject,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Session) Reset() {
 	*x = Session{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[34]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2839,7 +2980,7 @@ func (x *Session) String() string {
 func (*Session) ProtoMessage() {}
 
 func (x *Session) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[34]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2852,7 +2993,7 @@ func (x *Session) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Session.ProtoReflect.Descriptor instead.
 func (*Session) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{34}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *Session) GetHash() []byte {
@@ -2888,6 +3029,20 @@ func (x *Session) GetExpireTime() *timestamppb.Timestamp {
 		return x.ExpireTime
 	}
 	return nil
+}
+
+func (x *Session) GetIssuer() string {
+	if x != nil {
+		return x.Issuer
+	}
+	return ""
+}
+
+func (x *Session) GetSubject() string {
+	if x != nil {
+		return x.Subject
+	}
+	return ""
 }
 
 // SnapshotItem is one length-delimited record of an FSM snapshot stream.
@@ -2926,7 +3081,7 @@ type SnapshotItem struct {
 
 func (x *SnapshotItem) Reset() {
 	*x = SnapshotItem{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[35]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2938,7 +3093,7 @@ func (x *SnapshotItem) String() string {
 func (*SnapshotItem) ProtoMessage() {}
 
 func (x *SnapshotItem) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[35]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2951,7 +3106,7 @@ func (x *SnapshotItem) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotItem.ProtoReflect.Descriptor instead.
 func (*SnapshotItem) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{35}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *SnapshotItem) GetItem() isSnapshotItem_Item {
@@ -3354,7 +3509,7 @@ type Bounds struct {
 
 func (x *Bounds) Reset() {
 	*x = Bounds{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[36]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3366,7 +3521,7 @@ func (x *Bounds) String() string {
 func (*Bounds) ProtoMessage() {}
 
 func (x *Bounds) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[36]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3379,7 +3534,7 @@ func (x *Bounds) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Bounds.ProtoReflect.Descriptor instead.
 func (*Bounds) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{36}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *Bounds) GetAlertBase() uint64 {
@@ -3437,7 +3592,7 @@ type PendingCause struct {
 
 func (x *PendingCause) Reset() {
 	*x = PendingCause{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[37]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3449,7 +3604,7 @@ func (x *PendingCause) String() string {
 func (*PendingCause) ProtoMessage() {}
 
 func (x *PendingCause) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[37]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3462,7 +3617,7 @@ func (x *PendingCause) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PendingCause.ProtoReflect.Descriptor instead.
 func (*PendingCause) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{37}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *PendingCause) GetDecisionId() string {
@@ -3492,7 +3647,7 @@ type SnapshotMeta struct {
 
 func (x *SnapshotMeta) Reset() {
 	*x = SnapshotMeta{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[38]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3504,7 +3659,7 @@ func (x *SnapshotMeta) String() string {
 func (*SnapshotMeta) ProtoMessage() {}
 
 func (x *SnapshotMeta) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[38]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3517,7 +3672,7 @@ func (x *SnapshotMeta) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotMeta.ProtoReflect.Descriptor instead.
 func (*SnapshotMeta) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{38}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *SnapshotMeta) GetFormat() uint32 {
@@ -3552,7 +3707,7 @@ type SensorSeq struct {
 
 func (x *SensorSeq) Reset() {
 	*x = SensorSeq{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[39]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3564,7 +3719,7 @@ func (x *SensorSeq) String() string {
 func (*SensorSeq) ProtoMessage() {}
 
 func (x *SensorSeq) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[39]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3577,7 +3732,7 @@ func (x *SensorSeq) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SensorSeq.ProtoReflect.Descriptor instead.
 func (*SensorSeq) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{39}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *SensorSeq) GetSensorId() string {
@@ -3605,7 +3760,7 @@ type DeviceFlows struct {
 
 func (x *DeviceFlows) Reset() {
 	*x = DeviceFlows{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[40]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3617,7 +3772,7 @@ func (x *DeviceFlows) String() string {
 func (*DeviceFlows) ProtoMessage() {}
 
 func (x *DeviceFlows) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[40]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3630,7 +3785,7 @@ func (x *DeviceFlows) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeviceFlows.ProtoReflect.Descriptor instead.
 func (*DeviceFlows) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{40}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *DeviceFlows) GetDeviceMac() string {
@@ -3687,7 +3842,7 @@ type DedupEntry struct {
 
 func (x *DedupEntry) Reset() {
 	*x = DedupEntry{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[41]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3699,7 +3854,7 @@ func (x *DedupEntry) String() string {
 func (*DedupEntry) ProtoMessage() {}
 
 func (x *DedupEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[41]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3712,7 +3867,7 @@ func (x *DedupEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DedupEntry.ProtoReflect.Descriptor instead.
 func (*DedupEntry) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{41}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *DedupEntry) GetRequest() *ClientRequest {
@@ -3858,7 +4013,7 @@ type SinkPut struct {
 
 func (x *SinkPut) Reset() {
 	*x = SinkPut{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[42]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3870,7 +4025,7 @@ func (x *SinkPut) String() string {
 func (*SinkPut) ProtoMessage() {}
 
 func (x *SinkPut) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[42]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3883,7 +4038,7 @@ func (x *SinkPut) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SinkPut.ProtoReflect.Descriptor instead.
 func (*SinkPut) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{42}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *SinkPut) GetSink() *v1.Sink {
@@ -3942,7 +4097,7 @@ type SinkDelete struct {
 
 func (x *SinkDelete) Reset() {
 	*x = SinkDelete{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[43]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3954,7 +4109,7 @@ func (x *SinkDelete) String() string {
 func (*SinkDelete) ProtoMessage() {}
 
 func (x *SinkDelete) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[43]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3967,7 +4122,7 @@ func (x *SinkDelete) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SinkDelete.ProtoReflect.Descriptor instead.
 func (*SinkDelete) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{43}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *SinkDelete) GetName() string {
@@ -4017,7 +4172,7 @@ type SinkProgress struct {
 
 func (x *SinkProgress) Reset() {
 	*x = SinkProgress{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[44]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4029,7 +4184,7 @@ func (x *SinkProgress) String() string {
 func (*SinkProgress) ProtoMessage() {}
 
 func (x *SinkProgress) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[44]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4042,7 +4197,7 @@ func (x *SinkProgress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SinkProgress.ProtoReflect.Descriptor instead.
 func (*SinkProgress) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{44}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *SinkProgress) GetPositions() []*SinkPosition {
@@ -4064,7 +4219,7 @@ type SinkPosition struct {
 
 func (x *SinkPosition) Reset() {
 	*x = SinkPosition{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[45]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4076,7 +4231,7 @@ func (x *SinkPosition) String() string {
 func (*SinkPosition) ProtoMessage() {}
 
 func (x *SinkPosition) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[45]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4089,7 +4244,7 @@ func (x *SinkPosition) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SinkPosition.ProtoReflect.Descriptor instead.
 func (*SinkPosition) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{45}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *SinkPosition) GetName() string {
@@ -4125,7 +4280,7 @@ type SinkAlert struct {
 
 func (x *SinkAlert) Reset() {
 	*x = SinkAlert{}
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[46]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4137,7 +4292,7 @@ func (x *SinkAlert) String() string {
 func (*SinkAlert) ProtoMessage() {}
 
 func (x *SinkAlert) ProtoReflect() protoreflect.Message {
-	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[46]
+	mi := &file_medmesh_fsm_v1_command_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4150,7 +4305,7 @@ func (x *SinkAlert) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SinkAlert.ProtoReflect.Descriptor instead.
 func (*SinkAlert) Descriptor() ([]byte, []int) {
-	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{46}
+	return file_medmesh_fsm_v1_command_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *SinkAlert) GetAlert() *v1.Alert {
@@ -4164,7 +4319,7 @@ var File_medmesh_fsm_v1_command_proto protoreflect.FileDescriptor
 
 const file_medmesh_fsm_v1_command_proto_rawDesc = "" +
 	"\n" +
-	"\x1cmedmesh/fsm/v1/command.proto\x12\x0emedmesh.fsm.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18medmesh/v1/account.proto\x1a\x16medmesh/v1/alert.proto\x1a\x16medmesh/v1/asset.proto\x1a%medmesh/v1/compliance_exception.proto\x1a\x19medmesh/v1/decision.proto\x1a\x17medmesh/v1/device.proto\x1a\x19medmesh/v1/incident.proto\x1a\x17medmesh/v1/policy.proto\x1a\x15medmesh/v1/risk.proto\x1a\x15medmesh/v1/rule.proto\x1a\x17medmesh/v1/sensor.proto\x1a\x15medmesh/v1/sink.proto\"\x86\x13\n" +
+	"\x1cmedmesh/fsm/v1/command.proto\x12\x0emedmesh.fsm.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18medmesh/v1/account.proto\x1a\x16medmesh/v1/alert.proto\x1a\x16medmesh/v1/asset.proto\x1a%medmesh/v1/compliance_exception.proto\x1a\x19medmesh/v1/decision.proto\x1a\x17medmesh/v1/device.proto\x1a\x19medmesh/v1/incident.proto\x1a\x17medmesh/v1/policy.proto\x1a\x15medmesh/v1/risk.proto\x1a\x15medmesh/v1/rule.proto\x1a\x17medmesh/v1/sensor.proto\x1a\x15medmesh/v1/sink.proto\"\xcf\x13\n" +
 	"\aCommand\x12.\n" +
 	"\x04time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x127\n" +
 	"\arequest\x18\x03 \x01(\v2\x1d.medmesh.fsm.v1.ClientRequestR\arequest\x12C\n" +
@@ -4210,7 +4365,8 @@ const file_medmesh_fsm_v1_command_proto_rawDesc = "" +
 	"\x0eaccount_delete\x18y \x01(\v2\x1d.medmesh.fsm.v1.AccountDeleteH\x00R\raccountDelete\x12C\n" +
 	"\raccount_login\x18z \x01(\v2\x1c.medmesh.fsm.v1.AccountLoginH\x00R\faccountLogin\x12=\n" +
 	"\vsession_end\x18{ \x01(\v2\x1a.medmesh.fsm.v1.SessionEndH\x00R\n" +
-	"sessionEnd\x12C\n" +
+	"sessionEnd\x12G\n" +
+	"\x0eexternal_login\x18\x8c\x01 \x01(\v2\x1d.medmesh.fsm.v1.ExternalLoginH\x00R\rexternalLogin\x12C\n" +
 	"\rdevice_import\x18n \x01(\v2\x1c.medmesh.fsm.v1.DeviceImportH\x00R\fdeviceImportB\t\n" +
 	"\acommandJ\x04\b\x02\x10\x03J\x04\b\x04\x10\n" +
 	"\";\n" +
@@ -4373,10 +4529,20 @@ const file_medmesh_fsm_v1_command_proto_rawDesc = "" +
 	"\n" +
 	"SessionEnd\x12!\n" +
 	"\fsession_hash\x18\x01 \x01(\fR\vsessionHash\x12\x14\n" +
-	"\x05actor\x18\x02 \x01(\tR\x05actor\"c\n" +
+	"\x05actor\x18\x02 \x01(\tR\x05actor\"\xf0\x01\n" +
+	"\rExternalLogin\x12!\n" +
+	"\fsession_hash\x18\x01 \x01(\fR\vsessionHash\x12\x12\n" +
+	"\x04role\x18\x02 \x01(\tR\x04role\x12\x12\n" +
+	"\x04name\x18\x03 \x01(\tR\x04name\x12\x16\n" +
+	"\x06issuer\x18\x04 \x01(\tR\x06issuer\x12\x18\n" +
+	"\asubject\x18\x05 \x01(\tR\asubject\x12\x1a\n" +
+	"\busername\x18\x06 \x01(\tR\busername\x12\x14\n" +
+	"\x05actor\x18\a \x01(\tR\x05actor\x12\x16\n" +
+	"\x06source\x18\b \x01(\tR\x06source\x12\x18\n" +
+	"\arefused\x18\t \x01(\tR\arefused\"c\n" +
 	"\rAccountRecord\x12-\n" +
 	"\aaccount\x18\x01 \x01(\v2\x13.medmesh.v1.AccountR\aaccount\x12#\n" +
-	"\rpassword_hash\x18\x02 \x01(\tR\fpasswordHash\"\xcd\x01\n" +
+	"\rpassword_hash\x18\x02 \x01(\tR\fpasswordHash\"\xff\x01\n" +
 	"\aSession\x12\x12\n" +
 	"\x04hash\x18\x01 \x01(\fR\x04hash\x12\x1a\n" +
 	"\bidentity\x18\x02 \x01(\tR\bidentity\x12\x18\n" +
@@ -4384,7 +4550,9 @@ const file_medmesh_fsm_v1_command_proto_rawDesc = "" +
 	"\vcreate_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"createTime\x12;\n" +
 	"\vexpire_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"expireTime\"\xf3\t\n" +
+	"expireTime\x12\x16\n" +
+	"\x06issuer\x18\x06 \x01(\tR\x06issuer\x12\x18\n" +
+	"\asubject\x18\a \x01(\tR\asubject\"\xf3\t\n" +
 	"\fSnapshotItem\x122\n" +
 	"\x04meta\x18\x01 \x01(\v2\x1c.medmesh.fsm.v1.SnapshotMetaH\x00R\x04meta\x12,\n" +
 	"\x06device\x18\x02 \x01(\v2\x12.medmesh.v1.DeviceH\x00R\x06device\x12,\n" +
@@ -4495,7 +4663,7 @@ func file_medmesh_fsm_v1_command_proto_rawDescGZIP() []byte {
 	return file_medmesh_fsm_v1_command_proto_rawDescData
 }
 
-var file_medmesh_fsm_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 47)
+var file_medmesh_fsm_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 48)
 var file_medmesh_fsm_v1_command_proto_goTypes = []any{
 	(*Command)(nil),                  // 0: medmesh.fsm.v1.Command
 	(*ClientRequest)(nil),            // 1: medmesh.fsm.v1.ClientRequest
@@ -4530,45 +4698,46 @@ var file_medmesh_fsm_v1_command_proto_goTypes = []any{
 	(*AccountDelete)(nil),            // 30: medmesh.fsm.v1.AccountDelete
 	(*AccountLogin)(nil),             // 31: medmesh.fsm.v1.AccountLogin
 	(*SessionEnd)(nil),               // 32: medmesh.fsm.v1.SessionEnd
-	(*AccountRecord)(nil),            // 33: medmesh.fsm.v1.AccountRecord
-	(*Session)(nil),                  // 34: medmesh.fsm.v1.Session
-	(*SnapshotItem)(nil),             // 35: medmesh.fsm.v1.SnapshotItem
-	(*Bounds)(nil),                   // 36: medmesh.fsm.v1.Bounds
-	(*PendingCause)(nil),             // 37: medmesh.fsm.v1.PendingCause
-	(*SnapshotMeta)(nil),             // 38: medmesh.fsm.v1.SnapshotMeta
-	(*SensorSeq)(nil),                // 39: medmesh.fsm.v1.SensorSeq
-	(*DeviceFlows)(nil),              // 40: medmesh.fsm.v1.DeviceFlows
-	(*DedupEntry)(nil),               // 41: medmesh.fsm.v1.DedupEntry
-	(*SinkPut)(nil),                  // 42: medmesh.fsm.v1.SinkPut
-	(*SinkDelete)(nil),               // 43: medmesh.fsm.v1.SinkDelete
-	(*SinkProgress)(nil),             // 44: medmesh.fsm.v1.SinkProgress
-	(*SinkPosition)(nil),             // 45: medmesh.fsm.v1.SinkPosition
-	(*SinkAlert)(nil),                // 46: medmesh.fsm.v1.SinkAlert
-	(*timestamppb.Timestamp)(nil),    // 47: google.protobuf.Timestamp
-	(*v1.Device)(nil),                // 48: medmesh.v1.Device
-	(*v1.AssetRecord)(nil),           // 49: medmesh.v1.AssetRecord
-	(*v1.Policy)(nil),                // 50: medmesh.v1.Policy
-	(v1.PolicyMode)(0),               // 51: medmesh.v1.PolicyMode
-	(*v1.Decision)(nil),              // 52: medmesh.v1.Decision
-	(*v1.Alert)(nil),                 // 53: medmesh.v1.Alert
-	(*v1.Baseline)(nil),              // 54: medmesh.v1.Baseline
-	(*v1.FlowSummary)(nil),           // 55: medmesh.v1.FlowSummary
-	(*v1.SensorRecord)(nil),          // 56: medmesh.v1.SensorRecord
-	(*v1.ResponseRule)(nil),          // 57: medmesh.v1.ResponseRule
-	(*v1.IntelBundle)(nil),           // 58: medmesh.v1.IntelBundle
-	(*v1.SBOMAttachment)(nil),        // 59: medmesh.v1.SBOMAttachment
-	(*v1.DevicePosture)(nil),         // 60: medmesh.v1.DevicePosture
-	(*v1.RiskException)(nil),         // 61: medmesh.v1.RiskException
-	(*v1.TrendPoint)(nil),            // 62: medmesh.v1.TrendPoint
-	(*v1.MDS2Attachment)(nil),        // 63: medmesh.v1.MDS2Attachment
-	(*v1.Account)(nil),               // 64: medmesh.v1.Account
-	(*v1.AuditRecord)(nil),           // 65: medmesh.v1.AuditRecord
-	(*v1.Incident)(nil),              // 66: medmesh.v1.Incident
-	(*v1.Sink)(nil),                  // 67: medmesh.v1.Sink
-	(*v1.ImportDevicesResponse)(nil), // 68: medmesh.v1.ImportDevicesResponse
+	(*ExternalLogin)(nil),            // 33: medmesh.fsm.v1.ExternalLogin
+	(*AccountRecord)(nil),            // 34: medmesh.fsm.v1.AccountRecord
+	(*Session)(nil),                  // 35: medmesh.fsm.v1.Session
+	(*SnapshotItem)(nil),             // 36: medmesh.fsm.v1.SnapshotItem
+	(*Bounds)(nil),                   // 37: medmesh.fsm.v1.Bounds
+	(*PendingCause)(nil),             // 38: medmesh.fsm.v1.PendingCause
+	(*SnapshotMeta)(nil),             // 39: medmesh.fsm.v1.SnapshotMeta
+	(*SensorSeq)(nil),                // 40: medmesh.fsm.v1.SensorSeq
+	(*DeviceFlows)(nil),              // 41: medmesh.fsm.v1.DeviceFlows
+	(*DedupEntry)(nil),               // 42: medmesh.fsm.v1.DedupEntry
+	(*SinkPut)(nil),                  // 43: medmesh.fsm.v1.SinkPut
+	(*SinkDelete)(nil),               // 44: medmesh.fsm.v1.SinkDelete
+	(*SinkProgress)(nil),             // 45: medmesh.fsm.v1.SinkProgress
+	(*SinkPosition)(nil),             // 46: medmesh.fsm.v1.SinkPosition
+	(*SinkAlert)(nil),                // 47: medmesh.fsm.v1.SinkAlert
+	(*timestamppb.Timestamp)(nil),    // 48: google.protobuf.Timestamp
+	(*v1.Device)(nil),                // 49: medmesh.v1.Device
+	(*v1.AssetRecord)(nil),           // 50: medmesh.v1.AssetRecord
+	(*v1.Policy)(nil),                // 51: medmesh.v1.Policy
+	(v1.PolicyMode)(0),               // 52: medmesh.v1.PolicyMode
+	(*v1.Decision)(nil),              // 53: medmesh.v1.Decision
+	(*v1.Alert)(nil),                 // 54: medmesh.v1.Alert
+	(*v1.Baseline)(nil),              // 55: medmesh.v1.Baseline
+	(*v1.FlowSummary)(nil),           // 56: medmesh.v1.FlowSummary
+	(*v1.SensorRecord)(nil),          // 57: medmesh.v1.SensorRecord
+	(*v1.ResponseRule)(nil),          // 58: medmesh.v1.ResponseRule
+	(*v1.IntelBundle)(nil),           // 59: medmesh.v1.IntelBundle
+	(*v1.SBOMAttachment)(nil),        // 60: medmesh.v1.SBOMAttachment
+	(*v1.DevicePosture)(nil),         // 61: medmesh.v1.DevicePosture
+	(*v1.RiskException)(nil),         // 62: medmesh.v1.RiskException
+	(*v1.TrendPoint)(nil),            // 63: medmesh.v1.TrendPoint
+	(*v1.MDS2Attachment)(nil),        // 64: medmesh.v1.MDS2Attachment
+	(*v1.Account)(nil),               // 65: medmesh.v1.Account
+	(*v1.AuditRecord)(nil),           // 66: medmesh.v1.AuditRecord
+	(*v1.Incident)(nil),              // 67: medmesh.v1.Incident
+	(*v1.Sink)(nil),                  // 68: medmesh.v1.Sink
+	(*v1.ImportDevicesResponse)(nil), // 69: medmesh.v1.ImportDevicesResponse
 }
 var file_medmesh_fsm_v1_command_proto_depIdxs = []int32{
-	47,  // 0: medmesh.fsm.v1.Command.time:type_name -> google.protobuf.Timestamp
+	48,  // 0: medmesh.fsm.v1.Command.time:type_name -> google.protobuf.Timestamp
 	1,   // 1: medmesh.fsm.v1.Command.request:type_name -> medmesh.fsm.v1.ClientRequest
 	2,   // 2: medmesh.fsm.v1.Command.device_upsert:type_name -> medmesh.fsm.v1.DeviceUpsert
 	3,   // 3: medmesh.fsm.v1.Command.device_update:type_name -> medmesh.fsm.v1.DeviceUpdate
@@ -4595,86 +4764,87 @@ var file_medmesh_fsm_v1_command_proto_depIdxs = []int32{
 	26,  // 24: medmesh.fsm.v1.Command.trend_record:type_name -> medmesh.fsm.v1.TrendRecord
 	27,  // 25: medmesh.fsm.v1.Command.exceptions_expire:type_name -> medmesh.fsm.v1.ExceptionsExpire
 	28,  // 26: medmesh.fsm.v1.Command.mds2_attach:type_name -> medmesh.fsm.v1.MDS2Attach
-	42,  // 27: medmesh.fsm.v1.Command.sink_put:type_name -> medmesh.fsm.v1.SinkPut
-	43,  // 28: medmesh.fsm.v1.Command.sink_delete:type_name -> medmesh.fsm.v1.SinkDelete
-	44,  // 29: medmesh.fsm.v1.Command.sink_progress:type_name -> medmesh.fsm.v1.SinkProgress
-	46,  // 30: medmesh.fsm.v1.Command.sink_alert:type_name -> medmesh.fsm.v1.SinkAlert
+	43,  // 27: medmesh.fsm.v1.Command.sink_put:type_name -> medmesh.fsm.v1.SinkPut
+	44,  // 28: medmesh.fsm.v1.Command.sink_delete:type_name -> medmesh.fsm.v1.SinkDelete
+	45,  // 29: medmesh.fsm.v1.Command.sink_progress:type_name -> medmesh.fsm.v1.SinkProgress
+	47,  // 30: medmesh.fsm.v1.Command.sink_alert:type_name -> medmesh.fsm.v1.SinkAlert
 	29,  // 31: medmesh.fsm.v1.Command.account_put:type_name -> medmesh.fsm.v1.AccountPut
 	30,  // 32: medmesh.fsm.v1.Command.account_delete:type_name -> medmesh.fsm.v1.AccountDelete
 	31,  // 33: medmesh.fsm.v1.Command.account_login:type_name -> medmesh.fsm.v1.AccountLogin
 	32,  // 34: medmesh.fsm.v1.Command.session_end:type_name -> medmesh.fsm.v1.SessionEnd
-	4,   // 35: medmesh.fsm.v1.Command.device_import:type_name -> medmesh.fsm.v1.DeviceImport
-	48,  // 36: medmesh.fsm.v1.DeviceUpsert.device:type_name -> medmesh.v1.Device
-	48,  // 37: medmesh.fsm.v1.DeviceUpdate.device:type_name -> medmesh.v1.Device
-	49,  // 38: medmesh.fsm.v1.DeviceImport.records:type_name -> medmesh.v1.AssetRecord
-	50,  // 39: medmesh.fsm.v1.PolicyPut.policy:type_name -> medmesh.v1.Policy
-	51,  // 40: medmesh.fsm.v1.PolicyActivate.mode:type_name -> medmesh.v1.PolicyMode
-	52,  // 41: medmesh.fsm.v1.DecisionCreate.decision:type_name -> medmesh.v1.Decision
-	53,  // 42: medmesh.fsm.v1.AlertIngest.alert:type_name -> medmesh.v1.Alert
-	54,  // 43: medmesh.fsm.v1.BaselinePut.baseline:type_name -> medmesh.v1.Baseline
-	55,  // 44: medmesh.fsm.v1.FlowSummaries.summaries:type_name -> medmesh.v1.FlowSummary
-	56,  // 45: medmesh.fsm.v1.SensorReport.records:type_name -> medmesh.v1.SensorRecord
-	14,  // 46: medmesh.fsm.v1.SensorBatch.reports:type_name -> medmesh.fsm.v1.SensorReport
-	57,  // 47: medmesh.fsm.v1.RulePut.rule:type_name -> medmesh.v1.ResponseRule
-	57,  // 48: medmesh.fsm.v1.RulesSeed.rules:type_name -> medmesh.v1.ResponseRule
-	58,  // 49: medmesh.fsm.v1.IntelActivate.bundle:type_name -> medmesh.v1.IntelBundle
-	59,  // 50: medmesh.fsm.v1.SBOMAttach.attachment:type_name -> medmesh.v1.SBOMAttachment
-	60,  // 51: medmesh.fsm.v1.FindingsPut.postures:type_name -> medmesh.v1.DevicePosture
-	61,  // 52: medmesh.fsm.v1.ExceptionAccept.exception:type_name -> medmesh.v1.RiskException
-	62,  // 53: medmesh.fsm.v1.TrendRecord.point:type_name -> medmesh.v1.TrendPoint
-	63,  // 54: medmesh.fsm.v1.MDS2Attach.attachment:type_name -> medmesh.v1.MDS2Attachment
-	64,  // 55: medmesh.fsm.v1.AccountPut.account:type_name -> medmesh.v1.Account
-	64,  // 56: medmesh.fsm.v1.AccountRecord.account:type_name -> medmesh.v1.Account
-	47,  // 57: medmesh.fsm.v1.Session.create_time:type_name -> google.protobuf.Timestamp
-	47,  // 58: medmesh.fsm.v1.Session.expire_time:type_name -> google.protobuf.Timestamp
-	38,  // 59: medmesh.fsm.v1.SnapshotItem.meta:type_name -> medmesh.fsm.v1.SnapshotMeta
-	48,  // 60: medmesh.fsm.v1.SnapshotItem.device:type_name -> medmesh.v1.Device
-	50,  // 61: medmesh.fsm.v1.SnapshotItem.policy:type_name -> medmesh.v1.Policy
-	52,  // 62: medmesh.fsm.v1.SnapshotItem.decision:type_name -> medmesh.v1.Decision
-	53,  // 63: medmesh.fsm.v1.SnapshotItem.alert:type_name -> medmesh.v1.Alert
-	54,  // 64: medmesh.fsm.v1.SnapshotItem.baseline:type_name -> medmesh.v1.Baseline
-	65,  // 65: medmesh.fsm.v1.SnapshotItem.audit:type_name -> medmesh.v1.AuditRecord
-	39,  // 66: medmesh.fsm.v1.SnapshotItem.sensor_seq:type_name -> medmesh.fsm.v1.SensorSeq
-	40,  // 67: medmesh.fsm.v1.SnapshotItem.flows:type_name -> medmesh.fsm.v1.DeviceFlows
-	16,  // 68: medmesh.fsm.v1.SnapshotItem.server:type_name -> medmesh.fsm.v1.ServerRegister
-	41,  // 69: medmesh.fsm.v1.SnapshotItem.dedup:type_name -> medmesh.fsm.v1.DedupEntry
-	36,  // 70: medmesh.fsm.v1.SnapshotItem.bounds:type_name -> medmesh.fsm.v1.Bounds
-	37,  // 71: medmesh.fsm.v1.SnapshotItem.pending_cause:type_name -> medmesh.fsm.v1.PendingCause
-	57,  // 72: medmesh.fsm.v1.SnapshotItem.rule:type_name -> medmesh.v1.ResponseRule
-	66,  // 73: medmesh.fsm.v1.SnapshotItem.incident:type_name -> medmesh.v1.Incident
-	58,  // 74: medmesh.fsm.v1.SnapshotItem.intel:type_name -> medmesh.v1.IntelBundle
-	59,  // 75: medmesh.fsm.v1.SnapshotItem.sbom:type_name -> medmesh.v1.SBOMAttachment
-	60,  // 76: medmesh.fsm.v1.SnapshotItem.posture:type_name -> medmesh.v1.DevicePosture
-	61,  // 77: medmesh.fsm.v1.SnapshotItem.exception:type_name -> medmesh.v1.RiskException
-	62,  // 78: medmesh.fsm.v1.SnapshotItem.trend:type_name -> medmesh.v1.TrendPoint
-	63,  // 79: medmesh.fsm.v1.SnapshotItem.mds2:type_name -> medmesh.v1.MDS2Attachment
-	67,  // 80: medmesh.fsm.v1.SnapshotItem.sink:type_name -> medmesh.v1.Sink
-	33,  // 81: medmesh.fsm.v1.SnapshotItem.account:type_name -> medmesh.fsm.v1.AccountRecord
-	34,  // 82: medmesh.fsm.v1.SnapshotItem.session:type_name -> medmesh.fsm.v1.Session
-	47,  // 83: medmesh.fsm.v1.Bounds.decisions_compacted:type_name -> google.protobuf.Timestamp
-	55,  // 84: medmesh.fsm.v1.DeviceFlows.summaries:type_name -> medmesh.v1.FlowSummary
-	1,   // 85: medmesh.fsm.v1.DedupEntry.request:type_name -> medmesh.fsm.v1.ClientRequest
-	47,  // 86: medmesh.fsm.v1.DedupEntry.time:type_name -> google.protobuf.Timestamp
-	48,  // 87: medmesh.fsm.v1.DedupEntry.device:type_name -> medmesh.v1.Device
-	50,  // 88: medmesh.fsm.v1.DedupEntry.policy:type_name -> medmesh.v1.Policy
-	52,  // 89: medmesh.fsm.v1.DedupEntry.decision:type_name -> medmesh.v1.Decision
-	53,  // 90: medmesh.fsm.v1.DedupEntry.alert:type_name -> medmesh.v1.Alert
-	57,  // 91: medmesh.fsm.v1.DedupEntry.rule:type_name -> medmesh.v1.ResponseRule
-	58,  // 92: medmesh.fsm.v1.DedupEntry.intel:type_name -> medmesh.v1.IntelBundle
-	59,  // 93: medmesh.fsm.v1.DedupEntry.sbom:type_name -> medmesh.v1.SBOMAttachment
-	61,  // 94: medmesh.fsm.v1.DedupEntry.exception:type_name -> medmesh.v1.RiskException
-	63,  // 95: medmesh.fsm.v1.DedupEntry.mds2:type_name -> medmesh.v1.MDS2Attachment
-	67,  // 96: medmesh.fsm.v1.DedupEntry.sink:type_name -> medmesh.v1.Sink
-	64,  // 97: medmesh.fsm.v1.DedupEntry.account:type_name -> medmesh.v1.Account
-	68,  // 98: medmesh.fsm.v1.DedupEntry.import:type_name -> medmesh.v1.ImportDevicesResponse
-	67,  // 99: medmesh.fsm.v1.SinkPut.sink:type_name -> medmesh.v1.Sink
-	45,  // 100: medmesh.fsm.v1.SinkProgress.positions:type_name -> medmesh.fsm.v1.SinkPosition
-	53,  // 101: medmesh.fsm.v1.SinkAlert.alert:type_name -> medmesh.v1.Alert
-	102, // [102:102] is the sub-list for method output_type
-	102, // [102:102] is the sub-list for method input_type
-	102, // [102:102] is the sub-list for extension type_name
-	102, // [102:102] is the sub-list for extension extendee
-	0,   // [0:102] is the sub-list for field type_name
+	33,  // 35: medmesh.fsm.v1.Command.external_login:type_name -> medmesh.fsm.v1.ExternalLogin
+	4,   // 36: medmesh.fsm.v1.Command.device_import:type_name -> medmesh.fsm.v1.DeviceImport
+	49,  // 37: medmesh.fsm.v1.DeviceUpsert.device:type_name -> medmesh.v1.Device
+	49,  // 38: medmesh.fsm.v1.DeviceUpdate.device:type_name -> medmesh.v1.Device
+	50,  // 39: medmesh.fsm.v1.DeviceImport.records:type_name -> medmesh.v1.AssetRecord
+	51,  // 40: medmesh.fsm.v1.PolicyPut.policy:type_name -> medmesh.v1.Policy
+	52,  // 41: medmesh.fsm.v1.PolicyActivate.mode:type_name -> medmesh.v1.PolicyMode
+	53,  // 42: medmesh.fsm.v1.DecisionCreate.decision:type_name -> medmesh.v1.Decision
+	54,  // 43: medmesh.fsm.v1.AlertIngest.alert:type_name -> medmesh.v1.Alert
+	55,  // 44: medmesh.fsm.v1.BaselinePut.baseline:type_name -> medmesh.v1.Baseline
+	56,  // 45: medmesh.fsm.v1.FlowSummaries.summaries:type_name -> medmesh.v1.FlowSummary
+	57,  // 46: medmesh.fsm.v1.SensorReport.records:type_name -> medmesh.v1.SensorRecord
+	14,  // 47: medmesh.fsm.v1.SensorBatch.reports:type_name -> medmesh.fsm.v1.SensorReport
+	58,  // 48: medmesh.fsm.v1.RulePut.rule:type_name -> medmesh.v1.ResponseRule
+	58,  // 49: medmesh.fsm.v1.RulesSeed.rules:type_name -> medmesh.v1.ResponseRule
+	59,  // 50: medmesh.fsm.v1.IntelActivate.bundle:type_name -> medmesh.v1.IntelBundle
+	60,  // 51: medmesh.fsm.v1.SBOMAttach.attachment:type_name -> medmesh.v1.SBOMAttachment
+	61,  // 52: medmesh.fsm.v1.FindingsPut.postures:type_name -> medmesh.v1.DevicePosture
+	62,  // 53: medmesh.fsm.v1.ExceptionAccept.exception:type_name -> medmesh.v1.RiskException
+	63,  // 54: medmesh.fsm.v1.TrendRecord.point:type_name -> medmesh.v1.TrendPoint
+	64,  // 55: medmesh.fsm.v1.MDS2Attach.attachment:type_name -> medmesh.v1.MDS2Attachment
+	65,  // 56: medmesh.fsm.v1.AccountPut.account:type_name -> medmesh.v1.Account
+	65,  // 57: medmesh.fsm.v1.AccountRecord.account:type_name -> medmesh.v1.Account
+	48,  // 58: medmesh.fsm.v1.Session.create_time:type_name -> google.protobuf.Timestamp
+	48,  // 59: medmesh.fsm.v1.Session.expire_time:type_name -> google.protobuf.Timestamp
+	39,  // 60: medmesh.fsm.v1.SnapshotItem.meta:type_name -> medmesh.fsm.v1.SnapshotMeta
+	49,  // 61: medmesh.fsm.v1.SnapshotItem.device:type_name -> medmesh.v1.Device
+	51,  // 62: medmesh.fsm.v1.SnapshotItem.policy:type_name -> medmesh.v1.Policy
+	53,  // 63: medmesh.fsm.v1.SnapshotItem.decision:type_name -> medmesh.v1.Decision
+	54,  // 64: medmesh.fsm.v1.SnapshotItem.alert:type_name -> medmesh.v1.Alert
+	55,  // 65: medmesh.fsm.v1.SnapshotItem.baseline:type_name -> medmesh.v1.Baseline
+	66,  // 66: medmesh.fsm.v1.SnapshotItem.audit:type_name -> medmesh.v1.AuditRecord
+	40,  // 67: medmesh.fsm.v1.SnapshotItem.sensor_seq:type_name -> medmesh.fsm.v1.SensorSeq
+	41,  // 68: medmesh.fsm.v1.SnapshotItem.flows:type_name -> medmesh.fsm.v1.DeviceFlows
+	16,  // 69: medmesh.fsm.v1.SnapshotItem.server:type_name -> medmesh.fsm.v1.ServerRegister
+	42,  // 70: medmesh.fsm.v1.SnapshotItem.dedup:type_name -> medmesh.fsm.v1.DedupEntry
+	37,  // 71: medmesh.fsm.v1.SnapshotItem.bounds:type_name -> medmesh.fsm.v1.Bounds
+	38,  // 72: medmesh.fsm.v1.SnapshotItem.pending_cause:type_name -> medmesh.fsm.v1.PendingCause
+	58,  // 73: medmesh.fsm.v1.SnapshotItem.rule:type_name -> medmesh.v1.ResponseRule
+	67,  // 74: medmesh.fsm.v1.SnapshotItem.incident:type_name -> medmesh.v1.Incident
+	59,  // 75: medmesh.fsm.v1.SnapshotItem.intel:type_name -> medmesh.v1.IntelBundle
+	60,  // 76: medmesh.fsm.v1.SnapshotItem.sbom:type_name -> medmesh.v1.SBOMAttachment
+	61,  // 77: medmesh.fsm.v1.SnapshotItem.posture:type_name -> medmesh.v1.DevicePosture
+	62,  // 78: medmesh.fsm.v1.SnapshotItem.exception:type_name -> medmesh.v1.RiskException
+	63,  // 79: medmesh.fsm.v1.SnapshotItem.trend:type_name -> medmesh.v1.TrendPoint
+	64,  // 80: medmesh.fsm.v1.SnapshotItem.mds2:type_name -> medmesh.v1.MDS2Attachment
+	68,  // 81: medmesh.fsm.v1.SnapshotItem.sink:type_name -> medmesh.v1.Sink
+	34,  // 82: medmesh.fsm.v1.SnapshotItem.account:type_name -> medmesh.fsm.v1.AccountRecord
+	35,  // 83: medmesh.fsm.v1.SnapshotItem.session:type_name -> medmesh.fsm.v1.Session
+	48,  // 84: medmesh.fsm.v1.Bounds.decisions_compacted:type_name -> google.protobuf.Timestamp
+	56,  // 85: medmesh.fsm.v1.DeviceFlows.summaries:type_name -> medmesh.v1.FlowSummary
+	1,   // 86: medmesh.fsm.v1.DedupEntry.request:type_name -> medmesh.fsm.v1.ClientRequest
+	48,  // 87: medmesh.fsm.v1.DedupEntry.time:type_name -> google.protobuf.Timestamp
+	49,  // 88: medmesh.fsm.v1.DedupEntry.device:type_name -> medmesh.v1.Device
+	51,  // 89: medmesh.fsm.v1.DedupEntry.policy:type_name -> medmesh.v1.Policy
+	53,  // 90: medmesh.fsm.v1.DedupEntry.decision:type_name -> medmesh.v1.Decision
+	54,  // 91: medmesh.fsm.v1.DedupEntry.alert:type_name -> medmesh.v1.Alert
+	58,  // 92: medmesh.fsm.v1.DedupEntry.rule:type_name -> medmesh.v1.ResponseRule
+	59,  // 93: medmesh.fsm.v1.DedupEntry.intel:type_name -> medmesh.v1.IntelBundle
+	60,  // 94: medmesh.fsm.v1.DedupEntry.sbom:type_name -> medmesh.v1.SBOMAttachment
+	62,  // 95: medmesh.fsm.v1.DedupEntry.exception:type_name -> medmesh.v1.RiskException
+	64,  // 96: medmesh.fsm.v1.DedupEntry.mds2:type_name -> medmesh.v1.MDS2Attachment
+	68,  // 97: medmesh.fsm.v1.DedupEntry.sink:type_name -> medmesh.v1.Sink
+	65,  // 98: medmesh.fsm.v1.DedupEntry.account:type_name -> medmesh.v1.Account
+	69,  // 99: medmesh.fsm.v1.DedupEntry.import:type_name -> medmesh.v1.ImportDevicesResponse
+	68,  // 100: medmesh.fsm.v1.SinkPut.sink:type_name -> medmesh.v1.Sink
+	46,  // 101: medmesh.fsm.v1.SinkProgress.positions:type_name -> medmesh.fsm.v1.SinkPosition
+	54,  // 102: medmesh.fsm.v1.SinkAlert.alert:type_name -> medmesh.v1.Alert
+	103, // [103:103] is the sub-list for method output_type
+	103, // [103:103] is the sub-list for method input_type
+	103, // [103:103] is the sub-list for extension type_name
+	103, // [103:103] is the sub-list for extension extendee
+	0,   // [0:103] is the sub-list for field type_name
 }
 
 func init() { file_medmesh_fsm_v1_command_proto_init() }
@@ -4716,6 +4886,7 @@ func file_medmesh_fsm_v1_command_proto_init() {
 		(*Command_AccountDelete)(nil),
 		(*Command_AccountLogin)(nil),
 		(*Command_SessionEnd)(nil),
+		(*Command_ExternalLogin)(nil),
 		(*Command_DeviceImport)(nil),
 	}
 	file_medmesh_fsm_v1_command_proto_msgTypes[5].OneofWrappers = []any{}
@@ -4723,7 +4894,7 @@ func file_medmesh_fsm_v1_command_proto_init() {
 	file_medmesh_fsm_v1_command_proto_msgTypes[18].OneofWrappers = []any{}
 	file_medmesh_fsm_v1_command_proto_msgTypes[19].OneofWrappers = []any{}
 	file_medmesh_fsm_v1_command_proto_msgTypes[29].OneofWrappers = []any{}
-	file_medmesh_fsm_v1_command_proto_msgTypes[35].OneofWrappers = []any{
+	file_medmesh_fsm_v1_command_proto_msgTypes[36].OneofWrappers = []any{
 		(*SnapshotItem_Meta)(nil),
 		(*SnapshotItem_Device)(nil),
 		(*SnapshotItem_Policy)(nil),
@@ -4749,15 +4920,15 @@ func file_medmesh_fsm_v1_command_proto_init() {
 		(*SnapshotItem_Account)(nil),
 		(*SnapshotItem_Session)(nil),
 	}
-	file_medmesh_fsm_v1_command_proto_msgTypes[42].OneofWrappers = []any{}
 	file_medmesh_fsm_v1_command_proto_msgTypes[43].OneofWrappers = []any{}
+	file_medmesh_fsm_v1_command_proto_msgTypes[44].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_medmesh_fsm_v1_command_proto_rawDesc), len(file_medmesh_fsm_v1_command_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   47,
+			NumMessages:   48,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

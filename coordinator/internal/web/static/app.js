@@ -691,7 +691,21 @@ function showLogin() {
   $("#login").hidden = false;
   document.body.dataset.ready = "login";
   $("#login-name").focus();
+  // A single sign-on that came back refused says why (a code, never
+  // text from the provider).
+  const sso = /^#sso-error=([a-z]+)$/.exec(location.hash);
+  if (sso) {
+    $("#login-error").textContent = ssoErrors[sso[1]] || "Single sign-on failed.";
+    history.replaceState(null, "", location.pathname);
+  }
 }
+
+const ssoErrors = {
+  refused: "Single sign-on refused: none of your groups at the identity provider is mapped to a medmesh role. Ask the security team.",
+  denied: "Single sign-on was cancelled or refused by the identity provider.",
+  failed: "Single sign-on failed: the answer of the identity provider could not be verified. Try again.",
+  unavailable: "Single sign-on is unavailable: the identity provider or the cluster cannot be reached now. Try again, or log in with a console account.",
+};
 
 function loggedIn(session) {
   me = session;
@@ -726,5 +740,6 @@ window.addEventListener("hashchange", route);
 (async () => {
   const r = await fetch("api/session", { credentials: "same-origin" });
   const s = r.ok ? await r.json() : {};
+  if (s.sso) { $("#sso-name").textContent = s.sso; $("#sso").hidden = false; }
   if (s.identity) loggedIn(s); else showLogin();
 })();
