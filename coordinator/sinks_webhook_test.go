@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/medmesh/medmesh/internal/testutil"
+	"github.com/medmesh/medmesh/internal/testutil/siem"
 	medmeshv1 "github.com/medmesh/medmesh/proto/medmesh/v1"
 )
 
@@ -101,9 +102,18 @@ func TestSinkWebhookAcrossOutage(t *testing.T) {
 		t.Skip("skipped in -short: the receiver is down for a minute")
 	}
 	dir := t.TempDir()
-	ca := newSinkCA(t, dir)
-	srvCert, srvKey := ca.issue("receiver", true)
-	cliCert, cliKey := ca.issue("medmesh", false)
+	ca, err := siem.NewCA(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srvCert, srvKey, err := ca.Issue("receiver", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cliCert, cliKey, err := ca.Issue("medmesh", false)
+	if err != nil {
+		t.Fatal(err)
+	}
 	keyFile := filepath.Join(dir, "hmac.key")
 	key := []byte("0123456789abcdef0123456789abcdef")
 	if err := os.WriteFile(keyFile, append(key, '\n'), 0o600); err != nil {
@@ -120,7 +130,7 @@ func TestSinkWebhookAcrossOutage(t *testing.T) {
 	lead := cl.leader()
 	ctx := ctxT(t, 4*time.Minute)
 	if _, err := medmeshv1.NewSinkServiceClient(lead.conn).PutSink(ctx, &medmeshv1.PutSinkRequest{RequestId: "put-tickets", Sink: &medmeshv1.Sink{
-		Name: "tickets", Kind: medmeshv1.SinkKind_SINK_KIND_WEBHOOK, Url: url, CaFile: ca.file, CertFile: cliCert, KeyFile: cliKey,
+		Name: "tickets", Kind: medmeshv1.SinkKind_SINK_KIND_WEBHOOK, Url: url, CaFile: ca.File, CertFile: cliCert, KeyFile: cliKey,
 		HmacKeyFile: keyFile, Events: []string{"alert"},
 	}}); err != nil {
 		t.Fatal(err)
@@ -176,7 +186,7 @@ func TestSinkWebhookAcrossOutage(t *testing.T) {
 	// Up, but failing with 500 for 15 s.
 	h := &hookReceiver{key: key, applied: map[string][]byte{}, deliveries: map[string]int{}, failUntil: time.Now().Add(15 * time.Second)}
 	pool := x509.NewCertPool()
-	pem, _ := os.ReadFile(ca.file)
+	pem, _ := os.ReadFile(ca.File)
 	pool.AppendCertsFromPEM(pem)
 	pair, err := tls.LoadX509KeyPair(srvCert, srvKey)
 	if err != nil {
