@@ -816,21 +816,50 @@ func (r *Runner) raisedAlerts() ([]string, error) {
 }
 
 func (r *Runner) alertIDs(ctx context.Context, c grpc.ClientConnInterface) ([]string, error) {
+	alerts, err := listAlerts(ctx, c)
+	if err != nil {
+		return nil, err
+	}
+	ids := make([]string, 0, len(alerts))
+	for _, a := range alerts {
+		ids = append(ids, a.GetId())
+	}
+	return ids, nil
+}
+
+// listAlerts reads every alert the coordinators keep, oldest first.
+func listAlerts(ctx context.Context, c grpc.ClientConnInterface) ([]*medmeshv1.Alert, error) {
 	ac := medmeshv1.NewAlertServiceClient(c)
-	var ids []string
+	return allPages(ctx, func(ctx context.Context, token string) ([]*medmeshv1.Alert, string, error) {
+		resp, err := ac.ListAlerts(ctx, &medmeshv1.ListAlertsRequest{PageSize: 500, PageToken: token})
+		return resp.GetAlerts(), resp.GetNextPageToken(), err
+	})
+}
+
+// listAudit reads the retained audit trail, oldest first.
+func listAudit(ctx context.Context, c grpc.ClientConnInterface) ([]*medmeshv1.AuditRecord, error) {
+	pc := medmeshv1.NewPolicyServiceClient(c)
+	return allPages(ctx, func(ctx context.Context, token string) ([]*medmeshv1.AuditRecord, string, error) {
+		resp, err := pc.ListAuditRecords(ctx, &medmeshv1.ListAuditRecordsRequest{PageSize: 500, PageToken: token})
+		return resp.GetRecords(), resp.GetNextPageToken(), err
+	})
+}
+
+// allPages calls page from the first page token to the last, each call
+// within 2 seconds, and returns every item.
+func allPages[T any](ctx context.Context, page func(ctx context.Context, token string) ([]T, string, error)) ([]T, error) {
+	var out []T
 	token := ""
 	for {
 		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		resp, err := ac.ListAlerts(cctx, &medmeshv1.ListAlertsRequest{PageSize: 500, PageToken: token})
+		items, next, err := page(cctx, token)
 		cancel()
 		if err != nil {
 			return nil, err
 		}
-		for _, a := range resp.GetAlerts() {
-			ids = append(ids, a.GetId())
-		}
-		if token = resp.GetNextPageToken(); token == "" {
-			return ids, nil
+		out = append(out, items...)
+		if token = next; token == "" {
+			return out, nil
 		}
 	}
 }

@@ -66,9 +66,73 @@ type Report struct {
 	ScenarioStory string `json:"scenario_story,omitempty"`
 	// ClassPolicy is the class-policy phase: the drops at the workstation's
 	// enforcer. PumpScenario is compromised-pump: pending, approved, dropped.
-	ClassPolicy  string   `json:"class_policy,omitempty"`
-	PumpScenario string   `json:"pump_scenario,omitempty"`
-	Notes        []string `json:"notes,omitempty"`
+	ClassPolicy  string `json:"class_policy,omitempty"`
+	PumpScenario string `json:"pump_scenario,omitempty"`
+	// SIEM is the syslog sink across a leader kill (issue 20).
+	SIEM  *SIEMReport `json:"siem,omitempty"`
+	Notes []string    `json:"notes,omitempty"`
+}
+
+// SIEMReport is what the SIEM step measured: a CEF syslog sink delivering
+// the retained history to rsyslogd (TLS) while its leader is killed.
+type SIEMReport struct {
+	Receiver  string `json:"receiver"`
+	Victim    string `json:"victim"`
+	NewLeader string `json:"new_leader"`
+	// Alerts are the cluster's alerts, every one received; DeviceAlerts
+	// those of the compromised device; AuditRecords the distinct audit
+	// events received.
+	Alerts       int `json:"alerts"`
+	DeviceAlerts int `json:"device_alerts"`
+	AuditRecords int `json:"audit_records"`
+	// Lines is what rsyslogd received; Resent the lines that repeated an
+	// id already received (the same event, sent again by the new leader).
+	Lines  int `json:"lines"`
+	Resent int `json:"resent"`
+	// LinesBy counts the lines by the coordinator that sent them.
+	LinesBy map[string]int `json:"lines_by,omitempty"`
+	// LinesAtKill were at rsyslogd when the leader died; CommittedAtKill
+	// are the sink's positions the survivors had then.
+	LinesAtKill     int    `json:"lines_at_kill"`
+	CommittedAtKill string `json:"committed_at_kill"`
+	// ElectionMs is the kill to the first answer of the new leader for the
+	// sinks (elected and serving: the baseline); CatchUpMs the kill to the
+	// new leader's sink delivered to the head (backlog 0). -1: not
+	// measured.
+	ElectionMs float64  `json:"election_ms"`
+	CatchUpMs  float64  `json:"catch_up_ms"`
+	Violations []string `json:"violations,omitempty"`
+}
+
+// Summary is the step in one line.
+func (s *SIEMReport) Summary() string {
+	ratio := "-"
+	if s.ElectionMs > 0 && s.CatchUpMs >= 0 {
+		ratio = fmt.Sprintf("%.2fx", s.CatchUpMs/s.ElectionMs)
+	}
+	return fmt.Sprintf("%s: killed %s with %d lines received (committed at the kill: %s); %s led after %s, its sink at the head %s after the kill (%s the election); "+
+		"%d alerts (%d of the compromised device) and %d audit records in %d lines (%s), %d resent with their ids",
+		s.Receiver, s.Victim, s.LinesAtKill, orNone(s.CommittedAtKill), orNone(s.NewLeader), ms(s.ElectionMs), ms(s.CatchUpMs), ratio,
+		s.Alerts, s.DeviceAlerts, s.AuditRecords, s.Lines, byHost(s.LinesBy), s.Resent)
+}
+
+// byHost is "c1 412, c2 37", in name order.
+func byHost(m map[string]int) string {
+	var out []string
+	for _, h := range sortedKeys(m) {
+		out = append(out, fmt.Sprintf("%s %d", h, m[h]))
+	}
+	if len(out) == 0 {
+		return "none"
+	}
+	return strings.Join(out, ", ")
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
 }
 
 // Violations lists every history's violations, prefixed by its name.
@@ -77,6 +141,11 @@ func (r *Report) Violations() []string {
 	for _, h := range r.Histories {
 		for _, x := range h.Violations {
 			v = append(v, h.Name+": "+x)
+		}
+	}
+	if r.SIEM != nil {
+		for _, x := range r.SIEM.Violations {
+			v = append(v, "siem: "+x)
 		}
 	}
 	return v
@@ -112,6 +181,9 @@ func (r *Report) WriteSummary(w io.Writer) {
 	}
 	if r.PumpScenario != "" {
 		fmt.Fprintf(w, "compromised-pump scenario: %s\n", r.PumpScenario)
+	}
+	if r.SIEM != nil {
+		fmt.Fprintf(w, "SIEM sink across a leader kill (CEF over TLS): %s\n", r.SIEM.Summary())
 	}
 	for _, n := range r.Notes {
 		fmt.Fprintf(w, "note: %s\n", n)
