@@ -29,7 +29,8 @@ const siemSink = "e2e-siem"
 // rsyslogd listens with TLS (gtls, RFC 5425) on the host's loopback, where
 // the lab's coordinators run; the lab's approver puts a CEF syslog sink
 // from the start of the retained history (the scenario's alerts and the
-// audit trail are its backlog); the leader that runs it is killed with
+// audit trail, thousands of records after the histories' workloads, are
+// its backlog); the leader that runs it is killed with
 // SIGKILL as soon as rsyslogd has the first line, and restarted once the
 // new leader's sink is at the head. Then every alert of the cluster is at
 // rsyslogd, an id sent twice is the same event (a receiver that dedupes by
