@@ -224,7 +224,7 @@ bench-mesh: ## Gossip convergence, failure detection, reporting throughput
 # DefaultConfig's Compromised, nursecall1).
 DEMO_COMPROMISED_MAC := 00:14:b8:00:01:0d
 
-demo: deps build ## As root: bring up the campus lab and run the compromised-device and compromised-pump scenarios live
+demo: deps build ## As root: bring up the campus lab, run the compromised-device and compromised-pump scenarios live, then its web console in Chromium
 	@if [ "$$(id -u)" != 0 ]; then echo "demo: the campus lab needs root (network namespaces, veth, XDP): run it as root, or sudo make demo"; exit 1; fi
 	$(LAB_BIN) up
 	$(LAB_BIN) run --scenario compromised-device --view
@@ -248,7 +248,14 @@ demo: deps build ## As root: bring up the campus lab and run the compromised-dev
 		jq -r '"  Raft index \(.raftIndex): \(.coverage.devices) devices; controls met \(.controlsMet), unmet \(.controlsUnmet), not evidenced \(.controlsNotEvidenced); \(.plan.actions | length) plan actions, first: \(.plan.actions[0].title // "none")"' demo-report.json
 	MEDMESH_DEMO_REPORT=$(CURDIR)/demo-report.html $(GO) test -count=1 -run TestDemoReportInChromium ./compliance/report
 	@echo
+	@echo "The web console of this lab in headless Chromium (e2e TestConsoleLab): log in, the compromised device's alert live,"
+	@echo "a policy enforced, a pending decision refused to its cause, a viewer and an operator and approved by a second"
+	@echo "approver, the compliance report downloaded; screenshots of each page in bin/console-screenshots:"
+	@rm -rf bin/console-screenshots
+	MEDMESH_SCREENSHOTS=$(CURDIR)/bin/console-screenshots $(GO) test -tags e2e -count=1 -run '^TestConsoleLab$$' -v -timeout 10m ./e2e/
+	@echo
 	@echo "The campus lab is still running; the coordinator API is on this host at 127.0.0.1:7400, mutual TLS only."
+	@$(LAB_BIN) status | sed -n 's/^web console: /  web console: /p'
 	@echo "  eval \"\$$($(LAB_BIN) env)\"        # MEDMESH_ADDR and MEDMESH_TLS_* for the lab's approver certificate"
 	@echo "  $(BIN) devices list          # the simulated devices and their classes"
 	@echo "  $(BIN) alerts list; $(BIN) decisions list; $(BIN) cluster status"
@@ -259,9 +266,8 @@ demo: deps build ## As root: bring up the campus lab and run the compromised-dev
 	@echo "  $(LAB_BIN) run --scenario compromised-device -o json   # jq .class_policy"
 	@echo "  $(BIN) policies get class/it-workstation"
 	@echo "Remove everything with: make demo-down"
-	@$(MAKE) --no-print-directory console-screenshots
 
-console-screenshots: ## The web console in headless Chromium on a 3-node test cluster with 10,000 devices, and single sign-on through a real OpenID provider: screenshots in bin/console-screenshots, timings in bin/console-perf.txt
+console-screenshots: ## The web console in headless Chromium on a 3-node test cluster with 10,000 devices, and single sign-on through a real OpenID provider: screenshots in bin/console-screenshots, timings in bin/console-perf.txt (make demo: the lab's)
 	MEDMESH_SCREENSHOTS=$(CURDIR)/bin/console-screenshots MEDMESH_CONSOLE_PERF=$(CURDIR)/bin/console-perf.txt \
 		$(GO) test -count=1 -run '^(TestConsoleInBrowser|TestConsoleSingleSignOnInBrowser)$$' -v -timeout 12m ./coordinator/ 2>&1 | { grep -vE '^time=|level=' || true; }; exit $${PIPESTATUS[0]}
 	@echo "console screenshots: bin/console-screenshots; timings: $$(cat bin/console-perf.txt)"

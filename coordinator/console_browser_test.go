@@ -2,25 +2,17 @@ package coordinator
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/chromedp/cdproto/network"
-	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
-	"github.com/medmesh/medmesh/compliance"
-	compreport "github.com/medmesh/medmesh/compliance/report"
+	"github.com/medmesh/medmesh/internal/consoletest"
 	medmeshv1 "github.com/medmesh/medmesh/proto/medmesh/v1"
 )
 
@@ -127,17 +119,14 @@ func seedDevices(t *testing.T, cl *cluster, count int, pump string) {
 // viewer and an operator and approved by a second approver. No console
 // error or exception, and no request leaves the page's origin.
 // Screenshots go to MEDMESH_SCREENSHOTS (default bin/console-screenshots).
+// e2e.TestConsoleLab does the same against the campus lab.
 func TestConsoleInBrowser(t *testing.T) {
-	chromium, err := exec.LookPath("chromium")
-	if err != nil {
+	if _, err := exec.LookPath("chromium"); err != nil {
 		t.Skip("chromium is not installed (deploy/deps.txt has it: make deps)")
 	}
 	shots := os.Getenv("MEDMESH_SCREENSHOTS")
 	if shots == "" {
 		shots = filepath.Join("..", "bin", "console-screenshots")
-	}
-	if err := os.MkdirAll(shots, 0o755); err != nil {
-		t.Fatal(err)
 	}
 	cl := newCluster(t, 3, nil)
 	leader := cl.leader()
@@ -159,104 +148,16 @@ func TestConsoleInBrowser(t *testing.T) {
 	// person's identity.
 	web := serveWeb(t, cl.followers()[0])
 	origin := web.srv.URL
+	b := consoletest.Start(t, consoletest.Options{Origin: origin, Shots: shots, Timeout: 3 * time.Minute})
+	run, get, num, shot := b.Run, b.Get, b.Num, b.Shot
+	poll, eval, ready, css := consoletest.Poll, consoletest.Eval, consoletest.Ready, consoletest.CSS
+	login := func(name string) consoletest.Step { return b.Login(name, pw) }
+	logout := consoletest.Logout()
 
-	actx, cancel := chromedp.NewExecAllocator(context.Background(), append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(chromium), chromedp.NoSandbox, chromedp.WindowSize(1400, 1000))...)
-	defer cancel()
-	ctx, cancel := chromedp.NewContext(actx)
-	defer cancel()
-	ctx, cancel = context.WithTimeout(ctx, 3*time.Minute)
-	defer cancel()
-
-	var mu sync.Mutex
-	var problems []string
-	listen := func(ev any) {
-		mu.Lock()
-		defer mu.Unlock()
-		switch e := ev.(type) {
-		case *runtime.EventExceptionThrown:
-			problems = append(problems, "exception: "+e.ExceptionDetails.Text)
-		case *runtime.EventConsoleAPICalled:
-			if e.Type == runtime.ConsoleAPICalledTypeError || e.Type == runtime.ConsoleAPICalledTypeAssert {
-				var args []string
-				for _, a := range e.Args {
-					args = append(args, string(a.Value))
-				}
-				problems = append(problems, "console error: "+strings.Join(args, " "))
-			}
-		case *network.EventRequestWillBeSent:
-			u := e.Request.URL
-			if !strings.HasPrefix(u, origin+"/") && u != origin && !strings.HasPrefix(u, "data:") {
-				problems = append(problems, "request left the origin: "+u)
-			}
-		}
-	}
-	type step = chromedp.Action[chromedp.Void]
-	run := func(what string, steps ...step) {
-		t.Helper()
-		if err := chromedp.Do(ctx, steps...); err != nil {
-			st, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`location.href + " | ready=" + document.body.dataset.ready + " | login-error=" + document.getElementById("login-error").textContent + " | " + (document.getElementById("status") || {}).textContent + " | " + ((document.getElementById("page") || {}).textContent || "").slice(0, 300)`))
-			mu.Lock()
-			defer mu.Unlock()
-			t.Fatalf("%s: %v\npage: %s\nbrowser: %s", what, err, st, strings.Join(problems, "\n"))
-		}
-	}
-	get := func(what string, a chromedp.Action[string]) string {
-		t.Helper()
-		v, err := chromedp.Run(ctx, a)
-		if err != nil {
-			t.Fatalf("%s: %v", what, err)
-		}
-		return v
-	}
-	num := func(what, expr string) float64 {
-		t.Helper()
-		v, err := chromedp.Run(ctx, chromedp.Evaluate[float64](expr))
-		if err != nil {
-			t.Fatalf("%s: %v", what, err)
-		}
-		return v
-	}
-	shot := func(name string) step {
-		return chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
-			buf, err := chromedp.FullScreenshot(100)(ctx, tg) // 100: PNG
-			if err != nil {
-				return err
-			}
-			return os.WriteFile(filepath.Join(shots, name+".png"), buf, 0o644)
-		})
-	}
-	poll := func(expr string) step {
-		return chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
-			_, err := chromedp.Poll[bool](expr, chromedp.WithPollingTimeout(30*time.Second))(ctx, tg)
-			return err
-		})
-	}
-	eval := func(expr string) step {
-		return chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
-			_, err := chromedp.Evaluate[chromedp.Void](expr)(ctx, tg)
-			return err
-		})
-	}
-	ready := func(page string) step { return poll(fmt.Sprintf(`document.body.dataset.ready === %q`, page)) }
-	css := func(s string) chromedp.CSS { return chromedp.CSS(s) }
-	login := func(name string) step {
-		return chromedp.Steps(
-			ready("login"),
-			chromedp.SetValue(css("#login-name"), name),
-			chromedp.SetValue(css("#login-password"), pw),
-			chromedp.Click(css(`#login-form button[type="submit"]`)),
-			poll(`document.body.dataset.ready !== "login"`),
-		)
-	}
-	logout := chromedp.Steps(chromedp.Click(css("#logout")), ready("login"))
-
-	run("start", chromedp.Navigate("about:blank"))
-	if err := chromedp.Listen(ctx, listen); err != nil {
-		t.Fatal(err)
-	}
 	run("open and log in", chromedp.Navigate(origin+"/"), ready("login"), shot("01-login"), login("vic"), ready("overview"), shot("02-overview"))
-	checkOverview(t, cl, get)
+	if diffs := b.Overview(cl.leader().conn); len(diffs) > 0 {
+		t.Error(strings.Join(diffs, "\n"))
+	}
 
 	// Time to first useful paint of the inventory: a fresh page load of
 	// #/inventory until its first page of devices is on screen, measured by
@@ -289,37 +190,29 @@ func TestConsoleInBrowser(t *testing.T) {
 	reportAlerts(t, cl.leader(), "s9", 1, &medmeshv1.Alert{Id: "s9/1", SensorId: "s9", DeviceMac: pump, Kind: "known_bad_destination",
 		Risk: &medmeshv1.RiskScore{Score: 90}, Summary: "the pump contacted a known-bad address",
 		Flow: &medmeshv1.FlowRef{Src: "10.1.0.7", Dst: "203.0.113.9", Proto: 6, Dport: 443}})
-	if err := chromedp.Do(ctx, poll(`document.getElementById("alert-s9/1") !== null`)); err != nil {
-		_ = chromedp.Do(ctx, shot("05-alert-live-failed"))
-		st, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`document.getElementById("status").textContent + " | " + window.medmeshStreamError + " | " + document.getElementById("page").textContent.slice(0, 500)`))
+	if err := b.Try(poll(`document.getElementById("alert-s9/1") !== null`)); err != nil {
+		_ = b.Try(shot("05-alert-live-failed"))
+		st := get("page", chromedp.Evaluate[string](`document.getElementById("status").textContent + " | " + window.medmeshStreamError + " | " + document.getElementById("page").textContent.slice(0, 500)`))
 		t.Fatalf("the alert did not appear live: %v; page: %s", err, st)
 	}
 	run("live alert", shot("05-alert-live"), logout)
 
 	// Generate, simulate, monitor and enforce the pump's policy as an
 	// approver: enforcement of a life-critical device waits for a second one.
-	run("policy flow", login("ann"), chromedp.Navigate(origin+"/#/device?mac="+pump), ready("device"),
-		chromedp.Click(css("#generate")), chromedp.WaitVisible(css("#simulation")),
-		chromedp.Click(css("#simulate")),
-		chromedp.Click(css("#monitor")), chromedp.WaitVisible(css("#monitor-result")),
-		chromedp.Click(css("#enforce")), chromedp.WaitVisible(css("#enforce-result")), shot("06-policy"))
-	if sim := get("simulation", chromedp.Text(css("#simulation"))); !strings.Contains(sim, "1 would be dropped") {
+	run("log in ann", login("ann"))
+	sim, id := b.PolicyFlow(pump, "06-policy")
+	if !strings.Contains(sim, "1 would be dropped") {
 		t.Fatalf("simulation shown: %q", sim)
 	}
-	id := get("decision id", chromedp.Evaluate[string](`document.getElementById("enforce-result").dataset.decision`))
 	pending := cl.leader().c.FSM().Decision(id)
 	if pending.GetState() != medmeshv1.DecisionState_DECISION_STATE_PENDING_APPROVAL {
 		t.Fatalf("enforcing the life-critical pump's policy: decision %q is %v, want pending approval", id, pending)
 	}
-	approve := css(fmt.Sprintf(`button[data-approve=%q]`, pending.GetId()))
 	for _, who := range []string{"ann", "vic", "otto"} {
 		if who != "ann" {
 			run("log in "+who, logout, login(who))
 		}
-		run(who+" approves", chromedp.Navigate(origin+"/#/approvals"), ready("approvals"),
-			chromedp.Click(approve),
-			poll(`document.querySelector("#approval-result").textContent !== ""`), shot("07-refused-"+who))
-		if result := get("result", chromedp.Text(css("#approval-result"))); !strings.HasPrefix(result, "Refused:") {
+		if result := b.Approve(pending.GetId(), "07-refused-"+who); !strings.HasPrefix(result, "Refused:") {
 			t.Fatalf("%s approving the decision: %q", who, result)
 		}
 	}
@@ -330,151 +223,21 @@ func TestConsoleInBrowser(t *testing.T) {
 	if a := cl.leader().c.FSM().Alert("s9/1"); a.GetAcknowledgedBy() != "operator/otto" {
 		t.Fatalf("alert acknowledged by %q, want operator/otto", a.GetAcknowledgedBy())
 	}
-	run("bob approves", logout, login("bob"), chromedp.Navigate(origin+"/#/approvals"), ready("approvals"),
-		chromedp.Click(approve),
-		poll(`document.querySelector("#approval-result") && document.querySelector("#approval-result").textContent.includes("approved")`),
-		shot("08-approved"),
-		chromedp.Navigate(origin+"/#/audit"), ready("audit"), shot("09-audit"),
+	run("log in bob", logout, login("bob"))
+	if result := b.Approve(pending.GetId(), "08-approved"); !strings.Contains(result, "approved") {
+		t.Fatalf("bob approving the decision: %q", result)
+	}
+	run("audit and policies", chromedp.Navigate(origin+"/#/audit"), ready("audit"), shot("09-audit"),
 		chromedp.Navigate(origin+"/#/policies"), ready("policies"), shot("10-policies"))
 	if d := cl.leader().c.FSM().Decision(pending.GetId()); d.GetState() != medmeshv1.DecisionState_DECISION_STATE_APPROVED || d.GetReviewedBy() != "approver/bob" {
 		t.Fatalf("decision after bob: %v", d)
 	}
-	checkComplianceInBrowser(t, cl, origin, shots, run, get, ready, shot)
+	b.Compliance(cl.leader().conn, "11-compliance")
 	// The overview again, now that the pump has a posture (its external
 	// communication): a band other than none is counted.
 	run("overview again", chromedp.Navigate(origin+"/#/approvals"), ready("approvals"), chromedp.Navigate(origin+"/#/overview"), ready("overview"), shot("12-overview-postures"))
-	checkOverview(t, cl, get)
-	mu.Lock()
-	defer mu.Unlock()
-	if len(problems) > 0 {
-		t.Fatalf("the browser reported:\n%s", strings.Join(problems, "\n"))
+	if diffs := b.Overview(cl.leader().conn); len(diffs) > 0 {
+		t.Error(strings.Join(diffs, "\n"))
 	}
-}
-
-var figureRE = regexp.MustCompile(`data-figure="([a-z0-9-]+)"[^>]*>([^<]*)<`)
-
-// checkComplianceInBrowser opens the console's compliance page and
-// downloads the report the way its link does (same origin, the session's
-// cookie): the page's figures and the downloaded HTML's figures equal
-// those of GetReport asked over gRPC. The Raft index is left out: it moves
-// between two reads of a live cluster.
-func checkComplianceInBrowser(t *testing.T, cl *cluster, origin, shots string,
-	run func(string, ...chromedp.Action[chromedp.Void]), get func(string, chromedp.Action[string]) string,
-	ready, shot func(string) chromedp.Action[chromedp.Void]) {
-	t.Helper()
-	css := func(s string) chromedp.CSS { return chromedp.CSS(s) }
-	run("compliance page", chromedp.Navigate(origin+"/#/compliance"), ready("compliance"), shot("11-compliance"))
-	resp, err := medmeshv1.NewComplianceServiceClient(cl.leader().conn).GetReport(context.Background(), &medmeshv1.GetReportRequest{})
-	if status.Code(err) == codes.ResourceExhausted {
-		// A known limit of the compliance API, not of the console: the
-		// report of a large campus (10,000 devices: 24 MB) is more than
-		// the 16 MiB a gRPC message may hold, for the CLI as for the
-		// console. The page must say so, and the download refuse.
-		if msg := get("too large", chromedp.Text(css("#report-too-large"))); !strings.Contains(msg, "larger than one message") {
-			t.Fatalf("compliance page of a report too large: %q", msg)
-		}
-		st := get("download", chromedp.Evaluate[string](`fetch("api/compliance-report", { credentials: "same-origin" }).then((r) => String(r.status))`, chromedp.EvalAwaitPromise))
-		if st == "200" {
-			t.Fatal("the download of a report the API cannot send answered 200")
-		}
-		t.Logf("compliance report NOT checked: GetReport is over the gRPC message limit (%v); the page says so and the download answers %s; run with MEDMESH_CONSOLE_DEVICES=300 for the full check", err, st)
-		return
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := compreport.Summary(resp.GetReport())
-	onPage := get("page figures", chromedp.Evaluate[string](`JSON.stringify(Object.fromEntries([...document.querySelectorAll("#compliance-summary [data-figure]")].map((e) => [e.dataset.figure, e.textContent])))`))
-	var shown map[string]string
-	if err := json.Unmarshal([]byte(onPage), &shown); err != nil || len(shown) == 0 {
-		t.Fatalf("compliance page figures %q: %v", onPage, err)
-	}
-	for k, v := range shown {
-		if want[k] != v {
-			t.Errorf("compliance page shows %s=%s, GetReport says %s", k, v, want[k])
-		}
-	}
-	if get("download attribute", chromedp.Evaluate[string](`String(document.getElementById("report-download").hasAttribute("download"))`)) != "true" {
-		t.Error("the report link is not a download")
-	}
-	raw := get("download", chromedp.Evaluate[string](`fetch(document.getElementById("report-download").href, { credentials: "same-origin" }).then(async (r) => JSON.stringify({ status: r.status, url: r.url, type: r.headers.get("content-type"), disposition: r.headers.get("content-disposition"), body: await r.text() }))`, chromedp.EvalAwaitPromise))
-	var dl struct {
-		Status                 int
-		URL, Type, Disposition string
-		Body                   string
-	}
-	if err := json.Unmarshal([]byte(raw), &dl); err != nil {
-		t.Fatal(err)
-	}
-	if dl.Status != 200 || !strings.HasPrefix(dl.URL, origin+"/") || !strings.HasPrefix(dl.Type, "text/html") || !strings.HasPrefix(dl.Disposition, "attachment; filename=\"medmesh-compliance-all-") {
-		t.Fatalf("report download: status %d, url %s, type %q, disposition %q: %.300s", dl.Status, dl.URL, dl.Type, dl.Disposition, dl.Body)
-	}
-	got := map[string]string{}
-	for _, m := range figureRE.FindAllStringSubmatch(dl.Body, -1) {
-		got[m[1]] = m[2]
-	}
-	for k, v := range want {
-		if k == "raft-index" {
-			continue
-		}
-		if got[k] != v {
-			t.Errorf("downloaded report: %s=%q, GetReport says %q", k, got[k], v)
-		}
-	}
-	// The downloaded report is kept beside the screenshots.
-	if err := os.WriteFile(filepath.Join(shots, "11-compliance-report.html"), []byte(dl.Body), 0o644); err != nil {
-		t.Error(err)
-	}
-	t.Logf("compliance report: page and download agree with GetReport on %d figures", len(want)-1)
-}
-
-// checkOverview compares the overview's devices by class and by posture
-// band with ListDevices and RiskService.Top asked over gRPC.
-func checkOverview(t *testing.T, cl *cluster, get func(string, chromedp.Action[string]) string) {
-	t.Helper()
-	raw := get("overview counts", chromedp.Evaluate[string](`JSON.stringify({
-		class: Object.fromEntries([...document.querySelectorAll("tr[data-class]")].map((r) => [r.dataset.class, r.querySelector("td").textContent])),
-		band: Object.fromEntries([...document.querySelectorAll("tr[data-band]")].map((r) => [r.dataset.band, r.querySelector("td").textContent])) })`))
-	var shown struct{ Class, Band map[string]string }
-	if err := json.Unmarshal([]byte(raw), &shown); err != nil {
-		t.Fatal(err)
-	}
-	ctx := context.Background()
-	inv := medmeshv1.NewInventoryServiceClient(cl.leader().conn)
-	all, err := inv.ListDevices(ctx, &medmeshv1.ListDevicesRequest{PageSize: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := map[string]string{}
-	for v, name := range medmeshv1.DeviceClass_name {
-		if v == 0 {
-			continue
-		}
-		r, err := inv.ListDevices(ctx, &medmeshv1.ListDevicesRequest{PageSize: 1, DeviceClass: medmeshv1.DeviceClass(v)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if r.GetTotalSize() > 0 {
-			want[name] = fmt.Sprint(r.GetTotalSize())
-		}
-	}
-	if fmt.Sprint(shown.Class) != fmt.Sprint(want) || len(want) == 0 {
-		t.Errorf("overview devices by class %v, ListDevices says %v", shown.Class, want)
-	}
-	top, err := medmeshv1.NewRiskServiceClient(cl.leader().conn).Top(ctx, &medmeshv1.TopRequest{N: 1000})
-	if err != nil {
-		t.Fatal(err)
-	}
-	bands := map[string]int{"critical": 0, "high": 0, "medium": 0, "low": 0}
-	for _, p := range top.GetPostures() {
-		bands[compliance.PostureBand(p.GetScore().GetScore())]++
-	}
-	wantBands := map[string]string{"none": fmt.Sprint(int(all.GetTotalSize()) - len(top.GetPostures()))}
-	for b, n := range bands {
-		wantBands[b] = fmt.Sprint(n)
-	}
-	if len(top.GetPostures()) < 1000 && fmt.Sprint(shown.Band) != fmt.Sprint(wantBands) {
-		t.Errorf("overview devices by posture band %v, RiskService.Top says %v", shown.Band, wantBands)
-	}
-	t.Logf("overview: %d classes and posture bands %v agree with ListDevices and Top", len(want), wantBands)
+	b.CheckClean()
 }

@@ -102,7 +102,7 @@ func newLabEnvCmd(f *labFlags) *cobra.Command {
 	role := string(pki.RoleApprover)
 	c := &cobra.Command{
 		Use:   "env",
-		Short: "Print the shell exports that point the CLI at the lab with a lab certificate: eval \"$(medmesh-lab env)\"",
+		Short: "Print the shell exports that point the CLI at the lab with a lab certificate (and name the web console and its accounts file): eval \"$(medmesh-lab env)\"",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			r, err := pki.ParseRole(role)
@@ -123,6 +123,10 @@ func newLabEnvCmd(f *labFlags) *cobra.Command {
 				{"MEDMESH_TLS_CA", files.CAFile},
 				{"MEDMESH_TLS_CERT", files.CertFile},
 				{"MEDMESH_TLS_KEY", files.KeyFile},
+				// The web console, for a browser: people log in with an
+				// account of MEDMESH_CONSOLE_ACCOUNTS.
+				{"MEDMESH_CONSOLE_URL", cfg.ConsoleURL(1)},
+				{"MEDMESH_CONSOLE_ACCOUNTS", cfg.ConsoleAccountsFile()},
 			} {
 				fmt.Fprintf(w, "export %s=%s\n", kv[0], shellQuote(kv[1]))
 			}
@@ -231,6 +235,9 @@ func printStatus(w io.Writer, l *lab.Lab, output string) error {
 		fmt.Fprintf(w, "not started: %s: %s\n", role, why)
 	}
 	fmt.Fprintf(w, "coordinator API on the host: %s, mutual TLS: eval \"$(medmesh-lab env)\", then medmesh cluster status ...\n", st.API)
+	if st.Console != "" {
+		fmt.Fprintf(w, "web console: %s (the lab's CA: %s), accounts and their passwords in %s (root only)\n", st.Console, l.Config().TLSFiles(lab.ViewerName).CAFile, st.ConsoleAccounts)
+	}
 	return nil
 }
 

@@ -12,7 +12,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/types/known/fieldmaskpb"
 
-	"github.com/medmesh/medmesh/internal/grpcx"
 	medmeshv1 "github.com/medmesh/medmesh/proto/medmesh/v1"
 	"github.com/medmesh/medmesh/risk"
 )
@@ -122,9 +121,7 @@ func isDir(p string) bool {
 // fails is logged, and `medmesh risk top` shows what the sensors saw.
 func (l *Lab) provisionRisk(ctx context.Context, timeout time.Duration) error {
 	c := l.cfg
-	cc := grpcx.DefaultClientConfig()
-	cc.TLS = c.TLSFiles(OperatorName)
-	conn, err := grpcx.Dial(c.CoordinatorTargets(), cc, nil)
+	conn, err := c.dial(OperatorName)
 	if err != nil {
 		return err
 	}

@@ -3,6 +3,7 @@ package lab
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -27,6 +28,9 @@ func (l *Lab) Status() (Status, error) {
 	}
 	for _, p := range st.Procs {
 		s.Procs = append(s.Procs, ProcStatus{Proc: p, Alive: p.Alive()})
+		if p.Role == "coordinator" && slices.Contains(p.Args, "--web-addr") {
+			s.Console, s.ConsoleAccounts = st.Config.ConsoleURL(1), st.Config.ConsoleAccountsFile()
+		}
 	}
 	s.Up = s.Namespaces > 0
 	if s.Up && len(s.Missing) == 0 && os.Geteuid() == 0 {

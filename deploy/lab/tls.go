@@ -10,6 +10,9 @@ import (
 	"strings"
 	"time"
 
+	"google.golang.org/grpc"
+
+	"github.com/medmesh/medmesh/internal/grpcx"
 	"github.com/medmesh/medmesh/internal/pki"
 )
 
@@ -118,4 +121,11 @@ func (c Config) makePKI() error {
 func (c Config) tlsArgs(name string) []string {
 	f := c.TLSFiles(name)
 	return []string{"--tls-ca", f.CAFile, "--tls-cert", f.CertFile, "--tls-key", f.KeyFile}
+}
+
+// dial connects to the three coordinators as the lab identity name.
+func (c Config) dial(name string) (*grpc.ClientConn, error) {
+	cc := grpcx.DefaultClientConfig()
+	cc.TLS = c.TLSFiles(name)
+	return grpcx.Dial(c.CoordinatorTargets(), cc, nil)
 }

@@ -63,6 +63,12 @@ type Status struct {
 	Devices    []DeviceInfo      `json:"devices,omitempty"`
 	// Traffic is each device's packets through its enforcer (root only).
 	Traffic []Traffic `json:"traffic,omitempty"`
+	// Console is the web console's URL on the host (coordinator c1's;
+	// c2's and c3's are on 127.0.0.2 and .3), and ConsoleAccounts the
+	// file of its accounts' passwords; empty when the coordinators serve
+	// no console.
+	Console         string `json:"console,omitempty"`
+	ConsoleAccounts string `json:"console_accounts,omitempty"`
 }
 
 // Traffic is what a device sent towards its enforcer, and what of it the

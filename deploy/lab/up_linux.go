@@ -71,6 +71,13 @@ func (l *Lab) build(ctx context.Context, st *State) error {
 	if err := l.waitReporting(ctx, st, 60*time.Second); err != nil {
 		return err
 	}
+	if slices.ContainsFunc(st.Procs, func(p Proc) bool { return p.Role == "coordinator" && slices.Contains(p.Args, "--web-addr") }) {
+		// The web console's accounts: not a reason to fail Up either (the
+		// CLI works without them); the console then lets nobody in.
+		if err := l.provisionConsole(ctx, 30*time.Second); err != nil {
+			l.log.Warn("lab console accounts not created", "err", err)
+		}
+	}
 	if slices.ContainsFunc(st.Procs, func(p Proc) bool { return p.Role == "coordinator" }) {
 		// Risk posture: not a reason to fail Up (the rest of the lab works
 		// without it); `medmesh risk top` then shows what sensors saw.
@@ -299,6 +306,9 @@ func (l *Lab) startCoordinator(st *State, p probed, i int) error {
 	args = append(args, c.tlsArgs(fmt.Sprintf("c%d", i))...)
 	args = p.opt(args, "--admin", fmt.Sprintf("%s:%d", host, c.APIPort+3))
 	args = p.opt(args, "--intel-key", c.IntelPublicKey())
+	// The web console, HTTPS with the coordinator's certificate (its IP
+	// SAN is this loopback address).
+	args = p.opt(args, "--web-addr", c.ConsoleAddr(i))
 	return l.spawn(st, fmt.Sprintf("c%d", i), "coordinator", "", args)
 }
 

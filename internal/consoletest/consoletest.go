@@ -1,0 +1,422 @@
+// Package consoletest drives the web console in real headless Chromium
+// (Debian's chromium, driven by chromedp) for tests: one tab on the
+// console's origin, a watch on every console error, uncaught exception
+// and request that leaves that origin, screenshots, and the checks the
+// in-process cluster's browser test and the lab's share (the overview's
+// counts, the compliance page and its download against GetReport). It is
+// test support: only tests import it.
+package consoletest
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/network"
+	"github.com/chromedp/cdproto/runtime"
+	"github.com/chromedp/chromedp"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/medmesh/medmesh/compliance"
+	compreport "github.com/medmesh/medmesh/compliance/report"
+	medmeshv1 "github.com/medmesh/medmesh/proto/medmesh/v1"
+)
+
+// Step is one browser action without a result.
+type Step = chromedp.Action[chromedp.Void]
+
+// Options configure a Browser.
+type Options struct {
+	// Origin is the console's origin, "https://127.0.0.1:7404".
+	Origin string
+	// Shots is the folder screenshots go to (made if missing).
+	Shots string
+	// Timeout bounds the whole browser session.
+	Timeout time.Duration
+	// TrustCerts are PEM certificate files whose keys the browser accepts
+	// for TLS though no CA it knows signed them (a lab's own CA): Chromium
+	// pins their public keys (--ignore-certificate-errors-spki-list).
+	// Every other certificate error stays an error.
+	TrustCerts []string
+}
+
+// Browser is a headless Chromium tab on the console.
+type Browser struct {
+	t      testing.TB
+	ctx    context.Context
+	Origin string
+	Shots  string
+
+	mu       sync.Mutex
+	problems []string
+}
+
+// Start opens a tab on about:blank and starts watching it. The test
+// skips when chromium is not installed; the browser ends with the test.
+func Start(t testing.TB, o Options) *Browser {
+	t.Helper()
+	chromium, err := exec.LookPath("chromium")
+	if err != nil {
+		t.Skip("chromium is not installed (deploy/deps.txt has it: make deps)")
+	}
+	if err := os.MkdirAll(o.Shots, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(chromium), chromedp.NoSandbox, chromedp.WindowSize(1400, 1000))
+	if len(o.TrustCerts) > 0 {
+		var pins []string
+		for _, f := range o.TrustCerts {
+			pin, err := spkiPin(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			pins = append(pins, pin)
+		}
+		opts = append(opts, chromedp.Flag("ignore-certificate-errors-spki-list", strings.Join(pins, ",")))
+	}
+	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	ctx, cancelTab := chromedp.NewContext(actx)
+	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
+	t.Cleanup(func() { cancel(); cancelTab(); cancelAlloc() })
+	b := &Browser{t: t, ctx: ctx, Origin: o.Origin, Shots: o.Shots}
+	b.Run("start", chromedp.Navigate("about:blank"))
+	if err := chromedp.Listen(ctx, b.listen); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// spkiPin is the base64 SHA-256 of the public key of the certificate in
+// PEM file f, as Chromium's SPKI list takes it.
+func spkiPin(f string) (string, error) {
+	raw, err := os.ReadFile(f)
+	if err != nil {
+		return "", err
+	}
+	blk, _ := pem.Decode(raw)
+	if blk == nil {
+		return "", fmt.Errorf("%s: no PEM certificate", f)
+	}
+	c, err := x509.ParseCertificate(blk.Bytes)
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", f, err)
+	}
+	h := sha256.Sum256(c.RawSubjectPublicKeyInfo)
+	return base64.StdEncoding.EncodeToString(h[:]), nil
+}
+
+func (b *Browser) listen(ev any) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	switch e := ev.(type) {
+	case *runtime.EventExceptionThrown:
+		b.problems = append(b.problems, "exception: "+e.ExceptionDetails.Text)
+	case *runtime.EventConsoleAPICalled:
+		if e.Type == runtime.ConsoleAPICalledTypeError || e.Type == runtime.ConsoleAPICalledTypeAssert {
+			var args []string
+			for _, a := range e.Args {
+				args = append(args, string(a.Value))
+			}
+			b.problems = append(b.problems, "console error: "+strings.Join(args, " "))
+		}
+	case *network.EventRequestWillBeSent:
+		u := e.Request.URL
+		if !strings.HasPrefix(u, b.Origin+"/") && u != b.Origin && !strings.HasPrefix(u, "data:") {
+			b.problems = append(b.problems, "request left the origin: "+u)
+		}
+	}
+}
+
+// Problems are the console errors, exceptions and requests off the
+// origin seen so far.
+func (b *Browser) Problems() []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return append([]string(nil), b.problems...)
+}
+
+// CheckClean fails the test if the browser reported any problem.
+func (b *Browser) CheckClean() {
+	b.t.Helper()
+	if p := b.Problems(); len(p) > 0 {
+		b.t.Fatalf("the browser reported:\n%s", strings.Join(p, "\n"))
+	}
+}
+
+// Run runs steps; on failure the test fails with where the page was.
+func (b *Browser) Run(what string, steps ...Step) {
+	b.t.Helper()
+	if err := chromedp.Do(b.ctx, steps...); err != nil {
+		st, _ := chromedp.Run(b.ctx, chromedp.Evaluate[string](`location.href + " | ready=" + document.body.dataset.ready + " | login-error=" + (document.getElementById("login-error") || {}).textContent + " | " + (document.getElementById("status") || {}).textContent + " | " + ((document.getElementById("page") || {}).textContent || "").slice(0, 300)`))
+		b.t.Fatalf("%s: %v\npage: %s\nbrowser: %s", what, err, st, strings.Join(b.Problems(), "\n"))
+	}
+}
+
+// Try runs steps and returns their error: for what may fail and be
+// reported by the caller.
+func (b *Browser) Try(steps ...Step) error { return chromedp.Do(b.ctx, steps...) }
+
+// Get runs an action with a string result.
+func (b *Browser) Get(what string, a chromedp.Action[string]) string {
+	b.t.Helper()
+	v, err := chromedp.Run(b.ctx, a)
+	if err != nil {
+		b.t.Fatalf("%s: %v", what, err)
+	}
+	return v
+}
+
+// Num evaluates a JavaScript expression with a number result.
+func (b *Browser) Num(what, expr string) float64 {
+	b.t.Helper()
+	v, err := chromedp.Run(b.ctx, chromedp.Evaluate[float64](expr))
+	if err != nil {
+		b.t.Fatalf("%s: %v", what, err)
+	}
+	return v
+}
+
+// Shot writes a full-page PNG screenshot NAME.png to the shots folder.
+func (b *Browser) Shot(name string) Step {
+	return chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+		buf, err := chromedp.FullScreenshot(100)(ctx, tg) // 100: PNG
+		if err != nil {
+			return err
+		}
+		return os.WriteFile(filepath.Join(b.Shots, name+".png"), buf, 0o644)
+	})
+}
+
+// Login logs in on the login page as name.
+func (b *Browser) Login(name, password string) Step {
+	return chromedp.Steps(
+		Ready("login"),
+		chromedp.SetValue(CSS("#login-name"), name),
+		chromedp.SetValue(CSS("#login-password"), password),
+		chromedp.Click(CSS(`#login-form button[type="submit"]`)),
+		Poll(`document.body.dataset.ready !== "login"`),
+	)
+}
+
+// Logout logs out and waits for the login page.
+func Logout() Step { return chromedp.Steps(chromedp.Click(CSS("#logout")), Ready("login")) }
+
+// CSS is a CSS selector.
+func CSS(s string) chromedp.CSS { return chromedp.CSS(s) }
+
+// Poll waits up to 30 s for a JavaScript expression to be true.
+func Poll(expr string) Step { return PollFor(expr, 30*time.Second) }
+
+// PollFor waits up to d for a JavaScript expression to be true.
+func PollFor(expr string, d time.Duration) Step {
+	return chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+		_, err := chromedp.Poll[bool](expr, chromedp.WithPollingTimeout(d))(ctx, tg)
+		return err
+	})
+}
+
+// Eval evaluates a JavaScript expression for its effect.
+func Eval(expr string) Step {
+	return chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+		_, err := chromedp.Evaluate[chromedp.Void](expr)(ctx, tg)
+		return err
+	})
+}
+
+// Ready waits until the console rendered page ("login", "overview", ...).
+func Ready(page string) Step { return Poll(fmt.Sprintf(`document.body.dataset.ready === %q`, page)) }
+
+// PolicyFlow opens device mac's page as the person logged in and clicks
+// generate, simulate, monitor and enforce, one after the other, then
+// takes screenshot shot. It returns the simulation the page showed and
+// the id of the decision the enforcement committed.
+func (b *Browser) PolicyFlow(mac, shot string) (simulation, decision string) {
+	b.t.Helper()
+	// From one device's page to another's, "device" is ready already:
+	// forget it, so Ready waits for this device's page.
+	b.Run("policy flow on "+mac, Eval(`delete document.body.dataset.ready`), chromedp.Navigate(b.Origin+"/#/device?mac="+mac), Ready("device"),
+		chromedp.Click(CSS("#generate")), chromedp.WaitVisible(CSS("#simulation")),
+		chromedp.Click(CSS("#simulate")),
+		chromedp.Click(CSS("#monitor")), chromedp.WaitVisible(CSS("#monitor-result")),
+		chromedp.Click(CSS("#enforce")), chromedp.WaitVisible(CSS("#enforce-result")), b.Shot(shot))
+	return b.Get("simulation", chromedp.Text(CSS("#simulation"))),
+		b.Get("decision id", chromedp.Evaluate[string](`document.getElementById("enforce-result").dataset.decision`))
+}
+
+// Approve clicks Approve on decision id in the approvals queue as the
+// person logged in, takes screenshot shot and returns what the page
+// says: "Refused: why" or "Decision ID approved.".
+func (b *Browser) Approve(id, shot string) string {
+	b.t.Helper()
+	b.Run("approve "+id, chromedp.Navigate(b.Origin+"/#/approvals"), Ready("approvals"),
+		chromedp.Click(CSS(fmt.Sprintf(`button[data-approve=%q]`, id))),
+		Poll(`(document.querySelector("#approval-result") || {}).textContent?.startsWith("Refused:") || (document.querySelector("#approval-result") || {}).textContent?.includes(" approved")`),
+		b.Shot(shot))
+	return b.Get("approval result", chromedp.Text(CSS("#approval-result")))
+}
+
+var figureRE = regexp.MustCompile(`data-figure="([a-z0-9-]+)"[^>]*>([^<]*)<`)
+
+// Compliance opens the console's compliance page and downloads the report
+// the way its link does (same origin, the session's cookie): the page's
+// figures and the downloaded HTML's figures must equal those of GetReport
+// asked over gRPC on conn. The Raft index is left out: it moves between
+// two reads of a live cluster. A live campus may change a figure between
+// the page's read and GetReport's: the comparison is tried up to three
+// times, the page reloaded each time. The downloaded report is written
+// beside the screenshots as shot + "-report.html".
+func (b *Browser) Compliance(conn grpc.ClientConnInterface, shot string) {
+	b.t.Helper()
+	var diffs []string
+	for try := 0; try < 3; try++ {
+		if try > 0 {
+			b.Run("leave the compliance page", chromedp.Navigate(b.Origin+"/#/overview"), Ready("overview"))
+		}
+		var done bool
+		if done, diffs = b.compliance(conn, shot); done || len(diffs) == 0 {
+			return
+		}
+		b.t.Logf("compliance figures differ from GetReport (try %d of 3): %s", try+1, strings.Join(diffs, "; "))
+	}
+	b.t.Errorf("compliance: %s", strings.Join(diffs, "; "))
+}
+
+// compliance is one try of Compliance: done when the report is too large
+// to check; else the figures that differ.
+func (b *Browser) compliance(conn grpc.ClientConnInterface, shot string) (bool, []string) {
+	b.t.Helper()
+	b.Run("compliance page", chromedp.Navigate(b.Origin+"/#/compliance"), Ready("compliance"), b.Shot(shot))
+	resp, err := medmeshv1.NewComplianceServiceClient(conn).GetReport(context.Background(), &medmeshv1.GetReportRequest{})
+	if status.Code(err) == codes.ResourceExhausted {
+		// A known limit of the compliance API, not of the console: the
+		// report of a large campus (10,000 devices: 24 MB) is more than
+		// the 16 MiB a gRPC message may hold, for the CLI as for the
+		// console. The page must say so, and the download refuse.
+		if msg := b.Get("too large", chromedp.Text(CSS("#report-too-large"))); !strings.Contains(msg, "larger than one message") {
+			b.t.Fatalf("compliance page of a report too large: %q", msg)
+		}
+		st := b.Get("download", chromedp.Evaluate[string](`fetch("api/compliance-report", { credentials: "same-origin" }).then((r) => String(r.status))`, chromedp.EvalAwaitPromise))
+		if st == "200" {
+			b.t.Fatal("the download of a report the API cannot send answered 200")
+		}
+		b.t.Logf("compliance report NOT checked: GetReport is over the gRPC message limit (%v); the page says so and the download answers %s; run with MEDMESH_CONSOLE_DEVICES=300 for the full check", err, st)
+		return true, nil
+	}
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	want := compreport.Summary(resp.GetReport())
+	var diffs []string
+	onPage := b.Get("page figures", chromedp.Evaluate[string](`JSON.stringify(Object.fromEntries([...document.querySelectorAll("#compliance-summary [data-figure]")].map((e) => [e.dataset.figure, e.textContent])))`))
+	var shown map[string]string
+	if err := json.Unmarshal([]byte(onPage), &shown); err != nil || len(shown) == 0 {
+		b.t.Fatalf("compliance page figures %q: %v", onPage, err)
+	}
+	for k, v := range shown {
+		if k != "raft-index" && want[k] != v {
+			diffs = append(diffs, fmt.Sprintf("page shows %s=%s, GetReport says %s", k, v, want[k]))
+		}
+	}
+	if b.Get("download attribute", chromedp.Evaluate[string](`String(document.getElementById("report-download").hasAttribute("download"))`)) != "true" {
+		b.t.Error("the report link is not a download")
+	}
+	raw := b.Get("download", chromedp.Evaluate[string](`fetch(document.getElementById("report-download").href, { credentials: "same-origin" }).then(async (r) => JSON.stringify({ status: r.status, url: r.url, type: r.headers.get("content-type"), disposition: r.headers.get("content-disposition"), body: await r.text() }))`, chromedp.EvalAwaitPromise))
+	var dl struct {
+		Status                 int
+		URL, Type, Disposition string
+		Body                   string
+	}
+	if err := json.Unmarshal([]byte(raw), &dl); err != nil {
+		b.t.Fatal(err)
+	}
+	if dl.Status != 200 || !strings.HasPrefix(dl.URL, b.Origin+"/") || !strings.HasPrefix(dl.Type, "text/html") || !strings.HasPrefix(dl.Disposition, "attachment; filename=\"medmesh-compliance-all-") {
+		b.t.Fatalf("report download: status %d, url %s, type %q, disposition %q: %.300s", dl.Status, dl.URL, dl.Type, dl.Disposition, dl.Body)
+	}
+	got := map[string]string{}
+	for _, m := range figureRE.FindAllStringSubmatch(dl.Body, -1) {
+		got[m[1]] = m[2]
+	}
+	for k, v := range want {
+		if k != "raft-index" && got[k] != v {
+			diffs = append(diffs, fmt.Sprintf("downloaded report: %s=%q, GetReport says %q", k, got[k], v))
+		}
+	}
+	// The downloaded report is kept beside the screenshots.
+	if err := os.WriteFile(filepath.Join(b.Shots, shot+"-report.html"), []byte(dl.Body), 0o644); err != nil {
+		b.t.Error(err)
+	}
+	if len(diffs) == 0 {
+		b.t.Logf("compliance report: page and download agree with GetReport on %d figures", len(want)-1)
+	}
+	return false, diffs
+}
+
+// Overview compares the overview's devices by class and by posture band
+// (the page must be on screen) with ListDevices and RiskService.Top asked
+// over gRPC on conn, and returns what differs.
+func (b *Browser) Overview(conn grpc.ClientConnInterface) []string {
+	b.t.Helper()
+	raw := b.Get("overview counts", chromedp.Evaluate[string](`JSON.stringify({
+		class: Object.fromEntries([...document.querySelectorAll("tr[data-class]")].map((r) => [r.dataset.class, r.querySelector("td").textContent])),
+		band: Object.fromEntries([...document.querySelectorAll("tr[data-band]")].map((r) => [r.dataset.band, r.querySelector("td").textContent])) })`))
+	var shown struct{ Class, Band map[string]string }
+	if err := json.Unmarshal([]byte(raw), &shown); err != nil {
+		b.t.Fatal(err)
+	}
+	ctx := context.Background()
+	inv := medmeshv1.NewInventoryServiceClient(conn)
+	all, err := inv.ListDevices(ctx, &medmeshv1.ListDevicesRequest{PageSize: 1})
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	want := map[string]string{}
+	for v, name := range medmeshv1.DeviceClass_name {
+		if v == 0 {
+			continue
+		}
+		r, err := inv.ListDevices(ctx, &medmeshv1.ListDevicesRequest{PageSize: 1, DeviceClass: medmeshv1.DeviceClass(v)})
+		if err != nil {
+			b.t.Fatal(err)
+		}
+		if r.GetTotalSize() > 0 {
+			want[name] = fmt.Sprint(r.GetTotalSize())
+		}
+	}
+	var diffs []string
+	if fmt.Sprint(shown.Class) != fmt.Sprint(want) || len(want) == 0 {
+		diffs = append(diffs, fmt.Sprintf("overview devices by class %v, ListDevices says %v", shown.Class, want))
+	}
+	top, err := medmeshv1.NewRiskServiceClient(conn).Top(ctx, &medmeshv1.TopRequest{N: 1000})
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	bands := map[string]int{"critical": 0, "high": 0, "medium": 0, "low": 0}
+	for _, p := range top.GetPostures() {
+		bands[compliance.PostureBand(p.GetScore().GetScore())]++
+	}
+	wantBands := map[string]string{"none": fmt.Sprint(int(all.GetTotalSize()) - len(top.GetPostures()))}
+	for k, n := range bands {
+		wantBands[k] = fmt.Sprint(n)
+	}
+	if len(top.GetPostures()) < 1000 && fmt.Sprint(shown.Band) != fmt.Sprint(wantBands) {
+		diffs = append(diffs, fmt.Sprintf("overview devices by posture band %v, RiskService.Top says %v", shown.Band, wantBands))
+	}
+	if len(diffs) == 0 {
+		b.t.Logf("overview: %d classes and posture bands %v agree with ListDevices and Top", len(want), wantBands)
+	}
+	return diffs
+}
