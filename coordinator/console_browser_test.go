@@ -2,6 +2,7 @@ package coordinator
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -16,8 +17,6 @@ import (
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	"github.com/medmesh/medmesh/compliance"
 	compreport "github.com/medmesh/medmesh/compliance/report"
@@ -165,7 +164,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	defer cancel()
 	ctx, cancel := chromedp.NewContext(actx)
 	defer cancel()
-	ctx, cancel = context.WithTimeout(ctx, 3*time.Minute)
+	ctx, cancel = context.WithTimeout(ctx, 6*time.Minute)
 	defer cancel()
 
 	var mu sync.Mutex
@@ -353,37 +352,34 @@ func TestConsoleInBrowser(t *testing.T) {
 
 var figureRE = regexp.MustCompile(`data-figure="([a-z0-9-]+)"[^>]*>([^<]*)<`)
 
-// checkComplianceInBrowser opens the console's compliance page and
-// downloads the report the way its link does (same origin, the session's
-// cookie): the page's figures and the downloaded HTML's figures equal
-// those of GetReport asked over gRPC. The Raft index is left out: it moves
-// between two reads of a live cluster.
+// checkComplianceInBrowser opens the console's compliance page, pages its
+// device table, and downloads the report the way its link does (same
+// origin, the session's cookie): the page's figures and devices, and the
+// downloaded HTML's figures and devices, equal those of the whole report
+// fetched in pages over gRPC (compliance/report.Fetch, as the CLI does).
+// The Raft index is left out: it moves between two reads of a live
+// cluster.
 func checkComplianceInBrowser(t *testing.T, cl *cluster, origin, shots string,
 	run func(string, ...chromedp.Action[chromedp.Void]), get func(string, chromedp.Action[string]) string,
 	ready, shot func(string) chromedp.Action[chromedp.Void]) {
 	t.Helper()
 	css := func(s string) chromedp.CSS { return chromedp.CSS(s) }
-	run("compliance page", chromedp.Navigate(origin+"/#/compliance"), ready("compliance"), shot("11-compliance"))
-	resp, err := medmeshv1.NewComplianceServiceClient(cl.leader().conn).GetReport(context.Background(), &medmeshv1.GetReportRequest{})
-	if status.Code(err) == codes.ResourceExhausted {
-		// A known limit of the compliance API, not of the console: the
-		// report of a large campus (10,000 devices: 24 MB) is more than
-		// the 16 MiB a gRPC message may hold, for the CLI as for the
-		// console. The page must say so, and the download refuse.
-		if msg := get("too large", chromedp.Text(css("#report-too-large"))); !strings.Contains(msg, "larger than one message") {
-			t.Fatalf("compliance page of a report too large: %q", msg)
-		}
-		st := get("download", chromedp.Evaluate[string](`fetch("api/compliance-report", { credentials: "same-origin" }).then((r) => String(r.status))`, chromedp.EvalAwaitPromise))
-		if st == "200" {
-			t.Fatal("the download of a report the API cannot send answered 200")
-		}
-		t.Logf("compliance report NOT checked: GetReport is over the gRPC message limit (%v); the page says so and the download answers %s; run with MEDMESH_CONSOLE_DEVICES=300 for the full check", err, st)
-		return
+	poll := func(expr string) chromedp.Action[chromedp.Void] {
+		return chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+			_, err := chromedp.Poll[bool](expr, chromedp.WithPollingTimeout(60*time.Second))(ctx, tg)
+			return err
+		})
 	}
+	run("compliance page", chromedp.Navigate(origin+"/#/compliance"), ready("compliance"), shot("11-compliance"))
+	client := medmeshv1.NewComplianceServiceClient(cl.leader().conn)
+	rep, err := compreport.Fetch(context.Background(), medmeshv1.ComplianceFramework_COMPLIANCE_FRAMEWORK_UNSPECIFIED,
+		func(ctx context.Context, req *medmeshv1.GetReportRequest) (*medmeshv1.GetReportResponse, error) {
+			return client.GetReport(ctx, req)
+		})
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := compreport.Summary(resp.GetReport())
+	want := compreport.Summary(rep)
 	onPage := get("page figures", chromedp.Evaluate[string](`JSON.stringify(Object.fromEntries([...document.querySelectorAll("#compliance-summary [data-figure]")].map((e) => [e.dataset.figure, e.textContent])))`))
 	var shown map[string]string
 	if err := json.Unmarshal([]byte(onPage), &shown); err != nil || len(shown) == 0 {
@@ -394,13 +390,64 @@ func checkComplianceInBrowser(t *testing.T, cl *cluster, origin, shots string,
 			t.Errorf("compliance page shows %s=%s, GetReport says %s", k, v, want[k])
 		}
 	}
+	// The device table, page by page for two pages: the report's devices
+	// in its order.
+	macs := func() []string {
+		var out []string
+		raw := get("device rows", chromedp.Evaluate[string](`JSON.stringify([...document.querySelectorAll("table[data-devices] tbody tr td:first-child a")].map((a) => a.textContent))`))
+		if err := json.Unmarshal([]byte(raw), &out); err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	devices := rep.GetDevices()
+	for pg, from := 1, 0; from < len(devices) && pg <= 2; pg++ {
+		n := min(100, len(devices)-from)
+		wantRange := fmt.Sprintf("Devices %d–%d of %d", from+1, from+n, len(devices))
+		run(fmt.Sprintf("device table page %d", pg), poll(fmt.Sprintf(`(document.getElementById("report-devices-range") || {}).textContent === %q`, wantRange)))
+		got := macs()
+		if len(got) != n {
+			t.Fatalf("device table page %d: %d rows, want %d", pg, len(got), n)
+		}
+		for i, m := range got {
+			if m != devices[from+i].GetDeviceMac() {
+				t.Fatalf("device table page %d row %d: %s, the report has %s", pg, i+1, m, devices[from+i].GetDeviceMac())
+			}
+		}
+		from += n
+		if from < len(devices) && pg < 2 {
+			run("next devices", chromedp.Click(css("#report-devices-next")))
+		} else if pg == 2 {
+			run("second page", shot("11-compliance-devices-2"))
+		}
+	}
+	if len(devices) > 100 {
+		// A page token the cluster no longer holds: the page says so and
+		// offers the summary again.
+		gone := base64.RawURLEncoding.EncodeToString([]byte("r/" + strings.Repeat("0", 32) + "/100"))
+		run("expired page", chromedp.Navigate(origin+"/#/compliance?framework=all&page="+gone),
+			poll(`document.getElementById("report-expired") !== null`))
+	}
+	run("back to the summary", chromedp.Navigate(origin+"/#/compliance"), poll(`document.getElementById("report-download") !== null`))
 	if get("download attribute", chromedp.Evaluate[string](`String(document.getElementById("report-download").hasAttribute("download"))`)) != "true" {
 		t.Error("the report link is not a download")
 	}
-	raw := get("download", chromedp.Evaluate[string](`fetch(document.getElementById("report-download").href, { credentials: "same-origin" }).then(async (r) => JSON.stringify({ status: r.status, url: r.url, type: r.headers.get("content-type"), disposition: r.headers.get("content-disposition"), body: await r.text() }))`, chromedp.EvalAwaitPromise))
+	// The download is read in the page (at 10,000 devices it is tens of
+	// MB): its figures, the MACs in its device table, its size, and the
+	// whole body when small enough to keep beside the screenshots.
+	raw := get("download", chromedp.Evaluate[string](`fetch(document.getElementById("report-download").href, { credentials: "same-origin" }).then(async (r) => {
+		const body = await r.text();
+		const figures = Object.fromEntries([...body.matchAll(/data-figure="([a-z0-9-]+)"[^>]*>([^<]*)</g)].map((m) => [m[1], m[2]]));
+		const macs = [...body.matchAll(/<tr><td>([0-9a-f:]{17})/g)].map((m) => m[1]);
+		return JSON.stringify({ status: r.status, url: r.url, type: r.headers.get("content-type"), disposition: r.headers.get("content-disposition"),
+			size: body.length, figures, macs, body: body.length < (8 << 20) ? body : "" });
+	})`, chromedp.EvalAwaitPromise))
 	var dl struct {
 		Status                 int
 		URL, Type, Disposition string
+		Size                   int
+		Figures                map[string]string
+		Macs                   []string
 		Body                   string
 	}
 	if err := json.Unmarshal([]byte(raw), &dl); err != nil {
@@ -409,23 +456,29 @@ func checkComplianceInBrowser(t *testing.T, cl *cluster, origin, shots string,
 	if dl.Status != 200 || !strings.HasPrefix(dl.URL, origin+"/") || !strings.HasPrefix(dl.Type, "text/html") || !strings.HasPrefix(dl.Disposition, "attachment; filename=\"medmesh-compliance-all-") {
 		t.Fatalf("report download: status %d, url %s, type %q, disposition %q: %.300s", dl.Status, dl.URL, dl.Type, dl.Disposition, dl.Body)
 	}
-	got := map[string]string{}
-	for _, m := range figureRE.FindAllStringSubmatch(dl.Body, -1) {
-		got[m[1]] = m[2]
-	}
 	for k, v := range want {
 		if k == "raft-index" {
 			continue
 		}
-		if got[k] != v {
-			t.Errorf("downloaded report: %s=%q, GetReport says %q", k, got[k], v)
+		if dl.Figures[k] != v {
+			t.Errorf("downloaded report: %s=%q, GetReport says %q", k, dl.Figures[k], v)
 		}
 	}
-	// The downloaded report is kept beside the screenshots.
-	if err := os.WriteFile(filepath.Join(shots, "11-compliance-report.html"), []byte(dl.Body), 0o644); err != nil {
-		t.Error(err)
+	if len(dl.Macs) != len(devices) {
+		t.Fatalf("the downloaded report lists %d devices, the report has %d", len(dl.Macs), len(devices))
 	}
-	t.Logf("compliance report: page and download agree with GetReport on %d figures", len(want)-1)
+	for i, m := range dl.Macs {
+		if m != devices[i].GetDeviceMac() {
+			t.Fatalf("downloaded report's device %d: %s, the report has %s", i+1, m, devices[i].GetDeviceMac())
+		}
+	}
+	if dl.Body != "" {
+		// The downloaded report is kept beside the screenshots.
+		if err := os.WriteFile(filepath.Join(shots, "11-compliance-report.html"), []byte(dl.Body), 0o644); err != nil {
+			t.Error(err)
+		}
+	}
+	t.Logf("compliance report: page and download agree with the paged report on %d figures and %d devices (download %.1f MB)", len(want)-1, len(devices), float64(dl.Size)/1e6)
 }
 
 // checkOverview compares the overview's devices by class and by posture
