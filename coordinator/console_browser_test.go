@@ -428,24 +428,28 @@ func checkComplianceInBrowser(t *testing.T, cl *cluster, origin, shots string,
 		run("expired page", chromedp.Navigate(origin+"/#/compliance?framework=all&page="+gone),
 			poll(`document.getElementById("report-expired") !== null`))
 	}
-	run("back to the summary", chromedp.Navigate(origin+"/#/compliance"), poll(`document.getElementById("report-download") !== null`))
+	renders := get("renders", chromedp.Evaluate[string](`String(window.medmeshRenders)`))
+	run("back to the summary", chromedp.Navigate(origin+"/#/compliance?framework=all"),
+		poll(`window.medmeshRenders > `+renders+` && document.getElementById("report-download") !== null`))
 	if get("download attribute", chromedp.Evaluate[string](`String(document.getElementById("report-download").hasAttribute("download"))`)) != "true" {
 		t.Error("the report link is not a download")
 	}
 	// The download is read in the page (at 10,000 devices it is tens of
 	// MB): its figures, the MACs in its device table, its size, and the
 	// whole body when small enough to keep beside the screenshots.
-	raw := get("download", chromedp.Evaluate[string](`fetch(document.getElementById("report-download").href, { credentials: "same-origin" }).then(async (r) => {
+	pageMS := get("page time", chromedp.Evaluate[string](`String(Math.round(window.medmeshLastRender.ms))`))
+	raw := get("download", chromedp.Evaluate[string](`((t0) => fetch(document.getElementById("report-download").href, { credentials: "same-origin" }).then(async (r) => {
 		const body = await r.text();
+		const ms = Math.round(performance.now() - t0);
 		const figures = Object.fromEntries([...body.matchAll(/data-figure="([a-z0-9-]+)"[^>]*>([^<]*)</g)].map((m) => [m[1], m[2]]));
 		const macs = [...body.matchAll(/<tr><td>([0-9a-f:]{17})/g)].map((m) => m[1]);
 		return JSON.stringify({ status: r.status, url: r.url, type: r.headers.get("content-type"), disposition: r.headers.get("content-disposition"),
-			size: body.length, figures, macs, body: body.length < (8 << 20) ? body : "" });
-	})`, chromedp.EvalAwaitPromise))
+			size: body.length, ms, figures, macs, body: body.length < (8 << 20) ? body : "" });
+	}))(performance.now())`, chromedp.EvalAwaitPromise))
 	var dl struct {
 		Status                 int
 		URL, Type, Disposition string
-		Size                   int
+		Size, MS               int
 		Figures                map[string]string
 		Macs                   []string
 		Body                   string
@@ -478,7 +482,8 @@ func checkComplianceInBrowser(t *testing.T, cl *cluster, origin, shots string,
 			t.Error(err)
 		}
 	}
-	t.Logf("compliance report: page and download agree with the paged report on %d figures and %d devices (download %.1f MB)", len(want)-1, len(devices), float64(dl.Size)/1e6)
+	t.Logf("compliance report: page and download agree with the paged report on %d figures and %d devices; summary page rendered in %s ms, download %.1f MB in %d ms",
+		len(want)-1, len(devices), pageMS, float64(dl.Size)/1e6, dl.MS)
 }
 
 // checkOverview compares the overview's devices by class and by posture
