@@ -111,6 +111,7 @@ FUZZ_TARGETS := ./node/replay:FuzzCaptureReader \
 	./enforcer/internal/state:FuzzDecodeRecord \
 	./cmd/medmesh:FuzzParseConfig \
 	./coordinator/internal/api:FuzzIncidentToken \
+	./coordinator/internal/api:FuzzReportToken \
 	./integrations/assetfile:FuzzReadCSV \
 	./integrations/assetfile:FuzzReadJSONL \
 	./integrations/assetfile:FuzzReadFHIR \

@@ -132,9 +132,19 @@ func (c *Coordinator) complianceReport(_ context.Context, fw medmeshv1.Complianc
 	return rep, idx, nil
 }
 
-// EvaluateCompliance serves ComplianceService.GetReport (api.ComplianceBackend).
+// EvaluateCompliance serves ComplianceService.GetReport
+// (api.ComplianceBackend): the committed state evaluated against the
+// framework's controls, stamped with the index it read and the active
+// bundle, and completed with the exceptions and the trend
+// (compliance/report.ApplyState) at the leader's compliance clock.
 func (c *Coordinator) EvaluateCompliance(ctx context.Context, fw medmeshv1.ComplianceFramework) (*medmeshv1.ComplianceReport, uint64, error) {
-	return c.complianceReport(ctx, fw)
+	rep, idx, err := c.complianceReport(ctx, fw)
+	if err != nil {
+		return nil, 0, err
+	}
+	exc, _ := c.fsm.Exceptions()
+	trend, _ := c.fsm.Trend()
+	return compreport.ApplyState(rep, exc, trend, c.clock()), idx, nil
 }
 
 // mds2Form is an attached MDS2's answers as compliance reads them.

@@ -148,7 +148,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	// person's identity.
 	web := serveWeb(t, cl.followers()[0])
 	origin := web.srv.URL
-	b := consoletest.Start(t, consoletest.Options{Origin: origin, Shots: shots, Timeout: 3 * time.Minute})
+	b := consoletest.Start(t, consoletest.Options{Origin: origin, Shots: shots, Timeout: 6 * time.Minute})
 	run, get, num, shot := b.Run, b.Get, b.Num, b.Shot
 	poll, eval, ready, css := consoletest.Poll, consoletest.Eval, consoletest.Ready, consoletest.CSS
 	login := func(name string) consoletest.Step { return b.Login(name, pw) }

@@ -39,6 +39,9 @@ type coordinatorOptions struct {
 	intelMaxAge                   time.Duration
 	webAddr, webOrigin            string
 	oidc                          oidcOptions
+	// started, if set, is given the coordinator once it started (tests
+	// compare what the CLI gets with what the coordinator computes).
+	started func(*coordinator.Coordinator)
 }
 
 func newCoordinatorCmd() *cobra.Command {
@@ -215,6 +218,9 @@ func runCoordinator(ctx context.Context, o coordinatorOptions, stderr io.Writer,
 		return errors.Join(err, closeAdmin(context.Background()))
 	}
 	log.Info("coordinator started", "api", o.api, "raft", o.raft, "admin", o.admin, "dev", o.dev, "data_dir", cfg.DataDir, "mtls", tlsFiles.Enabled())
+	if o.started != nil {
+		o.started(c)
+	}
 
 	// Health follows readiness: SERVING once a leader is known.
 	tick := time.NewTicker(50 * time.Millisecond)

@@ -44,7 +44,9 @@ func addComplianceClusterCommands(c *cobra.Command) {
 		Short: "Write the campus compliance report (HTML, JSON or PDF)",
 		Long: "Write the report: --format html is one self-contained page (inline CSS and SVG charts,\n" +
 			"no external asset, prints well); json is the report as protobuf JSON; pdf prints the HTML\n" +
-			"with headless Chromium (Debian package chromium), and says so where it is not installed.",
+			"with headless Chromium (Debian package chromium), and says so where it is not installed.\n" +
+			"The per-device results are fetched in pages of one evaluation (one Raft index), so a\n" +
+			"campus of any size fits; if the leader drops that evaluation mid-way the report starts again.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			fw, ok := frameworks[framework]
@@ -74,13 +76,22 @@ func addComplianceClusterCommands(c *cobra.Command) {
 				}
 				return writeReport(cmd, &r, format, out)
 			}
-			return o.call(cmd, func(ctx context.Context, conn *grpc.ClientConn) error {
-				resp, err := medmeshv1.NewComplianceServiceClient(conn).GetReport(ctx, &medmeshv1.GetReportRequest{Framework: fw})
-				if err != nil {
-					return err
-				}
-				return writeReport(cmd, resp.GetReport(), format, out)
+			conn, err := o.dial()
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			client := medmeshv1.NewComplianceServiceClient(conn)
+			// --timeout bounds each page.
+			r, err := compreport.Fetch(cmd.Context(), fw, func(ctx context.Context, req *medmeshv1.GetReportRequest) (*medmeshv1.GetReportResponse, error) {
+				ctx, cancel := context.WithTimeout(ctx, o.timeout)
+				defer cancel()
+				return client.GetReport(ctx, req)
 			})
+			if err != nil {
+				return o.rpcError(err)
+			}
+			return writeReport(cmd, r, format, out)
 		},
 	}
 	rep.Flags().StringVar(&framework, "framework", "all", "hipaa, hicp, proposed-2025 or all")

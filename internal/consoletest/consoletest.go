@@ -18,7 +18,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -28,8 +27,6 @@ import (
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	"github.com/medmesh/medmesh/compliance"
 	compreport "github.com/medmesh/medmesh/compliance/report"
@@ -269,7 +266,6 @@ func (b *Browser) Approve(id, shot string) string {
 	return b.Get("approval result", chromedp.Text(CSS("#approval-result")))
 }
 
-var figureRE = regexp.MustCompile(`data-figure="([a-z0-9-]+)"[^>]*>([^<]*)<`)
 
 // Compliance opens the console's compliance page and downloads the report
 // the way its link does (same origin, the session's cookie): the page's
@@ -295,31 +291,23 @@ func (b *Browser) Compliance(conn grpc.ClientConnInterface, shot string) {
 	b.t.Errorf("compliance: %s", strings.Join(diffs, "; "))
 }
 
-// compliance is one try of Compliance: done when the report is too large
-// to check; else the figures that differ.
+// compliance is one try of Compliance: the figures that differ. The
+// report is fetched in pages over gRPC (compliance/report.Fetch, as the CLI
+// does); the page's device table is checked for its first two pages, an
+// expired page token must say so, and the download's figures and devices
+// must equal the report's.
 func (b *Browser) compliance(conn grpc.ClientConnInterface, shot string) (bool, []string) {
 	b.t.Helper()
 	b.Run("compliance page", chromedp.Navigate(b.Origin+"/#/compliance"), Ready("compliance"), b.Shot(shot))
-	resp, err := medmeshv1.NewComplianceServiceClient(conn).GetReport(context.Background(), &medmeshv1.GetReportRequest{})
-	if status.Code(err) == codes.ResourceExhausted {
-		// A known limit of the compliance API, not of the console: the
-		// report of a large campus (10,000 devices: 24 MB) is more than
-		// the 16 MiB a gRPC message may hold, for the CLI as for the
-		// console. The page must say so, and the download refuse.
-		if msg := b.Get("too large", chromedp.Text(CSS("#report-too-large"))); !strings.Contains(msg, "larger than one message") {
-			b.t.Fatalf("compliance page of a report too large: %q", msg)
-		}
-		st := b.Get("download", chromedp.Evaluate[string](`fetch("api/compliance-report", { credentials: "same-origin" }).then((r) => String(r.status))`, chromedp.EvalAwaitPromise))
-		if st == "200" {
-			b.t.Fatal("the download of a report the API cannot send answered 200")
-		}
-		b.t.Logf("compliance report NOT checked: GetReport is over the gRPC message limit (%v); the page says so and the download answers %s; run with MEDMESH_CONSOLE_DEVICES=300 for the full check", err, st)
-		return true, nil
-	}
+	client := medmeshv1.NewComplianceServiceClient(conn)
+	rep, err := compreport.Fetch(context.Background(), medmeshv1.ComplianceFramework_COMPLIANCE_FRAMEWORK_UNSPECIFIED,
+		func(ctx context.Context, req *medmeshv1.GetReportRequest) (*medmeshv1.GetReportResponse, error) {
+			return client.GetReport(ctx, req)
+		})
 	if err != nil {
 		b.t.Fatal(err)
 	}
-	want := compreport.Summary(resp.GetReport())
+	want := compreport.Summary(rep)
 	var diffs []string
 	onPage := b.Get("page figures", chromedp.Evaluate[string](`JSON.stringify(Object.fromEntries([...document.querySelectorAll("#compliance-summary [data-figure]")].map((e) => [e.dataset.figure, e.textContent])))`))
 	var shown map[string]string
@@ -331,13 +319,71 @@ func (b *Browser) compliance(conn grpc.ClientConnInterface, shot string) (bool, 
 			diffs = append(diffs, fmt.Sprintf("page shows %s=%s, GetReport says %s", k, v, want[k]))
 		}
 	}
+	if len(diffs) > 0 {
+		return false, diffs
+	}
+	// The device table, page by page for two pages: the report's devices
+	// in its order.
+	macs := func() []string {
+		var out []string
+		raw := b.Get("device rows", chromedp.Evaluate[string](`JSON.stringify([...document.querySelectorAll("table[data-devices] tbody tr td:first-child a")].map((a) => a.textContent))`))
+		if err := json.Unmarshal([]byte(raw), &out); err != nil {
+			b.t.Fatal(err)
+		}
+		return out
+	}
+	devices := rep.GetDevices()
+	for pg, from := 1, 0; from < len(devices) && pg <= 2; pg++ {
+		n := min(100, len(devices)-from)
+		wantRange := fmt.Sprintf("Devices %d–%d of %d", from+1, from+n, len(devices))
+		b.Run(fmt.Sprintf("device table page %d", pg), PollFor(fmt.Sprintf(`(document.getElementById("report-devices-range") || {}).textContent === %q`, wantRange), time.Minute))
+		got := macs()
+		if len(got) != n {
+			return false, []string{fmt.Sprintf("device table page %d: %d rows, want %d", pg, len(got), n)}
+		}
+		for i, m := range got {
+			if m != devices[from+i].GetDeviceMac() {
+				return false, []string{fmt.Sprintf("device table page %d row %d: %s, the report has %s", pg, i+1, m, devices[from+i].GetDeviceMac())}
+			}
+		}
+		from += n
+		if from < len(devices) && pg < 2 {
+			b.Run("next devices", chromedp.Click(CSS("#report-devices-next")))
+		} else if pg == 2 {
+			b.Run("second page", b.Shot(shot+"-devices-2"))
+		}
+	}
+	if len(devices) > 100 {
+		// A page token the cluster no longer holds: the page says so and
+		// offers the summary again.
+		gone := base64.RawURLEncoding.EncodeToString([]byte("r/" + strings.Repeat("0", 32) + "/100"))
+		b.Run("expired page", chromedp.Navigate(b.Origin+"/#/compliance?framework=all&page="+gone),
+			PollFor(`document.getElementById("report-expired") !== null`, time.Minute))
+	}
+	renders := b.Get("renders", chromedp.Evaluate[string](`String(window.medmeshRenders)`))
+	b.Run("back to the summary", chromedp.Navigate(b.Origin+"/#/compliance?framework=all"),
+		PollFor(`window.medmeshRenders > `+renders+` && document.getElementById("report-download") !== null`, time.Minute))
 	if b.Get("download attribute", chromedp.Evaluate[string](`String(document.getElementById("report-download").hasAttribute("download"))`)) != "true" {
 		b.t.Error("the report link is not a download")
 	}
-	raw := b.Get("download", chromedp.Evaluate[string](`fetch(document.getElementById("report-download").href, { credentials: "same-origin" }).then(async (r) => JSON.stringify({ status: r.status, url: r.url, type: r.headers.get("content-type"), disposition: r.headers.get("content-disposition"), body: await r.text() }))`, chromedp.EvalAwaitPromise))
+	// The download is read in the page (at 10,000 devices it is tens of
+	// MB): its figures, the MACs in its device table, its size, and the
+	// whole body when small enough to keep beside the screenshots.
+	pageMS := b.Get("page time", chromedp.Evaluate[string](`String(Math.round(window.medmeshLastRender.ms))`))
+	raw := b.Get("download", chromedp.Evaluate[string](`((t0) => fetch(document.getElementById("report-download").href, { credentials: "same-origin" }).then(async (r) => {
+		const body = await r.text();
+		const ms = Math.round(performance.now() - t0);
+		const figures = Object.fromEntries([...body.matchAll(/data-figure="([a-z0-9-]+)"[^>]*>([^<]*)</g)].map((m) => [m[1], m[2]]));
+		const macs = [...body.matchAll(/<tr><td>([0-9a-f:]{17})/g)].map((m) => m[1]);
+		return JSON.stringify({ status: r.status, url: r.url, type: r.headers.get("content-type"), disposition: r.headers.get("content-disposition"),
+			size: body.length, ms, figures, macs, body: body.length < (8 << 20) ? body : "" });
+	}))(performance.now())`, chromedp.EvalAwaitPromise))
 	var dl struct {
 		Status                 int
 		URL, Type, Disposition string
+		Size, MS               int
+		Figures                map[string]string
+		Macs                   []string
 		Body                   string
 	}
 	if err := json.Unmarshal([]byte(raw), &dl); err != nil {
@@ -346,21 +392,30 @@ func (b *Browser) compliance(conn grpc.ClientConnInterface, shot string) (bool, 
 	if dl.Status != 200 || !strings.HasPrefix(dl.URL, b.Origin+"/") || !strings.HasPrefix(dl.Type, "text/html") || !strings.HasPrefix(dl.Disposition, "attachment; filename=\"medmesh-compliance-all-") {
 		b.t.Fatalf("report download: status %d, url %s, type %q, disposition %q: %.300s", dl.Status, dl.URL, dl.Type, dl.Disposition, dl.Body)
 	}
-	got := map[string]string{}
-	for _, m := range figureRE.FindAllStringSubmatch(dl.Body, -1) {
-		got[m[1]] = m[2]
-	}
 	for k, v := range want {
-		if k != "raft-index" && got[k] != v {
-			diffs = append(diffs, fmt.Sprintf("downloaded report: %s=%q, GetReport says %q", k, got[k], v))
+		if k != "raft-index" && dl.Figures[k] != v {
+			diffs = append(diffs, fmt.Sprintf("downloaded report: %s=%q, GetReport says %q", k, dl.Figures[k], v))
 		}
 	}
-	// The downloaded report is kept beside the screenshots.
-	if err := os.WriteFile(filepath.Join(b.Shots, shot+"-report.html"), []byte(dl.Body), 0o644); err != nil {
-		b.t.Error(err)
+	if len(dl.Macs) != len(devices) {
+		diffs = append(diffs, fmt.Sprintf("the downloaded report lists %d devices, the report has %d", len(dl.Macs), len(devices)))
+	} else {
+		for i, m := range dl.Macs {
+			if m != devices[i].GetDeviceMac() {
+				diffs = append(diffs, fmt.Sprintf("downloaded report's device %d: %s, the report has %s", i+1, m, devices[i].GetDeviceMac()))
+				break
+			}
+		}
+	}
+	if dl.Body != "" {
+		// The downloaded report is kept beside the screenshots.
+		if err := os.WriteFile(filepath.Join(b.Shots, shot+"-report.html"), []byte(dl.Body), 0o644); err != nil {
+			b.t.Error(err)
+		}
 	}
 	if len(diffs) == 0 {
-		b.t.Logf("compliance report: page and download agree with GetReport on %d figures", len(want)-1)
+		b.t.Logf("compliance report: page and download agree with the paged report on %d figures and %d devices; summary page rendered in %s ms, download %.1f MB in %d ms",
+			len(want)-1, len(devices), pageMS, float64(dl.Size)/1e6, dl.MS)
 	}
 	return false, diffs
 }

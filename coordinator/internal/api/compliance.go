@@ -28,17 +28,26 @@ import (
 // the exceptions and the trend are served from the FSM in any case.
 type ComplianceBackend interface {
 	// EvaluateCompliance computes the report for a framework
-	// (UNSPECIFIED: every framework) from the committed state, and the
-	// applied index it read.
+	// (UNSPECIFIED: every framework) from the committed state, stamped
+	// with the applied index it read and the active bundle and completed
+	// with the exceptions and the trend, and returns that index.
 	EvaluateCompliance(ctx context.Context, framework medmeshv1.ComplianceFramework) (*medmeshv1.ComplianceReport, uint64, error)
 }
 
 // GetReport evaluates the committed state, stamped with the index it was
-// read at and the active bundle's date, and completes it with the
-// exceptions in force and the trend.
+// read at and the active bundle's date, and completed with the exceptions
+// in force and the trend; in pages when asked (report_pages.go): a page
+// token reads on in the evaluation its first page made.
 func (s *Server) GetReport(ctx context.Context, req *medmeshv1.GetReportRequest) (*medmeshv1.GetReportResponse, error) {
 	if _, ok := medmeshv1.ComplianceFramework_name[int32(req.GetFramework())]; !ok {
 		return nil, invalid("framework", "unknown framework %d", req.GetFramework())
+	}
+	if _, err := reportPageSize(req.GetPageSize()); err != nil {
+		return nil, err
+	}
+	id, offset, err := decodeReportToken(req.GetPageToken())
+	if err != nil {
+		return nil, err
 	}
 	cb, ok := s.b.(ComplianceBackend)
 	if !ok {
@@ -47,18 +56,14 @@ func (s *Server) GetReport(ctx context.Context, req *medmeshv1.GetReportRequest)
 	if resp, done, err := route(ctx, s, medmeshv1.ComplianceService_GetReport_FullMethodName, kindRead, req, &medmeshv1.GetReportResponse{}); done {
 		return resp, err
 	}
-	rep, idx, err := cb.EvaluateCompliance(ctx, req.GetFramework())
+	if id != "" {
+		return s.nextReportPage(req, id, offset)
+	}
+	rep, _, err := cb.EvaluateCompliance(ctx, req.GetFramework())
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	f := s.b.FSM()
-	rep.RaftIndex = idx
-	if b := f.ActiveIntel(); b != nil {
-		rep.BundleDate, rep.BundleDigest = b.GetCreated(), b.GetDigest()
-	}
-	exc, _ := f.Exceptions()
-	trend, _ := f.Trend()
-	return &medmeshv1.GetReportResponse{Report: report.ApplyState(rep, exc, trend, time.Now())}, nil
+	return s.firstReportPage(rep, req.GetPageSize())
 }
 
 // AcceptException accepts an action or a finding as a risk exception.

@@ -138,6 +138,8 @@ type Server struct {
 	// resolved holds the enforcers' reports of DNS-named peers.
 	resolved *resolvedTable
 	risk     RiskBackend // nil: RiskService is unimplemented
+	// reports holds the compliance evaluations read in pages.
+	reports *reportStore
 }
 
 // New returns the services over b. Close stops the sensor batcher.
@@ -145,7 +147,7 @@ func New(b Backend, cfg Config, log *slog.Logger) (*Server, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	s := &Server{b: b, cfg: cfg, log: log, members: newMemberTable(), resolved: newResolvedTable()}
+	s := &Server{b: b, cfg: cfg, log: log, members: newMemberTable(), resolved: newResolvedTable(), reports: newReportStore()}
 	s.risk, _ = b.(RiskBackend)
 	s.batch = newBatcher(cfg.BatchMaxRecords, cfg.BatchMaxDelay, b.Apply)
 	return s, nil

@@ -18,6 +18,7 @@
 package web
 
 import (
+	"bytes"
 	"context"
 	"crypto/hmac"
 	"crypto/rand"
@@ -32,7 +33,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
 	"strings"
 	"time"
@@ -41,7 +41,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/encoding/protojson"
 
 	compreport "github.com/medmesh/medmesh/compliance/report"
 	"github.com/medmesh/medmesh/coordinator/internal/fsm"
@@ -67,6 +66,9 @@ type Services interface {
 	Authenticate(context.Context, *medmeshv1.AuthenticateRequest) (*medmeshv1.AuthenticateResponse, error)
 	EndSession(context.Context, *medmeshv1.EndSessionRequest) (*medmeshv1.EndSessionResponse, error)
 	OpenExternalSession(context.Context, *medmeshv1.OpenExternalSessionRequest) (*medmeshv1.OpenExternalSessionResponse, error)
+	// GetReport is ComplianceService.GetReport, for the report download
+	// (called through invoke, as the session's identity).
+	GetReport(context.Context, *medmeshv1.GetReportRequest) (*medmeshv1.GetReportResponse, error)
 }
 
 // Config configures the console.
@@ -97,9 +99,6 @@ type Console struct {
 	grpc   *grpc.Server
 	mux    *http.ServeMux
 	origin *url.URL
-	// calls is the transcoder every RPC goes through (authorization and
-	// audit as the session's identity).
-	calls http.Handler
 	// sso is single sign-on, nil without it.
 	sso *sso
 }
@@ -146,7 +145,6 @@ func New(cfg Config, svc Services, f *fsm.FSM, log *slog.Logger) (*Console, erro
 	if err != nil {
 		return nil, err
 	}
-	c.calls = tc
 	files := http.FileServerFS(sub)
 	c.mux.Handle("GET /", c.headers(files))
 	c.mux.Handle("POST /api/login", c.headers(http.HandlerFunc(c.login)))
@@ -485,13 +483,56 @@ var ReportFrameworks = map[string]medmeshv1.ComplianceFramework{
 	"proposed-2025": medmeshv1.ComplianceFramework_COMPLIANCE_FRAMEWORK_PROPOSED_2025,
 }
 
+// invoke calls a unary method of the console's services in process as
+// the identity id: through the same interceptor as a call the transcoder
+// brings (the authorization table, the identity the handler audits), then
+// the handler itself. For what the console's own endpoints need of the
+// services; it never serves a method the table refuses id.
+func invoke[Req, Resp any](ctx context.Context, c *Console, id pki.Identity, method string, h func(context.Context, Req) (Resp, error), req Req) (Resp, error) {
+	var zero Resp
+	out, err := c.unary(context.WithValue(ctx, idKey{}, id), req, &grpc.UnaryServerInfo{FullMethod: method},
+		func(ctx context.Context, req any) (any, error) { return h(ctx, req.(Req)) })
+	if err != nil {
+		return zero, err
+	}
+	return out.(Resp), nil
+}
+
+// httpStatus is the HTTP status of a gRPC error, as Connect maps codes.
+func httpStatus(err error) int {
+	switch status.Code(err) {
+	case codes.InvalidArgument, codes.FailedPrecondition, codes.OutOfRange:
+		return http.StatusBadRequest
+	case codes.Unauthenticated:
+		return http.StatusUnauthorized
+	case codes.PermissionDenied:
+		return http.StatusForbidden
+	case codes.NotFound:
+		return http.StatusNotFound
+	case codes.Aborted, codes.AlreadyExists:
+		return http.StatusConflict
+	case codes.ResourceExhausted:
+		return http.StatusTooManyRequests
+	case codes.Canceled:
+		return 499
+	case codes.Unavailable:
+		return http.StatusServiceUnavailable
+	case codes.DeadlineExceeded:
+		return http.StatusGatewayTimeout
+	case codes.Unimplemented:
+		return http.StatusNotImplemented
+	}
+	return http.StatusInternalServerError
+}
+
 // complianceReport serves the self-contained HTML compliance report as a
-// download: the report comes from ComplianceService.GetReport called
-// through the same transcoder as every console call (authorized as the
-// session's identity), rendered as `medmesh compliance report --format
-// html` renders it. A GET with no side effect: the session cookie
-// (SameSite=Strict) is the credential, and a request the browser marks
-// as coming from another site is refused.
+// download: the whole report, its devices fetched page by page from one
+// evaluation (compliance/report.Fetch) through ComplianceService.GetReport
+// called in process as the session's identity (invoke: the same
+// authorization as every console call), rendered as `medmesh compliance
+// report --format html` renders it. A GET with no side effect: the
+// session cookie (SameSite=Strict) is the credential, and a request the
+// browser marks as coming from another site is refused.
 func (c *Console) complianceReport(w http.ResponseWriter, r *http.Request) {
 	if s := r.Header.Get("Sec-Fetch-Site"); s != "" && s != "same-origin" && s != "none" {
 		refuse(w, http.StatusForbidden, "cross-origin request refused")
@@ -511,44 +552,27 @@ func (c *Console) complianceReport(w http.ResponseWriter, r *http.Request) {
 		refuse(w, http.StatusBadRequest, "framework: want all, hipaa, hicp or proposed-2025")
 		return
 	}
-	body, err := protojson.Marshal(&medmeshv1.GetReportRequest{Framework: fw})
-	if err != nil {
-		refuse(w, http.StatusInternalServerError, "encoding the request")
-		return
-	}
-	ctx, cancel := context.WithTimeout(context.WithValue(r.Context(), idKey{}, s.id), time.Minute)
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Minute)
 	defer cancel()
-	in := httptest.NewRequestWithContext(ctx, http.MethodPost, medmeshv1.ComplianceService_GetReport_FullMethodName, strings.NewReader(string(body)))
-	in.Header.Set("Content-Type", "application/json")
-	in.Header.Set("Connect-Protocol-Version", "1")
-	rec := httptest.NewRecorder()
-	c.calls.ServeHTTP(rec, in)
-	if rec.Code != http.StatusOK {
-		var e struct {
-			Code    string `json:"code"`
-			Message string `json:"message"`
+	rep, err := compreport.Fetch(ctx, fw, func(ctx context.Context, req *medmeshv1.GetReportRequest) (*medmeshv1.GetReportResponse, error) {
+		return invoke(ctx, c, s.id, medmeshv1.ComplianceService_GetReport_FullMethodName, c.svc.GetReport, req)
+	})
+	if err != nil {
+		code, msg := http.StatusBadGateway, err.Error()
+		if st, ok := status.FromError(err); ok {
+			code, msg = httpStatus(err), st.Code().String()+": "+st.Message()
 		}
-		_ = json.Unmarshal(rec.Body.Bytes(), &e)
-		code := rec.Code
-		if code < 400 {
-			code = http.StatusBadGateway
-		}
-		refuse(w, code, "compliance report: "+e.Code+": "+e.Message)
+		refuse(w, code, "compliance report: "+msg)
 		return
 	}
-	var resp medmeshv1.GetReportResponse
-	if err := (protojson.UnmarshalOptions{DiscardUnknown: true}).Unmarshal(rec.Body.Bytes(), &resp); err != nil {
-		refuse(w, http.StatusBadGateway, "compliance report: undecodable answer")
-		return
-	}
-	var page strings.Builder
-	if err := compreport.HTML(&page, resp.GetReport()); err != nil {
+	var page bytes.Buffer
+	if err := compreport.HTML(&page, rep); err != nil {
 		refuse(w, http.StatusInternalServerError, "rendering the report")
 		return
 	}
-	stamp := resp.GetReport().GetGenerateTime().AsTime().UTC().Format("20060102T150405Z")
+	stamp := rep.GetGenerateTime().AsTime().UTC().Format("20060102T150405Z")
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.Header().Set("Content-Disposition", `attachment; filename="medmesh-compliance-`+name+`-`+stamp+`.html"`)
 	w.Header().Set("Cache-Control", "no-store")
-	_, _ = io.WriteString(w, page.String())
+	_, _ = page.WriteTo(w)
 }

@@ -25,7 +25,18 @@ const (
 type GetReportRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// UNSPECIFIED: every framework.
-	Framework     ComplianceFramework `protobuf:"varint,1,opt,name=framework,proto3,enum=medmesh.v1.ComplianceFramework" json:"framework,omitempty"`
+	Framework ComplianceFramework `protobuf:"varint,1,opt,name=framework,proto3,enum=medmesh.v1.ComplianceFramework" json:"framework,omitempty"`
+	// Devices per page (at most 2000; a page also ends before 4 MiB of
+	// device results). 0 without a page_token: the whole report in one
+	// message, which a campus of a few thousand devices outgrows (the 16 MiB
+	// message limit: RESOURCE_EXHAUSTED says so); 0 with a page_token: 500.
+	PageSize int32 `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// A previous response's next_page_token: the next devices of the same
+	// evaluation (the framework must be the one of the first page). The
+	// coordinator holds an evaluation for 10 minutes after its last page
+	// (and at most 4 at a time); a token of one it no longer holds (or of
+	// another leader's) is ABORTED: ask for the first page again.
+	PageToken     string `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -67,9 +78,33 @@ func (x *GetReportRequest) GetFramework() ComplianceFramework {
 	return ComplianceFramework_COMPLIANCE_FRAMEWORK_UNSPECIFIED
 }
 
+func (x *GetReportRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *GetReportRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
 type GetReportResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Report        *ComplianceReport      `protobuf:"bytes,1,opt,name=report,proto3" json:"report,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The first page (no page_token) is the whole report but for the
+	// devices after its page. A later page carries the report's identity
+	// (generate_time, framework, bundle_date, bundle_digest, raft_index),
+	// its coverage, and its page of devices; nothing else.
+	Report *ComplianceReport `protobuf:"bytes,1,opt,name=report,proto3" json:"report,omitempty"`
+	// Set when more devices follow: pass it as page_token for them.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	// Where this page's devices start in the whole report's device list
+	// (0 on the first page), and how many devices the whole report has.
+	DeviceOffset  uint32 `protobuf:"varint,3,opt,name=device_offset,json=deviceOffset,proto3" json:"device_offset,omitempty"`
+	DeviceTotal   uint32 `protobuf:"varint,4,opt,name=device_total,json=deviceTotal,proto3" json:"device_total,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -109,6 +144,27 @@ func (x *GetReportResponse) GetReport() *ComplianceReport {
 		return x.Report
 	}
 	return nil
+}
+
+func (x *GetReportResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+func (x *GetReportResponse) GetDeviceOffset() uint32 {
+	if x != nil {
+		return x.DeviceOffset
+	}
+	return 0
+}
+
+func (x *GetReportResponse) GetDeviceTotal() uint32 {
+	if x != nil {
+		return x.DeviceTotal
+	}
+	return 0
 }
 
 type AcceptExceptionRequest struct {
@@ -833,11 +889,17 @@ var File_medmesh_v1_compliance_service_proto protoreflect.FileDescriptor
 const file_medmesh_v1_compliance_service_proto_rawDesc = "" +
 	"\n" +
 	"#medmesh/v1/compliance_service.proto\x12\n" +
-	"medmesh.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bmedmesh/v1/compliance.proto\x1a%medmesh/v1/compliance_exception.proto\"Q\n" +
+	"medmesh.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bmedmesh/v1/compliance.proto\x1a%medmesh/v1/compliance_exception.proto\"\x8d\x01\n" +
 	"\x10GetReportRequest\x12=\n" +
-	"\tframework\x18\x01 \x01(\x0e2\x1f.medmesh.v1.ComplianceFrameworkR\tframework\"I\n" +
+	"\tframework\x18\x01 \x01(\x0e2\x1f.medmesh.v1.ComplianceFrameworkR\tframework\x12\x1b\n" +
+	"\tpage_size\x18\x02 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x03 \x01(\tR\tpageToken\"\xb9\x01\n" +
 	"\x11GetReportResponse\x124\n" +
-	"\x06report\x18\x01 \x01(\v2\x1c.medmesh.v1.ComplianceReportR\x06report\"\x96\x02\n" +
+	"\x06report\x18\x01 \x01(\v2\x1c.medmesh.v1.ComplianceReportR\x06report\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\x12#\n" +
+	"\rdevice_offset\x18\x03 \x01(\rR\fdeviceOffset\x12!\n" +
+	"\fdevice_total\x18\x04 \x01(\rR\vdeviceTotal\"\x96\x02\n" +
 	"\x16AcceptExceptionRequest\x12@\n" +
 	"\vtarget_kind\x18\x01 \x01(\x0e2\x1f.medmesh.v1.ExceptionTargetKindR\n" +
 	"targetKind\x12\x16\n" +

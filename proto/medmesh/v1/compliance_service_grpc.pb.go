@@ -38,7 +38,9 @@ const (
 type ComplianceServiceClient interface {
 	// GetReport evaluates the committed state against a framework's
 	// controls, stamped with the Raft index it read and the active
-	// intelligence bundle's date.
+	// intelligence bundle's date. A campus of thousands of devices asks for
+	// the per-device results in pages (page_size, page_token): every page
+	// of one report comes from the one evaluation its first page made.
 	GetReport(ctx context.Context, in *GetReportRequest, opts ...grpc.CallOption) (*GetReportResponse, error)
 	// AcceptException accepts a remediation action or a finding as a risk
 	// exception until its expiry (approvers only; audited).
@@ -148,7 +150,9 @@ func (c *complianceServiceClient) ListMDS2(ctx context.Context, in *ListMDS2Requ
 type ComplianceServiceServer interface {
 	// GetReport evaluates the committed state against a framework's
 	// controls, stamped with the Raft index it read and the active
-	// intelligence bundle's date.
+	// intelligence bundle's date. A campus of thousands of devices asks for
+	// the per-device results in pages (page_size, page_token): every page
+	// of one report comes from the one evaluation its first page made.
 	GetReport(context.Context, *GetReportRequest) (*GetReportResponse, error)
 	// AcceptException accepts a remediation action or a finding as a risk
 	// exception until its expiry (approvers only; audited).

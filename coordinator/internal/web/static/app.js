@@ -518,6 +518,38 @@ async function audit(params) {
 const FRAMEWORKS = [["all", "COMPLIANCE_FRAMEWORK_UNSPECIFIED", "every framework"], ["hipaa", "COMPLIANCE_FRAMEWORK_HIPAA", "HIPAA Security Rule"],
   ["hicp", "COMPLIANCE_FRAMEWORK_HICP", "HHS 405(d) HICP"], ["proposed-2025", "COMPLIANCE_FRAMEWORK_PROPOSED_2025", "2025 proposed rule (not in force)"]];
 
+const REPORT_PAGE = 100; // devices per page of the compliance report's device table
+
+// complianceDevices is one page of the report's per-device results, with
+// a link to the next page of the same evaluation.
+function complianceDevices(resp, name) {
+  const r = resp.report || {};
+  const devs = r.devices || [];
+  const from = resp.deviceOffset || 0;
+  const statusText = (s) => enumText(s, "CONTROL_STATUS_");
+  const rows = devs.map((d) => {
+    const results = d.results || [];
+    const unmet = results.filter((x) => statusText(x.status) === "unmet").map((x) => x.controlId);
+    const notEvidenced = results.filter((x) => statusText(x.status) === "not-evidenced").length;
+    return el("tr", {},
+      el("td", {}, el("a", { href: "#/device?mac=" + encodeURIComponent(d.deviceMac) }, d.deviceMac), d.hostname ? el("br") : null, d.hostname || null),
+      el("td", {}, enumText(d["class"], "DEVICE_CLASS_")), el("td", {}, tier(d.tier)),
+      el("td", {}, [d.vendor, d.model, d.version].filter(Boolean).join(" ")),
+      el("td", {}, `${d.riskScore || 0} (${d.posture || "none"})`),
+      el("td", {}, unmet.length ? unmet.join(", ") : "none"), el("td", {}, notEvidenced));
+  });
+  const next = new URLSearchParams({ framework: name });
+  if (resp.nextPageToken) next.set("page", resp.nextPageToken);
+  const list = devs.length ? table(["Device", "Class", "Tier", "Model", "Risk (posture)", "Controls unmet", "Not evidenced"], rows, "Devices of the report") : null;
+  if (list) list.dataset.devices = "";
+  return [
+    el("h2", { id: "report-devices-heading" }, "Devices"),
+    el("p", { id: "report-devices-range" }, devs.length ? `Devices ${from + 1}–${from + devs.length} of ${resp.deviceTotal || 0}` : "No device."),
+    list,
+    resp.nextPageToken ? el("a", { id: "report-devices-next", href: "#/compliance?" + next.toString() }, "Next devices") : null,
+  ];
+}
+
 async function compliance(params) {
   const name = FRAMEWORKS.some((f) => f[0] === params.get("framework")) ? params.get("framework") : "all";
   const fw = FRAMEWORKS.find((f) => f[0] === name);
@@ -529,16 +561,27 @@ async function compliance(params) {
     ev.preventDefault();
     location.hash = "#/compliance?framework=" + encodeURIComponent(new FormData(form).get("framework"));
   });
-  let r;
-  try {
-    r = (await rpc("ComplianceService", "GetReport", { framework: fw[1] })).report || {};
-  } catch (e) {
-    if (e.code !== "resource_exhausted") throw e;
-    // The report of a large campus is more than one gRPC message may hold.
-    page("Compliance report", form, el("p", { id: "report-too-large", class: "error", role: "alert" },
-      `The cluster cannot send this report: it is larger than one message may be (${e.message}).`));
+  const again = () => el("a", { id: "report-restart", href: "#/compliance?framework=" + encodeURIComponent(name) }, "the report's summary (a new evaluation)");
+  if (params.get("page")) {
+    // A later page of the device table: the devices of the evaluation the
+    // summary was made from, however the state moved on since.
+    let resp;
+    try {
+      resp = await rpc("ComplianceService", "GetReport", { framework: fw[1], pageSize: REPORT_PAGE, pageToken: params.get("page") });
+    } catch (e) {
+      if (e.code !== "aborted") throw e;
+      page("Compliance report", form, el("p", { id: "report-expired", class: "error", role: "alert" },
+        "The cluster no longer holds this report (a report is held for 10 minutes after its last page is read, or the leader changed). Go back to ", again(), "."));
+      return;
+    }
+    const r = resp.report || {};
+    page("Compliance report", form,
+      el("p", {}, "The report generated ", when(r.generateTime), ` at Raft index ${r.raftIndex || 0}; back to `, again(), "."),
+      ...complianceDevices(resp, name));
     return;
   }
+  const resp = await rpc("ComplianceService", "GetReport", { framework: fw[1], pageSize: REPORT_PAGE });
+  const r = resp.report || {};
   const plan = r.plan || {};
   const actions = plan.actions || [];
   const fig = (label, key, n) => el("div", { class: "card" }, el("div", { class: "n", "data-figure": key }, n), label);
@@ -568,7 +611,8 @@ async function compliance(params) {
     el("h2", {}, "Remediation plan, first to do first"),
     rows.length ? table(["Rank", "Action", "Kind", "Devices", "Effort (points)", "Expected risk drop"], rows, "Remediation plan") : el("p", {}, "No action planned."),
     el("h2", {}, "Controls"),
-    table(["Citation", "Control", "Status", "Devices met", "Devices unmet", "Devices not evidenced", "Detail"], controls, "Controls"));
+    table(["Citation", "Control", "Status", "Devices met", "Devices unmet", "Devices not evidenced", "Detail"], controls, "Controls"),
+    ...complianceDevices(resp, name));
 }
 
 // ---- campus map ----------------------------------------------------------
