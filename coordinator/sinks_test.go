@@ -7,11 +7,14 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
 	"math/big"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,6 +22,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -384,7 +388,9 @@ func received(t *testing.T, path string) (map[string]*cefEvent, map[string]int) 
 // The sink also takes findings: the risk postures the leader commits for
 // the pump (cleartext HL7, default credentials seen on the wire before
 // and after the kill) reach the receiver as CEF lines, every finding of
-// the last posture by its id, and the posture position is committed.
+// the last posture by its id, and the posture position is committed; an
+// OCSF webhook that takes findings only receives each as an OCSF 2002
+// Vulnerability Finding.
 func TestSinkSyslogTLSExactlyOnceAcrossLeaderKill(t *testing.T) {
 	addr, ca, out := startRsyslog(t)
 	cl := newCluster(t, 3, func(c *Config) { c.SinkCommitInterval = 100 * time.Millisecond })
@@ -394,6 +400,33 @@ func TestSinkSyslogTLSExactlyOnceAcrossLeaderKill(t *testing.T) {
 	if _, err := sinks.PutSink(ctx, &medmeshv1.PutSinkRequest{Reason: "SIEM", RequestId: "put-siem", Sink: &medmeshv1.Sink{
 		Name: "siem", Kind: medmeshv1.SinkKind_SINK_KIND_SYSLOG, Address: addr, Tls: true, CaFile: ca,
 		Events: []string{"alert", "audit", "finding"},
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	// An OCSF webhook takes the findings only, keyed by metadata.uid.
+	var ocsfMu sync.Mutex
+	ocsf := map[string]map[string]any{}
+	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var m map[string]any
+		if err := json.NewDecoder(r.Body).Decode(&m); err != nil {
+			http.Error(w, "not JSON", http.StatusBadRequest)
+			return
+		}
+		meta, _ := m["metadata"].(map[string]any)
+		uid, _ := meta["uid"].(string)
+		if uid == "" || uid != r.Header.Get("X-Medmesh-Event-Id") {
+			http.Error(w, "no metadata.uid", http.StatusBadRequest)
+			return
+		}
+		ocsfMu.Lock()
+		ocsf[uid] = m
+		ocsfMu.Unlock()
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	t.Cleanup(hook.Close)
+	if _, err := sinks.PutSink(ctx, &medmeshv1.PutSinkRequest{Reason: "vulnerability management", RequestId: "put-vulns", Sink: &medmeshv1.Sink{
+		Name: "vulns", Kind: medmeshv1.SinkKind_SINK_KIND_WEBHOOK, Url: hook.URL, Format: medmeshv1.SinkFormat_SINK_FORMAT_OCSF,
+		Events: []string{"finding"},
 	}}); err != nil {
 		t.Fatal(err)
 	}
@@ -550,14 +583,63 @@ func TestSinkSyslogTLSExactlyOnceAcrossLeaderKill(t *testing.T) {
 	}
 	t.Logf("findings: last posture index %d with %d findings; %d finding lines sent again (same id, same content)", last.GetIndex(), len(last.GetFindings()), fdups)
 
+	// The OCSF webhook has every finding of the pump's posture as a
+	// Vulnerability Finding (class 2002) and nothing else.
+	var cur *medmeshv1.DevicePosture
+	testutil.Eventually(t, 30*time.Second, 200*time.Millisecond, func() bool {
+		cur = next.c.FSM().Posture(pump)
+		ocsfMu.Lock()
+		defer ocsfMu.Unlock()
+		lacking = lacking[:0]
+		for _, f := range cur.GetFindings() {
+			if ocsf[fmt.Sprintf("finding/%s/%d/%s", pump, cur.GetIndex(), f.GetId())] == nil {
+				lacking = append(lacking, f.GetId())
+			}
+		}
+		return len(lacking) == 0
+	}, "the OCSF webhook lacks findings: %v", lacking)
+	ocsfMu.Lock()
+	for uid := range ocsf {
+		if !strings.HasPrefix(uid, "finding/"+pump+"/") {
+			t.Errorf("OCSF webhook received %s: it takes findings only", uid)
+		}
+	}
+	for _, f := range cur.GetFindings() {
+		id := fmt.Sprintf("finding/%s/%d/%s", pump, cur.GetIndex(), f.GetId())
+		m := ocsf[id]
+		fi, _ := m["finding_info"].(map[string]any)
+		dev, _ := m["device"].(map[string]any)
+		vs, _ := m["vulnerabilities"].([]any)
+		rs, _ := m["resources"].([]any)
+		if m["class_uid"] != 2002.0 || m["category_uid"] != 2.0 || m["type_uid"] != 200201.0 || m["activity_id"] != 1.0 ||
+			fi["uid"] != id || fi["title"] != f.GetSummary() || dev["mac"] != pump || dev["ip"] != "10.1.0.20" || len(vs) != 1 || len(rs) != 1 {
+			t.Errorf("%s: OCSF %v does not say what finding %v says", id, m, f)
+			continue
+		}
+		if r, _ := rs[0].(map[string]any); r["uid"] != pump {
+			t.Errorf("%s: OCSF resources %v", id, rs)
+		}
+		un, _ := m["unmapped"].(map[string]any)
+		if f.GetKind() == "default_credentials" && (un["account"] != "admin" || un["protocol"] != f.GetProtocol()) {
+			t.Errorf("%s: OCSF default credentials %v lack account and protocol", id, un)
+		}
+	}
+	t.Logf("OCSF webhook: %d distinct finding events", len(ocsf))
+	ocsfMu.Unlock()
+
 	// The new leader committed positions at the end, and reports them.
 	testutil.Eventually(t, 10*time.Second, 100*time.Millisecond, func() bool {
 		st, err := medmeshv1.NewSinkServiceClient(next.conn).GetSinkStatus(ctx, &medmeshv1.GetSinkStatusRequest{})
-		if err != nil || len(st.GetSinks()) != 1 {
+		if err != nil || len(st.GetSinks()) != 2 {
 			return false
 		}
-		s := st.GetSinks()[0]
 		p := next.c.FSM().Posture(pump)
-		return s.GetBacklog() == 0 && s.GetAlertPosition() == 82 && s.GetPostureIndex() == p.GetIndex() && s.GetPostureMac() == pump
+		for _, s := range st.GetSinks() {
+			if s.GetBacklog() != 0 || s.GetPostureIndex() != p.GetIndex() || s.GetPostureMac() != pump ||
+				(s.GetName() == "siem" && s.GetAlertPosition() != 82) {
+				return false
+			}
+		}
+		return true
 	}, "sink status does not show everything delivered and committed")
 }
