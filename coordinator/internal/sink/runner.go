@@ -363,7 +363,10 @@ func (r *Runner) failed(ctx context.Context, w *worker, err error) {
 	if raise {
 		w.stuck = true
 	}
-	since, apos, aseq := w.failingSince, w.alertPos, w.auditSeq
+	since, where := w.failingSince, fmt.Sprintf("%d-%d", w.alertPos, w.auditSeq)
+	if sinkcfg.Wants(w.cfg, sinkcfg.EventFinding) {
+		where += fmt.Sprintf("-%d", w.postureIdx) // stuck on a posture
+	}
 	w.mu.Unlock()
 	if !raise || r.opts.Raise == nil {
 		return
@@ -371,7 +374,7 @@ func (r *Runner) failed(ctx context.Context, w *worker, err error) {
 	a := &medmeshv1.Alert{
 		// Named by where the sink is stuck, so a new leader stuck at the
 		// same place raises the same alert (committed once).
-		Id:       fmt.Sprintf("sink-stuck/%s/%d-%d", w.name, apos, aseq),
+		Id:       fmt.Sprintf("sink-stuck/%s/%s", w.name, where),
 		SensorId: "coordinator/" + r.opts.Host,
 		Kind:     sinkcfg.KindStuck,
 		Risk:     &medmeshv1.RiskScore{Score: 60},
