@@ -19,10 +19,12 @@ func newSinksCmd(o *opFlags) *cobra.Command {
 		Use:   "sinks",
 		Short: "List and change the outbound sinks (SIEM syslog, webhooks)",
 		Long: "Outbound sinks receive every committed alert and audit record (decisions, approvals,\n" +
-			"policy and rule changes, imports): syslog RFC 5424 over TCP or TLS with CEF or OCSF\n" +
+			"policy and rule changes, imports) and, when they list \"finding\" in events, the risk\n" +
+			"findings of every device posture committed: syslog RFC 5424 over TCP or TLS with CEF or OCSF\n" +
 			"payloads, or webhooks (JSON, OCSF or ServiceNow Import Set rows, HMAC-SHA256 signed).\n" +
 			"The leader delivers and commits how far each sink got, so delivery resumes there after a\n" +
-			"failover; events carry stable ids (alert/ID, audit/SEQ) for receivers to deduplicate.\n" +
+			"failover; events carry stable ids (alert/ID, audit/SEQ,\n" +
+			"finding/MAC/INDEX/ID) for receivers to deduplicate.\n" +
 			"Secrets are file paths on the coordinators, never their contents. Changing sinks is for\n" +
 			"approvers, and audited. See docs/integrations.md.",
 	}
@@ -67,8 +69,13 @@ func newSinksCmd(o *opFlags) *cobra.Command {
 			`   "ca_file": "/etc/medmesh/siem-ca.pem"}` + "\n" +
 			`  {"name": "tickets", "kind": "SINK_KIND_WEBHOOK", "url": "https://itsm.example/hook",` + "\n" +
 			`   "hmac_key_file": "/etc/medmesh/hook.key", "events": ["alert"]}` + "\n" +
+			"events: any of \"alert\", \"audit\", \"finding\"; none listed: alerts and audit records.\n" +
+			"\"finding\" sends one event per risk finding of each device posture committed (CEF line,\n" +
+			"OCSF 2002 Vulnerability Finding, or JSON), id finding/MAC/POSTURE-INDEX/FINDING-ID; a\n" +
+			"posture replaced before delivery is delivered as its latest version only.\n" +
 			"Files are paths on every coordinator. A new sink starts with the events committed after\n" +
-			"it (--from-start: the retained history too); a replaced sink keeps its positions.",
+			"it (--from-start: the retained history and every device's current posture too); a\n" +
+			"replaced sink keeps its positions.",
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			src := "-"
@@ -202,7 +209,7 @@ func readSink(stdin io.Reader, src string) (*medmeshv1.Sink, error) {
 
 func eventsOrAll(s []string) string {
 	if len(s) == 0 {
-		return "all"
+		return "alert,audit"
 	}
 	return strings.Join(s, ",")
 }

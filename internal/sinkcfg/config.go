@@ -26,6 +26,11 @@ const KindStuck = "sink_stuck"
 const (
 	EventAlert = "alert"
 	EventAudit = "audit"
+	// EventFinding is a risk finding of a device's committed posture. A
+	// sink listing no events takes alerts and audit records, as before
+	// findings were events: findings (up to 256 per device, again at each
+	// assessment) are taken only by sinks that ask for them.
+	EventFinding = "finding"
 )
 
 var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]{0,63}$`)
@@ -63,8 +68,8 @@ func Validate(s *medmeshv1.Sink) error {
 	}
 	seen := map[string]bool{}
 	for _, e := range s.GetEvents() {
-		if e != EventAlert && e != EventAudit {
-			return fmt.Errorf("sink %s: event %q: want %q or %q", s.GetName(), e, EventAlert, EventAudit)
+		if e != EventAlert && e != EventAudit && e != EventFinding {
+			return fmt.Errorf("sink %s: event %q: want %q, %q or %q", s.GetName(), e, EventAlert, EventAudit, EventFinding)
 		}
 		if seen[e] {
 			return fmt.Errorf("sink %s: event %q listed twice", s.GetName(), e)
@@ -123,9 +128,13 @@ func Format(s *medmeshv1.Sink) medmeshv1.SinkFormat {
 	return medmeshv1.SinkFormat_SINK_FORMAT_JSON
 }
 
-// Wants reports whether the sink takes events of kind ev.
+// Wants reports whether the sink takes events of kind ev: the kinds it
+// lists, or alerts and audit records when it lists none.
 func Wants(s *medmeshv1.Sink, ev string) bool {
-	return len(s.GetEvents()) == 0 || slices.Contains(s.GetEvents(), ev)
+	if len(s.GetEvents()) == 0 {
+		return ev == EventAlert || ev == EventAudit
+	}
+	return slices.Contains(s.GetEvents(), ev)
 }
 
 // ParseConfig reads a sink configuration file (the protojson form of
@@ -139,8 +148,8 @@ func ParseConfig(data []byte) (*medmeshv1.Sink, error) {
 	if err := (protojson.UnmarshalOptions{}).Unmarshal(data, &s); err != nil {
 		return nil, fmt.Errorf("sink config: %w", err)
 	}
-	if s.Version != 0 || s.Revision != 0 || s.UpdateTime != nil || s.UpdatedBy != "" || s.AlertPosition != 0 || s.AuditSeq != 0 {
-		return nil, errors.New("sink config: version, revision, update_time, updated_by, alert_position and audit_seq are output only")
+	if s.Version != 0 || s.Revision != 0 || s.UpdateTime != nil || s.UpdatedBy != "" || s.AlertPosition != 0 || s.AuditSeq != 0 || s.PostureIndex != 0 || s.PostureMac != "" {
+		return nil, errors.New("sink config: version, revision, update_time, updated_by, alert_position, audit_seq, posture_index and posture_mac are output only")
 	}
 	if err := Validate(&s); err != nil {
 		return nil, err

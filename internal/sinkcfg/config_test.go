@@ -6,12 +6,15 @@ import (
 
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
+
+	medmeshv1 "github.com/medmesh/medmesh/proto/medmesh/v1"
 )
 
 func TestParseConfig(t *testing.T) {
 	good := []string{
 		`{"name":"siem","kind":"SINK_KIND_SYSLOG","address":"127.0.0.1:6514","tls":true,"caFile":"/etc/medmesh/siem-ca.pem"}`,
 		`{"name":"siem-ocsf","kind":"SINK_KIND_SYSLOG","format":"SINK_FORMAT_OCSF","address":"siem.example:601","events":["alert"]}`,
+		`{"name":"vulns","kind":"SINK_KIND_SYSLOG","address":"siem.example:601","events":["finding","alert"]}`,
 		`{"name":"tickets","kind":"SINK_KIND_WEBHOOK","url":"https://snow.example/api/now/import/u_medmesh","format":"SINK_FORMAT_SERVICENOW","hmacKeyFile":"/etc/medmesh/hmac.key","certFile":"/etc/medmesh/c.pem","keyFile":"/etc/medmesh/c.key"}`,
 	}
 	for _, g := range good {
@@ -36,6 +39,8 @@ func TestParseConfig(t *testing.T) {
 		`{"name":"s","kind":"SINK_KIND_WEBHOOK","url":"https://h/x","certFile":"/c"}`:            "go together",
 		`{"name":"s","kind":"SINK_KIND_SYSLOG","address":"h:1","events":["flows"]}`:              "event",
 		`{"name":"s","kind":"SINK_KIND_SYSLOG","address":"h:1","version":"3"}`:                   "output only",
+		`{"name":"s","kind":"SINK_KIND_SYSLOG","address":"h:1","postureIndex":"3"}`:              "output only",
+		`{"name":"s","kind":"SINK_KIND_SYSLOG","address":"h:1","events":["finding","finding"]}`:  "twice",
 		`{"name":"s","kind":"SINK_KIND_SYSLOG","address":"h:1","hmacKey":"secret"}`:              "unknown field",
 		`{"name":"s","address":"h:1"}`:                                                           "kind",
 		`{"name":"s","kind":"SINK_KIND_SYSLOG","address":"h:1","appName":"a b"}`:                 "app_name",
@@ -73,4 +78,17 @@ func FuzzParseConfig(f *testing.F) {
 			t.Fatalf("round trip of %q: %v", data, err)
 		}
 	})
+}
+
+// TestWantsDefault: a sink listing no events takes alerts and audit
+// records, as before findings were events; findings only when listed.
+func TestWantsDefault(t *testing.T) {
+	all := &medmeshv1.Sink{}
+	if !Wants(all, EventAlert) || !Wants(all, EventAudit) || Wants(all, EventFinding) {
+		t.Error("default events: want alert and audit, not finding")
+	}
+	f := &medmeshv1.Sink{Events: []string{EventFinding}}
+	if !Wants(f, EventFinding) || Wants(f, EventAlert) || Wants(f, EventAudit) {
+		t.Error("events [finding]: want findings only")
+	}
 }

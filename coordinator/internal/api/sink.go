@@ -38,7 +38,7 @@ func (s *Server) PutSink(ctx context.Context, req *medmeshv1.PutSinkRequest) (*m
 		return nil, invalid("sink", "required")
 	}
 	// Output-only fields are ignored.
-	v.Version, v.Revision, v.UpdateTime, v.UpdatedBy, v.AlertPosition, v.AuditSeq = 0, 0, nil, "", 0, 0
+	v.Version, v.Revision, v.UpdateTime, v.UpdatedBy, v.AlertPosition, v.AuditSeq, v.PostureIndex, v.PostureMac = 0, 0, nil, "", 0, 0, 0, ""
 	if err := sinkcfg.Validate(v); err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "%v", err)
 	}

@@ -277,7 +277,7 @@ func (s *state) dispatch(index uint64, now *timestamppb.Timestamp, cmd *fsmpb.Co
 	case *fsmpb.Command_SinkDelete:
 		res = s.applySinkDelete(index, now, c.SinkDelete)
 	case *fsmpb.Command_SinkProgress:
-		res = s.applySinkProgress(c.SinkProgress)
+		res = s.applySinkProgress(index, c.SinkProgress)
 	case *fsmpb.Command_SinkAlert:
 		res = s.applySinkAlert(index, now, c.SinkAlert.GetAlert())
 	case *fsmpb.Command_AccountPut:

@@ -15,7 +15,8 @@ import (
 
 // The outbound sinks are replicated state: a table ordered by name, each
 // sink with the positions the leader committed it delivered up to
-// (alert_position, audit_seq). Configuration changes are audited; progress
+// (alert_position, audit_seq, and the posture position posture_index and
+// posture_mac: the last device posture delivered, in (index, MAC) order). Configuration changes are audited; progress
 // is not (an audit record per delivery batch would feed the sinks their
 // own progress forever).
 
@@ -56,11 +57,15 @@ func (s *state) applySinkPut(index uint64, now *timestamppb.Timestamp, c *fsmpb.
 	case old != nil:
 		// A changed destination continues where the old one stopped.
 		v.AlertPosition, v.AuditSeq = old.GetAlertPosition(), old.GetAuditSeq()
+		v.PostureIndex, v.PostureMac = old.GetPostureIndex(), old.GetPostureMac()
 	case c.GetStartAtBeginning():
-		v.AlertPosition, v.AuditSeq = 0, 0
+		// Every device's current posture too (its latest version).
+		v.AlertPosition, v.AuditSeq, v.PostureIndex, v.PostureMac = 0, 0, 0, ""
 	default:
-		// From now on: the audit record of this put is the first event.
+		// From now on: the audit record of this put is the first event,
+		// and postures committed after this entry are the first findings.
 		v.AlertPosition, v.AuditSeq = s.alertBase+uint64(len(s.alerts)), s.auditHead.Seq
+		v.PostureIndex, v.PostureMac = index, ""
 	}
 	s.putSink(v)
 	s.appendAudit(index, now, c.GetActor(), "sink.put", "sink/"+v.Name, c.GetReason(), "", "", c.GetComment())
@@ -82,8 +87,9 @@ func (s *state) applySinkDelete(index uint64, now *timestamppb.Timestamp, c *fsm
 
 // applySinkProgress moves sinks' delivered positions forward; a position
 // behind the committed one (a deposed leader's late batch) and a sink
-// that no longer exists are skipped.
-func (s *state) applySinkProgress(c *fsmpb.SinkProgress) *Result {
+// that no longer exists are skipped. A posture position never reaches
+// this entry's index (no posture is committed by it or later).
+func (s *state) applySinkProgress(index uint64, c *fsmpb.SinkProgress) *Result {
 	for _, p := range c.GetPositions() {
 		_, old := s.sink(p.GetName())
 		if old == nil {
@@ -92,14 +98,24 @@ func (s *state) applySinkProgress(c *fsmpb.SinkProgress) *Result {
 		a, q := max(old.GetAlertPosition(), p.GetAlertPosition()), max(old.GetAuditSeq(), p.GetAuditSeq())
 		// Never past what is committed.
 		a, q = min(a, s.alertBase+uint64(len(s.alerts))), min(q, s.auditHead.Seq)
-		if a == old.GetAlertPosition() && q == old.GetAuditSeq() {
+		pi, pm := old.GetPostureIndex(), old.GetPostureMac()
+		if postureAfter(p.GetPostureIndex(), p.GetPostureMac(), pi, pm) && p.GetPostureIndex() < index {
+			pi, pm = p.GetPostureIndex(), p.GetPostureMac()
+		}
+		if a == old.GetAlertPosition() && q == old.GetAuditSeq() && pi == old.GetPostureIndex() && pm == old.GetPostureMac() {
 			continue
 		}
 		v := proto.CloneOf(old)
-		v.AlertPosition, v.AuditSeq = a, q
+		v.AlertPosition, v.AuditSeq, v.PostureIndex, v.PostureMac = a, q, pi, pm
 		s.putSink(v)
 	}
 	return &Result{}
+}
+
+// postureAfter reports whether posture position (i, mac) comes after (j,
+// jmac) in (index, MAC) order.
+func postureAfter(i uint64, mac string, j uint64, jmac string) bool {
+	return i > j || (i == j && mac > jmac)
 }
 
 // applySinkAlert commits an alert about the sinks: like a sensor's, but

@@ -145,3 +145,85 @@ func TestSinkAlertOpensNoIncident(t *testing.T) {
 		t.Fatalf("alerts %d, incidents %d, decisions %d -> %d", l.f.AlertEnd(), len(l.f.st.inc.byID), decisions, len(l.f.st.decisions))
 	}
 }
+
+func postureProgress(name string, idx uint64, mac string) *fsmpb.Command {
+	return &fsmpb.Command{Command: &fsmpb.Command_SinkProgress{SinkProgress: &fsmpb.SinkProgress{Positions: []*fsmpb.SinkPosition{
+		{Name: name, PostureIndex: idx, PostureMac: mac},
+	}}}}
+}
+
+// TestSinkPosturePosition: a new sink's posture position is its own put
+// (postures committed before it are not its findings; --from-start takes
+// every current posture), progress moves forward in (index, MAC) order,
+// never to an index not yet committed, a replaced sink keeps it, and the
+// snapshot and the state hash cover it.
+func TestSinkPosturePosition(t *testing.T) {
+	l := newLog(t)
+	const m1, m2 = "00:00:00:00:00:01", "00:00:00:00:00:02"
+	l.ok(upsert("s1", pump(m1)))
+	l.ok(upsert("s1", pump(m2)))
+	l.ok(activateIntel(digestA))
+	before := l.ok(findingsPut(postureOf(m1, digestA, 2), postureOf(m2, digestA, 1)))
+	put := l.ok(sinkPut("siem", false))
+	s := sinkOf(t, l.f, "siem")
+	if s.GetPostureIndex() != put.Index || s.GetPostureMac() != "" {
+		t.Fatalf("new sink posture position %d/%q, want %d/\"\"", s.GetPostureIndex(), s.GetPostureMac(), put.Index)
+	}
+	if ps, _ := l.f.PosturesChanged(s.GetPostureIndex(), s.GetPostureMac()); len(ps) != 0 {
+		t.Fatalf("postures committed before the sink are after its position: %v", ps)
+	}
+	l.ok(sinkPut("all", true))
+	if a := sinkOf(t, l.f, "all"); a.GetPostureIndex() != 0 || a.GetPostureMac() != "" {
+		t.Fatalf("start_at_beginning posture position %d/%q", a.GetPostureIndex(), a.GetPostureMac())
+	}
+	after := l.ok(findingsPut(postureOf(m1, digestA, 3), postureOf(m2, digestA, 0)))
+	if ps, _ := l.f.PosturesChanged(put.Index, ""); len(ps) != 2 || ps[0].GetIndex() != after.Index || ps[0].GetDeviceMac() != m1 {
+		t.Fatalf("postures after the sink: %v", ps)
+	}
+	l.ok(postureProgress("siem", after.Index, m1))
+	l.ok(postureProgress("siem", before.Index, m2)) // a deposed leader's late batch
+	s = sinkOf(t, l.f, "siem")
+	if s.GetPostureIndex() != after.Index || s.GetPostureMac() != m1 {
+		t.Fatalf("posture progress %d/%q, want %d/%s", s.GetPostureIndex(), s.GetPostureMac(), after.Index, m1)
+	}
+	// Not past what is committed: no posture is at this entry's index.
+	r := l.ok(postureProgress("siem", l.idx+1, m1))
+	if s = sinkOf(t, l.f, "siem"); s.GetPostureIndex() != after.Index {
+		t.Fatalf("posture position moved to %d, at or past the progress entry %d", s.GetPostureIndex(), r.Index)
+	}
+	l.ok(postureProgress("siem", after.Index, m2))
+	// The alert and audit positions did not move with it.
+	if s = sinkOf(t, l.f, "siem"); s.GetPostureMac() != m2 || s.GetAlertPosition() != 0 || s.GetAuditSeq() == 0 {
+		t.Fatalf("after posture progress: %v", s)
+	}
+	rep := sinkPut("siem", true)
+	rep.GetSinkPut().GetSink().Events = []string{"finding"}
+	l.ok(rep)
+	if s = sinkOf(t, l.f, "siem"); s.GetPostureIndex() != after.Index || s.GetPostureMac() != m2 {
+		t.Fatalf("replaced sink lost its posture position: %v", s)
+	}
+
+	snap, err := l.f.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := &memSink{failAfter: -1}
+	if err := snap.Persist(buf); err != nil {
+		t.Fatal(err)
+	}
+	g := New()
+	if err := g.Restore(io.NopCloser(bytes.NewReader(buf.Bytes()))); err != nil {
+		t.Fatal(err)
+	}
+	h1, _ := l.f.Hash()
+	h2, _ := g.Hash()
+	if h1 != h2 || sinkOf(t, g, "siem").GetPostureMac() != m2 || sinkOf(t, g, "siem").GetPostureIndex() != after.Index {
+		t.Fatal("the posture position did not survive the snapshot")
+	}
+	next := l.ok(findingsPut(postureOf(m1, digestA, 1)))
+	h3, _ := l.f.Hash()
+	l.ok(postureProgress("siem", next.Index, m1))
+	if h4, _ := l.f.Hash(); h4 == h3 {
+		t.Fatal("hash ignores a sink's posture position")
+	}
+}

@@ -86,6 +86,8 @@ func CEF(e Event, host, version string) string {
 		x.label(2, "tier", names.Enum(a.GetTier()))
 		x.label(3, "incident", a.GetIncidentId())
 		x.label(4, "alertId", a.GetId())
+	} else if p := e.Posture; p != nil {
+		class, name = cefFinding(&x, e)
 	} else {
 		r := e.Audit
 		class = r.GetAction()
@@ -102,4 +104,50 @@ func CEF(e Event, host, version string) string {
 	}
 	return "CEF:0|medmesh|medmesh|" + cefHeader.Replace(version) + "|" + cefHeader.Replace(class) + "|" +
 		cefHeader.Replace(name) + "|" + strconv.Itoa(e.cefSeverity()) + "|" + x.b.String()
+}
+
+// cefFinding writes a risk finding's extension: the device (MAC, first
+// address, hostname), the finding's id, CVE and advisory, its CVSS, and
+// what it concerns (the account and protocol of default credentials, never
+// a password; the component of a vulnerability; the recall number). It
+// returns the event class ("finding:" and the kind) and the name.
+func cefFinding(x *cefExt, e Event) (class, name string) {
+	p, f := e.Posture, e.Finding
+	class = "finding:" + f.GetKind()
+	name = f.GetSummary()
+	if name == "" {
+		name = f.GetKind() + " " + f.GetId()
+	}
+	x.add("cat", "finding")
+	x.add("smac", p.GetDeviceMac())
+	if len(e.IPs) > 0 {
+		x.add("src", e.IPs[0])
+	}
+	x.add("shost", p.GetHostname())
+	x.add("msg", f.GetSummary())
+	x.add("app", f.GetProtocol())
+	x.add("cn2Label", "riskScore")
+	x.add("cn2", strconv.FormatUint(uint64(p.GetScore().GetScore()), 10))
+	if c := f.GetCvss(); c > 0 {
+		x.add("cfp1Label", "cvss")
+		x.add("cfp1", strconv.FormatFloat(c, 'f', 1, 64))
+	}
+	x.label(1, "findingId", f.GetId())
+	if strings.HasPrefix(f.GetId(), "CVE-") {
+		x.label(2, "cve", f.GetId())
+	}
+	x.label(3, "advisory", f.GetSource())
+	x.label(4, "tier", names.Enum(p.GetTier()))
+	switch {
+	case f.GetAccount() != "":
+		x.label(5, "account", f.GetAccount())
+	case f.GetComponent() != "":
+		x.label(5, "component", f.GetComponent())
+	case f.GetRecallNumber() != "":
+		x.label(5, "recall", f.GetRecallNumber())
+	case f.GetEolDate() != "":
+		x.label(5, "eolDate", f.GetEolDate())
+	}
+	x.label(6, "suppressed", f.GetSuppressed())
+	return class, name
 }

@@ -120,3 +120,69 @@ func TestSyslogHeaderAndWebhookBodies(t *testing.T) {
 		t.Errorf("Sign = %s", got)
 	}
 }
+
+func testPosture() *medmeshv1.DevicePosture {
+	return &medmeshv1.DevicePosture{DeviceMac: "00:1b:44:11:3a:b7", Score: &medmeshv1.RiskScore{Score: 88}, Index: 321,
+		AssessTime: timestamppb.New(t0), Tier: medmeshv1.Tier_TIER_LIFE_CRITICAL, Hostname: "pump-7",
+		Findings: []*medmeshv1.Finding{
+			{Kind: "vulnerability", Id: "CVE-2020-25165", Source: "ICSMA-20-296-01", Confidence: "exact", Severity: "critical",
+				Summary: "Alaris PCU session fixation", Cvss: 9.8, CvssVector: "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H", Epss: 0.12,
+				Component: "pkg:generic/bd/alaris-pcu@9.33", FixedVersion: "12.1.2", Remediation: "upgrade"},
+			{Kind: "default_credentials", Id: "default-credentials:telnet/admin", Source: "sensor alert s1/7", Confidence: "observed",
+				Severity: "high", Summary: "telnet accepted the default account admin", Protocol: "telnet", Account: "admin"},
+		}}
+}
+
+// TestFindingEvents: a posture is one event per finding with a stable id;
+// OCSF renders a Vulnerability Finding (class 2002) with the CVE, CVSS,
+// the device as resource; default credentials name account and protocol.
+func TestFindingEvents(t *testing.T) {
+	p := testPosture()
+	evs := PostureEvents(p, []string{"10.1.0.6"})
+	if len(evs) != 2 || evs[0].ID != "finding/00:1b:44:11:3a:b7/321/CVE-2020-25165" || evs[0].last || !evs[1].last || evs[1].Kind() != "finding" {
+		t.Fatalf("events %+v", evs)
+	}
+	if e := PostureEvents(&medmeshv1.DevicePosture{DeviceMac: "m", Index: 4}, nil); len(e) != 1 || e[0].Finding != nil || !e[0].last {
+		t.Fatalf("empty posture: %+v", e)
+	}
+	b, err := OCSF(evs[0], "c1", "1.0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatal(err)
+	}
+	for path, want := range map[string]any{
+		"class_uid": 2002.0, "category_uid": 2.0, "activity_id": 1.0, "type_uid": 200201.0, "severity_id": 5.0,
+		"time": float64(t0.UnixMilli()), "metadata.version": ocsfVersion, "metadata.product.vendor_name": "medmesh",
+		"metadata.uid": evs[0].ID, "finding_info.uid": evs[0].ID, "finding_info.title": "Alaris PCU session fixation",
+		"device.mac": "00:1b:44:11:3a:b7", "device.ip": "10.1.0.6", "status_id": 1.0,
+	} {
+		if got := get(m, path); got != want {
+			t.Errorf("vulnerability finding %s = %v, want %v", path, got, want)
+		}
+	}
+	v := get(m, "vulnerabilities").([]any)[0].(map[string]any)
+	if get(v, "cve.uid") != "CVE-2020-25165" || get(v, "cve.cvss").([]any)[0].(map[string]any)["version"] != "3.1" {
+		t.Errorf("vulnerability %v", v)
+	}
+	if r := get(m, "resources").([]any)[0].(map[string]any); r["uid"] != "00:1b:44:11:3a:b7" {
+		t.Errorf("resources %v", r)
+	}
+	line := CEF(evs[1], "c1", "1.0")
+	for _, want := range []string{"|finding:default_credentials|telnet accepted the default account admin|8|", "cs5Label=account cs5=admin", "app=telnet", "smac=00:1b:44:11:3a:b7", "src=10.1.0.6"} {
+		if !strings.Contains(line, want) {
+			t.Errorf("CEF %q lacks %q", line, want)
+		}
+	}
+	body, _ := WebhookBody(&medmeshv1.Sink{Kind: medmeshv1.SinkKind_SINK_KIND_WEBHOOK}, evs[1], "c1", "1.0")
+	m = nil
+	json.Unmarshal(body, &m)
+	if m["kind"] != "finding" || get(m, "finding.account") != "admin" || get(m, "posture.deviceMac") != "00:1b:44:11:3a:b7" || get(m, "posture.findings") != nil {
+		t.Errorf("json body %s", body)
+	}
+	if strings.Contains(strings.ToLower(string(body)+line), "password") {
+		t.Errorf("a finding event mentions a password: %s %s", body, line)
+	}
+}

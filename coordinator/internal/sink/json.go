@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/medmesh/medmesh/internal/names"
 )
@@ -14,7 +15,8 @@ import (
 const ocsfVersion = "1.3.0"
 
 // OCSF renders an event as one OCSF JSON object: an alert as a Detection
-// Finding (class 2004, category Findings), an audit record as an API
+// Finding (class 2004, category Findings), a risk finding as a
+// Vulnerability Finding (class 2002, category Findings), an audit record as an API
 // Activity (class 6003, category Application Activity): who called which
 // operation on which resource.
 func OCSF(e Event, host, version string) ([]byte, error) {
@@ -62,6 +64,9 @@ func OCSF(e Event, host, version string) ([]byte, error) {
 		}
 		return json.Marshal(ev)
 	}
+	if e.Posture != nil {
+		return json.Marshal(ocsfFinding(e, t, sev, meta, host))
+	}
 	r := e.Audit
 	act, actName := 99, "Other"
 	switch {
@@ -95,6 +100,84 @@ func OCSF(e Event, host, version string) ([]byte, error) {
 	return json.Marshal(ev)
 }
 
+// ocsfFinding is a risk finding as an OCSF 1.3.0 Vulnerability Finding
+// (class 2002): finding_info names the finding, vulnerabilities carries
+// it (cve.uid for a CVE, with its CVSS and EPSS), resources and device the
+// device it is on. Findings that are not CVEs (default credentials, end of
+// life, recalls, observed behaviour) are vulnerabilities without a cve.
+// A VEX-suppressed finding has status Suppressed.
+func ocsfFinding(e Event, t int64, sev int, meta map[string]any, host string) map[string]any {
+	p, f := e.Posture, e.Finding
+	title := f.GetSummary()
+	if title == "" {
+		title = f.GetKind() + " " + f.GetId()
+	}
+	vuln := map[string]any{"title": title, "desc": f.GetSummary(), "severity": ocsfSeverityName(sev)}
+	if strings.HasPrefix(f.GetId(), "CVE-") {
+		cve := map[string]any{"uid": f.GetId()}
+		if f.GetCvss() > 0 {
+			cvss := map[string]any{"base_score": f.GetCvss()}
+			if v := f.GetCvssVector(); v != "" {
+				cvss["vector_string"] = v
+				if strings.HasPrefix(v, "CVSS:") {
+					cvss["version"] = strings.TrimPrefix(strings.SplitN(v, "/", 2)[0], "CVSS:")
+				}
+			}
+			cve["cvss"] = []any{cvss}
+		}
+		if f.GetEpss() > 0 {
+			cve["epss"] = map[string]any{"score": strconv.FormatFloat(f.GetEpss(), 'f', -1, 64)}
+		}
+		vuln["cve"] = cve
+	}
+	if r := f.GetRemediation(); r != "" {
+		vuln["remediation"] = map[string]any{"desc": r}
+	}
+	if c := f.GetComponent(); c != "" {
+		pkg := map[string]any{"name": c, "purl": c}
+		if v := f.GetFixedVersion(); v != "" {
+			pkg["fixed_in_version"] = v
+		}
+		vuln["affected_packages"] = []any{pkg}
+	}
+	if f.GetFixedVersion() != "" {
+		vuln["fix_available"] = true
+	}
+	statusID, status := 1, "New"
+	if f.GetSuppressed() != "" {
+		statusID, status = 3, "Suppressed"
+	}
+	dev := map[string]any{"mac": p.GetDeviceMac(), "type_id": 99, "type": "Medical device"}
+	if h := p.GetHostname(); h != "" {
+		dev["hostname"] = h
+	}
+	if len(e.IPs) > 0 {
+		dev["ip"] = e.IPs[0]
+	}
+	return map[string]any{
+		"class_uid": 2002, "class_name": "Vulnerability Finding",
+		"category_uid": 2, "category_name": "Findings",
+		"activity_id": 1, "activity_name": "Create", "type_uid": 200201,
+		"time": t, "severity_id": sev, "severity": ocsfSeverityName(sev),
+		"status_id": statusID, "status": status,
+		"message":  title,
+		"metadata": meta,
+		"finding_info": map[string]any{
+			"uid": e.ID, "title": title, "types": []string{f.GetKind()}, "desc": f.GetSummary(),
+			"created_time": t,
+		},
+		"vulnerabilities": []any{vuln},
+		"resources":       []any{map[string]any{"uid": p.GetDeviceMac(), "type": "Device", "name": p.GetHostname()}},
+		"device":          dev,
+		"unmapped": map[string]any{
+			"finding_id": f.GetId(), "source": f.GetSource(), "confidence": f.GetConfidence(), "kev": f.GetKev(),
+			"tier": names.Enum(p.GetTier()), "device_score": p.GetScore().GetScore(), "posture_index": p.GetIndex(),
+			"account": f.GetAccount(), "protocol": f.GetProtocol(), "recall_number": f.GetRecallNumber(),
+			"eol_date": f.GetEolDate(), "suppressed": f.GetSuppressed(), "coordinator": host,
+		},
+	}
+}
+
 // ocsfSeverity maps a score onto OCSF severity_id: 1 Informational, 2 Low,
 // 3 Medium, 4 High, 5 Critical.
 func ocsfSeverity(score uint32) int {
@@ -121,9 +204,22 @@ func JSON(e Event, host string) ([]byte, error) {
 	m := map[string]any{"id": e.ID, "kind": e.Kind(), "index": e.Index(), "coordinator": host, "time": e.Time().UTC().Format("2006-01-02T15:04:05.000Z07:00")}
 	var err error
 	var raw []byte
-	if e.Alert != nil {
+	switch {
+	case e.Alert != nil:
 		raw, err = protojson.Marshal(e.Alert)
-	} else {
+	case e.Posture != nil:
+		// The finding, and its posture without the other findings.
+		raw, err = protojson.Marshal(e.Finding)
+		if err == nil {
+			p := proto.CloneOf(e.Posture)
+			p.Findings = nil
+			var praw []byte
+			if praw, err = protojson.Marshal(p); err == nil {
+				m["posture"] = json.RawMessage(praw)
+				m["ip_addresses"] = e.IPs
+			}
+		}
+	default:
 		raw, err = protojson.Marshal(e.Audit)
 	}
 	if err != nil {
@@ -159,6 +255,16 @@ func ServiceNow(e Event, host string) ([]byte, error) {
 		if f := a.GetFlow(); f != nil {
 			row["u_src"], row["u_dst"], row["u_dport"] = f.GetSrc(), f.GetDst(), strconv.FormatUint(uint64(f.GetDport()), 10)
 		}
+	} else if p, f := e.Posture, e.Finding; p != nil {
+		row["u_short_description"] = "medmesh " + f.GetKind() + " " + f.GetId() + " on " + p.GetDeviceMac()
+		row["u_description"] = f.GetSummary()
+		row["u_category"] = "finding:" + f.GetKind()
+		row["u_device_mac"] = p.GetDeviceMac()
+		row["u_tier"] = names.Enum(p.GetTier())
+		row["u_risk_score"] = strconv.FormatUint(uint64(p.GetScore().GetScore()), 10)
+		row["u_finding_id"] = f.GetId()
+		row["u_advisory"] = f.GetSource()
+		row["u_remediation"] = f.GetRemediation()
 	} else {
 		r := e.Audit
 		row["u_short_description"] = "medmesh " + r.GetAction() + " " + r.GetResource()

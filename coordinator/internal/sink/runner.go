@@ -23,6 +23,11 @@ type Source interface {
 	// ListAudit returns audit records after sequence number after, and the
 	// sequence number of the last one.
 	ListAudit(after uint64, limit int, resource string) (page []*medmeshv1.AuditRecord, last uint64, more bool, index uint64)
+	// PosturesChanged returns the device postures committed after
+	// (afterIndex, afterMAC), in (index, MAC) order.
+	PosturesChanged(afterIndex uint64, afterMAC string) ([]*medmeshv1.DevicePosture, uint64)
+	// Device is a device of the inventory, or nil.
+	Device(mac string) *medmeshv1.Device
 	Sinks() ([]*medmeshv1.Sink, uint64)
 	// Ends are the position after the last alert and the audit head's
 	// sequence number.
@@ -96,6 +101,8 @@ type worker struct {
 	mu                 sync.Mutex
 	cfg                *medmeshv1.Sink
 	alertPos, auditSeq uint64 // delivered, not necessarily committed
+	postureIdx         uint64 // with postureMAC: the last posture delivered
+	postureMAC         string
 	delivered          uint64
 	failures           uint64
 	lastErr            string
@@ -150,7 +157,7 @@ func (r *Runner) reconcile(ctx context.Context) {
 		if w == nil {
 			wctx, cancel := context.WithCancel(ctx)
 			w = &worker{name: s.GetName(), cfg: s, cfgCh: make(chan *medmeshv1.Sink, 1), cancel: cancel, done: make(chan struct{}),
-				alertPos: s.GetAlertPosition(), auditSeq: s.GetAuditSeq()}
+				alertPos: s.GetAlertPosition(), auditSeq: s.GetAuditSeq(), postureIdx: s.GetPostureIndex(), postureMAC: s.GetPostureMac()}
 			r.workers[s.GetName()] = w
 			go r.deliver(wctx, w)
 			continue
@@ -185,8 +192,10 @@ func (r *Runner) commit(ctx context.Context) {
 	for _, name := range sortedNames(r.workers) {
 		w := r.workers[name]
 		w.mu.Lock()
-		if w.alertPos > w.cfg.GetAlertPosition() || w.auditSeq > w.cfg.GetAuditSeq() {
-			ps = append(ps, &fsmpb.SinkPosition{Name: name, AlertPosition: w.alertPos, AuditSeq: w.auditSeq})
+		if w.alertPos > w.cfg.GetAlertPosition() || w.auditSeq > w.cfg.GetAuditSeq() ||
+			postureAfter(w.postureIdx, w.postureMAC, w.cfg.GetPostureIndex(), w.cfg.GetPostureMac()) {
+			ps = append(ps, &fsmpb.SinkPosition{Name: name, AlertPosition: w.alertPos, AuditSeq: w.auditSeq,
+				PostureIndex: w.postureIdx, PostureMac: w.postureMAC})
 		}
 		w.mu.Unlock()
 	}
@@ -210,10 +219,18 @@ func sortedNames(m map[string]*worker) []string {
 
 const batch = 256
 
+// postureAfter reports whether posture position (i, mac) comes after (j,
+// jmac) in (index, MAC) order.
+func postureAfter(i uint64, mac string, j uint64, jmac string) bool {
+	return i > j || (i == j && mac > jmac)
+}
+
 // next reads the events after the worker's positions, merged in commit
 // order. An event whose position retention evicted is gone: the worker
-// skips to the oldest kept.
-func (r *Runner) next(alertPos, auditSeq uint64) []Event {
+// skips to the oldest kept. Postures are read only for a sink that takes
+// findings (the others' posture position stays where it is); a posture
+// replaced before it was delivered is read as its latest version.
+func (r *Runner) next(cfg *medmeshv1.Sink, alertPos, auditSeq, postureIdx uint64, postureMAC string) []Event {
 	var evs []Event
 	as, first, _ := r.src.AlertsFrom(alertPos, batch)
 	for i, a := range as {
@@ -222,6 +239,12 @@ func (r *Runner) next(alertPos, auditSeq uint64) []Event {
 	recs, last, _, _ := r.src.ListAudit(auditSeq, batch, "")
 	for i, rec := range recs {
 		evs = append(evs, AuditEvent(rec, last-uint64(len(recs))+uint64(i)+1))
+	}
+	if sinkcfg.Wants(cfg, sinkcfg.EventFinding) {
+		ps, _ := r.src.PosturesChanged(postureIdx, postureMAC)
+		for _, p := range ps[:min(len(ps), batch)] {
+			evs = append(evs, PostureEvents(p, r.src.Device(p.GetDeviceMac()).GetIpAddresses())...)
+		}
 	}
 	slices.SortStableFunc(evs, func(a, b Event) int {
 		switch {
@@ -250,7 +273,7 @@ func (r *Runner) deliver(ctx context.Context, w *worker) {
 	for ctx.Err() == nil {
 		changed := r.src.Changed()
 		w.mu.Lock()
-		evs := r.next(w.alertPos, w.auditSeq)
+		evs := r.next(cfg, w.alertPos, w.auditSeq, w.postureIdx, w.postureMAC)
 		w.mu.Unlock()
 		if len(evs) == 0 {
 			select {
@@ -266,7 +289,7 @@ func (r *Runner) deliver(ctx context.Context, w *worker) {
 			continue
 		}
 		for _, e := range evs {
-			if !sinkcfg.Wants(cfg, e.Kind()) {
+			if !sinkcfg.Wants(cfg, e.Kind()) || (e.Posture != nil && e.Finding == nil) {
 				w.advance(e, false)
 				continue
 			}
@@ -306,9 +329,15 @@ func (r *Runner) deliver(ctx context.Context, w *worker) {
 func (w *worker) advance(e Event, sent bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if e.Alert != nil {
+	switch {
+	case e.Alert != nil:
 		w.alertPos = max(w.alertPos, e.Pos)
-	} else {
+	case e.Posture != nil:
+		// A posture is delivered when its last finding is.
+		if p := e.Posture; e.last && postureAfter(p.GetIndex(), p.GetDeviceMac(), w.postureIdx, w.postureMAC) {
+			w.postureIdx, w.postureMAC = p.GetIndex(), p.GetDeviceMac()
+		}
+	default:
 		w.auditSeq = max(w.auditSeq, e.Seq)
 	}
 	if sent {
@@ -334,7 +363,10 @@ func (r *Runner) failed(ctx context.Context, w *worker, err error) {
 	if raise {
 		w.stuck = true
 	}
-	since, apos, aseq := w.failingSince, w.alertPos, w.auditSeq
+	since, where := w.failingSince, fmt.Sprintf("%d-%d", w.alertPos, w.auditSeq)
+	if sinkcfg.Wants(w.cfg, sinkcfg.EventFinding) {
+		where += fmt.Sprintf("-%d", w.postureIdx) // stuck on a posture
+	}
 	w.mu.Unlock()
 	if !raise || r.opts.Raise == nil {
 		return
@@ -342,7 +374,7 @@ func (r *Runner) failed(ctx context.Context, w *worker, err error) {
 	a := &medmeshv1.Alert{
 		// Named by where the sink is stuck, so a new leader stuck at the
 		// same place raises the same alert (committed once).
-		Id:       fmt.Sprintf("sink-stuck/%s/%d-%d", w.name, apos, aseq),
+		Id:       fmt.Sprintf("sink-stuck/%s/%s", w.name, where),
 		SensorId: "coordinator/" + r.opts.Host,
 		Kind:     sinkcfg.KindStuck,
 		Risk:     &medmeshv1.RiskScore{Score: 60},
@@ -373,8 +405,13 @@ func (r *Runner) Status() []*medmeshv1.SinkStatus {
 		w.mu.Lock()
 		st := &medmeshv1.SinkStatus{
 			Name: name, AlertPosition: w.cfg.GetAlertPosition(), AuditSeq: w.cfg.GetAuditSeq(),
+			PostureIndex: w.cfg.GetPostureIndex(), PostureMac: w.cfg.GetPostureMac(),
 			Backlog:        sub(alertEnd, w.alertPos) + sub(auditHead, w.auditSeq),
 			DeliveredTotal: w.delivered, FailuresTotal: w.failures, LastError: w.lastErr, Stuck: w.stuck,
+		}
+		if sinkcfg.Wants(w.cfg, sinkcfg.EventFinding) {
+			ps, _ := r.src.PosturesChanged(w.postureIdx, w.postureMAC)
+			st.Backlog += uint64(len(ps))
 		}
 		if !w.lastDelivery.IsZero() {
 			st.LastDeliveryTime = timestamppb.New(w.lastDelivery)

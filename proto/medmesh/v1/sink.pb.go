@@ -158,7 +158,8 @@ type Sink struct {
 	// Webhook: file holding the HMAC-SHA256 key that signs every request
 	// (X-Medmesh-Signature); empty: unsigned.
 	HmacKeyFile string `protobuf:"bytes,11,opt,name=hmac_key_file,json=hmacKeyFile,proto3" json:"hmac_key_file,omitempty"`
-	// Which events: "alert", "audit". Empty: both.
+	// Which events: "alert", "audit", "finding". Empty: alerts and audit
+	// records (findings are delivered only to sinks that list "finding").
 	Events []string `protobuf:"bytes,12,rep,name=events,proto3" json:"events,omitempty"`
 	// Syslog: the APP-NAME and HOSTNAME of the RFC 5424 header (defaults
 	// "medmesh" and the coordinator's id).
@@ -176,6 +177,11 @@ type Sink struct {
 	// the audit trail's sequence number.
 	AlertPosition uint64 `protobuf:"varint,18,opt,name=alert_position,json=alertPosition,proto3" json:"alert_position,omitempty"`
 	AuditSeq      uint64 `protobuf:"varint,19,opt,name=audit_seq,json=auditSeq,proto3" json:"audit_seq,omitempty"`
+	// Output only: the last device posture (risk findings) delivered, by the
+	// Raft index that committed it and the device MAC (one commit carries
+	// many devices' postures). Postures committed after it are delivered.
+	PostureIndex  uint64 `protobuf:"varint,20,opt,name=posture_index,json=postureIndex,proto3" json:"posture_index,omitempty"`
+	PostureMac    string `protobuf:"bytes,21,opt,name=posture_mac,json=postureMac,proto3" json:"posture_mac,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -341,6 +347,20 @@ func (x *Sink) GetAuditSeq() uint64 {
 		return x.AuditSeq
 	}
 	return 0
+}
+
+func (x *Sink) GetPostureIndex() uint64 {
+	if x != nil {
+		return x.PostureIndex
+	}
+	return 0
+}
+
+func (x *Sink) GetPostureMac() string {
+	if x != nil {
+		return x.PostureMac
+	}
+	return ""
 }
 
 // ListSinksRequest lists the sinks.
@@ -860,7 +880,8 @@ type SinkStatus struct {
 	// Committed positions (as in Sink).
 	AlertPosition uint64 `protobuf:"varint,2,opt,name=alert_position,json=alertPosition,proto3" json:"alert_position,omitempty"`
 	AuditSeq      uint64 `protobuf:"varint,3,opt,name=audit_seq,json=auditSeq,proto3" json:"audit_seq,omitempty"`
-	// Events committed but not yet delivered.
+	// Events committed but not yet delivered (postures count as one each,
+	// whatever findings they carry).
 	Backlog          uint64                 `protobuf:"varint,4,opt,name=backlog,proto3" json:"backlog,omitempty"`
 	DeliveredTotal   uint64                 `protobuf:"varint,5,opt,name=delivered_total,json=deliveredTotal,proto3" json:"delivered_total,omitempty"`
 	FailuresTotal    uint64                 `protobuf:"varint,6,opt,name=failures_total,json=failuresTotal,proto3" json:"failures_total,omitempty"`
@@ -868,8 +889,11 @@ type SinkStatus struct {
 	LastDeliveryTime *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=last_delivery_time,json=lastDeliveryTime,proto3" json:"last_delivery_time,omitempty"`
 	// Set while delivery has been failing for longer than the stuck
 	// threshold (a sink_stuck alert is raised once per episode).
-	Stuck         bool                   `protobuf:"varint,9,opt,name=stuck,proto3" json:"stuck,omitempty"`
-	FailingSince  *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=failing_since,json=failingSince,proto3" json:"failing_since,omitempty"`
+	Stuck        bool                   `protobuf:"varint,9,opt,name=stuck,proto3" json:"stuck,omitempty"`
+	FailingSince *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=failing_since,json=failingSince,proto3" json:"failing_since,omitempty"`
+	// Committed posture position (as in Sink).
+	PostureIndex  uint64 `protobuf:"varint,11,opt,name=posture_index,json=postureIndex,proto3" json:"posture_index,omitempty"`
+	PostureMac    string `protobuf:"bytes,12,opt,name=posture_mac,json=postureMac,proto3" json:"posture_mac,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -974,6 +998,20 @@ func (x *SinkStatus) GetFailingSince() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *SinkStatus) GetPostureIndex() uint64 {
+	if x != nil {
+		return x.PostureIndex
+	}
+	return 0
+}
+
+func (x *SinkStatus) GetPostureMac() string {
+	if x != nil {
+		return x.PostureMac
+	}
+	return ""
+}
+
 // GetSinkStatusResponse holds every sink's status, by name.
 type GetSinkStatusResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1033,7 +1071,7 @@ var File_medmesh_v1_sink_proto protoreflect.FileDescriptor
 const file_medmesh_v1_sink_proto_rawDesc = "" +
 	"\n" +
 	"\x15medmesh/v1/sink.proto\x12\n" +
-	"medmesh.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17medmesh/v1/common.proto\"\xd1\x04\n" +
+	"medmesh.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17medmesh/v1/common.proto\"\x97\x05\n" +
 	"\x04Sink\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12(\n" +
 	"\x04kind\x18\x02 \x01(\x0e2\x14.medmesh.v1.SinkKindR\x04kind\x12.\n" +
@@ -1057,7 +1095,10 @@ const file_medmesh_v1_sink_proto_rawDesc = "" +
 	"\n" +
 	"updated_by\x18\x11 \x01(\tR\tupdatedBy\x12%\n" +
 	"\x0ealert_position\x18\x12 \x01(\x04R\ralertPosition\x12\x1b\n" +
-	"\taudit_seq\x18\x13 \x01(\x04R\bauditSeq\"Q\n" +
+	"\taudit_seq\x18\x13 \x01(\x04R\bauditSeq\x12#\n" +
+	"\rposture_index\x18\x14 \x01(\x04R\fpostureIndex\x12\x1f\n" +
+	"\vposture_mac\x18\x15 \x01(\tR\n" +
+	"postureMac\"Q\n" +
 	"\x10ListSinksRequest\x12=\n" +
 	"\vconsistency\x18\x01 \x01(\x0e2\x1b.medmesh.v1.ReadConsistencyR\vconsistency\"n\n" +
 	"\x11ListSinksResponse\x12&\n" +
@@ -1091,7 +1132,7 @@ const file_medmesh_v1_sink_proto_rawDesc = "" +
 	"\bevent_id\x18\x01 \x01(\tR\aeventId\x12\x1c\n" +
 	"\tdelivered\x18\x02 \x01(\bR\tdelivered\x12\x14\n" +
 	"\x05error\x18\x03 \x01(\tR\x05error\"\x16\n" +
-	"\x14GetSinkStatusRequest\"\x8e\x03\n" +
+	"\x14GetSinkStatusRequest\"\xd4\x03\n" +
 	"\n" +
 	"SinkStatus\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12%\n" +
@@ -1105,7 +1146,10 @@ const file_medmesh_v1_sink_proto_rawDesc = "" +
 	"\x12last_delivery_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\x10lastDeliveryTime\x12\x14\n" +
 	"\x05stuck\x18\t \x01(\bR\x05stuck\x12?\n" +
 	"\rfailing_since\x18\n" +
-	" \x01(\v2\x1a.google.protobuf.TimestampR\ffailingSince\"b\n" +
+	" \x01(\v2\x1a.google.protobuf.TimestampR\ffailingSince\x12#\n" +
+	"\rposture_index\x18\v \x01(\x04R\fpostureIndex\x12\x1f\n" +
+	"\vposture_mac\x18\f \x01(\tR\n" +
+	"postureMac\"b\n" +
 	"\x15GetSinkStatusResponse\x12,\n" +
 	"\x05sinks\x18\x01 \x03(\v2\x16.medmesh.v1.SinkStatusR\x05sinks\x12\x1b\n" +
 	"\tserved_by\x18\x02 \x01(\tR\bservedBy*R\n" +

@@ -4213,6 +4213,9 @@ type SinkPosition struct {
 	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	AlertPosition uint64                 `protobuf:"varint,2,opt,name=alert_position,json=alertPosition,proto3" json:"alert_position,omitempty"`
 	AuditSeq      uint64                 `protobuf:"varint,3,opt,name=audit_seq,json=auditSeq,proto3" json:"audit_seq,omitempty"`
+	// The last device posture delivered: its Raft index and device MAC.
+	PostureIndex  uint64 `protobuf:"varint,4,opt,name=posture_index,json=postureIndex,proto3" json:"posture_index,omitempty"`
+	PostureMac    string `protobuf:"bytes,5,opt,name=posture_mac,json=postureMac,proto3" json:"posture_mac,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -4266,6 +4269,20 @@ func (x *SinkPosition) GetAuditSeq() uint64 {
 		return x.AuditSeq
 	}
 	return 0
+}
+
+func (x *SinkPosition) GetPostureIndex() uint64 {
+	if x != nil {
+		return x.PostureIndex
+	}
+	return 0
+}
+
+func (x *SinkPosition) GetPostureMac() string {
+	if x != nil {
+		return x.PostureMac
+	}
+	return ""
 }
 
 // SinkAlert is an alert the leader raises about its sinks (sink_stuck): it
@@ -4643,11 +4660,14 @@ const file_medmesh_fsm_v1_command_proto_rawDesc = "" +
 	"\acomment\x18\x05 \x01(\tR\acommentB\x13\n" +
 	"\x11_expected_version\"J\n" +
 	"\fSinkProgress\x12:\n" +
-	"\tpositions\x18\x01 \x03(\v2\x1c.medmesh.fsm.v1.SinkPositionR\tpositions\"f\n" +
+	"\tpositions\x18\x01 \x03(\v2\x1c.medmesh.fsm.v1.SinkPositionR\tpositions\"\xac\x01\n" +
 	"\fSinkPosition\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12%\n" +
 	"\x0ealert_position\x18\x02 \x01(\x04R\ralertPosition\x12\x1b\n" +
-	"\taudit_seq\x18\x03 \x01(\x04R\bauditSeq\"4\n" +
+	"\taudit_seq\x18\x03 \x01(\x04R\bauditSeq\x12#\n" +
+	"\rposture_index\x18\x04 \x01(\x04R\fpostureIndex\x12\x1f\n" +
+	"\vposture_mac\x18\x05 \x01(\tR\n" +
+	"postureMac\"4\n" +
 	"\tSinkAlert\x12'\n" +
 	"\x05alert\x18\x01 \x01(\v2\x11.medmesh.v1.AlertR\x05alertBAZ?github.com/medmesh/medmesh/coordinator/internal/fsm/fsmpb;fsmpbb\x06proto3"
 
