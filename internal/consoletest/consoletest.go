@@ -49,6 +49,9 @@ type Options struct {
 	// pins their public keys (--ignore-certificate-errors-spki-list).
 	// Every other certificate error stays an error.
 	TrustCerts []string
+	// Others are origins besides Origin the page may reach (a hospital's
+	// identity provider during single sign-on).
+	Others []string
 }
 
 // Browser is a headless Chromium tab on the console.
@@ -57,6 +60,7 @@ type Browser struct {
 	ctx    context.Context
 	Origin string
 	Shots  string
+	others []string
 
 	mu       sync.Mutex
 	problems []string
@@ -89,7 +93,7 @@ func Start(t testing.TB, o Options) *Browser {
 	ctx, cancelTab := chromedp.NewContext(actx)
 	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
 	t.Cleanup(func() { cancel(); cancelTab(); cancelAlloc() })
-	b := &Browser{t: t, ctx: ctx, Origin: o.Origin, Shots: o.Shots}
+	b := &Browser{t: t, ctx: ctx, Origin: o.Origin, Shots: o.Shots, others: o.Others}
 	b.Run("start", chromedp.Navigate("about:blank"))
 	if err := chromedp.Listen(ctx, b.listen); err != nil {
 		t.Fatal(err)
@@ -131,11 +135,24 @@ func (b *Browser) listen(ev any) {
 			b.problems = append(b.problems, "console error: "+strings.Join(args, " "))
 		}
 	case *network.EventRequestWillBeSent:
-		u := e.Request.URL
-		if !strings.HasPrefix(u, b.Origin+"/") && u != b.Origin && !strings.HasPrefix(u, "data:") {
+		if u := e.Request.URL; !b.allowed(u) {
 			b.problems = append(b.problems, "request left the origin: "+u)
 		}
 	}
+}
+
+// allowed reports whether the page may request u: the console's origin,
+// the other origins of Options, data: URLs and about:blank.
+func (b *Browser) allowed(u string) bool {
+	if strings.HasPrefix(u, "data:") || u == "about:blank" {
+		return true
+	}
+	for _, o := range append([]string{b.Origin}, b.others...) {
+		if u == o || strings.HasPrefix(u, o+"/") {
+			return true
+		}
+	}
+	return false
 }
 
 // Problems are the console errors, exceptions and requests off the
@@ -226,6 +243,21 @@ func PollFor(expr string, d time.Duration) Step {
 	})
 }
 
+// PollAcross is Poll that goes on across navigations between origins (a
+// page being replaced destroys the context an evaluation ran in), for 30 s.
+func PollAcross(expr string) Step {
+	return chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			_, err := chromedp.Poll[bool](expr, chromedp.WithPollingTimeout(time.Until(deadline)))(ctx, tg)
+			if err == nil || time.Now().After(deadline) || ctx.Err() != nil {
+				return err
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	})
+}
+
 // Eval evaluates a JavaScript expression for its effect.
 func Eval(expr string) Step {
 	return chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
@@ -265,7 +297,6 @@ func (b *Browser) Approve(id, shot string) string {
 		b.Shot(shot))
 	return b.Get("approval result", chromedp.Text(CSS("#approval-result")))
 }
-
 
 // Compliance opens the console's compliance page and downloads the report
 // the way its link does (same origin, the session's cookie): the page's
