@@ -158,16 +158,25 @@ func (s *Server) Authenticate(ctx context.Context, req *medmeshv1.AuthenticateRe
 	if ok {
 		login.SessionHash = req.GetSessionHash()
 	}
-	res, err := s.apply(ctx, &fsmpb.Command{Command: &fsmpb.Command_AccountLogin{AccountLogin: login}})
+	identity, expire, index, err := s.applyLogin(ctx, &fsmpb.Command{Command: &fsmpb.Command_AccountLogin{AccountLogin: login}})
 	if err != nil {
-		if status.Code(err) == codes.PermissionDenied {
-			return nil, status.Error(codes.PermissionDenied, "login refused")
-		}
 		return nil, err
 	}
+	return &medmeshv1.AuthenticateResponse{Identity: identity, ExpireTime: expire, Index: index}, nil
+}
+
+// applyLogin commits a login (password or single sign-on) and returns the
+// session's identity and expiry; every refusal reads "login refused".
+func (s *Server) applyLogin(ctx context.Context, cmd *fsmpb.Command) (string, *timestamppb.Timestamp, uint64, error) {
+	res, err := s.apply(ctx, cmd)
+	if err != nil {
+		if status.Code(err) == codes.PermissionDenied {
+			return "", nil, 0, status.Error(codes.PermissionDenied, "login refused")
+		}
+		return "", nil, 0, err
+	}
 	a := res.Account
-	return &medmeshv1.AuthenticateResponse{Identity: a.GetRole() + "/" + a.GetName(),
-		ExpireTime: timestamppb.New(a.GetLastLogin().AsTime().Add(fsm.SessionLifetime)), Index: res.Index}, nil
+	return a.GetRole() + "/" + a.GetName(), timestamppb.New(a.GetLastLogin().AsTime().Add(fsm.SessionLifetime)), res.Index, nil
 }
 
 // EndSession ends a console session (logout).
@@ -217,14 +226,9 @@ func (s *Server) OpenExternalSession(ctx context.Context, req *medmeshv1.OpenExt
 		return resp, err
 	}
 	login.Actor = id.String()
-	res, err := s.apply(ctx, &fsmpb.Command{Request: creq, Command: &fsmpb.Command_ExternalLogin{ExternalLogin: login}})
+	identity, expire, index, err := s.applyLogin(ctx, &fsmpb.Command{Request: creq, Command: &fsmpb.Command_ExternalLogin{ExternalLogin: login}})
 	if err != nil {
-		if status.Code(err) == codes.PermissionDenied {
-			return nil, status.Error(codes.PermissionDenied, "login refused")
-		}
 		return nil, err
 	}
-	a := res.Account
-	return &medmeshv1.OpenExternalSessionResponse{Identity: a.GetRole() + "/" + a.GetName(),
-		ExpireTime: timestamppb.New(a.GetLastLogin().AsTime().Add(fsm.SessionLifetime)), Index: res.Index}, nil
+	return &medmeshv1.OpenExternalSessionResponse{Identity: identity, ExpireTime: expire, Index: index}, nil
 }
