@@ -28,34 +28,46 @@ func (c *Coordinator) IsLeader() bool { return c.raft.State() == raft.Leader }
 // Apply is the one raftApply helper: it commits cmd and turns the future's
 // error and the FSM's response into ordinary errors.
 func (c *Coordinator) Apply(ctx context.Context, cmd *fsmpb.Command) (*fsm.Result, error) {
+	return c.Propose(ctx, cmd)()
+}
+
+// Propose hands cmd to Raft and returns at once; the function it returns
+// waits for the commit as Apply does. Commands proposed one after another
+// by one goroutine take their places in the log in that order.
+func (c *Coordinator) Propose(ctx context.Context, cmd *fsmpb.Command) func() (*fsm.Result, error) {
+	fail := func(err error) func() (*fsm.Result, error) {
+		return func() (*fsm.Result, error) { return nil, err }
+	}
 	if !c.IsLeader() {
-		return nil, api.ErrNotLeader
+		return fail(api.ErrNotLeader)
 	}
 	data, err := proto.Marshal(cmd)
 	if err != nil {
-		return nil, fmt.Errorf("encode command: %w", err)
+		return fail(fmt.Errorf("encode command: %w", err))
 	}
 	timeout := c.cfg.ApplyTimeout
 	if dl, ok := ctx.Deadline(); ok {
 		if timeout = time.Until(dl); timeout <= 0 {
-			return nil, context.DeadlineExceeded
+			return fail(context.DeadlineExceeded)
 		}
 	}
 	start := time.Now()
 	f := c.raft.Apply(data, timeout)
-	if err := c.await(f); err != nil {
-		c.metrics.applyErrors.Inc()
-		return nil, fmt.Errorf("raft apply: %w", err)
+	return func() (*fsm.Result, error) {
+		if err := c.await(f); err != nil {
+			c.metrics.applyErrors.Inc()
+			return nil, fmt.Errorf("raft apply: %w", err)
+		}
+		c.metrics.applyDuration.Observe(time.Since(start).Seconds())
+		res, ok := f.Response().(*fsm.Result)
+		if !ok {
+			return nil, fmt.Errorf("raft apply: unexpected response %T", f.Response())
+		}
+		if res.Err != nil {
+			return res, res.Err
+		}
+		return res, nil
 	}
-	c.metrics.applyDuration.Observe(time.Since(start).Seconds())
-	res, ok := f.Response().(*fsm.Result)
-	if !ok {
-		return nil, fmt.Errorf("raft apply: unexpected response %T", f.Response())
-	}
-	if res.Err != nil {
-		return res, res.Err
-	}
-	return res, nil
 }
 
 // spawn runs f in a goroutine that shutdown waits for, unless shutdown has

@@ -20,17 +20,21 @@ import (
 )
 
 // batcher coalesces sensor reports from many streams into few Raft
-// entries: it collects for up to maxDelay or maxRecords, then commits one
-// SensorBatch. Commits are serial, so one sensor's records always commit in
-// seq order.
+// entries by group commit: a report goes into the next entry at once when
+// fewer than maxInflight entries are in flight, and reports that arrive
+// while they are wait and go together into one entry (up to maxRecords)
+// when one commits. So a lone report (a sensor's alert) waits for no timer,
+// and under load entries grow with the commit latency. Entries are proposed
+// by one goroutine in arrival order, so Raft commits them in that order and
+// one sensor's records always commit in seq order.
 type batcher struct {
-	in         chan *pending
-	maxRecords int
-	maxDelay   time.Duration
-	apply      func(context.Context, *fsmpb.Command) (*fsm.Result, error)
-	stop       chan struct{}
-	done       chan struct{}
-	once       sync.Once
+	in          chan *pending
+	maxRecords  int
+	maxInflight int
+	propose     func(context.Context, *fsmpb.Command) func() (*fsm.Result, error)
+	stop        chan struct{}
+	done        chan struct{}
+	once        sync.Once
 }
 
 type pending struct {
@@ -44,9 +48,9 @@ type batchResult struct {
 	err   error
 }
 
-func newBatcher(maxRecords int, maxDelay time.Duration, apply func(context.Context, *fsmpb.Command) (*fsm.Result, error)) *batcher {
+func newBatcher(maxRecords, maxInflight int, propose func(context.Context, *fsmpb.Command) func() (*fsm.Result, error)) *batcher {
 	b := &batcher{
-		in: make(chan *pending, 1024), maxRecords: maxRecords, maxDelay: maxDelay, apply: apply,
+		in: make(chan *pending, 1024), maxRecords: maxRecords, maxInflight: maxInflight, propose: propose,
 		stop: make(chan struct{}), done: make(chan struct{}),
 	}
 	go b.run()
@@ -58,16 +62,24 @@ func (b *batcher) close() {
 	<-b.done
 }
 
-// submit queues one sensor's records and waits for their commit.
-func (b *batcher) submit(ctx context.Context, rep *fsmpb.SensorReport) (uint64, uint64, error) {
+// enqueue queues one sensor's records; their commit is reported on the
+// pending's done channel. Reports enqueued one after another are
+// committed in that order.
+func (b *batcher) enqueue(ctx context.Context, rep *fsmpb.SensorReport) (*pending, error) {
 	p := &pending{rep: rep, done: make(chan batchResult, 1)}
 	select {
 	case b.in <- p:
+		return p, nil
 	case <-ctx.Done():
-		return 0, 0, ctx.Err()
+		return nil, ctx.Err()
 	case <-b.stop:
-		return 0, 0, errors.New("coordinator shutting down")
+		return nil, errors.New("coordinator shutting down")
 	}
+}
+
+// wait waits for p's commit: the sensor's acknowledged seq and the entry's
+// Raft index.
+func (p *pending) wait(ctx context.Context) (uint64, uint64, error) {
 	select {
 	case r := <-p.done:
 		return r.acked, r.index, r.err
@@ -77,7 +89,12 @@ func (b *batcher) submit(ctx context.Context, rep *fsmpb.SensorReport) (uint64, 
 }
 
 func (b *batcher) run() {
-	defer close(b.done)
+	var inflight sync.WaitGroup
+	defer func() {
+		inflight.Wait()
+		close(b.done)
+	}()
+	slots := make(chan struct{}, b.maxInflight)
 	for {
 		var batch []*pending
 		select {
@@ -86,37 +103,47 @@ func (b *batcher) run() {
 		case <-b.stop:
 			return
 		}
+		select {
+		case slots <- struct{}{}:
+		case <-b.stop:
+			b.fail(batch, errors.New("coordinator shutting down"))
+			return
+		}
+		// Whatever arrived while waiting for a slot goes in too.
 		n := len(batch[0].rep.GetRecords())
-		timer := time.NewTimer(b.maxDelay)
 	collect:
 		for n < b.maxRecords {
 			select {
 			case p := <-b.in:
 				batch = append(batch, p)
 				n += len(p.rep.GetRecords())
-			case <-timer.C:
+			default:
 				break collect
 			}
 		}
-		timer.Stop()
-		b.commit(batch)
+		cmd := &fsmpb.SensorBatch{}
+		for _, p := range batch {
+			cmd.Reports = append(cmd.Reports, p.rep)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		wait := b.propose(ctx, &fsmpb.Command{Time: nowPB(), Command: &fsmpb.Command_SensorBatch{SensorBatch: cmd}})
+		inflight.Go(func() {
+			defer func() { cancel(); <-slots }()
+			res, err := wait()
+			for _, p := range batch {
+				r := batchResult{err: err}
+				if err == nil {
+					r.acked, r.index = res.Acks[p.rep.GetSensorId()], res.Index
+				}
+				p.done <- r
+			}
+		})
 	}
 }
 
-func (b *batcher) commit(batch []*pending) {
-	cmd := &fsmpb.SensorBatch{}
+func (b *batcher) fail(batch []*pending, err error) {
 	for _, p := range batch {
-		cmd.Reports = append(cmd.Reports, p.rep)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	res, err := b.apply(ctx, &fsmpb.Command{Time: nowPB(), Command: &fsmpb.Command_SensorBatch{SensorBatch: cmd}})
-	for _, p := range batch {
-		r := batchResult{err: err}
-		if err == nil {
-			r.acked, r.index = res.Acks[p.rep.GetSensorId()], res.Index
-		}
-		p.done <- r
+		p.done <- batchResult{err: err}
 	}
 }
 
@@ -137,10 +164,65 @@ func checkSensor(ctx context.Context, req *medmeshv1.ReportRequest) error {
 // the leader. A sensor reports only as itself, and its sequence numbers
 // may not run ahead of the last one accepted by more than MaxSeqJump.
 func (s *Server) Report(stream medmeshv1.SensorService_ReportServer) error {
-	ctx := stream.Context()
 	if !s.b.IsLeader() {
 		return s.proxyReport(stream)
 	}
+	ctx, cancel := context.WithCancel(stream.Context())
+	defer cancel()
+	// A stream's reports are proposed as they arrive, without waiting for
+	// the one before to commit, and acknowledged in order: a sensor keeps a
+	// few requests in flight, so its next report (an alert) never waits a
+	// commit round behind the previous one.
+	type proposed struct {
+		p    *pending
+		last uint64 // the report's last seq (0: no records)
+	}
+	queue := make(chan proposed, maxPipelinedReports)
+	recvErr := make(chan error, 1)
+	go func() {
+		defer close(queue)
+		recvErr <- s.receiveReports(ctx, stream, func(rep *fsmpb.SensorReport, last uint64) error {
+			p, err := s.batch.enqueue(ctx, rep)
+			if err != nil {
+				return toStatus(err)
+			}
+			select {
+			case queue <- proposed{p: p, last: last}:
+				return nil
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		})
+	}()
+	for q := range queue {
+		acked, index, err := q.p.wait(ctx)
+		if err != nil {
+			return toStatus(err)
+		}
+		if acked < q.last {
+			// Skipped for its after_seq: the report before it on this
+			// stream was proposed and never committed.
+			return status.Errorf(codes.Aborted, "records up to seq %d were not committed; send them again", q.last)
+		}
+		if err := stream.Send(&medmeshv1.ReportResponse{AckedSeq: acked, Index: index}); err != nil {
+			return err
+		}
+	}
+	// Every report received is acknowledged; nil when the sensor closed
+	// its side.
+	return <-recvErr
+}
+
+// maxPipelinedReports bounds one stream's reports proposed and not yet
+// acknowledged; a sensor sending more waits (its reporter keeps two).
+const maxPipelinedReports = 8
+
+// receiveReports reads, checks and hands on a stream's reports, each with
+// the last seq of the report before it on the stream (its after_seq) and
+// its own last seq. It returns nil when the sensor closes its side.
+func (s *Server) receiveReports(ctx context.Context, stream medmeshv1.SensorService_ReportServer, submit func(*fsmpb.SensorReport, uint64) error) error {
+	var prevLast uint64 // the last seq proposed on this stream for sensor
+	var sensor string
 	for {
 		req, err := stream.Recv()
 		if errors.Is(err, io.EOF) {
@@ -155,7 +237,10 @@ func (s *Server) Report(stream medmeshv1.SensorService_ReportServer) error {
 		if err := validateReport(req, s.cfg.MaxRecordsPerReport); err != nil {
 			return err
 		}
-		last := s.b.FSM().SensorSeq(req.GetSensorId())
+		if req.GetSensorId() != sensor {
+			sensor, prevLast = req.GetSensorId(), 0
+		}
+		last := max(s.b.FSM().SensorSeq(sensor), prevLast)
 		var prev uint64
 		for i, r := range req.GetRecords() {
 			// validateReport checked that seqs are positive and increasing.
@@ -172,13 +257,11 @@ func (s *Server) Report(stream medmeshv1.SensorService_ReportServer) error {
 		if !s.b.IsLeader() {
 			return toStatus(ErrNotLeader)
 		}
-		acked, index, err := s.batch.submit(ctx, &fsmpb.SensorReport{SensorId: req.GetSensorId(), Records: req.GetRecords()})
-		if err != nil {
-			return toStatus(err)
-		}
-		if err := stream.Send(&medmeshv1.ReportResponse{AckedSeq: acked, Index: index}); err != nil {
+		// prev is the request's last seq (validateReport: increasing).
+		if err := submit(&fsmpb.SensorReport{SensorId: req.GetSensorId(), Records: req.GetRecords(), AfterSeq: prevLast}, prev); err != nil {
 			return err
 		}
+		prevLast = max(prevLast, prev)
 	}
 }
 

@@ -52,6 +52,10 @@ type Backend interface {
 	// Apply commits cmd through Raft. ErrNotLeader on a follower. A command
 	// the FSM rejects returns its Result and Result.Err.
 	Apply(ctx context.Context, cmd *fsmpb.Command) (*fsm.Result, error)
+	// Propose hands cmd to Raft without waiting; the function it returns
+	// waits for the commit as Apply does. Commands proposed one after
+	// another by one goroutine are committed in that order.
+	Propose(ctx context.Context, cmd *fsmpb.Command) func() (*fsm.Result, error)
 	// VerifyRead makes a linearizable read safe on the leader: the
 	// post-election barrier is applied and leadership is confirmed.
 	VerifyRead(ctx context.Context) error
@@ -79,10 +83,11 @@ type Backend interface {
 type Config struct {
 	// WatchHeartbeat is how often idle watch streams get a heartbeat.
 	WatchHeartbeat time.Duration
-	// BatchMaxRecords and BatchMaxDelay bound how sensor reports are
-	// coalesced into one Raft entry.
-	BatchMaxRecords int
-	BatchMaxDelay   time.Duration
+	// BatchMaxRecords bounds the sensor records coalesced into one Raft
+	// entry; BatchMaxInflight the entries of sensor records proposed and
+	// not yet committed (reports arriving meanwhile join the next entry).
+	BatchMaxRecords  int
+	BatchMaxInflight int
 	// MaxRecordsPerReport bounds one ReportRequest.
 	MaxRecordsPerReport int
 	// MaxSeqJump bounds how far a sensor's seq may run ahead of the last one
@@ -98,7 +103,7 @@ func DefaultConfig() Config {
 	return Config{
 		WatchHeartbeat:      time.Second,
 		BatchMaxRecords:     2048,
-		BatchMaxDelay:       5 * time.Millisecond,
+		BatchMaxInflight:    4,
 		MaxRecordsPerReport: 4096,
 		MaxSeqJump:          1 << 32,
 	}
@@ -108,7 +113,7 @@ func (c *Config) validate() error {
 	if c.MaxSeqJump == 0 {
 		c.MaxSeqJump = DefaultConfig().MaxSeqJump
 	}
-	if c.WatchHeartbeat <= 0 || c.BatchMaxRecords <= 0 || c.BatchMaxDelay <= 0 || c.MaxRecordsPerReport <= 0 {
+	if c.WatchHeartbeat <= 0 || c.BatchMaxRecords <= 0 || c.BatchMaxInflight <= 0 || c.MaxRecordsPerReport <= 0 {
 		return errors.New("api config: every limit must be positive")
 	}
 	return nil
@@ -149,7 +154,7 @@ func New(b Backend, cfg Config, log *slog.Logger) (*Server, error) {
 	}
 	s := &Server{b: b, cfg: cfg, log: log, members: newMemberTable(), resolved: newResolvedTable(), reports: newReportStore()}
 	s.risk, _ = b.(RiskBackend)
-	s.batch = newBatcher(cfg.BatchMaxRecords, cfg.BatchMaxDelay, b.Apply)
+	s.batch = newBatcher(cfg.BatchMaxRecords, cfg.BatchMaxInflight, b.Propose)
 	return s, nil
 }
 

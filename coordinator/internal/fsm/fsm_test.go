@@ -325,17 +325,37 @@ func TestAlertsBaselinesFlowsAndSensorBatchExactlyOnce(t *testing.T) {
 	if b := l.f.Baseline(mac1); b.GetVersion() != 11 || b.GetSensorId() != "s1" {
 		t.Errorf("baseline: %v", b)
 	}
+	// A stream's next report, proposed after 13..16 that never committed:
+	// skipped whole (its after_seq is 16), acknowledged at 12, so the
+	// sensor's resend of 13..20 is not taken for duplicates.
+	next := batch("s1", 17, 20)
+	next.GetSensorBatch().Reports[0].AfterSeq = 16
+	if r := l.ok(next); r.Acks["s1"] != 12 || l.f.SensorSeq("s1") != 12 {
+		t.Fatalf("report after an uncommitted one: acks = %v, seq %d", r.Acks, l.f.SensorSeq("s1"))
+	}
+	if r := l.ok(batch("s1", 13, 20)); r.Acks["s1"] != 20 {
+		t.Fatalf("resend: acks = %v", r.Acks)
+	}
+	// In order, the same condition holds and the report applies.
+	next = batch("s1", 21, 24)
+	next.GetSensorBatch().Reports[0].AfterSeq = 20
+	if r := l.ok(next); r.Acks["s1"] != 24 {
+		t.Fatalf("report after a committed one: acks = %v", r.Acks)
+	}
+	if b := l.f.Baseline(mac1); b.GetVersion() != 23 {
+		t.Errorf("baseline after the resend: %v", b.GetVersion())
+	}
 	// An older baseline version is ignored.
 	l.ok(&fsmpb.Command{Command: &fsmpb.Command_BaselinePut{BaselinePut: &fsmpb.BaselinePut{Baseline: &medmeshv1.Baseline{DeviceMac: mac1, Version: 2}}}})
-	if b := l.f.Baseline(mac1); b.GetVersion() != 11 {
+	if b := l.f.Baseline(mac1); b.GetVersion() != 23 {
 		t.Errorf("older baseline replaced the newer: %v", b.GetVersion())
 	}
 	l.ok(&fsmpb.Command{Command: &fsmpb.Command_BaselinePut{BaselinePut: &fsmpb.BaselinePut{Baseline: &medmeshv1.Baseline{DeviceClass: medmeshv1.DeviceClass_DEVICE_CLASS_PACS, Version: 1}}}})
 	if l.f.ClassBaseline(medmeshv1.DeviceClass_DEVICE_CLASS_PACS) == nil {
 		t.Error("class baseline missing")
 	}
-	if n := len(l.f.FlowSummaries(mac1)); n != 3 {
-		t.Errorf("flow summaries = %d, want 3", n)
+	if n := len(l.f.FlowSummaries(mac1)); n != 6 {
+		t.Errorf("flow summaries = %d, want 6", n)
 	}
 	// Alert ingest is idempotent on id; ack is audited.
 	a := l.ok(&fsmpb.Command{Command: &fsmpb.Command_AlertIngest{AlertIngest: &fsmpb.AlertIngest{Alert: &medmeshv1.Alert{Id: "s1/1", Kind: "dup"}}}}).Alert

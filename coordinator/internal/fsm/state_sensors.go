@@ -9,12 +9,18 @@ import (
 
 // applySensorBatch applies many sensors' records in one entry. A record
 // whose seq is at most its sensor's last applied seq was applied before and
-// is skipped: exactly-once across retries and leader changes.
+// is skipped: exactly-once across retries and leader changes. A report
+// whose after_seq the sensor has not reached is skipped whole.
 func (s *state) applySensorBatch(index uint64, now *timestamppb.Timestamp, c *fsmpb.SensorBatch) *Result {
 	acks := map[string]uint64{}
 	for _, rep := range c.GetReports() {
 		sid := rep.GetSensorId()
 		if sid == "" {
+			continue
+		}
+		if rep.GetAfterSeq() > s.sensorSeq[sid] {
+			// The report before it on its stream did not commit.
+			acks[sid] = s.sensorSeq[sid]
 			continue
 		}
 		for _, rec := range rep.GetRecords() {

@@ -360,8 +360,10 @@ func (r *Reporter) stream(ctx context.Context, idx int) (progressed bool, err er
 	var requests int64
 	for {
 		// Few requests in flight, each as big as what accumulated: the
-		// coordinators commit one request per stream at a time, so many
-		// small requests would only queue behind each other.
+		// coordinators propose a stream's next request before the one
+		// before it commits (so an alert does not wait a commit round
+		// behind it), and many small requests would only queue behind
+		// each other in the Raft log.
 		inflight := int(sent - min(acked.Load(), sent))
 		room := r.cfg.MaxUnacked - inflight
 		if room > 0 && requests-responses.Load() < int64(r.cfg.MaxInflightRequests) {

@@ -1595,9 +1595,17 @@ func (x *FlowSummaries) GetSummaries() []*v1.FlowSummary {
 
 // SensorReport is one sensor's records within a SensorBatch.
 type SensorReport struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	SensorId      string                 `protobuf:"bytes,1,opt,name=sensor_id,json=sensorId,proto3" json:"sensor_id,omitempty"`
-	Records       []*v1.SensorRecord     `protobuf:"bytes,2,rep,name=records,proto3" json:"records,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	SensorId string                 `protobuf:"bytes,1,opt,name=sensor_id,json=sensorId,proto3" json:"sensor_id,omitempty"`
+	Records  []*v1.SensorRecord     `protobuf:"bytes,2,rep,name=records,proto3" json:"records,omitempty"`
+	// after_seq, when set, is the last seq of the report that came before this
+	// one on the same stream: the report applies only if the sensor's last
+	// applied seq has reached it. A coordinator proposes a stream's next
+	// report before the previous one commits; should the previous one never
+	// commit, this one is skipped (acknowledged at the sensor's last applied
+	// seq, below its own records) instead of leaving a gap that the sensor's
+	// resend would then fall into as duplicates.
+	AfterSeq      uint64 `protobuf:"varint,3,opt,name=after_seq,json=afterSeq,proto3" json:"after_seq,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1644,6 +1652,13 @@ func (x *SensorReport) GetRecords() []*v1.SensorRecord {
 		return x.Records
 	}
 	return nil
+}
+
+func (x *SensorReport) GetAfterSeq() uint64 {
+	if x != nil {
+		return x.AfterSeq
+	}
+	return 0
 }
 
 // SensorBatch carries many sensors' records in one entry. Records whose seq
@@ -4460,10 +4475,11 @@ const file_medmesh_fsm_v1_command_proto_rawDesc = "" +
 	"\vBaselinePut\x120\n" +
 	"\bbaseline\x18\x01 \x01(\v2\x14.medmesh.v1.BaselineR\bbaseline\"F\n" +
 	"\rFlowSummaries\x125\n" +
-	"\tsummaries\x18\x01 \x03(\v2\x17.medmesh.v1.FlowSummaryR\tsummaries\"_\n" +
+	"\tsummaries\x18\x01 \x03(\v2\x17.medmesh.v1.FlowSummaryR\tsummaries\"|\n" +
 	"\fSensorReport\x12\x1b\n" +
 	"\tsensor_id\x18\x01 \x01(\tR\bsensorId\x122\n" +
-	"\arecords\x18\x02 \x03(\v2\x18.medmesh.v1.SensorRecordR\arecords\"E\n" +
+	"\arecords\x18\x02 \x03(\v2\x18.medmesh.v1.SensorRecordR\arecords\x12\x1b\n" +
+	"\tafter_seq\x18\x03 \x01(\x04R\bafterSeq\"E\n" +
 	"\vSensorBatch\x126\n" +
 	"\areports\x18\x01 \x03(\v2\x1c.medmesh.fsm.v1.SensorReportR\areports\"X\n" +
 	"\x0eServerRegister\x12\x0e\n" +
