@@ -82,47 +82,31 @@ func (c *Coordinator) complianceStep() error {
 // every device with its alerts still kept, its committed posture and its
 // device policy's mode, against the active bundle.
 func (c *Coordinator) complianceReport(_ context.Context, fw medmeshv1.ComplianceFramework) (*medmeshv1.ComplianceReport, uint64, error) {
-	f := c.fsm
-	idx := f.AppliedIndex()
-	alerts := map[string][]*medmeshv1.Alert{}
-	for pos := uint64(0); ; {
-		page, first, _ := f.AlertsFrom(pos, 4096)
-		for _, a := range page {
-			if m := a.GetDeviceMac(); m != "" {
-				alerts[m] = append(alerts[m], a)
-			}
-		}
-		if len(page) == 0 {
-			break
-		}
-		pos = first + uint64(len(page))
-	}
-	sensors := map[string]string{}
-	for m, as := range alerts {
-		sensors[m] = as[len(as)-1].GetSensorId()
-	}
+	v := c.fsm.ComplianceView() // one applied index for all of it
+	idx := v.Index
 	var in compliance.Input
-	for _, d := range f.Devices() {
+	for _, d := range v.Devices {
 		mode := ""
-		if p := f.Policy("device/" + d.GetMac()); p != nil {
-			switch p.GetMode() {
-			case medmeshv1.PolicyMode_POLICY_MODE_ENFORCE:
-				mode = "enforce"
-			case medmeshv1.PolicyMode_POLICY_MODE_MONITOR:
-				mode = "monitor"
-			}
+		switch v.DevicePolicies[d.GetMac()].GetMode() {
+		case medmeshv1.PolicyMode_POLICY_MODE_ENFORCE:
+			mode = "enforce"
+		case medmeshv1.PolicyMode_POLICY_MODE_MONITOR:
+			mode = "monitor"
+		}
+		source := "sensor"
+		as := v.Alerts[d.GetMac()]
+		if len(as) > 0 {
+			source = cmp.Or(as[len(as)-1].GetSensorId(), source)
 		}
 		in.Devices = append(in.Devices, compliance.Device{
-			Device: d, Alerts: alerts[d.GetMac()], Posture: f.Posture(d.GetMac()), Policy: mode, PolicyKnown: true,
-			Source: cmp.Or(sensors[d.GetMac()], "sensor"),
+			Device: d, Alerts: as, Posture: v.Postures[d.GetMac()], Policy: mode, PolicyKnown: true, Source: source,
 		})
 	}
-	ms, _ := f.MDS2s()
-	for _, a := range ms {
+	for _, a := range v.MDS2 {
 		in.MDS2 = append(in.MDS2, mds2Form(a))
 	}
 	in.Framework, in.Now, in.RaftIndex = fw, c.clock(), idx
-	if b := f.ActiveIntel(); b != nil {
+	if b := v.Intel; b != nil {
 		in.BundleDigest, in.BundleDate = b.GetDigest(), b.GetCreated().AsTime()
 	}
 	rep, err := compliance.Evaluate(in)

@@ -293,3 +293,55 @@ func (f *FSM) TrendPointOf(day string) *medmeshv1.TrendPoint {
 
 // HasTrendDay reports whether day ("YYYY-MM-DD") has a point.
 func (f *FSM) HasTrendDay(day string) bool { return f.TrendPointOf(day) != nil }
+
+// ComplianceView is everything a compliance evaluation reads, taken under
+// one lock so that all of it is the state at Index: a report stamped with
+// an index describes exactly that index, even while alerts, devices and
+// policies keep committing. Values are the FSM's own (immutable, shared).
+type ComplianceView struct {
+	Index   uint64
+	Devices []*medmeshv1.Device // by MAC
+	// Alerts maps a device's MAC to its retained alerts, in log order.
+	Alerts   map[string][]*medmeshv1.Alert
+	Postures map[string]*medmeshv1.DevicePosture // by MAC
+	// DevicePolicies maps a device's MAC to its device policy ("device/MAC").
+	DevicePolicies map[string]*medmeshv1.Policy
+	MDS2           []*medmeshv1.MDS2Attachment // by id
+	Intel          *medmeshv1.IntelBundle      // the active bundle, or nil
+}
+
+// ComplianceView returns the state a compliance evaluation reads, at one
+// applied index.
+func (f *FSM) ComplianceView() ComplianceView {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	st := f.st
+	v := ComplianceView{
+		Index:          st.applied,
+		Devices:        make([]*medmeshv1.Device, 0, len(st.devices)),
+		Alerts:         map[string][]*medmeshv1.Alert{},
+		Postures:       make(map[string]*medmeshv1.DevicePosture, len(st.devices)),
+		DevicePolicies: map[string]*medmeshv1.Policy{},
+		MDS2:           make([]*medmeshv1.MDS2Attachment, 0, len(st.comp.mds2)),
+		Intel:          st.risk.intel,
+	}
+	for _, k := range sortedKeys(st.devices) {
+		v.Devices = append(v.Devices, st.devices[k])
+		if p := st.risk.postures[k]; p != nil {
+			v.Postures[k] = p
+		}
+		if p := st.policies["device/"+k]; p != nil {
+			v.DevicePolicies[k] = p
+		}
+	}
+	// Acknowledging replaces an alert in place: take the pointers now.
+	for _, a := range st.alerts {
+		if m := a.GetDeviceMac(); m != "" {
+			v.Alerts[m] = append(v.Alerts[m], a)
+		}
+	}
+	for _, k := range sortedKeys(st.comp.mds2) {
+		v.MDS2 = append(v.MDS2, st.comp.mds2[k])
+	}
+	return v
+}

@@ -3,6 +3,7 @@ package fsm
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"strings"
 	"testing"
@@ -273,4 +274,78 @@ func TestMDS2Attach(t *testing.T) {
 	if h1 != h2 || len(gm) != 1 || !proto.Equal(gm[0], ms[0]) {
 		t.Fatal("MDS2 attachment lost in a snapshot")
 	}
+}
+
+// TestComplianceViewIsOneIndex takes compliance views while alerts, device
+// upserts, policies and acknowledgements commit, and checks that each view
+// holds exactly what was applied up to its index, no more and no less.
+func TestComplianceViewIsOneIndex(t *testing.T) {
+	l := newLog(t)
+	l.ok(upsert("s1", pump(mac1)))
+	const entries = 3000
+	// What entry i commits (i from 2): an alert about mac1; every 10th
+	// entry instead acknowledges the alert before it; every 7th a new
+	// device; every 50th a device policy for mac1 flipping its mode.
+	type counts struct{ alerts, acked, devices, mode int }
+	expect := make([]counts, entries+2) // by index
+	expect[1] = counts{devices: 1}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		c := expect[1]
+		var lastAlert string
+		for i := 2; i < entries+2; i++ {
+			// expect[i] is written before entry i applies: the FSM's lock
+			// orders it before any view that sees index i.
+			var cmd *fsmpb.Command
+			switch {
+			case i%50 == 0:
+				mode := medmeshv1.PolicyMode_POLICY_MODE_MONITOR
+				if c.mode == int(mode) {
+					mode = medmeshv1.PolicyMode_POLICY_MODE_ENFORCE
+				}
+				p := policy("device/"+mac1, mac1)
+				p.Mode = mode
+				cmd = &fsmpb.Command{Command: &fsmpb.Command_PolicyPut{PolicyPut: &fsmpb.PolicyPut{Policy: p, Actor: "approver/alice", TwoPerson: true, DecisionId: fmt.Sprintf("d%d", i)}}}
+				c.mode = int(mode)
+			case i%10 == 0 && lastAlert != "":
+				cmd = &fsmpb.Command{Command: &fsmpb.Command_AlertAck{AlertAck: &fsmpb.AlertAck{Id: lastAlert, Actor: "t"}}}
+				c.acked++
+				lastAlert = ""
+			case i%7 == 0:
+				cmd = upsert("s1", pump(fmt.Sprintf("02:00:00:00:%02x:%02x", i/256, i%256)))
+				c.devices++
+			default:
+				id := fmt.Sprintf("s1/%d", i)
+				cmd = &fsmpb.Command{Command: &fsmpb.Command_AlertIngest{AlertIngest: &fsmpb.AlertIngest{Alert: &medmeshv1.Alert{Id: id, DeviceMac: mac1, Kind: "new_peer"}}}}
+				c.alerts++
+				lastAlert = id
+			}
+			expect[i] = c
+			l.ok(cmd)
+		}
+	}()
+	views := 0
+	for running := true; running; views++ {
+		select {
+		case <-done:
+			running = false
+		default:
+		}
+		v := l.f.ComplianceView()
+		want := expect[v.Index]
+		if running && v.Index < 2 {
+			continue
+		}
+		got := counts{alerts: len(v.Alerts[mac1]), devices: len(v.Devices), mode: int(v.DevicePolicies[mac1].GetMode())}
+		for _, a := range v.Alerts[mac1] {
+			if a.GetState() == medmeshv1.AlertState_ALERT_STATE_ACKNOWLEDGED {
+				got.acked++
+			}
+		}
+		if got != want {
+			t.Fatalf("view at index %d holds %+v, the state at that index is %+v", v.Index, got, want)
+		}
+	}
+	t.Logf("%d views, each the state at its index", views)
 }
