@@ -65,6 +65,10 @@ func boltFixture(t *testing.T) (*cluster, *node, [32]byte, uint64) {
 	if _, err := n.c.ProposeDecision(ctxT(t, 5*time.Second), &medmeshv1.Decision{Action: medmeshv1.DecisionAction_DECISION_ACTION_APPLY_POLICY, Policy: pol, Actor: "op"}, false); err != nil {
 		t.Fatalf("decision: %v", err)
 	}
+	// The leader commits on its own too (the risk assessor's postures for
+	// the reported devices): hash the state once nothing more comes, or
+	// an entry proposed meanwhile is in the log but not in the hash.
+	settle(t, n)
 	hash, err := n.c.FSM().Hash()
 	if err != nil {
 		t.Fatal(err)
@@ -129,6 +133,24 @@ func boltFixture(t *testing.T) (*cluster, *node, [32]byte, uint64) {
 		t.Fatalf("fixture has %d snapshots (%v), want none", len(snaps), err)
 	}
 	return cl, n, hash, last
+}
+
+// settle waits until n has applied its whole log and nothing new has come
+// for half a second.
+func settle(t *testing.T, n *node) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for last := n.c.FSM().AppliedIndex(); ; {
+		time.Sleep(500 * time.Millisecond)
+		now := n.c.FSM().AppliedIndex()
+		if now == last && n.c.raft.AppliedIndex() == n.c.raft.LastIndex() {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the coordinator kept committing for 10 s (applied %d, then %d)", last, now)
+		}
+		last = now
+	}
 }
 
 // sameAsBolt checks that entries 1..last of s are those of the raft-boltdb
