@@ -68,7 +68,8 @@ func newCampusCmd(o *opFlags) *cobra.Command {
 		Long: "Devices pages through one segment's devices by MAC. The segment's fields are compared\n" +
 			"exactly, as 'medmesh campus map' prints them; a field left out is the empty one, so no\n" +
 			"flags at all is the devices with no location. --peers adds each device's peers: its own\n" +
-			"baseline and recent flows, and the peers whose baseline or flows name it (BY PEER).",
+			"baseline and recent flows, and the peers whose baseline or flows name it (BY PEER).\n" +
+			"A segment with no devices is an error (exit 1): segments exist only by their devices.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if limit < 0 {

@@ -20,7 +20,8 @@ import (
 // TestCampusCommands runs `medmesh campus` against a real --dev
 // coordinator fed as a sensor feeds it: two pumps and a monitor in the ICU
 // of floor 3, the HL7 engine in the basement's data centre, a workstation
-// on floor 4 of no known building; the pumps' HL7 flows cross to the
+// on floor 4 of no known building, one in another campus and one with no
+// location at all; the pumps' HL7 flows cross to the
 // basement, one pump talks to an address outside the inventory. map,
 // devices and traffic print what the RPCs return (-o json equal to the
 // RPC's answer, the tables' counts taken from it), devices pages with
@@ -37,6 +38,7 @@ func TestCampusCommands(t *testing.T) {
 	const (
 		pump1, pump2, mon = "02:00:00:00:03:01", "02:00:00:00:03:02", "02:00:00:00:03:03"
 		hl7, ws           = "02:00:00:00:0b:01", "02:00:00:00:04:01"
+		south, lost       = "02:00:00:00:05:01", "02:00:00:00:06:01"
 		hl7IP, extIP      = "10.9.0.5", "203.0.113.9"
 	)
 	out := medmeshv1.Direction_DIRECTION_OUTBOUND
@@ -59,6 +61,8 @@ func TestCampusCommands(t *testing.T) {
 		dev(mon, "10.3.0.3", medmeshv1.DeviceClass_DEVICE_CLASS_PATIENT_MONITOR, icu),
 		dev(hl7, hl7IP, medmeshv1.DeviceClass_DEVICE_CLASS_HL7_INTERFACE_ENGINE, dc),
 		dev(ws, "10.4.0.1", medmeshv1.DeviceClass_DEVICE_CLASS_IT_WORKSTATION, &medmeshv1.Location{Floor: "4", Zone: "ward"}),
+		dev(south, "10.5.0.1", medmeshv1.DeviceClass_DEVICE_CLASS_IT_WORKSTATION, &medmeshv1.Location{Campus: "south", Building: "a", Floor: "1", Zone: "er"}),
+		dev(lost, "10.6.0.1", medmeshv1.DeviceClass_DEVICE_CLASS_IT_WORKSTATION, nil),
 		&medmeshv1.SensorRecord_Baseline{Baseline: &medmeshv1.Baseline{DeviceMac: pump1, DeviceClass: pumpClass, Version: 1, FreezeTime: frozen,
 			Entries: []*medmeshv1.BaselineEntry{{PeerCidr: hl7IP + "/32", Protocol: 6, Port: 2575, App: "hl7", Direction: out}}}},
 		flow(pump1, "10.3.0.1", hl7IP, 2575, "hl7", 3, 1200, 300),
@@ -89,8 +93,8 @@ func TestCampusCommands(t *testing.T) {
 	}
 	gotMap.ReadInfo = m.GetReadInfo() // the same index: nothing was written between
 	sameProto(t, "campus map -o json", m, &gotMap)
-	if m.GetDevices() != 5 || len(m.GetSegments()) != 3 || len(m.GetCrossings()) != 2 {
-		t.Fatalf("the map: %d devices, %d segments, %d crossings; want 5, 3, 2:\n%v", m.GetDevices(), len(m.GetSegments()), len(m.GetCrossings()), m)
+	if m.GetDevices() != 7 || len(m.GetSegments()) != 5 || len(m.GetCrossings()) != 2 {
+		t.Fatalf("the map: %d devices, %d segments, %d crossings; want 7, 5, 2:\n%v", m.GetDevices(), len(m.GetSegments()), len(m.GetCrossings()), m)
 	}
 	text := flat(cli("campus", "map"))
 	var north [5]uint32
@@ -104,16 +108,23 @@ func TestCampusCommands(t *testing.T) {
 		}
 	}
 	wantRows := []string{
-		"5 devices in 3 segments\n",
-		fmt.Sprintf("\nbuilding north | %d | %d | %d | %d | %d | -\n", north[0], north[1], north[2], north[3], north[4]),
-		"\nbuilding (unknown) | 1 | ",
+		"7 devices in 5 segments\n",
+		"\ncampus (unknown) | 6 | ",
+		fmt.Sprintf("\n | building north | %d | %d | %d | %d | %d | -\n", north[0], north[1], north[2], north[3], north[4]),
+		"\n | building (unknown) | 2 | ",
 		"\n | floor 4 | 1 | ",
+		"\n | floor (unknown) | 1 | ",
+		"\ncampus south | 1 | 0 | 0 | 1 | 0 | -\n | building a | 1 | ",
 	}
 	if north[0] != 4 {
 		t.Errorf("building north holds %d devices, want 4", north[0])
 	}
 	for _, s := range m.GetSegments() {
-		wantRows = append(wantRows, fmt.Sprintf(" | zone %s | %d | %d | %d | %d | %d | %d\n", s.GetSegment().GetZone(), s.GetDevices(), s.GetLifeCritical(),
+		zone := s.GetSegment().GetZone()
+		if zone == "" {
+			zone = "(unknown)"
+		}
+		wantRows = append(wantRows, fmt.Sprintf(" | zone %s | %d | %d | %d | %d | %d | %d\n", zone, s.GetDevices(), s.GetLifeCritical(),
 			s.GetClinical(), s.GetNonClinical(), s.GetUnknownTier(), s.GetCrossings()))
 	}
 	for _, c := range m.GetCrossings() {
@@ -184,6 +195,13 @@ func TestCampusCommands(t *testing.T) {
 		if !strings.Contains(text, want) {
 			t.Errorf("devices --peers lacks %q:\n%s", want, text)
 		}
+	}
+	// No segment flags: the devices with no location.
+	if nowhere := devicesJSON(); nowhere.GetTotalSize() != 1 || nowhere.GetDevices()[0].GetMac() != lost {
+		t.Errorf("devices with no location: %v", nowhere)
+	}
+	if text := cli("campus", "devices"); !strings.HasPrefix(text, "no location: 1 of 1 devices\n") || !strings.Contains(text, "\n"+lost+"  ") {
+		t.Errorf("campus devices with no flags:\n%s", text)
 	}
 	// The engine's peers are the pumps, known from their side.
 	eng := devicesJSON("--building", "north", "--floor", "B1", "--zone", "data-center")
