@@ -45,8 +45,8 @@ type opFlags struct {
 }
 
 // addOperatorCommands adds the operator commands (cluster, devices, policies,
-// decisions, rules, sinks, alerts, incidents), all talking to the
-// coordinator's gRPC API.
+// decisions, rules, sinks, alerts, incidents, campus, accounts), all
+// talking to the coordinator's gRPC API.
 func addOperatorCommands(root *cobra.Command) {
 	o := &opFlags{}
 	for _, c := range []*cobra.Command{
@@ -58,6 +58,7 @@ func addOperatorCommands(root *cobra.Command) {
 		newSinksCmd(o),
 		newAlertsCmd(o),
 		newIncidentsCmd(o),
+		newCampusCmd(o),
 		newAccountsCmd(o),
 	} {
 		o.register(c)
@@ -375,11 +376,16 @@ func defaultActor() string {
 
 // listAll fetches pages until limit items (0: all) or the last page.
 func listAll[T any](limit int, fetch func(token string, size int32) ([]T, string, error)) ([]T, string, error) {
+	return listPages(limit, 1000, fetch)
+}
+
+// listPages is listAll asking for at most pageSize items per call.
+func listPages[T any](limit, pageSize int, fetch func(token string, size int32) ([]T, string, error)) ([]T, string, error) {
 	var out []T
 	token := ""
 	for {
-		size := int32(1000)
-		if limit > 0 && limit-len(out) < 1000 {
+		size := int32(pageSize)
+		if limit > 0 && limit-len(out) < pageSize {
 			size = int32(limit - len(out))
 		}
 		items, next, err := fetch(token, size)
