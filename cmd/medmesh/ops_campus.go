@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
-	"net/netip"
 	"strconv"
 	"strings"
 
@@ -154,18 +152,11 @@ const maxSegmentPage = 200
 // notation net.ParseMAC reads, 6 bytes, or ip:ADDRESS) and spells it as
 // they do, so a typo is a usage error before any call.
 func checkMAC(s string) (string, error) {
-	if rest, ok := strings.CutPrefix(s, "ip:"); ok {
-		a, err := netip.ParseAddr(rest)
-		if err != nil {
-			return "", usagef("invalid MAC %q: not a MAC address or ip:ADDRESS", s)
-		}
-		return "ip:" + a.String(), nil
-	}
-	hw, err := net.ParseMAC(s)
-	if err != nil || len(hw) != 6 {
+	key, ok := names.DeviceKey(s)
+	if !ok {
 		return "", usagef("invalid MAC %q: want a MAC address such as 00:1b:44:11:3a:b7 (or 00-1b-44-11-3a-b7, 001b.4411.3ab7), or ip:ADDRESS", s)
 	}
-	return hw.String(), nil
+	return key, nil
 }
 
 // segmentName is a segment as people read it: "building A, floor 3, zone

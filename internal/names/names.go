@@ -9,6 +9,8 @@ package names
 
 import (
 	"fmt"
+	"net"
+	"net/netip"
 	"strconv"
 	"strings"
 
@@ -118,4 +120,23 @@ func Ports(lo, hi uint32) string {
 		return strconv.FormatUint(uint64(lo), 10)
 	}
 	return strconv.FormatUint(uint64(lo), 10) + "-" + strconv.FormatUint(uint64(hi), 10)
+}
+
+// DeviceKey is a device's key as the coordinators store it: a MAC in any
+// common notation (00:1b:44:11:3a:b7, 00-1B-44-11-3A-B7, 001b.4411.3ab7)
+// in its lower-case colon form, or "ip:ADDRESS" (canonical) for a device
+// known only by its address. ok is false for anything else.
+func DeviceKey(s string) (key string, ok bool) {
+	if rest, isIP := strings.CutPrefix(s, "ip:"); isIP {
+		a, err := netip.ParseAddr(rest)
+		if err != nil {
+			return "", false
+		}
+		return "ip:" + a.String(), true
+	}
+	hw, err := net.ParseMAC(s)
+	if err != nil || len(hw) != 6 {
+		return "", false
+	}
+	return hw.String(), true
 }

@@ -109,3 +109,24 @@ func TestPorts(t *testing.T) {
 		}
 	}
 }
+
+func TestDeviceKey(t *testing.T) {
+	for in, want := range map[string]string{
+		"00:1b:44:11:3a:b7": "00:1b:44:11:3a:b7",
+		"00-1B-44-11-3A-B7": "00:1b:44:11:3a:b7",
+		"001b.4411.3ab7":    "00:1b:44:11:3a:b7",
+		"ip:10.1.0.5":       "ip:10.1.0.5",
+		"ip:fe80:0::1":      "ip:fe80::1",
+		"":                  "",
+		"zz:zz":             "",
+		"00:1b:44:11:3a":    "", // 5 bytes
+		"00:00:00:00:fe:80:00:00:00:00:00:00:02:00:5e:10:00:00:00:01": "", // 20-byte InfiniBand
+		"ip:10.1.0": "",
+		"10.1.0.5":  "",
+	} {
+		got, ok := DeviceKey(in)
+		if got != want || ok != (want != "") {
+			t.Errorf("DeviceKey(%q) = %q, %v; want %q", in, got, ok, want)
+		}
+	}
+}

@@ -5,7 +5,6 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"fmt"
-	"net"
 	"net/netip"
 	"regexp"
 	"strconv"
@@ -15,6 +14,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/medmesh/medmesh/coordinator/internal/policy"
+	"github.com/medmesh/medmesh/internal/names"
 	medmeshv1 "github.com/medmesh/medmesh/proto/medmesh/v1"
 )
 
@@ -48,18 +48,11 @@ func normalizeMAC(field, s string) (string, error) {
 	if s == "" {
 		return "", invalid(field, "required")
 	}
-	if rest, ok := strings.CutPrefix(s, "ip:"); ok {
-		a, err := netip.ParseAddr(rest)
-		if err != nil {
-			return "", invalid(field, "%q is not a MAC or ip:ADDRESS: %v", s, err)
-		}
-		return "ip:" + a.String(), nil
+	key, ok := names.DeviceKey(s)
+	if !ok {
+		return "", invalid(field, "%q is not a MAC address or ip:ADDRESS", s)
 	}
-	hw, err := net.ParseMAC(s)
-	if err != nil || len(hw) != 6 {
-		return "", invalid(field, "%q is not a MAC address", s)
-	}
-	return hw.String(), nil
+	return key, nil
 }
 
 func required(field, v string) error {
