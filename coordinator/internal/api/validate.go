@@ -84,7 +84,8 @@ func decodeToken(tok string) (string, error) {
 	if tok == "" {
 		return "", nil
 	}
-	b, err := base64.RawURLEncoding.DecodeString(tok)
+	// Strict: one token per key (no second spelling with other trailing bits).
+	b, err := base64.RawURLEncoding.Strict().DecodeString(tok)
 	if err != nil || len(b) == 0 {
 		return "", invalid("page_token", "malformed")
 	}
