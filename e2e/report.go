@@ -54,7 +54,8 @@ type Report struct {
 	Duration  string          `json:"duration"`
 	Histories []HistoryReport `json:"histories"`
 	// DetectionToDropMs is the compromised-device scenario's first external
-	// packet to its enforcer's first drop (-1: not measured).
+	// packet to its enforcer's first drop, negative when the device's
+	// packets were dropping before it sent one (-1: not measured).
 	DetectionToDropMs float64 `json:"detection_to_drop_ms"`
 	// DetectionToEnforceMs: to the decision in the enforcer's datapath.
 	DetectionToEnforceMs float64 `json:"detection_to_enforce_ms"`
@@ -172,7 +173,7 @@ func (r *Report) WriteSummary(w io.Writer) {
 	fmt.Fprintf(w, "writes retried with their request id after an unknown outcome: %d (checked by no-duplicated-effects)\n", retried)
 	fmt.Fprintln(w, "W-FAULT: writes called and acknowledged during the fault")
 	fmt.Fprintln(w, "FAILOVER: fault in place -> next acknowledged write; CATCHUP/DATAPATH: heal -> every enforcer at the last decision (cluster status, reported every 5 s / enforcer metrics); 0 = already there at heal")
-	fmt.Fprintf(w, "compromised-device scenario: %d alerts, %d decisions, %d incidents, detection-to-drop %s, detection-to-enforce %s\n", r.ScenarioAlerts, r.ScenarioDecisions, r.ScenarioIncidents, ms(r.DetectionToDropMs), signedMs(r.DetectionToEnforceMs))
+	fmt.Fprintf(w, "compromised-device scenario: %d alerts, %d decisions, %d incidents, detection-to-drop %s, detection-to-enforce %s\n", r.ScenarioAlerts, r.ScenarioDecisions, r.ScenarioIncidents, signedMs(r.DetectionToDropMs), signedMs(r.DetectionToEnforceMs))
 	if r.ScenarioStory != "" {
 		fmt.Fprintf(w, "its incident: %s\n", r.ScenarioStory)
 	}
