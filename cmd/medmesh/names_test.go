@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/medmesh/medmesh/internal/testutil"
@@ -23,12 +22,7 @@ import (
 // name, single ports as one port, the class as the CLI spells it, and no
 // "updated:  by " for a policy that was never stored.
 func TestPoliciesGenerateSpellsNames(t *testing.T) {
-	addr := startDevCoordinator(t)
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	addr, conn := devClient(t)
 	const mac = "58:46:e1:00:01:0a"
 	out, in := medmeshv1.Direction_DIRECTION_OUTBOUND, medmeshv1.Direction_DIRECTION_INBOUND
 	frozen := timestamppb.New(time.Now().Add(-time.Minute))

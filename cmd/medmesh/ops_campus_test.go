@@ -7,8 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -28,13 +26,8 @@ import (
 // --page-size 1 and stops at --limit; a bad MAC is a usage error, an
 // unknown device or zone a failure that says so.
 func TestCampusCommands(t *testing.T) {
-	addr := startDevCoordinator(t)
+	addr, conn := devClient(t)
 	t.Setenv("MEDMESH_ADDR", addr)
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
 	const (
 		pump1, pump2, mon = "02:00:00:00:03:01", "02:00:00:00:03:02", "02:00:00:00:03:03"
 		hl7, ws           = "02:00:00:00:0b:01", "02:00:00:00:04:01"

@@ -6,8 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/encoding/protojson"
 
 	medmeshv1 "github.com/medmesh/medmesh/proto/medmesh/v1"
@@ -22,13 +20,8 @@ import (
 // approved); the filters and --since work; a bad flag is a usage error and
 // an unknown id a failure.
 func TestIncidentsCommands(t *testing.T) {
-	addr := startDevCoordinator(t)
+	addr, conn := devClient(t)
 	t.Setenv("MEDMESH_ADDR", addr)
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
 	const (
 		nurse, ws, pump = "02:00:00:00:09:01", "98:e7:43:00:01:0e", "58:46:e1:00:01:0a"
 		ipN, ipW, ipP   = "10.101.0.30", "10.101.0.11", "10.101.0.10"

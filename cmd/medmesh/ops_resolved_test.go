@@ -6,8 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	medmeshv1 "github.com/medmesh/medmesh/proto/medmesh/v1"
@@ -16,12 +14,7 @@ import (
 // `policies get` prints what each enforcer reported installing for the
 // policy's DNS-named peers, after the rules; -o json carries the same.
 func TestPoliciesGetShowsResolvedPeers(t *testing.T) {
-	addr := startDevCoordinator(t)
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	addr, conn := devClient(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	pol := &medmeshv1.Policy{Name: "class/luminaire", Subject: &medmeshv1.Policy_DeviceClass{DeviceClass: medmeshv1.DeviceClass_DEVICE_CLASS_BUILDING_AUTOMATION},

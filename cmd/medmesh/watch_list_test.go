@@ -29,6 +29,19 @@ func startDevCoordinator(t *testing.T) string {
 	return startCoordinator(t, coordinatorOptions{dev: true}).api
 }
 
+// devClient starts a --dev coordinator and returns its API address and a
+// plaintext client connection to it, closed when the test ends.
+func devClient(t *testing.T) (string, *grpc.ClientConn) {
+	t.Helper()
+	addr := startDevCoordinator(t)
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return addr, conn
+}
+
 // startCoordinator runs `medmesh coordinator` in process with o, taking free
 // loopback ports for the API, Raft and admin addresses o leaves empty, and
 // returns the options it ran with once the API serves. It stops the
@@ -181,13 +194,8 @@ func watchVerbs(root *cobra.Command) []string {
 // alerts come in sensor batches, many alerts per Raft index (the bug that
 // made `alerts watch` print 4 of 95).
 func TestWatchMatchesList(t *testing.T) {
-	addr := startDevCoordinator(t)
+	addr, conn := devClient(t)
 	t.Setenv("MEDMESH_ADDR", addr)
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
 	reportBatch(t, conn, "s1", 1, 40)
 	reportBatch(t, conn, "s2", 1, 55)
 	reportBatch(t, conn, "s1", 41, 3)
