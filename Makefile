@@ -91,6 +91,7 @@ test: deps lint check-generate test-unit fuzz ## Lint, generated-code drift, eve
 
 # Fuzz targets on hostile input, as PACKAGE:TARGET; -fuzz takes one target per run.
 FUZZ_TARGETS := ./node/replay:FuzzCaptureReader \
+	./internal/names:FuzzDeviceKey \
 	./internal/passwd:FuzzParse \
 	./coordinator/internal/policy:FuzzImportMUD \
 	./coordinator/internal/api:FuzzPolicyJSON \

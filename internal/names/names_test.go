@@ -130,3 +130,23 @@ func TestDeviceKey(t *testing.T) {
 		}
 	}
 }
+
+// FuzzDeviceKey: a key DeviceKey accepts is its own canonical form (a
+// second pass returns it unchanged), and anything it refuses yields "".
+func FuzzDeviceKey(f *testing.F) {
+	for _, s := range []string{"00:1b:44:11:3a:b7", "00-1B-44-11-3A-B7", "001b.4411.3ab7", "ip:10.1.0.5", "ip:fe80:0::1%eth0", "ip:", "zz", ""} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		key, ok := DeviceKey(s)
+		if !ok {
+			if key != "" {
+				t.Fatalf("DeviceKey(%q) refused it but returned %q", s, key)
+			}
+			return
+		}
+		if again, ok2 := DeviceKey(key); !ok2 || again != key {
+			t.Fatalf("DeviceKey(%q) = %q, whose key is %q, %v", s, key, again, ok2)
+		}
+	})
+}
