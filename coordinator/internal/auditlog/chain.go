@@ -79,6 +79,10 @@ type Entry struct {
 	// Anchor marks a continuation record: the store did not hold the
 	// records before Seq+1 and adopted (Seq, Hash) from the replicated head.
 	Anchor bool
+	// Time is the record's time, the one in Body, kept decoded by Next so
+	// the store need not parse every body it writes (zero for an anchor
+	// and for an entry read back from disk).
+	Time time.Time
 }
 
 // Head is the chain's head after e.
@@ -91,7 +95,7 @@ func Next(head Head, r *medmeshv1.AuditRecord) Entry {
 	if err != nil {
 		panic(fmt.Sprintf("auditlog: marshal body: %v", err)) // a struct of strings always marshals
 	}
-	e := Entry{Seq: head.Seq + 1, Prev: head.Hash, Body: body}
+	e := Entry{Seq: head.Seq + 1, Prev: head.Hash, Body: body, Time: r.GetTime().AsTime()}
 	e.Hash = hash(e.Seq, e.Prev, body)
 	return e
 }

@@ -92,6 +92,7 @@ func Open(dir string, opts Options) (*Store, error) {
 		return nil, errors.Join(fmt.Errorf("audit store: read %s: %w", s.path(s.seg), err), f.Close())
 	}
 	good := int64(0)
+	var last []byte // the body of the last whole record
 	for len(data[good:]) > 0 {
 		nl := bytes.IndexByte(data[good:], '\n')
 		if nl < 0 {
@@ -101,9 +102,10 @@ func Open(dir string, opts Options) (*Store, error) {
 		if err != nil {
 			break
 		}
-		s.head, s.latest = e.Head(), bodyTime(e.Body)
+		s.head, last = e.Head(), e.Body
 		good += int64(nl) + 1
 	}
+	s.latest = bodyTime(last)
 	if good < int64(len(data)) {
 		if err := f.Truncate(good); err != nil {
 			return nil, errors.Join(fmt.Errorf("audit store: cut torn tail: %w", err), f.Close())
@@ -194,8 +196,8 @@ func (s *Store) writeLocked(e Entry) error {
 		return errors.Join(fmt.Errorf("audit store: write record %d: %w", e.Seq, err), s.f.Truncate(s.size))
 	}
 	s.head = e.Head()
-	if t := bodyTime(e.Body); t.After(s.latest) {
-		s.latest = t
+	if e.Time.After(s.latest) {
+		s.latest = e.Time
 	}
 	return nil
 }
