@@ -36,8 +36,11 @@ func newMetrics(reg prometheus.Registerer, c *Coordinator) (*metrics, error) {
 		Name: "medmesh_coordinator_commit_notices_total", Help: "Commit notices sent to followers: AppendEntries without entries that tell a follower the commit index as soon as an entry commits.", ConstLabels: labels,
 	}, func() float64 { return float64(c.notices.Sent()) })
 	early := prometheus.NewCounterFunc(prometheus.CounterOpts{
-		Name: "medmesh_coordinator_early_appends_total", Help: "New entries the leader sent to a follower while writing them to its own log, acknowledged (the follower then answers Raft's own AppendEntries without a write).", ConstLabels: labels,
+		Name: "medmesh_coordinator_early_appends_total", Help: "New entries the leader sent to a follower while writing them to its own log, acknowledged (Raft's own AppendEntries of the same entries is then answered without being sent).", ConstLabels: labels,
 	}, func() float64 { return float64(c.notices.EarlyAppends()) })
+	answered := prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "medmesh_coordinator_raft_appends_answered_early_total", Help: "Raft's own AppendEntries the leader answered without sending, because an early append of the same entries had already been acknowledged.", ConstLabels: labels,
+	}, func() float64 { return float64(c.notices.Answered()) })
 	applied := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "medmesh_coordinator_applied_index", Help: "Last Raft index applied to the FSM.", ConstLabels: labels,
 	}, func() float64 { return float64(c.fsm.AppliedIndex()) })
@@ -53,7 +56,7 @@ func newMetrics(reg prometheus.Registerer, c *Coordinator) (*metrics, error) {
 	if reg == nil {
 		return m, nil
 	}
-	for _, col := range []prometheus.Collector{apply, applyErr, changes, responses, notices, early, applied, isLeader, newSinkCollector(c)} {
+	for _, col := range []prometheus.Collector{apply, applyErr, changes, responses, notices, early, answered, applied, isLeader, newSinkCollector(c)} {
 		if err := reg.Register(col); err != nil {
 			m.unregister()
 			return nil, errors.Join(errors.New("register coordinator metrics"), err)

@@ -45,13 +45,14 @@ import (
 type CommitNotices struct {
 	trans AppendEntriesSender
 
-	mu    sync.Mutex
-	raft  RaftView // set once Raft runs
-	want  uint64   // the highest commit index asked to be announced
-	peers map[raft.ServerID]*noticePeer
-	spawn func(func())  // runs a sender goroutine tracked by the coordinator
-	count atomic.Uint64 // notices sent
-	early atomic.Uint64 // early appends acknowledged (see earlyStore)
+	mu       sync.Mutex
+	raft     RaftView // set once Raft runs
+	want     uint64   // the highest commit index asked to be announced
+	peers    map[raft.ServerID]*noticePeer
+	spawn    func(func())  // runs a sender goroutine tracked by the coordinator
+	count    atomic.Uint64 // notices sent
+	early    atomic.Uint64 // early appends acknowledged (see earlyStore)
+	answered atomic.Uint64 // Raft's own AppendEntries answered from an early append's proof
 }
 
 // AppendEntriesSender sends an AppendEntries RPC (the NetworkTransport).
@@ -86,6 +87,10 @@ func (n *CommitNotices) Sent() uint64 { return n.count.Load() }
 // EarlyAppends is the number of early appends followers acknowledged.
 func (n *CommitNotices) EarlyAppends() uint64 { return n.early.Load() }
 
+// Answered is the number of Raft's own AppendEntries answered without
+// sending them, because an early append had already proved their success.
+func (n *CommitNotices) Answered() uint64 { return n.answered.Load() }
+
 // Transport is the Raft transport over t: pipeline replication off (see
 // noPipelineTransport), and every successful AppendEntries recorded for
 // the notices.
@@ -107,12 +112,13 @@ type noticePeer struct {
 	addr    raft.ServerAddress
 	header  raft.RPCHeader
 	leader  []byte
-	term    uint64 // the leader's term in that AppendEntries
-	match   uint64 // the follower's log matches through this index
-	logTerm uint64 // the term of the entry at match
-	sent    uint64 // the highest commit index announced to it
-	busy    bool   // a sender goroutine runs for it
-	early   bool   // an early append to it is in flight
+	term    uint64         // the leader's term in that AppendEntries
+	match   uint64         // the follower's log matches through this index
+	logTerm uint64         // the term of the entry at match
+	reply   raft.RPCHeader // the follower's header in its answer
+	sent    uint64         // the highest commit index announced to it
+	busy    bool           // a sender goroutine runs for it
+	early   *earlyCall     // the early append to it in flight, if any
 }
 
 // observe records what a successful AppendEntries to a follower proved.
@@ -138,7 +144,7 @@ func (n *CommitNotices) observe(id raft.ServerID, target raft.ServerAddress, arg
 		return
 	}
 	p.addr, p.header, p.leader = target, args.RPCHeader, append([]byte(nil), args.Leader...)
-	p.term, p.match, p.logTerm = args.Term, match, logTerm
+	p.term, p.match, p.logTerm, p.reply = args.Term, match, logTerm, resp.RPCHeader
 	n.kick(id, p)
 }
 
@@ -218,6 +224,9 @@ type noticeTransport struct {
 }
 
 func (t noticeTransport) AppendEntries(id raft.ServerID, target raft.ServerAddress, args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) error {
+	if t.notices.answer(id, args, resp) {
+		return nil
+	}
 	if err := t.NetworkTransport.AppendEntries(id, target, args, resp); err != nil {
 		return err
 	}

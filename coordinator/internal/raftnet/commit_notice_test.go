@@ -27,13 +27,21 @@ type recordingSender struct {
 	mu   sync.Mutex
 	reqs []raft.AppendEntriesRequest
 	fail bool
+	gate chan struct{} // if set, each send waits for it before answering
 }
 
 func (s *recordingSender) AppendEntries(_ raft.ServerID, _ raft.ServerAddress, req *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) error {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	s.reqs = append(s.reqs, *req)
+	gate := s.gate
+	s.mu.Unlock()
+	if gate != nil {
+		<-gate
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	resp.Term, resp.Success = req.Term, !s.fail
+	resp.RPCHeader = raft.RPCHeader{ID: []byte("follower")}
 	return nil
 }
 

@@ -17,11 +17,18 @@ import (
 // after StoreLogs). So the leader's log store, earlyStore, first hands the
 // entries to CommitNotices.appendEarly, which sends each caught-up follower
 // an AppendEntries with them, and then writes them itself. The follower
-// writes and acknowledges as for any AppendEntries. When Raft's own
-// AppendEntries with the same entries arrives, the follower finds them in
-// its log (same index, same term) and skips them (appendEntries: "skip any
-// duplicates"), so it answers without a write: the commit takes about one
-// log write plus a round trip instead of two writes.
+// writes and acknowledges as for any AppendEntries: the commit takes about
+// one log write plus a round trip instead of two writes.
+//
+// Raft's replication goroutine then builds its own AppendEntries of the
+// same entries. The transport answers it without sending it (see answer)
+// when the early append's acknowledgement already proves what its success
+// would, and waits for that acknowledgement when the early append is still
+// in flight. A write then costs each follower one AppendEntries with
+// entries, not two (Raft's own copy used to reach the follower, which found
+// the entries in its log and skipped them), and the leader counts the
+// follower towards the commit as soon as the early append is acknowledged,
+// not one more round trip later.
 //
 // Safety. An early append is an AppendEntries of the leader of term T,
 // carrying entries of term T at the indexes the leader just gave them:
@@ -40,6 +47,24 @@ import (
 //     between replicating and committing. A writer whose Apply failed may
 //     thus see its command take effect later, as Raft allows for any
 //     leader failure.
+//
+// Safety of answering Raft's own AppendEntries. A successful
+// AppendEntries of term T whose entries end at index L proves that the
+// follower's log matched the leader's through L when it answered (the
+// follower checked PrevLogEntry/PrevLogTerm and stored the entries). Within
+// term T only this leader sends entries, and it never changes an entry it
+// has, so the match through L holds for the rest of T; a follower that
+// restarts keeps its log (fsync). Raft's own request of term T for entries
+// ending at or before L would therefore succeed, and its only effects on the
+// leader are the ones answer reports: success in term T, so next index and
+// match index move to its last entry. That is what Raft itself does with a
+// success (raft.updateLastAppended), from a proof Raft's own RPC would have
+// given, so commitment counts only what the follower has durably stored.
+// What the follower does not receive is the request's LeaderCommitIndex:
+// the commit notices (below) and Raft's own AppendEntries without entries
+// (sent every CommitTimeout and never answered here) tell it the commit
+// index. Requests without entries, of another term, or reaching beyond the
+// proven match are always sent.
 //
 // An early append is best effort: if it fails or is not sent, Raft's own
 // AppendEntries carries the entries as before.
@@ -93,25 +118,69 @@ func (n *CommitNotices) appendEarly(logs []*raft.Log) {
 		return
 	}
 	for id, p := range n.peers {
-		if p.term != last.Term || p.match+1 != first.Index || p.early {
+		if p.term != last.Term || p.match+1 != first.Index || p.early != nil {
 			continue
 		}
-		p.early = true
+		call := &earlyCall{term: last.Term, last: last.Index, done: make(chan struct{})}
+		p.early = call
 		req := raft.AppendEntriesRequest{
 			RPCHeader: p.header, Term: p.term, Leader: p.leader,
 			PrevLogEntry: p.match, PrevLogTerm: p.logTerm, Entries: logs,
 		}
 		addr := p.addr
 		n.spawn(func() {
+			defer close(call.done) // after the answer is recorded: see answer
 			var resp raft.AppendEntriesResponse
 			err := n.trans.AppendEntries(id, addr, &req, &resp)
 			n.mu.Lock()
-			p.early = false
+			p.early = nil
 			n.mu.Unlock()
 			if err == nil && resp.Success {
 				n.early.Add(1)
 				n.observe(id, addr, &req, &resp)
 			}
 		})
+	}
+}
+
+// earlyCall is an early append in flight to one follower.
+type earlyCall struct {
+	term, last uint64        // its term and the index of its last entry
+	done       chan struct{} // closed once its answer is recorded
+}
+
+// answer answers Raft's own AppendEntries args to follower id without
+// sending it, when what its success would prove is already proven: in the
+// request's term, the follower's log matches the leader's through the
+// request's last entry. If an early append that would prove it is in
+// flight, answer waits for it first. It reports whether resp holds the
+// answer; if not, the request must be sent.
+func (n *CommitNotices) answer(id raft.ServerID, args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) bool {
+	k := len(args.Entries)
+	if k == 0 {
+		return false // heartbeats and Raft's own commit-index updates go out
+	}
+	last := args.Entries[k-1].Index
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for {
+		p := n.peers[id]
+		if p == nil || p.term != args.Term {
+			return false
+		}
+		if p.match >= last {
+			*resp = raft.AppendEntriesResponse{RPCHeader: p.reply, Term: args.Term, LastLog: p.match, Success: true}
+			n.answered.Add(1)
+			return true
+		}
+		c := p.early
+		if c == nil || c.term != args.Term || c.last < last {
+			return false
+		}
+		// The early append of these entries is in flight: its answer
+		// comes sooner than a second request's would.
+		n.mu.Unlock()
+		<-c.done
+		n.mu.Lock()
 	}
 }

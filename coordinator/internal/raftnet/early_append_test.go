@@ -2,6 +2,7 @@ package raftnet
 
 import (
 	"testing"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
@@ -84,7 +85,7 @@ func TestEarlyAppendRefused(t *testing.T) {
 	n.mu.Lock()
 	match, early := n.peers["c2"].match, n.peers["c2"].early
 	n.mu.Unlock()
-	if match != 10 || early || n.early.Load() != 0 {
+	if match != 10 || early != nil || n.early.Load() != 0 {
 		t.Fatalf("after a refusal: match %d, in flight %v, %d acknowledged; want 10, false, 0", match, early, n.early.Load())
 	}
 	rs.fail = false
@@ -110,5 +111,98 @@ func TestLogStoreIsMonotonic(t *testing.T) {
 	}
 	if !logs.IsMonotonic() {
 		t.Fatal("raft sees a log store that allows gaps")
+	}
+}
+
+// TestRaftAppendAnsweredEarly: Raft's own AppendEntries of entries an
+// early append already got acknowledged is answered without being sent
+// (success, the request's term); one that asks for more than was proven,
+// in another term, to a follower with no record, or without entries is
+// sent.
+func TestRaftAppendAnsweredEarly(t *testing.T) {
+	n, fr, rs := newTestNotices()
+	fr.term.Store(3)
+	req, resp := appendOK(3, 9, 2, raft.Log{Index: 10, Term: 3})
+	n.observe("c2", "127.0.0.1:2", req, resp)
+	rs.take()
+	n.appendEarly([]*raft.Log{command(11, 3), command(12, 3)})
+	if got := rs.take(); len(got) != 1 {
+		t.Fatalf("sent %d early appends, want 1", len(got))
+	}
+
+	own, _ := appendOK(3, 10, 3, raft.Log{Index: 11, Term: 3}, raft.Log{Index: 12, Term: 3})
+	var got raft.AppendEntriesResponse
+	if !n.answer("c2", own, &got) {
+		t.Fatal("Raft's own AppendEntries of the acknowledged entries was not answered")
+	}
+	if !got.Success || got.Term != 3 || got.LastLog != 12 || string(got.ID) != "follower" || n.Answered() != 1 {
+		t.Fatalf("answer %+v (%d answered): want success in term 3, last log 12, the follower's header, 1", got, n.Answered())
+	}
+	// A shorter request (entries 11 only) is proven too.
+	short, _ := appendOK(3, 10, 3, raft.Log{Index: 11, Term: 3})
+	if !n.answer("c2", short, &got) {
+		t.Fatal("a request for a proven prefix was not answered")
+	}
+	for _, c := range []struct {
+		name string
+		id   raft.ServerID
+		req  *raft.AppendEntriesRequest
+	}{
+		{"beyond the proven match", "c2", func() *raft.AppendEntriesRequest {
+			r, _ := appendOK(3, 10, 3, raft.Log{Index: 11, Term: 3}, raft.Log{Index: 12, Term: 3}, raft.Log{Index: 13, Term: 3})
+			return r
+		}()},
+		{"another term", "c2", func() *raft.AppendEntriesRequest {
+			r, _ := appendOK(4, 12, 3, raft.Log{Index: 13, Term: 4})
+			return r
+		}()},
+		{"no record of the follower", "c3", own},
+		{"no entries", "c2", &raft.AppendEntriesRequest{Term: 3, PrevLogEntry: 12, PrevLogTerm: 3, LeaderCommitIndex: 12}},
+	} {
+		if n.answer(c.id, c.req, &got) {
+			t.Fatalf("%s: answered %+v without sending", c.name, got)
+		}
+	}
+	if sent := rs.take(); len(sent) != 0 {
+		t.Fatalf("answer sent %+v", sent)
+	}
+}
+
+// TestRaftAppendWaitsForEarly: Raft's own AppendEntries of entries whose
+// early append is in flight waits for that append's answer, then is
+// answered by it if the follower accepted, or must be sent if it refused.
+func TestRaftAppendWaitsForEarly(t *testing.T) {
+	for _, refuse := range []bool{false, true} {
+		n, fr, rs := newTestNotices()
+		fr.term.Store(3)
+		req, resp := appendOK(3, 9, 2, raft.Log{Index: 10, Term: 3})
+		n.observe("c2", "127.0.0.1:2", req, resp)
+		rs.take()
+		gate := make(chan struct{})
+		rs.mu.Lock()
+		rs.gate, rs.fail = gate, refuse
+		rs.mu.Unlock()
+		n.appendEarly([]*raft.Log{command(11, 3)})
+
+		own, _ := appendOK(3, 10, 3, raft.Log{Index: 11, Term: 3})
+		answered := make(chan bool, 1)
+		var got raft.AppendEntriesResponse
+		go func() { answered <- n.answer("c2", own, &got) }()
+		// answer must not return while the early append is unanswered
+		// (the gate holds it): give it time to do so wrongly.
+		time.Sleep(20 * time.Millisecond)
+		select {
+		case ok := <-answered:
+			t.Fatalf("refuse=%v: answer returned %v before the early append was answered", refuse, ok)
+		default:
+		}
+		close(gate)
+		ok := <-answered
+		if rs.take(); ok == refuse {
+			t.Fatalf("refuse=%v: answered %v (%+v)", refuse, ok, got)
+		}
+		if !refuse && (!got.Success || got.LastLog != 11) {
+			t.Fatalf("answer %+v: want success through 11", got)
+		}
 	}
 }
