@@ -48,10 +48,14 @@ type Config struct {
 	HeartbeatTimeout   time.Duration
 	ElectionTimeout    time.Duration
 	LeaderLeaseTimeout time.Duration
-	CommitTimeout      time.Duration
-	SnapshotThreshold  uint64
-	SnapshotInterval   time.Duration
-	TrailingLogs       uint64
+	// CommitTimeout is how often an idle leader sends each follower an
+	// AppendEntries with only its commit index. The commit notices tell
+	// followers of a commit at once; this is their fallback when a notice
+	// is lost, and an idle cluster's background load.
+	CommitTimeout     time.Duration
+	SnapshotThreshold uint64
+	SnapshotInterval  time.Duration
+	TrailingLogs      uint64
 	// ApplyTimeout bounds a Raft apply without a caller deadline.
 	ApplyTimeout time.Duration
 	// JoinInterval is the period of the join and registration loops, and the
@@ -107,7 +111,7 @@ func DefaultConfig() Config {
 		HeartbeatTimeout:   time.Second,
 		ElectionTimeout:    time.Second,
 		LeaderLeaseTimeout: 500 * time.Millisecond,
-		CommitTimeout:      10 * time.Millisecond,
+		CommitTimeout:      50 * time.Millisecond,
 		SnapshotThreshold:  8192,
 		SnapshotInterval:   2 * time.Minute,
 		TrailingLogs:       10240,
