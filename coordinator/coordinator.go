@@ -174,7 +174,7 @@ func (c *Coordinator) open(reg prometheus.Registerer) error {
 		return fmt.Errorf("start raft: %w", err)
 	}
 	c.raft = r
-	c.notices.Start(r)
+	c.notices.Start(r, rc.LocalID)
 	c.sinks = c.newSinkRunner()
 	c.api, err = api.New(c, cfg.API, c.log)
 	if err != nil {

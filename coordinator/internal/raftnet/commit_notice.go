@@ -1,6 +1,8 @@
 package raftnet
 
 import (
+	"cmp"
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -40,19 +42,37 @@ import (
 //     loop, in arrival order with the leader's own RPCs; no order of the
 //     two can commit beyond what one of them proves.
 //
+// The commit index announced is Raft's, or sooner the one the notices
+// compute from the same facts Raft's commitment uses, so that a notice
+// leaves as soon as the follower's acknowledgement arrives instead of after
+// the leader's Raft loop and FSM took the commit up: the highest index a
+// majority of the latest configuration's voters is proven to store in term
+// T (this node through its own log writes as leader of T, which earlyStore
+// reports once durable; each follower through its last successful
+// AppendEntries of T), and only if that entry is of term T, since an entry
+// of an earlier term is never committed by counting replicas (Raft 5.4.2,
+// figure 8). That is Raft's definition of committed, so such an index is
+// committed whether or not the leader has noticed yet; every proof is of
+// term T, and the term check above still applies.
+//
 // A notice is best effort: a lost one costs nothing but the latency Raft
 // had without it. Its response is not fed back to Raft.
 type CommitNotices struct {
 	trans AppendEntriesSender
 
-	mu       sync.Mutex
-	raft     RaftView // set once Raft runs
-	want     uint64   // the highest commit index asked to be announced
-	peers    map[raft.ServerID]*noticePeer
-	spawn    func(func())  // runs a sender goroutine tracked by the coordinator
-	count    atomic.Uint64 // notices sent
-	early    atomic.Uint64 // early appends acknowledged (see earlyStore)
-	answered atomic.Uint64 // Raft's own AppendEntries answered from an early append's proof
+	mu    sync.Mutex
+	raft  RaftView      // set once Raft runs
+	self  raft.ServerID // this node's ID in the configuration
+	want  uint64        // the highest commit index asked to be announced
+	peers map[raft.ServerID]*noticePeer
+	// As leader of term own.term, this node's log is durable through
+	// own.match (see earlyStore), and quorum.index, of term quorum.term,
+	// is stored by a majority of the voters (see updateQuorum).
+	own, quorum struct{ term, index uint64 }
+	spawn       func(func())  // runs a sender goroutine tracked by the coordinator
+	count       atomic.Uint64 // notices sent
+	early       atomic.Uint64 // early appends acknowledged (see earlyStore)
+	answered    atomic.Uint64 // Raft's own AppendEntries answered from an early append's proof
 }
 
 // AppendEntriesSender sends an AppendEntries RPC (the NetworkTransport).
@@ -65,6 +85,7 @@ type RaftView interface {
 	CommitIndex() uint64
 	CurrentTerm() uint64
 	State() raft.RaftState
+	GetConfiguration() raft.ConfigurationFuture
 }
 
 // NewCommitNotices makes the commit notices of a Raft node that sends its
@@ -74,11 +95,11 @@ func NewCommitNotices(trans AppendEntriesSender, spawn func(func())) *CommitNoti
 	return &CommitNotices{trans: trans, peers: map[raft.ServerID]*noticePeer{}, spawn: spawn}
 }
 
-// Start lets notices flow once Raft runs.
-func (n *CommitNotices) Start(r RaftView) {
+// Start lets notices flow once Raft runs; self is this node's server ID.
+func (n *CommitNotices) Start(r RaftView, self raft.ServerID) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	n.raft = r
+	n.raft, n.self = r, self
 }
 
 // Sent is the number of commit notices sent.
@@ -145,7 +166,99 @@ func (n *CommitNotices) observe(id raft.ServerID, target raft.ServerAddress, arg
 	}
 	p.addr, p.header, p.leader = target, args.RPCHeader, append([]byte(nil), args.Leader...)
 	p.term, p.match, p.logTerm, p.reply = args.Term, match, logTerm, resp.RPCHeader
+	if n.updateQuorum(args.Term) {
+		n.kickAll()
+		return
+	}
 	n.kick(id, p)
+}
+
+// stored records that this node, leading in the logs' term, wrote logs to
+// its log store (durably: the store returned). earlyStore calls it.
+func (n *CommitNotices) stored(logs []*raft.Log) {
+	if len(logs) == 0 {
+		return
+	}
+	last := logs[len(logs)-1]
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.raft == nil || n.raft.State() != raft.Leader || n.raft.CurrentTerm() != last.Term {
+		return
+	}
+	if n.own.term != last.Term {
+		n.own.term, n.own.index = last.Term, 0
+	}
+	n.own.index = max(n.own.index, last.Index)
+	if n.updateQuorum(last.Term) {
+		n.kickAll()
+	}
+}
+
+// updateQuorum recomputes, for term, the highest index of term that a
+// majority of the latest configuration's voters is proven to store (this
+// node through its own writes as leader, a follower through its last
+// successful AppendEntries of term), as hashicorp/raft's commitment does.
+// It reports whether that index grew. n.mu held.
+func (n *CommitNotices) updateQuorum(term uint64) bool {
+	if n.raft == nil {
+		return false
+	}
+	f := n.raft.GetConfiguration()
+	if f.Error() != nil {
+		return false
+	}
+	type proof struct{ index, term uint64 }
+	var voters []proof
+	for _, s := range f.Configuration().Servers {
+		if s.Suffrage != raft.Voter {
+			continue
+		}
+		var v proof
+		if s.ID == n.self {
+			if n.own.term == term {
+				v = proof{n.own.index, term}
+			}
+		} else if p := n.peers[s.ID]; p != nil && p.term == term {
+			v = proof{p.match, p.logTerm}
+		}
+		voters = append(voters, v)
+	}
+	if len(voters) == 0 {
+		return false
+	}
+	slices.SortFunc(voters, func(a, b proof) int { return cmp.Compare(a.index, b.index) })
+	q := voters[(len(voters)-1)/2]
+	// Only an entry of the current term commits by being counted (Raft,
+	// 5.4.2); all proofs are of this leader's log, so the index's term is
+	// the one its prover recorded.
+	if q.term != term {
+		return false
+	}
+	if n.quorum.term != term {
+		n.quorum.term, n.quorum.index = term, 0
+	}
+	if q.index <= n.quorum.index {
+		return false
+	}
+	n.quorum.index = q.index
+	return true
+}
+
+// quorumIn is the index stored by a majority in term, 0 if none is known.
+// n.mu held.
+func (n *CommitNotices) quorumIn(term uint64) uint64 {
+	if n.quorum.term != term {
+		return 0
+	}
+	return n.quorum.index
+}
+
+// kickAll starts a sender for every follower with something to announce.
+// n.mu held.
+func (n *CommitNotices) kickAll() {
+	for id, p := range n.peers {
+		n.kick(id, p)
+	}
 }
 
 // announce asks for the commit index (at least index) to reach every
@@ -157,14 +270,12 @@ func (n *CommitNotices) announce(index uint64) {
 		return
 	}
 	n.want = index
-	for id, p := range n.peers {
-		n.kick(id, p)
-	}
+	n.kickAll()
 }
 
 // kick starts a sender for p if it has something to announce. n.mu held.
 func (n *CommitNotices) kick(id raft.ServerID, p *noticePeer) {
-	if p.busy || n.raft == nil || min(n.want, p.match) <= p.sent || n.raft.CurrentTerm() != p.term {
+	if p.busy || n.raft == nil || min(max(n.want, n.quorumIn(p.term)), p.match) <= p.sent || n.raft.CurrentTerm() != p.term {
 		return
 	}
 	p.busy = true
@@ -177,13 +288,14 @@ func (n *CommitNotices) send(id raft.ServerID, p *noticePeer) {
 		n.mu.Lock()
 		r, want := n.raft, n.want
 		rec := *p
+		quorum := n.quorumIn(rec.term)
 		n.mu.Unlock()
 		// The record first, then the commit index, then the term: see the
 		// safety argument on CommitNotices.
-		commit := min(r.CommitIndex(), want, rec.match)
+		commit := min(max(min(r.CommitIndex(), want), quorum), rec.match)
 		if commit <= rec.sent || r.CurrentTerm() != rec.term {
 			n.mu.Lock()
-			if p.term == rec.term && p.match == rec.match && n.want == want {
+			if p.term == rec.term && p.match == rec.match && n.want == want && n.quorumIn(rec.term) == quorum {
 				p.busy = false
 				n.mu.Unlock()
 				return

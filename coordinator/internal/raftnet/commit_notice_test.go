@@ -11,7 +11,22 @@ import (
 type fakeRaft struct {
 	commit, term atomic.Uint64
 	follower     atomic.Bool
+	config       atomic.Pointer[raft.Configuration] // nil: voters c1, c2, c3
 }
+
+func (f *fakeRaft) GetConfiguration() raft.ConfigurationFuture {
+	c := f.config.Load()
+	if c == nil {
+		c = &raft.Configuration{Servers: []raft.Server{{ID: "c1"}, {ID: "c2"}, {ID: "c3"}}} // Suffrage 0 is Voter
+	}
+	return fakeConfig{*c}
+}
+
+type fakeConfig struct{ c raft.Configuration }
+
+func (fakeConfig) Error() error                        { return nil }
+func (fakeConfig) Index() uint64                       { return 0 }
+func (f fakeConfig) Configuration() raft.Configuration { return f.c }
 
 func (f *fakeRaft) CommitIndex() uint64 { return f.commit.Load() }
 func (f *fakeRaft) CurrentTerm() uint64 { return f.term.Load() }
@@ -65,7 +80,7 @@ func newTestNotices() (*CommitNotices, *fakeRaft, *recordingSender) {
 		}()
 	}
 	n := NewCommitNotices(rs, spawn)
-	n.Start(fr)
+	n.Start(fr, "c1")
 	return n, fr, rs
 }
 
@@ -163,5 +178,87 @@ func TestCommitNoticeRefused(t *testing.T) {
 	n.announce(5)
 	if got := rs.take(); len(first) != 1 || len(got) != 0 {
 		t.Fatalf("sent %d then %d notices for index 5 to a refusing follower, want 1 then 0", len(first), len(got))
+	}
+}
+
+// TestCommitNoticeFromQuorum: once the leader's own write and a follower's
+// acknowledgement make a majority of the voters store an entry of the
+// current term, the notices announce it without waiting for Raft's commit
+// index or the FSM; never beyond what each follower is proven to hold,
+// never for an entry of an older term counted in replicas (Raft 5.4.2),
+// never counting a non-voter or a write made while not leading.
+func TestCommitNoticeFromQuorum(t *testing.T) {
+	n, fr, rs := newTestNotices()
+	fr.term.Store(3)
+	fr.commit.Store(10) // Raft's own commit index lags
+	req, resp := appendOK(3, 9, 2, raft.Log{Index: 10, Term: 3})
+	n.observe("c2", "127.0.0.1:2", req, resp)
+	n.observe("c3", "127.0.0.1:3", req, resp)
+	rs.take()
+	n.stored([]*raft.Log{command(11, 3), command(12, 3)}) // the leader's own write
+	if got := rs.take(); len(got) != 0 {
+		t.Fatalf("announced with only the leader's write: %+v", got)
+	}
+	req, resp = appendOK(3, 10, 3, raft.Log{Index: 11, Term: 3}, raft.Log{Index: 12, Term: 3})
+	n.observe("c2", "127.0.0.1:2", req, resp) // c1 and c2 of three: 12 is committed
+	got := rs.take()
+	if len(got) != 1 || got[0].LeaderCommitIndex != 12 || got[0].PrevLogEntry != 12 {
+		t.Fatalf("after a majority stored 12: %+v, want one notice to c2 committing 12", got)
+	}
+	// c3 holds through 11 only: it is told 11, not 12.
+	req, resp = appendOK(3, 10, 3, raft.Log{Index: 11, Term: 3})
+	n.observe("c3", "127.0.0.1:3", req, resp)
+	if got := rs.take(); len(got) != 1 || got[0].LeaderCommitIndex != 11 {
+		t.Fatalf("c3 proven through 11: %+v, want one notice committing 11", got)
+	}
+
+	// Term 4: the followers are proven through 15, an entry of term 3;
+	// the leader wrote 16 in term 4. 15 sits on a majority but is of an
+	// older term: nothing is announced until an entry of term 4 is.
+	fr.term.Store(4)
+	req, resp = appendOK(4, 15, 3)
+	n.observe("c2", "127.0.0.1:2", req, resp)
+	n.observe("c3", "127.0.0.1:3", req, resp)
+	n.stored([]*raft.Log{command(16, 4)})
+	if got := rs.take(); len(got) != 0 {
+		t.Fatalf("announced an older term's entry counted in replicas: %+v", got)
+	}
+	req, resp = appendOK(4, 15, 3, raft.Log{Index: 16, Term: 4})
+	n.observe("c2", "127.0.0.1:2", req, resp)
+	// 16 committed commits 15 too: c2 is told 16, c3 (proven through 15)
+	// 15.
+	got = rs.take()
+	commits := map[uint64]uint64{} // prev -> commit
+	for _, g := range got {
+		commits[g.PrevLogEntry] = g.LeaderCommitIndex
+	}
+	if len(got) != 2 || commits[16] != 16 || commits[15] != 15 {
+		t.Fatalf("after 16 (term 4) on a majority: %+v, want notices committing 16 (c2) and 15 (c3)", got)
+	}
+
+	// c3 a non-voter: c1 and c2 must both store an entry.
+	n2, fr2, rs2 := newTestNotices()
+	fr2.term.Store(5)
+	fr2.config.Store(&raft.Configuration{Servers: []raft.Server{{ID: "c1"}, {ID: "c2"}, {ID: "c3", Suffrage: raft.Nonvoter}}})
+	req, resp = appendOK(5, 19, 5, raft.Log{Index: 20, Term: 5})
+	n2.observe("c3", "127.0.0.1:3", req, resp)
+	n2.stored([]*raft.Log{command(20, 5)})
+	if got := rs2.take(); len(got) != 0 {
+		t.Fatalf("a non-voter counted towards the majority: %+v", got)
+	}
+	// A write while not leading is not this node's own.
+	fr2.follower.Store(true)
+	n2.stored([]*raft.Log{command(21, 5)})
+	fr2.follower.Store(false)
+	req, resp = appendOK(5, 20, 5, raft.Log{Index: 21, Term: 5})
+	n2.observe("c2", "127.0.0.1:2", req, resp)
+	// Committed: 20. The non-voter, proven through 20, is told too.
+	got = rs2.take()
+	commits = map[uint64]uint64{}
+	for _, g := range got {
+		commits[g.PrevLogEntry] = g.LeaderCommitIndex
+	}
+	if len(got) != 2 || commits[21] != 20 || commits[20] != 20 {
+		t.Fatalf("c1 stored through 20 as leader, c2 through 21: %+v, want notices committing 20 to c2 and c3", got)
 	}
 }

@@ -78,7 +78,11 @@ type earlyStore struct {
 
 func (s earlyStore) StoreLogs(logs []*raft.Log) error {
 	s.notices.appendEarly(logs)
-	return s.LogStore.StoreLogs(logs)
+	if err := s.LogStore.StoreLogs(logs); err != nil {
+		return err
+	}
+	s.notices.stored(logs)
+	return nil
 }
 
 func (s earlyStore) StoreLog(l *raft.Log) error {
