@@ -145,8 +145,16 @@ type noticePeer struct {
 // observe records what a successful AppendEntries to a follower proved.
 // Heartbeats (no PrevLogEntry, no entries) prove nothing and are ignored.
 func (n *CommitNotices) observe(id raft.ServerID, target raft.ServerAddress, args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) {
+	n.note(id, target, args, resp, false)
+}
+
+// note is observe. With claim, it starts no sender for follower id but
+// claims its sender for the caller, which must then run n.send(id, p)
+// itself when note returns p; other followers get senders as observe
+// gives them.
+func (n *CommitNotices) note(id raft.ServerID, target raft.ServerAddress, args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse, claim bool) *noticePeer {
 	if !resp.Success || resp.Term != args.Term || (args.PrevLogEntry == 0 && len(args.Entries) == 0) {
-		return
+		return nil
 	}
 	match, logTerm := args.PrevLogEntry, args.PrevLogTerm
 	if k := len(args.Entries); k > 0 {
@@ -162,15 +170,26 @@ func (n *CommitNotices) observe(id raft.ServerID, target raft.ServerAddress, arg
 	if args.Term != p.term {
 		*p = noticePeer{busy: p.busy, early: p.early}
 	} else if match <= p.match {
-		return
+		return nil
 	}
 	p.addr, p.header, p.leader = target, args.RPCHeader, append([]byte(nil), args.Leader...)
 	p.term, p.match, p.logTerm, p.reply = args.Term, match, logTerm, resp.RPCHeader
 	if n.updateQuorum(args.Term) {
-		n.kickAll()
-		return
+		for other, q := range n.peers {
+			if other != id {
+				n.kick(other, q)
+			}
+		}
+	}
+	if claim {
+		if n.due(p) {
+			p.busy = true
+			return p
+		}
+		return nil
 	}
 	n.kick(id, p)
+	return nil
 }
 
 // stored records that this node, leading in the logs' term, wrote logs to
@@ -273,9 +292,15 @@ func (n *CommitNotices) announce(index uint64) {
 	n.kickAll()
 }
 
+// due reports whether p needs a sender: it has none and there is
+// something to announce to it. n.mu held.
+func (n *CommitNotices) due(p *noticePeer) bool {
+	return !p.busy && n.raft != nil && min(max(n.want, n.quorumIn(p.term)), p.match) > p.sent && n.raft.CurrentTerm() == p.term
+}
+
 // kick starts a sender for p if it has something to announce. n.mu held.
 func (n *CommitNotices) kick(id raft.ServerID, p *noticePeer) {
-	if p.busy || n.raft == nil || min(max(n.want, n.quorumIn(p.term)), p.match) <= p.sent || n.raft.CurrentTerm() != p.term {
+	if !n.due(p) {
 		return
 	}
 	p.busy = true

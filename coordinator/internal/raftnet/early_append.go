@@ -102,15 +102,15 @@ func (s earlyStore) IsMonotonic() bool {
 var _ raft.MonotonicLogStore = earlyStore{}
 
 // appendEarly sends logs to every caught-up follower, if this node leads
-// in the logs' term. It returns at once; the sends run in goroutines, at
-// most one per follower.
-func (n *CommitNotices) appendEarly(logs []*raft.Log) {
+// in the logs' term. It returns at once, reporting whether it sent any;
+// the sends run in goroutines, at most one per follower.
+func (n *CommitNotices) appendEarly(logs []*raft.Log) (sent bool) {
 	if len(logs) == 0 {
-		return
+		return false
 	}
 	for _, l := range logs {
 		if l.Type != raft.LogCommand {
-			return
+			return false
 		}
 	}
 	first, last := logs[0], logs[len(logs)-1]
@@ -119,7 +119,7 @@ func (n *CommitNotices) appendEarly(logs []*raft.Log) {
 	// A follower's StoreLogs runs while it follows; only the leader's
 	// dispatch writes entries of the current term while leading.
 	if n.raft == nil || n.raft.State() != raft.Leader || n.raft.CurrentTerm() != last.Term {
-		return
+		return false
 	}
 	for id, p := range n.peers {
 		if p.term != last.Term || p.match+1 != first.Index || p.early != nil {
@@ -132,19 +132,29 @@ func (n *CommitNotices) appendEarly(logs []*raft.Log) {
 			PrevLogEntry: p.match, PrevLogTerm: p.logTerm, Entries: logs,
 		}
 		addr := p.addr
+		sent = true
 		n.spawn(func() {
-			defer close(call.done) // after the answer is recorded: see answer
 			var resp raft.AppendEntriesResponse
 			err := n.trans.AppendEntries(id, addr, &req, &resp)
 			n.mu.Lock()
 			p.early = nil
 			n.mu.Unlock()
+			var notice *noticePeer
 			if err == nil && resp.Success {
 				n.early.Add(1)
-				n.observe(id, addr, &req, &resp)
+				notice = n.note(id, addr, &req, &resp, true)
+			}
+			close(call.done) // after the answer is recorded: see answer
+			if notice != nil {
+				// The acknowledgement may have made the entries committed:
+				// tell the follower from here rather than from a new
+				// goroutine, which would wait behind the replication
+				// goroutine just woken by done.
+				n.send(id, notice)
 			}
 		})
 	}
+	return sent
 }
 
 // earlyCall is an early append in flight to one follower.

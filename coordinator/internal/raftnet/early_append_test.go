@@ -206,3 +206,37 @@ func TestRaftAppendWaitsForEarly(t *testing.T) {
 		}
 	}
 }
+
+// TestEarlyAppendCommitsThenNotifies: an early append whose
+// acknowledgement makes the entry stored on a majority (the leader wrote
+// it) is followed, from the same sender, by a notice committing it.
+func TestEarlyAppendCommitsThenNotifies(t *testing.T) {
+	n, fr, rs := newTestNotices()
+	fr.term.Store(3)
+	req, resp := appendOK(3, 9, 2, raft.Log{Index: 10, Term: 3})
+	n.observe("c2", "127.0.0.1:2", req, resp)
+	rs.take()
+	logs := []*raft.Log{command(11, 3)}
+	if !n.appendEarly(logs) {
+		t.Fatal("no early append sent to a caught-up follower")
+	}
+	n.stored(logs) // the leader's own write; the follower's answer may come before or after it
+	// If the leader's write is recorded first, 10 (on the leader and c2)
+	// is committed already and may be announced on its own.
+	got := rs.take()
+	var early int
+	var committed uint64
+	for _, g := range got {
+		switch {
+		case len(g.Entries) == 1 && g.Entries[0].Index == 11 && g.LeaderCommitIndex == 0:
+			early++
+		case len(g.Entries) == 0 && g.LeaderCommitIndex <= g.PrevLogEntry && g.LeaderCommitIndex >= 10:
+			committed = max(committed, g.LeaderCommitIndex)
+		default:
+			t.Fatalf("unexpected request %+v", g)
+		}
+	}
+	if early != 1 || committed != 11 {
+		t.Fatalf("sent %+v: want the early append of 11 and a notice committing 11", got)
+	}
+}
