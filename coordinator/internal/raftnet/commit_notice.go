@@ -66,7 +66,7 @@ type CommitNotices struct {
 	want  uint64        // the highest commit index asked to be announced
 	peers map[raft.ServerID]*noticePeer
 	// As leader of term own.term, this node's log is durable through
-	// own.match (see earlyStore), and quorum.index, of term quorum.term,
+	// own.index (see earlyStore), and quorum.index, of term quorum.term,
 	// is stored by a majority of the voters (see updateQuorum).
 	own, quorum struct{ term, index uint64 }
 	spawn       func(func())  // runs a sender goroutine tracked by the coordinator
