@@ -14,6 +14,17 @@ func command(index, term uint64) *raft.Log {
 	return &raft.Log{Index: index, Term: term, Type: raft.LogCommand, Data: []byte("x")}
 }
 
+// caughtUp is the notices of the leader of term 3 whose follower c2 is
+// proven to hold its log through index 10 (term 3), nothing sent yet.
+func caughtUp() (*CommitNotices, *fakeRaft, *recordingSender) {
+	n, fr, rs := newTestNotices()
+	fr.term.Store(3)
+	req, resp := appendOK(3, 9, 2, raft.Log{Index: 10, Term: 3})
+	n.observe("c2", "127.0.0.1:2", req, resp)
+	rs.take()
+	return n, fr, rs
+}
+
 // TestEarlyAppend: the leader's new entries go at once to each follower
 // whose log is proven to match through the entry before them, with that
 // entry as PrevLogEntry, the entries themselves and no commit index; the
@@ -72,11 +83,7 @@ func TestEarlyAppend(t *testing.T) {
 // as matching, and the next entries may go early again once Raft's own
 // AppendEntries proves a match.
 func TestEarlyAppendRefused(t *testing.T) {
-	n, fr, rs := newTestNotices()
-	fr.term.Store(3)
-	req, resp := appendOK(3, 9, 2, raft.Log{Index: 10, Term: 3})
-	n.observe("c2", "127.0.0.1:2", req, resp)
-	rs.take()
+	n, _, rs := caughtUp()
 	rs.fail = true
 	n.appendEarly([]*raft.Log{command(11, 3)})
 	if got := rs.take(); len(got) != 1 {
@@ -89,7 +96,7 @@ func TestEarlyAppendRefused(t *testing.T) {
 		t.Fatalf("after a refusal: match %d, in flight %v, %d acknowledged; want 10, false, 0", match, early, n.early.Load())
 	}
 	rs.fail = false
-	req, resp = appendOK(3, 10, 3, raft.Log{Index: 11, Term: 3})
+	req, resp := appendOK(3, 10, 3, raft.Log{Index: 11, Term: 3})
 	n.observe("c2", "127.0.0.1:2", req, resp)
 	n.appendEarly([]*raft.Log{command(12, 3)})
 	if got := rs.take(); len(got) != 1 || got[0].PrevLogEntry != 11 {
@@ -120,11 +127,7 @@ func TestLogStoreIsMonotonic(t *testing.T) {
 // in another term, to a follower with no record, or without entries is
 // sent.
 func TestRaftAppendAnsweredEarly(t *testing.T) {
-	n, fr, rs := newTestNotices()
-	fr.term.Store(3)
-	req, resp := appendOK(3, 9, 2, raft.Log{Index: 10, Term: 3})
-	n.observe("c2", "127.0.0.1:2", req, resp)
-	rs.take()
+	n, _, rs := caughtUp()
 	n.appendEarly([]*raft.Log{command(11, 3), command(12, 3)})
 	if got := rs.take(); len(got) != 1 {
 		t.Fatalf("sent %d early appends, want 1", len(got))
@@ -173,11 +176,7 @@ func TestRaftAppendAnsweredEarly(t *testing.T) {
 // answered by it if the follower accepted, or must be sent if it refused.
 func TestRaftAppendWaitsForEarly(t *testing.T) {
 	for _, refuse := range []bool{false, true} {
-		n, fr, rs := newTestNotices()
-		fr.term.Store(3)
-		req, resp := appendOK(3, 9, 2, raft.Log{Index: 10, Term: 3})
-		n.observe("c2", "127.0.0.1:2", req, resp)
-		rs.take()
+		n, _, rs := caughtUp()
 		gate := make(chan struct{})
 		rs.mu.Lock()
 		rs.gate, rs.fail = gate, refuse
@@ -211,11 +210,7 @@ func TestRaftAppendWaitsForEarly(t *testing.T) {
 // acknowledgement makes the entry stored on a majority (the leader wrote
 // it) is followed, from the same sender, by a notice committing it.
 func TestEarlyAppendCommitsThenNotifies(t *testing.T) {
-	n, fr, rs := newTestNotices()
-	fr.term.Store(3)
-	req, resp := appendOK(3, 9, 2, raft.Log{Index: 10, Term: 3})
-	n.observe("c2", "127.0.0.1:2", req, resp)
-	rs.take()
+	n, _, rs := caughtUp()
 	logs := []*raft.Log{command(11, 3)}
 	if !n.appendEarly(logs) {
 		t.Fatal("no early append sent to a caught-up follower")
