@@ -71,16 +71,17 @@ func (c *Coordinator) Propose(ctx context.Context, cmd *fsmpb.Command) func() (*
 }
 
 // spawn runs f in a goroutine that shutdown waits for, unless shutdown has
-// begun.
-func (c *Coordinator) spawn(f func()) {
+// begun; it reports whether it did.
+func (c *Coordinator) spawn(f func()) bool {
 	if c.ctx.Err() != nil {
-		return
+		return false
 	}
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()
 		f()
 	}()
+	return true
 }
 
 // VerifyRead makes a linearizable read safe here: this node is the leader,

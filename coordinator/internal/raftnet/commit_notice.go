@@ -69,7 +69,7 @@ type CommitNotices struct {
 	// own.index (see earlyStore), and quorum.index, of term quorum.term,
 	// is stored by a majority of the voters (see updateQuorum).
 	own, quorum struct{ term, index uint64 }
-	spawn       func(func())  // runs a sender goroutine tracked by the coordinator
+	spawn       func(func()) bool // runs a sender goroutine tracked by the coordinator; false once it stops
 	count       atomic.Uint64 // notices sent
 	early       atomic.Uint64 // early appends acknowledged (see earlyStore)
 	answered    atomic.Uint64 // Raft's own AppendEntries answered from an early append's proof
@@ -90,8 +90,9 @@ type RaftView interface {
 
 // NewCommitNotices makes the commit notices of a Raft node that sends its
 // AppendEntries through trans (the NetworkTransport itself, not the
-// Transport that wraps it) and runs each sender goroutine with spawn.
-func NewCommitNotices(trans AppendEntriesSender, spawn func(func())) *CommitNotices {
+// Transport that wraps it) and runs each sender goroutine with spawn,
+// which reports false when it ran nothing (the coordinator is stopping).
+func NewCommitNotices(trans AppendEntriesSender, spawn func(func()) bool) *CommitNotices {
 	return &CommitNotices{trans: trans, peers: map[raft.ServerID]*noticePeer{}, spawn: spawn}
 }
 
@@ -303,8 +304,7 @@ func (n *CommitNotices) kick(id raft.ServerID, p *noticePeer) {
 	if !n.due(p) {
 		return
 	}
-	p.busy = true
-	n.spawn(func() { n.send(id, p) })
+	p.busy = n.spawn(func() { n.send(id, p) })
 }
 
 // send announces to one follower until it has the latest asked for.

@@ -72,12 +72,13 @@ func (s *recordingSender) take() []raft.AppendEntriesRequest {
 
 func newTestNotices() (*CommitNotices, *fakeRaft, *recordingSender) {
 	fr, rs := &fakeRaft{}, &recordingSender{}
-	spawn := func(f func()) {
+	spawn := func(f func()) bool {
 		rs.wg.Add(1)
 		go func() {
 			defer rs.wg.Done()
 			f()
 		}()
+		return true
 	}
 	n := NewCommitNotices(rs, spawn)
 	n.Start(fr, "c1")

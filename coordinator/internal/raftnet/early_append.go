@@ -132,8 +132,7 @@ func (n *CommitNotices) appendEarly(logs []*raft.Log) (sent bool) {
 			PrevLogEntry: p.match, PrevLogTerm: p.logTerm, Entries: logs,
 		}
 		addr := p.addr
-		sent = true
-		n.spawn(func() {
+		started := n.spawn(func() {
 			var resp raft.AppendEntriesResponse
 			err := n.trans.AppendEntries(id, addr, &req, &resp)
 			n.mu.Lock()
@@ -153,6 +152,14 @@ func (n *CommitNotices) appendEarly(logs []*raft.Log) (sent bool) {
 				n.send(id, notice)
 			}
 		})
+		if !started {
+			// Stopping: nothing was sent, and Raft's own AppendEntries must
+			// not wait for it (see answer).
+			p.early = nil
+			close(call.done)
+			continue
+		}
+		sent = true
 	}
 	return sent
 }

@@ -235,3 +235,43 @@ func TestEarlyAppendCommitsThenNotifies(t *testing.T) {
 		t.Fatalf("sent %+v: want the early append of 11 and a notice committing 11", got)
 	}
 }
+
+// TestEarlyAppendWhileStopping: once the coordinator stops starting
+// goroutines, no early append is recorded as in flight, so Raft's own
+// AppendEntries is sent rather than waiting for one that never runs (a
+// fresh-clone CI run hung a coordinator's Close on exactly that).
+func TestEarlyAppendWhileStopping(t *testing.T) {
+	rs := &recordingSender{}
+	fr := &fakeRaft{}
+	fr.term.Store(3)
+	n := NewCommitNotices(rs, func(func()) bool { return false })
+	n.Start(fr, "c1")
+	req, resp := appendOK(3, 9, 2, raft.Log{Index: 10, Term: 3})
+	n.observe("c2", "127.0.0.1:2", req, resp)
+	if n.appendEarly([]*raft.Log{command(11, 3)}) {
+		t.Fatal("appendEarly reports a send although nothing could run")
+	}
+	own, _ := appendOK(3, 10, 3, raft.Log{Index: 11, Term: 3})
+	answered := make(chan bool, 1)
+	go func() {
+		var got raft.AppendEntriesResponse
+		answered <- n.answer("c2", own, &got)
+	}()
+	select {
+	case ok := <-answered:
+		if ok {
+			t.Fatal("Raft's own AppendEntries answered without any proof")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Raft's own AppendEntries waits for an early append that never started")
+	}
+	// The leader's write makes 10 committed (c1 and c2): a notice is due
+	// but cannot start.
+	n.stored([]*raft.Log{command(11, 3)})
+	n.mu.Lock()
+	busy := n.peers["c2"].busy
+	n.mu.Unlock()
+	if busy {
+		t.Fatal("a notice sender is recorded as running although none started")
+	}
+}
