@@ -70,9 +70,9 @@ type CommitNotices struct {
 	// is stored by a majority of the voters (see updateQuorum).
 	own, quorum struct{ term, index uint64 }
 	spawn       func(func()) bool // runs a sender goroutine tracked by the coordinator; false once it stops
-	count       atomic.Uint64 // notices sent
-	early       atomic.Uint64 // early appends acknowledged (see earlyStore)
-	answered    atomic.Uint64 // Raft's own AppendEntries answered from an early append's proof
+	count       atomic.Uint64     // notices sent
+	early       atomic.Uint64     // early appends acknowledged (see earlyStore)
+	answered    atomic.Uint64     // Raft's own AppendEntries answered from an early append's proof
 }
 
 // AppendEntriesSender sends an AppendEntries RPC (the NetworkTransport).
