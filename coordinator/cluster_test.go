@@ -251,11 +251,12 @@ func TestRaftAppendsAnsweredEarly(t *testing.T) {
 	}
 	early, answered := l.c.notices.EarlyAppends(), l.c.notices.Answered()
 	t.Logf("%d writes: %d early appends acknowledged, %d of Raft's own AppendEntries answered from them", writes, early, answered)
-	// Two followers: up to two early appends per write. Some go Raft's
-	// way (a follower not yet proven caught up after the previous write);
-	// most must not.
-	if early < writes || answered < writes {
-		t.Fatalf("%d writes: %d early appends, %d answered; want at least %d each", writes, early, answered, writes)
+	// Two followers: up to two early appends per write, and at least one
+	// (to the follower whose acknowledgement committed the write before)
+	// but for the first after an election; some go Raft's way under load
+	// (a follower's previous early append still in flight). Most must not.
+	if early < writes/2 || answered < writes/2 {
+		t.Fatalf("%d writes: %d early appends, %d answered; want at least %d each", writes, early, answered, writes/2)
 	}
 	// Equal once each has applied the same log (a background entry may
 	// still be on its way to one of them).
