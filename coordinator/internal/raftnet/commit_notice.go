@@ -145,6 +145,10 @@ type noticePeer struct {
 
 // observe records what a successful AppendEntries to a follower proved.
 // Heartbeats (no PrevLogEntry, no entries) prove nothing and are ignored.
+// A refusal in the same term drops what the follower was proven to hold:
+// its log no longer matches at an index it once did (its data was lost,
+// or its disk failed the write), so no earlier proof is used again until
+// Raft's own AppendEntries proves a match anew.
 func (n *CommitNotices) observe(id raft.ServerID, target raft.ServerAddress, args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) {
 	n.note(id, target, args, resp, false)
 }
@@ -154,6 +158,14 @@ func (n *CommitNotices) observe(id raft.ServerID, target raft.ServerAddress, arg
 // itself when note returns p; other followers get senders as observe
 // gives them.
 func (n *CommitNotices) note(id raft.ServerID, target raft.ServerAddress, args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse, claim bool) *noticePeer {
+	if !resp.Success && resp.Term == args.Term {
+		n.mu.Lock()
+		if p := n.peers[id]; p != nil && p.term == args.Term {
+			*p = noticePeer{busy: p.busy, early: p.early}
+		}
+		n.mu.Unlock()
+		return nil
+	}
 	if !resp.Success || resp.Term != args.Term || (args.PrevLogEntry == 0 && len(args.Entries) == 0) {
 		return nil
 	}
@@ -336,10 +348,14 @@ func (n *CommitNotices) send(id raft.ServerID, p *noticePeer) {
 		err := n.trans.AppendEntries(id, rec.addr, &req, &resp)
 		n.mu.Lock()
 		if err != nil || !resp.Success {
-			// Unreachable, or no longer in this term: Raft's own
-			// replication carries the commit index from here.
+			// Unreachable, no longer in this term, or (refused in this
+			// term) its log no longer matches where it was proven to: Raft's
+			// own replication carries the commit index from here.
 			p.busy = false
-			if p.term == rec.term && commit > p.sent {
+			switch {
+			case err == nil && resp.Term == rec.term && p.term == rec.term:
+				*p = noticePeer{early: p.early} // the proof is withdrawn (see observe)
+			case p.term == rec.term && commit > p.sent:
 				p.sent = commit // do not retry this index
 			}
 			n.mu.Unlock()

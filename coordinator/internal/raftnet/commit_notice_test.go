@@ -165,8 +165,10 @@ func TestCommitNoticeNeverStale(t *testing.T) {
 	}
 }
 
-// TestCommitNoticeRefused: a follower that refuses a notice gets no retry
-// of that index; Raft's own replication carries it.
+// TestCommitNoticeRefused: a follower that refuses a notice in its term
+// gets no retry of that index, and the match it was proven to hold is
+// withdrawn (its log no longer matches there); Raft's own replication
+// carries the commit index and proves a match again.
 func TestCommitNoticeRefused(t *testing.T) {
 	n, fr, rs := newTestNotices()
 	fr.term.Store(2)
@@ -179,6 +181,12 @@ func TestCommitNoticeRefused(t *testing.T) {
 	n.announce(5)
 	if got := rs.take(); len(first) != 1 || len(got) != 0 {
 		t.Fatalf("sent %d then %d notices for index 5 to a refusing follower, want 1 then 0", len(first), len(got))
+	}
+	n.mu.Lock()
+	match := n.peers["c2"].match
+	n.mu.Unlock()
+	if match != 0 {
+		t.Fatalf("after a refused notice the follower is still taken to hold index %d", match)
 	}
 }
 

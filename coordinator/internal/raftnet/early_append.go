@@ -54,9 +54,12 @@ import (
 // follower checked PrevLogEntry/PrevLogTerm and stored the entries). Within
 // term T only this leader sends entries, and it never changes an entry it
 // has, so the match through L holds for the rest of T; a follower that
-// restarts keeps its log (fsync). Raft's own request of term T for entries
-// ending at or before L would therefore succeed, and its only effects on the
-// leader are the ones answer reports: success in term T, so next index and
+// restarts keeps its log (fsync). A follower that lost its log anyway (its
+// data directory wiped, Raft's own hazard) refuses the next AppendEntries
+// or notice it is sent, and that refusal withdraws every proof of it
+// (observe), so none is used again until Raft proves a match anew. Raft's
+// own request of term T for entries ending at or before L would therefore
+// succeed, and its only effects on the leader are the ones answer reports: success in term T, so next index and
 // match index move to its last entry. That is what Raft itself does with a
 // success (raft.updateLastAppended), from a proof Raft's own RPC would have
 // given, so commitment counts only what the follower has durably stored.
@@ -139,8 +142,10 @@ func (n *CommitNotices) appendEarly(logs []*raft.Log) (sent bool) {
 			p.early = nil
 			n.mu.Unlock()
 			var notice *noticePeer
-			if err == nil && resp.Success {
-				n.early.Add(1)
+			if err == nil {
+				if resp.Success {
+					n.early.Add(1)
+				}
 				notice = n.note(id, addr, &req, &resp, true)
 			}
 			close(call.done) // after the answer is recorded: see answer

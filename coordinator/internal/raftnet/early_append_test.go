@@ -78,10 +78,12 @@ func TestEarlyAppend(t *testing.T) {
 	}
 }
 
-// TestEarlyAppendRefused: a follower that refuses an early append (its log
-// does not match after all, or it moved to another term) is not recorded
-// as matching, and the next entries may go early again once Raft's own
-// AppendEntries proves a match.
+// TestEarlyAppendRefused: a follower that refuses an early append in the
+// same term (its log no longer matches where it once did: its data was
+// lost, or its disk failed) loses what it was proven to hold: Raft's own
+// AppendEntries of entries it held is sent, not answered, no notice or
+// early append goes to it, and it counts towards no majority, until Raft's
+// own AppendEntries proves a match again.
 func TestEarlyAppendRefused(t *testing.T) {
 	n, _, rs := caughtUp()
 	rs.fail = true
@@ -92,15 +94,37 @@ func TestEarlyAppendRefused(t *testing.T) {
 	n.mu.Lock()
 	match, early := n.peers["c2"].match, n.peers["c2"].early
 	n.mu.Unlock()
-	if match != 10 || early != nil || n.early.Load() != 0 {
-		t.Fatalf("after a refusal: match %d, in flight %v, %d acknowledged; want 10, false, 0", match, early, n.early.Load())
+	if match != 0 || early != nil || n.early.Load() != 0 {
+		t.Fatalf("after a refusal: match %d, in flight %v, %d acknowledged; want 0 (forgotten), none, 0", match, early, n.early.Load())
+	}
+	own, _ := appendOK(3, 9, 2, raft.Log{Index: 10, Term: 3})
+	var got raft.AppendEntriesResponse
+	if n.answer("c2", own, &got) {
+		t.Fatalf("answered %+v from a proof the follower's refusal withdrew", got)
+	}
+	n.stored([]*raft.Log{command(11, 3)}) // the leader's write alone commits nothing
+	n.appendEarly([]*raft.Log{command(12, 3)})
+	if sent := rs.take(); len(sent) != 0 {
+		t.Fatalf("sent %+v to a follower whose proof was withdrawn", sent)
 	}
 	rs.fail = false
 	req, resp := appendOK(3, 10, 3, raft.Log{Index: 11, Term: 3})
 	n.observe("c2", "127.0.0.1:2", req, resp)
 	n.appendEarly([]*raft.Log{command(12, 3)})
-	if got := rs.take(); len(got) != 1 || got[0].PrevLogEntry != 11 {
-		t.Fatalf("after Raft's own append proved 11: %+v, want one early append after 11", got)
+	// 11, on the leader and now proven on c2, is committed: a notice
+	// may go with the early append of 12.
+	var earlies int
+	for _, g := range rs.take() {
+		switch {
+		case len(g.Entries) == 1 && g.PrevLogEntry == 11:
+			earlies++
+		case len(g.Entries) == 0 && g.LeaderCommitIndex == 11:
+		default:
+			t.Fatalf("after Raft's own append proved 11: unexpected %+v", g)
+		}
+	}
+	if earlies != 1 {
+		t.Fatalf("after Raft's own append proved 11: %d early appends after 11, want 1", earlies)
 	}
 }
 
