@@ -266,8 +266,15 @@ func Eval(expr string) Step {
 	})
 }
 
-// Ready waits until the console rendered page ("login", "overview", ...).
-func Ready(page string) Step { return Poll(fmt.Sprintf(`document.body.dataset.ready === %q`, page)) }
+// Ready waits until the console rendered page ("login", "overview", ...),
+// across a navigation still replacing the document: after
+// Navigate("about:blank") and Navigate(url), chromedp can return on the
+// blank page's late load event and the evaluation then runs in a context
+// the real page destroys ("Cannot find context with specified id", seen in
+// a fresh-clone CI run).
+func Ready(page string) Step {
+	return PollAcross(fmt.Sprintf(`document.body.dataset.ready === %q`, page))
+}
 
 // PolicyFlow opens device mac's page as the person logged in and clicks
 // generate, simulate, monitor and enforce, one after the other, then
