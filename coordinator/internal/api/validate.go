@@ -84,9 +84,11 @@ func decodeToken(tok string) (string, error) {
 	if tok == "" {
 		return "", nil
 	}
-	// Strict: one token per key (no second spelling with other trailing bits).
+	// One token per key: Strict refuses other trailing bits, and comparing
+	// with the key encoded again refuses the newlines the decoder skips
+	// even in Strict mode.
 	b, err := base64.RawURLEncoding.Strict().DecodeString(tok)
-	if err != nil || len(b) == 0 {
+	if err != nil || len(b) == 0 || encodeToken(string(b)) != tok {
 		return "", invalid("page_token", "malformed")
 	}
 	return string(b), nil
