@@ -143,6 +143,10 @@ type noticePeer struct {
 	early   *earlyCall     // the early append to it in flight, if any
 }
 
+// forget drops what p's follower was proven to hold, keeping the state of
+// its sender and of its early append in flight.
+func (p *noticePeer) forget() { *p = noticePeer{busy: p.busy, early: p.early} }
+
 // observe records what a successful AppendEntries to a follower proved.
 // Heartbeats (no PrevLogEntry, no entries) prove nothing and are ignored.
 // A refusal in the same term drops what the follower was proven to hold:
@@ -161,7 +165,7 @@ func (n *CommitNotices) note(id raft.ServerID, target raft.ServerAddress, args *
 	if !resp.Success && resp.Term == args.Term {
 		n.mu.Lock()
 		if p := n.peers[id]; p != nil && p.term == args.Term {
-			*p = noticePeer{busy: p.busy, early: p.early}
+			p.forget()
 		}
 		n.mu.Unlock()
 		return nil
@@ -181,7 +185,7 @@ func (n *CommitNotices) note(id raft.ServerID, target raft.ServerAddress, args *
 		n.peers[id] = p
 	}
 	if args.Term != p.term {
-		*p = noticePeer{busy: p.busy, early: p.early}
+		p.forget()
 	} else if match <= p.match {
 		return nil
 	}
@@ -354,7 +358,7 @@ func (n *CommitNotices) send(id raft.ServerID, p *noticePeer) {
 			p.busy = false
 			switch {
 			case err == nil && resp.Term == rec.term && p.term == rec.term:
-				*p = noticePeer{early: p.early} // the proof is withdrawn (see observe)
+				p.forget() // the proof is withdrawn (see observe)
 			case p.term == rec.term && commit > p.sent:
 				p.sent = commit // do not retry this index
 			}
