@@ -145,6 +145,8 @@ type Server struct {
 	risk     RiskBackend // nil: RiskService is unimplemented
 	// reports holds the compliance evaluations read in pages.
 	reports *reportStore
+	// wire holds decisions as encoded for WatchDecisions.
+	wire *decisionWire
 }
 
 // New returns the services over b. Close stops the sensor batcher.
@@ -152,7 +154,7 @@ func New(b Backend, cfg Config, log *slog.Logger) (*Server, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	s := &Server{b: b, cfg: cfg, log: log, members: newMemberTable(), resolved: newResolvedTable(), reports: newReportStore()}
+	s := &Server{b: b, cfg: cfg, log: log, members: newMemberTable(), resolved: newResolvedTable(), reports: newReportStore(), wire: newDecisionWire()}
 	s.risk, _ = b.(RiskBackend)
 	s.batch = newBatcher(cfg.BatchMaxRecords, cfg.BatchMaxInflight, b.Propose)
 	return s, nil

@@ -78,7 +78,11 @@ func (s *Server) WatchDecisions(req *medmeshv1.WatchDecisionsRequest, stream med
 			for {
 				page, more, applied := f.ListDecisions(last, 256, func(*medmeshv1.Decision) bool { return true })
 				for _, d := range page {
-					if err := stream.Send(&medmeshv1.WatchDecisionsResponse{Decision: d, AppliedIndex: applied, ResumeToken: indexToken(d.GetIndex())}); err != nil {
+					resp, err := s.wire.response(d, applied)
+					if err != nil {
+						return last, applied, err
+					}
+					if err := stream.Send(resp); err != nil {
 						return last, applied, err
 					}
 					last = d.GetIndex()
