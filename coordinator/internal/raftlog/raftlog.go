@@ -1,5 +1,5 @@
 // Package raftlog is a coordinator's Raft log and stable store on disk:
-// hashicorp/raft-wal (one fdatasync per append), and the one-time migration
+// hashicorp/raft-wal (one fsync per append), and the one-time migration
 // of a data directory written by raft-boltdb into it.
 package raftlog
 
@@ -22,8 +22,9 @@ import (
 	"go.etcd.io/bbolt"
 )
 
-// The Raft log and stable store: hashicorp/raft-wal, one fdatasync per
-// append (raft-boltdb took two per bolt commit). The data directory holds
+// The Raft log and stable store: hashicorp/raft-wal, one fsync per
+// append (raft-boltdb took two fdatasyncs per bolt commit). The data
+// directory holds
 //
 //	<data-dir>/raft/wal/         the WAL: segment files and wal-meta.db
 //	                             (raft-wal's bolt file: segment list and

@@ -8,7 +8,7 @@ import (
 // writes them to its own log, as etcd's raft does, instead of after.
 //
 // hashicorp/raft's leader writes new entries to its log store (raft-wal:
-// one fdatasync) and only then wakes the replication goroutines, whose
+// one fsync) and only then wakes the replication goroutines, whose
 // AppendEntries a follower answers after its own write.
 // A commit is two log writes in series. Raft allows the leader to write
 // its log in parallel with replicating (Ongaro's thesis, 10.2.1), as long
