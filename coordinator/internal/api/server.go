@@ -81,7 +81,10 @@ type Backend interface {
 
 // Config tunes the services.
 type Config struct {
-	// WatchHeartbeat is how often idle watch streams get a heartbeat.
+	// WatchHeartbeat is how often a watch stream sends a heartbeat (the
+	// applied index it has sent everything up to, and a resume token),
+	// busy or idle: a watcher learns it is caught up only from heartbeats,
+	// since a decision's applied index may be ahead of what was sent.
 	WatchHeartbeat time.Duration
 	// BatchMaxRecords bounds the sensor records coalesced into one Raft
 	// entry; BatchMaxInflight the entries of sensor records proposed and
