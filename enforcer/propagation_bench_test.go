@@ -524,6 +524,7 @@ func (r *raftRun) report(b *testing.B, prefix string) []time.Duration {
 		if l := r.byReplica[leader]; len(l) > 0 {
 			slices.Sort(l)
 			b.ReportMetric(float64(l[len(l)/2].Microseconds())/1000, prefix+name+"-watchers-p50-ms")
+			b.ReportMetric(quantileMS(l, 0.99), prefix+name+"-watchers-p99-ms")
 		}
 	}
 	return slices.Clone(r.lat)
