@@ -80,7 +80,8 @@ func (w *decisionWire) fields(d *medmeshv1.Decision) ([]byte, error) {
 		return nil, err
 	}
 	tok := indexToken(d.GetIndex())
-	b = make([]byte, 0, len(enc)+len(tok)+2*protowire.SizeVarint(uint64(max(len(enc), len(tok))))+4)
+	b = make([]byte, 0, protowire.SizeTag(wireDecisionField)+protowire.SizeBytes(len(enc))+
+		protowire.SizeTag(wireTokenField)+protowire.SizeBytes(len(tok)))
 	b = protowire.AppendTag(b, wireDecisionField, protowire.BytesType)
 	b = protowire.AppendBytes(b, enc)
 	b = protowire.AppendTag(b, wireTokenField, protowire.BytesType)
