@@ -638,7 +638,7 @@ func hostCoordinators(b *testing.B, tls *benchPKI) ([]string, []int) {
 	for i := range n {
 		cmd := exec.Command(os.Args[0], append([]string{"-test.run=^TestCoordinatorHost$", "-test.count=1"}, coordProfileFlags(b, tls, i)...)...)
 		cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%d 127.0.0.1:%d %s %s", coordHostEnv,
-			i, testutil.FreePort(b), filepath.Join(dir, fmt.Sprint(i)), strings.Join(apis, " ")))
+			i, testutil.FreePort(b), memberDir(b, dir, i, fmt.Sprint(i)), strings.Join(apis, " ")))
 		if tls != nil {
 			cmd.Env = append(cmd.Env, coordHostTLSEnv+"="+tls.dir)
 		}
@@ -693,20 +693,21 @@ type etcdCluster struct {
 func startEtcd(b *testing.B, members int) *etcdCluster {
 	dir := b.TempDir()
 	ec := &etcdCluster{}
-	var peers, initial []string
+	var peers, initial, dirs []string
 	for i := range members {
 		peers = append(peers, fmt.Sprintf("http://127.0.0.1:%d", testutil.FreePort(b)))
 		ec.endpoints = append(ec.endpoints, fmt.Sprintf("http://127.0.0.1:%d", testutil.FreePort(b)))
 		initial = append(initial, fmt.Sprintf("e%d=%s", i, peers[i]))
+		dirs = append(dirs, memberDir(b, dir, i, fmt.Sprintf("e%d", i)))
 	}
-	b.Cleanup(func() {
+	b.Cleanup(func() { // before the directories are removed
 		for _, c := range ec.cmds {
 			c.Process.Kill()
 			c.Wait()
 		}
 	})
 	for i := range members {
-		cmd := exec.Command("etcd", "--name", fmt.Sprintf("e%d", i), "--data-dir", fmt.Sprintf("%s/e%d", dir, i),
+		cmd := exec.Command("etcd", "--name", fmt.Sprintf("e%d", i), "--data-dir", dirs[i],
 			"--listen-client-urls", ec.endpoints[i], "--advertise-client-urls", ec.endpoints[i],
 			"--listen-peer-urls", peers[i], "--initial-advertise-peer-urls", peers[i],
 			"--initial-cluster", strings.Join(initial, ","), "--initial-cluster-state", "new",
@@ -872,4 +873,27 @@ func BenchmarkApply(b *testing.B) {
 			b.Fatalf("apply %d: %v %v", i, ok, err)
 		}
 	}
+}
+
+// memberDirsEnv names, space-separated, one directory per member, each on
+// its own file system (as each member has its own disk in production):
+// member i of every cluster keeps its data in a new directory under the
+// i-th. Unset, every member's data is under the benchmark's temporary
+// directory, on one file system.
+const memberDirsEnv = "MEDMESH_BENCH_MEMBER_DIRS"
+
+// memberDir returns the data directory of member i, named name, of the
+// cluster whose files are under dir. The caller stops the member before
+// the directory is removed (cleanups run last-registered first).
+func memberDir(b *testing.B, dir string, i int, name string) string {
+	roots := strings.Fields(os.Getenv(memberDirsEnv))
+	if len(roots) == 0 {
+		return filepath.Join(dir, name)
+	}
+	d, err := os.MkdirTemp(roots[i%len(roots)], "bench-"+name+"-")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { os.RemoveAll(d) })
+	return d
 }

@@ -41,7 +41,7 @@ func startEtcd(ctx context.Context, bin, dir string, n int, timeout time.Duratio
 		peer := "http://127.0.0.1:" + strconv.Itoa(ports[n+i])
 		p, err := startProc("etcd "+name, filepath.Join(dir, name+".log"), bin,
 			"--name", name,
-			"--data-dir", filepath.Join(dir, name),
+			"--data-dir", dataDir(dir, i, name),
 			"--listen-client-urls", client, "--advertise-client-urls", client,
 			"--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
 			"--initial-cluster", strings.Join(initial, ","),

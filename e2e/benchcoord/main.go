@@ -39,6 +39,7 @@ type config struct {
 	rounds      int
 	tls         bool
 	baseline    string
+	memberDirs  string
 }
 
 func main() {
@@ -63,6 +64,7 @@ func run() int {
 	flag.StringVar(&cfg.target, "target", "all", "where clients send writes: all (every node's address) or leader")
 	flag.IntVar(&cfg.rounds, "rounds", 3, "rounds; the table shows each figure's median")
 	flag.BoolVar(&cfg.tls, "tls", true, "also run a medmesh cluster with mutual TLS on every connection and report TLS/plaintext")
+	flag.StringVar(&cfg.memberDirs, "member-dirs", "", "comma-separated directories, each on its own file system: member i of every cluster keeps its data under the i-th, as each member has its own disk in production (default: all under one temporary directory)")
 	flag.StringVar(&cfg.baseline, "baseline-bin", "", "also run a plaintext cluster of this medmesh binary (an earlier build; the same -lab-bin client) and report -bin/baseline, to measure a change in the same run")
 	flag.Parse()
 	if cfg.rounds <= 0 || cfg.n <= 0 {
@@ -117,12 +119,26 @@ func bench(ctx context.Context, cfg config, log *slog.Logger) (err error) {
 	if err != nil {
 		return fmt.Errorf("temp dir: %w", err)
 	}
+	memberRoots = nil
+	for _, d := range strings.Split(cfg.memberDirs, ",") {
+		if d = strings.TrimSpace(d); d == "" {
+			continue
+		}
+		root, err := os.MkdirTemp(d, "benchcoord-")
+		if err != nil {
+			return fmt.Errorf("member dir: %w", err)
+		}
+		memberRoots = append(memberRoots, root)
+	}
 	defer func() {
 		if cfg.keep || err != nil {
-			log.Info("data and logs kept", "dir", dir)
+			log.Info("data and logs kept", "dir", dir, "member dirs", memberRoots)
 			return
 		}
 		os.RemoveAll(dir)
+		for _, r := range memberRoots {
+			os.RemoveAll(r)
+		}
 	}()
 	var names []string
 	systems := map[string]system{}
@@ -342,4 +358,17 @@ func failed(r *result) string {
 		return "-"
 	}
 	return strconv.Itoa(r.Failed + r.NotRun)
+}
+
+// memberRoots are the -member-dirs of this run, one temporary directory in
+// each; none means every member's data sits under the run's directory.
+var memberRoots []string
+
+// dataDir is the data directory of member i (named name) of the cluster
+// whose files are under dir.
+func dataDir(dir string, i int, name string) string {
+	if len(memberRoots) == 0 {
+		return filepath.Join(dir, name)
+	}
+	return filepath.Join(memberRoots[i%len(memberRoots)], filepath.Base(dir), name)
 }

@@ -85,7 +85,7 @@ func startMedmesh(ctx context.Context, bin, labBin, dir string, n int, withTLS b
 		id := fmt.Sprintf("c%d", i+1)
 		args := []string{bin, "coordinator",
 			"--id", id,
-			"--data-dir", filepath.Join(dir, id),
+			"--data-dir", dataDir(dir, i, id),
 			"--api", mc.apis[i],
 			"--raft", "127.0.0.1:" + strconv.Itoa(ports[n+i]),
 			"--bootstrap-expect", strconv.Itoa(n),
