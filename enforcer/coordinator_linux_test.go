@@ -39,7 +39,7 @@ type coordNode struct {
 }
 
 // TestLeaderKilledWhileDecisionsStream is issue 6's third acceptance point:
-// three real coordinators (Raft, raft-wal stores with fsync, gRPC), each a
+// three real coordinators (Raft, raft-wal stores with fdatasync, gRPC), each a
 // process of its own, and an enforcer watcher feeding real BPF maps.
 // Policies are activated and changed in a loop; the leader's process is
 // killed mid-stream with SIGKILL (its streams break, and Raft dies without
@@ -207,7 +207,7 @@ func TestLeaderKilledWhileDecisionsStream(t *testing.T) {
 }
 
 // testCoordinatorConfig is coordinator i of the cluster whose API
-// addresses are apis: real Raft with raft-wal stores and fsync, its timers
+// addresses are apis: real Raft with raft-wal stores and fdatasync, its timers
 // shrunk to a few hundred milliseconds.
 func testCoordinatorConfig(i int, apis []string, raftAddr, dataDir string) coordinator.Config {
 	cfg := coordinator.DefaultConfig()

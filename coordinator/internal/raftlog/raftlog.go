@@ -1,5 +1,5 @@
 // Package raftlog is a coordinator's Raft log and stable store on disk:
-// hashicorp/raft-wal (one fsync per append), and the one-time migration
+// hashicorp/raft-wal (one fdatasync per append), and the one-time migration
 // of a data directory written by raft-boltdb into it.
 package raftlog
 
@@ -19,11 +19,13 @@ import (
 	wal "github.com/hashicorp/raft-wal"
 	"github.com/hashicorp/raft-wal/metadb"
 	"github.com/hashicorp/raft-wal/migrate"
+	"github.com/hashicorp/raft-wal/segment"
 	"go.etcd.io/bbolt"
 )
 
-// The Raft log and stable store: hashicorp/raft-wal, one fsync per
-// append (raft-boltdb took two fdatasyncs per bolt commit). The data
+// The Raft log and stable store: hashicorp/raft-wal, one fdatasync per
+// append (its segments go through datasyncFS; raft-boltdb took two
+// fdatasyncs per bolt commit). The data
 // directory holds
 //
 //	<data-dir>/raft/wal/         the WAL: segment files and wal-meta.db
@@ -94,7 +96,8 @@ func OpenWAL(dir string, hl hclog.Logger) (*Store, error) {
 		}
 	}
 	meta := &metadb.BoltMetaDB{}
-	w, err := wal.Open(dir, wal.WithMetaStore(meta), wal.WithLogger(hl.Named("wal")))
+	w, err := wal.Open(dir, wal.WithMetaStore(meta), wal.WithLogger(hl.Named("wal")),
+		wal.WithSegmentFiler(segment.NewFiler(dir, segmentFS())))
 	if err != nil {
 		return nil, errors.Join(fmt.Errorf("open wal %s: %w", dir, err), meta.Close())
 	}

@@ -46,7 +46,7 @@ func TestBenchReporting(t *testing.T) {
 		t.Log(row)
 		rows = append(rows, row)
 	}
-	rows = append(rows, fmt.Sprintf("\n%d sensors (reporter + bbolt spool each, fsync per batch) -> 3 coordinators (raft-wal, fsync), all in one process on loopback; window %v per row; Raft entries = commit index delta.", sensors, window))
+	rows = append(rows, fmt.Sprintf("\n%d sensors (reporter + bbolt spool each, fsync per batch) -> 3 coordinators (raft-wal, fdatasync), all in one process on loopback; window %v per row; Raft entries = commit index delta.", sensors, window))
 	if la, err := os.ReadFile("/proc/loadavg"); err == nil {
 		rows = append(rows, fmt.Sprintf("Load average at the end (shared 2-core machine): %s.", strings.Fields(string(la))[0]))
 	}

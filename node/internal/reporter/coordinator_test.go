@@ -15,7 +15,7 @@ import (
 )
 
 // These tests run the reporter against three real in-process coordinators
-// (hashicorp/raft over raft-wal with fsync, real gRPC).
+// (hashicorp/raft over raft-wal with fdatasync, real gRPC).
 
 // taggedAlert carries its identity in Summary and leaves Id empty, so the
 // coordinators name it sensor/seq: only the seq dedupe stands between a
