@@ -1,8 +1,8 @@
 // Package coordinator is medmesh's control plane: a Raft-replicated store of
 // devices, baselines, policies, alerts, decisions and audit records
-// (hashicorp/raft over hashicorp/raft-wal, synced on every append, migrating a
-// raft-boltdb data directory once on start), and the gRPC API v1 served on
-// top of it by every replica.
+// (hashicorp/raft over hashicorp/raft-wal, synced on every append,
+// migrating a raft-boltdb data directory once on start), and the gRPC API
+// v1 served on top of it by every replica.
 package coordinator
 
 import (
@@ -105,8 +105,8 @@ func (c *Coordinator) open(reg prometheus.Registerer) error {
 	hl := hclog.FromStandardLogger(log.New(&slogWriter{c.log}, "", 0), &hclog.LoggerOptions{
 		Name: "raft", Level: hclog.LevelFromString(cfg.RaftLogLevel),
 	})
-	// raft-wal syncs every append (fdatasync); a raft-boltdb store left by an older
-	// version is migrated into it first (internal/raftlog).
+	// raft-wal syncs every append (fdatasync); a raft-boltdb store left by
+	// an older version is migrated into it first (internal/raftlog).
 	store, err := raftlog.Open(c.ctx, cfg.DataDir, hl, c.log)
 	if err != nil {
 		return fmt.Errorf("open raft store: %w", err)

@@ -120,16 +120,6 @@ func bench(ctx context.Context, cfg config, log *slog.Logger) (err error) {
 		return fmt.Errorf("temp dir: %w", err)
 	}
 	memberRoots = nil
-	for _, d := range strings.Split(cfg.memberDirs, ",") {
-		if d = strings.TrimSpace(d); d == "" {
-			continue
-		}
-		root, err := os.MkdirTemp(d, "benchcoord-")
-		if err != nil {
-			return fmt.Errorf("member dir: %w", err)
-		}
-		memberRoots = append(memberRoots, root)
-	}
 	defer func() {
 		if cfg.keep || err != nil {
 			log.Info("data and logs kept", "dir", dir, "member dirs", memberRoots)
@@ -140,6 +130,16 @@ func bench(ctx context.Context, cfg config, log *slog.Logger) (err error) {
 			os.RemoveAll(r)
 		}
 	}()
+	for _, d := range strings.Split(cfg.memberDirs, ",") {
+		if d = strings.TrimSpace(d); d == "" {
+			continue
+		}
+		root, err := os.MkdirTemp(d, "benchcoord-")
+		if err != nil {
+			return fmt.Errorf("member dir: %w", err)
+		}
+		memberRoots = append(memberRoots, root)
+	}
 	var names []string
 	systems := map[string]system{}
 	defer func() {

@@ -25,8 +25,7 @@ import (
 
 // The Raft log and stable store: hashicorp/raft-wal, one fdatasync per
 // append (its segments go through datasyncFS; raft-boltdb took two
-// fdatasyncs per bolt commit). The data
-// directory holds
+// fdatasyncs per bolt commit). The data directory holds
 //
 //	<data-dir>/raft/wal/         the WAL: segment files and wal-meta.db
 //	                             (raft-wal's bolt file: segment list and
