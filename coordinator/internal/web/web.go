@@ -365,6 +365,7 @@ func (c *Console) login(w http.ResponseWriter, r *http.Request) {
 	// The session was committed; wait until this replica applied it, so
 	// the page's next call finds it here.
 	if err := c.waitApplied(ctx, resp.GetIndex()); err != nil {
+		c.log.Warn("console login: the session was committed but this replica did not apply it in time", "index", resp.GetIndex(), "err", err)
 		refuse(w, http.StatusServiceUnavailable, "the cluster cannot log you in now: try again")
 		return
 	}
