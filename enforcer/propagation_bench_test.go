@@ -670,6 +670,39 @@ func coordProfileFlags(b *testing.B, tls *benchPKI, i int) []string {
 		"-test.blockprofilerate=10000", "-test.mutexprofile=" + base + ".mutex", "-test.outputdir=" + dir}
 }
 
+// startHostProcess runs the test binary again with args and the extra
+// environment env as one process of a benchmarked cluster (a coordinator,
+// a floor member), which serves until its stdin closes: when b ends, or
+// killed 30 s after. It returns the process id and its stdout.
+func startHostProcess(b *testing.B, args, env []string) (int, io.Reader) {
+	cmd := exec.Command(os.Args[0], args...)
+	cmd.Env = append(os.Environ(), env...)
+	cmd.Stderr = os.Stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		stdin.Close()
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
+			cmd.Process.Kill()
+			<-done
+		}
+	})
+	return cmd.Process.Pid, stdout
+}
+
 // hostCoordinators starts three coordinator processes (with mutual TLS
 // when tls is not nil) and returns their API addresses, the leader's
 // first, and their process ids.
@@ -682,36 +715,13 @@ func hostCoordinators(b *testing.B, tls *benchPKI) ([]string, []int) {
 		apis = append(apis, fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(b)))
 	}
 	for i := range n {
-		cmd := exec.Command(os.Args[0], append([]string{"-test.run=^TestCoordinatorHost$", "-test.count=1"}, coordProfileFlags(b, tls, i)...)...)
-		cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%d 127.0.0.1:%d %s %s", coordHostEnv,
-			i, testutil.FreePort(b), memberDir(b, dir, i, fmt.Sprint(i)), strings.Join(apis, " ")))
+		env := []string{fmt.Sprintf("%s=%d 127.0.0.1:%d %s %s", coordHostEnv,
+			i, testutil.FreePort(b), memberDir(b, dir, i, fmt.Sprint(i)), strings.Join(apis, " "))}
 		if tls != nil {
-			cmd.Env = append(cmd.Env, coordHostTLSEnv+"="+tls.dir)
+			env = append(env, coordHostTLSEnv+"="+tls.dir)
 		}
-		cmd.Stderr = os.Stderr
-		stdin, err := cmd.StdinPipe()
-		if err != nil {
-			b.Fatal(err)
-		}
-		stdout, err := cmd.StdoutPipe()
-		if err != nil {
-			b.Fatal(err)
-		}
-		if err := cmd.Start(); err != nil {
-			b.Fatal(err)
-		}
-		pids = append(pids, cmd.Process.Pid)
-		b.Cleanup(func() {
-			stdin.Close()
-			done := make(chan error, 1)
-			go func() { done <- cmd.Wait() }()
-			select {
-			case <-done:
-			case <-time.After(30 * time.Second):
-				cmd.Process.Kill()
-				<-done
-			}
-		})
+		pid, stdout := startHostProcess(b, append([]string{"-test.run=^TestCoordinatorHost$", "-test.count=1"}, coordProfileFlags(b, tls, i)...), env)
+		pids = append(pids, pid)
 		go io.Copy(io.Discard, stdout)
 	}
 	// The leader first: watcher i watches replica i mod 3, as in the etcd

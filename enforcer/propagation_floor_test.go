@@ -9,7 +9,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -346,28 +345,15 @@ func startFloor(b *testing.B, n int) *floorRun {
 	r := &floorRun{n: n}
 	// Followers first: the leader connects to them as it starts.
 	for _, i := range []int{2, 1, 0} {
-		cmd := exec.Command(os.Args[0], "-test.run=^TestFloorHost$", "-test.count=1")
-		cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%d %s %s", floorHostEnv, i,
-			memberDir(b, dir, i, fmt.Sprintf("f%d", i)), strings.Join(addrs, " ")))
-		cmd.Stderr = os.Stderr
-		stdin, err := cmd.StdinPipe()
-		if err != nil {
-			b.Fatal(err)
-		}
-		stdout, err := cmd.StdoutPipe()
-		if err != nil {
-			b.Fatal(err)
-		}
-		if err := cmd.Start(); err != nil {
-			b.Fatal(err)
-		}
-		r.pids = append(r.pids, cmd.Process.Pid)
-		b.Cleanup(func() { stdin.Close(); cmd.Wait() })
-		line, err := bufio.NewReader(stdout).ReadString('\n')
+		pid, stdout := startHostProcess(b, []string{"-test.run=^TestFloorHost$", "-test.count=1"}, []string{fmt.Sprintf("%s=%d %s %s",
+			floorHostEnv, i, memberDir(b, dir, i, fmt.Sprintf("f%d", i)), strings.Join(addrs, " "))})
+		r.pids = append(r.pids, pid)
+		out := bufio.NewReader(stdout)
+		line, err := out.ReadString('\n')
 		if err != nil || !strings.Contains(line, "FLOOR SERVING") {
 			b.Fatalf("floor member %d: %q %v", i, line, err)
 		}
-		go io.Copy(io.Discard, stdout)
+		go io.Copy(io.Discard, out)
 	}
 	var wg sync.WaitGroup
 	var conns []net.Conn
