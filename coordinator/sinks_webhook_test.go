@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sys/unix"
 
 	"github.com/medmesh/medmesh/internal/testutil"
 	"github.com/medmesh/medmesh/internal/testutil/siem"
@@ -91,6 +92,30 @@ func (h *hookReceiver) snapshot() (applied map[string][]byte, deliveries map[str
 	return applied, deliveries, h.badSig, h.served500
 }
 
+// reservePort binds a TCP socket to a port of 127.0.0.1 without listening
+// on it: a connection to the port is refused, as when nothing listens,
+// but no other process can bind it (a port FreePort picked and left
+// unbound for a minute was once taken by another test meanwhile). release
+// frees it; the test's end does too.
+func reservePort(t *testing.T) (port int, release func()) {
+	t.Helper()
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var once sync.Once
+	release = func() { once.Do(func() { unix.Close(fd) }) }
+	t.Cleanup(release)
+	if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	sa, err := unix.Getsockname(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sa.(*unix.SockaddrInet4).Port, release
+}
+
 // TestSinkWebhookAcrossOutage is issue 20's webhook acceptance: the
 // receiver is down (nothing listens) for a full minute while alerts are
 // committed, then answers 500 for 15 seconds, then accepts. Nothing is
@@ -119,7 +144,10 @@ func TestSinkWebhookAcrossOutage(t *testing.T) {
 	if err := os.WriteFile(keyFile, append(key, '\n'), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	port := testutil.FreePort(t)
+	// Down: the port is bound but nothing listens, so every connection is
+	// refused and no other test can take the port before the receiver
+	// comes up on it.
+	port, release := reservePort(t)
 	url := fmt.Sprintf("https://127.0.0.1:%d/api/events", port)
 
 	cl := newCluster(t, 3, func(c *Config) {
@@ -192,6 +220,7 @@ func TestSinkWebhookAcrossOutage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	release()
 	lis, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
 	if err != nil {
 		t.Fatalf("the receiver's port was taken meanwhile: %v", err)
