@@ -824,17 +824,52 @@ func etcdPropagation(b *testing.B, members, n int) []time.Duration {
 	return r.latencies()
 }
 
-// etcdRun is an etcd cluster with n watchers on one key.
-type etcdRun struct {
-	n    int
-	pids []int // the members'
-
-	writer *clientv3.Client
-	got    atomic.Int64
-	writes []time.Duration // each put's latency (answered once the leader applied it)
+// tally collects the latencies n watchers read, sample after sample
+// (etcd's watchers, the floor's).
+type tally struct {
+	n   int
+	got atomic.Int64
 
 	mu  sync.Mutex
 	lat []time.Duration
+}
+
+func (t *tally) record(l time.Duration) {
+	t.mu.Lock()
+	t.lat = append(t.lat, l)
+	t.mu.Unlock()
+	t.got.Add(1)
+}
+
+// await waits until every watcher has read sample i (counting from 0),
+// then 2 ms more, as every system's sample does.
+func (t *tally) await(b *testing.B, i int, what string) {
+	want := int64((i + 1) * t.n)
+	testutil.Eventually(b, 30*time.Second, 100*time.Microsecond, func() bool { return t.got.Load() >= want }, "%s %d read by every watcher", what, i)
+	time.Sleep(2 * time.Millisecond)
+}
+
+// reset forgets what was read so far (before the first sample).
+func (t *tally) reset() {
+	t.mu.Lock()
+	t.lat = t.lat[:0]
+	t.mu.Unlock()
+	t.got.Store(0)
+}
+
+func (t *tally) latencies() []time.Duration {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return slices.Clone(t.lat)
+}
+
+// etcdRun is an etcd cluster with n watchers on one key.
+type etcdRun struct {
+	tally
+	pids []int // the members'
+
+	writer *clientv3.Client
+	writes []time.Duration // each put's latency (answered once the leader applied it)
 }
 
 const etcdKey = "/medmesh/bench/decision"
@@ -843,7 +878,8 @@ const etcdKey = "/medmesh/bench/decision"
 // watch is created. Everything stops when b ends.
 func startEtcdRun(b *testing.B, members, n int) *etcdRun {
 	ec := startEtcd(b, members)
-	r := &etcdRun{n: n, writer: ec.leader(b)}
+	r := &etcdRun{writer: ec.leader(b)}
+	r.n = n
 	for _, c := range ec.cmds {
 		r.pids = append(r.pids, c.Process.Pid)
 	}
@@ -865,10 +901,7 @@ func startEtcdRun(b *testing.B, members, n int) *etcdRun {
 				for _, ev := range resp.Events {
 					now := time.Now()
 					ns, _ := strconv.ParseInt(string(ev.Kv.Value), 10, 64)
-					r.mu.Lock()
-					r.lat = append(r.lat, now.Sub(time.Unix(0, ns)))
-					r.mu.Unlock()
-					r.got.Add(1)
+					r.record(now.Sub(time.Unix(0, ns)))
 				}
 			}
 		}()
@@ -889,15 +922,7 @@ func (r *etcdRun) sample(b *testing.B, i int) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	want := int64((i + 1) * r.n)
-	testutil.Eventually(b, 30*time.Second, 100*time.Microsecond, func() bool { return r.got.Load() >= want }, "put %d watched by all", i)
-	time.Sleep(2 * time.Millisecond)
-}
-
-func (r *etcdRun) latencies() []time.Duration {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return slices.Clone(r.lat)
+	r.await(b, i, "put")
 }
 
 // BenchmarkApply is one enforcer's cost of applying a decision to its

@@ -13,7 +13,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -325,13 +324,9 @@ func floorFrame(kind byte, seq uint64, stamp int64, payload []byte) []byte {
 // floorRun is the floor's three members and n watchers, spread over the
 // members as medmesh's enforcers and etcd's watchers are.
 type floorRun struct {
-	n      int
+	tally
 	pids   []int
 	writer net.Conn
-	got    atomic.Int64
-
-	mu  sync.Mutex
-	lat []time.Duration
 }
 
 // startFloor starts the members and the watchers. Everything stops when
@@ -342,7 +337,8 @@ func startFloor(b *testing.B, n int) *floorRun {
 	for range 3 {
 		addrs = append(addrs, fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(b)))
 	}
-	r := &floorRun{n: n}
+	r := &floorRun{}
+	r.n = n
 	// Followers first: the leader connects to them as it starts.
 	for _, i := range []int{2, 1, 0} {
 		pid, stdout := startHostProcess(b, []string{"-test.run=^TestFloorHost$", "-test.count=1"}, []string{fmt.Sprintf("%s=%d %s %s",
@@ -383,10 +379,7 @@ func startFloor(b *testing.B, n int) *floorRun {
 					return
 				}
 				l := now.Sub(time.Unix(0, int64(binary.BigEndian.Uint64(h[8:]))))
-				r.mu.Lock()
-				r.lat = append(r.lat, l)
-				r.mu.Unlock()
-				r.got.Add(1)
+				r.record(l)
 			}
 		}()
 	}
@@ -404,10 +397,7 @@ func startFloor(b *testing.B, n int) *floorRun {
 		return r.got.Load()-before == int64(n)
 	}, "floor watchers connected")
 	time.Sleep(50 * time.Millisecond)
-	r.mu.Lock()
-	r.lat = r.lat[:0]
-	r.mu.Unlock()
-	r.got.Store(0)
+	r.reset()
 	return r
 }
 
@@ -426,13 +416,5 @@ func (r *floorRun) write(b *testing.B) {
 // sample writes once and waits until every watcher has read it.
 func (r *floorRun) sample(b *testing.B, i int) {
 	r.write(b)
-	want := int64((i + 1) * r.n)
-	testutil.Eventually(b, 30*time.Second, 100*time.Microsecond, func() bool { return r.got.Load() >= want }, "floor write %d read by all", i)
-	time.Sleep(2 * time.Millisecond)
-}
-
-func (r *floorRun) latencies() []time.Duration {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return append([]time.Duration(nil), r.lat...)
+	r.await(b, i, "floor write")
 }
