@@ -86,10 +86,9 @@ func TestFloorHost(t *testing.T) {
 
 // floorMember is one member of the floor.
 type floorMember struct {
-	ln    net.Listener
-	log   *os.File
-	off   int64
-	peers []string // every member's address, the leader's first
+	ln  net.Listener
+	log *os.File
+	off int64
 
 	mu       sync.Mutex
 	watchers []net.Conn
@@ -119,7 +118,7 @@ func newFloorMember(i int, dir string, peers []string) (*floorMember, error) {
 	if err := log.Sync(); err != nil {
 		return nil, err
 	}
-	m := &floorMember{ln: ln, log: log, peers: peers, pending: map[uint64][]byte{}, durable: make(chan uint64, 16)}
+	m := &floorMember{ln: ln, log: log, pending: map[uint64][]byte{}, durable: make(chan uint64, 16)}
 	if i == 0 {
 		for _, addr := range peers[1:] {
 			c, err := dialFloor(addr, floorPeer)
