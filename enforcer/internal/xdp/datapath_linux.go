@@ -563,38 +563,37 @@ type placedPeer struct {
 // from each prefix's home bucket, under the first seed that keeps every
 // prefix within peerProbes buckets of home, the program's probe limit. A
 // slot has at most MaxRules prefixes in 2 x MaxRules buckets, so most
-// seeds do. It returns the entries with their buckets and the buckets
-// used, as a bitmap.
-func peerTable(entries map[netip.Prefix]peerEntry) (placed []placedPeer, used [2]uint64, seed uint32, err error) {
-	keys := make([]netip.Prefix, 0, len(entries))
-	for p := range entries {
-		keys = append(keys, p)
+// seeds do. It sorts entries (by address, then length: the layout depends
+// on the rules, not their order), appends the entries with their buckets
+// to placed (which has room for MaxRules: a caller's array, so that
+// nothing is allocated) and returns them with the buckets used, as a
+// bitmap.
+func peerTable(entries []peerEntry, placed []placedPeer) ([]placedPeer, [2]uint64, uint32, error) {
+	var used [2]uint64
+	if len(entries) > MaxRules {
+		return nil, used, 0, fmt.Errorf("%d peer prefixes: at most %d per slot", len(entries), MaxRules)
 	}
-	if len(keys) > MaxRules {
-		return nil, used, 0, fmt.Errorf("%d peer prefixes: at most %d per slot", len(keys), MaxRules)
-	}
-	slices.SortFunc(keys, func(a, b netip.Prefix) int {
-		if c := a.Addr().Compare(b.Addr()); c != 0 {
+	slices.SortFunc(entries, func(a, b peerEntry) int {
+		if c := a.prefix.Addr().Compare(b.prefix.Addr()); c != 0 {
 			return c
 		}
-		return a.Bits() - b.Bits()
+		return a.prefix.Bits() - b.prefix.Bits()
 	})
-	placed = make([]placedPeer, 0, len(keys))
+	base := placed[:0]
 seeds:
-	for seed = range uint32(peerSeeds) {
-		placed, used = placed[:0], [2]uint64{}
+	for seed := range uint32(peerSeeds) {
+		placed, used = base, [2]uint64{}
 	keys:
-		for _, p := range keys {
-			w0, w1 := peerWords(p)
-			h := peerHome(w0, w1, uint8(p.Bits()), seed)
+		for _, e := range entries {
+			w0, w1 := peerWords(e.prefix)
+			h := peerHome(w0, w1, uint8(e.prefix.Bits()), seed)
 			for j := range uint32(peerProbes) {
 				b := (h + j) % peerBuckets
 				if used[b/64]&(1<<(b%64)) != 0 {
 					continue
 				}
 				used[b/64] |= 1 << (b % 64)
-				e := entries[p]
-				pp := placedPeer{bucket: b, e: enforcerPeer{Addr: [2]uint64{w0, w1}, Allow: e.allow, Plen: uint8(p.Bits()), Used: 1}}
+				pp := placedPeer{bucket: b, e: enforcerPeer{Addr: [2]uint64{w0, w1}, Allow: e.allow, Plen: uint8(e.prefix.Bits()), Used: 1}}
 				if e.block {
 					pp.e.Block = 1
 				}
@@ -605,7 +604,7 @@ seeds:
 		}
 		return placed, used, seed, nil
 	}
-	return nil, used, 0, fmt.Errorf("no seed of %d places %d peer prefixes within %d buckets of home", peerSeeds, len(keys), peerProbes)
+	return nil, used, 0, fmt.Errorf("no seed of %d places %d peer prefixes within %d buckets of home", peerSeeds, len(entries), peerProbes)
 }
 
 // WriteSlot writes rules into a slot that no device uses yet: rule array,
@@ -621,11 +620,12 @@ func (d *Datapath) WriteSlot(slot uint32, rules []Rule) (err error) {
 	if slot >= d.slots {
 		return fmt.Errorf("slot %d out of range", slot)
 	}
-	pl, err := compile(rules)
-	if err != nil {
+	var pl plan
+	if err := compile(rules, &pl); err != nil {
 		return err
 	}
-	placed, used, seed, err := peerTable(pl.entries)
+	var buf [MaxRules]placedPeer
+	placed, used, seed, err := peerTable(pl.peers(), buf[:0])
 	if err != nil {
 		return err
 	}
@@ -656,12 +656,12 @@ func (d *Datapath) WriteSlot(slot uint32, rules []Rule) (err error) {
 		}
 	}
 	d.slotBuckets[slot], d.slotRules[slot] = used, uint8(len(rules))
-	info := enforcerSlotInfo{AnyAllow: pl.anyAllow, Seed: seed, Nlens4: uint8(len(pl.lens4)), Nlens6: uint8(len(pl.lens6)), Epoch: prev.Epoch + 1}
+	info := enforcerSlotInfo{AnyAllow: pl.anyAllow, Seed: seed, Nlens4: uint8(pl.n4), Nlens6: uint8(pl.n6), Epoch: prev.Epoch + 1}
 	if pl.anyBlock {
 		info.AnyBlock = 1
 	}
-	copy(info.Lens4[:], pl.lens4)
-	copy(info.Lens6[:], pl.lens6)
+	copy(info.Lens4[:], pl.lengths4())
+	copy(info.Lens6[:], pl.lengths6())
 	if err := d.slotsMem.put(slot, info); err != nil {
 		return fmt.Errorf("put slot %d info: %w", slot, err)
 	}

@@ -8,8 +8,8 @@ package xdp
 
 import (
 	"fmt"
+	"math/bits"
 	"net/netip"
-	"slices"
 )
 
 // MaxRules is the number of rules (allow and block together) per device.
@@ -106,23 +106,49 @@ type DeviceEntry struct {
 	NRules uint8
 }
 
-// peerEntry is one peer-hash entry of a slot.
+// peerEntry is one peer-hash entry of a slot: a mapped prefix, the allow
+// rules that cover it and whether a block does.
 type peerEntry struct {
-	allow uint64
-	block bool
+	prefix netip.Prefix
+	allow  uint64
+	block  bool
 }
 
 // maxLens is the number of distinct prefix lengths per family a slot may
 // use: each costs the program one hash probe for that family's packets.
 const maxLens = 16
 
-// plan is what a slot's rules compile to.
+// plan is what a slot's rules compile to. It is a value with fixed
+// arrays, no maps or slices of its own, so that compiling a device's
+// rules, as every enforcer does for every policy decision, allocates
+// nothing: with a hundred enforcers on one host the garbage was what
+// their decisions cost most after the cache lines written.
 type plan struct {
-	entries      map[netip.Prefix]peerEntry // mapped prefixes
+	entries      [MaxRules]peerEntry // distinct mapped prefixes, in rule order
+	n            int                 // entries in use
 	anyAllow     uint64
 	anyBlock     bool
-	lens4, lens6 []uint8 // mapped prefix lengths, longest first
+	lens4, lens6 [maxLens]uint8 // mapped prefix lengths, longest first
+	n4, n6       int            // lengths in use
 }
+
+// peers returns the plan's peer entries.
+func (pl *plan) peers() []peerEntry { return pl.entries[:pl.n] }
+
+// has reports whether the plan has an entry for the mapped prefix p.
+func (pl *plan) has(p netip.Prefix) bool {
+	for _, e := range pl.peers() {
+		if e.prefix == p {
+			return true
+		}
+	}
+	return false
+}
+
+// lengths4 and lengths6 return the plan's prefix lengths per family,
+// longest first.
+func (pl *plan) lengths4() []uint8 { return pl.lens4[:pl.n4] }
+func (pl *plan) lengths6() []uint8 { return pl.lens6[:pl.n6] }
 
 func isV4(mapped netip.Prefix) bool { return mapped.Addr().Is4In6() && mapped.Bits() >= 96 }
 
@@ -150,19 +176,19 @@ func unmapped(p netip.Prefix) netip.Prefix {
 	return p
 }
 
-// compile computes a slot's peer entries: for each distinct rule prefix,
-// the bitmap of allow rules of the same family whose prefix covers it and
-// whether a block covers it. The program probes the slot's prefix lengths
-// longest first, so its first hit is the most specific rule prefix
+// compile computes a slot's peer entries into pl: for each distinct rule
+// prefix, the bitmap of allow rules of the same family whose prefix covers
+// it and whether a block covers it. The program probes the slot's prefix
+// lengths longest first, so its first hit is the most specific rule prefix
 // containing the address, and every rule containing the address contains
 // that prefix: one hit yields every candidate rule. Rules for any peer go
 // to the slot's any bitmap, which the program adds to every hit.
-func compile(rules []Rule) (plan, error) {
-	pl := plan{entries: map[netip.Prefix]peerEntry{}}
+func compile(rules []Rule, pl *plan) error {
+	*pl = plan{}
 	if len(rules) > MaxRules {
-		return pl, fmt.Errorf("%d rules: at most %d per device", len(rules), MaxRules)
+		return fmt.Errorf("%d rules: at most %d per device", len(rules), MaxRules)
 	}
-	prefixes := make([]netip.Prefix, len(rules))
+	var prefixes [MaxRules]netip.Prefix
 	for i, r := range rules {
 		if !r.Prefix.IsValid() {
 			switch r.Kind {
@@ -174,11 +200,17 @@ func compile(rules []Rule) (plan, error) {
 			continue
 		}
 		prefixes[i] = mapped(r.Prefix)
-		pl.entries[prefixes[i]] = peerEntry{}
+		if !pl.has(prefixes[i]) {
+			pl.entries[pl.n] = peerEntry{prefix: prefixes[i]}
+			pl.n++
+		}
 	}
-	seen4, seen6 := map[uint8]bool{}, map[uint8]bool{}
-	for p := range pl.entries {
-		var e peerEntry
+	// Bit l of set4 (set6) is set when an IPv4 (IPv6) entry has mapped
+	// length l, 0 to 128.
+	var set4, set6 [3]uint64
+	for k := range pl.peers() {
+		e := &pl.entries[k]
+		p := e.prefix
 		for i, r := range rules {
 			q := prefixes[i]
 			if !q.IsValid() || isV4(q) != isV4(p) || q.Bits() > p.Bits() || !q.Contains(p.Addr()) {
@@ -191,21 +223,35 @@ func compile(rules []Rule) (plan, error) {
 				e.block = true
 			}
 		}
-		pl.entries[p] = e
-		l := uint8(p.Bits())
-		if isV4(p) && !seen4[l] {
-			seen4[l] = true
-			pl.lens4 = append(pl.lens4, l)
-		} else if !isV4(p) && !seen6[l] {
-			seen6[l] = true
-			pl.lens6 = append(pl.lens6, l)
+		set := &set6
+		if isV4(p) {
+			set = &set4
+		}
+		set[p.Bits()/64] |= 1 << (p.Bits() % 64)
+	}
+	n4, n6 := lengthCount(set4), lengthCount(set6)
+	if n4 > maxLens || n6 > maxLens {
+		return fmt.Errorf("rules use %d IPv4 and %d IPv6 prefix lengths: at most %d each", n4, n6, maxLens)
+	}
+	pl.n4, pl.n6 = fillLengths(&pl.lens4, set4), fillLengths(&pl.lens6, set6)
+	return nil
+}
+
+// lengthCount is the number of prefix lengths in a length set.
+func lengthCount(set [3]uint64) int {
+	return bits.OnesCount64(set[0]) + bits.OnesCount64(set[1]) + bits.OnesCount64(set[2])
+}
+
+// fillLengths writes a length set's lengths into dst, longest first, and
+// returns how many; the set holds at most len(dst).
+func fillLengths(dst *[maxLens]uint8, set [3]uint64) int {
+	n := 0
+	for w := len(set) - 1; w >= 0; w-- {
+		for x := set[w]; x != 0; n++ {
+			b := 63 - bits.LeadingZeros64(x)
+			dst[n] = uint8(w*64 + b)
+			x &^= 1 << b
 		}
 	}
-	desc := func(a, b uint8) int { return int(b) - int(a) }
-	slices.SortFunc(pl.lens4, desc)
-	slices.SortFunc(pl.lens6, desc)
-	if len(pl.lens4) > maxLens || len(pl.lens6) > maxLens {
-		return pl, fmt.Errorf("rules use %d IPv4 and %d IPv6 prefix lengths: at most %d each", len(pl.lens4), len(pl.lens6), maxLens)
-	}
-	return pl, nil
+	return n
 }

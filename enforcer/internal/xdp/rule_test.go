@@ -15,8 +15,8 @@ func TestCompileBitmaps(t *testing.T) {
 		{Kind: KindAllow, Prefix: netip.MustParsePrefix("2001:db8::/32")},
 		{Kind: KindAllow, Prefix: netip.MustParsePrefix("10.1.0.0/16")},
 	}
-	got, err := compile(rules)
-	if err != nil {
+	var got plan
+	if err := compile(rules, &got); err != nil {
 		t.Fatal(err)
 	}
 	want := map[string]peerEntry{
@@ -25,28 +25,30 @@ func TestCompileBitmaps(t *testing.T) {
 		"::ffff:10.1.2.0/120": {allow: 0b100011, block: true},
 		"2001:db8::/32":       {allow: 0b010000},
 	}
-	if len(got.entries) != len(want) {
-		t.Fatalf("got %d entries %v, want %d", len(got.entries), got.entries, len(want))
+	if len(got.peers()) != len(want) {
+		t.Fatalf("got %d entries %v, want %d", len(got.peers()), got.peers(), len(want))
 	}
-	for p, e := range got.entries {
-		if w, ok := want[p.String()]; !ok || w != e {
-			t.Errorf("%s: %+v, want %+v (present %v)", p, e, w, ok)
+	for _, e := range got.peers() {
+		w, ok := want[e.prefix.String()]
+		w.prefix = e.prefix
+		if !ok || w != e {
+			t.Errorf("%s: %+v, want %+v (present %v)", e.prefix, e, w, ok)
 		}
 	}
 	if got.anyAllow != 0b100 || got.anyBlock {
 		t.Errorf("any allow %b block %v", got.anyAllow, got.anyBlock)
 	}
-	if fmt.Sprint(got.lens4) != "[120 112 104]" || fmt.Sprint(got.lens6) != "[32]" {
-		t.Errorf("lengths %v %v", got.lens4, got.lens6)
+	if fmt.Sprint(got.lengths4()) != "[120 112 104]" || fmt.Sprint(got.lengths6()) != "[32]" {
+		t.Errorf("lengths %v %v", got.lengths4(), got.lengths6())
 	}
-	if _, err := compile(make([]Rule, MaxRules+1)); err == nil {
+	if err := compile(make([]Rule, MaxRules+1), &got); err == nil {
 		t.Fatal("65 rules compiled")
 	}
 	var many []Rule
 	for b := 8; b <= 8+maxLens; b++ {
 		many = append(many, Rule{Kind: KindAllow, Prefix: netip.PrefixFrom(netip.MustParseAddr("10.0.0.0"), b)})
 	}
-	if _, err := compile(many); err == nil {
+	if err := compile(many, &got); err == nil {
 		t.Fatal("17 prefix lengths compiled")
 	}
 }
@@ -60,5 +62,25 @@ func TestMappedRoundTrip(t *testing.T) {
 	}
 	if got := unmapped(mapped(netip.Prefix{})); got.IsValid() {
 		t.Errorf("any peer round trip %s", got)
+	}
+}
+
+// TestCompileAllocatesNothing: every enforcer compiles a device's rules for
+// every policy decision; a plan lives in its caller's frame.
+func TestCompileAllocatesNothing(t *testing.T) {
+	var rules []Rule
+	for i := range MaxRules {
+		rules = append(rules, Rule{Kind: KindAllow, Proto: 6, Prefix: netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(i % 8), byte(i), 0}), 24)})
+	}
+	var pl plan
+	if n := testing.AllocsPerRun(100, func() {
+		if err := compile(rules, &pl); err != nil {
+			t.Fatal(err)
+		}
+	}); n != 0 {
+		t.Fatalf("compile allocated %v times a run", n)
+	}
+	if len(pl.peers()) != MaxRules {
+		t.Fatalf("%d entries, want %d", len(pl.peers()), MaxRules)
 	}
 }

@@ -905,16 +905,21 @@ func TestFullPeerTable(t *testing.T) {
 func TestPeerTablePlacement(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	for round := range 200 {
-		entries := map[netip.Prefix]peerEntry{}
+		var entries []peerEntry
+		seen := map[netip.Prefix]bool{}
 		for len(entries) < MaxRules {
 			var b [16]byte
 			for i := range b {
 				b[i] = byte(rng.Uint32())
 			}
 			p := netip.PrefixFrom(netip.AddrFrom16(b), 8+rng.IntN(121)).Masked()
-			entries[p] = peerEntry{allow: rng.Uint64()}
+			if !seen[p] {
+				seen[p] = true
+				entries = append(entries, peerEntry{prefix: p, allow: rng.Uint64()})
+			}
 		}
-		placed, used, seed, err := peerTable(entries)
+		var buf [MaxRules]placedPeer
+		placed, used, seed, err := peerTable(entries, buf[:0])
 		if err != nil {
 			t.Fatalf("round %d: %v", round, err)
 		}
@@ -931,7 +936,8 @@ func TestPeerTablePlacement(t *testing.T) {
 			t.Fatalf("round %d: used buckets %x, placed in %x", round, used, want)
 		}
 		found := 0
-		for p, e := range entries {
+		for _, e := range entries {
+			p := e.prefix
 			w0, w1 := peerWords(p)
 			h := peerHome(w0, w1, uint8(p.Bits()), seed)
 			for j := range uint32(peerProbes) {
@@ -950,6 +956,9 @@ func TestPeerTablePlacement(t *testing.T) {
 		}
 		if found != MaxRules {
 			t.Fatalf("round %d: %d of %d prefixes found", round, found, MaxRules)
+		}
+		if n := testing.AllocsPerRun(10, func() { peerTable(entries, buf[:0]) }); n != 0 {
+			t.Fatalf("round %d: peerTable allocated %v times a run", round, n)
 		}
 	}
 }
