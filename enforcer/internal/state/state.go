@@ -25,7 +25,8 @@ import (
 	medmeshv1 "github.com/medmesh/medmesh/proto/medmesh/v1"
 )
 
-// Table is the datapath the state writes to.
+// Table is the datapath the state writes to. It must not keep the rules
+// slices it is given: the state reuses them.
 type Table interface {
 	WriteSlot(slot uint32, rules []xdp.Rule) error
 	ClearSlot(slot uint32, rules []xdp.Rule) error
@@ -57,6 +58,9 @@ type Snapshot struct {
 // consumed; the previous enforcement stays.
 var ErrInvalid = errors.New("invalid decision")
 
+// device is a device's enforced state. Its slices are never changed in
+// place, only replaced (clone shares them), so that a decision that
+// changes a device's mode or policy copies no rules.
 type device struct {
 	slot   uint32
 	mode   xdp.Mode
@@ -71,17 +75,22 @@ type device struct {
 
 func (d *device) clone() *device {
 	c := *d
-	c.allow = slices.Clone(d.allow)
-	c.blocks = slices.Clone(d.blocks)
 	return &c
 }
 
-func (d *device) rules() []xdp.Rule {
-	out := slices.Clone(d.allow)
+// appendRules appends the device's rules, allow rules then blocks, to dst.
+func (d *device) appendRules(dst []xdp.Rule) []xdp.Rule {
+	dst = append(dst, d.allow...)
 	for _, b := range d.blocks {
-		out = append(out, xdp.Rule{Kind: xdp.KindBlock, Prefix: b})
+		dst = append(dst, xdp.Rule{Kind: xdp.KindBlock, Prefix: b})
 	}
-	return out
+	return dst
+}
+
+// sameRules reports whether a and b have the same rules (allow rules are
+// of KindAllow, so equal parts are equal rules).
+func sameRules(a, b *device) bool {
+	return slices.Equal(a.allow, b.allow) && slices.Equal(a.blocks, b.blocks)
 }
 
 func (d *device) empty() bool {
@@ -102,6 +111,9 @@ type State struct {
 	// at the pinned index may be applied again, which changes nothing
 	// (every action sets state, it never toggles it).
 	atApplied map[string]bool
+	// rules is the slice the rules of a slot are built in for WriteSlot,
+	// reused.
+	rules []xdp.Rule
 
 	// resolved holds the addresses installed for each DNS name that a
 	// device's policy uses; refs counts those devices per name; stored
@@ -250,11 +262,21 @@ func (s *State) Apply(d *medmeshv1.Decision) (bool, error) {
 		if serr := s.table.SetAppliedIndex(d.GetIndex()); serr != nil {
 			return false, errors.Join(err, serr)
 		}
-		s.applied, s.atApplied = d.GetIndex(), map[string]bool{}
+		s.applied = d.GetIndex()
+		if len(s.atApplied) > maxReusedApplied {
+			s.atApplied = map[string]bool{}
+		} else {
+			clear(s.atApplied)
+		}
 	}
 	s.atApplied[d.GetId()] = true
 	return true, err
 }
+
+// maxReusedApplied is the size up to which the set of ids applied at an
+// index is emptied for the next index rather than made anew: most indexes
+// carry one decision, and a class policy's (one per device) can be large.
+const maxReusedApplied = 64
 
 func (s *State) apply(d *medmeshv1.Decision) error {
 	switch d.GetState() {
@@ -300,7 +322,8 @@ func (s *State) apply(d *medmeshv1.Decision) error {
 		if err != nil {
 			return fmt.Errorf("%w: %w", ErrInvalid, err)
 		}
-		next.blocks = slices.DeleteFunc(next.blocks, func(b netip.Prefix) bool { return b == p })
+		// A copy: old shares the slice, and keeps it if this fails.
+		next.blocks = slices.DeleteFunc(slices.Clone(next.blocks), func(b netip.Prefix) bool { return b == p })
 		if d.GetAction() == medmeshv1.DecisionAction_DECISION_ACTION_BLOCK_PEER {
 			next.blocks = append(next.blocks, p)
 			sort.Slice(next.blocks, func(i, j int) bool { return next.blocks[i].String() < next.blocks[j].String() })
@@ -379,8 +402,7 @@ func (s *State) install(mac net.HardwareAddr, old, next *device) error {
 		s.release(old)
 		return nil
 	}
-	newRules := next.rules()
-	if old != nil && slices.Equal(old.rules(), newRules) {
+	if old != nil && sameRules(old, next) {
 		next.slot = old.slot
 		if err := s.table.SetDevice(mac, entry(next)); err != nil {
 			return err
@@ -395,7 +417,8 @@ func (s *State) install(mac net.HardwareAddr, old, next *device) error {
 	// just before a switch away from a slot is long done with it when the
 	// slot is written again.
 	next.slot = s.free[0]
-	if err := s.table.WriteSlot(next.slot, newRules); err != nil {
+	s.rules = next.appendRules(s.rules[:0])
+	if err := s.table.WriteSlot(next.slot, s.rules); err != nil {
 		return fmt.Errorf("write slot %d: %w", next.slot, err)
 	}
 	if err := s.table.SetDevice(mac, entry(next)); err != nil {
@@ -444,6 +467,7 @@ func policyRules(p *medmeshv1.Policy) (static []xdp.Rule, n *named, err error) {
 		return nil, nil, fmt.Errorf("policy %s has %d rules, at most %d", p.GetName(), len(p.GetRules()), xdp.MaxRules)
 	}
 	var nr []namedRule
+	static = make([]xdp.Rule, 0, len(p.GetRules()))
 	for i, r := range p.GetRules() {
 		x := xdp.Rule{Kind: xdp.KindAllow, Dir: uint8(r.GetDirection())}
 		if r.GetProtocol() > 255 || r.GetPortMax() > 65535 || r.GetPortMin() > r.GetPortMax() {
