@@ -12,7 +12,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"slices"
 	"sync"
 	"time"
 
@@ -100,6 +99,9 @@ type metrics struct {
 	decisions  *prometheus.CounterVec
 	reconnects prometheus.Counter
 	lag        prometheus.Histogram
+	// The decisions counter per outcome, looked up once: a decision
+	// costs an increment, not a label lookup.
+	outApplied, outFenced, outInvalid prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -115,6 +117,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		lag: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "medmesh_enforcer_decision_apply_lag_seconds",
 			Help: "Time from a decision's commit (create_time) to its application in the datapath.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16)}),
 	}
+	m.outApplied, m.outFenced, m.outInvalid = m.decisions.WithLabelValues("applied"), m.decisions.WithLabelValues("fenced"), m.decisions.WithLabelValues("invalid")
 	for _, c := range []prometheus.Collector{m.alarm, m.applied, m.decisions, m.reconnects, m.lag} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register enforcer metric: %w", err)
@@ -139,7 +142,14 @@ type Watcher struct {
 	caughtUp    uint64 // highest heartbeat applied_index seen
 	heartbeat   bool   // a heartbeat arrived since this process started
 	onApplied   func(d *medmeshv1.Decision, received time.Time)
-	recent      []Applied // the last recentApplied applied decisions, oldest first
+	recent      []applied // the last recentApplied applied decisions, a ring
+	next        int       // the ring slot the next one takes once full
+}
+
+// applied is an Applied as remembered: its action spelled when read.
+type applied struct {
+	Applied
+	action medmeshv1.DecisionAction
 }
 
 // Applied is a decision this enforcer put into its datapath, and when: the
@@ -336,7 +346,7 @@ func (w *Watcher) stream(ctx context.Context, i int) (progressed bool, err error
 
 func (w *Watcher) handle(d *medmeshv1.Decision, received time.Time) error {
 	if d.GetIndex() < w.applier.Applied() {
-		w.m.decisions.WithLabelValues("fenced").Inc()
+		w.m.outFenced.Inc()
 		return nil
 	}
 	ok, err := w.applier.Apply(d)
@@ -351,17 +361,19 @@ func (w *Watcher) handle(d *medmeshv1.Decision, received time.Time) error {
 	w.mu.Unlock()
 	switch {
 	case err != nil:
-		w.m.decisions.WithLabelValues("invalid").Inc()
+		w.m.outInvalid.Inc()
 		w.log.Warn("decision cannot be applied; skipped, previous enforcement stays", "index", d.GetIndex(), "id", d.GetId(), "err", err)
 	case !ok:
-		w.m.decisions.WithLabelValues("fenced").Inc()
+		w.m.outFenced.Inc()
 		return nil
 	default:
-		w.m.decisions.WithLabelValues("applied").Inc()
+		w.m.outApplied.Inc()
 		if ct := d.GetCreateTime(); ct != nil {
 			w.m.lag.Observe(time.Since(ct.AsTime()).Seconds())
 		}
-		w.log.Debug("decision applied", "index", d.GetIndex(), "action", d.GetAction(), "device", d.GetDeviceMac())
+		if w.log.Enabled(context.Background(), slog.LevelDebug) {
+			w.log.Debug("decision applied", "index", d.GetIndex(), "action", d.GetAction(), "device", d.GetDeviceMac())
+		}
 		w.remember(d)
 	}
 	w.m.applied.Set(float64(d.GetIndex()))
@@ -373,16 +385,18 @@ func (w *Watcher) handle(d *medmeshv1.Decision, received time.Time) error {
 
 // remember records d as applied now.
 func (w *Watcher) remember(d *medmeshv1.Decision) {
-	a := Applied{Index: d.GetIndex(), ID: d.GetId(), DeviceMAC: d.GetDeviceMac(), Action: names.Enum(d.GetAction()), Applied: time.Now()}
+	a := applied{Applied: Applied{Index: d.GetIndex(), ID: d.GetId(), DeviceMAC: d.GetDeviceMac(), Applied: time.Now()}, action: d.GetAction()}
 	if ct := d.GetCreateTime(); ct != nil {
 		a.Committed = ct.AsTime()
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if len(w.recent) == recentApplied {
-		w.recent = append(w.recent[:0], w.recent[1:]...)
+	if len(w.recent) < recentApplied {
+		w.recent = append(w.recent, a)
+		return
 	}
-	w.recent = append(w.recent, a)
+	w.recent[w.next] = a
+	w.next = (w.next + 1) % recentApplied
 }
 
 // RecentApplied returns the last decisions this process applied, oldest
@@ -390,7 +404,13 @@ func (w *Watcher) remember(d *medmeshv1.Decision) {
 func (w *Watcher) RecentApplied() []Applied {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return slices.Clone(w.recent)
+	out := make([]Applied, 0, len(w.recent))
+	for i := range w.recent {
+		a := w.recent[(w.next+i)%len(w.recent)]
+		a.Action = names.Enum(a.action)
+		out = append(out, a.Applied)
+	}
+	return out
 }
 
 func (w *Watcher) alarmLoop(ctx context.Context) {
