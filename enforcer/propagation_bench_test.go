@@ -109,36 +109,143 @@ func quantileMS(lat []time.Duration, q float64) float64 {
 	return float64(lat[min(len(lat)-1, int(q*float64(len(lat))))].Microseconds()) / 1000
 }
 
-// cpuTime returns the CPU time (user and system) the processes have used
-// so far; pid 0 is this process. Linux counts other processes' time in
-// clock ticks (USER_HZ: 100 a second), fine summed over many samples.
-func cpuTime(b *testing.B, pids ...int) time.Duration {
-	var total time.Duration
-	for _, pid := range pids {
-		if pid == 0 {
-			var ru unix.Rusage
-			if err := unix.Getrusage(unix.RUSAGE_SELF, &ru); err != nil {
-				b.Fatal(err)
-			}
-			total += time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-			continue
-		}
-		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+// procCounters reads, from /proc, the CPU time and the read and write
+// system calls (syscr and syscw of /proc/PID/io: socket and file reads and
+// writes alike) of this process (the client side: enforcers, or etcd's
+// watchers) and of a system's servers, through files opened once and
+// read into a buffer of its own: read around every sample, it must not
+// add garbage to the process whose collector every system's clients share
+// (reading the files anew took ~180 MB a 100-watcher run). Linux counts
+// other processes' CPU time in clock ticks (USER_HZ: 100 a second), fine
+// summed over many samples.
+type procCounters struct {
+	selfIO     *os.File
+	stats, ios []*os.File // of each server
+	buf        [1024]byte
+}
+
+func openProcCounters(b testing.TB, pids []int) *procCounters {
+	open := func(path string) *os.File {
+		f, err := os.Open(path)
 		if err != nil {
 			b.Fatal(err)
 		}
+		b.Cleanup(func() { f.Close() })
+		return f
+	}
+	p := &procCounters{selfIO: open("/proc/self/io")}
+	for _, pid := range pids {
+		p.stats = append(p.stats, open(fmt.Sprintf("/proc/%d/stat", pid)))
+		p.ios = append(p.ios, open(fmt.Sprintf("/proc/%d/io", pid)))
+	}
+	return p
+}
+
+// counters is what procCounters reads at one moment.
+type counters struct {
+	clientCPU, serverCPU time.Duration
+	clientIO, serverIO   int
+}
+
+func (c counters) sub(o counters) counters {
+	return counters{c.clientCPU - o.clientCPU, c.serverCPU - o.serverCPU, c.clientIO - o.clientIO, c.serverIO - o.serverIO}
+}
+
+func (p *procCounters) read(b testing.TB) counters {
+	var c counters
+	var ru unix.Rusage
+	if err := unix.Getrusage(unix.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	c.clientCPU = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	c.clientIO = p.ioCalls(b, p.selfIO)
+	for k, f := range p.stats {
+		data := p.readAt(b, f)
 		// utime and stime are the 14th and 15th fields; the command name
 		// (the 2nd, in parentheses) may hold spaces.
-		f := strings.Fields(string(data[bytes.LastIndexByte(data, ')')+1:]))
-		for _, s := range f[11:13] {
-			ticks, err := strconv.ParseUint(s, 10, 64)
-			if err != nil {
-				b.Fatalf("/proc/%d/stat: %v", pid, err)
-			}
-			total += time.Duration(ticks) * time.Second / 100
+		rest := data[bytes.LastIndexByte(data, ')')+1:]
+		for _, n := range []int{11, 12} {
+			c.serverCPU += time.Duration(parseCount(b, field(rest, n))) * time.Second / 100
 		}
+		c.serverIO += p.ioCalls(b, p.ios[k])
+	}
+	return c
+}
+
+func (p *procCounters) readAt(b testing.TB, f *os.File) []byte {
+	n, err := f.ReadAt(p.buf[:], 0)
+	if err != nil && err != io.EOF {
+		b.Fatalf("%s: %v", f.Name(), err)
+	}
+	return p.buf[:n]
+}
+
+// ioCalls returns syscr + syscw from a /proc/PID/io file.
+func (p *procCounters) ioCalls(b testing.TB, f *os.File) int {
+	data := p.readAt(b, f)
+	total := 0
+	for _, key := range []string{"\nsyscr: ", "\nsyscw: "} {
+		i := bytes.Index(data, []byte(key))
+		if i < 0 {
+			b.Fatalf("%s: no %q", f.Name(), key[1:])
+		}
+		v := data[i+len(key):]
+		if j := bytes.IndexByte(v, '\n'); j >= 0 {
+			v = v[:j]
+		}
+		total += int(parseCount(b, v))
 	}
 	return total
+}
+
+// field returns the n-th space-separated field of data (from 0).
+func field(data []byte, n int) []byte {
+	for k := 0; ; k++ {
+		data = bytes.TrimLeft(data, " ")
+		end := bytes.IndexByte(data, ' ')
+		if end < 0 {
+			end = len(data)
+		}
+		if k == n || end == len(data) {
+			return data[:end]
+		}
+		data = data[end:]
+	}
+}
+
+// parseCount parses a decimal count without allocating.
+func parseCount(b testing.TB, v []byte) uint64 {
+	v = bytes.TrimSpace(v)
+	if len(v) == 0 {
+		b.Fatal("empty count in /proc")
+	}
+	var n uint64
+	for _, d := range v {
+		if d < '0' || d > '9' {
+			b.Fatalf("count %q in /proc", v)
+		}
+		n = n*10 + uint64(d-'0')
+	}
+	return n
+}
+
+// TestProcCounters: the counters of a process (here this one, as a
+// server) grow with its work, and reading them allocates nothing.
+func TestProcCounters(t *testing.T) {
+	p := openProcCounters(t, []int{os.Getpid()})
+	c0 := p.read(t)
+	for i := range 200 {
+		os.WriteFile(filepath.Join(t.TempDir(), "f"), []byte{byte(i)}, 0o600)
+	}
+	for start := time.Now(); time.Since(start) < 50*time.Millisecond; {
+	}
+	d := p.read(t).sub(c0)
+	if d.clientCPU <= 0 || d.serverCPU <= 0 || d.clientIO < 200 || d.serverIO < 200 {
+		t.Fatalf("counters did not grow with 200 writes and 50 ms of CPU: %+v", d)
+	}
+	if n := testing.AllocsPerRun(100, func() { p.read(t) }); n != 0 {
+		t.Fatalf("a read allocated %v times", n)
+	}
 }
 
 // pairedPropagation sets up medmesh-raft3 (plaintext), medmesh-raft3 with
@@ -157,8 +264,9 @@ func pairedPropagation(b *testing.B, n int) {
 	withTLS := startRaft(b, n, newBenchPKI(b, n))
 	e := startEtcdRun(b, 3, n)
 	fl := startFloor(b, n)
-	// CPU time per sample: of this process (the enforcers, or etcd's
-	// watchers) and of the servers (the coordinators, or etcd's members).
+	// CPU time and read and write calls per sample: of this process (the
+	// enforcers, or etcd's watchers) and of the servers (the coordinators,
+	// or etcd's members).
 	systems := []*pairedSystem{
 		{name: "medmesh", client: "enforcers", server: "coordinators", sample: plain.sample, pids: plain.pids},
 		{name: "medmesh-tls", client: "enforcers", server: "coordinators", sample: withTLS.sample, pids: withTLS.pids},
@@ -177,8 +285,10 @@ func pairedPropagation(b *testing.B, n int) {
 		}
 	}
 	for _, s := range systems {
-		b.ReportMetric(float64(s.clientCPU.Microseconds())/1000/float64(samples), s.name+"-"+s.client+"-cpu-ms")
-		b.ReportMetric(float64(s.serverCPU.Microseconds())/1000/float64(samples), s.name+"-"+s.server+"-cpu-ms")
+		b.ReportMetric(float64(s.total.clientCPU.Microseconds())/1000/float64(samples), s.name+"-"+s.client+"-cpu-ms")
+		b.ReportMetric(float64(s.total.serverCPU.Microseconds())/1000/float64(samples), s.name+"-"+s.server+"-cpu-ms")
+		b.ReportMetric(float64(s.total.clientIO)/float64(samples), s.name+"-"+s.client+"-rw-calls")
+		b.ReportMetric(float64(s.total.serverIO)/float64(samples), s.name+"-"+s.server+"-rw-calls")
 	}
 	ml, tl, el, fll := plain.report(b, "medmesh-"), withTLS.report(b, "medmesh-tls-"), e.latencies(), fl.latencies()
 	if dir := os.Getenv(samplesEnv); dir != "" {
@@ -237,23 +347,30 @@ func writeSamples(b *testing.B, path string, n int, bySystem map[string][]time.D
 	}
 }
 
-// pairedSystem is one of pairedPropagation's systems and the CPU time its
-// samples took.
+// pairedSystem is one of pairedPropagation's systems and the CPU time and
+// read and write system calls its samples took.
 type pairedSystem struct {
 	name, client, server string // metric names: the system, its client and server side
 	sample               func(*testing.B, int)
 	pids                 []int // the servers'
 
-	clientCPU, serverCPU time.Duration
+	proc  *procCounters
+	total counters
 }
 
-// measure takes sample i and adds the CPU time it took: of this process
-// (the client side) and of the servers.
+// measure takes sample i and adds the CPU time and system calls it took:
+// of this process (the client side) and of the servers.
 func (s *pairedSystem) measure(b *testing.B, i int) {
-	c0, s0 := cpuTime(b, 0), cpuTime(b, s.pids...)
+	if s.proc == nil {
+		s.proc = openProcCounters(b, s.pids)
+	}
+	c0 := s.proc.read(b)
 	s.sample(b, i)
-	s.clientCPU += cpuTime(b, 0) - c0
-	s.serverCPU += cpuTime(b, s.pids...) - s0
+	d := s.proc.read(b).sub(c0)
+	s.total.clientCPU += d.clientCPU
+	s.total.serverCPU += d.serverCPU
+	s.total.clientIO += d.clientIO
+	s.total.serverIO += d.serverIO
 }
 
 // benchPKI is a campus CA in a temporary directory with every certificate
