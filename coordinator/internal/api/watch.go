@@ -72,17 +72,14 @@ func (s *Server) WatchDecisions(req *medmeshv1.WatchDecisionsRequest, stream med
 		return err
 	}
 	f := s.b.FSM()
+	shared := shareable(stream.Context())
 	return s.follow(stream.Context(), from,
 		func(after uint64) (uint64, uint64, error) {
 			last := after
 			for {
 				page, more, applied := f.ListDecisions(last, 256, func(*medmeshv1.Decision) bool { return true })
 				for _, d := range page {
-					resp, err := s.wire.response(d, applied)
-					if err != nil {
-						return last, applied, err
-					}
-					if err := stream.Send(resp); err != nil {
+					if err := s.wire.send(stream, shared, d, applied); err != nil {
 						return last, applied, err
 					}
 					last = d.GetIndex()

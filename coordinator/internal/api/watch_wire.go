@@ -1,33 +1,40 @@
 package api
 
 import (
+	"context"
 	"sync"
 
-	"google.golang.org/protobuf/encoding/protowire"
-	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/encoding"
 
 	medmeshv1 "github.com/medmesh/medmesh/proto/medmesh/v1"
 )
 
-// decisionWire holds the wire encoding of recently sent decisions, so that
-// a decision every watch stream sends is marshaled once per coordinator,
-// not once per stream: with a hundred enforcers watching, marshaling the
-// same decision for each of them was about a third of the CPU a watch
-// stream spent sending it.
+// decisionWire holds recently sent decisions as prepared gRPC messages
+// (grpc.PreparedMsg: encoded and framed, ready to write), so that a
+// decision every watch stream sends is marshaled once per coordinator,
+// not once per stream, and sending it allocates nothing: with a hundred
+// enforcers watching, each stream's marshal of the same response was
+// about a third of the CPU a stream spent sending it, and the copies most
+// of what the coordinator allocated per decision (its collector's cycles
+// then delayed a third of the enforcers' decisions at a time).
 //
-// What is cached is the part of a WatchDecisionsResponse that depends on
-// the decision alone, fields decision and resume_token, already encoded as
-// fields; a stream sends it as the unknown fields of a response that sets
-// only applied_index (which differs with the moment a stream reads). The
-// bytes on the wire are the fields a marshal of the whole response writes,
-// in another order, which protobuf decoders accept (a message's fields may
-// come in any order). The FSM never changes a decision it holds: an update
-// replaces it (see applyDecisionReview), so the decision's pointer is its
-// key, and an entry cannot outlive a change.
+// The message is the whole WatchDecisionsResponse, prepared by the first
+// stream that sends the decision: its applied_index is the replica's
+// applied index at that moment, which every later sender has applied too
+// (applied_index on a response that carries a decision is a lower bound;
+// watchers resume from resume_token and count heartbeats' applied index).
+// The FSM never changes a decision it holds: an update replaces it (see
+// applyDecisionReview), so the decision's pointer is its key, and an entry
+// cannot outlive a change.
+//
+// A prepared message carries the compression of the stream that prepared
+// it. Only streams that send uncompressed share them (shareable): every
+// stream does, unless its client compressed its request with a compressor
+// registered in this binary, and such a stream marshals its own.
 type decisionWire struct {
 	mu   sync.Mutex
-	m    map[*medmeshv1.Decision][]byte
+	m    map[*medmeshv1.Decision]*grpc.PreparedMsg
 	ring []*medmeshv1.Decision // the keys in insertion order, for eviction
 	next int                   // the ring slot the next key replaces
 }
@@ -38,62 +45,56 @@ type decisionWire struct {
 const decisionWireSize = 256
 
 func newDecisionWire() *decisionWire {
-	return &decisionWire{m: make(map[*medmeshv1.Decision][]byte, decisionWireSize), ring: make([]*medmeshv1.Decision, decisionWireSize)}
+	return &decisionWire{m: make(map[*medmeshv1.Decision]*grpc.PreparedMsg, decisionWireSize), ring: make([]*medmeshv1.Decision, decisionWireSize)}
 }
 
-// Field numbers of WatchDecisionsResponse that decisionWire encodes.
-var (
-	wireDecisionField = fieldNumber("decision")
-	wireTokenField    = fieldNumber("resume_token")
-)
-
-func fieldNumber(name string) protowire.Number {
-	fd := (&medmeshv1.WatchDecisionsResponse{}).ProtoReflect().Descriptor().Fields().ByName(protoreflect.Name(name))
-	if fd == nil {
-		panic("WatchDecisionsResponse has no field " + name)
+// shareable reports whether a stream sends its messages uncompressed, so
+// that it may send and prepare shared messages.
+func shareable(ctx context.Context) bool {
+	st, ok := grpc.ServerTransportStreamFromContext(ctx).(interface{ RecvCompress() string })
+	if !ok {
+		return false
 	}
-	return fd.Number()
+	rc := st.RecvCompress()
+	return rc == "" || rc == encoding.Identity || encoding.GetCompressor(rc) == nil
 }
 
-// response returns the WatchDecisionsResponse carrying d, sent when the
-// replica had applied through applied.
-func (w *decisionWire) response(d *medmeshv1.Decision, applied uint64) (*medmeshv1.WatchDecisionsResponse, error) {
-	b, err := w.fields(d)
+// send sends d on stream, which the replica serves having applied through
+// applied: the shared message when shared is set (see shareable),
+// otherwise a response marshaled for this stream.
+func (w *decisionWire) send(stream grpc.ServerStream, shared bool, d *medmeshv1.Decision, applied uint64) error {
+	if !shared {
+		return stream.SendMsg(&medmeshv1.WatchDecisionsResponse{Decision: d, AppliedIndex: applied, ResumeToken: indexToken(d.GetIndex())})
+	}
+	m, err := w.message(stream, d, applied)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	r := &medmeshv1.WatchDecisionsResponse{AppliedIndex: applied}
-	r.ProtoReflect().SetUnknown(b)
-	return r, nil
+	return stream.SendMsg(m)
 }
 
-// fields returns d's decision and resume_token fields, encoded.
-func (w *decisionWire) fields(d *medmeshv1.Decision) ([]byte, error) {
+// message returns d's shared message, prepared on stream if no stream has
+// yet.
+func (w *decisionWire) message(stream grpc.ServerStream, d *medmeshv1.Decision, applied uint64) (*grpc.PreparedMsg, error) {
 	w.mu.Lock()
-	b, ok := w.m[d]
+	m, ok := w.m[d]
 	w.mu.Unlock()
 	if ok {
-		return b, nil
+		return m, nil
 	}
-	enc, err := proto.Marshal(d)
-	if err != nil {
+	m = &grpc.PreparedMsg{}
+	if err := m.Encode(stream, &medmeshv1.WatchDecisionsResponse{Decision: d, AppliedIndex: applied, ResumeToken: indexToken(d.GetIndex())}); err != nil {
 		return nil, err
 	}
-	tok := indexToken(d.GetIndex())
-	b = make([]byte, 0, protowire.SizeTag(wireDecisionField)+protowire.SizeBytes(len(enc))+
-		protowire.SizeTag(wireTokenField)+protowire.SizeBytes(len(tok)))
-	b = protowire.AppendTag(b, wireDecisionField, protowire.BytesType)
-	b = protowire.AppendBytes(b, enc)
-	b = protowire.AppendTag(b, wireTokenField, protowire.BytesType)
-	b = protowire.AppendString(b, tok)
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if _, ok := w.m[d]; !ok {
-		if old := w.ring[w.next]; old != nil {
-			delete(w.m, old)
-		}
-		w.ring[w.next], w.m[d] = d, b
-		w.next = (w.next + 1) % len(w.ring)
+	if prev, ok := w.m[d]; ok {
+		return prev, nil
 	}
-	return b, nil
+	if old := w.ring[w.next]; old != nil {
+		delete(w.m, old)
+	}
+	w.ring[w.next], w.m[d] = d, m
+	w.next = (w.next + 1) % len(w.ring)
+	return m, nil
 }
