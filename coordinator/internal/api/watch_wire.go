@@ -16,8 +16,8 @@ import (
 // not once per stream, and sending it allocates nothing: with a hundred
 // enforcers watching, each stream's marshal of the same response was
 // about a third of the CPU a stream spent sending it, and the copies most
-// of what the coordinator allocated per decision (its collector's cycles
-// then delayed a third of the enforcers' decisions at a time).
+// of what the coordinator allocated per decision (fewer collections, each
+// of which can hold up every stream the coordinator serves).
 //
 // The message is the whole WatchDecisionsResponse, prepared by the first
 // stream that sends the decision: its applied_index is the replica's
