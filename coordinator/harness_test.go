@@ -61,6 +61,7 @@ type node struct {
 	gs   *grpcxServer
 	conn *grpc.ClientConn // retries UNAVAILABLE (elections on a loaded machine)
 	raw  *grpc.ClientConn // no retries: for the linearizability history
+	api  *faultListener   // the API listener, whose connections a test can stall or cut
 	up   bool
 	ran  bool // started at least once: its Raft address is known to peers
 }
@@ -95,7 +96,8 @@ func (n *node) start() {
 	}, "listen api %s: %v", n.cfg.APIAddr, err)
 	gs := newGRPCXServer(n.t, n.cfg.APIAddr, n.cfg.TLS)
 	c.Register(gs.GRPC())
-	go gs.ServeListener(lis)
+	n.api = &faultListener{Listener: lis}
+	go gs.ServeListener(n.api)
 	if err := c.Start(context.Background()); err != nil {
 		n.t.Fatalf("start %s: %v", n.cfg.ID, err)
 	}

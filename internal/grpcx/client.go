@@ -73,10 +73,12 @@ func (c *ClientConfig) validate() error {
 
 // serviceConfig picks the first reachable address in order and retries
 // calls that fail UNAVAILABLE (no connection, no leader yet) a few times,
-// resending the same message. For a write that is safe because the
-// coordinators answer UNAVAILABLE only for a write that had no effect, and
-// a write that carries a request id is applied at most once however often
-// it is resent.
+// resending the same message. The coordinators answer UNAVAILABLE only for
+// a write that had no effect, but gRPC also retries a call whose
+// connection broke before any answer arrived, which the server may have
+// carried out: only a write that carries a request id is applied at most
+// once however often it is resent (the CLI's writes all do; coordinators
+// forward writes with gRPC's retry buffer off, so a forward is sent once).
 const serviceConfig = `{
   "loadBalancingConfig": [{"pick_first": {}}],
   "methodConfig": [{
@@ -109,9 +111,10 @@ func SplitTargets(target string) []string {
 // comma-separated list ("a:7400,b:7400,c:7400") tried in order (pick_first:
 // the first reachable address serves every call; coordinators forward writes
 // to their leader). It does not block; the connection is made on the first
-// call. Calls failing UNAVAILABLE are retried up to 3 times with the same
-// message, so a server must return UNAVAILABLE only for a call that had no
-// effect, or one it applies at most once (a write with a request id).
+// call. Calls failing UNAVAILABLE, a broken connection's included, are
+// retried up to 3 times with the same message, so a server must return
+// UNAVAILABLE only for a call that had no effect, and a write must carry a
+// request id to be applied at most once.
 func Dial(target string, cfg ClientConfig, log *slog.Logger) (*grpc.ClientConn, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)

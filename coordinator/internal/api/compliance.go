@@ -231,8 +231,8 @@ func (s *Server) ImportMDS2(stream medmeshv1.ComplianceService_ImportMDS2Server)
 		a.Answers = append(a.Answers, &medmeshv1.MDS2Answer{Id: it.ID, Answer: string(it.Answer), Text: it.Text, Note: it.Note, Question: it.Question})
 	}
 	resp, done, err := forwardUpload(ctx, s, tmp,
-		func(ctx context.Context, conn *grpc.ClientConn) (grpc.ClientStreamingClient[medmeshv1.ImportMDS2Request, medmeshv1.ImportMDS2Response], error) {
-			return medmeshv1.NewComplianceServiceClient(conn).ImportMDS2(ctx)
+		func(ctx context.Context, conn *grpc.ClientConn, opts ...grpc.CallOption) (grpc.ClientStreamingClient[medmeshv1.ImportMDS2Request, medmeshv1.ImportMDS2Response], error) {
+			return medmeshv1.NewComplianceServiceClient(conn).ImportMDS2(ctx, opts...)
 		},
 		func(chunk []byte, first bool) *medmeshv1.ImportMDS2Request {
 			m := &medmeshv1.ImportMDS2Request{Chunk: chunk}

@@ -7,17 +7,19 @@ import (
 	"google.golang.org/grpc/status"
 )
 
-// TestForwardErrorRetriesAreAmbiguous: a forwarded write whose last
-// attempt could not connect is UNAVAILABLE (clients retry it) only when no
-// earlier attempt may have reached the leader.
-func TestForwardErrorRetriesAreAmbiguous(t *testing.T) {
+// TestForwardError: a forwarded write that never reached the leader, or
+// that the leader refused before proposing, is UNAVAILABLE (clients retry
+// it); one whose connection broke after it was sent is UNKNOWN. Earlier
+// attempts of a retried forward sent nothing (sentOnce), so the last
+// attempt's error decides.
+func TestForwardError(t *testing.T) {
 	for _, tc := range []struct {
 		msg  string
 		want codes.Code
 	}{
 		{"connection error: desc = \"transport: Error while dialing: dial tcp 127.0.0.1:1: connect: connection refused\"", codes.Unavailable},
 		{"coordinator: not the leader", codes.Unavailable},
-		{"max retries exhausted: failed after 4 attempts: connection error: desc = \"transport: Error while dialing: dial tcp 127.0.0.1:1: connect: connection refused\"", codes.Unknown},
+		{"max retries exhausted: failed after 4 attempts: connection error: desc = \"transport: Error while dialing: dial tcp 127.0.0.1:1: connect: connection refused\"", codes.Unavailable},
 		{"error reading from server: EOF", codes.Unknown},
 	} {
 		got := status.Code(forwardError(kindWrite, status.Error(codes.Unavailable, tc.msg)))

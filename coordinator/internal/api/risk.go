@@ -130,7 +130,7 @@ func sendFile(path string, send func(chunk []byte, first bool, size int64) error
 // (false), or, on a follower, by streaming the kept file to the leader
 // with the same header (true, with the leader's answer in resp).
 func forwardUpload[Req any, Resp any](ctx context.Context, s *Server, path string,
-	open func(ctx context.Context, conn *grpc.ClientConn) (grpc.ClientStreamingClient[Req, Resp], error),
+	open func(ctx context.Context, conn *grpc.ClientConn, opts ...grpc.CallOption) (grpc.ClientStreamingClient[Req, Resp], error),
 	msg func(chunk []byte, first bool) *Req,
 ) (*Resp, bool, error) {
 	if s.b.IsLeader() {
@@ -144,7 +144,7 @@ func forwardUpload[Req any, Resp any](ctx context.Context, s *Server, path strin
 		return nil, true, toStatus(err)
 	}
 	out := metadata.AppendToOutgoingContext(authz.ForwardContext(ctx), forwardedKey, s.b.ID())
-	st, err := open(out, conn)
+	st, err := open(out, conn, sentOnce)
 	if err != nil {
 		return nil, true, forwardError(kindWrite, err)
 	}
@@ -204,8 +204,8 @@ func (s *Server) ImportBundle(stream medmeshv1.RiskService_ImportBundleServer) e
 	}
 	path, _ := rb.BlobPath("bundle", b.GetDigest())
 	resp, done, err := forwardUpload(ctx, s, path,
-		func(ctx context.Context, conn *grpc.ClientConn) (grpc.ClientStreamingClient[medmeshv1.ImportBundleRequest, medmeshv1.ImportBundleResponse], error) {
-			return medmeshv1.NewRiskServiceClient(conn).ImportBundle(ctx)
+		func(ctx context.Context, conn *grpc.ClientConn, opts ...grpc.CallOption) (grpc.ClientStreamingClient[medmeshv1.ImportBundleRequest, medmeshv1.ImportBundleResponse], error) {
+			return medmeshv1.NewRiskServiceClient(conn).ImportBundle(ctx, opts...)
 		},
 		func(chunk []byte, first bool) *medmeshv1.ImportBundleRequest {
 			m := &medmeshv1.ImportBundleRequest{Chunk: chunk}
@@ -274,8 +274,8 @@ func (s *Server) ImportSBOM(stream medmeshv1.RiskService_ImportSBOMServer) error
 	}
 	path, _ := rb.BlobPath("sbom", a.GetDigest())
 	resp, done, err := forwardUpload(ctx, s, path,
-		func(ctx context.Context, conn *grpc.ClientConn) (grpc.ClientStreamingClient[medmeshv1.ImportSBOMRequest, medmeshv1.ImportSBOMResponse], error) {
-			return medmeshv1.NewRiskServiceClient(conn).ImportSBOM(ctx)
+		func(ctx context.Context, conn *grpc.ClientConn, opts ...grpc.CallOption) (grpc.ClientStreamingClient[medmeshv1.ImportSBOMRequest, medmeshv1.ImportSBOMResponse], error) {
+			return medmeshv1.NewRiskServiceClient(conn).ImportSBOM(ctx, opts...)
 		},
 		func(chunk []byte, first bool) *medmeshv1.ImportSBOMRequest {
 			m := &medmeshv1.ImportSBOMRequest{Chunk: chunk}

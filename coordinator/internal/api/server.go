@@ -281,28 +281,37 @@ func route[Resp proto.Message](ctx context.Context, s *Server, method string, k 
 	// The leader audits and authorizes the original caller, believed
 	// because this coordinator's certificate says coordinator.
 	out := metadata.AppendToOutgoingContext(authz.ForwardContext(ctx), forwardedKey, s.b.ID())
-	if err := conn.Invoke(out, method, req, resp); err != nil {
+	var opts []grpc.CallOption
+	if k == kindWrite {
+		opts = append(opts, sentOnce)
+	}
+	if err := conn.Invoke(out, method, req, resp, opts...); err != nil {
 		return resp, true, forwardError(k, err)
 	}
 	return resp, true, nil
 }
 
+// sentOnce makes a forwarded write final once its request has left this
+// coordinator. The connection's retry policy (grpcx) resends a call that
+// failed UNAVAILABLE, and gRPC counts a connection that broke before any
+// answer arrived as such: a leader that committed the write and crashed,
+// or whose connection was reset, before answering would be handed the
+// same write again (applied twice without a request id). With no retry
+// buffer, gRPC retries only attempts that sent nothing.
+var sentOnce = grpc.MaxRetryRPCBufferSize(0)
+
 // forwardError keeps a forwarded write's failure from reading as retryable:
 // a connection that broke after the request left may have carried a write
 // the leader committed, so UNAVAILABLE becomes UNKNOWN ("outcome unknown")
-// unless the connection to the leader was never made.
+// unless the leader was never reached or refused the write before
+// proposing it. The forward was sent at most once (sentOnce): gRPC retried
+// only attempts that sent nothing, so the last attempt's error tells.
 func forwardError(k kind, err error) error {
 	st, ok := status.FromError(err)
 	if k != kindWrite || !ok || st.Code() != codes.Unavailable {
 		return err
 	}
 	msg := st.Message()
-	// grpcx's connections retry UNAVAILABLE, and gRPC retries an attempt
-	// whose connection broke before the leader answered: an earlier attempt
-	// may have been proposed although the last one never connected.
-	if strings.Contains(msg, "max retries exhausted") {
-		return status.Error(codes.Unknown, "outcome unknown: forwarded write to the leader failed: "+msg)
-	}
 	for _, safe := range []string{
 		"while dialing",                           // never connected
 		ErrNotLeader.Error(), ErrNoLeader.Error(), // refused by the peer before proposing
