@@ -63,7 +63,6 @@ var indirect = map[string][]string{
 	"node/internal/xdp/netns_linux_test.go:sh":                          {"ip", "nft"},
 	"enforcer/enforcer_linux_test.go:sh":                                {"ip", "nft"},
 	"enforcer/propagation_bench_test.go:startHostProcess":               {"medmesh"},     // the test binary itself (os.Args[0]): coordinators, floor members
-	"enforcer/coordinator_linux_test.go:startCoordinatorProcesses":      {"medmesh"},     // the test binary itself (os.Args[0])
 	"deploy/lab/scenario_linux.go:runAttack":                            {"medmesh-lab"}, // medmesh-lab sim in a device namespace
 	"cmd/medmesh/upgrade_test.go:start":                                 {"medmesh"},     // the previous and the current release
 	"cmd/medmesh/upgrade_test.go:TestRollingUpgradeFromPreviousRelease": {"medmesh"},

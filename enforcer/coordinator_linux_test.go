@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -315,20 +314,16 @@ func TestCoordinatorProcess(t *testing.T) {
 
 // coordProc is a coordinator process.
 type coordProc struct {
-	api   string
-	cmd   *exec.Cmd
-	stdin io.Closer
-	up    bool
+	*hostProcess
+	api string
+	up  bool
 }
 
 // kill kills the process with SIGKILL, as a crash would.
 func (p *coordProc) kill(t testing.TB) {
 	t.Helper()
 	p.up = false
-	if err := p.cmd.Process.Kill(); err != nil {
-		t.Fatal(err)
-	}
-	_ = p.cmd.Wait()
+	p.hostProcess.kill(t)
 }
 
 // startCoordinatorProcesses starts n coordinators, each a process of its
@@ -343,38 +338,11 @@ func startCoordinatorProcesses(t testing.TB, n int) []*coordProc {
 	}
 	procs := make([]*coordProc, n)
 	for i := range procs {
-		cmd := exec.Command(os.Args[0], "-test.run=^TestCoordinatorProcess$", "-test.count=1")
-		cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%d 127.0.0.1:%d %s %s", coordProcEnv,
-			i, testutil.FreePort(t), filepath.Join(base, fmt.Sprint(i)), strings.Join(apis, " ")))
-		cmd.Stderr = os.Stderr
-		stdin, err := cmd.StdinPipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		stdout, err := cmd.StdoutPipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		go io.Copy(io.Discard, stdout)
-		p := &coordProc{api: apis[i], cmd: cmd, stdin: stdin, up: true}
-		procs[i] = p
-		t.Cleanup(func() {
-			if !p.up {
-				return
-			}
-			p.stdin.Close() // a graceful stop
-			done := make(chan error, 1)
-			go func() { done <- p.cmd.Wait() }()
-			select {
-			case <-done:
-			case <-time.After(30 * time.Second):
-				p.cmd.Process.Kill()
-				<-done
-			}
-		})
+		p := startHostProcess(t, []string{"-test.run=^TestCoordinatorProcess$", "-test.count=1"},
+			[]string{fmt.Sprintf("%s=%d 127.0.0.1:%d %s %s", coordProcEnv,
+				i, testutil.FreePort(t), filepath.Join(base, fmt.Sprint(i)), strings.Join(apis, " "))})
+		go io.Copy(io.Discard, p.stdout)
+		procs[i] = &coordProc{hostProcess: p, api: apis[i], up: true}
 	}
 	conns := make([]*grpc.ClientConn, n)
 	for i, a := range apis {

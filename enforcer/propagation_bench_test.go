@@ -787,26 +787,39 @@ func coordProfileFlags(b *testing.B, tls *benchPKI, i int) []string {
 		"-test.blockprofilerate=10000", "-test.mutexprofile=" + base + ".mutex", "-test.outputdir=" + dir}
 }
 
+// hostProcess is the test binary run again as one process of a cluster (a
+// coordinator, a floor member), serving until its stdin closes.
+type hostProcess struct {
+	cmd    *exec.Cmd
+	stdin  io.Closer
+	stdout io.Reader
+	killed bool
+}
+
 // startHostProcess runs the test binary again with args and the extra
-// environment env as one process of a benchmarked cluster (a coordinator,
-// a floor member), which serves until its stdin closes: when b ends, or
-// killed 30 s after. It returns the process id and its stdout.
-func startHostProcess(b *testing.B, args, env []string) (int, io.Reader) {
+// environment env. When t ends the process is stopped as a service is
+// (its stdin closed), and killed if it has not exited 30 s later.
+func startHostProcess(t testing.TB, args, env []string) *hostProcess {
+	t.Helper()
 	cmd := exec.Command(os.Args[0], args...)
 	cmd.Env = append(os.Environ(), env...)
 	cmd.Stderr = os.Stderr
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
-		b.Fatal(err)
+		t.Fatal(err)
 	}
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
-		b.Fatal(err)
+		t.Fatal(err)
 	}
 	if err := cmd.Start(); err != nil {
-		b.Fatal(err)
+		t.Fatal(err)
 	}
-	b.Cleanup(func() {
+	p := &hostProcess{cmd: cmd, stdin: stdin, stdout: stdout}
+	t.Cleanup(func() {
+		if p.killed {
+			return
+		}
 		stdin.Close()
 		done := make(chan error, 1)
 		go func() { done <- cmd.Wait() }()
@@ -817,7 +830,19 @@ func startHostProcess(b *testing.B, args, env []string) (int, io.Reader) {
 			<-done
 		}
 	})
-	return cmd.Process.Pid, stdout
+	return p
+}
+
+func (p *hostProcess) pid() int { return p.cmd.Process.Pid }
+
+// kill kills the process with SIGKILL, as a crash would.
+func (p *hostProcess) kill(t testing.TB) {
+	t.Helper()
+	p.killed = true
+	if err := p.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	_ = p.cmd.Wait()
 }
 
 // hostCoordinators starts three coordinator processes (with mutual TLS
@@ -837,9 +862,9 @@ func hostCoordinators(b *testing.B, tls *benchPKI) ([]string, []int) {
 		if tls != nil {
 			env = append(env, coordHostTLSEnv+"="+tls.dir)
 		}
-		pid, stdout := startHostProcess(b, append([]string{"-test.run=^TestCoordinatorHost$", "-test.count=1"}, coordProfileFlags(b, tls, i)...), env)
-		pids = append(pids, pid)
-		go io.Copy(io.Discard, stdout)
+		p := startHostProcess(b, append([]string{"-test.run=^TestCoordinatorHost$", "-test.count=1"}, coordProfileFlags(b, tls, i)...), env)
+		pids = append(pids, p.pid())
+		go io.Copy(io.Discard, p.stdout)
 	}
 	// The leader first: watcher i watches replica i mod 3, as in the etcd
 	// runs, so one watcher watches the leader and 100 spread 34/33/33.

@@ -340,10 +340,10 @@ func startFloor(b *testing.B, n int) *floorRun {
 	r.n = n
 	// Followers first: the leader connects to them as it starts.
 	for _, i := range []int{2, 1, 0} {
-		pid, stdout := startHostProcess(b, []string{"-test.run=^TestFloorHost$", "-test.count=1"}, []string{fmt.Sprintf("%s=%d %s %s",
+		p := startHostProcess(b, []string{"-test.run=^TestFloorHost$", "-test.count=1"}, []string{fmt.Sprintf("%s=%d %s %s",
 			floorHostEnv, i, memberDir(b, dir, i, fmt.Sprintf("f%d", i)), strings.Join(addrs, " "))})
-		r.pids = append(r.pids, pid)
-		out := bufio.NewReader(stdout)
+		r.pids = append(r.pids, p.pid())
+		out := bufio.NewReader(p.stdout)
 		line, err := out.ReadString('\n')
 		if err != nil || !strings.Contains(line, "FLOOR SERVING") {
 			b.Fatalf("floor member %d: %q %v", i, line, err)
