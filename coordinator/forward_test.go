@@ -2,7 +2,9 @@ package coordinator
 
 import (
 	"context"
+	"io"
 	"net"
+	"os"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -76,7 +78,9 @@ func (c *faultConn) Close() error {
 // before its answer arrived, the caller learns UNKNOWN (the outcome is not
 // known), never UNAVAILABLE (which says nothing happened and invites a
 // retry) and never a second proposal of the same write: a write without a
-// request id would be applied twice (its version would read 2).
+// request id would be applied twice (two audit records; a policy's version
+// would read 2). Both ways a follower forwards: a unary call (PutPolicy)
+// and an upload stream (ImportMDS2, the file the follower kept).
 func TestForwardedWriteIsSentOnce(t *testing.T) {
 	if testing.Short() {
 		t.Skip("skipped in -short: starts a 3-coordinator cluster")
@@ -84,58 +88,87 @@ func TestForwardedWriteIsSentOnce(t *testing.T) {
 	cl := newCluster(t, 3, nil)
 	leader := cl.leader()
 	follower := cl.followers()[0]
-	// The follower's connection to the leader is made by a first forward.
-	if _, err := medmeshv1.NewPolicyServiceClient(follower.raw).PutPolicy(ctxT(t, 5*time.Second),
-		&medmeshv1.PutPolicyRequest{Policy: classPolicy("warm", "x"), Actor: "test"}); err != nil {
-		t.Fatal(err)
-	}
-
-	leader.api.stalled.Store(true)
-	const name = "forwarded-once"
-	done := make(chan error, 1)
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_, err := medmeshv1.NewPolicyServiceClient(follower.raw).PutPolicy(ctx,
-			&medmeshv1.PutPolicyRequest{Policy: classPolicy(name, "v1"), Actor: "test"})
-		done <- err
-	}()
-	testutil.Eventually(t, 10*time.Second, time.Millisecond, func() bool {
-		return leader.c.FSM().Policy(name) != nil
-	}, "the forwarded write did not commit on the leader")
-	leader.api.cut() // the leader committed; its answer is lost with the connection
-
-	var err error
-	select {
-	case err = <-done:
-	case <-time.After(10 * time.Second):
-		t.Fatal("no answer from the follower 10 s after the connection to the leader broke")
-	}
-	if status.Code(err) != codes.Unknown {
-		t.Errorf("forwarded write whose answer was lost: %v, want UNKNOWN", err)
-	}
-
-	// Applied once, on every replica.
-	testutil.Eventually(t, 10*time.Second, 10*time.Millisecond, func() bool {
-		for _, n := range cl.nodes {
-			if n.c.FSM().Policy(name) == nil {
-				return false
-			}
-		}
-		return true
-	}, "the write did not reach every replica")
-	time.Sleep(500 * time.Millisecond) // a second proposal, if one was sent, commits by now
-	for _, n := range cl.nodes {
-		if v := n.c.FSM().Policy(name).GetVersion(); v != 1 {
-			t.Fatalf("%s: policy version %d after one write: the forward was proposed %d times", n.cfg.ID, v, v)
-		}
-	}
-	audit, err := cl.leader().policies().ListAuditRecords(ctxT(t, 5*time.Second),
-		&medmeshv1.ListAuditRecordsRequest{Resource: "policy/" + name, PageSize: 100})
+	mds2, err := os.ReadFile("../compliance/internal/mds2/testdata/acme-infuser-3000.xlsx")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n := len(audit.GetRecords()); n != 1 {
-		t.Fatalf("%d audit records for one write", n)
+	for _, tc := range []struct {
+		name      string
+		write     func(ctx context.Context) error
+		committed func(n *node) bool
+		resource  string // of its audit record
+	}{{
+		name: "unary",
+		write: func(ctx context.Context) error {
+			_, err := medmeshv1.NewPolicyServiceClient(follower.raw).PutPolicy(ctx,
+				&medmeshv1.PutPolicyRequest{Policy: classPolicy("forwarded-once", "v1"), Actor: "test"})
+			return err
+		},
+		committed: func(n *node) bool { return n.c.FSM().Policy("forwarded-once") != nil },
+		resource:  "policy/forwarded-once",
+	}, {
+		name: "upload",
+		write: func(ctx context.Context) error {
+			st, err := medmeshv1.NewComplianceServiceClient(follower.raw).ImportMDS2(ctx)
+			if err != nil {
+				return err
+			}
+			if err := st.Send(&medmeshv1.ImportMDS2Request{Chunk: mds2,
+				Header: &medmeshv1.ImportMDS2Request_Header{Name: "acme-infuser-3000.xlsx", Reason: "vendor MDS2"}}); err != nil && err != io.EOF {
+				return err
+			}
+			_, err = st.CloseAndRecv()
+			return err
+		},
+		committed: func(n *node) bool { a, _ := n.c.FSM().MDS2s(); return len(a) > 0 },
+		resource:  "mds2/Acme Medical/Infuser 3000",
+	}} {
+		t.Run(tc.name, func(t *testing.T) {
+			// The follower's connection to the leader is made (its HTTP/2
+			// handshake needs the leader's writes) by a forward before.
+			if _, err := medmeshv1.NewPolicyServiceClient(follower.raw).PutPolicy(ctxT(t, 5*time.Second),
+				&medmeshv1.PutPolicyRequest{Policy: classPolicy("warm-"+tc.name, "x"), Actor: "test"}); err != nil {
+				t.Fatal(err)
+			}
+			leader.api.stalled.Store(true)
+			t.Cleanup(func() { leader.api.stalled.Store(false) })
+			done := make(chan error, 1)
+			go func() {
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				defer cancel()
+				done <- tc.write(ctx)
+			}()
+			testutil.Eventually(t, 10*time.Second, time.Millisecond, func() bool { return tc.committed(leader) },
+				"the forwarded write did not commit on the leader")
+			leader.api.cut() // the leader committed; its answer is lost with the connection
+
+			select {
+			case err := <-done:
+				if status.Code(err) != codes.Unknown {
+					t.Errorf("forwarded write whose answer was lost: %v, want UNKNOWN", err)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("no answer from the follower 10 s after the connection to the leader broke")
+			}
+
+			// Applied once, on every replica.
+			testutil.Eventually(t, 10*time.Second, 10*time.Millisecond, func() bool {
+				for _, n := range cl.nodes {
+					if !tc.committed(n) {
+						return false
+					}
+				}
+				return true
+			}, "the write did not reach every replica")
+			time.Sleep(500 * time.Millisecond) // a second proposal, if one was sent, commits by now
+			audit, err := leader.policies().ListAuditRecords(ctxT(t, 5*time.Second),
+				&medmeshv1.ListAuditRecordsRequest{Resource: tc.resource, PageSize: 100})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n := len(audit.GetRecords()); n != 1 {
+				t.Fatalf("%d audit records of %s after one write: the forward was proposed %d times", n, tc.resource, n)
+			}
+		})
 	}
 }
