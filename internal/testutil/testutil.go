@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -33,13 +34,18 @@ func Eventually(t testing.TB, timeout, tick time.Duration, cond func() bool, msg
 // ephemeral range (net.ipv4.ip_local_port_range), where neither outgoing
 // connections nor listeners on port 0 get their ports: with packages tested
 // in parallel, a port from that range was sometimes taken by another
-// process's connection between this check and the test's own bind. Only
-// another FreePort can still pick the same port, one chance in thousands.
+// process's connection between this check and the test's own bind. A
+// port is handed out once per process: a test that picks several ports
+// before it binds any (a cluster's API and Raft ports) never gets one
+// twice. Only another process's FreePort can still pick the same port.
 func FreePort(t testing.TB) int {
 	t.Helper()
 	lo := ephemeralLow()
 	for range 200 {
 		p := freePortMin + rand.IntN(lo-freePortMin)
+		if !handOut(p) {
+			continue
+		}
 		l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p)))
 		if err != nil {
 			continue
@@ -53,6 +59,22 @@ func FreePort(t testing.TB) int {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
+}
+
+var (
+	handedMu sync.Mutex
+	handed   = map[int]bool{}
+)
+
+// handOut records p as handed out by this process; false if it was before.
+func handOut(p int) bool {
+	handedMu.Lock()
+	defer handedMu.Unlock()
+	if handed[p] {
+		return false
+	}
+	handed[p] = true
+	return true
 }
 
 // freePortMin is the lowest port FreePort picks: above the registered
