@@ -64,13 +64,19 @@ func shareable(ctx context.Context) bool {
 // otherwise a response marshaled for this stream.
 func (w *decisionWire) send(stream grpc.ServerStream, shared bool, d *medmeshv1.Decision, applied uint64) error {
 	if !shared {
-		return stream.SendMsg(&medmeshv1.WatchDecisionsResponse{Decision: d, AppliedIndex: applied, ResumeToken: indexToken(d.GetIndex())})
+		return stream.SendMsg(decisionResponse(d, applied))
 	}
 	m, err := w.message(stream, d, applied)
 	if err != nil {
 		return err
 	}
 	return stream.SendMsg(m)
+}
+
+// decisionResponse is the response carrying d, sent when the replica had
+// applied through applied.
+func decisionResponse(d *medmeshv1.Decision, applied uint64) *medmeshv1.WatchDecisionsResponse {
+	return &medmeshv1.WatchDecisionsResponse{Decision: d, AppliedIndex: applied, ResumeToken: indexToken(d.GetIndex())}
 }
 
 // message returns d's shared message, prepared on stream if no stream has
@@ -83,7 +89,7 @@ func (w *decisionWire) message(stream grpc.ServerStream, d *medmeshv1.Decision, 
 		return m, nil
 	}
 	m = &grpc.PreparedMsg{}
-	if err := m.Encode(stream, &medmeshv1.WatchDecisionsResponse{Decision: d, AppliedIndex: applied, ResumeToken: indexToken(d.GetIndex())}); err != nil {
+	if err := m.Encode(stream, decisionResponse(d, applied)); err != nil {
 		return nil, err
 	}
 	w.mu.Lock()
